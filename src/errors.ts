@@ -1,0 +1,102 @@
+/** Errors vmkit throws. Each carries what a person needs to see what went wrong. */
+
+export class VmkitError extends Error {
+  override name = 'VmkitError';
+}
+
+/** Bad input from the caller: an unknown image, an invalid name, a missing file. */
+export class ConfigError extends VmkitError {
+  override name = 'ConfigError';
+}
+
+/** A wait ran out of time. `awaited` names what was awaited, `lastState` what was seen last. */
+export class TimeoutError extends VmkitError {
+  override name = 'TimeoutError';
+  constructor(
+    readonly awaited: string,
+    readonly timeoutMs: number,
+    readonly lastState?: string,
+    readonly consoleTail?: string,
+  ) {
+    super(formatMessage(`timed out after ${timeoutMs} ms waiting for ${awaited}`, lastState, consoleTail));
+  }
+}
+
+/** A command in the guest finished with an unexpected exit status. */
+export class CommandFailedError extends VmkitError {
+  override name = 'CommandFailedError';
+  constructor(
+    readonly command: string,
+    readonly exitCode: number,
+    readonly stdout: string,
+    readonly stderr: string,
+    expectation = 'exit status 0',
+  ) {
+    super(
+      `command ${JSON.stringify(command)} exited with status ${exitCode} (expected ${expectation})` +
+        section('stdout', tail(stdout)) +
+        section('stderr', tail(stderr)),
+    );
+  }
+}
+
+/** A command in the guest ran longer than its timeout; the guest killed it. */
+export class CommandTimeoutError extends TimeoutError {
+  override name = 'CommandTimeoutError';
+  constructor(
+    readonly command: string,
+    timeoutMs: number,
+    readonly stdout: string,
+    readonly stderr: string,
+  ) {
+    super(
+      `command ${JSON.stringify(command)}`,
+      timeoutMs,
+      `partial stdout: ${JSON.stringify(tail(stdout, 400))}, partial stderr: ${JSON.stringify(tail(stderr, 400))}`,
+    );
+  }
+}
+
+/** The machine is gone (QEMU exited, the kernel panicked, the guest powered off) or unusable. */
+export class MachineCrashedError extends VmkitError {
+  override name = 'MachineCrashedError';
+  constructor(
+    readonly machine: string,
+    readonly reason: string,
+    readonly consoleTail: string,
+  ) {
+    super(formatMessage(`machine ${machine}: ${reason}`, undefined, consoleTail));
+  }
+}
+
+/** QEMU's monitor answered a command with an error. */
+export class QmpError extends VmkitError {
+  override name = 'QmpError';
+  constructor(
+    readonly command: string,
+    readonly errorClass: string,
+    readonly description: string,
+  ) {
+    super(`QMP ${command} failed: ${errorClass}: ${description}`);
+  }
+}
+
+/** A guest image could not be built or found. */
+export class ImageError extends VmkitError {
+  override name = 'ImageError';
+}
+
+/** The last `maxChars` characters of text, marked when cut. */
+export function tail(text: string, maxChars = 2000): string {
+  return text.length <= maxChars ? text : `…${text.slice(-maxChars)}`;
+}
+
+function section(title: string, body: string | undefined): string {
+  if (!body || body.trim() === '') return '';
+  const indented = body.trimEnd().split('\n').map((line) => `  | ${line}`).join('\n');
+  return `\n${title}:\n${indented}`;
+}
+
+function formatMessage(head: string, lastState?: string, consoleTail?: string): string {
+  return head + (lastState ? `\nlast state: ${lastState}` : '') + section('console tail', consoleTail);
+}

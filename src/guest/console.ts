@@ -1,0 +1,103 @@
+import { EventEmitter } from 'node:events';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import type { Socket } from 'node:net';
+import { TimeoutError } from '../errors.js';
+import { LineSplitter } from './framing.js';
+
+// CSI sequences, OSC sequences ended by BEL or ST, charset selection, and lone two-byte escapes.
+const ANSI = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[@-Z\\-_]/g;
+
+/** Removes terminal escape sequences and carriage returns, for matching and logs. */
+export function stripAnsi(text: string): string {
+  return text.replace(ANSI, '').replace(/\r/g, '');
+}
+
+const MAX_KEPT_CHARS = 4 * 1024 * 1024;
+
+/**
+ * A machine's serial console: everything it printed (kept in memory, bounded, and in a file),
+ * a `line` event per line, and expect-style waiting for text.
+ */
+export class SerialConsole extends EventEmitter<{ line: [string]; data: [string] }> {
+  private text = '';
+  private dropped = 0;
+  /** Where the next waitForText starts matching, as an absolute character offset. */
+  private cursor = 0;
+  private readonly lines = new LineSplitter();
+  private readonly file: WriteStream;
+  private socket?: Socket;
+
+  constructor(logFile: string) {
+    super();
+    this.file = createWriteStream(logFile, { flags: 'a' });
+  }
+
+  attach(socket: Socket): void {
+    this.socket = socket;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+  }
+
+  private onData(chunk: Buffer): void {
+    this.file.write(chunk);
+    const clean = stripAnsi(chunk.toString('utf8'));
+    this.text += clean;
+    if (this.text.length > MAX_KEPT_CHARS) {
+      const cut = this.text.length - MAX_KEPT_CHARS / 2;
+      this.text = this.text.slice(cut);
+      this.dropped += cut;
+    }
+    this.emit('data', clean);
+    this.lines.push(chunk, (line) => this.emit('line', stripAnsi(line.toString('utf8'))));
+  }
+
+  /** All console output kept so far, escape sequences removed. */
+  get log(): string {
+    return this.text;
+  }
+
+  tail(maxChars = 3000): string {
+    return this.text.slice(-maxChars);
+  }
+
+  send(text: string | Buffer): void {
+    this.socket?.write(text);
+  }
+
+  /**
+   * Waits until `pattern` matches console output not consumed by an earlier wait, then moves
+   * past the match. Output from before the call counts: a prompt printed a moment ago is found.
+   */
+  waitForText(pattern: RegExp, timeoutMs: number): Promise<RegExpExecArray> {
+    const flags = pattern.flags.replace(/[gy]/g, '');
+    const regex = new RegExp(pattern.source, flags);
+    const search = () => {
+      const start = Math.max(0, this.cursor - this.dropped);
+      const match = regex.exec(this.text.slice(start));
+      if (match) this.cursor = this.dropped + start + match.index + match[0].length;
+      return match;
+    };
+    return new Promise((resolve, reject) => {
+      const found = search();
+      if (found) return resolve(found);
+      const onData = () => {
+        const match = search();
+        if (!match) return;
+        cleanup();
+        resolve(match);
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new TimeoutError(`console text matching ${pattern}`, timeoutMs, undefined, this.tail(1500)));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.off('data', onData);
+      };
+      this.on('data', onData);
+    });
+  }
+
+  close(): void {
+    this.file.end();
+  }
+}

@@ -1,0 +1,189 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import { ConfigError, VmkitError, tail } from '../errors.js';
+import { listenOnce } from '../util/sockets.js';
+import { withTimeout } from '../util/time.js';
+import { which } from '../util/which.js';
+import type { Accel } from './accel.js';
+import { trackProcess, untrackProcess } from './processes.js';
+import { QmpClient } from './qmp.js';
+
+export interface NicSpec {
+  /** Unix socket of the virtual switch port this NIC plugs into. */
+  socketPath: string;
+  mac: string;
+}
+
+export interface QemuSpec {
+  name: string;
+  stateDir: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  memoryMiB: number;
+  cpus: number;
+  accel: Accel;
+  nics: NicSpec[];
+  /** Appended to the generated command line, for callers that know QEMU. */
+  extraArgs?: string[];
+  startTimeoutMs: number;
+}
+
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export function qemuBinary(): string {
+  return process.env.VMKIT_QEMU || 'qemu-system-x86_64';
+}
+
+/** Socket file names inside a machine's state folder: short, since the path limit is 107 bytes. */
+const SOCKETS = { console: 'con.sock', shell: 'sh.sock', transfer: 'xfer.sock', qmp: 'qmp.sock' } as const;
+
+/** The QEMU command line for a spec, as an argument vector. */
+export function qemuArgs(spec: QemuSpec): string[] {
+  const sock = (name: keyof typeof SOCKETS) => join(spec.stateDir, SOCKETS[name]);
+  const args = [
+    '-name', spec.name,
+    '-machine', 'pc',
+    '-accel', spec.accel,
+    ...(spec.accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-m', String(spec.memoryMiB),
+    '-smp', String(spec.cpus),
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-kernel', spec.kernel,
+    '-initrd', spec.initrd,
+    '-append', spec.cmdline,
+    '-chardev', `socket,id=console,path=${sock('console')}`,
+    '-serial', 'chardev:console',
+    '-chardev', `socket,id=qmp,path=${sock('qmp')}`,
+    '-mon', 'chardev=qmp,mode=control',
+    '-device', 'virtio-serial-pci,id=serial0',
+    '-chardev', `socket,id=shell,path=${sock('shell')}`,
+    '-device', 'virtconsole,chardev=shell',
+    '-chardev', `socket,id=transfer,path=${sock('transfer')}`,
+    '-device', 'virtserialport,chardev=transfer,name=vmkit.transfer',
+    '-device', 'virtio-rng-pci',
+  ];
+  spec.nics.forEach((nic, index) => {
+    args.push(
+      '-netdev', `stream,id=net${index},server=off,addr.type=unix,addr.path=${nic.socketPath}`,
+      '-device', `virtio-net-pci,netdev=net${index},mac=${nic.mac}`,
+    );
+  });
+  return [...args, ...(spec.extraArgs ?? [])];
+}
+
+/**
+ * One running QEMU process with its channels connected: serial console, backdoor command
+ * channel, transfer port and QMP. vmkit listens on every socket before QEMU starts; QEMU
+ * connects as the client, so nothing polls for a socket to appear.
+ */
+export class QemuProcess {
+  readonly exited: Promise<ExitInfo>;
+  private exitInfo?: ExitInfo;
+
+  private constructor(
+    readonly spec: QemuSpec,
+    private readonly child: ChildProcess,
+    readonly sockets: { console: Socket; shell: Socket; transfer: Socket },
+    readonly qmp: QmpClient,
+    exited: Promise<ExitInfo>,
+    private readonly output: () => string,
+  ) {
+    this.exited = exited;
+    exited.then((info) => {
+      this.exitInfo = info;
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  get hasExited(): boolean {
+    return this.exitInfo !== undefined;
+  }
+
+  stderrTail(): string {
+    return tail(this.output(), 2000);
+  }
+
+  static async launch(spec: QemuSpec): Promise<QemuProcess> {
+    const binary = await which(qemuBinary());
+    if (!binary) {
+      throw new ConfigError(
+        `QEMU is not installed: ${qemuBinary()} was not found on PATH (on Debian: apt-get install qemu-system-x86)`,
+      );
+    }
+    const listeners = {
+      console: await listenOnce(join(spec.stateDir, SOCKETS.console)),
+      shell: await listenOnce(join(spec.stateDir, SOCKETS.shell)),
+      transfer: await listenOnce(join(spec.stateDir, SOCKETS.transfer)),
+      qmp: await listenOnce(join(spec.stateDir, SOCKETS.qmp)),
+    };
+    const args = qemuArgs(spec);
+    // setpriv ties QEMU's life to ours: if this process is SIGKILLed, the kernel kills QEMU too.
+    const setpriv = await which('setpriv');
+    const [program, argv] = setpriv
+      ? [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...args]]
+      : [binary, args];
+    const child = spawn(program, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = createWriteStream(join(spec.stateDir, 'qemu.log'));
+    let stderr = '';
+    const onOutput = (chunk: Buffer) => {
+      log.write(chunk);
+      stderr = tail(stderr + chunk.toString(), 8000);
+    };
+    child.stdout?.on('data', onOutput);
+    child.stderr?.on('data', onOutput);
+    const exited = new Promise<ExitInfo>((resolve) => {
+      child.once('error', (error) => {
+        stderr += `\n${error.message}`;
+        resolve({ code: null, signal: null });
+      });
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+    }).then((info) => {
+      if (child.pid) untrackProcess(child.pid);
+      for (const listener of Object.values(listeners)) listener.close();
+      log.end();
+      return info;
+    });
+    if (child.pid) trackProcess(child.pid, spec.stateDir);
+
+    const describeExit = (info: ExitInfo) =>
+      new VmkitError(
+        `QEMU for machine ${spec.name} exited during start-up (${info.signal ? `signal ${info.signal}` : `status ${info.code}`})` +
+          `\ncommand: ${binary} ${args.join(' ')}\nQEMU said:\n${tail(stderr, 1500) || '(nothing)'}`,
+      );
+    const connected = Promise.all([
+      listeners.console.accepted,
+      listeners.shell.accepted,
+      listeners.transfer.accepted,
+      listeners.qmp.accepted,
+    ]);
+    try {
+      const [consoleSocket, shell, transfer, qmpSocket] = await withTimeout(
+        Promise.race([connected, exited.then((info) => Promise.reject(describeExit(info)))]),
+        spec.startTimeoutMs,
+        `QEMU for machine ${spec.name} to connect its sockets`,
+        () => tail(stderr, 500),
+      );
+      const qmp = await QmpClient.connect(qmpSocket, spec.startTimeoutMs);
+      return new QemuProcess(spec, child, { console: consoleSocket, shell, transfer }, qmp, exited, () => stderr);
+    } catch (error) {
+      child.kill('SIGKILL');
+      await exited;
+      throw error;
+    }
+  }
+
+  /** Kills QEMU at once and waits until it is gone. */
+  async kill(): Promise<ExitInfo> {
+    if (!this.exitInfo) this.child.kill('SIGKILL');
+    return this.exited;
+  }
+}

@@ -1,0 +1,248 @@
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { CommandFailedError, CommandTimeoutError, MachineCrashedError, TimeoutError, VmkitError } from '../errors.js';
+import type { BackdoorChannel, RawResult } from '../guest/backdoor.js';
+import type { SerialConsole } from '../guest/console.js';
+import type { AccelDecision } from '../hypervisor/accel.js';
+import type { ExitInfo, QemuProcess } from '../hypervisor/qemu.js';
+import { sleep } from '../util/time.js';
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CommandOptions {
+  timeoutMs?: number;
+}
+
+/** How often waitUntil* retries. */
+const RETRY_INTERVAL_MS = 500;
+
+/** Quotes a value for sh. */
+export const shellQuote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
+
+/**
+ * A running virtual machine. Commands run as root through the backdoor; every call has a
+ * timeout; when the machine dies, pending and later calls fail with MachineCrashedError.
+ */
+export class Machine implements AsyncDisposable {
+  private closed = false;
+  private stopping = false;
+  private closing?: Promise<void>;
+
+  constructor(
+    readonly name: string,
+    readonly stateDir: string,
+    readonly accel: AccelDecision,
+    private readonly vmm: QemuProcess,
+    private readonly backdoor: BackdoorChannel,
+    readonly console: SerialConsole,
+    private readonly commandTimeoutMs: number,
+    private readonly keepState: () => boolean,
+    /** Milliseconds from QEMU spawn to the backdoor answering. */
+    readonly bootMs: number,
+  ) {
+    vmm.exited.then((info) => {
+      const reason = this.stopping ? 'machine was shut down' : `QEMU exited unexpectedly (${describeExit(info)})`;
+      const stderr = vmm.stderrTail().trim();
+      backdoor.fail(
+        new MachineCrashedError(name, stderr && !this.stopping ? `${reason}; QEMU said: ${stderr}` : reason, console.tail()),
+      );
+    });
+  }
+
+  /** The QEMU process id. */
+  get pid(): number {
+    return this.vmm.pid;
+  }
+
+  /** QEMU's monitor, for what the Machine API does not cover. */
+  get qmp() {
+    return this.vmm.qmp;
+  }
+
+  get isRunning(): boolean {
+    return !this.vmm.hasExited;
+  }
+
+  /** Runs `command` with sh as root. Resolves whatever the exit status; rejects on timeout or crash. */
+  async execute(command: string, options: CommandOptions = {}): Promise<ExecResult> {
+    const raw = await this.run(command, options);
+    return { exitCode: raw.status, stdout: raw.stdout.toString('utf8'), stderr: raw.stderr.toString('utf8') };
+  }
+
+  /** Like execute, with stdout and stderr as raw bytes. */
+  async executeRaw(command: string, options: CommandOptions = {}): Promise<RawResult> {
+    return this.run(command, options);
+  }
+
+  /** Runs `command`, expecting exit status 0; returns its stdout. */
+  async succeed(command: string, options: CommandOptions = {}): Promise<string> {
+    const result = await this.execute(command, options);
+    if (result.exitCode !== 0) throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr);
+    return result.stdout;
+  }
+
+  /** Runs `command`, expecting a non-zero exit status; returns its stdout. */
+  async fail(command: string, options: CommandOptions = {}): Promise<string> {
+    const result = await this.execute(command, options);
+    if (result.exitCode === 0) {
+      throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr, 'a non-zero exit status');
+    }
+    return result.stdout;
+  }
+
+  /** Retries `command` until it exits 0; returns its stdout. */
+  waitUntilSucceeds(command: string, options: CommandOptions = {}): Promise<string> {
+    return this.retry(`${JSON.stringify(command)} to succeed`, command, (r) => r.exitCode === 0, options);
+  }
+
+  /** Retries `command` until it exits non-zero; returns its stdout. */
+  waitUntilFails(command: string, options: CommandOptions = {}): Promise<string> {
+    return this.retry(`${JSON.stringify(command)} to fail`, command, (r) => r.exitCode !== 0, options);
+  }
+
+  waitForFile(path: string, options: CommandOptions = {}): Promise<void> {
+    return this.retry(`file ${path} to exist`, `test -e ${shellQuote(path)}`, (r) => r.exitCode === 0, options).then(() => {});
+  }
+
+  /** Waits until something in the guest listens on TCP `port` (IPv4 or IPv6, any address). */
+  waitForOpenPort(port: number, options: CommandOptions = {}): Promise<void> {
+    return this.retry(`TCP port ${port} to be listening`, listeningCheck(port), (r) => r.exitCode === 0, options).then(() => {});
+  }
+
+  waitForClosedPort(port: number, options: CommandOptions = {}): Promise<void> {
+    return this.retry(`TCP port ${port} to be closed`, listeningCheck(port), (r) => r.exitCode !== 0, options).then(() => {});
+  }
+
+  /** Waits for console output matching `pattern` that no earlier wait consumed. */
+  async waitForConsoleText(pattern: RegExp, options: CommandOptions = {}): Promise<RegExpExecArray> {
+    return this.console.waitForText(pattern, options.timeoutMs ?? this.commandTimeoutMs);
+  }
+
+  /** Everything the serial console printed, escape sequences removed. */
+  getConsoleLog(): string {
+    return this.console.log;
+  }
+
+  /** Types `text` on the serial console. */
+  sendConsole(text: string): void {
+    this.console.send(text);
+  }
+
+  /** Copies a host file into the guest (any bytes, any size); parent folders are created. */
+  async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
+    await this.succeed(`mkdir -p ${shellQuote(dirname(guestPath))}`);
+    const result = await this.backdoor.upload(hostPath, guestPath, options.timeoutMs ?? this.commandTimeoutMs * 2);
+    if (result.status !== 0) {
+      throw new VmkitError(`copying ${hostPath} to ${this.name}:${guestPath} failed: ${result.stderr.toString().trim()}`);
+    }
+  }
+
+  /** Copies a guest file to the host; parent folders are created. */
+  async copyFromVm(guestPath: string, hostPath: string, options: CommandOptions = {}): Promise<void> {
+    await mkdir(dirname(hostPath), { recursive: true });
+    const result = await this.backdoor.download(guestPath, hostPath, options.timeoutMs ?? this.commandTimeoutMs * 2);
+    if (result.status !== 0) {
+      await rm(hostPath, { force: true });
+      throw new VmkitError(`copying ${this.name}:${guestPath} to ${hostPath} failed: ${result.stderr.toString().trim()}`);
+    }
+  }
+
+  /** Powers off from inside the guest and waits for QEMU to exit. */
+  async shutdown(options: CommandOptions = {}): Promise<void> {
+    if (this.vmm.hasExited) return;
+    this.stopping = true;
+    this.backdoor.fireAndForget('sync; poweroff');
+    await this.waitForShutdown({ timeoutMs: options.timeoutMs ?? 60_000 });
+  }
+
+  /** Ends the machine at once, like pulling the plug. */
+  async crash(): Promise<void> {
+    this.stopping = true;
+    await this.vmm.qmp.execute('quit').catch(() => {});
+    await this.waitForShutdown({ timeoutMs: 10_000 }).catch(() => this.vmm.kill());
+  }
+
+  /** Waits until QEMU has exited (the guest powered off or crashed). */
+  async waitForShutdown(options: CommandOptions = {}): Promise<ExitInfo> {
+    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const expiry = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new TimeoutError(`machine ${this.name} to shut down`, timeoutMs, 'QEMU still running', this.console.tail())),
+        timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([this.vmm.exited, expiry]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops the machine (if running) and removes its state. Safe to call more than once. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopping = true;
+      await this.vmm.kill();
+      this.vmm.qmp.close();
+      this.console.close();
+      this.closed = true;
+      if (!this.keepState()) await rm(this.stateDir, { recursive: true, force: true });
+    })();
+    return this.closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  private async run(command: string, options: CommandOptions): Promise<RawResult> {
+    if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
+    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
+    const raw = await this.backdoor.run(command, timeoutMs);
+    if (raw.timedOut) {
+      throw new CommandTimeoutError(command, timeoutMs, raw.stdout.toString('utf8'), raw.stderr.toString('utf8'));
+    }
+    return raw;
+  }
+
+  private async retry(
+    awaited: string,
+    command: string,
+    done: (result: ExecResult) => boolean,
+    options: CommandOptions,
+  ): Promise<string> {
+    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
+    const deadline = performance.now() + timeoutMs;
+    let last: ExecResult | undefined;
+    for (;;) {
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) break;
+      try {
+        last = await this.execute(command, { timeoutMs: Math.max(1000, Math.round(remaining)) });
+        if (done(last)) return last.stdout;
+      } catch (error) {
+        if (!(error instanceof CommandTimeoutError)) throw error;
+      }
+      if (deadline - performance.now() <= RETRY_INTERVAL_MS) break;
+      await sleep(RETRY_INTERVAL_MS);
+    }
+    const lastState = last
+      ? `last attempt exited with status ${last.exitCode}; stdout: ${JSON.stringify(last.stdout.slice(-300))}; stderr: ${JSON.stringify(last.stderr.slice(-300))}`
+      : 'no attempt finished';
+    throw new TimeoutError(`${awaited} on ${this.name}`, timeoutMs, lastState);
+  }
+}
+
+function listeningCheck(port: number): string {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return `awk '$2 ~ /:${hex}$/ && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null`;
+}
+
+function describeExit(info: ExitInfo): string {
+  return info.signal ? `killed by ${info.signal}` : `status ${info.code}`;
+}

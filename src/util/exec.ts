@@ -1,0 +1,47 @@
+import { spawn } from 'node:child_process';
+import { VmkitError, tail } from '../errors.js';
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a program (argument vector, no shell) to completion. Rejects with an error that names
+ * the command and shows its exit status and output tail. `timeoutMs` bounds the wait.
+ */
+export function runTool(
+  program: string,
+  args: string[],
+  options: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<RunResult> {
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+    const commandLine = [program, ...args].join(' ');
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new VmkitError(`${commandLine} did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const hint = error.code === 'ENOENT' ? ` (is ${program} installed?)` : '';
+      reject(new VmkitError(`cannot run ${program}: ${error.message}${hint}`));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const result = { stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
+      if (code === 0) return resolve(result);
+      const status = signal ? `signal ${signal}` : `status ${code}`;
+      reject(new VmkitError(`${commandLine} failed with ${status}\n${tail(result.stderr || result.stdout, 1500)}`));
+    });
+  });
+}

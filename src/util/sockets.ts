@@ -1,0 +1,32 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { VmkitError } from '../errors.js';
+
+/**
+ * Listens on a unix socket for exactly one client (a VMM connecting its chardev). The listener
+ * closes and the path is removed once the client is in.
+ */
+export async function listenOnce(path: string): Promise<{ accepted: Promise<Socket>; close: () => void }> {
+  await rm(path, { force: true });
+  const server: Server = createServer();
+  const accepted = new Promise<Socket>((resolve, reject) => {
+    server.once('connection', (socket) => {
+      server.close();
+      rm(path, { force: true }).catch(() => {});
+      resolve(socket);
+    });
+    server.once('error', (error) => reject(new VmkitError(`socket ${path}: ${error.message}`)));
+  });
+  accepted.catch(() => {});
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve());
+  });
+  return {
+    accepted,
+    close: () => {
+      server.close();
+      rm(path, { force: true }).catch(() => {});
+    },
+  };
+}
