@@ -7,3 +7,13 @@ export { chooseAccel, probeKvm, type AccelRequest, type AccelDecision } from './
 export { VirtualSwitch } from './network/switch.js';
 export { stripAnsi } from './guest/console.js';
 export type { QmpClient, QmpEvent } from './hypervisor/qmp.js';
+export {
+  defineTest,
+  runTest,
+  type TestDefinition,
+  type TestContext,
+  type MachineDeclaration,
+  type RunOptions,
+  type RunReport,
+} from './driver/test.js';
+export { RunLog } from './util/log.js';

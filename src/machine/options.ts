@@ -26,6 +26,8 @@ export interface MachineOptions {
   hosts?: Record<string, string>;
   /** Receives progress lines (boot, accelerator choice, shutdown). */
   log?: (line: string) => void;
+  /** Aborting it stops a boot in progress. */
+  signal?: AbortSignal;
   /** Extra QEMU arguments, appended as given. */
   qemuArgs?: string[];
 }

@@ -64,9 +64,12 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
       extraArgs: options.qemuArgs,
       startTimeoutMs: timeoutMs,
     });
+    const launched = vmm;
+    const abort = () => void launched.kill();
+    options.signal?.addEventListener('abort', abort, { once: true });
+    if (options.signal?.aborted) abort();
     console.attach(vmm.sockets.console);
     const backdoor = new BackdoorChannel(name, vmm.sockets.shell, vmm.sockets.transfer, () => console.tail());
-    const launched = vmm;
     let machine: Machine | undefined;
     launched.exited.then((info) => {
       if (machine) return; // from now on the machine reports its own death
@@ -80,6 +83,7 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
       );
     });
     await backdoor.waitForBanner(timeoutMs);
+    options.signal?.removeEventListener('abort', abort);
     const bootMs = elapsedMs(started);
     log(`backdoor up after ${bootMs} ms`);
     machine = new Machine(name, stateDir, accel, vmm, backdoor, console, commandTimeoutMs, () => keepState, bootMs);

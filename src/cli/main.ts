@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { VmkitError } from '../errors.js';
+import { parseAccel } from '../hypervisor/accel.js';
+import { doctor } from './doctor.js';
+import { buildImageCommand, listImagesCommand } from './image.js';
+import { runCommand } from './run.js';
+
+const program = new Command('vmkit')
+  .description('Real virtual machines for tests and sandboxes, driven from TypeScript')
+  .version('0.1.0')
+  .showHelpAfterError('(run vmkit --help for usage)')
+  .exitOverride();
+
+const positiveInt = (value: string) => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a whole number of milliseconds');
+  return n;
+};
+const accelOption = () =>
+  new Option('--accel <accel>', 'accelerator: auto (KVM where it works), kvm or tcg').argParser((value) => {
+    try {
+      return parseAccel(value);
+    } catch (error) {
+      throw new InvalidArgumentError((error as Error).message);
+    }
+  });
+
+program
+  .command('run')
+  .description('run a test script that exports default defineTest({...})')
+  .argument('<script>', 'test script (.ts or .js)')
+  .option('--keep', 'keep the state folder (console and QEMU logs) for inspection')
+  .option('--timeout <ms>', "global timeout, overriding the script's own", positiveInt)
+  .option('--console', "stream every machine's serial console to the log")
+  .addOption(accelOption())
+  .action(async (script: string, options) => {
+    process.exitCode = await runCommand(script, options);
+  });
+
+const image = program.command('image').description('build and list guest images');
+image
+  .command('build')
+  .description('build an image from Debian packages (cached; rebuilt only when an input changes)')
+  .argument('[name]', 'image name', 'tiny')
+  .action(async (name: string) => {
+    await buildImageCommand(name);
+  });
+image
+  .command('list')
+  .description('list cached images')
+  .action(async () => {
+    await listImagesCommand();
+  });
+
+program
+  .command('doctor')
+  .description('check QEMU, the accelerator and the image cache')
+  .action(async () => {
+    process.exitCode = await doctor();
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    // Help and version exit 0; usage errors were already printed by commander.
+    process.exitCode = error.exitCode === 0 ? 0 : 2;
+  } else if (error instanceof VmkitError) {
+    process.stderr.write(`vmkit: ${error.message}\n`);
+    process.exitCode = 2;
+  } else {
+    process.stderr.write(`vmkit: ${(error as Error)?.stack ?? String(error)}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -1,0 +1,50 @@
+import { access } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ConfigError } from '../errors.js';
+import type { AccelRequest } from '../hypervisor/accel.js';
+import { asTestDefinition, runTest } from '../driver/test.js';
+import { RunLog } from '../util/log.js';
+
+export interface RunCommandOptions {
+  keep?: boolean;
+  timeout?: number;
+  console?: boolean;
+  accel?: AccelRequest;
+}
+
+/** `vmkit run`: loads a test script (TypeScript through tsx) and runs it. Returns the exit code. */
+export async function runCommand(script: string, options: RunCommandOptions): Promise<number> {
+  const path = resolve(script);
+  try {
+    await access(path);
+  } catch (error) {
+    throw new ConfigError(`cannot read test script ${script}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+  }
+  let loaded: { default?: unknown };
+  try {
+    const { tsImport } = await import('tsx/esm/api');
+    loaded = (await tsImport(pathToFileURL(path).href, import.meta.url)) as { default?: unknown };
+  } catch (error) {
+    throw new ConfigError(`cannot load test script ${script}: ${(error as Error).message.split('\n')[0]}`);
+  }
+  const definition = asTestDefinition(loaded.default, script);
+
+  const log = new RunLog();
+  const interrupted = (signal: NodeJS.Signals, code: number) => () => {
+    log.line('vmkit', `interrupted by ${signal}: stopping every machine`);
+    process.exit(code); // the exit hook kills every VMM this process started and removes its state
+  };
+  process.once('SIGINT', interrupted('SIGINT', 130));
+  process.once('SIGTERM', interrupted('SIGTERM', 143));
+
+  log.line('vmkit', `running ${definition.name ?? script}`);
+  const report = await runTest(definition, {
+    keep: options.keep,
+    accel: options.accel,
+    console: options.console,
+    timeoutMs: options.timeout,
+    log,
+  });
+  return report.passed ? 0 : 1;
+}
