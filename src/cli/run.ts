@@ -5,6 +5,9 @@ import { ConfigError } from '../errors.js';
 import type { AccelRequest } from '../hypervisor/accel.js';
 import { asTestDefinition, runTest } from '../driver/test.js';
 import { RunLog } from '../util/log.js';
+import { qemuBinary } from '../hypervisor/qemu.js';
+import { stopAllTracked } from '../hypervisor/processes.js';
+import { which } from '../util/which.js';
 
 export interface RunCommandOptions {
   keep?: boolean;
@@ -29,14 +32,18 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     throw new ConfigError(`cannot load test script ${script}: ${(error as Error).message.split('\n')[0]}`);
   }
   const definition = asTestDefinition(loaded.default, script);
+  if (!(await which(qemuBinary()))) {
+    throw new ConfigError(`QEMU is not installed: ${qemuBinary()} was not found on PATH (on Debian: apt-get install qemu-system-x86)`);
+  }
 
   const log = new RunLog();
-  const interrupted = (signal: NodeJS.Signals, code: number) => () => {
+  const interrupted = (signal: NodeJS.Signals, code: number) => async () => {
     log.line('vmkit', `interrupted by ${signal}: stopping every machine`);
-    process.exit(code); // the exit hook kills every VMM this process started and removes its state
+    await stopAllTracked();
+    process.exit(code); // the exit hook removes the run's state folder
   };
-  process.once('SIGINT', interrupted('SIGINT', 130));
-  process.once('SIGTERM', interrupted('SIGTERM', 143));
+  process.on('SIGINT', interrupted('SIGINT', 130));
+  process.on('SIGTERM', interrupted('SIGTERM', 143));
 
   log.line('vmkit', `running ${definition.name ?? script}`);
   const report = await runTest(definition, {

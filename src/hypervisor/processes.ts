@@ -15,7 +15,7 @@ interface Owner {
   startTicks: string;
 }
 
-const live = new Map<number, string>();
+const live = new Map<number, { stateDir: string; exited: Promise<unknown> }>();
 let runDir: string | undefined;
 let keepRunDir = false;
 
@@ -30,7 +30,7 @@ export function currentRunDir(): string {
   const owner: Owner = { pid: process.pid, startTicks: processStartTicks(process.pid) ?? '' };
   writeFileSync(join(runDir, 'owner.json'), JSON.stringify(owner));
   process.once('exit', cleanupAtExit);
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.once(signal, onSignal);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, onSignal);
   return runDir;
 }
 
@@ -39,8 +39,11 @@ export function currentRunDir(): string {
  * own handler for the signal, that handler decides whether to exit.
  */
 function onSignal(signal: NodeJS.Signals): void {
+  killAllTracked();
+  if (process.listenerCount(signal) > 1) return;
   cleanupAtExit();
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.off(s, onSignal);
+  process.kill(process.pid, signal);
 }
 
 /** Keep the run folder (logs, disks, sockets) for inspection instead of deleting it at exit. */
@@ -49,8 +52,8 @@ export function keepRunFolder(keep = true): void {
   if (runDir && keep) writeFileSync(join(runDir, 'keep'), '');
 }
 
-export function trackProcess(pid: number, stateDir: string): void {
-  live.set(pid, stateDir);
+export function trackProcess(pid: number, stateDir: string, exited: Promise<unknown>): void {
+  live.set(pid, { stateDir, exited });
   writeFileSync(join(stateDir, 'vmm.pid'), String(pid));
 }
 
@@ -66,6 +69,15 @@ export function killAllTracked(): void {
     } catch {}
   }
   live.clear();
+}
+
+/** Kills every tracked process and waits (at most `timeoutMs`) until they are reaped. */
+export async function stopAllTracked(timeoutMs = 5000): Promise<void> {
+  const exits = [...live.values()].map((entry) => entry.exited);
+  killAllTracked();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([Promise.allSettled(exits), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+  clearTimeout(timer);
 }
 
 function cleanupAtExit(): void {

@@ -152,7 +152,7 @@ export class QemuProcess {
       log.end();
       return info;
     });
-    if (child.pid) trackProcess(child.pid, spec.stateDir);
+    if (child.pid) trackProcess(child.pid, spec.stateDir, exited);
 
     const describeExit = (info: ExitInfo) =>
       new VmkitError(

@@ -1,7 +1,9 @@
-import { mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
+
+const APT_LISTS = '/var/lib/apt/lists';
 
 export interface DebianPackage {
   name: string;
@@ -9,32 +11,56 @@ export interface DebianPackage {
   depends: string;
 }
 
-/** The candidate version of a package in the host's apt lists. */
-export async function resolvePackage(name: string): Promise<DebianPackage> {
+/**
+ * The candidate versions of packages in the host's apt lists, in one apt-cache call (it takes
+ * most of a second). Answers are remembered in `memoFile` until apt's lists change.
+ */
+export async function resolvePackages(names: string[], memoFile?: string): Promise<Map<string, DebianPackage>> {
+  const listsStamp = await stat(APT_LISTS).then(
+    (s) => String(s.mtimeMs),
+    () => 'none',
+  );
+  const memoKey = `${names.join(',')}@${listsStamp}`;
+  if (memoFile) {
+    const memo = await readFile(memoFile, 'utf8').then((text) => JSON.parse(text) as Record<string, DebianPackage[]>, () => ({}));
+    const hit = (memo as Record<string, DebianPackage[]>)[memoKey];
+    if (hit) return new Map(hit.map((pkg) => [pkg.name, pkg]));
+  }
   let output: string;
   try {
-    output = (await runTool('apt-cache', ['show', '--no-all-versions', name], { timeoutMs: 60_000 })).stdout;
+    output = (await runTool('apt-cache', ['show', '--no-all-versions', ...names], { timeoutMs: 60_000 })).stdout;
   } catch (error) {
     throw new ImageError(
-      `cannot look up Debian package ${name}: ${(error as Error).message.split('\n')[0]}` +
+      `cannot look up Debian packages ${names.join(', ')}: ${(error as Error).message.split('\n')[0]}` +
         '\n(run `apt-get update` first; vmkit builds images from Debian packages)',
     );
   }
-  const field = (key: string) => output.match(new RegExp(`^${key}: (.*)$`, 'm'))?.[1]?.trim() ?? '';
-  const version = field('Version');
-  if (!version) throw new ImageError(`apt-cache knows no version of ${name} (run \`apt-get update\`)`);
-  return { name, version, depends: field('Depends') };
+  const found = new Map<string, DebianPackage>();
+  for (const stanza of output.split(/\n\s*\n/)) {
+    const field = (key: string) => stanza.match(new RegExp(`^${key}: (.*)$`, 'm'))?.[1]?.trim() ?? '';
+    const name = field('Package');
+    if (name && !found.has(name)) found.set(name, { name, version: field('Version'), depends: field('Depends') });
+  }
+  for (const name of names) {
+    if (!found.get(name)?.version) throw new ImageError(`apt-cache knows no version of ${name} (run \`apt-get update\`)`);
+  }
+  if (memoFile) {
+    await mkdir(dirname(memoFile), { recursive: true });
+    await writeFile(memoFile, JSON.stringify({ [memoKey]: [...found.values()] }));
+  }
+  return found;
 }
 
 /**
- * Follows a metapackage such as linux-image-cloud-amd64 to the versioned package it depends on
- * (linux-image-6.1.0-N-cloud-amd64).
+ * The versioned package a metapackage such as linux-image-cloud-amd64 pins with "(= version)",
+ * e.g. linux-image-6.1.0-N-cloud-amd64.
  */
-export async function resolveKernelPackage(metapackage: string): Promise<DebianPackage> {
-  const meta = await resolvePackage(metapackage);
-  const target = meta.depends.split(',').map((dep) => dep.trim().split(/\s/)[0] ?? '').find((dep) => dep.startsWith('linux-image-'));
-  if (!target) throw new ImageError(`${metapackage} ${meta.version} depends on no linux-image package`);
-  return resolvePackage(target);
+export function pinnedDependency(meta: DebianPackage, prefix: string): DebianPackage {
+  for (const dep of meta.depends.split(',')) {
+    const match = dep.trim().match(/^(\S+) \(= ([^)]+)\)/);
+    if (match?.[1]?.startsWith(prefix) && match[2]) return { name: match[1], version: match[2], depends: '' };
+  }
+  throw new ImageError(`${meta.name} ${meta.version} pins no ${prefix}* package: ${meta.depends}`);
 }
 
 /** Downloads a .deb into `debsDir` unless already there; returns its path. Safe to run concurrently. */

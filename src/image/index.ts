@@ -22,7 +22,20 @@ export interface BuildImageOptions {
  * Returns the named image, building it from Debian packages when its inputs changed or it was
  * never built. Cheap when cached: the inputs are looked up in apt's lists and hashed.
  */
-export async function buildImage(name: string, options: BuildImageOptions = {}): Promise<BootImage> {
+export function buildImage(name: string, options: BuildImageOptions = {}): Promise<BootImage> {
+  // Machines starting together share one build instead of racing each other.
+  const id = `${options.cacheDir ?? cacheDir()}\0${name}`;
+  let build = inFlight.get(id);
+  if (!build) {
+    build = buildOrReuse(name, options).finally(() => inFlight.delete(id));
+    inFlight.set(id, build);
+  }
+  return build;
+}
+
+const inFlight = new Map<string, Promise<BootImage>>();
+
+async function buildOrReuse(name: string, options: BuildImageOptions): Promise<BootImage> {
   if (!(IMAGE_NAMES as readonly string[]).includes(name)) {
     throw new ConfigError(`unknown image "${name}" (known images: ${IMAGE_NAMES.join(', ')})`);
   }
@@ -31,7 +44,7 @@ export async function buildImage(name: string, options: BuildImageOptions = {}):
   const store = new ContentStore(join(root, 'images'));
   let inputs: Awaited<ReturnType<typeof tinyInputs>>;
   try {
-    inputs = await tinyInputs();
+    inputs = await tinyInputs(join(root, 'refs', 'apt-resolved.json'));
   } catch (error) {
     // Without apt's lists the inputs cannot be resolved; the last build still boots.
     const fallback = await lastBuilt(root, name, store);

@@ -4,7 +4,7 @@ import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { guestFilesDir } from '../util/paths.js';
 import { type CpioEntry, writeCpio } from './cpio.js';
-import { type DebianPackage, extractDeb, fetchDeb, resolveKernelPackage, resolvePackage } from './debian.js';
+import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
 import { loadOrder, readModulesDep } from './modules.js';
 import type { ImageManifest } from './types.js';
 
@@ -26,8 +26,10 @@ export interface TinyInputs {
 }
 
 /** Everything the tiny image is made of; its hash is the image's key. */
-export async function tinyInputs(): Promise<TinyInputs> {
-  const [kernel, busybox] = await Promise.all([resolveKernelPackage(KERNEL_METAPACKAGE), resolvePackage(BUSYBOX_PACKAGE)]);
+export async function tinyInputs(memoFile?: string): Promise<TinyInputs> {
+  const packages = await resolvePackages([KERNEL_METAPACKAGE, BUSYBOX_PACKAGE], memoFile);
+  const kernel = pinnedDependency(packages.get(KERNEL_METAPACKAGE) as DebianPackage, 'linux-image-');
+  const busybox = packages.get(BUSYBOX_PACKAGE) as DebianPackage;
   const guestFiles: Record<string, string> = {};
   for (const file of GUEST_FILES) guestFiles[file] = await readFile(join(guestFilesDir(), 'tiny', file), 'utf8');
   return { recipe: RECIPE_VERSION, kernel, busybox, modules: MODULES, cmdline: CMDLINE, guestFiles };

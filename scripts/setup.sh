@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what vmkit needs on Debian (or Ubuntu) and builds it: QEMU and the image tools from
+# apt, npm dependencies, the TypeScript build, and the tiny guest image. Safe to run again:
+# each step is skipped when its result is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# command -> Debian package that provides it
+declare -A NEEDED=(
+  [qemu-system-x86_64]=qemu-system-x86
+  [qemu-img]=qemu-utils
+  [depmod]=kmod
+  [setpriv]=util-linux
+  [dpkg-deb]=dpkg
+  [cpio]=cpio
+)
+missing=()
+for cmd in "${!NEEDED[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
+done
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else say "need root to run: $*"; exit 1
+  fi
+}
+
+# Images are built from Debian packages, so apt's package lists must be present.
+lists_present() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
+if [ "${#missing[@]}" -gt 0 ] || ! lists_present; then
+  command -v apt-get >/dev/null 2>&1 || { say "apt-get not found: vmkit's setup needs Debian or Ubuntu"; exit 1; }
+  say "apt-get update"
+  as_root apt-get update -q >/dev/null
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+say "building"
+npm run --silent build
+chmod +x dist/cli/main.js
+
+say "building the tiny image (cached after the first time)"
+node dist/cli/main.js image build tiny >/dev/null
+say "ready"

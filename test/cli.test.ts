@@ -1,0 +1,103 @@
+// The vmkit command line: exit codes and messages for good and bad input.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const cli = `${root}dist/cli/main.js`;
+
+export function runCli(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = 240_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: root, env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => (stdout += chunk));
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`vmkit ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stderr}`));
+    }, timeoutMs);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('vmkit CLI', () => {
+  it('prints help', async () => {
+    const { code, stdout } = await runCli(['--help']);
+    assert.equal(code, 0);
+    assert.match(stdout, /run \[options\] <script>/);
+    assert.match(stdout, /doctor/);
+  });
+
+  it('rejects an unknown option with exit 2', async () => {
+    const { code, stderr } = await runCli(['run', '--bogus', 'x.ts']);
+    assert.equal(code, 2);
+    assert.match(stderr, /unknown option '--bogus'/);
+  });
+
+  it('rejects a missing script with one clear line and exit 2', async () => {
+    const { code, stderr } = await runCli(['run', 'no/such/script.ts']);
+    assert.equal(code, 2);
+    assert.equal(stderr.trim(), 'vmkit: cannot read test script no/such/script.ts: ENOENT');
+  });
+
+  it('rejects a script without a test definition', async () => {
+    const { code, stderr } = await runCli(['run', 'test/fixtures/no-default.ts']);
+    assert.equal(code, 2);
+    assert.match(stderr, /must export default defineTest/);
+  });
+
+  it('rejects an unknown image and an unknown accelerator', async () => {
+    const image = await runCli(['image', 'build', 'nope']);
+    assert.equal(image.code, 2);
+    assert.match(image.stderr, /unknown image "nope"/);
+    const accel = await runCli(['run', '--accel', 'warp', 'test/fixtures/pass.ts']);
+    assert.equal(accel.code, 2);
+    assert.match(accel.stderr, /unknown accel "warp"/);
+  });
+
+  it('says so when QEMU is not installed', async () => {
+    const { code, stderr } = await runCli(['run', 'test/fixtures/pass.ts'], { VMKIT_QEMU: '/nonexistent/qemu' });
+    assert.equal(code, 2);
+    assert.match(stderr, /QEMU is not installed/);
+    assert.equal(stderr.trim().split('\n').length, 1);
+  });
+
+  it('doctor reports QEMU, the accelerator and the images', async () => {
+    const { code, stdout } = await runCli(['doctor']);
+    assert.equal(code, 0, stdout);
+    assert.match(stdout, /ok\s+qemu/);
+    assert.match(stdout, /accelerator\s+(kvm|tcg): \S/);
+    assert.match(stdout, /ok\s+images\s+tiny/);
+  });
+
+  it('runs a passing script: exit 0, a log with machine prefixes and timings', async () => {
+    const { code, stderr } = await runCli(['run', 'test/fixtures/pass.ts']);
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /\[solo\] +backdoor up after \d+ ms/);
+    assert.match(stderr, /subtest says hello: ok \(\d+ ms\)/);
+    assert.match(stderr, /passed in \d+\.\d s/);
+  });
+
+  it('runs a failing script: exit 1 naming the step, the command and its output', async () => {
+    const { code, stderr } = await runCli(['run', 'test/fixtures/fail.ts']);
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /FAILED during subtest "expects a missing file"/);
+    assert.match(stderr, /CommandFailedError: command "cat \/etc\/does-not-exist" exited with status 1/);
+    assert.match(stderr, /No such file or directory/);
+  });
+
+  it('enforces the global timeout', async () => {
+    const { code, stderr } = await runCli(['run', '--timeout', '20000', 'test/fixtures/hang.ts']);
+    assert.equal(code, 1, stderr);
+    assert.match(stderr, /exceeded its global timeout of 20000 ms/);
+  });
+});

@@ -1,0 +1,320 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  BANNER,
+  type BackdoorEvent,
+  BackdoorParser,
+  encodeRequest,
+  LineSplitter,
+} from '../src/guest/framing.js';
+
+/** Feeds `chunks` to a fresh parser and returns every event it emitted. */
+function parse(...chunks: Array<Buffer | string>): BackdoorEvent[] {
+  const events: BackdoorEvent[] = [];
+  const parser = new BackdoorParser((event) => events.push(event));
+  for (const chunk of chunks) parser.push(typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk);
+  return events;
+}
+
+/** A reply exactly as guest/tiny/backdoor.sh frames it. */
+function frameReply(
+  id: number,
+  status: number,
+  timedOut: boolean,
+  stdout: Buffer,
+  stderr: Buffer,
+  eol = '\n',
+) {
+  return Buffer.from(
+    `<<<VMKIT:R ${id} ${status} ${timedOut ? 1 : 0}>>>${eol}` +
+      `${stdout.toString('base64')}${eol}` +
+      `${stderr.toString('base64')}${eol}` +
+      `<<<VMKIT:E ${id}>>>${eol}`,
+    'latin1',
+  );
+}
+
+/** Splits `data` at the given offsets (sorted, distinct, inside the buffer). */
+function splitAt(data: Buffer, offsets: number[]): Buffer[] {
+  const chunks: Buffer[] = [];
+  let start = 0;
+  for (const offset of offsets) {
+    chunks.push(data.subarray(start, offset));
+    start = offset;
+  }
+  chunks.push(data.subarray(start));
+  return chunks;
+}
+
+const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+
+function onlyReply(events: BackdoorEvent[]) {
+  assert.equal(events.length, 1, `expected exactly one event, got ${JSON.stringify(events)}`);
+  const [event] = events;
+  assert.ok(event);
+  assert.equal(event.type, 'reply', `expected a reply, got ${JSON.stringify(event)}`);
+  if (event.type !== 'reply') throw new Error('unreachable');
+  return event;
+}
+
+describe('LineSplitter', () => {
+  test('splits on newlines, joins pieces across chunks, and keeps the partial tail', () => {
+    const splitter = new LineSplitter();
+    const lines: string[] = [];
+    const onLine = (line: Buffer) => lines.push(line.toString('latin1'));
+    splitter.push(Buffer.from('ab'), onLine);
+    assert.deepEqual(lines, []);
+    assert.equal(splitter.partial.toString(), 'ab');
+    splitter.push(Buffer.from('c\n\nde'), onLine);
+    assert.deepEqual(lines, ['abc', '']);
+    assert.equal(splitter.partial.toString(), 'de');
+    splitter.push(Buffer.from('f'), onLine);
+    splitter.push(Buffer.from('g\nh\n'), onLine);
+    assert.deepEqual(lines, ['abc', '', 'defg', 'h']);
+    assert.equal(splitter.partial.length, 0);
+  });
+
+  test('one byte at a time gives the same lines as one chunk', () => {
+    const text = Buffer.from('first line\r\nsecond\n\nthird\nunterminated');
+    const whole: string[] = [];
+    new LineSplitter().push(text, (line) => whole.push(line.toString('latin1')));
+    const splitter = new LineSplitter();
+    const bytewise: string[] = [];
+    for (let i = 0; i < text.length; i++) {
+      splitter.push(text.subarray(i, i + 1), (line) => bytewise.push(line.toString('latin1')));
+    }
+    assert.deepEqual(whole, ['first line\r', 'second', '', 'third']);
+    assert.deepEqual(bytewise, whole);
+    assert.equal(splitter.partial.toString(), 'unterminated');
+  });
+});
+
+describe('BackdoorParser', () => {
+  test('the banner line becomes a banner event', () => {
+    assert.deepEqual(parse(`\n${BANNER}\n`), [{ type: 'banner' }]);
+    assert.equal(BANNER, 'Spawning backdoor root shell...');
+  });
+
+  test('the banner is only recognised on a line of its own', () => {
+    const events = parse(`login: ${BANNER}\n`);
+    assert.deepEqual(events, [{ type: 'noise', line: `login: ${BANNER}` }]);
+  });
+
+  test('a complete reply in one chunk', () => {
+    const reply = onlyReply(parse(frameReply(7, 3, false, Buffer.from('hello\n'), Buffer.from('oops\n'))));
+    assert.equal(reply.id, 7);
+    assert.equal(reply.status, 3);
+    assert.equal(reply.timedOut, false);
+    assert.equal(reply.stdout.toString(), 'hello\n');
+    assert.equal(reply.stderr.toString(), 'oops\n');
+  });
+
+  test('the timed-out flag is carried', () => {
+    const reply = onlyReply(parse(frameReply(12, 137, true, Buffer.from('partial'), Buffer.alloc(0))));
+    assert.equal(reply.timedOut, true);
+    assert.equal(reply.status, 137);
+    assert.equal(reply.stdout.toString(), 'partial');
+  });
+
+  test('binary stdout with all 256 byte values round-trips through base64', () => {
+    const stderr = Buffer.from(ALL_BYTES).reverse();
+    const reply = onlyReply(parse(frameReply(1, 0, false, ALL_BYTES, stderr)));
+    assert.ok(reply.stdout.equals(ALL_BYTES), 'stdout bytes differ');
+    assert.ok(reply.stderr.equals(stderr), 'stderr bytes differ');
+  });
+
+  test('empty stdout and stderr give empty buffers', () => {
+    const wire = frameReply(4, 0, false, Buffer.alloc(0), Buffer.alloc(0));
+    assert.equal(wire.toString(), '<<<VMKIT:R 4 0 0>>>\n\n\n<<<VMKIT:E 4>>>\n');
+    const reply = onlyReply(parse(wire));
+    assert.ok(Buffer.isBuffer(reply.stdout) && Buffer.isBuffer(reply.stderr));
+    assert.equal(reply.stdout.length, 0);
+    assert.equal(reply.stderr.length, 0);
+  });
+
+  test('a reply split at every possible single boundary gives the same reply', () => {
+    const stdout = Buffer.concat([ALL_BYTES, Buffer.from('tail')]);
+    const wire = frameReply(42, 1, false, stdout, Buffer.from('err'));
+    for (let cut = 1; cut < wire.length; cut++) {
+      const reply = onlyReply(parse(...splitAt(wire, [cut])));
+      assert.equal(reply.id, 42, `cut at ${cut}`);
+      assert.equal(reply.status, 1, `cut at ${cut}`);
+      assert.ok(reply.stdout.equals(stdout), `stdout differs when cut at ${cut}`);
+      assert.equal(reply.stderr.toString(), 'err', `cut at ${cut}`);
+    }
+  });
+
+  test('a reply in many chunks at awkward places: inside markers, inside base64 quads, at the newlines', () => {
+    const stdout = Buffer.from(ALL_BYTES.subarray(0, 100));
+    const wire = frameReply(31337, 255, true, stdout, Buffer.from('e'), '\r\n');
+    const text = wire.toString('latin1');
+    const base64Start = text.indexOf('\n') + 1;
+    const endMarker = text.indexOf('<<<VMKIT:E');
+    const offsets = [
+      1, // inside "<<<"
+      5, // inside "VMKIT"
+      text.indexOf(' 255') + 2, // inside the status
+      text.indexOf('>>>'), // just before the closing marker
+      text.indexOf('\r'), // between the marker and its CR
+      text.indexOf('\n'), // between CR and LF
+      base64Start + 1, // inside the first base64 quad
+      base64Start + 6, // inside the second quad
+      base64Start + 63,
+      endMarker - 1, // between the stderr line's CR and LF
+      endMarker + 3, // right after "<<<"
+      endMarker + 12, // inside the id of the end marker
+      wire.length - 1, // the final LF alone
+    ].sort((a, b) => a - b);
+    assert.equal(new Set(offsets).size, offsets.length, 'offsets must be distinct');
+    const chunks = splitAt(wire, offsets);
+    assert.ok(chunks.every((chunk) => chunk.length > 0));
+    const reply = onlyReply(parse(...chunks));
+    assert.deepEqual(
+      { id: reply.id, status: reply.status, timedOut: reply.timedOut },
+      { id: 31337, status: 255, timedOut: true },
+    );
+    assert.ok(reply.stdout.equals(stdout));
+    assert.equal(reply.stderr.toString(), 'e');
+  });
+
+  test('a reply fed one byte at a time', () => {
+    const wire = frameReply(9, 0, false, ALL_BYTES, Buffer.from('x'));
+    const events: BackdoorEvent[] = [];
+    const parser = new BackdoorParser((event) => events.push(event));
+    for (let i = 0; i < wire.length; i++) {
+      parser.push(wire.subarray(i, i + 1));
+      if (i < wire.length - 1) assert.equal(events.length, 0, `event emitted early, after byte ${i}`);
+    }
+    assert.ok(onlyReply(events).stdout.equals(ALL_BYTES));
+  });
+
+  test('CRLF line endings are tolerated on every line', () => {
+    const events = parse(
+      `${BANNER}\r\n`,
+      '<<<VMKIT:GO 3>>>\r\n',
+      frameReply(3, 0, false, Buffer.from('ok'), Buffer.from('warn'), '\r\n'),
+    );
+    assert.equal(events.length, 3, JSON.stringify(events));
+    assert.deepEqual(events[0], { type: 'banner' });
+    assert.deepEqual(events[1], { type: 'go', id: 3 });
+    const reply = events[2];
+    assert.ok(reply?.type === 'reply');
+    assert.equal(reply.stdout.toString(), 'ok');
+    assert.equal(reply.stderr.toString(), 'warn');
+  });
+
+  test('GO and SEND events', () => {
+    assert.deepEqual(parse('<<<VMKIT:GO 5>>>\n<<<VMKIT:SEND 6 1048576>>>\n<<<VMKIT:SEND 7 0>>>\n'), [
+      { type: 'go', id: 5 },
+      { type: 'send', id: 6, size: 1048576 },
+      { type: 'send', id: 7, size: 0 },
+    ]);
+  });
+
+  test('noise lines are reported; empty lines are not', () => {
+    const events = parse(
+      '[    1.234] virtio_console: loaded\n\n\r\n',
+      '<<<VMKIT:GO x>>>\n',
+      '<<<VMKIT:R 1 0>>>\n',
+    );
+    assert.deepEqual(events, [
+      { type: 'noise', line: '[    1.234] virtio_console: loaded' },
+      { type: 'noise', line: '<<<VMKIT:GO x>>>' },
+      { type: 'noise', line: '<<<VMKIT:R 1 0>>>' },
+    ]);
+  });
+
+  test('noise between replies does not disturb the next reply', () => {
+    const events = parse(
+      'random kernel message\n',
+      frameReply(1, 0, false, Buffer.from('a'), Buffer.alloc(0)),
+      'more noise\n',
+      frameReply(2, 0, false, Buffer.from('b'), Buffer.alloc(0)),
+    );
+    assert.deepEqual(
+      events.map((event) => (event.type === 'reply' ? `reply ${event.id} ${event.stdout}` : event.type)),
+      ['noise', 'reply 1 a', 'noise', 'reply 2 b'],
+    );
+  });
+
+  test('an END marker with the wrong id is reported as noise, not as a reply', () => {
+    const wire = frameReply(8, 0, false, Buffer.from('out'), Buffer.from('err')).toString('latin1');
+    const events = parse(wire.replace('<<<VMKIT:E 8>>>', '<<<VMKIT:E 9>>>'));
+    assert.equal(events.length, 1, JSON.stringify(events));
+    const [event] = events;
+    assert.equal(event?.type, 'noise');
+    assert.ok(event?.type === 'noise' && event.line.includes('malformed reply 8'), JSON.stringify(event));
+    assert.ok(!events.some((e) => e.type === 'reply'));
+  });
+
+  test('a garbage line where the END marker belongs is noise, and the parser recovers', () => {
+    const bad = '<<<VMKIT:R 8 0 0>>>\nb3V0\nZXJy\nnot an end marker\n';
+    const events = parse(bad, frameReply(10, 2, false, Buffer.from('next'), Buffer.alloc(0)));
+    assert.equal(events.length, 2, JSON.stringify(events));
+    assert.equal(events[0]?.type, 'noise');
+    const reply = events[1];
+    assert.ok(reply?.type === 'reply');
+    assert.equal(reply.id, 10);
+    assert.equal(reply.status, 2);
+    assert.equal(reply.stdout.toString(), 'next');
+  });
+});
+
+describe('encodeRequest', () => {
+  /** Splits a request line the way the guest's `read -r kind id arg1 arg2` does. */
+  function fields(line: string): string[] {
+    assert.ok(line.endsWith('\n'), 'a request is one newline-terminated line');
+    const body = line.slice(0, -1);
+    assert.ok(!body.includes('\n') && !body.includes('\r'), 'a request must not contain line breaks');
+    return body.split(' ');
+  }
+  const decode = (b64: string | undefined) => {
+    assert.ok(b64 !== undefined && /^[A-Za-z0-9+/]*={0,2}$/.test(b64), `not base64: ${b64}`);
+    return Buffer.from(b64, 'base64').toString('utf8');
+  };
+
+  test('run: the script decodes back, newlines, quotes and unicode included', () => {
+    const script =
+      "set -e\necho 'it''s' \"$HOME\" | tr a-z A-Z\nprintf 'caf\\u00e9 ✓\\n'\n\tcat <<EOF\nx y  z\nEOF\n";
+    const [kind, id, timeout, payload, ...rest] = fields(encodeRequest.run(17, script, 2.5));
+    assert.deepEqual(rest, []);
+    assert.equal(kind, 'X');
+    assert.equal(id, '17');
+    assert.equal(timeout, '2.500');
+    assert.equal(decode(payload), script);
+  });
+
+  test('run: fractional timeouts keep millisecond precision', () => {
+    assert.equal(fields(encodeRequest.run(1, 'true', 0.25))[2], '0.250');
+    assert.equal(fields(encodeRequest.run(1, 'true', 600))[2], '600.000');
+  });
+
+  test('run: an empty script still gives four fields', () => {
+    const parts = fields(encodeRequest.run(2, '', 1));
+    assert.equal(parts.length, 4);
+    assert.equal(decode(parts[3]), '');
+  });
+
+  test('upload: size and path with spaces decode back', () => {
+    const path = '/tmp/dir with spaces/ünïcode file.bin';
+    const [kind, id, size, payload, ...rest] = fields(encodeRequest.upload(3, 123456, path));
+    assert.deepEqual(rest, []);
+    assert.deepEqual([kind, id, size], ['U', '3', '123456']);
+    assert.equal(decode(payload), path);
+  });
+
+  test('download: the path decodes back', () => {
+    const path = '/var/log/a b\tc.log';
+    const [kind, id, payload, ...rest] = fields(encodeRequest.download(99, path));
+    assert.deepEqual(rest, []);
+    assert.deepEqual([kind, id], ['D', '99']);
+    assert.equal(decode(payload), path);
+  });
+
+  test('a long script stays on one line (no base64 line wrapping)', () => {
+    const script = 'echo x\n'.repeat(5000);
+    const parts = fields(encodeRequest.run(4, script, 10));
+    assert.equal(parts.length, 4);
+    assert.equal(decode(parts[3]), script);
+  });
+});
