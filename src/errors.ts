@@ -93,7 +93,11 @@ export function tail(text: string, maxChars = 2000): string {
 
 function section(title: string, body: string | undefined): string {
   if (!body || body.trim() === '') return '';
-  const indented = body.trimEnd().split('\n').map((line) => `  | ${line}`).join('\n');
+  const indented = body
+    .trimEnd()
+    .split('\n')
+    .map((line) => `  | ${line}`)
+    .join('\n');
   return `\n${title}:\n${indented}`;
 }
 

@@ -1,19 +1,25 @@
-export * from './errors.js';
-export { Machine, shellQuote, type ExecResult, type CommandOptions } from './machine/machine.js';
-export { startMachine, keepMachineState, macAddress } from './machine/start.js';
-export type { MachineOptions, NetworkAttachment } from './machine/options.js';
-export { buildImage, listImages, IMAGE_NAMES, type BootImage, type BuildImageOptions } from './image/index.js';
-export { chooseAccel, probeKvm, type AccelRequest, type AccelDecision } from './hypervisor/accel.js';
-export { VirtualSwitch } from './network/switch.js';
-export { stripAnsi } from './guest/console.js';
-export type { QmpClient, QmpEvent } from './hypervisor/qmp.js';
 export {
   defineTest,
-  runTest,
-  type TestDefinition,
-  type TestContext,
   type MachineDeclaration,
   type RunOptions,
   type RunReport,
+  runTest,
+  type TestContext,
+  type TestDefinition,
 } from './driver/test.js';
+export * from './errors.js';
+export { stripAnsi } from './guest/console.js';
+export { type AccelDecision, type AccelRequest, chooseAccel, probeKvm } from './hypervisor/accel.js';
+export type { QmpClient, QmpEvent } from './hypervisor/qmp.js';
+export {
+  type BootImage,
+  type BuildImageOptions,
+  buildImage,
+  IMAGE_NAMES,
+  listImages,
+} from './image/index.js';
+export { type CommandOptions, type ExecResult, Machine, shellQuote } from './machine/machine.js';
+export type { MachineOptions, NetworkAttachment } from './machine/options.js';
+export { keepMachineState, macAddress, startMachine } from './machine/start.js';
+export { VirtualSwitch } from './network/switch.js';
 export { RunLog } from './util/log.js';

@@ -1,7 +1,7 @@
 // No VM outlives the driver: SIGINT, SIGTERM and SIGKILL of a running `vmkit run`.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +10,11 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
-function startHangingRun(runDir: string): { child: ChildProcess; up: Promise<void>; exited: Promise<number | null> } {
+function startHangingRun(runDir: string): {
+  child: ChildProcess;
+  up: Promise<void>;
+  exited: Promise<number | null>;
+} {
   const child = spawn(process.execPath, [`${root}dist/cli/main.js`, 'run', 'test/fixtures/hang.ts'], {
     cwd: root,
     env: { ...process.env, VMKIT_RUN_DIR: runDir },
@@ -26,7 +30,9 @@ function startHangingRun(runDir: string): { child: ChildProcess; up: Promise<voi
       }
     });
   });
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code, signal) => resolve(code ?? (signal ? -1 : null))));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('close', (code, signal) => resolve(code ?? (signal ? -1 : null))),
+  );
   return { child, up, exited };
 }
 

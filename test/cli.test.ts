@@ -65,7 +65,9 @@ describe('vmkit CLI', () => {
   });
 
   it('says so when QEMU is not installed', async () => {
-    const { code, stderr } = await runCli(['run', 'test/fixtures/pass.ts'], { VMKIT_QEMU: '/nonexistent/qemu' });
+    const { code, stderr } = await runCli(['run', 'test/fixtures/pass.ts'], {
+      VMKIT_QEMU: '/nonexistent/qemu',
+    });
     assert.equal(code, 2);
     assert.match(stderr, /QEMU is not installed/);
     assert.equal(stderr.trim().split('\n').length, 1);

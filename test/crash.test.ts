@@ -8,7 +8,9 @@ describe('guest death', () => {
     await using machine = await startMachine({ name: 'panic' });
     const started = performance.now();
     const error = await machine
-      .execute('echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 100', { timeoutMs: 120_000 })
+      .execute('echo 1 > /proc/sys/kernel/sysrq; echo c > /proc/sysrq-trigger; sleep 100', {
+        timeoutMs: 120_000,
+      })
       .catch((e: unknown) => e);
     assert.ok(error instanceof MachineCrashedError, String(error));
     assert.ok(performance.now() - started < 60_000, 'failed at once, not at the command timeout');

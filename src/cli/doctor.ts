@@ -25,7 +25,11 @@ export async function doctor(): Promise<number> {
   }
   const accel = await chooseAccel('auto');
   report(true, 'accelerator', `${accel.accel}: ${accel.reason}`);
-  report(Boolean(await which('setpriv')), 'setpriv', 'ties QEMU to its parent so a killed run leaves no VM behind');
+  report(
+    Boolean(await which('setpriv')),
+    'setpriv',
+    'ties QEMU to its parent so a killed run leaves no VM behind',
+  );
   for (const tool of ['apt-get', 'dpkg-deb', 'depmod']) {
     report(Boolean(await which(tool)), tool, 'needed to build images from Debian packages');
   }
@@ -33,9 +37,15 @@ export async function doctor(): Promise<number> {
   report(
     images.length > 0,
     'images',
-    images.length ? images.map((image) => `${image.name} (${image.key.slice(0, 12)})`).join(', ') : `none in ${cacheDir()} (vmkit image build tiny)`,
+    images.length
+      ? images.map((image) => `${image.name} (${image.key.slice(0, 12)})`).join(', ')
+      : `none in ${cacheDir()} (vmkit image build tiny)`,
   );
   const reaped = reapStaleRuns();
-  report(true, 'leftovers', `${reaped.runs} stale run folder(s) removed, ${reaped.killed} QEMU process(es) killed in ${runtimeRoot()}`);
+  report(
+    true,
+    'leftovers',
+    `${reaped.runs} stale run folder(s) removed, ${reaped.killed} QEMU process(es) killed in ${runtimeRoot()}`,
+  );
   return problems === 0 ? 0 : 1;
 }

@@ -14,7 +14,8 @@ const program = new Command('vmkit')
 
 const positiveInt = (value: string) => {
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a whole number of milliseconds');
+  if (!Number.isInteger(n) || n <= 0)
+    throw new InvalidArgumentError('expected a whole number of milliseconds');
   return n;
 };
 const accelOption = () =>

@@ -1,12 +1,12 @@
 import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { asTestDefinition, runTest } from '../driver/test.js';
 import { ConfigError } from '../errors.js';
 import type { AccelRequest } from '../hypervisor/accel.js';
-import { asTestDefinition, runTest } from '../driver/test.js';
-import { RunLog } from '../util/log.js';
-import { qemuBinary } from '../hypervisor/qemu.js';
 import { stopAllTracked } from '../hypervisor/processes.js';
+import { qemuBinary } from '../hypervisor/qemu.js';
+import { RunLog } from '../util/log.js';
 import { which } from '../util/which.js';
 
 export interface RunCommandOptions {
@@ -22,7 +22,9 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   try {
     await access(path);
   } catch (error) {
-    throw new ConfigError(`cannot read test script ${script}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+    throw new ConfigError(
+      `cannot read test script ${script}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+    );
   }
   let loaded: { default?: unknown };
   try {
@@ -33,7 +35,9 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   }
   const definition = asTestDefinition(loaded.default, script);
   if (!(await which(qemuBinary()))) {
-    throw new ConfigError(`QEMU is not installed: ${qemuBinary()} was not found on PATH (on Debian: apt-get install qemu-system-x86)`);
+    throw new ConfigError(
+      `QEMU is not installed: ${qemuBinary()} was not found on PATH (on Debian: apt-get install qemu-system-x86)`,
+    );
   }
 
   const log = new RunLog();

@@ -1,13 +1,13 @@
+import { join } from 'node:path';
 import { ConfigError, VmkitError } from '../errors.js';
-import { reapStaleRuns, currentRunDir } from '../hypervisor/processes.js';
 import type { AccelRequest } from '../hypervisor/accel.js';
+import { currentRunDir, reapStaleRuns } from '../hypervisor/processes.js';
 import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/options.js';
 import { keepMachineState, startMachine } from '../machine/start.js';
 import { VirtualSwitch } from '../network/switch.js';
 import { RunLog } from '../util/log.js';
 import { elapsedMs } from '../util/time.js';
-import { join } from 'node:path';
 
 /** A machine as a test declares it; name, networks and hosts come from the test. */
 export type MachineDeclaration = Omit<MachineOptions, 'name' | 'networks' | 'hosts' | 'log'> & {
@@ -59,13 +59,20 @@ export interface RunReport {
 export function asTestDefinition(value: unknown, source: string): TestDefinition {
   const candidate = value as Partial<TestDefinition> | undefined;
   if (!candidate || typeof candidate !== 'object' || typeof candidate.test !== 'function') {
-    throw new ConfigError(`${source} must export default defineTest({ machines: {...}, async test(...) {...} })`);
+    throw new ConfigError(
+      `${source} must export default defineTest({ machines: {...}, async test(...) {...} })`,
+    );
   }
-  if (!candidate.machines || typeof candidate.machines !== 'object' || Object.keys(candidate.machines).length === 0) {
+  if (
+    !candidate.machines ||
+    typeof candidate.machines !== 'object' ||
+    Object.keys(candidate.machines).length === 0
+  ) {
     throw new ConfigError(`${source}: the test declares no machines`);
   }
   for (const name of Object.keys(candidate.machines)) {
-    if (RESERVED.has(name)) throw new ConfigError(`${source}: "${name}" is reserved and cannot name a machine`);
+    if (RESERVED.has(name))
+      throw new ConfigError(`${source}: "${name}" is reserved and cannot name a machine`);
   }
   return candidate as TestDefinition;
 }
@@ -91,7 +98,8 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
   let timer: NodeJS.Timeout | undefined;
   const globalTimeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new VmkitError(`the test exceeded its global timeout of ${timeoutMs} ms (during: ${step})`)),
+      () =>
+        reject(new VmkitError(`the test exceeded its global timeout of ${timeoutMs} ms (during: ${step})`)),
       timeoutMs,
     );
   });
@@ -107,7 +115,10 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
       const vlan = vlansOf(name)[0];
       if (vlan !== undefined) hosts[name] = `192.168.${vlan}.${index + 1}`;
     });
-    log.line('vmkit', `starting ${names.length} machine${names.length === 1 ? '' : 's'}: ${names.join(', ')}`);
+    log.line(
+      'vmkit',
+      `starting ${names.length} machine${names.length === 1 ? '' : 's'}: ${names.join(', ')}`,
+    );
     const starts = names.map(async (name, index) => {
       const { vlans: _vlans, ...declared } = definition.machines[name] ?? {};
       const machine = await startMachine({
@@ -164,7 +175,13 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
         log.line('vmkit', `console tail of ${name}:\n${consoleTail}`);
       }
     }
-    return { passed: false, durationMs, failedStep: step, error: err, stateDir: options.keep ? runDir : undefined };
+    return {
+      passed: false,
+      durationMs,
+      failedStep: step,
+      error: err,
+      stateDir: options.keep ? runDir : undefined,
+    };
   } finally {
     clearTimeout(timer);
     aborter.abort();

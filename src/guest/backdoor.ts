@@ -6,7 +6,7 @@ import type { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { MachineCrashedError, TimeoutError, VmkitError } from '../errors.js';
 import { withTimeout } from '../util/time.js';
-import { BackdoorParser, encodeRequest, type BackdoorEvent } from './framing.js';
+import { type BackdoorEvent, BackdoorParser, encodeRequest } from './framing.js';
 
 export interface RawResult {
   status: number;
@@ -70,7 +70,10 @@ export class BackdoorChannel {
     await new Promise<void>((resolve, reject) => {
       this.bannerWaiters.push(resolve);
       timer = setTimeout(
-        () => reject(new TimeoutError('the backdoor banner', timeoutMs, 'no banner on hvc0 yet', this.consoleTail())),
+        () =>
+          reject(
+            new TimeoutError('the backdoor banner', timeoutMs, 'no banner on hvc0 yet', this.consoleTail()),
+          ),
         timeoutMs,
       );
       this.onFailure = reject;
@@ -107,7 +110,11 @@ export class BackdoorChannel {
     try {
       const result = await this.serialize(`download of ${guestPath} to ${hostPath}`, timeoutMs, (id) => {
         this.shell.write(encodeRequest.download(id, guestPath));
-        return { onSend: (size) => void (received = this.receiveInto(sink, size)) };
+        return {
+          onSend: (size) => {
+            received = this.receiveInto(sink, size);
+          },
+        };
       });
       // The reply and the bytes travel on different sockets: the reply may come first.
       if (received) await withTimeout(received, timeoutMs, `the bytes of ${guestPath}`);
@@ -160,7 +167,13 @@ export class BackdoorChannel {
           `the guest's own timeout of ${timeoutMs} ms passed ${GRACE_MS} ms ago without a reply; the backdoor is unresponsive`,
           this.consoleTail(),
         );
-        this.fail(new MachineCrashedError(this.machine, `backdoor unresponsive (${what} got no reply)`, this.consoleTail()));
+        this.fail(
+          new MachineCrashedError(
+            this.machine,
+            `backdoor unresponsive (${what} got no reply)`,
+            this.consoleTail(),
+          ),
+        );
         reject(error);
       }, timeoutMs + GRACE_MS);
       this.pending = {
@@ -189,7 +202,11 @@ export class BackdoorChannel {
         } else if (pending) {
           this.pending = undefined;
           pending.reject(
-            new MachineCrashedError(this.machine, `backdoor shell restarted during ${pending.what}`, this.consoleTail()),
+            new MachineCrashedError(
+              this.machine,
+              `backdoor shell restarted during ${pending.what}`,
+              this.consoleTail(),
+            ),
           );
         }
         return;

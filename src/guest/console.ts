@@ -5,6 +5,7 @@ import { TimeoutError } from '../errors.js';
 import { LineSplitter } from './framing.js';
 
 // CSI sequences, OSC sequences ended by BEL or ST, charset selection, and lone two-byte escapes.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching terminal control bytes is the point
 const ANSI = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[@-Z\\-_]/g;
 
 /** Removes terminal escape sequences and carriage returns, for matching and logs. */

@@ -61,28 +61,30 @@ export class BackdoorParser {
 
   private onLine(raw: Buffer): void {
     const line = raw.at(-1) === 13 ? raw.subarray(0, -1) : raw;
-    const reply = this.reply;
-    if (reply) {
-      if (reply.stdout === undefined) reply.stdout = Buffer.from(line.toString('latin1'), 'base64');
-      else if (reply.stderr === undefined) reply.stderr = Buffer.from(line.toString('latin1'), 'base64');
+    const open = this.reply;
+    if (open) {
+      if (open.stdout === undefined) open.stdout = Buffer.from(line.toString('latin1'), 'base64');
+      else if (open.stderr === undefined) open.stderr = Buffer.from(line.toString('latin1'), 'base64');
       else {
         const end = END.exec(line.toString('latin1'));
         this.reply = undefined;
-        if (end && Number(end[1]) === reply.id) {
-          this.emit({ type: 'reply', ...reply, stdout: reply.stdout, stderr: reply.stderr });
+        if (end && Number(end[1]) === open.id) {
+          this.emit({ type: 'reply', ...open, stdout: open.stdout, stderr: open.stderr });
         } else {
-          this.emit({ type: 'noise', line: `malformed reply ${reply.id}: ${line.toString().slice(0, 200)}` });
+          this.emit({ type: 'noise', line: `malformed reply ${open.id}: ${line.toString().slice(0, 200)}` });
         }
       }
       return;
     }
     const text = line.toString('latin1');
-    let match: RegExpExecArray | null;
+    const reply = REPLY.exec(text);
+    const go = GO.exec(text);
+    const send = SEND.exec(text);
     if (text === BANNER) this.emit({ type: 'banner' });
-    else if ((match = REPLY.exec(text))) {
-      this.reply = { id: Number(match[1]), status: Number(match[2]), timedOut: match[3] === '1' };
-    } else if ((match = GO.exec(text))) this.emit({ type: 'go', id: Number(match[1]) });
-    else if ((match = SEND.exec(text))) this.emit({ type: 'send', id: Number(match[1]), size: Number(match[2]) });
+    else if (reply)
+      this.reply = { id: Number(reply[1]), status: Number(reply[2]), timedOut: reply[3] === '1' };
+    else if (go) this.emit({ type: 'go', id: Number(go[1]) });
+    else if (send) this.emit({ type: 'send', id: Number(send[1]), size: Number(send[2]) });
     else if (text.length > 0) this.emit({ type: 'noise', line: text.slice(0, 500) });
   }
 }

@@ -23,17 +23,32 @@ export async function probeKvm(): Promise<{ usable: boolean; reason: string }> {
   try {
     await access('/dev/kvm', constants.R_OK | constants.W_OK);
   } catch {
-    return { usable: false, reason: '/dev/kvm is not readable and writable by this user (add it to the kvm group)' };
+    return {
+      usable: false,
+      reason: '/dev/kvm is not readable and writable by this user (add it to the kvm group)',
+    };
   }
   const pvm = await stat('/sys/module/kvm_pvm').then(
     () => true,
     () => false,
   );
-  if (pvm) return { usable: false, reason: '/dev/kvm is a nested PVM host (kvm_pvm), which cannot run stock guest kernels' };
+  if (pvm)
+    return {
+      usable: false,
+      reason: '/dev/kvm is a nested PVM host (kvm_pvm), which cannot run stock guest kernels',
+    };
   const cpuinfo = await readFile('/proc/cpuinfo', 'utf8').catch(() => '');
-  const flags = new Set(cpuinfo.match(/^flags\s*:(.*)$/m)?.[1]?.trim().split(/\s+/) ?? []);
+  const flags = new Set(
+    cpuinfo
+      .match(/^flags\s*:(.*)$/m)?.[1]
+      ?.trim()
+      .split(/\s+/) ?? [],
+  );
   if (!flags.has('vmx') && !flags.has('svm')) {
-    return { usable: false, reason: '/dev/kvm exists but the CPU has no vmx/svm flag (nested or paravirtual KVM)' };
+    return {
+      usable: false,
+      reason: '/dev/kvm exists but the CPU has no vmx/svm flag (nested or paravirtual KVM)',
+    };
   }
   return { usable: true, reason: `/dev/kvm is usable and the CPU has ${flags.has('vmx') ? 'vmx' : 'svm'}` };
 }

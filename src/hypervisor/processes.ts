@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runtimeRoot } from '../util/paths.js';
 
@@ -76,7 +76,10 @@ export async function stopAllTracked(timeoutMs = 5000): Promise<void> {
   const exits = [...live.values()].map((entry) => entry.exited);
   killAllTracked();
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([Promise.allSettled(exits), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+  await Promise.race([
+    Promise.allSettled(exits),
+    new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+  ]);
   clearTimeout(timer);
 }
 

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { ConfigError, VmkitError, tail } from '../errors.js';
+import { ConfigError, tail, VmkitError } from '../errors.js';
 import { listenOnce } from '../util/sockets.js';
 import { withTimeout } from '../util/time.js';
 import { which } from '../util/which.js';
@@ -47,31 +47,55 @@ const SOCKETS = { console: 'con.sock', shell: 'sh.sock', transfer: 'xfer.sock', 
 export function qemuArgs(spec: QemuSpec): string[] {
   const sock = (name: keyof typeof SOCKETS) => join(spec.stateDir, SOCKETS[name]);
   const args = [
-    '-name', spec.name,
-    '-machine', 'pc',
-    '-accel', spec.accel,
+    '-name',
+    spec.name,
+    '-machine',
+    'pc',
+    '-accel',
+    spec.accel,
     ...(spec.accel === 'kvm' ? ['-cpu', 'host'] : []),
-    '-m', String(spec.memoryMiB),
-    '-smp', String(spec.cpus),
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-kernel', spec.kernel,
-    '-initrd', spec.initrd,
-    '-append', spec.cmdline,
-    '-chardev', `socket,id=console,path=${sock('console')}`,
-    '-serial', 'chardev:console',
-    '-chardev', `socket,id=qmp,path=${sock('qmp')}`,
-    '-mon', 'chardev=qmp,mode=control',
-    '-device', 'virtio-serial-pci,id=serial0',
-    '-chardev', `socket,id=shell,path=${sock('shell')}`,
-    '-device', 'virtconsole,chardev=shell',
-    '-chardev', `socket,id=transfer,path=${sock('transfer')}`,
-    '-device', 'virtserialport,chardev=transfer,name=vmkit.transfer',
-    '-device', 'virtio-rng-pci',
+    '-m',
+    String(spec.memoryMiB),
+    '-smp',
+    String(spec.cpus),
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-kernel',
+    spec.kernel,
+    '-initrd',
+    spec.initrd,
+    '-append',
+    spec.cmdline,
+    '-chardev',
+    `socket,id=console,path=${sock('console')}`,
+    '-serial',
+    'chardev:console',
+    '-chardev',
+    `socket,id=qmp,path=${sock('qmp')}`,
+    '-mon',
+    'chardev=qmp,mode=control',
+    '-device',
+    'virtio-serial-pci,id=serial0',
+    '-chardev',
+    `socket,id=shell,path=${sock('shell')}`,
+    '-device',
+    'virtconsole,chardev=shell',
+    '-chardev',
+    `socket,id=transfer,path=${sock('transfer')}`,
+    '-device',
+    'virtserialport,chardev=transfer,name=vmkit.transfer',
+    '-device',
+    'virtio-rng-pci',
   ];
   spec.nics.forEach((nic, index) => {
     args.push(
-      '-netdev', `stream,id=net${index},server=off,addr.type=unix,addr.path=${nic.socketPath}`,
-      '-device', `virtio-net-pci,netdev=net${index},mac=${nic.mac}`,
+      '-netdev',
+      `stream,id=net${index},server=off,addr.type=unix,addr.path=${nic.socketPath}`,
+      '-device',
+      `virtio-net-pci,netdev=net${index},mac=${nic.mac}`,
     );
   });
   return [...args, ...(spec.extraArgs ?? [])];
@@ -173,7 +197,14 @@ export class QemuProcess {
         () => tail(stderr, 500),
       );
       const qmp = await QmpClient.connect(qmpSocket, spec.startTimeoutMs);
-      return new QemuProcess(spec, child, { console: consoleSocket, shell, transfer }, qmp, exited, () => stderr);
+      return new QemuProcess(
+        spec,
+        child,
+        { console: consoleSocket, shell, transfer },
+        qmp,
+        exited,
+        () => stderr,
+      );
     } catch (error) {
       child.kill('SIGKILL');
       await exited;

@@ -44,7 +44,9 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent] }> {
 
   private constructor(private readonly socket: Socket) {
     super();
-    socket.on('data', (chunk: Buffer) => this.lines.push(chunk, (line) => this.onLine(line.toString('utf8'))));
+    socket.on('data', (chunk: Buffer) =>
+      this.lines.push(chunk, (line) => this.onLine(line.toString('utf8'))),
+    );
     socket.on('close', () => this.failAll(new VmkitError('QMP connection closed')));
     socket.on('error', (error) => this.failAll(new VmkitError(`QMP connection failed: ${error.message}`)));
   }
@@ -105,14 +107,21 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent] }> {
     } catch {
       return;
     }
-    if ('QMP' in message) return this.greeted?.();
-    if ('event' in message) return void this.emit('event', message);
+    if ('QMP' in message) {
+      this.greeted?.();
+      return;
+    }
+    if ('event' in message) {
+      this.emit('event', message);
+      return;
+    }
     const id = 'id' in message ? message.id : undefined;
     const waiting = id === undefined ? undefined : this.waiting.get(id);
     if (!waiting || id === undefined) return;
     this.waiting.delete(id);
     clearTimeout(waiting.timer);
-    if ('error' in message) waiting.reject(new QmpError(waiting.command, message.error.class, message.error.desc));
+    if ('error' in message)
+      waiting.reject(new QmpError(waiting.command, message.error.class, message.error.desc));
     else waiting.resolve(message.return);
   }
 

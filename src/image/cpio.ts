@@ -1,5 +1,5 @@
-import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 
 /** One entry of an initramfs. Owners are always root; times are fixed so output is reproducible. */
 export type CpioEntry =
@@ -22,7 +22,10 @@ export async function writeCpio(file: string, entries: CpioEntry[]): Promise<voi
   const pad = () => write(Buffer.alloc((4 - (offset % 4)) % 4));
 
   let inode = 1;
-  for (const entry of [...entries, { type: 'file', path: 'TRAILER!!!', data: Buffer.alloc(0), mode: 0 } as const]) {
+  for (const entry of [
+    ...entries,
+    { type: 'file', path: 'TRAILER!!!', data: Buffer.alloc(0), mode: 0 } as const,
+  ]) {
     const { mode, data } = describe(entry);
     const name = Buffer.from(`${entry.path.replace(/^\/+/, '')}\0`);
     const isTrailer = entry.path === 'TRAILER!!!';

@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
@@ -15,20 +15,27 @@ export interface DebianPackage {
  * The candidate versions of packages in the host's apt lists, in one apt-cache call (it takes
  * most of a second). Answers are remembered in `memoFile` until apt's lists change.
  */
-export async function resolvePackages(names: string[], memoFile?: string): Promise<Map<string, DebianPackage>> {
+export async function resolvePackages(
+  names: string[],
+  memoFile?: string,
+): Promise<Map<string, DebianPackage>> {
   const listsStamp = await stat(APT_LISTS).then(
     (s) => String(s.mtimeMs),
     () => 'none',
   );
   const memoKey = `${names.join(',')}@${listsStamp}`;
   if (memoFile) {
-    const memo = await readFile(memoFile, 'utf8').then((text) => JSON.parse(text) as Record<string, DebianPackage[]>, () => ({}));
+    const memo = await readFile(memoFile, 'utf8').then(
+      (text) => JSON.parse(text) as Record<string, DebianPackage[]>,
+      () => ({}),
+    );
     const hit = (memo as Record<string, DebianPackage[]>)[memoKey];
     if (hit) return new Map(hit.map((pkg) => [pkg.name, pkg]));
   }
   let output: string;
   try {
-    output = (await runTool('apt-cache', ['show', '--no-all-versions', ...names], { timeoutMs: 60_000 })).stdout;
+    output = (await runTool('apt-cache', ['show', '--no-all-versions', ...names], { timeoutMs: 60_000 }))
+      .stdout;
   } catch (error) {
     throw new ImageError(
       `cannot look up Debian packages ${names.join(', ')}: ${(error as Error).message.split('\n')[0]}` +
@@ -39,10 +46,12 @@ export async function resolvePackages(names: string[], memoFile?: string): Promi
   for (const stanza of output.split(/\n\s*\n/)) {
     const field = (key: string) => stanza.match(new RegExp(`^${key}: (.*)$`, 'm'))?.[1]?.trim() ?? '';
     const name = field('Package');
-    if (name && !found.has(name)) found.set(name, { name, version: field('Version'), depends: field('Depends') });
+    if (name && !found.has(name))
+      found.set(name, { name, version: field('Version'), depends: field('Depends') });
   }
   for (const name of names) {
-    if (!found.get(name)?.version) throw new ImageError(`apt-cache knows no version of ${name} (run \`apt-get update\`)`);
+    if (!found.get(name)?.version)
+      throw new ImageError(`apt-cache knows no version of ${name} (run \`apt-get update\`)`);
   }
   if (memoFile) {
     await mkdir(dirname(memoFile), { recursive: true });
@@ -64,14 +73,21 @@ export function pinnedDependency(meta: DebianPackage, prefix: string): DebianPac
 }
 
 /** Downloads a .deb into `debsDir` unless already there; returns its path. Safe to run concurrently. */
-export async function fetchDeb(pkg: DebianPackage, debsDir: string, progress: (line: string) => void): Promise<string> {
+export async function fetchDeb(
+  pkg: DebianPackage,
+  debsDir: string,
+  progress: (line: string) => void,
+): Promise<string> {
   const fileName = `${pkg.name}_${pkg.version.replace(/^\d+:/, '')}_amd64.deb`;
   const target = join(debsDir, fileName);
   if (await exists(target)) return target;
   progress(`downloading ${pkg.name} ${pkg.version}`);
   const scratch = await mkdtemp(join(debsDir, '.download-'));
   try {
-    await runTool('apt-get', ['download', `${pkg.name}=${pkg.version}`], { cwd: scratch, timeoutMs: 600_000 });
+    await runTool('apt-get', ['download', `${pkg.name}=${pkg.version}`], {
+      cwd: scratch,
+      timeoutMs: 600_000,
+    });
     const [downloaded] = (await readdir(scratch)).filter((name) => name.endsWith('.deb'));
     if (!downloaded) throw new ImageError(`apt-get download ${pkg.name} produced no .deb file`);
     await rename(join(scratch, downloaded), target);

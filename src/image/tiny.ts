@@ -1,4 +1,4 @@
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
@@ -31,7 +31,8 @@ export async function tinyInputs(memoFile?: string): Promise<TinyInputs> {
   const kernel = pinnedDependency(packages.get(KERNEL_METAPACKAGE) as DebianPackage, 'linux-image-');
   const busybox = packages.get(BUSYBOX_PACKAGE) as DebianPackage;
   const guestFiles: Record<string, string> = {};
-  for (const file of GUEST_FILES) guestFiles[file] = await readFile(join(guestFilesDir(), 'tiny', file), 'utf8');
+  for (const file of GUEST_FILES)
+    guestFiles[file] = await readFile(join(guestFilesDir(), 'tiny', file), 'utf8');
   return { recipe: RECIPE_VERSION, kernel, busybox, modules: MODULES, cmdline: CMDLINE, guestFiles };
 }
 
@@ -59,25 +60,57 @@ export async function buildTiny(
     if (!kernelRelease) throw new ImageError(`${inputs.kernel.name} holds no /lib/modules`);
     // Debian generates modules.dep at install time, so the package does not ship it.
     progress(`resolving modules for ${kernelRelease}`);
-    await runTool('depmod', ['-b', kernelRoot, kernelRelease], { timeoutMs: 120_000 }).catch((error: Error) => {
-      throw new ImageError(`depmod failed (is the kmod package installed?): ${error.message}`);
-    });
+    await runTool('depmod', ['-b', kernelRoot, kernelRelease], { timeoutMs: 120_000 }).catch(
+      (error: Error) => {
+        throw new ImageError(`depmod failed (is the kmod package installed?): ${error.message}`);
+      },
+    );
     const modulesDir = join(kernelRoot, 'lib', 'modules', kernelRelease);
     const modulePaths = loadOrder(await readModulesDep(modulesDir), inputs.modules);
 
     progress('writing initramfs');
     const entries: CpioEntry[] = [];
-    for (const dir of ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'etc', 'etc/vmkit', 'proc', 'sys', 'dev', 'run', 'tmp', 'root', 'lib', 'lib/modules']) {
+    for (const dir of [
+      'bin',
+      'sbin',
+      'usr',
+      'usr/bin',
+      'usr/sbin',
+      'etc',
+      'etc/vmkit',
+      'proc',
+      'sys',
+      'dev',
+      'run',
+      'tmp',
+      'root',
+      'lib',
+      'lib/modules',
+    ]) {
       entries.push({ type: 'dir', path: dir });
     }
-    entries.push({ type: 'file', path: 'bin/busybox', data: await readFile(join(unpacked, 'busybox', 'bin', 'busybox')), mode: 0o755 });
+    entries.push({
+      type: 'file',
+      path: 'bin/busybox',
+      data: await readFile(join(unpacked, 'busybox', 'bin', 'busybox')),
+      mode: 0o755,
+    });
     entries.push({ type: 'symlink', path: 'bin/sh', target: 'busybox' });
     entries.push({ type: 'symlink', path: 'sbin/init', target: '../bin/busybox' });
     entries.push({ type: 'file', path: 'etc/inittab', data: Buffer.from(inputs.guestFiles.inittab ?? '') });
     for (const script of ['rc.sh', 'backdoor.sh']) {
-      entries.push({ type: 'file', path: `etc/vmkit/${script}`, data: Buffer.from(inputs.guestFiles[script] ?? ''), mode: 0o755 });
+      entries.push({
+        type: 'file',
+        path: `etc/vmkit/${script}`,
+        data: Buffer.from(inputs.guestFiles[script] ?? ''),
+        mode: 0o755,
+      });
     }
-    entries.push({ type: 'file', path: 'etc/vmkit/modules', data: Buffer.from(modulePaths.map((p) => `${p}\n`).join('')) });
+    entries.push({
+      type: 'file',
+      path: 'etc/vmkit/modules',
+      data: Buffer.from(modulePaths.map((p) => `${p}\n`).join('')),
+    });
     entries.push({ type: 'file', path: 'etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\n') });
     entries.push({ type: 'file', path: 'etc/group', data: Buffer.from('root:x:0:\n') });
     const moduleDirs = new Set<string>();
@@ -87,7 +120,11 @@ export async function buildTiny(
     }
     for (const dir of [...moduleDirs].sort()) entries.push({ type: 'dir', path: `lib/modules/${dir}` });
     for (const path of modulePaths) {
-      entries.push({ type: 'file', path: `lib/modules/${path}`, data: await readFile(join(modulesDir, path)) });
+      entries.push({
+        type: 'file',
+        path: `lib/modules/${path}`,
+        data: await readFile(join(modulesDir, path)),
+      });
     }
     await writeCpio(join(scratch, 'initrd.cpio'), entries);
     await copyFile(join(kernelRoot, 'boot', `vmlinuz-${kernelRelease}`), join(scratch, 'vmlinuz'));

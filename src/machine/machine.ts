@@ -1,6 +1,12 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { CommandFailedError, CommandTimeoutError, MachineCrashedError, TimeoutError, VmkitError } from '../errors.js';
+import {
+  CommandFailedError,
+  CommandTimeoutError,
+  MachineCrashedError,
+  TimeoutError,
+  VmkitError,
+} from '../errors.js';
 import type { BackdoorChannel, RawResult } from '../guest/backdoor.js';
 import type { SerialConsole } from '../guest/console.js';
 import type { AccelDecision } from '../hypervisor/accel.js';
@@ -45,10 +51,16 @@ export class Machine implements AsyncDisposable {
     readonly bootMs: number,
   ) {
     vmm.exited.then((info) => {
-      const reason = this.stopping ? 'machine was shut down' : `QEMU exited unexpectedly (${describeExit(info)})`;
+      const reason = this.stopping
+        ? 'machine was shut down'
+        : `QEMU exited unexpectedly (${describeExit(info)})`;
       const stderr = vmm.stderrTail().trim();
       backdoor.fail(
-        new MachineCrashedError(name, stderr && !this.stopping ? `${reason}; QEMU said: ${stderr}` : reason, console.tail()),
+        new MachineCrashedError(
+          name,
+          stderr && !this.stopping ? `${reason}; QEMU said: ${stderr}` : reason,
+          console.tail(),
+        ),
       );
     });
   }
@@ -81,7 +93,8 @@ export class Machine implements AsyncDisposable {
   /** Runs `command`, expecting exit status 0; returns its stdout. */
   async succeed(command: string, options: CommandOptions = {}): Promise<string> {
     const result = await this.execute(command, options);
-    if (result.exitCode !== 0) throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr);
+    if (result.exitCode !== 0)
+      throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr);
     return result.stdout;
   }
 
@@ -89,7 +102,13 @@ export class Machine implements AsyncDisposable {
   async fail(command: string, options: CommandOptions = {}): Promise<string> {
     const result = await this.execute(command, options);
     if (result.exitCode === 0) {
-      throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr, 'a non-zero exit status');
+      throw new CommandFailedError(
+        command,
+        result.exitCode,
+        result.stdout,
+        result.stderr,
+        'a non-zero exit status',
+      );
     }
     return result.stdout;
   }
@@ -105,16 +124,31 @@ export class Machine implements AsyncDisposable {
   }
 
   waitForFile(path: string, options: CommandOptions = {}): Promise<void> {
-    return this.retry(`file ${path} to exist`, `test -e ${shellQuote(path)}`, (r) => r.exitCode === 0, options).then(() => {});
+    return this.retry(
+      `file ${path} to exist`,
+      `test -e ${shellQuote(path)}`,
+      (r) => r.exitCode === 0,
+      options,
+    ).then(() => {});
   }
 
   /** Waits until something in the guest listens on TCP `port` (IPv4 or IPv6, any address). */
   waitForOpenPort(port: number, options: CommandOptions = {}): Promise<void> {
-    return this.retry(`TCP port ${port} to be listening`, listeningCheck(port), (r) => r.exitCode === 0, options).then(() => {});
+    return this.retry(
+      `TCP port ${port} to be listening`,
+      listeningCheck(port),
+      (r) => r.exitCode === 0,
+      options,
+    ).then(() => {});
   }
 
   waitForClosedPort(port: number, options: CommandOptions = {}): Promise<void> {
-    return this.retry(`TCP port ${port} to be closed`, listeningCheck(port), (r) => r.exitCode !== 0, options).then(() => {});
+    return this.retry(
+      `TCP port ${port} to be closed`,
+      listeningCheck(port),
+      (r) => r.exitCode !== 0,
+      options,
+    ).then(() => {});
   }
 
   /** Waits for console output matching `pattern` that no earlier wait consumed. */
@@ -135,19 +169,31 @@ export class Machine implements AsyncDisposable {
   /** Copies a host file into the guest (any bytes, any size); parent folders are created. */
   async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
     await this.succeed(`mkdir -p ${shellQuote(dirname(guestPath))}`);
-    const result = await this.backdoor.upload(hostPath, guestPath, options.timeoutMs ?? this.commandTimeoutMs * 2);
+    const result = await this.backdoor.upload(
+      hostPath,
+      guestPath,
+      options.timeoutMs ?? this.commandTimeoutMs * 2,
+    );
     if (result.status !== 0) {
-      throw new VmkitError(`copying ${hostPath} to ${this.name}:${guestPath} failed: ${result.stderr.toString().trim()}`);
+      throw new VmkitError(
+        `copying ${hostPath} to ${this.name}:${guestPath} failed: ${result.stderr.toString().trim()}`,
+      );
     }
   }
 
   /** Copies a guest file to the host; parent folders are created. */
   async copyFromVm(guestPath: string, hostPath: string, options: CommandOptions = {}): Promise<void> {
     await mkdir(dirname(hostPath), { recursive: true });
-    const result = await this.backdoor.download(guestPath, hostPath, options.timeoutMs ?? this.commandTimeoutMs * 2);
+    const result = await this.backdoor.download(
+      guestPath,
+      hostPath,
+      options.timeoutMs ?? this.commandTimeoutMs * 2,
+    );
     if (result.status !== 0) {
       await rm(hostPath, { force: true });
-      throw new VmkitError(`copying ${this.name}:${guestPath} to ${hostPath} failed: ${result.stderr.toString().trim()}`);
+      throw new VmkitError(
+        `copying ${this.name}:${guestPath} to ${hostPath} failed: ${result.stderr.toString().trim()}`,
+      );
     }
   }
 
@@ -172,7 +218,15 @@ export class Machine implements AsyncDisposable {
     let timer: NodeJS.Timeout | undefined;
     const expiry = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new TimeoutError(`machine ${this.name} to shut down`, timeoutMs, 'QEMU still running', this.console.tail())),
+        () =>
+          reject(
+            new TimeoutError(
+              `machine ${this.name} to shut down`,
+              timeoutMs,
+              'QEMU still running',
+              this.console.tail(),
+            ),
+          ),
         timeoutMs,
       );
     });
@@ -205,7 +259,12 @@ export class Machine implements AsyncDisposable {
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
     const raw = await this.backdoor.run(command, timeoutMs);
     if (raw.timedOut) {
-      throw new CommandTimeoutError(command, timeoutMs, raw.stdout.toString('utf8'), raw.stderr.toString('utf8'));
+      throw new CommandTimeoutError(
+        command,
+        timeoutMs,
+        raw.stdout.toString('utf8'),
+        raw.stderr.toString('utf8'),
+      );
     }
     return raw;
   }

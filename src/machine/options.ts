@@ -50,7 +50,12 @@ export function validateName(name: unknown): string {
   return name;
 }
 
-export function validatePositive(what: string, value: number | undefined, fallback: number, max: number): number {
+export function validatePositive(
+  what: string,
+  value: number | undefined,
+  fallback: number,
+  max: number,
+): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < 1 || value > max) {
     throw new ConfigError(`${what} must be a whole number from 1 to ${max}, not ${value}`);

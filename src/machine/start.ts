@@ -86,7 +86,17 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
     options.signal?.removeEventListener('abort', abort);
     const bootMs = elapsedMs(started);
     log(`backdoor up after ${bootMs} ms`);
-    machine = new Machine(name, stateDir, accel, vmm, backdoor, console, commandTimeoutMs, () => keepState, bootMs);
+    machine = new Machine(
+      name,
+      stateDir,
+      accel,
+      vmm,
+      backdoor,
+      console,
+      commandTimeoutMs,
+      () => keepState,
+      bootMs,
+    );
     const booted = machine;
     await booted.succeed(setupScript(name, options), { timeoutMs: 30_000 }).catch(async (error: Error) => {
       await booted.close();
@@ -106,7 +116,9 @@ async function resolveImage(image: string | BootImage): Promise<BootImage> {
   if (typeof image === 'string') return buildImage(image);
   for (const file of [image.kernel, image.initrd]) {
     await stat(file).catch(() => {
-      throw new ConfigError(`image ${image.name}: ${file} does not exist (rebuild it with \`vmkit image build ${image.name}\`)`);
+      throw new ConfigError(
+        `image ${image.name}: ${file} does not exist (rebuild it with \`vmkit image build ${image.name}\`)`,
+      );
     });
   }
   return image;

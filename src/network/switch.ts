@@ -28,7 +28,9 @@ export class VirtualSwitch {
     await rm(socketPath, { force: true });
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (error) => reject(new VmkitError(`switch ${name}: cannot listen on ${socketPath}: ${error.message}`)));
+      server.once('error', (error) =>
+        reject(new VmkitError(`switch ${name}: cannot listen on ${socketPath}: ${error.message}`)),
+      );
       server.listen(socketPath, resolve);
     });
     return new VirtualSwitch(name, socketPath, server);
@@ -64,7 +66,8 @@ export class VirtualSwitch {
     if (frame.length < 14) return;
     const destination = frame.subarray(0, 6);
     this.macTable.set(frame.subarray(6, 12).toString('hex'), from);
-    const known = (destination[0] ?? 0) & BROADCAST ? undefined : this.macTable.get(destination.toString('hex'));
+    const known =
+      (destination[0] ?? 0) & BROADCAST ? undefined : this.macTable.get(destination.toString('hex'));
     const targets = known ? [known] : [...this.ports].filter((port) => port !== from);
     for (const port of targets) {
       if (port !== from && !port.destroyed) port.write(record);

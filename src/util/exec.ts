@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { VmkitError, tail } from '../errors.js';
+import { tail, VmkitError } from '../errors.js';
 
 export interface RunResult {
   stdout: string;
@@ -41,7 +41,9 @@ export function runTool(
       const result = { stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
       if (code === 0) return resolve(result);
       const status = signal ? `signal ${signal}` : `status ${code}`;
-      reject(new VmkitError(`${commandLine} failed with ${status}\n${tail(result.stderr || result.stdout, 1500)}`));
+      reject(
+        new VmkitError(`${commandLine} failed with ${status}\n${tail(result.stderr || result.stdout, 1500)}`),
+      );
     });
   });
 }

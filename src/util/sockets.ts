@@ -1,5 +1,5 @@
-import { createServer, type Server, type Socket } from 'node:net';
 import { rm } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
 import { VmkitError } from '../errors.js';
 
 /**

@@ -6,7 +6,10 @@ import { delimiter, isAbsolute, join } from 'node:path';
 export async function which(program: string): Promise<string | undefined> {
   const candidates = isAbsolute(program)
     ? [program]
-    : (process.env.PATH ?? '').split(delimiter).filter(Boolean).map((dir) => join(dir, program));
+    : (process.env.PATH ?? '')
+        .split(delimiter)
+        .filter(Boolean)
+        .map((dir) => join(dir, program));
   for (const candidate of candidates) {
     try {
       await access(candidate, constants.X_OK);
