@@ -38,8 +38,9 @@ reply() { # id status
   [ -e "$work/timed-out" ] && [ "$2" -ge 128 ] && timed_out=1
   {
     printf '<<<VMKIT:R %s %s %s>>>\n' "$1" "$2" "$timed_out"
-    base64 -w 0 "$work/out"; echo
-    base64 -w 0 "$work/err"; echo
+    # An empty file needs no base64 process: under emulation every process start costs.
+    [ -s "$work/out" ] && base64 -w 0 "$work/out"; echo
+    [ -s "$work/err" ] && base64 -w 0 "$work/err"; echo
     printf '<<<VMKIT:E %s>>>\n' "$1"
   } >&3
 }
