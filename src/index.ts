@@ -23,3 +23,13 @@ export type { MachineOptions, NetworkAttachment } from './machine/options.js';
 export { keepMachineState, macAddress, startMachine } from './machine/start.js';
 export { VirtualSwitch } from './network/switch.js';
 export { RunLog } from './util/log.js';
+export {
+  Snapshot,
+  restoreMachine,
+  forkMachines,
+  type SnapshotManifest,
+  type SnapshotOptions,
+  type RestoreOptions,
+  type ForkOptions,
+} from './machine/snapshot.js';
+export type { MachineConfig } from './machine/config.js';

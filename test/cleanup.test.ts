@@ -93,7 +93,7 @@ describe('cleanup of an interrupted run', () => {
       const run = startHangingRun(runDir);
       await run.up;
       const [pid] = recordedPids(runDir);
-      assert.ok(pid && alive(pid));
+      assert.ok(pid && alive(pid), 'QEMU runs while the test runs');
       run.child.kill('SIGKILL');
       await run.exited;
       await waitUntil(() => !alive(pid), 10_000, 'QEMU to die with its parent');

@@ -40,7 +40,7 @@ describe('Machine on the tiny image', () => {
 
   it('succeed throws CommandFailedError with the evidence; fail inverts', async () => {
     const error = await machine.succeed('echo partial; echo broken >&2; exit 3').catch((e: unknown) => e);
-    assert.ok(error instanceof CommandFailedError);
+    assert.ok(error instanceof CommandFailedError, String(error));
     assert.equal(error.exitCode, 3);
     assert.equal(error.stdout, 'partial\n');
     assert.equal(error.stderr, 'broken\n');
@@ -84,7 +84,7 @@ describe('Machine on the tiny image', () => {
       .catch((e: unknown) => e);
     assert.ok(error instanceof CommandTimeoutError, String(error));
     assert.equal(error.stdout, 'before\n');
-    assert.ok(performance.now() - started < 15_000);
+    assert.ok(performance.now() - started < 15_000, 'the timeout ended the call promptly');
     assert.equal(await machine.succeed('echo alive'), 'alive\n');
     const left = await machine.succeed('ps -o args | grep "^sleep 30" || echo none');
     assert.equal(left, 'none\n', 'the timed-out command was killed');
@@ -116,11 +116,11 @@ describe('Machine on the tiny image', () => {
     const guestSum = (await machine.succeed('md5sum /tmp/big', { timeoutMs: 120_000 })).split(' ')[0];
     assert.equal(guestSum, createHash('md5').update(big).digest('hex'));
     await machine.copyFromVm('/tmp/big', join(scratch, 'back/big'), { timeoutMs: 300_000 });
-    assert.ok((await readFile(join(scratch, 'back/big'))).equals(big));
+    assert.ok((await readFile(join(scratch, 'back/big'))).equals(big), 'the 50 MB file came back intact');
     await machine.succeed('rm /tmp/big');
 
     await machine.copyFromVm('/root/deep/dir/small', join(scratch, 'small-back'));
-    assert.ok((await readFile(join(scratch, 'small-back'))).equals(small));
+    assert.ok((await readFile(join(scratch, 'small-back'))).equals(small), 'the small file came back intact');
   });
 
   it('reports a missing guest file clearly and stays usable', async () => {
@@ -142,7 +142,7 @@ describe('Machine on the tiny image', () => {
     const error = await machine
       .waitUntilSucceeds('echo nope; exit 4', { timeoutMs: 2000 })
       .catch((e: unknown) => e);
-    assert.ok(error instanceof TimeoutError);
+    assert.ok(error instanceof TimeoutError, String(error));
     assert.match(error.message, /"echo nope; exit 4" to succeed/);
     assert.match(error.message, /status 4/);
   });

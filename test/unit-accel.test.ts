@@ -56,7 +56,7 @@ describe('probeKvm', () => {
     const env = await environment();
     const probe = await probeKvm();
     assert.equal(typeof probe.usable, 'boolean');
-    assert.ok(probe.reason.length > 0);
+    assert.ok(probe.reason.length > 0, 'the reason is empty');
     if (!env.devKvm) {
       assert.equal(probe.usable, false);
       assert.match(probe.reason, /\/dev\/kvm does not exist/);
@@ -97,7 +97,7 @@ describe('chooseAccel', () => {
     const probe = await probeKvm();
     for (const decision of [await chooseAccel('auto'), await chooseAccel()]) {
       assert.equal(decision.accel, probe.usable ? 'kvm' : 'tcg');
-      assert.ok(decision.reason.length > 0);
+      assert.ok(decision.reason.length > 0, 'the reason is empty');
       assert.ok(
         decision.reason.includes(probe.reason),
         `"${decision.reason}" does not explain "${probe.reason}"`,
@@ -111,7 +111,10 @@ describe('chooseAccel', () => {
     if (probe.usable) {
       const decision = await chooseAccel('kvm');
       assert.equal(decision.accel, 'kvm');
-      assert.ok(decision.reason.includes(probe.reason));
+      assert.ok(
+        decision.reason.includes(probe.reason),
+        `"${decision.reason}" does not explain "${probe.reason}"`,
+      );
     } else {
       await assert.rejects(chooseAccel('kvm'), (error: unknown) => {
         assert.ok(error instanceof ConfigError, `expected ConfigError, got ${String(error)}`);

@@ -95,7 +95,10 @@ describe('loadOrder', () => {
     );
     assertDependenciesFirst(order);
     assert.equal(order.at(-1), `${V}/virtio_pci.ko.xz`);
-    assert.ok(order.indexOf(`${V}/virtio_ring.ko.xz`) < order.indexOf(`${V}/virtio.ko.xz`));
+    assert.ok(
+      order.indexOf(`${V}/virtio_ring.ko.xz`) < order.indexOf(`${V}/virtio.ko.xz`),
+      'virtio_ring must load before virtio',
+    );
   });
 
   test('several wanted modules sharing dependencies: each module appears once, in a valid order', () => {
@@ -153,7 +156,7 @@ describe('loadOrder', () => {
     assert.throws(
       () => loadOrder(dep, ['virtio_blk']),
       (error: unknown) => {
-        assert.ok(error instanceof ImageError);
+        assert.ok(error instanceof ImageError, `expected ImageError, got ${String(error)}`);
         assert.match(error.message, /missing_dep/);
         assert.match(error.message, /virtio_blk/);
         return true;

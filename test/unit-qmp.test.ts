@@ -136,7 +136,7 @@ describe('parseQmpLine', () => {
         (error: unknown) => {
           assert.ok(error instanceof VmkitError, `expected VmkitError, got ${String(error)}`);
           assert.match(error.message, /not a JSON object/);
-          assert.ok(error.message.includes(line));
+          assert.ok(error.message.includes(line), 'the message does not quote the line');
           return true;
         },
       );
@@ -173,10 +173,10 @@ describe('QmpClient', { timeout: 10_000 }, () => {
         assert.equal(capabilities?.execute, 'qmp_capabilities');
         assert.equal(typeof capabilities?.id, 'number');
         assert.ok(await isPending(connecting), 'connect resolved before qmp_capabilities was answered');
-        assert.ok(answerCapabilities);
+        assert.ok(answerCapabilities, 'the peer never saw qmp_capabilities');
         answerCapabilities();
         const client = await connecting;
-        assert.ok(client instanceof QmpClient);
+        assert.ok(client instanceof QmpClient, 'connect did not give a QmpClient');
         client.close();
       },
     );
@@ -186,7 +186,7 @@ describe('QmpClient', { timeout: 10_000 }, () => {
     await withPeer({ greet: false }, async ({ socket }) => {
       const started = performance.now();
       await assert.rejects(connectClient(socket, 150), (error: unknown) => {
-        assert.ok(error instanceof TimeoutError);
+        assert.ok(error instanceof TimeoutError, `expected TimeoutError, got ${String(error)}`);
         assert.match(error.message, /greeting/);
         assert.equal(error.timeoutMs, 150);
         return true;
@@ -206,11 +206,17 @@ describe('QmpClient', { timeout: 10_000 }, () => {
       async ({ peer, socket }) => {
         const client = await connectClient(socket);
         try {
-          assert.deepEqual(await client.execute('human-monitor-command', { 'command-line': 'info cpus' }), {
-            echoed: { 'command-line': 'info cpus' },
-            name: 'human-monitor-command',
+          assert.deepEqual(
+            await client.execute('human-monitor-command', { 'command-line': 'info cpus' }, 2000),
+            {
+              echoed: { 'command-line': 'info cpus' },
+              name: 'human-monitor-command',
+            },
+          );
+          assert.deepEqual(await client.execute('query-status', undefined, 2000), {
+            echoed: null,
+            name: 'query-status',
           });
-          assert.deepEqual(await client.execute('query-status'), { echoed: null, name: 'query-status' });
           const sent = (await peer).received;
           assert.deepEqual(
             sent.map((c) => c.execute),
@@ -260,7 +266,7 @@ describe('QmpClient', { timeout: 10_000 }, () => {
       async ({ socket }) => {
         const client = await connectClient(socket);
         try {
-          await assert.rejects(client.execute('device_del', { id: 'nic9' }), (error: unknown) => {
+          await assert.rejects(client.execute('device_del', { id: 'nic9' }, 2000), (error: unknown) => {
             assert.ok(error instanceof QmpError, `expected QmpError, got ${String(error)}`);
             assert.equal(error.command, 'device_del');
             assert.equal(error.errorClass, 'DeviceNotFound');
@@ -279,14 +285,20 @@ describe('QmpClient', { timeout: 10_000 }, () => {
     await withPeer({}, async ({ peer, socket }) => {
       const client = await connectClient(socket);
       try {
-        const good = client.execute('query-status');
-        const bad = client.execute('cont');
+        const good = client.execute('query-status', undefined, 2000);
+        const bad = client.execute('cont', undefined, 2000);
+        const outcomes = Promise.allSettled([good, bad]);
         const p = await peer;
         const [, first, second] = await p.commands(3);
         p.send({ error: { class: 'GenericError', desc: 'nope' }, id: second?.id });
         p.send({ return: { running: true }, id: first?.id });
-        await assert.rejects(bad, QmpError);
-        assert.deepEqual(await good, { running: true });
+        const [goodOutcome, badOutcome] = await outcomes;
+        assert.deepEqual(goodOutcome, { status: 'fulfilled', value: { running: true } });
+        assert.equal(badOutcome?.status, 'rejected');
+        assert.ok(
+          badOutcome?.status === 'rejected' && badOutcome.reason instanceof QmpError,
+          `expected QmpError for cont, got ${JSON.stringify(badOutcome)}`,
+        );
       } finally {
         client.close();
       }
@@ -304,7 +316,7 @@ describe('QmpClient', { timeout: 10_000 }, () => {
           2000,
           (event) => event.data?.reason === 'guest-shutdown',
         );
-        const reply = client.execute('system_powerdown');
+        const reply = client.execute('system_powerdown', undefined, 2000);
         const p = await peer;
         const [, command] = await p.commands(2);
         const timestamp = { seconds: 1700000000, microseconds: 5 };
@@ -337,7 +349,7 @@ describe('QmpClient', { timeout: 10_000 }, () => {
         const waiting = client.waitForEvent('RESET', 150);
         (await peer).send({ event: 'STOP' });
         await assert.rejects(waiting, (error: unknown) => {
-          assert.ok(error instanceof TimeoutError);
+          assert.ok(error instanceof TimeoutError, `expected TimeoutError, got ${String(error)}`);
           assert.match(error.message, /RESET/);
           return true;
         });
@@ -383,22 +395,26 @@ describe('QmpClient', { timeout: 10_000 }, () => {
     await withPeer({}, async ({ peer, socket }) => {
       const client = await connectClient(socket);
       try {
-        const first = client.execute('query-status', undefined, 5000);
-        const second = client.execute('query-block', undefined, 5000);
+        const pending = [
+          client.execute('query-status', undefined, 3000),
+          client.execute('query-block', undefined, 3000),
+        ];
+        const outcomes = Promise.allSettled(pending);
         const p = await peer;
         await p.commands(3);
         const started = performance.now();
         p.socket.end();
-        for (const pending of [first, second]) {
-          await assert.rejects(pending, (error: unknown) => {
-            assert.ok(error instanceof VmkitError);
+        await outcomes;
+        assert.ok(performance.now() - started < 2000, 'rejection took too long');
+        for (const command of pending) {
+          await assert.rejects(command, (error: unknown) => {
+            assert.ok(error instanceof VmkitError, `expected VmkitError, got ${String(error)}`);
             assert.ok(!(error instanceof TimeoutError), 'must not wait for the timeout');
             assert.match(error.message, /closed/);
             return true;
           });
         }
-        assert.ok(performance.now() - started < 2000);
-        await assert.rejects(client.execute('query-status', undefined, 5000), /closed/);
+        await assert.rejects(client.execute('query-status', undefined, 3000), /closed/);
       } finally {
         client.close();
       }
@@ -408,10 +424,10 @@ describe('QmpClient', { timeout: 10_000 }, () => {
   test('close() rejects pending commands', async () => {
     await withPeer({}, async ({ socket }) => {
       const client = await connectClient(socket);
-      const pending = client.execute('query-status', undefined, 5000);
+      const pending = client.execute('query-status', undefined, 3000);
       client.close();
       await assert.rejects(pending, /closed by vmkit/);
-      await assert.rejects(client.execute('query-status'), /closed by vmkit/);
+      await assert.rejects(client.execute('query-status', undefined, 3000), /closed by vmkit/);
     });
   });
 

@@ -166,7 +166,7 @@ describe('VirtualSwitch', { timeout: 10_000 }, () => {
       a.send(unicast);
       const frames = await b.received(1);
       assert.equal(frames.length, 1);
-      assert.ok(frames[0]?.equals(unicast));
+      assert.ok(frames[0]?.equals(unicast), 'B got a different frame');
       await settle();
       assert.equal(c.frames.length, 1, 'C saw a unicast meant for B');
       assert.equal(a.frames.length, 1, 'A got its own unicast back');
@@ -174,7 +174,7 @@ describe('VirtualSwitch', { timeout: 10_000 }, () => {
       const answer = frame(MAC.a, MAC.b, 'reply to A');
       b.send(answer);
       await a.received(2);
-      assert.ok(a.frames[1]?.equals(answer));
+      assert.ok(a.frames[1]?.equals(answer), 'A got a different frame');
       await settle();
       assert.equal(c.frames.length, 1, 'C saw a unicast meant for A');
     });
@@ -184,8 +184,8 @@ describe('VirtualSwitch', { timeout: 10_000 }, () => {
     await withSwitch(async ({ a, b, c }) => {
       const lost = frame(MAC.unknown, MAC.a, 'anyone?');
       a.send(lost);
-      assert.ok((await b.received(1))[0]?.equals(lost));
-      assert.ok((await c.received(1))[0]?.equals(lost));
+      assert.ok((await b.received(1))[0]?.equals(lost), 'the frame did not flood to B');
+      assert.ok((await c.received(1))[0]?.equals(lost), 'the frame did not flood to C');
       await settle();
       assert.equal(a.frames.length, 0);
     });
@@ -230,7 +230,7 @@ describe('VirtualSwitch', { timeout: 10_000 }, () => {
       await settle();
       assert.equal(b.frames.length, 1, 'a runt frame was forwarded');
       assert.equal(c.frames.length, 1, 'a runt frame was forwarded');
-      assert.ok(atB[0]?.equals(ok));
+      assert.ok(atB[0]?.equals(ok), 'B got a different frame');
       assert.equal(sw.framesForwarded, 1);
     });
   });
@@ -268,8 +268,17 @@ describe('VirtualSwitch', { timeout: 10_000 }, () => {
       }
       for (let i = 0; i < 50 && sw.portCount < 3; i++) await settle(10);
       assert.equal(sw.portCount, 3);
-      assert.ok(existsSync(socketPath));
-      await sw.close();
+      assert.ok(existsSync(socketPath), 'no socket file while listening');
+      // close() waits for the server, which waits for its connections: bound it so a regression fails.
+      let timer: NodeJS.Timeout | undefined;
+      const closed = await Promise.race([
+        sw.close().then(() => true),
+        new Promise<false>((resolve) => {
+          timer = setTimeout(() => resolve(false), 3000);
+        }),
+      ]);
+      clearTimeout(timer);
+      assert.ok(closed, 'close() did not finish within 3 s');
       for (const port of ports) await port.waitClosed();
       assert.equal(sw.portCount, 0);
       assert.equal(existsSync(socketPath), false, 'the socket file is still there');

@@ -1,10 +1,14 @@
 #!/bin/sh
-# vmkit backdoor: a root shell driven by the host over a virtio console.
+# vmkit backdoor: a root shell driven by the host over a virtio serial port.
 #
-# Requests, one line each, on the command channel (hvc0):
-#   X <id> <timeout-seconds> <base64 script>   run the script with sh
-#   U <id> <size> <base64 path>                receive <size> bytes on the transfer port into path
-#   D <id> <base64 path>                       send the file at path on the transfer port
+# The command channel is the virtserialport named vmkit.shell: unlike a virtio console (hvc),
+# it has no tty line discipline, and QEMU throttles it instead of dropping bytes when the host
+# is slow to read.
+#
+# Requests from the host, each a line on the command channel:
+#   X <id> <timeout-seconds> <length>        followed by <length> bytes of script, run with sh
+#   U <id> <size> <base64 path>              receive <size> bytes on the transfer port into path
+#   D <id> <base64 path>                     send the file at path on the transfer port
 # Every request is answered on the command channel by:
 #   <<<VMKIT:R <id> <status> <timed-out 0|1>>>>
 #   <base64 stdout>
@@ -13,30 +17,31 @@
 # Uploads first get <<<VMKIT:GO <id>>>> (the host may send now); downloads get
 # <<<VMKIT:SEND <id> <size>>>> before the bytes go out on the transfer port.
 #
-# Commands write to files, not pipes, and the shell waits for the command's process,
-# not for end-of-file: a background process that keeps stdout open cannot hang a call.
+# Commands write to files, not pipes, and the shell waits for the command's process, not for
+# end-of-file: a background process that keeps stdout open cannot hang a call.
 export PATH=/sbin:/bin:/usr/sbin:/usr/bin
-channel=/dev/hvc0
 work=/run/vmkit
 mkdir -p "$work"
+[ -p "$work/never" ] || mkfifo "$work/never"
 cd / || exit 1
 
-# Hold the channel open for the whole session: tty settings reset when the last holder closes it.
+port_named() {
+  for port in /sys/class/virtio-ports/*; do
+    [ "$(cat "$port/name" 2>/dev/null)" = "$1" ] && { echo "/dev/${port##*/}"; return 0; }
+  done
+  return 1
+}
+channel=$(port_named vmkit.shell) || { echo "vmkit backdoor: no vmkit.shell port" >&2; sleep 5; exit 1; }
+transfer=$(port_named vmkit.transfer) || transfer=
 exec 3<>"$channel"
-stty raw -echo <&3
-
-transfer=
-for port in /sys/class/virtio-ports/*; do
-  [ "$(cat "$port/name" 2>/dev/null)" = vmkit.transfer ] && transfer=/dev/${port##*/}
-done
 [ -n "$transfer" ] && exec 4<>"$transfer"
 
 decode() { printf '%s' "$1" | base64 -d; }
 
 reply() { # id status
-  timed_out=0
-  [ -e "$work/timed-out" ] && [ "$2" -ge 128 ] && timed_out=1
   {
+    timed_out=0
+    [ -e "$work/timed-out" ] && [ "$2" -ge 128 ] && timed_out=1
     printf '<<<VMKIT:R %s %s %s>>>\n' "$1" "$2" "$timed_out"
     # An empty file needs no base64 process: under emulation every process start costs.
     [ -s "$work/out" ] && base64 -w 0 "$work/out"; echo
@@ -51,18 +56,20 @@ fresh_output() {
   : > "$work/out"; : > "$work/err"
 }
 
-run_script() { # id timeout base64-script
+run_script() { # id timeout length
+  head -c "$3" <&3 > "$work/script"
   fresh_output
-  decode "$3" > "$work/script"
+  # A session of its own, so that a timeout can end the command and everything it started.
   setsid sh "$work/script" > "$work/out" 2> "$work/err" < /dev/null &
   pid=$!
-  setsid sh -c 'sleep "$1"; : > "$2"; kill -KILL -"$3" 2>/dev/null || kill -KILL "$3"' \
-    watchdog "$2" "$work/timed-out" "$pid" > /dev/null 2>&1 < /dev/null &
+  # The watchdog sleeps in a builtin (read -t on a FIFO that never delivers): one fork, no
+  # program to start, and nothing left behind when it is killed.
+  ( read -t "$2" _ <> "$work/never"; : > "$work/timed-out"; kill -KILL -"$pid" ) > /dev/null 2>&1 &
   dog=$!
   wait "$pid"
   status=$?
-  kill -KILL -"$dog" 2>/dev/null
-  wait "$dog" 2>/dev/null
+  kill -KILL "$dog" 2> /dev/null
+  wait "$dog" 2> /dev/null
   reply "$1" "$status"
 }
 

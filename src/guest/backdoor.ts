@@ -10,6 +10,7 @@ import { type BackdoorEvent, BackdoorParser, encodeRequest } from './framing.js'
 
 export interface RawResult {
   status: number;
+  /** The guest killed the command when its timeout ran out. */
   timedOut: boolean;
   stdout: Buffer;
   stderr: Buffer;
@@ -126,6 +127,19 @@ export class BackdoorChannel {
     }
   }
 
+  /** Runs `task` while no request is in flight and none can start: for pausing the guest. */
+  exclusive<T>(task: () => Promise<T>): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    const call = this.queue.then(task);
+    this.queue = call.catch(() => {});
+    return call;
+  }
+
+  /** For a restored guest, whose backdoor was already up when the snapshot was taken. */
+  assumeBannerSeen(): void {
+    this.bannerSeen = true;
+  }
+
   /** Writes a request without waiting for its answer: for poweroff, which never answers. */
   fireAndForget(script: string): void {
     if (this.failure) return;
@@ -211,7 +225,10 @@ export class BackdoorChannel {
         }
         return;
       case 'reply':
-        if (pending?.id !== event.id) return void this.noise.push(`reply to unknown request ${event.id}`);
+        if (pending?.id !== event.id) {
+          this.noise.push(`reply to unknown request ${event.id}`);
+          return;
+        }
         this.pending = undefined;
         pending.resolve(event);
         return;
@@ -222,6 +239,10 @@ export class BackdoorChannel {
         if (pending?.id === event.id) pending.onSend?.(event.size);
         return;
       case 'noise':
+        if (pending && event.line.startsWith('malformed reply')) {
+          this.pending = undefined;
+          pending.reject(new MachineCrashedError(this.machine, `the reply to ${pending.what} arrived damaged`, this.consoleTail()));
+        }
         this.noise.push(event.line);
         if (this.noise.length > 100) this.noise.shift();
         return;

@@ -15,8 +15,10 @@ export type BackdoorEvent =
 const b64 = (text: string | Buffer) => Buffer.from(text).toString('base64');
 
 export const encodeRequest = {
-  run: (id: number, script: string, timeoutSeconds: number) =>
-    `X ${id} ${timeoutSeconds.toFixed(3)} ${b64(script)}\n`,
+  run: (id: number, script: string, timeoutSeconds: number) => {
+    const body = Buffer.from(script);
+    return Buffer.concat([Buffer.from(`X ${id} ${timeoutSeconds.toFixed(3)} ${body.length}\n`), body]);
+  },
   upload: (id: number, size: number, guestPath: string) => `U ${id} ${size} ${b64(guestPath)}\n`,
   download: (id: number, guestPath: string) => `D ${id} ${b64(guestPath)}\n`,
 };
@@ -44,6 +46,14 @@ export class LineSplitter {
 }
 
 const REPLY = /^<<<VMKIT:R (\d+) (\d+) ([01])>>>$/;
+
+/** Marks a payload line that cannot be base64 output of the guest: bytes were lost on the way. */
+const CORRUPT = Buffer.from('corrupt');
+
+function decodeBase64Line(line: Buffer): Buffer {
+  if (line.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(line.toString('latin1'))) return CORRUPT;
+  return Buffer.from(line.toString('latin1'), 'base64');
+}
 const END = /^<<<VMKIT:E (\d+)>>>$/;
 const GO = /^<<<VMKIT:GO (\d+)>>>$/;
 const SEND = /^<<<VMKIT:SEND (\d+) (\d+)>>>$/;
@@ -63,12 +73,13 @@ export class BackdoorParser {
     const line = raw.at(-1) === 13 ? raw.subarray(0, -1) : raw;
     const open = this.reply;
     if (open) {
-      if (open.stdout === undefined) open.stdout = Buffer.from(line.toString('latin1'), 'base64');
-      else if (open.stderr === undefined) open.stderr = Buffer.from(line.toString('latin1'), 'base64');
+      if (open.stdout === undefined) open.stdout = decodeBase64Line(line);
+      else if (open.stderr === undefined) open.stderr = decodeBase64Line(line);
       else {
         const end = END.exec(line.toString('latin1'));
         this.reply = undefined;
-        if (end && Number(end[1]) === open.id) {
+        const intact = open.stdout !== CORRUPT && open.stderr !== CORRUPT;
+        if (end && Number(end[1]) === open.id && intact) {
           this.emit({ type: 'reply', ...open, stdout: open.stdout, stderr: open.stderr });
         } else {
           this.emit({ type: 'noise', line: `malformed reply ${open.id}: ${line.toString().slice(0, 200)}` });
@@ -81,8 +92,7 @@ export class BackdoorParser {
     const go = GO.exec(text);
     const send = SEND.exec(text);
     if (text === BANNER) this.emit({ type: 'banner' });
-    else if (reply)
-      this.reply = { id: Number(reply[1]), status: Number(reply[2]), timedOut: reply[3] === '1' };
+    else if (reply) this.reply = { id: Number(reply[1]), status: Number(reply[2]), timedOut: reply[3] === '1' };
     else if (go) this.emit({ type: 'go', id: Number(go[1]) });
     else if (send) this.emit({ type: 'send', id: Number(send[1]), size: Number(send[2]) });
     else if (text.length > 0) this.emit({ type: 'noise', line: text.slice(0, 500) });

@@ -55,8 +55,14 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent] }> {
     const client = new QmpClient(socket);
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new TimeoutError('the QMP greeting', timeoutMs)), timeoutMs);
+      const closed = () => {
+        clearTimeout(timer);
+        reject(new VmkitError('QMP connection closed before the greeting'));
+      };
+      socket.once('close', closed);
       client.greeted = () => {
         clearTimeout(timer);
+        socket.off('close', closed);
         resolve();
       };
     });

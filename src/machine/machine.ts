@@ -12,6 +12,26 @@ import type { SerialConsole } from '../guest/console.js';
 import type { AccelDecision } from '../hypervisor/accel.js';
 import type { ExitInfo, QemuProcess } from '../hypervisor/qemu.js';
 import { sleep } from '../util/time.js';
+import type { MachineConfig } from './config.js';
+import { type Snapshot, type SnapshotOptions, takeSnapshot } from './snapshot.js';
+
+/** What a Machine is made of; handed over by launchMachine, used again by snapshots. */
+export interface MachineInternals {
+  name: string;
+  stateDir: string;
+  accel: AccelDecision;
+  config: MachineConfig;
+  vmm: QemuProcess;
+  backdoor: BackdoorChannel;
+  console: SerialConsole;
+  commandTimeoutMs: number;
+  keepState: () => boolean;
+  readyMs: number;
+  /** The guest RAM file as QEMU opened it (unlinked once QEMU has it mapped). */
+  memory: { path: string; share: boolean };
+  /** qcow2 files, one per disk. */
+  disks: string[];
+}
 
 export interface ExecResult {
   exitCode: number;
@@ -38,31 +58,57 @@ export class Machine implements AsyncDisposable {
   private stopping = false;
   private closing?: Promise<void>;
 
-  constructor(
-    readonly name: string,
-    readonly stateDir: string,
-    readonly accel: AccelDecision,
-    private readonly vmm: QemuProcess,
-    private readonly backdoor: BackdoorChannel,
-    readonly console: SerialConsole,
-    private readonly commandTimeoutMs: number,
-    private readonly keepState: () => boolean,
-    /** Milliseconds from QEMU spawn to the backdoor answering. */
-    readonly bootMs: number,
-  ) {
+  readonly name: string;
+  readonly stateDir: string;
+  readonly accel: AccelDecision;
+  readonly config: MachineConfig;
+  readonly console: SerialConsole;
+  /** Milliseconds from QEMU spawn until the backdoor answered (boot, or restore). */
+  readonly readyMs: number;
+  private readonly vmm: QemuProcess;
+  private readonly backdoor: BackdoorChannel;
+  private readonly commandTimeoutMs: number;
+  private readonly keepState: () => boolean;
+  private readonly internals: MachineInternals;
+
+  constructor(internals: MachineInternals) {
+    this.internals = internals;
+    ({
+      name: this.name,
+      stateDir: this.stateDir,
+      accel: this.accel,
+      config: this.config,
+      console: this.console,
+      readyMs: this.readyMs,
+      vmm: this.vmm,
+      backdoor: this.backdoor,
+      commandTimeoutMs: this.commandTimeoutMs,
+      keepState: this.keepState,
+    } = internals);
+    const { vmm, backdoor, console, name } = internals;
     vmm.exited.then((info) => {
-      const reason = this.stopping
-        ? 'machine was shut down'
-        : `QEMU exited unexpectedly (${describeExit(info)})`;
+      const reason = this.stopping ? 'machine was shut down' : `QEMU exited unexpectedly (${describeExit(info)})`;
       const stderr = vmm.stderrTail().trim();
       backdoor.fail(
-        new MachineCrashedError(
-          name,
-          stderr && !this.stopping ? `${reason}; QEMU said: ${stderr}` : reason,
-          console.tail(),
-        ),
+        new MachineCrashedError(name, stderr && !this.stopping ? `${reason}; QEMU said: ${stderr}` : reason, console.tail()),
       );
     });
+  }
+
+  /** Kept for callers of the foundation API: the boot (or restore) time. */
+  get bootMs(): number {
+    return this.readyMs;
+  }
+
+  /**
+   * Pauses the machine, saves its complete state (CPU, devices, RAM, disks) to the snapshot
+   * store, and lets it run on. Restore it with restoreMachine() or fork it with snapshot.fork().
+   */
+  snapshot(name?: string, options: SnapshotOptions = {}): Promise<Snapshot> {
+    if (this.closed || this.vmm.hasExited) {
+      return Promise.reject(new MachineCrashedError(this.name, 'cannot snapshot a machine that is not running', this.console.tail()));
+    }
+    return this.backdoor.exclusive(() => takeSnapshot(this.internals, name, options));
   }
 
   /** The QEMU process id. */

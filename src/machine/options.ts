@@ -22,6 +22,8 @@ export interface MachineOptions {
   /** Default timeout of execute() and friends. */
   commandTimeoutMs?: number;
   networks?: NetworkAttachment[];
+  /** Blank qcow2 disks, attached as /dev/vda, /dev/vdb, ... (snapshots include them). */
+  disks?: Array<{ sizeMiB: number }>;
   /** Lines for /etc/hosts, e.g. { server: "10.0.0.1" }. */
   hosts?: Record<string, string>;
   /** Receives progress lines (boot, accelerator choice, shutdown). */

@@ -1,16 +1,16 @@
-import { createHash } from 'node:crypto';
-import { mkdir, rm, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConfigError, MachineCrashedError, VmkitError } from '../errors.js';
-import { BackdoorChannel } from '../guest/backdoor.js';
-import { SerialConsole } from '../guest/console.js';
+import { ConfigError } from '../errors.js';
 import { chooseAccel } from '../hypervisor/accel.js';
-import { currentRunDir, keepRunFolder } from '../hypervisor/processes.js';
-import { QemuProcess } from '../hypervisor/qemu.js';
+import { keepRunFolder } from '../hypervisor/processes.js';
 import { buildImage } from '../image/index.js';
 import type { BootImage } from '../image/types.js';
-import { elapsedMs } from '../util/time.js';
-import { Machine, shellQuote } from './machine.js';
+import { runTool } from '../util/exec.js';
+import type { MachineConfig } from './config.js';
+import { launchMachine } from './launch.js';
+import { type Machine, shellQuote } from './machine.js';
 import { DEFAULTS, type MachineOptions, validateName, validatePositive } from './options.js';
 
 let keepState = false;
@@ -20,6 +20,8 @@ export function keepMachineState(keep = true): void {
   keepState = keep;
   keepRunFolder(keep);
 }
+
+export const shouldKeepState = () => keepState;
 
 /** Boots a machine and resolves once its backdoor answers. */
 export async function startMachine(options: MachineOptions): Promise<Machine> {
@@ -33,83 +35,58 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
     DEFAULTS.commandTimeoutMs,
     24 * 3600_000,
   );
+  const disks = (options.disks ?? []).map((disk, index) => ({
+    sizeMiB: validatePositive(`disks[${index}].sizeMiB`, disk.sizeMiB, 0, 16 * 1024 * 1024),
+  }));
   const log = options.log ?? (() => {});
   const image = await resolveImage(options.image ?? 'tiny');
   const accel = await chooseAccel(options.accel ?? 'auto');
   log(`${accel.accel.toUpperCase()}: ${accel.reason}`);
+  const networks = options.networks ?? [];
+  const config: MachineConfig = {
+    image,
+    memoryMiB,
+    cpus,
+    accel: accel.accel,
+    nics: networks.length,
+    macs: networks.map((_, index) => macAddress(name, index)),
+    disks,
+    qemuArgs: options.qemuArgs ?? [],
+  };
 
-  const stateDir = join(currentRunDir(), name);
-  try {
-    await mkdir(stateDir);
-  } catch {
-    throw new ConfigError(`a machine named ${name} is already running in this process`);
-  }
-  const console = new SerialConsole(join(stateDir, 'console.log'));
-  const started = performance.now();
-  let vmm: QemuProcess | undefined;
-  try {
-    vmm = await QemuProcess.launch({
-      name,
-      stateDir,
-      kernel: image.kernel,
-      initrd: image.initrd,
-      cmdline: image.cmdline,
-      memoryMiB,
-      cpus,
-      accel: accel.accel,
-      nics: (options.networks ?? []).map((network, index) => ({
-        socketPath: network.switch.socketPath,
-        mac: macAddress(name, index),
-      })),
-      extraArgs: options.qemuArgs,
-      startTimeoutMs: timeoutMs,
-    });
-    const launched = vmm;
-    const abort = () => void launched.kill();
-    options.signal?.addEventListener('abort', abort, { once: true });
-    if (options.signal?.aborted) abort();
-    console.attach(vmm.sockets.console);
-    const backdoor = new BackdoorChannel(name, vmm.sockets.shell, vmm.sockets.transfer, () => console.tail());
-    let machine: Machine | undefined;
-    launched.exited.then((info) => {
-      if (machine) return; // from now on the machine reports its own death
-      const stderr = launched.stderrTail().trim();
-      backdoor.fail(
-        new MachineCrashedError(
-          name,
-          `QEMU exited during boot (${info.signal ?? `status ${info.code}`})${stderr ? `; QEMU said: ${stderr}` : ''}`,
-          console.tail(),
-        ),
-      );
-    });
-    await backdoor.waitForBanner(timeoutMs);
-    options.signal?.removeEventListener('abort', abort);
-    const bootMs = elapsedMs(started);
-    log(`backdoor up after ${bootMs} ms`);
-    machine = new Machine(
-      name,
-      stateDir,
-      accel,
-      vmm,
-      backdoor,
-      console,
-      commandTimeoutMs,
-      () => keepState,
-      bootMs,
-    );
-    const booted = machine;
-    await booted.succeed(setupScript(name, options), { timeoutMs: 30_000 }).catch(async (error: Error) => {
-      await booted.close();
-      throw new VmkitError(`machine ${name} booted but its setup failed: ${error.message}`);
-    });
-    return booted;
-  } catch (error) {
-    await vmm?.kill();
-    vmm?.qmp.close();
-    console.close();
-    if (!keepState) await rm(stateDir, { recursive: true, force: true });
-    throw error;
-  }
+  return launchMachine({
+    name,
+    config,
+    accel,
+    switches: networks.map((network) => network.switch),
+    timeoutMs,
+    commandTimeoutMs,
+    keepState: shouldKeepState,
+    log,
+    signal: options.signal,
+    incoming: false,
+    verb: 'booted',
+    async prepare(stateDir) {
+      const diskPaths: string[] = [];
+      for (const [index, disk] of disks.entries()) {
+        const path = join(stateDir, `disk${index}.qcow2`);
+        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', path, `${disk.sizeMiB}M`]);
+        diskPaths.push(path);
+      }
+      return { memory: { path: ramFilePath(stateDir, name), share: true }, disks: diskPaths };
+    },
+    ready: (_vmm, backdoor) => backdoor.waitForBanner(timeoutMs),
+    setupScript: setupScript(name, options),
+  });
+}
+
+/**
+ * Where a booting machine's RAM file goes: shared memory when there is some, so guest RAM never
+ * pages to disk. The file is unlinked as soon as QEMU has mapped it.
+ */
+function ramFilePath(stateDir: string, name: string): string {
+  const dir = existsSync('/dev/shm') ? '/dev/shm' : stateDir;
+  return join(dir, `vmkit-${process.pid}-${name}-${randomBytes(4).toString('hex')}.ram`);
 }
 
 async function resolveImage(image: string | BootImage): Promise<BootImage> {

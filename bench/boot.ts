@@ -1,0 +1,499 @@
+// Boot benchmark: vmkit's startMachine() against bare QEMU booting the same image, plus
+// backdoor round trips. Run it with `npm run bench:boot` (add `-- --iterations N`).
+//
+// Variants, alternating A, B, A, B, ... so machine load weighs on both alike:
+//   A  vmkit:     startMachine({ name, image: 'tiny' }) until it resolves (backdoor up, setup run),
+//                 then close();
+//   B  bare QEMU: the same kernel, initrd, command line, machine type, memory, CPUs and accelerator,
+//                 the same virtio-serial + virtconsole layout on a unix socket this process listens
+//                 on; timed from spawn until the guest prints the backdoor banner on that socket.
+// Then, on one machine: execute('true') round trips per second and the round trip of a command
+// printing 1 MB.
+//
+// Progress goes to stderr, one JSON object to stdout.
+
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import {
+  type AccelDecision,
+  type BootImage,
+  buildImage,
+  chooseAccel,
+  type Machine,
+  startMachine,
+} from 'vmkit';
+
+const USAGE = `Usage: npm run --silent bench:boot -- [options]   (--silent keeps npm's banner off stdout)
+       node --import tsx bench/boot.ts [options]            (after npm run build)
+
+Boots the tiny image with vmkit (A) and with bare QEMU (B), alternating A, B, A, B, ...,
+then measures backdoor round trips on one machine. Progress on stderr, JSON on stdout.
+
+Options:
+  --iterations N    A/B pairs to measure (default 3)
+  --warmup N        unmeasured A/B pairs before measuring (default 1)
+  --round-trips N   execute('true') calls for the round-trip rate (default 50)
+  --bulk N          runs of the 1 MB output command (default 3)
+  -h, --help        print this help
+`;
+
+const BANNER = 'Spawning backdoor root shell...';
+/** Same values passed to both variants (vmkit's defaults, set explicitly so they cannot drift). */
+const MEMORY_MIB = 256;
+const CPUS = 1;
+const BOOT_TIMEOUT_MS = 180_000;
+const BULK_BYTES = 1_000_000;
+/**
+ * Command timeout of the round-trip machine. It also bounds a known stall: the guest's backdoor
+ * can wait out its whole per-command watchdog after a very fast command (see STALL_MS).
+ */
+const COMMAND_TIMEOUT_MS = 20_000;
+/** A round trip slower than this is counted as a stall, not as ordinary latency. */
+const STALL_MS = 1_000;
+
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: every bare QEMU is tracked until it has exited; vmkit machines until closed.
+
+const bareChildren = new Set<ChildProcess>();
+const openMachines = new Set<Machine>();
+let scratchDir: string | undefined;
+
+function killBareChildren(): void {
+  for (const child of bareChildren) {
+    try {
+      child.kill('SIGKILL');
+    } catch {}
+  }
+}
+
+function removeScratch(): void {
+  if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
+  scratchDir = undefined;
+}
+
+// Synchronous last resort (uncaught errors, process.exit): vmkit kills its own machines at exit.
+process.on('exit', () => {
+  killBareChildren();
+  removeScratch();
+});
+
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    log(`${signal}: stopping every QEMU this benchmark started`);
+    killBareChildren();
+    // Closing kills each machine's QEMU; vmkit's exit handler would do it too.
+    for (const machine of openMachines) void machine.close();
+    removeScratch();
+    process.exit(signal === 'SIGINT' ? 130 : signal === 'SIGTERM' ? 143 : 129);
+  });
+}
+
+async function closeAll(): Promise<void> {
+  killBareChildren();
+  await Promise.allSettled([...openMachines].map((machine) => machine.close()));
+  const remaining = [...bareChildren].map(
+    (child) =>
+      new Promise<void>((resolve) =>
+        child.exitCode !== null || child.signalCode !== null
+          ? resolve()
+          : child.once('exit', () => resolve()),
+      ),
+  );
+  await Promise.all(remaining);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/** Bad command-line use: reported in one line with a pointer to --help, no stack. */
+class UsageError extends Error {}
+
+function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) {
+    throw new UsageError(`--${name} must be a whole number of at least ${min}, not ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+const round = (ms: number) => Math.round(ms * 10) / 10;
+
+function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  const value = sorted.length % 2 === 1 ? sorted[mid] : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
+  return round(value ?? Number.NaN);
+}
+
+function qemuBinary(): string {
+  // The same override vmkit honours, so both variants run the same QEMU.
+  return process.env.VMKIT_QEMU || 'qemu-system-x86_64';
+}
+
+async function qemuVersion(): Promise<string> {
+  const { stdout } = await promisify(execFile)(qemuBinary(), ['--version']);
+  return stdout.split('\n')[0]?.trim() ?? '';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variant A: vmkit
+
+interface VmkitSample {
+  /** startMachine() call to resolved. */
+  startMs: number;
+  /** What vmkit itself reports: QEMU launch to banner. */
+  bootMs: number;
+  closeMs: number;
+}
+
+async function bootVmkit(name: string): Promise<VmkitSample> {
+  const began = performance.now();
+  const machine = await startMachine({
+    name,
+    image: 'tiny',
+    memoryMiB: MEMORY_MIB,
+    cpus: CPUS,
+    accel: 'auto',
+    timeoutMs: BOOT_TIMEOUT_MS,
+  });
+  const startMs = performance.now() - began;
+  openMachines.add(machine);
+  const closing = performance.now();
+  await machine.close();
+  openMachines.delete(machine);
+  return { startMs: round(startMs), bootMs: machine.bootMs, closeMs: round(performance.now() - closing) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variant B: bare QEMU
+
+interface BareSample {
+  /** spawn() to the banner line on the virtconsole socket. */
+  bootMs: number;
+  /** SIGKILL to exit. */
+  killMs: number;
+}
+
+/** Listens on a unix socket before QEMU starts; resolves with QEMU's (client) connection. */
+function listen(path: string): Promise<{ server: Server; connection: Promise<Socket> }> {
+  const server = createServer();
+  const connection = new Promise<Socket>((resolve, reject) => {
+    server.once('connection', (socket) => {
+      server.close();
+      resolve(socket);
+    });
+    server.once('error', reject);
+  });
+  connection.catch(() => {});
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve({ server, connection }));
+  });
+}
+
+/** The bare equivalent of vmkit's qemuArgs(): same machine, devices and virtconsole layout. */
+function bareArgs(image: BootImage, accel: AccelDecision, shellSocket: string): string[] {
+  // biome-ignore format: one QEMU flag and its value per line, like vmkit's qemuArgs()
+  return [
+    '-name', 'bench-bare',
+    '-machine', 'pc',
+    '-accel', accel.accel,
+    ...(accel.accel === 'kvm' ? ['-cpu', 'host'] : []),
+    '-m', String(MEMORY_MIB),
+    '-smp', String(CPUS),
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-kernel', image.kernel,
+    '-initrd', image.initrd,
+    '-append', image.cmdline,
+    // The guest's serial console is not read here: discard it.
+    '-chardev', 'null,id=console',
+    '-serial', 'chardev:console',
+    '-device', 'virtio-serial-pci,id=serial0',
+    '-chardev', `socket,id=shell,path=${shellSocket}`,
+    '-device', 'virtconsole,chardev=shell',
+    // The backdoor opens the transfer port when present; keep it so the guest does the same work.
+    '-chardev', 'null,id=transfer',
+    '-device', 'virtserialport,chardev=transfer,name=vmkit.transfer',
+    '-device', 'virtio-rng-pci',
+  ];
+}
+
+async function bootBare(
+  image: BootImage,
+  accel: AccelDecision,
+  dir: string,
+  index: number,
+): Promise<BareSample> {
+  const shellSocket = join(dir, `sh${index}.sock`);
+  rmSync(shellSocket, { force: true });
+  const { server, connection } = await listen(shellSocket);
+  const began = performance.now();
+  const child = spawn(qemuBinary(), bareArgs(image, accel, shellSocket), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  bareChildren.add(child);
+  let output = '';
+  const onOutput = (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-4000);
+  };
+  child.stdout?.on('data', onOutput);
+  child.stderr?.on('data', onOutput);
+  const exited = new Promise<void>((resolve) => {
+    child.once('error', (error) => {
+      output += `\n${error.message}`;
+      bareChildren.delete(child);
+      resolve();
+    });
+    child.once('exit', () => {
+      bareChildren.delete(child);
+      resolve();
+    });
+  });
+
+  let socket: Socket | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const banner = connection.then(
+      (connected) =>
+        new Promise<number>((resolve) => {
+          socket = connected;
+          let pending = '';
+          connected.on('data', (chunk: Buffer) => {
+            pending += chunk.toString('latin1');
+            let newline = pending.indexOf('\n');
+            while (newline >= 0) {
+              const line = pending.slice(0, newline).replace(/\r$/, '');
+              pending = pending.slice(newline + 1);
+              if (line === BANNER) resolve(performance.now());
+              newline = pending.indexOf('\n');
+            }
+          });
+        }),
+    );
+    const died = exited.then(() => {
+      throw new Error(`bare QEMU exited before the banner; QEMU said:\n${output.trim() || '(nothing)'}`);
+    });
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`bare QEMU: no banner after ${BOOT_TIMEOUT_MS} ms`)),
+        BOOT_TIMEOUT_MS,
+      );
+    });
+    const bannerAt = await Promise.race([banner, died, expired]);
+    const killing = performance.now();
+    child.kill('SIGKILL');
+    await exited;
+    return { bootMs: round(bannerAt - began), killMs: round(performance.now() - killing) };
+  } finally {
+    clearTimeout(timer);
+    if (bareChildren.has(child)) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    socket?.destroy();
+    server.close();
+    rmSync(shellSocket, { force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// C and D: round trips on one machine
+
+async function measureCommands(roundTrips: number, bulkRuns: number) {
+  log('starting a machine for the round-trip measurements');
+  const machine = await startMachine({
+    name: 'bench-rt',
+    image: 'tiny',
+    memoryMiB: MEMORY_MIB,
+    cpus: CPUS,
+    accel: 'auto',
+    timeoutMs: BOOT_TIMEOUT_MS,
+    commandTimeoutMs: COMMAND_TIMEOUT_MS,
+  });
+  openMachines.add(machine);
+  try {
+    for (let i = 0; i < 3; i++) await machine.succeed('true'); // warm-up
+    const perCall: number[] = [];
+    const began = performance.now();
+    for (let i = 0; i < roundTrips; i++) {
+      const t = performance.now();
+      const result = await machine.execute('true');
+      perCall.push(performance.now() - t);
+      if (result.exitCode !== 0)
+        throw new Error(`execute('true') exited ${result.exitCode}: ${result.stderr}`);
+    }
+    const totalMs = performance.now() - began;
+    const perSecond = Math.round((roundTrips / totalMs) * 1000 * 10) / 10;
+    const stalls = perCall.filter((ms) => ms > STALL_MS).map(round);
+    log(
+      `execute('true'): ${roundTrips} calls in ${round(totalMs)} ms, ${perSecond}/s` +
+        (stalls.length ? `; ${stalls.length} stalled (${stalls.join(', ')} ms)` : ''),
+    );
+
+    const command = `head -c ${BULK_BYTES} /dev/zero`;
+    const bulk: number[] = [];
+    const received: number[] = [];
+    for (let i = 0; i < bulkRuns; i++) {
+      const t = performance.now();
+      const result = await machine.executeRaw(command);
+      const ms = performance.now() - t;
+      if (result.status !== 0) throw new Error(`${command}: exit ${result.status}: ${result.stderr}`);
+      bulk.push(round(ms));
+      received.push(result.stdout.length);
+      // A short reply is vmkit losing output, not a benchmark failure: record it and go on.
+      const short =
+        result.stdout.length === BULK_BYTES ? '' : `; INCOMPLETE: ${result.stdout.length} bytes arrived`;
+      log(`${command}: ${round(ms)} ms${short}`);
+    }
+    return {
+      roundTrips: {
+        command: 'true',
+        count: roundTrips,
+        totalMs: round(totalMs),
+        perSecond,
+        medianMs: median(perCall),
+        maxMs: round(Math.max(...perCall)),
+        /** Calls over STALL_MS: ordinary latency here is tens of ms. */
+        stallsMs: stalls,
+      },
+      bulkOutput: {
+        command,
+        bytes: BULK_BYTES,
+        samplesMs: bulk,
+        medianMs: median(bulk),
+        mbPerSecond: Math.round((BULK_BYTES / 1e6 / (median(bulk) / 1000)) * 100) / 100,
+        /** Bytes of stdout received per run; anything but `bytes` means output was lost. */
+        receivedBytes: received,
+        complete: received.every((n) => n === BULK_BYTES),
+      },
+    };
+  } finally {
+    await machine.close();
+    openMachines.delete(machine);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function parseOptions() {
+  return parseArgs({
+    options: {
+      iterations: { type: 'string' },
+      warmup: { type: 'string' },
+      'round-trips': { type: 'string' },
+      bulk: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+}
+
+async function main(): Promise<void> {
+  let parsed: ReturnType<typeof parseOptions>;
+  try {
+    parsed = parseOptions();
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values } = parsed;
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const iterations = positiveInt('iterations', values.iterations, 3);
+  const warmup = positiveInt('warmup', values.warmup, 1, 0);
+  const roundTrips = positiveInt('round-trips', values['round-trips'], 50);
+  const bulkRuns = positiveInt('bulk', values.bulk, 3);
+
+  const date = new Date().toISOString();
+  const version = await qemuVersion();
+  const imageLookup = performance.now();
+  const image = await buildImage('tiny', { onProgress: log });
+  const imageLookupMs = round(performance.now() - imageLookup);
+  const accel = await chooseAccel('auto');
+  log(`${version}; ${accel.accel.toUpperCase()}: ${accel.reason}`);
+  log(`image ${image.name} ${image.key.slice(0, 12)} (kernel ${image.kernelRelease})`);
+  log(`${warmup} warm-up pair(s), then ${iterations} measured pair(s), alternating vmkit and bare QEMU`);
+
+  scratchDir = mkdtempSync(join(tmpdir(), 'vmkit-bench-'));
+  const vmkitSamples: VmkitSample[] = [];
+  const bareSamples: BareSample[] = [];
+  for (let i = 0; i < warmup + iterations; i++) {
+    const measured = i >= warmup;
+    const label = measured ? `pair ${i - warmup + 1}/${iterations}` : `warm-up ${i + 1}/${warmup}`;
+    const a = await bootVmkit(`bench-${i}`);
+    log(`${label} A vmkit: ${a.startMs} ms to resolved (banner at ${a.bootMs} ms), close ${a.closeMs} ms`);
+    const b = await bootBare(image, accel, scratchDir, i);
+    log(`${label} B bare:  ${b.bootMs} ms to banner, kill ${b.killMs} ms`);
+    if (measured) {
+      vmkitSamples.push(a);
+      bareSamples.push(b);
+    }
+  }
+
+  const commands = await measureCommands(roundTrips, bulkRuns);
+
+  const vmkitMedian = median(vmkitSamples.map((s) => s.startMs));
+  const bareMedian = median(bareSamples.map((s) => s.bootMs));
+  const report = {
+    benchmark: 'boot',
+    date,
+    image: image.name,
+    imageKey: image.key,
+    kernelRelease: image.kernelRelease,
+    qemuVersion: version,
+    accel: accel.accel,
+    accelReason: accel.reason,
+    host: {
+      cpus: cpus().length,
+      loadavg: loadavg().map((l) => Math.round(l * 100) / 100),
+      node: process.version,
+    },
+    memoryMiB: MEMORY_MIB,
+    cpus: CPUS,
+    iterations,
+    warmupPairs: warmup,
+    vmkit: {
+      what: 'startMachine() call until resolved (backdoor answered, setup ran)',
+      samplesMs: vmkitSamples.map((s) => s.startMs),
+      medianMs: vmkitMedian,
+      bootSamplesMs: vmkitSamples.map((s) => s.bootMs),
+      closeSamplesMs: vmkitSamples.map((s) => s.closeMs),
+    },
+    bare: {
+      what: 'spawn of qemu-system-x86_64 until the banner line on the virtconsole socket',
+      samplesMs: bareSamples.map((s) => s.bootMs),
+      medianMs: bareMedian,
+      killSamplesMs: bareSamples.map((s) => s.killMs),
+    },
+    ratio: Math.round((vmkitMedian / bareMedian) * 1000) / 1000,
+    overheadMs: round(vmkitMedian - bareMedian),
+    imageLookupMs,
+    ...commands,
+  };
+  process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+}
+
+try {
+  await main();
+} catch (error) {
+  if (error instanceof UsageError) {
+    process.stderr.write(`bench: ${error.message} (see --help)\n`);
+    process.exitCode = 2;
+  } else {
+    log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    process.exitCode = 1;
+  }
+} finally {
+  await closeAll();
+  removeScratch();
+}

@@ -1,0 +1,357 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ConfigError, VmkitError } from '../errors.js';
+import { type AccelRequest, chooseAccel } from '../hypervisor/accel.js';
+import { type QemuProcess, qemuVersion } from '../hypervisor/qemu.js';
+import type { QmpClient } from '../hypervisor/qmp.js';
+import type { BootImage } from '../image/types.js';
+import { runTool } from '../util/exec.js';
+import { cacheDir } from '../util/paths.js';
+import { sleep } from '../util/time.js';
+import { type ConfigIdentity, configIdentity, type MachineConfig } from './config.js';
+import { launchMachine } from './launch.js';
+import { type Machine, type MachineInternals, shellQuote } from './machine.js';
+import { DEFAULTS, type NetworkAttachment, validateName } from './options.js';
+import { macAddress, shouldKeepState } from './start.js';
+
+export interface SnapshotOptions {
+  /** Leave the machine paused instead of letting it run on (it is about to be discarded). */
+  stop?: boolean;
+}
+
+export interface FileRecord {
+  sha256: string;
+  bytes: number;
+}
+
+/** What a snapshot folder holds, as written to its manifest.json. */
+export interface SnapshotManifest {
+  format: 1;
+  id: string;
+  name: string;
+  createdAt: string;
+  /** The machine it was taken from. */
+  source: string;
+  identity: ConfigIdentity;
+  image: BootImage;
+  macs: string[];
+  /** Guest RAM travels in the migration stream instead of a RAM file (snapshots of clones). */
+  ramInStream: boolean;
+  files: Record<string, FileRecord>;
+}
+
+export const snapshotRoot = () => join(cacheDir(), 'snapshots');
+
+const MIGRATION_TIMEOUT_MS = 300_000;
+
+/** A saved running machine: restore it, or fork it into independent clones. */
+export class Snapshot {
+  constructor(
+    readonly manifest: SnapshotManifest,
+    readonly dir: string,
+  ) {}
+
+  get id(): string {
+    return this.manifest.id;
+  }
+
+  get name(): string {
+    return this.manifest.name;
+  }
+
+  restore(options: RestoreOptions = {}): Promise<Machine> {
+    return restoreMachine(this, options);
+  }
+
+  fork(count: number, options: ForkOptions = {}): Promise<Machine[]> {
+    return forkMachines(this, count, options);
+  }
+}
+
+/** Pause, save device state, RAM and disks into the store, run on. Called with the backdoor idle. */
+export async function takeSnapshot(
+  source: MachineInternals,
+  name: string | undefined,
+  options: SnapshotOptions,
+): Promise<Snapshot> {
+  const { vmm, config } = source;
+  const identity = configIdentity(config, await qemuVersion());
+  const label = name === undefined ? `${source.name}-${randomBytes(4).toString('hex')}` : validateSnapshotName(name);
+  const id = name === undefined ? label : `${label}-${hashOf(identity).slice(0, 12)}`;
+  const root = snapshotRoot();
+  await mkdir(root, { recursive: true });
+  const scratch = await mkdtemp(join(root, '.taking-'));
+  const ramInStream = !source.memory.share;
+  try {
+    await vmm.qmp.execute('stop');
+    try {
+      await vmm.qmp.execute('migrate-set-capabilities', {
+        capabilities: [{ capability: 'x-ignore-shared', state: !ramInStream }],
+      });
+      await vmm.qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(join(scratch, 'state'))}` });
+      await waitForMigration(vmm.qmp, `saving ${source.name}`);
+      if (!ramInStream) {
+        // Holes stay holes: guest pages never touched take no room.
+        await runTool('cp', ['--sparse=always', await vmm.openFilePath(source.memory.path), join(scratch, 'ram')], {
+          timeoutMs: MIGRATION_TIMEOUT_MS,
+        });
+      }
+      for (const [index, disk] of source.disks.entries()) {
+        // Flattened, so the snapshot does not depend on whatever the disk was an overlay of.
+        await runTool('qemu-img', ['convert', '-U', '-O', 'qcow2', disk, join(scratch, `disk${index}.qcow2`)], {
+          timeoutMs: MIGRATION_TIMEOUT_MS,
+        });
+      }
+    } finally {
+      if (!options.stop && !vmm.hasExited) await vmm.qmp.execute('cont');
+    }
+    const fileNames = ['state', ...(ramInStream ? [] : ['ram']), ...source.disks.map((_, i) => `disk${i}.qcow2`)];
+    const files: Record<string, FileRecord> = {};
+    for (const file of fileNames) files[file] = await recordFile(join(scratch, file));
+    const manifest: SnapshotManifest = {
+      format: 1,
+      id,
+      name: label,
+      createdAt: new Date().toISOString(),
+      source: source.name,
+      identity,
+      image: config.image,
+      macs: config.macs,
+      ramInStream,
+      files,
+    };
+    await writeFile(join(scratch, 'manifest.json'), JSON.stringify(manifest, null, 2));
+    const dir = join(root, id);
+    // Replace an older snapshot of the same name: clones running from it keep their open files.
+    const old = existsSync(dir) ? `${dir}.old-${randomBytes(3).toString('hex')}` : undefined;
+    if (old) await rename(dir, old);
+    await rename(scratch, dir);
+    if (old) await rm(old, { recursive: true, force: true });
+    verified.add(verificationKey(dir, manifest));
+    return new Snapshot(manifest, dir);
+  } catch (error) {
+    await rm(scratch, { recursive: true, force: true });
+    throw error instanceof VmkitError ? error : new VmkitError(`snapshot of ${source.name} failed: ${(error as Error).message}`);
+  }
+}
+
+export interface RestoreOptions {
+  /** Defaults to the name of the machine the snapshot was taken from. */
+  name?: string;
+  /** Switches for the snapshot's NICs, in order; with an address the NIC also gets a new MAC. */
+  networks?: NetworkAttachment[];
+  hosts?: Record<string, string>;
+  /** Must agree with the snapshot when given. */
+  memoryMiB?: number;
+  cpus?: number;
+  accel?: AccelRequest;
+  timeoutMs?: number;
+  commandTimeoutMs?: number;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+}
+
+/** Starts a fresh QEMU from a snapshot; resolves when the backdoor answers. */
+export async function restoreMachine(snapshot: Snapshot, options: RestoreOptions = {}): Promise<Machine> {
+  const { manifest, dir } = snapshot;
+  const name = validateName(options.name ?? manifest.source);
+  await checkRestorable(snapshot, options);
+  const accel = await chooseAccel(options.accel ?? 'auto');
+  const networks = options.networks ?? [];
+  const config: MachineConfig = {
+    image: manifest.image,
+    memoryMiB: manifest.identity.memoryMiB,
+    cpus: manifest.identity.cpus,
+    accel: manifest.identity.accel,
+    nics: manifest.identity.nics,
+    macs: manifest.macs,
+    disks: manifest.identity.disks.map((sizeMiB) => ({ sizeMiB })),
+    qemuArgs: manifest.identity.qemuArgs,
+  };
+  const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+  return launchMachine({
+    name,
+    config,
+    accel,
+    switches: manifest.macs.map((_, index) => networks[index]?.switch),
+    timeoutMs,
+    commandTimeoutMs: options.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs,
+    keepState: shouldKeepState,
+    log: options.log ?? (() => {}),
+    signal: options.signal,
+    incoming: true,
+    verb: `restored from snapshot ${manifest.id}`,
+    async prepare(stateDir) {
+      const disks: string[] = [];
+      for (const index of manifest.identity.disks.keys()) {
+        const overlay = join(stateDir, `disk${index}.qcow2`);
+        const base = join(dir, `disk${index}.qcow2`);
+        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, overlay]);
+        disks.push(overlay);
+      }
+      const memory = manifest.ramInStream
+        ? { path: join(existsSync('/dev/shm') ? '/dev/shm' : stateDir, `vmkit-${process.pid}-${name}-${randomBytes(4).toString('hex')}.ram`), share: true }
+        : { path: join(dir, 'ram'), share: false }; // copy-on-write: clones share what they only read
+      return { memory, disks };
+    },
+    async ready(vmm, backdoor) {
+      await migrateIn(vmm, join(dir, 'state'), !manifest.ramInStream, timeoutMs);
+      backdoor.assumeBannerSeen();
+    },
+    setupScript: restoreScript(name, manifest, options),
+    });
+}
+
+export interface ForkOptions extends Omit<RestoreOptions, 'name'> {
+  /** Clone names; default <source>-1, <source>-2, ... */
+  names?: string[];
+}
+
+/** Starts `count` independent clones of a snapshot at once. All start, or none is left running. */
+export async function forkMachines(snapshot: Snapshot, count: number, options: ForkOptions = {}): Promise<Machine[]> {
+  if (!Number.isInteger(count) || count < 1) throw new ConfigError(`fork count must be a whole number >= 1, not ${count}`);
+  const names = options.names ?? Array.from({ length: count }, (_, i) => `${snapshot.manifest.source}-${i + 1}`);
+  if (names.length !== count) throw new ConfigError(`fork got ${names.length} names for ${count} clones`);
+  const results = await Promise.allSettled(names.map((name) => restoreMachine(snapshot, { ...options, name })));
+  const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  const machines = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  if (failed) {
+    await Promise.allSettled(machines.map((machine) => machine.close()));
+    throw failed.reason;
+  }
+  return machines;
+}
+
+/** Refuses snapshots this host cannot restore faithfully, with the reason. */
+async function checkRestorable(snapshot: Snapshot, options: RestoreOptions): Promise<void> {
+  const { manifest } = snapshot;
+  const here = await qemuVersion();
+  if (manifest.identity.qemuVersion !== here) {
+    throw new ConfigError(
+      `snapshot ${manifest.id} was taken with "${manifest.identity.qemuVersion}" but this is "${here}": take it again`,
+    );
+  }
+  for (const [what, wanted, actual] of [
+    ['memoryMiB', options.memoryMiB, manifest.identity.memoryMiB],
+    ['cpus', options.cpus, manifest.identity.cpus],
+  ] as const) {
+    if (wanted !== undefined && wanted !== actual) {
+      throw new ConfigError(`snapshot ${manifest.id} has ${what} ${actual}; it cannot be restored with ${wanted}`);
+    }
+  }
+  const accel = await chooseAccel(options.accel ?? 'auto');
+  if (accel.accel !== manifest.identity.accel) {
+    throw new ConfigError(
+      `snapshot ${manifest.id} was taken under ${manifest.identity.accel}; this restore would use ${accel.accel} (${accel.reason})`,
+    );
+  }
+  if ((options.networks?.length ?? 0) > manifest.identity.nics) {
+    throw new ConfigError(`snapshot ${manifest.id} has ${manifest.identity.nics} NIC(s); ${options.networks?.length} networks were given`);
+  }
+  for (const file of [manifest.image.kernel, manifest.image.initrd]) {
+    if (!existsSync(file)) throw new ConfigError(`snapshot ${manifest.id} needs ${file}, which is gone (image removed?)`);
+  }
+  await verifySnapshotFiles(snapshot);
+}
+
+const verified = new Set<string>();
+const verificationKey = (dir: string, manifest: SnapshotManifest) => `${dir}\0${manifest.createdAt}`;
+
+/**
+ * Checks every file against its recorded size and SHA-256. The RAM file is large, so a snapshot
+ * verified once stays verified for this process while its files' sizes are unchanged.
+ */
+export async function verifySnapshotFiles(snapshot: Snapshot): Promise<void> {
+  const { manifest, dir } = snapshot;
+  const key = verificationKey(dir, manifest);
+  const fullCheck = !verified.has(key);
+  for (const [file, record] of Object.entries(manifest.files)) {
+    const path = join(dir, file);
+    const size = await stat(path).then(
+      (s) => s.size,
+      () => -1,
+    );
+    if (size !== record.bytes) {
+      throw new ConfigError(`snapshot ${manifest.id} is damaged: ${file} has ${size < 0 ? 'gone missing' : `${size} bytes, not ${record.bytes}`}`);
+    }
+    if (file === 'ram' && !fullCheck) continue;
+    const { sha256 } = await recordFile(path);
+    if (sha256 !== record.sha256) throw new ConfigError(`snapshot ${manifest.id} was tampered with: ${file} does not match its checksum`);
+  }
+  verified.add(key);
+}
+
+/** Loads the device state (and RAM, unless it is in a mapped file) into a QEMU started with -incoming defer. */
+async function migrateIn(vmm: QemuProcess, statePath: string, ignoreShared: boolean, timeoutMs: number): Promise<void> {
+  if (ignoreShared) {
+    await vmm.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+  }
+  await vmm.qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(statePath)}` });
+  await waitForMigration(vmm.qmp, `loading ${statePath}`, timeoutMs);
+  await vmm.qmp.execute('cont');
+}
+
+/** Polls query-migrate until the migration completed; fails with QEMU's reason otherwise. */
+async function waitForMigration(qmp: QmpClient, what: string, timeoutMs = MIGRATION_TIMEOUT_MS): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  let status = 'none';
+  while (performance.now() < deadline) {
+    const info = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+    status = info.status ?? 'none';
+    if (status === 'completed') return;
+    if (status === 'failed' || status === 'cancelled') {
+      throw new VmkitError(`migration ${what} ${status}: ${info['error-desc'] ?? 'QEMU gave no reason'}`);
+    }
+    await sleep(5);
+  }
+  throw new VmkitError(`migration ${what} did not complete within ${timeoutMs} ms (last status: ${status})`);
+}
+
+/** Clock, identity and entropy of a restored guest, then its network. */
+function restoreScript(name: string, manifest: SnapshotManifest, options: RestoreOptions): string {
+  const lines = [
+    `date -s @${Math.floor(Date.now() / 1000)} > /dev/null`,
+    `hostname ${shellQuote(name)}`,
+    // Clones must not share the random state they were saved with.
+    `printf '%s' ${randomBytes(64).toString('hex')} > /dev/urandom`,
+  ];
+  (options.networks ?? []).forEach((network, index) => {
+    if (!network.address) return;
+    lines.push(
+      `ip link set eth${index} down`,
+      `ip link set eth${index} address ${macAddress(`${name}/${manifest.id}`, index)}`,
+      `ip addr flush dev eth${index}`,
+      `ip addr add ${shellQuote(network.address)} dev eth${index}`,
+      `ip link set eth${index} up`,
+    );
+  });
+  for (const [host, address] of Object.entries(options.hosts ?? {})) {
+    lines.push(`echo ${shellQuote(`${address} ${host}`)} >> /etc/hosts`);
+  }
+  return lines.join('\n');
+}
+
+const SNAPSHOT_NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+
+function validateSnapshotName(name: string): string {
+  if (!SNAPSHOT_NAME.test(name)) {
+    throw new ConfigError(`invalid snapshot name ${JSON.stringify(name)}: use 1 to 64 of a-z 0-9 . _ -`);
+  }
+  return name;
+}
+
+export function hashOf(value: unknown): string {
+  return createHash('sha256').update(JSON.stringify(value)).digest('hex');
+}
+
+async function recordFile(path: string): Promise<FileRecord> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), bytes };
+}
