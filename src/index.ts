@@ -18,18 +18,25 @@ export {
   IMAGE_NAMES,
   listImages,
 } from './image/index.js';
+export type { MachineConfig } from './machine/config.js';
 export { type CommandOptions, type ExecResult, Machine, shellQuote } from './machine/machine.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
+export {
+  type ForkOptions,
+  forkMachines,
+  type RestoreOptions,
+  restoreMachine,
+  Snapshot,
+  type SnapshotManifest,
+  type SnapshotOptions,
+} from './machine/snapshot.js';
+export {
+  listSnapshots,
+  openSnapshot,
+  pruneSnapshots,
+  removeSnapshot,
+  unrestorableReason,
+} from './machine/snapshot-store.js';
 export { keepMachineState, macAddress, startMachine } from './machine/start.js';
 export { VirtualSwitch } from './network/switch.js';
 export { RunLog } from './util/log.js';
-export {
-  Snapshot,
-  restoreMachine,
-  forkMachines,
-  type SnapshotManifest,
-  type SnapshotOptions,
-  type RestoreOptions,
-  type ForkOptions,
-} from './machine/snapshot.js';
-export type { MachineConfig } from './machine/config.js';

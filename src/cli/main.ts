@@ -5,6 +5,7 @@ import { parseAccel } from '../hypervisor/accel.js';
 import { doctor } from './doctor.js';
 import { buildImageCommand, listImagesCommand } from './image.js';
 import { runCommand } from './run.js';
+import { listSnapshotsCommand, pruneSnapshotsCommand, removeSnapshotsCommand } from './snapshot.js';
 
 const program = new Command('vmkit')
   .description('Real virtual machines for tests and sandboxes, driven from TypeScript')
@@ -34,6 +35,7 @@ program
   .option('--keep', 'keep the state folder (console and QEMU logs) for inspection')
   .option('--timeout <ms>', "global timeout, overriding the script's own", positiveInt)
   .option('--console', "stream every machine's serial console to the log")
+  .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
   .addOption(accelOption())
   .action(async (script: string, options) => {
     process.exitCode = await runCommand(script, options);
@@ -52,6 +54,28 @@ image
   .description('list cached images')
   .action(async () => {
     await listImagesCommand();
+  });
+
+const snapshot = program.command('snapshot').description('list and remove saved machine snapshots');
+snapshot
+  .command('list')
+  .description('list snapshots, newest first, and whether this host can restore them')
+  .action(async () => {
+    await listSnapshotsCommand();
+  });
+snapshot
+  .command('rm')
+  .description('remove snapshots by id or name')
+  .argument('<ids...>', 'snapshot ids or names')
+  .action(async (ids: string[]) => {
+    await removeSnapshotsCommand(ids);
+  });
+snapshot
+  .command('prune')
+  .description('remove snapshots this host cannot restore (other QEMU version, image gone)')
+  .option('--all', 'remove every snapshot')
+  .action(async (options: { all?: boolean }) => {
+    await pruneSnapshotsCommand(options);
   });
 
 program

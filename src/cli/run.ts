@@ -13,6 +13,7 @@ export interface RunCommandOptions {
   keep?: boolean;
   timeout?: number;
   console?: boolean;
+  fresh?: boolean;
   accel?: AccelRequest;
 }
 
@@ -54,6 +55,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     keep: options.keep,
     accel: options.accel,
     console: options.console,
+    fresh: options.fresh,
     timeoutMs: options.timeout,
     log,
   });

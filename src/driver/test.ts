@@ -1,41 +1,17 @@
-import { join } from 'node:path';
-import { ConfigError, VmkitError } from '../errors.js';
+import { VmkitError } from '../errors.js';
 import type { AccelRequest } from '../hypervisor/accel.js';
 import { currentRunDir, reapStaleRuns } from '../hypervisor/processes.js';
 import type { Machine } from '../machine/machine.js';
-import type { MachineOptions } from '../machine/options.js';
 import { keepMachineState, startMachine } from '../machine/start.js';
-import { VirtualSwitch } from '../network/switch.js';
 import { RunLog } from '../util/log.js';
 import { elapsedMs } from '../util/time.js';
+import type { TestBody, TestContext, TestDefinition } from './definition.js';
+import { attachments, createSwitches, planLan } from './lan.js';
+import { adopt, Resources, startAll, withoutDriverFields } from './resources.js';
+import { prepareSuiteSnapshots } from './suite-snapshots.js';
 
-/** A machine as a test declares it; name, networks and hosts come from the test. */
-export type MachineDeclaration = Omit<MachineOptions, 'name' | 'networks' | 'hosts' | 'log'> & {
-  /** Virtual LANs the machine is on (default [1]); machine i gets 192.168.<vlan>.<i+1>. */
-  vlans?: number[];
-};
-
-export interface TestContext {
-  /** Writes a line to the test log. */
-  log(message: string): void;
-  /** Runs a named step; its name and duration are logged, and a failure names it. */
-  subtest<T>(name: string, body: () => Promise<T>): Promise<T>;
-}
-
-export interface TestDefinition<M extends string = string> {
-  name?: string;
-  machines: Record<M, MachineDeclaration>;
-  /** The whole run, boot included, must end within this time (default 10 minutes). */
-  timeoutMs?: number;
-  test(context: Record<M, Machine> & TestContext): Promise<void>;
-}
-
-const RESERVED = new Set(['log', 'subtest']);
-
-/** Declares a test script: its machines and what to do with them. */
-export function defineTest<M extends string>(definition: TestDefinition<M>): TestDefinition<M> {
-  return definition;
-}
+export type { MachineDeclaration, TestBody, TestContext, TestDefinition } from './definition.js';
+export { asTestDefinition, defineTest } from './definition.js';
 
 export interface RunOptions {
   keep?: boolean;
@@ -45,6 +21,15 @@ export interface RunOptions {
   log?: RunLog;
   /** Overrides the test's own global timeout. */
   timeoutMs?: number;
+  /** Take setup snapshots again even when cached ones match. */
+  fresh?: boolean;
+}
+
+export interface TestResult {
+  name: string;
+  passed: boolean;
+  durationMs: number;
+  error?: Error;
 }
 
 export interface RunReport {
@@ -53,141 +38,219 @@ export interface RunReport {
   failedStep?: string;
   error?: Error;
   stateDir?: string;
-}
-
-/** Checks that a loaded module's default export is a test definition. */
-export function asTestDefinition(value: unknown, source: string): TestDefinition {
-  const candidate = value as Partial<TestDefinition> | undefined;
-  if (!candidate || typeof candidate !== 'object' || typeof candidate.test !== 'function') {
-    throw new ConfigError(
-      `${source} must export default defineTest({ machines: {...}, async test(...) {...} })`,
-    );
-  }
-  if (
-    !candidate.machines ||
-    typeof candidate.machines !== 'object' ||
-    Object.keys(candidate.machines).length === 0
-  ) {
-    throw new ConfigError(`${source}: the test declares no machines`);
-  }
-  for (const name of Object.keys(candidate.machines)) {
-    if (RESERVED.has(name))
-      throw new ConfigError(`${source}: "${name}" is reserved and cannot name a machine`);
-  }
-  return candidate as TestDefinition;
+  /** With `tests`: one result per test. */
+  tests?: TestResult[];
 }
 
 /**
- * Runs a test: starts its machines in parallel on their VLANs, runs the test function, and
- * always stops every machine and switch, whatever happens.
+ * Runs a test script. With `test`: boots its machines in parallel, runs each machine's setup,
+ * then the test. With `tests`: boots and sets up once, snapshots, and runs every test on fresh
+ * clones. Every machine and switch is stopped at the end, whatever happens.
  */
 export async function runTest(definition: TestDefinition, options: RunOptions = {}): Promise<RunReport> {
   const log = options.log ?? new RunLog();
   const started = performance.now();
   const timeoutMs = options.timeoutMs ?? definition.timeoutMs ?? 600_000;
-  const names = Object.keys(definition.machines);
   if (options.keep) keepMachineState(true);
   reapStaleRuns();
   const runDir = currentRunDir();
-
-  const switches = new Map<number, VirtualSwitch>();
-  const machines: Record<string, Machine> = {};
-  let step = 'starting machines';
-  const aborter = new AbortController();
-  const starting: Promise<unknown>[] = [];
+  const resources = new Resources();
+  const state = { step: 'starting machines' };
   let timer: NodeJS.Timeout | undefined;
   const globalTimeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
       () =>
-        reject(new VmkitError(`the test exceeded its global timeout of ${timeoutMs} ms (during: ${step})`)),
+        reject(
+          new VmkitError(`the test exceeded its global timeout of ${timeoutMs} ms (during: ${state.step})`),
+        ),
       timeoutMs,
     );
   });
   globalTimeout.catch(() => {});
 
-  const body = async () => {
-    const vlansOf = (name: string) => definition.machines[name]?.vlans ?? [1];
-    for (const vlan of new Set(names.flatMap(vlansOf))) {
-      switches.set(vlan, await VirtualSwitch.create(`vlan${vlan}`, join(runDir, `vlan${vlan}.sock`)));
-    }
-    const hosts: Record<string, string> = {};
-    names.forEach((name, index) => {
-      const vlan = vlansOf(name)[0];
-      if (vlan !== undefined) hosts[name] = `192.168.${vlan}.${index + 1}`;
-    });
-    log.line(
-      'vmkit',
-      `starting ${names.length} machine${names.length === 1 ? '' : 's'}: ${names.join(', ')}`,
-    );
-    const starts = names.map(async (name, index) => {
-      const { vlans: _vlans, ...declared } = definition.machines[name] ?? {};
-      const machine = await startMachine({
-        ...declared,
-        ...(options.accel ? { accel: options.accel } : {}),
-        name,
-        hosts,
-        signal: aborter.signal,
-        log: log.for(name),
-        networks: vlansOf(name).map((vlan) => ({
-          switch: switches.get(vlan) as VirtualSwitch,
-          address: `192.168.${vlan}.${index + 1}/24`,
-        })),
-      });
-      machines[name] = machine;
-      if (options.console) machine.console.on('line', (line) => log.line(`${name}:con`, line));
-    });
-    starting.push(...starts);
-    const results = await Promise.allSettled(starts);
-    const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
-    if (failed) throw failed.reason;
-    log.line('vmkit', `all machines up after ${elapsedMs(started)} ms`);
-
-    step = 'test';
-    const context: TestContext = {
-      log: log.for('test'),
-      subtest: async (name, run) => {
-        const outer = step;
-        step = `subtest "${name}"`;
-        const subStarted = performance.now();
-        log.line('test', `subtest ${name}`);
-        const result = await run();
-        log.line('test', `subtest ${name}: ok (${elapsedMs(subStarted)} ms)`);
-        step = outer;
-        return result;
-      },
-    };
-    await definition.test({ ...machines, ...context } as Record<string, Machine> & TestContext);
-  };
-
   try {
-    await Promise.race([body(), globalTimeout]);
+    const run = definition.tests
+      ? runSuite(definition, definition.tests, options, log, resources, state)
+      : runSingle(definition, definition.test as TestBody, options, log, resources, state);
+    const tests = await Promise.race([run, globalTimeout]);
+    const failed = tests?.filter((test) => !test.passed) ?? [];
     const durationMs = elapsedMs(started);
+    if (tests) log.line('vmkit', `${tests.length - failed.length} passed, ${failed.length} failed`);
+    if (failed.length > 0) {
+      log.line(
+        'vmkit',
+        `FAILED in ${(durationMs / 1000).toFixed(1)} s: ${failed.map((test) => test.name).join(', ')}`,
+      );
+      const first = failed[0];
+      return {
+        passed: false,
+        durationMs,
+        failedStep: `test "${first?.name}"`,
+        error: first?.error,
+        tests,
+        stateDir: options.keep ? runDir : undefined,
+      };
+    }
     log.line('vmkit', `passed in ${(durationMs / 1000).toFixed(1)} s`);
-    return { passed: true, durationMs };
+    return { passed: true, durationMs, tests };
   } catch (error) {
     const durationMs = elapsedMs(started);
     const err = error instanceof Error ? error : new Error(String(error));
-    log.line('vmkit', `FAILED during ${step} after ${(durationMs / 1000).toFixed(1)} s`);
+    log.line('vmkit', `FAILED during ${state.step} after ${(durationMs / 1000).toFixed(1)} s`);
     log.line('vmkit', `${err.name}: ${err.message}`);
-    for (const [name, machine] of Object.entries(machines)) {
-      const consoleTail = machine.console.tail(1200).trimEnd();
-      if (consoleTail && !err.message.includes(consoleTail.slice(-200))) {
-        log.line('vmkit', `console tail of ${name}:\n${consoleTail}`);
-      }
-    }
+    logConsoleTails(log, [...resources.machines], err);
     return {
       passed: false,
       durationMs,
-      failedStep: step,
+      failedStep: state.step,
       error: err,
       stateDir: options.keep ? runDir : undefined,
     };
   } finally {
     clearTimeout(timer);
-    aborter.abort();
-    await Promise.allSettled(starting);
-    await Promise.allSettled(Object.values(machines).map((machine) => machine.close()));
-    await Promise.allSettled([...switches.values()].map((sw) => sw.close()));
+    await resources.closeAll();
     if (options.keep) log.line('vmkit', `state kept in ${runDir}`);
+  }
+}
+
+/** One test on freshly booted machines. Returns undefined: the caller reports a single test. */
+async function runSingle(
+  definition: TestDefinition,
+  body: TestBody,
+  options: RunOptions,
+  log: RunLog,
+  resources: Resources,
+  state: { step: string },
+): Promise<undefined> {
+  const names = Object.keys(definition.machines);
+  const lan = planLan(definition.machines);
+  const switches = await createSwitches(lan.vlans, currentRunDir(), '');
+  for (const sw of switches.values()) resources.switches.add(sw);
+  log.line('vmkit', `starting ${names.length} machine${names.length === 1 ? '' : 's'}: ${names.join(', ')}`);
+  const started = performance.now();
+  const machines = await startAll(names, (name) =>
+    resources.track(
+      startMachine({
+        ...withoutDriverFields(definition.machines[name] ?? {}),
+        ...(options.accel ? { accel: options.accel } : {}),
+        name,
+        hosts: lan.hosts,
+        log: log.for(name),
+        signal: resources.aborter.signal,
+        networks: attachments(lan, names, name, switches, true),
+      }).then((machine) => adopt(machine, resources, log, options)),
+    ),
+  );
+  log.line('vmkit', `all machines up after ${elapsedMs(started)} ms`);
+  for (const name of names) {
+    const setup = definition.machines[name]?.setup;
+    if (!setup) continue;
+    state.step = `setup of ${name}`;
+    await setup(machines[name] as Machine);
+  }
+  state.step = 'test';
+  await body({ ...machines, ...testContext(log, state) } as Record<string, Machine> & TestContext);
+  return undefined;
+}
+
+/** Several tests, each on its own clones; the next test's clones start while a test runs. */
+async function runSuite(
+  definition: TestDefinition,
+  tests: Record<string, TestBody>,
+  options: RunOptions,
+  log: RunLog,
+  resources: Resources,
+  state: { step: string },
+): Promise<TestResult[]> {
+  const names = Object.keys(definition.machines);
+  const lan = planLan(definition.machines);
+  state.step = 'preparing setup snapshots';
+  const snapshots = await prepareSuiteSnapshots(definition, lan, {
+    fresh: options.fresh,
+    accel: options.accel,
+    log,
+    resources,
+  });
+  const entries = Object.entries(tests);
+
+  const cloneSet = async (index: number) => {
+    const switches = await createSwitches(lan.vlans, currentRunDir(), `t${index}`);
+    for (const sw of switches.values()) resources.switches.add(sw);
+    try {
+      const machines = await startAll(names, (name) =>
+        resources.track(
+          (snapshots[name] as NonNullable<(typeof snapshots)[string]>)
+            .restore({
+              name,
+              log: log.for(name),
+              signal: resources.aborter.signal,
+              networks: attachments(lan, names, name, switches, false),
+            })
+            .then((machine) => adopt(machine, resources, log, options)),
+        ),
+      );
+      return { machines, switches };
+    } catch (error) {
+      await resources.release([], switches.values());
+      throw error;
+    }
+  };
+
+  const results: TestResult[] = [];
+  let next = resources.track(cloneSet(0));
+  next.catch(() => {});
+  for (const [index, [testName, body]] of entries.entries()) {
+    state.step = `test "${testName}"`;
+    const started = performance.now();
+    log.line('test', `${testName}`);
+    let set: Awaited<ReturnType<typeof cloneSet>> | undefined;
+    try {
+      set = await next;
+      if (index + 1 < entries.length) {
+        next = resources.track(cloneSet(index + 1));
+        next.catch(() => {});
+      }
+      await body({ ...set.machines, ...testContext(log, state) } as Record<string, Machine> & TestContext);
+      const durationMs = elapsedMs(started);
+      log.line('test', `${testName}: ok (${durationMs} ms)`);
+      results.push({ name: testName, passed: true, durationMs });
+    } catch (error) {
+      const err = error instanceof Error ? error : new Error(String(error));
+      log.line('test', `${testName}: FAILED: ${err.name}: ${err.message}`);
+      if (set) logConsoleTails(log, Object.values(set.machines), err);
+      results.push({ name: testName, passed: false, durationMs: elapsedMs(started), error: err });
+      if (!set && index + 1 < entries.length) {
+        next = resources.track(cloneSet(index + 1));
+        next.catch(() => {});
+      }
+    } finally {
+      if (set) await resources.release(Object.values(set.machines), set.switches.values());
+    }
+  }
+  return results;
+}
+
+function testContext(log: RunLog, state: { step: string }): TestContext {
+  return {
+    log: log.for('test'),
+    subtest: async (name, run) => {
+      const outer = state.step;
+      state.step = `subtest "${name}"`;
+      const started = performance.now();
+      log.line('test', `subtest ${name}`);
+      const result = await run();
+      log.line('test', `subtest ${name}: ok (${elapsedMs(started)} ms)`);
+      state.step = outer;
+      return result;
+    },
+  };
+}
+
+function logConsoleTails(log: RunLog, machines: Machine[], error: Error): void {
+  for (const machine of machines) {
+    const consoleTail = machine.console.tail(1200).trimEnd();
+    if (consoleTail && !error.message.includes(consoleTail.slice(-200))) {
+      log.line('vmkit', `console tail of ${machine.name}:\n${consoleTail}`);
+    }
   }
 }

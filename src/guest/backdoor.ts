@@ -241,7 +241,13 @@ export class BackdoorChannel {
       case 'noise':
         if (pending && event.line.startsWith('malformed reply')) {
           this.pending = undefined;
-          pending.reject(new MachineCrashedError(this.machine, `the reply to ${pending.what} arrived damaged`, this.consoleTail()));
+          pending.reject(
+            new MachineCrashedError(
+              this.machine,
+              `the reply to ${pending.what} arrived damaged`,
+              this.consoleTail(),
+            ),
+          );
         }
         this.noise.push(event.line);
         if (this.noise.length > 100) this.noise.shift();

@@ -92,7 +92,8 @@ export class BackdoorParser {
     const go = GO.exec(text);
     const send = SEND.exec(text);
     if (text === BANNER) this.emit({ type: 'banner' });
-    else if (reply) this.reply = { id: Number(reply[1]), status: Number(reply[2]), timedOut: reply[3] === '1' };
+    else if (reply)
+      this.reply = { id: Number(reply[1]), status: Number(reply[2]), timedOut: reply[3] === '1' };
     else if (go) this.emit({ type: 'go', id: Number(go[1]) });
     else if (send) this.emit({ type: 'send', id: Number(send[1]), size: Number(send[2]) });
     else if (text.length > 0) this.emit({ type: 'noise', line: text.slice(0, 500) });

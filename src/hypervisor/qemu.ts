@@ -77,7 +77,10 @@ export function qemuArgs(spec: QemuSpec): string[] {
   const share = spec.memory.share ? 'on' : 'off';
   const options: Array<[string, string?]> = [
     ['-name', spec.name],
-    ['-object', `memory-backend-file,id=ram0,size=${spec.memoryMiB}M,mem-path=${opt(spec.memory.path)},share=${share}`],
+    [
+      '-object',
+      `memory-backend-file,id=ram0,size=${spec.memoryMiB}M,mem-path=${opt(spec.memory.path)},share=${share}`,
+    ],
     ['-machine', 'pc,memory-backend=ram0'],
     ['-accel', spec.accel],
     ...(spec.accel === 'kvm' ? [['-cpu', 'host'] as [string, string]] : []),

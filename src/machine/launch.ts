@@ -41,7 +41,10 @@ let stateCounter = 0;
 async function newStateDir(name: string): Promise<string> {
   const runDir = currentRunDir();
   for (;;) {
-    const dir = join(runDir, stateCounter === 0 && !existsSync(join(runDir, name)) ? name : `${name}.${++stateCounter}`);
+    const dir = join(
+      runDir,
+      stateCounter === 0 && !existsSync(join(runDir, name)) ? name : `${name}.${++stateCounter}`,
+    );
     try {
       await mkdir(dir);
       return dir;

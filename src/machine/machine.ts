@@ -87,10 +87,16 @@ export class Machine implements AsyncDisposable {
     } = internals);
     const { vmm, backdoor, console, name } = internals;
     vmm.exited.then((info) => {
-      const reason = this.stopping ? 'machine was shut down' : `QEMU exited unexpectedly (${describeExit(info)})`;
+      const reason = this.stopping
+        ? 'machine was shut down'
+        : `QEMU exited unexpectedly (${describeExit(info)})`;
       const stderr = vmm.stderrTail().trim();
       backdoor.fail(
-        new MachineCrashedError(name, stderr && !this.stopping ? `${reason}; QEMU said: ${stderr}` : reason, console.tail()),
+        new MachineCrashedError(
+          name,
+          stderr && !this.stopping ? `${reason}; QEMU said: ${stderr}` : reason,
+          console.tail(),
+        ),
       );
     });
   }
@@ -106,7 +112,13 @@ export class Machine implements AsyncDisposable {
    */
   snapshot(name?: string, options: SnapshotOptions = {}): Promise<Snapshot> {
     if (this.closed || this.vmm.hasExited) {
-      return Promise.reject(new MachineCrashedError(this.name, 'cannot snapshot a machine that is not running', this.console.tail()));
+      return Promise.reject(
+        new MachineCrashedError(
+          this.name,
+          'cannot snapshot a machine that is not running',
+          this.console.tail(),
+        ),
+      );
     }
     return this.backdoor.exclusive(() => takeSnapshot(this.internals, name, options));
   }

@@ -14,11 +14,21 @@ import { type ConfigIdentity, configIdentity, type MachineConfig } from './confi
 import { launchMachine } from './launch.js';
 import { type Machine, type MachineInternals, shellQuote } from './machine.js';
 import { DEFAULTS, type NetworkAttachment, validateName } from './options.js';
-import { macAddress, shouldKeepState } from './start.js';
+import { macAddress, ramFilePath, shouldKeepState } from './start.js';
 
 export interface SnapshotOptions {
   /** Leave the machine paused instead of letting it run on (it is about to be discarded). */
   stop?: boolean;
+  /**
+   * For named snapshots: more data that identifies the guest state (e.g. a fingerprint of the
+   * setup that produced it). Part of the snapshot's id, so a changed key never reuses an old one.
+   */
+  key?: unknown;
+}
+
+/** The id a named snapshot gets: its name plus a hash of the configuration (and key) it needs. */
+export function snapshotId(name: string, identity: ConfigIdentity, key?: unknown): string {
+  return `${validateSnapshotName(name)}-${hashOf(key === undefined ? identity : { identity, key }).slice(0, 12)}`;
 }
 
 export interface FileRecord {
@@ -78,8 +88,9 @@ export async function takeSnapshot(
 ): Promise<Snapshot> {
   const { vmm, config } = source;
   const identity = configIdentity(config, await qemuVersion());
-  const label = name === undefined ? `${source.name}-${randomBytes(4).toString('hex')}` : validateSnapshotName(name);
-  const id = name === undefined ? label : `${label}-${hashOf(identity).slice(0, 12)}`;
+  const label =
+    name === undefined ? `${source.name}-${randomBytes(4).toString('hex')}` : validateSnapshotName(name);
+  const id = name === undefined ? label : snapshotId(label, identity, options.key);
   const root = snapshotRoot();
   await mkdir(root, { recursive: true });
   const scratch = await mkdtemp(join(root, '.taking-'));
@@ -94,20 +105,32 @@ export async function takeSnapshot(
       await waitForMigration(vmm.qmp, `saving ${source.name}`);
       if (!ramInStream) {
         // Holes stay holes: guest pages never touched take no room.
-        await runTool('cp', ['--sparse=always', await vmm.openFilePath(source.memory.path), join(scratch, 'ram')], {
-          timeoutMs: MIGRATION_TIMEOUT_MS,
-        });
+        await runTool(
+          'cp',
+          ['--sparse=always', await vmm.openFilePath(source.memory.path), join(scratch, 'ram')],
+          {
+            timeoutMs: MIGRATION_TIMEOUT_MS,
+          },
+        );
       }
       for (const [index, disk] of source.disks.entries()) {
         // Flattened, so the snapshot does not depend on whatever the disk was an overlay of.
-        await runTool('qemu-img', ['convert', '-U', '-O', 'qcow2', disk, join(scratch, `disk${index}.qcow2`)], {
-          timeoutMs: MIGRATION_TIMEOUT_MS,
-        });
+        await runTool(
+          'qemu-img',
+          ['convert', '-U', '-O', 'qcow2', disk, join(scratch, `disk${index}.qcow2`)],
+          {
+            timeoutMs: MIGRATION_TIMEOUT_MS,
+          },
+        );
       }
     } finally {
       if (!options.stop && !vmm.hasExited) await vmm.qmp.execute('cont');
     }
-    const fileNames = ['state', ...(ramInStream ? [] : ['ram']), ...source.disks.map((_, i) => `disk${i}.qcow2`)];
+    const fileNames = [
+      'state',
+      ...(ramInStream ? [] : ['ram']),
+      ...source.disks.map((_, i) => `disk${i}.qcow2`),
+    ];
     const files: Record<string, FileRecord> = {};
     for (const file of fileNames) files[file] = await recordFile(join(scratch, file));
     const manifest: SnapshotManifest = {
@@ -133,7 +156,9 @@ export async function takeSnapshot(
     return new Snapshot(manifest, dir);
   } catch (error) {
     await rm(scratch, { recursive: true, force: true });
-    throw error instanceof VmkitError ? error : new VmkitError(`snapshot of ${source.name} failed: ${(error as Error).message}`);
+    throw error instanceof VmkitError
+      ? error
+      : new VmkitError(`snapshot of ${source.name} failed: ${(error as Error).message}`);
   }
 }
 
@@ -192,7 +217,7 @@ export async function restoreMachine(snapshot: Snapshot, options: RestoreOptions
         disks.push(overlay);
       }
       const memory = manifest.ramInStream
-        ? { path: join(existsSync('/dev/shm') ? '/dev/shm' : stateDir, `vmkit-${process.pid}-${name}-${randomBytes(4).toString('hex')}.ram`), share: true }
+        ? { path: ramFilePath(stateDir, name), share: true }
         : { path: join(dir, 'ram'), share: false }; // copy-on-write: clones share what they only read
       return { memory, disks };
     },
@@ -201,7 +226,7 @@ export async function restoreMachine(snapshot: Snapshot, options: RestoreOptions
       backdoor.assumeBannerSeen();
     },
     setupScript: restoreScript(name, manifest, options),
-    });
+  });
 }
 
 export interface ForkOptions extends Omit<RestoreOptions, 'name'> {
@@ -210,11 +235,19 @@ export interface ForkOptions extends Omit<RestoreOptions, 'name'> {
 }
 
 /** Starts `count` independent clones of a snapshot at once. All start, or none is left running. */
-export async function forkMachines(snapshot: Snapshot, count: number, options: ForkOptions = {}): Promise<Machine[]> {
-  if (!Number.isInteger(count) || count < 1) throw new ConfigError(`fork count must be a whole number >= 1, not ${count}`);
-  const names = options.names ?? Array.from({ length: count }, (_, i) => `${snapshot.manifest.source}-${i + 1}`);
+export async function forkMachines(
+  snapshot: Snapshot,
+  count: number,
+  options: ForkOptions = {},
+): Promise<Machine[]> {
+  if (!Number.isInteger(count) || count < 1)
+    throw new ConfigError(`fork count must be a whole number >= 1, not ${count}`);
+  const names =
+    options.names ?? Array.from({ length: count }, (_, i) => `${snapshot.manifest.source}-${i + 1}`);
   if (names.length !== count) throw new ConfigError(`fork got ${names.length} names for ${count} clones`);
-  const results = await Promise.allSettled(names.map((name) => restoreMachine(snapshot, { ...options, name })));
+  const results = await Promise.allSettled(
+    names.map((name) => restoreMachine(snapshot, { ...options, name })),
+  );
   const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
   const machines = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
   if (failed) {
@@ -238,7 +271,9 @@ async function checkRestorable(snapshot: Snapshot, options: RestoreOptions): Pro
     ['cpus', options.cpus, manifest.identity.cpus],
   ] as const) {
     if (wanted !== undefined && wanted !== actual) {
-      throw new ConfigError(`snapshot ${manifest.id} has ${what} ${actual}; it cannot be restored with ${wanted}`);
+      throw new ConfigError(
+        `snapshot ${manifest.id} has ${what} ${actual}; it cannot be restored with ${wanted}`,
+      );
     }
   }
   const accel = await chooseAccel(options.accel ?? 'auto');
@@ -248,10 +283,13 @@ async function checkRestorable(snapshot: Snapshot, options: RestoreOptions): Pro
     );
   }
   if ((options.networks?.length ?? 0) > manifest.identity.nics) {
-    throw new ConfigError(`snapshot ${manifest.id} has ${manifest.identity.nics} NIC(s); ${options.networks?.length} networks were given`);
+    throw new ConfigError(
+      `snapshot ${manifest.id} has ${manifest.identity.nics} NIC(s); ${options.networks?.length} networks were given`,
+    );
   }
   for (const file of [manifest.image.kernel, manifest.image.initrd]) {
-    if (!existsSync(file)) throw new ConfigError(`snapshot ${manifest.id} needs ${file}, which is gone (image removed?)`);
+    if (!existsSync(file))
+      throw new ConfigError(`snapshot ${manifest.id} needs ${file}, which is gone (image removed?)`);
   }
   await verifySnapshotFiles(snapshot);
 }
@@ -274,19 +312,29 @@ export async function verifySnapshotFiles(snapshot: Snapshot): Promise<void> {
       () => -1,
     );
     if (size !== record.bytes) {
-      throw new ConfigError(`snapshot ${manifest.id} is damaged: ${file} has ${size < 0 ? 'gone missing' : `${size} bytes, not ${record.bytes}`}`);
+      throw new ConfigError(
+        `snapshot ${manifest.id} is damaged: ${file} has ${size < 0 ? 'gone missing' : `${size} bytes, not ${record.bytes}`}`,
+      );
     }
     if (file === 'ram' && !fullCheck) continue;
     const { sha256 } = await recordFile(path);
-    if (sha256 !== record.sha256) throw new ConfigError(`snapshot ${manifest.id} was tampered with: ${file} does not match its checksum`);
+    if (sha256 !== record.sha256)
+      throw new ConfigError(`snapshot ${manifest.id} was tampered with: ${file} does not match its checksum`);
   }
   verified.add(key);
 }
 
 /** Loads the device state (and RAM, unless it is in a mapped file) into a QEMU started with -incoming defer. */
-async function migrateIn(vmm: QemuProcess, statePath: string, ignoreShared: boolean, timeoutMs: number): Promise<void> {
+async function migrateIn(
+  vmm: QemuProcess,
+  statePath: string,
+  ignoreShared: boolean,
+  timeoutMs: number,
+): Promise<void> {
   if (ignoreShared) {
-    await vmm.qmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-ignore-shared', state: true }] });
+    await vmm.qmp.execute('migrate-set-capabilities', {
+      capabilities: [{ capability: 'x-ignore-shared', state: true }],
+    });
   }
   await vmm.qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(statePath)}` });
   await waitForMigration(vmm.qmp, `loading ${statePath}`, timeoutMs);
@@ -294,7 +342,11 @@ async function migrateIn(vmm: QemuProcess, statePath: string, ignoreShared: bool
 }
 
 /** Polls query-migrate until the migration completed; fails with QEMU's reason otherwise. */
-async function waitForMigration(qmp: QmpClient, what: string, timeoutMs = MIGRATION_TIMEOUT_MS): Promise<void> {
+async function waitForMigration(
+  qmp: QmpClient,
+  what: string,
+  timeoutMs = MIGRATION_TIMEOUT_MS,
+): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   let status = 'none';
   while (performance.now() < deadline) {

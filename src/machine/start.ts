@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { chooseAccel } from '../hypervisor/accel.js';
+import { type AccelDecision, chooseAccel } from '../hypervisor/accel.js';
 import { keepRunFolder } from '../hypervisor/processes.js';
 import { buildImage } from '../image/index.js';
 import type { BootImage } from '../image/types.js';
@@ -23,8 +23,16 @@ export function keepMachineState(keep = true): void {
 
 export const shouldKeepState = () => keepState;
 
-/** Boots a machine and resolves once its backdoor answers. */
-export async function startMachine(options: MachineOptions): Promise<Machine> {
+export interface ResolvedMachine {
+  name: string;
+  config: MachineConfig;
+  accel: AccelDecision;
+  timeoutMs: number;
+  commandTimeoutMs: number;
+}
+
+/** Validates options and settles everything QEMU's device model will depend on. */
+export async function resolveMachine(options: MachineOptions): Promise<ResolvedMachine> {
   const name = validateName(options.name);
   const memoryMiB = validatePositive('memoryMiB', options.memoryMiB, DEFAULTS.memoryMiB, 1024 * 1024);
   const cpus = validatePositive('cpus', options.cpus, DEFAULTS.cpus, 256);
@@ -38,10 +46,8 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
   const disks = (options.disks ?? []).map((disk, index) => ({
     sizeMiB: validatePositive(`disks[${index}].sizeMiB`, disk.sizeMiB, 0, 16 * 1024 * 1024),
   }));
-  const log = options.log ?? (() => {});
   const image = await resolveImage(options.image ?? 'tiny');
   const accel = await chooseAccel(options.accel ?? 'auto');
-  log(`${accel.accel.toUpperCase()}: ${accel.reason}`);
   const networks = options.networks ?? [];
   const config: MachineConfig = {
     image,
@@ -53,12 +59,19 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
     disks,
     qemuArgs: options.qemuArgs ?? [],
   };
+  return { name, config, accel, timeoutMs, commandTimeoutMs };
+}
 
+/** Boots a machine and resolves once its backdoor answers. */
+export async function startMachine(options: MachineOptions): Promise<Machine> {
+  const { name, config, accel, timeoutMs, commandTimeoutMs } = await resolveMachine(options);
+  const log = options.log ?? (() => {});
+  log(`${accel.accel.toUpperCase()}: ${accel.reason}`);
   return launchMachine({
     name,
     config,
     accel,
-    switches: networks.map((network) => network.switch),
+    switches: (options.networks ?? []).map((network) => network.switch),
     timeoutMs,
     commandTimeoutMs,
     keepState: shouldKeepState,
@@ -68,7 +81,7 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
     verb: 'booted',
     async prepare(stateDir) {
       const diskPaths: string[] = [];
-      for (const [index, disk] of disks.entries()) {
+      for (const [index, disk] of config.disks.entries()) {
         const path = join(stateDir, `disk${index}.qcow2`);
         await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', path, `${disk.sizeMiB}M`]);
         diskPaths.push(path);
@@ -84,7 +97,7 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
  * Where a booting machine's RAM file goes: shared memory when there is some, so guest RAM never
  * pages to disk. The file is unlinked as soon as QEMU has mapped it.
  */
-function ramFilePath(stateDir: string, name: string): string {
+export function ramFilePath(stateDir: string, name: string): string {
   const dir = existsSync('/dev/shm') ? '/dev/shm' : stateDir;
   return join(dir, `vmkit-${process.pid}-${name}-${randomBytes(4).toString('hex')}.ram`);
 }

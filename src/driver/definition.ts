@@ -1,0 +1,75 @@
+import { ConfigError } from '../errors.js';
+import type { Machine } from '../machine/machine.js';
+import type { MachineOptions } from '../machine/options.js';
+
+/** A machine as a test declares it; name, networks and hosts come from the test. */
+export type MachineDeclaration = Omit<MachineOptions, 'name' | 'networks' | 'hosts' | 'log' | 'signal'> & {
+  /** Virtual LANs the machine is on (default [1]); machine i gets 192.168.<vlan>.<i+1>. */
+  vlans?: number[];
+  /**
+   * Runs once after boot. With `tests`, the machine is snapshotted after it and every test
+   * starts from a fresh clone of that state; the snapshot is reused by later runs until the
+   * setup's source, `setupVersion` or the machine's configuration changes.
+   */
+  setup?: (machine: Machine) => Promise<void>;
+  /** Bump to invalidate a cached setup snapshot when the setup depends on something outside its code. */
+  setupVersion?: string;
+};
+
+export interface TestContext {
+  /** Writes a line to the test log. */
+  log(message: string): void;
+  /** Runs a named step; its name and duration are logged, and a failure names it. */
+  subtest<T>(name: string, body: () => Promise<T>): Promise<T>;
+}
+
+export type TestBody<M extends string = string> = (
+  context: Record<M, Machine> & TestContext,
+) => Promise<void>;
+
+export interface TestDefinition<M extends string = string> {
+  name?: string;
+  machines: Record<M, MachineDeclaration>;
+  /** The whole run, boot included, must end within this time (default 10 minutes). */
+  timeoutMs?: number;
+  /** One test on freshly booted machines. */
+  test?: TestBody<M>;
+  /** Several tests, each on its own clones of the machines as they were after setup. */
+  tests?: Record<string, TestBody<M>>;
+}
+
+const RESERVED = new Set(['log', 'subtest']);
+
+/** Declares a test script: its machines and what to do with them. */
+export function defineTest<M extends string>(definition: TestDefinition<M>): TestDefinition<M> {
+  return definition;
+}
+
+/** Checks that a loaded module's default export is a test definition. */
+export function asTestDefinition(value: unknown, source: string): TestDefinition {
+  const candidate = value as Partial<TestDefinition> | undefined;
+  const usage = `${source} must export default defineTest({ machines: {...}, async test(...) {...} }) (or tests: { name: async (...) => {...} })`;
+  if (!candidate || typeof candidate !== 'object') throw new ConfigError(usage);
+  const hasTest = typeof candidate.test === 'function';
+  const hasTests = candidate.tests !== undefined;
+  if (hasTest === hasTests) throw new ConfigError(`${usage}: give exactly one of test and tests`);
+  if (hasTests) {
+    const tests = Object.entries(candidate.tests ?? {});
+    if (tests.length === 0) throw new ConfigError(`${source}: tests is empty`);
+    const notFunction = tests.find(([, body]) => typeof body !== 'function');
+    if (notFunction)
+      throw new ConfigError(`${source}: test ${JSON.stringify(notFunction[0])} is not a function`);
+  }
+  if (
+    !candidate.machines ||
+    typeof candidate.machines !== 'object' ||
+    Object.keys(candidate.machines).length === 0
+  ) {
+    throw new ConfigError(`${source}: the test declares no machines`);
+  }
+  for (const name of Object.keys(candidate.machines)) {
+    if (RESERVED.has(name))
+      throw new ConfigError(`${source}: "${name}" is reserved and cannot name a machine`);
+  }
+  return candidate as TestDefinition;
+}

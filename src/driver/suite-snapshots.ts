@@ -1,0 +1,125 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AccelRequest } from '../hypervisor/accel.js';
+import { currentRunDir } from '../hypervisor/processes.js';
+import { qemuVersion } from '../hypervisor/qemu.js';
+import { configIdentity } from '../machine/config.js';
+import type { Machine } from '../machine/machine.js';
+import { hashOf, type Snapshot, snapshotId, snapshotRoot } from '../machine/snapshot.js';
+import { openSnapshot, unrestorableReason } from '../machine/snapshot-store.js';
+import { resolveMachine, startMachine } from '../machine/start.js';
+import type { RunLog } from '../util/log.js';
+import { elapsedMs } from '../util/time.js';
+import type { TestDefinition } from './definition.js';
+import { attachments, createSwitches, type LanPlan } from './lan.js';
+import { adopt, type Resources, startAll, withoutDriverFields } from './resources.js';
+
+/**
+ * The snapshot every test of a suite starts from, one per machine: found in the store when a
+ * previous run took it with the same configuration and setup, otherwise taken now by booting
+ * the machines, running their setups in declaration order and snapshotting them.
+ */
+export async function prepareSuiteSnapshots(
+  definition: TestDefinition,
+  lan: LanPlan,
+  options: { fresh?: boolean; accel?: AccelRequest; log: RunLog; resources: Resources },
+): Promise<Record<string, Snapshot>> {
+  const { log, resources } = options;
+  const names = Object.keys(definition.machines);
+  const switches = await createSwitches(lan.vlans, currentRunDir(), 'setup');
+  for (const sw of switches.values()) resources.switches.add(sw);
+  const templates: Machine[] = [];
+  try {
+    const key = setupFingerprint(definition, lan);
+    const version = await qemuVersion();
+    const plans = await Promise.all(
+      names.map(async (name) => {
+        const machineOptions = {
+          ...withoutDriverFields(definition.machines[name] ?? {}),
+          ...(options.accel ? { accel: options.accel } : {}),
+          name,
+          hosts: lan.hosts,
+          networks: attachments(lan, names, name, switches, true),
+        };
+        const resolved = await resolveMachine(machineOptions);
+        const label = snapshotLabel(definition.name, name);
+        return {
+          name,
+          machineOptions,
+          label,
+          id: snapshotId(label, configIdentity(resolved.config, version), key),
+        };
+      }),
+    );
+
+    if (!options.fresh) {
+      const cached = await Promise.all(plans.map((plan) => cachedSnapshot(plan.id)));
+      if (cached.every((snapshot) => snapshot !== undefined)) {
+        log.line('vmkit', `reusing setup snapshots ${plans.map((plan) => plan.id).join(', ')}`);
+        return Object.fromEntries(cached.map((snapshot, index) => [names[index], snapshot])) as Record<
+          string,
+          Snapshot
+        >;
+      }
+    }
+
+    const started = performance.now();
+    log.line('vmkit', `booting ${names.join(', ')} once for setup`);
+    const machines = await startAll(names, (name) => {
+      const plan = plans.find((candidate) => candidate.name === name);
+      return resources.track(
+        startMachine({
+          ...plan?.machineOptions,
+          name,
+          log: log.for(name),
+          signal: resources.aborter.signal,
+        }).then((machine) => {
+          templates.push(machine);
+          return adopt(machine, resources, log, {});
+        }),
+      );
+    });
+    for (const name of names) {
+      const setup = definition.machines[name]?.setup;
+      if (!setup) continue;
+      log.line('vmkit', `setup of ${name}`);
+      await setup(machines[name] as Machine);
+    }
+    const snapshots: Record<string, Snapshot> = {};
+    for (const plan of plans) {
+      snapshots[plan.name] = await (machines[plan.name] as Machine).snapshot(plan.label, { stop: true, key });
+    }
+    log.line(
+      'vmkit',
+      `setup snapshots taken after ${elapsedMs(started)} ms: ${plans.map((plan) => plan.id).join(', ')}`,
+    );
+    return snapshots;
+  } finally {
+    await resources.release(templates, switches.values());
+  }
+}
+
+async function cachedSnapshot(id: string): Promise<Snapshot | undefined> {
+  if (!existsSync(join(snapshotRoot(), id))) return undefined;
+  const snapshot = await openSnapshot(id).catch(() => undefined);
+  if (!snapshot || (await unrestorableReason(snapshot.manifest))) return undefined;
+  return snapshot;
+}
+
+/** What the guest state after setup depends on besides the machine configuration. */
+function setupFingerprint(definition: TestDefinition, lan: LanPlan): string {
+  const machines = Object.entries(definition.machines).map(([name, declaration]) => ({
+    name,
+    declaration: { ...declaration, setup: declaration.setup?.toString() ?? null },
+  }));
+  return hashOf({ suite: definition.name ?? null, machines, hosts: lan.hosts });
+}
+
+function snapshotLabel(suite: string | undefined, machine: string): string {
+  const slug = (suite ?? 'suite')
+    .toLowerCase()
+    .replace(/[^a-z0-9_.-]+/g, '-')
+    .replace(/^[^a-z0-9]+/, '')
+    .slice(0, 30);
+  return `${slug || 'suite'}.${machine}`;
+}
