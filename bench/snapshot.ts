@@ -16,8 +16,9 @@
 // Progress goes to stderr, one JSON object to stdout. Every machine is closed and every snapshot
 // this run took is deleted at the end, on error and on SIGINT/SIGTERM.
 
-import { execFile } from 'node:child_process';
-import { realpathSync, rmSync, statSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, readFileSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -41,7 +42,7 @@ cold-booted machine, and a test suite run boot-per-test against fork-per-test.
 Progress on stderr, JSON on stdout.
 
 Options:
-  --samples N       measured cold-boot/restore pairs (default 4)
+  --samples N       measured cold-boot/restore pairs (default 5)
   --warmup N        unmeasured pairs before measuring (default 1)
   --fork N          clones forked at once (default 8)
   --suite-tests N   tests in each suite (default 10)
@@ -152,6 +153,16 @@ async function firstCommand(machine: Machine): Promise<number> {
   return performance.now() - began;
 }
 
+/**
+ * CPU time QEMU has used so far (user + system, ms), from /proc/<pid>/stat. Under TCG this is
+ * where the guest's work shows: a busy guest is a busy QEMU.
+ */
+function qemuCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  // utime and stime are fields 14 and 15 of the line, in clock ticks (USER_HZ, 100 on Linux).
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 const machineOptions = { image: 'tiny', memoryMiB: MEMORY_MIB, cpus: CPUS, accel: 'auto' } as const;
 
 async function boot(name: string): Promise<Machine> {
@@ -186,6 +197,8 @@ interface Memory {
   ramPrivateDirtyMiB: number;
   /** Rss of the guest-RAM file mapping (MiB). */
   ramRssMiB: number;
+  /** privateMiB - ramPrivateDirtyMiB: QEMU's own private memory (TCG code buffer, heap), MiB. */
+  qemuPrivateMiB: number;
   /** The mapping's path as /proc shows it. */
   ramMapping: string;
 }
@@ -230,6 +243,11 @@ async function measureMemory(pid: number, isRam: (path: string) => boolean): Pro
     privateMiB: mib((rollup.get('Private_Clean') ?? 0) + (rollup.get('Private_Dirty') ?? 0)),
     ramPrivateDirtyMiB: mib(ram.get('Private_Dirty') ?? 0),
     ramRssMiB: mib(ram.get('Rss') ?? 0),
+    qemuPrivateMiB: mib(
+      (rollup.get('Private_Clean') ?? 0) +
+        (rollup.get('Private_Dirty') ?? 0) -
+        (ram.get('Private_Dirty') ?? 0),
+    ),
     ramMapping: ramPath,
   };
 }
@@ -254,6 +272,7 @@ function memorySummary(samples: Memory[]) {
     privateMiB: median(samples.map((m) => m.privateMiB)),
     ramPrivateDirtyMiB: median(samples.map((m) => m.ramPrivateDirtyMiB)),
     ramRssMiB: median(samples.map((m) => m.ramRssMiB)),
+    qemuPrivateMiB: median(samples.map((m) => m.qemuPrivateMiB)),
   };
 }
 
@@ -264,6 +283,28 @@ function memoryTotals(samples: Memory[]) {
     privateMiB: sum(samples.map((m) => m.privateMiB)),
     ramPrivateDirtyMiB: sum(samples.map((m) => m.ramPrivateDirtyMiB)),
   };
+}
+
+/**
+ * What two steps of machine.snapshot() cost on their own, redone on the finished snapshot's RAM
+ * file: the sparse copy of guest RAM (vmkit copies from the running machine's RAM file in
+ * /dev/shm; this copies the snapshot's into /dev/shm) and the SHA-256 of it for the manifest.
+ */
+async function snapshotCostEstimates(snapshot: Snapshot) {
+  const ram = join(snapshot.dir, 'ram');
+  const copy = `/dev/shm/vmkit-bench-${process.pid}.ram`;
+  let t = performance.now();
+  try {
+    execFileSync('cp', ['--sparse=always', ram, copy]);
+  } finally {
+    rmSync(copy, { force: true });
+  }
+  const sparseCopyMs = round(performance.now() - t);
+  t = performance.now();
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(ram, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  hash.digest();
+  return { ramSparseCopyMs: sparseCopyMs, ramSha256Ms: round(performance.now() - t) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -277,6 +318,8 @@ interface ColdSample {
   /** vmkit's own figure: launch until the backdoor answered. */
   readyMs: number;
   firstCommandMs: number;
+  /** CPU time QEMU used from its start until the first command was answered. */
+  qemuCpuMs: number;
   closeMs: number;
   memory: Memory;
 }
@@ -288,12 +331,14 @@ async function coldSample(name: string): Promise<ColdSample> {
   try {
     const firstCommandMs = await firstCommand(machine);
     const totalMs = performance.now() - began;
+    const cpuMs = qemuCpuMs(machine.pid);
     const memory = await measureMemory(machine.pid, bootedRamMatcher(name));
     return {
       totalMs: round(totalMs),
       startMs: round(startMs),
       readyMs: machine.bootMs,
       firstCommandMs: round(firstCommandMs),
+      qemuCpuMs: cpuMs,
       closeMs: await close(machine),
       memory,
     };
@@ -309,7 +354,14 @@ interface RestoreSample {
   restoreMs: number;
   /** vmkit's own figure: launch until the backdoor answered (QEMU start + state load). */
   readyMs: number;
+  /**
+   * restoreMs - readyMs: from the backdoor answering until restoreMachine() resolved, which is
+   * vmkit's setup script (clock, hostname, entropy): the first guest work after the restore.
+   */
+  setupMs: number;
   firstCommandMs: number;
+  /** CPU time QEMU used from its start until the first command was answered. */
+  qemuCpuMs: number;
   closeMs: number;
 }
 
@@ -324,7 +376,9 @@ async function restoreSample(snapshot: Snapshot, name: string): Promise<RestoreS
       totalMs: round(totalMs),
       restoreMs: round(restoreMs),
       readyMs: machine.bootMs,
+      setupMs: round(restoreMs - machine.bootMs),
       firstCommandMs: round(firstCommandMs),
+      qemuCpuMs: qemuCpuMs(machine.pid),
       closeMs: await close(machine),
     };
   } finally {
@@ -337,12 +391,15 @@ async function restoreSample(snapshot: Snapshot, name: string): Promise<RestoreS
 
 async function forkRun(snapshot: Snapshot, count: number) {
   const began = performance.now();
+  const nodeCpu = process.cpuUsage();
   const clones = await snapshot.fork(count, restoreOptions);
   for (const clone of clones) openMachines.add(clone);
   const forkedMs = performance.now() - began;
   try {
     const firstCommands = await Promise.all(clones.map((clone) => firstCommand(clone)));
     const allReadyMs = performance.now() - began;
+    const nodeUsed = process.cpuUsage(nodeCpu);
+    const cloneCpuMs = clones.map((clone) => qemuCpuMs(clone.pid));
     log(
       `fork of ${count}: all answered after ${round(allReadyMs)} ms (fork() resolved at ${round(forkedMs)} ms)`,
     );
@@ -359,6 +416,9 @@ async function forkRun(snapshot: Snapshot, count: number) {
       forkResolvedMs: round(forkedMs),
       cloneReadyMs: clones.map((clone) => clone.bootMs),
       firstCommandMs: firstCommands.map(round),
+      qemuCpuMs: cloneCpuMs,
+      qemuCpuTotalMs: sum(cloneCpuMs),
+      benchProcessCpuMs: round((nodeUsed.user + nodeUsed.system) / 1000),
       settledRoundTripMs: median(roundTrips),
       closeAllMs: round(performance.now() - closing),
       memory,
@@ -468,7 +528,7 @@ async function main(): Promise<void> {
     process.stdout.write(USAGE);
     return;
   }
-  const samples = positiveInt('samples', values.samples, 4);
+  const samples = positiveInt('samples', values.samples, 5);
   const warmup = positiveInt('warmup', values.warmup, 1, 0);
   const forkCount = positiveInt('fork', values.fork, 8);
   const suiteTests = positiveInt('suite-tests', values['suite-tests'], 10);
@@ -503,6 +563,8 @@ async function main(): Promise<void> {
     }),
   );
   log(`snapshot ${snapshot.id}: ${snapshotMs} ms; files ${JSON.stringify(snapshotFiles)}`);
+  const costEstimates = await snapshotCostEstimates(snapshot);
+  log(`snapshot cost estimates: ${JSON.stringify(costEstimates)}`);
 
   // 1 and 2, alternating.
   log(`${warmup} warm-up pair(s), then ${samples} measured pair(s), alternating cold boot and restore`);
@@ -514,12 +576,12 @@ async function main(): Promise<void> {
     const a = await coldSample(`bench-cold-${i}`);
     log(
       `${label} cold boot: ${a.totalMs} ms to first command (start ${a.startMs}, ready ${a.readyMs}, ` +
-        `command ${a.firstCommandMs}), close ${a.closeMs} ms`,
+        `command ${a.firstCommandMs}; QEMU CPU ${a.qemuCpuMs}), close ${a.closeMs} ms`,
     );
     const b = await restoreSample(snapshot, `bench-restore-${i}`);
     log(
-      `${label} restore:   ${b.totalMs} ms to first command (restore ${b.restoreMs}, ready ${b.readyMs}, ` +
-        `command ${b.firstCommandMs}), close ${b.closeMs} ms`,
+      `${label} restore:   ${b.totalMs} ms to first command (ready ${b.readyMs}, setup ${b.setupMs}, ` +
+        `command ${b.firstCommandMs}; QEMU CPU ${b.qemuCpuMs}), close ${b.closeMs} ms`,
     );
     if (measured) {
       cold.push(a);
@@ -570,6 +632,7 @@ async function main(): Promise<void> {
       what: 'machine.snapshot() of a booted, idle machine (pause, save device state, copy RAM file, checksum)',
       ms: snapshotMs,
       files: snapshotFiles,
+      costEstimates,
       totalBytes: Object.values(snapshotFiles).reduce((total, f) => total + f.bytes, 0),
     },
     coldBoot: {
@@ -579,6 +642,7 @@ async function main(): Promise<void> {
       startSamplesMs: cold.map((s) => s.startMs),
       readySamplesMs: cold.map((s) => s.readyMs),
       firstCommandSamplesMs: cold.map((s) => s.firstCommandMs),
+      qemuCpuSamplesMs: cold.map((s) => s.qemuCpuMs),
       closeSamplesMs: cold.map((s) => s.closeMs),
     },
     restore: {
@@ -587,7 +651,14 @@ async function main(): Promise<void> {
       medianMs: restoreMs,
       restoreSamplesMs: restored.map((s) => s.restoreMs),
       readySamplesMs: restored.map((s) => s.readyMs),
+      setupSamplesMs: restored.map((s) => s.setupMs),
       firstCommandSamplesMs: restored.map((s) => s.firstCommandMs),
+      qemuCpuSamplesMs: restored.map((s) => s.qemuCpuMs),
+      phasesMedianMs: {
+        launchAndLoadState: median(restored.map((s) => s.readyMs)),
+        setupScript: median(restored.map((s) => s.setupMs)),
+        firstCommand: median(restored.map((s) => s.firstCommandMs)),
+      },
       closeSamplesMs: restored.map((s) => s.closeMs),
     },
     fork: {
@@ -597,6 +668,9 @@ async function main(): Promise<void> {
       forkResolvedMs: fork.forkResolvedMs,
       cloneReadyMs: fork.cloneReadyMs,
       firstCommandMs: fork.firstCommandMs,
+      qemuCpuMs: fork.qemuCpuMs,
+      qemuCpuTotalMs: fork.qemuCpuTotalMs,
+      benchProcessCpuMs: fork.benchProcessCpuMs,
       settledRoundTripMs: fork.settledRoundTripMs,
       closeAllMs: fork.closeAllMs,
     },
@@ -630,6 +704,8 @@ async function main(): Promise<void> {
       restoreToFirstCommandOverColdBoot: restoreRatio,
       forkAllReadyOverColdBoot: forkRatio,
       bootPerTestSuiteOverForkPerTestSuite: suiteRatio,
+      /** Informational: the fork suite without its one-off boot + snapshot (a snapshot reused from the store). */
+      bootPerTestSuiteOverForkRestoresOnly: ratio(bootSuite.totalMs, forkSuite.totalMs - forkSuite.setupMs),
     },
     targets: {
       restoreOverColdBoot: {

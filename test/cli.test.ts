@@ -1,33 +1,7 @@
 // The vmkit command line: exit codes and messages for good and bad input.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-
-const root = fileURLToPath(new URL('..', import.meta.url));
-const cli = `${root}dist/cli/main.js`;
-
-export function runCli(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-  timeoutMs = 240_000,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: root, env: { ...process.env, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => (stdout += chunk));
-    child.stderr.on('data', (chunk) => (stderr += chunk));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`vmkit ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+import { runCli } from './helpers.js';
 
 describe('vmkit CLI', () => {
   it('prints help', async () => {
@@ -84,7 +58,7 @@ describe('vmkit CLI', () => {
   it('runs a passing script: exit 0, a log with machine prefixes and timings', async () => {
     const { code, stderr } = await runCli(['run', 'test/fixtures/pass.ts']);
     assert.equal(code, 0, stderr);
-    assert.match(stderr, /\[solo\] +backdoor up after \d+ ms/);
+    assert.match(stderr, /\[solo\] +booted: backdoor up after \d+ ms/);
     assert.match(stderr, /subtest says hello: ok \(\d+ ms\)/);
     assert.match(stderr, /passed in \d+\.\d s/);
   });

@@ -149,7 +149,7 @@ describe('Machine on the tiny image', () => {
 
   it('drives the serial console: send keys, wait for text, read the log', async () => {
     machine.sendConsole('echo console-$((6*7))\n');
-    const match = await machine.waitForConsoleText(/console-(\d+)/, { timeoutMs: 20_000 });
+    const match = await machine.waitForConsoleText(/console-(\d+)\n/, { timeoutMs: 20_000 });
     assert.equal(match[1], '42');
     assert.match(machine.getConsoleLog(), /console-42/);
     await assert.rejects(machine.waitForConsoleText(/never-printed/, { timeoutMs: 500 }), TimeoutError);

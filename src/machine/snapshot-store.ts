@@ -55,9 +55,11 @@ export async function pruneSnapshots(
     await removeSnapshot(snapshot);
     removed.push({ id: snapshot.id, reason });
   }
-  // Leftovers of snapshots interrupted while being taken or replaced.
+  // Leftovers of snapshots interrupted while being taken or replaced, by a process now gone.
   for (const entry of await readdir(snapshotRoot()).catch(() => [] as string[])) {
-    if (entry.startsWith('.taking-') || entry.includes('.old-')) {
+    const owner = entry.match(/^\.taking-(\d+)-|\.old-(\d+)-/);
+    const pid = Number(owner?.[1] ?? owner?.[2]);
+    if (owner && !processExists(pid)) {
       await rm(join(snapshotRoot(), entry), { recursive: true, force: true });
       removed.push({ id: entry, reason: 'left over from an interrupted snapshot' });
     }
@@ -71,5 +73,14 @@ async function readManifest(dir: string): Promise<SnapshotManifest | undefined> 
     return manifest.format === 1 ? manifest : undefined;
   } catch {
     return undefined;
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

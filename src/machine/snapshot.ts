@@ -93,7 +93,7 @@ export async function takeSnapshot(
   const id = name === undefined ? label : snapshotId(label, identity, options.key);
   const root = snapshotRoot();
   await mkdir(root, { recursive: true });
-  const scratch = await mkdtemp(join(root, '.taking-'));
+  const scratch = await mkdtemp(join(root, `.taking-${process.pid}-`));
   const ramInStream = !source.memory.share;
   try {
     await vmm.qmp.execute('stop');
@@ -148,7 +148,7 @@ export async function takeSnapshot(
     await writeFile(join(scratch, 'manifest.json'), JSON.stringify(manifest, null, 2));
     const dir = join(root, id);
     // Replace an older snapshot of the same name: clones running from it keep their open files.
-    const old = existsSync(dir) ? `${dir}.old-${randomBytes(3).toString('hex')}` : undefined;
+    const old = existsSync(dir) ? `${dir}.old-${process.pid}-${randomBytes(3).toString('hex')}` : undefined;
     if (old) await rename(dir, old);
     await rename(scratch, dir);
     if (old) await rm(old, { recursive: true, force: true });

@@ -1,0 +1,40 @@
+// Suites: boot and set up once, every test on a fresh clone, setup snapshots reused by later runs.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { openSnapshot, removeSnapshot } from '../src/index.js';
+import { runCli } from './helpers.js';
+
+describe('suites of tests on clones', () => {
+  it('runs every test on a clean clone, reports each, reuses the setup snapshot next time', async () => {
+    const first = await runCli(['run', '--fresh', 'test/fixtures/suite.ts']);
+    assert.equal(first.code, 1, first.stderr);
+    assert.match(first.stderr, /booting solo once for setup/);
+    assert.match(first.stderr, /dirties the machine: ok/);
+    assert.match(
+      first.stderr,
+      /fails on purpose: FAILED: CommandFailedError: command "echo about to fail; exit 9" exited with status 9/,
+    );
+    assert.match(first.stderr, /still finds it clean: ok/);
+    assert.match(first.stderr, /2 passed, 1 failed/);
+    const id = first.stderr.match(/setup snapshots taken after \d+ ms: (\S+)/)?.[1];
+    assert.ok(id, 'the log names the setup snapshot');
+
+    try {
+      const second = await runCli(['run', 'test/fixtures/suite.ts']);
+      assert.equal(second.code, 1, second.stderr);
+      assert.match(second.stderr, new RegExp(`reusing setup snapshots ${id.replaceAll('.', '\\.')}`));
+      assert.doesNotMatch(second.stderr, /once for setup/);
+      assert.match(second.stderr, /2 passed, 1 failed/);
+    } finally {
+      await removeSnapshot(await openSnapshot(id));
+    }
+  });
+
+  it('lists and removes snapshots from the command line', async () => {
+    const none = await runCli(['snapshot', 'rm', 'no-such-snapshot']);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /no snapshot "no-such-snapshot"/);
+    const list = await runCli(['snapshot', 'list']);
+    assert.equal(list.code, 0, list.stderr);
+  });
+});
