@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { alive } from './helpers.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -46,16 +47,6 @@ function recordedPids(runDir: string): number[] {
       .map((entry) => Number(readFileSync(join(runs, run, entry.name, 'vmm.pid'), 'utf8'))),
   );
 }
-
-/** Running, and not a zombie waiting to be reaped. */
-const alive = (pid: number) => {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-};
 
 async function waitUntil(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -1,6 +1,5 @@
 // Snapshots, restores and forks of real guests.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,15 +13,7 @@ import {
   type SnapshotManifest,
   startMachine,
 } from '../src/index.js';
-
-const alive = (pid: number) => {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
-};
+import { alive } from './helpers.js';
 
 describe('snapshots', () => {
   let template: Machine;
