@@ -1,5 +1,7 @@
 // The vmkit command line: exit codes and messages for good and bad input.
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCli } from './helpers.js';
 
@@ -38,6 +40,15 @@ describe('vmkit CLI', () => {
     assert.match(accel.stderr, /unknown accel "warp"/);
   });
 
+  it('rejects a script asking for an unknown image before booting anything', async () => {
+    const { code, stderr } = await runCli(['run', 'test/fixtures/bad-image.ts']);
+    assert.equal(code, 2);
+    assert.equal(
+      stderr.trim(),
+      'vmkit: test/fixtures/bad-image.ts: machine box asks for unknown image "windows-95" (known images: tiny)',
+    );
+  });
+
   it('says so when QEMU is not installed', async () => {
     const { code, stderr } = await runCli(['run', 'test/fixtures/pass.ts'], {
       VMKIT_QEMU: '/nonexistent/qemu',
@@ -69,6 +80,19 @@ describe('vmkit CLI', () => {
     assert.match(stderr, /FAILED during subtest "expects a missing file"/);
     assert.match(stderr, /CommandFailedError: command "cat \/etc\/does-not-exist" exited with status 1/);
     assert.match(stderr, /No such file or directory/);
+  });
+
+  it('--keep keeps the console and QEMU logs and says where', async () => {
+    const { code, stderr } = await runCli(['run', '--keep', 'test/fixtures/pass.ts']);
+    assert.equal(code, 0, stderr);
+    const kept = stderr.match(/state kept in (\S+)/)?.[1];
+    assert.ok(kept, `the log names the kept folder:\n${stderr}`);
+    try {
+      assert.match(readFileSync(join(kept, 'solo', 'console.log'), 'utf8'), /tiny image up/);
+      assert.ok(existsSync(join(kept, 'solo', 'qemu.log')), 'qemu.log is kept');
+    } finally {
+      rmSync(kept, { recursive: true, force: true });
+    }
   });
 
   it('enforces the global timeout', async () => {

@@ -1,4 +1,6 @@
 import { ConfigError } from '../errors.js';
+import { IMAGE_NAMES } from '../image/index.js';
+import { validateName } from '../machine/options.js';
 import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/options.js';
 
@@ -67,9 +69,19 @@ export function asTestDefinition(value: unknown, source: string): TestDefinition
   ) {
     throw new ConfigError(`${source}: the test declares no machines`);
   }
-  for (const name of Object.keys(candidate.machines)) {
-    if (RESERVED.has(name))
-      throw new ConfigError(`${source}: "${name}" is reserved and cannot name a machine`);
+  for (const [name, declaration] of Object.entries(candidate.machines)) {
+    if (RESERVED.has(name)) throw new ConfigError(`${source}: "${name}" is reserved and cannot name a machine`);
+    try {
+      validateName(name);
+    } catch (error) {
+      throw new ConfigError(`${source}: ${(error as Error).message}`);
+    }
+    const image = (declaration as MachineDeclaration | undefined)?.image;
+    if (typeof image === 'string' && !(IMAGE_NAMES as readonly string[]).includes(image)) {
+      throw new ConfigError(
+        `${source}: machine ${name} asks for unknown image "${image}" (known images: ${IMAGE_NAMES.join(', ')})`,
+      );
+    }
   }
   return candidate as TestDefinition;
 }

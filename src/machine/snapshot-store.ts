@@ -3,7 +3,7 @@ import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { qemuVersion } from '../hypervisor/qemu.js';
-import { Snapshot, type SnapshotManifest, snapshotRoot } from './snapshot.js';
+import { SNAPSHOT_FORMAT, Snapshot, type SnapshotManifest, snapshotRoot } from './snapshot.js';
 
 /** Every snapshot in the store, newest first. Folders without a readable manifest are skipped. */
 export async function listSnapshots(): Promise<Snapshot[]> {
@@ -35,6 +35,7 @@ export async function removeSnapshot(snapshot: Snapshot): Promise<void> {
 
 /** Why a snapshot cannot be restored on this host, or undefined when it can. */
 export async function unrestorableReason(manifest: SnapshotManifest): Promise<string | undefined> {
+  if (manifest.format !== SNAPSHOT_FORMAT) return `made by another vmkit version (format ${manifest.format})`;
   const here = await qemuVersion().catch(() => 'QEMU not installed');
   if (manifest.identity.qemuVersion !== here)
     return `taken with another QEMU (${manifest.identity.qemuVersion})`;
@@ -70,7 +71,7 @@ export async function pruneSnapshots(
 async function readManifest(dir: string): Promise<SnapshotManifest | undefined> {
   try {
     const manifest = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as SnapshotManifest;
-    return manifest.format === 1 ? manifest : undefined;
+    return typeof manifest.id === 'string' && typeof manifest.format === 'number' ? manifest : undefined;
   } catch {
     return undefined;
   }

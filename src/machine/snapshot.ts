@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, VmkitError } from '../errors.js';
@@ -9,6 +9,7 @@ import type { QmpClient } from '../hypervisor/qmp.js';
 import type { BootImage } from '../image/types.js';
 import { runTool } from '../util/exec.js';
 import { cacheDir } from '../util/paths.js';
+import { sparseDigest } from '../util/sparse.js';
 import { sleep } from '../util/time.js';
 import { type ConfigIdentity, configIdentity, type MachineConfig } from './config.js';
 import { launchMachine } from './launch.js';
@@ -32,13 +33,14 @@ export function snapshotId(name: string, identity: ConfigIdentity, key?: unknown
 }
 
 export interface FileRecord {
-  sha256: string;
+  /** sparseDigest(): SHA-256 over the file's length and its non-zero blocks with their offsets. */
+  digest: string;
   bytes: number;
 }
 
 /** What a snapshot folder holds, as written to its manifest.json. */
 export interface SnapshotManifest {
-  format: 1;
+  format: typeof SNAPSHOT_FORMAT;
   id: string;
   name: string;
   createdAt: string;
@@ -51,6 +53,9 @@ export interface SnapshotManifest {
   ramInStream: boolean;
   files: Record<string, FileRecord>;
 }
+
+/** Bumped whenever the layout of a snapshot folder changes. */
+export const SNAPSHOT_FORMAT = 2;
 
 export const snapshotRoot = () => join(cacheDir(), 'snapshots');
 
@@ -95,6 +100,7 @@ export async function takeSnapshot(
   await mkdir(root, { recursive: true });
   const scratch = await mkdtemp(join(root, `.taking-${process.pid}-`));
   const ramInStream = !source.memory.share;
+  const files: Record<string, FileRecord> = {};
   try {
     await vmm.qmp.execute('stop');
     try {
@@ -104,14 +110,9 @@ export async function takeSnapshot(
       await vmm.qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(join(scratch, 'state'))}` });
       await waitForMigration(vmm.qmp, `saving ${source.name}`);
       if (!ramInStream) {
-        // Holes stay holes: guest pages never touched take no room.
-        await runTool(
-          'cp',
-          ['--sparse=always', await vmm.openFilePath(source.memory.path), join(scratch, 'ram')],
-          {
-            timeoutMs: MIGRATION_TIMEOUT_MS,
-          },
-        );
+        // Copied sparse and digested in one pass: guest pages never touched take no room or time.
+        const ram = await sparseDigest(await vmm.openFilePath(source.memory.path), join(scratch, 'ram'));
+        files.ram = { digest: ram.digest, bytes: ram.bytes };
       }
       for (const [index, disk] of source.disks.entries()) {
         // Flattened, so the snapshot does not depend on whatever the disk was an overlay of.
@@ -126,15 +127,12 @@ export async function takeSnapshot(
     } finally {
       if (!options.stop && !vmm.hasExited) await vmm.qmp.execute('cont');
     }
-    const fileNames = [
-      'state',
-      ...(ramInStream ? [] : ['ram']),
-      ...source.disks.map((_, i) => `disk${i}.qcow2`),
-    ];
-    const files: Record<string, FileRecord> = {};
-    for (const file of fileNames) files[file] = await recordFile(join(scratch, file));
+    for (const file of ['state', ...source.disks.map((_, i) => `disk${i}.qcow2`)]) {
+      const { digest, bytes } = await sparseDigest(join(scratch, file));
+      files[file] = { digest, bytes };
+    }
     const manifest: SnapshotManifest = {
-      format: 1,
+      format: SNAPSHOT_FORMAT,
       id,
       name: label,
       createdAt: new Date().toISOString(),
@@ -260,6 +258,9 @@ export async function forkMachines(
 /** Refuses snapshots this host cannot restore faithfully, with the reason. */
 async function checkRestorable(snapshot: Snapshot, options: RestoreOptions): Promise<void> {
   const { manifest } = snapshot;
+  if (manifest.format !== SNAPSHOT_FORMAT) {
+    throw new ConfigError(`snapshot ${manifest.id} was made by another vmkit version (format ${manifest.format}): take it again`);
+  }
   const here = await qemuVersion();
   if (manifest.identity.qemuVersion !== here) {
     throw new ConfigError(
@@ -317,8 +318,8 @@ export async function verifySnapshotFiles(snapshot: Snapshot): Promise<void> {
       );
     }
     if (file === 'ram' && !fullCheck) continue;
-    const { sha256 } = await recordFile(path);
-    if (sha256 !== record.sha256)
+    const { digest } = await sparseDigest(path);
+    if (digest !== record.digest)
       throw new ConfigError(`snapshot ${manifest.id} was tampered with: ${file} does not match its checksum`);
   }
   verified.add(key);
@@ -398,12 +399,4 @@ export function hashOf(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
 
-async function recordFile(path: string): Promise<FileRecord> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
-    hash.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
-  }
-  return { sha256: hash.digest('hex'), bytes };
-}
+
