@@ -24,7 +24,9 @@ export type { MachineOptions, NetworkAttachment } from './machine/options.js';
 export {
   type ForkOptions,
   forkMachines,
+  type PoolOptions,
   type RestoreOptions,
+  RestorePool,
   restoreMachine,
   Snapshot,
   type SnapshotManifest,

@@ -1,5 +1,6 @@
 // Snapshots, restores and forks of real guests.
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -89,6 +90,32 @@ describe('snapshots', () => {
     // A fresh restore still sees the snapshot's state, untouched by the clones.
     await using fresh = await restoreMachine(snapshot, { name: 'fresh' });
     assert.equal(await fresh.succeed('cat /root/note /data/file'), 'in-ram\nfrom-setup\n');
+  });
+
+  it('keeps warm clones in a pool and stops the waiting ones on close', async () => {
+    const pool = snapshot.pool({ size: 1, prefix: 'pooled' });
+    try {
+      const first = await pool.take();
+      assert.equal(first.name, 'pooled-1');
+      assert.equal(await first.succeed('cat /root/note'), 'in-ram\n');
+      await first.close();
+      const second = await pool.take();
+      assert.equal(await second.succeed('hostname'), 'pooled-2\n');
+      await second.close();
+    } finally {
+      await pool.close();
+    }
+    const running = readdirSync('/proc')
+      .filter((entry) => /^\d+$/.test(entry))
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('-name\0pooled-3\0');
+        } catch {
+          return false;
+        }
+      });
+    assert.deepEqual(running, [], 'the clone waiting in the pool was stopped');
+    await assert.rejects(pool.take(), /closed/);
   });
 
   it('snapshots a restored clone too (its RAM travels in the migration stream)', async () => {

@@ -1,8 +1,8 @@
 import { ConfigError } from '../errors.js';
 import { IMAGE_NAMES } from '../image/index.js';
-import { validateName } from '../machine/options.js';
 import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/options.js';
+import { validateName } from '../machine/options.js';
 
 /** A machine as a test declares it; name, networks and hosts come from the test. */
 export type MachineDeclaration = Omit<MachineOptions, 'name' | 'networks' | 'hosts' | 'log' | 'signal'> & {
@@ -70,7 +70,8 @@ export function asTestDefinition(value: unknown, source: string): TestDefinition
     throw new ConfigError(`${source}: the test declares no machines`);
   }
   for (const [name, declaration] of Object.entries(candidate.machines)) {
-    if (RESERVED.has(name)) throw new ConfigError(`${source}: "${name}" is reserved and cannot name a machine`);
+    if (RESERVED.has(name))
+      throw new ConfigError(`${source}: "${name}" is reserved and cannot name a machine`);
     try {
       validateName(name);
     } catch (error) {

@@ -83,6 +83,11 @@ export class Snapshot {
   fork(count: number, options: ForkOptions = {}): Promise<Machine[]> {
     return forkMachines(this, count, options);
   }
+
+  /** Clones restored ahead of demand: see RestorePool. */
+  pool(options: PoolOptions = {}): RestorePool {
+    return new RestorePool(this, options);
+  }
 }
 
 /** Pause, save device state, RAM and disks into the store, run on. Called with the backdoor idle. */
@@ -259,7 +264,9 @@ export async function forkMachines(
 async function checkRestorable(snapshot: Snapshot, options: RestoreOptions): Promise<void> {
   const { manifest } = snapshot;
   if (manifest.format !== SNAPSHOT_FORMAT) {
-    throw new ConfigError(`snapshot ${manifest.id} was made by another vmkit version (format ${manifest.format}): take it again`);
+    throw new ConfigError(
+      `snapshot ${manifest.id} was made by another vmkit version (format ${manifest.format}): take it again`,
+    );
   }
   const here = await qemuVersion();
   if (manifest.identity.qemuVersion !== here) {
@@ -399,4 +406,62 @@ export function hashOf(value: unknown): string {
   return createHash('sha256').update(JSON.stringify(value)).digest('hex');
 }
 
+export interface PoolOptions extends Omit<RestoreOptions, 'name' | 'signal'> {
+  /** How many restored clones to keep ready (default 1). */
+  size?: number;
+  /** Clone names are <prefix>-1, <prefix>-2, ...; default the snapshot's source machine. */
+  prefix?: string;
+}
 
+/**
+ * Keeps clones of a snapshot restored and running ahead of demand, so that take() hands one
+ * out at once and the emulator's warm-up after a restore is already paid. Every clone gets the
+ * same options: give networks only when clones may share them (no fixed addresses).
+ */
+export class RestorePool implements AsyncDisposable {
+  private readonly ready: Array<Promise<Machine>> = [];
+  private readonly aborter = new AbortController();
+  private count = 0;
+  private closed = false;
+
+  constructor(
+    readonly snapshot: Snapshot,
+    private readonly options: PoolOptions = {},
+  ) {
+    const size = options.size ?? 1;
+    if (!Number.isInteger(size) || size < 1)
+      throw new ConfigError(`pool size must be a whole number >= 1, not ${size}`);
+    for (let i = 0; i < size; i++) this.ready.push(this.restoreOne());
+  }
+
+  /** A running clone, restored in advance when the pool had one; the pool refills behind it. */
+  take(): Promise<Machine> {
+    if (this.closed) return Promise.reject(new VmkitError(`the pool of ${this.snapshot.id} is closed`));
+    const next = this.ready.shift() ?? this.restoreOne();
+    this.ready.push(this.restoreOne());
+    return next;
+  }
+
+  /** Stops the clones waiting in the pool; clones already taken are the caller's. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.aborter.abort();
+    const waiting = await Promise.allSettled(this.ready.splice(0));
+    await Promise.allSettled(
+      waiting.flatMap((result) => (result.status === 'fulfilled' ? [result.value.close()] : [])),
+    );
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  private restoreOne(): Promise<Machine> {
+    const { size: _size, prefix, ...restore } = this.options;
+    const name = `${prefix ?? this.snapshot.manifest.source}-${++this.count}`;
+    const clone = restoreMachine(this.snapshot, { ...restore, name, signal: this.aborter.signal });
+    clone.catch(() => {}); // reported to whoever takes it
+    return clone;
+  }
+}
