@@ -12,20 +12,31 @@
 //
 // Progress goes to stderr, one JSON object to stdout.
 
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs, promisify } from 'node:util';
+import { type AccelDecision, type BootImage, startMachine } from 'vmkit';
 import {
-  type AccelDecision,
-  type BootImage,
-  buildImage,
-  chooseAccel,
-  type Machine,
-  startMachine,
-} from 'vmkit';
+  adoptMachine,
+  BOOT_TIMEOUT_MS,
+  CPUS,
+  closeMachine,
+  describeEnvironment,
+  environment,
+  hostCpus,
+  loadAverages,
+  log,
+  MEMORY_MIB,
+  median,
+  onCleanup,
+  parseIntOptions,
+  qemuBinary,
+  ratio,
+  round,
+  runBenchmark,
+} from './lib.js';
 
 const USAGE = `Usage: npm run --silent bench:boot -- [options]   (--silent keeps npm's banner off stdout)
        node --import tsx bench/boot.ts [options]            (after npm run build)
@@ -42,10 +53,6 @@ Options:
 `;
 
 const BANNER = 'Spawning backdoor root shell...';
-/** Same values passed to both variants (vmkit's defaults, set explicitly so they cannot drift). */
-const MEMORY_MIB = 256;
-const CPUS = 1;
-const BOOT_TIMEOUT_MS = 180_000;
 const BULK_BYTES = 1_000_000;
 /**
  * Command timeout of the round-trip machine. It also bounds a known stall: the guest's backdoor
@@ -55,13 +62,11 @@ const COMMAND_TIMEOUT_MS = 20_000;
 /** A round trip slower than this is counted as a stall, not as ordinary latency. */
 const STALL_MS = 1_000;
 
-const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
-
 // ---------------------------------------------------------------------------------------------
-// Cleanup: every bare QEMU is tracked until it has exited; vmkit machines until closed.
+// Cleanup of what only this benchmark starts: every bare QEMU is tracked until it has exited
+// (vmkit machines are closed by lib.ts).
 
 const bareChildren = new Set<ChildProcess>();
-const openMachines = new Set<Machine>();
 let scratchDir: string | undefined;
 
 function killBareChildren(): void {
@@ -77,26 +82,14 @@ function removeScratch(): void {
   scratchDir = undefined;
 }
 
-// Synchronous last resort (uncaught errors, process.exit): vmkit kills its own machines at exit.
-process.on('exit', () => {
+onCleanup(() => {
   killBareChildren();
   removeScratch();
 });
 
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(signal, () => {
-    log(`${signal}: stopping every QEMU this benchmark started`);
-    killBareChildren();
-    // Closing kills each machine's QEMU; vmkit's exit handler would do it too.
-    for (const machine of openMachines) void machine.close();
-    removeScratch();
-    process.exit(signal === 'SIGINT' ? 130 : signal === 'SIGTERM' ? 143 : 129);
-  });
-}
-
-async function closeAll(): Promise<void> {
+/** Kills every bare QEMU still running and waits until each has exited. */
+async function stopBareChildren(): Promise<void> {
   killBareChildren();
-  await Promise.allSettled([...openMachines].map((machine) => machine.close()));
   const remaining = [...bareChildren].map(
     (child) =>
       new Promise<void>((resolve) =>
@@ -106,41 +99,6 @@ async function closeAll(): Promise<void> {
       ),
   );
   await Promise.all(remaining);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers
-
-/** Bad command-line use: reported in one line with a pointer to --help, no stack. */
-class UsageError extends Error {}
-
-function positiveInt(name: string, value: string | undefined, fallback: number, min = 1): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) {
-    throw new UsageError(`--${name} must be a whole number of at least ${min}, not ${JSON.stringify(value)}`);
-  }
-  return n;
-}
-
-const round = (ms: number) => Math.round(ms * 10) / 10;
-
-function median(values: number[]): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  const value = sorted.length % 2 === 1 ? sorted[mid] : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
-  return round(value ?? Number.NaN);
-}
-
-function qemuBinary(): string {
-  // The same override vmkit honours, so both variants run the same QEMU.
-  return process.env.VMKIT_QEMU || 'qemu-system-x86_64';
-}
-
-async function qemuVersion(): Promise<string> {
-  const { stdout } = await promisify(execFile)(qemuBinary(), ['--version']);
-  return stdout.split('\n')[0]?.trim() ?? '';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,11 +123,9 @@ async function bootVmkit(name: string): Promise<VmkitSample> {
     timeoutMs: BOOT_TIMEOUT_MS,
   });
   const startMs = performance.now() - began;
-  openMachines.add(machine);
-  const closing = performance.now();
-  await machine.close();
-  openMachines.delete(machine);
-  return { startMs: round(startMs), bootMs: machine.bootMs, closeMs: round(performance.now() - closing) };
+  adoptMachine(machine);
+  const closeMs = await closeMachine(machine);
+  return { startMs: round(startMs), bootMs: machine.bootMs, closeMs };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,7 +274,7 @@ async function measureCommands(roundTrips: number, bulkRuns: number) {
     timeoutMs: BOOT_TIMEOUT_MS,
     commandTimeoutMs: COMMAND_TIMEOUT_MS,
   });
-  openMachines.add(machine);
+  adoptMachine(machine);
   try {
     for (let i = 0; i < 3; i++) await machine.succeed('true'); // warm-up
     const perCall: number[] = [];
@@ -376,52 +332,25 @@ async function measureCommands(roundTrips: number, bulkRuns: number) {
       },
     };
   } finally {
-    await machine.close();
-    openMachines.delete(machine);
+    await closeMachine(machine);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 
-function parseOptions() {
-  return parseArgs({
-    options: {
-      iterations: { type: 'string' },
-      warmup: { type: 'string' },
-      'round-trips': { type: 'string' },
-      bulk: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    strict: true,
-    allowPositionals: false,
-  });
-}
-
 async function main(): Promise<void> {
-  let parsed: ReturnType<typeof parseOptions>;
-  try {
-    parsed = parseOptions();
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const { values } = parsed;
-  if (values.help) {
-    process.stdout.write(USAGE);
-    return;
-  }
-  const iterations = positiveInt('iterations', values.iterations, 3);
-  const warmup = positiveInt('warmup', values.warmup, 1, 0);
-  const roundTrips = positiveInt('round-trips', values['round-trips'], 50);
-  const bulkRuns = positiveInt('bulk', values.bulk, 3);
+  const options = parseIntOptions(USAGE, {
+    iterations: { default: 3 },
+    warmup: { default: 1, min: 0 },
+    'round-trips': { default: 50 },
+    bulk: { default: 3 },
+  });
+  if (!options) return;
+  const { iterations, warmup, 'round-trips': roundTrips, bulk: bulkRuns } = options;
 
   const date = new Date().toISOString();
-  const version = await qemuVersion();
-  const imageLookup = performance.now();
-  const image = await buildImage('tiny', { onProgress: log });
-  const imageLookupMs = round(performance.now() - imageLookup);
-  const accel = await chooseAccel('auto');
-  log(`${version}; ${accel.accel.toUpperCase()}: ${accel.reason}`);
-  log(`image ${image.name} ${image.key.slice(0, 12)} (kernel ${image.kernelRelease})`);
+  const env = await environment();
+  const { image, accel, imageLookupMs } = env;
   log(`${warmup} warm-up pair(s), then ${iterations} measured pair(s), alternating vmkit and bare QEMU`);
 
   scratchDir = mkdtempSync(join(tmpdir(), 'vmkit-bench-'));
@@ -447,15 +376,10 @@ async function main(): Promise<void> {
   const report = {
     benchmark: 'boot',
     date,
-    image: image.name,
-    imageKey: image.key,
-    kernelRelease: image.kernelRelease,
-    qemuVersion: version,
-    accel: accel.accel,
-    accelReason: accel.reason,
+    ...describeEnvironment(env),
     host: {
-      cpus: cpus().length,
-      loadavg: loadavg().map((l) => Math.round(l * 100) / 100),
+      cpus: hostCpus(),
+      loadavg: loadAverages(),
       node: process.version,
     },
     memoryMiB: MEMORY_MIB,
@@ -475,7 +399,7 @@ async function main(): Promise<void> {
       medianMs: bareMedian,
       killSamplesMs: bareSamples.map((s) => s.killMs),
     },
-    ratio: Math.round((vmkitMedian / bareMedian) * 1000) / 1000,
+    ratio: ratio(vmkitMedian, bareMedian),
     overheadMs: round(vmkitMedian - bareMedian),
     imageLookupMs,
     ...commands,
@@ -483,17 +407,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 }
 
-try {
-  await main();
-} catch (error) {
-  if (error instanceof UsageError) {
-    process.stderr.write(`bench: ${error.message} (see --help)\n`);
-    process.exitCode = 2;
-  } else {
-    log(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    process.exitCode = 1;
-  }
-} finally {
-  await closeAll();
-  removeScratch();
-}
+await runBenchmark(main, stopBareChildren);

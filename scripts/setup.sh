@@ -50,5 +50,10 @@ npm run --silent build
 chmod +x dist/cli/main.js
 
 say "building the tiny image (cached after the first time)"
-node dist/cli/main.js image build tiny >/dev/null
+if ! node dist/cli/main.js image build tiny >/dev/null; then
+  # Stale package lists name versions the archive no longer serves: refresh them once.
+  say "image build failed; refreshing apt's package lists and trying again"
+  as_root apt-get update -q >/dev/null
+  node dist/cli/main.js image build tiny >/dev/null
+fi
 say "ready"
