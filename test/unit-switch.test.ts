@@ -235,6 +235,20 @@ describe('VirtualSwitch', { timeout: 10_000 }, () => {
     });
   });
 
+  test('a port announcing an impossible frame length is dropped, the others keep working', async () => {
+    await withSwitch(async ({ sw, a, b, c }) => {
+      const bogus = Buffer.alloc(4);
+      bogus.writeUInt32BE(0x7fffffff);
+      c.socket.write(bogus);
+      for (let i = 0; i < 50 && sw.portCount > 2; i++) await settle(10);
+      assert.equal(sw.portCount, 2, 'the misbehaving port was disconnected');
+      const hello = frame(BROADCAST, MAC.a, 'still here');
+      a.send(hello);
+      const [atB] = await b.received(1);
+      assert.ok(atB?.equals(hello), 'B still gets frames');
+    });
+  });
+
   test('a port that disconnects is forgotten: its MAC floods again', async () => {
     await withSwitch(async ({ sw, a, b, c }) => {
       b.send(frame(BROADCAST, MAC.b, 'B is here'));

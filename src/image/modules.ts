@@ -34,10 +34,11 @@ export function loadOrder(modulesDep: string, wanted: string[]): string[] {
   const order: string[] = [];
   const done = new Set<string>();
   const visiting = new Set<string>();
-  const visit = (name: string, neededBy: string) => {
+  const visit = (name: string, neededBy: string, asWritten = name) => {
     if (done.has(name)) return;
     const entry = modules.get(name);
-    if (!entry) throw new ImageError(`kernel module ${name} (needed by ${neededBy}) is not in modules.dep`);
+    if (!entry)
+      throw new ImageError(`kernel module ${asWritten} (needed by ${neededBy}) is not in modules.dep`);
     if (visiting.has(name)) throw new ImageError(`kernel module dependency cycle through ${name}`);
     visiting.add(name);
     for (const dep of entry.deps) visit(dep, name);
@@ -45,7 +46,7 @@ export function loadOrder(modulesDep: string, wanted: string[]): string[] {
     done.add(name);
     order.push(entry.path);
   };
-  for (const name of wanted) visit(moduleName(name), 'the image recipe');
+  for (const name of wanted) visit(moduleName(name), 'the image recipe', name);
   return order;
 }
 

@@ -2,7 +2,9 @@ import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { VmkitError } from '../errors.js';
 
-const BROADCAST = 0x01; // the group bit of the first destination byte: broadcast and multicast
+const BROADCAST = 0x01;
+/** The largest frame a NIC can send (64 KiB of payload plus headers, with room for offloads). */
+const MAX_FRAME = 65_536 + 256; // the group bit of the first destination byte: broadcast and multicast
 
 /**
  * A learning Ethernet switch in the host process. Each QEMU NIC connects with
@@ -47,6 +49,11 @@ export class VirtualSwitch {
       pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
       while (pending.length >= 4) {
         const length = pending.readUInt32BE(0);
+        if (length > MAX_FRAME) {
+          // Not a frame QEMU would send: drop the port rather than buffer without bound.
+          socket.destroy();
+          return;
+        }
         if (pending.length < 4 + length) break;
         this.forward(socket, pending.subarray(0, 4 + length));
         pending = pending.subarray(4 + length);
