@@ -65,14 +65,8 @@ export class Machine implements AsyncDisposable {
   readonly console: SerialConsole;
   /** Milliseconds from QEMU spawn until the backdoor answered (boot, or restore). */
   readonly readyMs: number;
-  private readonly vmm: QemuProcess;
-  private readonly backdoor: BackdoorChannel;
-  private readonly commandTimeoutMs: number;
-  private readonly keepState: () => boolean;
-  private readonly internals: MachineInternals;
 
-  constructor(internals: MachineInternals) {
-    this.internals = internals;
+  constructor(private readonly internals: MachineInternals) {
     ({
       name: this.name,
       stateDir: this.stateDir,
@@ -80,10 +74,6 @@ export class Machine implements AsyncDisposable {
       config: this.config,
       console: this.console,
       readyMs: this.readyMs,
-      vmm: this.vmm,
-      backdoor: this.backdoor,
-      commandTimeoutMs: this.commandTimeoutMs,
-      keepState: this.keepState,
     } = internals);
     const { vmm, backdoor, console, name } = internals;
     vmm.exited.then((info) => {
@@ -111,7 +101,7 @@ export class Machine implements AsyncDisposable {
    * store, and lets it run on. Restore it with restoreMachine() or fork it with snapshot.fork().
    */
   snapshot(name?: string, options: SnapshotOptions = {}): Promise<Snapshot> {
-    if (this.closed || this.vmm.hasExited) {
+    if (this.closed || this.internals.vmm.hasExited) {
       return Promise.reject(
         new MachineCrashedError(
           this.name,
@@ -120,21 +110,21 @@ export class Machine implements AsyncDisposable {
         ),
       );
     }
-    return this.backdoor.exclusive(() => takeSnapshot(this.internals, name, options));
+    return this.internals.backdoor.exclusive(() => takeSnapshot(this.internals, name, options));
   }
 
   /** The QEMU process id. */
   get pid(): number {
-    return this.vmm.pid;
+    return this.internals.vmm.pid;
   }
 
   /** QEMU's monitor, for what the Machine API does not cover. */
   get qmp() {
-    return this.vmm.qmp;
+    return this.internals.vmm.qmp;
   }
 
   get isRunning(): boolean {
-    return !this.vmm.hasExited;
+    return !this.internals.vmm.hasExited;
   }
 
   /** Runs `command` with sh as root. Resolves whatever the exit status; rejects on timeout or crash. */
@@ -211,7 +201,7 @@ export class Machine implements AsyncDisposable {
 
   /** Waits for console output matching `pattern` that no earlier wait consumed. */
   async waitForConsoleText(pattern: RegExp, options: CommandOptions = {}): Promise<RegExpExecArray> {
-    return this.console.waitForText(pattern, options.timeoutMs ?? this.commandTimeoutMs);
+    return this.console.waitForText(pattern, options.timeoutMs ?? this.internals.commandTimeoutMs);
   }
 
   /** Everything the serial console printed, escape sequences removed. */
@@ -227,10 +217,10 @@ export class Machine implements AsyncDisposable {
   /** Copies a host file into the guest (any bytes, any size); parent folders are created. */
   async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
     await this.succeed(`mkdir -p ${shellQuote(dirname(guestPath))}`);
-    const result = await this.backdoor.upload(
+    const result = await this.internals.backdoor.upload(
       hostPath,
       guestPath,
-      options.timeoutMs ?? this.commandTimeoutMs * 2,
+      options.timeoutMs ?? this.internals.commandTimeoutMs * 2,
     );
     if (result.status !== 0) {
       throw new VmkitError(
@@ -242,10 +232,10 @@ export class Machine implements AsyncDisposable {
   /** Copies a guest file to the host; parent folders are created. */
   async copyFromVm(guestPath: string, hostPath: string, options: CommandOptions = {}): Promise<void> {
     await mkdir(dirname(hostPath), { recursive: true });
-    const result = await this.backdoor.download(
+    const result = await this.internals.backdoor.download(
       guestPath,
       hostPath,
-      options.timeoutMs ?? this.commandTimeoutMs * 2,
+      options.timeoutMs ?? this.internals.commandTimeoutMs * 2,
     );
     if (result.status !== 0) {
       await rm(hostPath, { force: true });
@@ -257,22 +247,22 @@ export class Machine implements AsyncDisposable {
 
   /** Powers off from inside the guest and waits for QEMU to exit. */
   async shutdown(options: CommandOptions = {}): Promise<void> {
-    if (this.vmm.hasExited) return;
+    if (this.internals.vmm.hasExited) return;
     this.stopping = true;
-    this.backdoor.fireAndForget('sync; poweroff');
+    this.internals.backdoor.fireAndForget('sync; poweroff');
     await this.waitForShutdown({ timeoutMs: options.timeoutMs ?? 60_000 });
   }
 
   /** Ends the machine at once, like pulling the plug. */
   async crash(): Promise<void> {
     this.stopping = true;
-    await this.vmm.qmp.execute('quit').catch(() => {});
-    await this.waitForShutdown({ timeoutMs: 10_000 }).catch(() => this.vmm.kill());
+    await this.internals.vmm.qmp.execute('quit').catch(() => {});
+    await this.waitForShutdown({ timeoutMs: 10_000 }).catch(() => this.internals.vmm.kill());
   }
 
   /** Waits until QEMU has exited (the guest powered off or crashed). */
   async waitForShutdown(options: CommandOptions = {}): Promise<ExitInfo> {
-    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
+    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
     const expiry = new Promise<never>((_, reject) => {
       timer = setTimeout(
@@ -289,7 +279,7 @@ export class Machine implements AsyncDisposable {
       );
     });
     try {
-      return await Promise.race([this.vmm.exited, expiry]);
+      return await Promise.race([this.internals.vmm.exited, expiry]);
     } finally {
       clearTimeout(timer);
     }
@@ -299,11 +289,11 @@ export class Machine implements AsyncDisposable {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.stopping = true;
-      await this.vmm.kill();
-      this.vmm.qmp.close();
+      await this.internals.vmm.kill();
+      this.internals.vmm.qmp.close();
       this.console.close();
       this.closed = true;
-      if (!this.keepState()) await rm(this.stateDir, { recursive: true, force: true });
+      if (!this.internals.keepState()) await rm(this.stateDir, { recursive: true, force: true });
     })();
     return this.closing;
   }
@@ -314,8 +304,8 @@ export class Machine implements AsyncDisposable {
 
   private async run(command: string, options: CommandOptions): Promise<RawResult> {
     if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
-    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
-    const raw = await this.backdoor.run(command, timeoutMs);
+    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
+    const raw = await this.internals.backdoor.run(command, timeoutMs);
     if (raw.timedOut) {
       throw new CommandTimeoutError(
         command,
@@ -333,7 +323,7 @@ export class Machine implements AsyncDisposable {
     done: (result: ExecResult) => boolean,
     options: CommandOptions,
   ): Promise<string> {
-    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
+    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
     const deadline = performance.now() + timeoutMs;
     let last: ExecResult | undefined;
     for (;;) {
