@@ -30,6 +30,17 @@ describe('suites of tests on clones', () => {
     }
   });
 
+  it('restores networked machines onto a LAN of their own per test, addresses and services intact', async () => {
+    const run = await runCli(['run', '--fresh', 'test/fixtures/lan-suite.ts']);
+    try {
+      assert.equal(run.code, 0, run.stderr);
+      assert.match(run.stderr, /2 passed, 0 failed/);
+    } finally {
+      const ids = run.stderr.match(/setup snapshots taken after \d+ ms: (.+)/)?.[1]?.split(', ') ?? [];
+      for (const id of ids) await removeSnapshot(await openSnapshot(id));
+    }
+  });
+
   it('lists and removes snapshots from the command line', async () => {
     const none = await runCli(['snapshot', 'rm', 'no-such-snapshot']);
     assert.equal(none.code, 2);
