@@ -4,16 +4,17 @@
 // Variants, alternating A, B, A, B, ... so machine load weighs on both alike:
 //   A  vmkit:     startMachine({ name, image: 'tiny' }) until it resolves (backdoor up, setup run),
 //                 then close();
-//   B  bare QEMU: the same kernel, initrd, command line, machine type, memory, CPUs and accelerator,
-//                 the same virtio-serial + virtconsole layout on a unix socket this process listens
-//                 on; timed from spawn until the guest prints the backdoor banner on that socket.
+//   B  bare QEMU: the same kernel, initrd, command line, machine type, memory (a shared RAM file
+//                 in /dev/shm), CPUs and accelerator, the same virtio-serial layout with the
+//                 backdoor's vmkit.shell port on a unix socket this process listens on; timed from
+//                 spawn until the guest prints the backdoor banner on that socket.
 // Then, on one machine: execute('true') round trips per second and the round trip of a command
 // printing 1 MB.
 //
 // Progress goes to stderr, one JSON object to stdout.
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -67,6 +68,8 @@ const STALL_MS = 1_000;
 // (vmkit machines are closed by lib.ts).
 
 const bareChildren = new Set<ChildProcess>();
+/** RAM files of bare QEMUs, until removed. */
+const bareRamFiles = new Set<string>();
 let scratchDir: string | undefined;
 
 function killBareChildren(): void {
@@ -78,6 +81,8 @@ function killBareChildren(): void {
 }
 
 function removeScratch(): void {
+  for (const file of bareRamFiles) rmSync(file, { force: true });
+  bareRamFiles.clear();
   if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
   scratchDir = undefined;
 }
@@ -132,7 +137,7 @@ async function bootVmkit(name: string): Promise<VmkitSample> {
 // Variant B: bare QEMU
 
 interface BareSample {
-  /** spawn() to the banner line on the virtconsole socket. */
+  /** spawn() to the banner line on the vmkit.shell port's socket. */
   bootMs: number;
   /** SIGKILL to exit. */
   killMs: number;
@@ -155,12 +160,13 @@ function listen(path: string): Promise<{ server: Server; connection: Promise<Soc
   });
 }
 
-/** The bare equivalent of vmkit's qemuArgs(): same machine, devices and virtconsole layout. */
-function bareArgs(image: BootImage, accel: AccelDecision, shellSocket: string): string[] {
+/** The bare equivalent of vmkit's qemuArgs(): same machine, RAM backing, devices and ports. */
+function bareArgs(image: BootImage, accel: AccelDecision, shellSocket: string, ramFile: string): string[] {
   // biome-ignore format: one QEMU flag and its value per line, like vmkit's qemuArgs()
   return [
     '-name', 'bench-bare',
-    '-machine', 'pc',
+    '-object', `memory-backend-file,id=ram0,size=${MEMORY_MIB}M,mem-path=${ramFile.replaceAll(',', ',,')},share=on`,
+    '-machine', 'pc,memory-backend=ram0',
     '-accel', accel.accel,
     ...(accel.accel === 'kvm' ? ['-cpu', 'host'] : []),
     '-m', String(MEMORY_MIB),
@@ -173,8 +179,9 @@ function bareArgs(image: BootImage, accel: AccelDecision, shellSocket: string): 
     '-chardev', 'null,id=console',
     '-serial', 'chardev:console',
     '-device', 'virtio-serial-pci,id=serial0',
+    // The guest's backdoor looks for the port by name and prints its banner there.
     '-chardev', `socket,id=shell,path=${shellSocket}`,
-    '-device', 'virtconsole,chardev=shell',
+    '-device', 'virtserialport,chardev=shell,name=vmkit.shell',
     // The backdoor opens the transfer port when present; keep it so the guest does the same work.
     '-chardev', 'null,id=transfer',
     '-device', 'virtserialport,chardev=transfer,name=vmkit.transfer',
@@ -190,9 +197,12 @@ async function bootBare(
 ): Promise<BareSample> {
   const shellSocket = join(dir, `sh${index}.sock`);
   rmSync(shellSocket, { force: true });
+  // Where vmkit keeps guest RAM too: a file in /dev/shm that QEMU maps shared.
+  const ramFile = join(existsSync('/dev/shm') ? '/dev/shm' : dir, `vmkit-bench-${process.pid}-${index}.ram`);
+  bareRamFiles.add(ramFile);
   const { server, connection } = await listen(shellSocket);
   const began = performance.now();
-  const child = spawn(qemuBinary(), bareArgs(image, accel, shellSocket), {
+  const child = spawn(qemuBinary(), bareArgs(image, accel, shellSocket, ramFile), {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   bareChildren.add(child);
@@ -257,6 +267,8 @@ async function bootBare(
     socket?.destroy();
     server.close();
     rmSync(shellSocket, { force: true });
+    rmSync(ramFile, { force: true });
+    bareRamFiles.delete(ramFile);
   }
 }
 
@@ -394,7 +406,7 @@ async function main(): Promise<void> {
       closeSamplesMs: vmkitSamples.map((s) => s.closeMs),
     },
     bare: {
-      what: 'spawn of qemu-system-x86_64 until the banner line on the virtconsole socket',
+      what: "spawn of qemu-system-x86_64 until the banner line on the vmkit.shell port's socket",
       samplesMs: bareSamples.map((s) => s.bootMs),
       medianMs: bareMedian,
       killSamplesMs: bareSamples.map((s) => s.killMs),

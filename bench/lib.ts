@@ -4,7 +4,7 @@
 
 import { execFile } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
-import { type ParseArgsOptionConfig, parseArgs, promisify } from 'node:util';
+import { type ParseArgsConfig, parseArgs, promisify } from 'node:util';
 import { type AccelDecision, type BootImage, buildImage, chooseAccel, type Machine } from 'vmkit';
 
 /** vmkit's defaults, set explicitly so that they cannot drift between runs or benchmarks. */
@@ -53,7 +53,7 @@ export function parseIntOptions<K extends string>(
   spec: Record<K, IntOption>,
 ): Record<K, number> | undefined {
   const names = Object.keys(spec) as K[];
-  const options: Record<string, ParseArgsOptionConfig> = { help: { type: 'boolean', short: 'h' } };
+  const options: NonNullable<ParseArgsConfig['options']> = { help: { type: 'boolean', short: 'h' } };
   for (const name of names) options[name] = { type: 'string' };
   let values: Record<string, unknown>;
   try {
