@@ -31,6 +31,17 @@ describe('guest death', () => {
     await assert.rejects(machine.succeed('true'), MachineCrashedError);
   });
 
+  it('survives QEMU being killed while idle: no stray socket error, later calls fail clearly', async () => {
+    await using machine = await startMachine({ name: 'idle-kill' });
+    machine.sendConsole('yes | head -c 100000\n'); // console output in flight when the sockets reset
+    process.kill(machine.pid, 'SIGKILL');
+    await machine.waitForShutdown({ timeoutMs: 10_000 });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const error = await machine.execute('true').catch((e: unknown) => e);
+    assert.ok(error instanceof MachineCrashedError, String(error));
+    assert.match(error.message, /killed by SIGKILL/);
+  });
+
   it('shuts down cleanly from inside and reports calls after it', async () => {
     const machine = await startMachine({ name: 'poweroff' });
     await machine.succeed('echo bye > /tmp/bye');

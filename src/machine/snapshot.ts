@@ -435,11 +435,20 @@ export class RestorePool implements AsyncDisposable {
   }
 
   /** A running clone, restored in advance when the pool had one; the pool refills behind it. */
-  take(): Promise<Machine> {
-    if (this.closed) return Promise.reject(new VmkitError(`the pool of ${this.snapshot.id} is closed`));
+  async take(): Promise<Machine> {
+    if (this.closed) throw new VmkitError(`the pool of ${this.snapshot.id} is closed`);
     const next = this.ready.shift() ?? this.restoreOne();
     this.ready.push(this.restoreOne());
-    return next;
+    const clone = await next;
+    if (clone.isRunning) return clone;
+    // It died while waiting (killed from outside, out of memory): hand out a fresh one instead.
+    await clone.close();
+    return this.restoreOne();
+  }
+
+  /** Resolves once the next take() can hand out a clone at once (rejects if that clone failed). */
+  async whenReady(): Promise<void> {
+    await this.ready[0];
   }
 
   /** Stops the clones waiting in the pool; clones already taken are the caller's. */

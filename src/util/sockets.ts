@@ -11,6 +11,9 @@ export async function listenOnce(path: string): Promise<{ accepted: Promise<Sock
   const server: Server = createServer();
   const accepted = new Promise<Socket>((resolve, reject) => {
     server.once('connection', (socket) => {
+      // A VMM that dies resets its sockets; its exit is reported from the process itself, and
+      // an unhandled socket error would take the whole host process down.
+      socket.on('error', () => {});
       server.close();
       rm(path, { force: true }).catch(() => {});
       resolve(socket);
