@@ -12,7 +12,7 @@ const MAX_FRAME = 65_536 + 256; // the group bit of the first destination byte: 
  * length as a 32-bit big-endian number. Frames go to the port that last sent from the
  * destination MAC, or to every other port when the destination is unknown or a group address.
  */
-export class VirtualSwitch {
+export class VirtualSwitch implements AsyncDisposable {
   private readonly ports = new Set<Socket>();
   private readonly macTable = new Map<string, Socket>();
   /** Frames forwarded, for diagnostics. */
@@ -80,6 +80,10 @@ export class VirtualSwitch {
       if (port !== from && !port.destroyed) port.write(record);
     }
     this.framesForwarded++;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 
   async close(): Promise<void> {
