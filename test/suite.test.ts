@@ -41,6 +41,27 @@ describe('suites of tests on clones', () => {
     }
   });
 
+  it('fails a test that outlives testTimeoutMs and goes on; --grep selects tests', async () => {
+    const run = await runCli(['run', '--fresh', '--grep', 'hangs|after', 'test/fixtures/slow-suite.ts']);
+    try {
+      assert.equal(run.code, 1, run.stderr);
+      assert.match(
+        run.stderr,
+        /hangs past its timeout: FAILED: TimeoutError: timed out after 3000 ms waiting for test "hangs past its timeout"/,
+      );
+      assert.match(run.stderr, /runs after the hung one: ok/);
+      assert.doesNotMatch(run.stderr, /filtered out/);
+      assert.match(run.stderr, /1 passed, 1 failed/);
+    } finally {
+      const ids = run.stderr.match(/setup snapshots taken after \d+ ms: (.+)/)?.[1]?.split(', ') ?? [];
+      for (const id of ids) await removeSnapshot(await openSnapshot(id));
+    }
+    const none = await runCli(['run', '--grep', 'nothing-like-this', 'test/fixtures/slow-suite.ts']);
+    assert.equal(none.code, 1, none.stderr);
+    assert.match(none.stderr, /no test matches \/nothing-like-this\//);
+    assert.doesNotMatch(none.stderr, /booting/);
+  });
+
   it('lists and removes snapshots from the command line', async () => {
     const none = await runCli(['snapshot', 'rm', 'no-such-snapshot']);
     assert.equal(none.code, 2);

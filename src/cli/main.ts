@@ -36,6 +36,17 @@ program
   .option('--timeout <ms>', "global timeout, overriding the script's own", positiveInt)
   .option('--console', "stream every machine's serial console to the log")
   .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
+  .option(
+    '--grep <pattern>',
+    'with tests: run only those whose name matches this regular expression',
+    (value) => {
+      try {
+        return new RegExp(value);
+      } catch (error) {
+        throw new InvalidArgumentError((error as Error).message);
+      }
+    },
+  )
   .addOption(accelOption())
   .action(async (script: string, options) => {
     process.exitCode = await runCommand(script, options);

@@ -14,6 +14,7 @@ export interface RunCommandOptions {
   timeout?: number;
   console?: boolean;
   fresh?: boolean;
+  grep?: RegExp;
   accel?: AccelRequest;
 }
 
@@ -56,6 +57,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     accel: options.accel,
     console: options.console,
     fresh: options.fresh,
+    grep: options.grep,
     timeoutMs: options.timeout,
     log,
   });

@@ -1,3 +1,5 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { snapshotRoot } from '../machine/snapshot.js';
 import {
   listSnapshots,
@@ -15,8 +17,15 @@ export async function listSnapshotsCommand(): Promise<void> {
     process.stdout.write(`no snapshots in ${snapshotRoot()}\n`);
     return;
   }
-  for (const { manifest } of snapshots) {
-    const bytes = Object.values(manifest.files).reduce((sum, file) => sum + file.bytes, 0);
+  for (const { manifest, dir } of snapshots) {
+    // What the files really take on disk: guest RAM is stored sparse.
+    let bytes = 0;
+    for (const file of Object.keys(manifest.files)) {
+      bytes += await stat(join(dir, file)).then(
+        (s) => s.blocks * 512,
+        () => 0,
+      );
+    }
     const problem = await unrestorableReason(manifest);
     const { memoryMiB, cpus, accel, disks } = manifest.identity;
     process.stdout.write(

@@ -34,6 +34,8 @@ export interface TestDefinition<M extends string = string> {
   machines: Record<M, MachineDeclaration>;
   /** The whole run, boot included, must end within this time (default 10 minutes). */
   timeoutMs?: number;
+  /** With `tests`: each test must end within this time; a test that does not fails and the next runs. */
+  testTimeoutMs?: number;
   /** One test on freshly booted machines. */
   test?: TestBody<M>;
   /** Several tests, each on its own clones of the machines as they were after setup. */

@@ -1,10 +1,10 @@
-import { VmkitError } from '../errors.js';
+import { ConfigError, VmkitError } from '../errors.js';
 import type { AccelRequest } from '../hypervisor/accel.js';
 import { currentRunDir, reapStaleRuns } from '../hypervisor/processes.js';
 import type { Machine } from '../machine/machine.js';
 import { keepMachineState, startMachine } from '../machine/start.js';
 import { RunLog } from '../util/log.js';
-import { elapsedMs } from '../util/time.js';
+import { elapsedMs, withTimeout } from '../util/time.js';
 import type { TestBody, TestContext, TestDefinition } from './definition.js';
 import { attachments, createSwitches, planLan } from './lan.js';
 import { adopt, Resources, startAll, withoutDriverFields } from './resources.js';
@@ -23,6 +23,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Take setup snapshots again even when cached ones match. */
   fresh?: boolean;
+  /** With `tests`: run only the tests whose names match. */
+  grep?: RegExp;
 }
 
 export interface TestResult {
@@ -162,6 +164,8 @@ async function runSuite(
   resources: Resources,
   state: { step: string },
 ): Promise<TestResult[]> {
+  const entries = Object.entries(tests).filter(([testName]) => !options.grep || options.grep.test(testName));
+  if (entries.length === 0) throw new ConfigError(`no test matches ${options.grep}`);
   const names = Object.keys(definition.machines);
   const lan = planLan(definition.machines);
   state.step = 'preparing setup snapshots';
@@ -171,7 +175,6 @@ async function runSuite(
     log,
     resources,
   });
-  const entries = Object.entries(tests);
 
   const cloneSet = async (index: number) => {
     const switches = await createSwitches(lan.vlans, currentRunDir(), `t${index}`);
@@ -210,7 +213,12 @@ async function runSuite(
         next = resources.track(cloneSet(index + 1));
         next.catch(() => {});
       }
-      await body({ ...set.machines, ...testContext(log, state) } as Record<string, Machine> & TestContext);
+      const running = body({ ...set.machines, ...testContext(log, state) } as Record<string, Machine> &
+        TestContext);
+      running.catch(() => {}); // after a timeout its clones are closed under it: that failure is expected
+      if (definition.testTimeoutMs)
+        await withTimeout(running, definition.testTimeoutMs, `test "${testName}"`);
+      else await running;
       const durationMs = elapsedMs(started);
       log.line('test', `${testName}: ok (${durationMs} ms)`);
       results.push({ name: testName, passed: true, durationMs });
