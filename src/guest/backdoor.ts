@@ -258,7 +258,9 @@ export class BackdoorChannel {
   private async streamFileTo(hostPath: string): Promise<void> {
     const transfer = this.requireTransfer();
     for await (const chunk of createReadStream(hostPath)) {
-      if (!transfer.write(chunk)) await once(transfer, 'drain');
+      if (this.failure) return;
+      // A guest that stops reading (it died, or the call timed out) must not hold this loop forever.
+      if (!transfer.write(chunk)) await Promise.race([once(transfer, 'drain'), once(transfer, 'close')]);
     }
   }
 

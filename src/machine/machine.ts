@@ -91,11 +91,6 @@ export class Machine implements AsyncDisposable {
     });
   }
 
-  /** Kept for callers of the foundation API: the boot (or restore) time. */
-  get bootMs(): number {
-    return this.readyMs;
-  }
-
   /**
    * Pauses the machine, saves its complete state (CPU, devices, RAM, disks) to the snapshot
    * store, and lets it run on. Restore it with restoreMachine() or fork it with snapshot.fork().
