@@ -349,7 +349,7 @@ async function coldSample(name: string): Promise<ColdSample> {
     return {
       totalMs: round(totalMs),
       startMs: round(startMs),
-      readyMs: machine.bootMs,
+      readyMs: machine.readyMs,
       firstCommandMs: round(firstCommandMs),
       qemuCpuMs: cpuMs,
       closeMs: await closeMachine(machine),
@@ -388,8 +388,8 @@ async function restoreSample(snapshot: Snapshot, name: string): Promise<RestoreS
     return {
       totalMs: round(totalMs),
       restoreMs: round(restoreMs),
-      readyMs: machine.bootMs,
-      setupMs: round(restoreMs - machine.bootMs),
+      readyMs: machine.readyMs,
+      setupMs: round(restoreMs - machine.readyMs),
       firstCommandMs: round(firstCommandMs),
       qemuCpuMs: qemuCpuMs(machine.pid),
       closeMs: await closeMachine(machine),
@@ -496,7 +496,7 @@ async function forkRun(snapshot: Snapshot, count: number) {
     return {
       allReadyMs: round(allReadyMs),
       forkResolvedMs: round(forkedMs),
-      cloneReadyMs: clones.map((clone) => clone.bootMs),
+      cloneReadyMs: clones.map((clone) => clone.readyMs),
       firstCommandMs: firstCommands.map(round),
       qemuCpuMs: cloneCpuMs,
       qemuCpuTotalMs: sum(cloneCpuMs),

@@ -46,7 +46,7 @@ export async function resolveMachine(options: MachineOptions): Promise<ResolvedM
   const disks = (options.disks ?? []).map((disk, index) => ({
     sizeMiB: validatePositive(`disks[${index}].sizeMiB`, disk.sizeMiB, 0, 16 * 1024 * 1024),
   }));
-  const image = await resolveImage(options.image ?? 'tiny');
+  const image = await resolveImage(options.image ?? 'tiny', options.log);
   const accel = await chooseAccel(options.accel ?? 'auto');
   const networks = options.networks ?? [];
   const config: MachineConfig = {
@@ -102,8 +102,9 @@ export function ramFilePath(stateDir: string, name: string): string {
   return join(dir, `vmkit-${process.pid}-${name}-${randomBytes(4).toString('hex')}.ram`);
 }
 
-async function resolveImage(image: string | BootImage): Promise<BootImage> {
-  if (typeof image === 'string') return buildImage(image);
+async function resolveImage(image: string | BootImage, log?: (line: string) => void): Promise<BootImage> {
+  // A first build downloads and unpacks packages: say what it is doing.
+  if (typeof image === 'string') return buildImage(image, { onProgress: (line) => log?.(`image: ${line}`) });
   for (const file of [image.kernel, image.initrd]) {
     await stat(file).catch(() => {
       throw new ConfigError(
