@@ -1,5 +1,6 @@
 // Guest death in its three forms: kernel panic, QEMU killed from outside, poweroff.
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { MachineCrashedError, startMachine } from '../src/index.js';
 
@@ -40,6 +41,20 @@ describe('guest death', () => {
     const error = await machine.execute('true').catch((e: unknown) => e);
     assert.ok(error instanceof MachineCrashedError, String(error));
     assert.match(error.message, /killed by SIGKILL/);
+  });
+
+  it('reports what QEMU said when it refuses to start, leaving nothing behind', async () => {
+    const error = await startMachine({ name: 'refused', qemuArgs: ['-device', 'no-such-device'] }).catch(
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof Error, String(error));
+    assert.match(error.message, /exited during start-up \(status 1\)/);
+    assert.match(error.message, /no-such-device/);
+    assert.deepEqual(
+      readdirSync('/dev/shm').filter((file) => file.includes('-refused-')),
+      [],
+      'its RAM file is gone',
+    );
   });
 
   it('shuts down cleanly from inside and reports calls after it', async () => {

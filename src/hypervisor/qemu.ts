@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ConfigError, tail, VmkitError } from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { listenOnce } from '../util/sockets.js';
-import { withTimeout } from '../util/time.js';
+import { sleep, withTimeout } from '../util/time.js';
 import { which } from '../util/which.js';
 import type { Accel } from './accel.js';
 import { trackProcess, untrackProcess } from './processes.js';
@@ -228,9 +228,11 @@ export class QemuProcess {
         () => stderr,
       );
     } catch (error) {
+      // A QEMU that rejected its command line closes its sockets as it exits: its own words say why.
+      const exitedAlone = await Promise.race([exited, sleep(300).then(() => undefined)]);
       child.kill('SIGKILL');
       await exited;
-      throw error;
+      throw exitedAlone ? describeExit(exitedAlone) : error;
     }
   }
 

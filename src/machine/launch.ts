@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MachineCrashedError, VmkitError } from '../errors.js';
@@ -8,7 +7,7 @@ import type { AccelDecision } from '../hypervisor/accel.js';
 import { currentRunDir } from '../hypervisor/processes.js';
 import { QemuProcess } from '../hypervisor/qemu.js';
 import type { VirtualSwitch } from '../network/switch.js';
-import { elapsedMs } from '../util/time.js';
+import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
 import { Machine, type MachineInternals } from './machine.js';
 
@@ -35,16 +34,11 @@ export interface LaunchPlan {
   verb: string;
 }
 
-let stateCounter = 0;
-
-/** A fresh state folder for a machine: its name, or name.N when that is taken. */
+/** A fresh state folder for a machine: its name, or name.1, name.2, ... when that is taken. */
 async function newStateDir(name: string): Promise<string> {
   const runDir = currentRunDir();
-  for (;;) {
-    const dir = join(
-      runDir,
-      stateCounter === 0 && !existsSync(join(runDir, name)) ? name : `${name}.${++stateCounter}`,
-    );
+  for (let suffix = 0; ; suffix++) {
+    const dir = join(runDir, suffix === 0 ? name : `${name}.${suffix}`);
     try {
       await mkdir(dir);
       return dir;
@@ -127,11 +121,18 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     });
     return ready;
   } catch (error) {
+    // When QEMU died on its own, what it printed explains the failure better than a closed socket.
+    const died = vmm && (await Promise.race([vmm.exited.then(() => true), sleep(200).then(() => false)]));
+    const stderr = vmm?.stderrTail().trim();
     await vmm?.kill();
     vmm?.qmp.close();
+    const explained =
+      died && stderr && !(error instanceof MachineCrashedError)
+        ? new MachineCrashedError(name, `QEMU exited before the machine was ready: ${stderr}`, console.tail())
+        : error;
     console.close();
     if (unlinkMemory) await rm(unlinkMemory, { force: true });
     if (!plan.keepState()) await rm(stateDir, { recursive: true, force: true });
-    throw error;
+    throw explained;
   }
 }
