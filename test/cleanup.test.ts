@@ -6,17 +6,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { alive } from './helpers.js';
-
-const root = fileURLToPath(new URL('..', import.meta.url));
+import { alive, cli, root, runCli } from './helpers.js';
 
 function startHangingRun(runDir: string): {
   child: ChildProcess;
   up: Promise<void>;
   exited: Promise<number | null>;
 } {
-  const child = spawn(process.execPath, [`${root}dist/cli/main.js`, 'run', 'test/fixtures/hang.ts'], {
+  const child = spawn(process.execPath, [cli, 'run', 'test/fixtures/hang.ts'], {
     cwd: root,
     env: { ...process.env, VMKIT_RUN_DIR: runDir },
   });
@@ -57,49 +54,45 @@ async function waitUntil(condition: () => boolean, timeoutMs: number, what: stri
 }
 
 describe('cleanup of an interrupted run', () => {
-  for (const [signal, expectedCode] of [
-    ['SIGINT', 130],
-    ['SIGTERM', 143],
-  ] as const) {
-    it(`${signal}: stops QEMU, removes the state folder, exits ${expectedCode}`, async () => {
-      const runDir = await mkdtemp(join(tmpdir(), 'vmkit-cleanup-'));
-      try {
-        const run = startHangingRun(runDir);
-        await run.up;
-        const [pid] = recordedPids(runDir);
-        assert.ok(pid && alive(pid), 'QEMU runs while the test runs');
-        run.child.kill(signal);
-        assert.equal(await run.exited, expectedCode);
-        assert.equal(alive(pid), false, 'QEMU is gone');
-        assert.deepEqual(readdirSync(join(runDir, 'r')), [], 'run folder removed');
-      } finally {
-        await rm(runDir, { recursive: true, force: true });
-      }
-    });
-  }
-
-  it('SIGKILL: QEMU dies with the driver, and the next run reaps the leftovers', async () => {
+  /** A hanging `vmkit run` with its machine up, in a run root of its own. */
+  async function withHangingRun(
+    body: (run: ReturnType<typeof startHangingRun>, pid: number, runDir: string) => Promise<void>,
+  ): Promise<void> {
     const runDir = await mkdtemp(join(tmpdir(), 'vmkit-cleanup-'));
     try {
       const run = startHangingRun(runDir);
       await run.up;
       const [pid] = recordedPids(runDir);
       assert.ok(pid && alive(pid), 'QEMU runs while the test runs');
+      await body(run, pid, runDir);
+    } finally {
+      await rm(runDir, { recursive: true, force: true });
+    }
+  }
+
+  for (const [signal, expectedCode] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    it(`${signal}: stops QEMU, removes the state folder, exits ${expectedCode}`, async () => {
+      await withHangingRun(async (run, pid, runDir) => {
+        run.child.kill(signal);
+        assert.equal(await run.exited, expectedCode);
+        assert.equal(alive(pid), false, 'QEMU is gone');
+        assert.deepEqual(readdirSync(join(runDir, 'r')), [], 'run folder removed');
+      });
+    });
+  }
+
+  it('SIGKILL: QEMU dies with the driver, and the next run reaps the leftovers', async () => {
+    await withHangingRun(async (run, pid, runDir) => {
       run.child.kill('SIGKILL');
       await run.exited;
       await waitUntil(() => !alive(pid), 10_000, 'QEMU to die with its parent');
       assert.equal(readdirSync(join(runDir, 'r')).length, 1, 'the killed run left its folder');
-      const doctor = spawn(process.execPath, [`${root}dist/cli/main.js`, 'doctor'], {
-        cwd: root,
-        env: { ...process.env, VMKIT_RUN_DIR: runDir },
-      });
-      let out = '';
-      doctor.stdout.on('data', (chunk) => (out += chunk));
-      await new Promise((resolve) => doctor.on('close', resolve));
-      assert.match(out, /1 stale run folder\(s\) removed/);
+      const doctor = await runCli(['doctor'], { VMKIT_RUN_DIR: runDir }, 60_000);
+      assert.match(doctor.stdout, /1 stale run folder\(s\) removed/);
       assert.deepEqual(readdirSync(join(runDir, 'r')), []);
-    } finally {
-      await rm(runDir, { recursive: true, force: true });
-    }
+    });
   });
 });

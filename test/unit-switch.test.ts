@@ -97,6 +97,23 @@ class Port {
 
 const settle = (ms = 100) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Connects `count` clients to the switch and waits until the switch has seen them all. */
+async function connectPorts(sw: VirtualSwitch, socketPath: string, count: number): Promise<Port[]> {
+  const ports: Port[] = [];
+  for (let i = 0; i < count; i++) {
+    const socket = connect(socketPath);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    ports.push(new Port(socket));
+  }
+  // The server side sees the connections a little after the clients do.
+  for (let i = 0; i < 50 && sw.portCount < count; i++) await settle(10);
+  assert.equal(sw.portCount, count);
+  return ports;
+}
+
 /** Creates a switch in a temp dir with three connected ports; cleans everything up after `body`. */
 async function withSwitch(
   body: (ctx: { sw: VirtualSwitch; a: Port; b: Port; c: Port; socketPath: string }) => Promise<void>,
@@ -106,17 +123,7 @@ async function withSwitch(
   const sw = await VirtualSwitch.create('lan', socketPath);
   const ports: Port[] = [];
   try {
-    for (let i = 0; i < 3; i++) {
-      const socket = connect(socketPath);
-      await new Promise<void>((resolve, reject) => {
-        socket.once('connect', resolve);
-        socket.once('error', reject);
-      });
-      ports.push(new Port(socket));
-    }
-    // The server side sees the connections a little after the clients do.
-    for (let i = 0; i < 50 && sw.portCount < 3; i++) await settle(10);
-    assert.equal(sw.portCount, 3);
+    ports.push(...(await connectPorts(sw, socketPath, 3)));
     const [a, b, c] = ports as [Port, Port, Port];
     await body({ sw, a, b, c, socketPath });
   } finally {
@@ -272,16 +279,7 @@ describe('VirtualSwitch', { timeout: 10_000 }, () => {
       // A stale file at the path is replaced.
       await writeFile(socketPath, 'stale');
       const sw = await VirtualSwitch.create('lan', socketPath);
-      for (let i = 0; i < 3; i++) {
-        const socket = connect(socketPath);
-        await new Promise<void>((resolve, reject) => {
-          socket.once('connect', resolve);
-          socket.once('error', reject);
-        });
-        ports.push(new Port(socket));
-      }
-      for (let i = 0; i < 50 && sw.portCount < 3; i++) await settle(10);
-      assert.equal(sw.portCount, 3);
+      ports.push(...(await connectPorts(sw, socketPath, 3)));
       assert.ok(existsSync(socketPath), 'no socket file while listening');
       // close() waits for the server, which waits for its connections: bound it so a regression fails.
       let timer: NodeJS.Timeout | undefined;
