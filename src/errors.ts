@@ -86,6 +86,72 @@ export class ImageError extends VmkitError {
   override name = 'ImageError';
 }
 
+/** The VMM (QEMU) is missing, refused its command line, or died before the machine was up. */
+export class VmmStartError extends VmkitError {
+  override name = 'VmmStartError';
+}
+
+/** A snapshot could not be taken, or cannot be restored (damaged, tampered, taken elsewhere). */
+export class SnapshotError extends VmkitError {
+  override name = 'SnapshotError';
+}
+
+/** A file copy between host and guest failed. Only that copy: the machine stays usable. */
+export class TransferError extends VmkitError {
+  override name = 'TransferError';
+}
+
+/** A program vmkit runs on the host (qemu-img, apt-get, dpkg-deb) failed or did not finish. */
+export class HostToolError extends VmkitError {
+  override name = 'HostToolError';
+}
+
+/** QEMU's monitor connection failed or closed. */
+export class QmpConnectionError extends VmkitError {
+  override name = 'QmpConnectionError';
+}
+
+/** A virtual switch could not be set up. */
+export class NetworkError extends VmkitError {
+  override name = 'NetworkError';
+}
+
+/** The guest came up but the set-up vmkit runs in it after boot or restore failed. */
+export class GuestSetupError extends VmkitError {
+  override name = 'GuestSetupError';
+}
+
+/** A test run ended early: its global timeout, or work finishing after the run had ended. */
+export class TestRunError extends VmkitError {
+  override name = 'TestRunError';
+}
+
+/** A wait was given up because its AbortSignal fired. */
+export class AbortedError extends VmkitError {
+  override name = 'AbortedError';
+}
+
+/** The machine's backend cannot do what was asked. Names the backend and the capability. */
+export class CapabilityError extends VmkitError {
+  override name = 'CapabilityError';
+  constructor(
+    readonly backend: string,
+    readonly capability: string,
+    detail?: string,
+  ) {
+    super(`the ${backend} backend does not support ${capability}${detail ? ` (${detail})` : ''}`);
+  }
+}
+
+/** A value as a person would write it in an error message: strings quoted, the rest by type. */
+export function describeValue(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  return typeof value === 'object' ? 'an object' : typeof value;
+}
+
 /** The last `maxChars` characters of text, marked when cut. */
 export function tail(text: string, maxChars = 2000): string {
   return text.length <= maxChars ? text : `…${text.slice(-maxChars)}`;

@@ -1,44 +1,47 @@
+export type { RawResult } from './agent/backdoor.js';
+export { type AccelDecision, type AccelRequest, chooseAccel, probeKvm } from './backends/accel.js';
+export type { Backend, BackendCapabilities, Capability, ExitInfo } from './backends/backend.js';
+export { BACKEND_NAMES } from './backends/index.js';
+export type { QmpClient, QmpEvent } from './backends/qemu/qmp.js';
+export { type SerialConsole, stripAnsi } from './console/serial.js';
 export {
   defineTest,
   type MachineDeclaration,
   type RunOptions,
   type RunReport,
   runTest,
+  type TestBody,
   type TestContext,
   type TestDefinition,
-} from './driver/test.js';
+  type TestResult,
+} from './driver/runner.js';
 export * from './errors.js';
-export { stripAnsi } from './guest/console.js';
-export { type AccelDecision, type AccelRequest, chooseAccel, probeKvm } from './hypervisor/accel.js';
-export type { QmpClient, QmpEvent } from './hypervisor/qmp.js';
+export type { GuestProfile } from './guest/profiles/index.js';
+export type { Readiness } from './guest/readiness.js';
 export {
   type BootImage,
   type BuildImageOptions,
   buildImage,
   IMAGE_NAMES,
   listImages,
-} from './image/index.js';
+} from './images/build.js';
 export type { MachineConfig } from './machine/config.js';
-export { type CommandOptions, type ExecResult, Machine, shellQuote } from './machine/machine.js';
+export type { CommandOptions, ExecResult, Machine } from './machine/machine.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
-export {
-  type ForkOptions,
-  forkMachines,
-  type PoolOptions,
-  type RestoreOptions,
-  RestorePool,
-  restoreMachine,
-  Snapshot,
-  type SnapshotManifest,
-  type SnapshotOptions,
-} from './machine/snapshot.js';
+export { keepMachineState } from './machine/start.js';
+export { startMachine } from './machines.js';
+export { VirtualSwitch } from './network/switch.js';
+export { defaultRuntime, Runtime, type RuntimeOptions } from './runtime/runtime.js';
+export { type ForkOptions, forkMachines } from './snapshot/fork.js';
+export type { SnapshotManifest } from './snapshot/manifest.js';
+export type { PoolOptions, RestorePool } from './snapshot/pool.js';
+export type { RestoreOptions } from './snapshot/restore.js';
+export { restoreMachine, type Snapshot, type SnapshotOptions } from './snapshot/snapshot.js';
 export {
   listSnapshots,
   openSnapshot,
   pruneSnapshots,
   removeSnapshot,
-  unrestorableReason,
-} from './machine/snapshot-store.js';
-export { keepMachineState, macAddress, startMachine } from './machine/start.js';
-export { VirtualSwitch } from './network/switch.js';
+  snapshotProblems,
+} from './snapshot/store.js';
 export { RunLog } from './util/log.js';

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { VmkitError } from '../errors.js';
-import { parseAccel } from '../hypervisor/accel.js';
-import { doctor } from './doctor.js';
-import { buildImageCommand, listImagesCommand } from './image.js';
-import { runCommand } from './run.js';
-import { listSnapshotsCommand, pruneSnapshotsCommand, removeSnapshotsCommand } from './snapshot.js';
+import { parseAccel } from '../backends/accel.js';
+import { ConfigError, VmkitError } from '../errors.js';
+import { doctor } from './commands/doctor.js';
+import { buildImageCommand, listImagesCommand } from './commands/image.js';
+import { runCommand } from './commands/run.js';
+import { listSnapshotsCommand, pruneSnapshotsCommand, removeSnapshotsCommand } from './commands/snapshot.js';
 
 const program = new Command('vmkit')
   .description('Real virtual machines for tests and sandboxes, driven from TypeScript')
@@ -104,7 +104,8 @@ try {
     process.exitCode = error.exitCode === 0 ? 0 : 2;
   } else if (error instanceof VmkitError) {
     process.stderr.write(`vmkit: ${error.message}\n`);
-    process.exitCode = 2;
+    // 2 is for bad input only; a failed build or a missing QEMU is a failure.
+    process.exitCode = error instanceof ConfigError ? 2 : 1;
   } else {
     process.stderr.write(`vmkit: ${(error as Error)?.stack ?? String(error)}\n`);
     process.exitCode = 1;

@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js';
-import { IMAGE_NAMES } from '../image/index.js';
+import { IMAGE_NAMES } from '../images/build.js';
 import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/options.js';
 import { validateName } from '../machine/options.js';

@@ -1,6 +1,5 @@
-import { join } from 'node:path';
 import type { NetworkAttachment } from '../machine/options.js';
-import { VirtualSwitch } from '../network/switch.js';
+import type { VirtualSwitch } from '../network/switch.js';
 import type { MachineDeclaration } from './definition.js';
 
 /** Who is on which VLAN with which address: machine i is 192.168.<vlan>.<i+1>/24. */
@@ -21,19 +20,6 @@ export function planLan(machines: Record<string, MachineDeclaration>): LanPlan {
     if (vlans[0] !== undefined) hosts[name] = `192.168.${vlans[0]}.${index + 1}`;
   });
   return { vlans: [...new Set(Object.values(vlansOf).flat())], vlansOf, hosts };
-}
-
-/** One switch per VLAN, with sockets in `dir` named after `tag`. */
-export async function createSwitches(
-  vlans: number[],
-  dir: string,
-  tag: string,
-): Promise<Map<number, VirtualSwitch>> {
-  const switches = new Map<number, VirtualSwitch>();
-  for (const vlan of vlans) {
-    switches.set(vlan, await VirtualSwitch.create(`${tag}vlan${vlan}`, join(dir, `${tag}vlan${vlan}.sock`)));
-  }
-  return switches;
 }
 
 /** A machine's NICs on the given switches, with addresses unless the guest already has them. */

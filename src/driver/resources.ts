@@ -1,13 +1,23 @@
+import { join } from 'node:path';
+import { TestRunError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
-import type { VirtualSwitch } from '../network/switch.js';
+import { VirtualSwitch } from '../network/switch.js';
+import type { Runtime } from '../runtime/runtime.js';
 import type { RunLog } from '../util/log.js';
 
-/** Everything a run started, so that it can all be stopped whatever happens. */
+/**
+ * Everything a run started, so that it can all be stopped whatever happens. Once closed, anything
+ * still arriving (a machine that finishes booting after a timeout, a switch created late) is
+ * closed at once instead of being handed out.
+ */
 export class Resources {
   readonly machines = new Set<Machine>();
   readonly switches = new Set<VirtualSwitch>();
   readonly pending = new Set<Promise<unknown>>();
   readonly aborter = new AbortController();
+  private closed = false;
+
+  constructor(readonly runtime: Runtime) {}
 
   track<T>(work: Promise<T>): Promise<T> {
     this.pending.add(work);
@@ -16,6 +26,36 @@ export class Resources {
       () => this.pending.delete(work),
     );
     return work;
+  }
+
+  /** Takes a machine into the run; closes it and throws when the run already ended. */
+  async adopt(machine: Machine, log: RunLog, options: { console?: boolean }): Promise<Machine> {
+    if (this.closed) {
+      await machine.close();
+      throw new TestRunError(`machine ${machine.name} came up after the run had ended; it was stopped`);
+    }
+    this.machines.add(machine);
+    if (options.console) machine.console.on('line', (line) => log.line(`${machine.name}:con`, line));
+    return machine;
+  }
+
+  /** One switch per VLAN, with sockets in the run folder named after `tag`. */
+  async createSwitches(vlans: number[], tag: string): Promise<Map<number, VirtualSwitch>> {
+    const switches = new Map<number, VirtualSwitch>();
+    try {
+      for (const vlan of vlans) {
+        if (this.closed) throw new TestRunError('the run ended while its switches were being created');
+        const name = `${tag}vlan${vlan}`;
+        const sw = await VirtualSwitch.create(name, join(this.runtime.runDir, `${name}.sock`));
+        switches.set(vlan, sw);
+        this.switches.add(sw);
+        if (this.closed) throw new TestRunError('the run ended while its switches were being created');
+      }
+      return switches;
+    } catch (error) {
+      await this.release([], switches.values());
+      throw error;
+    }
   }
 
   async release(machines: Iterable<Machine>, switches: Iterable<VirtualSwitch>): Promise<void> {
@@ -28,6 +68,7 @@ export class Resources {
   }
 
   async closeAll(): Promise<void> {
+    this.closed = true;
     this.aborter.abort();
     await Promise.allSettled([...this.pending]);
     await this.release([...this.machines], [...this.switches]);
@@ -48,17 +89,6 @@ export async function startAll(
     if (result?.status === 'fulfilled') machines[name] = result.value;
   });
   return machines;
-}
-
-export function adopt(
-  machine: Machine,
-  resources: Resources,
-  log: RunLog,
-  options: { console?: boolean },
-): Machine {
-  resources.machines.add(machine);
-  if (options.console) machine.console.on('line', (line) => log.line(`${machine.name}:con`, line));
-  return machine;
 }
 
 export function withoutDriverFields<T extends { vlans?: unknown; setup?: unknown; setupVersion?: unknown }>(

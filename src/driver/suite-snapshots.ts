@@ -1,18 +1,19 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AccelRequest } from '../hypervisor/accel.js';
-import { currentRunDir } from '../hypervisor/processes.js';
-import { qemuVersion } from '../hypervisor/qemu.js';
+import type { AccelRequest } from '../backends/accel.js';
 import { configIdentity } from '../machine/config.js';
 import type { Machine } from '../machine/machine.js';
-import { hashOf, type Snapshot, snapshotId, snapshotRoot } from '../machine/snapshot.js';
-import { openSnapshot, unrestorableReason } from '../machine/snapshot-store.js';
-import { resolveMachine, startMachine } from '../machine/start.js';
+import { resolveMachine } from '../machine/start.js';
+import { startMachine } from '../machines.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { hashOf, snapshotId, snapshotRoot } from '../snapshot/manifest.js';
+import type { Snapshot } from '../snapshot/snapshot.js';
+import { openSnapshot, snapshotProblems } from '../snapshot/store.js';
 import type { RunLog } from '../util/log.js';
 import { elapsedMs } from '../util/time.js';
 import type { TestDefinition } from './definition.js';
-import { attachments, createSwitches, type LanPlan } from './lan.js';
-import { adopt, type Resources, startAll, withoutDriverFields } from './resources.js';
+import { attachments, type LanPlan } from './lan.js';
+import { type Resources, startAll, withoutDriverFields } from './resources.js';
 
 /**
  * The snapshot every test of a suite starts from, one per machine: found in the store when a
@@ -26,12 +27,10 @@ export async function prepareSuiteSnapshots(
 ): Promise<Record<string, Snapshot>> {
   const { log, resources } = options;
   const names = Object.keys(definition.machines);
-  const switches = await createSwitches(lan.vlans, currentRunDir(), 'setup');
-  for (const sw of switches.values()) resources.switches.add(sw);
+  const switches = await resources.createSwitches(lan.vlans, 'setup');
   const templates: Machine[] = [];
   try {
     const key = setupFingerprint(definition, lan);
-    const version = await qemuVersion();
     const plans = await Promise.all(
       names.map(async (name) => {
         const machineOptions = {
@@ -39,9 +38,11 @@ export async function prepareSuiteSnapshots(
           ...(options.accel ? { accel: options.accel } : {}),
           name,
           hosts: lan.hosts,
+          runtime: resources.runtime,
           networks: attachments(lan, names, name, switches, true),
         };
         const resolved = await resolveMachine(machineOptions);
+        const version = await resolved.backend.version(resolved.runtime);
         const label = snapshotLabel(definition.name, name);
         return {
           name,
@@ -53,7 +54,7 @@ export async function prepareSuiteSnapshots(
     );
 
     if (!options.fresh) {
-      const cached = await Promise.all(plans.map((plan) => cachedSnapshot(plan.id)));
+      const cached = await Promise.all(plans.map((plan) => cachedSnapshot(plan.id, resources.runtime)));
       if (cached.every((snapshot) => snapshot !== undefined)) {
         log.line('vmkit', `reusing setup snapshots ${plans.map((plan) => plan.id).join(', ')}`);
         return Object.fromEntries(cached.map((snapshot, index) => [names[index], snapshot])) as Record<
@@ -75,7 +76,7 @@ export async function prepareSuiteSnapshots(
           signal: resources.aborter.signal,
         }).then((machine) => {
           templates.push(machine);
-          return adopt(machine, resources, log, {});
+          return resources.adopt(machine, log, {});
         }),
       );
     });
@@ -99,10 +100,10 @@ export async function prepareSuiteSnapshots(
   }
 }
 
-async function cachedSnapshot(id: string): Promise<Snapshot | undefined> {
+async function cachedSnapshot(id: string, runtime: Runtime): Promise<Snapshot | undefined> {
   if (!existsSync(join(snapshotRoot(), id))) return undefined;
   const snapshot = await openSnapshot(id).catch(() => undefined);
-  if (!snapshot || (await unrestorableReason(snapshot.manifest))) return undefined;
+  if (!snapshot || (await snapshotProblems(snapshot, runtime)).length > 0) return undefined;
   return snapshot;
 }
 

@@ -1,15 +1,16 @@
-import type { Accel } from '../hypervisor/accel.js';
-import type { BootImage } from '../image/types.js';
+import type { Accel } from '../backends/accel.js';
+import type { BootImage } from '../images/types.js';
 
 export interface DiskSpec {
   sizeMiB: number;
 }
 
 /**
- * Everything about a machine that QEMU's device model depends on. A snapshot can only be
- * restored into a QEMU with exactly this configuration (and the same QEMU version).
+ * Everything about a machine that the VMM's device model depends on. A snapshot can only be
+ * restored into a VMM with exactly this configuration (the same backend, in the same version).
  */
 export interface MachineConfig {
+  backend: string;
   image: BootImage;
   memoryMiB: number;
   cpus: number;
@@ -18,12 +19,14 @@ export interface MachineConfig {
   nics: number;
   macs: string[];
   disks: DiskSpec[];
+  /** Extra VMM arguments, as given. */
   qemuArgs: string[];
 }
 
 /** The parts of a configuration that must match for a restore, as plain data. */
-export function configIdentity(config: MachineConfig, qemuVersion: string) {
+export function configIdentity(config: MachineConfig, vmmVersion: string) {
   return {
+    backend: config.backend,
     imageKey: config.image.key,
     memoryMiB: config.memoryMiB,
     cpus: config.cpus,
@@ -31,7 +34,7 @@ export function configIdentity(config: MachineConfig, qemuVersion: string) {
     nics: config.nics,
     disks: config.disks.map((disk) => disk.sizeMiB),
     qemuArgs: config.qemuArgs,
-    qemuVersion,
+    vmmVersion,
   };
 }
 

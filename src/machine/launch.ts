@@ -1,42 +1,46 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MachineCrashedError, VmkitError } from '../errors.js';
-import { BackdoorChannel } from '../guest/backdoor.js';
-import { SerialConsole } from '../guest/console.js';
-import type { AccelDecision } from '../hypervisor/accel.js';
-import { currentRunDir } from '../hypervisor/processes.js';
-import { QemuProcess } from '../hypervisor/qemu.js';
+import { BackdoorChannel } from '../agent/backdoor.js';
+import type { AccelDecision } from '../backends/accel.js';
+import type { Backend, Vmm } from '../backends/backend.js';
+import { SerialConsole } from '../console/serial.js';
+import { GuestSetupError, MachineCrashedError } from '../errors.js';
+import type { GuestProfile } from '../guest/profiles/index.js';
 import type { VirtualSwitch } from '../network/switch.js';
+import type { Runtime } from '../runtime/runtime.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
-import { Machine, type MachineInternals } from './machine.js';
+import { Machine, type MachineInternals, type SnapshotTaker } from './machine.js';
 
 export interface LaunchPlan {
   name: string;
   config: MachineConfig;
+  backend: Backend;
+  runtime: Runtime;
+  profile: GuestProfile;
   accel: AccelDecision;
   /** The switch each NIC plugs into; a NIC without one is left unconnected. */
   switches: Array<VirtualSwitch | undefined>;
   timeoutMs: number;
   commandTimeoutMs: number;
-  keepState: () => boolean;
   log: (line: string) => void;
   signal?: AbortSignal;
   /** Creates what the machine needs in its fresh state folder: the RAM file and disk images. */
   prepare(stateDir: string): Promise<{ memory: MachineInternals['memory']; disks: string[] }>;
-  /** Start paused and take the guest from an incoming migration (a restore). */
+  /** Start paused and take the guest from saved state (a restore). */
   incoming: boolean;
-  /** Brings the guest to the point where the backdoor answers. */
-  ready(vmm: QemuProcess, backdoor: BackdoorChannel): Promise<void>;
-  /** Run over the backdoor before the machine is handed out: hostname, network, clock. */
+  /** Brings the guest to the point where the agent answers. */
+  ready(vmm: Vmm, agent: BackdoorChannel, console: SerialConsole): Promise<void>;
+  /** Run over the agent before the machine is handed out: hostname, network, clock. */
   setupScript: string;
   /** How this machine came to be, for its log line: "booted", "restored". */
   verb: string;
+  /** What machine.snapshot() calls. */
+  takeSnapshot: SnapshotTaker;
 }
 
 /** A fresh state folder for a machine: its name, or name.1, name.2, ... when that is taken. */
-async function newStateDir(name: string): Promise<string> {
-  const runDir = currentRunDir();
+async function newStateDir(runDir: string, name: string): Promise<string> {
   for (let suffix = 0; ; suffix++) {
     const dir = join(runDir, suffix === 0 ? name : `${name}.${suffix}`);
     try {
@@ -48,18 +52,18 @@ async function newStateDir(name: string): Promise<string> {
   }
 }
 
-/** Starts QEMU for a plan and turns it into a Machine, or cleans up everything it made. */
+/** Starts a VMM for a plan and turns it into a Machine, or cleans up everything it made. */
 export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
-  const { name, config } = plan;
-  const stateDir = await newStateDir(name);
+  const { name, config, runtime } = plan;
+  const stateDir = await newStateDir(runtime.runDir, name);
   const console = new SerialConsole(join(stateDir, 'console.log'));
   const started = performance.now();
-  let vmm: QemuProcess | undefined;
+  let vmm: Vmm | undefined;
   let unlinkMemory: string | undefined;
   try {
     const prepared = await plan.prepare(stateDir);
     if (prepared.memory.share) unlinkMemory = prepared.memory.path;
-    vmm = await QemuProcess.launch({
+    vmm = await plan.backend.launch({
       name,
       stateDir,
       kernel: config.image.kernel,
@@ -74,29 +78,30 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       incoming: plan.incoming,
       extraArgs: config.qemuArgs,
       startTimeoutMs: plan.timeoutMs,
+      runtime,
     });
-    // QEMU has mapped the RAM file; unlinked, it can never be left behind.
+    // The VMM has mapped the RAM file; unlinked, it can never be left behind.
     if (unlinkMemory) await rm(unlinkMemory, { force: true });
     unlinkMemory = undefined;
     const launched = vmm;
     const abort = () => void launched.kill();
     plan.signal?.addEventListener('abort', abort, { once: true });
     if (plan.signal?.aborted) abort();
-    console.attach(vmm.sockets.console);
-    const backdoor = new BackdoorChannel(name, vmm.sockets.shell, vmm.sockets.transfer, () => console.tail());
+    console.attach(vmm.channels.console);
+    const agent = new BackdoorChannel(name, vmm.channels.agent, vmm.channels.transfer, () => console.tail());
     let machine: Machine | undefined;
     launched.exited.then((info) => {
       if (machine) return; // from now on the machine reports its own death
       const stderr = launched.stderrTail().trim();
-      backdoor.fail(
+      agent.fail(
         new MachineCrashedError(
           name,
-          `QEMU exited before the machine was ready (${info.signal ?? `status ${info.code}`})${stderr ? `; QEMU said: ${stderr}` : ''}`,
+          `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
           console.tail(),
         ),
       );
     });
-    await plan.ready(vmm, backdoor);
+    await plan.ready(vmm, agent, console);
     plan.signal?.removeEventListener('abort', abort);
     const readyMs = elapsedMs(started);
     plan.log(`${plan.verb}: backdoor up after ${readyMs} ms`);
@@ -105,34 +110,41 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       stateDir,
       accel: plan.accel,
       config,
+      backend: plan.backend,
+      runtime,
+      profile: plan.profile,
       vmm,
-      backdoor,
+      agent,
       console,
       commandTimeoutMs: plan.commandTimeoutMs,
-      keepState: plan.keepState,
       readyMs,
       memory: prepared.memory,
       disks: prepared.disks,
+      takeSnapshot: plan.takeSnapshot,
     });
     const ready = machine;
     await ready.succeed(plan.setupScript, { timeoutMs: 30_000 }).catch(async (error: Error) => {
       await ready.close();
-      throw new VmkitError(`machine ${name} ${plan.verb} but its setup failed: ${error.message}`);
+      throw new GuestSetupError(`machine ${name} ${plan.verb} but its setup failed: ${error.message}`);
     });
     return ready;
   } catch (error) {
-    // When QEMU died on its own, what it printed explains the failure better than a closed socket.
+    // When the VMM died on its own, what it printed explains the failure better than a closed socket.
     const died = vmm && (await Promise.race([vmm.exited.then(() => true), sleep(200).then(() => false)]));
     const stderr = vmm?.stderrTail().trim();
     await vmm?.kill();
-    vmm?.qmp.close();
+    vmm?.closeControl();
     const explained =
       died && stderr && !(error instanceof MachineCrashedError)
-        ? new MachineCrashedError(name, `QEMU exited before the machine was ready: ${stderr}`, console.tail())
+        ? new MachineCrashedError(
+            name,
+            `${plan.backend.title} exited before the machine was ready: ${stderr}`,
+            console.tail(),
+          )
         : error;
     console.close();
     if (unlinkMemory) await rm(unlinkMemory, { force: true });
-    if (!plan.keepState()) await rm(stateDir, { recursive: true, force: true });
+    if (!runtime.keep) await rm(stateDir, { recursive: true, force: true });
     throw explained;
   }
 }

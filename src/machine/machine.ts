@@ -1,19 +1,32 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { BackdoorChannel, RawResult } from '../agent/backdoor.js';
+import type { AccelDecision } from '../backends/accel.js';
+import { type Backend, type ExitInfo, requireCapability, type Vmm } from '../backends/backend.js';
+import type { QmpClient } from '../backends/qemu/qmp.js';
+import type { SerialConsole } from '../console/serial.js';
 import {
+  CapabilityError,
   CommandFailedError,
   CommandTimeoutError,
   MachineCrashedError,
   TimeoutError,
-  VmkitError,
+  TransferError,
 } from '../errors.js';
-import type { BackdoorChannel, RawResult } from '../guest/backdoor.js';
-import type { SerialConsole } from '../guest/console.js';
-import type { AccelDecision } from '../hypervisor/accel.js';
-import type { ExitInfo, QemuProcess } from '../hypervisor/qemu.js';
-import { sleep } from '../util/time.js';
+import type { GuestProfile } from '../guest/profiles/index.js';
+import type { Runtime } from '../runtime/runtime.js';
+// Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
+import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
+import { shellQuote } from '../util/shell.js';
+import { sleep, withTimeout } from '../util/time.js';
 import type { MachineConfig } from './config.js';
-import { type Snapshot, type SnapshotOptions, takeSnapshot } from './snapshot.js';
+
+/** Takes a snapshot of a machine; supplied by the snapshot layer when the machine is launched. */
+export type SnapshotTaker = (
+  machine: MachineInternals,
+  name: string | undefined,
+  options: SnapshotOptions,
+) => Promise<Snapshot>;
 
 /** What a Machine is made of; handed over by launchMachine, used again by snapshots. */
 export interface MachineInternals {
@@ -21,16 +34,19 @@ export interface MachineInternals {
   stateDir: string;
   accel: AccelDecision;
   config: MachineConfig;
-  vmm: QemuProcess;
-  backdoor: BackdoorChannel;
+  backend: Backend;
+  runtime: Runtime;
+  profile: GuestProfile;
+  vmm: Vmm;
+  agent: BackdoorChannel;
   console: SerialConsole;
   commandTimeoutMs: number;
-  keepState: () => boolean;
   readyMs: number;
-  /** The guest RAM file as QEMU opened it (unlinked once QEMU has it mapped). */
+  /** The guest RAM file as the VMM opened it (unlinked once the VMM has it mapped). */
   memory: { path: string; share: boolean };
   /** qcow2 files, one per disk. */
   disks: string[];
+  takeSnapshot: SnapshotTaker;
 }
 
 export interface ExecResult {
@@ -46,9 +62,6 @@ export interface CommandOptions {
 /** How often waitUntil* retries. */
 const RETRY_INTERVAL_MS = 500;
 
-/** Quotes a value for sh. */
-export const shellQuote = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
-
 /**
  * A running virtual machine. Commands run as root through the backdoor; every call has a
  * timeout; when the machine dies, pending and later calls fail with MachineCrashedError.
@@ -63,7 +76,7 @@ export class Machine implements AsyncDisposable {
   readonly accel: AccelDecision;
   readonly config: MachineConfig;
   readonly console: SerialConsole;
-  /** Milliseconds from QEMU spawn until the backdoor answered (boot, or restore). */
+  /** Milliseconds from the VMM's spawn until the backdoor answered (boot, or restore). */
   readonly readyMs: number;
 
   constructor(private readonly internals: MachineInternals) {
@@ -75,16 +88,16 @@ export class Machine implements AsyncDisposable {
       console: this.console,
       readyMs: this.readyMs,
     } = internals);
-    const { vmm, backdoor, console, name } = internals;
+    const { vmm, agent, console, name } = internals;
     vmm.exited.then((info) => {
       const reason = this.stopping
         ? 'machine was shut down'
-        : `QEMU exited unexpectedly (${describeExit(info)})`;
+        : `${internals.backend.title} exited unexpectedly (${describeExit(info)})`;
       const stderr = vmm.stderrTail().trim();
-      backdoor.fail(
+      agent.fail(
         new MachineCrashedError(
           name,
-          stderr && !this.stopping ? `${reason}; QEMU said: ${stderr}` : reason,
+          stderr && !this.stopping ? `${reason}; ${internals.backend.title} said: ${stderr}` : reason,
           console.tail(),
         ),
       );
@@ -105,17 +118,29 @@ export class Machine implements AsyncDisposable {
         ),
       );
     }
-    return this.internals.backdoor.exclusive(() => takeSnapshot(this.internals, name, options));
+    try {
+      requireCapability(this.internals.backend, 'snapshot');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.internals.agent.exclusive(() => this.internals.takeSnapshot(this.internals, name, options));
   }
 
-  /** The QEMU process id. */
+  /** The VMM's process id. */
   get pid(): number {
     return this.internals.vmm.pid;
   }
 
+  /** The backend running this machine ("qemu"). */
+  get backend(): Backend {
+    return this.internals.backend;
+  }
+
   /** QEMU's monitor, for what the Machine API does not cover. */
-  get qmp() {
-    return this.internals.vmm.qmp;
+  get qmp(): QmpClient {
+    const qmp = (this.internals.vmm as Partial<{ qmp: QmpClient }>).qmp;
+    if (!qmp) throw new CapabilityError(this.internals.backend.title, 'a QMP monitor');
+    return qmp;
   }
 
   get isRunning(): boolean {
@@ -194,8 +219,8 @@ export class Machine implements AsyncDisposable {
     ).then(() => {});
   }
 
-  /** Waits for console output matching `pattern` that no earlier wait consumed. */
-  async waitForConsoleText(pattern: RegExp, options: CommandOptions = {}): Promise<RegExpExecArray> {
+  /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
+  async waitForConsoleText(pattern: RegExp | string, options: CommandOptions = {}): Promise<RegExpExecArray> {
     return this.console.waitForText(pattern, options.timeoutMs ?? this.internals.commandTimeoutMs);
   }
 
@@ -212,13 +237,13 @@ export class Machine implements AsyncDisposable {
   /** Copies a host file into the guest (any bytes, any size); parent folders are created. */
   async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
     await this.succeed(`mkdir -p ${shellQuote(dirname(guestPath))}`);
-    const result = await this.internals.backdoor.upload(
+    const result = await this.internals.agent.upload(
       hostPath,
       guestPath,
       options.timeoutMs ?? this.internals.commandTimeoutMs * 2,
     );
     if (result.status !== 0) {
-      throw new VmkitError(
+      throw new TransferError(
         `copying ${hostPath} to ${this.name}:${guestPath} failed: ${result.stderr.toString().trim()}`,
       );
     }
@@ -227,57 +252,45 @@ export class Machine implements AsyncDisposable {
   /** Copies a guest file to the host; parent folders are created. */
   async copyFromVm(guestPath: string, hostPath: string, options: CommandOptions = {}): Promise<void> {
     await mkdir(dirname(hostPath), { recursive: true });
-    const result = await this.internals.backdoor.download(
+    const result = await this.internals.agent.download(
       guestPath,
       hostPath,
       options.timeoutMs ?? this.internals.commandTimeoutMs * 2,
     );
     if (result.status !== 0) {
       await rm(hostPath, { force: true });
-      throw new VmkitError(
+      throw new TransferError(
         `copying ${this.name}:${guestPath} to ${hostPath} failed: ${result.stderr.toString().trim()}`,
       );
     }
   }
 
-  /** Powers off from inside the guest and waits for QEMU to exit. */
+  /** Powers off from inside the guest and waits for the VMM to exit. */
   async shutdown(options: CommandOptions = {}): Promise<void> {
     if (this.internals.vmm.hasExited) return;
     this.stopping = true;
-    this.internals.backdoor.fireAndForget('sync; poweroff');
+    this.internals.agent.fireAndForget('sync; poweroff');
     await this.waitForShutdown({ timeoutMs: options.timeoutMs ?? 60_000 });
   }
 
   /** Ends the machine at once, like pulling the plug. */
   async crash(): Promise<void> {
     this.stopping = true;
-    await this.internals.vmm.qmp.execute('quit').catch(() => {});
+    await this.internals.vmm.quit();
     await this.waitForShutdown({ timeoutMs: 10_000 }).catch(() => this.internals.vmm.kill());
   }
 
-  /** Waits until QEMU has exited (the guest powered off or crashed). */
-  async waitForShutdown(options: CommandOptions = {}): Promise<ExitInfo> {
-    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    const expiry = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new TimeoutError(
-              `machine ${this.name} to shut down`,
-              timeoutMs,
-              'QEMU still running',
-              this.console.tail(),
-            ),
-          ),
-        timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([this.internals.vmm.exited, expiry]);
-    } finally {
-      clearTimeout(timer);
-    }
+  /** Waits until the VMM has exited (the guest powered off or crashed). */
+  waitForShutdown(options: CommandOptions = {}): Promise<ExitInfo> {
+    return withTimeout(
+      this.internals.vmm.exited,
+      options.timeoutMs ?? this.internals.commandTimeoutMs,
+      `machine ${this.name} to shut down`,
+      {
+        lastState: () => `${this.internals.backend.title} still running`,
+        consoleTail: () => this.console.tail(),
+      },
+    );
   }
 
   /** Stops the machine (if running) and removes its state. Safe to call more than once. */
@@ -285,10 +298,10 @@ export class Machine implements AsyncDisposable {
     this.closing ??= (async () => {
       this.stopping = true;
       await this.internals.vmm.kill();
-      this.internals.vmm.qmp.close();
+      this.internals.vmm.closeControl();
       this.console.close();
       this.closed = true;
-      if (!this.internals.keepState()) await rm(this.stateDir, { recursive: true, force: true });
+      if (!this.internals.runtime.keep) await rm(this.stateDir, { recursive: true, force: true });
     })();
     return this.closing;
   }
@@ -300,7 +313,7 @@ export class Machine implements AsyncDisposable {
   private async run(command: string, options: CommandOptions): Promise<RawResult> {
     if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
     const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
-    const raw = await this.internals.backdoor.run(command, timeoutMs);
+    const raw = await this.internals.agent.run(command, timeoutMs);
     if (raw.timedOut) {
       throw new CommandTimeoutError(
         command,

@@ -1,7 +1,8 @@
+import type { AccelRequest } from '../backends/accel.js';
 import { ConfigError } from '../errors.js';
-import type { AccelRequest } from '../hypervisor/accel.js';
-import type { BootImage } from '../image/types.js';
+import type { BootImage } from '../images/types.js';
 import type { VirtualSwitch } from '../network/switch.js';
+import type { Runtime } from '../runtime/runtime.js';
 
 export interface NetworkAttachment {
   switch: VirtualSwitch;
@@ -32,6 +33,10 @@ export interface MachineOptions {
   signal?: AbortSignal;
   /** Extra QEMU arguments, appended as given. */
   qemuArgs?: string[];
+  /** The VMM that runs the machine (default "qemu"). */
+  backend?: string;
+  /** The context the machine lives in (run folder, process tracking); default: the process's. */
+  runtime?: Runtime;
 }
 
 export const DEFAULTS = {

@@ -1,37 +1,37 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type AccelDecision, chooseAccel } from '../backends/accel.js';
+import type { Backend } from '../backends/backend.js';
+import { backendNamed } from '../backends/index.js';
 import { ConfigError } from '../errors.js';
-import { type AccelDecision, chooseAccel } from '../hypervisor/accel.js';
-import { keepRunFolder } from '../hypervisor/processes.js';
-import { buildImage } from '../image/index.js';
-import type { BootImage } from '../image/types.js';
+import { type GuestProfile, profileNamed } from '../guest/profiles/index.js';
+import { buildImage } from '../images/build.js';
+import type { BootImage } from '../images/types.js';
+import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import type { MachineConfig } from './config.js';
+import { macAddress, ramFilePath } from './identity.js';
 import { launchMachine } from './launch.js';
-import { type Machine, shellQuote } from './machine.js';
+import type { Machine, SnapshotTaker } from './machine.js';
 import { DEFAULTS, type MachineOptions, validateName, validatePositive } from './options.js';
 
-let keepState = false;
-
-/** Keep state folders (console logs, QEMU logs) of machines after they close, for inspection. */
+/** Keep state folders (console logs, VMM logs) of machines after they close, for inspection. */
 export function keepMachineState(keep = true): void {
-  keepState = keep;
-  keepRunFolder(keep);
+  defaultRuntime().setKeep(keep);
 }
-
-export const shouldKeepState = () => keepState;
 
 export interface ResolvedMachine {
   name: string;
   config: MachineConfig;
+  backend: Backend;
+  runtime: Runtime;
+  profile: GuestProfile;
   accel: AccelDecision;
   timeoutMs: number;
   commandTimeoutMs: number;
 }
 
-/** Validates options and settles everything QEMU's device model will depend on. */
+/** Validates options and settles everything the VMM's device model will depend on. */
 export async function resolveMachine(options: MachineOptions): Promise<ResolvedMachine> {
   const name = validateName(options.name);
   const memoryMiB = validatePositive('memoryMiB', options.memoryMiB, DEFAULTS.memoryMiB, 1024 * 1024);
@@ -46,10 +46,14 @@ export async function resolveMachine(options: MachineOptions): Promise<ResolvedM
   const disks = (options.disks ?? []).map((disk, index) => ({
     sizeMiB: validatePositive(`disks[${index}].sizeMiB`, disk.sizeMiB, 0, 16 * 1024 * 1024),
   }));
-  const image = await resolveImage(options.image ?? 'tiny', options.log);
-  const accel = await chooseAccel(options.accel ?? 'auto');
+  const backend = backendNamed(options.backend);
+  const runtime = options.runtime ?? defaultRuntime();
+  const image = await resolveImage(options.image ?? 'tiny', runtime, options.log);
+  const profile = profileNamed(image.profile);
+  const accel = await chooseAccel(options.accel ?? 'auto', runtime);
   const networks = options.networks ?? [];
   const config: MachineConfig = {
+    backend: backend.name,
     image,
     memoryMiB,
     cpus,
@@ -59,22 +63,18 @@ export async function resolveMachine(options: MachineOptions): Promise<ResolvedM
     disks,
     qemuArgs: options.qemuArgs ?? [],
   };
-  return { name, config, accel, timeoutMs, commandTimeoutMs };
+  return { name, config, backend, runtime, profile, accel, timeoutMs, commandTimeoutMs };
 }
 
-/** Boots a machine and resolves once its backdoor answers. */
-export async function startMachine(options: MachineOptions): Promise<Machine> {
-  const { name, config, accel, timeoutMs, commandTimeoutMs } = await resolveMachine(options);
+/** Boots a machine and resolves once its guest agent answers. */
+export async function bootMachine(options: MachineOptions, takeSnapshot: SnapshotTaker): Promise<Machine> {
+  const resolved = await resolveMachine(options);
+  const { name, config, runtime, profile, timeoutMs } = resolved;
   const log = options.log ?? (() => {});
-  log(`${accel.accel.toUpperCase()}: ${accel.reason}`);
+  log(`${resolved.accel.accel.toUpperCase()}: ${resolved.accel.reason}`);
   return launchMachine({
-    name,
-    config,
-    accel,
+    ...resolved,
     switches: (options.networks ?? []).map((network) => network.switch),
-    timeoutMs,
-    commandTimeoutMs,
-    keepState: shouldKeepState,
     log,
     signal: options.signal,
     incoming: false,
@@ -86,25 +86,27 @@ export async function startMachine(options: MachineOptions): Promise<Machine> {
         await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', path, `${disk.sizeMiB}M`]);
         diskPaths.push(path);
       }
-      return { memory: { path: ramFilePath(stateDir, name), share: true }, disks: diskPaths };
+      return { memory: { path: ramFilePath(runtime, stateDir, name), share: true }, disks: diskPaths };
     },
-    ready: (_vmm, backdoor) => backdoor.waitForBanner(timeoutMs),
-    setupScript: setupScript(name, options),
+    ready: (_vmm, agent, console) => profile.readiness.wait({ machine: name, agent, console, timeoutMs }),
+    setupScript: profile.afterBoot({
+      hostname: name,
+      nics: (options.networks ?? []).map((network, index) => ({ index, address: network.address })),
+      hosts: options.hosts ?? {},
+    }),
+    takeSnapshot,
   });
 }
 
-/**
- * Where a booting machine's RAM file goes: shared memory when there is some, so guest RAM never
- * pages to disk. The file is unlinked as soon as QEMU has mapped it.
- */
-export function ramFilePath(stateDir: string, name: string): string {
-  const dir = existsSync('/dev/shm') ? '/dev/shm' : stateDir;
-  return join(dir, `vmkit-${process.pid}-${name}-${randomBytes(4).toString('hex')}.ram`);
-}
-
-async function resolveImage(image: string | BootImage, log?: (line: string) => void): Promise<BootImage> {
+async function resolveImage(
+  image: string | BootImage,
+  runtime: Runtime,
+  log?: (line: string) => void,
+): Promise<BootImage> {
   // A first build downloads and unpacks packages: say what it is doing.
-  if (typeof image === 'string') return buildImage(image, { onProgress: (line) => log?.(`image: ${line}`) });
+  if (typeof image === 'string') {
+    return buildImage(image, { runtime, onProgress: (line) => log?.(`image: ${line}`) });
+  }
   for (const file of [image.kernel, image.initrd]) {
     await stat(file).catch(() => {
       throw new ConfigError(
@@ -112,24 +114,5 @@ async function resolveImage(image: string | BootImage, log?: (line: string) => v
       );
     });
   }
-  return image;
-}
-
-/** Hostname, interfaces and /etc/hosts, applied over the backdoor right after boot. */
-function setupScript(name: string, options: MachineOptions): string {
-  const lines = [`hostname ${shellQuote(name)}`];
-  (options.networks ?? []).forEach((network, index) => {
-    lines.push(`ip link set eth${index} up`);
-    if (network.address) lines.push(`ip addr add ${shellQuote(network.address)} dev eth${index}`);
-  });
-  for (const [host, address] of Object.entries(options.hosts ?? {})) {
-    lines.push(`echo ${shellQuote(`${address} ${host}`)} >> /etc/hosts`);
-  }
-  return lines.join('\n');
-}
-
-/** A stable, locally administered MAC per machine name and NIC. */
-export function macAddress(name: string, index: number): string {
-  const hash = createHash('sha256').update(`${name}/${index}`).digest();
-  return ['52', '54', ...[0, 1, 2, 3].map((i) => (hash[i] ?? 0).toString(16).padStart(2, '0'))].join(':');
+  return { ...image, profile: image.profile ?? image.name };
 }

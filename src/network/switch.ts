@@ -1,10 +1,11 @@
 import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { VmkitError } from '../errors.js';
+import { NetworkError } from '../errors.js';
 
+/** The group bit of the first destination byte: set for broadcast and multicast. */
 const BROADCAST = 0x01;
 /** The largest frame a NIC can send (64 KiB of payload plus headers, with room for offloads). */
-const MAX_FRAME = 65_536 + 256; // the group bit of the first destination byte: broadcast and multicast
+const MAX_FRAME = 65_536 + 256;
 
 /**
  * A learning Ethernet switch in the host process. Each QEMU NIC connects with
@@ -31,7 +32,7 @@ export class VirtualSwitch implements AsyncDisposable {
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
       server.once('error', (error) =>
-        reject(new VmkitError(`switch ${name}: cannot listen on ${socketPath}: ${error.message}`)),
+        reject(new NetworkError(`switch ${name}: cannot listen on ${socketPath}: ${error.message}`)),
       );
       server.listen(socketPath, resolve);
     });

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { tail, VmkitError } from '../errors.js';
+import { HostToolError, tail } from '../errors.js';
 
 export interface RunResult {
   stdout: string;
@@ -29,12 +29,12 @@ export function runTool(
     const commandLine = [program, ...args].join(' ');
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new VmkitError(`${commandLine} did not finish within ${timeoutMs} ms`));
+      reject(new HostToolError(`${commandLine} did not finish within ${timeoutMs} ms`));
     }, timeoutMs);
     child.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       const hint = error.code === 'ENOENT' ? ` (is ${program} installed?)` : '';
-      reject(new VmkitError(`cannot run ${program}: ${error.message}${hint}`));
+      reject(new HostToolError(`cannot run ${program}: ${error.message}${hint}`));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -42,7 +42,9 @@ export function runTool(
       if (code === 0) return resolve(result);
       const status = signal ? `signal ${signal}` : `status ${code}`;
       reject(
-        new VmkitError(`${commandLine} failed with ${status}\n${tail(result.stderr || result.stdout, 1500)}`),
+        new HostToolError(
+          `${commandLine} failed with ${status}\n${tail(result.stderr || result.stdout, 1500)}`,
+        ),
       );
     });
   });

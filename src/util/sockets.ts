@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { VmkitError } from '../errors.js';
+import { VmmStartError } from '../errors.js';
 
 /**
  * Listens on a unix socket for exactly one client (a VMM connecting its chardev). The listener
@@ -18,7 +18,7 @@ export async function listenOnce(path: string): Promise<{ accepted: Promise<Sock
       rm(path, { force: true }).catch(() => {});
       resolve(socket);
     });
-    server.once('error', (error) => reject(new VmkitError(`socket ${path}: ${error.message}`)));
+    server.once('error', (error) => reject(new VmmStartError(`socket ${path}: ${error.message}`)));
   });
   accepted.catch(() => {});
   await new Promise<void>((resolve, reject) => {

@@ -1,0 +1,160 @@
+import type { Socket } from 'node:net';
+import { CapabilityError } from '../errors.js';
+import type { Runtime } from '../runtime/runtime.js';
+import type { Accel } from './accel.js';
+
+/**
+ * What a VMM backend can do. vmkit checks these before it asks, so a missing feature fails at
+ * once with a CapabilityError naming the backend and the capability, and tests skip by
+ * capability rather than by backend name.
+ *
+ * How the known VMMs fill it in:
+ * - QEMU: agent over a virtio serial port, NICs over stream sockets, snapshots by migration,
+ *   copy-on-write forks of a shared RAM file, KVM or TCG, a display, console input.
+ * - Firecracker (REST over a unix socket): agent over vsock, TAP NICs, full and diff snapshots
+ *   (PUT /snapshot/create, /snapshot/load into a fresh process, memory mapped privately),
+ *   KVM only, no display, console input on the process's stdin.
+ * - Cloud Hypervisor (REST, /api/v1/vm.*): agent over vsock, TAP NICs, full snapshots
+ *   (vm.snapshot / vm.restore), KVM (or MSHV) only, no display, console input on a socket or pty.
+ */
+export interface BackendCapabilities {
+  /** How the guest agent is reached. */
+  agentTransport: 'serial-port' | 'vsock';
+  /** How NICs reach vmkit's switches: a stream socket per NIC, or a host TAP device. */
+  network: 'stream' | 'tap';
+  /** Which kinds of snapshot it takes; empty when it takes none. */
+  snapshot: Array<'full' | 'diff'>;
+  /** Clones can map a snapshot's RAM copy-on-write, sharing what they only read. */
+  cowFork: boolean;
+  /** Accelerators it runs guests under. */
+  accels: Accel[];
+  /** A screen to take screenshots of and send keys to. */
+  display: boolean;
+  /** Typing on the guest's serial console. */
+  consoleInput: boolean;
+}
+
+export type Capability = keyof BackendCapabilities;
+
+/** A NIC of a machine: plugged into a switch (its socket), or into nothing. */
+export interface NicSpec {
+  socketPath?: string;
+  mac: string;
+}
+
+/** Everything a backend needs to start one VMM process for a machine. */
+export interface VmmSpec {
+  name: string;
+  /** The machine's state folder: sockets, logs, disks. */
+  stateDir: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  memoryMiB: number;
+  cpus: number;
+  accel: Accel;
+  nics: NicSpec[];
+  /**
+   * Guest RAM lives in this file. `share: true` writes guest memory into it (a machine that may
+   * be snapshotted); `share: false` maps it copy-on-write (a clone of a snapshot).
+   */
+  memory: { path: string; share: boolean };
+  /** qcow2 images, attached as virtio disks in order (/dev/vda, /dev/vdb, ...). */
+  disks: string[];
+  /** Start paused, waiting for saved state to be loaded (a restore). */
+  incoming?: boolean;
+  /** Appended to the generated command line, for callers that know the VMM. */
+  extraArgs?: string[];
+  startTimeoutMs: number;
+  /** Tracks the process so that it never outlives the run. */
+  runtime: Runtime;
+}
+
+export interface ExitInfo {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** The byte streams between vmkit and a running guest. */
+export interface VmmChannels {
+  /** The serial console (ttyS0). */
+  console: Socket;
+  /** The guest agent's command channel. */
+  agent: Socket;
+  /** Bulk file bytes for the agent, when the backend has a second channel. */
+  transfer?: Socket;
+}
+
+export interface SaveStateOptions {
+  ramInFile: boolean;
+  /** The guest RAM file the VMM was started with (VmmSpec.memory.path). */
+  ramPath: string;
+  timeoutMs: number;
+}
+
+export interface FileDigest {
+  digest: string;
+  bytes: number;
+}
+
+/** One running VMM process, as the machine layer sees it. */
+export interface Vmm {
+  readonly backend: Backend;
+  readonly pid: number;
+  readonly exited: Promise<ExitInfo>;
+  readonly hasExited: boolean;
+  readonly channels: VmmChannels;
+  /** What the VMM printed last, for error messages. */
+  stderrTail(): string;
+  /** Kills the process at once and waits until it is gone. */
+  kill(): Promise<ExitInfo>;
+  /** Asks the VMM to end now (no guest shutdown); resolves once asked. */
+  quit(): Promise<void>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  /**
+   * Saves the paused guest into the folder `dir`: `state` (CPU and devices, and guest RAM too
+   * unless `ramInFile`) and, with `ramInFile`, guest RAM as the file `ram` (QEMU copies its shared
+   * RAM file sparse; Firecracker's /snapshot/create writes its memory file there). Returns the
+   * digests of files it digested while writing them, so that they are not read twice.
+   */
+  saveState(dir: string, options: SaveStateOptions): Promise<Record<string, FileDigest>>;
+  /**
+   * Loads state saved by saveState (the `state` file at `path`; guest RAM is the memory file the
+   * VMM was started with when `ramInFile`) into a VMM started with `incoming`, then resumes it.
+   */
+  loadState(path: string, options: { ramInFile: boolean; timeoutMs: number }): Promise<void>;
+  /** Closes vmkit's side of the VMM's control channel. */
+  closeControl(): void;
+}
+
+/** A virtual machine monitor vmkit can drive. */
+export interface Backend {
+  /** As in options and errors: "qemu". */
+  readonly name: string;
+  /** As people write it: "QEMU". */
+  readonly title: string;
+  readonly capabilities: BackendCapabilities;
+  /** The VMM's version line: saved state is only exchanged between equal versions. */
+  version(runtime: Runtime): Promise<string>;
+  /** Starts a VMM for `spec`; resolves once every channel is connected. */
+  launch(spec: VmmSpec): Promise<Vmm>;
+}
+
+/** Throws a CapabilityError unless `backend` has `capability` (and, for lists, `value` in it). */
+export function requireCapability(
+  backend: Backend,
+  capability: Capability,
+  value?: string,
+  detail?: string,
+): void {
+  const declared = backend.capabilities[capability];
+  const has = Array.isArray(declared)
+    ? value === undefined
+      ? declared.length > 0
+      : (declared as string[]).includes(value)
+    : typeof declared === 'boolean'
+      ? declared
+      : value === undefined || declared === value;
+  if (!has) throw new CapabilityError(backend.title, value ? `${capability} ${value}` : capability, detail);
+}

@@ -1,0 +1,62 @@
+import { join } from 'node:path';
+import type { VmmSpec } from '../backend.js';
+
+/** Socket file names inside a machine's state folder: short, since the path limit is 107 bytes. */
+export const SOCKETS = {
+  console: 'con.sock',
+  shell: 'sh.sock',
+  transfer: 'xfer.sock',
+  qmp: 'qmp.sock',
+} as const;
+
+/** A value inside a QEMU option string, where a comma must be doubled. */
+const opt = (value: string) => value.replaceAll(',', ',,');
+
+/** The QEMU command line for a spec, as an argument vector. */
+export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): string[] {
+  const sock = (name: keyof typeof SOCKETS) => opt(join(spec.stateDir, SOCKETS[name]));
+  const share = spec.memory.share ? 'on' : 'off';
+  const options: Array<[string, string?]> = [
+    ['-name', spec.name],
+    [
+      '-object',
+      `memory-backend-file,id=ram0,size=${spec.memoryMiB}M,mem-path=${opt(spec.memory.path)},share=${share}`,
+    ],
+    ['-machine', 'pc,memory-backend=ram0'],
+    ['-accel', spec.accel],
+    ...(spec.accel === 'kvm' ? [['-cpu', 'host'] as [string, string]] : []),
+    ['-m', String(spec.memoryMiB)],
+    ['-smp', String(spec.cpus)],
+    ['-nodefaults'],
+    ['-no-user-config'],
+    ['-display', 'none'],
+    ['-no-reboot'],
+    ['-kernel', spec.kernel],
+    ['-initrd', spec.initrd],
+    ['-append', spec.cmdline],
+    ['-chardev', `socket,id=console,path=${sock('console')}`],
+    ['-serial', 'chardev:console'],
+    ['-chardev', `socket,id=qmp,path=${sock('qmp')}`],
+    ['-mon', 'chardev=qmp,mode=control'],
+    ['-device', 'virtio-serial-pci,id=serial0'],
+    // The agent's command channel is a port, not a console: QEMU drops console bytes when
+    // the host reads slowly, and throttles ports instead.
+    ['-chardev', `socket,id=shell,path=${sock('shell')}`],
+    ['-device', 'virtserialport,chardev=shell,name=vmkit.shell'],
+    ['-chardev', `socket,id=transfer,path=${sock('transfer')}`],
+    ['-device', 'virtserialport,chardev=transfer,name=vmkit.transfer'],
+    ['-device', 'virtio-rng-pci'],
+  ];
+  spec.nics.forEach((nic, index) => {
+    const backend = nic.socketPath
+      ? `stream,id=net${index},server=off,addr.type=unix,addr.path=${opt(nic.socketPath)}`
+      : `hubport,id=net${index},hubid=${1000 + index}`; // a hub with nothing else on it
+    options.push(['-netdev', backend], ['-device', `virtio-net-pci,netdev=net${index},mac=${nic.mac}`]);
+  });
+  spec.disks.forEach((disk, index) => {
+    options.push(['-drive', `file=${opt(disk)},if=virtio,format=qcow2,id=disk${index}`]);
+  });
+  if (spec.incoming) options.push(['-incoming', 'defer']);
+  const args = options.flatMap(([flag, value]) => (value === undefined ? [flag] : [flag, value]));
+  return [...args, ...(spec.extraArgs ?? [])];
+}

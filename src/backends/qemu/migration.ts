@@ -1,0 +1,57 @@
+import { SnapshotError } from '../../errors.js';
+import { shellQuote } from '../../util/shell.js';
+import { Deadline, sleep } from '../../util/time.js';
+import type { QmpClient } from './qmp.js';
+
+/**
+ * Saving and loading a guest through QEMU's migration. With guest RAM in a shared file and the
+ * x-ignore-shared capability, the stream holds device state only and the RAM file is copied
+ * on its own.
+ */
+
+/** Migrates the paused guest's state into `path`; waits until QEMU says it completed. */
+export async function migrateOut(
+  qmp: QmpClient,
+  path: string,
+  options: { ignoreShared: boolean; timeoutMs: number; what: string },
+): Promise<void> {
+  await qmp.execute('migrate-set-capabilities', {
+    capabilities: [{ capability: 'x-ignore-shared', state: options.ignoreShared }],
+  });
+  await qmp.execute('migrate', { uri: `exec:cat > ${shellQuote(path)}` });
+  await waitForMigration(qmp, options.what, options.timeoutMs);
+}
+
+/** Loads the state in `path` into a QEMU started with -incoming defer, then resumes the guest. */
+export async function migrateIn(
+  qmp: QmpClient,
+  path: string,
+  options: { ignoreShared: boolean; timeoutMs: number },
+): Promise<void> {
+  if (options.ignoreShared) {
+    await qmp.execute('migrate-set-capabilities', {
+      capabilities: [{ capability: 'x-ignore-shared', state: true }],
+    });
+  }
+  await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(path)}` });
+  await waitForMigration(qmp, `loading ${path}`, options.timeoutMs);
+  await qmp.execute('cont');
+}
+
+/** Polls query-migrate until the migration completed; fails with QEMU's reason otherwise. */
+export async function waitForMigration(qmp: QmpClient, what: string, timeoutMs: number): Promise<void> {
+  const deadline = new Deadline(timeoutMs, `migration ${what}`);
+  let status = 'none';
+  while (!deadline.expired) {
+    const info = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
+    status = info.status ?? 'none';
+    if (status === 'completed') return;
+    if (status === 'failed' || status === 'cancelled') {
+      throw new SnapshotError(`migration ${what} ${status}: ${info['error-desc'] ?? 'QEMU gave no reason'}`);
+    }
+    await sleep(5);
+  }
+  throw new SnapshotError(
+    `migration ${what} did not complete within ${timeoutMs} ms (last status: ${status})`,
+  );
+}

@@ -1,0 +1,64 @@
+import { access } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { AccelRequest } from '../../backends/accel.js';
+import { QEMU_MISSING, qemuBinary } from '../../backends/qemu/process.js';
+import { asTestDefinition, runTest } from '../../driver/runner.js';
+import { ConfigError, VmmStartError } from '../../errors.js';
+import { Runtime } from '../../runtime/runtime.js';
+import { RunLog } from '../../util/log.js';
+import { which } from '../../util/which.js';
+
+export interface RunCommandOptions {
+  keep?: boolean;
+  timeout?: number;
+  console?: boolean;
+  fresh?: boolean;
+  grep?: RegExp;
+  accel?: AccelRequest;
+}
+
+/** `vmkit run`: loads a test script (TypeScript through tsx) and runs it. Returns the exit code. */
+export async function runCommand(script: string, options: RunCommandOptions): Promise<number> {
+  const path = resolve(script);
+  try {
+    await access(path);
+  } catch (error) {
+    throw new ConfigError(
+      `cannot read test script ${script}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+    );
+  }
+  let loaded: { default?: unknown };
+  try {
+    const { tsImport } = await import('tsx/esm/api');
+    loaded = (await tsImport(pathToFileURL(path).href, import.meta.url)) as { default?: unknown };
+  } catch (error) {
+    throw new ConfigError(`cannot load test script ${script}: ${(error as Error).message.split('\n')[0]}`);
+  }
+  const definition = asTestDefinition(loaded.default, script);
+  if (!(await which(qemuBinary()))) throw new VmmStartError(QEMU_MISSING);
+
+  const log = new RunLog();
+  const runtime = new Runtime({ keep: options.keep });
+  const interrupted = (signal: NodeJS.Signals, code: number) => async () => {
+    log.line('vmkit', `interrupted by ${signal}: stopping every machine`);
+    await runtime.stopProcesses();
+    process.exit(code); // the exit hook removes the run's state folder
+  };
+  process.on('SIGINT', interrupted('SIGINT', 130));
+  process.on('SIGTERM', interrupted('SIGTERM', 143));
+
+  log.line('vmkit', `running ${definition.name ?? script}`);
+  const report = await runTest(definition, {
+    keep: options.keep,
+    accel: options.accel,
+    console: options.console,
+    fresh: options.fresh,
+    grep: options.grep,
+    timeoutMs: options.timeout,
+    log,
+    runtime,
+  });
+  await runtime.close();
+  return report.passed ? 0 : 1;
+}

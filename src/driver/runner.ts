@@ -1,0 +1,259 @@
+import type { AccelRequest } from '../backends/accel.js';
+import { ConfigError, TestRunError } from '../errors.js';
+import type { Machine } from '../machine/machine.js';
+import { startMachine } from '../machines.js';
+import { Runtime } from '../runtime/runtime.js';
+import { RunLog } from '../util/log.js';
+import { elapsedMs, withTimeout } from '../util/time.js';
+import type { TestBody, TestContext, TestDefinition } from './definition.js';
+import { attachments, planLan } from './lan.js';
+import { Resources, startAll, withoutDriverFields } from './resources.js';
+import { prepareSuiteSnapshots } from './suite-snapshots.js';
+
+export type { MachineDeclaration, TestBody, TestContext, TestDefinition } from './definition.js';
+export { asTestDefinition, defineTest } from './definition.js';
+
+export interface RunOptions {
+  keep?: boolean;
+  accel?: AccelRequest;
+  /** Stream every machine's console to the log. */
+  console?: boolean;
+  log?: RunLog;
+  /** Overrides the test's own global timeout. */
+  timeoutMs?: number;
+  /** Take setup snapshots again even when cached ones match. */
+  fresh?: boolean;
+  /** With `tests`: run only the tests whose names match. */
+  grep?: RegExp;
+  /** The runtime the run's machines live in; by default a new one, closed when the run ends. */
+  runtime?: Runtime;
+}
+
+export interface TestResult {
+  name: string;
+  passed: boolean;
+  durationMs: number;
+  error?: Error;
+}
+
+export interface RunReport {
+  passed: boolean;
+  durationMs: number;
+  failedStep?: string;
+  error?: Error;
+  stateDir?: string;
+  /** With `tests`: one result per test. */
+  tests?: TestResult[];
+}
+
+/**
+ * Runs a test script. With `test`: boots its machines in parallel, runs each machine's setup,
+ * then the test. With `tests`: boots and sets up once, snapshots, and runs every test on fresh
+ * clones. Every machine and switch is stopped at the end, whatever happens.
+ */
+export async function runTest(definition: TestDefinition, options: RunOptions = {}): Promise<RunReport> {
+  const log = options.log ?? new RunLog();
+  const started = performance.now();
+  const timeoutMs = options.timeoutMs ?? definition.timeoutMs ?? 600_000;
+  const runtime = options.runtime ?? new Runtime({ keep: options.keep });
+  if (options.keep) runtime.setKeep(true);
+  const runDir = runtime.runDir;
+  const resources = new Resources(runtime);
+  const state = { step: 'starting machines' };
+
+  try {
+    const run = definition.tests
+      ? runSuite(definition, definition.tests, options, log, resources, state)
+      : runSingle(definition, definition.test as TestBody, options, log, resources, state);
+    run.catch(() => {}); // after a timeout it is abandoned: its resources are closed under it
+    const tests = await withTimeout(run, timeoutMs, 'the test', {
+      onTimeout: () =>
+        new TestRunError(`the test exceeded its global timeout of ${timeoutMs} ms (during: ${state.step})`),
+    });
+    const failed = tests?.filter((test) => !test.passed) ?? [];
+    const durationMs = elapsedMs(started);
+    if (tests) log.line('vmkit', `${tests.length - failed.length} passed, ${failed.length} failed`);
+    if (failed.length > 0) {
+      log.line(
+        'vmkit',
+        `FAILED in ${(durationMs / 1000).toFixed(1)} s: ${failed.map((test) => test.name).join(', ')}`,
+      );
+      const first = failed[0];
+      return {
+        passed: false,
+        durationMs,
+        failedStep: `test "${first?.name}"`,
+        error: first?.error,
+        tests,
+        stateDir: runtime.keep ? runDir : undefined,
+      };
+    }
+    log.line('vmkit', `passed in ${(durationMs / 1000).toFixed(1)} s`);
+    return { passed: true, durationMs, tests };
+  } catch (error) {
+    const durationMs = elapsedMs(started);
+    const err = error instanceof Error ? error : new Error(String(error));
+    log.line('vmkit', `FAILED during ${state.step} after ${(durationMs / 1000).toFixed(1)} s`);
+    log.line('vmkit', `${err.name}: ${err.message}`);
+    logConsoleTails(log, [...resources.machines], err);
+    return {
+      passed: false,
+      durationMs,
+      failedStep: state.step,
+      error: err,
+      stateDir: runtime.keep ? runDir : undefined,
+    };
+  } finally {
+    await resources.closeAll();
+    if (!options.runtime) await runtime.close();
+    if (runtime.keep) log.line('vmkit', `state kept in ${runDir}`);
+  }
+}
+
+/** One test on freshly booted machines. Returns undefined: the caller reports a single test. */
+async function runSingle(
+  definition: TestDefinition,
+  body: TestBody,
+  options: RunOptions,
+  log: RunLog,
+  resources: Resources,
+  state: { step: string },
+): Promise<undefined> {
+  const names = Object.keys(definition.machines);
+  const lan = planLan(definition.machines);
+  const switches = await resources.createSwitches(lan.vlans, '');
+  log.line('vmkit', `starting ${names.length} machine${names.length === 1 ? '' : 's'}: ${names.join(', ')}`);
+  const started = performance.now();
+  const machines = await startAll(names, (name) =>
+    resources.track(
+      startMachine({
+        ...withoutDriverFields(definition.machines[name] ?? {}),
+        ...(options.accel ? { accel: options.accel } : {}),
+        name,
+        hosts: lan.hosts,
+        log: log.for(name),
+        signal: resources.aborter.signal,
+        runtime: resources.runtime,
+        networks: attachments(lan, names, name, switches, true),
+      }).then((machine) => resources.adopt(machine, log, options)),
+    ),
+  );
+  log.line('vmkit', `all machines up after ${elapsedMs(started)} ms`);
+  for (const name of names) {
+    const setup = definition.machines[name]?.setup;
+    if (!setup) continue;
+    state.step = `setup of ${name}`;
+    await setup(machines[name] as Machine);
+  }
+  state.step = 'test';
+  await body({ ...machines, ...testContext(log, state) } as Record<string, Machine> & TestContext);
+  return undefined;
+}
+
+/** Several tests, each on its own clones; the next test's clones start while a test runs. */
+async function runSuite(
+  definition: TestDefinition,
+  tests: Record<string, TestBody>,
+  options: RunOptions,
+  log: RunLog,
+  resources: Resources,
+  state: { step: string },
+): Promise<TestResult[]> {
+  const entries = Object.entries(tests).filter(([testName]) => !options.grep || options.grep.test(testName));
+  if (entries.length === 0) throw new ConfigError(`no test matches ${options.grep}`);
+  const names = Object.keys(definition.machines);
+  const lan = planLan(definition.machines);
+  state.step = 'preparing setup snapshots';
+  const snapshots = await prepareSuiteSnapshots(definition, lan, {
+    fresh: options.fresh,
+    accel: options.accel,
+    log,
+    resources,
+  });
+
+  const cloneSet = async (index: number) => {
+    const switches = await resources.createSwitches(lan.vlans, `t${index}`);
+    try {
+      const machines = await startAll(names, (name) =>
+        resources.track(
+          (snapshots[name] as NonNullable<(typeof snapshots)[string]>)
+            .restore({
+              name,
+              log: log.for(name),
+              signal: resources.aborter.signal,
+              runtime: resources.runtime,
+              networks: attachments(lan, names, name, switches, false),
+            })
+            .then((machine) => resources.adopt(machine, log, options)),
+        ),
+      );
+      return { machines, switches };
+    } catch (error) {
+      await resources.release([], switches.values());
+      throw error;
+    }
+  };
+
+  const results: TestResult[] = [];
+  let next = resources.track(cloneSet(0));
+  next.catch(() => {});
+  for (const [index, [testName, body]] of entries.entries()) {
+    state.step = `test "${testName}"`;
+    const started = performance.now();
+    log.line('test', `${testName}`);
+    let set: Awaited<ReturnType<typeof cloneSet>> | undefined;
+    try {
+      set = await next;
+      if (index + 1 < entries.length) {
+        next = resources.track(cloneSet(index + 1));
+        next.catch(() => {});
+      }
+      const running = body({ ...set.machines, ...testContext(log, state) } as Record<string, Machine> &
+        TestContext);
+      running.catch(() => {}); // after a timeout its clones are closed under it: that failure is expected
+      if (definition.testTimeoutMs)
+        await withTimeout(running, definition.testTimeoutMs, `test "${testName}"`);
+      else await running;
+      const durationMs = elapsedMs(started);
+      log.line('test', `${testName}: ok (${durationMs} ms)`);
+      results.push({ name: testName, passed: true, durationMs });
+    } catch (error) {
+      const err = error instanceof Error ? error : new Error(String(error));
+      log.line('test', `${testName}: FAILED: ${err.name}: ${err.message}`);
+      if (set) logConsoleTails(log, Object.values(set.machines), err);
+      results.push({ name: testName, passed: false, durationMs: elapsedMs(started), error: err });
+      if (!set && index + 1 < entries.length) {
+        next = resources.track(cloneSet(index + 1));
+        next.catch(() => {});
+      }
+    } finally {
+      if (set) await resources.release(Object.values(set.machines), set.switches.values());
+    }
+  }
+  return results;
+}
+
+function testContext(log: RunLog, state: { step: string }): TestContext {
+  return {
+    log: log.for('test'),
+    subtest: async (name, run) => {
+      const outer = state.step;
+      state.step = `subtest "${name}"`;
+      const started = performance.now();
+      log.line('test', `subtest ${name}`);
+      const result = await run();
+      log.line('test', `subtest ${name}: ok (${elapsedMs(started)} ms)`);
+      state.step = outer;
+      return result;
+    },
+  };
+}
+
+function logConsoleTails(log: RunLog, machines: Machine[], error: Error): void {
+  for (const machine of machines) {
+    const consoleTail = machine.console.tail(1200).trimEnd();
+    if (consoleTail && !error.message.includes(consoleTail.slice(-200))) {
+      log.line('vmkit', `console tail of ${machine.name}:\n${consoleTail}`);
+    }
+  }
+}

@@ -1,0 +1,18 @@
+import { ConfigError } from '../../errors.js';
+import type { GuestProfile } from './profile.js';
+import { tinyProfile } from './tiny.js';
+
+export type { BootSetup, GuestNic, GuestProfile, RestoreSetup } from './profile.js';
+
+const PROFILES: Record<string, GuestProfile> = { tiny: tinyProfile };
+
+/** The profile of an image, by the name its manifest gives. */
+export function profileNamed(name: string): GuestProfile {
+  const profile = PROFILES[name];
+  if (!profile) {
+    throw new ConfigError(
+      `no guest profile ${JSON.stringify(name)} (known: ${Object.keys(PROFILES).join(', ')})`,
+    );
+  }
+  return profile;
+}

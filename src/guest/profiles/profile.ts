@@ -1,0 +1,42 @@
+import type { Readiness } from '../readiness.js';
+
+/** A NIC as the guest sees it: eth<index>. */
+export interface GuestNic {
+  index: number;
+  /** With prefix length, e.g. "10.0.0.2/24". */
+  address?: string;
+}
+
+/** What a freshly booted guest is told. */
+export interface BootSetup {
+  hostname: string;
+  nics: GuestNic[];
+  /** /etc/hosts lines, name to address. */
+  hosts: Record<string, string>;
+}
+
+/** What a guest restored from a snapshot is told. */
+export interface RestoreSetup {
+  /** Set only when it differs from the snapshot's: every program started costs under emulation. */
+  hostname?: string;
+  /** The host's clock, in whole seconds since the epoch. */
+  clockSeconds: number;
+  /** Fresh randomness, hex: clones must not share the random state they were saved with. */
+  entropyHex: string;
+  /** NICs that get a new identity: a new MAC and address. */
+  renumber: Array<Required<GuestNic> & { mac: string }>;
+  hosts: Record<string, string>;
+}
+
+/**
+ * Everything vmkit does inside one kind of guest OS: how it knows the guest is up, and the shell
+ * scripts that set it up after a boot or a restore (run by the guest agent as root). Each guest
+ * OS has one; machine/ never asks which OS it talks to.
+ */
+export interface GuestProfile {
+  readonly name: string;
+  /** How a booting guest is known to be up. */
+  readonly readiness: Readiness;
+  afterBoot(setup: BootSetup): string;
+  afterRestore(setup: RestoreSetup): string;
+}

@@ -1,0 +1,43 @@
+import { shellQuote } from '../../util/shell.js';
+import { agentBanner } from '../readiness.js';
+import type { GuestProfile, RestoreSetup } from './profile.js';
+
+/** The tiny image: busybox, the backdoor started by init, no service manager. */
+export const tinyProfile: GuestProfile = {
+  name: 'tiny',
+  readiness: agentBanner,
+
+  afterBoot({ hostname, nics, hosts }) {
+    const lines = [`hostname ${shellQuote(hostname)}`];
+    for (const nic of nics) {
+      lines.push(`ip link set eth${nic.index} up`);
+      if (nic.address) lines.push(`ip addr add ${shellQuote(nic.address)} dev eth${nic.index}`);
+    }
+    return [...lines, ...hostsLines(hosts)].join('\n');
+  },
+
+  afterRestore(setup: RestoreSetup) {
+    const lines = [
+      `date -s @${setup.clockSeconds} > /dev/null`,
+      ...(setup.hostname === undefined ? [] : [`hostname ${shellQuote(setup.hostname)}`]),
+      `printf '%s' ${setup.entropyHex} > /dev/urandom`,
+    ];
+    for (const nic of setup.renumber) {
+      const dev = `eth${nic.index}`;
+      lines.push(
+        `ip link set ${dev} down`,
+        `ip link set ${dev} address ${nic.mac}`,
+        `ip addr flush dev ${dev}`,
+        `ip addr add ${shellQuote(nic.address)} dev ${dev}`,
+        `ip link set ${dev} up`,
+      );
+    }
+    return [...lines, ...hostsLines(setup.hosts)].join('\n');
+  },
+};
+
+function hostsLines(hosts: Record<string, string>): string[] {
+  return Object.entries(hosts).map(
+    ([host, address]) => `echo ${shellQuote(`${address} ${host}`)} >> /etc/hosts`,
+  );
+}

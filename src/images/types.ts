@@ -1,0 +1,28 @@
+/** What a built image folder holds, as written to its manifest.json. */
+export interface ImageManifest {
+  name: string;
+  key: string;
+  /** File names inside the image folder. */
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  kernelRelease: string;
+  packages: string[];
+  /** The guest profile that drives it (see src/guest/profiles); older manifests: the image name. */
+  profile?: string;
+  modules: string[];
+  builtAt: string;
+}
+
+/** A bootable image, ready for startMachine. */
+export interface BootImage {
+  name: string;
+  key: string;
+  dir: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  kernelRelease: string;
+  /** The guest profile that knows how to set this guest up after boot or restore. */
+  profile: string;
+}

@@ -1,0 +1,31 @@
+import { ConfigError } from '../errors.js';
+import type { Machine } from '../machine/machine.js';
+import type { RestoreOptions } from './restore.js';
+import type { Snapshot } from './snapshot.js';
+
+export interface ForkOptions extends Omit<RestoreOptions, 'name'> {
+  /** Clone names; default <source>-1, <source>-2, ... */
+  names?: string[];
+}
+
+/** Starts `count` independent clones of a snapshot at once. All start, or none is left running. */
+export async function forkMachines(
+  snapshot: Snapshot,
+  count: number,
+  options: ForkOptions = {},
+): Promise<Machine[]> {
+  if (!Number.isInteger(count) || count < 1)
+    throw new ConfigError(`fork count must be a whole number >= 1, not ${count}`);
+  const names =
+    options.names ?? Array.from({ length: count }, (_, i) => `${snapshot.manifest.source}-${i + 1}`);
+  if (names.length !== count) throw new ConfigError(`fork got ${names.length} names for ${count} clones`);
+  const { names: _names, ...restore } = options;
+  const results = await Promise.allSettled(names.map((name) => snapshot.restore({ ...restore, name })));
+  const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  const machines = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  if (failed) {
+    await Promise.allSettled(machines.map((machine) => machine.close()));
+    throw failed.reason;
+  }
+  return machines;
+}

@@ -1,0 +1,131 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { type AccelRequest, chooseAccel } from '../backends/accel.js';
+import { requireCapability } from '../backends/backend.js';
+import { backendNamed } from '../backends/index.js';
+import { ConfigError, SnapshotError } from '../errors.js';
+import { profileNamed } from '../guest/profiles/index.js';
+import type { MachineConfig } from '../machine/config.js';
+import { macAddress, ramFilePath } from '../machine/identity.js';
+import { launchMachine } from '../machine/launch.js';
+import type { Machine, SnapshotTaker } from '../machine/machine.js';
+import { DEFAULTS, type NetworkAttachment, validateName } from '../machine/options.js';
+import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
+import { runTool } from '../util/exec.js';
+import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
+import { restorability } from './verify.js';
+
+export interface RestoreOptions {
+  /** Defaults to the name of the machine the snapshot was taken from. */
+  name?: string;
+  /** Switches for the snapshot's NICs, in order; with an address the NIC also gets a new MAC. */
+  networks?: NetworkAttachment[];
+  hosts?: Record<string, string>;
+  /** Must agree with the snapshot when given. */
+  memoryMiB?: number;
+  cpus?: number;
+  accel?: AccelRequest;
+  timeoutMs?: number;
+  commandTimeoutMs?: number;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+  runtime?: Runtime;
+}
+
+/** Starts a fresh VMM from a snapshot; resolves when the guest agent answers. */
+export async function restoreFrom(
+  record: SnapshotRecord,
+  options: RestoreOptions,
+  takeSnapshot: SnapshotTaker,
+): Promise<Machine> {
+  const { manifest, dir } = record;
+  const name = validateName(options.name ?? manifest.source);
+  const runtime = options.runtime ?? defaultRuntime();
+  checkRequest(manifest, options);
+  const reasons = await restorability(record, runtime, options.accel);
+  if (reasons.length > 0) {
+    throw new SnapshotError(`snapshot ${manifest.id} cannot be restored here: ${reasons.join('; ')}`);
+  }
+  const backend = backendNamed(manifest.identity.backend);
+  requireCapability(backend, 'snapshot');
+  if (!manifest.ramInStream) requireCapability(backend, 'cowFork');
+  const profile = profileNamed(manifest.image.profile ?? manifest.image.name);
+  const accel = await chooseAccel(options.accel ?? 'auto', runtime);
+  const { identity } = manifest;
+  const config: MachineConfig = {
+    backend: identity.backend,
+    image: manifest.image,
+    memoryMiB: identity.memoryMiB,
+    cpus: identity.cpus,
+    accel: identity.accel,
+    nics: identity.nics,
+    macs: manifest.macs,
+    disks: identity.disks.map((sizeMiB) => ({ sizeMiB })),
+    qemuArgs: identity.qemuArgs,
+  };
+  const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+  const networks = options.networks ?? [];
+  return launchMachine({
+    name,
+    config,
+    backend,
+    runtime,
+    profile,
+    accel,
+    switches: manifest.macs.map((_, index) => networks[index]?.switch),
+    timeoutMs,
+    commandTimeoutMs: options.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs,
+    log: options.log ?? (() => {}),
+    signal: options.signal,
+    incoming: true,
+    verb: `restored from snapshot ${manifest.id}`,
+    async prepare(stateDir) {
+      const disks: string[] = [];
+      for (const index of identity.disks.keys()) {
+        const overlay = join(stateDir, `disk${index}.qcow2`);
+        const base = join(dir, `disk${index}.qcow2`);
+        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, overlay]);
+        disks.push(overlay);
+      }
+      const memory = manifest.ramInStream
+        ? { path: ramFilePath(runtime, stateDir, name), share: true }
+        : { path: join(dir, 'ram'), share: false }; // copy-on-write: clones share what they only read
+      return { memory, disks };
+    },
+    async ready(vmm, agent) {
+      await vmm.loadState(join(dir, 'state'), { ramInFile: !manifest.ramInStream, timeoutMs });
+      agent.assumeBannerSeen();
+    },
+    setupScript: profile.afterRestore({
+      clockSeconds: Math.floor(Date.now() / 1000),
+      hostname: name === manifest.source ? undefined : name,
+      entropyHex: randomBytes(64).toString('hex'),
+      renumber: networks.flatMap((network, index) =>
+        network.address
+          ? [{ index, address: network.address, mac: macAddress(`${name}/${manifest.id}`, index) }]
+          : [],
+      ),
+      hosts: options.hosts ?? {},
+    }),
+    takeSnapshot,
+  });
+}
+
+/** Refuses what the caller asked for that the snapshot cannot be: bad input, not a damaged snapshot. */
+function checkRequest(manifest: SnapshotManifest, options: RestoreOptions): void {
+  for (const [what, wanted, actual] of [
+    ['memoryMiB', options.memoryMiB, manifest.identity.memoryMiB],
+    ['cpus', options.cpus, manifest.identity.cpus],
+  ] as const) {
+    if (wanted !== undefined && wanted !== actual) {
+      throw new ConfigError(
+        `snapshot ${manifest.id} has ${what} ${actual}; it cannot be restored with ${wanted}`,
+      );
+    }
+  }
+  if ((options.networks?.length ?? 0) > manifest.identity.nics) {
+    throw new ConfigError(
+      `snapshot ${manifest.id} has ${manifest.identity.nics} NIC(s); ${options.networks?.length} networks were given`,
+    );
+  }
+}
