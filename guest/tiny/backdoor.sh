@@ -14,8 +14,14 @@
 #   <base64 stdout>
 #   <base64 stderr>
 #   <<<VMKIT:E <id>>>>
-# Uploads first get <<<VMKIT:GO <id>>>> (the host may send now); downloads get
-# <<<VMKIT:SEND <id> <size>>>> before the bytes go out on the transfer port.
+# Uploads first get <<<VMKIT:GO <id>>>> (the host may send now) once the target can be written;
+# downloads get <<<VMKIT:SEND <id> <size>>>> before the bytes go out on the transfer port.
+#
+# File bytes on the transfer port always travel in whole frames:
+#   <<<VMKIT:XFER <id> <size>>>>\n   then exactly <size> bytes   then <md5 hex, or FAILED>\n
+# Both ends write and read whole frames whatever fails, and a frame for another id is skipped
+# whole, so a failed transfer can never shift the bytes of the next one. An upload lands in a
+# temporary file beside its target, renamed into place only when its checksum matches.
 #
 # Commands write to files, not pipes, and the shell waits for the command's process, not for
 # end-of-file: a background process that keeps stdout open cannot hang a call.
@@ -57,7 +63,8 @@ fresh_output() {
 }
 
 run_script() { # id timeout length
-  head -c "$3" <&3 > "$work/script"
+  # Exactly the script's bytes: head -c would read ahead into whatever follows.
+  dd bs=65536 count="$3" iflag=count_bytes,fullblock <&3 2> /dev/null > "$work/script"
   fresh_output
   # A session of its own, so that a timeout can end the command and everything it started.
   setsid sh "$work/script" > "$work/out" 2> "$work/err" < /dev/null &
@@ -73,37 +80,71 @@ run_script() { # id timeout length
   reply "$1" "$status"
 }
 
+# Exactly $1 bytes from the transfer port: head -c reads ahead through stdio and would swallow
+# what follows the frame's bytes.
+take_bytes() { # count
+  dd bs=65536 count="$1" iflag=count_bytes,fullblock <&4 2> /dev/null
+}
+
+# Reads frame headers until the one for transfer $1; skips whole frames of other transfers.
+# Sets $size.
+next_frame() { # id
+  while IFS= read -r header <&4; do
+    case "$header" in
+      "<<<VMKIT:XFER $1 "*">>>") size=${header#"<<<VMKIT:XFER $1 "}; size=${size%">>>"}; return 0 ;;
+      "<<<VMKIT:XFER "*">>>")
+        stale=${header#"<<<VMKIT:XFER "}; stale=${stale#* }; stale=${stale%">>>"}
+        take_bytes "$stale" > /dev/null; IFS= read -r _ <&4 ;;
+    esac
+  done
+  return 1
+}
+
+fail_with() { # id message
+  printf 'vmkit backdoor: %s\n' "$2" >> "$work/err"; reply "$1" 1
+}
+
 receive_file() { # id size base64-path
   fresh_output
-  if [ -z "$transfer" ]; then
-    echo "vmkit backdoor: no transfer port" > "$work/err"; reply "$1" 1; return
-  fi
+  [ -n "$transfer" ] || { fail_with "$1" "no transfer port"; return; }
   path=$(decode "$3")
+  part="$path.vmkit-part-$1"
+  [ -d "$path" ] && { fail_with "$1" "cannot write $path: it is a directory"; return; }
+  # true, not ':': a failed redirection of a special builtin would end this shell.
+  true 2> "$work/err" > "$part" || { fail_with "$1" "cannot write $path"; return; }
   printf '<<<VMKIT:GO %s>>>\n' "$1" >&3
-  # Always drain exactly <size> bytes, even when the target cannot be written.
-  if : > "$path" 2> "$work/err"; then
-    head -c "$2" <&4 > "$path" 2> "$work/err"
-    status=$?
+  next_frame "$1" || { rm -f "$part"; fail_with "$1" "the transfer port closed"; return; }
+  # When the file cannot be written (disk full), the rest of the frame is still drained.
+  take_bytes "$size" | { cat > "$part" 2> "$work/err"; wrote=$?; cat > /dev/null; exit "$wrote"; }
+  wrote=$?
+  IFS= read -r expected <&4
+  sum=$(md5sum < "$part"); sum=${sum%% *}
+  if [ "$wrote" -ne 0 ]; then rm -f "$part"; fail_with "$1" "writing $path failed"
+  elif [ "$expected" = FAILED ]; then rm -f "$part"; fail_with "$1" "the host could not read the whole file"
+  elif [ "$expected" != "$sum" ]; then rm -f "$part"; fail_with "$1" "checksum mismatch (received $sum, sent $expected)"
   else
-    head -c "$2" <&4 > /dev/null
-    status=1
+    # An existing file keeps its permissions.
+    [ -e "$path" ] && chmod "$(stat -c %a "$path")" "$part" 2> /dev/null
+    mv -f "$part" "$path" 2> "$work/err" || { rm -f "$part"; fail_with "$1" "cannot replace $path"; return; }
+    reply "$1" 0
   fi
-  reply "$1" "$status"
 }
 
 send_file() { # id base64-path
   fresh_output
   path=$(decode "$2")
-  if [ -z "$transfer" ]; then
-    echo "vmkit backdoor: no transfer port" > "$work/err"; reply "$1" 1; return
-  fi
+  [ -n "$transfer" ] || { fail_with "$1" "no transfer port"; return; }
   if [ ! -f "$path" ] || [ ! -r "$path" ]; then
-    echo "vmkit backdoor: cannot read $path: not a readable regular file" > "$work/err"; reply "$1" 1; return
+    fail_with "$1" "cannot read $path: not a readable regular file"; return
   fi
-  size=$(wc -c < "$path")
+  sum=$(md5sum < "$path" 2> "$work/err") || { fail_with "$1" "cannot read $path"; return; }
+  size=$(wc -c < "$path"); size=$((size))
   printf '<<<VMKIT:SEND %s %s>>>\n' "$1" "$size" >&3
-  head -c "$size" "$path" >&4 2> "$work/err"
-  reply "$1" $?
+  printf '<<<VMKIT:XFER %s %s>>>\n' "$1" "$size" >&4
+  # Exactly <size> bytes even if the file shrinks meanwhile; the checksum then tells.
+  cat "$path" /dev/zero 2> /dev/null | head -c "$size" >&4
+  printf '%s\n' "${sum%% *}" >&4
+  reply "$1" 0
 }
 
 printf '\nSpawning backdoor root shell...\n' >&3

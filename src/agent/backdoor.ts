@@ -1,12 +1,11 @@
-import { once } from 'node:events';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import type { Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import { MachineCrashedError, TimeoutError, TransferError } from '../errors.js';
 import { waitWithin, withTimeout } from '../util/time.js';
 import { type BackdoorEvent, BackdoorParser, encodeRequest } from './framing.js';
+import { FRAME_FAILED, FrameReader, type SentFrame, writeFrame } from './transfer.js';
 
 export interface RawResult {
   status: number;
@@ -22,8 +21,10 @@ interface Pending {
   resolve: (result: RawResult) => void;
   reject: (error: Error) => void;
   onGo?: () => void;
-  onSend?: (size: number) => void;
 }
+
+/** A timeout as the guest's watchdog counts it: whole seconds, at least one. */
+export const guestSeconds = (timeoutMs: number) => Math.max(1, Math.ceil(timeoutMs / 1000));
 
 /** How long past a command's own timeout the host waits for the guest to report the kill. */
 const GRACE_MS = 10_000;
@@ -42,8 +43,7 @@ export class BackdoorChannel {
   private bannerSeen = false;
   private readonly bannerWaiters = new Set<() => void>();
   private readonly failureWaiters = new Set<(error: Error) => void>();
-  private transferBuffer: Buffer[] = [];
-  private transferSink?: (chunk: Buffer) => void;
+  private readonly frames = new FrameReader();
   /** Lines the guest printed on the channel outside any reply. */
   readonly noise: string[] = [];
 
@@ -54,10 +54,7 @@ export class BackdoorChannel {
     private readonly consoleTail: () => string,
   ) {
     shell.on('data', (chunk: Buffer) => this.parser.push(chunk));
-    transfer?.on('data', (chunk: Buffer) => {
-      if (this.transferSink) this.transferSink(chunk);
-      else this.transferBuffer.push(chunk);
-    });
+    transfer?.on('data', (chunk: Buffer) => this.frames.push(chunk));
   }
 
   /** Why the channel is unusable, if it is. */
@@ -84,47 +81,85 @@ export class BackdoorChannel {
     );
   }
 
-  /** Runs a shell script in the guest; resolves with raw bytes, whatever the exit status. */
+  /**
+   * Runs a shell script in the guest; resolves with raw bytes, whatever the exit status. The
+   * guest's watchdog counts whole seconds, so the timeout is rounded up to the next second.
+   */
   run(script: string, timeoutMs: number): Promise<RawResult> {
-    return this.serialize(`command ${JSON.stringify(script)}`, timeoutMs, (id) => {
-      this.shell.write(encodeRequest.run(id, script, timeoutMs / 1000));
+    const seconds = guestSeconds(timeoutMs);
+    return this.serialize(`command ${JSON.stringify(script)}`, seconds * 1000, (id) => {
+      this.shell.write(encodeRequest.run(id, script, seconds));
       return {};
     });
   }
 
-  /** Copies a host file into the guest, through the transfer port. */
+  /**
+   * Copies a host file into the guest through the transfer port, in one checksummed frame. The
+   * guest writes a temporary file next to the target and renames it into place only when the
+   * checksum matches. A failure on either side fails this call only.
+   */
   async upload(hostPath: string, guestPath: string, timeoutMs: number): Promise<RawResult> {
-    const { size } = await stat(hostPath);
-    return this.serialize(`upload of ${hostPath} to ${guestPath}`, timeoutMs, (id) => {
-      this.shell.write(encodeRequest.upload(id, size, guestPath));
-      return {
-        onGo: () => {
-          this.streamFileTo(hostPath).catch((error: Error) => this.fail(error));
-        },
-      };
-    });
-  }
-
-  /** Copies a guest file to the host, through the transfer port. */
-  async download(guestPath: string, hostPath: string, timeoutMs: number): Promise<RawResult> {
-    const sink = createWriteStream(hostPath);
-    let received: Promise<void> | undefined;
+    const transfer = this.requireTransfer();
+    const file = await openSource(hostPath);
     try {
-      const result = await this.serialize(`download of ${guestPath} to ${hostPath}`, timeoutMs, (id) => {
-        this.shell.write(encodeRequest.download(id, guestPath));
+      const size = (await file.stat()).size;
+      let sent: Promise<SentFrame> | undefined;
+      const result = await this.serialize(`upload of ${hostPath} to ${guestPath}`, timeoutMs, (id) => {
+        this.shell.write(encodeRequest.upload(id, size, guestPath));
         return {
-          onSend: (size) => {
-            received = this.receiveInto(sink, size);
+          onGo: () => {
+            sent = writeFrame(transfer, id, file, size, () => this.failure !== undefined);
+            sent.catch(() => {});
           },
         };
       });
-      // The reply and the bytes travel on different sockets: the reply may come first.
-      if (received) await withTimeout(received, timeoutMs, `the bytes of ${guestPath}`);
+      const readError = sent && (await sent).readError;
+      if (readError) throw new TransferError(`reading ${hostPath} failed: ${readError.message}`);
       return result;
     } finally {
-      this.transferSink = undefined;
-      if (!sink.writableEnded) sink.end();
-      await finished(sink).catch(() => {});
+      await file.close();
+    }
+  }
+
+  /**
+   * Copies a guest file to the host through the transfer port, in one checksummed frame. The
+   * bytes go to a temporary file beside `hostPath`, renamed into place once they are verified;
+   * on any failure nothing is left at `hostPath`.
+   */
+  async download(guestPath: string, hostPath: string, timeoutMs: number): Promise<RawResult> {
+    this.requireTransfer();
+    const partial = `${hostPath}.vmkit-partial-${randomBytes(4).toString('hex')}`;
+    const file = await withTimeout(open(partial, 'wx'), timeoutMs, `creating ${partial}`).catch(
+      (error: Error) => {
+        throw new TransferError(`cannot write ${hostPath}: ${error.message}`);
+      },
+    );
+    let received: Promise<void> | undefined;
+    let id = 0;
+    try {
+      const result = await this.serialize(
+        `download of ${guestPath} to ${hostPath}`,
+        timeoutMs,
+        (requestId) => {
+          id = requestId;
+          received = this.receiveFrame(requestId, file, guestPath);
+          received.catch(() => {});
+          this.shell.write(encodeRequest.download(requestId, guestPath));
+          return {};
+        },
+      );
+      if (result.status !== 0) return result;
+      // The reply and the bytes travel on different ports: the reply may come first.
+      await withTimeout(received ?? Promise.resolve(), timeoutMs, `the bytes of ${guestPath}`);
+      await file.close();
+      await rename(partial, hostPath);
+      return result;
+    } catch (error) {
+      this.frames.forget(id);
+      throw error;
+    } finally {
+      await file.close().catch(() => {});
+      await rm(partial, { force: true });
     }
   }
 
@@ -160,7 +195,7 @@ export class BackdoorChannel {
   private serialize(
     what: string,
     timeoutMs: number,
-    send: (id: number) => Pick<Pending, 'onGo' | 'onSend'>,
+    send: (id: number) => Pick<Pending, 'onGo'>,
   ): Promise<RawResult> {
     const call = this.queue.then(() => this.request(what, timeoutMs, send));
     this.queue = call.catch(() => {});
@@ -170,7 +205,7 @@ export class BackdoorChannel {
   private request(
     what: string,
     timeoutMs: number,
-    send: (id: number) => Pick<Pending, 'onGo' | 'onSend'>,
+    send: (id: number) => Pick<Pending, 'onGo'>,
   ): Promise<RawResult> {
     if (this.failure) return Promise.reject(this.failure);
     const id = this.nextId++;
@@ -237,8 +272,7 @@ export class BackdoorChannel {
         if (pending?.id === event.id) pending.onGo?.();
         return;
       case 'send':
-        if (pending?.id === event.id) pending.onSend?.(event.size);
-        return;
+        return; // the transfer port's frame header carries the size
       case 'noise':
         if (pending && event.line.startsWith('malformed reply')) {
           this.pending = undefined;
@@ -256,30 +290,36 @@ export class BackdoorChannel {
     }
   }
 
-  private async streamFileTo(hostPath: string): Promise<void> {
-    const transfer = this.requireTransfer();
-    for await (const chunk of createReadStream(hostPath)) {
-      if (this.failure) return;
-      // A guest that stops reading (it died, or the call timed out) must not hold this loop forever.
-      if (!transfer.write(chunk)) await Promise.race([once(transfer, 'drain'), once(transfer, 'close')]);
-    }
-  }
-
-  private receiveInto(sink: Writable, size: number): Promise<void> {
-    this.requireTransfer();
-    if (size === 0) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      let remaining = size;
-      this.transferSink = (chunk: Buffer) => {
-        const take = chunk.subarray(0, remaining);
-        remaining -= take.length;
-        sink.write(take);
-        if (remaining === 0) {
-          this.transferSink = undefined;
-          resolve();
-        }
-      };
-      for (const chunk of this.transferBuffer.splice(0)) this.transferSink?.(chunk);
+  /** Writes the frame of transfer `id` into `file` and checks its checksum. */
+  private receiveFrame(id: number, file: FileHandle, guestPath: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let writing: Promise<unknown> = Promise.resolve();
+      let writeError: Error | undefined;
+      this.frames.expect(id, {
+        data: (chunk) => {
+          const copy = Buffer.from(chunk);
+          writing = writing
+            .then(() => file.write(copy))
+            .catch((error: Error) => {
+              writeError ??= error;
+            });
+        },
+        end: ({ md5, trailer }) => {
+          writing.then(() => {
+            if (writeError)
+              reject(new TransferError(`writing the bytes of ${guestPath} failed: ${writeError.message}`));
+            else if (trailer === FRAME_FAILED)
+              reject(new TransferError(`the guest could not read ${guestPath} whole`));
+            else if (trailer !== md5)
+              reject(
+                new TransferError(
+                  `the bytes of ${guestPath} arrived damaged (md5 ${md5}, the guest sent ${trailer})`,
+                ),
+              );
+            else resolve();
+          });
+        },
+      });
     });
   }
 
@@ -287,4 +327,22 @@ export class BackdoorChannel {
     if (!this.transfer) throw new TransferError(`machine ${this.machine} has no transfer port`);
     return this.transfer;
   }
+}
+
+/** Opens a host file to send; refuses what is not a regular file, before the guest is asked. */
+async function openSource(hostPath: string): Promise<FileHandle> {
+  // Non-blocking, so that a FIFO cannot hold the call before it is refused.
+  const file = await open(hostPath, constants.O_RDONLY | constants.O_NONBLOCK).catch(
+    (error: NodeJS.ErrnoException) => {
+      throw new TransferError(`cannot read ${hostPath}: ${error.code ?? error.message}`);
+    },
+  );
+  const info = await file.stat();
+  if (!info.isFile()) {
+    await file.close();
+    throw new TransferError(
+      `cannot copy ${hostPath}: it is ${info.isDirectory() ? 'a directory' : 'not a regular file'}`,
+    );
+  }
+  return file;
 }

@@ -17,9 +17,10 @@ export type BackdoorEvent =
 const b64 = (text: string | Buffer) => Buffer.from(text).toString('base64');
 
 export const encodeRequest = {
+  /** The guest's watchdog counts whole seconds: `timeoutSeconds` must be a whole number >= 1. */
   run: (id: number, script: string, timeoutSeconds: number) => {
     const body = Buffer.from(script);
-    return Buffer.concat([Buffer.from(`X ${id} ${timeoutSeconds.toFixed(3)} ${body.length}\n`), body]);
+    return Buffer.concat([Buffer.from(`X ${id} ${timeoutSeconds} ${body.length}\n`), body]);
   },
   upload: (id: number, size: number, guestPath: string) => `U ${id} ${size} ${b64(guestPath)}\n`,
   download: (id: number, guestPath: string) => `D ${id} ${b64(guestPath)}\n`,

@@ -11,7 +11,7 @@ export const BACKEND_NAMES = Object.keys(BACKENDS);
 
 /** The backend called `name` (default QEMU). */
 export function backendNamed(name = 'qemu'): Backend {
-  const backend = BACKENDS[name];
+  const backend = Object.hasOwn(BACKENDS, name) ? BACKENDS[name] : undefined;
   if (!backend)
     throw new ConfigError(`unknown backend ${JSON.stringify(name)} (known: ${BACKEND_NAMES.join(', ')})`);
   return backend;

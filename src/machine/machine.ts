@@ -1,6 +1,6 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { BackdoorChannel, RawResult } from '../agent/backdoor.js';
+import { type BackdoorChannel, guestSeconds, type RawResult } from '../agent/backdoor.js';
 import type { AccelDecision } from '../backends/accel.js';
 import { type Backend, type ExitInfo, requireCapability, type Vmm } from '../backends/backend.js';
 import type { QmpClient } from '../backends/qemu/qmp.js';
@@ -17,8 +17,10 @@ import type { GuestProfile } from '../guest/profiles/index.js';
 import type { Runtime } from '../runtime/runtime.js';
 // Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
 import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
+import { ensureDir } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
 import { sleep, withTimeout } from '../util/time.js';
+import { checkCall } from './calls.js';
 import type { MachineConfig } from './config.js';
 
 /** Takes a snapshot of a machine; supplied by the snapshot layer when the machine is launched. */
@@ -149,18 +151,17 @@ export class Machine implements AsyncDisposable {
 
   /** Runs `command` with sh as root. Resolves whatever the exit status; rejects on timeout or crash. */
   async execute(command: string, options: CommandOptions = {}): Promise<ExecResult> {
-    const raw = await this.run(command, options);
-    return { exitCode: raw.status, stdout: raw.stdout.toString('utf8'), stderr: raw.stderr.toString('utf8') };
+    return toText(await this.run('execute', command, options));
   }
 
   /** Like execute, with stdout and stderr as raw bytes. */
   async executeRaw(command: string, options: CommandOptions = {}): Promise<RawResult> {
-    return this.run(command, options);
+    return this.run('executeRaw', command, options);
   }
 
   /** Runs `command`, expecting exit status 0; returns its stdout. */
   async succeed(command: string, options: CommandOptions = {}): Promise<string> {
-    const result = await this.execute(command, options);
+    const result = toText(await this.run('succeed', command, options));
     if (result.exitCode !== 0)
       throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr);
     return result.stdout;
@@ -168,7 +169,7 @@ export class Machine implements AsyncDisposable {
 
   /** Runs `command`, expecting a non-zero exit status; returns its stdout. */
   async fail(command: string, options: CommandOptions = {}): Promise<string> {
-    const result = await this.execute(command, options);
+    const result = toText(await this.run('fail', command, options));
     if (result.exitCode === 0) {
       throw new CommandFailedError(
         command,
@@ -183,44 +184,45 @@ export class Machine implements AsyncDisposable {
 
   /** Retries `command` until it exits 0; returns its stdout. */
   waitUntilSucceeds(command: string, options: CommandOptions = {}): Promise<string> {
+    checkCall('waitUntilSucceeds', { command, options });
     return this.retry(`${JSON.stringify(command)} to succeed`, command, (r) => r.exitCode === 0, options);
   }
 
   /** Retries `command` until it exits non-zero; returns its stdout. */
   waitUntilFails(command: string, options: CommandOptions = {}): Promise<string> {
+    checkCall('waitUntilFails', { command, options });
     return this.retry(`${JSON.stringify(command)} to fail`, command, (r) => r.exitCode !== 0, options);
   }
 
-  waitForFile(path: string, options: CommandOptions = {}): Promise<void> {
-    return this.retry(
+  async waitForFile(path: string, options: CommandOptions = {}): Promise<void> {
+    checkCall('waitForFile', { path, options });
+    await this.retry(
       `file ${path} to exist`,
       `test -e ${shellQuote(path)}`,
       (r) => r.exitCode === 0,
       options,
-    ).then(() => {});
+    );
   }
 
   /** Waits until something in the guest listens on TCP `port` (IPv4 or IPv6, any address). */
-  waitForOpenPort(port: number, options: CommandOptions = {}): Promise<void> {
-    return this.retry(
+  async waitForOpenPort(port: number, options: CommandOptions = {}): Promise<void> {
+    checkCall('waitForOpenPort', { port, options });
+    await this.retry(
       `TCP port ${port} to be listening`,
       listeningCheck(port),
       (r) => r.exitCode === 0,
       options,
-    ).then(() => {});
+    );
   }
 
-  waitForClosedPort(port: number, options: CommandOptions = {}): Promise<void> {
-    return this.retry(
-      `TCP port ${port} to be closed`,
-      listeningCheck(port),
-      (r) => r.exitCode !== 0,
-      options,
-    ).then(() => {});
+  async waitForClosedPort(port: number, options: CommandOptions = {}): Promise<void> {
+    checkCall('waitForClosedPort', { port, options });
+    await this.retry(`TCP port ${port} to be closed`, listeningCheck(port), (r) => r.exitCode !== 0, options);
   }
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
   async waitForConsoleText(pattern: RegExp | string, options: CommandOptions = {}): Promise<RegExpExecArray> {
+    checkCall('waitForConsoleText', { options });
     return this.console.waitForText(pattern, options.timeoutMs ?? this.internals.commandTimeoutMs);
   }
 
@@ -231,17 +233,20 @@ export class Machine implements AsyncDisposable {
 
   /** Types `text` on the serial console. */
   sendConsole(text: string): void {
+    checkCall('sendConsole', { text });
+    requireCapability(this.internals.backend, 'consoleInput');
     this.console.send(text);
   }
 
-  /** Copies a host file into the guest (any bytes, any size); parent folders are created. */
+  /**
+   * Copies a host file into the guest (any bytes, any size); parent folders are created. The bytes
+   * are checksummed and land under `guestPath` whole or not at all.
+   */
   async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
+    const call = checkCall('copyToVm', { hostPath, guestPath, options });
+    const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs * 2;
     await this.succeed(`mkdir -p ${shellQuote(dirname(guestPath))}`);
-    const result = await this.internals.agent.upload(
-      hostPath,
-      guestPath,
-      options.timeoutMs ?? this.internals.commandTimeoutMs * 2,
-    );
+    const result = await this.internals.agent.upload(hostPath, guestPath, timeoutMs);
     if (result.status !== 0) {
       throw new TransferError(
         `copying ${hostPath} to ${this.name}:${guestPath} failed: ${result.stderr.toString().trim()}`,
@@ -249,16 +254,20 @@ export class Machine implements AsyncDisposable {
     }
   }
 
-  /** Copies a guest file to the host; parent folders are created. */
+  /**
+   * Copies a guest file to the host; parent folders are created. The bytes are checksummed and
+   * land at `hostPath` whole or not at all.
+   */
   async copyFromVm(guestPath: string, hostPath: string, options: CommandOptions = {}): Promise<void> {
-    await mkdir(dirname(hostPath), { recursive: true });
-    const result = await this.internals.agent.download(
-      guestPath,
-      hostPath,
-      options.timeoutMs ?? this.internals.commandTimeoutMs * 2,
+    const call = checkCall('copyFromVm', { hostPath, guestPath, options });
+    const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs * 2;
+    await withTimeout(ensureDir(dirname(hostPath)), timeoutMs, `creating ${dirname(hostPath)}`).catch(
+      (error: Error) => {
+        throw new TransferError(`copying ${this.name}:${guestPath} to ${hostPath} failed: ${error.message}`);
+      },
     );
+    const result = await this.internals.agent.download(guestPath, hostPath, timeoutMs);
     if (result.status !== 0) {
-      await rm(hostPath, { force: true });
       throw new TransferError(
         `copying ${this.name}:${guestPath} to ${hostPath} failed: ${result.stderr.toString().trim()}`,
       );
@@ -267,6 +276,7 @@ export class Machine implements AsyncDisposable {
 
   /** Powers off from inside the guest and waits for the VMM to exit. */
   async shutdown(options: CommandOptions = {}): Promise<void> {
+    checkCall('shutdown', { options });
     if (this.internals.vmm.hasExited) return;
     this.stopping = true;
     this.internals.agent.fireAndForget('sync; poweroff');
@@ -281,7 +291,8 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Waits until the VMM has exited (the guest powered off or crashed). */
-  waitForShutdown(options: CommandOptions = {}): Promise<ExitInfo> {
+  async waitForShutdown(options: CommandOptions = {}): Promise<ExitInfo> {
+    checkCall('waitForShutdown', { options });
     return withTimeout(
       this.internals.vmm.exited,
       options.timeoutMs ?? this.internals.commandTimeoutMs,
@@ -310,14 +321,15 @@ export class Machine implements AsyncDisposable {
     return this.close();
   }
 
-  private async run(command: string, options: CommandOptions): Promise<RawResult> {
+  private async run(method: string, command: string, options: CommandOptions): Promise<RawResult> {
+    checkCall(method, { command, options });
     if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
     const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
     const raw = await this.internals.agent.run(command, timeoutMs);
     if (raw.timedOut) {
       throw new CommandTimeoutError(
         command,
-        timeoutMs,
+        guestSeconds(timeoutMs) * 1000, // what the guest's watchdog, counting whole seconds, waited
         raw.stdout.toString('utf8'),
         raw.stderr.toString('utf8'),
       );
@@ -360,4 +372,8 @@ function listeningCheck(port: number): string {
 
 function describeExit(info: ExitInfo): string {
   return info.signal ? `killed by ${info.signal}` : `status ${info.code}`;
+}
+
+function toText(raw: RawResult): ExecResult {
+  return { exitCode: raw.status, stdout: raw.stdout.toString('utf8'), stderr: raw.stderr.toString('utf8') };
 }

@@ -1,8 +1,21 @@
+import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
-import { ConfigError } from '../errors.js';
+import { BACKEND_NAMES } from '../backends/index.js';
+import { IMAGE_NAMES } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
-import type { VirtualSwitch } from '../network/switch.js';
-import type { Runtime } from '../runtime/runtime.js';
+import { VirtualSwitch } from '../network/switch.js';
+import { Runtime } from '../runtime/runtime.js';
+import {
+  abortSignal,
+  callback,
+  hostsMap,
+  instanceOf,
+  ipv4Cidr,
+  machineName,
+  parseInput,
+  timeoutMs,
+  wholeNumber,
+} from '../util/validate.js';
 
 export interface NetworkAttachment {
   switch: VirtualSwitch;
@@ -15,10 +28,11 @@ export interface MachineOptions {
   name: string;
   /** An image name ("tiny") or a built image from buildImage(). Defaults to "tiny". */
   image?: string | BootImage;
+  /** Guest memory, 64 MiB at least (default 256). */
   memoryMiB?: number;
   cpus?: number;
   accel?: AccelRequest;
-  /** How long boot may take until the backdoor answers. */
+  /** How long boot may take until the guest agent answers. */
   timeoutMs?: number;
   /** Default timeout of execute() and friends. */
   commandTimeoutMs?: number;
@@ -46,26 +60,75 @@ export const DEFAULTS = {
   commandTimeoutMs: 120_000,
 };
 
-const NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+/** Below this the kernel cannot unpack the tiny image's initramfs and the guest dies silently. */
+export const MIN_MEMORY_MIB = 64;
 
-export function validateName(name: unknown): string {
-  if (typeof name !== 'string' || !NAME.test(name)) {
-    throw new ConfigError(
-      `invalid machine name ${JSON.stringify(name)}: use 1 to 32 lower-case letters, digits, '-' or '_', starting with a letter or digit`,
-    );
-  }
-  return name;
+const networkAttachment = z
+  .object({
+    switch: instanceOf(VirtualSwitch, 'VirtualSwitch (from VirtualSwitch.create())'),
+    address: ipv4Cidr.optional(),
+  })
+  .strict();
+
+const isBootImage = (value: unknown) =>
+  typeof value === 'object' &&
+  value !== null &&
+  ['name', 'key', 'kernel', 'initrd', 'cmdline'].every(
+    (field) => typeof (value as Record<string, unknown>)[field] === 'string',
+  );
+
+const imageChoice = z.custom<string | BootImage>(
+  (value) =>
+    typeof value === 'string' ? (IMAGE_NAMES as readonly string[]).includes(value) : isBootImage(value),
+  {
+    error: (issue) =>
+      typeof issue.input === 'string'
+        ? `unknown image ${JSON.stringify(issue.input)} (known images: ${IMAGE_NAMES.join(', ')})`
+        : 'must be an image name or a BootImage from buildImage()',
+  },
+);
+
+/** The options every way of getting a machine shares (boot, restore). */
+export const commonMachineFields = {
+  accel: z.enum(['auto', 'kvm', 'tcg'], { error: 'must be auto, kvm or tcg' }).optional(),
+  timeoutMs: timeoutMs.optional(),
+  commandTimeoutMs: timeoutMs.optional(),
+  networks: z.array(networkAttachment).max(16).optional(),
+  hosts: hostsMap.optional(),
+  log: callback.optional(),
+  signal: abortSignal.optional(),
+  runtime: instanceOf(Runtime, 'Runtime').optional(),
+};
+
+/** Fields a test declares for a machine (the driver adds name, networks, hosts, log, signal). */
+export const declaredMachineFields = {
+  image: imageChoice.optional(),
+  memoryMiB: wholeNumber(MIN_MEMORY_MIB, 1024 * 1024).optional(),
+  cpus: wholeNumber(1, 256).optional(),
+  accel: commonMachineFields.accel,
+  timeoutMs: commonMachineFields.timeoutMs,
+  commandTimeoutMs: commonMachineFields.commandTimeoutMs,
+  disks: z
+    .array(z.object({ sizeMiB: wholeNumber(1, 16 * 1024 * 1024) }).strict())
+    .max(16)
+    .optional(),
+  qemuArgs: z.array(z.string({ error: 'must be a string' })).optional(),
+  backend: z
+    .enum(BACKEND_NAMES as [string, ...string[]], { error: `must be one of ${BACKEND_NAMES.join(', ')}` })
+    .optional(),
+  runtime: commonMachineFields.runtime,
+};
+
+const machineOptions = z
+  .object({ ...commonMachineFields, ...declaredMachineFields, name: machineName })
+  .strict();
+
+/** Checks startMachine's options, naming the field and the value that is wrong. */
+export function parseMachineOptions(options: unknown): MachineOptions {
+  return parseInput(machineOptions, options, 'startMachine options') as MachineOptions;
 }
 
-export function validatePositive(
-  what: string,
-  value: number | undefined,
-  fallback: number,
-  max: number,
-): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new ConfigError(`${what} must be a whole number from 1 to ${max}, not ${value}`);
-  }
-  return value;
+/** Checks a machine name. */
+export function validateName(name: unknown): string {
+  return parseInput(machineName, name, 'invalid machine name');
 }

@@ -13,7 +13,7 @@ import type { MachineConfig } from './config.js';
 import { macAddress, ramFilePath } from './identity.js';
 import { launchMachine } from './launch.js';
 import type { Machine, SnapshotTaker } from './machine.js';
-import { DEFAULTS, type MachineOptions, validateName, validatePositive } from './options.js';
+import { DEFAULTS, type MachineOptions, parseMachineOptions } from './options.js';
 
 /** Keep state folders (console logs, VMM logs) of machines after they close, for inspection. */
 export function keepMachineState(keep = true): void {
@@ -32,20 +32,14 @@ export interface ResolvedMachine {
 }
 
 /** Validates options and settles everything the VMM's device model will depend on. */
-export async function resolveMachine(options: MachineOptions): Promise<ResolvedMachine> {
-  const name = validateName(options.name);
-  const memoryMiB = validatePositive('memoryMiB', options.memoryMiB, DEFAULTS.memoryMiB, 1024 * 1024);
-  const cpus = validatePositive('cpus', options.cpus, DEFAULTS.cpus, 256);
-  const timeoutMs = validatePositive('timeoutMs', options.timeoutMs, DEFAULTS.timeoutMs, 24 * 3600_000);
-  const commandTimeoutMs = validatePositive(
-    'commandTimeoutMs',
-    options.commandTimeoutMs,
-    DEFAULTS.commandTimeoutMs,
-    24 * 3600_000,
-  );
-  const disks = (options.disks ?? []).map((disk, index) => ({
-    sizeMiB: validatePositive(`disks[${index}].sizeMiB`, disk.sizeMiB, 0, 16 * 1024 * 1024),
-  }));
+export async function resolveMachine(input: MachineOptions): Promise<ResolvedMachine> {
+  const options = parseMachineOptions(input);
+  const name = options.name;
+  const memoryMiB = options.memoryMiB ?? DEFAULTS.memoryMiB;
+  const cpus = options.cpus ?? DEFAULTS.cpus;
+  const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+  const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs;
+  const disks = (options.disks ?? []).map((disk) => ({ sizeMiB: disk.sizeMiB }));
   const backend = backendNamed(options.backend);
   const runtime = options.runtime ?? defaultRuntime();
   const image = await resolveImage(options.image ?? 'tiny', runtime, options.log);
@@ -68,7 +62,7 @@ export async function resolveMachine(options: MachineOptions): Promise<ResolvedM
 
 /** Boots a machine and resolves once its guest agent answers. */
 export async function bootMachine(options: MachineOptions, takeSnapshot: SnapshotTaker): Promise<Machine> {
-  const resolved = await resolveMachine(options);
+  const resolved = await resolveMachine(options); // validates every option first
   const { name, config, runtime, profile, timeoutMs } = resolved;
   const log = options.log ?? (() => {});
   log(`${resolved.accel.accel.toUpperCase()}: ${resolved.accel.reason}`);

@@ -51,16 +51,23 @@ export function waitWithin<T>(
       reject(error);
     };
     const timer = setTimeout(
-      () =>
+      () => {
+        if (settled) return;
         fail(
           options.onTimeout?.() ??
             new TimeoutError(awaited, timeoutMs, options.lastState?.(), options.consoleTail?.()),
-        ),
+        );
+      },
       Math.min(Math.max(timeoutMs, 0), MAX_TIMER_MS),
     );
     if (options.signal?.aborted) return onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    const clean = executor(succeed, fail);
+    let clean: (() => void) | undefined;
+    try {
+      clean = executor(succeed, fail);
+    } catch (error) {
+      fail(error instanceof Error ? error : new Error(String(error)));
+    }
     if (settled) clean?.();
     else cleanup = clean;
   });

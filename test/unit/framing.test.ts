@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { guestSeconds } from '../../src/agent/backdoor.js';
 import { BANNER, type BackdoorEvent, BackdoorParser, encodeRequest } from '../../src/agent/framing.js';
 import { LineSplitter } from '../../src/util/lines.js';
 
@@ -324,12 +325,12 @@ describe('encodeRequest', () => {
   test('run: a header line with id, timeout and byte length, then the script bytes verbatim', () => {
     const script =
       "set -e\necho 'it''s' \"$HOME\" | tr a-z A-Z\nprintf 'caf\u00e9 ✓\\n'\n\tcat <<EOF\nx y  z\nEOF\n";
-    const { header, body } = runRequest(encodeRequest.run(17, script, 2.5));
+    const { header, body } = runRequest(encodeRequest.run(17, script, 3));
     const [kind, id, timeout, length, ...rest] = header;
     assert.deepEqual(rest, []);
     assert.equal(kind, 'X');
     assert.equal(id, '17');
-    assert.equal(timeout, '2.500');
+    assert.equal(timeout, '3');
     // The length counts UTF-8 bytes, not characters: é and ✓ take 2 and 3 bytes.
     assert.equal(Number(length), Buffer.byteLength(script));
     assert.notEqual(Number(length), script.length);
@@ -337,14 +338,22 @@ describe('encodeRequest', () => {
     assert.equal(body.toString('utf8'), script);
   });
 
-  test('run: fractional timeouts keep millisecond precision', () => {
-    assert.equal(runRequest(encodeRequest.run(1, 'true', 0.25)).header[2], '0.250');
-    assert.equal(runRequest(encodeRequest.run(1, 'true', 600)).header[2], '600.000');
+  test('run: the timeout travels in whole seconds, as the guest watchdog counts them', () => {
+    assert.equal(runRequest(encodeRequest.run(1, 'true', 600)).header[2], '600');
+    for (const [ms, seconds] of [
+      [1, 1],
+      [999, 1],
+      [1000, 1],
+      [1001, 2],
+      [120_000, 120],
+    ] as const) {
+      assert.equal(guestSeconds(ms), seconds, `${ms} ms`);
+    }
   });
 
   test('run: an empty script is a header with length 0 and nothing after it', () => {
     const { header, body } = runRequest(encodeRequest.run(2, '', 1));
-    assert.deepEqual(header, ['X', '2', '1.000', '0']);
+    assert.deepEqual(header, ['X', '2', '1', '0']);
     assert.equal(body.length, 0);
   });
 

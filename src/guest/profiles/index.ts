@@ -8,7 +8,7 @@ const PROFILES: Record<string, GuestProfile> = { tiny: tinyProfile };
 
 /** The profile of an image, by the name its manifest gives. */
 export function profileNamed(name: string): GuestProfile {
-  const profile = PROFILES[name];
+  const profile = Object.hasOwn(PROFILES, name) ? PROFILES[name] : undefined;
   if (!profile) {
     throw new ConfigError(
       `no guest profile ${JSON.stringify(name)} (known: ${Object.keys(PROFILES).join(', ')})`,
