@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { parseAccel } from '../backends/accel.js';
+import type { ZodType } from 'zod';
 import { ConfigError, VmkitError } from '../errors.js';
+import { timeoutMs } from '../util/validate.js';
 import { doctor } from './commands/doctor.js';
 import { buildImageCommand, listImagesCommand } from './commands/image.js';
 import { runCommand } from './commands/run.js';
@@ -13,12 +15,15 @@ const program = new Command('vmkit')
   .showHelpAfterError('(run vmkit --help for usage)')
   .exitOverride();
 
-const positiveInt = (value: string) => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0)
-    throw new InvalidArgumentError('expected a whole number of milliseconds');
-  return n;
-};
+/** Parses an option value with the schema the API uses for the same field. */
+const checked =
+  <T>(schema: ZodType<T>, convert: (value: string) => unknown = (value) => value) =>
+  (value: string): T => {
+    const result = schema.safeParse(convert(value));
+    if (result.success) return result.data;
+    throw new InvalidArgumentError(result.error.issues[0]?.message ?? 'invalid');
+  };
+const milliseconds = checked(timeoutMs, (value) => (/^\d+$/.test(value) ? Number(value) : Number.NaN));
 const accelOption = () =>
   new Option('--accel <accel>', 'accelerator: auto (KVM where it works), kvm or tcg').argParser((value) => {
     try {
@@ -33,7 +38,7 @@ program
   .description('run a test script that exports default defineTest({...})')
   .argument('<script>', 'test script (.ts or .js)')
   .option('--keep', 'keep the state folder (console and QEMU logs) for inspection')
-  .option('--timeout <ms>', "global timeout, overriding the script's own", positiveInt)
+  .option('--timeout <ms>', "global timeout, overriding the script's own", milliseconds)
   .option('--console', "stream every machine's serial console to the log")
   .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
   .option(

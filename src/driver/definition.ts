@@ -1,8 +1,10 @@
+import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { IMAGE_NAMES } from '../images/build.js';
 import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/options.js';
-import { validateName } from '../machine/options.js';
+import { declaredMachineFields, validateName } from '../machine/options.js';
+import { callback, parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
 
 /** A machine as a test declares it; name, networks and hosts come from the test. */
 export type MachineDeclaration = Omit<MachineOptions, 'name' | 'networks' | 'hosts' | 'log' | 'signal'> & {
@@ -44,6 +46,32 @@ export interface TestDefinition<M extends string = string> {
 
 const RESERVED = new Set(['log', 'subtest']);
 
+/** Machine i on VLAN v is 192.168.<v>.<i+1>: VLANs are 1 to 254, machines at most 253. */
+const machineDeclaration = z
+  .object({
+    ...declaredMachineFields,
+    vlans: z
+      .array(wholeNumber(1, 254))
+      .refine((vlans) => new Set(vlans).size === vlans.length, { error: 'VLANs must be distinct' })
+      .optional(),
+    setup: callback.optional(),
+    setupVersion: z.string({ error: 'must be a string' }).optional(),
+  })
+  .strict();
+
+const definitionLimits = z
+  .object({
+    name: z.string({ error: 'must be a string' }).optional(),
+    machines: z.record(z.string(), z.unknown()).refine((machines) => Object.keys(machines).length <= 253, {
+      error: 'at most 253 machines (their addresses are 192.168.<vlan>.1 to .253)',
+    }),
+    timeoutMs: timeoutMs.optional(),
+    testTimeoutMs: timeoutMs.optional(),
+    test: callback.optional(),
+    tests: z.record(z.string(), callback).optional(),
+  })
+  .strict();
+
 /** Declares a test script: its machines and what to do with them. */
 export function defineTest<M extends string>(definition: TestDefinition<M>): TestDefinition<M> {
   return definition;
@@ -66,6 +94,7 @@ export function asTestDefinition(value: unknown, source: string): TestDefinition
   }
   if (
     !candidate.machines ||
+    Array.isArray(candidate.machines) ||
     typeof candidate.machines !== 'object' ||
     Object.keys(candidate.machines).length === 0
   ) {
@@ -85,6 +114,8 @@ export function asTestDefinition(value: unknown, source: string): TestDefinition
         `${source}: machine ${name} asks for unknown image "${image}" (known images: ${IMAGE_NAMES.join(', ')})`,
       );
     }
+    parseInput(machineDeclaration, declaration, `${source}: machine ${name}`);
   }
+  parseInput(definitionLimits, candidate, source);
   return candidate as TestDefinition;
 }

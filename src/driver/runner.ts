@@ -1,17 +1,34 @@
+import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
 import { ConfigError, TestRunError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
+import { commonMachineFields } from '../machine/options.js';
 import { startMachine } from '../machines.js';
 import { Runtime } from '../runtime/runtime.js';
 import { RunLog } from '../util/log.js';
+import { instanceOf, parseInput, timeoutMs } from '../util/validate.js';
 import { elapsedMs, withTimeout } from '../util/time.js';
-import type { TestBody, TestContext, TestDefinition } from './definition.js';
+import { asTestDefinition, type TestBody, type TestContext, type TestDefinition } from './definition.js';
 import { attachments, planLan } from './lan.js';
 import { Resources, startAll, withoutDriverFields } from './resources.js';
 import { prepareSuiteSnapshots } from './suite-snapshots.js';
 
 export type { MachineDeclaration, TestBody, TestContext, TestDefinition } from './definition.js';
 export { asTestDefinition, defineTest } from './definition.js';
+
+const runOptions = z
+  .object({
+    keep: z.boolean().optional(),
+    accel: commonMachineFields.accel,
+    console: z.boolean().optional(),
+    log: instanceOf(RunLog, 'RunLog'),
+    timeoutMs: timeoutMs.optional(),
+    fresh: z.boolean().optional(),
+    grep: instanceOf(RegExp, 'RegExp').optional(),
+    runtime: commonMachineFields.runtime,
+  })
+  .partial()
+  .strict();
 
 export interface RunOptions {
   keep?: boolean;
@@ -52,6 +69,8 @@ export interface RunReport {
  * clones. Every machine and switch is stopped at the end, whatever happens.
  */
 export async function runTest(definition: TestDefinition, options: RunOptions = {}): Promise<RunReport> {
+  asTestDefinition(definition, definition?.name ?? 'runTest');
+  options = parseInput(runOptions, options, 'runTest options');
   const log = options.log ?? new RunLog();
   const started = performance.now();
   const timeoutMs = options.timeoutMs ?? definition.timeoutMs ?? 600_000;

@@ -1,7 +1,8 @@
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
+import { makeScratch, sweepScratch } from '../util/scratch.js';
 
 const APT_LISTS = '/var/lib/apt/lists';
 
@@ -82,7 +83,8 @@ export async function fetchDeb(
   const target = join(debsDir, fileName);
   if (await exists(target)) return target;
   progress(`downloading ${pkg.name} ${pkg.version}`);
-  const scratch = await mkdtemp(join(debsDir, '.download-'));
+  await sweepScratch(debsDir, '.download-');
+  const scratch = await makeScratch(debsDir, '.download-');
   try {
     await runTool('apt-get', ['download', `${pkg.name}=${pkg.version}`], {
       cwd: scratch,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { makeScratch, sweepScratch } from '../util/scratch.js';
 
 /** Content-addressed folders: one per key, created whole or not at all. */
 export class ContentStore {
@@ -31,7 +32,8 @@ export class ContentStore {
     const existing = await this.manifest<T>(key);
     if (existing) return existing;
     await mkdir(this.root, { recursive: true });
-    const scratch = await mkdtemp(join(this.root, `.building-${key}-`));
+    await sweepScratch(this.root, '.building-');
+    const scratch = await makeScratch(this.root, '.building-');
     try {
       const manifest = await build(scratch);
       await writeFile(join(scratch, 'manifest.json'), JSON.stringify(manifest, null, 2));

@@ -37,6 +37,8 @@ export interface LaunchPlan {
   verb: string;
   /** What machine.snapshot() calls. */
   takeSnapshot: SnapshotTaker;
+  /** The MAC each NIC has inside the guest once set up (default: the device's, config.macs). */
+  guestMacs?: string[];
 }
 
 /** A fresh state folder for a machine: its name, or name.1, name.2, ... when that is taken. */
@@ -60,7 +62,13 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
   const started = performance.now();
   let vmm: Vmm | undefined;
   let unlinkMemory: string | undefined;
+  const releases: Array<() => void> = [];
   try {
+    const macs = plan.guestMacs ?? config.macs;
+    plan.switches.forEach((sw, index) => {
+      const mac = macs[index];
+      if (sw && mac) releases.push(sw.claimMac(mac, `machine ${name}`));
+    });
     const prepared = await plan.prepare(stateDir);
     if (prepared.memory.share) unlinkMemory = prepared.memory.path;
     vmm = await plan.backend.launch({
@@ -93,10 +101,15 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     launched.exited.then((info) => {
       if (machine) return; // from now on the machine reports its own death
       const stderr = launched.stderrTail().trim();
+      // With -no-reboot, a guest that panics or reboots during boot ends QEMU with status 0.
+      const why =
+        info.code === 0
+          ? `: the guest rebooted or powered off during boot (a kernel panic, or too little memory: it had ${config.memoryMiB} MiB)`
+          : '';
       agent.fail(
         new MachineCrashedError(
           name,
-          `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
+          `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${why}${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
           console.tail(),
         ),
       );
@@ -121,6 +134,9 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       memory: prepared.memory,
       disks: prepared.disks,
       takeSnapshot: plan.takeSnapshot,
+      releaseNics: () => {
+        for (const release of releases) release();
+      },
     });
     const ready = machine;
     await ready.succeed(plan.setupScript, { timeoutMs: 30_000 }).catch(async (error: Error) => {
@@ -143,6 +159,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
           )
         : error;
     console.close();
+    for (const release of releases) release();
     if (unlinkMemory) await rm(unlinkMemory, { force: true });
     if (!runtime.keep) await rm(stateDir, { recursive: true, force: true });
     throw explained;

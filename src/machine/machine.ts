@@ -49,6 +49,8 @@ export interface MachineInternals {
   /** qcow2 files, one per disk. */
   disks: string[];
   takeSnapshot: SnapshotTaker;
+  /** Gives the machine's MACs back to its switches. */
+  releaseNics: () => void;
 }
 
 export interface ExecResult {
@@ -310,6 +312,7 @@ export class Machine implements AsyncDisposable {
       this.stopping = true;
       await this.internals.vmm.kill();
       this.internals.vmm.closeControl();
+      this.internals.releaseNics();
       this.console.close();
       this.closed = true;
       if (!this.internals.runtime.keep) await rm(this.stateDir, { recursive: true, force: true });

@@ -60,8 +60,8 @@ export const DEFAULTS = {
   commandTimeoutMs: 120_000,
 };
 
-/** Below this the kernel cannot unpack the tiny image's initramfs and the guest dies silently. */
-export const MIN_MEMORY_MIB = 64;
+/** Below this the tiny image's kernel dies silently while unpacking its initramfs (64 MiB does). */
+export const MIN_MEMORY_MIB = 96;
 
 const networkAttachment = z
   .object({

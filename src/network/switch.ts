@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { NetworkError } from '../errors.js';
+import { ConfigError, NetworkError } from '../errors.js';
 
 /** The group bit of the first destination byte: set for broadcast and multicast. */
 const BROADCAST = 0x01;
@@ -16,6 +16,8 @@ const MAX_FRAME = 65_536 + 256;
 export class VirtualSwitch implements AsyncDisposable {
   private readonly ports = new Set<Socket>();
   private readonly macTable = new Map<string, Socket>();
+  /** MACs of the machines plugged in, with who uses each: two NICs with one MAC lose frames. */
+  private readonly claimed = new Map<string, string>();
   /** Frames forwarded, for diagnostics. */
   framesForwarded = 0;
 
@@ -37,6 +39,25 @@ export class VirtualSwitch implements AsyncDisposable {
       server.listen(socketPath, resolve);
     });
     return new VirtualSwitch(name, socketPath, server);
+  }
+
+  /**
+   * Reserves `mac` for `owner` on this switch; returns the release. Throws a ConfigError when
+   * another machine on the switch has it (two machines of the same name, or clones of one
+   * snapshot that kept its MAC).
+   */
+  claimMac(mac: string, owner: string): () => void {
+    const key = mac.toLowerCase();
+    const holder = this.claimed.get(key);
+    if (holder !== undefined) {
+      throw new ConfigError(
+        `switch ${this.name}: MAC ${mac} of ${owner} is already used by ${holder} (machines on one switch need distinct names, and clones need an address to get a MAC of their own)`,
+      );
+    }
+    this.claimed.set(key, owner);
+    return () => {
+      if (this.claimed.get(key) === owner) this.claimed.delete(key);
+    };
   }
 
   get portCount(): number {

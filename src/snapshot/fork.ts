@@ -1,5 +1,6 @@
-import { ConfigError } from '../errors.js';
+import { ConfigError, describeValue } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
+import { parseForkOptions } from './options.js';
 import type { RestoreOptions } from './restore.js';
 import type { Snapshot } from './snapshot.js';
 
@@ -14,8 +15,9 @@ export async function forkMachines(
   count: number,
   options: ForkOptions = {},
 ): Promise<Machine[]> {
-  if (!Number.isInteger(count) || count < 1)
-    throw new ConfigError(`fork count must be a whole number >= 1, not ${count}`);
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > 256)
+    throw new ConfigError(`fork count must be a whole number from 1 to 256, not ${describeValue(count)}`);
+  options = parseForkOptions(options);
   const names =
     options.names ?? Array.from({ length: count }, (_, i) => `${snapshot.manifest.source}-${i + 1}`);
   if (names.length !== count) throw new ConfigError(`fork got ${names.length} names for ${count} clones`);

@@ -1,5 +1,6 @@
 import { ConfigError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
+import { parsePoolOptions } from './options.js';
 import type { RestoreOptions } from './restore.js';
 import type { Snapshot } from './snapshot.js';
 
@@ -20,14 +21,14 @@ export class RestorePool implements AsyncDisposable {
   private readonly aborter = new AbortController();
   private count = 0;
   private closed = false;
+  private readonly options: PoolOptions;
 
   constructor(
     readonly snapshot: Snapshot,
-    private readonly options: PoolOptions = {},
+    options: PoolOptions = {},
   ) {
-    const size = options.size ?? 1;
-    if (!Number.isInteger(size) || size < 1)
-      throw new ConfigError(`pool size must be a whole number >= 1, not ${size}`);
+    this.options = parsePoolOptions(options);
+    const size = this.options.size ?? 1;
     for (let i = 0; i < size; i++) this.ready.push(this.restoreOne());
   }
 

@@ -9,10 +9,11 @@ import type { MachineConfig } from '../machine/config.js';
 import { macAddress, ramFilePath } from '../machine/identity.js';
 import { launchMachine } from '../machine/launch.js';
 import type { Machine, SnapshotTaker } from '../machine/machine.js';
-import { DEFAULTS, type NetworkAttachment, validateName } from '../machine/options.js';
+import { DEFAULTS, type NetworkAttachment } from '../machine/options.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
+import { parseRestoreOptions } from './options.js';
 import { restorability } from './verify.js';
 
 export interface RestoreOptions {
@@ -38,8 +39,9 @@ export async function restoreFrom(
   options: RestoreOptions,
   takeSnapshot: SnapshotTaker,
 ): Promise<Machine> {
+  options = parseRestoreOptions(options);
   const { manifest, dir } = record;
-  const name = validateName(options.name ?? manifest.source);
+  const name = options.name ?? manifest.source;
   const runtime = options.runtime ?? defaultRuntime();
   checkRequest(manifest, options);
   const reasons = await restorability(record, runtime, options.accel);
@@ -65,6 +67,11 @@ export async function restoreFrom(
   };
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
   const networks = options.networks ?? [];
+  const renumber = networks.flatMap((network, index) =>
+    network.address
+      ? [{ index, address: network.address, mac: macAddress(`${name}/${manifest.id}`, index) }]
+      : [],
+  );
   return launchMachine({
     name,
     config,
@@ -100,14 +107,11 @@ export async function restoreFrom(
       clockSeconds: Math.floor(Date.now() / 1000),
       hostname: name === manifest.source ? undefined : name,
       entropyHex: randomBytes(64).toString('hex'),
-      renumber: networks.flatMap((network, index) =>
-        network.address
-          ? [{ index, address: network.address, mac: macAddress(`${name}/${manifest.id}`, index) }]
-          : [],
-      ),
+      renumber,
       hosts: options.hosts ?? {},
     }),
     takeSnapshot,
+    guestMacs: manifest.macs.map((mac, index) => renumber.find((nic) => nic.index === index)?.mac ?? mac),
   });
 }
 

@@ -118,7 +118,34 @@ describe('asTestDefinition accepts', () => {
   });
 
   test('a machine given a built image object rather than a name', () => {
-    const definition = { machines: { a: { image: { name: 'custom' } } }, test: body };
+    const image = {
+      name: 'custom',
+      key: 'k',
+      dir: '/d',
+      kernel: '/d/k',
+      initrd: '/d/i',
+      cmdline: '',
+      kernelRelease: '6',
+    };
+    const definition = { machines: { a: { image } }, test: body };
     assert.equal(asTestDefinition(definition, SOURCE), definition);
+  });
+
+  test('an image object that is not a built image is refused', () => {
+    assert.throws(
+      () => asTestDefinition({ machines: { a: { image: { name: 'custom' } } }, test: body }, SOURCE),
+      /machine a: image: must be an image name or a BootImage from buildImage\(\)/,
+    );
+  });
+
+  test('VLANs out of range, repeated, or a misspelt option are refused with the field named', () => {
+    for (const [declaration, message] of [
+      [{ vlans: [999] }, /machine a: vlans\[0\]: must be a whole number from 1 to 254 \(got 999\)/],
+      [{ vlans: [2, 2] }, /machine a: vlans: VLANs must be distinct/],
+      [{ memoryMib: 512 }, /machine a: unknown option "memoryMib"/],
+      [null, /machine a: expected an options object \(got null\)/],
+    ] as const) {
+      assert.throws(() => asTestDefinition({ machines: { a: declaration }, test: body }, SOURCE), message);
+    }
   });
 });

@@ -1,6 +1,7 @@
 // The vmkit command line: exit codes and messages for good and bad input.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCli } from '../helpers.js';
@@ -92,6 +93,54 @@ describe('vmkit CLI', () => {
       assert.ok(existsSync(join(kept, 'solo', 'qemu.log')), 'qemu.log is kept');
     } finally {
       rmSync(kept, { recursive: true, force: true });
+    }
+  });
+
+  for (const [args, fragment] of [
+    [
+      ['run', '--timeout', '0', 'test/fixtures/pass.ts'],
+      /'--timeout <ms>' argument '0' is invalid. must be a whole number from 1/,
+    ],
+    [['run', '--timeout', 'soon', 'test/fixtures/pass.ts'], /argument 'soon' is invalid/],
+    [['run', '--timeout', '99999999999', 'test/fixtures/pass.ts'], /from 1 to 2147483647/],
+    [['snapshot', 'rm', 'no-such-snapshot'], /no snapshot "no-such-snapshot"/],
+    [['frobnicate'], /unknown command 'frobnicate'/],
+  ] as const) {
+    it(`refuses vmkit ${args.join(' ')} as bad input: exit 2, one line naming the problem`, async () => {
+      const { code, stderr } = await runCli([...args]);
+      assert.equal(code, 2, stderr);
+      assert.match(stderr, fragment);
+      assert.ok(stderr.trim().split('\n').length <= 3, `short: ${stderr}`);
+    });
+  }
+
+  it('shows where a script has a syntax error: file, line, column and message', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmkit-syntax-'));
+    try {
+      const script = join(dir, 'broken.ts');
+      writeFileSync(
+        script,
+        "import { defineTest } from 'vmkit';\nexport default defineTest({ machines: { a: {} }, async test({ a }) { await a.succeed('true')) } });\n",
+      );
+      const { code, stderr } = await runCli(['run', script]);
+      assert.equal(code, 2, stderr);
+      assert.match(stderr, /broken\.ts:2:\d+: ERROR: Expected ";" but found "\)"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('exits with the failure when the timeout fires while machines are still starting', async () => {
+    for (const timeout of ['1', '1500']) {
+      const started = Date.now();
+      const { code, stderr } = await runCli(
+        ['run', '--timeout', timeout, 'test/fixtures/pass.ts'],
+        {},
+        60_000,
+      );
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, new RegExp(`exceeded its global timeout of ${timeout} ms`));
+      assert.ok(Date.now() - started < 30_000, `exited promptly (${Date.now() - started} ms)`);
     }
   });
 

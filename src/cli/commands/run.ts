@@ -33,7 +33,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     const { tsImport } = await import('tsx/esm/api');
     loaded = (await tsImport(pathToFileURL(path).href, import.meta.url)) as { default?: unknown };
   } catch (error) {
-    throw new ConfigError(`cannot load test script ${script}: ${(error as Error).message.split('\n')[0]}`);
+    throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
   }
   const definition = asTestDefinition(loaded.default, script);
   if (!(await which(qemuBinary()))) throw new VmmStartError(QEMU_MISSING);
@@ -61,4 +61,25 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   });
   await runtime.close();
   return report.passed ? 0 : 1;
+}
+
+interface TransformMessage {
+  text: string;
+  location?: { file: string; line: number; column: number; lineText?: string } | null;
+}
+
+/** What went wrong loading a script, as file:line:column: message (esbuild reports syntax errors so). */
+function describeLoadError(error: unknown): string {
+  const errors = (error as { errors?: TransformMessage[] }).errors;
+  const first = Array.isArray(errors) ? errors[0] : undefined;
+  if (first?.location) {
+    const { file, line, column, lineText } = first.location;
+    const more = errors && errors.length > 1 ? ` (and ${errors.length - 1} more)` : '';
+    return `${file}:${line}:${column + 1}: ${first.text}${more}${lineText ? `\n  | ${lineText}` : ''}`;
+  }
+  if (first) return first.text;
+  const message = error instanceof Error ? error.message : String(error);
+  // tsx reports "Transform failed with 1 error:" and the located message on the next line.
+  const lines = message.split('\n').filter((line) => !/^Transform failed with \d+ errors?:$/.test(line));
+  return lines.slice(0, 3).join('\n');
 }

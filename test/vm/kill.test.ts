@@ -1,0 +1,138 @@
+// A `vmkit run` killed at chosen and at random moments leaves nothing behind once the next vmkit
+// (here `vmkit doctor`) has run: no VMM, no run folder, no RAM file in /dev/shm, no half-taken
+// snapshot in the store.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, watch } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { homedir, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { alive, cli, root, runCli } from '../helpers.js';
+
+const SHM = '/dev/shm';
+const snapshotStore = () =>
+  join(
+    process.env.VMKIT_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'vmkit'),
+    'snapshots',
+  );
+
+/** Every VMM pid recorded under a run root: r/<run>/<machine>/vmm.pid. */
+function recordedPids(runRoot: string): number[] {
+  const runs = join(runRoot, 'r');
+  if (!existsSync(runs)) return [];
+  return readdirSync(runs).flatMap((run) =>
+    readdirSync(join(runs, run), { withFileTypes: true }).flatMap((entry) => {
+      const file = join(runs, run, entry.name, 'vmm.pid');
+      return entry.isDirectory() && existsSync(file) ? [Number(readFileSync(file, 'utf8'))] : [];
+    }),
+  );
+}
+
+/** What a run with process id `pid` left: its files in /dev/shm and in the snapshot store. */
+function leftovers(pid: number): string[] {
+  const mine = (name: string) =>
+    name.startsWith(`vmkit-${pid}-`) || name.startsWith(`.taking-${pid}-`) || name.includes(`.old-${pid}-`);
+  return [
+    ...readdirSync(SHM)
+      .filter(mine)
+      .map((name) => join(SHM, name)),
+    ...readdirSync(snapshotStore())
+      .filter(mine)
+      .map((name) => join(snapshotStore(), name)),
+  ];
+}
+
+/**
+ * Starts `vmkit run --fresh` of the kill fixture in a run root of its own and SIGKILLs it when
+ * `killWhen` says so (it is given a function that kills). Returns the pid, the VMM pids recorded
+ * at the moment of the kill, and the run root.
+ */
+async function killedRun(
+  killWhen: (kill: () => void, pid: number) => () => void,
+): Promise<{ pid: number; vmms: number[]; runRoot: string }> {
+  const runRoot = await mkdtemp(join(tmpdir(), 'vmkit-kill-'));
+  const child = spawn(process.execPath, [cli, 'run', '--fresh', 'test/fixtures/kill-suite.ts'], {
+    cwd: root,
+    env: { ...process.env, VMKIT_RUN_DIR: runRoot },
+    stdio: 'ignore',
+  });
+  const pid = child.pid ?? -1;
+  let vmms: number[] = [];
+  const exited = new Promise<void>((resolve) => child.on('close', () => resolve()));
+  const kill = () => {
+    vmms = recordedPids(runRoot);
+    child.kill('SIGKILL');
+  };
+  const stopWatching = killWhen(kill, pid);
+  const guard = setTimeout(kill, 90_000); // a run that never reaches the moment still ends
+  await exited;
+  clearTimeout(guard);
+  stopWatching();
+  return { pid, vmms, runRoot };
+}
+
+/** Runs `vmkit doctor` on the run root and checks that nothing of the killed run is left. */
+async function assertNothingLeft(run: { pid: number; vmms: number[]; runRoot: string }): Promise<string> {
+  try {
+    const doctor = await runCli(['doctor'], { VMKIT_RUN_DIR: run.runRoot }, 60_000);
+    for (const vmm of run.vmms) {
+      const deadline = Date.now() + 10_000;
+      while (alive(vmm) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(alive(vmm), false, `QEMU ${vmm} of the killed run is gone`);
+    }
+    const runs = join(run.runRoot, 'r');
+    assert.deepEqual(existsSync(runs) ? readdirSync(runs) : [], [], 'no run folder is left');
+    assert.deepEqual(leftovers(run.pid), [], 'no RAM file and no half-taken snapshot is left');
+    return doctor.stdout;
+  } finally {
+    await rm(run.runRoot, { recursive: true, force: true });
+  }
+}
+
+/** Kills as soon as a file whose name starts with `prefix` appears in `dir`. */
+const onFileAppearing = (dir: string, prefix: (pid: number) => string) => (kill: () => void, pid: number) => {
+  mkdirSync(dir, { recursive: true });
+  const watcher = watch(dir, (_event, name) => {
+    if (name?.startsWith(prefix(pid))) kill();
+  });
+  return () => watcher.close();
+};
+
+/** A small seeded generator (mulberry32), so that the random kill moments are the same every run. */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+describe('a killed run leaves nothing behind', () => {
+  it('killed right after its RAM file was created in /dev/shm, before QEMU mapped it', async () => {
+    const run = await killedRun(onFileAppearing(SHM, (pid) => `vmkit-${pid}-`));
+    const doctor = await assertNothingLeft(run);
+    assert.match(doctor, /[1-9]\d* RAM file\(s\)/, doctor);
+  });
+
+  it('killed while a snapshot is being taken', async () => {
+    const run = await killedRun(onFileAppearing(snapshotStore(), (pid) => `.taking-${pid}-`));
+    const doctor = await assertNothingLeft(run);
+    assert.match(doctor, /[1-9]\d* interrupted snapshot\(s\) removed/, doctor);
+  });
+
+  const random = seeded(20261122);
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const delayMs = Math.round(random() * 9000);
+    it(`killed at a random moment (${attempt}: after ${delayMs} ms)`, async () => {
+      const run = await killedRun((kill) => {
+        const timer = setTimeout(kill, delayMs);
+        return () => clearTimeout(timer);
+      });
+      await assertNothingLeft(run);
+    });
+  }
+});
