@@ -1,7 +1,7 @@
 export type { RawResult } from './agent/backdoor.js';
 export { type AccelDecision, type AccelRequest, chooseAccel, probeKvm } from './backends/accel.js';
 export type { Backend, BackendCapabilities, Capability, ExitInfo } from './backends/backend.js';
-export { BACKEND_NAMES } from './backends/index.js';
+export { BACKEND_NAMES, backendNamed, requireCapability } from './backends/index.js';
 export type { QmpClient, QmpEvent } from './backends/qemu/qmp.js';
 export { type SerialConsole, stripAnsi } from './console/serial.js';
 export {
@@ -32,11 +32,11 @@ export { keepMachineState } from './machine/start.js';
 export { startMachine } from './machines.js';
 export { VirtualSwitch } from './network/switch.js';
 export { defaultRuntime, Runtime, type RuntimeOptions } from './runtime/runtime.js';
-export { type ForkOptions, forkMachines } from './snapshot/fork.js';
+export type { ForkOptions } from './snapshot/fork.js';
 export type { SnapshotManifest } from './snapshot/manifest.js';
 export type { PoolOptions, RestorePool } from './snapshot/pool.js';
 export type { RestoreOptions } from './snapshot/restore.js';
-export { restoreMachine, type Snapshot, type SnapshotOptions } from './snapshot/snapshot.js';
+export { forkMachines, restoreMachine, type Snapshot, type SnapshotOptions } from './snapshot/snapshot.js';
 export {
   listSnapshots,
   openSnapshot,

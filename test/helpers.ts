@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { backendNamed, type Capability, requireCapability } from '../src/index.js';
 
 export const root = fileURLToPath(new URL('..', import.meta.url));
 export const cli = `${root}dist/cli/main.js`;
@@ -30,6 +31,19 @@ export function runCli(
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * Why the backend the tests run on lacks `capability` (a reason to skip), or false when it has
+ * it. Tests skip by capability, never by backend name.
+ */
+export function lacks(capability: Capability, value?: string): string | false {
+  try {
+    requireCapability(backendNamed(), capability, value);
+    return false;
+  } catch (error) {
+    return (error as Error).message;
+  }
 }
 
 /** Running, and not a zombie waiting to be reaped. */

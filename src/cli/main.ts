@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { parseAccel } from '../backends/accel.js';
 import type { ZodType } from 'zod';
+import { parseAccel } from '../backends/accel.js';
 import { ConfigError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
 import { doctor } from './commands/doctor.js';

@@ -1,8 +1,10 @@
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ConfigError, ImageError } from '../errors.js';
-import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
+import { z } from 'zod';
+import { ConfigError, describeValue, ImageError } from '../errors.js';
+import { defaultRuntime, Runtime } from '../runtime/runtime.js';
 import { cacheDir } from '../util/paths.js';
+import { instanceOf, lineCallback, parseInput } from '../util/validate.js';
 import { ContentStore } from './store.js';
 import { buildTiny, tinyInputs } from './tiny.js';
 import type { BootImage, ImageManifest } from './types.js';
@@ -11,6 +13,14 @@ export type { BootImage, ImageManifest } from './types.js';
 
 export const IMAGE_NAMES = ['tiny'] as const;
 export type ImageName = (typeof IMAGE_NAMES)[number];
+
+const buildOptions = z
+  .object({
+    onProgress: lineCallback.optional(),
+    cacheDir: z.string({ error: 'must be a path' }).min(1).optional(),
+    runtime: instanceOf(Runtime, 'Runtime').optional(),
+  })
+  .strict();
 
 export interface BuildImageOptions {
   /** Called with one line per step of a long build. */
@@ -25,7 +35,13 @@ export interface BuildImageOptions {
  * Returns the named image, building it from Debian packages when its inputs changed or it was
  * never built. Cheap when cached: the inputs are looked up in apt's lists and hashed.
  */
-export function buildImage(name: string, options: BuildImageOptions = {}): Promise<BootImage> {
+export async function buildImage(name: string, options: BuildImageOptions = {}): Promise<BootImage> {
+  if (typeof name !== 'string') {
+    throw new ConfigError(
+      `buildImage: name must be an image name (${IMAGE_NAMES.join(', ')}), not ${describeValue(name)}`,
+    );
+  }
+  options = parseInput(buildOptions, options, 'buildImage options');
   const runtime = options.runtime ?? defaultRuntime();
   return runtime.shared(`image:${options.cacheDir ?? cacheDir()}\0${name}`, () =>
     buildOrReuse(name, options),

@@ -9,6 +9,15 @@ const ARGUMENTS = {
   guestPath: z.string({ error: 'must be a path' }).min(1, { error: 'must not be empty' }),
   port: wholeNumber(1, 65_535),
   text: z.string({ error: 'must be a string' }),
+  snapshotOptions: z
+    .object(
+      { stop: z.boolean({ error: 'must be true or false' }).optional(), key: z.unknown() },
+      {
+        error: 'must be an options object like { stop, key }',
+      },
+    )
+    .strict()
+    .optional(),
   options: z
     .object({ timeoutMs: timeoutMs.optional() }, { error: 'must be an options object like { timeoutMs }' })
     .strict()

@@ -112,21 +112,16 @@ export class Machine implements AsyncDisposable {
    * Pauses the machine, saves its complete state (CPU, devices, RAM, disks) to the snapshot
    * store, and lets it run on. Restore it with restoreMachine() or fork it with snapshot.fork().
    */
-  snapshot(name?: string, options: SnapshotOptions = {}): Promise<Snapshot> {
+  async snapshot(name?: string, options: SnapshotOptions = {}): Promise<Snapshot> {
+    checkCall('snapshot', { snapshotOptions: options });
     if (this.closed || this.internals.vmm.hasExited) {
-      return Promise.reject(
-        new MachineCrashedError(
-          this.name,
-          'cannot snapshot a machine that is not running',
-          this.console.tail(),
-        ),
+      throw new MachineCrashedError(
+        this.name,
+        'cannot snapshot a machine that is not running',
+        this.console.tail(),
       );
     }
-    try {
-      requireCapability(this.internals.backend, 'snapshot');
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    requireCapability(this.internals.backend, 'snapshot');
     return this.internals.agent.exclusive(() => this.internals.takeSnapshot(this.internals, name, options));
   }
 

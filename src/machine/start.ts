@@ -1,9 +1,9 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type AccelDecision, chooseAccel } from '../backends/accel.js';
-import type { Backend } from '../backends/backend.js';
+import { type Backend, requireCapability } from '../backends/backend.js';
 import { backendNamed } from '../backends/index.js';
-import { ConfigError } from '../errors.js';
+import { ConfigError, describeValue } from '../errors.js';
 import { type GuestProfile, profileNamed } from '../guest/profiles/index.js';
 import { buildImage } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
@@ -17,6 +17,8 @@ import { DEFAULTS, type MachineOptions, parseMachineOptions } from './options.js
 
 /** Keep state folders (console logs, VMM logs) of machines after they close, for inspection. */
 export function keepMachineState(keep = true): void {
+  if (typeof keep !== 'boolean')
+    throw new ConfigError(`keepMachineState takes true or false, not ${describeValue(keep)}`);
   defaultRuntime().setKeep(keep);
 }
 
@@ -45,6 +47,7 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
   const image = await resolveImage(options.image ?? 'tiny', runtime, options.log);
   const profile = profileNamed(image.profile);
   const accel = await chooseAccel(options.accel ?? 'auto', runtime);
+  requireCapability(backend, 'accels', accel.accel, accel.reason);
   const networks = options.networks ?? [];
   const config: MachineConfig = {
     backend: backend.name,

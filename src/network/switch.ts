@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { ConfigError, NetworkError } from '../errors.js';
+import { ConfigError, describeValue, NetworkError } from '../errors.js';
 
 /** The group bit of the first destination byte: set for broadcast and multicast. */
 const BROADCAST = 0x01;
@@ -30,6 +30,16 @@ export class VirtualSwitch implements AsyncDisposable {
   }
 
   static async create(name: string, socketPath: string): Promise<VirtualSwitch> {
+    if (typeof name !== 'string' || name === '') {
+      throw new ConfigError(
+        `VirtualSwitch.create: name must be a non-empty string (got ${describeValue(name)})`,
+      );
+    }
+    if (typeof socketPath !== 'string' || socketPath === '' || Buffer.byteLength(socketPath) > 107) {
+      throw new ConfigError(
+        `VirtualSwitch.create: socketPath must be a path of 1 to 107 bytes, the limit of a unix socket (got ${describeValue(socketPath)})`,
+      );
+    }
     await rm(socketPath, { force: true });
     const server = createServer();
     await new Promise<void>((resolve, reject) => {

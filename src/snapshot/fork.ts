@@ -10,7 +10,7 @@ export interface ForkOptions extends Omit<RestoreOptions, 'name'> {
 }
 
 /** Starts `count` independent clones of a snapshot at once. All start, or none is left running. */
-export async function forkMachines(
+export async function forkClones(
   snapshot: Snapshot,
   count: number,
   options: ForkOptions = {},

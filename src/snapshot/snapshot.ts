@@ -1,6 +1,6 @@
 import { ConfigError, describeValue } from '../errors.js';
 import type { Machine, SnapshotTaker } from '../machine/machine.js';
-import { type ForkOptions, forkMachines } from './fork.js';
+import { type ForkOptions, forkClones } from './fork.js';
 import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
 import { type PoolOptions, RestorePool } from './pool.js';
 import { type RestoreOptions, restoreFrom } from './restore.js';
@@ -31,7 +31,7 @@ export class Snapshot implements SnapshotRecord {
 
   /** `count` independent clones at once: all start, or none is left running. */
   fork(count: number, options: ForkOptions = {}): Promise<Machine[]> {
-    return forkMachines(this, count, options);
+    return forkClones(this, count, options);
   }
 
   /** Clones restored ahead of demand: see RestorePool. */
@@ -48,10 +48,25 @@ export const snapshotTaker: SnapshotTaker = async (machine, name, options: Snaps
 
 /** Starts a fresh VMM from a snapshot; resolves when the guest agent answers. */
 export async function restoreMachine(snapshot: Snapshot, options: RestoreOptions = {}): Promise<Machine> {
-  if (!(snapshot instanceof Snapshot)) {
+  requireSnapshot('restoreMachine', snapshot);
+  return snapshot.restore(options);
+}
+
+/** Starts `count` independent clones of a snapshot at once. All start, or none is left running. */
+export async function forkMachines(
+  snapshot: Snapshot,
+  count: number,
+  options: ForkOptions = {},
+): Promise<Machine[]> {
+  requireSnapshot('forkMachines', snapshot);
+  return forkClones(snapshot, count, options);
+}
+
+/** Throws a ConfigError unless `value` is a Snapshot. */
+export function requireSnapshot(caller: string, value: unknown): asserts value is Snapshot {
+  if (!(value instanceof Snapshot)) {
     throw new ConfigError(
-      `restoreMachine needs a Snapshot (from machine.snapshot() or openSnapshot()), not ${describeValue(snapshot)}`,
+      `${caller} needs a Snapshot (from machine.snapshot() or openSnapshot()), not ${describeValue(value)}`,
     );
   }
-  return snapshot.restore(options);
 }

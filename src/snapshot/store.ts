@@ -5,7 +5,7 @@ import { ConfigError } from '../errors.js';
 import { processStartTicks } from '../runtime/reaper.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { type SnapshotManifest, snapshotRoot } from './manifest.js';
-import { Snapshot } from './snapshot.js';
+import { requireSnapshot, Snapshot } from './snapshot.js';
 import { restorability } from './verify.js';
 
 /** Every snapshot in the store, newest first. Folders without a readable manifest are skipped. */
@@ -36,11 +36,16 @@ export async function openSnapshot(idOrName: string): Promise<Snapshot> {
 }
 
 export async function removeSnapshot(snapshot: Snapshot): Promise<void> {
+  requireSnapshot('removeSnapshot', snapshot);
   await rm(snapshot.dir, { recursive: true, force: true });
 }
 
 /** Why this host cannot restore a snapshot (integrity included), or nothing when it can. */
-export function snapshotProblems(snapshot: Snapshot, runtime: Runtime = defaultRuntime()): Promise<string[]> {
+export async function snapshotProblems(
+  snapshot: Snapshot,
+  runtime: Runtime = defaultRuntime(),
+): Promise<string[]> {
+  requireSnapshot('snapshotProblems', snapshot);
   return restorability(snapshot, runtime);
 }
 

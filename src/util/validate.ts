@@ -100,6 +100,11 @@ export const callback = z.custom<(...args: never[]) => unknown>((value) => typeo
   error: 'must be a function',
 });
 
+/** A function taking one line of text, for progress and logs. */
+export const lineCallback = z.custom<(line: string) => void>((value) => typeof value === 'function', {
+  error: 'must be a function taking a line of text',
+});
+
 export const abortSignal = z.custom<AbortSignal>((value) => value instanceof AbortSignal, {
   error: 'must be an AbortSignal',
 });

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { alive, cli, root, runCli } from '../helpers.js';
+import { alive, cli, lacks, root, runCli } from '../helpers.js';
 
 const SHM = '/dev/shm';
 const snapshotStore = () =>
@@ -111,7 +111,7 @@ function seeded(seed: number): () => number {
   };
 }
 
-describe('a killed run leaves nothing behind', () => {
+describe('a killed run leaves nothing behind', { skip: lacks('snapshot') }, () => {
   it('killed right after its RAM file was created in /dev/shm, before QEMU mapped it', async () => {
     const run = await killedRun(onFileAppearing(SHM, (pid) => `vmkit-${pid}-`));
     const doctor = await assertNothingLeft(run);

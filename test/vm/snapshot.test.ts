@@ -14,9 +14,9 @@ import {
   type SnapshotManifest,
   startMachine,
 } from '../../src/index.js';
-import { alive } from '../helpers.js';
+import { alive, lacks } from '../helpers.js';
 
-describe('snapshots', () => {
+describe('snapshots', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
   let template: Machine;
   let snapshot: Snapshot;
   const extraDirs: string[] = [];

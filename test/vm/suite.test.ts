@@ -2,9 +2,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { openSnapshot, removeSnapshot } from '../../src/index.js';
-import { runCli } from '../helpers.js';
+import { lacks, runCli } from '../helpers.js';
 
-describe('suites of tests on clones', () => {
+describe('suites of tests on clones', { skip: lacks('snapshot') }, () => {
   it('runs every test on a clean clone, reports each, reuses the setup snapshot next time', async () => {
     const first = await runCli(['run', '--fresh', 'test/fixtures/suite.ts']);
     assert.equal(first.code, 1, first.stderr);
