@@ -138,7 +138,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
         for (const release of releases) release();
       },
     });
-    const ready = machine;
+    const ready = runtime.own(machine); // closing the runtime closes it
     await ready.succeed(plan.setupScript, { timeoutMs: 30_000 }).catch(async (error: Error) => {
       await ready.close();
       throw new GuestSetupError(`machine ${name} ${plan.verb} but its setup failed: ${error.message}`);

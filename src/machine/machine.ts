@@ -308,6 +308,7 @@ export class Machine implements AsyncDisposable {
       await this.internals.vmm.kill();
       this.internals.vmm.closeControl();
       this.internals.releaseNics();
+      this.internals.runtime.disown(this);
       this.console.close();
       this.closed = true;
       if (!this.internals.runtime.keep) await rm(this.stateDir, { recursive: true, force: true });
