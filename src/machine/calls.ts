@@ -11,7 +11,7 @@ const ARGUMENTS = {
   text: z.string({ error: 'must be a string' }),
   snapshotOptions: z
     .object(
-      { stop: z.boolean({ error: 'must be true or false' }).optional(), key: z.unknown() },
+      { stop: z.boolean({ error: 'must be true or false' }).optional(), key: z.unknown().optional() },
       {
         error: 'must be an options object like { stop, key }',
       },
@@ -32,7 +32,7 @@ type Argument = keyof typeof ARGUMENTS;
  */
 export function checkCall(method: string, args: Partial<Record<Argument, unknown>>): { timeoutMs?: number } {
   for (const [name, value] of Object.entries(args) as Array<[Argument, unknown]>) {
-    parseInput(ARGUMENTS[name], value, `${method}: ${name}`);
+    parseInput(ARGUMENTS[name], value, `${method}: ${name === 'snapshotOptions' ? 'options' : name}`);
   }
   return (args.options as { timeoutMs?: number } | undefined) ?? {};
 }

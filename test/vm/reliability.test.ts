@@ -112,6 +112,18 @@ describe('hostile input', () => {
       /\/proc\/nope/,
     ],
     [
+      'snapshot with a bad name',
+      () => machine.snapshot('Bad Name'),
+      ConfigError,
+      /invalid snapshot name "Bad Name"/,
+    ],
+    [
+      'snapshot with a bad option',
+      () => machine.snapshot(undefined, { stop: 'yes' as never }),
+      ConfigError,
+      /snapshot: options: stop: must be true or false/,
+    ],
+    [
       'restoreMachine(null)',
       () => restoreMachine(null as never),
       ConfigError,
