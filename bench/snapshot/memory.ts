@@ -82,7 +82,8 @@ export function snapshotRamMatcher(snapshot: Snapshot): (path: string) => boolea
 
 /** A booted machine maps its own RAM file, vmkit-<our pid>-<name>-<hex>.ram, unlinked once mapped. */
 export function bootedRamMatcher(name: string): (path: string) => boolean {
-  const pattern = new RegExp(`/vmkit-${process.pid}-${name}-[0-9a-f]+\\.ram( \\(deleted\\))?$`);
+  // RAM files are named vmkit-<run id>-<machine>-<random>.ram, the run id being <pid>-<hex>.
+  const pattern = new RegExp(`/vmkit-${process.pid}-[0-9a-f]+-${name}-[0-9a-f]+\\.ram( \\(deleted\\))?$`);
   return (path) => pattern.test(path);
 }
 

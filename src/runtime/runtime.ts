@@ -34,8 +34,6 @@ export class Runtime implements AsyncDisposable {
   private readonly owned = new Set<Closable>();
   private readonly facts = new Map<string, Promise<unknown>>();
   private readonly running = new Map<string, Promise<unknown>>();
-  /** Snapshot files already checked against their digests, by path: the stat fingerprint then. */
-  readonly verifiedFiles = new Map<string, string>();
   private closing?: Promise<void>;
 
   constructor(options: RuntimeOptions = {}) {

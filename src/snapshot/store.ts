@@ -2,9 +2,12 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
-import { processStartTicks } from '../runtime/reaper.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
+import { removeSnapshotLeftovers } from './leftovers.js';
 import { type SnapshotManifest, snapshotRoot } from './manifest.js';
+
+export { removeSnapshotLeftovers } from './leftovers.js';
+
 import { requireSnapshot, Snapshot } from './snapshot.js';
 import { restorability } from './verify.js';
 
@@ -63,20 +66,6 @@ export async function pruneSnapshots(
     removed.push({ id: snapshot.id, reason });
   }
   removed.push(...(await removeSnapshotLeftovers()));
-  return removed;
-}
-
-/** Folders of snapshots interrupted while being taken or replaced, by a run now gone. */
-export async function removeSnapshotLeftovers(): Promise<Array<{ id: string; reason: string }>> {
-  const removed: Array<{ id: string; reason: string }> = [];
-  for (const entry of await readdir(snapshotRoot()).catch(() => [] as string[])) {
-    const owner = entry.match(/^\.taking-(\d+)-|\.old-(\d+)-/);
-    const pid = Number(owner?.[1] ?? owner?.[2]);
-    if (owner && processStartTicks(pid) === undefined) {
-      await rm(join(snapshotRoot(), entry), { recursive: true, force: true });
-      removed.push({ id: entry, reason: 'left over from an interrupted snapshot' });
-    }
-  }
   return removed;
 }
 

@@ -7,6 +7,7 @@ import { configIdentity } from '../machine/config.js';
 import type { MachineInternals } from '../machine/machine.js';
 import { runTool } from '../util/exec.js';
 import { sparseDigest } from '../util/sparse.js';
+import { removeSnapshotLeftovers } from './leftovers.js';
 import {
   type FileRecord,
   SNAPSHOT_FORMAT,
@@ -49,6 +50,7 @@ export async function takeSnapshot(
   const id = name === undefined ? label : snapshotId(label, identity, options.key);
   const root = snapshotRoot();
   await mkdir(root, { recursive: true });
+  await removeSnapshotLeftovers(); // of runs killed while they took one
   const scratch = await mkdtemp(join(root, takingPrefix(runtime.runId)));
   const ramInStream = !source.memory.share;
   const files: Record<string, FileRecord> = {};

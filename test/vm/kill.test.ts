@@ -50,7 +50,7 @@ function leftovers(pid: number): string[] {
  */
 async function killedRun(
   killWhen: (kill: () => void, pid: number) => () => void,
-): Promise<{ pid: number; vmms: number[]; runRoot: string }> {
+): Promise<{ pid: number; vmms: number[]; runRoot: string; leftAtKill: string[] }> {
   const runRoot = await mkdtemp(join(tmpdir(), 'vmkit-kill-'));
   const child = spawn(process.execPath, [cli, 'run', '--fresh', 'test/fixtures/kill-suite.ts'], {
     cwd: root,
@@ -67,13 +67,14 @@ async function killedRun(
   const stopWatching = killWhen(kill, pid);
   const guard = setTimeout(kill, 90_000); // a run that never reaches the moment still ends
   await exited;
+  const leftAtKill = leftovers(pid);
   clearTimeout(guard);
   stopWatching();
-  return { pid, vmms, runRoot };
+  return { pid, vmms, runRoot, leftAtKill };
 }
 
 /** Runs `vmkit doctor` on the run root and checks that nothing of the killed run is left. */
-async function assertNothingLeft(run: { pid: number; vmms: number[]; runRoot: string }): Promise<string> {
+async function assertNothingLeft(run: { pid: number; vmms: number[]; runRoot: string }): Promise<void> {
   try {
     const doctor = await runCli(['doctor'], { VMKIT_RUN_DIR: run.runRoot }, 60_000);
     for (const vmm of run.vmms) {
@@ -83,8 +84,11 @@ async function assertNothingLeft(run: { pid: number; vmms: number[]; runRoot: st
     }
     const runs = join(run.runRoot, 'r');
     assert.deepEqual(existsSync(runs) ? readdirSync(runs) : [], [], 'no run folder is left');
-    assert.deepEqual(leftovers(run.pid), [], 'no RAM file and no half-taken snapshot is left');
-    return doctor.stdout;
+    assert.deepEqual(
+      leftovers(run.pid),
+      [],
+      `no RAM file and no half-taken snapshot is left\n${doctor.stdout}`,
+    );
   } finally {
     await rm(run.runRoot, { recursive: true, force: true });
   }
@@ -112,16 +116,24 @@ function seeded(seed: number): () => number {
 }
 
 describe('a killed run leaves nothing behind', { skip: lacks('snapshot') }, () => {
+  // Any vmkit that starts meanwhile (other test files run in parallel) may reap these leftovers
+  // before `vmkit doctor` does: what counts is that they existed at the kill and are gone after.
   it('killed right after its RAM file was created in /dev/shm, before QEMU mapped it', async () => {
     const run = await killedRun(onFileAppearing(SHM, (pid) => `vmkit-${pid}-`));
-    const doctor = await assertNothingLeft(run);
-    assert.match(doctor, /[1-9]\d* RAM file\(s\)/, doctor);
+    assert.ok(
+      run.leftAtKill.some((path) => path.startsWith(`${SHM}/`)),
+      'the kill left a RAM file',
+    );
+    await assertNothingLeft(run);
   });
 
   it('killed while a snapshot is being taken', async () => {
     const run = await killedRun(onFileAppearing(snapshotStore(), (pid) => `.taking-${pid}-`));
-    const doctor = await assertNothingLeft(run);
-    assert.match(doctor, /[1-9]\d* interrupted snapshot\(s\) removed/, doctor);
+    assert.ok(
+      run.leftAtKill.some((path) => path.includes('/.taking-')),
+      'the kill left a half-taken snapshot',
+    );
+    await assertNothingLeft(run);
   });
 
   const random = seeded(20261122);
