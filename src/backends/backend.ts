@@ -32,6 +32,8 @@ export interface BackendCapabilities {
   display: boolean;
   /** Typing on the guest's serial console. */
   consoleInput: boolean;
+  /** A NIC of user-mode networking to the host: port forwards, named host services, internet. */
+  hostNetwork: boolean;
 }
 
 export type Capability = keyof BackendCapabilities;
@@ -40,6 +42,17 @@ export type Capability = keyof BackendCapabilities;
 export interface NicSpec {
   socketPath?: string;
   mac: string;
+}
+
+/**
+ * The machine's own NIC to the host (user-mode networking), after its switch NICs. Without
+ * `internet` the guest reaches nothing through it but the forwarded ports and named services.
+ */
+export interface HostNicSpec {
+  mac: string;
+  internet: boolean;
+  /** Guest address and port that lead to a TCP port on the host's loopback. */
+  services: Array<{ guestAddress: string; port: number; hostPort: number }>;
 }
 
 /** Everything a backend needs to start one VMM process for a machine. */
@@ -54,6 +67,7 @@ export interface VmmSpec {
   cpus: number;
   accel: Accel;
   nics: NicSpec[];
+  hostNic?: HostNicSpec;
   /**
    * Guest RAM lives in this file. `share: true` writes guest memory into it (a machine that may
    * be snapshotted); `share: false` maps it copy-on-write (a clone of a snapshot).
@@ -126,6 +140,11 @@ export interface Vmm {
   loadState(path: string, options: { ramInFile: boolean; timeoutMs: number }): Promise<void>;
   /** Closes vmkit's side of the VMM's control channel. */
   closeControl(): void;
+  /** Takes switch NIC `index` down or up, as a pulled or plugged cable. */
+  setLinkUp(index: number, up: boolean): Promise<void>;
+  /** Forwards TCP `hostPort` on the host's loopback to `guestPort` through the host NIC. */
+  addPortForward(hostPort: number, guestPort: number): Promise<void>;
+  removePortForward(hostPort: number): Promise<void>;
 }
 
 /** A virtual machine monitor vmkit can drive. */

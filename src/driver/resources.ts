@@ -49,6 +49,7 @@ export class Resources {
         const sw = await VirtualSwitch.create(name, join(this.runtime.runDir, `${name}.sock`));
         switches.set(vlan, sw);
         this.switches.add(sw);
+        this.runtime.own(sw); // closed with the runtime too, whatever path the run takes
         if (this.closed) throw new TestRunError('the run ended while its switches were being created');
       }
       return switches;
@@ -62,7 +63,10 @@ export class Resources {
     const ms = [...machines];
     const ss = [...switches];
     for (const machine of ms) this.machines.delete(machine);
-    for (const sw of ss) this.switches.delete(sw);
+    for (const sw of ss) {
+      this.switches.delete(sw);
+      this.runtime.disown(sw);
+    }
     await Promise.allSettled(ms.map((machine) => machine.close()));
     await Promise.allSettled(ss.map((sw) => sw.close()));
   }

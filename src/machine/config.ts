@@ -1,4 +1,5 @@
 import type { Accel } from '../backends/accel.js';
+import type { HostNicSpec } from '../backends/backend.js';
 import type { BootImage } from '../images/types.js';
 
 export interface DiskSpec {
@@ -21,6 +22,8 @@ export interface MachineConfig {
   disks: DiskSpec[];
   /** Extra VMM arguments, as given. */
   qemuArgs: string[];
+  /** The NIC to the host (user-mode networking), after the switch NICs; none where the backend has none. */
+  hostNic?: HostNicSpec;
 }
 
 /** The parts of a configuration that must match for a restore, as plain data. */
@@ -34,6 +37,7 @@ export function configIdentity(config: MachineConfig, vmmVersion: string) {
     nics: config.nics,
     disks: config.disks.map((disk) => disk.sizeMiB),
     qemuArgs: config.qemuArgs,
+    hostNic: config.hostNic ?? null,
     vmmVersion,
   };
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 
 /** A stable, locally administered MAC per machine name and NIC. */
-export function macAddress(name: string, index: number): string {
+export function macAddress(name: string, index: number | string): string {
   const hash = createHash('sha256').update(`${name}/${index}`).digest();
   return ['52', '54', ...[0, 1, 2, 3].map((i) => (hash[i] ?? 0).toString(16).padStart(2, '0'))].join(':');
 }

@@ -6,11 +6,10 @@ import type { Backend, Vmm } from '../backends/backend.js';
 import { SerialConsole } from '../console/serial.js';
 import { GuestSetupError, MachineCrashedError } from '../errors.js';
 import type { GuestProfile } from '../guest/profiles/index.js';
-import type { VirtualSwitch } from '../network/switch.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
-import { Machine, type MachineInternals, type SnapshotTaker } from './machine.js';
+import { Machine, type MachineInternals, type MachineNic, type SnapshotTaker } from './machine.js';
 
 export interface LaunchPlan {
   name: string;
@@ -19,8 +18,11 @@ export interface LaunchPlan {
   runtime: Runtime;
   profile: GuestProfile;
   accel: AccelDecision;
-  /** The switch each NIC plugs into; a NIC without one is left unconnected. */
-  switches: Array<VirtualSwitch | undefined>;
+  /**
+   * Each switch NIC as the guest will have it: the switch it plugs into (none: unconnected), its
+   * MAC inside the guest once set up, and its address.
+   */
+  nics: MachineNic[];
   timeoutMs: number;
   commandTimeoutMs: number;
   log: (line: string) => void;
@@ -37,8 +39,6 @@ export interface LaunchPlan {
   verb: string;
   /** What machine.snapshot() calls. */
   takeSnapshot: SnapshotTaker;
-  /** The MAC each NIC has inside the guest once set up (default: the device's, config.macs). */
-  guestMacs?: string[];
 }
 
 /** A fresh state folder for a machine: its name, or name.1, name.2, ... when that is taken. */
@@ -64,11 +64,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
   let unlinkMemory: string | undefined;
   const releases: Array<() => void> = [];
   try {
-    const macs = plan.guestMacs ?? config.macs;
-    plan.switches.forEach((sw, index) => {
-      const mac = macs[index];
-      if (sw && mac) releases.push(sw.claimMac(mac, `machine ${name}`));
-    });
+    for (const nic of plan.nics) if (nic.switch) releases.push(nic.switch.claimMac(nic.mac, name));
     const prepared = await plan.prepare(stateDir);
     if (prepared.memory.share) unlinkMemory = prepared.memory.path;
     vmm = await plan.backend.launch({
@@ -80,7 +76,8 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       memoryMiB: config.memoryMiB,
       cpus: config.cpus,
       accel: config.accel,
-      nics: config.macs.map((mac, index) => ({ socketPath: plan.switches[index]?.socketPath, mac })),
+      nics: config.macs.map((mac, index) => ({ socketPath: plan.nics[index]?.switch?.socketPath, mac })),
+      hostNic: config.hostNic,
       memory: prepared.memory,
       disks: prepared.disks,
       incoming: plan.incoming,
@@ -134,6 +131,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       memory: prepared.memory,
       disks: prepared.disks,
       takeSnapshot: plan.takeSnapshot,
+      nics: plan.nics,
       releaseNics: () => {
         for (const release of releases) release();
       },

@@ -10,18 +10,20 @@ import {
   CommandFailedError,
   CommandTimeoutError,
   MachineCrashedError,
-  TimeoutError,
   TransferError,
 } from '../errors.js';
 import type { GuestProfile } from '../guest/profiles/index.js';
+import type { VirtualSwitch } from '../network/switch.js';
 import type { Runtime } from '../runtime/runtime.js';
 // Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
 import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
 import { ensureDir } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
-import { sleep, withTimeout } from '../util/time.js';
+import { withTimeout } from '../util/time.js';
 import { checkCall } from './calls.js';
 import type { MachineConfig } from './config.js';
+import { forwardPort, type PortForward, setLinks } from './host-access.js';
+import { listeningCheck, retryCommand } from './retry.js';
 
 /** Takes a snapshot of a machine; supplied by the snapshot layer when the machine is launched. */
 export type SnapshotTaker = (
@@ -49,8 +51,18 @@ export interface MachineInternals {
   /** qcow2 files, one per disk. */
   disks: string[];
   takeSnapshot: SnapshotTaker;
+  /** Its switch NICs, as the guest has them. */
+  nics: MachineNic[];
   /** Gives the machine's MACs back to its switches. */
   releaseNics: () => void;
+}
+
+/** A switch NIC of a machine (eth<index> in the guest). */
+export interface MachineNic {
+  switch?: VirtualSwitch;
+  /** The MAC inside the guest. */
+  mac: string;
+  address?: string;
 }
 
 export interface ExecResult {
@@ -62,9 +74,6 @@ export interface ExecResult {
 export interface CommandOptions {
   timeoutMs?: number;
 }
-
-/** How often waitUntil* retries. */
-const RETRY_INTERVAL_MS = 500;
 
 /**
  * A running virtual machine. Commands run as root through the backdoor; every call has a
@@ -223,6 +232,34 @@ export class Machine implements AsyncDisposable {
     return this.console.waitForText(pattern, options.timeoutMs ?? this.internals.commandTimeoutMs);
   }
 
+  /** Its switch NICs (eth0, eth1, ...): the switch each plugs into, the MAC and the address in the guest. */
+  get networks(): Array<{ index: number; switch?: string; mac: string; address?: string }> {
+    return this.internals.nics.map((nic, index) => ({
+      index,
+      ...(nic.switch ? { switch: nic.switch.name } : {}),
+      mac: nic.mac,
+      ...(nic.address ? { address: nic.address } : {}),
+    }));
+  }
+
+  /** Takes all of the machine's switch links down, as if its cables were pulled (NixOS: block). */
+  block(): Promise<void> {
+    return setLinks(this.internals, false);
+  }
+
+  /** Brings its switch links back up (NixOS: unblock). */
+  unblock(): Promise<void> {
+    return setLinks(this.internals, true);
+  }
+
+  /**
+   * Makes a guest TCP port reachable from the host at 127.0.0.1:`hostPort` (a free port when none
+   * is given). The forward ends with `close()` or with the machine.
+   */
+  forwardPort(options: { hostPort?: number; guestPort: number }): Promise<PortForward> {
+    return forwardPort(this.internals, options);
+  }
+
   /** Everything the serial console printed, escape sequences removed. */
   getConsoleLog(): string {
     return this.console.log;
@@ -336,37 +373,19 @@ export class Machine implements AsyncDisposable {
     return raw;
   }
 
-  private async retry(
+  private retry(
     awaited: string,
     command: string,
     done: (result: ExecResult) => boolean,
     options: CommandOptions,
   ): Promise<string> {
-    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
-    const deadline = performance.now() + timeoutMs;
-    let last: ExecResult | undefined;
-    for (;;) {
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) break;
-      try {
-        last = await this.execute(command, { timeoutMs: Math.max(1000, Math.round(remaining)) });
-        if (done(last)) return last.stdout;
-      } catch (error) {
-        if (!(error instanceof CommandTimeoutError)) throw error;
-      }
-      if (deadline - performance.now() <= RETRY_INTERVAL_MS) break;
-      await sleep(RETRY_INTERVAL_MS);
-    }
-    const lastState = last
-      ? `last attempt exited with status ${last.exitCode}; stdout: ${JSON.stringify(last.stdout.slice(-300))}; stderr: ${JSON.stringify(last.stderr.slice(-300))}`
-      : 'no attempt finished';
-    throw new TimeoutError(`${awaited} on ${this.name}`, timeoutMs, lastState);
+    return retryCommand(
+      (timeoutMs) => this.execute(command, { timeoutMs }),
+      `${awaited} on ${this.name}`,
+      done,
+      options.timeoutMs ?? this.internals.commandTimeoutMs,
+    );
   }
-}
-
-function listeningCheck(port: number): string {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  return `awk '$2 ~ /:${hex}$/ && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null`;
 }
 
 function describeExit(info: ExitInfo): string {

@@ -49,6 +49,16 @@ export interface MachineOptions {
   qemuArgs?: string[];
   /** The VMM that runs the machine (default "qemu"). */
   backend?: string;
+  /**
+   * Outbound access to the host's network through the machine's own NIC to the host. Off by
+   * default: the guest then has no route out.
+   */
+  internet?: boolean;
+  /**
+   * Host services the guest may reach by name: `{ api: 8080 }` makes `api:8080` in the guest lead to
+   * port 8080 on the host's loopback. Nothing else on the host is reachable.
+   */
+  hostServices?: Record<string, number>;
   /** The context the machine lives in (run folder, process tracking); default: the process's. */
   runtime?: Runtime;
 }
@@ -115,6 +125,16 @@ export const declaredMachineFields = {
   qemuArgs: z.array(z.string({ error: 'must be a string' })).optional(),
   backend: z
     .enum(BACKEND_NAMES as [string, ...string[]], { error: `must be one of ${BACKEND_NAMES.join(', ')}` })
+    .optional(),
+  internet: z.boolean({ error: 'must be true or false' }).optional(),
+  hostServices: z
+    .record(
+      z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,62})$/, {
+        error: 'service names are lower-case letters, digits and dashes',
+      }),
+      wholeNumber(1, 65_535),
+    )
+    .refine((services) => Object.keys(services).length <= 100, { error: 'at most 100 host services' })
     .optional(),
   runtime: commonMachineFields.runtime,
 };

@@ -10,6 +10,7 @@ import type { BootImage } from '../images/types.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import type { MachineConfig } from './config.js';
+import { HOST_NIC, hostNicFor, serviceHosts } from './host-network.js';
 import { macAddress, ramFilePath } from './identity.js';
 import { launchMachine } from './launch.js';
 import type { Machine, SnapshotTaker } from './machine.js';
@@ -59,7 +60,13 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
     macs: networks.map((_, index) => macAddress(name, index)),
     disks,
     qemuArgs: options.qemuArgs ?? [],
+    hostNic: backend.capabilities.hostNetwork
+      ? hostNicFor(name, options.internet ?? false, options.hostServices ?? {})
+      : undefined,
   };
+  if (!backend.capabilities.hostNetwork && (options.internet || options.hostServices)) {
+    requireCapability(backend, 'hostNetwork', undefined, 'internet and hostServices need it');
+  }
   return { name, config, backend, runtime, profile, accel, timeoutMs, commandTimeoutMs };
 }
 
@@ -71,7 +78,11 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
   log(`${resolved.accel.accel.toUpperCase()}: ${resolved.accel.reason}`);
   return launchMachine({
     ...resolved,
-    switches: (options.networks ?? []).map((network) => network.switch),
+    nics: (options.networks ?? []).map((network, index) => ({
+      switch: network.switch,
+      mac: config.macs[index] as string,
+      address: network.address,
+    })),
     log,
     signal: options.signal,
     incoming: false,
@@ -89,7 +100,12 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
     setupScript: profile.afterBoot({
       hostname: name,
       nics: (options.networks ?? []).map((network, index) => ({ index, address: network.address })),
-      hosts: options.hosts ?? {},
+      hostNic: config.hostNic && {
+        index: config.nics,
+        address: HOST_NIC.address,
+        ...(config.hostNic.internet ? { gateway: HOST_NIC.gateway, nameserver: HOST_NIC.nameserver } : {}),
+      },
+      hosts: { ...serviceHosts(options.hostServices ?? {}), ...options.hosts },
     }),
     takeSnapshot,
   });

@@ -61,7 +61,7 @@ export class VirtualSwitch implements AsyncDisposable {
     const holder = this.claimed.get(key);
     if (holder !== undefined) {
       throw new ConfigError(
-        `switch ${this.name}: MAC ${mac} of ${owner} is already used by ${holder} (machines on one switch need distinct names, and clones need an address to get a MAC of their own)`,
+        `switch ${this.name}: MAC ${mac} of machine ${owner} is already used by machine ${holder} (machines on one switch need distinct names, and clones need an address to get a MAC of their own)`,
       );
     }
     this.claimed.set(key, owner);

@@ -6,7 +6,7 @@ import type { ConfigIdentity } from '../machine/config.js';
 import { cacheDir } from '../util/paths.js';
 
 /** Bumped whenever the layout of a snapshot folder changes. */
-export const SNAPSHOT_FORMAT = 3;
+export const SNAPSHOT_FORMAT = 4;
 
 export interface FileRecord {
   /** sparseDigest(): SHA-256 over the file's length and its non-zero blocks with their offsets. */
@@ -25,9 +25,16 @@ export interface SnapshotManifest {
   identity: ConfigIdentity;
   image: BootImage;
   macs: string[];
+  /** Each switch NIC as the guest has it set up: its MAC (new for a renumbered clone) and address. */
+  nics: GuestNicState[];
   /** Guest RAM travels in the saved state instead of a RAM file (snapshots of clones). */
   ramInStream: boolean;
   files: Record<string, FileRecord>;
+}
+
+export interface GuestNicState {
+  mac: string;
+  address?: string;
 }
 
 /** A snapshot as stored: its manifest and its folder. */

@@ -64,6 +64,7 @@ export async function restoreFrom(
     macs: manifest.macs,
     disks: identity.disks.map((sizeMiB) => ({ sizeMiB })),
     qemuArgs: identity.qemuArgs,
+    hostNic: identity.hostNic ?? undefined,
   };
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
   const networks = options.networks ?? [];
@@ -79,7 +80,15 @@ export async function restoreFrom(
     runtime,
     profile,
     accel,
-    switches: manifest.macs.map((_, index) => networks[index]?.switch),
+    nics: manifest.macs.map((deviceMac, index) => {
+      const renumbered = renumber.find((nic) => nic.index === index);
+      const saved = manifest.nics[index];
+      return {
+        switch: networks[index]?.switch,
+        mac: renumbered?.mac ?? saved?.mac ?? deviceMac,
+        address: renumbered?.address ?? saved?.address,
+      };
+    }),
     timeoutMs,
     commandTimeoutMs: options.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs,
     log: options.log ?? (() => {}),
@@ -111,7 +120,6 @@ export async function restoreFrom(
       hosts: options.hosts ?? {},
     }),
     takeSnapshot,
-    guestMacs: manifest.macs.map((mac, index) => renumber.find((nic) => nic.index === index)?.mac ?? mac),
   });
 }
 

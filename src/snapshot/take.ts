@@ -94,6 +94,7 @@ export async function takeSnapshot(
       identity,
       image: config.image,
       macs: config.macs,
+      nics: source.nics.map(({ mac, address }) => ({ mac, ...(address ? { address } : {}) })),
       ramInStream,
       files,
     };

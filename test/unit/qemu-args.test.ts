@@ -97,11 +97,11 @@ describe('qemuArgs', () => {
       '-netdev',
       'stream,id=net0,server=off,addr.type=unix,addr.path=/run/sw/vlan1.sock',
       '-device',
-      'virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01',
+      'virtio-net-pci,netdev=net0,mac=52:54:00:00:00:01,id=nic0',
       '-netdev',
       'hubport,id=net1,hubid=1001',
       '-device',
-      'virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02',
+      'virtio-net-pci,netdev=net1,mac=52:54:00:00:00:02,id=nic1',
       '-drive',
       'file=/run/vm/web/disk0.qcow2,if=virtio,format=qcow2,id=disk0',
       '-drive',
@@ -226,5 +226,29 @@ describe('qemuArgs', () => {
 
   test('empty extraArgs add nothing', () => {
     assert.deepEqual(qemuArgs(spec({ extraArgs: [] })), qemuArgs(base));
+  });
+
+  test('a restricted host NIC: user-mode netdev with one guestfwd per host service, after the switch NICs', () => {
+    const args = qemuArgs(
+      spec({
+        hostNic: {
+          mac: '52:54:00:aa:bb:cc',
+          internet: false,
+          services: [{ guestAddress: '10.0.2.100', port: 8080, hostPort: 8080 }],
+        },
+      }),
+    );
+    const netdevs = args.flatMap((arg, i) => (args[i - 1] === '-netdev' ? [arg] : []));
+    assert.equal(
+      netdevs.at(-1),
+      'user,id=hostnet,restrict=on,guestfwd=tcp:10.0.2.100:8080-tcp:127.0.0.1:8080',
+    );
+    const devices = args.flatMap((arg, i) => (args[i - 1] === '-device' ? [arg] : []));
+    assert.equal(devices.at(-1), 'virtio-net-pci,netdev=hostnet,mac=52:54:00:aa:bb:cc,id=hostnic');
+  });
+
+  test('internet: true lifts the restriction', () => {
+    const args = qemuArgs(spec({ hostNic: { mac: '52:54:00:aa:bb:cc', internet: true, services: [] } }));
+    assert.ok(args.includes('user,id=hostnet,restrict=off'), args.join(' '));
   });
 });

@@ -30,6 +30,7 @@ const identity: ConfigIdentity = {
   nics: 2,
   disks: [64],
   qemuArgs: [],
+  hostNic: null,
   vmmVersion: OLD_VERSION,
 };
 
@@ -40,8 +41,8 @@ describe('snapshotId', () => {
   });
 
   test('golden: the first 12 hex digits of SHA-256 over the JSON of the identity (and key)', () => {
-    assert.equal(snapshotId('web', identity), 'web-fda0cf4dd52d');
-    assert.equal(snapshotId('web', identity, 'setup-v1'), 'web-cd00936ac8e3');
+    assert.equal(snapshotId('web', identity), 'web-9e663cb5eefd');
+    assert.equal(snapshotId('web', identity, 'setup-v1'), 'web-a4adb08e1b4c');
     const sha = (value: unknown) => createHash('sha256').update(JSON.stringify(value)).digest('hex');
     assert.equal(hashOf(identity), sha(identity));
     assert.equal(snapshotId('web', identity), `web-${sha(identity).slice(0, 12)}`);
@@ -198,6 +199,7 @@ describe('restorability and verifyFiles', () => {
       name: 'web',
       createdAt: '2024-01-01T00:00:00.000Z',
       source: 'web',
+      nics: [],
       identity,
       image: {
         name: 'tiny',
@@ -222,7 +224,7 @@ describe('restorability and verifyFiles', () => {
   test('a manifest of another format: exactly one reason, naming the format', async () => {
     const { record } = await snapshotFolder('old', { format: 2 as unknown as typeof SNAPSHOT_FORMAT });
     assert.deepEqual(await restorability(record, runtime), ['made by another vmkit version (format 2)']);
-    assert.equal(SNAPSHOT_FORMAT, 3, 'bump this test together with the snapshot format');
+    assert.equal(SNAPSHOT_FORMAT, 4, 'bump this test together with the snapshot format');
   });
 
   test('another QEMU version and a missing image: exactly those reasons (accel tcg)', async () => {

@@ -9,6 +9,11 @@ export const SOCKETS = {
   qmp: 'qmp.sock',
 } as const;
 
+/** The device id of switch NIC `index`, for set_link. */
+export const NIC_ID = (index: number) => `nic${index}`;
+/** The user-mode netdev of the host NIC, for hostfwd_add. */
+export const HOST_NETDEV = 'hostnet';
+
 /** A value inside a QEMU option string, where a comma must be doubled. */
 const opt = (value: string) => value.replaceAll(',', ',,');
 
@@ -51,8 +56,22 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
     const backend = nic.socketPath
       ? `stream,id=net${index},server=off,addr.type=unix,addr.path=${opt(nic.socketPath)}`
       : `hubport,id=net${index},hubid=${1000 + index}`; // a hub with nothing else on it
-    options.push(['-netdev', backend], ['-device', `virtio-net-pci,netdev=net${index},mac=${nic.mac}`]);
+    options.push(
+      ['-netdev', backend],
+      ['-device', `virtio-net-pci,netdev=net${index},mac=${nic.mac},id=${NIC_ID(index)}`],
+    );
   });
+  if (spec.hostNic) {
+    const { hostNic } = spec;
+    // restrict=on: the guest reaches no address through it but the rules given here.
+    const rules = hostNic.services.map(
+      (service) => `,guestfwd=tcp:${service.guestAddress}:${service.port}-tcp:127.0.0.1:${service.hostPort}`,
+    );
+    options.push(
+      ['-netdev', `user,id=${HOST_NETDEV},restrict=${hostNic.internet ? 'off' : 'on'}${rules.join('')}`],
+      ['-device', `virtio-net-pci,netdev=${HOST_NETDEV},mac=${hostNic.mac},id=hostnic`],
+    );
+  }
   spec.disks.forEach((disk, index) => {
     options.push(['-drive', `file=${opt(disk)},if=virtio,format=qcow2,id=disk${index}`]);
   });

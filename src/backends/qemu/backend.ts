@@ -18,6 +18,7 @@ export const qemuBackend: Backend = {
     // key API yet: claimed when those exist.
     display: false,
     consoleInput: true,
+    hostNetwork: true,
   },
   version: qemuVersion,
   launch: (spec: VmmSpec) => QemuProcess.launch(qemuBackend, spec),

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SnapshotError, tail, VmmStartError } from '../../errors.js';
+import { QmpError, SnapshotError, tail, VmmStartError } from '../../errors.js';
 import { listenOnce } from '../../util/sockets.js';
 import { sparseDigest } from '../../util/sparse.js';
 import { sleep, withTimeout } from '../../util/time.js';
@@ -16,7 +16,7 @@ import type {
   VmmChannels,
   VmmSpec,
 } from '../backend.js';
-import { qemuArgs, SOCKETS } from './args.js';
+import { HOST_NETDEV, NIC_ID, qemuArgs, SOCKETS } from './args.js';
 import { migrateIn, migrateOut } from './migration.js';
 import { QmpClient } from './qmp.js';
 
@@ -179,6 +179,28 @@ export class QemuProcess implements Vmm {
 
   closeControl(): void {
     this.qmp.close();
+  }
+
+  async setLinkUp(index: number, up: boolean): Promise<void> {
+    await this.qmp.execute('set_link', { name: NIC_ID(index), up });
+  }
+
+  async addPortForward(hostPort: number, guestPort: number): Promise<void> {
+    await this.monitor(`hostfwd_add ${HOST_NETDEV} tcp:127.0.0.1:${hostPort}-:${guestPort}`);
+  }
+
+  async removePortForward(hostPort: number): Promise<void> {
+    await this.monitor(`hostfwd_remove ${HOST_NETDEV} tcp:127.0.0.1:${hostPort}`);
+  }
+
+  /** A human-monitor command. HMP answers in prose: failures say so ("Could not ...", "invalid ..."). */
+  private async monitor(command: string): Promise<void> {
+    const output = (
+      await this.qmp.execute<string>('human-monitor-command', { 'command-line': command })
+    ).trim();
+    if (/could not|invalid|error|fail|not found|unknown/i.test(output)) {
+      throw new QmpError('human-monitor-command', 'HmpError', `${command}: ${output}`);
+    }
   }
 
   async kill(): Promise<ExitInfo> {

@@ -7,10 +7,19 @@ export interface GuestNic {
   address?: string;
 }
 
+/** The NIC to the host (user-mode networking): its address, and a gateway when it may go out. */
+export interface HostNicSetup {
+  index: number;
+  address: string;
+  gateway?: string;
+  nameserver?: string;
+}
+
 /** What a freshly booted guest is told. */
 export interface BootSetup {
   hostname: string;
   nics: GuestNic[];
+  hostNic?: HostNicSetup;
   /** /etc/hosts lines, name to address. */
   hosts: Record<string, string>;
 }

@@ -7,11 +7,18 @@ export const tinyProfile: GuestProfile = {
   name: 'tiny',
   readiness: agentBanner,
 
-  afterBoot({ hostname, nics, hosts }) {
+  afterBoot({ hostname, nics, hostNic, hosts }) {
     const lines = [`hostname ${shellQuote(hostname)}`];
     for (const nic of nics) {
       lines.push(`ip link set eth${nic.index} up`);
       if (nic.address) lines.push(`ip addr add ${shellQuote(nic.address)} dev eth${nic.index}`);
+    }
+    if (hostNic) {
+      const dev = `eth${hostNic.index}`;
+      lines.push(`ip link set ${dev} up`, `ip addr add ${shellQuote(hostNic.address)} dev ${dev}`);
+      if (hostNic.gateway) lines.push(`ip route add default via ${shellQuote(hostNic.gateway)}`);
+      if (hostNic.nameserver)
+        lines.push(`echo ${shellQuote(`nameserver ${hostNic.nameserver}`)} > /etc/resolv.conf`);
     }
     return [...lines, ...hostsLines(hosts)].join('\n');
   },

@@ -1,0 +1,65 @@
+import { createServer } from 'node:net';
+import { z } from 'zod';
+import { requireCapability } from '../backends/backend.js';
+import { ConfigError, QmpError } from '../errors.js';
+import { parseInput, wholeNumber } from '../util/validate.js';
+import type { MachineInternals } from './machine.js';
+
+export interface PortForward {
+  /** The port on the host's loopback (127.0.0.1) that leads to the guest port. */
+  hostPort: number;
+  guestPort: number;
+  /** Stops forwarding; idempotent. */
+  close(): Promise<void>;
+}
+
+const forwardOptions = z
+  .object({ hostPort: wholeNumber(1, 65_535).optional(), guestPort: wholeNumber(1, 65_535) })
+  .strict();
+
+/** Forwards a host port on 127.0.0.1 to a guest TCP port, through the machine's NIC to the host. */
+export async function forwardPort(
+  machine: MachineInternals,
+  options: { hostPort?: number; guestPort: number },
+): Promise<PortForward> {
+  const { hostPort: wanted, guestPort } = parseInput(forwardOptions, options, 'forwardPort options');
+  requireCapability(machine.backend, 'hostNetwork');
+  const hostPort = wanted ?? (await freePort());
+  try {
+    await machine.vmm.addPortForward(hostPort, guestPort);
+  } catch (error) {
+    if (error instanceof QmpError && /Could not set up host forwarding/i.test(error.description)) {
+      throw new ConfigError(`forwardPort: host port ${hostPort} is already taken on 127.0.0.1`);
+    }
+    throw error;
+  }
+  let closed = false;
+  return {
+    hostPort,
+    guestPort,
+    close: async () => {
+      if (closed || machine.vmm.hasExited) return;
+      closed = true;
+      await machine.vmm.removePortForward(hostPort);
+    },
+  };
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+/** Takes every switch NIC of the machine down (a pulled cable) or up again. */
+export async function setLinks(machine: MachineInternals, up: boolean): Promise<void> {
+  for (const index of machine.nics.keys()) await machine.vmm.setLinkUp(index, up);
+}

@@ -1,0 +1,42 @@
+import { CommandTimeoutError, TimeoutError } from '../errors.js';
+import { sleep } from '../util/time.js';
+import type { ExecResult } from './machine.js';
+
+/** How often waitUntil* retries. */
+const RETRY_INTERVAL_MS = 500;
+
+/**
+ * Runs a command again and again (every half second) until `done` says so or `timeoutMs` runs
+ * out; the TimeoutError shows the last attempt. Each attempt gets what is left of the time.
+ */
+export async function retryCommand(
+  run: (timeoutMs: number) => Promise<ExecResult>,
+  awaited: string,
+  done: (result: ExecResult) => boolean,
+  timeoutMs: number,
+): Promise<string> {
+  const deadline = performance.now() + timeoutMs;
+  let last: ExecResult | undefined;
+  for (;;) {
+    const remaining = deadline - performance.now();
+    if (remaining <= 0) break;
+    try {
+      last = await run(Math.max(1000, Math.round(remaining)));
+      if (done(last)) return last.stdout;
+    } catch (error) {
+      if (!(error instanceof CommandTimeoutError)) throw error;
+    }
+    if (deadline - performance.now() <= RETRY_INTERVAL_MS) break;
+    await sleep(RETRY_INTERVAL_MS);
+  }
+  const lastState = last
+    ? `last attempt exited with status ${last.exitCode}; stdout: ${JSON.stringify(last.stdout.slice(-300))}; stderr: ${JSON.stringify(last.stderr.slice(-300))}`
+    : 'no attempt finished';
+  throw new TimeoutError(awaited, timeoutMs, lastState);
+}
+
+/** A shell check that something listens on TCP `port` (IPv4 or IPv6), read from /proc without connecting. */
+export function listeningCheck(port: number): string {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  return `awk '$2 ~ /:${hex}$/ && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null`;
+}

@@ -1,0 +1,120 @@
+// Machines on a switch, and a machine's own NIC to the host: links, port forwards, named host
+// services, and no route out unless asked. Every address a guest or the test aims at is on this
+// machine (the guests, or the host's loopback through user-mode networking).
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ConfigError, type Machine, startMachine, VirtualSwitch } from '../../src/index.js';
+import { lacks } from '../helpers.js';
+
+/** A one-line HTTP server on the host's loopback; resolves with its port. */
+async function httpServer(body: string): Promise<{ server: Server; port: number }> {
+  const server = createServer((socket) => {
+    socket.once('data', () => socket.end(`HTTP/1.0 200 OK\r\nContent-Length: ${body.length}\r\n\r\n${body}`));
+    socket.on('error', () => {});
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  assert.ok(address && typeof address === 'object');
+  return { server, port: address.port };
+}
+
+/** GET http://127.0.0.1:port/ from the host. */
+function fetchFromHost(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: '/', timeout: 10_000 }, (res) => {
+      let text = '';
+      res.on('data', (chunk) => {
+        text += chunk;
+      });
+      res.on('end', () => resolve(text));
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('networks', { skip: lacks('hostNetwork') }, () => {
+  let scratch: string;
+  let lan: VirtualSwitch;
+  let a: Machine;
+  let b: Machine;
+  let service: { server: Server; port: number };
+  let unnamed: { server: Server; port: number };
+
+  before(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'vmkit-net-'));
+    lan = await VirtualSwitch.create('lan', join(scratch, 'lan.sock'));
+    service = await httpServer('from the host service');
+    unnamed = await httpServer('must not be reachable');
+    [a, b] = await Promise.all([
+      startMachine({
+        name: 'a',
+        networks: [{ switch: lan, address: '10.1.0.1/24' }],
+        hostServices: { api: service.port },
+      }),
+      startMachine({ name: 'b', networks: [{ switch: lan, address: '10.1.0.2/24' }] }),
+    ]);
+  });
+
+  after(async () => {
+    await Promise.allSettled([a?.close(), b?.close()]);
+    await lan?.close();
+    service?.server.close();
+    unnamed?.server.close();
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('tells which switch, MAC and address each NIC has', () => {
+    assert.deepEqual(
+      a.networks.map(({ index, switch: sw, address }) => ({ index, sw, address })),
+      [{ index: 0, sw: 'lan', address: '10.1.0.1/24' }],
+    );
+    assert.match(a.networks[0]?.mac ?? '', /^52:54(:[0-9a-f]{2}){4}$/);
+  });
+
+  it('block() cuts a machine off its switch and unblock() brings it back', async () => {
+    await a.succeed('ping -c 1 -W 2 10.1.0.2');
+    await a.block();
+    await a.fail('ping -c 1 -W 2 10.1.0.2');
+    await a.unblock();
+    await a.waitUntilSucceeds('ping -c 1 -W 1 10.1.0.2', { timeoutMs: 20_000 });
+  });
+
+  it('forwardPort reaches a guest web server from the host, and close() ends it', async () => {
+    await b.succeed('mkdir -p /www && echo guest-page > /www/index.html && httpd -p 8080 -h /www');
+    await b.waitForOpenPort(8080);
+    const forward = await b.forwardPort({ guestPort: 8080 });
+    assert.ok(forward.hostPort > 0);
+    assert.match(await fetchFromHost(forward.hostPort), /guest-page/);
+    await assert.rejects(b.forwardPort({ hostPort: forward.hostPort, guestPort: 8080 }), (error: Error) => {
+      assert.ok(error instanceof ConfigError, String(error));
+      assert.match(error.message, new RegExp(`host port ${forward.hostPort} is already taken`));
+      return true;
+    });
+    await forward.close();
+    await assert.rejects(fetchFromHost(forward.hostPort));
+    await assert.rejects(
+      b.forwardPort({ guestPort: 70000 }),
+      /guestPort: must be a whole number from 1 to 65535/,
+    );
+  });
+
+  it('a named host service is reachable by name; other host ports are not', async () => {
+    assert.match(
+      await a.succeed(`timeout 10 wget -q -O - http://api:${service.port}/`),
+      /from the host service/,
+    );
+    await a.fail(`timeout 5 wget -q -O - http://10.0.2.2:${unnamed.port}/`);
+  });
+
+  it('without internet: true the guest has no route out', async () => {
+    const routes = await a.succeed('ip route');
+    assert.doesNotMatch(routes, /^default/m, routes);
+  });
+});
