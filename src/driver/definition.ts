@@ -4,6 +4,7 @@ import { IMAGE_NAMES } from '../images/build.js';
 import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/options.js';
 import { declaredMachineFields, validateName } from '../machine/options.js';
+import type { VirtualSwitch } from '../network/switch.js';
 import { callback, parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
 
 /** A machine as a test declares it; name, networks and hosts come from the test. */
@@ -25,6 +26,8 @@ export interface TestContext {
   log(message: string): void;
   /** Runs a named step; its name and duration are logged, and a failure names it. */
   subtest<T>(name: string, body: () => Promise<T>): Promise<T>;
+  /** The switch of VLAN `n` of this test, for faults and captures (partition, impair, capture, ...). */
+  vlan(n: number): VirtualSwitch;
 }
 
 export type TestBody<M extends string = string> = (
@@ -44,7 +47,7 @@ export interface TestDefinition<M extends string = string> {
   tests?: Record<string, TestBody<M>>;
 }
 
-const RESERVED = new Set(['log', 'subtest']);
+const RESERVED = new Set(['log', 'subtest', 'vlan']);
 
 /** Machine i on VLAN v is 192.168.<v>.<i+1>: VLANs are 1 to 254, machines at most 253. */
 const machineDeclaration = z

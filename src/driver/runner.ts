@@ -1,9 +1,10 @@
 import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
-import { ConfigError, TestRunError } from '../errors.js';
+import { ConfigError, describeValue, TestRunError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
 import { commonMachineFields } from '../machine/options.js';
 import { startMachine } from '../machines.js';
+import type { VirtualSwitch } from '../network/switch.js';
 import { Runtime } from '../runtime/runtime.js';
 import { RunLog } from '../util/log.js';
 import { elapsedMs, withTimeout } from '../util/time.js';
@@ -165,7 +166,7 @@ async function runSingle(
     await setup(machines[name] as Machine);
   }
   state.step = 'test';
-  await body({ ...machines, ...testContext(log, state) } as Record<string, Machine> & TestContext);
+  await body({ ...machines, ...testContext(log, state, switches) } as Record<string, Machine> & TestContext);
   return undefined;
 }
 
@@ -227,7 +228,10 @@ async function runSuite(
         next = resources.track(cloneSet(index + 1));
         next.catch(() => {});
       }
-      const running = body({ ...set.machines, ...testContext(log, state) } as Record<string, Machine> &
+      const running = body({ ...set.machines, ...testContext(log, state, set.switches) } as Record<
+        string,
+        Machine
+      > &
         TestContext);
       running.catch(() => {}); // after a timeout its clones are closed under it: that failure is expected
       if (definition.testTimeoutMs)
@@ -252,8 +256,21 @@ async function runSuite(
   return results;
 }
 
-function testContext(log: RunLog, state: { step: string }): TestContext {
+function testContext(
+  log: RunLog,
+  state: { step: string },
+  switches: Map<number, VirtualSwitch>,
+): TestContext {
   return {
+    vlan: (n) => {
+      const sw = switches.get(n);
+      if (!sw) {
+        throw new ConfigError(
+          `vlan(${describeValue(n)}): this test has VLANs ${[...switches.keys()].join(', ') || 'none'}`,
+        );
+      }
+      return sw;
+    },
     log: log.for('test'),
     subtest: async (name, run) => {
       const outer = state.step;

@@ -66,7 +66,7 @@ describe('asTestDefinition refuses', () => {
   test('an empty machines', () =>
     refuses({ machines: {}, test: body }, `${SOURCE}: the test declares no machines`));
 
-  for (const reserved of ['log', 'subtest']) {
+  for (const reserved of ['log', 'subtest', 'vlan']) {
     test(`the reserved machine name ${reserved}`, () =>
       refuses(
         { machines: { a: {}, [reserved]: {} }, test: body },
