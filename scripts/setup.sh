@@ -15,6 +15,7 @@ declare -A NEEDED=(
   [setpriv]=util-linux
   [dpkg-deb]=dpkg
   [cpio]=cpio
+  [tcpdump]=tcpdump   # reads back the switch's packet captures in the tests
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do

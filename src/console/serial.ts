@@ -9,6 +9,9 @@ import { waitWithin } from '../util/time.js';
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching terminal control bytes is the point
 const ANSI = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[@-Z\\-_]/g;
 
+/** A guest that prints without newlines has its console cut into lines of this size. */
+const MAX_LINE_BYTES = 64 * 1024;
+
 /** A pattern as a regular expression without the global or sticky flags; a string matches literally. */
 export function toRegExp(pattern: RegExp | string): RegExp {
   if (typeof pattern === 'string') return new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
@@ -32,7 +35,7 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
   private dropped = 0;
   /** Where the next waitForText starts matching, as an absolute character offset. */
   private cursor = 0;
-  private readonly lines = new LineSplitter();
+  private readonly lines = new LineSplitter(MAX_LINE_BYTES);
   private readonly file: WriteStream;
   private socket?: Socket;
 

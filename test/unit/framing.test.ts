@@ -380,3 +380,16 @@ describe('encodeRequest', () => {
     assert.equal(decode(payload), path);
   });
 });
+
+describe('LineSplitter with a length limit', () => {
+  test('a peer that never sends a newline gets its bytes handed out in pieces, not buffered', () => {
+    const splitter = new LineSplitter(4);
+    const lines: string[] = [];
+    splitter.push(Buffer.from('abcdefghij'), (line) => lines.push(line.toString()));
+    assert.deepEqual(lines, ['abcd', 'efgh']);
+    assert.equal(splitter.partial.toString(), 'ij');
+    splitter.push(Buffer.from('k\nxy'), (line) => lines.push(line.toString()));
+    assert.deepEqual(lines, ['abcd', 'efgh', 'ijk']);
+    assert.equal(splitter.partial.toString(), 'xy');
+  });
+});

@@ -16,6 +16,9 @@ type QmpMessage =
   | { error: { class: string; desc: string }; id?: number }
   | QmpEvent;
 
+/** QMP replies are small JSON lines; a longer one is not QMP and is cut rather than buffered. */
+const MAX_LINE_BYTES = 16 * 1024 * 1024;
+
 /** Parses one line of QMP output; throws on anything that is not a JSON object. */
 export function parseQmpLine(line: string): QmpMessage {
   const message = JSON.parse(line) as unknown;
@@ -36,7 +39,7 @@ interface Waiting {
  * matches replies to commands by id and delivers asynchronous events to listeners.
  */
 export class QmpClient extends EventEmitter<{ event: [QmpEvent] }> {
-  private readonly lines = new LineSplitter();
+  private readonly lines = new LineSplitter(MAX_LINE_BYTES);
   private readonly waiting = new Map<number, Waiting>();
   private nextId = 1;
   private greeted?: () => void;
