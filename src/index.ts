@@ -26,11 +26,23 @@ export {
   listImages,
 } from './images/build.js';
 export type { MachineConfig } from './machine/config.js';
+export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine } from './machine/machine.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
 export { keepMachineState } from './machine/start.js';
 export { startMachine } from './machines.js';
-export { VirtualSwitch } from './network/switch.js';
+export { type PcapRecord, readPcap } from './network/pcap.js';
+export {
+  type Capture,
+  type FaultHandle,
+  type FrameTap,
+  type ImpairOptions,
+  type MachineRef,
+  type PortStats,
+  type SwitchCounters,
+  type SwitchStats,
+  VirtualSwitch,
+} from './network/switch.js';
 export { defaultRuntime, Runtime, type RuntimeOptions } from './runtime/runtime.js';
 export type { ForkOptions } from './snapshot/fork.js';
 export type { SnapshotManifest } from './snapshot/manifest.js';
