@@ -6,10 +6,15 @@ export default defineTest({
   name: 'partition',
   machines: { a: {}, b: {}, c: {} },
   async test({ a, b, c, vlan, subtest }) {
-    const reaches = (from: typeof a, to: string) => from.execute(`ping -c 1 -W 1 ${to}`).then((r) => r.exitCode === 0);
+    const reaches = (from: typeof a, to: string) =>
+      from.execute(`ping -c 1 -W 1 ${to}`).then((r) => r.exitCode === 0);
 
     await subtest('everyone reaches everyone', async () => {
-      for (const [from, to] of [[a, 'b'], [b, 'c'], [c, 'a']] as const) {
+      for (const [from, to] of [
+        [a, 'b'],
+        [b, 'c'],
+        [c, 'a'],
+      ] as const) {
         await from.waitUntilSucceeds(`ping -c 1 -W 1 ${to}`, { timeoutMs: 20_000 });
       }
     });

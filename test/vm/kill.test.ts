@@ -33,14 +33,13 @@ function recordedPids(runRoot: string): number[] {
 function leftovers(pid: number): string[] {
   const mine = (name: string) =>
     name.startsWith(`vmkit-${pid}-`) || name.startsWith(`.taking-${pid}-`) || name.includes(`.old-${pid}-`);
-  return [
-    ...readdirSync(SHM)
+  // The store folder does not exist until the first snapshot of this cache is taken.
+  const names = (dir: string) => (existsSync(dir) ? readdirSync(dir) : []);
+  return [SHM, snapshotStore()].flatMap((dir) =>
+    names(dir)
       .filter(mine)
-      .map((name) => join(SHM, name)),
-    ...readdirSync(snapshotStore())
-      .filter(mine)
-      .map((name) => join(snapshotStore(), name)),
-  ];
+      .map((name) => join(dir, name)),
+  );
 }
 
 /**
