@@ -65,11 +65,14 @@ async function killedRun(
   };
   const stopWatching = killWhen(kill, pid);
   const guard = setTimeout(kill, 90_000); // a run that never reaches the moment still ends
-  await exited;
-  const leftAtKill = leftovers(pid);
-  clearTimeout(guard);
-  stopWatching();
-  return { pid, vmms, runRoot, leftAtKill };
+  try {
+    await exited;
+    return { pid, vmms, runRoot, leftAtKill: leftovers(pid) };
+  } finally {
+    // Even when the check above throws: a live watcher or timer would keep this file's process up.
+    clearTimeout(guard);
+    stopWatching();
+  }
 }
 
 /** Runs `vmkit doctor` on the run root and checks that nothing of the killed run is left. */

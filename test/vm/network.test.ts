@@ -2,13 +2,15 @@
 // services, and no route out unless asked. Every address a guest or the test aims at is on this
 // machine (the guests, or the host's loopback through user-mode networking).
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError, type Machine, startMachine, VirtualSwitch } from '../../src/index.js';
+import { ConfigError, type Machine, readPcap, startMachine, VirtualSwitch } from '../../src/index.js';
+import { runTool as run } from '../../src/util/exec.js';
+import { which } from '../../src/util/which.js';
 import { lacks } from '../helpers.js';
 
 /** A one-line HTTP server on the host's loopback; resolves with its port. */
@@ -116,5 +118,54 @@ describe('networks', { skip: lacks('hostNetwork') }, () => {
   it('without internet: true the guest has no route out', async () => {
     const routes = await a.succeed('ip route');
     assert.doesNotMatch(routes, /^default/m, routes);
+  });
+
+  it('a partition cuts the pair apart and heal() joins it again', async () => {
+    const cut = lan.partition([[a], [b]]);
+    try {
+      await a.fail('ping -c 2 -W 1 10.1.0.2');
+    } finally {
+      cut.remove();
+    }
+    await a.waitUntilSucceeds('ping -c 1 -W 1 10.1.0.2', { timeoutMs: 20_000 });
+  });
+
+  it('30% loss and 50 ms delay show in ping, and heal() removes them', async () => {
+    lan.impair({ lossPercent: 30, delayMs: 50, seed: 7 });
+    try {
+      const out = await a.succeed('ping -c 40 -i 0.1 -W 2 -q 10.1.0.2 || true', { timeoutMs: 60_000 });
+      const loss = Number(/(\d+)% packet loss/.exec(out)?.[1]);
+      // Each direction loses 30%: a round trip survives 0.7 * 0.7 = 49% of the time.
+      assert.ok(loss >= 25 && loss <= 80, `loss ${loss}%:\n${out}`);
+      const avg = Number(/= [\d.]+\/([\d.]+)\//.exec(out)?.[1]);
+      assert.ok(avg >= 95, `a 50 ms delay each way makes round trips of 100 ms or more: ${avg} ms`);
+    } finally {
+      lan.heal();
+    }
+    const clean = await a.succeed('ping -c 5 -i 0.2 -q 10.1.0.2');
+    assert.match(clean, / 0% packet loss/);
+  });
+
+  it('captures the VLAN to a pcap file that reads back (and that tcpdump reads)', async () => {
+    const path = join(scratch, 'lan.pcap');
+    const capture = await lan.capture(path);
+    await a.succeed('ping -c 3 -i 0.2 10.1.0.2');
+    await capture.stop();
+    const { linkType, records } = readPcap(await readFile(path));
+    assert.equal(linkType, 1);
+    const icmp = records.filter(({ frame }) => frame.readUInt16BE(12) === 0x0800 && frame[23] === 1);
+    assert.ok(
+      icmp.length >= 6,
+      `3 echo requests and 3 replies, got ${icmp.length} ICMP frames of ${records.length}`,
+    );
+    const now = Date.now();
+    assert.ok(
+      icmp.every(({ timeMs }) => Math.abs(now - timeMs) < 120_000),
+      'real timestamps',
+    );
+    if (await which('tcpdump')) {
+      const { stdout } = await run('tcpdump', ['-r', path, '-n', 'icmp']);
+      assert.match(stdout, /10\.1\.0\.1 > 10\.1\.0\.2: ICMP echo request/);
+    }
   });
 });
