@@ -41,6 +41,8 @@ program
   .option('--timeout <ms>', "global timeout, overriding the script's own", milliseconds)
   .option('--console', "stream every machine's serial console to the log")
   .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
+  .option('--output <dir>', 'where the run writes what it produces (captures)', 'vmkit-output')
+  .option('--capture', "write every VLAN's traffic to a pcap file in the output folder")
   .option(
     '--grep <pattern>',
     'with tests: run only those whose name matches this regular expression',

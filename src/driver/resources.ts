@@ -17,7 +17,10 @@ export class Resources {
   readonly aborter = new AbortController();
   private closed = false;
 
-  constructor(readonly runtime: Runtime) {}
+  constructor(
+    readonly runtime: Runtime,
+    private readonly capture: { captureDir?: string; log?: RunLog } = {},
+  ) {}
 
   track<T>(work: Promise<T>): Promise<T> {
     this.pending.add(work);
@@ -39,8 +42,11 @@ export class Resources {
     return machine;
   }
 
-  /** One switch per VLAN, with sockets in the run folder named after `tag`. */
-  async createSwitches(vlans: number[], tag: string): Promise<Map<number, VirtualSwitch>> {
+  /**
+   * One switch per VLAN, with sockets in the run folder named after `tag`. With a capture folder,
+   * each switch's traffic goes to `<captureLabel>vlan<n>.pcap` there until the switch closes.
+   */
+  async createSwitches(vlans: number[], tag: string, captureLabel = ''): Promise<Map<number, VirtualSwitch>> {
     const switches = new Map<number, VirtualSwitch>();
     try {
       for (const vlan of vlans) {
@@ -50,6 +56,7 @@ export class Resources {
         switches.set(vlan, sw);
         this.switches.add(sw);
         this.runtime.own(sw); // closed with the runtime too, whatever path the run takes
+        if (this.capture.captureDir) await this.startCapture(sw, `${captureLabel}vlan${vlan}`);
         if (this.closed) throw new TestRunError('the run ended while its switches were being created');
       }
       return switches;
@@ -57,6 +64,13 @@ export class Resources {
       await this.release([], switches.values());
       throw error;
     }
+  }
+
+  private async startCapture(sw: VirtualSwitch, label: string): Promise<void> {
+    const { captureDir, log } = this.capture;
+    const path = join(captureDir as string, `${label.replace(/[^\w.-]+/g, '_')}.pcap`);
+    await sw.capture(path);
+    log?.line('vmkit', `capturing ${sw.name} to ${path}`);
   }
 
   async release(machines: Iterable<Machine>, switches: Iterable<VirtualSwitch>): Promise<void> {

@@ -26,6 +26,7 @@ const runOptions = z
     timeoutMs: timeoutMs.optional(),
     fresh: z.boolean().optional(),
     grep: instanceOf(RegExp, 'RegExp').optional(),
+    captureDir: z.string().min(1).optional(),
     runtime: commonMachineFields.runtime,
   })
   .partial()
@@ -43,6 +44,11 @@ export interface RunOptions {
   fresh?: boolean;
   /** With `tests`: run only the tests whose names match. */
   grep?: RegExp;
+  /**
+   * Write every VLAN's traffic to a pcap file in this folder (which must exist):
+   * `vlan<n>.pcap`, or `<test>.vlan<n>.pcap` for each test of a suite.
+   */
+  captureDir?: string;
   /** The runtime the run's machines live in; by default a new one, closed when the run ends. */
   runtime?: Runtime;
 }
@@ -78,7 +84,7 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
   const runtime = options.runtime ?? new Runtime({ keep: options.keep });
   if (options.keep) runtime.setKeep(true);
   const runDir = runtime.runDir;
-  const resources = new Resources(runtime);
+  const resources = new Resources(runtime, { captureDir: options.captureDir, log });
   const state = { step: 'starting machines' };
 
   try {
@@ -192,7 +198,7 @@ async function runSuite(
   });
 
   const cloneSet = async (index: number) => {
-    const switches = await resources.createSwitches(lan.vlans, `t${index}`);
+    const switches = await resources.createSwitches(lan.vlans, `t${index}`, `${entries[index]?.[0]}.`);
     try {
       const machines = await startAll(names, (name) =>
         resources.track(

@@ -1,8 +1,9 @@
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, describeValue, ImageError } from '../errors.js';
 import { defaultRuntime, Runtime } from '../runtime/runtime.js';
+import { ensureDir } from '../util/files.js';
 import { cacheDir } from '../util/paths.js';
 import { instanceOf, lineCallback, parseInput } from '../util/validate.js';
 import { ContentStore } from './store.js';
@@ -78,7 +79,7 @@ async function buildOrReuse(name: string, options: BuildImageOptions): Promise<B
       throw new ImageError(`building image ${name} failed: ${(error as Error).message}`);
     }
   });
-  await mkdir(join(root, 'refs'), { recursive: true });
+  await ensureDir(join(root, 'refs'));
   await writeFile(join(root, 'refs', name), key);
   return toBootImage(manifest, store.pathOf(key));
 }

@@ -1,7 +1,8 @@
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
+import { ensureDir } from '../util/files.js';
 import { makeScratch, sweepScratch } from '../util/scratch.js';
 
 const APT_LISTS = '/var/lib/apt/lists';
@@ -55,7 +56,7 @@ export async function resolvePackages(
       throw new ImageError(`apt-cache knows no version of ${name} (run \`apt-get update\`)`);
   }
   if (memoFile) {
-    await mkdir(dirname(memoFile), { recursive: true });
+    await ensureDir(dirname(memoFile));
     await writeFile(memoFile, JSON.stringify({ [memoKey]: [...found.values()] }));
   }
   return found;

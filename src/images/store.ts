@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ensureDir } from '../util/files.js';
 import { makeScratch, sweepScratch } from '../util/scratch.js';
 
 /** Content-addressed folders: one per key, created whole or not at all. */
@@ -31,7 +32,7 @@ export class ContentStore {
   async ensure<T extends object>(key: string, build: (scratch: string) => Promise<T>): Promise<T> {
     const existing = await this.manifest<T>(key);
     if (existing) return existing;
-    await mkdir(this.root, { recursive: true });
+    await ensureDir(this.root);
     await sweepScratch(this.root, '.building-');
     const scratch = await makeScratch(this.root, '.building-');
     try {

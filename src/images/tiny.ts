@@ -1,7 +1,8 @@
-import { copyFile, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
+import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 import { type CpioEntry, writeCpio } from './cpio.js';
 import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
@@ -44,7 +45,7 @@ export async function buildTiny(
   debsDir: string,
   progress: (line: string) => void,
 ): Promise<ImageManifest> {
-  await mkdir(debsDir, { recursive: true });
+  await ensureDir(debsDir);
   const [kernelDeb, busyboxDeb] = await Promise.all([
     fetchDeb(inputs.kernel, debsDir, progress),
     fetchDeb(inputs.busybox, debsDir, progress),

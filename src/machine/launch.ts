@@ -57,14 +57,28 @@ async function newStateDir(runDir: string, name: string): Promise<string> {
 /** Starts a VMM for a plan and turns it into a Machine, or cleans up everything it made. */
 export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
   const { name, config, runtime } = plan;
-  const stateDir = await newStateDir(runtime.runDir, name);
+  // Claimed before the first await: a restore decides which identities are free on a switch and
+  // claims them in one step, so that clones started together cannot pick the same one.
+  const releases: Array<() => void> = [];
+  const release = () => {
+    for (const undo of releases.splice(0)) undo();
+  };
+  try {
+    for (const nic of plan.nics)
+      if (nic.switch) releases.push(nic.switch.claimMac(nic.mac, name, nic.address));
+  } catch (error) {
+    release();
+    throw error;
+  }
+  const stateDir = await newStateDir(runtime.runDir, name).catch((error) => {
+    release();
+    throw error;
+  });
   const console = new SerialConsole(join(stateDir, 'console.log'));
   const started = performance.now();
   let vmm: Vmm | undefined;
   let unlinkMemory: string | undefined;
-  const releases: Array<() => void> = [];
   try {
-    for (const nic of plan.nics) if (nic.switch) releases.push(nic.switch.claimMac(nic.mac, name));
     const prepared = await plan.prepare(stateDir);
     if (prepared.memory.share) unlinkMemory = prepared.memory.path;
     vmm = await plan.backend.launch({
@@ -132,9 +146,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       disks: prepared.disks,
       takeSnapshot: plan.takeSnapshot,
       nics: plan.nics,
-      releaseNics: () => {
-        for (const release of releases) release();
-      },
+      releaseNics: release,
     });
     const ready = runtime.own(machine); // closing the runtime closes it
     await ready.succeed(plan.setupScript, { timeoutMs: 30_000 }).catch(async (error: Error) => {
@@ -157,7 +169,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
           )
         : error;
     console.close();
-    for (const release of releases) release();
+    release();
     if (unlinkMemory) await rm(unlinkMemory, { force: true });
     if (!runtime.keep) await rm(stateDir, { recursive: true, force: true });
     throw explained;

@@ -13,6 +13,7 @@ import {
   type SwitchCounters,
   zeroCounters,
 } from './faults.js';
+import { NicIdentities } from './identities.js';
 import { PcapWriter } from './pcap.js';
 
 /** The group bit of the first destination byte: set for broadcast and multicast. */
@@ -63,8 +64,6 @@ interface Port {
   readonly held: Map<number, () => void>;
 }
 
-const macKey = (mac: string) => mac.toLowerCase().replace(/[:-]/g, '');
-
 /**
  * A learning Ethernet switch in the host process. Each QEMU NIC connects with
  * `-netdev stream` to the switch's unix socket and exchanges frames, each preceded by its
@@ -78,8 +77,8 @@ const macKey = (mac: string) => mac.toLowerCase().replace(/[:-]/g, '');
 export class VirtualSwitch implements AsyncDisposable {
   private readonly ports = new Set<Port>();
   private readonly macTable = new Map<string, Port>();
-  /** MACs (12 hex digits) of the machines plugged in, with the machine using each. */
-  private readonly claimed = new Map<string, string>();
+  /** MACs and addresses of the machines plugged in, with the machine using each. */
+  readonly identities: NicIdentities;
   private readonly faults = new Faults();
   private readonly taps = new Set<FrameTap>();
   private readonly captures = new Set<Capture>();
@@ -92,6 +91,7 @@ export class VirtualSwitch implements AsyncDisposable {
     readonly socketPath: string,
     private readonly server: Server,
   ) {
+    this.identities = new NicIdentities(name);
     server.on('connection', (socket) => this.attach(socket));
   }
 
@@ -118,22 +118,12 @@ export class VirtualSwitch implements AsyncDisposable {
   }
 
   /**
-   * Reserves `mac` for the machine named `machine` on this switch; returns the release. Frames
-   * from the MAC count as that machine's for faults. Throws a ConfigError when another machine on
-   * the switch has it (two machines of the same name, or clones of one snapshot that kept its MAC).
+   * Reserves `mac` (and `address`, "a.b.c.d/len") for the machine named `machine` on this switch;
+   * returns the release. Frames from the MAC count as that machine's for faults. Throws a
+   * ConfigError when another machine on the switch has the MAC or the address.
    */
-  claimMac(mac: string, machine: string): () => void {
-    const key = macKey(mac);
-    const holder = this.claimed.get(key);
-    if (holder !== undefined) {
-      throw new ConfigError(
-        `switch ${this.name}: MAC ${mac} of machine ${machine} is already used by machine ${holder} (machines on one switch need distinct names, and clones need an address to get a MAC of their own)`,
-      );
-    }
-    this.claimed.set(key, machine);
-    return () => {
-      if (this.claimed.get(key) === machine) this.claimed.delete(key);
-    };
+  claimMac(mac: string, machine: string, address?: string): () => void {
+    return this.identities.claim(mac, machine, address);
   }
 
   get portCount(): number {
@@ -232,7 +222,7 @@ export class VirtualSwitch implements AsyncDisposable {
   }
 
   private machineNames(): Set<string> {
-    return new Set(this.claimed.values());
+    return this.identities.machines();
   }
 
   private attach(socket: Socket): void {
@@ -286,7 +276,7 @@ export class VirtualSwitch implements AsyncDisposable {
     this.count(from, 'bytesReceived', frame.length);
     for (const tap of this.taps) this.callTap(tap, frame, performance.timeOrigin + now);
     const source = frame.subarray(6, 12).toString('hex');
-    const sender = this.claimed.get(source);
+    const sender = this.identities.machineOfKey(source);
     if (sender !== undefined) from.machine = sender;
     const destination = frame.subarray(0, 6);
     this.macTable.set(source, from);

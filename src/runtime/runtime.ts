@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigError } from '../errors.js';
+import { ensureDirSync } from '../util/files.js';
 import { runtimeRoot } from '../util/paths.js';
 import { keepMarker, ownerFile, processStartTicks, type ReapReport, reapStaleRuns } from './reaper.js';
 import { registerExitHooks } from './signals.js';
@@ -49,7 +51,13 @@ export class Runtime implements AsyncDisposable {
   get runDir(): string {
     if (this.closing) throw new Error('this vmkit runtime is closed');
     if (this.dir) return this.dir;
-    mkdirSync(this.runsRoot, { recursive: true, mode: 0o700 });
+    try {
+      ensureDirSync(this.runsRoot, 0o700);
+    } catch (error) {
+      throw new ConfigError(
+        `cannot make the run folder ${this.runsRoot}${process.env.VMKIT_RUN_DIR ? ' (VMKIT_RUN_DIR)' : ''}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+      );
+    }
     this.reap();
     const dir = join(this.runsRoot, `${process.pid}-${randomBytes(3).toString('hex')}`);
     mkdirSync(dir, { mode: 0o700 });

@@ -5,10 +5,11 @@ import { requireCapability } from '../backends/backend.js';
 import { backendNamed } from '../backends/index.js';
 import { ConfigError, SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
+import type { RestoreSetup } from '../guest/profiles/profile.js';
 import type { MachineConfig } from '../machine/config.js';
 import { macAddress, ramFilePath } from '../machine/identity.js';
 import { launchMachine } from '../machine/launch.js';
-import type { Machine, SnapshotTaker } from '../machine/machine.js';
+import type { Machine, MachineNic, SnapshotTaker } from '../machine/machine.js';
 import { DEFAULTS, type NetworkAttachment } from '../machine/options.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
@@ -67,12 +68,7 @@ export async function restoreFrom(
     hostNic: identity.hostNic ?? undefined,
   };
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
-  const networks = options.networks ?? [];
-  const renumber = networks.flatMap((network, index) =>
-    network.address
-      ? [{ index, address: network.address, mac: macAddress(`${name}/${manifest.id}`, index) }]
-      : [],
-  );
+  const { nics, renumber } = cloneIdentities(manifest, name, options.networks ?? []);
   return launchMachine({
     name,
     config,
@@ -80,15 +76,7 @@ export async function restoreFrom(
     runtime,
     profile,
     accel,
-    nics: manifest.macs.map((deviceMac, index) => {
-      const renumbered = renumber.find((nic) => nic.index === index);
-      const saved = manifest.nics[index];
-      return {
-        switch: networks[index]?.switch,
-        mac: renumbered?.mac ?? saved?.mac ?? deviceMac,
-        address: renumbered?.address ?? saved?.address,
-      };
-    }),
+    nics,
     timeoutMs,
     commandTimeoutMs: options.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs,
     log: options.log ?? (() => {}),
@@ -121,6 +109,30 @@ export async function restoreFrom(
     }),
     takeSnapshot,
   });
+}
+
+/**
+ * The MAC and address of each of a clone's NICs. A NIC keeps the snapshot's identity unless it is
+ * given an address, or another machine on its switch already has that identity (the source, or an
+ * earlier clone): then it gets a MAC of its own and the lowest free address of the same subnet.
+ * Must run in the same tick as launchMachine's claims, so that clones started together differ.
+ */
+function cloneIdentities(manifest: SnapshotManifest, name: string, networks: NetworkAttachment[]) {
+  const renumber: RestoreSetup['renumber'] = [];
+  const nics = manifest.macs.map((deviceMac, index): MachineNic => {
+    const saved = manifest.nics[index];
+    const sw = networks[index]?.switch;
+    const keptMac = saved?.mac ?? deviceMac;
+    const taken = sw !== undefined && sw.identities.holderOf(keptMac) !== undefined;
+    const address =
+      networks[index]?.address ??
+      (taken && saved?.address ? sw.identities.freeAddress(saved.address) : undefined);
+    if (address === undefined) return { switch: sw, mac: keptMac, address: saved?.address };
+    const mac = macAddress(`${name}/${manifest.id}`, index);
+    renumber.push({ index, address, mac });
+    return { switch: sw, mac, address };
+  });
+  return { nics, renumber };
 }
 
 /** Refuses what the caller asked for that the snapshot cannot be: bad input, not a damaged snapshot. */

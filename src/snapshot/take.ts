@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotError, VmkitError } from '../errors.js';
 import { configIdentity } from '../machine/config.js';
 import type { MachineInternals } from '../machine/machine.js';
 import { runTool } from '../util/exec.js';
+import { ensureDir } from '../util/files.js';
 import { sparseDigest } from '../util/sparse.js';
 import { removeSnapshotLeftovers } from './leftovers.js';
 import {
@@ -49,7 +50,7 @@ export async function takeSnapshot(
     name === undefined ? `${source.name}-${randomBytes(4).toString('hex')}` : validateSnapshotName(name);
   const id = name === undefined ? label : snapshotId(label, identity, options.key);
   const root = snapshotRoot();
-  await mkdir(root, { recursive: true });
+  await ensureDir(root);
   await removeSnapshotLeftovers(); // of runs killed while they took one
   const scratch = await mkdtemp(join(root, takingPrefix(runtime.runId)));
   const ramInStream = !source.memory.share;

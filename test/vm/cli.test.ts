@@ -149,4 +149,16 @@ describe('vmkit CLI', () => {
     assert.equal(code, 1, stderr);
     assert.match(stderr, /exceeded its global timeout of 20000 ms/);
   });
+
+  it('a run or cache folder that cannot be made (under /proc) fails at once with its path', async () => {
+    const run = await runCli(['run', 'test/fixtures/pass.ts'], { VMKIT_RUN_DIR: '/proc/nope/run' }, 30_000);
+    assert.equal(run.code, 2, run.stderr);
+    assert.match(
+      run.stderr,
+      /vmkit: cannot make the run folder \/proc\/nope\/run\/r \(VMKIT_RUN_DIR\): ENOENT/,
+    );
+    const image = await runCli(['image', 'build'], { VMKIT_CACHE_DIR: '/proc/nope/cache' }, 30_000);
+    assert.equal(image.code, 1, image.stderr);
+    assert.match(image.stderr, /ENOENT: no such file or directory, mkdir '\/proc\/nope'/);
+  });
 });

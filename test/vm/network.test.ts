@@ -8,7 +8,14 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError, type Machine, readPcap, startMachine, VirtualSwitch } from '../../src/index.js';
+import {
+  ConfigError,
+  type Machine,
+  readPcap,
+  removeSnapshot,
+  startMachine,
+  VirtualSwitch,
+} from '../../src/index.js';
 import { runTool as run } from '../../src/util/exec.js';
 import { which } from '../../src/util/which.js';
 import { lacks } from '../helpers.js';
@@ -89,8 +96,8 @@ describe('networks', { skip: lacks('hostNetwork') }, () => {
   });
 
   it('forwardPort reaches a guest web server from the host, and close() ends it', async () => {
-    await b.succeed('mkdir -p /www && echo guest-page > /www/index.html && httpd -p 8080 -h /www');
-    await b.waitForOpenPort(8080);
+    await b.succeed('mkdir -p /www && echo guest-page > /www/index.html && httpd -p 8090 -h /www');
+    await b.waitForOpenPort(8090);
     const forward = await b.forwardPort({ guestPort: 8080 });
     assert.ok(forward.hostPort > 0);
     assert.match(await fetchFromHost(forward.hostPort), /guest-page/);
@@ -166,6 +173,79 @@ describe('networks', { skip: lacks('hostNetwork') }, () => {
     if (await which('tcpdump')) {
       const { stdout } = await run('tcpdump', ['-r', path, '-n', 'icmp']);
       assert.match(stdout, /10\.1\.0\.1 > 10\.1\.0\.2: ICMP echo request/);
+    }
+  });
+  it('duplication shows as DUP! in ping, and reordering as replies out of sequence', async () => {
+    const dup = lan.impair({ from: 'b', duplicatePercent: 100 });
+    try {
+      const out = await a.succeed('ping -c 3 -i 0.2 10.1.0.2');
+      assert.match(out, /DUP!/, out);
+    } finally {
+      dup.remove();
+    }
+    lan.impair({ reorderPercent: 50, seed: 3 });
+    try {
+      const out = await a.succeed('ping -c 20 -i 0.02 -W 2 10.1.0.2 || true', { timeoutMs: 30_000 });
+      const seqs = [...out.matchAll(/seq=(\d+)/g)].map((match) => Number(match[1]));
+      assert.ok(
+        seqs.some((seq, i) => i > 0 && seq < (seqs[i - 1] ?? 0)),
+        `a reply overtaken by a later one:\n${out}`,
+      );
+    } finally {
+      lan.heal();
+    }
+  });
+
+  it('a rate cap slows a transfer to about the cap', async () => {
+    await b.succeed('mkdir -p /www && dd if=/dev/zero of=/www/big bs=1k count=100 2>/dev/null');
+    await b.succeed('httpd -p 8090 -h /www');
+    await b.waitForOpenPort(8090);
+    const uptime = "cut -d' ' -f1 /proc/uptime";
+    const fetchSeconds = async () => {
+      const out = await a.succeed(
+        `s=$(${uptime}); wget -q -O /dev/null http://10.1.0.2:8090/big; e=$(${uptime}); echo "$s $e"`,
+        { timeoutMs: 60_000 },
+      );
+      const [start = 0, end = 0] = out.trim().split(' ').map(Number);
+      return end - start;
+    };
+    const free = await fetchSeconds();
+    const capKbps = 400;
+    lan.impair({ rateKbps: capKbps });
+    let capped: number;
+    try {
+      capped = await fetchSeconds();
+    } finally {
+      lan.heal();
+    }
+    const kbps = (100 * 1024 * 8) / 1000 / capped;
+    assert.ok(
+      kbps <= capKbps * 1.2 && kbps >= capKbps * 0.4,
+      `100 KiB took ${capped} s capped (${kbps.toFixed(0)} kbit/s) and ${free} s free`,
+    );
+    assert.ok(capped > free * 3, `capped ${capped} s against free ${free} s`);
+  });
+
+  it('clones of a machine on its own LAN get distinct MACs and free addresses', async () => {
+    const snapshot = await a.snapshot();
+    const clones = await snapshot.fork(2, { networks: [{ switch: lan }] });
+    try {
+      const addresses = clones.map((clone) => clone.networks[0]?.address);
+      assert.deepEqual(addresses, ['10.1.0.3/24', '10.1.0.4/24']);
+      const macs = new Set([a, ...clones].map((m) => m.networks[0]?.mac));
+      assert.equal(macs.size, 3, 'three distinct MACs');
+      for (const clone of clones) {
+        assert.match(
+          await clone.succeed('ip -4 addr show eth0'),
+          new RegExp(clone.networks[0]?.address ?? '-'),
+        );
+        await clone.succeed('ping -c 1 -W 2 10.1.0.2');
+      }
+      await clones[0]?.succeed('ping -c 1 -W 2 10.1.0.4');
+      await a.succeed('ping -c 1 -W 2 10.1.0.3');
+    } finally {
+      await Promise.allSettled(clones.map((clone) => clone.close()));
+      await removeSnapshot(snapshot);
     }
   });
 });

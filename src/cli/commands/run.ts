@@ -1,3 +1,4 @@
+import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -6,6 +7,7 @@ import { QEMU_MISSING, qemuBinary } from '../../backends/qemu/process.js';
 import { asTestDefinition, runTest } from '../../driver/runner.js';
 import { ConfigError, VmmStartError } from '../../errors.js';
 import { Runtime } from '../../runtime/runtime.js';
+import { ensureDir } from '../../util/files.js';
 import { RunLog } from '../../util/log.js';
 import { which } from '../../util/which.js';
 
@@ -16,6 +18,8 @@ export interface RunCommandOptions {
   fresh?: boolean;
   grep?: RegExp;
   accel?: AccelRequest;
+  output?: string;
+  capture?: boolean;
 }
 
 /** `vmkit run`: loads a test script (TypeScript through tsx) and runs it. Returns the exit code. */
@@ -36,6 +40,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
   }
   const definition = asTestDefinition(loaded.default, script);
+  const outputDir = options.capture ? await makeOutputDir(options.output ?? 'vmkit-output') : undefined;
   if (!(await which(qemuBinary()))) throw new VmmStartError(QEMU_MISSING);
 
   const log = new RunLog();
@@ -55,12 +60,27 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     console: options.console,
     fresh: options.fresh,
     grep: options.grep,
+    captureDir: outputDir,
     timeoutMs: options.timeout,
     log,
     runtime,
   });
   await runtime.close();
   return report.passed ? 0 : 1;
+}
+
+/** The run's output folder, made up front so that a bad path is bad input before any machine starts. */
+async function makeOutputDir(dir: string): Promise<string> {
+  const path = resolve(dir);
+  try {
+    await ensureDir(path);
+    await access(path, constants.W_OK);
+  } catch (error) {
+    throw new ConfigError(
+      `--output ${dir}: cannot make or write the folder: ${(error as NodeJS.ErrnoException).code ?? error}`,
+    );
+  }
+  return path;
 }
 
 interface TransformMessage {
