@@ -1,4 +1,5 @@
-import { ConfigError, describeValue, VmkitError } from '../errors.js';
+import { ConfigError, describeValue, TimeoutError, VmkitError } from '../errors.js';
+import { keyBytes } from './keys.js';
 import type { ExpectMatch, SerialConsole } from './serial.js';
 
 /** One step of a console script: wait for something, then type something (either may be left out). */
@@ -11,6 +12,18 @@ export interface ConsoleStep {
   send?: string;
   sendLine?: string;
   keys?: string[];
+  /** After the expect, wait until the console has been quiet this long (a screen drawn whole). */
+  settleMs?: number;
+  /** Type `send`/`sendLine` a character at a time, this far apart (for boot loaders and firmware). */
+  perCharMs?: number;
+  /**
+   * What the keys' effect shows. When it has not shown within `untilMs`, the keys are pressed
+   * again (three times at most): a guest busy drawing can miss a key. Only for keys that are
+   * harmless to press twice.
+   */
+  until?: RegExp | string;
+  /** How long to wait for `until` before pressing the keys again (default 5000). */
+  untilMs?: number;
   /** For the expect (default 60000). */
   timeoutMs?: number;
 }
@@ -68,9 +81,9 @@ export async function runConsoleScript(
           timeoutMs: step.timeoutMs ?? 60_000,
         });
       }
-      if (step.send !== undefined) machine.console.send(step.send);
-      if (step.sendLine !== undefined) machine.console.sendLine(step.sendLine);
-      for (const key of step.keys ?? []) machine.console.sendKey(key);
+      if (step.settleMs) await machine.console.settle(step.settleMs);
+      await sendStep(machine.console, step);
+      if (step.until !== undefined) await pressUntil(machine.console, step);
     } catch (error) {
       throw new ConsoleScriptError(step.name, stepPhase, error as Error);
     }
@@ -78,4 +91,29 @@ export async function runConsoleScript(
   if (phase !== undefined)
     log(`${machine.name}: phase ${phase} done in ${Math.round(performance.now() - phaseStarted)} ms`);
   return matches;
+}
+
+async function sendStep(console: SerialConsole, step: ConsoleStep): Promise<void> {
+  const text = step.send ?? (step.sendLine === undefined ? undefined : `${step.sendLine}\r`);
+  if (text !== undefined) {
+    if (step.perCharMs) await console.type(text, step.perCharMs);
+    else console.send(text);
+  }
+  for (const key of step.keys ?? []) {
+    if (step.perCharMs) await console.pressAndWait(keyBytes(key), step.perCharMs);
+    else console.sendKey(key);
+  }
+}
+
+async function pressUntil(console: SerialConsole, step: ConsoleStep): Promise<void> {
+  const until = step.until as RegExp | string;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await console.expect(until, { timeoutMs: step.untilMs ?? 5_000 });
+      return;
+    } catch (error) {
+      if (attempt === 3 || !(error instanceof TimeoutError)) throw error;
+      for (const key of step.keys ?? []) console.sendKey(key);
+    }
+  }
 }

@@ -123,6 +123,54 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
     this.socket?.write(text);
   }
 
+  /**
+   * Resolves once the console has printed nothing for `quietMs` (a full-screen program has finished
+   * drawing), or after `timeoutMs` whatever happens.
+   */
+  settle(quietMs: number, timeoutMs = 30_000): Promise<void> {
+    return new Promise((resolve) => {
+      let quiet: NodeJS.Timeout;
+      const done = () => {
+        clearTimeout(quiet);
+        clearTimeout(limit);
+        this.off('data', restart);
+        resolve();
+      };
+      const restart = () => {
+        clearTimeout(quiet);
+        quiet = setTimeout(done, quietMs);
+      };
+      const limit = setTimeout(done, timeoutMs);
+      this.on('data', restart);
+      restart();
+    });
+  }
+
+  /**
+   * Types text one character at a time, `perCharMs` apart: for guests whose input buffer is small
+   * (firmware and boot loaders drop what arrives faster than they read).
+   */
+  async type(text: string, perCharMs = 20): Promise<void> {
+    for (const char of text) await this.pressAndWait(char, perCharMs);
+  }
+
+  /**
+   * Sends bytes, then waits until the guest answers with any output (its echo or redraw), at most
+   * 3 s, and until it has then been quiet for `afterMs`: the pace of a person watching the screen.
+   */
+  async pressAndWait(bytes: string, afterMs: number): Promise<void> {
+    let onData = () => {};
+    const answered = new Promise<void>((resolve) => {
+      onData = () => resolve();
+      this.on('data', onData);
+      setTimeout(resolve, 3_000);
+    });
+    this.send(bytes);
+    await answered;
+    this.off('data', onData);
+    await this.settle(afterMs, 3_000);
+  }
+
   /** Types text, then Enter. */
   sendLine(text: string): void {
     this.send(`${text}\r`);

@@ -6,7 +6,7 @@ import {
   TimeoutError,
   VmkitError,
 } from '../errors.js';
-import type { SerialConsole } from './serial.js';
+import type { ExpectMatch, SerialConsole } from './serial.js';
 
 /** A console shell could not log in, escalate, or set itself up. Carries the transcript. */
 export class ConsoleShellError extends VmkitError {
@@ -103,11 +103,17 @@ export class ConsoleShell {
     const first = await this.expectAny([LOGIN_PROMPT, SHELL_PROMPT], 'waiting for a login or shell prompt');
     if (first.index === 1) return; // a shell already
     if (options.user === undefined) this.refuse('the console asks for a login, and no user was given');
-    this.console.sendLine(options.user);
-    const asked = await this.expectAny(
-      [PASSWORD_PROMPT, SHELL_PROMPT, LOGIN_FAILED],
-      `logging in as ${options.user}`,
-    );
+    let asked: ExpectMatch;
+    // A getty that restarts (after a failed login, say) prints its prompt again: answer it anew.
+    for (let attempt = 1; ; attempt++) {
+      this.console.sendLine(options.user);
+      asked = await this.expectAny(
+        [PASSWORD_PROMPT, SHELL_PROMPT, LOGIN_FAILED, LOGIN_PROMPT],
+        `logging in as ${options.user}`,
+      );
+      if (asked.index !== 3) break;
+      if (attempt === 3) this.refuse(`the login prompt came back ${attempt} times after the user name`);
+    }
     if (asked.index === 2) this.refuse(`login as ${options.user} was refused`);
     if (asked.index === 0) {
       this.console.sendLine(options.password ?? '');

@@ -75,7 +75,7 @@ export async function grubIso(dir: string): Promise<string> {
     `menuentry '${title}' {\n  linux /boot/vmlinuz ${tiny.cmdline}${extra}\n  initrd /boot/initrd.cpio\n}\n`;
   writeFileSync(
     join(root, 'boot', 'grub', 'grub.cfg'),
-    'serial --unit=0 --speed=115200\nterminal_input serial\nterminal_output serial\nset timeout=60\n' +
+    'serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial\nset timeout=60\n' +
       entry('vmkit tiny', '') +
       entry('vmkit tiny (marked)', ' vmkit.mark=second'),
   );
