@@ -34,12 +34,17 @@ export class ScreenModel {
     return this.parsed;
   }
 
-  /** The visible rows as text, trailing blanks removed, one line per row. */
+  /** The visible rows as text, one line per row, trailing blanks and empty rows at the end removed. */
   text(): string {
     const buffer = this.terminal.buffer.active;
     const lines: string[] = [];
     for (let y = 0; y < this.rows; y++)
-      lines.push(buffer.getLine(buffer.viewportY + y)?.translateToString(true) ?? '');
+      lines.push(
+        buffer
+          .getLine(buffer.viewportY + y)
+          ?.translateToString(true)
+          .trimEnd() ?? '',
+      );
     while (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
     return lines.join('\n');
   }
