@@ -22,6 +22,7 @@ import { checkCall } from './calls.js';
 import type { MachineConfig } from './config.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import type { CommandOptions, ExecResult, MachineInternals } from './internals.js';
+import { saveDiskImage } from './media.js';
 import { listeningCheck, retryCommand } from './retry.js';
 
 export type {
@@ -223,6 +224,11 @@ export class Machine implements AsyncDisposable {
    */
   consoleShell(options: ConsoleShellOptions = {}): Promise<ConsoleShell> {
     return ConsoleShell.open(this.console, this.name, options);
+  }
+
+  /** Keeps the boot disk of a machine started from `{ disk }` in the cache; see saveDiskImage. */
+  saveDiskImage(name: string): Promise<{ disk: string }> {
+    return saveDiskImage(this.internals, this.stateDir, name);
   }
 
   /** Without the backdoor: the port on 127.0.0.1 that leads to the guest's SSH port (22). */

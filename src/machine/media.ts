@@ -1,11 +1,13 @@
 import { constants, existsSync } from 'node:fs';
-import { access, copyFile, stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { access, copyFile, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
-import type { FirmwareBoot } from '../backends/backend.js';
+import type { FirmwareBoot, Vmm } from '../backends/backend.js';
 import { ConfigError } from '../errors.js';
 import type { BootImage } from '../images/types.js';
 import { runTool } from '../util/exec.js';
+import { ensureDir } from '../util/files.js';
+import { cacheDir } from '../util/paths.js';
 
 /** Boot media the user brings, booted as they are: vmkit never writes to them. */
 export type UserMedia =
@@ -152,4 +154,46 @@ export async function prepareMedia(media: MediaConfig, stateDir: string): Promis
     await copyFile(OVMF.vars, boot.uefiVars);
   }
   return boot;
+}
+
+/** Where saved disk images live: `<cache>/disk-images/<name>.qcow2`. */
+export function savedDiskPath(name: string): string {
+  return join(cacheDir(), 'disk-images', `${name}.qcow2`);
+}
+
+const SAVED_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/**
+ * Keeps a machine's boot disk (after an install, say) as an image in the cache: the guest is paused
+ * while its disk is flattened into one qcow2, written beside its place and renamed into it.
+ * Returns media for `startMachine({ image })`.
+ */
+export async function saveDiskImage(
+  machine: { name: string; vmm: Vmm; config: { media?: MediaConfig } },
+  stateDir: string,
+  name: string,
+): Promise<{ disk: string }> {
+  if (typeof name !== 'string' || !SAVED_NAME.test(name)) {
+    throw new ConfigError(
+      `saveDiskImage: name must be 1 to 64 of a-z 0-9 . _ - (got ${JSON.stringify(name)})`,
+    );
+  }
+  if (machine.config.media?.kind !== 'disk') {
+    throw new ConfigError(
+      `saveDiskImage: machine ${machine.name} has no boot disk (it was not started with image: { disk })`,
+    );
+  }
+  const target = savedDiskPath(name);
+  await ensureDir(dirname(target));
+  const partial = `${target}.saving-${process.pid}`;
+  await machine.vmm.pause();
+  try {
+    // A stopped QEMU has flushed its writes; -U reads the image it still holds open.
+    await runTool('qemu-img', ['convert', '-U', '-O', 'qcow2', join(stateDir, 'boot.qcow2'), partial]);
+    await rename(partial, target);
+  } finally {
+    await rm(partial, { force: true });
+    if (!machine.vmm.hasExited) await machine.vmm.resume();
+  }
+  return { disk: target };
 }

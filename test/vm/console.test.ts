@@ -17,6 +17,7 @@ import {
   runConsoleScript,
   startMachine,
 } from '../../src/index.js';
+import { runTool } from '../../src/util/exec.js';
 import { lacks } from '../helpers.js';
 import { grubIso, loginInitrd, ROOT_PASSWORD, USER } from './console-targets.js';
 
@@ -104,6 +105,19 @@ describe('any OS over its serial console', { skip: lacks('consoleInput') }, () =
       const shell = await machine.consoleShell();
       await shell.succeed('dd if=/dev/zero of=/dev/vda bs=64k count=16 2>/dev/null && sync');
       assert.equal(await shell.succeed('head -c 512 /dev/vda | tr -d "\\0" | wc -c'), '0\n');
+      // Kept as an image, the disk holds what the guest wrote.
+      const saved = await machine.saveDiskImage('console-test-disk');
+      const raw = join(dir, 'saved.raw');
+      await runTool('qemu-img', ['convert', '-O', 'raw', saved.disk, raw]);
+      assert.equal(
+        readFileSync(raw)
+          .subarray(0, 1024 * 1024)
+          .some((byte) => byte !== 0),
+        false,
+      );
+      assert.equal(await shell.succeed('echo still running'), 'still running\n');
+      rmSync(saved.disk);
+      await assert.rejects(machine.saveDiskImage('../x'), /saveDiskImage: name must be/);
     }
     assert.equal(sha256(iso), before, 'the ISO used as a disk is unchanged');
   });
