@@ -16,10 +16,24 @@ declare -A NEEDED=(
   [dpkg-deb]=dpkg
   [cpio]=cpio
   [tcpdump]=tcpdump   # reads back the switch's packet captures in the tests
+  # The console tests boot a GRUB rescue ISO (BIOS and UEFI) and a login console they build.
+  [grub-mkrescue]=grub-common
+  [xorriso]=xorriso
+  [mformat]=mtools
+  [openssl]=openssl
+)
+# file -> Debian package that provides it
+declare -A NEEDED_FILES=(
+  [/usr/lib/grub/i386-pc/modinfo.sh]=grub-pc-bin
+  [/usr/lib/grub/x86_64-efi/modinfo.sh]=grub-efi-amd64-bin
+  [/usr/share/OVMF/OVMF_CODE_4M.fd]=ovmf
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEEDED[$cmd]}")
+done
+for file in "${!NEEDED_FILES[@]}"; do
+  [ -e "$file" ] || missing+=("${NEEDED_FILES[$file]}")
 done
 
 as_root() {

@@ -170,3 +170,13 @@ function section(title: string, body: string | undefined): string {
 function formatMessage(head: string, lastState?: string, consoleTail?: string): string {
   return head + (lastState ? `\nlast state: ${lastState}` : '') + section('console tail', consoleTail);
 }
+
+/** A call that needs vmkit's backdoor, on a machine started with `backdoor: false`. */
+export class NoBackdoorError extends VmkitError {
+  override name = 'NoBackdoorError';
+  constructor(readonly machine: string) {
+    super(
+      `machine ${machine} was started with backdoor: false, so commands cannot run through vmkit's agent: use machine.consoleShell() (or SSH)`,
+    );
+  }
+}

@@ -3,7 +3,21 @@ export { type AccelDecision, type AccelRequest, chooseAccel, probeKvm } from './
 export type { Backend, BackendCapabilities, Capability, ExitInfo } from './backends/backend.js';
 export { BACKEND_NAMES, backendNamed, requireCapability } from './backends/index.js';
 export type { QmpClient, QmpEvent } from './backends/qemu/qmp.js';
-export { type SerialConsole, stripAnsi } from './console/serial.js';
+export type { ConsoleStep } from './console/script.js';
+export { ConsoleScriptError, runConsoleScript } from './console/script.js';
+export {
+  type ExpectMatch,
+  type ExpectOptions,
+  type SerialConsole,
+  stripAnsi,
+} from './console/serial.js';
+export {
+  type ConsoleResult,
+  type ConsoleShell,
+  ConsoleShellError,
+  type ConsoleShellOptions,
+} from './console/shell.js';
+export type { TranscriptEntry } from './console/transcript.js';
 export {
   defineTest,
   type MachineDeclaration,
@@ -28,6 +42,7 @@ export {
 export type { MachineConfig } from './machine/config.js';
 export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine } from './machine/machine.js';
+export type { BootDevice, Firmware, UserMedia } from './machine/media.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
 export { keepMachineState } from './machine/start.js';
 export { startMachine } from './machines.js';

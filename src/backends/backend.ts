@@ -55,14 +55,30 @@ export interface HostNicSpec {
   services: Array<{ guestAddress: string; port: number; hostPort: number }>;
 }
 
+/** How a machine without direct kernel boot starts: its firmware and the media it boots from. */
+export interface FirmwareBoot {
+  firmware: 'bios' | 'uefi';
+  /** An ISO image, attached read-only as a CD-ROM. */
+  cdrom?: string;
+  /** A boot disk (a qcow2 overlay over the user's disk), attached before the blank disks. */
+  disk?: string;
+  order: Array<'cdrom' | 'disk' | 'network'>;
+  /** UEFI: the firmware code (read-only) and this machine's own variable store. */
+  uefiCode?: string;
+  uefiVars?: string;
+}
+
 /** Everything a backend needs to start one VMM process for a machine. */
 export interface VmmSpec {
   name: string;
   /** The machine's state folder: sockets, logs, disks. */
   stateDir: string;
-  kernel: string;
-  initrd: string;
-  cmdline: string;
+  /** Direct kernel boot; without a kernel the machine boots through its firmware (`boot`). */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  /** Firmware, boot devices and the order to try them in; BIOS with no devices by default. */
+  boot?: FirmwareBoot;
   memoryMiB: number;
   cpus: number;
   accel: Accel;

@@ -1,13 +1,21 @@
 import { EventEmitter } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Socket } from 'node:net';
-import { ConfigError, describeValue } from '../errors.js';
+import { StringDecoder } from 'node:string_decoder';
+import { ConfigError, describeValue, TimeoutError } from '../errors.js';
 import { LineSplitter } from '../util/lines.js';
 import { waitWithin } from '../util/time.js';
+import { keyBytes } from './keys.js';
+import { withoutKernelLines } from './matching.js';
+import { ScreenModel } from './screen.js';
+import { Transcript } from './transcript.js';
 
 // CSI sequences, OSC sequences ended by BEL or ST, charset selection, and lone two-byte escapes.
 // biome-ignore lint/suspicious/noControlCharactersInRegex: matching terminal control bytes is the point
 const ANSI = /\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[()][0-9A-Za-z]|\x1b[@-Z\\-_]/g;
+/** An escape sequence cut off at the end of a chunk: kept back until the next chunk completes it. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: as above
+const PARTIAL_ESCAPE = /\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?|[()])?$/;
 
 /** A guest that prints without newlines has its console cut into lines of this size. */
 const MAX_LINE_BYTES = 64 * 1024;
@@ -26,22 +34,48 @@ export function stripAnsi(text: string): string {
 
 const MAX_KEPT_CHARS = 4 * 1024 * 1024;
 
+export interface ExpectOptions {
+  timeoutMs: number;
+  /**
+   * Where to look: the output stream and the screen (default), or the stream only (for prompts and
+   * markers that must be new: a screen still shows what was printed before).
+   */
+  on?: 'any' | 'stream';
+}
+
+export interface ExpectMatch {
+  /** Which of the patterns matched (0 for expect()). */
+  index: number;
+  pattern: RegExp | string;
+  match: RegExpExecArray;
+  /** Where it was found: the output stream, or the screen a full-screen program drew. */
+  on: 'stream' | 'screen';
+}
+
 /**
  * A machine's serial console: everything it printed (kept in memory, bounded, and in a file),
- * a `line` event per line, and expect-style waiting for text.
+ * a `line` event per line, a terminal emulator's view of the screen, a transcript of what was
+ * sent and received, and expect-style waiting for text.
  */
 export class SerialConsole extends EventEmitter<{ line: [string]; data: [string] }> {
   private text = '';
   private dropped = 0;
-  /** Where the next waitForText starts matching, as an absolute character offset. */
+  /** Where the next wait starts matching, as an absolute character offset. */
   private cursor = 0;
+  /** The screen generation a screen match last consumed: the same screen never matches twice. */
+  private screenSeen = -1;
+  private held = '';
+  private readonly decoder = new StringDecoder('utf8');
   private readonly lines = new LineSplitter(MAX_LINE_BYTES);
   private readonly file: WriteStream;
   private socket?: Socket;
+  readonly screen: ScreenModel;
+  readonly transcript = new Transcript();
 
-  constructor(logFile: string) {
+  constructor(logFile: string, size: { cols?: number; rows?: number } = {}) {
     super();
     this.file = createWriteStream(logFile, { flags: 'a' });
+    this.screen = new ScreenModel(size.cols, size.rows);
   }
 
   attach(socket: Socket): void {
@@ -51,14 +85,18 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
 
   private onData(chunk: Buffer): void {
     this.file.write(chunk);
-    const clean = stripAnsi(chunk.toString('utf8'));
+    const decoded = this.held + this.decoder.write(chunk);
+    const partial = PARTIAL_ESCAPE.exec(decoded);
+    this.held = partial && partial[0].length < 256 ? partial[0] : '';
+    const clean = stripAnsi(this.held ? decoded.slice(0, -this.held.length) : decoded);
     this.text += clean;
     if (this.text.length > MAX_KEPT_CHARS) {
       const cut = this.text.length - MAX_KEPT_CHARS / 2;
       this.text = this.text.slice(cut);
       this.dropped += cut;
     }
-    this.emit('data', clean);
+    this.transcript.received(clean);
+    this.screen.write(chunk, () => this.emit('data', clean));
     this.lines.push(chunk, (line) => this.emit('line', stripAnsi(line.toString('utf8'))));
   }
 
@@ -71,44 +109,191 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
     return this.text.slice(-maxChars);
   }
 
+  /** The screen as a terminal would show it now (80x24 unless the machine says otherwise). */
+  screenText(): string {
+    return this.screen.text();
+  }
+
+  /** Types text on the console, as is (no Enter added). */
   send(text: string | Buffer): void {
+    if (typeof text !== 'string' && !Buffer.isBuffer(text)) {
+      throw new ConfigError(`console.send takes a string or a Buffer, not ${describeValue(text)}`);
+    }
+    this.transcript.sent(text.toString());
     this.socket?.write(text);
+  }
+
+  /**
+   * Resolves once the console has printed nothing for `quietMs` (a full-screen program has finished
+   * drawing), or after `timeoutMs` whatever happens.
+   */
+  settle(quietMs: number, timeoutMs = 30_000): Promise<void> {
+    return new Promise((resolve) => {
+      let quiet: NodeJS.Timeout;
+      const done = () => {
+        clearTimeout(quiet);
+        clearTimeout(limit);
+        this.off('data', restart);
+        resolve();
+      };
+      const restart = () => {
+        clearTimeout(quiet);
+        quiet = setTimeout(done, quietMs);
+      };
+      const limit = setTimeout(done, timeoutMs);
+      this.on('data', restart);
+      restart();
+    });
+  }
+
+  /**
+   * Types text one character at a time, `perCharMs` apart: for guests whose input buffer is small
+   * (firmware and boot loaders drop what arrives faster than they read).
+   */
+  async type(text: string, perCharMs = 20): Promise<void> {
+    for (const char of text) await this.pressAndWait(char, perCharMs);
+  }
+
+  /**
+   * Sends bytes, then waits until the guest answers with any output (its echo or redraw), at most
+   * 3 s, and until it has then been quiet for `afterMs`: the pace of a person watching the screen.
+   */
+  async pressAndWait(bytes: string, afterMs: number): Promise<void> {
+    let onData = () => {};
+    const answered = new Promise<void>((resolve) => {
+      onData = () => resolve();
+      this.on('data', onData);
+      setTimeout(resolve, 3_000);
+    });
+    this.send(bytes);
+    await answered;
+    this.off('data', onData);
+    await this.settle(afterMs, 3_000);
+  }
+
+  /** Types text, then Enter. */
+  sendLine(text: string): void {
+    this.send(`${text}\r`);
+  }
+
+  /** Presses a key by name: "enter", "up", "f10", "ctrl-c", "esc", ... */
+  sendKey(key: string): void {
+    this.send(keyBytes(key));
   }
 
   /**
    * Waits until `pattern` matches console output not consumed by an earlier wait, then moves
    * past the match. Output from before the call counts: a prompt printed a moment ago is found.
-   * A string matches literally.
+   * A string matches literally. Only the output stream is searched (see expect() for screens).
    */
   waitForText(pattern: RegExp | string, timeoutMs: number): Promise<RegExpExecArray> {
     const regex = toRegExp(pattern);
-    const search = () => {
-      const start = Math.max(0, this.cursor - this.dropped);
-      const match = regex.exec(this.text.slice(start));
-      if (match) this.cursor = this.dropped + start + match.index + match[0].length;
-      return match;
-    };
     return waitWithin<RegExpExecArray>(
       timeoutMs,
       `console text matching ${pattern}`,
-      (resolve) => {
-        const onData = () => {
-          const match = search();
-          if (match) resolve(match);
-        };
-        const found = search();
-        if (found) {
-          resolve(found);
-          return undefined;
-        }
-        this.on('data', onData);
-        return () => this.off('data', onData);
-      },
+      (resolve) => this.watch(() => this.searchStream(regex), resolve),
       { consoleTail: () => this.tail(1500) },
     );
   }
 
+  /**
+   * Waits for `pattern` in what a person would read: the output stream (escapes and kernel
+   * messages removed), or the screen a full-screen program has drawn. The timeout error shows
+   * the last screen and what was awaited.
+   */
+  async expect(pattern: RegExp | string, options: ExpectOptions): Promise<ExpectMatch> {
+    return this.expectAny([pattern], options);
+  }
+
+  /** Waits for the first of `patterns` to match (as expect()); says which one did. */
+  async expectAny(patterns: Array<RegExp | string>, options: ExpectOptions): Promise<ExpectMatch> {
+    if (!Array.isArray(patterns) || patterns.length === 0) {
+      throw new ConfigError(
+        `console.expectAny takes a non-empty list of patterns, not ${describeValue(patterns)}`,
+      );
+    }
+    const regexes = patterns.map(toRegExp);
+    const timeoutMs = options?.timeoutMs;
+    if (
+      typeof timeoutMs !== 'number' ||
+      !Number.isInteger(timeoutMs) ||
+      timeoutMs < 1 ||
+      timeoutMs > 2 ** 31 - 1
+    ) {
+      throw new ConfigError(
+        `console.expect: timeoutMs must be a whole number from 1 to 2147483647 (got ${describeValue(timeoutMs)})`,
+      );
+    }
+    const awaited = patterns.length === 1 ? `${patterns[0]}` : `any of ${patterns.join(', ')}`;
+    const found = (): ExpectMatch | undefined => {
+      for (const [index, regex] of regexes.entries()) {
+        const match = this.searchStream(regex);
+        if (!match) continue;
+        this.screenSeen = this.screen.generation; // the screen as it is now has been seen too
+        return { index, pattern: patterns[index] as RegExp | string, match, on: 'stream' };
+      }
+      if (options.on === 'stream' || this.screen.generation === this.screenSeen) return undefined;
+      const screen = this.screen.text();
+      for (const [index, regex] of regexes.entries()) {
+        const match = regex.exec(screen);
+        if (!match) continue;
+        this.screenSeen = this.screen.generation;
+        this.cursor = this.dropped + this.text.length; // what led to this screen is seen too
+        return { index, pattern: patterns[index] as RegExp | string, match, on: 'screen' };
+      }
+      return undefined;
+    };
+    await this.screen.settled();
+    try {
+      return await waitWithin<ExpectMatch>(timeoutMs, `console text ${awaited}`, (resolve) =>
+        this.watch(found, resolve),
+      );
+    } catch (error) {
+      if (!(error instanceof TimeoutError)) throw error;
+      throw new TimeoutError(
+        `console text ${awaited}`,
+        timeoutMs,
+        `the screen:\n${indent(this.screen.text())}`,
+        this.tail(1500),
+      );
+    }
+  }
+
+  /** Calls `resolve` with what `search` finds now or after later output; returns the unsubscribe. */
+  private watch<T>(
+    search: () => T | undefined | null,
+    resolve: (value: T) => void,
+  ): (() => void) | undefined {
+    const first = search();
+    if (first) {
+      resolve(first);
+      return undefined;
+    }
+    const onData = () => {
+      const match = search();
+      if (match) resolve(match);
+    };
+    this.on('data', onData);
+    return () => this.off('data', onData);
+  }
+
+  /** Searches the unconsumed output, kernel messages left out; moves past a match. */
+  private searchStream(regex: RegExp): RegExpExecArray | null {
+    const start = Math.max(0, this.cursor - this.dropped);
+    const view = withoutKernelLines(this.text.slice(start));
+    const match = regex.exec(view.text);
+    if (match) this.cursor = this.dropped + start + view.original(match.index + match[0].length);
+    return match;
+  }
+
   close(): void {
     this.file.end();
+    this.screen.dispose();
   }
 }
+
+const indent = (text: string) =>
+  text
+    .split('\n')
+    .map((line) => `  | ${line}`)
+    .join('\n');

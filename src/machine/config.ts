@@ -1,6 +1,7 @@
 import type { Accel } from '../backends/accel.js';
 import type { HostNicSpec } from '../backends/backend.js';
 import type { BootImage } from '../images/types.js';
+import type { MediaConfig } from './media.js';
 
 export interface DiskSpec {
   sizeMiB: number;
@@ -24,6 +25,10 @@ export interface MachineConfig {
   qemuArgs: string[];
   /** The NIC to the host (user-mode networking), after the switch NICs; none where the backend has none. */
   hostNic?: HostNicSpec;
+  /** Boot media the user brought (then `image` only names them); none for vmkit's images. */
+  media?: MediaConfig;
+  /** false: the guest has no vmkit backdoor and is driven by its console (absent: it has one). */
+  backdoor?: boolean;
 }
 
 /** The parts of a configuration that must match for a restore, as plain data. */

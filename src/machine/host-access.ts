@@ -46,7 +46,7 @@ export async function forwardPort(
 }
 
 /** A TCP port on 127.0.0.1 that nothing listens on right now. */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);

@@ -2,9 +2,9 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackdoorChannel } from '../agent/backdoor.js';
 import type { AccelDecision } from '../backends/accel.js';
-import type { Backend, Vmm } from '../backends/backend.js';
+import type { Backend, FirmwareBoot, Vmm } from '../backends/backend.js';
 import { SerialConsole } from '../console/serial.js';
-import { GuestSetupError, MachineCrashedError } from '../errors.js';
+import { GuestSetupError, MachineCrashedError, NoBackdoorError } from '../errors.js';
 import type { GuestProfile } from '../guest/profiles/index.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { elapsedMs, sleep } from '../util/time.js';
@@ -28,7 +28,9 @@ export interface LaunchPlan {
   log: (line: string) => void;
   signal?: AbortSignal;
   /** Creates what the machine needs in its fresh state folder: the RAM file and disk images. */
-  prepare(stateDir: string): Promise<{ memory: MachineInternals['memory']; disks: string[] }>;
+  prepare(
+    stateDir: string,
+  ): Promise<{ memory: MachineInternals['memory']; disks: string[]; boot?: FirmwareBoot }>;
   /** Start paused and take the guest from saved state (a restore). */
   incoming: boolean;
   /** Brings the guest to the point where the agent answers. */
@@ -39,6 +41,8 @@ export interface LaunchPlan {
   verb: string;
   /** What machine.snapshot() calls. */
   takeSnapshot: SnapshotTaker;
+  /** The host port forwarded to the guest's SSH port, once ready() has set one up. */
+  sshPort?: () => number | undefined;
 }
 
 /** A fresh state folder for a machine: its name, or name.1, name.2, ... when that is taken. */
@@ -84,9 +88,8 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     vmm = await plan.backend.launch({
       name,
       stateDir,
-      kernel: config.image.kernel,
-      initrd: config.image.initrd,
-      cmdline: config.image.cmdline,
+      ...bootFiles(config),
+      boot: prepared.boot,
       memoryMiB: config.memoryMiB,
       cpus: config.cpus,
       accel: config.accel,
@@ -108,7 +111,13 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     if (plan.signal?.aborted) abort();
     console.attach(vmm.channels.console);
     const agent = new BackdoorChannel(name, vmm.channels.agent, vmm.channels.transfer, () => console.tail());
+    if (config.backdoor === false) agent.fail(new NoBackdoorError(name));
     let machine: Machine | undefined;
+    let died: (error: Error) => void = () => {};
+    const death = new Promise<never>((_, reject) => {
+      died = reject;
+    });
+    death.catch(() => {});
     launched.exited.then((info) => {
       if (machine) return; // from now on the machine reports its own death
       const stderr = launched.stderrTail().trim();
@@ -117,18 +126,18 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
         info.code === 0
           ? `: the guest rebooted or powered off during boot (a kernel panic, or too little memory: it had ${config.memoryMiB} MiB)`
           : '';
-      agent.fail(
-        new MachineCrashedError(
-          name,
-          `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${why}${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
-          console.tail(),
-        ),
+      const crash = new MachineCrashedError(
+        name,
+        `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${why}${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
+        console.tail(),
       );
+      agent.fail(crash);
+      died(crash); // a readiness that watches the console, not the agent, learns it here
     });
-    await plan.ready(vmm, agent, console);
+    await Promise.race([plan.ready(vmm, agent, console), death]);
     plan.signal?.removeEventListener('abort', abort);
     const readyMs = elapsedMs(started);
-    plan.log(`${plan.verb}: backdoor up after ${readyMs} ms`);
+    plan.log(`${plan.verb}: ${config.backdoor === false ? 'ready' : 'backdoor up'} after ${readyMs} ms`);
     machine = new Machine({
       name,
       stateDir,
@@ -145,10 +154,12 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       memory: prepared.memory,
       disks: prepared.disks,
       takeSnapshot: plan.takeSnapshot,
+      sshPort: plan.sshPort?.(),
       nics: plan.nics,
       releaseNics: release,
     });
     const ready = runtime.own(machine); // closing the runtime closes it
+    if (plan.setupScript === '') return ready;
     await ready.succeed(plan.setupScript, { timeoutMs: 30_000 }).catch(async (error: Error) => {
       await ready.close();
       throw new GuestSetupError(`machine ${name} ${plan.verb} but its setup failed: ${error.message}`);
@@ -174,4 +185,12 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     if (!runtime.keep) await rm(stateDir, { recursive: true, force: true });
     throw explained;
   }
+}
+
+/** The kernel, initramfs and command line the VMM boots directly, if any. */
+function bootFiles(config: MachineConfig): { kernel?: string; initrd?: string; cmdline?: string } {
+  if (!config.media)
+    return { kernel: config.image.kernel, initrd: config.image.initrd, cmdline: config.image.cmdline };
+  const { files, append } = config.media;
+  return { kernel: files.kernel, initrd: files.initrd, cmdline: files.kernel ? append : undefined };
 }

@@ -1,10 +1,11 @@
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { type BackdoorChannel, guestSeconds, type RawResult } from '../agent/backdoor.js';
+import { guestSeconds, type RawResult } from '../agent/backdoor.js';
 import type { AccelDecision } from '../backends/accel.js';
-import { type Backend, type ExitInfo, requireCapability, type Vmm } from '../backends/backend.js';
+import { type Backend, type ExitInfo, requireCapability } from '../backends/backend.js';
 import type { QmpClient } from '../backends/qemu/qmp.js';
 import type { SerialConsole } from '../console/serial.js';
+import { ConsoleShell, type ConsoleShellOptions } from '../console/shell.js';
 import {
   CapabilityError,
   CommandFailedError,
@@ -12,9 +13,6 @@ import {
   MachineCrashedError,
   TransferError,
 } from '../errors.js';
-import type { GuestProfile } from '../guest/profiles/index.js';
-import type { VirtualSwitch } from '../network/switch.js';
-import type { Runtime } from '../runtime/runtime.js';
 // Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
 import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
 import { ensureDir } from '../util/files.js';
@@ -23,57 +21,17 @@ import { withTimeout } from '../util/time.js';
 import { checkCall } from './calls.js';
 import type { MachineConfig } from './config.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
+import type { CommandOptions, ExecResult, MachineInternals } from './internals.js';
+import { saveDiskImage } from './media.js';
 import { listeningCheck, retryCommand } from './retry.js';
 
-/** Takes a snapshot of a machine; supplied by the snapshot layer when the machine is launched. */
-export type SnapshotTaker = (
-  machine: MachineInternals,
-  name: string | undefined,
-  options: SnapshotOptions,
-) => Promise<Snapshot>;
-
-/** What a Machine is made of; handed over by launchMachine, used again by snapshots. */
-export interface MachineInternals {
-  name: string;
-  stateDir: string;
-  accel: AccelDecision;
-  config: MachineConfig;
-  backend: Backend;
-  runtime: Runtime;
-  profile: GuestProfile;
-  vmm: Vmm;
-  agent: BackdoorChannel;
-  console: SerialConsole;
-  commandTimeoutMs: number;
-  readyMs: number;
-  /** The guest RAM file as the VMM opened it (unlinked once the VMM has it mapped). */
-  memory: { path: string; share: boolean };
-  /** qcow2 files, one per disk. */
-  disks: string[];
-  takeSnapshot: SnapshotTaker;
-  /** Its switch NICs, as the guest has them. */
-  nics: MachineNic[];
-  /** Gives the machine's MACs back to its switches. */
-  releaseNics: () => void;
-}
-
-/** A switch NIC of a machine (eth<index> in the guest). */
-export interface MachineNic {
-  switch?: VirtualSwitch;
-  /** The MAC inside the guest. */
-  mac: string;
-  address?: string;
-}
-
-export interface ExecResult {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface CommandOptions {
-  timeoutMs?: number;
-}
+export type {
+  CommandOptions,
+  ExecResult,
+  MachineInternals,
+  MachineNic,
+  SnapshotTaker,
+} from './internals.js';
 
 /**
  * A running virtual machine. Commands run as root through the backdoor; every call has a
@@ -258,6 +216,24 @@ export class Machine implements AsyncDisposable {
    */
   forwardPort(options: { hostPort?: number; guestPort: number }): Promise<PortForward> {
     return forwardPort(this.internals, options);
+  }
+
+  /**
+   * A shell on the serial console, for guests without the backdoor: logs in, becomes root and
+   * runs commands with their exit status (stdout and stderr merged). See ConsoleShellOptions.
+   */
+  consoleShell(options: ConsoleShellOptions = {}): Promise<ConsoleShell> {
+    return ConsoleShell.open(this.console, this.name, options);
+  }
+
+  /** Keeps the boot disk of a machine started from `{ disk }` in the cache; see saveDiskImage. */
+  saveDiskImage(name: string): Promise<{ disk: string }> {
+    return saveDiskImage(this.internals, this.stateDir, name);
+  }
+
+  /** Without the backdoor: the port on 127.0.0.1 that leads to the guest's SSH port (22). */
+  get sshPort(): number | undefined {
+    return this.internals.sshPort;
   }
 
   /** Everything the serial console printed, escape sequences removed. */

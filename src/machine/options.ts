@@ -16,6 +16,15 @@ import {
   timeoutMs,
   wholeNumber,
 } from '../util/validate.js';
+import {
+  type BootDevice,
+  bootOrderSchema,
+  type Firmware,
+  firmwareSchema,
+  isUserMedia,
+  type UserMedia,
+  userMediaSchema,
+} from './media.js';
 
 export interface NetworkAttachment {
   switch: VirtualSwitch;
@@ -26,8 +35,26 @@ export interface NetworkAttachment {
 export interface MachineOptions {
   /** Lower-case letters, digits, '-' and '_'; at most 32 characters. Also the guest's hostname. */
   name: string;
-  /** An image name ("tiny") or a built image from buildImage(). Defaults to "tiny". */
-  image?: string | BootImage;
+  /**
+   * An image name ("tiny"), a built image from buildImage(), or media you bring: `{ iso }`,
+   * `{ disk }` (raw or qcow2; never written: the machine runs on an overlay) or
+   * `{ kernel, initrd?, append? }`. Defaults to "tiny".
+   */
+  image?: string | BootImage | UserMedia;
+  /** BIOS (SeaBIOS, the default) or UEFI (OVMF, from Debian's ovmf package). */
+  firmware?: Firmware;
+  /** Boot devices in the order the firmware tries them; default cdrom then disk for an ISO. */
+  bootOrder?: BootDevice[];
+  /**
+   * Whether the guest runs vmkit's backdoor; default true for vmkit's images, false for your
+   * media. Without it, drive the guest with machine.console and machine.consoleShell().
+   */
+  backdoor?: boolean;
+  /**
+   * Without the backdoor: when the machine counts as up. A console pattern (a login prompt, say),
+   * or 'ssh' for an SSH banner on machine.sshPort. By default as soon as the VMM runs.
+   */
+  readyWhen?: RegExp | string | 'ssh';
   /** Guest memory, 64 MiB at least (default 256). */
   memoryMiB?: number;
   cpus?: number;
@@ -87,14 +114,18 @@ const isBootImage = (value: unknown) =>
     (field) => typeof (value as Record<string, unknown>)[field] === 'string',
   );
 
-const imageChoice = z.custom<string | BootImage>(
+const imageChoice = z.custom<string | BootImage | UserMedia>(
   (value) =>
-    typeof value === 'string' ? (IMAGE_NAMES as readonly string[]).includes(value) : isBootImage(value),
+    typeof value === 'string'
+      ? (IMAGE_NAMES as readonly string[]).includes(value)
+      : isBootImage(value) || (isUserMedia(value) && userMediaSchema.safeParse(value).success),
   {
     error: (issue) =>
       typeof issue.input === 'string'
         ? `unknown image ${JSON.stringify(issue.input)} (known images: ${IMAGE_NAMES.join(', ')})`
-        : 'must be an image name or a BootImage from buildImage()',
+        : isUserMedia(issue.input)
+          ? 'must be { iso }, { disk } or { kernel, initrd?, append? }, each a file path (append: a string)'
+          : 'must be an image name, a BootImage from buildImage(), or { iso } / { disk } / { kernel }',
   },
 );
 
@@ -137,6 +168,12 @@ export const declaredMachineFields = {
     .refine((services) => Object.keys(services).length <= 100, { error: 'at most 100 host services' })
     .optional(),
   runtime: commonMachineFields.runtime,
+  firmware: firmwareSchema.optional(),
+  bootOrder: bootOrderSchema.optional(),
+  backdoor: z.boolean({ error: 'must be true or false' }).optional(),
+  readyWhen: z
+    .union([z.instanceof(RegExp), z.string().min(1)], { error: "must be a RegExp, a string, or 'ssh'" })
+    .optional(),
 };
 
 const machineOptions = z

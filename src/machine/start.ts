@@ -4,16 +4,19 @@ import { type AccelDecision, chooseAccel } from '../backends/accel.js';
 import { type Backend, requireCapability } from '../backends/backend.js';
 import { backendNamed } from '../backends/index.js';
 import { ConfigError, describeValue } from '../errors.js';
-import { type GuestProfile, profileNamed } from '../guest/profiles/index.js';
+import { foreignProfile, type GuestProfile, profileNamed } from '../guest/profiles/index.js';
+import { consoleText, type Readiness, sshBanner, vmmRunning } from '../guest/readiness.js';
 import { buildImage } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import type { MachineConfig } from './config.js';
+import { freePort } from './host-access.js';
 import { HOST_NIC, hostNicFor, serviceHosts } from './host-network.js';
 import { macAddress, ramFilePath } from './identity.js';
 import { launchMachine } from './launch.js';
 import type { Machine, SnapshotTaker } from './machine.js';
+import { isUserMedia, type MediaConfig, mediaImage, prepareMedia, resolveMedia } from './media.js';
 import { DEFAULTS, type MachineOptions, parseMachineOptions } from './options.js';
 
 /** Keep state folders (console logs, VMM logs) of machines after they close, for inspection. */
@@ -45,8 +48,23 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
   const disks = (options.disks ?? []).map((disk) => ({ sizeMiB: disk.sizeMiB }));
   const backend = backendNamed(options.backend);
   const runtime = options.runtime ?? defaultRuntime();
-  const image = await resolveImage(options.image ?? 'tiny', runtime, options.log);
-  const profile = profileNamed(image.profile);
+  const wanted = options.image ?? 'tiny';
+  const media = isUserMedia(wanted)
+    ? await resolveMedia(wanted, options.firmware ?? 'bios', options.bootOrder)
+    : undefined;
+  if (!media && (options.firmware || options.bootOrder)) {
+    throw new ConfigError(
+      'startMachine options: firmware and bootOrder apply to media you bring (image: { iso } or { disk })',
+    );
+  }
+  const backdoor = options.backdoor ?? !media;
+  if (backdoor && options.readyWhen !== undefined) {
+    throw new ConfigError('startMachine options: readyWhen is for machines started with backdoor: false');
+  }
+  const image = media
+    ? mediaImage(media)
+    : await resolveImage(wanted as string | BootImage, runtime, options.log);
+  const profile = backdoor ? profileNamed(image.profile) : foreignProfile;
   const accel = await chooseAccel(options.accel ?? 'auto', runtime);
   requireCapability(backend, 'accels', accel.accel, accel.reason);
   const networks = options.networks ?? [];
@@ -63,11 +81,23 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
     hostNic: backend.capabilities.hostNetwork
       ? hostNicFor(name, options.internet ?? false, options.hostServices ?? {})
       : undefined,
+    ...(media ? { media } : {}),
+    ...(backdoor ? {} : { backdoor: false }),
   };
   if (!backend.capabilities.hostNetwork && (options.internet || options.hostServices)) {
     requireCapability(backend, 'hostNetwork', undefined, 'internet and hostServices need it');
   }
   return { name, config, backend, runtime, profile, accel, timeoutMs, commandTimeoutMs };
+}
+
+/** How a machine without the backdoor counts as up, and the SSH forward it gets. */
+function foreignReadiness(readyWhen: MachineOptions['readyWhen']): {
+  readiness: Readiness;
+  ssh: { port?: number };
+} {
+  const ssh: { port?: number } = {};
+  if (readyWhen === 'ssh') return { readiness: sshBanner(() => ssh.port), ssh };
+  return { readiness: readyWhen === undefined ? vmmRunning : consoleText(readyWhen), ssh };
 }
 
 /** Boots a machine and resolves once its guest agent answers. */
@@ -76,6 +106,7 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
   const { name, config, runtime, profile, timeoutMs } = resolved;
   const log = options.log ?? (() => {});
   log(`${resolved.accel.accel.toUpperCase()}: ${resolved.accel.reason}`);
+  const foreign = config.backdoor === false ? foreignReadiness(options.readyWhen) : undefined;
   return launchMachine({
     ...resolved,
     nics: (options.networks ?? []).map((network, index) => ({
@@ -94,9 +125,19 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
         await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', path, `${disk.sizeMiB}M`]);
         diskPaths.push(path);
       }
-      return { memory: { path: ramFilePath(runtime, stateDir, name), share: true }, disks: diskPaths };
+      const boot = config.media ? await prepareMedia(config.media as MediaConfig, stateDir) : undefined;
+      return { memory: { path: ramFilePath(runtime, stateDir, name), share: true }, disks: diskPaths, boot };
     },
-    ready: (_vmm, agent, console) => profile.readiness.wait({ machine: name, agent, console, timeoutMs }),
+    async ready(vmm, agent, console) {
+      if (!foreign) return profile.readiness.wait({ machine: name, agent, console, timeoutMs });
+      if (resolved.backend.capabilities.hostNetwork && config.hostNic) {
+        const port = await freePort();
+        await vmm.addPortForward(port, 22);
+        foreign.ssh.port = port;
+      }
+      await foreign.readiness.wait({ machine: name, agent, console, timeoutMs });
+    },
+    sshPort: () => foreign?.ssh.port,
     setupScript: profile.afterBoot({
       hostname: name,
       nics: (options.networks ?? []).map((network, index) => ({ index, address: network.address })),

@@ -36,9 +36,7 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
     ['-no-user-config'],
     ['-display', 'none'],
     ['-no-reboot'],
-    ['-kernel', spec.kernel],
-    ['-initrd', spec.initrd],
-    ['-append', spec.cmdline],
+    ...bootOptions(spec),
     ['-chardev', `socket,id=console,path=${sock('console')}`],
     ['-serial', 'chardev:console'],
     ['-chardev', `socket,id=qmp,path=${sock('qmp')}`],
@@ -72,10 +70,39 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
       ['-device', `virtio-net-pci,netdev=${HOST_NETDEV},mac=${hostNic.mac},id=hostnic`],
     );
   }
+  if (spec.boot?.disk) {
+    options.push(['-drive', `file=${opt(spec.boot.disk)},if=virtio,format=qcow2,id=bootdisk`]);
+  }
   spec.disks.forEach((disk, index) => {
     options.push(['-drive', `file=${opt(disk)},if=virtio,format=qcow2,id=disk${index}`]);
   });
   if (spec.incoming) options.push(['-incoming', 'defer']);
   const args = options.flatMap(([flag, value]) => (value === undefined ? [flag] : [flag, value]));
   return [...args, ...(spec.extraArgs ?? [])];
+}
+
+const BOOT_LETTERS = { cdrom: 'd', disk: 'c', network: 'n' } as const;
+
+/** Direct kernel boot, or the firmware and its boot media. */
+function bootOptions(
+  spec: Pick<VmmSpec, 'kernel' | 'initrd' | 'cmdline' | 'boot'>,
+): Array<[string, string?]> {
+  const options: Array<[string, string?]> = [];
+  const { boot } = spec;
+  if (boot?.firmware === 'uefi' && boot.uefiCode && boot.uefiVars) {
+    options.push(
+      ['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${opt(boot.uefiCode)}`],
+      ['-drive', `if=pflash,format=raw,unit=1,file=${opt(boot.uefiVars)}`],
+    );
+  }
+  if (spec.kernel) {
+    options.push(['-kernel', spec.kernel]);
+    if (spec.initrd) options.push(['-initrd', spec.initrd]);
+    if (spec.cmdline) options.push(['-append', spec.cmdline]);
+  }
+  if (boot?.cdrom)
+    options.push(['-drive', `file=${opt(boot.cdrom)},media=cdrom,readonly=on,if=ide,id=cdrom`]);
+  if (boot && !spec.kernel)
+    options.push(['-boot', `order=${boot.order.map((device) => BOOT_LETTERS[device]).join('')}`]);
+  return options;
 }

@@ -2,6 +2,8 @@ import { ConfigError } from '../../errors.js';
 import type { GuestProfile } from './profile.js';
 import { tinyProfile } from './tiny.js';
 
+export { foreignProfile } from './foreign.js';
+
 export type { BootSetup, GuestNic, GuestProfile, RestoreSetup } from './profile.js';
 
 const PROFILES: Record<string, GuestProfile> = { tiny: tinyProfile };

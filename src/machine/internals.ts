@@ -1,0 +1,64 @@
+import type { BackdoorChannel } from '../agent/backdoor.js';
+import type { AccelDecision } from '../backends/accel.js';
+import type { Backend, Vmm } from '../backends/backend.js';
+import type { SerialConsole } from '../console/serial.js';
+import type { GuestProfile } from '../guest/profiles/index.js';
+import type { VirtualSwitch } from '../network/switch.js';
+import type { Runtime } from '../runtime/runtime.js';
+// Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
+import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
+import type { MachineConfig } from './config.js';
+
+// What a Machine is made of, and the shapes its calls take and give.
+
+/** Takes a snapshot of a machine; supplied by the snapshot layer when the machine is launched. */
+export type SnapshotTaker = (
+  machine: MachineInternals,
+  name: string | undefined,
+  options: SnapshotOptions,
+) => Promise<Snapshot>;
+
+/** What a Machine is made of; handed over by launchMachine, used again by snapshots. */
+export interface MachineInternals {
+  name: string;
+  stateDir: string;
+  accel: AccelDecision;
+  config: MachineConfig;
+  backend: Backend;
+  runtime: Runtime;
+  profile: GuestProfile;
+  vmm: Vmm;
+  agent: BackdoorChannel;
+  console: SerialConsole;
+  commandTimeoutMs: number;
+  readyMs: number;
+  /** The guest RAM file as the VMM opened it (unlinked once the VMM has it mapped). */
+  memory: { path: string; share: boolean };
+  /** qcow2 files, one per disk. */
+  disks: string[];
+  takeSnapshot: SnapshotTaker;
+  /** Machines without the backdoor: the host port on 127.0.0.1 forwarded to guest port 22. */
+  sshPort?: number;
+  /** Its switch NICs, as the guest has them. */
+  nics: MachineNic[];
+  /** Gives the machine's MACs back to its switches. */
+  releaseNics: () => void;
+}
+
+/** A switch NIC of a machine (eth<index> in the guest). */
+export interface MachineNic {
+  switch?: VirtualSwitch;
+  /** The MAC inside the guest. */
+  mac: string;
+  address?: string;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CommandOptions {
+  timeoutMs?: number;
+}

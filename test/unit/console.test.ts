@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { keyBytes } from '../../src/console/keys.js';
+import { withoutKernelLines } from '../../src/console/matching.js';
+import { ScreenModel } from '../../src/console/screen.js';
+import { Transcript } from '../../src/console/transcript.js';
+import { ConfigError } from '../../src/errors.js';
+
+describe('console keys, matching, screen and transcript', () => {
+  test('key names map to the bytes a VT100 terminal sends', () => {
+    assert.equal(keyBytes('enter'), '\r');
+    assert.equal(keyBytes('Up'), '\x1b[A');
+    assert.equal(keyBytes('f10'), '\x1b[21~');
+    assert.equal(keyBytes('ctrl-c'), '\x03');
+    assert.equal(keyBytes('Ctrl+X'), '\x18');
+    assert.equal(keyBytes('control-a'), '\x01');
+    assert.equal(keyBytes('ctrl-['), '\x1b');
+    assert.equal(keyBytes('e'), 'e');
+    assert.equal(keyBytes('E'), 'E');
+    assert.throws(
+      () => keyBytes('hyper-q'),
+      (error: Error) => error instanceof ConfigError && /unknown key "hyper-q"/.test(error.message),
+    );
+    assert.throws(() => keyBytes(42 as never), /a key name is a string, not 42/);
+  });
+
+  test('kernel messages are left out of matching, wherever they land, with offsets mapped back', () => {
+    const text = 'login: [   12.345678] random: crng init done\nalice\n[    3.000001] eth0: up\nPassword: ';
+    const view = withoutKernelLines(text);
+    assert.equal(view.text, 'login: alice\nPassword: ');
+    const at = view.text.indexOf('Password');
+    assert.equal(text.slice(view.original(at), view.original(at) + 8), 'Password');
+    assert.equal(view.original(view.text.length), text.length);
+    assert.equal(withoutKernelLines('no kernel here').text, 'no kernel here');
+  });
+
+  test('the screen model draws cursor-positioned output as a terminal would', async () => {
+    const screen = new ScreenModel(40, 10);
+    screen.write('\x1b[2J\x1b[3;5HInstaller\x1b[5;5H[ OK ]\x1b]0;title\x07\x1b[?2004h');
+    await screen.settled();
+    assert.equal(screen.text(), '\n\n    Installer\n\n    [ OK ]');
+    const before = screen.generation;
+    screen.write('\x1b[3;5HChanged  ');
+    await screen.settled();
+    assert.ok(screen.generation > before);
+    assert.match(screen.text(), /^ {4}Changed$/m);
+    screen.dispose();
+  });
+
+  test('the transcript keeps what was sent and received, newest last', () => {
+    const transcript = new Transcript();
+    transcript.sent('root\r');
+    transcript.received('Password: ');
+    transcript.received('');
+    assert.deepEqual(
+      transcript.entries.map(({ direction, text }) => [direction, text]),
+      [
+        ['sent', 'root\r'],
+        ['received', 'Password: '],
+      ],
+    );
+    assert.match(transcript.format(), /^\+\d+\.\d{3}s > root\\r\n\+\d+\.\d{3}s < Password: \n$/);
+  });
+});
