@@ -4,6 +4,8 @@ import type { BootImage } from '../images/types.js';
 
 export interface DiskSpec {
   sizeMiB: number;
+  /** A qcow2 base the disk is a copy-on-write overlay of (an image's root disk). */
+  base?: string;
 }
 
 /**

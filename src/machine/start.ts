@@ -9,7 +9,7 @@ import { buildImage } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
-import type { MachineConfig } from './config.js';
+import type { DiskSpec, MachineConfig } from './config.js';
 import { HOST_NIC, hostNicFor, serviceHosts } from './host-network.js';
 import { macAddress, ramFilePath } from './identity.js';
 import { launchMachine } from './launch.js';
@@ -42,10 +42,14 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
   const cpus = options.cpus ?? DEFAULTS.cpus;
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
   const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs;
-  const disks = (options.disks ?? []).map((disk) => ({ sizeMiB: disk.sizeMiB }));
   const backend = backendNamed(options.backend);
   const runtime = options.runtime ?? defaultRuntime();
   const image = await resolveImage(options.image ?? 'tiny', runtime, options.log);
+  // An image with a root disk has it first (/dev/vda), as an overlay on the image's base.
+  const disks: DiskSpec[] = [
+    ...(image.disk ? [{ sizeMiB: image.diskSizeMiB ?? 0, base: image.disk }] : []),
+    ...(options.disks ?? []).map((disk) => ({ sizeMiB: disk.sizeMiB })),
+  ];
   const profile = profileNamed(image.profile);
   const accel = await chooseAccel(options.accel ?? 'auto', runtime);
   requireCapability(backend, 'accels', accel.accel, accel.reason);
@@ -91,7 +95,8 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
       const diskPaths: string[] = [];
       for (const [index, disk] of config.disks.entries()) {
         const path = join(stateDir, `disk${index}.qcow2`);
-        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', path, `${disk.sizeMiB}M`]);
+        const base = disk.base ? ['-F', 'qcow2', '-b', disk.base] : [];
+        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', ...base, path, `${disk.sizeMiB}M`]);
         diskPaths.push(path);
       }
       return { memory: { path: ramFilePath(runtime, stateDir, name), share: true }, disks: diskPaths };
@@ -120,7 +125,7 @@ async function resolveImage(
   if (typeof image === 'string') {
     return buildImage(image, { runtime, onProgress: (line) => log?.(`image: ${line}`) });
   }
-  for (const file of [image.kernel, image.initrd]) {
+  for (const file of [image.kernel, image.initrd, ...(image.disk ? [image.disk] : [])]) {
     await stat(file).catch(() => {
       throw new ConfigError(
         `image ${image.name}: ${file} does not exist (rebuild it with \`vmkit image build ${image.name}\`)`,
