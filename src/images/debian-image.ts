@@ -14,8 +14,17 @@ import type { ImageManifest } from './types.js';
 const RECIPE_VERSION = 1;
 const KERNEL_METAPACKAGE = 'linux-image-cloud-amd64';
 const BUSYBOX_PACKAGE = 'busybox-static';
-/** On top of minbase: the service manager, device manager, the bus logind needs, ip, modprobe, ps. */
-const BASE_PACKAGES = ['systemd', 'systemd-sysv', 'udev', 'dbus', 'iproute2', 'kmod', 'procps'];
+/** On top of minbase: the service manager, device manager, logind and its bus and PAM module (user managers), ip, modprobe, ps. */
+const BASE_PACKAGES = [
+  'systemd',
+  'systemd-sysv',
+  'udev',
+  'dbus',
+  'libpam-systemd',
+  'iproute2',
+  'kmod',
+  'procps',
+];
 /** Loaded by vmkit's initramfs: the root disk, the backdoor's ports, NICs, entropy. */
 const INITRAMFS_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_console', 'virtio_net', 'virtio_rng'];
 /** The kernel's modules the root filesystem carries (the rest is hardware a VM never has). */

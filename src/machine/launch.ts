@@ -10,6 +10,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
 import { Machine, type MachineInternals, type MachineNic, type SnapshotTaker } from './machine.js';
+import './machine-systemd.js';
 
 export interface LaunchPlan {
   name: string;

@@ -87,8 +87,8 @@ describe('asTestDefinition refuses', () => {
 
   test('an unknown image, naming the machine and the known images', () =>
     refuses(
-      { machines: { a: {}, b: { image: 'debian' } }, test: body },
-      `${SOURCE}: machine b asks for unknown image "debian" (known images: tiny)`,
+      { machines: { a: {}, b: { image: 'fedora' } }, test: body },
+      `${SOURCE}: machine b asks for unknown image "fedora" (known images: tiny, debian)`,
     ));
 });
 
