@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
 import { BACKEND_NAMES } from '../backends/index.js';
 import { IMAGE_NAMES } from '../images/build.js';
+import type { ImageRecipe } from '../images/recipe.js';
 import type { BootImage } from '../images/types.js';
 import { VirtualSwitch } from '../network/switch.js';
 import { Runtime } from '../runtime/runtime.js';
@@ -26,8 +27,11 @@ export interface NetworkAttachment {
 export interface MachineOptions {
   /** Lower-case letters, digits, '-' and '_'; at most 32 characters. Also the guest's hostname. */
   name: string;
-  /** An image name ("tiny") or a built image from buildImage(). Defaults to "tiny". */
-  image?: string | BootImage;
+  /**
+   * An image name ("tiny", "debian"), a recipe for a derived image (`{ base: 'debian', packages }`,
+   * built and cached on first use), or a built image from buildImage(). Defaults to "tiny".
+   */
+  image?: string | BootImage | ImageRecipe;
   /** Guest memory, 64 MiB at least (default 256). */
   memoryMiB?: number;
   cpus?: number;
@@ -87,14 +91,20 @@ const isBootImage = (value: unknown) =>
     (field) => typeof (value as Record<string, unknown>)[field] === 'string',
   );
 
-const imageChoice = z.custom<string | BootImage>(
+/** A recipe is checked in full by buildImage; here it is recognised by its base. */
+const isRecipe = (value: unknown) =>
+  typeof value === 'object' && value !== null && typeof (value as { base?: unknown }).base === 'string';
+
+const imageChoice = z.custom<string | BootImage | ImageRecipe>(
   (value) =>
-    typeof value === 'string' ? (IMAGE_NAMES as readonly string[]).includes(value) : isBootImage(value),
+    typeof value === 'string'
+      ? (IMAGE_NAMES as readonly string[]).includes(value)
+      : isBootImage(value) || isRecipe(value),
   {
     error: (issue) =>
       typeof issue.input === 'string'
         ? `unknown image ${JSON.stringify(issue.input)} (known images: ${IMAGE_NAMES.join(', ')})`
-        : 'must be an image name or a BootImage from buildImage()',
+        : 'must be an image name, a recipe like { base: "debian" }, or a BootImage from buildImage()',
   },
 );
 

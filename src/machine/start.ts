@@ -6,6 +6,7 @@ import { backendNamed } from '../backends/index.js';
 import { ConfigError, describeValue } from '../errors.js';
 import { type GuestProfile, profileNamed } from '../guest/profiles/index.js';
 import { buildImage } from '../images/build.js';
+import type { ImageRecipe } from '../images/recipe.js';
 import type { BootImage } from '../images/types.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
@@ -117,12 +118,12 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
 }
 
 async function resolveImage(
-  image: string | BootImage,
+  image: string | BootImage | ImageRecipe,
   runtime: Runtime,
   log?: (line: string) => void,
 ): Promise<BootImage> {
   // A first build downloads and unpacks packages: say what it is doing.
-  if (typeof image === 'string') {
+  if (typeof image === 'string' || !('kernel' in image)) {
     return buildImage(image, { runtime, onProgress: (line) => log?.(`image: ${line}`) });
   }
   for (const file of [image.kernel, image.initrd, ...(image.disk ? [image.disk] : [])]) {
