@@ -16,6 +16,8 @@ declare -A NEEDED=(
   [dpkg-deb]=dpkg
   [cpio]=cpio
   [tcpdump]=tcpdump   # reads back the switch's packet captures in the tests
+  [mmdebstrap]=mmdebstrap   # builds the debian image's root filesystem
+  [mke2fs]=e2fsprogs        # turns it into ext4 without mounting anything
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do
@@ -57,4 +59,6 @@ if ! node dist/cli/main.js image build tiny >/dev/null; then
   as_root apt-get update -q >/dev/null
   node dist/cli/main.js image build tiny >/dev/null
 fi
+say "building the debian image (cached after the first time; about a minute)"
+node dist/cli/main.js image build debian >/dev/null
 say "ready"
