@@ -77,6 +77,8 @@ export interface VmmSpec {
   disks: string[];
   /** Start paused, waiting for saved state to be loaded (a restore). */
   incoming?: boolean;
+  /** A guest reboot restarts the guest instead of ending the VMM. */
+  allowReboot?: boolean;
   /** Appended to the generated command line, for callers that know the VMM. */
   extraArgs?: string[];
   startTimeoutMs: number;

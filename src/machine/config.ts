@@ -22,6 +22,8 @@ export interface MachineConfig {
   nics: number;
   macs: string[];
   disks: DiskSpec[];
+  /** A reboot inside the guest restarts it instead of ending the VMM. */
+  allowReboot?: boolean;
   /** Extra VMM arguments, as given. */
   qemuArgs: string[];
   /** The NIC to the host (user-mode networking), after the switch NICs; none where the backend has none. */

@@ -10,6 +10,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
 import { Machine, type MachineInternals, type MachineNic, type SnapshotTaker } from './machine.js';
+import './machine-power.js';
 import './machine-systemd.js';
 
 export interface LaunchPlan {
@@ -82,6 +83,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       memory: prepared.memory,
       disks: prepared.disks,
       incoming: plan.incoming,
+      allowReboot: config.allowReboot,
       extraArgs: config.qemuArgs,
       startTimeoutMs: plan.timeoutMs,
       runtime,

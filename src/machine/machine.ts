@@ -138,6 +138,11 @@ export class Machine implements AsyncDisposable {
     return this.internals.agent.exclusive(() => this.internals.takeSnapshot(this.internals, name, options));
   }
 
+  /** What the machine is made of, for the modules that add methods to it (machine-power.ts). */
+  get parts(): MachineInternals {
+    return this.internals;
+  }
+
   /** The VMM's process id. */
   get pid(): number {
     return this.internals.vmm.pid;

@@ -51,6 +51,8 @@ export interface MachineOptions {
   signal?: AbortSignal;
   /** Extra QEMU arguments, appended as given. */
   qemuArgs?: string[];
+  /** A reboot from inside the guest restarts it instead of ending the machine (default false). */
+  allowReboot?: boolean;
   /** The VMM that runs the machine (default "qemu"). */
   backend?: string;
   /**
@@ -137,6 +139,7 @@ export const declaredMachineFields = {
     .enum(BACKEND_NAMES as [string, ...string[]], { error: `must be one of ${BACKEND_NAMES.join(', ')}` })
     .optional(),
   internet: z.boolean({ error: 'must be true or false' }).optional(),
+  allowReboot: z.boolean({ error: 'must be true or false' }).optional(),
   hostServices: z
     .record(
       z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,62})$/, {

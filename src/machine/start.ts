@@ -65,6 +65,7 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
     macs: networks.map((_, index) => macAddress(name, index)),
     disks,
     qemuArgs: options.qemuArgs ?? [],
+    ...(options.allowReboot ? { allowReboot: true } : {}),
     hostNic: backend.capabilities.hostNetwork
       ? hostNicFor(name, options.internet ?? false, options.hostServices ?? {})
       : undefined,

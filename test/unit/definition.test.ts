@@ -134,7 +134,7 @@ describe('asTestDefinition accepts', () => {
   test('an image object that is not a built image is refused', () => {
     assert.throws(
       () => asTestDefinition({ machines: { a: { image: { name: 'custom' } } }, test: body }, SOURCE),
-      /machine a: image: must be an image name or a BootImage from buildImage\(\)/,
+      /machine a: image: must be an image name, a recipe like \{ base: "debian" \}, or a BootImage from buildImage\(\)/,
     );
   });
 

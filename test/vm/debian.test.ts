@@ -149,6 +149,21 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
     }
   });
 
+  it('reboots with its disk kept and systemd up again; the same machine afterwards', async () => {
+    await using vm = await restoreMachine(snapshot, { name: 'rebooted' });
+    const pid = vm.pid;
+    const bootBefore = await vm.succeed('cat /proc/sys/kernel/random/boot_id');
+    await vm.succeed('echo kept > /root/on-disk && sync');
+    await vm.reboot();
+    assert.equal(vm.pid, pid);
+    assert.notEqual(await vm.succeed('cat /proc/sys/kernel/random/boot_id'), bootBefore);
+    assert.equal(await vm.succeed('cat /root/on-disk'), 'kept\n');
+    assert.equal(await vm.succeed('hostname'), 'rebooted\n');
+    await vm.waitForUnit('multi-user.target');
+    // The user manager comes back by itself: alice lingers.
+    await vm.waitForUnit('default.target', { user: 'alice' });
+  });
+
   it('refuses bad unit names and options in one line', async () => {
     for (const bad of ['nginx;reboot', 'a b.service', '$(id)', '']) {
       await assert.rejects(template.waitForUnit(bad), (error: Error) => {

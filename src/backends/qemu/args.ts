@@ -35,7 +35,8 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
     ['-nodefaults'],
     ['-no-user-config'],
     ['-display', 'none'],
-    ['-no-reboot'],
+    // A guest reboot ends QEMU unless reboots are allowed (reboot() switches it for a moment).
+    ...(spec.allowReboot ? [] : [['-no-reboot'] as [string]]),
     ['-kernel', spec.kernel],
     ['-initrd', spec.initrd],
     ['-append', spec.cmdline],
