@@ -18,6 +18,7 @@ declare -A NEEDED=(
   [tcpdump]=tcpdump   # reads back the switch's packet captures in the tests
   [mmdebstrap]=mmdebstrap   # builds the debian image's root filesystem
   [mke2fs]=e2fsprogs        # turns it into ext4 without mounting anything
+  [tesseract]=tesseract-ocr # OCR of guest screens (getScreenText, waitForText)
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do

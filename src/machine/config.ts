@@ -22,6 +22,8 @@ export interface MachineConfig {
   nics: number;
   macs: string[];
   disks: DiskSpec[];
+  /** A screen: a VGA card for screenshots and virtual terminals. */
+  display?: boolean;
   /** A reboot inside the guest restarts it instead of ending the VMM. */
   allowReboot?: boolean;
   /** Extra VMM arguments, as given. */
@@ -42,6 +44,8 @@ export function configIdentity(config: MachineConfig, vmmVersion: string) {
     disks: config.disks.map((disk) => disk.sizeMiB),
     qemuArgs: config.qemuArgs,
     hostNic: config.hostNic ?? null,
+    // Only when set, so that the identities (and ids) of snapshots without a screen stay as they were.
+    ...(config.display ? { display: true } : {}),
     vmmVersion,
   };
 }

@@ -11,6 +11,7 @@ import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
 import { Machine, type MachineInternals, type MachineNic, type SnapshotTaker } from './machine.js';
 import './machine-power.js';
+import './machine-screen.js';
 import './machine-systemd.js';
 
 export interface LaunchPlan {
@@ -84,6 +85,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       disks: prepared.disks,
       incoming: plan.incoming,
       allowReboot: config.allowReboot,
+      display: config.display,
       extraArgs: config.qemuArgs,
       startTimeoutMs: plan.timeoutMs,
       runtime,

@@ -53,6 +53,8 @@ export interface MachineOptions {
   qemuArgs?: string[];
   /** A reboot from inside the guest restarts it instead of ending the machine (default false). */
   allowReboot?: boolean;
+  /** A screen (QEMU -vga std): screenshot(), sendKey(), sendChars(), getTtyText() (default false). */
+  display?: boolean;
   /** The VMM that runs the machine (default "qemu"). */
   backend?: string;
   /**
@@ -140,6 +142,7 @@ export const declaredMachineFields = {
     .optional(),
   internet: z.boolean({ error: 'must be true or false' }).optional(),
   allowReboot: z.boolean({ error: 'must be true or false' }).optional(),
+  display: z.boolean({ error: 'must be true or false' }).optional(),
   hostServices: z
     .record(
       z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,62})$/, {

@@ -66,6 +66,7 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
     disks,
     qemuArgs: options.qemuArgs ?? [],
     ...(options.allowReboot ? { allowReboot: true } : {}),
+    ...(options.display ? { display: true } : {}),
     hostNic: backend.capabilities.hostNetwork
       ? hostNicFor(name, options.internet ?? false, options.hostServices ?? {})
       : undefined,

@@ -1,7 +1,10 @@
 // Debian guests with systemd: one boot, one snapshot, a restored clone per test.
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { PNG } from 'pngjs';
 import {
   ConfigError,
   type Machine,
@@ -12,6 +15,8 @@ import {
   UnitStateError,
 } from '../../src/index.js';
 import { lacks } from '../helpers.js';
+
+const hasTesseract = () => spawnSync('tesseract', ['--version']).status === 0;
 
 const BROKEN_UNIT = `[Service]
 Type=oneshot
@@ -37,7 +42,7 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
   let snapshot: Snapshot;
 
   before(async () => {
-    template = await startMachine({ name: 'deb', image: 'debian', timeoutMs: 300_000 });
+    template = await startMachine({ name: 'deb', image: 'debian', display: true, timeoutMs: 300_000 });
     await template.waitForUnit('multi-user.target', { timeoutMs: 300_000 });
     await template.succeed(
       [
@@ -164,6 +169,40 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
     await vm.waitForUnit('default.target', { user: 'alice' });
   });
 
+  it('shows a login prompt on the screen and on tty1, and takes typed text with every printable character', async () => {
+    await using vm = await restoreMachine(snapshot, { name: 'screen' });
+    // getty printed the prompt before the snapshot, under the template's hostname.
+    await vm.waitUntilTtyMatches(1, /^deb login:$/m, { timeoutMs: 60_000 });
+    const shot = join(vm.stateDir, 'shot.png');
+    await vm.screenshot(shot);
+    const png = PNG.sync.read(await readFile(shot));
+    assert.ok(png.width >= 640 && png.height >= 400, `${png.width}x${png.height}`);
+    assert.ok(
+      png.data.some((byte, i) => i % 4 !== 3 && byte > 128),
+      'some text is lit',
+    );
+    await vm.sendChars('root\n');
+    await vm.waitUntilTtyMatches(1, /^root@screen:~#$/m, { timeoutMs: 60_000 });
+    const printable = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).join('');
+    await vm.sendChars('cat > /root/typed\n');
+    await vm.sendChars(`${printable}\n`);
+    await vm.sendKey('ctrl-d');
+    await vm.waitUntilSucceeds('test -s /root/typed && ! pgrep -x cat', { timeoutMs: 30_000 });
+    assert.equal(await vm.succeed('cat /root/typed'), `${printable}\n`);
+    await vm.sendKey('alt-f2');
+    await vm.waitUntilTtyMatches(2, /^deb login:$/m, { timeoutMs: 30_000 });
+    assert.equal(await vm.succeed('cat /sys/class/tty/tty0/active'), 'tty2\n');
+  });
+
+  it('reads the screen by OCR where tesseract is installed', {
+    skip: hasTesseract() ? false : 'no tesseract on this host',
+  }, async () => {
+    await using vm = await restoreMachine(snapshot, { name: 'ocr' });
+    const match = await vm.waitForText(/deb login/, { timeoutMs: 120_000 });
+    assert.equal(match[0], 'deb login');
+    assert.match(await vm.getScreenText(), /Debian/);
+  });
+
   it('refuses bad unit names and options in one line', async () => {
     for (const bad of ['nginx;reboot', 'a b.service', '$(id)', '']) {
       await assert.rejects(template.waitForUnit(bad), (error: Error) => {
@@ -178,5 +217,18 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
     await assert.rejects(template.journal({ lines: -1 }), ConfigError);
     await assert.rejects(template.waitForOpenPort(80, { address: 'not-an-ip' }), ConfigError);
     await assert.rejects(template.waitForOpenUnixSocket("/run/it's"), ConfigError);
+    for (const key of ['ctrl-alt-delet', 'hyper-x', '']) {
+      await assert.rejects(
+        template.sendKey(key),
+        (error: Error) => error instanceof ConfigError && /^sendKey: /.test(error.message),
+      );
+    }
+    await assert.rejects(template.sendChars('é'), /sendChars: cannot type "é"/);
+    for (const tty of [0, 64, 1.5]) {
+      await assert.rejects(
+        template.getTtyText(tty),
+        /getTtyText: tty: must be a virtual terminal number from 1 to 63/,
+      );
+    }
   });
 });

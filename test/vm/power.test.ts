@@ -1,6 +1,9 @@
 // reboot(): the same Machine object, and the same QEMU process, before and after.
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { PNG } from 'pngjs';
 import { ConfigError, startMachine } from '../../src/index.js';
 
 /** The kernel makes a new one at every boot. */
@@ -32,5 +35,21 @@ describe('reboot on tiny', () => {
       (error: Error) =>
         error instanceof ConfigError && /allowReboot: must be true or false/.test(error.message),
     );
+  });
+});
+
+describe('screens on tiny', () => {
+  it('takes a PNG screenshot with display: true, and refuses one without a display', async () => {
+    await using vm = await startMachine({ name: 'screen', display: true });
+    const shot = join(vm.stateDir, 'tiny.png');
+    await vm.screenshot(shot);
+    const png = PNG.sync.read(await readFile(shot));
+    assert.ok(png.width >= 640 && png.height >= 400, `${png.width}x${png.height}`);
+    await using blind = await startMachine({ name: 'blind' });
+    await assert.rejects(blind.screenshot(join(blind.stateDir, 'x.png')), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.message, 'screenshot: machine blind has no display (start it with display: true)');
+      return true;
+    });
   });
 });

@@ -76,6 +76,8 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
   spec.disks.forEach((disk, index) => {
     options.push(['-drive', `file=${opt(disk)},if=virtio,format=qcow2,id=disk${index}`]);
   });
+  // A standard VGA card: text-mode virtual terminals, screendump and the PS/2 keyboard for send-key.
+  if (spec.display) options.push(['-vga', 'std']);
   if (spec.incoming) options.push(['-incoming', 'defer']);
   const args = options.flatMap(([flag, value]) => (value === undefined ? [flag] : [flag, value]));
   return [...args, ...(spec.extraArgs ?? [])];
