@@ -16,6 +16,9 @@ declare -A NEEDED=(
   [dpkg-deb]=dpkg
   [cpio]=cpio
   [tcpdump]=tcpdump   # reads back the switch's packet captures in the tests
+  [mmdebstrap]=mmdebstrap   # builds the debian image's root filesystem
+  [mke2fs]=e2fsprogs        # turns it into ext4 without mounting anything
+  [tesseract]=tesseract-ocr # OCR of guest screens (getScreenText, waitForText)
   # The console tests boot a GRUB rescue ISO (BIOS and UEFI) and a login console they build.
   [grub-mkrescue]=grub-common
   [xorriso]=xorriso
@@ -71,4 +74,6 @@ if ! node dist/cli/main.js image build tiny >/dev/null; then
   as_root apt-get update -q >/dev/null
   node dist/cli/main.js image build tiny >/dev/null
 fi
+say "building the debian image (cached after the first time; about a minute)"
+node dist/cli/main.js image build debian >/dev/null
 say "ready"

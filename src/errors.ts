@@ -143,6 +143,28 @@ export class CapabilityError extends VmkitError {
   }
 }
 
+/**
+ * A systemd unit is in a state it was not meant to be in (it failed, or went inactive with no job
+ * left that could start it). Carries `systemctl status` and the unit's journal tail.
+ */
+export class UnitStateError extends VmkitError {
+  override name = 'UnitStateError';
+  constructor(
+    readonly machine: string,
+    readonly unit: string,
+    readonly state: string,
+    problem: string,
+    readonly status: string,
+    readonly journal: string,
+  ) {
+    super(
+      `machine ${machine}: unit ${unit} ${problem}` +
+        section('systemctl status', tail(status, 1500)) +
+        section('journal', tail(journal, 2500)),
+    );
+  }
+}
+
 /** A value as a person would write it in an error message: strings quoted, the rest by type. */
 export function describeValue(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value);

@@ -176,6 +176,11 @@ export class BackdoorChannel {
     this.bannerSeen = true;
   }
 
+  /** The guest is about to reboot: the next banner is awaited again. */
+  expectBannerAgain(): void {
+    this.bannerSeen = false;
+  }
+
   /** Writes a request without waiting for its answer: for poweroff, which never answers. */
   fireAndForget(script: string): void {
     if (this.failure) return;

@@ -93,6 +93,10 @@ export interface VmmSpec {
   disks: string[];
   /** Start paused, waiting for saved state to be loaded (a restore). */
   incoming?: boolean;
+  /** A guest reboot restarts the guest instead of ending the VMM. */
+  allowReboot?: boolean;
+  /** A screen (VGA) for screenshots and virtual terminals. */
+  display?: boolean;
   /** Appended to the generated command line, for callers that know the VMM. */
   extraArgs?: string[];
   startTimeoutMs: number;

@@ -63,7 +63,11 @@ const image = program.command('image').description('build and list guest images'
 image
   .command('build')
   .description('build an image from Debian packages (cached; rebuilt only when an input changes)')
-  .argument('[name]', 'image name', 'tiny')
+  .argument(
+    '[name]',
+    'image name (tiny, debian), or a recipe file: a .json of { base, packages, files, run, name }',
+    'tiny',
+  )
   .action(async (name: string) => {
     await buildImageCommand(name);
   });

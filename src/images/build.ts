@@ -6,13 +6,16 @@ import { defaultRuntime, Runtime } from '../runtime/runtime.js';
 import { ensureDir } from '../util/files.js';
 import { cacheDir } from '../util/paths.js';
 import { instanceOf, lineCallback, parseInput } from '../util/validate.js';
+import { buildDebian, debianInputs } from './debian-image.js';
+import { type ImageRecipe, parseRecipe, type ResolvedRecipe } from './recipe.js';
 import { ContentStore } from './store.js';
 import { buildTiny, tinyInputs } from './tiny.js';
 import type { BootImage, ImageManifest } from './types.js';
 
+export type { ImageRecipe } from './recipe.js';
 export type { BootImage, ImageManifest } from './types.js';
 
-export const IMAGE_NAMES = ['tiny'] as const;
+export const IMAGE_NAMES = ['tiny', 'debian'] as const;
 export type ImageName = (typeof IMAGE_NAMES)[number];
 
 const buildOptions = z
@@ -33,33 +36,73 @@ export interface BuildImageOptions {
 }
 
 /**
- * Returns the named image, building it from Debian packages when its inputs changed or it was
- * never built. Cheap when cached: the inputs are looked up in apt's lists and hashed.
+ * Returns the named image, or the image a recipe describes, building it from Debian packages
+ * when its inputs changed or it was never built. Cheap when cached: the inputs are looked up in
+ * apt's lists and hashed.
  */
-export async function buildImage(name: string, options: BuildImageOptions = {}): Promise<BootImage> {
-  if (typeof name !== 'string') {
+export async function buildImage(
+  image: string | ImageRecipe,
+  options: BuildImageOptions = {},
+): Promise<BootImage> {
+  if (typeof image !== 'string' && (typeof image !== 'object' || image === null)) {
     throw new ConfigError(
-      `buildImage: name must be an image name (${IMAGE_NAMES.join(', ')}), not ${describeValue(name)}`,
+      `buildImage: expected an image name (${IMAGE_NAMES.join(', ')}) or a recipe like { base: 'debian', packages }, not ${describeValue(image)}`,
     );
   }
+  if (typeof image === 'string' && !(IMAGE_NAMES as readonly string[]).includes(image)) {
+    throw new ConfigError(`unknown image "${image}" (known images: ${IMAGE_NAMES.join(', ')})`);
+  }
   options = parseInput(buildOptions, options, 'buildImage options');
+  const recipe =
+    image === 'debian'
+      ? parseRecipe({ base: 'debian' })
+      : typeof image === 'string'
+        ? undefined
+        : parseRecipe(image);
   const runtime = options.runtime ?? defaultRuntime();
-  return runtime.shared(`image:${options.cacheDir ?? cacheDir()}\0${name}`, () =>
-    buildOrReuse(name, options),
+  const id = recipe ? JSON.stringify(recipe) : (image as string);
+  return runtime.shared(`image:${options.cacheDir ?? cacheDir()}\0${id}`, () =>
+    recipe
+      ? buildOrReuse(recipe.name, options, recipeBuilder(recipe))
+      : buildOrReuse('tiny', options, tinyBuilder),
   );
 }
 
-async function buildOrReuse(name: string, options: BuildImageOptions): Promise<BootImage> {
-  if (!(IMAGE_NAMES as readonly string[]).includes(name)) {
-    throw new ConfigError(`unknown image "${name}" (known images: ${IMAGE_NAMES.join(', ')})`);
-  }
+/** How one kind of image is made: its inputs (hashed into the key) and the build. */
+interface Builder<I> {
+  inputs(memoFile: string): Promise<I>;
+  build(
+    inputs: I,
+    key: string,
+    scratch: string,
+    debsDir: string,
+    progress: (line: string) => void,
+  ): Promise<ImageManifest>;
+}
+
+const tinyBuilder: Builder<Awaited<ReturnType<typeof tinyInputs>>> = { inputs: tinyInputs, build: buildTiny };
+
+function recipeBuilder(recipe: ResolvedRecipe): Builder<Awaited<ReturnType<typeof debianInputs>>> {
+  return {
+    inputs: (memoFile) => debianInputs(recipe, memoFile),
+    build: (inputs, key, scratch, debsDir, progress) =>
+      buildDebian(inputs, recipe, key, scratch, debsDir, progress),
+  };
+}
+
+async function buildOrReuse<I>(
+  name: string,
+  options: BuildImageOptions,
+  builder: Builder<I>,
+): Promise<BootImage> {
   const progress = options.onProgress ?? (() => {});
   const root = options.cacheDir ?? cacheDir();
   const store = new ContentStore(join(root, 'images'));
-  let inputs: Awaited<ReturnType<typeof tinyInputs>>;
+  let inputs: I;
   try {
-    inputs = await tinyInputs(join(root, 'refs', 'apt-resolved.json'));
+    inputs = await builder.inputs(join(root, 'refs', 'apt-resolved.json'));
   } catch (error) {
+    if (error instanceof ConfigError) throw error;
     // Without apt's lists the inputs cannot be resolved; the last build still boots.
     const fallback = await lastBuilt(root, name, store);
     if (!fallback) {
@@ -72,10 +115,13 @@ async function buildOrReuse(name: string, options: BuildImageOptions): Promise<B
   const key = ContentStore.key(inputs);
   const manifest = await store.ensure<ImageManifest>(key, async (scratch) => {
     progress(`building image ${name} (${key.slice(0, 12)})`);
+    const started = performance.now();
     try {
-      return await buildTiny(inputs, key, scratch, join(root, 'debs'), progress);
+      const built = await builder.build(inputs, key, scratch, join(root, 'debs'), progress);
+      progress(`built image ${name} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      return built;
     } catch (error) {
-      if (error instanceof ImageError) throw error;
+      if (error instanceof ImageError || error instanceof ConfigError) throw error;
       throw new ImageError(`building image ${name} failed: ${(error as Error).message}`);
     }
   });
@@ -110,6 +156,7 @@ function toBootImage(manifest: ImageManifest, dir: string): BootImage {
     dir,
     kernel: join(dir, manifest.kernel),
     initrd: join(dir, manifest.initrd),
+    ...(manifest.disk ? { disk: join(dir, manifest.disk), diskSizeMiB: manifest.diskSizeMiB } : {}),
     cmdline: manifest.cmdline,
     kernelRelease: manifest.kernelRelease,
     profile: manifest.profile ?? manifest.name,

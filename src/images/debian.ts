@@ -26,14 +26,14 @@ export async function resolvePackages(
     () => 'none',
   );
   const memoKey = `${names.join(',')}@${listsStamp}`;
-  if (memoFile) {
-    const memo = await readFile(memoFile, 'utf8').then(
-      (text) => JSON.parse(text) as Record<string, DebianPackage[]>,
-      () => ({}),
-    );
-    const hit = (memo as Record<string, DebianPackage[]>)[memoKey];
-    if (hit) return new Map(hit.map((pkg) => [pkg.name, pkg]));
-  }
+  const memo: Record<string, DebianPackage[]> = memoFile
+    ? await readFile(memoFile, 'utf8').then(
+        (text) => JSON.parse(text) as Record<string, DebianPackage[]>,
+        () => ({}),
+      )
+    : {};
+  const hit = memo[memoKey];
+  if (hit) return new Map(hit.map((pkg) => [pkg.name, pkg]));
   let output: string;
   try {
     output = (await runTool('apt-cache', ['show', '--no-all-versions', ...names], { timeoutMs: 60_000 }))
@@ -57,7 +57,12 @@ export async function resolvePackages(
   }
   if (memoFile) {
     await ensureDir(dirname(memoFile));
-    await writeFile(memoFile, JSON.stringify({ [memoKey]: [...found.values()] }));
+    // Every image's answers are kept (tiny, debian, recipes), as long as apt's lists stay the same.
+    const current = Object.entries(memo).filter(([key]) => key.endsWith(`@${listsStamp}`));
+    await writeFile(
+      memoFile,
+      JSON.stringify(Object.fromEntries([...current, [memoKey, [...found.values()]]])),
+    );
   }
   return found;
 }

@@ -1,12 +1,9 @@
-import { copyFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ImageError } from '../errors.js';
-import { runTool } from '../util/exec.js';
-import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 import { type CpioEntry, writeCpio } from './cpio.js';
 import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
-import { loadOrder, readModulesDep } from './modules.js';
+import { busyboxEntries, moduleEntries, modulesToLoad, unpackKernel } from './kernel.js';
 import type { ImageManifest } from './types.js';
 
 const RECIPE_VERSION = 1;
@@ -52,52 +49,13 @@ export async function buildTiny(
   ]);
   const unpacked = await mkdtemp(join(scratch, 'unpacked-'));
   try {
-    progress(`unpacking ${inputs.kernel.name}`);
-    await extractDeb(kernelDeb, join(unpacked, 'kernel'));
+    const kernel = await unpackKernel(kernelDeb, join(unpacked, 'kernel'), progress);
     await extractDeb(busyboxDeb, join(unpacked, 'busybox'));
-
-    const kernelRoot = join(unpacked, 'kernel');
-    const [kernelRelease] = await readdir(join(kernelRoot, 'lib', 'modules'));
-    if (!kernelRelease) throw new ImageError(`${inputs.kernel.name} holds no /lib/modules`);
-    // Debian generates modules.dep at install time, so the package does not ship it.
-    progress(`resolving modules for ${kernelRelease}`);
-    await runTool('depmod', ['-b', kernelRoot, kernelRelease], { timeoutMs: 120_000 }).catch(
-      (error: Error) => {
-        throw new ImageError(`depmod failed (is the kmod package installed?): ${error.message}`);
-      },
-    );
-    const modulesDir = join(kernelRoot, 'lib', 'modules', kernelRelease);
-    const modulePaths = loadOrder(await readModulesDep(modulesDir), inputs.modules);
+    const modulePaths = await modulesToLoad(kernel, inputs.modules);
 
     progress('writing initramfs');
-    const entries: CpioEntry[] = [];
-    for (const dir of [
-      'bin',
-      'sbin',
-      'usr',
-      'usr/bin',
-      'usr/sbin',
-      'etc',
-      'etc/vmkit',
-      'proc',
-      'sys',
-      'dev',
-      'run',
-      'tmp',
-      'root',
-      'lib',
-      'lib/modules',
-    ]) {
-      entries.push({ type: 'dir', path: dir });
-    }
-    entries.push({
-      type: 'file',
-      path: 'bin/busybox',
-      data: await readFile(join(unpacked, 'busybox', 'bin', 'busybox')),
-      mode: 0o755,
-    });
-    entries.push({ type: 'symlink', path: 'bin/sh', target: 'busybox' });
-    entries.push({ type: 'symlink', path: 'sbin/init', target: '../bin/busybox' });
+    const busybox = await readFile(join(unpacked, 'busybox', 'bin', 'busybox'));
+    const entries: CpioEntry[] = busyboxEntries(busybox, ['run', 'tmp', 'root']);
     entries.push({ type: 'file', path: 'etc/inittab', data: Buffer.from(inputs.guestFiles.inittab ?? '') });
     for (const script of ['rc.sh', 'backdoor.sh']) {
       entries.push({
@@ -107,28 +65,12 @@ export async function buildTiny(
         mode: 0o755,
       });
     }
-    entries.push({
-      type: 'file',
-      path: 'etc/vmkit/modules',
-      data: Buffer.from(modulePaths.map((p) => `${p}\n`).join('')),
-    });
     entries.push({ type: 'file', path: 'etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\n') });
     entries.push({ type: 'file', path: 'etc/group', data: Buffer.from('root:x:0:\n') });
-    const moduleDirs = new Set<string>();
-    for (const path of modulePaths) {
-      const parts = path.split('/');
-      for (let i = 1; i < parts.length; i++) moduleDirs.add(parts.slice(0, i).join('/'));
-    }
-    for (const dir of [...moduleDirs].sort()) entries.push({ type: 'dir', path: `lib/modules/${dir}` });
-    for (const path of modulePaths) {
-      entries.push({
-        type: 'file',
-        path: `lib/modules/${path}`,
-        data: await readFile(join(modulesDir, path)),
-      });
-    }
+    entries.push(...(await moduleEntries(kernel, modulePaths)));
     await writeCpio(join(scratch, 'initrd.cpio'), entries);
-    await copyFile(join(kernelRoot, 'boot', `vmlinuz-${kernelRelease}`), join(scratch, 'vmlinuz'));
+    await copyFile(kernel.vmlinuz, join(scratch, 'vmlinuz'));
+    const kernelRelease = kernel.release;
     return {
       name: 'tiny',
       key,

@@ -5,6 +5,9 @@ export interface ImageManifest {
   /** File names inside the image folder. */
   kernel: string;
   initrd: string;
+  /** The root disk, a qcow2 base that every machine gets an overlay on (Debian images). */
+  disk?: string;
+  diskSizeMiB?: number;
   cmdline: string;
   kernelRelease: string;
   packages: string[];
@@ -21,6 +24,9 @@ export interface BootImage {
   dir: string;
   kernel: string;
   initrd: string;
+  /** The root disk's qcow2 base, attached first (/dev/vda) through a copy-on-write overlay. */
+  disk?: string;
+  diskSizeMiB?: number;
   cmdline: string;
   kernelRelease: string;
   /** The guest profile that knows how to set this guest up after boot or restore. */

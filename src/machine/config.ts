@@ -5,6 +5,8 @@ import type { MediaConfig } from './media.js';
 
 export interface DiskSpec {
   sizeMiB: number;
+  /** A qcow2 base the disk is a copy-on-write overlay of (an image's root disk). */
+  base?: string;
 }
 
 /**
@@ -21,6 +23,10 @@ export interface MachineConfig {
   nics: number;
   macs: string[];
   disks: DiskSpec[];
+  /** A screen: a VGA card for screenshots and virtual terminals. */
+  display?: boolean;
+  /** A reboot inside the guest restarts it instead of ending the VMM. */
+  allowReboot?: boolean;
   /** Extra VMM arguments, as given. */
   qemuArgs: string[];
   /** The NIC to the host (user-mode networking), after the switch NICs; none where the backend has none. */
@@ -43,6 +49,8 @@ export function configIdentity(config: MachineConfig, vmmVersion: string) {
     disks: config.disks.map((disk) => disk.sizeMiB),
     qemuArgs: config.qemuArgs,
     hostNic: config.hostNic ?? null,
+    // Only when set, so that the identities (and ids) of snapshots without a screen stay as they were.
+    ...(config.display ? { display: true } : {}),
     vmmVersion,
   };
 }

@@ -10,6 +10,9 @@ import type { Runtime } from '../runtime/runtime.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
 import { Machine, type MachineInternals, type MachineNic, type SnapshotTaker } from './machine.js';
+import './machine-power.js';
+import './machine-screen.js';
+import './machine-systemd.js';
 
 export interface LaunchPlan {
   name: string;
@@ -98,6 +101,8 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       memory: prepared.memory,
       disks: prepared.disks,
       incoming: plan.incoming,
+      allowReboot: config.allowReboot,
+      display: config.display,
       extraArgs: config.qemuArgs,
       startTimeoutMs: plan.timeoutMs,
       runtime,

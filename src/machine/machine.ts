@@ -23,7 +23,8 @@ import type { MachineConfig } from './config.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import type { CommandOptions, ExecResult, MachineInternals } from './internals.js';
 import { saveDiskImage } from './media.js';
-import { listeningCheck, retryCommand } from './retry.js';
+import { type PortOptions, waitForPort } from './ports.js';
+import { retryCommand } from './retry.js';
 
 export type {
   CommandOptions,
@@ -49,6 +50,8 @@ export class Machine implements AsyncDisposable {
   readonly console: SerialConsole;
   /** Milliseconds from the VMM's spawn until the backdoor answered (boot, or restore). */
   readonly readyMs: number;
+  /** How long a guest command or wait may take when the call gives no timeout. */
+  readonly commandTimeoutMs: number;
 
   constructor(private readonly internals: MachineInternals) {
     ({
@@ -58,6 +61,7 @@ export class Machine implements AsyncDisposable {
       config: this.config,
       console: this.console,
       readyMs: this.readyMs,
+      commandTimeoutMs: this.commandTimeoutMs,
     } = internals);
     const { vmm, agent, console, name } = internals;
     vmm.exited.then((info) => {
@@ -90,6 +94,11 @@ export class Machine implements AsyncDisposable {
     }
     requireCapability(this.internals.backend, 'snapshot');
     return this.internals.agent.exclusive(() => this.internals.takeSnapshot(this.internals, name, options));
+  }
+
+  /** What the machine is made of, for the modules that add methods to it (machine-power.ts). */
+  get parts(): MachineInternals {
+    return this.internals;
   }
 
   /** The VMM's process id. */
@@ -168,20 +177,13 @@ export class Machine implements AsyncDisposable {
     );
   }
 
-  /** Waits until something in the guest listens on TCP `port` (IPv4 or IPv6, any address). */
-  async waitForOpenPort(port: number, options: CommandOptions = {}): Promise<void> {
-    checkCall('waitForOpenPort', { port, options });
-    await this.retry(
-      `TCP port ${port} to be listening`,
-      listeningCheck(port),
-      (r) => r.exitCode === 0,
-      options,
-    );
+  /** Waits until something in the guest listens on TCP `port` (on any address, or on `address`). */
+  waitForOpenPort(port: number, options: PortOptions = {}): Promise<void> {
+    return waitForPort(this, port, true, options, this.internals.commandTimeoutMs);
   }
 
-  async waitForClosedPort(port: number, options: CommandOptions = {}): Promise<void> {
-    checkCall('waitForClosedPort', { port, options });
-    await this.retry(`TCP port ${port} to be closed`, listeningCheck(port), (r) => r.exitCode !== 0, options);
+  waitForClosedPort(port: number, options: PortOptions = {}): Promise<void> {
+    return waitForPort(this, port, false, options, this.internals.commandTimeoutMs);
   }
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */

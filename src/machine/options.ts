@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
 import { BACKEND_NAMES } from '../backends/index.js';
 import { IMAGE_NAMES } from '../images/build.js';
+import type { ImageRecipe } from '../images/recipe.js';
 import type { BootImage } from '../images/types.js';
 import { VirtualSwitch } from '../network/switch.js';
 import { Runtime } from '../runtime/runtime.js';
@@ -36,11 +37,12 @@ export interface MachineOptions {
   /** Lower-case letters, digits, '-' and '_'; at most 32 characters. Also the guest's hostname. */
   name: string;
   /**
-   * An image name ("tiny"), a built image from buildImage(), or media you bring: `{ iso }`,
+   * An image name ("tiny", "debian"), a recipe for a derived image (`{ base: 'debian', packages }`,
+   * built and cached on first use), a built image from buildImage(), or media you bring: `{ iso }`,
    * `{ disk }` (raw or qcow2; never written: the machine runs on an overlay) or
    * `{ kernel, initrd?, append? }`. Defaults to "tiny".
    */
-  image?: string | BootImage | UserMedia;
+  image?: string | BootImage | ImageRecipe | UserMedia;
   /** BIOS (SeaBIOS, the default) or UEFI (OVMF, from Debian's ovmf package). */
   firmware?: Firmware;
   /** Boot devices in the order the firmware tries them; default cdrom then disk for an ISO. */
@@ -74,6 +76,10 @@ export interface MachineOptions {
   signal?: AbortSignal;
   /** Extra QEMU arguments, appended as given. */
   qemuArgs?: string[];
+  /** A reboot from inside the guest restarts it instead of ending the machine (default false). */
+  allowReboot?: boolean;
+  /** A screen (QEMU -vga std): screenshot(), sendKey(), sendChars(), getTtyText() (default false). */
+  display?: boolean;
   /** The VMM that runs the machine (default "qemu"). */
   backend?: string;
   /**
@@ -114,18 +120,24 @@ const isBootImage = (value: unknown) =>
     (field) => typeof (value as Record<string, unknown>)[field] === 'string',
   );
 
-const imageChoice = z.custom<string | BootImage | UserMedia>(
+/** A recipe is checked in full by buildImage; here it is recognised by its base. */
+const isRecipe = (value: unknown) =>
+  typeof value === 'object' && value !== null && typeof (value as { base?: unknown }).base === 'string';
+
+const imageChoice = z.custom<string | BootImage | ImageRecipe | UserMedia>(
   (value) =>
     typeof value === 'string'
       ? (IMAGE_NAMES as readonly string[]).includes(value)
-      : isBootImage(value) || (isUserMedia(value) && userMediaSchema.safeParse(value).success),
+      : isBootImage(value) ||
+        isRecipe(value) ||
+        (isUserMedia(value) && userMediaSchema.safeParse(value).success),
   {
     error: (issue) =>
       typeof issue.input === 'string'
         ? `unknown image ${JSON.stringify(issue.input)} (known images: ${IMAGE_NAMES.join(', ')})`
         : isUserMedia(issue.input)
           ? 'must be { iso }, { disk } or { kernel, initrd?, append? }, each a file path (append: a string)'
-          : 'must be an image name, a BootImage from buildImage(), or { iso } / { disk } / { kernel }',
+          : 'must be an image name, a recipe like { base: "debian" }, a BootImage from buildImage(), or { iso } / { disk } / { kernel }',
   },
 );
 
@@ -158,6 +170,8 @@ export const declaredMachineFields = {
     .enum(BACKEND_NAMES as [string, ...string[]], { error: `must be one of ${BACKEND_NAMES.join(', ')}` })
     .optional(),
   internet: z.boolean({ error: 'must be true or false' }).optional(),
+  allowReboot: z.boolean({ error: 'must be true or false' }).optional(),
+  display: z.boolean({ error: 'must be true or false' }).optional(),
   hostServices: z
     .record(
       z.string().regex(/^[a-z0-9](?:[a-z0-9-]{0,62})$/, {

@@ -34,9 +34,3 @@ export async function retryCommand(
     : 'no attempt finished';
   throw new TimeoutError(awaited, timeoutMs, lastState);
 }
-
-/** A shell check that something listens on TCP `port` (IPv4 or IPv6), read from /proc without connecting. */
-export function listeningCheck(port: number): string {
-  const hex = port.toString(16).toUpperCase().padStart(4, '0');
-  return `awk '$2 ~ /:${hex}$/ && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null`;
-}

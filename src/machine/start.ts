@@ -7,10 +7,11 @@ import { ConfigError, describeValue } from '../errors.js';
 import { foreignProfile, type GuestProfile, profileNamed } from '../guest/profiles/index.js';
 import { consoleText, type Readiness, sshBanner, vmmRunning } from '../guest/readiness.js';
 import { buildImage } from '../images/build.js';
+import type { ImageRecipe } from '../images/recipe.js';
 import type { BootImage } from '../images/types.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
-import type { MachineConfig } from './config.js';
+import type { DiskSpec, MachineConfig } from './config.js';
 import { freePort } from './host-access.js';
 import { HOST_NIC, hostNicFor, serviceHosts } from './host-network.js';
 import { macAddress, ramFilePath } from './identity.js';
@@ -45,7 +46,6 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
   const cpus = options.cpus ?? DEFAULTS.cpus;
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
   const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs;
-  const disks = (options.disks ?? []).map((disk) => ({ sizeMiB: disk.sizeMiB }));
   const backend = backendNamed(options.backend);
   const runtime = options.runtime ?? defaultRuntime();
   const wanted = options.image ?? 'tiny';
@@ -63,7 +63,12 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
   }
   const image = media
     ? mediaImage(media)
-    : await resolveImage(wanted as string | BootImage, runtime, options.log);
+    : await resolveImage(wanted as string | BootImage | ImageRecipe, runtime, options.log);
+  // An image with a root disk has it first (/dev/vda), as an overlay on the image's base.
+  const disks: DiskSpec[] = [
+    ...(image.disk ? [{ sizeMiB: image.diskSizeMiB ?? 0, base: image.disk }] : []),
+    ...(options.disks ?? []).map((disk) => ({ sizeMiB: disk.sizeMiB })),
+  ];
   const profile = backdoor ? profileNamed(image.profile) : foreignProfile;
   const accel = await chooseAccel(options.accel ?? 'auto', runtime);
   requireCapability(backend, 'accels', accel.accel, accel.reason);
@@ -78,6 +83,8 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
     macs: networks.map((_, index) => macAddress(name, index)),
     disks,
     qemuArgs: options.qemuArgs ?? [],
+    ...(options.allowReboot ? { allowReboot: true } : {}),
+    ...(options.display ? { display: true } : {}),
     hostNic: backend.capabilities.hostNetwork
       ? hostNicFor(name, options.internet ?? false, options.hostServices ?? {})
       : undefined,
@@ -122,7 +129,8 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
       const diskPaths: string[] = [];
       for (const [index, disk] of config.disks.entries()) {
         const path = join(stateDir, `disk${index}.qcow2`);
-        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', path, `${disk.sizeMiB}M`]);
+        const base = disk.base ? ['-F', 'qcow2', '-b', disk.base] : [];
+        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', ...base, path, `${disk.sizeMiB}M`]);
         diskPaths.push(path);
       }
       const boot = config.media ? await prepareMedia(config.media as MediaConfig, stateDir) : undefined;
@@ -153,15 +161,15 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
 }
 
 async function resolveImage(
-  image: string | BootImage,
+  image: string | BootImage | ImageRecipe,
   runtime: Runtime,
   log?: (line: string) => void,
 ): Promise<BootImage> {
   // A first build downloads and unpacks packages: say what it is doing.
-  if (typeof image === 'string') {
+  if (typeof image === 'string' || !('kernel' in image)) {
     return buildImage(image, { runtime, onProgress: (line) => log?.(`image: ${line}`) });
   }
-  for (const file of [image.kernel, image.initrd]) {
+  for (const file of [image.kernel, image.initrd, ...(image.disk ? [image.disk] : [])]) {
     await stat(file).catch(() => {
       throw new ConfigError(
         `image ${image.name}: ${file} does not exist (rebuild it with \`vmkit image build ${image.name}\`)`,

@@ -66,6 +66,7 @@ export async function restoreFrom(
     disks: identity.disks.map((sizeMiB) => ({ sizeMiB })),
     qemuArgs: identity.qemuArgs,
     hostNic: identity.hostNic ?? undefined,
+    ...(identity.display ? { display: true } : {}),
   };
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
   const { nics, renumber } = cloneIdentities(manifest, name, options.networks ?? []);

@@ -67,10 +67,13 @@ export async function takeSnapshot(
         }),
       );
       for (const [index, disk] of source.disks.entries()) {
-        // Flattened, so the snapshot does not depend on whatever the disk was an overlay of.
+        // Flattened, so the snapshot does not depend on whatever the disk was an overlay of; an
+        // image's root disk (always the first) keeps the image's base under it and holds only
+        // what differs from it.
+        const base = index === 0 && config.image.disk ? ['-B', config.image.disk, '-F', 'qcow2'] : [];
         await runTool(
           'qemu-img',
-          ['convert', '-U', '-O', 'qcow2', disk, join(scratch, `disk${index}.qcow2`)],
+          ['convert', '-U', '-O', 'qcow2', ...base, disk, join(scratch, `disk${index}.qcow2`)],
           { timeoutMs: SAVE_TIMEOUT_MS },
         );
       }

@@ -40,7 +40,8 @@ export async function restorability(
   } catch (error) {
     reasons.push((error as Error).message);
   }
-  for (const file of [manifest.image.kernel, manifest.image.initrd]) {
+  const { kernel, initrd, disk } = manifest.image;
+  for (const file of [kernel, initrd, ...(disk ? [disk] : [])]) {
     if (!existsSync(file)) reasons.push(`its image is gone (${file})`);
   }
   const damage = await verifyFiles(record);

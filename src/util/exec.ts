@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { HostToolError, tail } from '../errors.js';
+import { LineSplitter } from './lines.js';
 
 export interface RunResult {
   stdout: string;
@@ -13,7 +14,13 @@ export interface RunResult {
 export function runTool(
   program: string,
   args: string[],
-  options: { cwd?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+  options: {
+    cwd?: string;
+    timeoutMs?: number;
+    env?: NodeJS.ProcessEnv;
+    /** Called with each line the program writes to stderr, as it comes (progress). */
+    onStderrLine?: (line: string) => void;
+  } = {},
 ): Promise<RunResult> {
   const timeoutMs = options.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
@@ -25,7 +32,12 @@ export function runTool(
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
+    const lines = new LineSplitter(4096);
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr.push(chunk);
+      const onLine = options.onStderrLine;
+      if (onLine) lines.push(chunk, (line) => onLine(line.toString()));
+    });
     const commandLine = [program, ...args].join(' ');
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

@@ -87,8 +87,8 @@ describe('asTestDefinition refuses', () => {
 
   test('an unknown image, naming the machine and the known images', () =>
     refuses(
-      { machines: { a: {}, b: { image: 'debian' } }, test: body },
-      `${SOURCE}: machine b asks for unknown image "debian" (known images: tiny)`,
+      { machines: { a: {}, b: { image: 'fedora' } }, test: body },
+      `${SOURCE}: machine b asks for unknown image "fedora" (known images: tiny, debian)`,
     ));
 });
 
@@ -134,7 +134,7 @@ describe('asTestDefinition accepts', () => {
   test('an image object that is not a built image is refused', () => {
     assert.throws(
       () => asTestDefinition({ machines: { a: { image: { name: 'custom' } } }, test: body }, SOURCE),
-      /machine a: image: must be an image name, a BootImage from buildImage\(\), or \{ iso \} \/ \{ disk \} \/ \{ kernel \}/,
+      /machine a: image: must be an image name, a recipe like \{ base: "debian" \}, a BootImage from buildImage\(\), or \{ iso \} \/ \{ disk \} \/ \{ kernel \}/,
     );
   });
 

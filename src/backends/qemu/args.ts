@@ -35,7 +35,8 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
     ['-nodefaults'],
     ['-no-user-config'],
     ['-display', 'none'],
-    ['-no-reboot'],
+    // A guest reboot ends QEMU unless reboots are allowed (reboot() switches it for a moment).
+    ...(spec.allowReboot ? [] : [['-no-reboot'] as [string]]),
     ...bootOptions(spec),
     ['-chardev', `socket,id=console,path=${sock('console')}`],
     ['-serial', 'chardev:console'],
@@ -76,6 +77,8 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
   spec.disks.forEach((disk, index) => {
     options.push(['-drive', `file=${opt(disk)},if=virtio,format=qcow2,id=disk${index}`]);
   });
+  // A standard VGA card: text-mode virtual terminals, screendump and the PS/2 keyboard for send-key.
+  if (spec.display) options.push(['-vga', 'std']);
   if (spec.incoming) options.push(['-incoming', 'defer']);
   const args = options.flatMap(([flag, value]) => (value === undefined ? [flag] : [flag, value]));
   return [...args, ...(spec.extraArgs ?? [])];

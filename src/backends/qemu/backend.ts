@@ -14,9 +14,9 @@ export const qemuBackend: Backend = {
     snapshot: ['full'],
     cowFork: true,
     accels: ['kvm', 'tcg'],
-    // QEMU can show a screen, but vmkit starts it with -display none and has no screenshot or
-    // key API yet: claimed when those exist.
-    display: false,
+    // With display: true, a VGA card (still -display none: nothing opens a window): screendump
+    // and send-key over QMP.
+    display: true,
     consoleInput: true,
     hostNetwork: true,
   },

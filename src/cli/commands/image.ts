@@ -1,8 +1,23 @@
-import { buildImage, listImages } from '../../images/build.js';
+import { readFile } from 'node:fs/promises';
+import { ConfigError } from '../../errors.js';
+import { buildImage, type ImageRecipe, listImages } from '../../images/build.js';
+
+/** A recipe file: JSON, checked by buildImage like any recipe. */
+async function readRecipe(path: string): Promise<ImageRecipe> {
+  const text = await readFile(path, 'utf8').catch((error: Error) => {
+    throw new ConfigError(`cannot read recipe ${path}: ${error.message}`);
+  });
+  try {
+    return JSON.parse(text) as ImageRecipe;
+  } catch (error) {
+    throw new ConfigError(`recipe ${path} is not JSON: ${(error as Error).message}`);
+  }
+}
 
 export async function buildImageCommand(name: string): Promise<void> {
   const started = performance.now();
-  const image = await buildImage(name, { onProgress: (line) => process.stderr.write(`vmkit: ${line}\n`) });
+  const what = name.endsWith('.json') ? await readRecipe(name) : name;
+  const image = await buildImage(what, { onProgress: (line) => process.stderr.write(`vmkit: ${line}\n`) });
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   process.stdout.write(
     `${image.name} ${image.key} (kernel ${image.kernelRelease}) in ${image.dir} [${seconds} s]\n`,

@@ -1,4 +1,5 @@
 import { ConfigError } from '../../errors.js';
+import { debianProfile } from './debian.js';
 import type { GuestProfile } from './profile.js';
 import { tinyProfile } from './tiny.js';
 
@@ -6,7 +7,7 @@ export { foreignProfile } from './foreign.js';
 
 export type { BootSetup, GuestNic, GuestProfile, RestoreSetup } from './profile.js';
 
-const PROFILES: Record<string, GuestProfile> = { tiny: tinyProfile };
+const PROFILES: Record<string, GuestProfile> = { tiny: tinyProfile, debian: debianProfile };
 
 /** The profile of an image, by the name its manifest gives. */
 export function profileNamed(name: string): GuestProfile {

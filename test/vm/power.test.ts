@@ -1,0 +1,55 @@
+// reboot(): the same Machine object, and the same QEMU process, before and after.
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { PNG } from 'pngjs';
+import { ConfigError, startMachine } from '../../src/index.js';
+
+/** The kernel makes a new one at every boot. */
+const bootId = (vm: { succeed(command: string): Promise<string> }) =>
+  vm.succeed('cat /proc/sys/kernel/random/boot_id');
+
+describe('reboot on tiny', () => {
+  for (const allowReboot of [true, false]) {
+    it(`reboots in the same QEMU and sets the guest up again (allowReboot: ${allowReboot})`, async () => {
+      await using vm = await startMachine({ name: 'rebooter', allowReboot, hosts: { peer: '10.9.9.9' } });
+      const pid = vm.pid;
+      await vm.succeed('echo before > /root/marker');
+      const before = await bootId(vm);
+      await vm.reboot({ timeoutMs: 120_000 });
+      assert.equal(vm.pid, pid, 'the same QEMU process');
+      assert.ok(vm.isRunning);
+      // tiny's root is in RAM: a file written before is gone after a real reboot.
+      assert.equal((await vm.execute('cat /root/marker')).exitCode, 1);
+      assert.notEqual(await bootId(vm), before, 'a new boot');
+      assert.equal(await vm.succeed('hostname'), 'rebooter\n');
+      assert.match(await vm.succeed('cat /etc/hosts'), /10\.9\.9\.9 peer/);
+      assert.equal(await vm.succeed('echo works'), 'works\n');
+    });
+  }
+
+  it('refuses a bad allowReboot value in one line', async () => {
+    await assert.rejects(
+      startMachine({ name: 'x', allowReboot: 'yes' as unknown as boolean }),
+      (error: Error) =>
+        error instanceof ConfigError && /allowReboot: must be true or false/.test(error.message),
+    );
+  });
+});
+
+describe('screens on tiny', () => {
+  it('takes a PNG screenshot with display: true, and refuses one without a display', async () => {
+    await using vm = await startMachine({ name: 'screen', display: true });
+    const shot = join(vm.stateDir, 'tiny.png');
+    await vm.screenshot(shot);
+    const png = PNG.sync.read(await readFile(shot));
+    assert.ok(png.width >= 640 && png.height >= 400, `${png.width}x${png.height}`);
+    await using blind = await startMachine({ name: 'blind' });
+    await assert.rejects(blind.screenshot(join(blind.stateDir, 'x.png')), (error: Error) => {
+      assert.ok(error instanceof ConfigError);
+      assert.equal(error.message, 'screenshot: machine blind has no display (start it with display: true)');
+      return true;
+    });
+  });
+});
