@@ -43,13 +43,13 @@ export {
 export type { MachineConfig } from './machine/config.js';
 export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine } from './machine/machine.js';
-export type { BootDevice, Firmware, UserMedia } from './machine/media.js';
 export type {
   JournalOptions,
   UnixSocketOptions,
   UserOption,
   WaitForUnitOptions,
 } from './machine/machine-systemd.js';
+export type { BootDevice, Firmware, UserMedia } from './machine/media.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
 export type { PortOptions } from './machine/ports.js';
 export { keepMachineState } from './machine/start.js';

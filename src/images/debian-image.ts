@@ -3,6 +3,7 @@ import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { ConfigError, ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
+import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import { writeCpio } from './cpio.js';

@@ -1,5 +1,6 @@
-import { copyFile, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 import { type CpioEntry, writeCpio } from './cpio.js';
 import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
