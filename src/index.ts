@@ -1,4 +1,5 @@
 export type { RawResult } from './agent/backdoor.js';
+export type { GuestProcess, ProcessExit } from './agent/process.js';
 export { type AccelDecision, type AccelRequest, chooseAccel, probeKvm } from './backends/accel.js';
 export type { Backend, BackendCapabilities, Capability, ExitInfo } from './backends/backend.js';
 export { BACKEND_NAMES, backendNamed, requireCapability } from './backends/index.js';
@@ -25,6 +26,14 @@ export {
   IMAGE_NAMES,
   listImages,
 } from './images/build.js';
+export type {
+  CommandObserver,
+  CommandOutcome,
+  CommandWatch,
+  ExecuteOptions,
+  OutputListener,
+  SpawnOptions,
+} from './machine/commands.js';
 export type { MachineConfig } from './machine/config.js';
 export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine } from './machine/machine.js';

@@ -1,6 +1,10 @@
 import { z } from 'zod';
 import { parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
 
+const listener = z.custom<(chunk: Buffer) => void>((value) => typeof value === 'function', {
+  error: 'must be a function',
+});
+
 /** The arguments of Machine's methods, checked before anything is sent to the guest or armed. */
 const ARGUMENTS = {
   command: z.string({ error: 'must be a string of shell code' }),
@@ -22,6 +26,13 @@ const ARGUMENTS = {
     .object({ timeoutMs: timeoutMs.optional() }, { error: 'must be an options object like { timeoutMs }' })
     .strict()
     .optional(),
+  executeOptions: z
+    .object(
+      { timeoutMs: timeoutMs.optional(), onStdout: listener.optional(), onStderr: listener.optional() },
+      { error: 'must be an options object like { timeoutMs, onStdout, onStderr }' },
+    )
+    .strict()
+    .optional(),
 } as const;
 
 type Argument = keyof typeof ARGUMENTS;
@@ -32,7 +43,8 @@ type Argument = keyof typeof ARGUMENTS;
  */
 export function checkCall(method: string, args: Partial<Record<Argument, unknown>>): { timeoutMs?: number } {
   for (const [name, value] of Object.entries(args) as Array<[Argument, unknown]>) {
-    parseInput(ARGUMENTS[name], value, `${method}: ${name === 'snapshotOptions' ? 'options' : name}`);
+    const shown = name === 'snapshotOptions' || name === 'executeOptions' ? 'options' : name;
+    parseInput(ARGUMENTS[name], value, `${method}: ${shown}`);
   }
-  return (args.options as { timeoutMs?: number } | undefined) ?? {};
+  return ((args.options ?? args.executeOptions) as { timeoutMs?: number } | undefined) ?? {};
 }

@@ -1,17 +1,12 @@
 import { rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { type BackdoorChannel, guestSeconds, type RawResult } from '../agent/backdoor.js';
+import type { BackdoorChannel, RawResult } from '../agent/backdoor.js';
+import type { GuestProcess } from '../agent/process.js';
 import type { AccelDecision } from '../backends/accel.js';
 import { type Backend, type ExitInfo, requireCapability, type Vmm } from '../backends/backend.js';
 import type { QmpClient } from '../backends/qemu/qmp.js';
 import type { SerialConsole } from '../console/serial.js';
-import {
-  CapabilityError,
-  CommandFailedError,
-  CommandTimeoutError,
-  MachineCrashedError,
-  TransferError,
-} from '../errors.js';
+import { CapabilityError, CommandFailedError, MachineCrashedError, TransferError } from '../errors.js';
 import type { GuestProfile } from '../guest/profiles/index.js';
 import type { VirtualSwitch } from '../network/switch.js';
 import type { Runtime } from '../runtime/runtime.js';
@@ -21,9 +16,22 @@ import { ensureDir } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
 import { withTimeout } from '../util/time.js';
 import { checkCall } from './calls.js';
+import {
+  type CommandObserver,
+  type CommandOptions,
+  type ExecResult,
+  type ExecuteOptions,
+  observeCommands,
+  runCommand,
+  type SpawnOptions,
+  spawnCommand,
+  toText,
+} from './commands.js';
 import type { MachineConfig } from './config.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import { listeningCheck, retryCommand } from './retry.js';
+
+export type { CommandOptions, ExecResult } from './commands.js';
 
 /** Takes a snapshot of a machine; supplied by the snapshot layer when the machine is launched. */
 export type SnapshotTaker = (
@@ -63,16 +71,6 @@ export interface MachineNic {
   /** The MAC inside the guest. */
   mac: string;
   address?: string;
-}
-
-export interface ExecResult {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface CommandOptions {
-  timeoutMs?: number;
 }
 
 /**
@@ -156,17 +154,17 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Runs `command` with sh as root. Resolves whatever the exit status; rejects on timeout or crash. */
-  async execute(command: string, options: CommandOptions = {}): Promise<ExecResult> {
+  async execute(command: string, options: ExecuteOptions = {}): Promise<ExecResult> {
     return toText(await this.run('execute', command, options));
   }
 
   /** Like execute, with stdout and stderr as raw bytes. */
-  async executeRaw(command: string, options: CommandOptions = {}): Promise<RawResult> {
+  async executeRaw(command: string, options: ExecuteOptions = {}): Promise<RawResult> {
     return this.run('executeRaw', command, options);
   }
 
   /** Runs `command`, expecting exit status 0; returns its stdout. */
-  async succeed(command: string, options: CommandOptions = {}): Promise<string> {
+  async succeed(command: string, options: ExecuteOptions = {}): Promise<string> {
     const result = toText(await this.run('succeed', command, options));
     if (result.exitCode !== 0)
       throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr);
@@ -174,7 +172,7 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Runs `command`, expecting a non-zero exit status; returns its stdout. */
-  async fail(command: string, options: CommandOptions = {}): Promise<string> {
+  async fail(command: string, options: ExecuteOptions = {}): Promise<string> {
     const result = toText(await this.run('fail', command, options));
     if (result.exitCode === 0) {
       throw new CommandFailedError(
@@ -186,6 +184,20 @@ export class Machine implements AsyncDisposable {
       );
     }
     return result.stdout;
+  }
+
+  /**
+   * Starts `command` in its own session and returns at once: `stdout`/`stderr` streams, `stdin`,
+   * `wait()`, `kill(signal)`. It runs until it exits, is killed, or its `timeoutMs` runs out.
+   */
+  spawn(command: string, options: SpawnOptions = {}): Promise<GuestProcess> {
+    checkCall('spawn', { command, options });
+    return spawnCommand(this.internals, command, options);
+  }
+
+  /** Sees every command this machine runs, and its output when the watch asks for it. */
+  observeCommands(observer: CommandObserver): () => void {
+    return observeCommands(this.internals, observer);
   }
 
   /** Retries `command` until it exits 0; returns its stdout. */
@@ -357,20 +369,10 @@ export class Machine implements AsyncDisposable {
     return this.close();
   }
 
-  private async run(method: string, command: string, options: CommandOptions): Promise<RawResult> {
-    checkCall(method, { command, options });
+  private async run(method: string, command: string, options: ExecuteOptions): Promise<RawResult> {
+    checkCall(method, { command, executeOptions: options });
     if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
-    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
-    const raw = await this.internals.agent.run(command, timeoutMs);
-    if (raw.timedOut) {
-      throw new CommandTimeoutError(
-        command,
-        guestSeconds(timeoutMs) * 1000, // what the guest's watchdog, counting whole seconds, waited
-        raw.stdout.toString('utf8'),
-        raw.stderr.toString('utf8'),
-      );
-    }
-    return raw;
+    return runCommand(this.internals, method, command, options);
   }
 
   private retry(
@@ -390,8 +392,4 @@ export class Machine implements AsyncDisposable {
 
 function describeExit(info: ExitInfo): string {
   return info.signal ? `killed by ${info.signal}` : `status ${info.code}`;
-}
-
-function toText(raw: RawResult): ExecResult {
-  return { exitCode: raw.status, stdout: raw.stdout.toString('utf8'), stderr: raw.stderr.toString('utf8') };
 }

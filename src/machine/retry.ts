@@ -1,6 +1,6 @@
 import { CommandTimeoutError, TimeoutError } from '../errors.js';
 import { sleep } from '../util/time.js';
-import type { ExecResult } from './machine.js';
+import type { ExecResult } from './commands.js';
 
 /** How often waitUntil* retries. */
 const RETRY_INTERVAL_MS = 500;
