@@ -39,7 +39,8 @@ program
   .argument('<script>', 'test script (.ts or .js)')
   .option('--keep', 'keep the state folder (console and QEMU logs) for inspection')
   .option('--timeout <ms>', "global timeout, overriding the script's own", milliseconds)
-  .option('--console', "stream every machine's serial console to the log")
+  .option('--console', "stream every machine's serial console and every command's output to the log")
+  .option('--verbose', 'log every command, its output as the guest produces it, and how it ended')
   .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
   .option(
     '--grep <pattern>',

@@ -4,6 +4,7 @@ import type { Machine } from '../machine/machine.js';
 import { VirtualSwitch } from '../network/switch.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { RunLog } from '../util/log.js';
+import { showCommandOutput } from './live-output.js';
 
 /**
  * Everything a run started, so that it can all be stopped whatever happens. Once closed, anything
@@ -29,13 +30,18 @@ export class Resources {
   }
 
   /** Takes a machine into the run; closes it and throws when the run already ended. */
-  async adopt(machine: Machine, log: RunLog, options: { console?: boolean }): Promise<Machine> {
+  async adopt(
+    machine: Machine,
+    log: RunLog,
+    options: { console?: boolean; verbose?: boolean },
+  ): Promise<Machine> {
     if (this.closed) {
       await machine.close();
       throw new TestRunError(`machine ${machine.name} came up after the run had ended; it was stopped`);
     }
     this.machines.add(machine);
     if (options.console) machine.console.on('line', (line) => log.line(`${machine.name}:con`, line));
+    if (options.console || options.verbose) showCommandOutput(machine, log, options.verbose ?? false);
     return machine;
   }
 

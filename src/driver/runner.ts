@@ -22,6 +22,7 @@ const runOptions = z
     keep: z.boolean().optional(),
     accel: commonMachineFields.accel,
     console: z.boolean().optional(),
+    verbose: z.boolean().optional(),
     log: instanceOf(RunLog, 'RunLog'),
     timeoutMs: timeoutMs.optional(),
     fresh: z.boolean().optional(),
@@ -34,8 +35,10 @@ const runOptions = z
 export interface RunOptions {
   keep?: boolean;
   accel?: AccelRequest;
-  /** Stream every machine's console to the log. */
+  /** Stream every machine's console, and every command's output, to the log. */
   console?: boolean;
+  /** Log every command, its output as it comes, and how it ended. */
+  verbose?: boolean;
   log?: RunLog;
   /** Overrides the test's own global timeout. */
   timeoutMs?: number;

@@ -13,6 +13,7 @@ export interface RunCommandOptions {
   keep?: boolean;
   timeout?: number;
   console?: boolean;
+  verbose?: boolean;
   fresh?: boolean;
   grep?: RegExp;
   accel?: AccelRequest;
@@ -53,6 +54,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     keep: options.keep,
     accel: options.accel,
     console: options.console,
+    verbose: options.verbose,
     fresh: options.fresh,
     grep: options.grep,
     timeoutMs: options.timeout,
