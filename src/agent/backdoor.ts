@@ -224,6 +224,12 @@ export class BackdoorChannel {
     this.shell.write(encodeRequest.run(this.nextId++, script, 60));
   }
 
+  /** Starts a script without waiting for anything, not even the guest's reply that it started. */
+  detach(script: string): void {
+    if (this.failure) return;
+    this.shell.write(encodeRequest.start(this.nextId++, script, 0));
+  }
+
   /** Fails the pending call and every later one with `error`. */
   fail(error: Error): void {
     if (this.failure) return;

@@ -42,6 +42,7 @@ program
   .option('--console', "stream every machine's serial console and every command's output to the log")
   .option('--verbose', 'log every command, its output as the guest produces it, and how it ended')
   .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
+  .option('--output <dir>', 'where reports, copies and diagnostics go (ctx.outputDir)')
   .option(
     '--grep <pattern>',
     'with tests: run only those whose name matches this regular expression',

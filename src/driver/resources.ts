@@ -101,9 +101,9 @@ export async function startAll(
   return machines;
 }
 
-export function withoutDriverFields<T extends { vlans?: unknown; setup?: unknown; setupVersion?: unknown }>(
-  declaration: T,
-) {
-  const { vlans: _vlans, setup: _setup, setupVersion: _version, ...options } = declaration;
+export function withoutDriverFields<
+  T extends { vlans?: unknown; setup?: unknown; setupVersion?: unknown; start?: unknown },
+>(declaration: T) {
+  const { vlans: _vlans, setup: _setup, setupVersion: _version, start: _start, ...options } = declaration;
   return options;
 }

@@ -1,16 +1,20 @@
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
-import { ConfigError, describeValue, TestRunError } from '../errors.js';
+import { ConfigError, TestRunError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
 import { commonMachineFields } from '../machine/options.js';
 import { startMachine } from '../machines.js';
-import type { VirtualSwitch } from '../network/switch.js';
 import { Runtime } from '../runtime/runtime.js';
+import { ensureDir } from '../util/files.js';
 import { RunLog } from '../util/log.js';
 import { elapsedMs, withTimeout } from '../util/time.js';
 import { instanceOf, parseInput, timeoutMs } from '../util/validate.js';
+import { testContext } from './context.js';
 import { asTestDefinition, type TestBody, type TestContext, type TestDefinition } from './definition.js';
 import { attachments, planLan } from './lan.js';
+import { lateMachine } from './late.js';
+import type { PollingConditions } from './polling.js';
 import { Resources, startAll, withoutDriverFields } from './resources.js';
 import { prepareSuiteSnapshots } from './suite-snapshots.js';
 
@@ -28,6 +32,7 @@ const runOptions = z
     fresh: z.boolean().optional(),
     grep: instanceOf(RegExp, 'RegExp').optional(),
     runtime: commonMachineFields.runtime,
+    outputDir: z.string({ error: 'must be a folder path' }).min(1).optional(),
   })
   .partial()
   .strict();
@@ -48,6 +53,8 @@ export interface RunOptions {
   grep?: RegExp;
   /** The runtime the run's machines live in; by default a new one, closed when the run ends. */
   runtime?: Runtime;
+  /** Where reports, copies and diagnostics go (`ctx.outputDir`); by default `output/` in the run folder. */
+  outputDir?: string;
 }
 
 export interface TestResult {
@@ -83,6 +90,9 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
   const runDir = runtime.runDir;
   const resources = new Resources(runtime);
   const state = { step: 'starting machines' };
+  const outputDir = resolve(options.outputDir ?? join(runDir, 'output'));
+  await ensureDir(outputDir);
+  options = { ...options, outputDir };
 
   try {
     const run = definition.tests
@@ -145,10 +155,9 @@ async function runSingle(
   const names = Object.keys(definition.machines);
   const lan = planLan(definition.machines);
   const switches = await resources.createSwitches(lan.vlans, '');
-  log.line('vmkit', `starting ${names.length} machine${names.length === 1 ? '' : 's'}: ${names.join(', ')}`);
-  const started = performance.now();
-  const machines = await startAll(names, (name) =>
-    resources.track(
+  const startNow = names.filter((name) => definition.machines[name]?.start !== false);
+  const boot = async (name: string) => {
+    const machine = await resources.track(
       startMachine({
         ...withoutDriverFields(definition.machines[name] ?? {}),
         ...(options.accel ? { accel: options.accel } : {}),
@@ -159,17 +168,40 @@ async function runSingle(
         runtime: resources.runtime,
         networks: attachments(lan, names, name, switches, true),
       }).then((machine) => resources.adopt(machine, log, options)),
-    ),
+    );
+    return machine;
+  };
+  log.line(
+    'vmkit',
+    `starting ${startNow.length} machine${startNow.length === 1 ? '' : 's'}: ${startNow.join(', ')}`,
   );
+  const started = performance.now();
+  const machines = await startAll(startNow, boot);
   log.line('vmkit', `all machines up after ${elapsedMs(started)} ms`);
-  for (const name of names) {
+  for (const name of startNow) {
     const setup = definition.machines[name]?.setup;
     if (!setup) continue;
     state.step = `setup of ${name}`;
     await setup(machines[name] as Machine);
   }
+  let conditions: PollingConditions | undefined;
+  for (const name of names.filter((name) => !startNow.includes(name))) {
+    machines[name] = lateMachine(name, async () => {
+      log.line('vmkit', `starting ${name} (declared with start: false)`);
+      const machine = await boot(name);
+      conditions?.watch(machine);
+      await definition.machines[name]?.setup?.(machine);
+      return machine;
+    });
+  }
   state.step = 'test';
-  await body({ ...machines, ...testContext(log, state, switches) } as Record<string, Machine> & TestContext);
+  const made = testContext(log, state, switches, machines, options.outputDir as string);
+  conditions = made.conditions;
+  try {
+    await body({ ...machines, ...made.context } as Record<string, Machine> & TestContext);
+  } finally {
+    made.conditions.close();
+  }
   return undefined;
 }
 
@@ -185,6 +217,8 @@ async function runSuite(
   const entries = Object.entries(tests).filter(([testName]) => !options.grep || options.grep.test(testName));
   if (entries.length === 0) throw new ConfigError(`no test matches ${options.grep}`);
   const names = Object.keys(definition.machines);
+  const late = names.find((name) => definition.machines[name]?.start === false);
+  if (late) throw new ConfigError(`machine ${late}: start: false is for a single test (test), not for tests`);
   const lan = planLan(definition.machines);
   state.step = 'preparing setup snapshots';
   const snapshots = await prepareSuiteSnapshots(definition, lan, {
@@ -231,12 +265,10 @@ async function runSuite(
         next = resources.track(cloneSet(index + 1));
         next.catch(() => {});
       }
-      const running = body({ ...set.machines, ...testContext(log, state, set.switches) } as Record<
-        string,
-        Machine
-      > &
-        TestContext);
+      const made = testContext(log, state, set.switches, set.machines, options.outputDir as string);
+      const running = body({ ...set.machines, ...made.context } as Record<string, Machine> & TestContext);
       running.catch(() => {}); // after a timeout its clones are closed under it: that failure is expected
+      running.finally(() => made.conditions.close()).catch(() => {});
       if (definition.testTimeoutMs)
         await withTimeout(running, definition.testTimeoutMs, `test "${testName}"`);
       else await running;
@@ -257,35 +289,6 @@ async function runSuite(
     }
   }
   return results;
-}
-
-function testContext(
-  log: RunLog,
-  state: { step: string },
-  switches: Map<number, VirtualSwitch>,
-): TestContext {
-  return {
-    vlan: (n) => {
-      const sw = switches.get(n);
-      if (!sw) {
-        throw new ConfigError(
-          `vlan(${describeValue(n)}): this test has VLANs ${[...switches.keys()].join(', ') || 'none'}`,
-        );
-      }
-      return sw;
-    },
-    log: log.for('test'),
-    subtest: async (name, run) => {
-      const outer = state.step;
-      state.step = `subtest "${name}"`;
-      const started = performance.now();
-      log.line('test', `subtest ${name}`);
-      const result = await run();
-      log.line('test', `subtest ${name}: ok (${elapsedMs(started)} ms)`);
-      state.step = outer;
-      return result;
-    },
-  };
 }
 
 function logConsoleTails(log: RunLog, machines: Machine[], error: Error): void {

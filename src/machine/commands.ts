@@ -1,6 +1,6 @@
 import { guestSeconds, type RawResult } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
-import { CommandTimeoutError, MachineCrashedError } from '../errors.js';
+import { CommandFailedError, CommandTimeoutError, ConfigError, MachineCrashedError } from '../errors.js';
 import type { MachineInternals } from './machine.js';
 
 export interface ExecResult {
@@ -11,6 +11,42 @@ export interface ExecResult {
 
 export interface CommandOptions {
   timeoutMs?: number;
+}
+
+export interface WaitOptions {
+  /** The whole wait. */
+  timeoutMs?: number;
+  /** Each attempt: a command that blocks longer is killed and tried again (at most timeoutMs). */
+  attemptTimeoutMs?: number;
+}
+
+/** One or more commands, optionally followed by the options for each of them. */
+export type CommandList = [string, ...string[]] | [string, ...string[], ExecuteOptions];
+
+/** succeed/fail: each command in turn must exit 0 (or must not); their stdout joined. */
+export async function expectStatus(
+  method: string,
+  list: CommandList,
+  zero: boolean,
+  run: (command: string, options: ExecuteOptions) => Promise<RawResult>,
+): Promise<string> {
+  const items: unknown[] = [...list];
+  const last = items.at(-1);
+  const hasOptions = typeof last === 'object' && last !== null;
+  const options = (hasOptions ? last : {}) as ExecuteOptions;
+  // Anything but the trailing options object is a command; run() refuses what is not a string.
+  const commands = (hasOptions ? items.slice(0, -1) : items) as string[];
+  if (commands.length === 0) throw new ConfigError(`${method}: give at least one command`);
+  let stdout = '';
+  for (const command of commands) {
+    const result = toText(await run(command, options));
+    if ((result.exitCode === 0) !== zero) {
+      const expected = zero ? 'exit status 0' : 'a non-zero exit status';
+      throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr, expected);
+    }
+    stdout += result.stdout;
+  }
+  return stdout;
 }
 
 export function toText(raw: RawResult): ExecResult {
@@ -25,6 +61,11 @@ export interface ExecuteOptions {
   /** Receives stdout as the guest produces it; the call still resolves with the whole result. */
   onStdout?: OutputListener;
   onStderr?: OutputListener;
+  /**
+   * false: do not wait for the command, only until the guest started it (NixOS: check_return=
+   * False, for commands that end the backdoor, like a reboot); resolves with exit code -1.
+   */
+  check?: boolean;
 }
 
 export interface SpawnOptions {
@@ -42,6 +83,8 @@ export interface CommandOutcome {
 
 /** Watches one command: its output as it comes (when `output` is given) and its end. */
 export interface CommandWatch {
+  /** The command waits for this first; a rejection fails the command (polling conditions). */
+  before?: Promise<void>;
   output?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
   ended?: (outcome: CommandOutcome) => void;
 }
@@ -77,6 +120,12 @@ export async function runCommand(
   const watches = watchesOf(internals, command, method);
   const started = performance.now();
   try {
+    for (const watch of watches) if (watch.before) await watch.before;
+    if (options.check === false) {
+      await GuestProcess.start(internals.agent, internals.name, command, {}, () => internals.console.tail());
+      for (const watch of watches) watch.ended?.({ durationMs: Math.round(performance.now() - started) });
+      return { status: -1, timedOut: false, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) };
+    }
     const streamed = options.onStdout || options.onStderr || watches.some((watch) => watch.output);
     const raw = streamed
       ? await runStreamed(internals, command, timeoutMs, options, watches)
@@ -144,6 +193,7 @@ export async function spawnCommand(
   options: SpawnOptions,
 ): Promise<GuestProcess> {
   const watches = watchesOf(internals, command, 'spawn');
+  for (const watch of watches) if (watch.before) await watch.before;
   const started = performance.now();
   const deliver = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
     for (const watch of watches) watch.output?.(stream, chunk);

@@ -135,6 +135,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       releaseNics: () => {
         for (const release of releases) release();
       },
+      log: plan.log,
     });
     const ready = runtime.own(machine); // closing the runtime closes it
     await ready.succeed(plan.setupScript, { timeoutMs: 30_000 }).catch(async (error: Error) => {

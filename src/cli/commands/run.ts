@@ -14,6 +14,7 @@ export interface RunCommandOptions {
   timeout?: number;
   console?: boolean;
   verbose?: boolean;
+  output?: string;
   fresh?: boolean;
   grep?: RegExp;
   accel?: AccelRequest;
@@ -55,6 +56,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     accel: options.accel,
     console: options.console,
     verbose: options.verbose,
+    outputDir: options.output,
     fresh: options.fresh,
     grep: options.grep,
     timeoutMs: options.timeout,
