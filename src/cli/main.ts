@@ -42,7 +42,9 @@ program
   .option('--console', "stream every machine's serial console and every command's output to the log")
   .option('--verbose', 'log every command, its output as the guest produces it, and how it ended')
   .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
-  .option('--output <dir>', 'where reports, copies and diagnostics go (ctx.outputDir)')
+  .option('--output <dir>', 'where the events ledger, diagnostics and copies go (ctx.outputDir)')
+  .option('--junit <file>', 'write JUnit XML here (its folder must exist)')
+  .option('--report <dir>', 'write a self-contained report.html into this folder')
   .option(
     '--grep <pattern>',
     'with tests: run only those whose name matches this regular expression',

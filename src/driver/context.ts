@@ -5,6 +5,7 @@ import type { RunLog } from '../util/log.js';
 import { retry } from '../util/retry.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { TestContext } from './definition.js';
+import type { Ledger } from './ledger.js';
 import { PollingConditions } from './polling.js';
 
 /** What a test body receives besides its machines; `close()` ends its polling conditions. */
@@ -14,6 +15,7 @@ export function testContext(
   switches: Map<number, VirtualSwitch>,
   machines: Record<string, Machine>,
   outputDir: string,
+  ledger?: Ledger,
 ): { context: TestContext; conditions: PollingConditions } {
   const conditions = new PollingConditions();
   // Machines declared with start: false are watched once started.
@@ -35,10 +37,23 @@ export function testContext(
       state.step = `subtest "${name}"`;
       const started = performance.now();
       log.line('test', `subtest ${name}`);
-      const result = await run();
-      log.line('test', `subtest ${name}: ok (${elapsedMs(started)} ms)`);
-      state.step = outer;
-      return result;
+      try {
+        const result = await run();
+        log.line('test', `subtest ${name}: ok (${elapsedMs(started)} ms)`);
+        ledger?.record({ kind: 'subtest', name, durationMs: elapsedMs(started), outcome: 'ok' });
+        state.step = outer;
+        return result;
+      } catch (error) {
+        const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+        ledger?.record({
+          kind: 'subtest',
+          name,
+          durationMs: elapsedMs(started),
+          outcome: 'failed',
+          error: message,
+        });
+        throw error;
+      }
     },
     sleep: (seconds) => {
       if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0)

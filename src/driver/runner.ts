@@ -1,12 +1,11 @@
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
-import { ConfigError, TestRunError } from '../errors.js';
+import { ConfigError, TestRunError, TimeoutError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
 import { commonMachineFields } from '../machine/options.js';
 import { startMachine } from '../machines.js';
 import { Runtime } from '../runtime/runtime.js';
-import { ensureDir } from '../util/files.js';
 import { RunLog } from '../util/log.js';
 import { elapsedMs, withTimeout } from '../util/time.js';
 import { instanceOf, parseInput, timeoutMs } from '../util/validate.js';
@@ -15,6 +14,7 @@ import { asTestDefinition, type TestBody, type TestContext, type TestDefinition 
 import { attachments, planLan } from './lan.js';
 import { lateMachine } from './late.js';
 import type { PollingConditions } from './polling.js';
+import { RunRecorder } from './recorder.js';
 import { Resources, startAll, withoutDriverFields } from './resources.js';
 import { prepareSuiteSnapshots } from './suite-snapshots.js';
 
@@ -33,6 +33,9 @@ const runOptions = z
     grep: instanceOf(RegExp, 'RegExp').optional(),
     runtime: commonMachineFields.runtime,
     outputDir: z.string({ error: 'must be a folder path' }).min(1).optional(),
+    junit: z.string({ error: 'must be a file path' }).min(1).optional(),
+    reportDir: z.string({ error: 'must be a folder path' }).min(1).optional(),
+    recorder: instanceOf(RunRecorder, 'RunRecorder').optional(),
   })
   .partial()
   .strict();
@@ -55,6 +58,12 @@ export interface RunOptions {
   runtime?: Runtime;
   /** Where reports, copies and diagnostics go (`ctx.outputDir`); by default `output/` in the run folder. */
   outputDir?: string;
+  /** Write JUnit XML here at the end of the run. */
+  junit?: string;
+  /** Write a self-contained `report.html` into this folder at the end of the run. */
+  reportDir?: string;
+  /** The run's recorder, made beforehand (the CLI makes one to report an interrupted run). */
+  recorder?: RunRecorder;
 }
 
 export interface TestResult {
@@ -90,9 +99,22 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
   const runDir = runtime.runDir;
   const resources = new Resources(runtime);
   const state = { step: 'starting machines' };
-  const outputDir = resolve(options.outputDir ?? join(runDir, 'output'));
-  await ensureDir(outputDir);
-  options = { ...options, outputDir };
+  const title = definition.name ?? 'test';
+  const recorder =
+    options.recorder ??
+    (await RunRecorder.create(options.outputDir ?? join(runDir, 'output'), title, {
+      junit: options.junit,
+      reportDir: options.reportDir,
+    }));
+  options = { ...options, outputDir: recorder.outputDir, recorder };
+  resources.ledger = recorder.ledger;
+  const tap = (source: string, message: string) => {
+    if (source.endsWith(':con')) return; // the console log is recorded whole
+    const machine = source === 'vmkit' || source === 'test' ? {} : { machine: source };
+    recorder.ledger.record({ kind: 'log', name: message, ...machine });
+  };
+  log.taps.add(tap);
+  let outcome: 'ok' | 'failed' = 'failed';
 
   try {
     const run = definition.tests
@@ -122,6 +144,7 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
       };
     }
     log.line('vmkit', `passed in ${(durationMs / 1000).toFixed(1)} s`);
+    outcome = 'ok';
     return { passed: true, durationMs, tests };
   } catch (error) {
     const durationMs = elapsedMs(started);
@@ -129,6 +152,7 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
     log.line('vmkit', `FAILED during ${state.step} after ${(durationMs / 1000).toFixed(1)} s`);
     log.line('vmkit', `${err.name}: ${err.message}`);
     logConsoleTails(log, [...resources.machines], err);
+    await recorder.failure(state.step, err, [...resources.machines]);
     return {
       passed: false,
       durationMs,
@@ -138,6 +162,8 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
     };
   } finally {
     await resources.closeAll();
+    log.taps.delete(tap);
+    await recorder.finish(outcome, elapsedMs(started), log);
     if (!options.runtime) await runtime.close();
     if (runtime.keep) log.line('vmkit', `state kept in ${runDir}`);
   }
@@ -182,7 +208,9 @@ async function runSingle(
     const setup = definition.machines[name]?.setup;
     if (!setup) continue;
     state.step = `setup of ${name}`;
-    await setup(machines[name] as Machine);
+    await recordStep(options.recorder, { kind: 'setup', machine: name, name: `setup of ${name}` }, () =>
+      setup(machines[name] as Machine),
+    );
   }
   let conditions: PollingConditions | undefined;
   for (const name of names.filter((name) => !startNow.includes(name))) {
@@ -195,7 +223,14 @@ async function runSingle(
     });
   }
   state.step = 'test';
-  const made = testContext(log, state, switches, machines, options.outputDir as string);
+  const made = testContext(
+    log,
+    state,
+    switches,
+    machines,
+    options.outputDir as string,
+    options.recorder?.ledger,
+  );
   conditions = made.conditions;
   try {
     await body({ ...machines, ...made.context } as Record<string, Machine> & TestContext);
@@ -241,7 +276,7 @@ async function runSuite(
               runtime: resources.runtime,
               networks: attachments(lan, names, name, switches, false),
             })
-            .then((machine) => resources.adopt(machine, log, options)),
+            .then((machine) => resources.adopt(machine, log, options, 'restore')),
         ),
       );
       return { machines, switches };
@@ -257,6 +292,8 @@ async function runSuite(
   for (const [index, [testName, body]] of entries.entries()) {
     state.step = `test "${testName}"`;
     const started = performance.now();
+    const ledger = options.recorder?.ledger;
+    if (ledger) ledger.currentTest = testName;
     log.line('test', `${testName}`);
     let set: Awaited<ReturnType<typeof cloneSet>> | undefined;
     try {
@@ -265,7 +302,14 @@ async function runSuite(
         next = resources.track(cloneSet(index + 1));
         next.catch(() => {});
       }
-      const made = testContext(log, state, set.switches, set.machines, options.outputDir as string);
+      const made = testContext(
+        log,
+        state,
+        set.switches,
+        set.machines,
+        options.outputDir as string,
+        options.recorder?.ledger,
+      );
       const running = body({ ...set.machines, ...made.context } as Record<string, Machine> & TestContext);
       running.catch(() => {}); // after a timeout its clones are closed under it: that failure is expected
       running.finally(() => made.conditions.close()).catch(() => {});
@@ -275,20 +319,53 @@ async function runSuite(
       const durationMs = elapsedMs(started);
       log.line('test', `${testName}: ok (${durationMs} ms)`);
       results.push({ name: testName, passed: true, durationMs });
+      ledger?.record({ kind: 'test', name: testName, durationMs, outcome: 'ok' });
     } catch (error) {
       const err = error instanceof Error ? error : new Error(String(error));
       log.line('test', `${testName}: FAILED: ${err.name}: ${err.message}`);
       if (set) logConsoleTails(log, Object.values(set.machines), err);
       results.push({ name: testName, passed: false, durationMs: elapsedMs(started), error: err });
+      await options.recorder?.failure(
+        `test "${testName}"`,
+        err,
+        set ? Object.values(set.machines) : [],
+        testName,
+      );
+      ledger?.record({
+        kind: 'test',
+        name: testName,
+        durationMs: elapsedMs(started),
+        outcome: err instanceof TimeoutError ? 'timeout' : 'failed',
+        error: err.stack ?? err.message,
+      });
       if (!set && index + 1 < entries.length) {
         next = resources.track(cloneSet(index + 1));
         next.catch(() => {});
       }
     } finally {
       if (set) await resources.release(Object.values(set.machines), set.switches.values());
+      if (ledger) ledger.currentTest = undefined;
     }
   }
   return results;
+}
+
+/** Runs `body` and records it in the ledger as one step with its duration and outcome. */
+export async function recordStep<T>(
+  recorder: RunRecorder | undefined,
+  step: { kind: string; name: string; machine?: string },
+  body: () => Promise<T>,
+): Promise<T> {
+  const started = performance.now();
+  try {
+    const result = await body();
+    recorder?.ledger.record({ ...step, durationMs: elapsedMs(started), outcome: 'ok' });
+    return result;
+  } catch (error) {
+    const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+    recorder?.ledger.record({ ...step, durationMs: elapsedMs(started), outcome: 'failed', error: message });
+    throw error;
+  }
 }
 
 function logConsoleTails(log: RunLog, machines: Machine[], error: Error): void {

@@ -79,6 +79,9 @@ export interface CommandOutcome {
   exitCode?: number;
   timedOut?: boolean;
   error?: Error;
+  /** What the command wrote (commands run to their end; not spawned ones). */
+  stdout?: Buffer;
+  stderr?: Buffer;
 }
 
 /** Watches one command: its output as it comes (when `output` is given) and its end. */
@@ -131,7 +134,14 @@ export async function runCommand(
       ? await runStreamed(internals, command, timeoutMs, options, watches)
       : await internals.agent.run(command, timeoutMs);
     const durationMs = Math.round(performance.now() - started);
-    for (const watch of watches) watch.ended?.({ durationMs, exitCode: raw.status, timedOut: raw.timedOut });
+    const outcome = {
+      durationMs,
+      exitCode: raw.status,
+      timedOut: raw.timedOut,
+      stdout: raw.stdout,
+      stderr: raw.stderr,
+    };
+    for (const watch of watches) watch.ended?.(outcome);
     if (raw.timedOut) {
       throw new CommandTimeoutError(
         command,

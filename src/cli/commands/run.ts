@@ -1,8 +1,9 @@
 import { access } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AccelRequest } from '../../backends/accel.js';
 import { QEMU_MISSING, qemuBinary } from '../../backends/qemu/process.js';
+import { RunRecorder } from '../../driver/recorder.js';
 import { asTestDefinition, runTest } from '../../driver/runner.js';
 import { ConfigError, VmmStartError } from '../../errors.js';
 import { Runtime } from '../../runtime/runtime.js';
@@ -15,6 +16,8 @@ export interface RunCommandOptions {
   console?: boolean;
   verbose?: boolean;
   output?: string;
+  junit?: string;
+  report?: string;
   fresh?: boolean;
   grep?: RegExp;
   accel?: AccelRequest;
@@ -42,9 +45,17 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
 
   const log = new RunLog();
   const runtime = new Runtime({ keep: options.keep });
+  // Made before any machine starts: a report path that cannot be written is bad input (exit 2).
+  const recorder = await RunRecorder.create(
+    options.output ?? (options.report ? resolve(options.report) : join(runtime.runDir, 'output')),
+    definition.name ?? basename(script),
+    { junit: options.junit, reportDir: options.report },
+  );
+  const started = performance.now();
   const interrupted = (signal: NodeJS.Signals, code: number) => async () => {
     log.line('vmkit', `interrupted by ${signal}: stopping every machine`);
     await runtime.stopProcesses();
+    await recorder.finish('interrupted', Math.round(performance.now() - started), log).catch(() => {});
     process.exit(code); // the exit hook removes the run's state folder
   };
   process.on('SIGINT', interrupted('SIGINT', 130));
@@ -62,6 +73,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     timeoutMs: options.timeout,
     log,
     runtime,
+    recorder,
   });
   await runtime.close();
   return report.passed ? 0 : 1;
