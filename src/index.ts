@@ -5,6 +5,8 @@ export type { Backend, BackendCapabilities, Capability, ExitInfo } from './backe
 export { BACKEND_NAMES, backendNamed, requireCapability } from './backends/index.js';
 export type { QmpClient, QmpEvent } from './backends/qemu/qmp.js';
 export { type SerialConsole, stripAnsi } from './console/serial.js';
+export { type FixtureHooks, useMachines } from './driver/fixtures.js';
+export type { PollingCondition, PollingConditionOptions } from './driver/polling.js';
 export {
   defineTest,
   type MachineDeclaration,
@@ -36,7 +38,8 @@ export type {
 } from './machine/commands.js';
 export type { MachineConfig } from './machine/config.js';
 export type { PortForward } from './machine/host-access.js';
-export type { CommandOptions, ExecResult, Machine } from './machine/machine.js';
+export type { CommandOptions, ExecResult, Machine, WaitOptions } from './machine/machine.js';
+export type { QmpEventFilter } from './machine/monitor.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
 export { keepMachineState } from './machine/start.js';
 export { startMachine } from './machines.js';
@@ -66,3 +69,4 @@ export {
   snapshotProblems,
 } from './snapshot/store.js';
 export { RunLog } from './util/log.js';
+export { type Attempt, type RetryOptions, retry } from './util/retry.js';

@@ -8,7 +8,7 @@ import { startMachine } from '../machines.js';
 import { Runtime } from '../runtime/runtime.js';
 import { RunLog } from '../util/log.js';
 import { elapsedMs, withTimeout } from '../util/time.js';
-import { instanceOf, parseInput, timeoutMs } from '../util/validate.js';
+import { callback, instanceOf, parseInput, timeoutMs } from '../util/validate.js';
 import { testContext } from './context.js';
 import { asTestDefinition, type TestBody, type TestContext, type TestDefinition } from './definition.js';
 import { attachments, planLan } from './lan.js';
@@ -36,6 +36,7 @@ const runOptions = z
     junit: z.string({ error: 'must be a file path' }).min(1).optional(),
     reportDir: z.string({ error: 'must be a folder path' }).min(1).optional(),
     recorder: instanceOf(RunRecorder, 'RunRecorder').optional(),
+    onFailure: callback.optional(),
   })
   .partial()
   .strict();
@@ -64,6 +65,8 @@ export interface RunOptions {
   reportDir?: string;
   /** The run's recorder, made beforehand (the CLI makes one to report an interrupted run). */
   recorder?: RunRecorder;
+  /** Called on a failure while the failed test's machines still run (`--debug-on-failure`). */
+  onFailure?: (machines: Machine[], error: Error) => Promise<void>;
 }
 
 export interface TestResult {
@@ -90,7 +93,7 @@ export interface RunReport {
  */
 export async function runTest(definition: TestDefinition, options: RunOptions = {}): Promise<RunReport> {
   asTestDefinition(definition, definition?.name ?? 'runTest');
-  options = parseInput(runOptions, options, 'runTest options');
+  options = { ...options, ...parseInput(runOptions, options, 'runTest options') } as RunOptions;
   const log = options.log ?? new RunLog();
   const started = performance.now();
   const timeoutMs = options.timeoutMs ?? definition.timeoutMs ?? 600_000;
@@ -153,6 +156,7 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
     log.line('vmkit', `${err.name}: ${err.message}`);
     logConsoleTails(log, [...resources.machines], err);
     await recorder.failure(state.step, err, [...resources.machines]);
+    await options.onFailure?.([...resources.machines], err);
     return {
       passed: false,
       durationMs,
