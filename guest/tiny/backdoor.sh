@@ -7,6 +7,8 @@
 #
 # Requests from the host, each a line on the command channel:
 #   X <id> <timeout-seconds> <length>        followed by <length> bytes of script, run with sh
+#   Y <id> <timeout-seconds> <script>        the same for a one-line script sent on the line itself
+#                                            (no newline, no leading or trailing blanks)
 #   U <id> <size> <base64 path>              receive <size> bytes on the transfer port into path
 #   D <id> <base64 path>                     send the file at path on the transfer port
 #   P <id> <timeout-seconds> <length>        followed by a script: start it and return at once
@@ -64,32 +66,41 @@ reply() { # id status
   hold
   {
     timed_out=0
-    [ -e "$work/timed-out" ] && [ "$2" -ge 128 ] && timed_out=1
+    [ -e "$flag" ] && [ "$2" -ge 128 ] && timed_out=1
     printf '<<<VMKIT:R %s %s %s>>>\n' "$1" "$2" "$timed_out"
     # An empty file needs no base64 process: under emulation every process start costs.
-    [ -s "$work/out" ] && base64 -w 0 "$work/out"; echo
-    [ -s "$work/err" ] && base64 -w 0 "$work/err"; echo
+    [ -s "$out" ] && base64 -w 0 "$out"; echo
+    [ -s "$err" ] && base64 -w 0 "$err"; echo
     printf '<<<VMKIT:E %s>>>\n' "$1"
   } >&3
   free
 }
 
+served=0
 fresh_output() {
-  # Unlink instead of truncating: a leftover background writer keeps its own old file.
-  rm -f "$work/out" "$work/err" "$work/timed-out"
-  : > "$work/out"; : > "$work/err"
+  # A new name per request instead of truncating: a leftover background writer keeps its own old
+  # file. The old files go in one rm every 64 requests, not one rm per request: under emulation
+  # every process start costs.
+  served=$((served + 1))
+  [ $((served % 64)) -eq 0 ] && rm -f "$work"/out.* "$work"/err.* "$work"/flag.*
+  out="$work/out.$served"; err="$work/err.$served"; flag="$work/flag.$served"
+  : > "$out"; : > "$err"
 }
 
 run_script() { # id timeout length
   # Exactly the script's bytes: head -c would read ahead into whatever follows.
   dd bs=65536 count="$3" iflag=count_bytes,fullblock <&3 2> /dev/null > "$work/script"
+  run_saved_script "$1" "$2"
+}
+
+run_saved_script() { # id timeout
   fresh_output
   # A session of its own, so that a timeout can end the command and everything it started.
-  setsid sh "$work/script" > "$work/out" 2> "$work/err" < /dev/null 3>&- 4>&- 6>&- &
+  setsid sh "$work/script" > "$out" 2> "$err" < /dev/null 3>&- 4>&- 6>&- &
   pid=$!
   # The watchdog sleeps in a builtin (read -t on a FIFO that never delivers): one fork, no
   # program to start, and nothing left behind when it is killed.
-  ( read -t "$2" _ <> "$work/never"; : > "$work/timed-out"; kill -KILL -"$pid" ) > /dev/null 2>&1 &
+  ( read -t "$2" _ <> "$work/never"; : > "$flag"; kill -KILL -"$pid" ) > /dev/null 2>&1 &
   dog=$!
   wait "$pid"
   status=$?
@@ -119,7 +130,7 @@ next_frame() { # id
 }
 
 fail_with() { # id message
-  printf 'vmkit backdoor: %s\n' "$2" >> "$work/err"; reply "$1" 1
+  printf 'vmkit backdoor: %s\n' "$2" >> "$err"; reply "$1" 1
 }
 
 receive_file() { # id size base64-path
@@ -129,11 +140,11 @@ receive_file() { # id size base64-path
   part="$path.vmkit-part-$1"
   [ -d "$path" ] && { fail_with "$1" "cannot write $path: it is a directory"; return; }
   # true, not ':': a failed redirection of a special builtin would end this shell.
-  true 2> "$work/err" > "$part" || { fail_with "$1" "cannot write $path"; return; }
+  true 2> "$err" > "$part" || { fail_with "$1" "cannot write $path"; return; }
   hold; printf '<<<VMKIT:GO %s>>>\n' "$1" >&3; free
   next_frame "$1" || { rm -f "$part"; fail_with "$1" "the transfer port closed"; return; }
   # When the file cannot be written (disk full), the rest of the frame is still drained.
-  take_bytes "$size" | { cat > "$part" 2> "$work/err"; wrote=$?; cat > /dev/null; exit "$wrote"; }
+  take_bytes "$size" | { cat > "$part" 2> "$err"; wrote=$?; cat > /dev/null; exit "$wrote"; }
   wrote=$?
   IFS= read -r expected <&4
   sum=$(md5sum < "$part"); sum=${sum%% *}
@@ -143,7 +154,7 @@ receive_file() { # id size base64-path
   else
     # An existing file keeps its permissions.
     [ -e "$path" ] && chmod "$(stat -c %a "$path")" "$part" 2> /dev/null
-    mv -f "$part" "$path" 2> "$work/err" || { rm -f "$part"; fail_with "$1" "cannot replace $path"; return; }
+    mv -f "$part" "$path" 2> "$err" || { rm -f "$part"; fail_with "$1" "cannot replace $path"; return; }
     reply "$1" 0
   fi
 }
@@ -155,7 +166,7 @@ send_file() { # id base64-path
   if [ ! -f "$path" ] || [ ! -r "$path" ]; then
     fail_with "$1" "cannot read $path: not a readable regular file"; return
   fi
-  sum=$(md5sum < "$path" 2> "$work/err") || { fail_with "$1" "cannot read $path"; return; }
+  sum=$(md5sum < "$path" 2> "$err") || { fail_with "$1" "cannot read $path"; return; }
   size=$(wc -c < "$path"); size=$((size))
   hold; printf '<<<VMKIT:SEND %s %s>>>\n' "$1" "$size" >&3; free
   printf '<<<VMKIT:XFER %s %s>>>\n' "$1" "$size" >&4
@@ -250,7 +261,7 @@ signal_process() { # id process signal
   done
   if [ -s "$work/p$2.pid" ] && read -r pid < "$work/p$2.pid"; then
     # Until the process has called setsid its session does not exist yet: then it is alone.
-    kill -"$3" -"$pid" 2> /dev/null || kill -"$3" "$pid" 2> "$work/err"; reply "$1" $?
+    kill -"$3" -"$pid" 2> /dev/null || kill -"$3" "$pid" 2> "$err"; reply "$1" $?
   else
     fail_with "$1" "process $2 has exited"
   fi
@@ -260,6 +271,7 @@ printf '\nSpawning backdoor root shell...\n' >&3
 while IFS=' ' read -r kind id arg1 arg2 <&3; do
   case "$kind" in
     X) run_script "$id" "$arg1" "$arg2" ;;
+    Y) printf '%s\n' "$arg2" > "$work/script"; run_saved_script "$id" "$arg1" ;;
     P) start_process "$id" "$arg1" "$arg2" ;;
     I) stdin_for "$id" "$arg1" "$arg2" ;;
     C) fresh_output; [ -e "$work/p$arg1.in" ] && : > "$work/p$arg1.eof"; reply "$id" 0 ;;
@@ -267,6 +279,6 @@ while IFS=' ' read -r kind id arg1 arg2 <&3; do
     U) receive_file "$id" "$arg1" "$arg2" ;;
     D) send_file "$id" "$arg1" ;;
     '') ;;
-    *) fresh_output; echo "vmkit backdoor: unknown request '$kind'" > "$work/err"; reply "${id:-0}" 2 ;;
+    *) fresh_output; echo "vmkit backdoor: unknown request '$kind'" > "$err"; reply "${id:-0}" 2 ;;
   esac
 done

@@ -437,3 +437,19 @@ describe('started processes on the wire', () => {
     assert.equal(encodeRequest.signal(8, 5, 'TERM'), 'K 8 5 TERM\n');
   });
 });
+
+describe('one-line scripts', () => {
+  test('travel on the request line; anything else keeps the length-prefixed form', () => {
+    assert.equal(
+      encodeRequest.run(3, 'echo "a  b" | tr a-z A-Z', 5).toString(),
+      'Y 3 5 echo "a  b" | tr a-z A-Z\n',
+    );
+    for (const script of ['echo a\necho b', ' leading', 'trailing ', 'cr\r', 'nul\0', '', 'x'.repeat(5000)]) {
+      assert.match(
+        encodeRequest.run(4, script, 5).toString('latin1'),
+        /^X 4 5 \d+\n/,
+        JSON.stringify(script),
+      );
+    }
+  });
+});
