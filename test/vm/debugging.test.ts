@@ -1,36 +1,15 @@
 // Debugging a run: --interactive (a REPL with the machines) and --debug-on-failure with attach.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { describe, it } from 'node:test';
-import { cli, root } from '../helpers.js';
+import { cli, runProgram } from '../helpers.js';
 
 /** Runs the CLI with `input` piped in (no TTY); `during(log)` may act while it runs. */
 function runWithInput(
   args: string[],
   input: string | undefined,
   during?: (log: () => string, pid: number) => Promise<void>,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: root });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    if (input !== undefined) child.stdin.end(input);
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`vmkit ${args.join(' ')} did not finish\n${stderr}`));
-    }, 180_000);
-    during?.(() => stderr, child.pid as number).catch(reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+) {
+  return runProgram(process.execPath, [cli, ...args], { input, during, timeoutMs: 180_000 });
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 120_000): Promise<void> {

@@ -1,9 +1,8 @@
 // Machines as fixtures of node:test and of vitest: started before the tests, closed after, even on failure.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { type Machine, useMachines } from '../../src/index.js';
-import { alive, root } from '../helpers.js';
+import { alive, root, runProgram } from '../helpers.js';
 
 describe('useMachines with node:test', () => {
   const vms = useMachines({ before, after }, { fixture: { memoryMiB: 128 } });
@@ -29,28 +28,12 @@ describe('useMachines with node:test', () => {
 
 describe('useMachines with vitest', () => {
   it('runs a vitest file whose machine is closed even though a test fails', async () => {
-    const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve, reject) => {
-      const child = spawn(
-        process.execPath,
-        [`${root}node_modules/vitest/vitest.mjs`, 'run', '--root', root, 'test/vitest/fixture.test.ts'],
-        { cwd: root, env: { ...process.env, CI: '1', NO_COLOR: '1', FORCE_COLOR: '0' } },
-      );
-      let text = '';
-      child.stdout.on('data', (chunk) => {
-        text += chunk;
-      });
-      child.stderr.on('data', (chunk) => {
-        text += chunk;
-      });
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error(`vitest did not finish\n${text}`));
-      }, 180_000);
-      child.on('close', (status) => {
-        clearTimeout(timer);
-        resolve({ code: status, output: text });
-      });
-    });
+    const { code, stdout, stderr } = await runProgram(
+      process.execPath,
+      [`${root}node_modules/vitest/vitest.mjs`, 'run', '--root', root, 'test/vitest/fixture.test.ts'],
+      { env: { CI: '1', NO_COLOR: '1', FORCE_COLOR: '0' }, timeoutMs: 180_000 },
+    );
+    const output = stdout + stderr;
     assert.equal(code, 1, output); // one test fails on purpose
     assert.match(output, /1 failed \| 1 passed/);
     const pid = Number(output.match(/fixture pid (\d+)/)?.[1]);
