@@ -171,7 +171,7 @@ function step(event: LedgerEvent): string {
         ? `exit ${event.exitCode}`
         : (event.outcome ?? '')
       : (event.outcome ?? '');
-  const summary = `${seconds(event.at)} ${who}${event.kind === 'command' ? '$ ' : `${event.kind}: `}${escapeHtml(event.name.slice(0, 300))} <span class="${failed ? 'bad' : 'ok'}">${escapeHtml(result)}</span> ${seconds(event.durationMs)}`;
+  const summary = `${seconds(event.at)} ${who}${event.kind === 'command' ? '$ ' : `${event.kind}: `}${escapeHtml(event.name.slice(0, 300))} <span class="${failed ? 'bad' : event.exitCode ? 'warn' : 'ok'}">${escapeHtml(result)}</span> ${seconds(event.durationMs)}`;
   const body =
     (event.stdout ? `<pre>${escapeHtml(event.stdout)}</pre>` : '') +
     (event.stderr ? `<pre class="warn">${escapeHtml(event.stderr)}</pre>` : '') +
