@@ -31,6 +31,7 @@ import {
 import type { MachineConfig } from './config.js';
 import { copyIn, copyOut } from './copies.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
+import { type InteractOptions, interactWithConsole, interactWithShell } from './interact.js';
 import { describeNics, failCallsOnExit } from './lifecycle.js';
 import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
@@ -303,6 +304,16 @@ export class Machine implements AsyncDisposable {
     const call = checkCall('waitForQmpEvent', { waitOptions: options });
     const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs;
     return waitForQmpEvent(this.qmp, this.name, filter, timeoutMs);
+  }
+
+  /** Joins this terminal (or `input`/`output`) to a root shell until it exits or input ends. */
+  async shellInteract(options: InteractOptions = {}): Promise<void> {
+    await interactWithShell(await this.spawn('exec sh 2>&1'), options);
+  }
+
+  /** Joins this terminal (or `input`/`output`) to the serial console until input ends. */
+  consoleInteract(options: InteractOptions = {}): Promise<void> {
+    return interactWithConsole(this.console, (text) => this.sendConsole(text), options);
   }
 
   /** Writes a line to the machine's log. */

@@ -1,6 +1,7 @@
 // Live output and started processes on one real guest: execute with listeners, spawn.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { PassThrough, Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { CommandTimeoutError, ConfigError, type Machine, startMachine } from '../../src/index.js';
 
@@ -105,6 +106,35 @@ describe('streaming output and started processes', () => {
     stop();
     await machine.succeed('echo unwatched');
     assert.deepEqual(seen, ['stdout:watched\n', 'succeed echo watched -> 0']);
+  });
+
+  it('shellInteract and consoleInteract join given streams to a root shell and to the console', async () => {
+    const collect = () => {
+      let text = '';
+      const output = new Writable({
+        write(chunk, _encoding, done) {
+          text += chunk;
+          done();
+        },
+      });
+      return { output, text: () => text };
+    };
+    const shellOut = collect();
+    const shellIn = new PassThrough();
+    shellIn.end('hostname\nid -u\n');
+    await machine.shellInteract({ input: shellIn, output: shellOut.output });
+    assert.equal(shellOut.text(), 'streamer\n0\n');
+
+    const consoleOut = collect();
+    const consoleIn = new PassThrough();
+    const session = machine.consoleInteract({ input: consoleIn, output: consoleOut.output });
+    consoleIn.write('echo typed"-on-"console\n');
+    const deadline = Date.now() + 30_000;
+    while (!consoleOut.text().includes('typed-on-console') && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    consoleIn.end();
+    await session;
+    assert.match(consoleOut.text(), /typed-on-console/);
   });
 
   it('refuses bad listeners and signals with a ConfigError', async () => {
