@@ -19,6 +19,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type AccelDecision, type BootImage, startMachine } from 'vmkit';
+import { measureFloors } from './floors.js';
 import {
   adoptMachine,
   BOOT_TIMEOUT_MS,
@@ -288,6 +289,8 @@ async function measureCommands(roundTrips: number, bulkRuns: number) {
   });
   adoptMachine(machine);
   try {
+    const floors = await measureFloors(machine, roundTrips);
+    log(`floors: ${JSON.stringify(floors.floors)}`);
     for (let i = 0; i < 3; i++) await machine.succeed('true'); // warm-up
     const perCall: number[] = [];
     const began = performance.now();
@@ -322,6 +325,7 @@ async function measureCommands(roundTrips: number, bulkRuns: number) {
       log(`${command}: ${round(ms)} ms${short}`);
     }
     return {
+      ...floors,
       roundTrips: {
         command: 'true',
         count: roundTrips,

@@ -1,4 +1,5 @@
 export type { RawResult } from './agent/backdoor.js';
+export type { GuestProcess, ProcessExit } from './agent/process.js';
 export { type AccelDecision, type AccelRequest, chooseAccel, probeKvm } from './backends/accel.js';
 export type { Backend, BackendCapabilities, Capability, ExitInfo } from './backends/backend.js';
 export { BACKEND_NAMES, backendNamed, requireCapability } from './backends/index.js';
@@ -18,6 +19,8 @@ export {
   type ConsoleShellOptions,
 } from './console/shell.js';
 export type { TranscriptEntry } from './console/transcript.js';
+export { type FixtureHooks, useMachines } from './driver/fixtures.js';
+export type { PollingCondition, PollingConditionOptions } from './driver/polling.js';
 export {
   defineTest,
   type MachineDeclaration,
@@ -40,9 +43,18 @@ export {
   type ImageRecipe,
   listImages,
 } from './images/build.js';
+export type {
+  CommandObserver,
+  CommandOutcome,
+  CommandWatch,
+  ExecuteOptions,
+  OutputListener,
+  SpawnOptions,
+} from './machine/commands.js';
 export type { MachineConfig } from './machine/config.js';
 export type { PortForward } from './machine/host-access.js';
-export type { CommandOptions, ExecResult, Machine } from './machine/machine.js';
+export type { CommandOptions, ExecResult, Machine, WaitOptions } from './machine/machine.js';
+export type { QmpEventFilter } from './machine/monitor.js';
 export type {
   JournalOptions,
   UnixSocketOptions,
@@ -80,3 +92,4 @@ export {
   snapshotProblems,
 } from './snapshot/store.js';
 export { RunLog } from './util/log.js';
+export { type Attempt, type RetryOptions, retry } from './util/retry.js';

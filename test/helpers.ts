@@ -12,8 +12,25 @@ export function runCli(
   env: NodeJS.ProcessEnv = {},
   timeoutMs = 240_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runProgram(process.execPath, [cli, ...args], { env, timeoutMs });
+}
+
+/**
+ * Runs a program to completion with `input` on its stdin (none: left open); `during` may act
+ * while it runs, seeing its stderr so far and its pid. Kills it if it outlives `timeoutMs`.
+ */
+export function runProgram(
+  program: string,
+  args: string[],
+  options: {
+    env?: NodeJS.ProcessEnv;
+    timeoutMs?: number;
+    input?: string;
+    during?: (stderr: () => string, pid: number) => Promise<void>;
+  } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: root, env: { ...process.env, ...env } });
+    const child = spawn(program, args, { cwd: root, env: { ...process.env, ...options.env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => {
@@ -22,10 +39,16 @@ export function runCli(
     child.stderr.on('data', (chunk) => {
       stderr += chunk;
     });
+    if (options.input !== undefined) child.stdin.end(options.input);
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`vmkit ${args.join(' ')} did not finish in ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
+      reject(
+        new Error(
+          `${program} ${args.join(' ')} did not finish in ${options.timeoutMs ?? 240_000} ms\n${stderr}`,
+        ),
+      );
+    }, options.timeoutMs ?? 240_000);
+    options.during?.(() => stderr, child.pid as number).catch(reject);
     child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout, stderr });

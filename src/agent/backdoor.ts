@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { MachineCrashedError, TimeoutError, TransferError } from '../errors.js';
 import { waitWithin, withTimeout } from '../util/time.js';
 import { type BackdoorEvent, BackdoorParser, encodeRequest } from './framing.js';
-import { FRAME_FAILED, FrameReader, type SentFrame, writeFrame } from './transfer.js';
+import { FRAME_FAILED, FrameReader, openSource, type SentFrame, writeFrame } from './transfer.js';
 
 export interface RawResult {
   status: number;
@@ -21,6 +20,14 @@ interface Pending {
   resolve: (result: RawResult) => void;
   reject: (error: Error) => void;
   onGo?: () => void;
+}
+
+/** Receives what a started process sends: its output as it comes, then its exit. */
+export interface ProcessListener {
+  output(stream: 'stdout' | 'stderr', data: Buffer): void;
+  exit(status: number, timedOut: boolean): void;
+  /** The channel broke (the machine died or was closed): no exit will come. */
+  broken(error: Error): void;
 }
 
 /** A timeout as the guest's watchdog counts it: whole seconds, at least one. */
@@ -44,6 +51,7 @@ export class BackdoorChannel {
   private readonly bannerWaiters = new Set<() => void>();
   private readonly failureWaiters = new Set<(error: Error) => void>();
   private readonly frames = new FrameReader();
+  private readonly processes = new Map<number, ProcessListener>();
   /** Lines the guest printed on the channel outside any reply. */
   readonly noise: string[] = [];
 
@@ -89,6 +97,40 @@ export class BackdoorChannel {
     const seconds = guestSeconds(timeoutMs);
     return this.serialize(`command ${JSON.stringify(script)}`, seconds * 1000, (id) => {
       this.shell.write(encodeRequest.run(id, script, seconds));
+      return {};
+    });
+  }
+
+  /**
+   * Starts a script that runs on after the call returns; its output and exit go to `listener`.
+   * Resolves with the process id once the guest has started it. `timeoutSeconds` 0: no timeout.
+   */
+  async start(script: string, timeoutSeconds: number, listener: ProcessListener): Promise<number> {
+    let processId = 0;
+    const result = await this.serialize(`start of ${JSON.stringify(script)}`, 30_000, (id) => {
+      processId = id;
+      this.processes.set(id, listener);
+      this.shell.write(encodeRequest.start(id, script, timeoutSeconds));
+      return {};
+    }).catch((error: Error) => {
+      this.processes.delete(processId);
+      throw error;
+    });
+    if (result.status !== 0) {
+      this.processes.delete(processId);
+      throw new MachineCrashedError(
+        this.machine,
+        `the guest could not start ${JSON.stringify(script)}: ${result.stderr}`,
+        this.consoleTail(),
+      );
+    }
+    return processId;
+  }
+
+  /** A request about a started process (stdin, end of stdin, signal), answered by a reply. */
+  control(what: string, encode: (id: number) => string | Buffer, timeoutMs = 30_000): Promise<RawResult> {
+    return this.serialize(what, timeoutMs, (id) => {
+      this.shell.write(encode(id));
       return {};
     });
   }
@@ -187,6 +229,12 @@ export class BackdoorChannel {
     this.shell.write(encodeRequest.run(this.nextId++, script, 60));
   }
 
+  /** Starts a script without waiting for anything, not even the guest's reply that it started. */
+  detach(script: string): void {
+    if (this.failure) return;
+    this.shell.write(encodeRequest.start(this.nextId++, script, 0));
+  }
+
   /** Fails the pending call and every later one with `error`. */
   fail(error: Error): void {
     if (this.failure) return;
@@ -195,6 +243,8 @@ export class BackdoorChannel {
     const pending = this.pending;
     this.pending = undefined;
     pending?.reject(error);
+    for (const listener of this.processes.values()) listener.broken(error);
+    this.processes.clear();
   }
 
   private serialize(
@@ -278,6 +328,13 @@ export class BackdoorChannel {
         return;
       case 'send':
         return; // the transfer port's frame header carries the size
+      case 'output':
+        this.processes.get(event.id)?.output(event.stream, event.data);
+        return;
+      case 'exit':
+        this.processes.get(event.id)?.exit(event.status, event.timedOut);
+        this.processes.delete(event.id);
+        return;
       case 'noise':
         if (pending && event.line.startsWith('malformed reply')) {
           this.pending = undefined;
@@ -332,22 +389,4 @@ export class BackdoorChannel {
     if (!this.transfer) throw new TransferError(`machine ${this.machine} has no transfer port`);
     return this.transfer;
   }
-}
-
-/** Opens a host file to send; refuses what is not a regular file, before the guest is asked. */
-async function openSource(hostPath: string): Promise<FileHandle> {
-  // Non-blocking, so that a FIFO cannot hold the call before it is refused.
-  const file = await open(hostPath, constants.O_RDONLY | constants.O_NONBLOCK).catch(
-    (error: NodeJS.ErrnoException) => {
-      throw new TransferError(`cannot read ${hostPath}: ${error.code ?? error.message}`);
-    },
-  );
-  const info = await file.stat();
-  if (!info.isFile()) {
-    await file.close();
-    throw new TransferError(
-      `cannot copy ${hostPath}: it is ${info.isDirectory() ? 'a directory' : 'not a regular file'}`,
-    );
-  }
-  return file;
 }

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import type { FileHandle } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import type { Socket } from 'node:net';
+import { TransferError } from '../errors.js';
 
 /**
  * Framing of file bytes on the agent's transfer port (guest side: guest/tiny/backdoor.sh):
@@ -132,4 +134,22 @@ export class FrameReader {
     this.hash = createHash('md5');
     this.state = size > 0 ? { kind: 'body', id, remaining: size } : { kind: 'trailer', id, remaining: 0 };
   }
+}
+
+/** Opens a host file to send; refuses what is not a regular file, before the guest is asked. */
+export async function openSource(hostPath: string): Promise<FileHandle> {
+  // Non-blocking, so that a FIFO cannot hold the call before it is refused.
+  const file = await open(hostPath, constants.O_RDONLY | constants.O_NONBLOCK).catch(
+    (error: NodeJS.ErrnoException) => {
+      throw new TransferError(`cannot read ${hostPath}: ${error.code ?? error.message}`);
+    },
+  );
+  const info = await file.stat();
+  if (!info.isFile()) {
+    await file.close();
+    throw new TransferError(
+      `cannot copy ${hostPath}: it is ${info.isDirectory() ? 'a directory' : 'not a regular file'}`,
+    );
+  }
+  return file;
 }

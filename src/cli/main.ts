@@ -4,6 +4,7 @@ import type { ZodType } from 'zod';
 import { parseAccel } from '../backends/accel.js';
 import { ConfigError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
+import { attachCommand } from './commands/attach.js';
 import { doctor } from './commands/doctor.js';
 import { buildImageCommand, listImagesCommand } from './commands/image.js';
 import { runCommand } from './commands/run.js';
@@ -39,10 +40,23 @@ program
   .argument('<script>', 'test script (.ts or .js)')
   .option('--keep', 'keep the state folder (console and QEMU logs) for inspection')
   .option('--timeout <ms>', "global timeout, overriding the script's own", milliseconds)
-  .option('--console', "stream every machine's serial console to the log")
+  .option('--console', "stream every machine's serial console and every command's output to the log")
+  .option('--verbose', 'log every command, its output as the guest produces it, and how it ended')
   .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
-  .option('--output <dir>', 'where the run writes what it produces (captures)', 'vmkit-output')
-  .option('--capture', "write every VLAN's traffic to a pcap file in the output folder")
+  .option('--output <dir>', 'where the events ledger, diagnostics and copies go (ctx.outputDir)')
+  .option('--capture', "write every VLAN's traffic to a pcap file in the output folder (default vmkit-output)")
+  .option('--junit <file>', 'write JUnit XML here (its folder must exist)')
+  .option('--report <dir>', 'write a self-contained report.html into this folder')
+  .option('--interactive', "start the script's machines and open a REPL with them in scope; no test runs")
+  .option(
+    '--debug-on-failure',
+    'on the first failure keep the machines running and wait (vmkit attach reaches them)',
+  )
+  .option(
+    '--debug-wait <ms>',
+    'with --debug-on-failure: wait at most this long (default 600000)',
+    milliseconds,
+  )
   .option(
     '--grep <pattern>',
     'with tests: run only those whose name matches this regular expression',
@@ -57,6 +71,16 @@ program
   .addOption(accelOption())
   .action(async (script: string, options) => {
     process.exitCode = await runCommand(script, options);
+  });
+
+program
+  .command('attach')
+  .description('a root shell (or the serial console) of a machine kept by --debug-on-failure')
+  .argument('<run>', 'the run id printed by the waiting run')
+  .argument('<machine>', 'machine name')
+  .option('--console', 'attach to the serial console instead of a root shell')
+  .action(async (run: string, machine: string, options: { console?: boolean }) => {
+    process.exitCode = await attachCommand(run, machine, options);
   });
 
 const image = program.command('image').description('build and list guest images');

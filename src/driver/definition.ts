@@ -5,7 +5,9 @@ import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/options.js';
 import { declaredMachineFields, validateName } from '../machine/options.js';
 import type { VirtualSwitch } from '../network/switch.js';
+import type { retry } from '../util/retry.js';
 import { callback, parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
+import type { PollingCondition, PollingConditionOptions } from './polling.js';
 
 /** A machine as a test declares it; name, networks and hosts come from the test. */
 export type MachineDeclaration = Omit<MachineOptions, 'name' | 'networks' | 'hosts' | 'log' | 'signal'> & {
@@ -19,6 +21,8 @@ export type MachineDeclaration = Omit<MachineOptions, 'name' | 'networks' | 'hos
   setup?: (machine: Machine) => Promise<void>;
   /** Bump to invalidate a cached setup snapshot when the setup depends on something outside its code. */
   setupVersion?: string;
+  /** false: the machine is not started with the others; the test calls `name.start()` (single tests only). */
+  start?: boolean;
 };
 
 export interface TestContext {
@@ -28,6 +32,21 @@ export interface TestContext {
   subtest<T>(name: string, body: () => Promise<T>): Promise<T>;
   /** The switch of VLAN `n` of this test, for faults and captures (partition, impair, capture, ...). */
   vlan(n: number): VirtualSwitch;
+  /** Waits on the host while the machines run on. */
+  sleep(seconds: number): Promise<void>;
+  /** Calls `attempt` until it returns something other than false; see RetryOptions. */
+  retry: typeof retry;
+  /**
+   * A condition checked before machine commands, at most once per `intervalMs` (default 2 s); when
+   * it throws or returns false, the command and the test fail, naming it. `stop()` ends it.
+   */
+  pollingCondition(check: () => unknown, options?: PollingConditionOptions): PollingCondition;
+  /** Waits until every running machine has shut down. */
+  joinAll(options?: { timeoutMs?: number }): Promise<void>;
+  /** Where the run's reports, copies and diagnostics go (`--output`). */
+  outputDir: string;
+  /** The test's machine, when it has exactly one. */
+  machine?: Machine;
 }
 
 export type TestBody<M extends string = string> = (
@@ -47,7 +66,16 @@ export interface TestDefinition<M extends string = string> {
   tests?: Record<string, TestBody<M>>;
 }
 
-const RESERVED = new Set(['log', 'subtest', 'vlan']);
+const RESERVED = new Set([
+  'log',
+  'subtest',
+  'vlan',
+  'sleep',
+  'retry',
+  'pollingCondition',
+  'joinAll',
+  'outputDir',
+]);
 
 /** Machine i on VLAN v is 192.168.<v>.<i+1>: VLANs are 1 to 254, machines at most 253. */
 const machineDeclaration = z
@@ -59,6 +87,7 @@ const machineDeclaration = z
       .optional(),
     setup: callback.optional(),
     setupVersion: z.string({ error: 'must be a string' }).optional(),
+    start: z.boolean({ error: 'must be true or false' }).optional(),
   })
   .strict();
 

@@ -4,6 +4,8 @@ import type { Machine } from '../machine/machine.js';
 import { VirtualSwitch } from '../network/switch.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { RunLog } from '../util/log.js';
+import { bounded, LEDGER_LIMITS, type Ledger } from './ledger.js';
+import { showCommandOutput } from './live-output.js';
 
 /**
  * Everything a run started, so that it can all be stopped whatever happens. Once closed, anything
@@ -16,6 +18,8 @@ export class Resources {
   readonly pending = new Set<Promise<unknown>>();
   readonly aborter = new AbortController();
   private closed = false;
+  /** The run's ledger: machines adopted record their boot, commands and console into it. */
+  ledger?: Ledger;
 
   constructor(
     readonly runtime: Runtime,
@@ -32,13 +36,50 @@ export class Resources {
   }
 
   /** Takes a machine into the run; closes it and throws when the run already ended. */
-  async adopt(machine: Machine, log: RunLog, options: { console?: boolean }): Promise<Machine> {
+  async adopt(
+    machine: Machine,
+    log: RunLog,
+    options: { console?: boolean; verbose?: boolean },
+    how: 'boot' | 'restore' = 'boot',
+  ): Promise<Machine> {
     if (this.closed) {
       await machine.close();
       throw new TestRunError(`machine ${machine.name} came up after the run had ended; it was stopped`);
     }
     this.machines.add(machine);
+    const ledger = this.ledger;
+    if (ledger) {
+      const test = ledger.currentTest;
+      ledger.record({
+        kind: how,
+        machine: machine.name,
+        name: `${how} ${machine.name}`,
+        durationMs: machine.readyMs,
+        outcome: 'ok',
+        ...(test ? { test } : {}),
+      });
+      machine.observeCommands((command) => ({
+        ended: (outcome) =>
+          ledger.record({
+            kind: 'command',
+            machine: machine.name,
+            name: command,
+            durationMs: outcome.durationMs,
+            outcome: outcome.error ? 'failed' : outcome.timedOut ? 'timeout' : 'ok',
+            ...(outcome.exitCode !== undefined ? { exitCode: outcome.exitCode } : {}),
+            ...(outcome.stdout?.length
+              ? { stdout: bounded(outcome.stdout.toString('utf8'), LEDGER_LIMITS.output) }
+              : {}),
+            ...(outcome.stderr?.length
+              ? { stderr: bounded(outcome.stderr.toString('utf8'), LEDGER_LIMITS.output) }
+              : {}),
+            ...(outcome.error ? { error: bounded(outcome.error.message, LEDGER_LIMITS.error) } : {}),
+            ...(test ? { test } : {}),
+          }),
+      }));
+    }
     if (options.console) machine.console.on('line', (line) => log.line(`${machine.name}:con`, line));
+    if (options.console || options.verbose) showCommandOutput(machine, log, options.verbose ?? false);
     return machine;
   }
 
@@ -76,7 +117,15 @@ export class Resources {
   async release(machines: Iterable<Machine>, switches: Iterable<VirtualSwitch>): Promise<void> {
     const ms = [...machines];
     const ss = [...switches];
-    for (const machine of ms) this.machines.delete(machine);
+    for (const machine of ms) {
+      this.machines.delete(machine);
+      this.ledger?.record({
+        kind: 'console',
+        machine: machine.name,
+        name: `console of ${machine.name}`,
+        detail: { log: bounded(machine.getConsoleLog(), LEDGER_LIMITS.console) },
+      });
+    }
     for (const sw of ss) {
       this.switches.delete(sw);
       this.runtime.disown(sw);
@@ -109,9 +158,9 @@ export async function startAll(
   return machines;
 }
 
-export function withoutDriverFields<T extends { vlans?: unknown; setup?: unknown; setupVersion?: unknown }>(
-  declaration: T,
-) {
-  const { vlans: _vlans, setup: _setup, setupVersion: _version, ...options } = declaration;
+export function withoutDriverFields<
+  T extends { vlans?: unknown; setup?: unknown; setupVersion?: unknown; start?: unknown },
+>(declaration: T) {
+  const { vlans: _vlans, setup: _setup, setupVersion: _version, start: _start, ...options } = declaration;
   return options;
 }

@@ -1,16 +1,20 @@
+import { join } from 'node:path';
 import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
-import { ConfigError, describeValue, TestRunError } from '../errors.js';
+import { ConfigError, TestRunError, TimeoutError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
 import { commonMachineFields } from '../machine/options.js';
 import { startMachine } from '../machines.js';
-import type { VirtualSwitch } from '../network/switch.js';
 import { Runtime } from '../runtime/runtime.js';
 import { RunLog } from '../util/log.js';
 import { elapsedMs, withTimeout } from '../util/time.js';
-import { instanceOf, parseInput, timeoutMs } from '../util/validate.js';
+import { callback, instanceOf, parseInput, timeoutMs } from '../util/validate.js';
+import { testContext } from './context.js';
 import { asTestDefinition, type TestBody, type TestContext, type TestDefinition } from './definition.js';
 import { attachments, planLan } from './lan.js';
+import { lateMachine } from './late.js';
+import type { PollingConditions } from './polling.js';
+import { RunRecorder } from './recorder.js';
 import { Resources, startAll, withoutDriverFields } from './resources.js';
 import { prepareSuiteSnapshots } from './suite-snapshots.js';
 
@@ -22,12 +26,18 @@ const runOptions = z
     keep: z.boolean().optional(),
     accel: commonMachineFields.accel,
     console: z.boolean().optional(),
+    verbose: z.boolean().optional(),
     log: instanceOf(RunLog, 'RunLog'),
     timeoutMs: timeoutMs.optional(),
     fresh: z.boolean().optional(),
     grep: instanceOf(RegExp, 'RegExp').optional(),
     captureDir: z.string().min(1).optional(),
     runtime: commonMachineFields.runtime,
+    outputDir: z.string({ error: 'must be a folder path' }).min(1).optional(),
+    junit: z.string({ error: 'must be a file path' }).min(1).optional(),
+    reportDir: z.string({ error: 'must be a folder path' }).min(1).optional(),
+    recorder: instanceOf(RunRecorder, 'RunRecorder').optional(),
+    onFailure: callback.optional(),
   })
   .partial()
   .strict();
@@ -35,8 +45,10 @@ const runOptions = z
 export interface RunOptions {
   keep?: boolean;
   accel?: AccelRequest;
-  /** Stream every machine's console to the log. */
+  /** Stream every machine's console, and every command's output, to the log. */
   console?: boolean;
+  /** Log every command, its output as it comes, and how it ended. */
+  verbose?: boolean;
   log?: RunLog;
   /** Overrides the test's own global timeout. */
   timeoutMs?: number;
@@ -51,6 +63,16 @@ export interface RunOptions {
   captureDir?: string;
   /** The runtime the run's machines live in; by default a new one, closed when the run ends. */
   runtime?: Runtime;
+  /** Where reports, copies and diagnostics go (`ctx.outputDir`); by default `output/` in the run folder. */
+  outputDir?: string;
+  /** Write JUnit XML here at the end of the run. */
+  junit?: string;
+  /** Write a self-contained `report.html` into this folder at the end of the run. */
+  reportDir?: string;
+  /** The run's recorder, made beforehand (the CLI makes one to report an interrupted run). */
+  recorder?: RunRecorder;
+  /** Called on a failure while the failed test's machines still run (`--debug-on-failure`). */
+  onFailure?: (machines: Machine[], error: Error) => Promise<void>;
 }
 
 export interface TestResult {
@@ -77,7 +99,7 @@ export interface RunReport {
  */
 export async function runTest(definition: TestDefinition, options: RunOptions = {}): Promise<RunReport> {
   asTestDefinition(definition, definition?.name ?? 'runTest');
-  options = parseInput(runOptions, options, 'runTest options');
+  options = { ...options, ...parseInput(runOptions, options, 'runTest options') } as RunOptions;
   const log = options.log ?? new RunLog();
   const started = performance.now();
   const timeoutMs = options.timeoutMs ?? definition.timeoutMs ?? 600_000;
@@ -86,6 +108,22 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
   const runDir = runtime.runDir;
   const resources = new Resources(runtime, { captureDir: options.captureDir, log });
   const state = { step: 'starting machines' };
+  const title = definition.name ?? 'test';
+  const recorder =
+    options.recorder ??
+    (await RunRecorder.create(options.outputDir ?? join(runDir, 'output'), title, {
+      junit: options.junit,
+      reportDir: options.reportDir,
+    }));
+  options = { ...options, outputDir: recorder.outputDir, recorder };
+  resources.ledger = recorder.ledger;
+  const tap = (source: string, message: string) => {
+    if (source.endsWith(':con')) return; // the console log is recorded whole
+    const machine = source === 'vmkit' || source === 'test' ? {} : { machine: source };
+    recorder.ledger.record({ kind: 'log', name: message, ...machine });
+  };
+  log.taps.add(tap);
+  let outcome: 'ok' | 'failed' = 'failed';
 
   try {
     const run = definition.tests
@@ -115,6 +153,7 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
       };
     }
     log.line('vmkit', `passed in ${(durationMs / 1000).toFixed(1)} s`);
+    outcome = 'ok';
     return { passed: true, durationMs, tests };
   } catch (error) {
     const durationMs = elapsedMs(started);
@@ -122,6 +161,8 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
     log.line('vmkit', `FAILED during ${state.step} after ${(durationMs / 1000).toFixed(1)} s`);
     log.line('vmkit', `${err.name}: ${err.message}`);
     logConsoleTails(log, [...resources.machines], err);
+    await recorder.failure(state.step, err, [...resources.machines]);
+    await options.onFailure?.([...resources.machines], err);
     return {
       passed: false,
       durationMs,
@@ -131,6 +172,8 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
     };
   } finally {
     await resources.closeAll();
+    log.taps.delete(tap);
+    await recorder.finish(outcome, elapsedMs(started), log);
     if (!options.runtime) await runtime.close();
     if (runtime.keep) log.line('vmkit', `state kept in ${runDir}`);
   }
@@ -148,10 +191,9 @@ async function runSingle(
   const names = Object.keys(definition.machines);
   const lan = planLan(definition.machines);
   const switches = await resources.createSwitches(lan.vlans, '');
-  log.line('vmkit', `starting ${names.length} machine${names.length === 1 ? '' : 's'}: ${names.join(', ')}`);
-  const started = performance.now();
-  const machines = await startAll(names, (name) =>
-    resources.track(
+  const startNow = names.filter((name) => definition.machines[name]?.start !== false);
+  const boot = async (name: string) => {
+    const machine = await resources.track(
       startMachine({
         ...withoutDriverFields(definition.machines[name] ?? {}),
         ...(options.accel ? { accel: options.accel } : {}),
@@ -162,17 +204,49 @@ async function runSingle(
         runtime: resources.runtime,
         networks: attachments(lan, names, name, switches, true),
       }).then((machine) => resources.adopt(machine, log, options)),
-    ),
+    );
+    return machine;
+  };
+  log.line(
+    'vmkit',
+    `starting ${startNow.length} machine${startNow.length === 1 ? '' : 's'}: ${startNow.join(', ')}`,
   );
+  const started = performance.now();
+  const machines = await startAll(startNow, boot);
   log.line('vmkit', `all machines up after ${elapsedMs(started)} ms`);
-  for (const name of names) {
+  for (const name of startNow) {
     const setup = definition.machines[name]?.setup;
     if (!setup) continue;
     state.step = `setup of ${name}`;
-    await setup(machines[name] as Machine);
+    await recordStep(options.recorder, { kind: 'setup', machine: name, name: `setup of ${name}` }, () =>
+      setup(machines[name] as Machine),
+    );
+  }
+  let conditions: PollingConditions | undefined;
+  for (const name of names.filter((name) => !startNow.includes(name))) {
+    machines[name] = lateMachine(name, async () => {
+      log.line('vmkit', `starting ${name} (declared with start: false)`);
+      const machine = await boot(name);
+      conditions?.watch(machine);
+      await definition.machines[name]?.setup?.(machine);
+      return machine;
+    });
   }
   state.step = 'test';
-  await body({ ...machines, ...testContext(log, state, switches) } as Record<string, Machine> & TestContext);
+  const made = testContext(
+    log,
+    state,
+    switches,
+    machines,
+    options.outputDir as string,
+    options.recorder?.ledger,
+  );
+  conditions = made.conditions;
+  try {
+    await body({ ...machines, ...made.context } as Record<string, Machine> & TestContext);
+  } finally {
+    made.conditions.close();
+  }
   return undefined;
 }
 
@@ -188,6 +262,8 @@ async function runSuite(
   const entries = Object.entries(tests).filter(([testName]) => !options.grep || options.grep.test(testName));
   if (entries.length === 0) throw new ConfigError(`no test matches ${options.grep}`);
   const names = Object.keys(definition.machines);
+  const late = names.find((name) => definition.machines[name]?.start === false);
+  if (late) throw new ConfigError(`machine ${late}: start: false is for a single test (test), not for tests`);
   const lan = planLan(definition.machines);
   state.step = 'preparing setup snapshots';
   const snapshots = await prepareSuiteSnapshots(definition, lan, {
@@ -210,7 +286,7 @@ async function runSuite(
               runtime: resources.runtime,
               networks: attachments(lan, names, name, switches, false),
             })
-            .then((machine) => resources.adopt(machine, log, options)),
+            .then((machine) => resources.adopt(machine, log, options, 'restore')),
         ),
       );
       return { machines, switches };
@@ -226,6 +302,8 @@ async function runSuite(
   for (const [index, [testName, body]] of entries.entries()) {
     state.step = `test "${testName}"`;
     const started = performance.now();
+    const ledger = options.recorder?.ledger;
+    if (ledger) ledger.currentTest = testName;
     log.line('test', `${testName}`);
     let set: Awaited<ReturnType<typeof cloneSet>> | undefined;
     try {
@@ -234,61 +312,70 @@ async function runSuite(
         next = resources.track(cloneSet(index + 1));
         next.catch(() => {});
       }
-      const running = body({ ...set.machines, ...testContext(log, state, set.switches) } as Record<
-        string,
-        Machine
-      > &
-        TestContext);
+      const made = testContext(
+        log,
+        state,
+        set.switches,
+        set.machines,
+        options.outputDir as string,
+        options.recorder?.ledger,
+      );
+      const running = body({ ...set.machines, ...made.context } as Record<string, Machine> & TestContext);
       running.catch(() => {}); // after a timeout its clones are closed under it: that failure is expected
+      running.finally(() => made.conditions.close()).catch(() => {});
       if (definition.testTimeoutMs)
         await withTimeout(running, definition.testTimeoutMs, `test "${testName}"`);
       else await running;
       const durationMs = elapsedMs(started);
       log.line('test', `${testName}: ok (${durationMs} ms)`);
       results.push({ name: testName, passed: true, durationMs });
+      ledger?.record({ kind: 'test', name: testName, durationMs, outcome: 'ok' });
     } catch (error) {
       const err = error instanceof Error ? error : new Error(String(error));
       log.line('test', `${testName}: FAILED: ${err.name}: ${err.message}`);
       if (set) logConsoleTails(log, Object.values(set.machines), err);
       results.push({ name: testName, passed: false, durationMs: elapsedMs(started), error: err });
+      await options.recorder?.failure(
+        `test "${testName}"`,
+        err,
+        set ? Object.values(set.machines) : [],
+        testName,
+      );
+      ledger?.record({
+        kind: 'test',
+        name: testName,
+        durationMs: elapsedMs(started),
+        outcome: err instanceof TimeoutError ? 'timeout' : 'failed',
+        error: err.stack ?? err.message,
+      });
       if (!set && index + 1 < entries.length) {
         next = resources.track(cloneSet(index + 1));
         next.catch(() => {});
       }
     } finally {
       if (set) await resources.release(Object.values(set.machines), set.switches.values());
+      if (ledger) ledger.currentTest = undefined;
     }
   }
   return results;
 }
 
-function testContext(
-  log: RunLog,
-  state: { step: string },
-  switches: Map<number, VirtualSwitch>,
-): TestContext {
-  return {
-    vlan: (n) => {
-      const sw = switches.get(n);
-      if (!sw) {
-        throw new ConfigError(
-          `vlan(${describeValue(n)}): this test has VLANs ${[...switches.keys()].join(', ') || 'none'}`,
-        );
-      }
-      return sw;
-    },
-    log: log.for('test'),
-    subtest: async (name, run) => {
-      const outer = state.step;
-      state.step = `subtest "${name}"`;
-      const started = performance.now();
-      log.line('test', `subtest ${name}`);
-      const result = await run();
-      log.line('test', `subtest ${name}: ok (${elapsedMs(started)} ms)`);
-      state.step = outer;
-      return result;
-    },
-  };
+/** Runs `body` and records it in the ledger as one step with its duration and outcome. */
+export async function recordStep<T>(
+  recorder: RunRecorder | undefined,
+  step: { kind: string; name: string; machine?: string },
+  body: () => Promise<T>,
+): Promise<T> {
+  const started = performance.now();
+  try {
+    const result = await body();
+    recorder?.ledger.record({ ...step, durationMs: elapsedMs(started), outcome: 'ok' });
+    return result;
+  } catch (error) {
+    const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
+    recorder?.ledger.record({ ...step, durationMs: elapsedMs(started), outcome: 'failed', error: message });
+    throw error;
+  }
 }
 
 function logConsoleTails(log: RunLog, machines: Machine[], error: Error): void {

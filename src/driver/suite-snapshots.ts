@@ -84,11 +84,27 @@ export async function prepareSuiteSnapshots(
       const setup = definition.machines[name]?.setup;
       if (!setup) continue;
       log.line('vmkit', `setup of ${name}`);
+      const setupStarted = performance.now();
       await setup(machines[name] as Machine);
+      resources.ledger?.record({
+        kind: 'setup',
+        machine: name,
+        name: `setup of ${name}`,
+        durationMs: elapsedMs(setupStarted),
+        outcome: 'ok',
+      });
     }
     const snapshots: Record<string, Snapshot> = {};
     for (const plan of plans) {
+      const snapshotStarted = performance.now();
       snapshots[plan.name] = await (machines[plan.name] as Machine).snapshot(plan.label, { stop: true, key });
+      resources.ledger?.record({
+        kind: 'snapshot',
+        machine: plan.name,
+        name: `snapshot ${plan.label}`,
+        durationMs: elapsedMs(snapshotStarted),
+        outcome: 'ok',
+      });
     }
     log.line(
       'vmkit',

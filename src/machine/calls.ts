@@ -1,6 +1,10 @@
 import { z } from 'zod';
 import { parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
 
+const listener = z.custom<(chunk: Buffer) => void>((value) => typeof value === 'function', {
+  error: 'must be a function',
+});
+
 /** The arguments of Machine's methods, checked before anything is sent to the guest or armed. */
 const ARGUMENTS = {
   command: z.string({ error: 'must be a string of shell code' }),
@@ -22,6 +26,37 @@ const ARGUMENTS = {
     .object({ timeoutMs: timeoutMs.optional() }, { error: 'must be an options object like { timeoutMs }' })
     .strict()
     .optional(),
+  executeOptions: z
+    .object(
+      {
+        timeoutMs: timeoutMs.optional(),
+        onStdout: listener.optional(),
+        onStderr: listener.optional(),
+        check: z.boolean({ error: 'must be true or false' }).optional(),
+      },
+      { error: 'must be an options object like { timeoutMs, onStdout, onStderr, check }' },
+    )
+    .strict()
+    .optional(),
+  waitOptions: z
+    .object(
+      { timeoutMs: timeoutMs.optional(), attemptTimeoutMs: timeoutMs.optional() },
+      { error: 'must be an options object like { timeoutMs, attemptTimeoutMs }' },
+    )
+    .strict()
+    .refine(
+      (options) =>
+        options.attemptTimeoutMs === undefined ||
+        options.timeoutMs === undefined ||
+        options.attemptTimeoutMs <= options.timeoutMs,
+      { error: 'attemptTimeoutMs must not be larger than timeoutMs' },
+    )
+    .optional(),
+  seconds: z
+    .number({ error: 'must be a number of seconds' })
+    .refine((n) => Number.isFinite(n) && n >= 0 && n * 1000 <= 2 ** 31 - 1, {
+      error: 'must be a number of seconds from 0 to 2147483',
+    }),
 } as const;
 
 type Argument = keyof typeof ARGUMENTS;
@@ -32,7 +67,10 @@ type Argument = keyof typeof ARGUMENTS;
  */
 export function checkCall(method: string, args: Partial<Record<Argument, unknown>>): { timeoutMs?: number } {
   for (const [name, value] of Object.entries(args) as Array<[Argument, unknown]>) {
-    parseInput(ARGUMENTS[name], value, `${method}: ${name === 'snapshotOptions' ? 'options' : name}`);
+    const shown = name.endsWith('Options') ? 'options' : name;
+    parseInput(ARGUMENTS[name], value, `${method}: ${shown}`);
   }
-  return (args.options as { timeoutMs?: number } | undefined) ?? {};
+  return (
+    ((args.options ?? args.executeOptions ?? args.waitOptions) as { timeoutMs?: number } | undefined) ?? {}
+  );
 }

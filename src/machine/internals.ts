@@ -9,7 +9,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
 import type { MachineConfig } from './config.js';
 
-// What a Machine is made of, and the shapes its calls take and give.
+// What a Machine is made of: handed over by launchMachine, used by the modules that add to it.
 
 /** Takes a snapshot of a machine; supplied by the snapshot layer when the machine is launched. */
 export type SnapshotTaker = (
@@ -43,6 +43,8 @@ export interface MachineInternals {
   nics: MachineNic[];
   /** Gives the machine's MACs back to its switches. */
   releaseNics: () => void;
+  /** The machine's log (progress lines, machine.log, machine.nested). */
+  log: (line: string) => void;
 }
 
 /** A switch NIC of a machine (eth<index> in the guest). */
@@ -51,14 +53,4 @@ export interface MachineNic {
   /** The MAC inside the guest. */
   mac: string;
   address?: string;
-}
-
-export interface ExecResult {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-}
-
-export interface CommandOptions {
-  timeoutMs?: number;
 }

@@ -162,6 +162,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       sshPort: plan.sshPort?.(),
       nics: plan.nics,
       releaseNics: release,
+      log: plan.log,
     });
     const ready = runtime.own(machine); // closing the runtime closes it
     if (plan.setupScript === '') return ready;

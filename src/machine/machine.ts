@@ -1,38 +1,46 @@
 import { rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { guestSeconds, type RawResult } from '../agent/backdoor.js';
+import type { RawResult } from '../agent/backdoor.js';
+import type { GuestProcess } from '../agent/process.js';
 import type { AccelDecision } from '../backends/accel.js';
 import { type Backend, type ExitInfo, requireCapability } from '../backends/backend.js';
-import type { QmpClient } from '../backends/qemu/qmp.js';
+import type { QmpClient, QmpEvent } from '../backends/qemu/qmp.js';
 import type { SerialConsole } from '../console/serial.js';
 import { ConsoleShell, type ConsoleShellOptions } from '../console/shell.js';
-import {
-  CapabilityError,
-  CommandFailedError,
-  CommandTimeoutError,
-  MachineCrashedError,
-  TransferError,
-} from '../errors.js';
+import { CapabilityError, MachineCrashedError } from '../errors.js';
 // Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
 import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
-import { ensureDir } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
-import { withTimeout } from '../util/time.js';
+import { sleep, withTimeout } from '../util/time.js';
 import { checkCall } from './calls.js';
+import {
+  type CommandList,
+  type CommandObserver,
+  type CommandOptions,
+  type ExecResult,
+  type ExecuteOptions,
+  expectStatus,
+  observeCommands,
+  runCommand,
+  type SpawnOptions,
+  spawnCommand,
+  toText,
+  type WaitOptions,
+} from './commands.js';
 import type { MachineConfig } from './config.js';
+import { copyIn, copyOut } from './copies.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
-import type { CommandOptions, ExecResult, MachineInternals } from './internals.js';
+import { type InteractOptions, interactWithConsole, interactWithShell } from './interact.js';
+import type { MachineInternals } from './internals.js';
+import { describeNics, failCallsOnExit } from './lifecycle.js';
 import { saveDiskImage } from './media.js';
+import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
+import { nested } from './narration.js';
 import { type PortOptions, waitForPort } from './ports.js';
-import { retryCommand } from './retry.js';
+import { listeningCheck, retryCommand } from './retry.js';
 
-export type {
-  CommandOptions,
-  ExecResult,
-  MachineInternals,
-  MachineNic,
-  SnapshotTaker,
-} from './internals.js';
+export type { CommandOptions, ExecResult, WaitOptions } from './commands.js';
+
+export type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js';
 
 /**
  * A running virtual machine. Commands run as root through the backdoor; every call has a
@@ -63,20 +71,7 @@ export class Machine implements AsyncDisposable {
       readyMs: this.readyMs,
       commandTimeoutMs: this.commandTimeoutMs,
     } = internals);
-    const { vmm, agent, console, name } = internals;
-    vmm.exited.then((info) => {
-      const reason = this.stopping
-        ? 'machine was shut down'
-        : `${internals.backend.title} exited unexpectedly (${describeExit(info)})`;
-      const stderr = vmm.stderrTail().trim();
-      agent.fail(
-        new MachineCrashedError(
-          name,
-          stderr && !this.stopping ? `${reason}; ${internals.backend.title} said: ${stderr}` : reason,
-          console.tail(),
-        ),
-      );
-    });
+    failCallsOnExit(internals, () => this.stopping);
   }
 
   /**
@@ -101,6 +96,24 @@ export class Machine implements AsyncDisposable {
     return this.internals;
   }
 
+  /**
+   * A shell on the serial console, for guests without the backdoor: logs in, becomes root and
+   * runs commands with their exit status (stdout and stderr merged). See ConsoleShellOptions.
+   */
+  consoleShell(options: ConsoleShellOptions = {}): Promise<ConsoleShell> {
+    return ConsoleShell.open(this.console, this.name, options);
+  }
+
+  /** Without the backdoor: the port on 127.0.0.1 that leads to the guest's SSH port (22). */
+  get sshPort(): number | undefined {
+    return this.internals.sshPort;
+  }
+
+  /** Keeps the boot disk of a machine started from `{ disk }` in the cache; see saveDiskImage. */
+  saveDiskImage(name: string): Promise<{ disk: string }> {
+    return saveDiskImage(this.internals, this.stateDir, name);
+  }
+
   /** The VMM's process id. */
   get pid(): number {
     return this.internals.vmm.pid;
@@ -122,53 +135,69 @@ export class Machine implements AsyncDisposable {
     return !this.internals.vmm.hasExited;
   }
 
+  /** Machines run once made, so this resolves at once; a test's `start: false` machine starts here. */
+  async start(): Promise<void> {}
+
   /** Runs `command` with sh as root. Resolves whatever the exit status; rejects on timeout or crash. */
-  async execute(command: string, options: CommandOptions = {}): Promise<ExecResult> {
+  async execute(command: string, options: ExecuteOptions = {}): Promise<ExecResult> {
     return toText(await this.run('execute', command, options));
   }
 
   /** Like execute, with stdout and stderr as raw bytes. */
-  async executeRaw(command: string, options: CommandOptions = {}): Promise<RawResult> {
+  async executeRaw(command: string, options: ExecuteOptions = {}): Promise<RawResult> {
     return this.run('executeRaw', command, options);
   }
 
-  /** Runs `command`, expecting exit status 0; returns its stdout. */
-  async succeed(command: string, options: CommandOptions = {}): Promise<string> {
-    const result = toText(await this.run('succeed', command, options));
-    if (result.exitCode !== 0)
-      throw new CommandFailedError(command, result.exitCode, result.stdout, result.stderr);
-    return result.stdout;
+  /** Runs each command in turn, expecting exit status 0; returns their stdout, joined. */
+  succeed(...commands: CommandList): Promise<string> {
+    return expectStatus('succeed', commands, true, (c, o) => this.run('succeed', c, o));
   }
 
-  /** Runs `command`, expecting a non-zero exit status; returns its stdout. */
-  async fail(command: string, options: CommandOptions = {}): Promise<string> {
-    const result = toText(await this.run('fail', command, options));
-    if (result.exitCode === 0) {
-      throw new CommandFailedError(
-        command,
-        result.exitCode,
-        result.stdout,
-        result.stderr,
-        'a non-zero exit status',
-      );
-    }
-    return result.stdout;
+  /** Runs each command in turn, expecting a non-zero exit status; returns their stdout, joined. */
+  fail(...commands: CommandList): Promise<string> {
+    return expectStatus('fail', commands, false, (c, o) => this.run('fail', c, o));
+  }
+
+  /** Sends `command` and does not wait for it at all (for `reboot`, which never answers). */
+  sendCommand(command: string): void {
+    checkCall('sendCommand', { command });
+    this.internals.agent.detach(command);
+  }
+
+  /** Waits on the host while the machine runs on (NixOS: machine.sleep). */
+  sleep(seconds: number): Promise<void> {
+    checkCall('sleep', { seconds });
+    return sleep(seconds * 1000);
+  }
+
+  /**
+   * Starts `command` in its own session and returns at once: `stdout`/`stderr` streams, `stdin`,
+   * `wait()`, `kill(signal)`. It runs until it exits, is killed, or its `timeoutMs` runs out.
+   */
+  spawn(command: string, options: SpawnOptions = {}): Promise<GuestProcess> {
+    checkCall('spawn', { command, options });
+    return spawnCommand(this.internals, command, options);
+  }
+
+  /** Sees every command this machine runs, and its output when the watch asks for it. */
+  observeCommands(observer: CommandObserver): () => void {
+    return observeCommands(this.internals, observer);
   }
 
   /** Retries `command` until it exits 0; returns its stdout. */
-  waitUntilSucceeds(command: string, options: CommandOptions = {}): Promise<string> {
-    checkCall('waitUntilSucceeds', { command, options });
+  waitUntilSucceeds(command: string, options: WaitOptions = {}): Promise<string> {
+    checkCall('waitUntilSucceeds', { command, waitOptions: options });
     return this.retry(`${JSON.stringify(command)} to succeed`, command, (r) => r.exitCode === 0, options);
   }
 
   /** Retries `command` until it exits non-zero; returns its stdout. */
-  waitUntilFails(command: string, options: CommandOptions = {}): Promise<string> {
-    checkCall('waitUntilFails', { command, options });
+  waitUntilFails(command: string, options: WaitOptions = {}): Promise<string> {
+    checkCall('waitUntilFails', { command, waitOptions: options });
     return this.retry(`${JSON.stringify(command)} to fail`, command, (r) => r.exitCode !== 0, options);
   }
 
-  async waitForFile(path: string, options: CommandOptions = {}): Promise<void> {
-    checkCall('waitForFile', { path, options });
+  async waitForFile(path: string, options: WaitOptions = {}): Promise<void> {
+    checkCall('waitForFile', { path, waitOptions: options });
     await this.retry(
       `file ${path} to exist`,
       `test -e ${shellQuote(path)}`,
@@ -177,29 +206,36 @@ export class Machine implements AsyncDisposable {
     );
   }
 
-  /** Waits until something in the guest listens on TCP `port` (on any address, or on `address`). */
-  waitForOpenPort(port: number, options: PortOptions = {}): Promise<void> {
-    return waitForPort(this, port, true, options, this.internals.commandTimeoutMs);
+  /**
+   * Waits until something in the guest listens on TCP `port` (IPv4 or IPv6, any address; with
+   * `address`, only a socket bound to it or to every address).
+   */
+  async waitForOpenPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
+    if (options.address !== undefined) return waitForPort(this, port, true, options, this.commandTimeoutMs);
+    checkCall('waitForOpenPort', { port, waitOptions: options });
+    await this.retry(
+      `TCP port ${port} to be listening`,
+      listeningCheck(port),
+      (r) => r.exitCode === 0,
+      options,
+    );
   }
 
-  waitForClosedPort(port: number, options: PortOptions = {}): Promise<void> {
-    return waitForPort(this, port, false, options, this.internals.commandTimeoutMs);
+  async waitForClosedPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
+    if (options.address !== undefined) return waitForPort(this, port, false, options, this.commandTimeoutMs);
+    checkCall('waitForClosedPort', { port, waitOptions: options });
+    await this.retry(`TCP port ${port} to be closed`, listeningCheck(port), (r) => r.exitCode !== 0, options);
   }
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
-  async waitForConsoleText(pattern: RegExp | string, options: CommandOptions = {}): Promise<RegExpExecArray> {
-    checkCall('waitForConsoleText', { options });
+  async waitForConsoleText(pattern: RegExp | string, options: WaitOptions = {}): Promise<RegExpExecArray> {
+    checkCall('waitForConsoleText', { waitOptions: options });
     return this.console.waitForText(pattern, options.timeoutMs ?? this.internals.commandTimeoutMs);
   }
 
   /** Its switch NICs (eth0, eth1, ...): the switch each plugs into, the MAC and the address in the guest. */
   get networks(): Array<{ index: number; switch?: string; mac: string; address?: string }> {
-    return this.internals.nics.map((nic, index) => ({
-      index,
-      ...(nic.switch ? { switch: nic.switch.name } : {}),
-      mac: nic.mac,
-      ...(nic.address ? { address: nic.address } : {}),
-    }));
+    return describeNics(this.internals.nics);
   }
 
   /** Takes all of the machine's switch links down, as if its cables were pulled (NixOS: block). */
@@ -220,24 +256,6 @@ export class Machine implements AsyncDisposable {
     return forwardPort(this.internals, options);
   }
 
-  /**
-   * A shell on the serial console, for guests without the backdoor: logs in, becomes root and
-   * runs commands with their exit status (stdout and stderr merged). See ConsoleShellOptions.
-   */
-  consoleShell(options: ConsoleShellOptions = {}): Promise<ConsoleShell> {
-    return ConsoleShell.open(this.console, this.name, options);
-  }
-
-  /** Keeps the boot disk of a machine started from `{ disk }` in the cache; see saveDiskImage. */
-  saveDiskImage(name: string): Promise<{ disk: string }> {
-    return saveDiskImage(this.internals, this.stateDir, name);
-  }
-
-  /** Without the backdoor: the port on 127.0.0.1 that leads to the guest's SSH port (22). */
-  get sshPort(): number | undefined {
-    return this.internals.sshPort;
-  }
-
   /** Everything the serial console printed, escape sequences removed. */
   getConsoleLog(): string {
     return this.console.log;
@@ -251,39 +269,53 @@ export class Machine implements AsyncDisposable {
   }
 
   /**
-   * Copies a host file into the guest (any bytes, any size); parent folders are created. The bytes
-   * are checksummed and land under `guestPath` whole or not at all.
+   * Copies a host file or folder into the guest (any bytes, any size; a folder with its modes);
+   * parent folders are created. The bytes are checksummed and land whole or not at all.
    */
   async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
     const call = checkCall('copyToVm', { hostPath, guestPath, options });
     const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs * 2;
-    await this.succeed(`mkdir -p ${shellQuote(dirname(guestPath))}`);
-    const result = await this.internals.agent.upload(hostPath, guestPath, timeoutMs);
-    if (result.status !== 0) {
-      throw new TransferError(
-        `copying ${hostPath} to ${this.name}:${guestPath} failed: ${result.stderr.toString().trim()}`,
-      );
-    }
+    await copyIn(this.internals, (c, o) => this.succeed(c, o), hostPath, guestPath, timeoutMs);
   }
 
-  /**
-   * Copies a guest file to the host; parent folders are created. The bytes are checksummed and
-   * land at `hostPath` whole or not at all.
-   */
+  /** Copies a guest file or folder to the host, like copyToVm the other way. */
   async copyFromVm(guestPath: string, hostPath: string, options: CommandOptions = {}): Promise<void> {
     const call = checkCall('copyFromVm', { hostPath, guestPath, options });
     const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs * 2;
-    await withTimeout(ensureDir(dirname(hostPath)), timeoutMs, `creating ${dirname(hostPath)}`).catch(
-      (error: Error) => {
-        throw new TransferError(`copying ${this.name}:${guestPath} to ${hostPath} failed: ${error.message}`);
-      },
-    );
-    const result = await this.internals.agent.download(guestPath, hostPath, timeoutMs);
-    if (result.status !== 0) {
-      throw new TransferError(
-        `copying ${this.name}:${guestPath} to ${hostPath} failed: ${result.stderr.toString().trim()}`,
-      );
-    }
+    await copyOut(this.internals, (c, o) => this.succeed(c, o), guestPath, hostPath, timeoutMs);
+  }
+
+  /** Runs a human monitor (HMP) command, like `info status`; returns what the monitor printed. */
+  sendMonitorCommand(command: string, options: CommandOptions = {}): Promise<string> {
+    const call = checkCall('sendMonitorCommand', { command, options });
+    return sendMonitorCommand(this.qmp, command, call.timeoutMs ?? this.internals.commandTimeoutMs);
+  }
+
+  /** Waits for the next QMP event the filter accepts (a name, `{ event, data }`, or a predicate). */
+  waitForQmpEvent(filter: QmpEventFilter, options: WaitOptions = {}): Promise<QmpEvent> {
+    const call = checkCall('waitForQmpEvent', { waitOptions: options });
+    const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs;
+    return waitForQmpEvent(this.qmp, this.name, filter, timeoutMs);
+  }
+
+  /** Joins this terminal (or `input`/`output`) to a root shell until it exits or input ends. */
+  async shellInteract(options: InteractOptions = {}): Promise<void> {
+    await interactWithShell(await this.spawn('exec sh 2>&1'), options);
+  }
+
+  /** Joins this terminal (or `input`/`output`) to the serial console until input ends. */
+  consoleInteract(options: InteractOptions = {}): Promise<void> {
+    return interactWithConsole(this.console, (text) => this.sendConsole(text), options);
+  }
+
+  /** Writes a line to the machine's log. */
+  log(message: string): void {
+    this.internals.log(message);
+  }
+
+  /** Runs `body` as a named step in the machine's log, with its duration and outcome. */
+  nested<T>(message: string, body: () => Promise<T> | T): Promise<T> {
+    return nested(this.internals.log, message, body);
   }
 
   /** Powers off from inside the guest and waits for the VMM to exit. */
@@ -335,41 +367,20 @@ export class Machine implements AsyncDisposable {
     return this.close();
   }
 
-  private async run(method: string, command: string, options: CommandOptions): Promise<RawResult> {
-    checkCall(method, { command, options });
+  private async run(method: string, command: string, options: ExecuteOptions): Promise<RawResult> {
+    checkCall(method, { command, executeOptions: options });
     if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
-    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
-    const raw = await this.internals.agent.run(command, timeoutMs);
-    if (raw.timedOut) {
-      throw new CommandTimeoutError(
-        command,
-        guestSeconds(timeoutMs) * 1000, // what the guest's watchdog, counting whole seconds, waited
-        raw.stdout.toString('utf8'),
-        raw.stderr.toString('utf8'),
-      );
-    }
-    return raw;
+    return runCommand(this.internals, method, command, options);
   }
 
   private retry(
     awaited: string,
     command: string,
     done: (result: ExecResult) => boolean,
-    options: CommandOptions,
+    options: WaitOptions,
   ): Promise<string> {
-    return retryCommand(
-      (timeoutMs) => this.execute(command, { timeoutMs }),
-      `${awaited} on ${this.name}`,
-      done,
-      options.timeoutMs ?? this.internals.commandTimeoutMs,
-    );
+    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
+    const run = (attemptMs: number) => this.execute(command, { timeoutMs: attemptMs });
+    return retryCommand(run, `${awaited} on ${this.name}`, done, timeoutMs, options.attemptTimeoutMs);
   }
-}
-
-function describeExit(info: ExitInfo): string {
-  return info.signal ? `killed by ${info.signal}` : `status ${info.code}`;
-}
-
-function toText(raw: RawResult): ExecResult {
-  return { exitCode: raw.status, stdout: raw.stdout.toString('utf8'), stderr: raw.stderr.toString('utf8') };
 }

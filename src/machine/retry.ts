@@ -1,27 +1,31 @@
 import { CommandTimeoutError, TimeoutError } from '../errors.js';
 import { sleep } from '../util/time.js';
-import type { ExecResult } from './machine.js';
+import type { ExecResult } from './commands.js';
 
 /** How often waitUntil* retries. */
 const RETRY_INTERVAL_MS = 500;
 
 /**
  * Runs a command again and again (every half second) until `done` says so or `timeoutMs` runs
- * out; the TimeoutError shows the last attempt. Each attempt gets what is left of the time.
+ * out; the TimeoutError shows the last attempt. Each attempt gets what is left of the time, or
+ * `attemptTimeoutMs` when that is less: a command that blocks is killed and tried again.
  */
 export async function retryCommand(
   run: (timeoutMs: number) => Promise<ExecResult>,
   awaited: string,
   done: (result: ExecResult) => boolean,
   timeoutMs: number,
+  attemptTimeoutMs = timeoutMs,
 ): Promise<string> {
   const deadline = performance.now() + timeoutMs;
   let last: ExecResult | undefined;
+  let attempts = 0;
   for (;;) {
     const remaining = deadline - performance.now();
     if (remaining <= 0) break;
     try {
-      last = await run(Math.max(1000, Math.round(remaining)));
+      attempts++;
+      last = await run(Math.max(1000, Math.round(Math.min(remaining, attemptTimeoutMs))));
       if (done(last)) return last.stdout;
     } catch (error) {
       if (!(error instanceof CommandTimeoutError)) throw error;
@@ -30,7 +34,7 @@ export async function retryCommand(
     await sleep(RETRY_INTERVAL_MS);
   }
   const lastState = last
-    ? `last attempt exited with status ${last.exitCode}; stdout: ${JSON.stringify(last.stdout.slice(-300))}; stderr: ${JSON.stringify(last.stderr.slice(-300))}`
-    : 'no attempt finished';
+    ? `${attempts} attempts; last attempt exited with status ${last.exitCode}; stdout: ${JSON.stringify(last.stdout.slice(-300))}; stderr: ${JSON.stringify(last.stderr.slice(-300))}`
+    : `${attempts} attempts, none finished within its time`;
   throw new TimeoutError(awaited, timeoutMs, lastState);
 }

@@ -393,3 +393,63 @@ describe('LineSplitter with a length limit', () => {
     assert.equal(splitter.partial.toString(), 'xy');
   });
 });
+
+describe('started processes on the wire', () => {
+  test('output lines decode to bytes per stream, exit lines to status and timeout', () => {
+    const bytes = Buffer.from([0, 1, 2, 255, 10, 13]);
+    const events = parse(
+      `<<<VMKIT:O 7 1 ${bytes.toString('base64')}>>>\n`,
+      `<<<VMKIT:O 7 2 ${Buffer.from('warn').toString('base64')}>>>\r\n`,
+      '<<<VMKIT:Z 7 143 0>>>\n<<<VMKIT:Z 8 137 1>>>\n',
+    );
+    assert.deepEqual(events, [
+      { type: 'output', id: 7, stream: 'stdout', data: bytes },
+      { type: 'output', id: 7, stream: 'stderr', data: Buffer.from('warn') },
+      { type: 'exit', id: 7, status: 143, timedOut: false },
+      { type: 'exit', id: 8, status: 137, timedOut: true },
+    ]);
+  });
+
+  test('a damaged output line is reported as noise, never as bytes', () => {
+    const events = parse('<<<VMKIT:O 7 1 abc>>>\n', '<<<VMKIT:O 7 3 YWJj>>>\n');
+    assert.equal(events.length, 2);
+    for (const event of events) assert.equal(event.type, 'noise');
+  });
+
+  test('output lines may come between replies but never inside one', () => {
+    const events = parse(
+      '<<<VMKIT:O 3 1 aGk=>>>\n',
+      frameReply(4, 0, Buffer.from('x'), Buffer.alloc(0)),
+      '<<<VMKIT:O 3 1 aGk=>>>\n',
+    );
+    assert.deepEqual(
+      events.map((event) => event.type),
+      ['output', 'reply', 'output'],
+    );
+  });
+
+  test('start, stdin, end of stdin and signal requests', () => {
+    const start = encodeRequest.start(5, 'echo hi\n', 0);
+    assert.equal(start.toString(), 'P 5 0 8\necho hi\n');
+    const stdin = encodeRequest.stdin(6, 5, Buffer.from([0, 10, 255]));
+    assert.deepEqual(stdin, Buffer.concat([Buffer.from('I 6 5 3\n'), Buffer.from([0, 10, 255])]));
+    assert.equal(encodeRequest.closeStdin(7, 5), 'C 7 5\n');
+    assert.equal(encodeRequest.signal(8, 5, 'TERM'), 'K 8 5 TERM\n');
+  });
+});
+
+describe('one-line scripts', () => {
+  test('travel on the request line; anything else keeps the length-prefixed form', () => {
+    assert.equal(
+      encodeRequest.run(3, 'echo "a  b" | tr a-z A-Z', 5).toString(),
+      'Y 3 5 echo "a  b" | tr a-z A-Z\n',
+    );
+    for (const script of ['echo a\necho b', ' leading', 'trailing ', 'cr\r', 'nul\0', '', 'x'.repeat(5000)]) {
+      assert.match(
+        encodeRequest.run(4, script, 5).toString('latin1'),
+        /^X 4 5 \d+\n/,
+        JSON.stringify(script),
+      );
+    }
+  });
+});

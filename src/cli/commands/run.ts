@@ -1,25 +1,36 @@
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AccelRequest } from '../../backends/accel.js';
 import { QEMU_MISSING, qemuBinary } from '../../backends/qemu/process.js';
+import { waitForDebugging } from '../../driver/debug.js';
+import { interactiveDefinition } from '../../driver/interactive.js';
+import { RunRecorder } from '../../driver/recorder.js';
 import { asTestDefinition, runTest } from '../../driver/runner.js';
 import { ConfigError, VmmStartError } from '../../errors.js';
+import type { Machine } from '../../machine/machine.js';
 import { Runtime } from '../../runtime/runtime.js';
 import { ensureDir } from '../../util/files.js';
 import { RunLog } from '../../util/log.js';
+import { MAX_TIMER_MS } from '../../util/time.js';
 import { which } from '../../util/which.js';
 
 export interface RunCommandOptions {
   keep?: boolean;
   timeout?: number;
   console?: boolean;
+  verbose?: boolean;
+  output?: string;
+  junit?: string;
+  report?: string;
   fresh?: boolean;
   grep?: RegExp;
   accel?: AccelRequest;
-  output?: string;
   capture?: boolean;
+  interactive?: boolean;
+  debugOnFailure?: boolean;
+  debugWait?: number;
 }
 
 /** `vmkit run`: loads a test script (TypeScript through tsx) and runs it. Returns the exit code. */
@@ -39,31 +50,66 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   } catch (error) {
     throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
   }
-  const definition = asTestDefinition(loaded.default, script);
-  const outputDir = options.capture ? await makeOutputDir(options.output ?? 'vmkit-output') : undefined;
+  const loadedDefinition = asTestDefinition(loaded.default, script);
+  const definition = options.interactive ? interactiveDefinition(loadedDefinition) : loadedDefinition;
+  const captureDir = options.capture ? await makeOutputDir(options.output ?? 'vmkit-output') : undefined;
   if (!(await which(qemuBinary()))) throw new VmmStartError(QEMU_MISSING);
 
   const log = new RunLog();
   const runtime = new Runtime({ keep: options.keep });
+  // Made before any machine starts: a report path that cannot be written is bad input (exit 2).
+  const recorder = await RunRecorder.create(
+    options.output ?? (options.report ? resolve(options.report) : join(runtime.runDir, 'output')),
+    definition.name ?? basename(script),
+    { junit: options.junit, reportDir: options.report },
+  );
+  const started = performance.now();
+  // While --debug-on-failure waits, a signal ends the wait and the run cleans up as usual.
+  let endDebugWait: (() => void) | undefined;
   const interrupted = (signal: NodeJS.Signals, code: number) => async () => {
+    if (endDebugWait) return endDebugWait();
     log.line('vmkit', `interrupted by ${signal}: stopping every machine`);
     await runtime.stopProcesses();
+    await recorder.finish('interrupted', Math.round(performance.now() - started), log).catch(() => {});
     process.exit(code); // the exit hook removes the run's state folder
   };
   process.on('SIGINT', interrupted('SIGINT', 130));
   process.on('SIGTERM', interrupted('SIGTERM', 143));
 
-  log.line('vmkit', `running ${definition.name ?? script}`);
+  let debugged = false;
+  log.line('vmkit', `running ${definition.name ?? script}${options.interactive ? ' interactively' : ''}`);
   const report = await runTest(definition, {
     keep: options.keep,
     accel: options.accel,
     console: options.console,
+    verbose: options.verbose,
+    outputDir: options.output,
     fresh: options.fresh,
     grep: options.grep,
-    captureDir: outputDir,
-    timeoutMs: options.timeout,
+    captureDir,
+    // An interactive session lasts as long as the person at it, unless --timeout says otherwise.
+    timeoutMs: options.timeout ?? (options.interactive ? MAX_TIMER_MS : undefined),
     log,
     runtime,
+    recorder,
+    ...(options.debugOnFailure
+      ? {
+          onFailure: async (machines: Machine[]) => {
+            if (debugged) return; // the first failure only
+            debugged = true;
+            const ended = new Promise<void>((resolve) => {
+              endDebugWait = resolve;
+            });
+            await waitForDebugging(machines, {
+              runId: runtime.runId,
+              timeoutMs: options.debugWait ?? 600_000,
+              log,
+              interrupted: ended,
+            });
+            endDebugWait = undefined;
+          },
+        }
+      : {}),
   });
   await runtime.close();
   return report.passed ? 0 : 1;

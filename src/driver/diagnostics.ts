@@ -1,0 +1,65 @@
+import { copyFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Machine } from '../machine/machine.js';
+import { ensureDir } from '../util/files.js';
+import { withTimeout } from '../util/time.js';
+
+/** Each item is collected within this, so a wedged guest cannot hold the bundle. */
+const ITEM_MS = 5000;
+const ITEM_BYTES = 256 * 1024;
+
+const GUEST_ITEMS: Array<[file: string, command: string]> = [
+  ['dmesg.txt', 'dmesg'],
+  ['ps.txt', 'ps -ef 2>/dev/null || ps'],
+  ['systemctl-failed.txt', 'command -v systemctl >/dev/null && systemctl --failed --no-pager'],
+  ['systemctl-jobs.txt', 'command -v systemctl >/dev/null && systemctl list-jobs --no-pager'],
+  ['journal-tail.txt', 'command -v journalctl >/dev/null && journalctl -n 300 --no-pager'],
+];
+
+const cut = (text: string) => (text.length > ITEM_BYTES ? `[... cut ...]\n${text.slice(-ITEM_BYTES)}` : text);
+
+/**
+ * A diagnostics bundle for a machine in `<dir>/<machine>/`: its console (raw and cleaned), the
+ * QEMU log, its configuration, and from inside the guest dmesg, the process list and, on
+ * systemd guests, failed units, jobs and the journal tail. Every item is bounded in time and
+ * size; one that cannot be collected says why in its file. Returns the files written.
+ */
+export async function collectDiagnostics(machine: Machine, dir: string): Promise<string[]> {
+  const target = join(dir, machine.name);
+  await ensureDir(target);
+  const written: string[] = [];
+  const put = async (file: string, text: string) => {
+    await writeFile(join(target, file), cut(text));
+    written.push(file);
+  };
+  await put('console.txt', machine.getConsoleLog());
+  for (const [file, source] of [
+    ['console.raw.log', 'console.log'],
+    ['qemu.log', 'qemu.log'],
+  ] as const) {
+    await copyFile(join(machine.stateDir, source), join(target, file)).then(
+      () => written.push(file),
+      (error: Error) => put(file, `not available: ${error.message}\n`),
+    );
+  }
+  await put('config.json', `${JSON.stringify(machine.config, null, 2)}\n`);
+  const alive = machine.isRunning;
+  // One after another: the backdoor runs one command at a time, and each has its own bound.
+  for (const [file, command] of GUEST_ITEMS) {
+    await (async () => {
+      if (!alive) return put(file, 'not collected: the machine is not running\n');
+      const text = await withTimeout(machine.execute(command, { timeoutMs: ITEM_MS }), ITEM_MS + 1000, file)
+        .then((result) =>
+          result.exitCode === 0 || result.stdout
+            ? result.stdout + result.stderr
+            : `not available on this guest (exit ${result.exitCode}) ${result.stderr}`,
+        )
+        .catch((error: Error) => `not collected: ${error.message.split('\n')[0]}\n`);
+      if (file.startsWith('systemctl') || file.startsWith('journal')) {
+        if (text.startsWith('not available')) return; // not a systemd guest
+      }
+      await put(file, text);
+    })();
+  }
+  return written;
+}

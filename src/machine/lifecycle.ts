@@ -1,0 +1,29 @@
+import { MachineCrashedError } from '../errors.js';
+import type { MachineInternals } from './machine.js';
+
+/** A machine's switch NICs as `machine.networks` shows them. */
+export function describeNics(nics: MachineInternals['nics']) {
+  return nics.map((nic, index) => ({
+    index,
+    ...(nic.switch ? { switch: nic.switch.name } : {}),
+    mac: nic.mac,
+    ...(nic.address ? { address: nic.address } : {}),
+  }));
+}
+
+/** When the VMM exits, every pending and later call fails with MachineCrashedError saying why. */
+export function failCallsOnExit(internals: MachineInternals, stopping: () => boolean): void {
+  const { vmm, agent, console, name, backend } = internals;
+  vmm.exited.then((info) => {
+    const how = info.signal ? `killed by ${info.signal}` : `status ${info.code}`;
+    const reason = stopping() ? 'machine was shut down' : `${backend.title} exited unexpectedly (${how})`;
+    const stderr = vmm.stderrTail().trim();
+    agent.fail(
+      new MachineCrashedError(
+        name,
+        stderr && !stopping() ? `${reason}; ${backend.title} said: ${stderr}` : reason,
+        console.tail(),
+      ),
+    );
+  });
+}

@@ -1,0 +1,57 @@
+import type { QmpClient, QmpEvent } from '../backends/qemu/qmp.js';
+import { waitWithin } from '../util/time.js';
+
+/** Which QMP events a wait accepts: an event name, a predicate, or a name with data to match. */
+export type QmpEventFilter =
+  | string
+  | ((event: QmpEvent) => boolean)
+  | { event: string; data?: Record<string, unknown> };
+
+/** Runs a human monitor (HMP) command, like `info status`; resolves with what the monitor printed. */
+export function sendMonitorCommand(qmp: QmpClient, command: string, timeoutMs: number): Promise<string> {
+  return qmp.execute<string>('human-monitor-command', { 'command-line': command }, timeoutMs);
+}
+
+/** Waits for the next QMP event that `filter` accepts. */
+export function waitForQmpEvent(
+  qmp: QmpClient,
+  machine: string,
+  filter: QmpEventFilter,
+  timeoutMs: number,
+): Promise<QmpEvent> {
+  const accepts = acceptor(filter);
+  const seen: string[] = [];
+  return waitWithin<QmpEvent>(
+    timeoutMs,
+    `a QMP event ${describeFilter(filter)} from ${machine}`,
+    (resolve) => {
+      const onEvent = (event: QmpEvent) => {
+        if (accepts(event)) resolve(event);
+        else seen.push(event.event);
+      };
+      qmp.on('event', onEvent);
+      return () => qmp.off('event', onEvent);
+    },
+    {
+      lastState: () =>
+        seen.length ? `other events seen: ${seen.slice(-10).join(', ')}` : 'no QMP event seen',
+    },
+  );
+}
+
+function acceptor(filter: QmpEventFilter): (event: QmpEvent) => boolean {
+  if (typeof filter === 'function') return filter;
+  if (typeof filter === 'string') return (event) => event.event === filter;
+  return (event) =>
+    event.event === filter.event &&
+    Object.entries(filter.data ?? {}).every(
+      ([key, value]) =>
+        JSON.stringify((event.data as Record<string, unknown> | undefined)?.[key]) === JSON.stringify(value),
+    );
+}
+
+function describeFilter(filter: QmpEventFilter): string {
+  if (typeof filter === 'function') return 'matching the filter';
+  if (typeof filter === 'string') return filter;
+  return `${filter.event}${filter.data ? ` with ${JSON.stringify(filter.data)}` : ''}`;
+}
