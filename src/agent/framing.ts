@@ -76,6 +76,14 @@ export class BackdoorParser {
   private onLine(raw: Buffer): void {
     const line = raw.at(-1) === 13 ? raw.subarray(0, -1) : raw;
     const open = this.reply;
+    // A backdoor that starts again (the guest rebooted) may have died in the middle of a reply:
+    // its banner, never valid base64, ends that reply.
+    if (line.toString('latin1') === BANNER) {
+      this.reply = undefined;
+      if (open) this.emit({ type: 'noise', line: `reply ${open.id} cut short by a new backdoor` });
+      this.emit({ type: 'banner' });
+      return;
+    }
     if (open) {
       if (open.stdout === undefined) open.stdout = decodeBase64Line(line);
       else if (open.stderr === undefined) open.stderr = decodeBase64Line(line);
@@ -109,9 +117,7 @@ export class BackdoorParser {
     const reply = REPLY.exec(text);
     const go = GO.exec(text);
     const send = SEND.exec(text);
-    if (text === BANNER) this.emit({ type: 'banner' });
-    else if (reply)
-      this.reply = { id: Number(reply[1]), status: Number(reply[2]), timedOut: reply[3] === '1' };
+    if (reply) this.reply = { id: Number(reply[1]), status: Number(reply[2]), timedOut: reply[3] === '1' };
     else if (go) this.emit({ type: 'go', id: Number(go[1]) });
     else if (send) this.emit({ type: 'send', id: Number(send[1]), size: Number(send[2]) });
     else if (text.length > 0) this.emit({ type: 'noise', line: text.slice(0, 500) });

@@ -96,6 +96,22 @@ describe('BackdoorParser', () => {
     assert.deepEqual(events, [{ type: 'noise', line: `login: ${BANNER}` }]);
   });
 
+  test('a banner in the middle of a reply (the guest rebooted while replying) ends it and counts', () => {
+    for (const cut of ['<<<VMKIT:R 4 0 0>>>\n', '<<<VMKIT:R 4 0 0>>>\naGk=\n', '<<<VMKIT:R 4 0 0>>>\n\n\n']) {
+      const events = parse(cut, `\n${BANNER}\n`, frameReply(5, 0, Buffer.from('after\n'), Buffer.alloc(0)));
+      // The cut reply is reported as noise (cut short, or malformed when the banner's blank line
+      // closed it), never as a reply; the banner counts, and the next reply parses.
+      assert.equal(events.length, 3, JSON.stringify(events));
+      assert.equal(events[0]?.type, 'noise');
+      assert.deepEqual(events[1], { type: 'banner' });
+      const next = events[2];
+      assert.ok(
+        next?.type === 'reply' && next.id === 5 && next.stdout.toString() === 'after\n',
+        JSON.stringify(events),
+      );
+    }
+  });
+
   test('a complete reply in one chunk', () => {
     const reply = onlyReply(parse(frameReply(7, 3, Buffer.from('hello\n'), Buffer.from('oops\n'))));
     assert.equal(reply.id, 7);

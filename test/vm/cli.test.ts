@@ -46,7 +46,7 @@ describe('vmkit CLI', () => {
     assert.equal(code, 2);
     assert.equal(
       stderr.trim(),
-      'vmkit: test/fixtures/bad-image.ts: machine box asks for unknown image "windows-95" (known images: tiny)',
+      'vmkit: test/fixtures/bad-image.ts: machine box asks for unknown image "windows-95" (known images: tiny, debian)',
     );
   });
 
