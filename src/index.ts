@@ -54,7 +54,6 @@ export type {
 export type { MachineConfig } from './machine/config.js';
 export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine, WaitOptions } from './machine/machine.js';
-export type { QmpEventFilter } from './machine/monitor.js';
 export type {
   JournalOptions,
   UnixSocketOptions,
@@ -62,6 +61,7 @@ export type {
   WaitForUnitOptions,
 } from './machine/machine-systemd.js';
 export type { BootDevice, Firmware, UserMedia } from './machine/media.js';
+export type { QmpEventFilter } from './machine/monitor.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
 export type { PortOptions } from './machine/ports.js';
 export { keepMachineState } from './machine/start.js';

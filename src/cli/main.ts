@@ -44,7 +44,10 @@ program
   .option('--verbose', 'log every command, its output as the guest produces it, and how it ended')
   .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
   .option('--output <dir>', 'where the events ledger, diagnostics and copies go (ctx.outputDir)')
-  .option('--capture', "write every VLAN's traffic to a pcap file in the output folder (default vmkit-output)")
+  .option(
+    '--capture',
+    "write every VLAN's traffic to a pcap file in the output folder (default vmkit-output)",
+  )
   .option('--junit <file>', 'write JUnit XML here (its folder must exist)')
   .option('--report <dir>', 'write a self-contained report.html into this folder')
   .option('--interactive', "start the script's machines and open a REPL with them in scope; no test runs")

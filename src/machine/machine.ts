@@ -35,8 +35,8 @@ import { describeNics, failCallsOnExit } from './lifecycle.js';
 import { saveDiskImage } from './media.js';
 import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
-import { type PortOptions, waitForPort } from './ports.js';
-import { listeningCheck, retryCommand } from './retry.js';
+import { listeningCheck, type PortOptions, waitForPort } from './ports.js';
+import { retryCommand } from './retry.js';
 
 export type { CommandOptions, ExecResult, WaitOptions } from './commands.js';
 
