@@ -39,7 +39,12 @@ port_named() {
 }
 channel=$(port_named vmkit.shell) || { echo "vmkit backdoor: no vmkit.shell port" >&2; sleep 5; exit 1; }
 transfer=$(port_named vmkit.transfer) || transfer=
-exec 3<>"$channel"
+# The port opens for one holder at a time; an earlier backdoor's leftovers may still hold it.
+open_channel() {
+  until true 3<> "$channel"; do read -t 1 _ <> "$work/never"; done 2> /dev/null
+  exec 3<>"$channel"
+}
+open_channel
 [ -n "$transfer" ] && exec 4<>"$transfer"
 
 decode() { printf '%s' "$1" | base64 -d; }
@@ -67,11 +72,12 @@ run_script() { # id timeout length
   dd bs=65536 count="$3" iflag=count_bytes,fullblock <&3 2> /dev/null > "$work/script"
   fresh_output
   # A session of its own, so that a timeout can end the command and everything it started.
-  setsid sh "$work/script" > "$work/out" 2> "$work/err" < /dev/null &
+  # Without the channels (3, 4): a background process must not hold the ports open.
+  setsid sh "$work/script" > "$work/out" 2> "$work/err" < /dev/null 3>&- 4>&- &
   pid=$!
   # The watchdog sleeps in a builtin (read -t on a FIFO that never delivers): one fork, no
   # program to start, and nothing left behind when it is killed.
-  ( read -t "$2" _ <> "$work/never"; : > "$work/timed-out"; kill -KILL -"$pid" ) > /dev/null 2>&1 &
+  ( read -t "$2" _ <> "$work/never"; : > "$work/timed-out"; kill -KILL -"$pid" ) > /dev/null 2>&1 3>&- 4>&- &
   dog=$!
   wait "$pid"
   status=$?
@@ -147,13 +153,25 @@ send_file() { # id base64-path
   reply "$1" 0
 }
 
-printf '\nSpawning backdoor root shell...\n' >&3
-while IFS=' ' read -r kind id arg1 arg2 <&3; do
-  case "$kind" in
-    X) run_script "$id" "$arg1" "$arg2" ;;
-    U) receive_file "$id" "$arg1" "$arg2" ;;
-    D) send_file "$id" "$arg1" ;;
-    '') ;;
-    *) fresh_output; echo "vmkit backdoor: unknown request '$kind'" > "$work/err"; reply "${id:-0}" 2 ;;
-  esac
+serve() {
+  printf '\nSpawning backdoor root shell...\n' >&3
+  while IFS=' ' read -r kind id arg1 arg2 <&3; do
+    case "$kind" in
+      X) run_script "$id" "$arg1" "$arg2" ;;
+      U) receive_file "$id" "$arg1" "$arg2" ;;
+      D) send_file "$id" "$arg1" ;;
+      '') ;;
+      *) fresh_output; echo "vmkit backdoor: unknown request '$kind'" > "$work/err"; reply "${id:-0}" 2 ;;
+    esac
+  done
+}
+
+# End of file: the host closed its end (a detached fleet instance whose CLI call finished). A
+# port with no host reads as end-of-file at once, so reopen it after a short pause (read -t on
+# the FIFO is a builtin: no process) and announce the backdoor again for the next host.
+while :; do
+  serve
+  exec 3>&-
+  read -t 0.2 _ <> "$work/never"
+  open_channel
 done

@@ -298,6 +298,33 @@ export class FleetStore {
     });
   }
 
+  /**
+   * Takes over an instance for repair when no live process holds it: its intent (or `check`
+   * when it had none) now names this process, so two repairing CLIs never act on it at once.
+   * Returns the instance as it was, or undefined when it needs nothing or another process has it.
+   */
+  claimForRepair(seq: number, needed: (instance: Instance) => boolean): Instance | undefined {
+    return this.tx(() => {
+      const instance = this.instanceBySeq(seq);
+      if (instance.intent && intentAlive(instance)) return undefined;
+      if (!needed(instance)) return undefined;
+      this.db
+        .prepare(
+          `UPDATE instances SET intent = ?, intent_from = ?, intent_pid = ?, intent_ticks = ?, intent_at = ?
+           WHERE seq = ?`,
+        )
+        .run(
+          instance.intent?.operation ?? 'check',
+          instance.intent?.from ?? instance.state,
+          process.pid,
+          processStartTicks(process.pid) ?? '',
+          now(),
+          seq,
+        );
+      return instance;
+    });
+  }
+
   private target(instance: Instance): InstanceState {
     const operation = instance.intent?.operation as Operation | 'create';
     if (operation === 'create') return 'Created';

@@ -1,0 +1,24 @@
+import { writeFileSync } from 'node:fs';
+import { VirtualSwitch } from './switch.js';
+
+/**
+ * Entry point of a detached switch process: `switch-host <name> <socket> <stats file>`. Runs one
+ * VirtualSwitch until SIGTERM or SIGINT, writing its counters to the stats file every second.
+ */
+const [name, socketPath, statsPath] = process.argv.slice(2);
+if (!name || !socketPath || !statsPath) {
+  process.stderr.write('usage: switch-host <name> <socket> <stats file>\n');
+  process.exit(2);
+}
+const network = await VirtualSwitch.create(name, socketPath);
+const writeStats = () =>
+  writeFileSync(statsPath, JSON.stringify({ at: new Date().toISOString(), ...network.stats() }));
+const timer = setInterval(writeStats, 1000);
+writeStats();
+const end = () => {
+  clearInterval(timer);
+  network.close().finally(() => process.exit(0));
+};
+process.on('SIGTERM', end);
+process.on('SIGINT', end);
+process.stdout.write(`switch ${name} listening on ${socketPath}\n`);
