@@ -16,6 +16,10 @@ declare -A NEEDED=(
   [dpkg-deb]=dpkg
   [cpio]=cpio
   [tcpdump]=tcpdump   # reads back the switch's packet captures in the tests
+  # better-sqlite3 (the fleet's state) compiles from source where no prebuilt binary downloads
+  [make]=make
+  [g++]=g++
+  [python3]=python3
 )
 missing=()
 for cmd in "${!NEEDED[@]}"; do
@@ -44,6 +48,12 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# A native module built for another Node (or whose build was skipped) is rebuilt here.
+if ! node -e "new (require('better-sqlite3'))(':memory:')" >/dev/null 2>&1; then
+  say "npm rebuild better-sqlite3"
+  npm rebuild better-sqlite3 --loglevel=error
 fi
 
 say "building"

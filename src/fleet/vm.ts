@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
 import { chooseAccel } from '../backends/accel.js';
@@ -72,6 +72,7 @@ export async function killVm(dir: string): Promise<number> {
   const processes = vmProcesses(dir);
   for (const record of processes) await stopDetached(record, 0);
   rmSync(vmmRecordPath(dir), { force: true });
+  if (existsSync(dir)) removeRamFiles(dir);
   return processes.length;
 }
 
@@ -95,11 +96,21 @@ async function guestImage(ctx: VmContext, instance: Instance, pool: Pool): Promi
   return built;
 }
 
+const ramBase = (dir: string) => (existsSync(SHARED_MEMORY_DIR) ? SHARED_MEMORY_DIR : dir);
+const ramPrefix = (dir: string) =>
+  `vmkit-fleet-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}-`;
+
 /** A RAM file in shared memory named after the folder, unlinked once QEMU has it mapped. */
 function ramPath(dir: string): string {
-  const base = existsSync(SHARED_MEMORY_DIR) ? SHARED_MEMORY_DIR : dir;
-  const owner = createHash('sha256').update(dir).digest('hex').slice(0, 12);
-  return join(base, `vmkit-fleet-${owner}-${randomBytes(4).toString('hex')}.ram`);
+  return join(ramBase(dir), `${ramPrefix(dir)}${randomBytes(4).toString('hex')}.ram`);
+}
+
+/** RAM files of the folder's VMMs that a start cut off before unlinking them. */
+function removeRamFiles(dir: string): void {
+  const prefix = ramPrefix(dir);
+  for (const name of readdirSync(ramBase(dir))) {
+    if (name.startsWith(prefix)) rmSync(join(ramBase(dir), name), { force: true });
+  }
 }
 
 async function launch(ctx: VmContext, instance: Instance, pool: Pool, image: BootImage, incoming: boolean) {

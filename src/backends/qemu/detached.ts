@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { BackdoorChannel } from '../../agent/backdoor.js';
@@ -42,6 +42,8 @@ export async function launchDetachedQemu(
   const binary = await which(qemuBinary());
   if (!binary) throw new VmmStartError(QEMU_MISSING);
   const args = qemuArgs({ ...spec, detached: true });
+  // A VMM that was SIGKILLed leaves its socket files: waiting for them would not wait at all.
+  for (const name of Object.values(SOCKETS)) rmSync(join(spec.stateDir, name), { force: true });
   const record = spawnDetached({
     program: binary,
     args,
@@ -64,15 +66,34 @@ export async function launchDetachedQemu(
     }
     await sleep(10);
   }
+  // QMP answers once QEMU is through its start-up: guest RAM is mapped by then.
+  const attached = await AttachedQemu.attach(spec.name, spec.stateDir, Math.max(1000, deadline.remaining()));
+  attached.detach();
   return record;
 }
 
-function connectSocket(path: string, timeoutMs: number): Promise<Socket> {
+/** Connects to a unix socket, retrying while its listener is not up yet (ECONNREFUSED, ENOENT). */
+async function connectSocket(path: string, timeoutMs: number): Promise<Socket> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await connectOnce(path, Math.max(1, deadline - Date.now()));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if ((code !== 'ECONNREFUSED' && code !== 'ENOENT') || Date.now() > deadline) {
+        throw new VmmStartError(`cannot connect to ${path}: ${(error as Error).message}`);
+      }
+      await sleep(20);
+    }
+  }
+}
+
+function connectOnce(path: string, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = connect(path);
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new VmmStartError(`connecting to ${path} took over ${timeoutMs} ms`));
+      reject(new Error(`no connection within ${timeoutMs} ms`));
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);
@@ -81,7 +102,7 @@ function connectSocket(path: string, timeoutMs: number): Promise<Socket> {
     });
     socket.once('error', (error) => {
       clearTimeout(timer);
-      reject(new VmmStartError(`cannot connect to ${path}: ${error.message}`));
+      reject(error);
     });
   });
 }
