@@ -73,6 +73,8 @@ const MIGRATIONS: string[] = [
      UNIQUE (tenant, address),
      FOREIGN KEY (tenant, pool) REFERENCES pools(tenant, id)
    );`,
+  // What could not be applied at the last start or wake (cgroup limits, ...), as a JSON list.
+  `ALTER TABLE instances ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

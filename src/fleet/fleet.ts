@@ -3,7 +3,7 @@ import type { RawResult } from '../agent/backdoor.js';
 import { consoleLogPath } from '../backends/qemu/detached.js';
 import { VmkitError } from '../errors.js';
 import { buildImage } from '../images/build.js';
-import { stopSwitchDaemon } from '../network/switch-daemon.js';
+import { nameSwitchPorts, stopSwitchDaemon } from '../network/switch-daemon.js';
 import { Runtime } from '../runtime/runtime.js';
 import { audit } from './audit.js';
 import { defaultFleetDir } from './db.js';
@@ -227,11 +227,24 @@ export class Fleet {
     };
   }
 
+  /** Tells the tenant's switch which MAC is which instance, for its per-port counters. */
+  private nameSwitchPorts(tenant: string): void {
+    const names: Record<string, string> = {};
+    for (const instance of this.store.listInstances({ tenant })) names[instance.mac] = instance.path;
+    nameSwitchPorts(networkDir(this.dir, tenant), names);
+  }
+
   start(address: string): Promise<Instance> {
     return this.operate(address, 'start', async (instance, pool) => {
-      const record = await bootVm(this.vm(instance).ctx, instance, pool);
+      this.nameSwitchPorts(instance.tenant);
+      const { record, warnings } = await bootVm(this.vm(instance).ctx, instance, pool);
       return {
-        outcome: { pid: record.pid, pidTicks: record.startTicks, startedAt: new Date().toISOString() },
+        outcome: {
+          pid: record.pid,
+          pidTicks: record.startTicks,
+          startedAt: new Date().toISOString(),
+          warnings,
+        },
         detail: `pid ${record.pid}`,
       };
     });
@@ -269,11 +282,12 @@ export class Fleet {
 
   wake(address: string): Promise<Instance> {
     return this.operate(address, 'wake', async (instance, pool) => {
+      this.nameSwitchPorts(instance.tenant);
       const { ctx, dir } = this.vm(instance);
-      const record = await wakeVm(ctx, instance, pool);
+      const { record, warnings } = await wakeVm(ctx, instance, pool);
       rmSync(sleepStatePath(dir), { force: true });
       return {
-        outcome: { pid: record.pid, pidTicks: record.startTicks },
+        outcome: { pid: record.pid, pidTicks: record.startTicks, warnings },
         detail: `restored, pid ${record.pid}`,
       };
     });
@@ -298,6 +312,7 @@ export class Fleet {
         `instance ${instance.path}: exec needs a Running instance, it is ${instance.state}`,
       );
     }
+    this.store.touch(instance.seq);
     const result = await execVm(this.vm(instance).dir, instance.path, command, timeoutMs);
     audit(this.dir, {
       tenant: instance.tenant,

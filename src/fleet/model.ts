@@ -93,6 +93,8 @@ export interface Instance {
   pidTicks?: string;
   /** Why the instance is in its state, when something other than a request put it there. */
   reason?: string;
+  /** What could not be applied at its last start or wake (resource limits). */
+  warnings: string[];
   createdAt: string;
   updatedAt: string;
   startedAt?: string;

@@ -3,7 +3,7 @@ import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
 import type { Fleet } from './fleet.js';
 import type { Instance } from './model.js';
-import { instanceDir, sleepStatePath, vmProcesses } from './vm.js';
+import { instanceDir, sleepStatePath, vmGroups, vmProcesses } from './vm.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
 export function residentKiB(pid: number): number {
@@ -44,7 +44,8 @@ export async function nodeInfo(fleet: Fleet) {
     accelerator: accel.accel,
     acceleratorReason: accel.reason,
     cgroups: cgroupInfo(),
-    limits: 'not applied: vmkit does not put fleet VMMs in cgroups yet',
+    limits:
+      "memory, cpu and pids cgroups per VMM (v2, or v1 hierarchies), under the group vmkit runs in; what cannot be applied shows in each instance's warnings",
     sandbox: 'not applied: QEMU runs without -sandbox and as the calling user',
     fleetDir: fleet.dir,
     vmkitVersion: '0.1.0',
@@ -81,5 +82,6 @@ export function instanceInfo(fleet: Fleet, instance: Instance) {
     memoryMiB: pool.memoryMiB,
     vmmResidentMiB: vmm ? Math.round(residentKiB(vmm.pid) / 1024) : 0,
     sleepStateBytes: existsSync(sleep) ? statSync(sleep).size : 0,
+    cgroups: vmm ? (vmGroups(dir)?.groups ?? []) : [],
   };
 }

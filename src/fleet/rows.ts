@@ -59,6 +59,7 @@ export function instanceFrom(row: Row): Instance {
     pid: row.pid === null ? undefined : Number(row.pid),
     pidTicks: str(row.pid_ticks),
     reason: str(row.reason),
+    warnings: JSON.parse(String(row.warnings ?? '[]')) as string[],
     createdAt: String(row.created_at),
     updatedAt: String(row.updated_at),
     startedAt: str(row.started_at),
@@ -81,6 +82,7 @@ export interface Outcome {
   pidTicks?: string | null;
   reason?: string | null;
   startedAt?: string | null;
+  warnings?: string[];
 }
 
 export function snake(outcome: Outcome): Record<string, unknown> {
@@ -89,10 +91,12 @@ export function snake(outcome: Outcome): Record<string, unknown> {
     pidTicks: 'pid_ticks',
     reason: 'reason',
     startedAt: 'started_at',
+    warnings: 'warnings',
   };
   const fields: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(outcome)) {
-    if (value !== undefined) fields[names[key as keyof Outcome]] = value;
+    if (value !== undefined)
+      fields[names[key as keyof Outcome]] = Array.isArray(value) ? JSON.stringify(value) : value;
   }
   return fields;
 }

@@ -365,6 +365,11 @@ export class FleetStore {
     });
   }
 
+  /** Records activity (a command): the sleep policy's idle time starts again. */
+  touch(seq: number): void {
+    this.db.prepare('UPDATE instances SET last_active_at = ? WHERE seq = ?').run(now(), seq);
+  }
+
   deleteInstance(seq: number): void {
     this.tx(() => {
       this.db.prepare('DELETE FROM instances WHERE seq = ?').run(seq);

@@ -1,5 +1,14 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
 import { chooseAccel } from '../backends/accel.js';
@@ -22,6 +31,7 @@ import {
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import { shellQuote } from '../util/shell.js';
+import { applyLimits, type Placement, removeGroups } from './cgroups.js';
 import type { Instance, Pool } from './model.js';
 
 /**
@@ -43,6 +53,9 @@ export const sleepStatePath = (dir: string) => join(dir, 'sleep', 'state');
 export const WOKE_FILE = '/run/vmkit/woke';
 
 const BOOT_TIMEOUT_MS = 120_000;
+/** QEMU's own memory beside guest RAM under TCG (translation cache, device buffers). */
+const VMM_OVERHEAD_MIB = 256;
+const VMM_PIDS = 256;
 const SAVE_TIMEOUT_MS = 300_000;
 
 /** The instance's folder and its data disk: what create makes and destroy removes. */
@@ -67,11 +80,45 @@ export function vmProcesses(dir: string): DetachedRecord[] {
   return processesNaming(join(dir, SOCKETS.qmp));
 }
 
+/** A VMM brought up, and what could not be applied to it. */
+export interface Started {
+  record: DetachedRecord;
+  warnings: string[];
+}
+
+const placementPath = (dir: string) => join(dir, 'cgroups.json');
+
+/**
+ * Puts the VMM in cgroups of its own: guest memory plus room for QEMU itself, its vCPUs' worth
+ * of CPU time, a bound on threads. Recorded in the folder, so that any later call removes them.
+ */
+function limitVm(dir: string, record: DetachedRecord, pool: Pool): string[] {
+  const name = `vmkit-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`;
+  const placement = applyLimits(name, record.pid, {
+    memoryMiB: pool.memoryMiB + VMM_OVERHEAD_MIB,
+    cpus: pool.vcpus,
+    pids: VMM_PIDS,
+  });
+  writeFileSync(placementPath(dir), JSON.stringify(placement));
+  return placement.warnings;
+}
+
+/** The cgroups the folder's VMM was put in, for `instance info` and the tests. */
+export function vmGroups(dir: string): Placement | undefined {
+  try {
+    return JSON.parse(readFileSync(placementPath(dir), 'utf8')) as Placement;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Ends whatever VMM the folder has, at once. */
 export async function killVm(dir: string): Promise<number> {
   const processes = vmProcesses(dir);
   for (const record of processes) await stopDetached(record, 0);
   rmSync(vmmRecordPath(dir), { force: true });
+  const busy = await removeGroups(vmGroups(dir)?.groups ?? []);
+  if (busy.length === 0) rmSync(placementPath(dir), { force: true });
   if (existsSync(dir)) removeRamFiles(dir);
   return processes.length;
 }
@@ -168,13 +215,14 @@ async function withVm<T>(dir: string, name: string, work: (vm: AttachedQemu) => 
 const guestName = (instance: Instance) => instance.id;
 
 /** Boots the instance's VMM detached and sets the guest up (hostname, address); returns its record. */
-export async function bootVm(ctx: VmContext, instance: Instance, pool: Pool): Promise<DetachedRecord> {
+export async function bootVm(ctx: VmContext, instance: Instance, pool: Pool): Promise<Started> {
   const image = await guestImage(ctx, instance, pool);
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
   const dir = instanceDir(ctx.fleetDir, instance.seq);
   rmSync(join(dir, 'console.log'), { force: true });
   const record = await launch(ctx, instance, pool, image, false);
   try {
+    const warnings = limitVm(dir, record, pool);
     const setup = profileNamed(image.profile).afterBoot({
       hostname: guestName(instance),
       nics: [{ index: 0, address: instance.address }],
@@ -183,7 +231,7 @@ export async function bootVm(ctx: VmContext, instance: Instance, pool: Pool): Pr
     await withVm(dir, instance.path, (vm) =>
       runInGuest(vm, setup, 'guest set-up after boot', BOOT_TIMEOUT_MS),
     );
-    return record;
+    return { record, warnings };
   } catch (error) {
     await killVm(dir);
     throw error;
@@ -241,7 +289,7 @@ export async function sleepVm(dir: string, name: string): Promise<number> {
  * guest's clock and entropy and tells it that it woke (WOKE_FILE). The state is removed once
  * the guest runs again.
  */
-export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Promise<DetachedRecord> {
+export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Promise<Started> {
   const dir = instanceDir(ctx.fleetDir, instance.seq);
   const state = sleepStatePath(dir);
   if (!existsSync(state)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
@@ -249,6 +297,7 @@ export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Pr
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
   const record = await launch(ctx, instance, pool, image, true);
   try {
+    const warnings = limitVm(dir, record, pool);
     await withVm(dir, instance.path, async (vm) => {
       await migrateIn(vm.qmp, state, { ignoreShared: false, timeoutMs: SAVE_TIMEOUT_MS });
       const now = Math.floor(Date.now() / 1000);
@@ -264,7 +313,7 @@ export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Pr
         'guest set-up after wake',
       );
     });
-    return record;
+    return { record, warnings };
   } catch (error) {
     await killVm(dir);
     throw error;

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NetworkError } from '../errors.js';
 import {
@@ -74,6 +74,14 @@ export async function stopSwitchDaemon(dir: string): Promise<void> {
   await stopDetached(readRecord(recordPath(dir)));
   rmSync(recordPath(dir), { force: true });
   rmSync(switchSocket(dir), { force: true });
+}
+
+/** Names the switch's ports in its counters: MAC -> machine name (written whole, then renamed). */
+export function nameSwitchPorts(dir: string, names: Record<string, string>): void {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, 'macs.json');
+  writeFileSync(`${path}.part`, JSON.stringify(names));
+  renameSync(`${path}.part`, path);
 }
 
 /** The switch's counters as it last wrote them (every second). */

