@@ -14,8 +14,31 @@ if (!name || !socketPath || !statsPath) {
   process.exit(2);
 }
 const network = await VirtualSwitch.create(name, socketPath);
-const writeStats = () =>
+const macsPath = join(dirname(statsPath), 'macs.json');
+const releases = new Map<string, () => void>();
+let macsChanged = -1;
+function claimMacs(): void {
+  let names: Record<string, string>;
+  try {
+    const mtime = statSync(macsPath).mtimeMs;
+    if (mtime === macsChanged) return;
+    macsChanged = mtime;
+    names = JSON.parse(readFileSync(macsPath, 'utf8'));
+  } catch {
+    return;
+  }
+  for (const release of releases.values()) release();
+  releases.clear();
+  for (const [mac, machine] of Object.entries(names)) {
+    try {
+      releases.set(mac, network.claimMac(mac, machine));
+    } catch {}
+  }
+}
+const writeStats = () => {
+  claimMacs();
   writeFileSync(statsPath, JSON.stringify({ at: new Date().toISOString(), ...network.stats() }));
+};
 const timer = setInterval(writeStats, 1000);
 writeStats();
 const end = () => {
