@@ -29,6 +29,15 @@ export {
 } from './fleet/lifecycle.js';
 export type { Instance, Pool, PoolInput, Tenant, TenantInput } from './fleet/model.js';
 export { instanceInfo, nodeInfo, nodeStats } from './fleet/node.js';
+export {
+  type Decision,
+  decide,
+  POLICY_DEFAULTS,
+  type PolicyOptions,
+  runPolicy,
+  type Sample,
+  sampleFleet,
+} from './fleet/policy.js';
 export type { Repair } from './fleet/repair.js';
 export { type ScaleStep, scalePool } from './fleet/scale.js';
 export type { GuestProfile } from './guest/profiles/index.js';

@@ -324,6 +324,20 @@ export class Fleet {
     return result;
   }
 
+  /** Sets the pinned and critical flags (both exempt the instance from the sleep policy). */
+  setFlags(address: string, flags: { pinned?: boolean; critical?: boolean }): Instance {
+    const instance = this.instance(address);
+    const done = this.store.setFlags(instance.seq, flags);
+    audit(this.dir, {
+      tenant: instance.tenant,
+      action: 'set',
+      target: instance.path,
+      outcome: 'ok',
+      detail: `pinned ${done.pinned}, critical ${done.critical}`,
+    });
+    return done;
+  }
+
   /** What the instance's serial console printed since its last boot. */
   logs(address: string): string {
     const instance = this.instance(address);

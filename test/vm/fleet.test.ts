@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
+import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
 import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli } from '../helpers.js';
@@ -181,6 +182,34 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     await fleet.start('alpha/web/a1');
     const disk = await fleet.exec('alpha/web/a1', sh('head -c 9 /dev/vda'));
     assert.equal(disk.stdout.toString(), 'disk-mark');
+  });
+
+  it('the sleep policy samples CPU and switch traffic, keeps pinned instances, and sleeps idle ones', async () => {
+    fleet.setFlags('alpha/web/a1', { pinned: true });
+    await fleet.exec('alpha/web/a1', sh('(ping -c 10 -i 0.2 10.71.0.3 > /dev/null 2>&1 &)'));
+    const samples = await sampleFleet(fleet, 2000);
+    const by = Object.fromEntries(samples.map((sample) => [sample.path, sample]));
+    assert.ok((by['alpha/web/a1']?.networkBytes ?? 0) > 0, 'no traffic counted for the pinging instance');
+    assert.ok((by['alpha/web/a2']?.networkBytes ?? 0) > 0, 'no traffic counted for the pinged instance');
+    assert.equal(by['beta/db/b1']?.networkBytes, 0);
+    const thresholds = {
+      idleSeconds: 0,
+      cpuPercent: 100,
+      networkBytes: 1,
+      minMemAvailableMiB: 0,
+      sampleMs: 1000,
+    };
+    const planned = await runPolicy(fleet, { ...thresholds, dryRun: true });
+    const action = (decisions: typeof planned, path: string) =>
+      decisions.find((d) => d.path === path)?.action;
+    assert.equal(action(planned, 'alpha/web/a1'), 'keep');
+    assert.deepEqual(planned.find((d) => d.path === 'alpha/web/a1')?.reasons, ['exempt: pinned']);
+    assert.equal(action(planned, 'beta/db/b1'), 'sleep');
+    assert.equal(fleet.instance('beta/db/b1').state, 'Running', 'a dry run changed something');
+    await runPolicy(fleet, thresholds);
+    assert.equal(fleet.instance('beta/db/b1').state, 'Sleeping');
+    assert.equal(fleet.instance('alpha/web/a1').state, 'Running');
+    fleet.setFlags('alpha/web/a1', { pinned: false });
   });
 
   it('repairs the state after kill -9 of the CLI at random points of start, sleep and wake', async (t) => {

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { ConfigError } from '../../errors.js';
 import type { Fleet } from '../../fleet/fleet.js';
 import { parseAddress } from '../../fleet/ids.js';
 import type { Instance } from '../../fleet/model.js';
@@ -103,6 +104,27 @@ export function registerInstanceCommands(fleet: Command): void {
           process.stderr.write(result.stderr);
         }
         process.exitCode = result.status;
+      });
+    });
+  const onOff = (value: string) => {
+    if (value !== 'on' && value !== 'off')
+      throw new ConfigError(`expected on or off, got ${JSON.stringify(value)}`);
+    return value === 'on';
+  };
+  instance
+    .command('set')
+    .description('flags: pinned and critical instances are never put to sleep by the policy')
+    .argument('<tenant/pool/instance>')
+    .option('--pinned <on|off>', 'pinned', onOff)
+    .option('--critical <on|off>', 'critical', onOff)
+    .action(async (address: string, options, command: Command) => {
+      await withFleet(command, async (fleet, json) => {
+        const done = fleet.setFlags(address, { pinned: options.pinned, critical: options.critical });
+        output(
+          json,
+          done,
+          () => `${done.path} pinned ${done.pinned ? 'on' : 'off'}, critical ${done.critical ? 'on' : 'off'}`,
+        );
       });
     });
   instance
