@@ -43,7 +43,8 @@ export interface FleetOptions {
 export class Fleet {
   readonly store: FleetStore;
   readonly dir: string;
-  private readonly runtime = new Runtime();
+  /** Caches host facts (the accelerator, QEMU's features) for this fleet's calls. */
+  readonly runtime = new Runtime();
   private readonly log: (line: string) => void;
 
   constructor(options: FleetOptions = {}) {

@@ -4,6 +4,7 @@ import { chooseAccel } from '../backends/accel.js';
 import type { Fleet } from './fleet.js';
 import type { Instance } from './model.js';
 import { instanceDir, sleepStatePath, vmGroups, vmProcesses } from './vm.js';
+import { qemuHasSandbox } from './vmm-options.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
 export function residentKiB(pid: number): number {
@@ -46,7 +47,9 @@ export async function nodeInfo(fleet: Fleet) {
     cgroups: cgroupInfo(),
     limits:
       "memory, cpu and pids cgroups per VMM (v2, or v1 hierarchies), under the group vmkit runs in; what cannot be applied shows in each instance's warnings",
-    sandbox: 'not applied: QEMU runs without -sandbox and as the calling user',
+    sandbox: (await qemuHasSandbox(fleet.runtime))
+      ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied); QEMU runs as the calling user, with no chroot"
+      : 'not applied: this QEMU has no seccomp sandbox; QEMU runs as the calling user, with no chroot',
     fleetDir: fleet.dir,
     vmkitVersion: '0.1.0',
   };

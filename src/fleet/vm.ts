@@ -33,6 +33,13 @@ import { runTool } from '../util/exec.js';
 import { shellQuote } from '../util/shell.js';
 import { applyLimits, type Placement, removeGroups } from './cgroups.js';
 import type { Instance, Pool } from './model.js';
+import {
+  METADATA_NIC_ADDRESS,
+  metadataNic,
+  NO_SANDBOX,
+  qemuHasSandbox,
+  SANDBOX_ARGS,
+} from './vmm-options.js';
 
 /**
  * The VM side of fleet instances: detached QEMU processes, one folder each under
@@ -163,6 +170,7 @@ function removeRamFiles(dir: string): void {
 async function launch(ctx: VmContext, instance: Instance, pool: Pool, image: BootImage, incoming: boolean) {
   const dir = instanceDir(ctx.fleetDir, instance.seq);
   const accel = await chooseAccel('auto', ctx.runtime);
+  const sandbox = await qemuHasSandbox(ctx.runtime);
   const memory = ramPath(dir);
   try {
     return await launchDetachedQemu({
@@ -177,6 +185,7 @@ async function launch(ctx: VmContext, instance: Instance, pool: Pool, image: Boo
       nics: [{ socketPath: switchSocket(networkDir(ctx.fleetDir, instance.tenant)), mac: instance.mac }],
       memory: { path: memory, share: true },
       disks: [dataDiskPath(dir)],
+      extraArgs: [...metadataNic(ctx.fleetDir, instance), ...(sandbox ? SANDBOX_ARGS : [])],
       incoming,
       startTimeoutMs: 30_000,
     });
@@ -222,10 +231,16 @@ export async function bootVm(ctx: VmContext, instance: Instance, pool: Pool): Pr
   rmSync(join(dir, 'console.log'), { force: true });
   const record = await launch(ctx, instance, pool, image, false);
   try {
-    const warnings = limitVm(dir, record, pool);
+    const warnings = [
+      ...limitVm(dir, record, pool),
+      ...((await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX]),
+    ];
     const setup = profileNamed(image.profile).afterBoot({
       hostname: guestName(instance),
-      nics: [{ index: 0, address: instance.address }],
+      nics: [
+        { index: 0, address: instance.address },
+        { index: 1, address: METADATA_NIC_ADDRESS },
+      ],
       hosts: {},
     });
     await withVm(dir, instance.path, (vm) =>
@@ -297,7 +312,10 @@ export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Pr
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
   const record = await launch(ctx, instance, pool, image, true);
   try {
-    const warnings = limitVm(dir, record, pool);
+    const warnings = [
+      ...limitVm(dir, record, pool),
+      ...((await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX]),
+    ];
     await withVm(dir, instance.path, async (vm) => {
       await migrateIn(vm.qmp, state, { ignoreShared: false, timeoutMs: SAVE_TIMEOUT_MS });
       const now = Math.floor(Date.now() / 1000);

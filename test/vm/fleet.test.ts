@@ -9,6 +9,7 @@ import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
 import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
+import { scalePool } from '../../src/fleet/scale.js';
 import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli } from '../helpers.js';
@@ -64,7 +65,7 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
       maxRunning: 2,
       secrets: { TOKEN: 'a-secret' },
     });
-    fleet.createTenant({ id: 'beta', subnet: '10.72.0.0/24' });
+    fleet.createTenant({ id: 'beta', subnet: '10.72.0.0/24', secrets: { B_ONLY: 'b-secret' } });
     await fleet.createPool({ tenant: 'alpha', id: 'web', memoryMiB: 128 });
     await fleet.createPool({ tenant: 'beta', id: 'db', memoryMiB: 128 });
     for (const id of ['a1', 'a2', 'a3']) await fleet.createInstance('alpha/web', id);
@@ -94,8 +95,14 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assertConsistent(fleet);
   });
 
-  it('puts each VMM in cgroups of its own with its limits, or says why not', () => {
+  it('puts each VMM in cgroups of its own with its limits and under seccomp, or says why not', () => {
     const instance = fleet.instance('alpha/web/a1');
+    const seccomp = /^Seccomp:\s+(\d)/m.exec(readFileSync(`/proc/${instance.pid}/status`, 'utf8'))?.[1];
+    if (seccomp !== '2')
+      assert.ok(
+        instance.warnings.some((w) => w.includes('seccomp')),
+        'no seccomp and no warning',
+      );
     const groups = vmGroups(instanceDir(dir, instance.seq));
     assert.ok(groups, 'no cgroup placement recorded');
     for (const group of groups.groups) groupsSeen.add(group);
@@ -184,6 +191,22 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.equal(disk.stdout.toString(), 'disk-mark');
   });
 
+  it("the metadata endpoint gives each instance itself and its own tenant's secrets only", async () => {
+    const read = async (path: string, document: string) => {
+      const result = await fleet.exec(path, ['wget', '-q', '-O', '-', `http://169.254.169.254${document}`]);
+      assert.equal(result.status, 0, result.stderr.toString());
+      return JSON.parse(result.stdout.toString());
+    };
+    assert.deepEqual(await read('alpha/web/a1', '/secrets'), { TOKEN: 'a-secret' });
+    assert.deepEqual(await read('beta/db/b1', '/secrets'), { B_ONLY: 'b-secret' });
+    const identity = await read('alpha/web/a2', '/identity');
+    assert.equal(identity.path, 'alpha/web/a2');
+    assert.equal(identity.address, '10.71.0.3/24');
+    const reads = readAudit(dir, 'alpha').filter((event) => event.action === 'secret.read');
+    assert.ok(reads.some((event) => event.target === 'alpha/web/a1' && event.detail?.includes('TOKEN')));
+    assert.ok(!readAudit(dir, 'beta').some((event) => event.target.startsWith('alpha')));
+  });
+
   it('the sleep policy samples CPU and switch traffic, keeps pinned instances, and sleeps idle ones', async () => {
     fleet.setFlags('alpha/web/a1', { pinned: true });
     await fleet.exec('alpha/web/a1', sh('(ping -c 10 -i 0.2 10.71.0.3 > /dev/null 2>&1 &)'));
@@ -210,6 +233,29 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.equal(fleet.instance('beta/db/b1').state, 'Sleeping');
     assert.equal(fleet.instance('alpha/web/a1').state, 'Running');
     fleet.setFlags('alpha/web/a1', { pinned: false });
+  });
+
+  it('pool scale creates, starts, sleeps and destroys instances to match the desired counts', async () => {
+    fleet.store.setDesired('beta', 'db', { running: 1, warm: 0, sleeping: 1 });
+    const steps = await scalePool(fleet, 'beta/db');
+    const states = () =>
+      fleet.store
+        .listInstances({ tenant: 'beta' })
+        .map((i) => i.state)
+        .sort();
+    assert.deepEqual(states(), ['Running', 'Sleeping']);
+    assert.ok(
+      steps.some((step) => step.action === 'create'),
+      JSON.stringify(steps),
+    );
+    assert.deepEqual(await scalePool(fleet, 'beta/db'), [], 'a second scale has nothing to do');
+    fleet.store.setDesired('beta', 'db', { running: 0, warm: 0, sleeping: 1 });
+    const down = await scalePool(fleet, 'beta/db');
+    assert.deepEqual(states(), ['Sleeping']);
+    assert.deepEqual(
+      down.map((step) => step.action),
+      ['destroy'],
+    );
   });
 
   it('repairs the state after kill -9 of the CLI at random points of start, sleep and wake', async (t) => {

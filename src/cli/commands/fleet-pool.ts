@@ -3,37 +3,42 @@ import { parseAddress } from '../../fleet/ids.js';
 import { scalePool } from '../../fleet/scale.js';
 import { confirmDestroy, output, wholeOption, withFleet } from './fleet-common.js';
 
+/** --running, --warm, --sleeping: a pool's desired counts. */
+function withDesiredCounts(command: Command): Command {
+  return command
+    .option('--running <n>', 'desired Running instances', wholeOption)
+    .option('--warm <n>', 'desired Warm instances', wholeOption)
+    .option('--sleeping <n>', 'desired Sleeping instances', wholeOption);
+}
+
 export function registerPoolCommands(fleet: Command): void {
   const pool = fleet
     .command('pool')
     .description('pools: identical instances of one image, with desired counts');
-  pool
+  const create = pool
     .command('create')
     .argument('<tenant/pool>')
     .option('--image <name>', 'image name', 'tiny')
     .option('--vcpus <n>', 'vCPUs per instance', wholeOption)
     .option('--memory-mib <n>', 'memory per instance', wholeOption)
-    .option('--data-disk-mib <n>', 'data disk per instance', wholeOption)
-    .option('--running <n>', 'desired Running instances', wholeOption)
-    .option('--warm <n>', 'desired Warm instances', wholeOption)
-    .option('--sleeping <n>', 'desired Sleeping instances', wholeOption)
-    .action(async (address: string, options, command: Command) => {
-      const { tenant, pool: id } = parseAddress(address, 2);
-      await withFleet(command, async (fleet, json) => {
-        const created = await fleet.createPool({
-          tenant,
-          id,
-          image: options.image,
-          vcpus: options.vcpus,
-          memoryMiB: options.memoryMib,
-          dataDiskMiB: options.dataDiskMib,
-          running: options.running,
-          warm: options.warm,
-          sleeping: options.sleeping,
-        });
-        output(json, created, () => `${created.tenant}/${created.id}`);
+    .option('--data-disk-mib <n>', 'data disk per instance', wholeOption);
+  withDesiredCounts(create).action(async (address: string, options, command: Command) => {
+    const { tenant, pool: id } = parseAddress(address, 2);
+    await withFleet(command, async (fleet, json) => {
+      const created = await fleet.createPool({
+        tenant,
+        id,
+        image: options.image,
+        vcpus: options.vcpus,
+        memoryMiB: options.memoryMib,
+        dataDiskMiB: options.dataDiskMib,
+        running: options.running,
+        warm: options.warm,
+        sleeping: options.sleeping,
       });
+      output(json, created, () => `${created.tenant}/${created.id}`);
     });
+  });
   pool
     .command('list')
     .argument('[tenant]')
@@ -75,28 +80,25 @@ export function registerPoolCommands(fleet: Command): void {
         );
       });
     });
-  pool
+  const scale = pool
     .command('scale')
     .description("set the desired counts (those given) and make the pool's instances match them")
-    .argument('<tenant/pool>')
-    .option('--running <n>', 'desired Running instances', wholeOption)
-    .option('--warm <n>', 'desired Warm instances', wholeOption)
-    .option('--sleeping <n>', 'desired Sleeping instances', wholeOption)
-    .action(async (address: string, options, command: Command) => {
-      const { tenant, pool: id } = parseAddress(address, 2);
-      await withFleet(command, async (fleet, json) => {
-        const current = fleet.store.pool(tenant, id).desired;
-        fleet.store.setDesired(tenant, id, {
-          running: options.running ?? current.running,
-          warm: options.warm ?? current.warm,
-          sleeping: options.sleeping ?? current.sleeping,
-        });
-        const steps = await scalePool(fleet, address, (step) => {
-          if (!json) process.stderr.write(`${step.action} ${step.instance}\n`);
-        });
-        output(json, steps, () => `${steps.length} step(s)`);
+    .argument('<tenant/pool>');
+  withDesiredCounts(scale).action(async (address: string, options, command: Command) => {
+    const { tenant, pool: id } = parseAddress(address, 2);
+    await withFleet(command, async (fleet, json) => {
+      const current = fleet.store.pool(tenant, id).desired;
+      fleet.store.setDesired(tenant, id, {
+        running: options.running ?? current.running,
+        warm: options.warm ?? current.warm,
+        sleeping: options.sleeping ?? current.sleeping,
       });
+      const steps = await scalePool(fleet, address, (step) => {
+        if (!json) process.stderr.write(`${step.action} ${step.instance}\n`);
+      });
+      output(json, steps, () => `${steps.length} step(s)`);
     });
+  });
   pool
     .command('destroy')
     .argument('<tenant/pool>')
