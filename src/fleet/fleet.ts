@@ -23,6 +23,7 @@ import {
   prepareVm,
   removeVmFiles,
   resumeVm,
+  shellVm,
   sleepStatePath,
   sleepVm,
   stopVm,
@@ -307,12 +308,7 @@ export class Fleet {
 
   /** Runs a command in a Running instance. */
   async exec(address: string, command: string[], timeoutMs = 60_000): Promise<RawResult> {
-    const instance = this.instance(address);
-    if (instance.state !== 'Running') {
-      throw new RefusedError(
-        `instance ${instance.path}: exec needs a Running instance, it is ${instance.state}`,
-      );
-    }
+    const instance = this.requireRunning(address, 'exec');
     this.store.touch(instance.seq);
     const result = await execVm(this.vm(instance).dir, instance.path, command, timeoutMs);
     audit(this.dir, {
@@ -323,6 +319,47 @@ export class Fleet {
       detail: `${command.join(' ')} -> status ${result.status}`,
     });
     return result;
+  }
+
+  /**
+   * A line-by-line root shell on a Running instance: each line `next()` gives is run as its own
+   * sh script (no state such as the working folder carries over), over one attachment.
+   */
+  async shell(
+    address: string,
+    next: () => Promise<string | undefined>,
+    onResult: (script: string, result: RawResult) => void,
+    timeoutMs = 60_000,
+  ): Promise<number> {
+    const instance = this.requireRunning(address, 'shell');
+    this.store.touch(instance.seq);
+    const count = await shellVm(
+      this.vm(instance).dir,
+      instance.path,
+      next,
+      (script, result) => {
+        audit(this.dir, {
+          tenant: instance.tenant,
+          action: 'shell',
+          target: instance.path,
+          outcome: 'ok',
+          detail: `${script} -> status ${result.status}`,
+        });
+        onResult(script, result);
+      },
+      timeoutMs,
+    );
+    return count;
+  }
+
+  private requireRunning(address: string, what: string): Instance {
+    const instance = this.instance(address);
+    if (instance.state !== 'Running') {
+      throw new RefusedError(
+        `instance ${instance.path}: ${what} needs a Running instance, it is ${instance.state}`,
+      );
+    }
+    return instance;
   }
 
   /** Sets the pinned and critical flags (both exempt the instance from the sleep policy). */

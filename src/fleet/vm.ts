@@ -354,3 +354,26 @@ export async function execVm(
 export function removeVmFiles(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
 }
+
+/**
+ * Runs each script `next()` hands out in the running instance over one attachment, until it
+ * hands out undefined; `onResult` sees every result. For `instance shell`.
+ */
+export async function shellVm(
+  dir: string,
+  name: string,
+  next: () => Promise<string | undefined>,
+  onResult: (script: string, result: RawResult) => void,
+  timeoutMs: number,
+): Promise<number> {
+  return withVm(dir, name, async (vm) => {
+    const agent = await vm.agent();
+    let count = 0;
+    for (let script = await next(); script !== undefined; script = await next()) {
+      if (script.trim() === '') continue;
+      onResult(script, await agent.run(script, timeoutMs));
+      count++;
+    }
+    return count;
+  });
+}

@@ -38,6 +38,30 @@ function killCliAfter(args: string[], delayMs: number): Promise<void> {
   });
 }
 
+/** Runs the CLI with `input` on its stdin. */
+function runCliWithInput(
+  args: string[],
+  input: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: root });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+    });
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(input);
+  });
+}
+
 /** The fleet's records agree with the processes: no intent left, a VMM exactly for Running and Warm. */
 function assertConsistent(fleet: Fleet): void {
   for (const instance of fleet.store.listInstances()) {
@@ -141,6 +165,13 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     const refused = await runCli([...fleetArgs, 'instance', 'start', 'alpha/web/a3']);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /running instances 2 in use \+ 1 > 2/);
+    const shell = await runCliWithInput(
+      [...fleetArgs, 'instance', 'shell', 'alpha/web/a1'],
+      'hostname\n\necho oops >&2; false\n',
+    );
+    assert.equal(shell.stdout, 'a1\n');
+    assert.equal(shell.stderr, 'oops\n');
+    assert.equal(shell.code, 1, "the shell exits with its last line's status");
     const bad = await runCli([...fleetArgs, 'instance', 'start', 'alpha/Web/a3']);
     assert.equal(bad.code, 2);
     assert.equal(fleet.instance('alpha/web/a3').state, 'Ready');

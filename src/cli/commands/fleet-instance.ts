@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { ConfigError } from '../../errors.js';
 import type { Fleet } from '../../fleet/fleet.js';
@@ -104,6 +105,46 @@ export function registerInstanceCommands(fleet: Command): void {
           process.stderr.write(result.stderr);
         }
         process.exitCode = result.status;
+      });
+    });
+  instance
+    .command('shell')
+    .description(
+      'a root shell, line by line: each line runs as its own sh script; exits with the last status',
+    )
+    .argument('<tenant/pool/instance>')
+    .option(
+      '--timeout <ms>',
+      'how long each line may run',
+      (value) => timeoutMs.parse(wholeOption(value)),
+      60_000,
+    )
+    .action(async (address: string, options, command: Command) => {
+      await withFleet(command, async (fleet) => {
+        const lines = createInterface({ input: process.stdin, terminal: false });
+        const iterator = lines[Symbol.asyncIterator]();
+        const prompt = () => {
+          if (process.stdin.isTTY) process.stderr.write(`${address}# `);
+        };
+        let status = 0;
+        prompt();
+        await fleet.shell(
+          address,
+          async () => {
+            const { value, done } = await iterator.next();
+            return done || value.trim() === 'exit' ? undefined : value;
+          },
+          (_script, result) => {
+            process.stdout.write(result.stdout);
+            process.stderr.write(result.stderr);
+            status = result.status;
+            if (status !== 0 && process.stdin.isTTY) process.stderr.write(`(status ${status})\n`);
+            prompt();
+          },
+          options.timeout,
+        );
+        lines.close();
+        process.exitCode = status;
       });
     });
   const onOff = (value: string) => {
