@@ -158,4 +158,33 @@ describe('the fleet store', () => {
     assert.throws(() => store.deletePool('small', 'p'), /still has 1 instance/);
     assert.throws(() => store.deleteTenant('small'), /still has 2 pool/);
   });
+
+  test('concurrent processes creating instances in one fleet all succeed, with distinct addresses', async () => {
+    store.createTenant({ id: 'busy', subnet: '10.50.0.0/24', maxInstances: 100 });
+    store.createPool({ tenant: 'busy', id: 'p' }, 'rev1');
+    const storeModule = new URL('../../src/fleet/store.ts', import.meta.url).href;
+    const script = `
+      const { FleetStore } = await import(${JSON.stringify(storeModule)});
+      const store = new FleetStore(${JSON.stringify(dir)});
+      for (let n = 0; n < 10; n++) {
+        const created = store.createInstance('busy', 'p');
+        store.finish(created.seq, 'Ready');
+      }
+      store.close();`;
+    const runs = Array.from(
+      { length: 4 },
+      () =>
+        new Promise<number | null>((resolve) => {
+          const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+            stdio: ['ignore', 'ignore', 'inherit'],
+          });
+          child.on('exit', resolve);
+        }),
+    );
+    assert.deepEqual(await Promise.all(runs), [0, 0, 0, 0]);
+    const instances = store.listInstances({ tenant: 'busy' });
+    assert.equal(instances.length, 40);
+    assert.equal(new Set(instances.map((i) => i.address)).size, 40);
+    assert.ok(instances.every((i) => i.state === 'Ready' && i.intent === undefined));
+  });
 });
