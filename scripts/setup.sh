@@ -19,6 +19,10 @@ declare -A NEEDED=(
   [mmdebstrap]=mmdebstrap   # builds the debian image's root filesystem
   [mke2fs]=e2fsprogs        # turns it into ext4 without mounting anything
   [tesseract]=tesseract-ocr # OCR of guest screens (getScreenText, waitForText)
+  # better-sqlite3 (the fleet's state) compiles from source where no prebuilt binary downloads
+  [make]=make
+  [g++]=g++
+  [python3]=python3
   # The console tests boot a GRUB rescue ISO (BIOS and UEFI) and a login console they build.
   [grub-mkrescue]=grub-common
   [xorriso]=xorriso
@@ -61,6 +65,12 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# A native module built for another Node (or whose build was skipped) is rebuilt here.
+if ! node -e "new (require('better-sqlite3'))(':memory:')" >/dev/null 2>&1; then
+  say "npm rebuild better-sqlite3"
+  npm rebuild better-sqlite3 --loglevel=error
 fi
 
 say "building"

@@ -33,6 +33,30 @@ export {
   type TestResult,
 } from './driver/runner.js';
 export * from './errors.js';
+export { type AuditEvent, readAudit } from './fleet/audit.js';
+export { defaultFleetDir } from './fleet/db.js';
+export { Fleet, type FleetOptions } from './fleet/fleet.js';
+export {
+  type InstanceState,
+  OPERATIONS,
+  type Operation,
+  RefusedError,
+  STATES,
+  TRANSITIONS,
+} from './fleet/lifecycle.js';
+export type { Instance, Pool, PoolInput, Tenant, TenantInput } from './fleet/model.js';
+export { instanceInfo, nodeInfo, nodeStats } from './fleet/node.js';
+export {
+  type Decision,
+  decide,
+  POLICY_DEFAULTS,
+  type PolicyOptions,
+  runPolicy,
+  type Sample,
+  sampleFleet,
+} from './fleet/policy.js';
+export type { Repair } from './fleet/repair.js';
+export { type ScaleStep, scalePool } from './fleet/scale.js';
 export type { GuestProfile } from './guest/profiles/index.js';
 export type { Readiness } from './guest/readiness.js';
 export {
@@ -78,6 +102,20 @@ export {
   type SwitchStats,
   VirtualSwitch,
 } from './network/switch.js';
+export {
+  ensureSwitchDaemon,
+  findSwitchDaemon,
+  stopSwitchDaemon,
+  switchDaemonStats,
+} from './network/switch-daemon.js';
+export {
+  type DetachedRecord,
+  type DetachedSpawn,
+  isRunning,
+  readRecord,
+  spawnDetached,
+  stopDetached,
+} from './runtime/detached.js';
 export { defaultRuntime, Runtime, type RuntimeOptions } from './runtime/runtime.js';
 export type { ForkOptions } from './snapshot/fork.js';
 export type { SnapshotManifest } from './snapshot/manifest.js';

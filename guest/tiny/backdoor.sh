@@ -53,7 +53,12 @@ port_named() {
 }
 channel=$(port_named vmkit.shell) || { echo "vmkit backdoor: no vmkit.shell port" >&2; sleep 5; exit 1; }
 transfer=$(port_named vmkit.transfer) || transfer=
-exec 3<>"$channel"
+# The port opens for one holder at a time; an earlier backdoor's leftovers may still hold it.
+open_channel() {
+  until true 3<> "$channel"; do read -t 1 _ <> "$work/never"; done 2> /dev/null
+  exec 3<>"$channel"
+}
+open_channel
 [ -n "$transfer" ] && exec 4<>"$transfer"
 rm -f "$work/lock"; mkfifo "$work/lock"; exec 6<>"$work/lock"; printf x >&6
 
@@ -100,7 +105,7 @@ run_saved_script() { # id timeout
   pid=$!
   # The watchdog sleeps in a builtin (read -t on a FIFO that never delivers): one fork, no
   # program to start, and nothing left behind when it is killed.
-  ( read -t "$2" _ <> "$work/never"; : > "$flag"; kill -KILL -"$pid" ) > /dev/null 2>&1 &
+  ( read -t "$2" _ <> "$work/never"; : > "$flag"; kill -KILL -"$pid" ) > /dev/null 2>&1 3>&- 4>&- 6>&- &
   dog=$!
   wait "$pid"
   status=$?
@@ -267,18 +272,30 @@ signal_process() { # id process signal
   fi
 }
 
-printf '\nSpawning backdoor root shell...\n' >&3
-while IFS=' ' read -r kind id arg1 arg2 <&3; do
-  case "$kind" in
-    X) run_script "$id" "$arg1" "$arg2" ;;
-    Y) printf '%s\n' "$arg2" > "$work/script"; run_saved_script "$id" "$arg1" ;;
-    P) start_process "$id" "$arg1" "$arg2" ;;
-    I) stdin_for "$id" "$arg1" "$arg2" ;;
-    C) fresh_output; [ -e "$work/p$arg1.in" ] && : > "$work/p$arg1.eof"; reply "$id" 0 ;;
-    K) signal_process "$id" "$arg1" "$arg2" ;;
-    U) receive_file "$id" "$arg1" "$arg2" ;;
-    D) send_file "$id" "$arg1" ;;
-    '') ;;
-    *) fresh_output; echo "vmkit backdoor: unknown request '$kind'" > "$err"; reply "${id:-0}" 2 ;;
-  esac
+serve() {
+  printf '\nSpawning backdoor root shell...\n' >&3
+  while IFS=' ' read -r kind id arg1 arg2 <&3; do
+    case "$kind" in
+      X) run_script "$id" "$arg1" "$arg2" ;;
+      Y) printf '%s\n' "$arg2" > "$work/script"; run_saved_script "$id" "$arg1" ;;
+      P) start_process "$id" "$arg1" "$arg2" ;;
+      I) stdin_for "$id" "$arg1" "$arg2" ;;
+      C) fresh_output; [ -e "$work/p$arg1.in" ] && : > "$work/p$arg1.eof"; reply "$id" 0 ;;
+      K) signal_process "$id" "$arg1" "$arg2" ;;
+      U) receive_file "$id" "$arg1" "$arg2" ;;
+      D) send_file "$id" "$arg1" ;;
+      '') ;;
+      *) fresh_output; echo "vmkit backdoor: unknown request '$kind'" > "$err"; reply "${id:-0}" 2 ;;
+    esac
+  done
+}
+
+# End of file: the host closed its end (a detached fleet instance whose CLI call finished). A
+# port with no host reads as end-of-file at once, so reopen it after a short pause (read -t on
+# the FIFO is a builtin: no process) and announce the backdoor again for the next host.
+while :; do
+  serve
+  exec 3>&-
+  read -t 0.2 _ <> "$work/never"
+  open_channel
 done

@@ -60,7 +60,10 @@ export class BackdoorChannel {
     private readonly shell: Socket,
     private readonly transfer: Socket | undefined,
     private readonly consoleTail: () => string,
+    /** Where request ids start: a channel attached to a guest after another gone one picks its own. */
+    firstId = 1,
   ) {
+    this.nextId = firstId;
     shell.on('data', (chunk: Buffer) => this.parser.push(chunk));
     transfer?.on('data', (chunk: Buffer) => this.frames.push(chunk));
   }

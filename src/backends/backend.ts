@@ -97,6 +97,12 @@ export interface VmmSpec {
   allowReboot?: boolean;
   /** A screen (VGA) for screenshots and virtual terminals. */
   display?: boolean;
+  /**
+   * The VMM outlives vmkit's process and is attached to again later (fleet instances): its
+   * control, agent and transfer sockets are listened on by the VMM itself, and it writes the
+   * console to `console.log` in the state folder.
+   */
+  detached?: boolean;
   /** Appended to the generated command line, for callers that know the VMM. */
   extraArgs?: string[];
   startTimeoutMs: number;

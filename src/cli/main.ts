@@ -6,6 +6,7 @@ import { ConfigError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
 import { attachCommand } from './commands/attach.js';
 import { doctor } from './commands/doctor.js';
+import { registerFleetCommands } from './commands/fleet.js';
 import { buildImageCommand, listImagesCommand } from './commands/image.js';
 import { runCommand } from './commands/run.js';
 import { listSnapshotsCommand, pruneSnapshotsCommand, removeSnapshotsCommand } from './commands/snapshot.js';
@@ -133,6 +134,8 @@ program
   .action(async () => {
     process.exitCode = await doctor();
   });
+
+registerFleetCommands(program);
 
 try {
   await program.parseAsync(process.argv);

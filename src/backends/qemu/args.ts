@@ -21,6 +21,9 @@ const opt = (value: string) => value.replaceAll(',', ',,');
 export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): string[] {
   const sock = (name: keyof typeof SOCKETS) => opt(join(spec.stateDir, SOCKETS[name]));
   const share = spec.memory.share ? 'on' : 'off';
+  // Detached, QEMU listens and anyone may attach later; otherwise vmkit listens and QEMU connects.
+  const serve = spec.detached ? ',server=on,wait=off' : '';
+  const consoleLog = spec.detached ? `,logfile=${opt(join(spec.stateDir, 'console.log'))},logappend=on` : '';
   const options: Array<[string, string?]> = [
     ['-name', spec.name],
     [
@@ -38,16 +41,16 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
     // A guest reboot ends QEMU unless reboots are allowed (reboot() switches it for a moment).
     ...(spec.allowReboot ? [] : [['-no-reboot'] as [string]]),
     ...bootOptions(spec),
-    ['-chardev', `socket,id=console,path=${sock('console')}`],
+    ['-chardev', `socket,id=console,path=${sock('console')}${serve}${consoleLog}`],
     ['-serial', 'chardev:console'],
-    ['-chardev', `socket,id=qmp,path=${sock('qmp')}`],
+    ['-chardev', `socket,id=qmp,path=${sock('qmp')}${serve}`],
     ['-mon', 'chardev=qmp,mode=control'],
     ['-device', 'virtio-serial-pci,id=serial0'],
     // The agent's command channel is a port, not a console: QEMU drops console bytes when
     // the host reads slowly, and throttles ports instead.
-    ['-chardev', `socket,id=shell,path=${sock('shell')}`],
+    ['-chardev', `socket,id=shell,path=${sock('shell')}${serve}`],
     ['-device', 'virtserialport,chardev=shell,name=vmkit.shell'],
-    ['-chardev', `socket,id=transfer,path=${sock('transfer')}`],
+    ['-chardev', `socket,id=transfer,path=${sock('transfer')}${serve}`],
     ['-device', 'virtserialport,chardev=transfer,name=vmkit.transfer'],
     ['-device', 'virtio-rng-pci'],
   ];

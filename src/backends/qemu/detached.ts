@@ -1,0 +1,173 @@
+import { randomInt } from 'node:crypto';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { BackdoorChannel } from '../../agent/backdoor.js';
+import { tail, VmmStartError } from '../../errors.js';
+import {
+  type DetachedRecord,
+  isRunning,
+  readRecord,
+  spawnDetached,
+  stopDetached,
+} from '../../runtime/detached.js';
+import { Deadline, sleep } from '../../util/time.js';
+import { which } from '../../util/which.js';
+import type { VmmSpec } from '../backend.js';
+import { qemuArgs, SOCKETS } from './args.js';
+import { QEMU_MISSING, qemuBinary } from './process.js';
+import { QmpClient } from './qmp.js';
+
+/** The record of a detached QEMU in its state folder. */
+export const vmmRecordPath = (stateDir: string) => join(stateDir, 'vmm.json');
+export const qemuLogPath = (stateDir: string) => join(stateDir, 'qemu.log');
+export const consoleLogPath = (stateDir: string) => join(stateDir, 'console.log');
+
+const logTail = (stateDir: string) => {
+  try {
+    return tail(readFileSync(qemuLogPath(stateDir), 'utf8'), 1500).trim() || '(nothing)';
+  } catch {
+    return '(no log)';
+  }
+};
+
+/**
+ * Starts QEMU for `spec` detached from this process (its own session, no parent-death signal),
+ * listening itself on its QMP, agent, transfer and console sockets in the state folder, and
+ * resolves with its record once QMP answers.
+ */
+export async function launchDetachedQemu(
+  spec: Omit<VmmSpec, 'runtime' | 'detached'>,
+): Promise<DetachedRecord> {
+  const binary = await which(qemuBinary());
+  if (!binary) throw new VmmStartError(QEMU_MISSING);
+  const args = qemuArgs({ ...spec, detached: true });
+  // A VMM that was SIGKILLed leaves its socket files: waiting for them would not wait at all.
+  for (const name of Object.values(SOCKETS)) rmSync(join(spec.stateDir, name), { force: true });
+  const record = spawnDetached({
+    program: binary,
+    args,
+    logPath: qemuLogPath(spec.stateDir),
+    recordPath: vmmRecordPath(spec.stateDir),
+    marker: join(spec.stateDir, SOCKETS.qmp),
+  });
+  const deadline = new Deadline(spec.startTimeoutMs, `QEMU for ${spec.name} to listen on its sockets`);
+  while (!Object.values(SOCKETS).every((name) => existsSync(join(spec.stateDir, name)))) {
+    if (!isRunning(record)) {
+      throw new VmmStartError(
+        `QEMU for ${spec.name} exited during start-up\ncommand: ${binary} ${args.join(' ')}\nQEMU said:\n${logTail(spec.stateDir)}`,
+      );
+    }
+    if (deadline.expired) {
+      await stopDetached(record, 0);
+      throw new VmmStartError(
+        `QEMU for ${spec.name} did not listen on its sockets within ${spec.startTimeoutMs} ms; QEMU said:\n${logTail(spec.stateDir)}`,
+      );
+    }
+    await sleep(10);
+  }
+  // QMP answers once QEMU is through its start-up: guest RAM is mapped by then.
+  const attached = await AttachedQemu.attach(spec.name, spec.stateDir, Math.max(1000, deadline.remaining()));
+  attached.detach();
+  return record;
+}
+
+/** Connects to a unix socket, retrying while its listener is not up yet (ECONNREFUSED, ENOENT). */
+async function connectSocket(path: string, timeoutMs: number): Promise<Socket> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await connectOnce(path, Math.max(1, deadline - Date.now()));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if ((code !== 'ECONNREFUSED' && code !== 'ENOENT') || Date.now() > deadline) {
+        throw new VmmStartError(`cannot connect to ${path}: ${(error as Error).message}`);
+      }
+      await sleep(20);
+    }
+  }
+}
+
+function connectOnce(path: string, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(path);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no connection within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.on('error', () => {});
+      resolve(socket);
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+/** vmkit's side of a detached QEMU for the length of one call: QMP and, on request, the agent. */
+export class AttachedQemu {
+  private constructor(
+    readonly name: string,
+    readonly stateDir: string,
+    readonly record: DetachedRecord,
+    readonly qmp: QmpClient,
+    private readonly sockets: Socket[],
+  ) {}
+
+  static async attach(name: string, stateDir: string, timeoutMs = 10_000): Promise<AttachedQemu> {
+    const record = readRecord(vmmRecordPath(stateDir));
+    if (!isRunning(record))
+      throw new VmmStartError(`the VMM of ${name} is not running (record in ${stateDir})`);
+    const socket = await connectSocket(join(stateDir, SOCKETS.qmp), timeoutMs);
+    const qmp = await QmpClient.connect(socket, timeoutMs);
+    return new AttachedQemu(name, stateDir, record, qmp, [socket]);
+  }
+
+  consoleTail(): string {
+    try {
+      return tail(readFileSync(consoleLogPath(this.stateDir), 'utf8'), 2000);
+    } catch {
+      return '';
+    }
+  }
+
+  /**
+   * Connects to the guest agent and checks that it answers. The guest restarts its backdoor
+   * when an earlier host went away, so the first request waits for that restart's banner (a
+   * first boot: pass the boot timeout as `bannerWaitMs`).
+   */
+  async agent(timeoutMs = 15_000, bannerWaitMs = 2500): Promise<BackdoorChannel> {
+    const shell = await connectSocket(join(this.stateDir, SOCKETS.shell), timeoutMs);
+    const transfer = await connectSocket(join(this.stateDir, SOCKETS.transfer), timeoutMs);
+    this.sockets.push(shell, transfer);
+    // Ids of its own: a reply to a request of a vanished earlier caller cannot match one of ours.
+    const channel = new BackdoorChannel(
+      this.name,
+      shell,
+      transfer,
+      () => this.consoleTail(),
+      randomInt(1e6, 1e9),
+    );
+    // The guest drops what arrives while its backdoor has the port closed, so a request is only
+    // safe after the banner: a restarting backdoor prints one within about a second. No banner
+    // means the backdoor had the port open before this attach, and reads requests already.
+    const restarted = await channel.waitForBanner(Math.min(timeoutMs, bannerWaitMs)).then(
+      () => true,
+      () => false,
+    );
+    if (!restarted) channel.assumeBannerSeen();
+    const probe = await channel.run('true', timeoutMs);
+    if (probe.status !== 0)
+      throw new VmmStartError(`the agent of ${this.name} did not answer a probe (status ${probe.status})`);
+    return channel;
+  }
+
+  /** Disconnects; the VMM runs on. */
+  detach(): void {
+    this.qmp.close();
+    for (const socket of this.sockets) socket.destroy();
+  }
+}

@@ -1,0 +1,119 @@
+import type { Command } from 'commander';
+import { parseAddress } from '../../fleet/ids.js';
+import { scalePool } from '../../fleet/scale.js';
+import { confirmDestroy, output, wholeOption, withFleet } from './fleet-common.js';
+
+/** --running, --warm, --sleeping: a pool's desired counts. */
+function withDesiredCounts(command: Command): Command {
+  return command
+    .option('--running <n>', 'desired Running instances', wholeOption)
+    .option('--warm <n>', 'desired Warm instances', wholeOption)
+    .option('--sleeping <n>', 'desired Sleeping instances', wholeOption);
+}
+
+export function registerPoolCommands(fleet: Command): void {
+  const pool = fleet
+    .command('pool')
+    .description('pools: identical instances of one image, with desired counts');
+  const create = pool
+    .command('create')
+    .argument('<tenant/pool>')
+    .option('--image <name>', 'image name', 'tiny')
+    .option('--vcpus <n>', 'vCPUs per instance', wholeOption)
+    .option('--memory-mib <n>', 'memory per instance', wholeOption)
+    .option('--data-disk-mib <n>', 'data disk per instance', wholeOption);
+  withDesiredCounts(create).action(async (address: string, options, command: Command) => {
+    const { tenant, pool: id } = parseAddress(address, 2);
+    await withFleet(command, async (fleet, json) => {
+      const created = await fleet.createPool({
+        tenant,
+        id,
+        image: options.image,
+        vcpus: options.vcpus,
+        memoryMiB: options.memoryMib,
+        dataDiskMiB: options.dataDiskMib,
+        running: options.running,
+        warm: options.warm,
+        sleeping: options.sleeping,
+      });
+      output(json, created, () => `${created.tenant}/${created.id}`);
+    });
+  });
+  pool
+    .command('list')
+    .argument('[tenant]')
+    .action(async (tenant: string | undefined, _options, command: Command) => {
+      await withFleet(command, async (fleet, json) => {
+        const pools = fleet.store.listPools(tenant);
+        output(
+          json,
+          pools,
+          () =>
+            pools
+              .map(
+                (p) =>
+                  `${p.tenant}/${p.id}\t${p.image}\t${p.vcpus} vCPU\t${p.memoryMiB} MiB\trunning ${p.desired.running} warm ${p.desired.warm} sleeping ${p.desired.sleeping}`,
+              )
+              .join('\n') || 'no pools',
+        );
+      });
+    });
+  pool
+    .command('info')
+    .argument('<tenant/pool>')
+    .action(async (address: string, _options, command: Command) => {
+      const { tenant, pool: id } = parseAddress(address, 2);
+      await withFleet(command, async (fleet, json) => {
+        const found = fleet.store.pool(tenant, id);
+        const instances = fleet.store.listInstances({ tenant, pool: id });
+        const info = {
+          ...found,
+          builds: fleet.store.poolBuilds(tenant, id),
+          instances: instances.map((i) => ({ id: i.id, state: i.state })),
+        };
+        output(json, info, () =>
+          [
+            `pool ${tenant}/${id}: image ${found.image} (revision ${found.revision}), ${found.vcpus} vCPU, ${found.memoryMiB} MiB, data disk ${found.dataDiskMiB} MiB`,
+            `desired: running ${found.desired.running}, warm ${found.desired.warm}, sleeping ${found.desired.sleeping}`,
+            `instances: ${instances.map((i) => `${i.id} ${i.state}`).join(', ') || 'none'}`,
+          ].join('\n'),
+        );
+      });
+    });
+  const scale = pool
+    .command('scale')
+    .description("set the desired counts (those given) and make the pool's instances match them")
+    .argument('<tenant/pool>');
+  withDesiredCounts(scale).action(async (address: string, options, command: Command) => {
+    const { tenant, pool: id } = parseAddress(address, 2);
+    await withFleet(command, async (fleet, json) => {
+      const current = fleet.store.pool(tenant, id).desired;
+      fleet.store.setDesired(tenant, id, {
+        running: options.running ?? current.running,
+        warm: options.warm ?? current.warm,
+        sleeping: options.sleeping ?? current.sleeping,
+      });
+      const steps = await scalePool(fleet, address, (step) => {
+        if (!json) process.stderr.write(`${step.action} ${step.instance}\n`);
+      });
+      output(json, steps, () => `${steps.length} step(s)`);
+    });
+  });
+  pool
+    .command('destroy')
+    .argument('<tenant/pool>')
+    .option('--yes', 'destroy its instances without asking')
+    .action(async (address: string, options, command: Command) => {
+      const { tenant, pool: id } = parseAddress(address, 2);
+      await withFleet(command, async (fleet, json) => {
+        fleet.store.pool(tenant, id);
+        await confirmDestroy(
+          `pool ${address}`,
+          fleet.store.listInstances({ tenant, pool: id }).length,
+          options.yes,
+        );
+        await fleet.destroyPool(address);
+        output(json, { destroyed: address }, () => `destroyed ${address}`);
+      });
+    });
+}

@@ -1,0 +1,109 @@
+import { mkdirSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+
+/** Where the fleet lives without --fleet-dir: $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet. */
+export function defaultFleetDir(): string {
+  if (process.env.VMKIT_FLEET_DIR) return process.env.VMKIT_FLEET_DIR;
+  const data = process.env.XDG_DATA_HOME || join(homedir(), '.local', 'share');
+  return join(data, 'vmkit', 'fleet');
+}
+
+/** Each entry moves the schema one version on; the database's user_version says how far it is. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE tenants (
+     id TEXT PRIMARY KEY,
+     subnet TEXT NOT NULL,
+     gateway TEXT NOT NULL,
+     max_vcpus INTEGER NOT NULL,
+     max_memory_mib INTEGER NOT NULL,
+     max_running INTEGER NOT NULL,
+     max_warm INTEGER NOT NULL,
+     max_instances INTEGER NOT NULL,
+     max_disk_mib INTEGER NOT NULL,
+     secrets TEXT NOT NULL DEFAULT '{}',
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE pools (
+     tenant TEXT NOT NULL REFERENCES tenants(id),
+     id TEXT NOT NULL,
+     image TEXT NOT NULL,
+     vcpus INTEGER NOT NULL,
+     memory_mib INTEGER NOT NULL,
+     data_disk_mib INTEGER NOT NULL,
+     desired_running INTEGER NOT NULL,
+     desired_warm INTEGER NOT NULL,
+     desired_sleeping INTEGER NOT NULL,
+     revision TEXT NOT NULL,
+     created_at TEXT NOT NULL,
+     PRIMARY KEY (tenant, id)
+   );
+   CREATE TABLE pool_builds (
+     tenant TEXT NOT NULL,
+     pool TEXT NOT NULL,
+     revision TEXT NOT NULL,
+     built_at TEXT NOT NULL,
+     FOREIGN KEY (tenant, pool) REFERENCES pools(tenant, id) ON DELETE CASCADE
+   );
+   CREATE TABLE instances (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     tenant TEXT NOT NULL,
+     pool TEXT NOT NULL,
+     id TEXT NOT NULL,
+     state TEXT NOT NULL,
+     address TEXT NOT NULL,
+     mac TEXT NOT NULL,
+     revision TEXT NOT NULL,
+     pinned INTEGER NOT NULL DEFAULT 0,
+     critical INTEGER NOT NULL DEFAULT 0,
+     pid INTEGER,
+     pid_ticks TEXT,
+     reason TEXT,
+     created_at TEXT NOT NULL,
+     updated_at TEXT NOT NULL,
+     started_at TEXT,
+     last_active_at TEXT,
+     intent TEXT,
+     intent_from TEXT,
+     intent_pid INTEGER,
+     intent_ticks TEXT,
+     intent_at TEXT,
+     UNIQUE (tenant, pool, id),
+     UNIQUE (tenant, address),
+     FOREIGN KEY (tenant, pool) REFERENCES pools(tenant, id)
+   );`,
+  // What could not be applied at the last start or wake (cgroup limits, ...), as a JSON list.
+  `ALTER TABLE instances ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * Opens (creating if needed) the fleet's database in `fleetDir`, in WAL mode so readers never
+ * block the writer, with a busy timeout so that concurrent CLI calls wait for each other's
+ * transactions instead of failing, and brings its schema up to date.
+ */
+export function openFleetDatabase(fleetDir: string): Database.Database {
+  mkdirSync(fleetDir, { recursive: true, mode: 0o700 });
+  const db = new Database(join(fleetDir, 'fleet.sqlite3'), { timeout: 15_000 });
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Database.Database): void {
+  // IMMEDIATE: two CLIs opening a new fleet at once must not both apply the same migration.
+  db.transaction(() => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > SCHEMA_VERSION) {
+      throw new Error(
+        `the fleet database is at schema version ${version}, newer than this vmkit knows (${SCHEMA_VERSION})`,
+      );
+    }
+    for (const step of MIGRATIONS.slice(version)) db.exec(step);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}

@@ -1,0 +1,386 @@
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import type { RawResult } from '../agent/backdoor.js';
+import { consoleLogPath } from '../backends/qemu/detached.js';
+import { VmkitError } from '../errors.js';
+import { buildImage } from '../images/build.js';
+import { nameSwitchPorts, stopSwitchDaemon } from '../network/switch-daemon.js';
+import { Runtime } from '../runtime/runtime.js';
+import { audit } from './audit.js';
+import { defaultFleetDir } from './db.js';
+import { parseAddress } from './ids.js';
+import { type Operation, RefusedError } from './lifecycle.js';
+import type { Instance, Pool, PoolInput, Tenant, TenantInput } from './model.js';
+import { type Repair, repairFleet, repairInstance } from './repair.js';
+import type { Outcome } from './rows.js';
+import { FleetStore } from './store.js';
+import {
+  bootVm,
+  execVm,
+  instanceDir,
+  killVm,
+  networkDir,
+  pauseVm,
+  prepareVm,
+  removeVmFiles,
+  resumeVm,
+  shellVm,
+  sleepStatePath,
+  sleepVm,
+  stopVm,
+  wakeVm,
+} from './vm.js';
+
+export interface FleetOptions {
+  /** The fleet folder (default: $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet). */
+  dir?: string;
+  log?: (line: string) => void;
+}
+
+/**
+ * A fleet of tenants, pools and instances kept in one folder: the SQLite state, each instance's
+ * detached VMM and files, each tenant's detached switch and audit log. Every lifecycle operation
+ * records its intent before its first side effect; `repair()` settles what an interrupted one left.
+ */
+export class Fleet {
+  readonly store: FleetStore;
+  readonly dir: string;
+  /** Caches host facts (the accelerator, QEMU's features) for this fleet's calls. */
+  readonly runtime = new Runtime();
+  private readonly log: (line: string) => void;
+
+  constructor(options: FleetOptions = {}) {
+    this.dir = options.dir ?? defaultFleetDir();
+    this.store = new FleetStore(this.dir);
+    this.log = options.log ?? (() => {});
+  }
+
+  async close(): Promise<void> {
+    this.store.close();
+    await this.runtime.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Settles interrupted operations and instances whose VMM is gone; each repair is audited. */
+  async repair(): Promise<Repair[]> {
+    const repairs = await repairFleet(this.store);
+    for (const repair of repairs) this.auditRepair(repair);
+    return repairs;
+  }
+
+  private auditRepair(repair: Repair): void {
+    audit(this.dir, {
+      tenant: repair.path.split('/')[0] as string,
+      action: 'repair',
+      target: repair.path,
+      outcome: 'repaired',
+      detail: `${repair.from} -> ${repair.to}: ${repair.reason}`,
+    });
+  }
+
+  createTenant(input: TenantInput): Tenant {
+    const tenant = this.store.createTenant(input);
+    audit(this.dir, {
+      tenant: tenant.id,
+      action: 'tenant.create',
+      target: tenant.id,
+      outcome: 'ok',
+      detail: tenant.subnet,
+    });
+    return tenant;
+  }
+
+  /** Destroys the tenant's pools and instances, its switch and its record (its audit log stays). */
+  async destroyTenant(id: string): Promise<void> {
+    this.store.tenant(id);
+    for (const pool of this.store.listPools(id)) await this.destroyPool(`${id}/${pool.id}`);
+    await stopSwitchDaemon(networkDir(this.dir, id));
+    rmSync(networkDir(this.dir, id), { recursive: true, force: true });
+    this.store.deleteTenant(id);
+    audit(this.dir, { tenant: id, action: 'tenant.destroy', target: id, outcome: 'ok' });
+  }
+
+  /** Creates a pool; its revision is the content key of its image, built if needed. */
+  async createPool(input: PoolInput): Promise<Pool> {
+    const image = await buildImage(input.image ?? 'tiny', {
+      runtime: this.runtime,
+      onProgress: (line) => this.log(`image: ${line}`),
+    });
+    const pool = this.store.createPool(input, image.key);
+    audit(this.dir, {
+      tenant: pool.tenant,
+      action: 'pool.create',
+      target: `${pool.tenant}/${pool.id}`,
+      outcome: 'ok',
+      detail: `image ${pool.image} ${pool.revision}`,
+    });
+    return pool;
+  }
+
+  async destroyPool(address: string): Promise<void> {
+    const { tenant, pool } = parseAddress(address, 2);
+    this.store.pool(tenant, pool);
+    for (const instance of this.store.listInstances({ tenant, pool })) await this.destroy(instance.path);
+    this.store.deletePool(tenant, pool);
+    audit(this.dir, { tenant, action: 'pool.destroy', target: address, outcome: 'ok' });
+  }
+
+  instance(address: string): Instance {
+    const { tenant, pool, instance } = parseAddress(address, 3);
+    return this.store.instance(tenant, pool, instance);
+  }
+
+  /** Creates an instance (Created, then Ready once its folder and data disk exist). */
+  async createInstance(address: string, id?: string): Promise<Instance> {
+    const { tenant, pool } = parseAddress(address, 2);
+    let created: Instance;
+    try {
+      created = this.store.createInstance(tenant, pool, id);
+    } catch (error) {
+      if (error instanceof RefusedError) {
+        audit(this.dir, {
+          tenant,
+          action: 'create',
+          target: address,
+          outcome: 'refused',
+          detail: error.message,
+        });
+      }
+      throw error;
+    }
+    try {
+      await prepareVm(this.dir, created, this.store.pool(tenant, pool));
+      const ready = this.store.finish(created.seq, 'Ready');
+      audit(this.dir, {
+        tenant,
+        action: 'create',
+        target: ready.path,
+        outcome: 'ok',
+        detail: `address ${ready.address}, MAC ${ready.mac}`,
+      });
+      return ready;
+    } catch (error) {
+      await repairInstance(
+        this.store,
+        this.store.instanceBySeq(created.seq),
+        `create failed: ${(error as Error).message}`,
+      );
+      audit(this.dir, {
+        tenant,
+        action: 'create',
+        target: created.path,
+        outcome: 'failed',
+        detail: (error as Error).message,
+      });
+      throw error;
+    }
+  }
+
+  /**
+   * One lifecycle operation: checked and recorded as an intent in one transaction, carried out,
+   * then finished in another. A refusal and a failure are audited; a failure is repaired at once.
+   */
+  private async operate(
+    address: string,
+    operation: Operation,
+    work: (instance: Instance, pool: Pool) => Promise<{ outcome?: Outcome; detail?: string }>,
+  ): Promise<Instance> {
+    const current = this.instance(address);
+    const event = { tenant: current.tenant, action: operation, target: current.path };
+    let begun: ReturnType<FleetStore['begin']>;
+    try {
+      begun = this.store.begin(current.seq, operation);
+    } catch (error) {
+      if (error instanceof RefusedError)
+        audit(this.dir, { ...event, outcome: 'refused', detail: error.message });
+      throw error;
+    }
+    try {
+      const result = await work(begun.instance, this.store.pool(current.tenant, current.pool));
+      const done = this.store.finish(current.seq, begun.to, { reason: null, ...result.outcome });
+      audit(this.dir, {
+        ...event,
+        outcome: 'ok',
+        detail: `${begun.instance.state} -> ${begun.to}${result.detail ? `: ${result.detail}` : ''}`,
+      });
+      return done;
+    } catch (error) {
+      const message = (error as Error).message;
+      audit(this.dir, { ...event, outcome: 'failed', detail: message });
+      const repair = await repairInstance(
+        this.store,
+        this.store.instanceBySeq(current.seq),
+        `${operation} failed`,
+      ).catch(() => undefined);
+      if (repair) this.auditRepair(repair);
+      throw error;
+    }
+  }
+
+  private vm(instance: Instance): {
+    dir: string;
+    ctx: { fleetDir: string; runtime: Runtime; log: (line: string) => void };
+  } {
+    return {
+      dir: instanceDir(this.dir, instance.seq),
+      ctx: { fleetDir: this.dir, runtime: this.runtime, log: this.log },
+    };
+  }
+
+  /** Tells the tenant's switch which MAC is which instance, for its per-port counters. */
+  private nameSwitchPorts(tenant: string): void {
+    const names: Record<string, string> = {};
+    for (const instance of this.store.listInstances({ tenant })) names[instance.mac] = instance.path;
+    nameSwitchPorts(networkDir(this.dir, tenant), names);
+  }
+
+  start(address: string): Promise<Instance> {
+    return this.operate(address, 'start', async (instance, pool) => {
+      this.nameSwitchPorts(instance.tenant);
+      const { record, warnings } = await bootVm(this.vm(instance).ctx, instance, pool);
+      return {
+        outcome: {
+          pid: record.pid,
+          pidTicks: record.startTicks,
+          startedAt: new Date().toISOString(),
+          warnings,
+        },
+        detail: `pid ${record.pid}`,
+      };
+    });
+  }
+
+  stop(address: string): Promise<Instance> {
+    return this.operate(address, 'stop', async (instance) => {
+      const { dir } = this.vm(instance);
+      await stopVm(dir, instance.path);
+      rmSync(sleepStatePath(dir), { force: true });
+      return { outcome: { pid: null, pidTicks: null } };
+    });
+  }
+
+  warm(address: string): Promise<Instance> {
+    return this.operate(address, 'warm', async (instance) => {
+      await pauseVm(this.vm(instance).dir, instance.path);
+      return {};
+    });
+  }
+
+  resume(address: string): Promise<Instance> {
+    return this.operate(address, 'resume', async (instance) => {
+      await resumeVm(this.vm(instance).dir, instance.path);
+      return {};
+    });
+  }
+
+  sleep(address: string): Promise<Instance> {
+    return this.operate(address, 'sleep', async (instance) => {
+      const bytes = await sleepVm(this.vm(instance).dir, instance.path);
+      return { outcome: { pid: null, pidTicks: null }, detail: `snapshot ${bytes} bytes` };
+    });
+  }
+
+  wake(address: string): Promise<Instance> {
+    return this.operate(address, 'wake', async (instance, pool) => {
+      this.nameSwitchPorts(instance.tenant);
+      const { ctx, dir } = this.vm(instance);
+      const { record, warnings } = await wakeVm(ctx, instance, pool);
+      rmSync(sleepStatePath(dir), { force: true });
+      return {
+        outcome: { pid: record.pid, pidTicks: record.startTicks, warnings },
+        detail: `restored, pid ${record.pid}`,
+      };
+    });
+  }
+
+  /** Ends the VMM if any and removes the instance's disks, sleep state and record. */
+  async destroy(address: string): Promise<void> {
+    await this.operate(address, 'destroy', async (instance) => {
+      const { dir } = this.vm(instance);
+      await killVm(dir);
+      removeVmFiles(dir);
+      return {};
+    });
+    this.store.deleteInstance(this.instance(address).seq);
+  }
+
+  /** Runs a command in a Running instance. */
+  async exec(address: string, command: string[], timeoutMs = 60_000): Promise<RawResult> {
+    const instance = this.requireRunning(address, 'exec');
+    this.store.touch(instance.seq);
+    const result = await execVm(this.vm(instance).dir, instance.path, command, timeoutMs);
+    audit(this.dir, {
+      tenant: instance.tenant,
+      action: 'exec',
+      target: instance.path,
+      outcome: 'ok',
+      detail: `${command.join(' ')} -> status ${result.status}`,
+    });
+    return result;
+  }
+
+  /**
+   * A line-by-line root shell on a Running instance: each line `next()` gives is run as its own
+   * sh script (no state such as the working folder carries over), over one attachment.
+   */
+  async shell(
+    address: string,
+    next: () => Promise<string | undefined>,
+    onResult: (script: string, result: RawResult) => void,
+    timeoutMs = 60_000,
+  ): Promise<number> {
+    const instance = this.requireRunning(address, 'shell');
+    this.store.touch(instance.seq);
+    const count = await shellVm(
+      this.vm(instance).dir,
+      instance.path,
+      next,
+      (script, result) => {
+        audit(this.dir, {
+          tenant: instance.tenant,
+          action: 'shell',
+          target: instance.path,
+          outcome: 'ok',
+          detail: `${script} -> status ${result.status}`,
+        });
+        onResult(script, result);
+      },
+      timeoutMs,
+    );
+    return count;
+  }
+
+  private requireRunning(address: string, what: string): Instance {
+    const instance = this.instance(address);
+    if (instance.state !== 'Running') {
+      throw new RefusedError(
+        `instance ${instance.path}: ${what} needs a Running instance, it is ${instance.state}`,
+      );
+    }
+    return instance;
+  }
+
+  /** Sets the pinned and critical flags (both exempt the instance from the sleep policy). */
+  setFlags(address: string, flags: { pinned?: boolean; critical?: boolean }): Instance {
+    const instance = this.instance(address);
+    const done = this.store.setFlags(instance.seq, flags);
+    audit(this.dir, {
+      tenant: instance.tenant,
+      action: 'set',
+      target: instance.path,
+      outcome: 'ok',
+      detail: `pinned ${done.pinned}, critical ${done.critical}`,
+    });
+    return done;
+  }
+
+  /** What the instance's serial console printed since its last boot. */
+  logs(address: string): string {
+    const instance = this.instance(address);
+    const path = consoleLogPath(this.vm(instance).dir);
+    if (!existsSync(path)) throw new VmkitError(`instance ${instance.path} has no console log yet (${path})`);
+    return readFileSync(path, 'utf8');
+  }
+}

@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import { wholeNumber } from '../util/validate.js';
+import { fleetId } from './ids.js';
+import type { InstanceState } from './lifecycle.js';
+
+export const tenantInput = z
+  .object({
+    id: fleetId,
+    subnet: z.string({ error: 'must be a CIDR like 10.20.0.0/24' }),
+    maxVcpus: wholeNumber(1, 4096).default(8),
+    maxMemoryMiB: wholeNumber(16, 16 * 1024 * 1024).default(4096),
+    maxRunning: wholeNumber(0, 10_000).default(8),
+    maxWarm: wholeNumber(0, 10_000).default(8),
+    maxInstances: wholeNumber(0, 10_000).default(16),
+    maxDiskMiB: wholeNumber(0, 1024 * 1024 * 1024).default(65_536),
+    secrets: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), z.string()).default({}),
+  })
+  .strict();
+export type TenantInput = z.input<typeof tenantInput>;
+
+export interface Tenant {
+  id: string;
+  subnet: string;
+  gateway: string;
+  quotas: {
+    maxVcpus: number;
+    maxMemoryMiB: number;
+    maxRunning: number;
+    maxWarm: number;
+    /** Per pool. */
+    maxInstances: number;
+    maxDiskMiB: number;
+  };
+  secrets: Record<string, string>;
+  createdAt: string;
+}
+
+export const poolInput = z
+  .object({
+    tenant: fleetId,
+    id: fleetId,
+    image: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, { error: 'must be an image name like "tiny"' })
+      .default('tiny'),
+    vcpus: wholeNumber(1, 64).default(1),
+    memoryMiB: wholeNumber(64, 65_536).default(128),
+    dataDiskMiB: wholeNumber(1, 1024 * 1024).default(16),
+    running: wholeNumber(0, 1000).default(0),
+    warm: wholeNumber(0, 1000).default(0),
+    sleeping: wholeNumber(0, 1000).default(0),
+  })
+  .strict();
+export type PoolInput = z.input<typeof poolInput>;
+
+export interface Pool {
+  tenant: string;
+  id: string;
+  image: string;
+  vcpus: number;
+  memoryMiB: number;
+  dataDiskMiB: number;
+  desired: { running: number; warm: number; sleeping: number };
+  /** The image's content key when the pool was (re)built. */
+  revision: string;
+  createdAt: string;
+}
+
+/** An operation in flight: recorded before its first side effect, cleared when it is done. */
+export interface Intent {
+  operation: string;
+  from: InstanceState;
+  /** The CLI process carrying it out, with its start time (a recycled pid is not it). */
+  pid: number;
+  ticks: string;
+  at: string;
+}
+
+export interface Instance {
+  seq: number;
+  tenant: string;
+  pool: string;
+  id: string;
+  path: string;
+  state: InstanceState;
+  address: string;
+  mac: string;
+  revision: string;
+  pinned: boolean;
+  critical: boolean;
+  /** The VMM's pid and start time while one runs. */
+  pid?: number;
+  pidTicks?: string;
+  /** Why the instance is in its state, when something other than a request put it there. */
+  reason?: string;
+  /** What could not be applied at its last start or wake (resource limits). */
+  warnings: string[];
+  createdAt: string;
+  updatedAt: string;
+  startedAt?: string;
+  lastActiveAt?: string;
+  intent?: Intent;
+}

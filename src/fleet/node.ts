@@ -1,0 +1,90 @@
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { cpus, freemem, hostname, totalmem } from 'node:os';
+import { chooseAccel } from '../backends/accel.js';
+import type { Fleet } from './fleet.js';
+import type { Instance } from './model.js';
+import { instanceDir, sleepStatePath, vmGroups, vmProcesses } from './vm.js';
+import { qemuHasSandbox } from './vmm-options.js';
+
+/** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
+export function residentKiB(pid: number): number {
+  try {
+    const match = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Which cgroup hierarchies this host has, and their controllers. */
+export function cgroupInfo(): { version: string; controllers: string[] } {
+  const root = '/sys/fs/cgroup';
+  if (existsSync(`${root}/cgroup.controllers`)) {
+    return {
+      version: 'v2',
+      controllers: readFileSync(`${root}/cgroup.controllers`, 'utf8').trim().split(/\s+/),
+    };
+  }
+  const v1 = existsSync(root) ? readdirSync(root).filter((name) => existsSync(`${root}/${name}/tasks`)) : [];
+  const unified = existsSync(`${root}/unified/cgroup.controllers`)
+    ? readFileSync(`${root}/unified/cgroup.controllers`, 'utf8').trim().split(/\s+/).filter(Boolean)
+    : [];
+  return {
+    version: v1.length > 0 ? (unified.length > 0 ? 'v1 + v2 (hybrid)' : 'v1') : 'none found',
+    controllers: [...v1, ...unified.map((c) => `${c} (v2)`)],
+  };
+}
+
+export async function nodeInfo(fleet: Fleet) {
+  const accel = await chooseAccel('auto');
+  return {
+    host: hostname(),
+    cpus: cpus().length,
+    memoryMiB: Math.round(totalmem() / 2 ** 20),
+    freeMemoryMiB: Math.round(freemem() / 2 ** 20),
+    accelerator: accel.accel,
+    acceleratorReason: accel.reason,
+    cgroups: cgroupInfo(),
+    limits:
+      "memory, cpu and pids cgroups per VMM (v2, or v1 hierarchies), under the group vmkit runs in; what cannot be applied shows in each instance's warnings",
+    sandbox: (await qemuHasSandbox(fleet.runtime))
+      ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied); QEMU runs as the calling user, with no chroot"
+      : 'not applied: this QEMU has no seccomp sandbox; QEMU runs as the calling user, with no chroot',
+    fleetDir: fleet.dir,
+    vmkitVersion: '0.1.0',
+  };
+}
+
+export function nodeStats(fleet: Fleet) {
+  const byTenant: Record<string, Record<string, Record<string, number>>> = {};
+  const byState: Record<string, number> = {};
+  let residentMiB = 0;
+  for (const instance of fleet.store.listInstances()) {
+    byState[instance.state] = (byState[instance.state] ?? 0) + 1;
+    byTenant[instance.tenant] ??= {};
+    const pools = byTenant[instance.tenant] as Record<string, Record<string, number>>;
+    pools[instance.pool] ??= {};
+    const states = pools[instance.pool] as Record<string, number>;
+    states[instance.state] = (states[instance.state] ?? 0) + 1;
+    for (const vmm of vmProcesses(instanceDir(fleet.dir, instance.seq)))
+      residentMiB += residentKiB(vmm.pid) / 1024;
+  }
+  return { instances: byState, tenants: byTenant, vmmResidentMiB: Math.round(residentMiB) };
+}
+
+/** Everything `instance info` shows: the record, its VMM's memory, its sleep state's size. */
+export function instanceInfo(fleet: Fleet, instance: Instance) {
+  const dir = instanceDir(fleet.dir, instance.seq);
+  const pool = fleet.store.pool(instance.tenant, instance.pool);
+  const vmm = vmProcesses(dir)[0];
+  const sleep = sleepStatePath(dir);
+  return {
+    ...instance,
+    folder: dir,
+    vcpus: pool.vcpus,
+    memoryMiB: pool.memoryMiB,
+    vmmResidentMiB: vmm ? Math.round(residentKiB(vmm.pid) / 1024) : 0,
+    sleepStateBytes: existsSync(sleep) ? statSync(sleep).size : 0,
+    cgroups: vmm ? (vmGroups(dir)?.groups ?? []) : [],
+  };
+}

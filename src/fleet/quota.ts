@@ -1,0 +1,71 @@
+import { type InstanceState, type Operation, RefusedError } from './lifecycle.js';
+import type { Pool, Tenant } from './model.js';
+
+/** What a tenant's instances hold now: a VMM (Running or Warm) holds its vCPUs and memory. */
+export interface Usage {
+  running: number;
+  warm: number;
+  vcpus: number;
+  memoryMiB: number;
+}
+
+export interface Holder {
+  state: InstanceState;
+  vcpus: number;
+  memoryMiB: number;
+}
+
+export function usageOf(holders: Holder[]): Usage {
+  const usage: Usage = { running: 0, warm: 0, vcpus: 0, memoryMiB: 0 };
+  for (const holder of holders) {
+    if (holder.state !== 'Running' && holder.state !== 'Warm') continue;
+    if (holder.state === 'Running') usage.running++;
+    else usage.warm++;
+    usage.vcpus += holder.vcpus;
+    usage.memoryMiB += holder.memoryMiB;
+  }
+  return usage;
+}
+
+/**
+ * Refuses an operation that would take the tenant over a quota, naming the quota, what is in
+ * use and what the instance would add. `usage` excludes the instance itself.
+ */
+export function checkQuota(
+  tenant: Tenant,
+  usage: Usage,
+  pool: Pool,
+  operation: Operation,
+  what: string,
+): void {
+  const q = tenant.quotas;
+  const refuse = (quota: string, used: number, adds: number, max: number) => {
+    if (used + adds > max) {
+      throw new RefusedError(
+        `${what}: ${operation} refused by tenant ${tenant.id}'s quota: ${quota} ${used} in use + ${adds} > ${max}`,
+      );
+    }
+  };
+  if (operation === 'start' || operation === 'wake' || operation === 'resume') {
+    refuse('running instances', usage.running, 1, q.maxRunning);
+  }
+  if (operation === 'warm') refuse('warm instances', usage.warm, 1, q.maxWarm);
+  if (operation === 'start' || operation === 'wake' || operation === 'resume' || operation === 'warm') {
+    refuse('vCPUs', usage.vcpus, pool.vcpus, q.maxVcpus);
+    refuse('memory MiB', usage.memoryMiB, pool.memoryMiB, q.maxMemoryMiB);
+  }
+}
+
+/** Refuses a new instance beyond the pool's count or the tenant's disk quota. */
+export function checkCreate(tenant: Tenant, pool: Pool, inPool: number, diskMiB: number, what: string): void {
+  if (inPool + 1 > tenant.quotas.maxInstances) {
+    throw new RefusedError(
+      `${what}: create refused by tenant ${tenant.id}'s quota: instances per pool ${inPool} + 1 > ${tenant.quotas.maxInstances}`,
+    );
+  }
+  if (diskMiB + pool.dataDiskMiB > tenant.quotas.maxDiskMiB) {
+    throw new RefusedError(
+      `${what}: create refused by tenant ${tenant.id}'s quota: disk MiB ${diskMiB} in use + ${pool.dataDiskMiB} > ${tenant.quotas.maxDiskMiB}`,
+    );
+  }
+}

@@ -1,0 +1,109 @@
+import { existsSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { InstanceState } from './lifecycle.js';
+import type { Instance } from './model.js';
+import { type FleetStore, intentAlive } from './store.js';
+import { instanceDir, killVm, removeVmFiles, resumeVm, sleepStatePath, vmProcesses, vmStatus } from './vm.js';
+
+/** What repair did to one instance. */
+export interface Repair {
+  path: string;
+  from: InstanceState;
+  /** The state it was left in, or `removed` (an interrupted create or destroy). */
+  to: InstanceState | 'removed';
+  reason: string;
+}
+
+/** Whether the recorded state and the processes disagree, or an operation was cut off. */
+export function needsRepair(instance: Instance, dir: string): boolean {
+  if (instance.intent) return !intentAlive(instance);
+  if (instance.state === 'Destroyed') return true; // a destroy cut off after its last step
+  const holds = instance.state === 'Running' || instance.state === 'Warm';
+  return holds !== vmProcesses(dir).length > 0;
+}
+
+const removeSleepState = (dir: string) =>
+  rmSync(dirname(sleepStatePath(dir)), { recursive: true, force: true });
+
+/**
+ * Brings one instance back to a state that matches what exists: an operation cut off (its
+ * process killed, or failed) is rolled back or completed from what it left on disk, and an
+ * instance whose VMM is gone becomes Stopped. The reason says what happened.
+ */
+export async function repairInstance(store: FleetStore, instance: Instance, cause: string): Promise<Repair> {
+  const dir = instanceDir(store.dir, instance.seq);
+  const operation = instance.intent?.operation;
+  const alive = vmProcesses(dir).length > 0;
+  const slept = existsSync(sleepStatePath(dir));
+  const done = (to: InstanceState | 'removed', reason: string, keepPid = false): Repair => {
+    if (to === 'removed') store.deleteInstance(instance.seq);
+    else store.finish(instance.seq, to, { reason, ...(keepPid ? {} : { pid: null, pidTicks: null }) });
+    return { path: instance.path, from: instance.state, to, reason };
+  };
+  const ended = async () => ((await killVm(dir)) > 0 ? '; its VMM was ended' : '');
+  switch (operation) {
+    case 'create':
+    case 'destroy': {
+      const killed = await ended();
+      removeVmFiles(dir);
+      return done('removed', `${cause}: the instance's files were removed${killed}`);
+    }
+    case 'start':
+      return done(instance.intent?.from ?? 'Stopped', `${cause}${await ended()}`);
+    case 'stop':
+      removeSleepState(dir);
+      return done('Stopped', `${cause}${await ended()}`);
+    case 'warm':
+    case 'resume': {
+      if (alive) {
+        const status = await vmStatus(dir, instance.path).catch(() => undefined);
+        if (status === 'paused') return done('Warm', `${cause}; its VMM is paused`, true);
+        if (status === 'running') return done('Running', `${cause}; its VMM is running`, true);
+      }
+      return done('Stopped', `${cause}${await ended()}`);
+    }
+    case 'sleep': {
+      if (slept) return done('Sleeping', `${cause}; its sleep state was complete${await ended()}`);
+      if (
+        alive &&
+        (await resumeVm(dir, instance.path).then(
+          () => true,
+          () => false,
+        ))
+      ) {
+        return done('Running', `${cause} before its state was saved; the VMM runs on`, true);
+      }
+      return done('Stopped', `${cause} and no sleep state was saved${await ended()}`);
+    }
+    case 'wake':
+      return done(slept ? 'Sleeping' : 'Stopped', `${cause}${await ended()}`);
+    default: {
+      if (instance.state === 'Destroyed') {
+        const killed = await ended();
+        removeVmFiles(dir);
+        return done('removed', `${cause}: destroyed, its record removed${killed}`);
+      }
+      if ((instance.state === 'Running' || instance.state === 'Warm') && !alive) {
+        removeSleepState(dir);
+        return done('Stopped', `${cause}: its VMM (pid ${instance.pid ?? '?'}) is gone`);
+      }
+      return done(instance.state, `${cause}: a VMM that should not run was ended${await ended()}`, false);
+    }
+  }
+}
+
+/** Repairs every instance whose operation was cut off or whose VMM is not where the state says. */
+export async function repairFleet(store: FleetStore): Promise<Repair[]> {
+  const repairs: Repair[] = [];
+  for (const instance of store.listInstances()) {
+    const dir = instanceDir(store.dir, instance.seq);
+    if (!needsRepair(instance, dir)) continue;
+    const claimed = store.claimForRepair(instance.seq, (current) => needsRepair(current, dir));
+    if (!claimed) continue;
+    const cause = claimed.intent
+      ? `${claimed.intent.operation} by pid ${claimed.intent.pid} was interrupted`
+      : 'state check';
+    repairs.push(await repairInstance(store, claimed, cause));
+  }
+  return repairs;
+}

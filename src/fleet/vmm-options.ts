@@ -1,0 +1,46 @@
+import { qemuBinary } from '../backends/qemu/process.js';
+import { macAddress } from '../machine/identity.js';
+import { nodeEntry } from '../runtime/node-entry.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { runTool } from '../util/exec.js';
+import type { Instance } from './model.js';
+
+/** What fleet instances' QEMUs get beyond a machine's command line: the metadata NIC, seccomp. */
+
+/** Where the instance reaches its metadata endpoint, over its own user-mode NIC (eth1). */
+export const METADATA_ADDRESS = '169.254.169.254';
+export const METADATA_NIC_ADDRESS = '169.254.169.15/24';
+
+/**
+ * A user-mode NIC that reaches nothing (restrict=on) but the metadata address, where QEMU runs
+ * the metadata host for each connection: the instance can only ever ask about itself.
+ */
+export function metadataNic(fleetDir: string, instance: Instance): string[] {
+  const { program, args } = nodeEntry(import.meta.url, './metadata-host', [fleetDir, String(instance.seq)]);
+  const command = [program, ...args].join(' ').replaceAll(',', ',,');
+  return [
+    '-netdev',
+    `user,id=meta,net=169.254.169.0/24,host=169.254.169.1,restrict=on,guestfwd=tcp:${METADATA_ADDRESS}:80-cmd:${command}`,
+    '-device',
+    `virtio-net-pci,netdev=meta,mac=${macAddress(`fleet/${instance.path}`, 'metadata')},id=metanic`,
+  ];
+}
+
+/**
+ * QEMU's seccomp sandbox: no obsolete system calls, no scheduler or resource changes. Spawning
+ * stays allowed (migration to a file and the metadata endpoint start processes), and so does
+ * elevateprivileges: its filter, inherited by the metadata host (node), stops that from answering.
+ */
+export const SANDBOX_ARGS = ['-sandbox', 'on,obsolete=deny,resourcecontrol=deny'];
+
+/** Whether this host's QEMU was built with seccomp (it parses -sandbox before -version). */
+export function qemuHasSandbox(runtime: Runtime): Promise<boolean> {
+  return runtime.fact('qemu-sandbox', () =>
+    runTool(qemuBinary(), ['-sandbox', 'on', '-version'], { timeoutMs: 10_000 }).then(
+      () => true,
+      () => false,
+    ),
+  );
+}
+
+export const NO_SANDBOX = "QEMU's seccomp sandbox is not applied: this QEMU was built without it (-sandbox)";

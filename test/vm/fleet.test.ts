@@ -1,0 +1,374 @@
+// The fleet on real tiny guests: lifecycle, quotas, sleep and wake, tenant isolation, the audit
+// log, kill -9 of the CLI mid-operation, and destroy leaving nothing behind.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readAudit } from '../../src/fleet/audit.js';
+import { Fleet } from '../../src/fleet/fleet.js';
+import { RefusedError } from '../../src/fleet/lifecycle.js';
+import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
+import { scalePool } from '../../src/fleet/scale.js';
+import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
+import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
+import { cli, lacks, root, runCli } from '../helpers.js';
+
+// Short: instance sockets live in the fleet folder and unix socket paths stop at 107 bytes.
+const dir = mkdtempSync('/tmp/vmkit-fleet-');
+const fleetArgs = ['fleet', '--fleet-dir', dir];
+const sh = (script: string) => ['sh', '-c', script];
+const cpuTicks = (pid: number) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return Number(fields[11]) + Number(fields[12]); // utime + stime
+};
+
+/** Every process of this fleet (VMMs and switches name a path in it on their command line). */
+const fleetProcesses = () => processesNaming(dir);
+
+/** Kills a CLI call after `delayMs`, like `kill -9` from an operator. */
+function killCliAfter(args: string[], delayMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...fleetArgs, ...args], { cwd: root, stdio: 'ignore' });
+    const timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
+    child.on('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Runs the CLI with `input` on its stdin. */
+function runCliWithInput(
+  args: string[],
+  input: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], { cwd: root });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+    });
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(input);
+  });
+}
+
+/** The fleet's records agree with the processes: no intent left, a VMM exactly for Running and Warm. */
+function assertConsistent(fleet: Fleet): void {
+  for (const instance of fleet.store.listInstances()) {
+    assert.equal(instance.intent, undefined, `${instance.path} still has an intent`);
+    const holds = instance.state === 'Running' || instance.state === 'Warm';
+    const running = vmProcesses(instanceDir(dir, instance.seq)).length > 0;
+    assert.equal(
+      running,
+      holds,
+      `${instance.path} is ${instance.state} but its VMM ${running ? 'runs' : 'is gone'}`,
+    );
+  }
+}
+
+describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, () => {
+  let fleet: Fleet;
+  /** Every cgroup a VMM of this fleet was put in. */
+  const groupsSeen = new Set<string>();
+
+  before(async () => {
+    fleet = new Fleet({ dir });
+    fleet.createTenant({
+      id: 'alpha',
+      subnet: '10.71.0.0/24',
+      maxRunning: 2,
+      secrets: { TOKEN: 'a-secret' },
+    });
+    fleet.createTenant({ id: 'beta', subnet: '10.72.0.0/24', secrets: { B_ONLY: 'b-secret' } });
+    await fleet.createPool({ tenant: 'alpha', id: 'web', memoryMiB: 128 });
+    await fleet.createPool({ tenant: 'beta', id: 'db', memoryMiB: 128 });
+    for (const id of ['a1', 'a2', 'a3']) await fleet.createInstance('alpha/web', id);
+    await fleet.createInstance('beta/db', 'b1');
+  });
+
+  after(async () => {
+    for (const tenant of fleet.store.listTenants()) await fleet.destroyTenant(tenant.id).catch(() => {});
+    await fleet.close();
+    for (const leftover of fleetProcesses()) await stopDetached(leftover, 0);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts instances of two tenants; one tenant reaches its own, never the other', async () => {
+    for (const path of ['alpha/web/a1', 'alpha/web/a2', 'beta/db/b1']) {
+      assert.equal((await fleet.start(path)).state, 'Running');
+    }
+    const own = await fleet.exec('alpha/web/a1', sh('ping -c 1 -W 3 10.71.0.3'));
+    assert.equal(own.status, 0, own.stdout.toString() + own.stderr.toString());
+    // Even with an address in beta's subnet, alpha's instance is on another switch.
+    const cross = await fleet.exec(
+      'alpha/web/a1',
+      sh('ip addr add 10.72.0.99/24 dev eth0 && ping -c 2 -W 2 10.72.0.2'),
+    );
+    assert.notEqual(cross.status, 0, 'alpha reached beta');
+    assert.match(cross.stdout.toString(), /100% packet loss/);
+    assertConsistent(fleet);
+  });
+
+  it('puts each VMM in cgroups of its own with its limits and under seccomp, or says why not', () => {
+    const instance = fleet.instance('alpha/web/a1');
+    const seccomp = /^Seccomp:\s+(\d)/m.exec(readFileSync(`/proc/${instance.pid}/status`, 'utf8'))?.[1];
+    if (seccomp !== '2')
+      assert.ok(
+        instance.warnings.some((w) => w.includes('seccomp')),
+        'no seccomp and no warning',
+      );
+    const groups = vmGroups(instanceDir(dir, instance.seq));
+    assert.ok(groups, 'no cgroup placement recorded');
+    for (const group of groups.groups) groupsSeen.add(group);
+    assert.deepEqual(instance.warnings, groups.warnings);
+    const membership = readFileSync(`/proc/${instance.pid}/cgroup`, 'utf8');
+    for (const group of groups.groups) {
+      assert.ok(readFileSync(join(group, 'cgroup.procs'), 'utf8').split('\n').includes(String(instance.pid)));
+      assert.ok(membership.includes(group.split('/').at(-1) as string));
+    }
+    const file = (suffix: string) =>
+      groups.groups.map((g) => join(g, suffix)).find((path) => existsSync(path));
+    const v1Memory = file('memory.limit_in_bytes');
+    const v2Memory = file('memory.max');
+    const memory = v1Memory ?? v2Memory;
+    if (memory) assert.equal(Number(readFileSync(memory, 'utf8')), (128 + 256) * 2 ** 20);
+    else
+      assert.ok(
+        groups.warnings.some((w) => w.startsWith('memory')),
+        'no memory limit and no warning saying why',
+      );
+    const cpu = file('cpu.cfs_quota_us') ?? file('cpu.max');
+    if (cpu) assert.match(readFileSync(cpu, 'utf8'), /^100000\b/);
+    else
+      assert.ok(
+        groups.warnings.some((w) => w.includes('cpu')),
+        'no CPU limit and no warning saying why',
+      );
+  });
+
+  it('refuses a start beyond the quota, with the numbers, and through the CLI with exit 1', async () => {
+    await assert.rejects(fleet.start('alpha/web/a3'), (error: Error) => {
+      assert.ok(error instanceof RefusedError);
+      assert.match(error.message, /running instances 2 in use \+ 1 > 2/);
+      return true;
+    });
+    const refused = await runCli([...fleetArgs, 'instance', 'start', 'alpha/web/a3']);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /running instances 2 in use \+ 1 > 2/);
+    const shell = await runCliWithInput(
+      [...fleetArgs, 'instance', 'shell', 'alpha/web/a1'],
+      'hostname\n\necho oops >&2; false\n',
+    );
+    assert.equal(shell.stdout, 'a1\n');
+    assert.equal(shell.stderr, 'oops\n');
+    assert.equal(shell.code, 1, "the shell exits with its last line's status");
+    const bad = await runCli([...fleetArgs, 'instance', 'start', 'alpha/Web/a3']);
+    assert.equal(bad.code, 2);
+    assert.equal(fleet.instance('alpha/web/a3').state, 'Ready');
+  });
+
+  it('a warm instance uses no CPU, and resumes', async () => {
+    const warm = await fleet.warm('alpha/web/a2');
+    assert.equal(warm.state, 'Warm');
+    const pid = warm.pid as number;
+    const before = cpuTicks(pid);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const used = cpuTicks(pid) - before;
+    assert.ok(used <= 10, `a paused VMM used ${used} ticks of CPU in 2 s`);
+    assert.equal((await fleet.resume('alpha/web/a2')).state, 'Running');
+    assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
+  });
+
+  it('sleep then wake keeps a file, a running process, the address and the data disk', async () => {
+    const setup = await fleet.exec(
+      'alpha/web/a1',
+      sh(
+        'echo kept > /root/file; (sleep 3000 > /dev/null 2>&1 &); echo disk-mark | dd of=/dev/vda 2>/dev/null; sync',
+      ),
+    );
+    assert.equal(setup.status, 0, setup.stderr.toString());
+    const slept = await fleet.sleep('alpha/web/a1');
+    assert.equal(slept.state, 'Sleeping');
+    assert.equal(slept.pid, undefined);
+    assert.equal(vmProcesses(instanceDir(dir, slept.seq)).length, 0, 'a sleeping instance has no VMM');
+    const woke = await fleet.wake('alpha/web/a1');
+    assert.equal(woke.address, slept.address);
+    const check = await fleet.exec(
+      'alpha/web/a1',
+      sh(
+        'cat /root/file; ps | grep -c "[s]leep 3000"; cat /run/vmkit/woke; ip -4 addr show eth0; head -c 9 /dev/vda',
+      ),
+    );
+    const lines = check.stdout.toString().split('\n');
+    assert.equal(lines[0], 'kept');
+    assert.equal(lines[1], '1');
+    assert.ok(Math.abs(Number(lines[2]) - Date.now() / 1000) < 120, `woke at ${lines[2]}`);
+    assert.match(check.stdout.toString(), /inet 10\.71\.0\.2\/24/);
+    assert.match(check.stdout.toString(), /disk-mark$/);
+    // The data disk persists across stop and start too.
+    await fleet.stop('alpha/web/a1');
+    await fleet.start('alpha/web/a1');
+    const disk = await fleet.exec('alpha/web/a1', sh('head -c 9 /dev/vda'));
+    assert.equal(disk.stdout.toString(), 'disk-mark');
+  });
+
+  it("the metadata endpoint gives each instance itself and its own tenant's secrets only", async () => {
+    const read = async (path: string, document: string) => {
+      const result = await fleet.exec(path, ['wget', '-q', '-O', '-', `http://169.254.169.254${document}`]);
+      assert.equal(result.status, 0, result.stderr.toString());
+      return JSON.parse(result.stdout.toString());
+    };
+    assert.deepEqual(await read('alpha/web/a1', '/secrets'), { TOKEN: 'a-secret' });
+    assert.deepEqual(await read('beta/db/b1', '/secrets'), { B_ONLY: 'b-secret' });
+    const identity = await read('alpha/web/a2', '/identity');
+    assert.equal(identity.path, 'alpha/web/a2');
+    assert.equal(identity.address, '10.71.0.3/24');
+    const reads = readAudit(dir, 'alpha').filter((event) => event.action === 'secret.read');
+    assert.ok(reads.some((event) => event.target === 'alpha/web/a1' && event.detail?.includes('TOKEN')));
+    assert.ok(!readAudit(dir, 'beta').some((event) => event.target.startsWith('alpha')));
+  });
+
+  it('the sleep policy samples CPU and switch traffic, keeps pinned instances, and sleeps idle ones', async () => {
+    fleet.setFlags('alpha/web/a1', { pinned: true });
+    await fleet.exec('alpha/web/a1', sh('(ping -c 10 -i 0.2 10.71.0.3 > /dev/null 2>&1 &)'));
+    const samples = await sampleFleet(fleet, 2000);
+    const by = Object.fromEntries(samples.map((sample) => [sample.path, sample]));
+    assert.ok((by['alpha/web/a1']?.networkBytes ?? 0) > 0, 'no traffic counted for the pinging instance');
+    assert.ok((by['alpha/web/a2']?.networkBytes ?? 0) > 0, 'no traffic counted for the pinged instance');
+    assert.equal(by['beta/db/b1']?.networkBytes, 0);
+    const thresholds = {
+      idleSeconds: 0,
+      cpuPercent: 100,
+      networkBytes: 1,
+      minMemAvailableMiB: 0,
+      sampleMs: 1000,
+    };
+    const planned = await runPolicy(fleet, { ...thresholds, dryRun: true });
+    const action = (decisions: typeof planned, path: string) =>
+      decisions.find((d) => d.path === path)?.action;
+    assert.equal(action(planned, 'alpha/web/a1'), 'keep');
+    assert.deepEqual(planned.find((d) => d.path === 'alpha/web/a1')?.reasons, ['exempt: pinned']);
+    assert.equal(action(planned, 'beta/db/b1'), 'sleep');
+    assert.equal(fleet.instance('beta/db/b1').state, 'Running', 'a dry run changed something');
+    await runPolicy(fleet, thresholds);
+    assert.equal(fleet.instance('beta/db/b1').state, 'Sleeping');
+    assert.equal(fleet.instance('alpha/web/a1').state, 'Running');
+    fleet.setFlags('alpha/web/a1', { pinned: false });
+  });
+
+  it('pool scale creates, starts, sleeps and destroys instances to match the desired counts', async () => {
+    fleet.store.setDesired('beta', 'db', { running: 1, warm: 0, sleeping: 1 });
+    const steps = await scalePool(fleet, 'beta/db');
+    const states = () =>
+      fleet.store
+        .listInstances({ tenant: 'beta' })
+        .map((i) => i.state)
+        .sort();
+    assert.deepEqual(states(), ['Running', 'Sleeping']);
+    assert.ok(
+      steps.some((step) => step.action === 'create'),
+      JSON.stringify(steps),
+    );
+    assert.deepEqual(await scalePool(fleet, 'beta/db'), [], 'a second scale has nothing to do');
+    fleet.store.setDesired('beta', 'db', { running: 0, warm: 0, sleeping: 1 });
+    const down = await scalePool(fleet, 'beta/db');
+    assert.deepEqual(states(), ['Sleeping']);
+    assert.deepEqual(
+      down.map((step) => step.action),
+      ['destroy'],
+    );
+  });
+
+  it('repairs the state after kill -9 of the CLI at random points of start, sleep and wake', async (t) => {
+    await fleet.stop('alpha/web/a2');
+    const seen = new Set<string>();
+    let repairs = 0;
+    for (let round = 0; round < 3; round++) {
+      for (const operation of ['start', 'sleep', 'wake'] as const) {
+        const state = fleet.instance('alpha/web/a2').state;
+        // Bring it to where the operation applies, then kill the CLI carrying it out.
+        if (operation === 'start' && state !== 'Stopped') await fleet.stop('alpha/web/a2');
+        if (operation === 'sleep' && state !== 'Running') {
+          if (fleet.instance('alpha/web/a2').state === 'Sleeping') await fleet.wake('alpha/web/a2');
+          else await fleet.start('alpha/web/a2');
+        }
+        if (operation === 'wake' && fleet.instance('alpha/web/a2').state !== 'Sleeping') {
+          if (fleet.instance('alpha/web/a2').state !== 'Running') await fleet.start('alpha/web/a2');
+          await fleet.sleep('alpha/web/a2');
+        }
+        // A start is killed after the CLI has loaded (about a second) and before its guest can
+        // have booted; sleep and wake anywhere from before their first step to after their last.
+        const delay =
+          operation === 'start'
+            ? 1200 + Math.floor(Math.random() * 1500)
+            : 300 + Math.floor(Math.random() * 4000);
+        const repairsBefore = readAudit(dir, 'alpha').filter((event) => event.action === 'repair').length;
+        await killCliAfter(['instance', operation, 'alpha/web/a2'], delay);
+        const listed = await runCli([...fleetArgs, '--json', 'instance', 'list', 'alpha/web']);
+        assert.equal(listed.code, 0, listed.stderr);
+        const after = fleet.instance('alpha/web/a2');
+        const repaired =
+          readAudit(dir, 'alpha').filter((event) => event.action === 'repair').length > repairsBefore;
+        seen.add(`${operation} killed at ${delay} ms -> ${after.state}${repaired ? ' (repaired)' : ''}`);
+        if (repaired) repairs++;
+        assertConsistent(fleet);
+        if (after.state === 'Running') assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
+      }
+    }
+    t.diagnostic([...seen].join('; '));
+    assert.ok(repairs > 0, `no kill landed inside an operation: ${[...seen].join('; ')}`);
+  });
+
+  it('the audit log has every state change and refusal, one JSON line each', () => {
+    const events = readAudit(dir, 'alpha');
+    const raw = readFileSync(join(dir, 'audit', 'alpha.jsonl'), 'utf8')
+      .trim()
+      .split('\n');
+    assert.equal(raw.length, events.length);
+    const has = (action: string, target: string, outcome = 'ok') =>
+      assert.ok(
+        events.some((e) => e.action === action && e.target === target && e.outcome === outcome),
+        `no ${outcome} ${action} of ${target} in the audit log`,
+      );
+    for (const action of ['create', 'start', 'sleep', 'wake', 'stop', 'exec']) has(action, 'alpha/web/a1');
+    for (const action of ['warm', 'resume']) has(action, 'alpha/web/a2');
+    has('start', 'alpha/web/a3', 'refused');
+    for (const event of events) {
+      assert.equal(event.tenant, 'alpha');
+      assert.ok(event.actor && event.time && event.outcome);
+    }
+    assert.ok(!readAudit(dir, 'beta').some((e) => e.target.startsWith('alpha')), "beta's log names alpha");
+  });
+
+  it('destroy leaves nothing: no processes, folders, RAM files or records', async () => {
+    const destroyed = await runCli([...fleetArgs, 'tenant', 'destroy', 'alpha']);
+    assert.equal(destroyed.code, 2, 'destroy without a terminal needs --yes');
+    assert.equal((await runCli([...fleetArgs, 'tenant', 'destroy', 'alpha', '--yes'])).code, 0);
+    await fleet.destroyTenant('beta');
+    assert.deepEqual(fleetProcesses(), []);
+    assert.deepEqual(readdirSync(join(dir, 'vm')), []);
+    assert.deepEqual(existsSync(join(dir, 'net')) ? readdirSync(join(dir, 'net')) : [], []);
+    assert.deepEqual(fleet.store.listInstances(), []);
+    assert.deepEqual(fleet.store.listTenants(), []);
+    assert.deepEqual(
+      [...groupsSeen].filter((group) => existsSync(group)),
+      [],
+      'cgroups left',
+    );
+    assert.deepEqual(
+      readdirSync('/dev/shm').filter((name) => name.startsWith('vmkit-fleet-')),
+      [],
+      'RAM files left in /dev/shm',
+    );
+  });
+});
