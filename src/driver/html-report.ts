@@ -13,6 +13,7 @@ const seconds = (ms: number | undefined) =>
   `${((ms ?? 0) / 1000).toFixed(ms !== undefined && ms < 10_000 ? 2 : 1)} s`;
 
 const STYLE = `
+figure{display:inline-block;margin:6px}figure img{max-width:640px;border:1px solid #ccc}figcaption{font-size:12px;color:#555}
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
 header{padding:14px 20px;color:#fff}header h1{margin:0;font-size:20px}header p{margin:4px 0 0}
 .passed{background:#1f7a3a}.failed{background:#b3261e}.interrupted{background:#8a5a00}
@@ -35,7 +36,13 @@ details{margin:3px 0}summary{cursor:pointer}details.test>summary{font-weight:600
  * from the ledger: status, the failure with its evidence, tests, a timeline per machine, each
  * command's output folded, console logs. Passed tests are folded, so 100 tests stay readable.
  */
-export function htmlReport(title: string, events: LedgerEvent[]): string {
+/** A PNG the run left in its output folder (a screenshot), shown inline. */
+export interface ReportImage {
+  name: string;
+  png: Buffer;
+}
+
+export function htmlReport(title: string, events: LedgerEvent[], images: ReportImage[] = []): string {
   const run = events.filter((event) => event.kind === 'run' && event.outcome).at(-1);
   const status = !run
     ? 'interrupted'
@@ -64,6 +71,16 @@ export function htmlReport(title: string, events: LedgerEvent[]): string {
           )
           .join('') +
         `</section>`,
+    );
+  }
+  if (images.length) {
+    parts.push(
+      `<section><h2>Screenshots</h2>${images
+        .map(
+          (image) =>
+            `<figure><img alt="${escapeHtml(image.name)}" src="data:image/png;base64,${image.png.toString('base64')}"><figcaption>${escapeHtml(image.name)}</figcaption></figure>`,
+        )
+        .join('')}</section>`,
     );
   }
   if (tests.length) {

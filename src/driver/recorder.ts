@@ -1,12 +1,12 @@
 import { constants } from 'node:fs';
-import { access, stat, writeFile } from 'node:fs/promises';
+import { access, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
 import { ensureDir } from '../util/files.js';
 import type { RunLog } from '../util/log.js';
 import { collectDiagnostics } from './diagnostics.js';
-import { htmlReport } from './html-report.js';
+import { htmlReport, type ReportImage } from './html-report.js';
 import { junitXml } from './junit.js';
 import { bounded, LEDGER_LIMITS, Ledger, readLedger } from './ledger.js';
 
@@ -102,11 +102,39 @@ export class RunRecorder {
     }
     if (this.options.reportDir) {
       const file = join(resolve(this.options.reportDir), 'report.html');
-      await writeFile(file, htmlReport(this.title, events));
+      await writeFile(file, htmlReport(this.title, events, await findScreenshots(this.outputDir)));
       log?.line('vmkit', `report in ${file}`);
     }
     log?.line('vmkit', `events in ${this.ledger.path}`);
   }
+}
+
+const MAX_IMAGES = 30;
+const MAX_IMAGE_BYTES = 4 * 1024 * 1024;
+
+/** PNG files in the output folder and the folders below it (three levels), oldest first, bounded. */
+async function findScreenshots(dir: string): Promise<ReportImage[]> {
+  const found: Array<{ name: string; path: string; mtimeMs: number }> = [];
+  const walk = async (relative: string, depth: number): Promise<void> => {
+    const entries = await readdir(join(dir, relative), { withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+      const name = relative ? `${relative}/${entry.name}` : entry.name;
+      if (entry.isDirectory() && depth < 3) await walk(name, depth + 1);
+      else if (entry.isFile() && entry.name.endsWith('.png')) {
+        const info = await stat(join(dir, name)).catch(() => undefined);
+        if (info && info.size <= MAX_IMAGE_BYTES)
+          found.push({ name, path: join(dir, name), mtimeMs: info.mtimeMs });
+      }
+    }
+  };
+  await walk('', 0);
+  found.sort((a, b) => a.mtimeMs - b.mtimeMs);
+  const images: ReportImage[] = [];
+  for (const { name, path } of found.slice(0, MAX_IMAGES)) {
+    const png = await readFile(path).catch(() => undefined);
+    if (png) images.push({ name, png });
+  }
+  return images;
 }
 
 const safe = (name: string) => name.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 80);

@@ -1,9 +1,14 @@
 import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
+import { PNG } from 'pngjs';
 import { htmlReport } from '../../src/driver/html-report.js';
 import { junitXml } from '../../src/driver/junit.js';
 import type { LedgerEvent } from '../../src/driver/ledger.js';
+import { RunRecorder } from '../../src/driver/recorder.js';
 
 /** A ledger of a 100-test suite in which test 42 failed. */
 function suiteLedger(): LedgerEvent[] {
@@ -99,5 +104,37 @@ describe('HTML report', () => {
     assert.match(html, /class="failure"><h2>Failure in test 42 &lt;&amp;&gt;/);
     assert.match(html, /kernel: oops/);
     assert.doesNotMatch(html, /<script|<link|src="http/);
+  });
+});
+
+describe('screenshots in the HTML report', () => {
+  test('PNGs the run left in its output folder are shown inline, oldest first', async () => {
+    const { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync, utimesSync } = await import(
+      'node:fs'
+    );
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { PNG } = await import('pngjs');
+    const { RunRecorder } = await import('../../src/driver/recorder.js');
+    const dir = mkdtempSync(join(tmpdir(), 'vmkit-report-'));
+    try {
+      const png = PNG.sync.write(new PNG({ width: 2, height: 2 }));
+      mkdirSync(join(dir, 'out', 'web'), { recursive: true });
+      writeFileSync(join(dir, 'out', 'web', 'login.png'), png);
+      writeFileSync(join(dir, 'out', 'first.png'), png);
+      utimesSync(join(dir, 'out', 'first.png'), new Date(1000), new Date(1000));
+      writeFileSync(join(dir, 'out', 'notes.txt'), 'not an image');
+      const recorder = await RunRecorder.create(join(dir, 'out'), 'shots', {
+        reportDir: join(dir, 'report'),
+      });
+      await recorder.finish('ok', 10);
+      const html = readFileSync(join(dir, 'report', 'report.html'), 'utf8');
+      assert.match(html, /<h2>Screenshots<\/h2>/);
+      assert.equal(html.match(/src="data:image\/png;base64,/g)?.length, 2);
+      assert.ok(html.indexOf('first.png') < html.indexOf('web/login.png'), 'oldest first');
+      assert.doesNotMatch(html, /notes\.txt/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
