@@ -96,8 +96,8 @@ describe('networks', { skip: lacks('hostNetwork') }, () => {
   });
 
   it('forwardPort reaches a guest web server from the host, and close() ends it', async () => {
-    await b.succeed('mkdir -p /www && echo guest-page > /www/index.html && httpd -p 8090 -h /www');
-    await b.waitForOpenPort(8090);
+    await b.succeed('mkdir -p /www && echo guest-page > /www/index.html && httpd -p 8080 -h /www');
+    await b.waitForOpenPort(8080);
     const forward = await b.forwardPort({ guestPort: 8080 });
     assert.ok(forward.hostPort > 0);
     assert.match(await fetchFromHost(forward.hostPort), /guest-page/);
