@@ -33,6 +33,8 @@ export class Runtime implements AsyncDisposable {
   private dir?: string;
   private unregister?: () => void;
   private readonly processes = new Map<number, { stateDir: string; exited: Promise<unknown> }>();
+  /** Killed, not yet seen to exit: a signal hook may kill before stopProcesses gets to wait. */
+  private readonly dying = new Set<Promise<unknown>>();
   private readonly owned = new Set<Closable>();
   private readonly facts = new Map<string, Promise<unknown>>();
   private readonly running = new Map<string, Promise<unknown>>();
@@ -141,8 +143,8 @@ export class Runtime implements AsyncDisposable {
 
   /** Kills every VMM this runtime started and waits (at most `timeoutMs`) until they are gone. */
   async stopProcesses(timeoutMs = 5000): Promise<void> {
-    const exits = [...this.processes.values()].map((entry) => entry.exited);
     this.killProcesses();
+    const exits = [...this.dying];
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       Promise.allSettled(exits),
@@ -169,10 +171,13 @@ export class Runtime implements AsyncDisposable {
   }
 
   private killProcesses(): void {
-    for (const pid of this.processes.keys()) {
+    for (const [pid, { exited }] of this.processes) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {}
+      this.dying.add(exited);
+      const gone = () => this.dying.delete(exited);
+      exited.then(gone, gone);
     }
     this.processes.clear();
   }
