@@ -15,6 +15,8 @@ export interface ReportOptions {
   junit?: string;
   /** Write `report.html` into this folder. */
   reportDir?: string;
+  /** The output folder goes away with the run (no --output): do not point the user at it. */
+  temporary?: boolean;
 }
 
 /**
@@ -105,7 +107,7 @@ export class RunRecorder {
       await writeFile(file, htmlReport(this.title, events, await findScreenshots(this.outputDir)));
       log?.line('vmkit', `report in ${file}`);
     }
-    log?.line('vmkit', `events in ${this.ledger.path}`);
+    if (!this.options.temporary) log?.line('vmkit', `events in ${this.ledger.path}`);
   }
 }
 

@@ -61,7 +61,11 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   const recorder = await RunRecorder.create(
     options.output ?? (options.report ? resolve(options.report) : join(runtime.runDir, 'output')),
     definition.name ?? basename(script),
-    { junit: options.junit, reportDir: options.report },
+    {
+      junit: options.junit,
+      reportDir: options.report,
+      temporary: !options.output && !options.report && !options.keep,
+    },
   );
   const started = performance.now();
   // While --debug-on-failure waits, a signal ends the wait and the run cleans up as usual.
