@@ -12,7 +12,7 @@ import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
 import { scalePool } from '../../src/fleet/scale.js';
 import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
-import { cli, lacks, root, runCli } from '../helpers.js';
+import { cli, lacks, root, runCli, runProgram } from '../helpers.js';
 
 // Short: instance sockets live in the fleet folder and unix socket paths stop at 107 bytes.
 const dir = mkdtempSync('/tmp/vmkit-fleet-');
@@ -39,28 +39,8 @@ function killCliAfter(args: string[], delayMs: number): Promise<void> {
 }
 
 /** Runs the CLI with `input` on its stdin. */
-function runCliWithInput(
-  args: string[],
-  input: string,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args], { cwd: root });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(input);
-  });
-}
+const runCliWithInput = (args: string[], input: string) =>
+  runProgram(process.execPath, [cli, ...args], { input, timeoutMs: 120_000 });
 
 /** The fleet's records agree with the processes: no intent left, a VMM exactly for Running and Warm. */
 function assertConsistent(fleet: Fleet): void {
