@@ -83,6 +83,8 @@ export class SerialConsole extends EventEmitter<{
 
   constructor(logFile: string, size: { cols?: number; rows?: number } = {}) {
     super();
+    // Each concurrent wait listens while it waits and stops when it settles: not a leak.
+    this.setMaxListeners(0);
     this.file = createWriteStream(logFile, { flags: 'a' });
     this.screen = new ScreenModel(size.cols, size.rows);
   }

@@ -77,5 +77,10 @@ function guestRunner(machine: Machine): GuestRun | string {
   if (machine.config.backdoor !== false) return (command) => machine.execute(command, { timeoutMs: ITEM_MS });
   const shell = machine.console.shell;
   if (!shell) return 'the machine has no backdoor and no console shell was opened';
-  return async (command) => ({ ...(await shell.execute(command, { timeoutMs: ITEM_MS })), stderr: '' });
+  // Lines starting "[  12.345678]" (dmesg's) would be taken for kernel messages on the console
+  // and left out: indented by a space, they come through.
+  return async (command) => ({
+    ...(await shell.execute(`(${command}) | sed 's/^\\[/ [/'`, { timeoutMs: ITEM_MS })),
+    stderr: '',
+  });
 }

@@ -51,6 +51,7 @@ describe('debian over its serial console', { skip: lacks('consoleInput') }, () =
     // Collected through the console shell: the guest has no backdoor.
     assert.match(readFileSync(join(bundle, 'systemctl-failed.txt'), 'utf8'), /UNIT|0 loaded units/);
     assert.match(readFileSync(join(bundle, 'journal-tail.txt'), 'utf8'), /\w/);
+    assert.match(readFileSync(join(bundle, 'dmesg.txt'), 'utf8'), /Linux version/);
     assert.ok(existsSync(join(bundle, 'console.raw.log')));
     assert.match(
       readFileSync(join(dir, 'report.html'), 'utf8'),
