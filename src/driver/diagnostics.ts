@@ -16,6 +16,14 @@ const GUEST_ITEMS: Array<[file: string, command: string]> = [
   ['journal-tail.txt', 'command -v journalctl >/dev/null && journalctl -n 300 --no-pager'],
 ];
 
+/**
+ * Through a console shell, dmesg's "[  12.345678]" stamps would make its lines look like kernel
+ * messages, which the console leaves out of command output: they become "(12.345678)".
+ */
+const CONSOLE_VARIANTS: Record<string, string> = {
+  dmesg: "dmesg | sed 's/^\\[ *\\([0-9.]*\\)\\]/(\\1)/'",
+};
+
 const cut = (text: string) => (text.length > ITEM_BYTES ? `[... cut ...]\n${text.slice(-ITEM_BYTES)}` : text);
 
 /**
@@ -77,10 +85,8 @@ function guestRunner(machine: Machine): GuestRun | string {
   if (machine.config.backdoor !== false) return (command) => machine.execute(command, { timeoutMs: ITEM_MS });
   const shell = machine.console.shell;
   if (!shell) return 'the machine has no backdoor and no console shell was opened';
-  // Lines starting "[  12.345678]" (dmesg's) would be taken for kernel messages on the console
-  // and left out: indented by a space, they come through.
   return async (command) => ({
-    ...(await shell.execute(`(${command}) | sed 's/^\\[/ [/'`, { timeoutMs: ITEM_MS })),
+    ...(await shell.execute(CONSOLE_VARIANTS[command] ?? command, { timeoutMs: ITEM_MS })),
     stderr: '',
   });
 }
