@@ -1,9 +1,10 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
 import type { Fleet } from './fleet.js';
 import type { Instance } from './model.js';
-import { instanceDir, sleepStatePath, vmGroups, vmProcesses } from './vm.js';
+import { sleepStateInfo } from './snapshots.js';
+import { instanceDir, vmGroups, vmProcesses } from './vm.js';
 import { qemuHasSandbox } from './vmm-options.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
@@ -77,14 +78,22 @@ export function instanceInfo(fleet: Fleet, instance: Instance) {
   const dir = instanceDir(fleet.dir, instance.seq);
   const pool = fleet.store.pool(instance.tenant, instance.pool);
   const vmm = vmProcesses(dir)[0];
-  const sleep = sleepStatePath(dir);
+  const sleep = sleepStateInfo(dir);
   return {
     ...instance,
     folder: dir,
     vcpus: pool.vcpus,
     memoryMiB: pool.memoryMiB,
     vmmResidentMiB: vmm ? Math.round(residentKiB(vmm.pid) / 1024) : 0,
-    sleepStateBytes: existsSync(sleep) ? statSync(sleep).size : 0,
+    /** The sleep state: RAM pages that differ from the pool's base, device state, the data disk. */
+    sleepState: sleep && {
+      ramDeltaPages: sleep.pages,
+      ramDeltaBytes: sleep.bytes,
+      deviceStateBytes: sleep.deviceStateBytes,
+      dataDiskBytes: sleep.dataDiskBytes,
+      guestRamBytes: sleep.ramBytes,
+      deltaOverGuestRam: Number(((sleep.bytes + sleep.deviceStateBytes) / sleep.ramBytes).toFixed(4)),
+    },
     cgroups: vmm ? (vmGroups(dir)?.groups ?? []) : [],
   };
 }

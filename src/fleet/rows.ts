@@ -83,6 +83,8 @@ export interface Outcome {
   reason?: string | null;
   startedAt?: string | null;
   warnings?: string[];
+  /** The image revision it runs (set by start, from its pool's base). */
+  revision?: string;
 }
 
 export function snake(outcome: Outcome): Record<string, unknown> {
@@ -92,6 +94,7 @@ export function snake(outcome: Outcome): Record<string, unknown> {
     reason: 'reason',
     startedAt: 'started_at',
     warnings: 'warnings',
+    revision: 'revision',
   };
   const fields: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(outcome)) {

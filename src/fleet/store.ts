@@ -159,6 +159,20 @@ export class FleetStore {
     return (rows as Row[]).map(poolFrom);
   }
 
+  /** A new build of the pool's image: its revision, recorded in the build history. */
+  setPoolRevision(tenant: string, pool: string, revision: string): Pool {
+    return this.tx(() => {
+      this.pool(tenant, pool);
+      this.db
+        .prepare('UPDATE pools SET revision = ? WHERE tenant = ? AND id = ?')
+        .run(revision, tenant, pool);
+      this.db
+        .prepare('INSERT INTO pool_builds (tenant, pool, revision, built_at) VALUES (?, ?, ?, ?)')
+        .run(tenant, pool, revision, now());
+      return this.pool(tenant, pool);
+    });
+  }
+
   poolBuilds(tenant: string, pool: string): Array<{ revision: string; builtAt: string }> {
     return (
       this.db

@@ -18,11 +18,16 @@ export const METADATA_NIC_ADDRESS = '169.254.169.15/24';
 export function metadataNic(fleetDir: string, instance: Instance): string[] {
   const { program, args } = nodeEntry(import.meta.url, './metadata-host', [fleetDir, String(instance.seq)]);
   const command = [program, ...args].join(' ').replaceAll(',', ',,');
+  return metadataDevice(`fleet/${instance.path}`, `,guestfwd=tcp:${METADATA_ADDRESS}:80-cmd:${command}`);
+}
+
+/** The metadata NIC's device on a user-mode network that reaches nothing (a pool's base has no endpoint). */
+export function metadataDevice(macName: string, rules = ''): string[] {
   return [
     '-netdev',
-    `user,id=meta,net=169.254.169.0/24,host=169.254.169.1,restrict=on,guestfwd=tcp:${METADATA_ADDRESS}:80-cmd:${command}`,
+    `user,id=meta,net=169.254.169.0/24,host=169.254.169.1,restrict=on${rules}`,
     '-device',
-    `virtio-net-pci,netdev=meta,mac=${macAddress(`fleet/${instance.path}`, 'metadata')},id=metanic`,
+    `virtio-net-pci,netdev=meta,mac=${macAddress(macName, 'metadata')},id=metanic`,
   ];
 }
 
