@@ -8,7 +8,9 @@ import { macAddress } from '../machine/identity.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import { runTool } from '../util/exec.js';
 import { sparseDigest } from '../util/sparse.js';
-import type { Instance, Pool } from './model.js';
+import { audit } from './audit.js';
+import type { Instance, Pool, Tenant } from './model.js';
+import { secretsDiskPath, writeSecretsDisk } from './secrets-disk.js';
 import { stepTimer } from './steps.js';
 import {
   dataDiskPath,
@@ -23,7 +25,7 @@ import {
   type VmLayout,
   withVm,
 } from './vm.js';
-import { METADATA_NIC_ADDRESS, metadataDevice } from './vmm-options.js';
+import { METADATA_NIC_ADDRESS, metadataDevice, OUTBOUND_NIC } from './vmm-options.js';
 
 /**
  * A pool's base snapshot: one guest of the pool's shape booted from its image, set up, idle,
@@ -74,11 +76,19 @@ export function findBase(fleetDir: string, pool: Pool, revision: string): BaseSn
   }
 }
 
-/** The pool's base for its current revision, made first if it has none. */
-export async function ensureBase(ctx: VmContext, pool: Pool): Promise<{ base: BaseSnapshot; made: boolean }> {
+/** The pool's base for its current revision, made (and audited) first if it has none. */
+export async function ensureBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<BaseSnapshot> {
   const found = findBase(ctx.fleetDir, pool, pool.revision);
-  if (found) return { base: found, made: false };
-  return { base: await makeBase(ctx, pool), made: true };
+  if (found) return found;
+  const base = await makeBase(ctx, pool, tenant);
+  audit(ctx.fleetDir, {
+    tenant: pool.tenant,
+    action: 'base.create',
+    target: `${pool.tenant}/${pool.id}`,
+    outcome: 'ok',
+    detail: `base ${base.id} of revision ${base.revision} (${base.steps})`,
+  });
+  return base;
 }
 
 /** Base folders being made by processes that are gone: their VMMs are ended, the folders removed. */
@@ -93,7 +103,7 @@ export async function removeBaseLeftovers(fleetDir: string): Promise<void> {
   }
 }
 
-async function makeBase(ctx: VmContext, pool: Pool): Promise<BaseSnapshot> {
+async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<BaseSnapshot> {
   await removeBaseLeftovers(ctx.fleetDir);
   const what = `the base of pool ${pool.tenant}/${pool.id}`;
   const image = await guestImage(ctx, pool.revision, pool, what);
@@ -107,6 +117,7 @@ async function makeBase(ctx: VmContext, pool: Pool): Promise<BaseSnapshot> {
   const timer = stepTimer(ctx.log, `making ${what}`);
   try {
     await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', dataDiskPath(dir), `${pool.dataDiskMiB}M`]);
+    writeSecretsDisk(dir); // blank: secrets never enter a base
     await ensureSwitchDaemon(networkDir(ctx.fleetDir, pool.tenant), pool.tenant);
     const layout: VmLayout = {
       name: `${pool.tenant}-${pool.id}-base`,
@@ -114,11 +125,13 @@ async function makeBase(ctx: VmContext, pool: Pool): Promise<BaseSnapshot> {
       tenant: pool.tenant,
       mac: macAddress(`fleet/${pool.tenant}/${pool.id}`, 'base'),
       metadataArgs: metadataDevice(`fleet/${pool.tenant}/${pool.id}/base`),
+      outbound: tenant.outbound,
     };
     await launchVm(ctx, layout, pool, image, false);
     const setup = profileNamed(image.profile).afterBoot({
       hostname: 'base',
       nics: [{ index: 0 }, { index: 1, address: METADATA_NIC_ADDRESS }],
+      ...(tenant.outbound ? { hostNic: OUTBOUND_NIC } : {}),
       hosts: {},
     });
     await withVm(dir, layout.name, async (vm) => {
@@ -131,6 +144,7 @@ async function makeBase(ctx: VmContext, pool: Pool): Promise<BaseSnapshot> {
     timer.step('saved');
     await stopVm(dir, layout.name);
     rmSync(dataDiskPath(dir), { force: true });
+    rmSync(secretsDiskPath(dir), { force: true });
     const final = baseDir(ctx.fleetDir, pool, pool.revision);
     const base: BaseSnapshot = {
       dir: final,
@@ -185,4 +199,6 @@ export function pruneBases(fleetDir: string, pool: Pool, instances: Instance[]):
 /** Removes every base of the pool (the pool is being destroyed). */
 export function removeBases(fleetDir: string, tenant: string, pool: string): void {
   rmSync(poolBasesDir(fleetDir, tenant, pool), { recursive: true, force: true });
+  const tenantDir = join(fleetDir, 'base', tenant);
+  if (existsSync(tenantDir) && readdirSync(tenantDir).length === 0) rmSync(tenantDir, { recursive: true });
 }

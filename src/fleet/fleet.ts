@@ -5,7 +5,7 @@ import { buildImage } from '../images/build.js';
 import { stopSwitchDaemon } from '../network/switch-daemon.js';
 import { Runtime } from '../runtime/runtime.js';
 import { audit } from './audit.js';
-import { ensureBase, pruneBases, removeBases } from './base.js';
+import { ensureBase, pruneBases, removeBaseLeftovers, removeBases } from './base.js';
 import { defaultFleetDir } from './db.js';
 import { parseAddress } from './ids.js';
 import { type Operation, RefusedError } from './lifecycle.js';
@@ -66,6 +66,7 @@ export class Fleet {
 
   /** Settles interrupted operations and instances whose VMM is gone; each repair is audited. */
   async repair(): Promise<Repair[]> {
+    await removeBaseLeftovers(this.dir); // bases whose making was cut off
     const repairs = await repairFleet(this.store);
     for (const repair of repairs) this.auditRepair(repair);
     return repairs;
@@ -240,12 +241,9 @@ export class Fleet {
   start(address: string): Promise<Instance> {
     return this.operate(address, 'start', async (instance, pool) => {
       this.nameSwitchPorts(instance.tenant);
-      const { base, made } = await ensureBase(this.vm(instance).ctx, pool);
-      if (made) {
-        const event = { tenant: pool.tenant, action: 'base.create', target: `${pool.tenant}/${pool.id}` };
-        audit(this.dir, { ...event, outcome: 'ok', detail: `base ${base.id} (${base.steps})` });
-      }
-      const { record, warnings, steps } = await bootVm(this.vm(instance).ctx, instance, pool, base);
+      const tenant = this.store.tenant(pool.tenant);
+      const base = await ensureBase(this.vm(instance).ctx, pool, tenant);
+      const { record, warnings, steps } = await bootVm(this.vm(instance).ctx, instance, pool, base, tenant);
       return {
         outcome: {
           pid: record.pid,
@@ -297,7 +295,8 @@ export class Fleet {
     return this.operate(address, 'wake', async (instance, pool) => {
       this.nameSwitchPorts(instance.tenant);
       const { ctx, dir } = this.vm(instance);
-      const { record, warnings, steps } = await wakeVm(ctx, instance, pool);
+      const tenant = this.store.tenant(pool.tenant);
+      const { record, warnings, steps } = await wakeVm(ctx, instance, pool, tenant);
       rmSync(dirname(sleepStatePath(dir)), { recursive: true, force: true });
       pruneBases(this.dir, pool, this.store.listInstances({ tenant: pool.tenant, pool: pool.id }));
       return {

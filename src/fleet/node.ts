@@ -5,7 +5,7 @@ import type { Fleet } from './fleet.js';
 import type { Instance } from './model.js';
 import { sleepStateInfo } from './snapshots.js';
 import { instanceDir, vmGroups, vmProcesses } from './vm.js';
-import { qemuHasSandbox } from './vmm-options.js';
+import { jailWarning, qemuHasSandbox } from './vmm-options.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
 export function residentKiB(pid: number): number {
@@ -49,8 +49,9 @@ export async function nodeInfo(fleet: Fleet) {
     limits:
       "memory, cpu and pids cgroups per VMM (v2, or v1 hierarchies), under the group vmkit runs in; what cannot be applied shows in each instance's warnings",
     sandbox: (await qemuHasSandbox(fleet.runtime))
-      ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied); QEMU runs as the calling user, with no chroot"
-      : 'not applied: this QEMU has no seccomp sandbox; QEMU runs as the calling user, with no chroot',
+      ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied)"
+      : 'not applied: this QEMU has no seccomp sandbox',
+    jail: `not applied: ${jailWarning()}. QEMU's -runas and -chroot drop privileges after start-up, but the VMM later starts programs that need the caller's files: exec:cat for sleep states, and the metadata endpoint (the fleet database, the audit log)`,
     fleetDir: fleet.dir,
     vmkitVersion: '0.1.0',
   };

@@ -20,6 +20,7 @@ export function tenantFrom(row: Row): Tenant {
       maxDiskMiB: Number(row.max_disk_mib),
     },
     secrets: JSON.parse(String(row.secrets)) as Record<string, string>,
+    outbound: Boolean(row.outbound),
     createdAt: String(row.created_at),
   };
 }

@@ -6,9 +6,11 @@ import { SnapshotError, VmkitError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import { shellQuote } from '../util/shell.js';
+import { audit } from './audit.js';
 import { type BaseSnapshot, findBase } from './base.js';
 import { buildRam, type DeltaInfo, deltaInfo, writeDelta } from './delta.js';
-import type { Instance, Pool } from './model.js';
+import type { Instance, Pool, Tenant } from './model.js';
+import { writeSecretsDisk } from './secrets-disk.js';
 import { stepTimer } from './steps.js';
 import {
   dataDiskPath,
@@ -49,6 +51,20 @@ const RESTORED_AGENT_READS = 0;
 const deltaPath = (dir: string) => join(dir, 'sleep', 'ram.delta');
 const sleepBasePath = (dir: string) => join(dir, 'sleep', 'base.json');
 
+/** Writes the instance's secrets disk afresh (its tenant's secrets now); the names are audited. */
+function provideSecrets(ctx: VmContext, instance: Instance, tenant: Tenant): void {
+  writeSecretsDisk(instanceDir(ctx.fleetDir, instance.seq), tenant.secrets);
+  const names = Object.keys(tenant.secrets);
+  if (names.length === 0) return;
+  audit(ctx.fleetDir, {
+    tenant: tenant.id,
+    action: 'secret.disk',
+    target: instance.path,
+    outcome: 'ok',
+    detail: `secrets disk written: ${names.join(', ')}`,
+  });
+}
+
 /** The instance's base, which it runs on or sleeps as a delta of. */
 function instanceBase(fleetDir: string, instance: Instance, pool: Pool): BaseSnapshot {
   const base = findBase(fleetDir, pool, instance.revision);
@@ -84,12 +100,14 @@ export async function bootVm(
   instance: Instance,
   pool: Pool,
   base: BaseSnapshot,
+  tenant: Tenant,
 ): Promise<Started> {
   const image = await guestImage(ctx, base.revision, pool, `the base of pool ${pool.tenant}/${pool.id}`);
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
-  const layout = instanceLayout(ctx, instance);
+  const layout = instanceLayout(ctx, instance, tenant);
   rmSync(join(layout.dir, 'console.log'), { force: true });
   const timer = stepTimer(ctx.log, `start of ${instance.path}`);
+  provideSecrets(ctx, instance, tenant);
   await buildRam(base.ram, liveRamPath(layout.dir));
   timer.step('RAM from base');
   const record = await launchVm(ctx, layout, pool, image, true);
@@ -137,7 +155,10 @@ export async function sleepVm(
   mkdirSync(join(dir, 'sleep'), { recursive: true });
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);
   await withVm(dir, instance.path, async (vm) => {
-    await vm.agent(); // saved attached and idle, the restored agent reads requests at once
+    // Saved attached and idle, the restored agent reads requests at once. Cached blocks (of
+    // the secrets disk among them) are dropped first, so that the sleep state holds fewer.
+    const agent = await vm.agent();
+    await agent.run('sync; echo 3 > /proc/sys/vm/drop_caches', 30_000);
     await vm.qmp.execute('stop');
     await migrateOut(vm.qmp, `${state}.part`, {
       ignoreShared: true,
@@ -159,8 +180,13 @@ export async function sleepVm(
  * Restores the instance from its base plus its delta into a new detached VMM, then refreshes
  * the guest's clock and entropy and tells it that it woke (WOKE_FILE).
  */
-export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Promise<Started> {
-  const layout = instanceLayout(ctx, instance);
+export async function wakeVm(
+  ctx: VmContext,
+  instance: Instance,
+  pool: Pool,
+  tenant: Tenant,
+): Promise<Started> {
+  const layout = instanceLayout(ctx, instance, tenant);
   const { dir } = layout;
   const state = sleepStatePath(dir);
   if (!existsSync(state)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
@@ -174,7 +200,8 @@ export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Pr
   const timer = stepTimer(ctx.log, `wake of ${instance.path}`);
   const image = await guestImage(ctx, instance.revision, pool, `instance ${instance.path}`);
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
-  timer.step('image and switch found');
+  provideSecrets(ctx, instance, tenant);
+  timer.step('image, switch and secrets disk ready');
   await buildRam(base.ram, liveRamPath(dir), deltaPath(dir));
   timer.step('RAM rebuilt from base and delta');
   const record = await launchVm(ctx, layout, pool, image, true);
@@ -194,7 +221,7 @@ export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Pr
       });
       await runInGuest(
         vm,
-        `${setup}\nmkdir -p /run/vmkit && echo ${now} > ${shellQuote(WOKE_FILE)}`,
+        `${setup}\necho 3 > /proc/sys/vm/drop_caches; mkdir -p /run/vmkit && echo ${now} > ${shellQuote(WOKE_FILE)}`,
         'guest set-up after wake',
         RESTORED_AGENT_READS,
       );

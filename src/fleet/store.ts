@@ -61,7 +61,7 @@ export class FleetStore {
       this.db
         .prepare(
           `INSERT INTO tenants (id, subnet, gateway, max_vcpus, max_memory_mib, max_running, max_warm,
-             max_instances, max_disk_mib, secrets, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             max_instances, max_disk_mib, secrets, outbound, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           parsed.id,
@@ -74,6 +74,7 @@ export class FleetStore {
           parsed.maxInstances,
           parsed.maxDiskMiB,
           JSON.stringify(parsed.secrets),
+          Number(parsed.outbound),
           now(),
         );
       return this.tenant(parsed.id);

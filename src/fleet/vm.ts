@@ -27,8 +27,16 @@ import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import { shellQuote } from '../util/shell.js';
 import { applyLimits, type Placement, removeGroups } from './cgroups.js';
-import type { Instance, Pool } from './model.js';
-import { metadataNic, NO_SANDBOX, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
+import type { Instance, Pool, Tenant } from './model.js';
+import { secretsDriveArgs } from './secrets-disk.js';
+import {
+  jailWarning,
+  metadataNic,
+  NO_SANDBOX,
+  outboundNic,
+  qemuHasSandbox,
+  SANDBOX_ARGS,
+} from './vmm-options.js';
 
 /**
  * The VM side of fleet instances: detached QEMU processes, one folder each under
@@ -168,6 +176,8 @@ export interface VmLayout {
   mac: string;
   /** The metadata NIC's QEMU arguments (the same device for every layout, its backend differs). */
   metadataArgs: string[];
+  /** A third NIC with outbound access (the tenant's choice, so the same for its pools' bases). */
+  outbound: boolean;
 }
 
 /** Starts the layout's VMM detached, on the RAM file at liveRamPath (made already when `incoming`). */
@@ -193,18 +203,24 @@ export async function launchVm(
     nics: [{ socketPath: switchSocket(networkDir(ctx.fleetDir, layout.tenant)), mac: layout.mac }],
     memory: { path: liveRamPath(layout.dir), share: true },
     disks: [dataDiskPath(layout.dir)],
-    extraArgs: [...layout.metadataArgs, ...(sandbox ? SANDBOX_ARGS : [])],
+    extraArgs: [
+      ...layout.metadataArgs,
+      ...secretsDriveArgs(layout.dir),
+      ...(layout.outbound ? outboundNic(layout.name) : []),
+      ...(sandbox ? SANDBOX_ARGS : []),
+    ],
     incoming,
     startTimeoutMs: 30_000,
   });
 }
 
-export const instanceLayout = (ctx: VmContext, instance: Instance): VmLayout => ({
+export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenant): VmLayout => ({
   name: `${instance.tenant}-${instance.pool}-${instance.id}`,
   dir: instanceDir(ctx.fleetDir, instance.seq),
   tenant: instance.tenant,
   mac: instance.mac,
   metadataArgs: metadataNic(ctx.fleetDir, instance),
+  outbound: tenant.outbound,
 });
 
 /** Runs `script` as root in the instance's guest over a short-lived attachment. */
@@ -245,7 +261,8 @@ export async function settleVm(
   record: DetachedRecord,
   pool: Pool,
 ): Promise<string[]> {
-  return [...limitVm(dir, record, pool), ...((await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX])];
+  const sandbox = (await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX];
+  return [...limitVm(dir, record, pool), ...sandbox, jailWarning()];
 }
 
 /** Ends the VMM: QMP quit, then SIGKILL if it lingers. */

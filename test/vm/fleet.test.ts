@@ -8,8 +8,10 @@ import { after, before, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
+import { instanceInfo } from '../../src/fleet/node.js';
 import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
 import { scalePool } from '../../src/fleet/scale.js';
+import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
 import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli, runProgram } from '../helpers.js';
@@ -69,7 +71,12 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
       maxRunning: 2,
       secrets: { TOKEN: 'a-secret' },
     });
-    fleet.createTenant({ id: 'beta', subnet: '10.72.0.0/24', secrets: { B_ONLY: 'b-secret' } });
+    fleet.createTenant({
+      id: 'beta',
+      subnet: '10.72.0.0/24',
+      secrets: { B_ONLY: 'b-secret' },
+      outbound: true,
+    });
     await fleet.createPool({ tenant: 'alpha', id: 'web', memoryMiB: 128 });
     await fleet.createPool({ tenant: 'beta', id: 'db', memoryMiB: 128 });
     for (const id of ['a1', 'a2', 'a3']) await fleet.createInstance('alpha/web', id);
@@ -110,7 +117,12 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     const groups = vmGroups(instanceDir(dir, instance.seq));
     assert.ok(groups, 'no cgroup placement recorded');
     for (const group of groups.groups) groupsSeen.add(group);
-    assert.deepEqual(instance.warnings, groups.warnings);
+    const jail = instance.warnings.filter((w) => w.includes('without a per-tenant uid'));
+    assert.equal(jail.length, 1, 'no warning that the VMM runs without a per-tenant uid and chroot');
+    assert.deepEqual(
+      instance.warnings.filter((w) => !jail.includes(w) && !w.includes('seccomp')),
+      groups.warnings,
+    );
     const membership = readFileSync(`/proc/${instance.pid}/cgroup`, 'utf8');
     for (const group of groups.groups) {
       assert.ok(readFileSync(join(group, 'cgroup.procs'), 'utf8').split('\n').includes(String(instance.pid)));
@@ -179,6 +191,17 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.equal(setup.status, 0, setup.stderr.toString());
     const slept = await fleet.sleep('alpha/web/a1');
     assert.equal(slept.state, 'Sleeping');
+    // Only what differs from the pool's base: far below the guest's RAM.
+    const { sleepState } = instanceInfo(fleet, slept);
+    assert.ok(sleepState, 'no sleep state in instance info');
+    assert.equal(sleepState.guestRamBytes, 128 * 2 ** 20);
+    assert.ok(sleepState.ramDeltaPages > 0, 'an empty delta: the guest did change pages');
+    assert.ok(sleepState.deltaOverGuestRam < 0.1, `delta is ${sleepState.deltaOverGuestRam} of guest RAM`);
+    // The secrets disk is not part of it, and the saved RAM and device state hold no secret.
+    const sleepDir = join(instanceDir(dir, slept.seq), 'sleep');
+    for (const name of readdirSync(sleepDir)) {
+      assert.ok(!readFileSync(join(sleepDir, name)).includes('a-secret'), `a secret in sleep/${name}`);
+    }
     assert.equal(slept.pid, undefined);
     assert.equal(vmProcesses(instanceDir(dir, slept.seq)).length, 0, 'a sleeping instance has no VMM');
     const woke = await fleet.wake('alpha/web/a1');
@@ -200,6 +223,61 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     await fleet.start('alpha/web/a1');
     const disk = await fleet.exec('alpha/web/a1', sh('head -c 9 /dev/vda'));
     assert.equal(disk.stdout.toString(), 'disk-mark');
+  });
+
+  it("the secrets disk holds each instance's own tenant's secrets, and is never in a base", async () => {
+    const secrets = async (path: string) => {
+      const result = await fleet.exec(path, sh(GUEST_READ_SECRETS));
+      assert.equal(result.status, 0, result.stderr.toString());
+      return JSON.parse(result.stdout.toString());
+    };
+    assert.deepEqual(await secrets('alpha/web/a1'), { TOKEN: 'a-secret' });
+    assert.deepEqual(await secrets('beta/db/b1'), { B_ONLY: 'b-secret' });
+    const bases = join(dir, 'base', 'alpha', 'web');
+    for (const revision of readdirSync(bases)) {
+      for (const name of readdirSync(join(bases, revision)))
+        assert.ok(
+          !readFileSync(join(bases, revision, name)).includes('a-secret'),
+          `a secret in base ${name}`,
+        );
+    }
+  });
+
+  it('outbound access is a NIC of its own, only for the tenant that asked for it', async () => {
+    // The routes tell, without reaching an outside address.
+    const routes = async (path: string) =>
+      (await fleet.exec(path, sh('ip route; ip -4 addr'))).stdout.toString();
+    const beta = await routes('beta/db/b1');
+    assert.match(beta, /default via 10\.0\.2\.2 dev eth2/);
+    assert.match(beta, /inet 10\.0\.2\.15\/24 .*eth2/);
+    const alpha = await routes('alpha/web/a1');
+    assert.doesNotMatch(alpha, /default|eth2|10\.0\.2\./);
+  });
+
+  it('instance exec streams output as the guest writes it and exits with its status', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        cli,
+        ...fleetArgs,
+        'instance',
+        'exec',
+        'alpha/web/a1',
+        '--',
+        'sh',
+        '-c',
+        'echo one; sleep 3; echo two; exit 3',
+      ],
+      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const arrivals: Array<[string, number]> = [];
+    child.stdout.on('data', (chunk: Buffer) => arrivals.push([chunk.toString(), Date.now()]));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const exitedAt = Date.now();
+    assert.equal(code, 3);
+    assert.equal(arrivals.map(([text]) => text).join(''), 'one\ntwo\n');
+    const first = arrivals[0]?.[1] ?? exitedAt;
+    assert.ok(exitedAt - first >= 2000, `"one" arrived only ${exitedAt - first} ms before the exit`);
   });
 
   it("the metadata endpoint gives each instance itself and its own tenant's secrets only", async () => {
@@ -338,6 +416,7 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.deepEqual(fleetProcesses(), []);
     assert.deepEqual(readdirSync(join(dir, 'vm')), []);
     assert.deepEqual(existsSync(join(dir, 'net')) ? readdirSync(join(dir, 'net')) : [], []);
+    assert.deepEqual(existsSync(join(dir, 'base')) ? readdirSync(join(dir, 'base')) : [], [], 'bases left');
     assert.deepEqual(fleet.store.listInstances(), []);
     assert.deepEqual(fleet.store.listTenants(), []);
     assert.deepEqual(
