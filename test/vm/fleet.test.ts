@@ -10,6 +10,7 @@ import { Fleet } from '../../src/fleet/fleet.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
 import { instanceInfo } from '../../src/fleet/node.js';
 import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
+import { rebuildPool } from '../../src/fleet/rebuild.js';
 import { scalePool } from '../../src/fleet/scale.js';
 import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
 import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
@@ -28,12 +29,24 @@ const cpuTicks = (pid: number) => {
 /** Every process of this fleet (VMMs and switches name a path in it on their command line). */
 const fleetProcesses = () => processesNaming(dir);
 
-/** Kills a CLI call after `delayMs`, like `kill -9` from an operator. */
-function killCliAfter(args: string[], delayMs: number): Promise<void> {
+/**
+ * Kills a CLI call `delayMs` after it recorded its intent on `path` (or once it ran 20 s
+ * without), like `kill -9` from an operator. The CLI's load time varies with the host's load;
+ * the operation's own steps are what the kill must land among. SQLite has no change event to
+ * wait for, so the record is read every 20 ms.
+ */
+function killCliAfter(fleet: Fleet, path: string, args: string[], delayMs: number): Promise<void> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [cli, ...fleetArgs, ...args], { cwd: root, stdio: 'ignore' });
-    const timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const watch = setInterval(() => {
+      if (fleet.instance(path).intent === undefined && Date.now() - started < 20_000) return;
+      clearInterval(watch);
+      timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
+    }, 20);
     child.on('exit', () => {
+      clearInterval(watch);
       clearTimeout(timer);
       resolve();
     });
@@ -364,20 +377,16 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
           if (fleet.instance('alpha/web/a2').state !== 'Running') await fleet.start('alpha/web/a2');
           await fleet.sleep('alpha/web/a2');
         }
-        // A start is killed after the CLI has loaded (about a second) and before its guest can
-        // have booted; sleep and wake anywhere from before their first step to after their last.
-        const delay =
-          operation === 'start'
-            ? 1200 + Math.floor(Math.random() * 1500)
-            : 300 + Math.floor(Math.random() * 4000);
+        // Anywhere from its first step to (now and then) after its last: each takes about a second.
+        const delay = Math.floor(Math.random() * 1500);
         const repairsBefore = readAudit(dir, 'alpha').filter((event) => event.action === 'repair').length;
-        await killCliAfter(['instance', operation, 'alpha/web/a2'], delay);
+        await killCliAfter(fleet, 'alpha/web/a2', ['instance', operation, 'alpha/web/a2'], delay);
         const listed = await runCli([...fleetArgs, '--json', 'instance', 'list', 'alpha/web']);
         assert.equal(listed.code, 0, listed.stderr);
         const after = fleet.instance('alpha/web/a2');
         const repaired =
           readAudit(dir, 'alpha').filter((event) => event.action === 'repair').length > repairsBefore;
-        seen.add(`${operation} killed at ${delay} ms -> ${after.state}${repaired ? ' (repaired)' : ''}`);
+        seen.add(`${operation} killed ${delay} ms into it -> ${after.state}${repaired ? ' (repaired)' : ''}`);
         if (repaired) repairs++;
         assertConsistent(fleet);
         if (after.state === 'Running') assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
@@ -401,11 +410,28 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     for (const action of ['create', 'start', 'sleep', 'wake', 'stop', 'exec']) has(action, 'alpha/web/a1');
     for (const action of ['warm', 'resume']) has(action, 'alpha/web/a2');
     has('start', 'alpha/web/a3', 'refused');
+    has('base.create', 'alpha/web');
+    has('secret.disk', 'alpha/web/a1');
     for (const event of events) {
       assert.equal(event.tenant, 'alpha');
       assert.ok(event.actor && event.time && event.outcome);
     }
     assert.ok(!readAudit(dir, 'beta').some((e) => e.target.startsWith('alpha')), "beta's log names alpha");
+  });
+
+  it('a pool rebuild invalidates its base, kept only while an instance sleeps on it', async () => {
+    const [sleeper] = fleet.store.listInstances({ tenant: 'beta' });
+    assert.equal(sleeper?.state, 'Sleeping');
+    const bases = join(dir, 'base', 'beta', 'db');
+    const kept = await rebuildPool(fleet, 'beta/db');
+    assert.equal(kept.baseInvalidated, false);
+    assert.equal(readdirSync(bases).length, 1, 'the base a sleeping instance needs was removed');
+    await fleet.wake(sleeper.path);
+    await fleet.stop(sleeper.path);
+    const gone = await rebuildPool(fleet, 'beta/db');
+    assert.equal(gone.baseInvalidated, true);
+    assert.deepEqual(readdirSync(bases), []);
+    assert.equal(fleet.store.poolBuilds('beta', 'db').length, 3);
   });
 
   it('destroy leaves nothing: no processes, folders, RAM files or records', async () => {
