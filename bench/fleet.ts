@@ -61,13 +61,13 @@ if (options) {
           await firstCommand();
         }),
       );
-      runningMiB = instanceInfo(fleet, fleet.instance(path)).vmmResidentMiB;
+      runningMiB = instanceInfo(fleet, fleet.instance(path)).hostMemoryMiB;
       await fleet.warm(path);
-      warmMiB = instanceInfo(fleet, fleet.instance(path)).vmmResidentMiB;
+      warmMiB = instanceInfo(fleet, fleet.instance(path)).hostMemoryMiB;
       await fleet.resume(path);
       sleepMs.push(await timed(() => fleet.sleep(path)));
       const sleeping = instanceInfo(fleet, fleet.instance(path));
-      sleepingMiB = sleeping.vmmResidentMiB;
+      sleepingMiB = sleeping.hostMemoryMiB;
       sleepState = sleeping.sleepState;
       wake.push(
         await timed(async () => {
@@ -101,7 +101,8 @@ if (options) {
           wakeTargetMet: median(wake) <= median(coldBoot) * 0.1,
           lastWake: wakeSteps,
           sleepMs: median(sleepMs),
-          vmmResidentMiB: { running: runningMiB, warm: warmMiB, sleeping: sleepingMiB },
+          // The VMM's own resident memory plus its guest RAM file's pages in /dev/shm.
+          hostMemoryMiB: { running: runningMiB, warm: warmMiB, sleeping: sleepingMiB },
           instancesIn8GiB: {
             running: perInstance(runningMiB),
             warm: perInstance(warmMiB),

@@ -1,10 +1,10 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
 import type { Fleet } from './fleet.js';
 import type { Instance } from './model.js';
 import { sleepStateInfo } from './snapshots.js';
-import { instanceDir, vmGroups, vmProcesses } from './vm.js';
+import { instanceDir, liveRamPath, vmGroups, vmProcesses } from './vm.js';
 import { jailWarning, qemuHasSandbox } from './vmm-options.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
@@ -15,6 +15,23 @@ export function residentKiB(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * The host memory an instance holds, in KiB: its VMM's own resident memory (RssAnon: not the
+ * guest RAM pages it maps) plus the pages of its guest RAM file in shared memory, which are
+ * held whether or not the VMM has touched them. 0 for an instance without a VMM.
+ */
+export function instanceMemoryKiB(pid: number | undefined, dir: string): number {
+  if (!pid) return 0;
+  let anon = 0;
+  try {
+    anon = Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+  const ram = existsSync(liveRamPath(dir)) ? statSync(liveRamPath(dir)).blocks / 2 : 0;
+  return anon + ram;
 }
 
 /** Which cgroup hierarchies this host has, and their controllers. */
@@ -68,10 +85,10 @@ export function nodeStats(fleet: Fleet) {
     pools[instance.pool] ??= {};
     const states = pools[instance.pool] as Record<string, number>;
     states[instance.state] = (states[instance.state] ?? 0) + 1;
-    for (const vmm of vmProcesses(instanceDir(fleet.dir, instance.seq)))
-      residentMiB += residentKiB(vmm.pid) / 1024;
+    const dir = instanceDir(fleet.dir, instance.seq);
+    for (const vmm of vmProcesses(dir)) residentMiB += instanceMemoryKiB(vmm.pid, dir) / 1024;
   }
-  return { instances: byState, tenants: byTenant, vmmResidentMiB: Math.round(residentMiB) };
+  return { instances: byState, tenants: byTenant, hostMemoryMiB: Math.round(residentMiB) };
 }
 
 /** Everything `instance info` shows: the record, its VMM's memory, its sleep state's size. */
@@ -86,6 +103,8 @@ export function instanceInfo(fleet: Fleet, instance: Instance) {
     vcpus: pool.vcpus,
     memoryMiB: pool.memoryMiB,
     vmmResidentMiB: vmm ? Math.round(residentKiB(vmm.pid) / 1024) : 0,
+    /** The VMM's own memory plus its guest RAM file's pages: what the instance holds of the host's. */
+    hostMemoryMiB: Math.round(instanceMemoryKiB(vmm?.pid, dir) / 1024),
     /** The sleep state: RAM pages that differ from the pool's base, device state, the data disk. */
     sleepState: sleep && {
       ramDeltaPages: sleep.pages,
