@@ -171,7 +171,13 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     mkdirSync(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id), { recursive: true });
     const raced = findBase(ctx.fleetDir, pool, pool.revision);
     if (raced) return raced; // another call made it meanwhile: theirs is the one
-    renameSync(dir, final);
+    try {
+      renameSync(dir, final);
+    } catch (error) {
+      const lost = findBase(ctx.fleetDir, pool, pool.revision); // made between the check and the rename
+      if (lost) return lost;
+      throw error;
+    }
     return base;
   } finally {
     if (existsSync(dir)) {

@@ -157,6 +157,9 @@ export async function sleepVm(
   await withVm(dir, instance.path, async (vm) => {
     // Saved attached and idle, the restored agent reads requests at once. Cached blocks (of
     // the secrets disk among them) are dropped first, so that the sleep state holds fewer.
+    // A Warm instance runs on for that moment: a paused guest cannot answer.
+    const { status } = await vm.qmp.execute<{ status: string }>('query-status');
+    if (status === 'paused') await vm.qmp.execute('cont');
     const agent = await vm.agent();
     await agent.run('sync; echo 3 > /proc/sys/vm/drop_caches', 30_000);
     await vm.qmp.execute('stop');

@@ -192,6 +192,11 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.ok(used <= 10, `a paused VMM used ${used} ticks of CPU in 2 s`);
     assert.equal((await fleet.resume('alpha/web/a2')).state, 'Running');
     assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
+    // A Warm instance can sleep, and wakes Running.
+    await fleet.warm('alpha/web/a2');
+    assert.equal((await fleet.sleep('alpha/web/a2')).state, 'Sleeping');
+    assert.equal((await fleet.wake('alpha/web/a2')).state, 'Running');
+    assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
   });
 
   it('sleep then wake keeps a file, a running process, the address and the data disk', async () => {
