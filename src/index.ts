@@ -34,6 +34,7 @@ export {
 } from './driver/runner.js';
 export * from './errors.js';
 export { type AuditEvent, readAudit } from './fleet/audit.js';
+export { type BaseSnapshot, findBase } from './fleet/base.js';
 export { defaultFleetDir } from './fleet/db.js';
 export { Fleet, type FleetOptions } from './fleet/fleet.js';
 export {
@@ -55,8 +56,10 @@ export {
   type Sample,
   sampleFleet,
 } from './fleet/policy.js';
+export { type Rebuilt, rebuildPool } from './fleet/rebuild.js';
 export type { Repair } from './fleet/repair.js';
 export { type ScaleStep, scalePool } from './fleet/scale.js';
+export { GUEST_READ_SECRETS } from './fleet/secrets-disk.js';
 export type { GuestProfile } from './guest/profiles/index.js';
 export type { Readiness } from './guest/readiness.js';
 export {
