@@ -8,6 +8,7 @@ import { attachCommand } from './commands/attach.js';
 import { doctor } from './commands/doctor.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { buildImageCommand, listImagesCommand } from './commands/image.js';
+import { registerProjectCommands } from './commands/project.js';
 import { runCommand } from './commands/run.js';
 import { listSnapshotsCommand, pruneSnapshotsCommand, removeSnapshotsCommand } from './commands/snapshot.js';
 
@@ -106,7 +107,9 @@ image
     await listImagesCommand();
   });
 
-const snapshot = program.command('snapshot').description('list and remove saved machine snapshots');
+const snapshot = program
+  .command('snapshot')
+  .description('project VM snapshots (save, restore) and the machine snapshot store (list, rm, prune)');
 snapshot
   .command('list')
   .description('list snapshots, newest first, and whether this host can restore them')
@@ -136,6 +139,7 @@ program
   });
 
 registerFleetCommands(program);
+registerProjectCommands(program, snapshot);
 
 try {
   await program.parseAsync(process.argv);
