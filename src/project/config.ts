@@ -172,7 +172,9 @@ export async function readConfigFile(file: string): Promise<unknown> {
   const { tsImport } = await import('tsx/esm/api');
   try {
     const module = (await tsImport(pathToFileURL(file).href, import.meta.url)) as { default?: unknown };
-    return module.default;
+    // A .ts file outside an ESM package loads as CommonJS: its default export sits one level down.
+    const value = module.default as { default?: unknown; vms?: unknown } | undefined;
+    return value && value.vms === undefined && value.default !== undefined ? value.default : value;
   } catch (error) {
     throw new ConfigError(`invalid config ${file}: it does not load: ${(error as Error).message}`);
   }

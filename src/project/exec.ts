@@ -8,7 +8,10 @@ export interface StreamOptions {
   stdin?: Readable;
   stdout?: Writable;
   stderr?: Writable;
-  /** Ctrl-C here interrupts the command there (SIGINT to its session; a second one: SIGKILL). */
+  /**
+   * Ctrl-C here stops the command there: SIGTERM to its session (commands the backdoor starts
+   * run in the background, where SIGINT is ignored), a second one SIGKILL.
+   */
   forwardSignals?: boolean;
 }
 
@@ -24,7 +27,7 @@ export function namedCommandScript(spec: CommandSpec, workdir: string): string {
 
 /**
  * Runs `script` in the guest with output streaming live; resolves with its exit status (124
- * when the guest's timeout killed it, 130 when interrupted and it did not exit by itself).
+ * when the guest's timeout killed it, 130 when interrupted three times and it still had not exited).
  */
 export function streamCommand(hub: HubClient, script: string, options: StreamOptions = {}): Promise<number> {
   const stdout = options.stdout ?? process.stdout;
@@ -33,7 +36,7 @@ export function streamCommand(hub: HubClient, script: string, options: StreamOpt
     let interrupts = 0;
     const onSignal = () => {
       interrupts++;
-      hub.send({ type: 'signal', signal: interrupts === 1 ? 'INT' : 'KILL' });
+      hub.send({ type: 'signal', signal: interrupts === 1 ? 'TERM' : 'KILL' });
       if (interrupts >= 3) finish(130);
     };
     const feed = (chunk: Buffer) => hub.send({ type: 'stdin', data: Buffer.from(chunk).toString('base64') });

@@ -14,6 +14,7 @@ export class HubClient {
   private buffered = '';
   private readonly listeners = new Set<(reply: HubReply) => void>();
   private closedError?: Error;
+  private closing = false;
 
   private constructor(
     private readonly vm: string,
@@ -31,6 +32,7 @@ export class HubClient {
     });
     socket.on('error', () => {});
     socket.on('close', () => {
+      if (this.closing) return;
       this.closedError ??= new MachineCrashedError(vm, 'the agent hub went away (did QEMU die?)', '');
       for (const listener of [...this.listeners])
         listener({ type: 'error', message: this.closedError.message });
@@ -99,6 +101,7 @@ export class HubClient {
   }
 
   close(): void {
+    this.closing = true;
     this.socket.destroy();
   }
 }

@@ -54,6 +54,8 @@ async function guestSetupAfterBoot(hub: HubClient, pvm: ProjectVm, image: BootIm
   await hub.succeed(setup, 60_000);
   const mount = readFileSync(join(guestFilesDir(), 'project', 'mount-data.sh'), 'utf8');
   await hub.succeed(`set -- ${shellQuote(dataDevice(image))} ${DATA_MOUNT}\n${mount}`, 120_000);
+  const folders = [pvm.vm.workdir, ...pvm.vm.sync.map((map) => map.guest)];
+  await hub.succeed(`mkdir -p ${folders.map(shellQuote).join(' ')}`, 30_000);
 }
 
 /** Runs the config's provision commands when they changed since they last ran, output streaming. */

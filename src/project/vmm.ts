@@ -8,6 +8,7 @@ import {
   launchDetachedQemu,
   vmmRecordPath,
 } from '../backends/qemu/detached.js';
+import { stripAnsi } from '../console/serial.js';
 import { MachineCrashedError, tail, VmkitError } from '../errors.js';
 import { buildImage } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
@@ -54,7 +55,7 @@ export function vmmRecord(pvm: ProjectVm): DetachedRecord | undefined {
 
 export function consoleTail(pvm: ProjectVm, chars = 2000): string {
   try {
-    return tail(readFileSync(consoleLogPath(pvm.run), 'utf8'), chars);
+    return tail(stripAnsi(readFileSync(consoleLogPath(pvm.run), 'utf8')).replace(/\r/g, ''), chars);
   } catch {
     return '';
   }
