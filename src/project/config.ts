@@ -115,10 +115,12 @@ export function configErrors(issues: z.core.$ZodIssue[], value: unknown): string
     const path = issue.path.map(String).join('.');
     let got: unknown = value;
     for (const key of issue.path) got = (got as Record<PropertyKey, unknown> | undefined)?.[key];
-    const detail =
-      issue.code === 'unrecognized_keys'
-        ? `unknown field ${issue.keys.map((key) => JSON.stringify(key)).join(', ')}`
-        : `${issue.message}${got === undefined ? '' : ` (got ${describeValue(got)})`}`;
+    let detail = `${issue.message}${got === undefined ? '' : ` (got ${describeValue(got)})`}`;
+    if (issue.code === 'unrecognized_keys') {
+      detail = `unknown field ${issue.keys.map((key) => JSON.stringify(key)).join(', ')}`;
+    } else if (issue.code === 'invalid_key') {
+      detail = `bad name: ${issue.issues[0]?.message ?? 'invalid'}`;
+    }
     return `${path || '(top level)'}: ${detail}`;
   });
 }
