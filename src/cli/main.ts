@@ -4,14 +4,11 @@ import type { ZodType } from 'zod';
 import { parseAccel } from '../backends/accel.js';
 import { ConfigError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
-import { attachCommand } from './commands/attach.js';
-import { doctor } from './commands/doctor.js';
 import { registerFleetCommands } from './commands/fleet.js';
-import { buildImageCommand, listImagesCommand } from './commands/image.js';
 import { registerProjectCommands } from './commands/project.js';
-import { runCommand } from './commands/run.js';
-import { listSnapshotsCommand, pruneSnapshotsCommand, removeSnapshotsCommand } from './commands/snapshot.js';
 
+// Command modules load when their command runs: a quick `vmkit exec` or `vmkit sync` does not pay
+// for loading the test driver, the image builders and the rest.
 const program = new Command('vmkit')
   .description('Real virtual machines for tests and sandboxes, driven from TypeScript')
   .version('0.1.0')
@@ -75,6 +72,7 @@ program
   )
   .addOption(accelOption())
   .action(async (script: string, options) => {
+    const { runCommand } = await import('./commands/run.js');
     process.exitCode = await runCommand(script, options);
   });
 
@@ -85,6 +83,7 @@ program
   .argument('<machine>', 'machine name')
   .option('--console', 'attach to the serial console instead of a root shell')
   .action(async (run: string, machine: string, options: { console?: boolean }) => {
+    const { attachCommand } = await import('./commands/attach.js');
     process.exitCode = await attachCommand(run, machine, options);
   });
 
@@ -98,12 +97,14 @@ image
     'tiny',
   )
   .action(async (name: string) => {
+    const { buildImageCommand } = await import('./commands/image.js');
     await buildImageCommand(name);
   });
 image
   .command('list')
   .description('list cached images')
   .action(async () => {
+    const { listImagesCommand } = await import('./commands/image.js');
     await listImagesCommand();
   });
 
@@ -114,6 +115,7 @@ snapshot
   .command('list')
   .description('list snapshots, newest first, and whether this host can restore them')
   .action(async () => {
+    const { listSnapshotsCommand } = await import('./commands/snapshot.js');
     await listSnapshotsCommand();
   });
 snapshot
@@ -121,6 +123,7 @@ snapshot
   .description('remove snapshots by id or name')
   .argument('<ids...>', 'snapshot ids or names')
   .action(async (ids: string[]) => {
+    const { removeSnapshotsCommand } = await import('./commands/snapshot.js');
     await removeSnapshotsCommand(ids);
   });
 snapshot
@@ -128,6 +131,7 @@ snapshot
   .description('remove snapshots this host cannot restore (other QEMU version, image gone)')
   .option('--all', 'remove every snapshot')
   .action(async (options: { all?: boolean }) => {
+    const { pruneSnapshotsCommand } = await import('./commands/snapshot.js');
     await pruneSnapshotsCommand(options);
   });
 
@@ -135,6 +139,7 @@ program
   .command('doctor')
   .description('check QEMU, the accelerator and the image cache')
   .action(async () => {
+    const { doctor } = await import('./commands/doctor.js');
     process.exitCode = await doctor();
   });
 

@@ -97,12 +97,21 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
       const state = readState(pvm.dir);
       let recovered: string | undefined;
       if (vmmRecord(pvm)) {
-        const hub = await connectHub(pvm).catch(() => undefined);
-        if (hub) {
+        // Running: bring back a hub that died, and run provision commands changed since.
+        const reachable = await connectHub(pvm).then(
+          (hub) => {
+            hub.close();
+            return true;
+          },
+          () => false,
+        );
+        if (!reachable) await startHub(pvm, 5000);
+        const hub = await connectHub(pvm);
+        try {
+          await provision(hub, pvm, log);
+        } finally {
           hub.close();
-          return { already: true, bootMs: 0 };
         }
-        await startHub(pvm, 5000);
         return { already: true, bootMs: Math.round(performance.now() - start) };
       }
       if (state.running) {

@@ -9,7 +9,7 @@ import {
   vmmRecordPath,
 } from '../backends/qemu/detached.js';
 import { stripAnsi } from '../console/serial.js';
-import { MachineCrashedError, tail, VmkitError } from '../errors.js';
+import { MachineCrashedError, tail } from '../errors.js';
 import { buildImage } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
 import {
@@ -24,35 +24,17 @@ import {
 import { defaultRuntime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import { sleep } from '../util/time.js';
-import type { ProjectConfig, VmConfig } from './config.js';
-import { HubClient } from './hub-client.js';
 import { hubLogPath, hubRecordPath, hubSocket } from './hub-protocol.js';
-import { dataDisk, readJson, runDir } from './state.js';
+import { dataDisk, readJson } from './state.js';
+import { type ProjectVm, vmmRecord } from './vm-handle.js';
 
-/** A project VM as the commands see it: its config and its folders. */
-export interface ProjectVm {
-  project: ProjectConfig;
-  vm: VmConfig;
-  /** `.vmkit/<vm>/`: disks, state, snapshots. */
-  dir: string;
-  /** Sockets, the VMM's and the hub's records, logs. */
-  run: string;
-}
-
-export function projectVm(project: ProjectConfig, vm: VmConfig): ProjectVm {
-  const dir = join(project.root, '.vmkit', vm.name);
-  return { project, vm, dir, run: runDir(dir) };
-}
+export { connectHub, type ProjectVm, projectVm, VmDownError, vmmRecord } from './vm-handle.js';
 
 export const BOOT_TIMEOUT_MS = 180_000;
 const rootDisk = (dir: string) => join(dir, 'root.qcow2');
 const imageRecordPath = (dir: string) => join(dir, 'image.json');
 
-export function vmmRecord(pvm: ProjectVm): DetachedRecord | undefined {
-  const record = readRecord(vmmRecordPath(pvm.run));
-  return isRunning(record) ? record : undefined;
-}
-
+/** The end of the VM's serial console, escape sequences removed. */
 export function consoleTail(pvm: ProjectVm, chars = 2000): string {
   try {
     return tail(stripAnsi(readFileSync(consoleLogPath(pvm.run), 'utf8')).replace(/\r/g, ''), chars);
@@ -213,21 +195,6 @@ export async function stopHub(pvm: ProjectVm): Promise<void> {
     await stopDetached(stray, 2000);
   }
   rmSync(hubSocket(pvm.run), { force: true });
-}
-
-/** A connection to the running VM's hub, or an error saying the VM is down (with `vmkit up`). */
-export async function connectHub(pvm: ProjectVm): Promise<HubClient> {
-  if (!vmmRecord(pvm)) {
-    throw new VmDownError(pvm);
-  }
-  return HubClient.connect(pvm.run, pvm.vm.name);
-}
-
-export class VmDownError extends VmkitError {
-  override name = 'VmDownError';
-  constructor(pvm: ProjectVm) {
-    super(`VM ${pvm.vm.name} is not running (start it with: vmkit up ${pvm.vm.name})`);
-  }
 }
 
 /** Ends the VMM: QMP quit, SIGKILL if it lingers; then anything else naming its sockets. */

@@ -57,6 +57,7 @@ writeFileSync(
         ports: [{ guest: 8080 }],
         sync: [{ host: '.', guest: '/work/project', exclude: ['*.log', 'build/'] }],
         commands: { test: 'sh ./test.sh', fail: 'echo failing; exit 3' },
+        provision: ['echo provisioned >> /work/provisioned'],
       },
       b: { image: 'tiny', memoryMiB: 192, diskMiB: 32, ports: [{ guest: 8080 }] },
     },
@@ -126,6 +127,7 @@ describe('project VMs through the CLI', { skip: lacks('snapshot'), timeout: 600_
     assert.equal(a?.state, 'running');
     assert.equal(b?.state, 'absent');
     assert.ok((a?.ports['8080'] ?? 0) > 0);
+    assert.equal(await guest('cat /work/provisioned'), 'provisioned\n', 'provisioned once');
   });
 
   it('exec: exit codes, stdout and stderr apart, stdin passed through, output streams live', async () => {
@@ -314,6 +316,13 @@ describe('project VMs through the CLI', { skip: lacks('snapshot'), timeout: 600_
     assert.equal((await status())[0]?.state, 'stopped');
     assert.equal((await vmkit(['up'])).code, 0);
     assert.equal((await guest('cat /work/kept')).trim(), 'persisted');
+    assert.equal(await guest('cat /work/provisioned'), 'provisioned\n', 'not provisioned again');
+    const config = JSON.parse(readFileSync(join(project, 'vmkit.config.json'), 'utf8'));
+    config.vms.a.provision = ['echo changed >> /work/provisioned'];
+    writeFileSync(join(project, 'vmkit.config.json'), JSON.stringify(config));
+    const again = await vmkit(['up']);
+    assert.match(again.stderr, /provision: echo changed/);
+    assert.equal(await guest('cat /work/provisioned'), 'provisioned\nchanged\n', 'changed provisioning ran');
     const refused = await vmkit(['destroy']);
     assert.equal(refused.code, 2, 'no --yes and no terminal: nothing destroyed');
     assert.equal((await vmkit(['destroy', '--yes'])).code, 0);

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, VmkitError } from '../../errors.js';
 import { readState } from '../../project/state.js';
-import { connectHub, type ProjectVm } from '../../project/vmm.js';
+import { connectHub, type ProjectVm } from '../../project/vm-handle.js';
 import { runTool } from '../../util/exec.js';
 import { shellQuote } from '../../util/shell.js';
 

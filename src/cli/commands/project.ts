@@ -5,15 +5,14 @@ import type { Command } from 'commander';
 import { ConfigError } from '../../errors.js';
 import { loadProjectConfig, selectVm } from '../../project/config.js';
 import { commandScript, namedCommandScript, streamCommand } from '../../project/exec.js';
-import { destroy, down, reprovision, up } from '../../project/lifecycle.js';
-import { restoreSnapshot, saveSnapshot } from '../../project/snapshots.js';
 import { STARTER_JSON, STARTER_TS } from '../../project/starter.js';
-import { formatStatus, vmStatus } from '../../project/status.js';
 import { type SyncReport, syncMap } from '../../project/sync.js';
-import { connectHub, type ProjectVm, projectVm } from '../../project/vmm.js';
-import { sshCommand } from './project-ssh.js';
+import { connectHub, type ProjectVm, projectVm } from '../../project/vm-handle.js';
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
+// Loaded by the commands that need them, so that exec and sync start quickly.
+const lifecycle = () => import('../../project/lifecycle.js');
+const snapshots = () => import('../../project/snapshots.js');
 
 export async function openVm(name: string | undefined): Promise<ProjectVm> {
   const config = await loadProjectConfig();
@@ -103,7 +102,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .argument('[name]', 'VM name (default: the default VM)')
     .action(async (name?: string) => {
       const pvm = await openVm(name);
-      const result = await up(pvm, say);
+      const result = await (await lifecycle()).up(pvm, say);
       say(
         result.already
           ? `VM ${pvm.vm.name} is already up`
@@ -117,7 +116,11 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .argument('[name]', 'VM name')
     .action(async (name?: string) => {
       const pvm = await openVm(name);
-      say((await down(pvm)) ? `VM ${pvm.vm.name} stopped` : `VM ${pvm.vm.name} was not running`);
+      say(
+        (await (await lifecycle()).down(pvm))
+          ? `VM ${pvm.vm.name} stopped`
+          : `VM ${pvm.vm.name} was not running`,
+      );
     });
 
   program
@@ -130,7 +133,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
       if (!options.yes && !(await confirm(`remove VM ${pvm.vm.name} and its disks?`))) {
         throw new ConfigError(`not destroying ${pvm.vm.name}: confirm at the prompt or pass --yes`);
       }
-      await destroy(pvm);
+      await (await lifecycle()).destroy(pvm);
       say(`VM ${pvm.vm.name} destroyed`);
     });
 
@@ -140,6 +143,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .argument('[name]', 'only this VM')
     .option('--json', 'print JSON')
     .action(async (name: string | undefined, options: { json?: boolean }) => {
+      const { formatStatus, vmStatus } = await import('../../project/status.js');
       const config = await loadProjectConfig();
       const names = name ? [selectVm(config, name).name] : Object.keys(config.vms);
       const statuses = names.map((vm) => vmStatus(config, vm));
@@ -185,6 +189,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .argument('[name]', 'VM name')
     .argument('[args...]', 'more ssh arguments (e.g. a command), after --')
     .action(async (name: string | undefined, args: string[]) => {
+      const { sshCommand } = await import('./project-ssh.js');
       process.exitCode = await sshCommand(await openVm(name), args);
     });
 
@@ -231,7 +236,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .description('run the provision commands again now')
     .argument('[name]', 'VM name')
     .action(async (name?: string) => {
-      await reprovision(await openVm(name), say);
+      await (await lifecycle()).reprovision(await openVm(name), say);
     });
 
   program
@@ -240,7 +245,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .argument('[name]', 'VM name')
     .action(async (name?: string) => {
       const pvm = await openVm(name);
-      const { restoreMs } = await restoreSnapshot(pvm, 'clean');
+      const { restoreMs } = await (await snapshots()).restoreSnapshot(pvm, 'clean');
       say(`VM ${pvm.vm.name} reset to clean in ${(restoreMs / 1000).toFixed(2)} s`);
     });
 
@@ -251,7 +256,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .argument('[name]', 'VM name')
     .action(async (label: string, name?: string) => {
       const pvm = await openVm(name);
-      const saved = await saveSnapshot(pvm, label);
+      const saved = await (await snapshots()).saveSnapshot(pvm, label);
       say(`saved snapshot ${label} of ${pvm.vm.name} (${(saved.bytes / 1048576).toFixed(1)} MiB)`);
     });
   snapshot
@@ -261,7 +266,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .argument('[name]', 'VM name')
     .action(async (label: string, name?: string) => {
       const pvm = await openVm(name);
-      const { restoreMs } = await restoreSnapshot(pvm, label);
+      const { restoreMs } = await (await snapshots()).restoreSnapshot(pvm, label);
       say(`VM ${pvm.vm.name} restored to ${label} in ${(restoreMs / 1000).toFixed(2)} s`);
     });
 }
