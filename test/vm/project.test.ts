@@ -294,6 +294,22 @@ describe('project VMs through the CLI', { skip: lacks('snapshot'), timeout: 600_
     assert.match(clash.stderr, new RegExp(`host port ${held} \\(for guest port 8080\\) is already taken`));
   });
 
+  it("shell: a root shell on a pseudo-terminal in the guest, with the host terminal's window size", async () => {
+    const piped = await vmkit(['shell'], { input: 'tty\nid -u\nexit 4\n', timeoutMs: 120_000 });
+    assert.equal(piped.code, 4, piped.stderr);
+    assert.match(piped.stdout, /\/dev\/pts\/\d+/);
+    // A real terminal on the host side (util-linux script), sized 31x97: the guest sees that size.
+    const sized = await runProgram(
+      'sh',
+      [
+        '-c',
+        `(sleep 8; printf 'stty size\\n'; sleep 4; printf 'exit\\n'; sleep 2) | script -qc "stty rows 31 cols 97; ${process.execPath} ${cli} shell" /dev/null`,
+      ],
+      { cwd: project, timeoutMs: 120_000 },
+    );
+    assert.match(sized.stdout, /31 97/);
+  });
+
   it('a killed QEMU is reported with its console tail, and up recovers it with its disk', async () => {
     await guest('echo last words on the console > /dev/console');
     process.kill(vmmPid('a'), 'SIGKILL');

@@ -174,13 +174,27 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
 
   program
     .command('shell')
-    .description('an interactive root shell in the VM (line mode: no PTY yet)')
+    .description('an interactive root shell in the VM on a pseudo-terminal (raw mode, window size)')
     .argument('[name]', 'VM name')
     .action(async (name?: string) => {
       const pvm = await openVm(name);
-      process.exitCode = await withHub(pvm, (hub) =>
-        streamCommand(hub, `cd ${pvm.vm.workdir} 2>/dev/null; exec sh -i 2>&1`, { stdin: process.stdin }),
-      );
+      const { installPtyHelper, ptyHelper, ptyScript, terminalInput } = await import('../../project/pty.js');
+      const binary = await ptyHelper();
+      process.exitCode = await withHub(pvm, async (hub) => {
+        if (!binary) {
+          say('vmkit: no C compiler on this host to build the PTY helper: a line-mode shell (no PTY)');
+          return streamCommand(hub, `cd ${pvm.vm.workdir} 2>/dev/null; exec sh -i 2>&1`, {
+            stdin: process.stdin,
+          });
+        }
+        const helper = await installPtyHelper(hub, binary);
+        const terminal = terminalInput();
+        try {
+          return await streamCommand(hub, ptyScript(helper, pvm.vm.workdir), { stdin: terminal.input });
+        } finally {
+          terminal.restore();
+        }
+      });
     });
 
   program
