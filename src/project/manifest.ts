@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -48,11 +48,13 @@ export function globMatcher(patterns: string[]): (path: string) => boolean {
   };
 }
 
-async function entryOf(full: string): Promise<Entry | undefined> {
-  const stats = await lstat(full).catch(() => undefined);
+// Synchronous on purpose: thousands of lstat calls are several times faster without a trip
+// through libuv's thread pool each, and the no-change sync is all lstat.
+function entryOf(full: string): Entry | undefined {
+  const stats = lstatSync(full, { throwIfNoEntry: false });
   if (!stats) return undefined;
   const base = { mtimeMs: Math.floor(stats.mtimeMs), mode: stats.mode & 0o7777 };
-  if (stats.isSymbolicLink()) return { ...base, type: 'link', size: 0, target: await readlink(full) };
+  if (stats.isSymbolicLink()) return { ...base, type: 'link', size: 0, target: readlinkSync(full) };
   if (stats.isDirectory()) return { ...base, type: 'dir', size: 0, mtimeMs: 0 };
   if (stats.isFile()) return { ...base, type: 'file', size: stats.size };
   return undefined; // sockets, fifos, devices are not synced
@@ -72,18 +74,18 @@ async function gitFiles(root: string): Promise<string[] | undefined> {
   }
 }
 
-async function walk(root: string, excluded: (path: string) => boolean): Promise<string[]> {
+function walk(root: string, excluded: (path: string) => boolean): string[] {
   const found: string[] = [];
-  const visit = async (dir: string) => {
-    for (const item of await readdir(dir, { withFileTypes: true })) {
+  const visit = (dir: string) => {
+    for (const item of readdirSync(dir, { withFileTypes: true })) {
       const full = join(dir, item.name);
       const path = relative(root, full).split(sep).join('/');
       if (excluded(path)) continue;
       found.push(path);
-      if (item.isDirectory()) await visit(full);
+      if (item.isDirectory()) visit(full);
     }
   };
-  await visit(root);
+  visit(root);
   return found;
 }
 
@@ -103,14 +105,13 @@ export async function hostManifest(root: string, exclude: string[], gitignore: b
     }
     paths = [...withParents];
   } else {
-    paths = await walk(root, excluded);
+    paths = walk(root, excluded);
   }
   const manifest: Manifest = {};
-  const entries = await Promise.all(paths.map((path) => entryOf(join(root, path))));
-  paths.forEach((path, index) => {
-    const entry = entries[index];
+  for (const path of paths) {
+    const entry = entryOf(join(root, path));
     if (entry) manifest[path] = entry;
-  });
+  }
   return manifest;
 }
 
