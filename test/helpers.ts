@@ -26,11 +26,13 @@ export function runProgram(
     env?: NodeJS.ProcessEnv;
     timeoutMs?: number;
     input?: string;
+    /** The folder it runs in (default: the repository). */
+    cwd?: string;
     during?: (stderr: () => string, pid: number) => Promise<void>;
   } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(program, args, { cwd: root, env: { ...process.env, ...options.env } });
+    const child = spawn(program, args, { cwd: options.cwd ?? root, env: { ...process.env, ...options.env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk) => {

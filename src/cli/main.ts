@@ -4,13 +4,11 @@ import type { ZodType } from 'zod';
 import { parseAccel } from '../backends/accel.js';
 import { ConfigError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
-import { attachCommand } from './commands/attach.js';
-import { doctor } from './commands/doctor.js';
 import { registerFleetCommands } from './commands/fleet.js';
-import { buildImageCommand, listImagesCommand } from './commands/image.js';
-import { runCommand } from './commands/run.js';
-import { listSnapshotsCommand, pruneSnapshotsCommand, removeSnapshotsCommand } from './commands/snapshot.js';
+import { registerProjectCommands } from './commands/project.js';
 
+// Command modules load when their command runs: a quick `vmkit exec` or `vmkit sync` does not pay
+// for loading the test driver, the image builders and the rest.
 const program = new Command('vmkit')
   .description('Real virtual machines for tests and sandboxes, driven from TypeScript')
   .version('0.1.0')
@@ -74,6 +72,7 @@ program
   )
   .addOption(accelOption())
   .action(async (script: string, options) => {
+    const { runCommand } = await import('./commands/run.js');
     process.exitCode = await runCommand(script, options);
   });
 
@@ -84,6 +83,7 @@ program
   .argument('<machine>', 'machine name')
   .option('--console', 'attach to the serial console instead of a root shell')
   .action(async (run: string, machine: string, options: { console?: boolean }) => {
+    const { attachCommand } = await import('./commands/attach.js');
     process.exitCode = await attachCommand(run, machine, options);
   });
 
@@ -97,20 +97,25 @@ image
     'tiny',
   )
   .action(async (name: string) => {
+    const { buildImageCommand } = await import('./commands/image.js');
     await buildImageCommand(name);
   });
 image
   .command('list')
   .description('list cached images')
   .action(async () => {
+    const { listImagesCommand } = await import('./commands/image.js');
     await listImagesCommand();
   });
 
-const snapshot = program.command('snapshot').description('list and remove saved machine snapshots');
+const snapshot = program
+  .command('snapshot')
+  .description('project VM snapshots (save, restore) and the machine snapshot store (list, rm, prune)');
 snapshot
   .command('list')
   .description('list snapshots, newest first, and whether this host can restore them')
   .action(async () => {
+    const { listSnapshotsCommand } = await import('./commands/snapshot.js');
     await listSnapshotsCommand();
   });
 snapshot
@@ -118,6 +123,7 @@ snapshot
   .description('remove snapshots by id or name')
   .argument('<ids...>', 'snapshot ids or names')
   .action(async (ids: string[]) => {
+    const { removeSnapshotsCommand } = await import('./commands/snapshot.js');
     await removeSnapshotsCommand(ids);
   });
 snapshot
@@ -125,6 +131,7 @@ snapshot
   .description('remove snapshots this host cannot restore (other QEMU version, image gone)')
   .option('--all', 'remove every snapshot')
   .action(async (options: { all?: boolean }) => {
+    const { pruneSnapshotsCommand } = await import('./commands/snapshot.js');
     await pruneSnapshotsCommand(options);
   });
 
@@ -132,10 +139,12 @@ program
   .command('doctor')
   .description('check QEMU, the accelerator and the image cache')
   .action(async () => {
+    const { doctor } = await import('./commands/doctor.js');
     process.exitCode = await doctor();
   });
 
 registerFleetCommands(program);
+registerProjectCommands(program, snapshot);
 
 try {
   await program.parseAsync(process.argv);

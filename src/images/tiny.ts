@@ -10,8 +10,16 @@ import type { ImageManifest } from './types.js';
 const RECIPE_VERSION = 1;
 const KERNEL_METAPACKAGE = 'linux-image-cloud-amd64';
 const BUSYBOX_PACKAGE = 'busybox-static';
-/** What the tiny image needs from the kernel: PCI and MMIO virtio transports, consoles, net, disks, entropy. */
-const MODULES = ['virtio_pci', 'virtio_mmio', 'virtio_console', 'virtio_net', 'virtio_blk', 'virtio_rng'];
+/** What the tiny image needs from the kernel: PCI and MMIO virtio transports, consoles, net, disks, entropy, loop devices. */
+const MODULES = [
+  'virtio_pci',
+  'virtio_mmio',
+  'virtio_console',
+  'virtio_net',
+  'virtio_blk',
+  'virtio_rng',
+  'loop',
+];
 const GUEST_FILES = ['inittab', 'rc.sh', 'backdoor.sh'];
 const CMDLINE = 'console=ttyS0 panic=-1 quiet rdinit=/sbin/init i8042.noaux i8042.nokbd';
 

@@ -1,0 +1,107 @@
+import { connect, type Socket } from 'node:net';
+import { CommandFailedError, MachineCrashedError } from '../errors.js';
+import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
+
+export interface RunResult {
+  status: number;
+  timedOut: boolean;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/** One connection to a VM's agent hub. */
+export class HubClient {
+  private buffered = '';
+  private readonly listeners = new Set<(reply: HubReply) => void>();
+  private closedError?: Error;
+  private closing = false;
+
+  private constructor(
+    private readonly vm: string,
+    private readonly socket: Socket,
+  ) {
+    socket.on('data', (chunk) => {
+      this.buffered += chunk.toString('utf8');
+      for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
+        const line = this.buffered.slice(0, nl);
+        this.buffered = this.buffered.slice(nl + 1);
+        if (line.trim() === '') continue;
+        const reply = JSON.parse(line) as HubReply;
+        for (const listener of [...this.listeners]) listener(reply);
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      if (this.closing) return;
+      this.closedError ??= new MachineCrashedError(vm, 'the agent hub went away (did QEMU die?)', '');
+      for (const listener of [...this.listeners])
+        listener({ type: 'error', message: this.closedError.message });
+    });
+  }
+
+  static connect(runDir: string, vm: string, timeoutMs = 5000): Promise<HubClient> {
+    return new Promise((resolve, reject) => {
+      const socket = connect(hubSocket(runDir));
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new MachineCrashedError(vm, `the agent hub did not accept within ${timeoutMs} ms`, ''));
+      }, timeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        resolve(new HubClient(vm, socket));
+      });
+      socket.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new MachineCrashedError(vm, `cannot reach the agent hub: ${error.message}`, ''));
+      });
+    });
+  }
+
+  send(request: HubRequest): void {
+    this.socket.write(`${JSON.stringify(request)}\n`);
+  }
+
+  onReply(listener: (reply: HubReply) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Sends a request answered by one `result` reply. */
+  request(request: HubRequest): Promise<RunResult> {
+    return new Promise((resolve, reject) => {
+      const off = this.onReply((reply) => {
+        if (reply.type === 'result') {
+          off();
+          resolve({
+            status: reply.status,
+            timedOut: reply.timedOut,
+            stdout: Buffer.from(reply.stdout, 'base64'),
+            stderr: Buffer.from(reply.stderr, 'base64'),
+          });
+        } else if (reply.type === 'error') {
+          off();
+          reject(new MachineCrashedError(this.vm, reply.message, ''));
+        }
+      });
+      this.send(request);
+    });
+  }
+
+  run(script: string, timeoutMs = 60_000): Promise<RunResult> {
+    return this.request({ type: 'run', script, timeoutMs });
+  }
+
+  /** Runs `script`; throws a CommandFailedError with its output when it exits non-zero. */
+  async succeed(script: string, timeoutMs = 60_000): Promise<string> {
+    const result = await this.run(script, timeoutMs);
+    if (result.status !== 0) {
+      throw new CommandFailedError(script, result.status, result.stdout.toString(), result.stderr.toString());
+    }
+    return result.stdout.toString();
+  }
+
+  close(): void {
+    this.closing = true;
+    this.socket.destroy();
+  }
+}

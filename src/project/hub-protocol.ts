@@ -1,0 +1,21 @@
+import { join } from 'node:path';
+
+/** JSON lines between vmkit CLI processes and a VM's agent hub; bytes travel as base64. */
+export type HubRequest =
+  | { type: 'run'; script: string; timeoutMs: number }
+  | { type: 'upload'; hostPath: string; guestPath: string; timeoutMs: number }
+  | { type: 'spawn'; script: string }
+  | { type: 'stdin'; data: string }
+  | { type: 'eof' }
+  | { type: 'signal'; signal: string };
+
+export type HubReply =
+  | { type: 'result'; status: number; timedOut: boolean; stdout: string; stderr: string }
+  | { type: 'started'; id: number }
+  | { type: 'output'; stream: 'stdout' | 'stderr'; data: string }
+  | { type: 'exit'; status: number; timedOut: boolean }
+  | { type: 'error'; message: string };
+
+export const hubSocket = (runDir: string) => join(runDir, 'hub.sock');
+export const hubRecordPath = (runDir: string) => join(runDir, 'hub.json');
+export const hubLogPath = (runDir: string) => join(runDir, 'hub.log');

@@ -1,0 +1,125 @@
+import { rmSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import type { BackdoorChannel } from '../agent/backdoor.js';
+import { GuestProcess } from '../agent/process.js';
+import { AttachedQemu } from '../backends/qemu/detached.js';
+import { MachineCrashedError } from '../errors.js';
+import { isRunning } from '../runtime/detached.js';
+import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
+
+/**
+ * The agent hub of a project VM: a small detached process that holds the VM's one backdoor
+ * connection (QEMU's socket takes one client at a time) and serves any number of vmkit CLI
+ * processes over `hub.sock`, so that two terminals can run `exec` at once and a command costs
+ * no reconnect. It ends when its VMM ends.
+ */
+export async function runHub(runDir: string, name: string, bannerWaitMs: number): Promise<void> {
+  const attached = await AttachedQemu.attach(name, runDir, 30_000);
+  const channel = await attached.agent(bannerWaitMs, bannerWaitMs);
+  // QEMU's monitor takes one client too: other vmkit processes need it (snapshots, quit).
+  attached.qmp.close();
+  const socketPath = hubSocket(runDir);
+  rmSync(socketPath, { force: true });
+  const server = createServer((client) => serveClient(client, channel, name, () => attached.consoleTail()));
+  const end = (code: number) => {
+    server.close();
+    rmSync(socketPath, { force: true });
+    attached.detach();
+    process.exit(code);
+  };
+  // The VMM's death breaks every client's command; then the hub has nothing left to serve.
+  const watch = setInterval(() => {
+    if (isRunning(attached.record)) return;
+    clearInterval(watch);
+    channel.fail(new MachineCrashedError(name, 'QEMU exited', attached.consoleTail()));
+    setTimeout(() => end(1), 200);
+  }, 250);
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => end(0));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(socketPath, resolve);
+  });
+  process.stdout.write(`hub for ${name} listening on ${socketPath}\n`);
+}
+
+function serveClient(client: Socket, channel: BackdoorChannel, name: string, consoleTail: () => string) {
+  let buffered = '';
+  let process: GuestProcess | undefined;
+  const send = (reply: HubReply) => {
+    if (!client.destroyed) client.write(`${JSON.stringify(reply)}\n`);
+  };
+  const fail = (error: Error) => send({ type: 'error', message: error.message });
+  const handle = async (request: HubRequest) => {
+    switch (request.type) {
+      case 'run': {
+        const result = await channel.run(request.script, request.timeoutMs);
+        send({
+          type: 'result',
+          status: result.status,
+          timedOut: result.timedOut,
+          stdout: result.stdout.toString('base64'),
+          stderr: result.stderr.toString('base64'),
+        });
+        return;
+      }
+      case 'upload': {
+        const result = await channel.upload(request.hostPath, request.guestPath, request.timeoutMs);
+        send({
+          type: 'result',
+          status: result.status,
+          timedOut: result.timedOut,
+          stdout: '',
+          stderr: result.stderr.toString('base64'),
+        });
+        return;
+      }
+      case 'spawn': {
+        process = await GuestProcess.start(
+          channel,
+          name,
+          request.script,
+          {
+            onStdout: (data) => send({ type: 'output', stream: 'stdout', data: data.toString('base64') }),
+            onStderr: (data) => send({ type: 'output', stream: 'stderr', data: data.toString('base64') }),
+          },
+          consoleTail,
+        );
+        send({ type: 'started', id: process.id });
+        process.exited.then(
+          (exit) => send({ type: 'exit', status: exit.exitCode, timedOut: exit.timedOut }),
+          fail,
+        );
+        return;
+      }
+      case 'stdin':
+        await new Promise<void>((resolve, reject) =>
+          process?.stdin.write(Buffer.from(request.data, 'base64'), (error) =>
+            error ? reject(error) : resolve(),
+          ),
+        );
+        return;
+      case 'eof':
+        process?.stdin.end();
+        return;
+      case 'signal':
+        await process?.kill(request.signal);
+        return;
+    }
+  };
+  // Requests of one client run in order (stdin after spawn); different clients run side by side.
+  let queue: Promise<void> = Promise.resolve();
+  client.on('data', (chunk) => {
+    buffered += chunk.toString('utf8');
+    for (let newline = buffered.indexOf('\n'); newline >= 0; newline = buffered.indexOf('\n')) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      if (line.trim() === '') continue;
+      queue = queue.then(() => handle(JSON.parse(line) as HubRequest).catch(fail));
+    }
+  });
+  client.on('error', () => {});
+  // A client that goes away mid-command (its terminal closed) takes its command with it.
+  client.on('close', () => {
+    if (process && !process.exit) process.kill('KILL').catch(() => {});
+  });
+}

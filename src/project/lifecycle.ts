@@ -1,0 +1,199 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { profileNamed } from '../guest/profiles/index.js';
+import type { BootImage } from '../images/types.js';
+import { guestFilesDir } from '../util/paths.js';
+import { shellQuote } from '../util/shell.js';
+import type { HubClient } from './hub-client.js';
+import { assignPorts } from './ports.js';
+import { ensureVmDir, readState, withLock, writeState } from './state.js';
+import {
+  BOOT_TIMEOUT_MS,
+  connectHub,
+  consoleTail,
+  dataDevice,
+  HOST_NIC_ADDRESS,
+  launchVmm,
+  type ProjectVm,
+  prepareDisks,
+  projectVm,
+  startHub,
+  stopHub,
+  stopVmm,
+  vmImage,
+  vmmRecord,
+} from './vmm.js';
+
+export type Log = (line: string) => void;
+/** Where the data disk is mounted in the guest. */
+export const DATA_MOUNT = '/work';
+const LOCK_WAIT_MS = 30_000;
+
+const provisionHash = (commands: string[]) =>
+  createHash('sha256').update(JSON.stringify(commands)).digest('hex').slice(0, 16);
+
+/** Ports the project's other VMs hold, so that picks never clash inside one project. */
+function otherVmPorts(pvm: ProjectVm): Set<number> {
+  const taken = new Set<number>();
+  for (const other of Object.values(pvm.project.vms)) {
+    if (other.name === pvm.vm.name) continue;
+    for (const port of Object.values(readState(projectVm(pvm.project, other).dir).ports)) taken.add(port);
+  }
+  return taken;
+}
+
+async function guestSetupAfterBoot(hub: HubClient, pvm: ProjectVm, image: BootImage): Promise<void> {
+  const profile = profileNamed(image.profile);
+  const setup = profile.afterBoot({
+    hostname: pvm.vm.name,
+    nics: [],
+    hostNic: { index: 0, address: HOST_NIC_ADDRESS, gateway: '10.0.2.2' },
+    hosts: {},
+  });
+  await hub.succeed(setup, 60_000);
+  const mount = readFileSync(join(guestFilesDir(), 'project', 'mount-data.sh'), 'utf8');
+  await hub.succeed(`set -- ${shellQuote(dataDevice(image))} ${DATA_MOUNT}\n${mount}`, 120_000);
+  const folders = [pvm.vm.workdir, ...pvm.vm.sync.map((map) => map.guest)];
+  await hub.succeed(`mkdir -p ${folders.map(shellQuote).join(' ')}`, 30_000);
+}
+
+/** Runs the config's provision commands when they changed since they last ran, output streaming. */
+async function provision(hub: HubClient, pvm: ProjectVm, log: Log, force = false): Promise<boolean> {
+  const state = readState(pvm.dir);
+  const hash = provisionHash(pvm.vm.provision);
+  if (!force && state.provisionHash === hash) return false;
+  for (const command of pvm.vm.provision) {
+    log(`provision: ${command}`);
+    const result = await hub.run(command, 1_800_000);
+    const output = `${result.stdout}${result.stderr}`.trim();
+    if (output) log(output);
+    if (result.status !== 0) {
+      throw new Error(`provision command failed (status ${result.status}): ${command}`);
+    }
+  }
+  writeState(pvm.dir, { ...readState(pvm.dir), provisionHash: hash });
+  return pvm.vm.provision.length > 0;
+}
+
+export interface UpResult {
+  already: boolean;
+  recovered?: string;
+  bootMs: number;
+}
+
+/**
+ * Brings the VM up and returns when its agent answers, the data disk is mounted and
+ * provisioning ran. A running VM is left alone; a VM whose QEMU died is reported and booted
+ * again from its disks.
+ */
+export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
+  ensureVmDir(pvm.project.root, pvm.vm.name);
+  return withLock(
+    pvm.dir,
+    'up',
+    async () => {
+      const start = performance.now();
+      const state = readState(pvm.dir);
+      let recovered: string | undefined;
+      if (vmmRecord(pvm)) {
+        // Running: bring back a hub that died, and run provision commands changed since.
+        const reachable = await connectHub(pvm).then(
+          (hub) => {
+            hub.close();
+            return true;
+          },
+          () => false,
+        );
+        if (!reachable) await startHub(pvm, 5000);
+        const hub = await connectHub(pvm);
+        try {
+          await provision(hub, pvm, log);
+        } finally {
+          hub.close();
+        }
+        return { already: true, bootMs: Math.round(performance.now() - start) };
+      }
+      if (state.running) {
+        recovered = consoleTail(pvm, 1500).trim() || '(the console log is empty)';
+        log(`VM ${pvm.vm.name}: its QEMU died since it was started; console tail:\n${recovered}`);
+        log(`VM ${pvm.vm.name}: booting it again from its disks`);
+      }
+      await stopHub(pvm);
+      await stopVmm(pvm);
+      const image = await vmImage(pvm, log);
+      const disks = await prepareDisks(pvm, image);
+      const ports = await assignPorts(pvm.vm, state, otherVmPorts(pvm));
+      writeState(pvm.dir, { ...state, ports, running: false });
+      await launchVmm(pvm, image, disks, ports, false);
+      try {
+        await startHub(pvm, BOOT_TIMEOUT_MS);
+        const hub = await connectHub(pvm);
+        try {
+          await guestSetupAfterBoot(hub, pvm, image);
+          writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
+          await provision(hub, pvm, log);
+        } finally {
+          hub.close();
+        }
+      } catch (error) {
+        await stopHub(pvm);
+        await stopVmm(pvm);
+        writeState(pvm.dir, { ...readState(pvm.dir), running: false });
+        throw error;
+      }
+      return { already: false, recovered, bootMs: Math.round(performance.now() - start) };
+    },
+    LOCK_WAIT_MS,
+  );
+}
+
+/** Runs the provision commands again now (they also run when their text changes). */
+export async function reprovision(pvm: ProjectVm, log: Log): Promise<void> {
+  const hub = await connectHub(pvm);
+  try {
+    await provision(hub, pvm, log, true);
+  } finally {
+    hub.close();
+  }
+}
+
+/** Stops the VM cleanly: the data disk is flushed and unmounted, then QEMU quits. */
+export async function down(pvm: ProjectVm): Promise<boolean> {
+  ensureVmDir(pvm.project.root, pvm.vm.name);
+  return withLock(
+    pvm.dir,
+    'down',
+    async () => {
+      const wasRunning = vmmRecord(pvm) !== undefined;
+      if (wasRunning) {
+        const hub = await connectHub(pvm).catch(() => undefined);
+        await hub?.run(`sync; umount ${DATA_MOUNT} 2>/dev/null; sync`, 30_000).catch(() => {});
+        hub?.close();
+      }
+      await stopHub(pvm);
+      await stopVmm(pvm);
+      writeState(pvm.dir, { ...readState(pvm.dir), running: false });
+      return wasRunning;
+    },
+    LOCK_WAIT_MS,
+  );
+}
+
+/** Stops the VM and removes its folder: disks, snapshots, state. */
+export async function destroy(pvm: ProjectVm): Promise<void> {
+  await withLock(
+    ensureVmDir(pvm.project.root, pvm.vm.name),
+    'destroy',
+    async () => {
+      await stopHub(pvm);
+      await stopVmm(pvm);
+      const doomed = `${pvm.dir}.destroying-${randomBytes(4).toString('hex')}`;
+      rmSync(pvm.run, { recursive: true, force: true });
+      // Renamed first, so that a crash mid-removal never leaves a half VM under its name.
+      renameSync(pvm.dir, doomed);
+      rmSync(doomed, { recursive: true, force: true });
+    },
+    LOCK_WAIT_MS,
+  );
+}

@@ -1,0 +1,65 @@
+import { createServer } from 'node:net';
+import { ConfigError } from '../errors.js';
+import type { VmConfig } from './config.js';
+import type { VmState } from './state.js';
+
+/** Resolves with whether `port` on 127.0.0.1 can be bound right now. */
+export function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** A port the kernel says is free now (bind to port 0). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject()));
+    });
+  });
+}
+
+/** The guest ports the VM forwards: the configured ones and its sshd. */
+export function forwardedGuestPorts(vm: VmConfig): number[] {
+  const ports = vm.ports.map((port) => port.guest);
+  if (vm.sshPort !== undefined) ports.push(vm.sshPort);
+  return [...new Set(ports)];
+}
+
+/**
+ * Host ports for the VM's forwards: a fixed host port from the config must be free (else a
+ * ConfigError naming it); a port picked earlier is kept while it is free; otherwise a new free
+ * one. Picks stay distinct from each other and from `avoid` (ports of the project's other VMs).
+ */
+export async function assignPorts(
+  vm: VmConfig,
+  state: VmState,
+  avoid: Set<number>,
+): Promise<Record<string, number>> {
+  const assigned: Record<string, number> = {};
+  const taken = new Set(avoid);
+  for (const guest of forwardedGuestPorts(vm)) {
+    const fixed = vm.ports.find((port) => port.guest === guest)?.host;
+    if (fixed !== undefined) {
+      if (taken.has(fixed) || !(await portFree(fixed))) {
+        throw new ConfigError(
+          `vms.${vm.name}.ports: host port ${fixed} (for guest port ${guest}) is already taken`,
+        );
+      }
+      assigned[guest] = fixed;
+    } else {
+      const previous = state.ports[guest];
+      let port =
+        previous !== undefined && !taken.has(previous) && (await portFree(previous)) ? previous : undefined;
+      while (port === undefined || taken.has(port)) port = await freePort();
+      assigned[guest] = port;
+    }
+    taken.add(assigned[guest] as number);
+  }
+  return assigned;
+}

@@ -1,0 +1,46 @@
+/** What `vmkit init` writes: a commented TypeScript config (JSON has no comments), or plain JSON. */
+export const STARTER_TS = `// vmkit project VMs: \`vmkit up\`, \`vmkit test\`, \`vmkit exec -- cmd\`, \`vmkit reset\`.
+// Loaded by vmkit with tsx; the default export is the config. See the README, "Project VMs".
+export default {
+  vms: {
+    dev: {
+      // "tiny" (busybox, boots in seconds), "debian", or a recipe file like "vm/recipe.json".
+      image: 'tiny',
+      memoryMiB: 256,
+      cpus: 1,
+      // The persistent data disk, mounted at /work in the guest; kept across down/up.
+      diskMiB: 1024,
+      // Forwarded ports: guest port to a host port on 127.0.0.1 (picked when host is left out).
+      ports: [],
+      // sshPort: 22, // for \`vmkit ssh\`, on images with an sshd
+      // Host folders copied in by \`vmkit sync\` (default: the project, minus .git and .gitignore).
+      sync: [{ host: '.', guest: '/work/project', exclude: ['node_modules'] }],
+      // Named commands for \`vmkit run-cmd <name>\`; \`vmkit test\` runs "test", \`vmkit quick\` the default.
+      commands: {
+        test: 'sh ./test.sh',
+      },
+      defaultCommand: 'test',
+      // Run once after the first boot, and again whenever this list changes.
+      provision: [],
+    },
+  },
+};
+`;
+
+export const STARTER_JSON = `${JSON.stringify(
+  {
+    vms: {
+      dev: {
+        image: 'tiny',
+        memoryMiB: 256,
+        diskMiB: 1024,
+        sync: [{ host: '.', guest: '/work/project', exclude: ['node_modules'] }],
+        commands: { test: 'sh ./test.sh' },
+        defaultCommand: 'test',
+        provision: [],
+      },
+    },
+  },
+  null,
+  2,
+)}\n`;

@@ -1,0 +1,42 @@
+import { join } from 'node:path';
+import { vmmRecordPath } from '../backends/qemu/detached.js';
+import { VmkitError } from '../errors.js';
+import { type DetachedRecord, isRunning, readRecord } from '../runtime/detached.js';
+import type { ProjectConfig, VmConfig } from './config.js';
+import { HubClient } from './hub-client.js';
+import { runDir } from './state.js';
+
+/** A project VM as the commands see it: its config and its folders. */
+export interface ProjectVm {
+  project: ProjectConfig;
+  vm: VmConfig;
+  /** `.vmkit/<vm>/`: disks, state, snapshots. */
+  dir: string;
+  /** Sockets, the VMM's and the hub's records, logs. */
+  run: string;
+}
+
+export function projectVm(project: ProjectConfig, vm: VmConfig): ProjectVm {
+  const dir = join(project.root, '.vmkit', vm.name);
+  return { project, vm, dir, run: runDir(dir) };
+}
+
+export function vmmRecord(pvm: ProjectVm): DetachedRecord | undefined {
+  const record = readRecord(vmmRecordPath(pvm.run));
+  return isRunning(record) ? record : undefined;
+}
+
+/** A connection to the running VM's hub, or an error saying the VM is down (with `vmkit up`). */
+export async function connectHub(pvm: ProjectVm): Promise<HubClient> {
+  if (!vmmRecord(pvm)) {
+    throw new VmDownError(pvm);
+  }
+  return HubClient.connect(pvm.run, pvm.vm.name);
+}
+
+export class VmDownError extends VmkitError {
+  override name = 'VmDownError';
+  constructor(pvm: ProjectVm) {
+    super(`VM ${pvm.vm.name} is not running (start it with: vmkit up ${pvm.vm.name})`);
+  }
+}
