@@ -4,6 +4,7 @@ import { validateId } from '../../fleet/ids.js';
 import { nodeInfo, nodeStats } from '../../fleet/node.js';
 import { type Decision, POLICY_DEFAULTS, runPolicy } from '../../fleet/policy.js';
 import { output, wholeOption, withFleet } from './fleet-common.js';
+import { registerDesiredCommands } from './fleet-desired.js';
 import { registerInstanceCommands } from './fleet-instance.js';
 import { registerPoolCommands } from './fleet-pool.js';
 import { registerTenantCommands } from './fleet-tenant.js';
@@ -21,6 +22,7 @@ export function registerFleetCommands(program: Command): void {
   registerTenantCommands(fleet);
   registerPoolCommands(fleet);
   registerInstanceCommands(fleet);
+  registerDesiredCommands(fleet);
   fleet
     .command('audit')
     .description("a tenant's audit log: one event per line")
