@@ -182,10 +182,7 @@ pools:
     );
     const kept = await reconcile(fleet, fewer);
     assert.deepEqual(actions(kept), []);
-    assert.match(
-      kept.phases.find((p) => p.phase === 'prune')?.skipped ?? '',
-      /unlisted: globex\)/,
-    );
+    assert.match(kept.phases.find((p) => p.phase === 'prune')?.skipped ?? '', /unlisted: globex\)/);
     const pruned = await reconcile(fleet, fewer, { prune: true });
     assert.deepEqual(actions(pruned), ['prune:destroy:globex:done']);
     assert.equal(fleet.store.listPools('globex').length, 0);

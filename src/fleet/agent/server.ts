@@ -82,7 +82,9 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
     https: {
       ...tls,
       requestCert: true,
-      rejectUnauthorized: true,
+      // Checked below instead, where the reason can be logged: Node's own check drops the
+      // connection without saying why (expired, another CA).
+      rejectUnauthorized: false,
       handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
       minVersion: 'TLSv1.2',
     },
@@ -133,6 +135,17 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
   app.get('/openapi.json', async () => openApiDocument('0.1.0'));
   registerRoutes(app, { fleet, reconcile: reconcileNow });
   const tlsServer = app.server as unknown as HttpsServer;
+  tlsServer.prependListener('secureConnection', (socket: TLSSocket) => {
+    if (socket.authorized) return;
+    const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
+    const reason = presented ? String(socket.authorizationError) : 'no client certificate';
+    log(`TLS client ${socket.remoteAddress ?? '?'} refused: ${reason}`);
+    socket.destroy();
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (!(request.raw.socket as TLSSocket).authorized)
+      return reply.status(403).send({ error: 'client certificate refused', statusCode: 403 });
+  });
   tlsServer.on('tlsClientError', (error, socket) =>
     log(
       `TLS client ${socket.remoteAddress ?? '?'} refused: ${error.message.split('\n')[0]?.replace(/^[0-9A-F]+:error:[0-9A-F]+:/, '')}`,
