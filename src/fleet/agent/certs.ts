@@ -39,6 +39,8 @@ export interface CertOptions {
 }
 
 const openssl = (args: string[]) => runTool('openssl', args, { timeoutMs: 30_000 });
+/** A new ECDSA P-256 key, unencrypted (its file is 0600). */
+const NEW_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
 /** A scratch folder inside `dir` (same file system, so its files rename into place). */
 function scratch(dir: string): { path: string; done: () => void } {
@@ -62,11 +64,7 @@ async function makeCa(dir: string, days: number): Promise<void> {
     await openssl([
       'req',
       '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
+      ...NEW_KEY,
       '-keyout',
       join(tmp.path, 'ca.key'),
       '-out',
@@ -106,21 +104,7 @@ export async function issueCert(
     );
     const key = join(tmp.path, `${role}.key`);
     const csr = join(tmp.path, `${role}.csr`);
-    await openssl([
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      csr,
-      '-subj',
-      subject,
-    ]);
+    await openssl(['req', '-new', ...NEW_KEY, '-keyout', key, '-out', csr, '-subj', subject]);
     await openssl([
       'x509',
       '-req',
