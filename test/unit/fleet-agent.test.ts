@@ -36,7 +36,13 @@ const logged = (pattern: RegExp, timeoutMs = 10_000) =>
       () => reject(new Error(`agent never logged ${pattern}; last: ${logs.slice(-5).join(' | ')}`)),
       timeoutMs,
     );
-    waiters.push({ pattern, resolve: () => (clearTimeout(timer), resolve()) });
+    waiters.push({
+      pattern,
+      resolve: () => {
+        clearTimeout(timer);
+        resolve();
+      },
+    });
   });
 
 // How a client sees the server refusing its certificate (TLS 1.3: an alert after the handshake); the
