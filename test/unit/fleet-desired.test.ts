@@ -2,6 +2,7 @@
 // real image store; pools want no running instances here, so no guest boots (test/vm/fleet-agent
 // drives real guests).
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -204,5 +205,52 @@ pools:
       /tenant acme secret TOKEN: environment variable VMKIT_TEST_TOKEN is not set/,
     );
     assert.equal(JSON.stringify(fleet.store.listTenants()), before);
+  });
+});
+
+describe('vmkit fleet plan and reconcile on the command line', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmkit-desired-cli-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const vmkit = (...args: string[]) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(process.execPath, [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'fleet',
+        '--fleet-dir',
+        join(dir, 'f'),
+        ...args,
+      ]);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk) => (stdout += chunk));
+      child.stderr.on('data', (chunk) => (stderr += chunk));
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+
+  test('a malformed document: one line naming the field, exit 2, nothing created', async () => {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(
+      file,
+      'version: 1\ntenants:\n  - { id: a, subnet: 10.66.0.0/24 }\npools:\n  - { tenant: b, id: p }\n',
+    );
+    for (const command of ['plan', 'reconcile']) {
+      const result = await vmkit(command, file);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(
+        result.stderr.trim(),
+        /^vmkit: .*bad\.yaml: pools\[0\]\.tenant: tenant b is not in the document/,
+      );
+      assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    }
+    const good = join(dir, 'good.json');
+    writeFileSync(good, JSON.stringify({ version: 1, tenants: [{ id: 'a', subnet: '10.66.0.0/24' }] }));
+    const plan = await vmkit('--json', 'plan', good);
+    assert.equal(plan.code, 0, plan.stderr);
+    assert.equal(JSON.parse(plan.stdout).phases[0].actions[0].action, 'create');
+    const applied = await vmkit('reconcile', good);
+    assert.match(applied.stdout, /tenants: did create a/);
+    assert.match((await vmkit('reconcile', good)).stdout, /nothing changed/);
   });
 });

@@ -172,7 +172,7 @@ describe('the fleet agent on tiny guests', { skip: lacks('snapshot'), timeout: 9
     assertConverged(fleet, { 'acme/web': 1 });
   });
 
-  it('a CLI reconcile killed with -9 at a random phase is finished by the next run', async () => {
+  it('a CLI reconcile, then the agent, killed with -9 at random phases: the next run finishes the job', async () => {
     writeDoc(
       [
         ['acme', 'web', 2],
@@ -202,6 +202,33 @@ describe('the fleet agent on tiny guests', { skip: lacks('snapshot'), timeout: 9
       },
     );
     assert.equal(killed.code, null, `the reconcile finished before it was killed:\n${killed.stderr}`);
+    // The agent picks the job up at start (its first periodic reconcile) and is killed in turn.
+    const agentDelay = Math.floor(Math.random() * 4000);
+    process.stderr.write(`# killing the agent ${agentDelay} ms into its reconcile\n`);
+    const agentRun = await runProgram(
+      process.execPath,
+      [
+        cli,
+        'fleet',
+        '--fleet-dir',
+        fleetDir,
+        'agent',
+        'serve',
+        '--desired',
+        desired,
+        '--certs',
+        certs,
+      ].concat(['--listen', '127.0.0.1:0', '--interval', '3600']),
+      {
+        timeoutMs: 300_000,
+        during: async (stderr, pid) => {
+          while (!/listening on/.test(stderr())) await new Promise((resolve) => setTimeout(resolve, 20));
+          await new Promise((resolve) => setTimeout(resolve, agentDelay));
+          process.kill(pid, 'SIGKILL');
+        },
+      },
+    );
+    assert.equal(agentRun.code, null, agentRun.stderr);
     const rerun = await runCli(
       ['fleet', '--fleet-dir', fleetDir, 'reconcile', desired, '--json'],
       {},
