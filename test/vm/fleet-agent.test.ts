@@ -139,8 +139,15 @@ describe('the fleet agent on tiny guests', { skip: lacks('snapshot'), timeout: 9
     assert.equal((await client.sleep(web.path)).state, 'Sleeping');
     assert.equal((await client.wake(web.path)).state, 'Running');
     assert.equal((await client.exec(web.path, ['cat', '/root/mark'])).stdout, 'kept\n');
-    const tail = (await client.audit('acme', { tail: 4 })).map((e) => `${e.action} ${e.outcome}`);
-    assert.deepEqual(tail, ['exec ok', 'sleep ok', 'wake ok', 'exec ok']);
+    const events = await client.audit('acme', { tail: 8 });
+    assert.deepEqual(
+      events.map((e) => `${e.action} ${e.outcome}`),
+      ['api.exec', 'exec', 'api.sleep', 'sleep', 'api.wake', 'wake', 'api.exec', 'exec'].map(
+        (a) => `${a} ok`,
+      ),
+    );
+    for (const event of events.filter((e) => e.action.startsWith('api.')))
+      assert.equal(event.actor, 'operator (client certificate, via the agent)');
     assert.equal((await client.reconcile()).changed, 0, 'a woken instance already matches');
   });
 

@@ -1,5 +1,6 @@
+import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { readAudit } from '../audit.js';
+import { audit, readAudit } from '../audit.js';
 import type { ReconcileReport } from '../desired/reconcile.js';
 import type { Fleet } from '../fleet.js';
 import { nodeInfo, nodeStats } from '../node.js';
@@ -14,10 +15,29 @@ export interface RouteContext {
   }) => Promise<ReconcileReport & { document: string; at: string }>;
 }
 
-type Handler<O extends AgentOp> = (request: AgentRequest<O>) => Promise<AgentResponse<O>> | AgentResponse<O>;
+type Handler<O extends AgentOp> = (
+  request: AgentRequest<O>,
+  actor: string,
+) => Promise<AgentResponse<O>> | AgentResponse<O>;
 
-const address = (p: { tenant: string; pool: string; instance: string }) =>
-  `${p.tenant}/${p.pool}/${p.instance}`;
+type InstanceParams = { tenant: string; pool: string; instance: string };
+const address = (p: InstanceParams) => `${p.tenant}/${p.pool}/${p.instance}`;
+
+/**
+ * Records who asked, by the name in their client certificate, before the fleet carries the
+ * operation out (the fleet's own events name the agent's process as the actor).
+ */
+function auditCall(fleet: Fleet, actor: string, op: AgentOp, params: InstanceParams, detail?: string): void {
+  fleet.store.tenant(params.tenant);
+  audit(fleet.dir, {
+    tenant: params.tenant,
+    actor,
+    action: `api.${op}`,
+    target: address(params),
+    outcome: 'ok',
+    detail,
+  });
+}
 
 function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
   const { fleet } = ctx;
@@ -39,9 +59,16 @@ function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
       if (query?.tenant) fleet.store.tenant(query.tenant);
       return fleet.store.listInstances({ tenant: query?.tenant, pool: query?.pool });
     },
-    wake: ({ params }) => fleet.wake(address(params)),
-    sleep: ({ params }) => fleet.sleep(address(params)),
-    exec: async ({ params, body }) => {
+    wake: ({ params }, actor) => {
+      auditCall(fleet, actor, 'wake', params);
+      return fleet.wake(address(params));
+    },
+    sleep: ({ params }, actor) => {
+      auditCall(fleet, actor, 'sleep', params);
+      return fleet.sleep(address(params));
+    },
+    exec: async ({ params, body }, actor) => {
+      auditCall(fleet, actor, 'exec', params, body.command.join(' '));
       const result = await fleet.exec(address(params), body.command, body.timeoutMs);
       return {
         status: result.status,
@@ -71,11 +98,11 @@ export function registerRoutes(app: FastifyInstance, ctx: RouteContext): void {
       url: spec.url,
       schema,
       handler: async (request: FastifyRequest, reply: FastifyReply) => {
-        const result = await handler({
-          params: request.params,
-          query: request.query,
-          body: request.body,
-        } as AgentRequest<AgentOp>);
+        const peer = (request.raw.socket as TLSSocket).getPeerCertificate().subject?.CN ?? 'unknown';
+        const result = await handler(
+          { params: request.params, query: request.query, body: request.body } as AgentRequest<AgentOp>,
+          `${peer} (client certificate, via the agent)`,
+        );
         return reply.send(result);
       },
     });
