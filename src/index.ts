@@ -51,6 +51,7 @@ export {
 export { AgentCallError, AgentClient, type ConnectAgentOptions, connectAgent } from './fleet/agent/client.js';
 export { type AgentServer, type AgentServerOptions, startAgent } from './fleet/agent/server.js';
 export { type AuditEvent, readAudit } from './fleet/audit.js';
+export { type BaseSnapshot, findBase } from './fleet/base.js';
 export { defaultFleetDir } from './fleet/db.js';
 export type { Action, Phase } from './fleet/desired/plan.js';
 export {
@@ -88,8 +89,10 @@ export {
   type Sample,
   sampleFleet,
 } from './fleet/policy.js';
+export { type Rebuilt, rebuildPool } from './fleet/rebuild.js';
 export type { Repair } from './fleet/repair.js';
 export { type ScaleStep, scalePool } from './fleet/scale.js';
+export { GUEST_READ_SECRETS } from './fleet/secrets-disk.js';
 export type { GuestProfile } from './guest/profiles/index.js';
 export type { Readiness } from './guest/readiness.js';
 export {

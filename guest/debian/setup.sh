@@ -12,7 +12,7 @@ systemctl mask apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer e2sc
 # root logs in on a console without a password: these are test machines.
 passwd -d root > /dev/null
 echo debian > /etc/hostname
-printf '127.0.0.1\tlocalhost\n::1\tlocalhost\n' > /etc/hosts
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost\n' > /etc/hosts
 # A machine id now, so that the first boot is not a "first boot" (which applies every preset).
 od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > /etc/machine-id
 echo >> /etc/machine-id

@@ -76,14 +76,16 @@ export async function runConsoleScript(
       log(`${machine.name}: phase ${phase}`);
     }
     try {
-      if (step.expect !== undefined) {
-        matches[step.name] = await machine.console.expect(step.expect, {
-          timeoutMs: step.timeoutMs ?? 60_000,
-        });
-      }
-      if (step.settleMs) await machine.console.settle(step.settleMs);
-      await sendStep(machine.console, step);
-      if (step.until !== undefined) await pressUntil(machine.console, step);
+      await machine.console.recordStep('script', `${stepPhase}: ${step.name}`, async () => {
+        if (step.expect !== undefined) {
+          matches[step.name] = await machine.console.expect(step.expect, {
+            timeoutMs: step.timeoutMs ?? 60_000,
+          });
+        }
+        if (step.settleMs) await machine.console.settle(step.settleMs);
+        await sendStep(machine.console, step);
+        if (step.until !== undefined) await pressUntil(machine.console, step);
+      });
     } catch (error) {
       throw new ConsoleScriptError(step.name, stepPhase, error as Error);
     }

@@ -8,6 +8,7 @@ import { waitWithin } from '../util/time.js';
 import { keyBytes } from './keys.js';
 import { withoutKernelLines } from './matching.js';
 import { ScreenModel } from './screen.js';
+import type { ConsoleCommandRunner, ConsoleStepEvent } from './steps.js';
 import { Transcript } from './transcript.js';
 
 // CSI sequences, OSC sequences ended by BEL or ST, charset selection, and lone two-byte escapes.
@@ -57,7 +58,11 @@ export interface ExpectMatch {
  * a `line` event per line, a terminal emulator's view of the screen, a transcript of what was
  * sent and received, and expect-style waiting for text.
  */
-export class SerialConsole extends EventEmitter<{ line: [string]; data: [string] }> {
+export class SerialConsole extends EventEmitter<{
+  line: [string];
+  data: [string];
+  step: [ConsoleStepEvent];
+}> {
   private text = '';
   private dropped = 0;
   /** Where the next wait starts matching, as an absolute character offset. */
@@ -69,11 +74,17 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
   private readonly lines = new LineSplitter(MAX_LINE_BYTES);
   private readonly file: WriteStream;
   private socket?: Socket;
+  /** Steps being recorded now: the waits inside them are not steps of their own. */
+  private recording = 0;
   readonly screen: ScreenModel;
   readonly transcript = new Transcript();
+  /** The shell last opened on this console (machine.consoleShell()), for diagnostics. */
+  shell?: ConsoleCommandRunner;
 
   constructor(logFile: string, size: { cols?: number; rows?: number } = {}) {
     super();
+    // Each concurrent wait listens while it waits and stops when it settles: not a leak.
+    this.setMaxListeners(0);
     this.file = createWriteStream(logFile, { flags: 'a' });
     this.screen = new ScreenModel(size.cols, size.rows);
   }
@@ -112,6 +123,12 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
   /** The screen as a terminal would show it now (80x24 unless the machine says otherwise). */
   screenText(): string {
     return this.screen.text();
+  }
+
+  /** Counts everything printed so far as seen: later waits match only what comes after. */
+  consume(): void {
+    this.cursor = this.dropped + this.text.length;
+    this.screenSeen = this.screen.generation;
   }
 
   /** Types text on the console, as is (no Enter added). */
@@ -213,7 +230,7 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
       );
     }
     const regexes = patterns.map(toRegExp);
-    const timeoutMs = options?.timeoutMs;
+    const timeoutMs = options?.timeoutMs as unknown;
     if (
       typeof timeoutMs !== 'number' ||
       !Number.isInteger(timeoutMs) ||
@@ -225,6 +242,22 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
       );
     }
     const awaited = patterns.length === 1 ? `${patterns[0]}` : `any of ${patterns.join(', ')}`;
+    if (this.recording > 0) return this.awaitAny(patterns, regexes, awaited, options);
+    return this.recordStep(
+      'expect',
+      awaited,
+      () => this.awaitAny(patterns, regexes, awaited, options),
+      (found) => ({ output: found.match[0] }),
+    );
+  }
+
+  private async awaitAny(
+    patterns: Array<RegExp | string>,
+    regexes: RegExp[],
+    awaited: string,
+    options: ExpectOptions,
+  ): Promise<ExpectMatch> {
+    const { timeoutMs } = options;
     const found = (): ExpectMatch | undefined => {
       for (const [index, regex] of regexes.entries()) {
         const match = this.searchStream(regex);
@@ -256,6 +289,33 @@ export class SerialConsole extends EventEmitter<{ line: [string]; data: [string]
         `the screen:\n${indent(this.screen.text())}`,
         this.tail(1500),
       );
+    }
+  }
+
+  /**
+   * Runs `body` as one step of the console session and emits a `step` event when it ends (the
+   * run's ledger records them), with what `describe` makes of its result.
+   */
+  async recordStep<T>(
+    step: ConsoleStepEvent['step'],
+    name: string,
+    body: () => Promise<T>,
+    describe: (result: T) => Partial<ConsoleStepEvent> = () => ({}),
+  ): Promise<T> {
+    const started = performance.now();
+    const durationMs = () => Math.round(performance.now() - started);
+    this.recording++;
+    try {
+      const result = await body();
+      this.recording--;
+      this.emit('step', { step, name, durationMs: durationMs(), outcome: 'ok', ...describe(result) });
+      return result;
+    } catch (error) {
+      this.recording--;
+      const outcome = error instanceof TimeoutError ? 'timeout' : 'failed';
+      const message = error instanceof Error ? error.message : String(error);
+      this.emit('step', { step, name, durationMs: durationMs(), outcome, error: message });
+      throw error;
     }
   }
 

@@ -80,9 +80,13 @@ export class ConsoleShell {
       throw new ConfigError('consoleShell: escalate: su needs rootPassword');
     }
     const shell = new ConsoleShell(console, machine, options.timeoutMs ?? 60_000);
-    await shell.login(options);
-    await shell.prepare('logged in');
-    if (escalate !== 'none') await shell.escalate(escalate, options);
+    await console.recordStep('login', options.user ?? '(a shell already)', async () => {
+      await shell.login(options);
+      await shell.prepare('logged in');
+    });
+    if (escalate !== 'none')
+      await console.recordStep('escalate', escalate, () => shell.escalate(escalate, options));
+    console.shell = shell;
     return shell;
   }
 
@@ -99,9 +103,13 @@ export class ConsoleShell {
   }
 
   private async login(options: ConsoleShellOptions): Promise<void> {
-    this.console.send('\r');
-    const first = await this.expectAny([LOGIN_PROMPT, SHELL_PROMPT], 'waiting for a login or shell prompt');
-    if (first.index === 1) return; // a shell already
+    const first = await this.console.recordStep(
+      'prompt',
+      'a login or shell prompt',
+      () => this.firstPrompt(),
+      (index) => ({ output: index === 0 ? 'login prompt' : 'shell prompt' }),
+    );
+    if (first === 1) return; // a shell already
     if (options.user === undefined) this.refuse('the console asks for a login, and no user was given');
     let asked: ExpectMatch;
     // A getty that restarts (after a failed login, say) prints its prompt again: answer it anew.
@@ -123,6 +131,22 @@ export class ConsoleShell {
       );
       if (after.index !== 2) this.refuse(`login as ${options.user} failed: wrong user or password`);
     }
+  }
+
+  /**
+   * Which prompt the console shows: 0 a login prompt, 1 a shell prompt. A prompt already waiting
+   * (printed before, or again after a failed login) is answered as it is: an Enter typed to it
+   * would be read as an empty user name. Otherwise Enter makes the getty or shell prompt anew.
+   */
+  private async firstPrompt(): Promise<number> {
+    await this.console.settle(300, 3_000);
+    const shown = this.console.tail(400).split('\n').at(-1) ?? '';
+    this.console.consume();
+    if (LOGIN_PROMPT.test(shown)) return 0;
+    if (SHELL_PROMPT.test(shown)) return 1;
+    this.console.send('\r');
+    const seen = await this.expectAny([LOGIN_PROMPT, SHELL_PROMPT], 'waiting for a login or shell prompt');
+    return seen.index;
   }
 
   /** Quiets the shell and sets the sentinel prompt. */
@@ -165,7 +189,14 @@ export class ConsoleShell {
   execute(command: string, options: { timeoutMs?: number } = {}): Promise<ConsoleResult> {
     if (typeof command !== 'string')
       throw new ConfigError(`execute takes a command string, not ${describeValue(command)}`);
-    const run = this.queue.then(() => this.run(command, options.timeoutMs ?? 120_000));
+    const run = this.queue.then(() =>
+      this.console.recordStep(
+        'command',
+        command,
+        () => this.run(command, options.timeoutMs ?? 120_000),
+        (result) => ({ exitCode: result.exitCode, output: result.stdout }),
+      ),
+    );
     this.queue = run.catch(() => {});
     return run;
   }

@@ -16,12 +16,21 @@ const GUEST_ITEMS: Array<[file: string, command: string]> = [
   ['journal-tail.txt', 'command -v journalctl >/dev/null && journalctl -n 300 --no-pager'],
 ];
 
+/**
+ * Through a console shell, dmesg's "[  12.345678]" stamps would make its lines look like kernel
+ * messages, which the console leaves out of command output: they become "(12.345678)".
+ */
+const CONSOLE_VARIANTS: Record<string, string> = {
+  dmesg: "dmesg | sed 's/^\\[ *\\([0-9.]*\\)\\]/(\\1)/'",
+};
+
 const cut = (text: string) => (text.length > ITEM_BYTES ? `[... cut ...]\n${text.slice(-ITEM_BYTES)}` : text);
 
 /**
  * A diagnostics bundle for a machine in `<dir>/<machine>/`: its console (raw and cleaned), the
- * QEMU log, its configuration, and from inside the guest dmesg, the process list and, on
- * systemd guests, failed units, jobs and the journal tail. Every item is bounded in time and
+ * console transcript (what was typed and printed, with times), the QEMU log, its configuration,
+ * and from inside the guest (through the backdoor, or a console shell without one) dmesg, the
+ * process list and, on systemd guests, failed units, jobs and the journal tail. Every item is bounded in time and
  * size; one that cannot be collected says why in its file. Returns the files written.
  */
 export async function collectDiagnostics(machine: Machine, dir: string): Promise<string[]> {
@@ -43,12 +52,13 @@ export async function collectDiagnostics(machine: Machine, dir: string): Promise
     );
   }
   await put('config.json', `${JSON.stringify(machine.config, null, 2)}\n`);
-  const alive = machine.isRunning;
-  // One after another: the backdoor runs one command at a time, and each has its own bound.
+  await put('transcript.txt', machine.console.transcript.format(ITEM_BYTES));
+  const run = guestRunner(machine);
+  // One after another: the guest runs one command at a time, and each has its own bound.
   for (const [file, command] of GUEST_ITEMS) {
     await (async () => {
-      if (!alive) return put(file, 'not collected: the machine is not running\n');
-      const text = await withTimeout(machine.execute(command, { timeoutMs: ITEM_MS }), ITEM_MS + 1000, file)
+      if (typeof run === 'string') return put(file, `not collected: ${run}\n`);
+      const text = await withTimeout(run(command), ITEM_MS + 1000, file)
         .then((result) =>
           result.exitCode === 0 || result.stdout
             ? result.stdout + result.stderr
@@ -62,4 +72,21 @@ export async function collectDiagnostics(machine: Machine, dir: string): Promise
     })();
   }
   return written;
+}
+
+type GuestRun = (command: string) => Promise<{ exitCode: number; stdout: string; stderr: string }>;
+
+/**
+ * How to run the diagnostics' commands in the guest: its backdoor, or without one the shell open
+ * on its serial console (stdout and stderr merged there). A string says why neither can be used.
+ */
+function guestRunner(machine: Machine): GuestRun | string {
+  if (!machine.isRunning) return 'the machine is not running';
+  if (machine.config.backdoor !== false) return (command) => machine.execute(command, { timeoutMs: ITEM_MS });
+  const shell = machine.console.shell;
+  if (!shell) return 'the machine has no backdoor and no console shell was opened';
+  return async (command) => ({
+    ...(await shell.execute(CONSOLE_VARIANTS[command] ?? command, { timeoutMs: ITEM_MS })),
+    stderr: '',
+  });
 }

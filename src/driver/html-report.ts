@@ -25,7 +25,7 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:3px 8px;
 .lane{position:relative;height:22px;margin:2px 0 2px 110px;background:#f1f2f4;border-radius:3px}
 .lane span.label{position:absolute;left:-110px;width:104px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap;font-size:12px;top:3px}
 .bar{position:absolute;top:3px;height:16px;min-width:2px;border-radius:2px;opacity:.85}
-.k-boot,.k-restore{background:#3b6fd8}.k-setup{background:#7b4fd0}.k-snapshot{background:#0e8a8a}.k-command{background:#6c7a89}.k-test,.k-subtest{background:#c9a227}.bar.f{background:#b3261e}
+.k-boot,.k-restore{background:#3b6fd8}.k-setup{background:#7b4fd0}.k-snapshot{background:#0e8a8a}.k-command{background:#6c7a89}.k-console-step{background:#8a6d3b}.k-test,.k-subtest{background:#c9a227}.bar.f{background:#b3261e}
 details{margin:3px 0}summary{cursor:pointer}details.test>summary{font-weight:600}
 .step{margin-left:14px}.log{font-size:12px;color:#555;margin-left:14px;white-space:pre-wrap}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;border-radius:2px}
@@ -123,7 +123,7 @@ export function htmlReport(title: string, events: LedgerEvent[], images: ReportI
 
 const anchor = (name: string) => name.replace(/[^A-Za-z0-9_-]/g, '_');
 
-const TIMED = new Set(['boot', 'restore', 'setup', 'snapshot', 'command']);
+const TIMED = new Set(['boot', 'restore', 'setup', 'snapshot', 'command', 'console-step']);
 
 function timeline(events: LedgerEvent[], total: number): string {
   const lanes = new Map<string, LedgerEvent[]>();
@@ -151,16 +151,27 @@ function timeline(events: LedgerEvent[], total: number): string {
           .join('')}</div>`,
     )
     .join('');
-  const legend = ['boot', 'restore', 'setup', 'snapshot', 'command', 'test']
+  const legend = ['boot', 'restore', 'setup', 'snapshot', 'command', 'console-step', 'test']
     .map((kind) => `<span class="k-${kind}"></span>${kind}`)
     .join('');
   return `<section><h2>Timeline (${seconds(total)}; hover a bar for the step)</h2><div class="legend"><span class="bar f" style="position:static"></span>failed${legend}</div>${rows}</section>`;
 }
 
+const STEP_KINDS = new Set([
+  'command',
+  'console-step',
+  'log',
+  'subtest',
+  'setup',
+  'boot',
+  'restore',
+  'snapshot',
+]);
+
 function steps(events: LedgerEvent[], tests: LedgerEvent[]): string {
   const groups = new Map<string, LedgerEvent[]>();
   for (const event of events) {
-    if (!['command', 'log', 'subtest', 'setup', 'boot', 'restore', 'snapshot'].includes(event.kind)) continue;
+    if (!STEP_KINDS.has(event.kind)) continue;
     const key = event.test ?? '(run)';
     groups.set(key, [...(groups.get(key) ?? []), event]);
   }
@@ -183,7 +194,7 @@ function step(event: LedgerEvent): string {
     return `<div class="log">${seconds(event.at)} ${who}${escapeHtml(event.name)}</div>`;
   const failed = event.outcome && event.outcome !== 'ok';
   const result =
-    event.kind === 'command'
+    event.kind === 'command' || event.kind === 'console-step'
       ? event.exitCode !== undefined
         ? `exit ${event.exitCode}`
         : (event.outcome ?? '')

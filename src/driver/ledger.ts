@@ -8,7 +8,10 @@ export interface LedgerEvent {
   time: string;
   /** Milliseconds from the start of the run to the start of the step. */
   at: number;
-  /** run, test, subtest, boot, restore, setup, snapshot, command, log, failure, console, diagnostics */
+  /**
+   * run, test, subtest, boot, restore, setup, snapshot, command, log, failure, console,
+   * console-step (a wait, login, escalation or command on a serial console), diagnostics
+   */
   kind: string;
   machine?: string;
   /** The test the step belongs to (suites), or the test's name. */

@@ -78,6 +78,22 @@ export class Resources {
           }),
       }));
     }
+    if (ledger) {
+      const test = ledger.currentTest;
+      machine.console.on('step', (step) =>
+        ledger.record({
+          kind: 'console-step',
+          machine: machine.name,
+          name: `${step.step}: ${step.name}`,
+          durationMs: step.durationMs,
+          outcome: step.outcome,
+          ...(step.exitCode !== undefined ? { exitCode: step.exitCode } : {}),
+          ...(step.output ? { stdout: bounded(step.output, LEDGER_LIMITS.output) } : {}),
+          ...(step.error ? { error: bounded(step.error, LEDGER_LIMITS.error) } : {}),
+          ...(test ? { test } : {}),
+        }),
+      );
+    }
     if (options.console) machine.console.on('line', (line) => log.line(`${machine.name}:con`, line));
     if (options.console || options.verbose) showCommandOutput(machine, log, options.verbose ?? false);
     return machine;

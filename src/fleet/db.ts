@@ -75,6 +75,8 @@ const MIGRATIONS: string[] = [
    );`,
   // What could not be applied at the last start or wake (cgroup limits, ...), as a JSON list.
   `ALTER TABLE instances ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';`,
+  // Outbound access through user-mode networking, off unless asked for at tenant creation.
+  `ALTER TABLE tenants ADD COLUMN outbound INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,33 +1,34 @@
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
-import { consoleLogPath } from '../backends/qemu/detached.js';
-import { VmkitError } from '../errors.js';
 import { buildImage } from '../images/build.js';
-import { nameSwitchPorts, stopSwitchDaemon } from '../network/switch-daemon.js';
+import { stopSwitchDaemon } from '../network/switch-daemon.js';
 import { Runtime } from '../runtime/runtime.js';
 import { audit } from './audit.js';
+import { ensureBase, pruneBases, removeBaseLeftovers, removeBases } from './base.js';
 import { defaultFleetDir } from './db.js';
 import { parseAddress } from './ids.js';
 import { type Operation, RefusedError } from './lifecycle.js';
 import type { Instance, Pool, PoolInput, Tenant, TenantInput } from './model.js';
 import { type Repair, repairFleet, repairInstance } from './repair.js';
 import type { Outcome } from './rows.js';
+import { bootVm, sleepVm, wakeVm } from './snapshots.js';
 import { FleetStore } from './store.js';
 import {
-  bootVm,
+  consoleText,
   execVm,
   instanceDir,
   killVm,
+  namePorts,
   networkDir,
+  type OutputStreams,
   pauseVm,
   prepareVm,
   removeVmFiles,
   resumeVm,
   shellVm,
   sleepStatePath,
-  sleepVm,
   stopVm,
-  wakeVm,
 } from './vm.js';
 
 export interface FleetOptions {
@@ -65,6 +66,7 @@ export class Fleet {
 
   /** Settles interrupted operations and instances whose VMM is gone; each repair is audited. */
   async repair(): Promise<Repair[]> {
+    await removeBaseLeftovers(this.dir); // bases whose making was cut off
     const repairs = await repairFleet(this.store);
     for (const repair of repairs) this.auditRepair(repair);
     return repairs;
@@ -123,6 +125,7 @@ export class Fleet {
     const { tenant, pool } = parseAddress(address, 2);
     this.store.pool(tenant, pool);
     for (const instance of this.store.listInstances({ tenant, pool })) await this.destroy(instance.path);
+    removeBases(this.dir, tenant, pool);
     this.store.deletePool(tenant, pool);
     audit(this.dir, { tenant, action: 'pool.destroy', target: address, outcome: 'ok' });
   }
@@ -231,23 +234,25 @@ export class Fleet {
 
   /** Tells the tenant's switch which MAC is which instance, for its per-port counters. */
   private nameSwitchPorts(tenant: string): void {
-    const names: Record<string, string> = {};
-    for (const instance of this.store.listInstances({ tenant })) names[instance.mac] = instance.path;
-    nameSwitchPorts(networkDir(this.dir, tenant), names);
+    namePorts(this.dir, tenant, this.store.listInstances({ tenant }));
   }
 
+  /** Starts the instance from its pool's base snapshot, made first (a cold boot) if there is none. */
   start(address: string): Promise<Instance> {
     return this.operate(address, 'start', async (instance, pool) => {
       this.nameSwitchPorts(instance.tenant);
-      const { record, warnings } = await bootVm(this.vm(instance).ctx, instance, pool);
+      const tenant = this.store.tenant(pool.tenant);
+      const base = await ensureBase(this.vm(instance).ctx, pool, tenant);
+      const { record, warnings, steps } = await bootVm(this.vm(instance).ctx, instance, pool, base, tenant);
       return {
         outcome: {
           pid: record.pid,
           pidTicks: record.startTicks,
           startedAt: new Date().toISOString(),
           warnings,
+          revision: base.revision,
         },
-        detail: `pid ${record.pid}`,
+        detail: `pid ${record.pid}, from base ${base.id} (${steps})`,
       };
     });
   }
@@ -256,7 +261,7 @@ export class Fleet {
     return this.operate(address, 'stop', async (instance) => {
       const { dir } = this.vm(instance);
       await stopVm(dir, instance.path);
-      rmSync(sleepStatePath(dir), { force: true });
+      rmSync(dirname(sleepStatePath(dir)), { recursive: true, force: true });
       return { outcome: { pid: null, pidTicks: null } };
     });
   }
@@ -276,9 +281,13 @@ export class Fleet {
   }
 
   sleep(address: string): Promise<Instance> {
-    return this.operate(address, 'sleep', async (instance) => {
-      const bytes = await sleepVm(this.vm(instance).dir, instance.path);
-      return { outcome: { pid: null, pidTicks: null }, detail: `snapshot ${bytes} bytes` };
+    return this.operate(address, 'sleep', async (instance, pool) => {
+      const { delta, steps } = await sleepVm(this.vm(instance).ctx, instance, pool);
+      const share = (delta.bytes / delta.ramBytes).toFixed(3);
+      return {
+        outcome: { pid: null, pidTicks: null },
+        detail: `delta of ${delta.pages} pages, ${delta.bytes} bytes (${share} of RAM; ${steps})`,
+      };
     });
   }
 
@@ -286,11 +295,13 @@ export class Fleet {
     return this.operate(address, 'wake', async (instance, pool) => {
       this.nameSwitchPorts(instance.tenant);
       const { ctx, dir } = this.vm(instance);
-      const { record, warnings } = await wakeVm(ctx, instance, pool);
-      rmSync(sleepStatePath(dir), { force: true });
+      const tenant = this.store.tenant(pool.tenant);
+      const { record, warnings, steps } = await wakeVm(ctx, instance, pool, tenant);
+      rmSync(dirname(sleepStatePath(dir)), { recursive: true, force: true });
+      pruneBases(this.dir, pool, this.store.listInstances({ tenant: pool.tenant, pool: pool.id }));
       return {
         outcome: { pid: record.pid, pidTicks: record.startTicks, warnings },
-        detail: `restored, pid ${record.pid}`,
+        detail: `restored, pid ${record.pid} (${steps})`,
       };
     });
   }
@@ -306,11 +317,16 @@ export class Fleet {
     this.store.deleteInstance(this.instance(address).seq);
   }
 
-  /** Runs a command in a Running instance. */
-  async exec(address: string, command: string[], timeoutMs = 60_000): Promise<RawResult> {
+  /** Runs a command in a Running instance; with `stream`, its output goes there as it comes. */
+  async exec(
+    address: string,
+    command: string[],
+    timeoutMs = 60_000,
+    stream?: OutputStreams,
+  ): Promise<RawResult> {
     const instance = this.requireRunning(address, 'exec');
     this.store.touch(instance.seq);
-    const result = await execVm(this.vm(instance).dir, instance.path, command, timeoutMs);
+    const result = await execVm(this.vm(instance).dir, instance.path, command, timeoutMs, stream);
     audit(this.dir, {
       tenant: instance.tenant,
       action: 'exec',
@@ -378,9 +394,6 @@ export class Fleet {
 
   /** What the instance's serial console printed since its last boot. */
   logs(address: string): string {
-    const instance = this.instance(address);
-    const path = consoleLogPath(this.vm(instance).dir);
-    if (!existsSync(path)) throw new VmkitError(`instance ${instance.path} has no console log yet (${path})`);
-    return readFileSync(path, 'utf8');
+    return consoleText(this.dir, this.instance(address));
   }
 }

@@ -14,6 +14,8 @@ export const tenantInput = z
     maxInstances: wholeNumber(0, 10_000).default(16),
     maxDiskMiB: wholeNumber(0, 1024 * 1024 * 1024).default(65_536),
     secrets: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,63}$/), z.string()).default({}),
+    /** Outbound access for its instances through QEMU user-mode networking (a NIC of its own). */
+    outbound: z.boolean().default(false),
   })
   .strict();
 export type TenantInput = z.input<typeof tenantInput>;
@@ -32,6 +34,8 @@ export interface Tenant {
     maxDiskMiB: number;
   };
   secrets: Record<string, string>;
+  /** Its instances reach outside addresses through a user-mode NIC (eth2); fixed at creation. */
+  outbound: boolean;
   createdAt: string;
 }
 

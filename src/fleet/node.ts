@@ -3,8 +3,9 @@ import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
 import type { Fleet } from './fleet.js';
 import type { Instance } from './model.js';
-import { instanceDir, sleepStatePath, vmGroups, vmProcesses } from './vm.js';
-import { qemuHasSandbox } from './vmm-options.js';
+import { sleepStateInfo } from './snapshots.js';
+import { instanceDir, liveRamPath, vmGroups, vmProcesses } from './vm.js';
+import { jailWarning, qemuHasSandbox } from './vmm-options.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
 export function residentKiB(pid: number): number {
@@ -14,6 +15,23 @@ export function residentKiB(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/**
+ * The host memory an instance holds, in KiB: its VMM's own resident memory (RssAnon: not the
+ * guest RAM pages it maps) plus the pages of its guest RAM file in shared memory, which are
+ * held whether or not the VMM has touched them. 0 for an instance without a VMM.
+ */
+export function instanceMemoryKiB(pid: number | undefined, dir: string): number {
+  if (!pid) return 0;
+  let anon = 0;
+  try {
+    anon = Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+  const ram = existsSync(liveRamPath(dir)) ? statSync(liveRamPath(dir)).blocks / 2 : 0;
+  return anon + ram;
 }
 
 /** Which cgroup hierarchies this host has, and their controllers. */
@@ -48,8 +66,9 @@ export async function nodeInfo(fleet: Fleet) {
     limits:
       "memory, cpu and pids cgroups per VMM (v2, or v1 hierarchies), under the group vmkit runs in; what cannot be applied shows in each instance's warnings",
     sandbox: (await qemuHasSandbox(fleet.runtime))
-      ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied); QEMU runs as the calling user, with no chroot"
-      : 'not applied: this QEMU has no seccomp sandbox; QEMU runs as the calling user, with no chroot',
+      ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied)"
+      : 'not applied: this QEMU has no seccomp sandbox',
+    jail: `not applied: ${jailWarning()}. QEMU's -runas and -chroot drop privileges after start-up, but the VMM later starts programs that need the caller's files: exec:cat for sleep states, and the metadata endpoint (the fleet database, the audit log)`,
     fleetDir: fleet.dir,
     vmkitVersion: '0.1.0',
   };
@@ -68,10 +87,10 @@ export function nodeStats(fleet: Fleet) {
     states[instance.state] = (states[instance.state] ?? 0) + 1;
     // Only states that hold a VMM: looking for one of a stopped instance scans all of /proc.
     if (instance.state !== 'Running' && instance.state !== 'Warm') continue;
-    for (const vmm of vmProcesses(instanceDir(fleet.dir, instance.seq)))
-      residentMiB += residentKiB(vmm.pid) / 1024;
+    const dir = instanceDir(fleet.dir, instance.seq);
+    for (const vmm of vmProcesses(dir)) residentMiB += instanceMemoryKiB(vmm.pid, dir) / 1024;
   }
-  return { instances: byState, tenants: byTenant, vmmResidentMiB: Math.round(residentMiB) };
+  return { instances: byState, tenants: byTenant, hostMemoryMiB: Math.round(residentMiB) };
 }
 
 /** Everything `instance info` shows: the record, its VMM's memory, its sleep state's size. */
@@ -79,14 +98,24 @@ export function instanceInfo(fleet: Fleet, instance: Instance) {
   const dir = instanceDir(fleet.dir, instance.seq);
   const pool = fleet.store.pool(instance.tenant, instance.pool);
   const vmm = vmProcesses(dir)[0];
-  const sleep = sleepStatePath(dir);
+  const sleep = sleepStateInfo(dir);
   return {
     ...instance,
     folder: dir,
     vcpus: pool.vcpus,
     memoryMiB: pool.memoryMiB,
     vmmResidentMiB: vmm ? Math.round(residentKiB(vmm.pid) / 1024) : 0,
-    sleepStateBytes: existsSync(sleep) ? statSync(sleep).size : 0,
+    /** The VMM's own memory plus its guest RAM file's pages: what the instance holds of the host's. */
+    hostMemoryMiB: Math.round(instanceMemoryKiB(vmm?.pid, dir) / 1024),
+    /** The sleep state: RAM pages that differ from the pool's base, device state, the data disk. */
+    sleepState: sleep && {
+      ramDeltaPages: sleep.pages,
+      ramDeltaBytes: sleep.bytes,
+      deviceStateBytes: sleep.deviceStateBytes,
+      dataDiskBytes: sleep.dataDiskBytes,
+      guestRamBytes: sleep.ramBytes,
+      deltaOverGuestRam: Number(((sleep.bytes + sleep.deviceStateBytes) / sleep.ramBytes).toFixed(4)),
+    },
     cgroups: vmm ? (vmGroups(dir)?.groups ?? []) : [],
   };
 }

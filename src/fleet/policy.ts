@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { switchDaemonStats } from '../network/switch-daemon.js';
 import type { Fleet } from './fleet.js';
 import type { Instance } from './model.js';
-import { residentKiB } from './node.js';
+import { instanceMemoryKiB } from './node.js';
 import { instanceDir, networkDir, vmProcesses } from './vm.js';
 
 /** Thresholds of the sleep policy. */
@@ -134,7 +134,7 @@ export async function sampleFleet(fleet: Fleet, sampleMs: number): Promise<Sampl
       idleSeconds: Math.max(0, Math.round((now - since) / 1000)),
       cpuPercent: Math.round((ticks * 10 * 100) / sampleMs), // 100 ticks a second
       networkBytes: portBytes(fleet, instance) - (before[n]?.net ?? 0),
-      residentMiB: pid ? Math.round(residentKiB(pid) / 1024) : 0,
+      residentMiB: Math.round(instanceMemoryKiB(pid, instanceDir(fleet.dir, instance.seq)) / 1024),
     };
   });
 }

@@ -85,6 +85,7 @@ export async function repairInstance(store: FleetStore, instance: Instance, caus
       }
       if ((instance.state === 'Running' || instance.state === 'Warm') && !alive) {
         removeSleepState(dir);
+        await killVm(dir); // its RAM file in /dev/shm and its cgroups outlive it otherwise
         return done('Stopped', `${cause}: its VMM (pid ${instance.pid ?? '?'}) is gone`);
       }
       return done(instance.state, `${cause}: a VMM that should not run was ended${await ended()}`, false);

@@ -20,6 +20,7 @@ export function tenantFrom(row: Row): Tenant {
       maxDiskMiB: Number(row.max_disk_mib),
     },
     secrets: JSON.parse(String(row.secrets)) as Record<string, string>,
+    outbound: Boolean(row.outbound),
     createdAt: String(row.created_at),
   };
 }
@@ -83,6 +84,8 @@ export interface Outcome {
   reason?: string | null;
   startedAt?: string | null;
   warnings?: string[];
+  /** The image revision it runs (set by start, from its pool's base). */
+  revision?: string;
 }
 
 export function snake(outcome: Outcome): Record<string, unknown> {
@@ -92,6 +95,7 @@ export function snake(outcome: Outcome): Record<string, unknown> {
     reason: 'reason',
     startedAt: 'started_at',
     warnings: 'warnings',
+    revision: 'revision',
   };
   const fields: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(outcome)) {

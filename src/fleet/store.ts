@@ -61,7 +61,7 @@ export class FleetStore {
       this.db
         .prepare(
           `INSERT INTO tenants (id, subnet, gateway, max_vcpus, max_memory_mib, max_running, max_warm,
-             max_instances, max_disk_mib, secrets, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             max_instances, max_disk_mib, secrets, outbound, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           parsed.id,
@@ -74,6 +74,7 @@ export class FleetStore {
           parsed.maxInstances,
           parsed.maxDiskMiB,
           JSON.stringify(parsed.secrets),
+          Number(parsed.outbound),
           now(),
         );
       return this.tenant(parsed.id);
@@ -157,6 +158,20 @@ export class FleetStore {
       ? this.db.prepare('SELECT * FROM pools WHERE tenant = ? ORDER BY id').all(tenant)
       : this.db.prepare('SELECT * FROM pools ORDER BY tenant, id').all();
     return (rows as Row[]).map(poolFrom);
+  }
+
+  /** A new build of the pool's image: its revision, recorded in the build history. */
+  setPoolRevision(tenant: string, pool: string, revision: string): Pool {
+    return this.tx(() => {
+      this.pool(tenant, pool);
+      this.db
+        .prepare('UPDATE pools SET revision = ? WHERE tenant = ? AND id = ?')
+        .run(revision, tenant, pool);
+      this.db
+        .prepare('INSERT INTO pool_builds (tenant, pool, revision, built_at) VALUES (?, ?, ?, ?)')
+        .run(tenant, pool, revision, now());
+      return this.pool(tenant, pool);
+    });
   }
 
   poolBuilds(tenant: string, pool: string): Array<{ revision: string; builtAt: string }> {

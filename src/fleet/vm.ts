@@ -1,25 +1,20 @@
-import { createHash, randomBytes } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
+import { GuestProcess } from '../agent/process.js';
 import { chooseAccel } from '../backends/accel.js';
 import { SOCKETS } from '../backends/qemu/args.js';
-import { AttachedQemu, launchDetachedQemu, vmmRecordPath } from '../backends/qemu/detached.js';
-import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
+import {
+  AttachedQemu,
+  consoleLogPath,
+  launchDetachedQemu,
+  vmmRecordPath,
+} from '../backends/qemu/detached.js';
 import { ConfigError, ImageError, MachineCrashedError, VmkitError } from '../errors.js';
-import { profileNamed } from '../guest/profiles/index.js';
 import { buildImage, listImages } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
-import { ensureSwitchDaemon, switchSocket } from '../network/switch-daemon.js';
+import { nameSwitchPorts, switchSocket } from '../network/switch-daemon.js';
 import {
   type DetachedRecord,
   isRunning,
@@ -32,11 +27,13 @@ import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import { shellQuote } from '../util/shell.js';
 import { applyLimits, type Placement, removeGroups } from './cgroups.js';
-import type { Instance, Pool } from './model.js';
+import type { Instance, Pool, Tenant } from './model.js';
+import { secretsDriveArgs } from './secrets-disk.js';
 import {
-  METADATA_NIC_ADDRESS,
+  jailWarning,
   metadataNic,
   NO_SANDBOX,
+  outboundNic,
   qemuHasSandbox,
   SANDBOX_ARGS,
 } from './vmm-options.js';
@@ -56,14 +53,11 @@ export const instanceDir = (fleetDir: string, seq: number) => join(fleetDir, 'vm
 export const networkDir = (fleetDir: string, tenant: string) => join(fleetDir, 'net', tenant);
 export const dataDiskPath = (dir: string) => join(dir, 'data.qcow2');
 export const sleepStatePath = (dir: string) => join(dir, 'sleep', 'state');
-/** Written by wake inside the guest: when it last woke from sleep. */
-export const WOKE_FILE = '/run/vmkit/woke';
 
 const BOOT_TIMEOUT_MS = 120_000;
 /** QEMU's own memory beside guest RAM under TCG (translation cache, device buffers). */
 const VMM_OVERHEAD_MIB = 256;
 const VMM_PIDS = 256;
-const SAVE_TIMEOUT_MS = 300_000;
 
 /** The instance's folder and its data disk: what create makes and destroy removes. */
 export async function prepareVm(fleetDir: string, instance: Instance, pool: Pool): Promise<string> {
@@ -91,6 +85,8 @@ export function vmProcesses(dir: string): DetachedRecord[] {
 export interface Started {
   record: DetachedRecord;
   warnings: string[];
+  /** How long each step took, for the audit log. */
+  steps: string;
 }
 
 const placementPath = (dir: string) => join(dir, 'cgroups.json');
@@ -131,20 +127,24 @@ export async function killVm(dir: string): Promise<number> {
 }
 
 /**
- * The image an instance runs: the build its revision names (the pool's image when the instance
- * was made), so that a wake restores into the very kernel it slept in. Built again only when
- * that build is gone from the cache, and then it must come out the same.
+ * The image build `revision` names, so that a wake restores into the very kernel it slept in.
+ * Built again only when that build is gone from the cache, and then it must come out the same.
  */
-async function guestImage(ctx: VmContext, instance: Instance, pool: Pool): Promise<BootImage> {
-  const cached = (await listImages()).find((image) => image.key === instance.revision);
+export async function guestImage(
+  ctx: VmContext,
+  revision: string,
+  pool: Pool,
+  what: string,
+): Promise<BootImage> {
+  const cached = (await listImages()).find((image) => image.key === revision);
   if (cached) return cached;
   const built = await buildImage(pool.image, {
     runtime: ctx.runtime,
     onProgress: (line) => ctx.log?.(`image: ${line}`),
   });
-  if (built.key !== instance.revision) {
+  if (built.key !== revision) {
     throw new ImageError(
-      `instance ${instance.path} runs image ${pool.image} revision ${instance.revision}, no longer in the cache; it builds as ${built.key} now (recreate the instance)`,
+      `${what} runs image ${pool.image} revision ${revision}, no longer in the cache; it builds as ${built.key} now (rebuild the pool, or recreate the instance)`,
     );
   }
   return built;
@@ -154,12 +154,13 @@ const ramBase = (dir: string) => (existsSync(SHARED_MEMORY_DIR) ? SHARED_MEMORY_
 const ramPrefix = (dir: string) =>
   `vmkit-fleet-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}-`;
 
-/** A RAM file in shared memory named after the folder, unlinked once QEMU has it mapped. */
-function ramPath(dir: string): string {
-  return join(ramBase(dir), `${ramPrefix(dir)}${randomBytes(4).toString('hex')}.ram`);
-}
+/**
+ * The running VMM's guest RAM: a file in shared memory named after the folder, mapped shared,
+ * so that sleep can compare it with the pool's base page by page. Removed when the VMM ends.
+ */
+export const liveRamPath = (dir: string) => join(ramBase(dir), `${ramPrefix(dir)}live.ram`);
 
-/** RAM files of the folder's VMMs that a start cut off before unlinking them. */
+/** The folder's RAM files (of an ended VMM, or left by an older vmkit that named them at random). */
 function removeRamFiles(dir: string): void {
   const prefix = ramPrefix(dir);
   for (const name of readdirSync(ramBase(dir))) {
@@ -167,35 +168,63 @@ function removeRamFiles(dir: string): void {
   }
 }
 
-async function launch(ctx: VmContext, instance: Instance, pool: Pool, image: BootImage, incoming: boolean) {
-  const dir = instanceDir(ctx.fleetDir, instance.seq);
-  const accel = await chooseAccel('auto', ctx.runtime);
-  const sandbox = await qemuHasSandbox(ctx.runtime);
-  const memory = ramPath(dir);
-  try {
-    return await launchDetachedQemu({
-      name: `${instance.tenant}-${instance.pool}-${instance.id}`,
-      stateDir: dir,
-      kernel: image.kernel,
-      initrd: image.initrd,
-      cmdline: image.cmdline,
-      memoryMiB: pool.memoryMiB,
-      cpus: pool.vcpus,
-      accel: accel.accel,
-      nics: [{ socketPath: switchSocket(networkDir(ctx.fleetDir, instance.tenant)), mac: instance.mac }],
-      memory: { path: memory, share: true },
-      disks: [dataDiskPath(dir)],
-      extraArgs: [...metadataNic(ctx.fleetDir, instance), ...(sandbox ? SANDBOX_ARGS : [])],
-      incoming,
-      startTimeoutMs: 30_000,
-    });
-  } finally {
-    rmSync(memory, { force: true }); // mapped by QEMU by now, or never to be
-  }
+/** One VMM of a pool's shape: an instance's, or the pool's base while it is made. */
+export interface VmLayout {
+  name: string;
+  dir: string;
+  tenant: string;
+  mac: string;
+  /** The metadata NIC's QEMU arguments (the same device for every layout, its backend differs). */
+  metadataArgs: string[];
+  /** A third NIC with outbound access (the tenant's choice, so the same for its pools' bases). */
+  outbound: boolean;
 }
 
+/** Starts the layout's VMM detached, on the RAM file at liveRamPath (made already when `incoming`). */
+export async function launchVm(
+  ctx: VmContext,
+  layout: VmLayout,
+  pool: Pool,
+  image: BootImage,
+  incoming: boolean,
+): Promise<DetachedRecord> {
+  const accel = await chooseAccel('auto', ctx.runtime);
+  const sandbox = await qemuHasSandbox(ctx.runtime);
+  if (!incoming) rmSync(liveRamPath(layout.dir), { force: true });
+  return launchDetachedQemu({
+    name: layout.name,
+    stateDir: layout.dir,
+    kernel: image.kernel,
+    initrd: image.initrd,
+    cmdline: image.cmdline,
+    memoryMiB: pool.memoryMiB,
+    cpus: pool.vcpus,
+    accel: accel.accel,
+    nics: [{ socketPath: switchSocket(networkDir(ctx.fleetDir, layout.tenant)), mac: layout.mac }],
+    memory: { path: liveRamPath(layout.dir), share: true },
+    disks: [dataDiskPath(layout.dir)],
+    extraArgs: [
+      ...layout.metadataArgs,
+      ...secretsDriveArgs(layout.dir),
+      ...(layout.outbound ? outboundNic(layout.name) : []),
+      ...(sandbox ? SANDBOX_ARGS : []),
+    ],
+    incoming,
+    startTimeoutMs: 30_000,
+  });
+}
+
+export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenant): VmLayout => ({
+  name: `${instance.tenant}-${instance.pool}-${instance.id}`,
+  dir: instanceDir(ctx.fleetDir, instance.seq),
+  tenant: instance.tenant,
+  mac: instance.mac,
+  metadataArgs: metadataNic(ctx.fleetDir, instance),
+  outbound: tenant.outbound,
+});
+
 /** Runs `script` as root in the instance's guest over a short-lived attachment. */
-async function runInGuest(
+export async function runInGuest(
   attached: AttachedQemu,
   script: string,
   what: string,
@@ -212,7 +241,11 @@ async function runInGuest(
   }
 }
 
-async function withVm<T>(dir: string, name: string, work: (vm: AttachedQemu) => Promise<T>): Promise<T> {
+export async function withVm<T>(
+  dir: string,
+  name: string,
+  work: (vm: AttachedQemu) => Promise<T>,
+): Promise<T> {
   const attached = await AttachedQemu.attach(name, dir);
   try {
     return await work(attached);
@@ -221,36 +254,15 @@ async function withVm<T>(dir: string, name: string, work: (vm: AttachedQemu) => 
   }
 }
 
-const guestName = (instance: Instance) => instance.id;
-
-/** Boots the instance's VMM detached and sets the guest up (hostname, address); returns its record. */
-export async function bootVm(ctx: VmContext, instance: Instance, pool: Pool): Promise<Started> {
-  const image = await guestImage(ctx, instance, pool);
-  await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
-  const dir = instanceDir(ctx.fleetDir, instance.seq);
-  rmSync(join(dir, 'console.log'), { force: true });
-  const record = await launch(ctx, instance, pool, image, false);
-  try {
-    const warnings = [
-      ...limitVm(dir, record, pool),
-      ...((await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX]),
-    ];
-    const setup = profileNamed(image.profile).afterBoot({
-      hostname: guestName(instance),
-      nics: [
-        { index: 0, address: instance.address },
-        { index: 1, address: METADATA_NIC_ADDRESS },
-      ],
-      hosts: {},
-    });
-    await withVm(dir, instance.path, (vm) =>
-      runInGuest(vm, setup, 'guest set-up after boot', BOOT_TIMEOUT_MS),
-    );
-    return { record, warnings };
-  } catch (error) {
-    await killVm(dir);
-    throw error;
-  }
+/** The limits put on a VMM just started, and what could not be applied. */
+export async function settleVm(
+  ctx: VmContext,
+  dir: string,
+  record: DetachedRecord,
+  pool: Pool,
+): Promise<string[]> {
+  const sandbox = (await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX];
+  return [...limitVm(dir, record, pool), ...sandbox, jailWarning()];
 }
 
 /** Ends the VMM: QMP quit, then SIGKILL if it lingers. */
@@ -276,79 +288,53 @@ export async function vmStatus(dir: string, name: string): Promise<string> {
   return withVm(dir, name, async (vm) => (await vm.qmp.execute<{ status: string }>('query-status')).status);
 }
 
-/**
- * Saves the guest (CPU, devices and RAM, by QEMU migration) into `sleep/state`, then ends the
- * VMM. The state appears under its final name only once complete, so a crash leaves either a
- * whole sleep state or none.
- */
-export async function sleepVm(dir: string, name: string): Promise<number> {
-  const state = sleepStatePath(dir);
-  mkdirSync(join(dir, 'sleep'), { recursive: true });
-  const partial = `${state}.part`;
-  rmSync(partial, { force: true });
-  await withVm(dir, name, async (vm) => {
-    await vm.qmp.execute('stop');
-    await migrateOut(vm.qmp, partial, {
-      ignoreShared: false,
-      timeoutMs: SAVE_TIMEOUT_MS,
-      what: `sleep of ${name}`,
-    });
-  });
-  renameSync(partial, state);
-  await stopVm(dir, name);
-  return statSync(state).size;
+/** Where a streamed command's output goes as the guest produces it. */
+export interface OutputStreams {
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
 }
 
 /**
- * Restores the instance from its sleep state into a new detached VMM, then refreshes the
- * guest's clock and entropy and tells it that it woke (WOKE_FILE). The state is removed once
- * the guest runs again.
+ * Runs a command (argv, quoted for sh) in the running instance; returns status and output.
+ * With `stream`, it runs as a guest process whose output is handed on as it arrives.
  */
-export async function wakeVm(ctx: VmContext, instance: Instance, pool: Pool): Promise<Started> {
-  const dir = instanceDir(ctx.fleetDir, instance.seq);
-  const state = sleepStatePath(dir);
-  if (!existsSync(state)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
-  const image = await guestImage(ctx, instance, pool);
-  await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
-  const record = await launch(ctx, instance, pool, image, true);
-  try {
-    const warnings = [
-      ...limitVm(dir, record, pool),
-      ...((await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX]),
-    ];
-    await withVm(dir, instance.path, async (vm) => {
-      await migrateIn(vm.qmp, state, { ignoreShared: false, timeoutMs: SAVE_TIMEOUT_MS });
-      const now = Math.floor(Date.now() / 1000);
-      const setup = profileNamed(image.profile).afterRestore({
-        clockSeconds: now,
-        entropyHex: randomBytes(64).toString('hex'),
-        renumber: [],
-        hosts: {},
-      });
-      await runInGuest(
-        vm,
-        `${setup}\nmkdir -p /run/vmkit && echo ${now} > ${shellQuote(WOKE_FILE)}`,
-        'guest set-up after wake',
-      );
-    });
-    return { record, warnings };
-  } catch (error) {
-    await killVm(dir);
-    throw error;
-  }
-}
-
-/** Runs a command (argv, quoted for sh) in the running instance; returns status and output. */
 export async function execVm(
   dir: string,
   name: string,
   command: string[],
   timeoutMs: number,
+  stream?: OutputStreams,
 ): Promise<RawResult> {
   return withVm(dir, name, async (vm) => {
     const agent = await vm.agent();
-    return agent.run(command.map(shellQuote).join(' '), timeoutMs);
+    const script = command.map(shellQuote).join(' ');
+    if (!stream) return agent.run(script, timeoutMs);
+    const started = await GuestProcess.start(agent, name, script, { timeoutMs, ...stream }, () =>
+      vm.consoleTail(),
+    );
+    // The guest ends it at timeoutMs; the host waits a little longer for that exit to arrive.
+    const exit = await started.wait(timeoutMs + 15_000);
+    return {
+      status: exit.exitCode,
+      timedOut: exit.timedOut,
+      stdout: started.stdoutBytes,
+      stderr: started.stderrBytes,
+    };
   });
+}
+
+/** Tells the tenant's switch which MAC is which instance, for its per-port counters. */
+export function namePorts(fleetDir: string, tenant: string, instances: Instance[]): void {
+  const names: Record<string, string> = {};
+  for (const instance of instances) names[instance.mac] = instance.path;
+  nameSwitchPorts(networkDir(fleetDir, tenant), names);
+}
+
+/** What the instance's serial console printed since its last boot. */
+export function consoleText(fleetDir: string, instance: Instance): string {
+  const path = consoleLogPath(instanceDir(fleetDir, instance.seq));
+  if (!existsSync(path)) throw new VmkitError(`instance ${instance.path} has no console log yet (${path})`);
+  return readFileSync(path, 'utf8');
 }
 
 export function removeVmFiles(dir: string): void {

@@ -18,12 +18,41 @@ export const METADATA_NIC_ADDRESS = '169.254.169.15/24';
 export function metadataNic(fleetDir: string, instance: Instance): string[] {
   const { program, args } = nodeEntry(import.meta.url, './metadata-host', [fleetDir, String(instance.seq)]);
   const command = [program, ...args].join(' ').replaceAll(',', ',,');
+  return metadataDevice(`fleet/${instance.path}`, `,guestfwd=tcp:${METADATA_ADDRESS}:80-cmd:${command}`);
+}
+
+/** The metadata NIC's device on a user-mode network that reaches nothing (a pool's base has no endpoint). */
+export function metadataDevice(macName: string, rules = ''): string[] {
   return [
     '-netdev',
-    `user,id=meta,net=169.254.169.0/24,host=169.254.169.1,restrict=on,guestfwd=tcp:${METADATA_ADDRESS}:80-cmd:${command}`,
+    `user,id=meta,net=169.254.169.0/24,host=169.254.169.1,restrict=on${rules}`,
     '-device',
-    `virtio-net-pci,netdev=meta,mac=${macAddress(`fleet/${instance.path}`, 'metadata')},id=metanic`,
+    `virtio-net-pci,netdev=meta,mac=${macAddress(macName, 'metadata')},id=metanic`,
   ];
+}
+
+/** The outbound NIC's guest side (eth2): QEMU user-mode networking's default addresses. */
+export const OUTBOUND_NIC = { index: 2, address: '10.0.2.15/24', gateway: '10.0.2.2' };
+
+/** A user-mode NIC with restrict=off: outbound connections through the host, for tenants that asked. */
+export function outboundNic(macName: string): string[] {
+  return [
+    '-netdev',
+    'user,id=out,net=10.0.2.0/24,restrict=off',
+    '-device',
+    `virtio-net-pci,netdev=out,mac=${macAddress(macName, 'outbound')},id=outnic`,
+  ];
+}
+
+/**
+ * What is not applied of a jailer's confinement: vmkit does not yet run the VMM under a
+ * per-tenant uid in a chroot or mount namespace. QEMU's -runas/-chroot would break what the
+ * VMM starts after dropping them: migration to a file (`exec:cat`) and the metadata endpoint,
+ * which reads the fleet's database, and its audit log, as the caller.
+ */
+export function jailWarning(): string {
+  const uid = process.getuid?.() ?? -1;
+  return `the VMM runs as ${uid === 0 ? 'root' : `the calling user (uid ${uid})`}, without a per-tenant uid, chroot or mount namespace (not implemented)`;
 }
 
 /**

@@ -1,4 +1,6 @@
 import type { HostNicSpec } from '../backends/backend.js';
+import type { HostNicSetup } from '../guest/profiles/profile.js';
+import type { MachineConfig } from './config.js';
 import { macAddress } from './identity.js';
 
 /**
@@ -31,4 +33,14 @@ export function serviceHosts(services: Record<string, number>): Record<string, s
   return Object.fromEntries(
     Object.keys(services).map((name, index) => [name, HOST_NIC.serviceAddress(index)]),
   );
+}
+
+/** What the guest is told of its host NIC (the last NIC), if it has one. */
+export function hostNicSetup(config: MachineConfig): HostNicSetup | undefined {
+  if (!config.hostNic) return undefined;
+  return {
+    index: config.nics,
+    address: HOST_NIC.address,
+    ...(config.hostNic.internet ? { gateway: HOST_NIC.gateway, nameserver: HOST_NIC.nameserver } : {}),
+  };
 }

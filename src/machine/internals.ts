@@ -3,6 +3,7 @@ import type { AccelDecision } from '../backends/accel.js';
 import type { Backend, Vmm } from '../backends/backend.js';
 import type { SerialConsole } from '../console/serial.js';
 import type { GuestProfile } from '../guest/profiles/index.js';
+import type { BootSetup } from '../guest/profiles/profile.js';
 import type { VirtualSwitch } from '../network/switch.js';
 import type { Runtime } from '../runtime/runtime.js';
 // Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
@@ -45,6 +46,10 @@ export interface MachineInternals {
   releaseNics: () => void;
   /** The machine's log (progress lines, machine.log, machine.nested). */
   log: (line: string) => void;
+  /** What the guest is told after a cold boot: hostname, NICs (MACs that differ from the device's), hosts. */
+  bootSetup: BootSetup;
+  /** Boots the machine again in a new VMM on the same disks, after its VMM exited. */
+  bootAgain: (timeoutMs: number) => Promise<void>;
 }
 
 /** A switch NIC of a machine (eth<index> in the guest). */

@@ -6,10 +6,13 @@ import type { Backend, FirmwareBoot, Vmm } from '../backends/backend.js';
 import { SerialConsole } from '../console/serial.js';
 import { GuestSetupError, MachineCrashedError, NoBackdoorError } from '../errors.js';
 import type { GuestProfile } from '../guest/profiles/index.js';
+import type { BootSetup } from '../guest/profiles/profile.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
+import { ramFilePath } from './identity.js';
 import { Machine, type MachineInternals, type MachineNic, type SnapshotTaker } from './machine.js';
+import { type MediaConfig, prepareMedia } from './media.js';
 import './machine-power.js';
 import './machine-screen.js';
 import './machine-systemd.js';
@@ -38,6 +41,10 @@ export interface LaunchPlan {
   incoming: boolean;
   /** Brings the guest to the point where the agent answers. */
   ready(vmm: Vmm, agent: BackdoorChannel, console: SerialConsole): Promise<void>;
+  /** The same for a cold boot, when the machine is started again after it stopped. */
+  bootReady(vmm: Vmm, agent: BackdoorChannel, console: SerialConsole, timeoutMs: number): Promise<void>;
+  /** What the guest is told after a cold boot (start() again, reboot()). */
+  bootSetup: BootSetup;
   /** Run over the agent before the machine is handed out: hostname, network, clock. */
   setupScript: string;
   /** How this machine came to be, for its log line: "booted", "restored". */
@@ -84,39 +91,14 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
   const console = new SerialConsole(join(stateDir, 'console.log'));
   const started = performance.now();
   let vmm: Vmm | undefined;
-  let unlinkMemory: string | undefined;
   try {
     const prepared = await plan.prepare(stateDir);
-    if (prepared.memory.share) unlinkMemory = prepared.memory.path;
-    vmm = await plan.backend.launch({
-      name,
-      stateDir,
-      ...bootFiles(config),
-      boot: prepared.boot,
-      memoryMiB: config.memoryMiB,
-      cpus: config.cpus,
-      accel: config.accel,
-      nics: config.macs.map((mac, index) => ({ socketPath: plan.nics[index]?.switch?.socketPath, mac })),
-      hostNic: config.hostNic,
-      memory: prepared.memory,
-      disks: prepared.disks,
-      incoming: plan.incoming,
-      allowReboot: config.allowReboot,
-      display: config.display,
-      extraArgs: config.qemuArgs,
-      startTimeoutMs: plan.timeoutMs,
-      runtime,
-    });
-    // The VMM has mapped the RAM file; unlinked, it can never be left behind.
-    if (unlinkMemory) await rm(unlinkMemory, { force: true });
-    unlinkMemory = undefined;
+    vmm = await spawnVmm({ ...plan, stateDir, ...prepared });
     const launched = vmm;
     const abort = () => void launched.kill();
     plan.signal?.addEventListener('abort', abort, { once: true });
     if (plan.signal?.aborted) abort();
-    console.attach(vmm.channels.console);
-    const agent = new BackdoorChannel(name, vmm.channels.agent, vmm.channels.transfer, () => console.tail());
-    if (config.backdoor === false) agent.fail(new NoBackdoorError(name));
+    const agent = openChannels(name, config, vmm, console);
     let machine: Machine | undefined;
     let died: (error: Error) => void = () => {};
     const death = new Promise<never>((_, reject) => {
@@ -163,6 +145,8 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       nics: plan.nics,
       releaseNics: release,
       log: plan.log,
+      bootSetup: plan.bootSetup,
+      bootAgain: (timeoutMs) => bootAgain(plan, machine as Machine, timeoutMs),
     });
     const ready = runtime.own(machine); // closing the runtime closes it
     if (plan.setupScript === '') return ready;
@@ -187,9 +171,98 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
         : error;
     console.close();
     release();
-    if (unlinkMemory) await rm(unlinkMemory, { force: true });
     if (!runtime.keep) await rm(stateDir, { recursive: true, force: true });
     throw explained;
+  }
+}
+
+/**
+ * Spawns the VMM on a machine's prepared files. A RAM file it shares is unlinked once mapped
+ * (or once the launch failed), so it can never be left behind.
+ */
+async function spawnVmm(
+  plan: Pick<LaunchPlan, 'name' | 'config' | 'backend' | 'runtime' | 'nics' | 'incoming' | 'timeoutMs'> & {
+    stateDir: string;
+    memory: MachineInternals['memory'];
+    disks: string[];
+    boot?: FirmwareBoot;
+  },
+): Promise<Vmm> {
+  const { config } = plan;
+  try {
+    return await plan.backend.launch({
+      name: plan.name,
+      stateDir: plan.stateDir,
+      ...bootFiles(config),
+      boot: plan.boot,
+      memoryMiB: config.memoryMiB,
+      cpus: config.cpus,
+      accel: config.accel,
+      nics: config.macs.map((mac, index) => ({ socketPath: plan.nics[index]?.switch?.socketPath, mac })),
+      hostNic: config.hostNic,
+      memory: plan.memory,
+      disks: plan.disks,
+      incoming: plan.incoming,
+      allowReboot: config.allowReboot,
+      display: config.display,
+      extraArgs: config.qemuArgs,
+      startTimeoutMs: plan.timeoutMs,
+      runtime: plan.runtime,
+    });
+  } finally {
+    if (plan.memory.share) await rm(plan.memory.path, { force: true });
+  }
+}
+
+/** Connects the console and the guest agent to a VMM's channels. */
+function openChannels(
+  name: string,
+  config: MachineConfig,
+  vmm: Vmm,
+  console: SerialConsole,
+): BackdoorChannel {
+  console.attach(vmm.channels.console);
+  const agent = new BackdoorChannel(name, vmm.channels.agent, vmm.channels.transfer, () => console.tail());
+  if (config.backdoor === false) agent.fail(new NoBackdoorError(name));
+  return agent;
+}
+
+/**
+ * Boots a machine whose VMM has exited again, in a new VMM on the same state folder and disks
+ * (their contents kept), and points the machine at it once the guest is ready.
+ */
+async function bootAgain(plan: LaunchPlan, machine: Machine, timeoutMs: number): Promise<void> {
+  const internals = machine.parts;
+  const { name, config, stateDir, console } = internals;
+  const boot = config.media ? await prepareMedia(config.media as MediaConfig, stateDir) : undefined;
+  const memory = { path: ramFilePath(plan.runtime, stateDir, name), share: true };
+  const started = performance.now();
+  const vmm = await spawnVmm({
+    ...plan,
+    timeoutMs,
+    incoming: false,
+    stateDir,
+    memory,
+    disks: internals.disks,
+    boot,
+  });
+  try {
+    const agent = openChannels(name, config, vmm, console);
+    const death = vmm.exited.then((info) => {
+      throw new MachineCrashedError(
+        name,
+        `${plan.backend.title} exited while the machine booted again (${info.signal ?? `status ${info.code}`}): ${vmm.stderrTail().trim()}`,
+        console.tail(),
+      );
+    });
+    death.catch(() => {}); // it only counts while booting
+    await Promise.race([plan.bootReady(vmm, agent, console, timeoutMs), death]);
+    Object.assign(internals, { vmm, agent, memory, sshPort: plan.sshPort?.() });
+    plan.log(`booted again: ready after ${elapsedMs(started)} ms`);
+  } catch (error) {
+    await vmm.kill();
+    vmm.closeControl();
+    throw error;
   }
 }
 

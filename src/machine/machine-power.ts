@@ -5,7 +5,6 @@
 import { MachineCrashedError } from '../errors.js';
 import { shellQuote } from '../util/shell.js';
 import { checkCall } from './calls.js';
-import { HOST_NIC } from './host-network.js';
 import { type CommandOptions, Machine } from './machine.js';
 
 declare module './machine.js' {
@@ -23,7 +22,7 @@ const REBOOT_TIMEOUT_MS = 300_000;
 const methods: ThisType<Machine> & Partial<Machine> = {
   async reboot(options = {}) {
     checkCall('reboot', { options });
-    const { agent, config, profile, nics, vmm } = this.parts;
+    const { agent, config, profile, vmm } = this.parts;
     if (!this.isRunning)
       throw new MachineCrashedError(
         this.name,
@@ -47,16 +46,7 @@ const methods: ThisType<Machine> & Partial<Machine> = {
     } finally {
       if (!config.allowReboot && !vmm.hasExited) await qmp.execute('set-action', { reboot: 'shutdown' });
     }
-    const setup = profile.afterBoot({
-      hostname: this.name,
-      nics: nics.map((nic, index) => ({ index, address: nic.address })),
-      hostNic: config.hostNic && {
-        index: config.nics,
-        address: HOST_NIC.address,
-        ...(config.hostNic.internet ? { gateway: HOST_NIC.gateway, nameserver: HOST_NIC.nameserver } : {}),
-      },
-      hosts: {},
-    });
+    const setup = profile.afterBoot({ ...this.parts.bootSetup, hosts: {} });
     await this.succeed(`${setup}\nprintf '%s' ${shellQuote(hosts)} > /etc/hosts`, { timeoutMs: 30_000 });
   },
 };

@@ -135,8 +135,20 @@ export class Machine implements AsyncDisposable {
     return !this.internals.vmm.hasExited;
   }
 
-  /** Machines run once made, so this resolves at once; a test's `start: false` machine starts here. */
-  async start(): Promise<void> {}
+  /**
+   * Boots a machine that was shut down (or crashed) again, on the same disks with their contents,
+   * and resolves once it is ready. Resolves at once when it is running.
+   */
+  async start(options: CommandOptions = {}): Promise<void> {
+    checkCall('start', { options });
+    if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
+    if (!this.internals.vmm.hasExited) return;
+    await this.internals.bootAgain(options.timeoutMs ?? this.internals.commandTimeoutMs);
+    this.stopping = false;
+    failCallsOnExit(this.internals, () => this.stopping);
+    const setup = this.internals.profile.afterBoot(this.internals.bootSetup);
+    if (setup) await this.succeed(setup, { timeoutMs: 30_000 });
+  }
 
   /** Runs `command` with sh as root. Resolves whatever the exit status; rejects on timeout or crash. */
   async execute(command: string, options: ExecuteOptions = {}): Promise<ExecResult> {

@@ -1,10 +1,14 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { BackdoorChannel } from '../agent/backdoor.js';
 import { type AccelDecision, chooseAccel } from '../backends/accel.js';
+import type { Vmm } from '../backends/backend.js';
 import { type Backend, requireCapability } from '../backends/backend.js';
 import { backendNamed } from '../backends/index.js';
+import type { SerialConsole } from '../console/serial.js';
 import { ConfigError, describeValue } from '../errors.js';
 import { foreignProfile, type GuestProfile, profileNamed } from '../guest/profiles/index.js';
+import type { BootSetup } from '../guest/profiles/profile.js';
 import { consoleText, type Readiness, sshBanner, vmmRunning } from '../guest/readiness.js';
 import { buildImage } from '../images/build.js';
 import type { ImageRecipe } from '../images/recipe.js';
@@ -13,7 +17,7 @@ import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
 import type { DiskSpec, MachineConfig } from './config.js';
 import { freePort } from './host-access.js';
-import { HOST_NIC, hostNicFor, serviceHosts } from './host-network.js';
+import { hostNicFor, hostNicSetup, serviceHosts } from './host-network.js';
 import { macAddress, ramFilePath } from './identity.js';
 import { launchMachine } from './launch.js';
 import type { Machine, SnapshotTaker } from './machine.js';
@@ -114,6 +118,21 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
   const log = options.log ?? (() => {});
   log(`${resolved.accel.accel.toUpperCase()}: ${resolved.accel.reason}`);
   const foreign = config.backdoor === false ? foreignReadiness(options.readyWhen) : undefined;
+  const ready = async (vmm: Vmm, agent: BackdoorChannel, console: SerialConsole, waitMs: number) => {
+    if (!foreign) return profile.readiness.wait({ machine: name, agent, console, timeoutMs: waitMs });
+    if (resolved.backend.capabilities.hostNetwork && config.hostNic) {
+      const port = await freePort();
+      await vmm.addPortForward(port, 22);
+      foreign.ssh.port = port;
+    }
+    await foreign.readiness.wait({ machine: name, agent, console, timeoutMs: waitMs });
+  };
+  const bootSetup: BootSetup = {
+    hostname: name,
+    nics: (options.networks ?? []).map((network, index) => ({ index, address: network.address })),
+    hostNic: hostNicSetup(config),
+    hosts: { ...serviceHosts(options.hostServices ?? {}), ...options.hosts },
+  };
   return launchMachine({
     ...resolved,
     nics: (options.networks ?? []).map((network, index) => ({
@@ -136,26 +155,11 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
       const boot = config.media ? await prepareMedia(config.media as MediaConfig, stateDir) : undefined;
       return { memory: { path: ramFilePath(runtime, stateDir, name), share: true }, disks: diskPaths, boot };
     },
-    async ready(vmm, agent, console) {
-      if (!foreign) return profile.readiness.wait({ machine: name, agent, console, timeoutMs });
-      if (resolved.backend.capabilities.hostNetwork && config.hostNic) {
-        const port = await freePort();
-        await vmm.addPortForward(port, 22);
-        foreign.ssh.port = port;
-      }
-      await foreign.readiness.wait({ machine: name, agent, console, timeoutMs });
-    },
+    ready: (vmm, agent, console) => ready(vmm, agent, console, timeoutMs),
+    bootReady: ready,
     sshPort: () => foreign?.ssh.port,
-    setupScript: profile.afterBoot({
-      hostname: name,
-      nics: (options.networks ?? []).map((network, index) => ({ index, address: network.address })),
-      hostNic: config.hostNic && {
-        index: config.nics,
-        address: HOST_NIC.address,
-        ...(config.hostNic.internet ? { gateway: HOST_NIC.gateway, nameserver: HOST_NIC.nameserver } : {}),
-      },
-      hosts: { ...serviceHosts(options.hostServices ?? {}), ...options.hosts },
-    }),
+    bootSetup,
+    setupScript: profile.afterBoot(bootSetup),
     takeSnapshot,
   });
 }

@@ -7,6 +7,7 @@ import { ConfigError, SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import type { RestoreSetup } from '../guest/profiles/profile.js';
 import type { MachineConfig } from '../machine/config.js';
+import { hostNicSetup } from '../machine/host-network.js';
 import { macAddress, ramFilePath } from '../machine/identity.js';
 import { launchMachine } from '../machine/launch.js';
 import type { Machine, MachineNic, SnapshotTaker } from '../machine/machine.js';
@@ -100,6 +101,18 @@ export async function restoreFrom(
     async ready(vmm, agent) {
       await vmm.loadState(join(dir, 'state'), { ramInFile: !manifest.ramInStream, timeoutMs });
       agent.assumeBannerSeen();
+    },
+    bootReady: (_vmm, agent, console, waitMs) =>
+      profile.readiness.wait({ machine: name, agent, console, timeoutMs: waitMs }),
+    bootSetup: {
+      hostname: name,
+      nics: nics.map((nic, index) => ({
+        index,
+        ...(nic.address ? { address: nic.address } : {}),
+        ...(nic.mac !== manifest.macs[index] ? { mac: nic.mac } : {}),
+      })),
+      hostNic: hostNicSetup(config),
+      hosts: options.hosts ?? {},
     },
     setupScript: profile.afterRestore({
       clockSeconds: Math.floor(Date.now() / 1000),

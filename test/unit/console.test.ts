@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
 import { keyBytes } from '../../src/console/keys.js';
 import { withoutKernelLines } from '../../src/console/matching.js';
 import { ScreenModel } from '../../src/console/screen.js';
+import { SerialConsole } from '../../src/console/serial.js';
+import type { ConsoleStepEvent } from '../../src/console/steps.js';
 import { Transcript } from '../../src/console/transcript.js';
 import { ConfigError } from '../../src/errors.js';
 
@@ -60,5 +67,41 @@ describe('console keys, matching, screen and transcript', () => {
       ],
     );
     assert.match(transcript.format(), /^\+\d+\.\d{3}s > root\\r\n\+\d+\.\d{3}s < Password: \n$/);
+  });
+
+  test('console steps are emitted for the ledger: waits, and a step around them only once', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmkit-steps-'));
+    const console = new SerialConsole(join(dir, 'console.log'));
+    const wire = new PassThrough();
+    console.attach(wire as unknown as Socket);
+    const steps: ConsoleStepEvent[] = [];
+    console.on('step', (step) => steps.push(step));
+    try {
+      wire.write('booting\nlogin: ');
+      await console.expect(/login: $/, { timeoutMs: 2000 });
+      await console.recordStep(
+        'command',
+        'uname',
+        async () => {
+          wire.write('Linux\n');
+          return (await console.expect('Linux', { timeoutMs: 2000 })).match[0];
+        },
+        (output) => ({ exitCode: 0, output }),
+      );
+      await assert.rejects(console.expect('never', { timeoutMs: 50 }), /never/);
+      assert.deepEqual(
+        steps.map(({ step, name, outcome, exitCode, output }) => ({ step, name, outcome, exitCode, output })),
+        [
+          { step: 'expect', name: '/login: $/', outcome: 'ok', exitCode: undefined, output: 'login: ' },
+          { step: 'command', name: 'uname', outcome: 'ok', exitCode: 0, output: 'Linux' },
+          { step: 'expect', name: 'never', outcome: 'timeout', exitCode: undefined, output: undefined },
+        ],
+      );
+      assert.match(steps[2]?.error ?? '', /timed out|never/);
+      for (const step of steps) assert.ok(step.durationMs >= 0);
+    } finally {
+      console.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

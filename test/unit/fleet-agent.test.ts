@@ -131,7 +131,7 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
       [['acme', ['web']]],
     );
     assert.deepEqual(await client.instances({ tenant: 'acme' }), []);
-    assert.equal(typeof (await client.nodeStats()).vmmResidentMiB, 'number');
+    assert.equal(typeof (await client.nodeStats()).hostMemoryMiB, 'number');
     assert.equal((await client.nodeInfo()).fleetDir, join(root, 'fleet'));
     assert.deepEqual(
       (await client.audit('acme', { tail: 1 })).map((e) => e.action),
@@ -242,7 +242,7 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
       socket.on('close', () => resolve(reply));
     });
     using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
-    assert.equal(typeof (await client.nodeStats()).vmmResidentMiB, 'number');
+    assert.equal(typeof (await client.nodeStats()).hostMemoryMiB, 'number');
     const reply = await closed;
     assert.match(reply, /^HTTP\/1.1 408|^$/, `the server closed the slow request (${reply.slice(0, 40)})`);
   });

@@ -153,13 +153,11 @@ pools:
     assert.equal((await reconcile(fleet, doc)).changed, 0);
   });
 
-  test('an image build that differs from the recorded revision is a new revision; Ready instances move to it', async () => {
+  test('an image build that differs from the recorded revision is a new revision (pool rebuild: history, base invalidated)', async () => {
     const doc = write(twoTenants);
     await reconcile(fleet, doc);
-    const ready = await fleet.createInstance('globex/jobs');
     const built = fleet.store.pool('globex', 'jobs').revision;
     fleet.store.db.prepare("UPDATE pools SET revision = 'old' WHERE id = 'jobs'").run();
-    fleet.store.db.prepare("UPDATE instances SET revision = 'old' WHERE seq = ?").run(ready.seq);
     const report = await reconcile(fleet, doc);
     assert.deepEqual(actions(report), ['pools:rebuild:globex/jobs:done']);
     assert.equal(fleet.store.pool('globex', 'jobs').revision, built);
@@ -167,8 +165,9 @@ pools:
       fleet.store.poolBuilds('globex', 'jobs').map((b) => b.revision),
       [built, built],
     );
-    assert.equal(fleet.instance(ready.path).revision, built);
-    await fleet.destroy(ready.path);
+    const rebuilt = readAudit(fleet.dir, 'globex').filter((e) => e.action === 'pool.rebuild');
+    assert.match(rebuilt.at(-1)?.detail ?? '', new RegExp(`^revision old -> ${built}`));
+    assert.equal((await reconcile(fleet, doc)).changed, 0);
   });
 
   test('a plan shows the scale steps; unlisted pools and tenants go only with prune', async () => {

@@ -154,7 +154,7 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
     }
   });
 
-  it('reboots with its disk kept and systemd up again; the same machine afterwards', async () => {
+  it('reboots with its disk kept and systemd up again; the same machine afterwards; shuts down and starts again', async () => {
     await using vm = await restoreMachine(snapshot, { name: 'rebooted' });
     const pid = vm.pid;
     const bootBefore = await vm.succeed('cat /proc/sys/kernel/random/boot_id');
@@ -167,6 +167,14 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
     await vm.waitForUnit('multi-user.target');
     // The user manager comes back by itself: alice lingers.
     await vm.waitForUnit('default.target', { user: 'alice' });
+    await vm.succeed('echo still-kept >> /root/on-disk');
+    await vm.shutdown({ timeoutMs: 120_000 });
+    assert.equal(vm.isRunning, false);
+    await vm.start({ timeoutMs: 300_000 });
+    assert.notEqual(vm.pid, pid, 'a new VMM on the same disks');
+    assert.equal(await vm.succeed('cat /root/on-disk'), 'kept\nstill-kept\n');
+    assert.equal(await vm.succeed('hostname'), 'rebooted\n');
+    await vm.waitForUnit('multi-user.target');
   });
 
   it('shows a login prompt on the screen and on tty1, and takes typed text with every printable character', async () => {

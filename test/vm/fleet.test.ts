@@ -8,8 +8,11 @@ import { after, before, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
+import { instanceInfo } from '../../src/fleet/node.js';
 import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
+import { rebuildPool } from '../../src/fleet/rebuild.js';
 import { scalePool } from '../../src/fleet/scale.js';
+import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
 import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli, runProgram } from '../helpers.js';
@@ -26,12 +29,24 @@ const cpuTicks = (pid: number) => {
 /** Every process of this fleet (VMMs and switches name a path in it on their command line). */
 const fleetProcesses = () => processesNaming(dir);
 
-/** Kills a CLI call after `delayMs`, like `kill -9` from an operator. */
-function killCliAfter(args: string[], delayMs: number): Promise<void> {
+/**
+ * Kills a CLI call `delayMs` after it recorded its intent on `path` (or once it ran 20 s
+ * without), like `kill -9` from an operator. The CLI's load time varies with the host's load;
+ * the operation's own steps are what the kill must land among. SQLite has no change event to
+ * wait for, so the record is read every 20 ms.
+ */
+function killCliAfter(fleet: Fleet, path: string, args: string[], delayMs: number): Promise<void> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [cli, ...fleetArgs, ...args], { cwd: root, stdio: 'ignore' });
-    const timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const watch = setInterval(() => {
+      if (fleet.instance(path).intent === undefined && Date.now() - started < 20_000) return;
+      clearInterval(watch);
+      timer = setTimeout(() => child.kill('SIGKILL'), delayMs);
+    }, 20);
     child.on('exit', () => {
+      clearInterval(watch);
       clearTimeout(timer);
       resolve();
     });
@@ -69,7 +84,12 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
       maxRunning: 2,
       secrets: { TOKEN: 'a-secret' },
     });
-    fleet.createTenant({ id: 'beta', subnet: '10.72.0.0/24', secrets: { B_ONLY: 'b-secret' } });
+    fleet.createTenant({
+      id: 'beta',
+      subnet: '10.72.0.0/24',
+      secrets: { B_ONLY: 'b-secret' },
+      outbound: true,
+    });
     await fleet.createPool({ tenant: 'alpha', id: 'web', memoryMiB: 128 });
     await fleet.createPool({ tenant: 'beta', id: 'db', memoryMiB: 128 });
     for (const id of ['a1', 'a2', 'a3']) await fleet.createInstance('alpha/web', id);
@@ -110,7 +130,12 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     const groups = vmGroups(instanceDir(dir, instance.seq));
     assert.ok(groups, 'no cgroup placement recorded');
     for (const group of groups.groups) groupsSeen.add(group);
-    assert.deepEqual(instance.warnings, groups.warnings);
+    const jail = instance.warnings.filter((w) => w.includes('without a per-tenant uid'));
+    assert.equal(jail.length, 1, 'no warning that the VMM runs without a per-tenant uid and chroot');
+    assert.deepEqual(
+      instance.warnings.filter((w) => !jail.includes(w) && !w.includes('seccomp')),
+      groups.warnings,
+    );
     const membership = readFileSync(`/proc/${instance.pid}/cgroup`, 'utf8');
     for (const group of groups.groups) {
       assert.ok(readFileSync(join(group, 'cgroup.procs'), 'utf8').split('\n').includes(String(instance.pid)));
@@ -167,6 +192,11 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.ok(used <= 10, `a paused VMM used ${used} ticks of CPU in 2 s`);
     assert.equal((await fleet.resume('alpha/web/a2')).state, 'Running');
     assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
+    // A Warm instance can sleep, and wakes Running.
+    await fleet.warm('alpha/web/a2');
+    assert.equal((await fleet.sleep('alpha/web/a2')).state, 'Sleeping');
+    assert.equal((await fleet.wake('alpha/web/a2')).state, 'Running');
+    assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
   });
 
   it('sleep then wake keeps a file, a running process, the address and the data disk', async () => {
@@ -179,6 +209,17 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.equal(setup.status, 0, setup.stderr.toString());
     const slept = await fleet.sleep('alpha/web/a1');
     assert.equal(slept.state, 'Sleeping');
+    // Only what differs from the pool's base: far below the guest's RAM.
+    const { sleepState } = instanceInfo(fleet, slept);
+    assert.ok(sleepState, 'no sleep state in instance info');
+    assert.equal(sleepState.guestRamBytes, 128 * 2 ** 20);
+    assert.ok(sleepState.ramDeltaPages > 0, 'an empty delta: the guest did change pages');
+    assert.ok(sleepState.deltaOverGuestRam < 0.1, `delta is ${sleepState.deltaOverGuestRam} of guest RAM`);
+    // The secrets disk is not part of it, and the saved RAM and device state hold no secret.
+    const sleepDir = join(instanceDir(dir, slept.seq), 'sleep');
+    for (const name of readdirSync(sleepDir)) {
+      assert.ok(!readFileSync(join(sleepDir, name)).includes('a-secret'), `a secret in sleep/${name}`);
+    }
     assert.equal(slept.pid, undefined);
     assert.equal(vmProcesses(instanceDir(dir, slept.seq)).length, 0, 'a sleeping instance has no VMM');
     const woke = await fleet.wake('alpha/web/a1');
@@ -200,6 +241,61 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     await fleet.start('alpha/web/a1');
     const disk = await fleet.exec('alpha/web/a1', sh('head -c 9 /dev/vda'));
     assert.equal(disk.stdout.toString(), 'disk-mark');
+  });
+
+  it("the secrets disk holds each instance's own tenant's secrets, and is never in a base", async () => {
+    const secrets = async (path: string) => {
+      const result = await fleet.exec(path, sh(GUEST_READ_SECRETS));
+      assert.equal(result.status, 0, result.stderr.toString());
+      return JSON.parse(result.stdout.toString());
+    };
+    assert.deepEqual(await secrets('alpha/web/a1'), { TOKEN: 'a-secret' });
+    assert.deepEqual(await secrets('beta/db/b1'), { B_ONLY: 'b-secret' });
+    const bases = join(dir, 'base', 'alpha', 'web');
+    for (const revision of readdirSync(bases)) {
+      for (const name of readdirSync(join(bases, revision)))
+        assert.ok(
+          !readFileSync(join(bases, revision, name)).includes('a-secret'),
+          `a secret in base ${name}`,
+        );
+    }
+  });
+
+  it('outbound access is a NIC of its own, only for the tenant that asked for it', async () => {
+    // The routes tell, without reaching an outside address.
+    const routes = async (path: string) =>
+      (await fleet.exec(path, sh('ip route; ip -4 addr'))).stdout.toString();
+    const beta = await routes('beta/db/b1');
+    assert.match(beta, /default via 10\.0\.2\.2 dev eth2/);
+    assert.match(beta, /inet 10\.0\.2\.15\/24 .*eth2/);
+    const alpha = await routes('alpha/web/a1');
+    assert.doesNotMatch(alpha, /default|eth2|10\.0\.2\./);
+  });
+
+  it('instance exec streams output as the guest writes it and exits with its status', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        cli,
+        ...fleetArgs,
+        'instance',
+        'exec',
+        'alpha/web/a1',
+        '--',
+        'sh',
+        '-c',
+        'echo one; sleep 3; echo two; exit 3',
+      ],
+      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const arrivals: Array<[string, number]> = [];
+    child.stdout.on('data', (chunk: Buffer) => arrivals.push([chunk.toString(), Date.now()]));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    const exitedAt = Date.now();
+    assert.equal(code, 3);
+    assert.equal(arrivals.map(([text]) => text).join(''), 'one\ntwo\n');
+    const first = arrivals[0]?.[1] ?? exitedAt;
+    assert.ok(exitedAt - first >= 2000, `"one" arrived only ${exitedAt - first} ms before the exit`);
   });
 
   it("the metadata endpoint gives each instance itself and its own tenant's secrets only", async () => {
@@ -286,20 +382,16 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
           if (fleet.instance('alpha/web/a2').state !== 'Running') await fleet.start('alpha/web/a2');
           await fleet.sleep('alpha/web/a2');
         }
-        // A start is killed after the CLI has loaded (about a second) and before its guest can
-        // have booted; sleep and wake anywhere from before their first step to after their last.
-        const delay =
-          operation === 'start'
-            ? 1200 + Math.floor(Math.random() * 1500)
-            : 300 + Math.floor(Math.random() * 4000);
+        // Anywhere from its first step to (now and then) after its last: each takes about a second.
+        const delay = Math.floor(Math.random() * 1500);
         const repairsBefore = readAudit(dir, 'alpha').filter((event) => event.action === 'repair').length;
-        await killCliAfter(['instance', operation, 'alpha/web/a2'], delay);
+        await killCliAfter(fleet, 'alpha/web/a2', ['instance', operation, 'alpha/web/a2'], delay);
         const listed = await runCli([...fleetArgs, '--json', 'instance', 'list', 'alpha/web']);
         assert.equal(listed.code, 0, listed.stderr);
         const after = fleet.instance('alpha/web/a2');
         const repaired =
           readAudit(dir, 'alpha').filter((event) => event.action === 'repair').length > repairsBefore;
-        seen.add(`${operation} killed at ${delay} ms -> ${after.state}${repaired ? ' (repaired)' : ''}`);
+        seen.add(`${operation} killed ${delay} ms into it -> ${after.state}${repaired ? ' (repaired)' : ''}`);
         if (repaired) repairs++;
         assertConsistent(fleet);
         if (after.state === 'Running') assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
@@ -323,11 +415,28 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     for (const action of ['create', 'start', 'sleep', 'wake', 'stop', 'exec']) has(action, 'alpha/web/a1');
     for (const action of ['warm', 'resume']) has(action, 'alpha/web/a2');
     has('start', 'alpha/web/a3', 'refused');
+    has('base.create', 'alpha/web');
+    has('secret.disk', 'alpha/web/a1');
     for (const event of events) {
       assert.equal(event.tenant, 'alpha');
       assert.ok(event.actor && event.time && event.outcome);
     }
     assert.ok(!readAudit(dir, 'beta').some((e) => e.target.startsWith('alpha')), "beta's log names alpha");
+  });
+
+  it('a pool rebuild invalidates its base, kept only while an instance sleeps on it', async () => {
+    const [sleeper] = fleet.store.listInstances({ tenant: 'beta' });
+    assert.equal(sleeper?.state, 'Sleeping');
+    const bases = join(dir, 'base', 'beta', 'db');
+    const kept = await rebuildPool(fleet, 'beta/db');
+    assert.equal(kept.baseInvalidated, false);
+    assert.equal(readdirSync(bases).length, 1, 'the base a sleeping instance needs was removed');
+    await fleet.wake(sleeper.path);
+    await fleet.stop(sleeper.path);
+    const gone = await rebuildPool(fleet, 'beta/db');
+    assert.equal(gone.baseInvalidated, true);
+    assert.deepEqual(readdirSync(bases), []);
+    assert.equal(fleet.store.poolBuilds('beta', 'db').length, 3);
   });
 
   it('destroy leaves nothing: no processes, folders, RAM files or records', async () => {
@@ -338,6 +447,7 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.deepEqual(fleetProcesses(), []);
     assert.deepEqual(readdirSync(join(dir, 'vm')), []);
     assert.deepEqual(existsSync(join(dir, 'net')) ? readdirSync(join(dir, 'net')) : [], []);
+    assert.deepEqual(existsSync(join(dir, 'base')) ? readdirSync(join(dir, 'base')) : [], [], 'bases left');
     assert.deepEqual(fleet.store.listInstances(), []);
     assert.deepEqual(fleet.store.listTenants(), []);
     assert.deepEqual(

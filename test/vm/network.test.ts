@@ -243,6 +243,14 @@ describe('networks', { skip: lacks('hostNetwork') }, () => {
       }
       await clones[0]?.succeed('ping -c 1 -W 2 10.1.0.4');
       await a.succeed('ping -c 1 -W 2 10.1.0.3');
+      // A reboot resets the NIC to its device's MAC (the source's): the clone's own is set again.
+      const clone = clones[0] as Machine;
+      await clone.reboot({ timeoutMs: 120_000 });
+      assert.match(
+        await clone.succeed('cat /sys/class/net/eth0/address'),
+        new RegExp(clone.networks[0]?.mac ?? '-'),
+      );
+      await clone.succeed('ping -c 1 -W 2 10.1.0.2');
     } finally {
       await Promise.allSettled(clones.map((clone) => clone.close()));
       await removeSnapshot(snapshot);

@@ -29,6 +29,25 @@ describe('reboot on tiny', () => {
     });
   }
 
+  it('starts again after shutdown() on the same disks, with what was written kept', async () => {
+    await using vm = await startMachine({ name: 'restarter', disks: [{ sizeMiB: 8 }] });
+    // tiny's root is in RAM: the kept bytes live on the extra disk, written raw.
+    await vm.succeed('echo kept-across-boots | dd of=/dev/vda bs=512 count=1 conv=sync 2>/dev/null; sync');
+    const before = await bootId(vm);
+    await vm.shutdown();
+    assert.equal(vm.isRunning, false);
+    await assert.rejects(vm.execute('true'), /shut down/);
+    await vm.start();
+    assert.ok(vm.isRunning);
+    assert.notEqual(await bootId(vm), before, 'a new boot');
+    assert.equal(await vm.succeed('head -c 17 /dev/vda'), 'kept-across-boots');
+    assert.equal(await vm.succeed('hostname'), 'restarter\n');
+    await vm.start(); // running: nothing to do
+    await vm.crash(); // and after a crash too
+    await vm.start();
+    assert.equal(await vm.succeed('head -c 17 /dev/vda'), 'kept-across-boots');
+  });
+
   it('refuses a bad allowReboot value in one line', async () => {
     await assert.rejects(
       startMachine({ name: 'x', allowReboot: 'yes' as unknown as boolean }),

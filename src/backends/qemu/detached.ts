@@ -3,7 +3,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { BackdoorChannel } from '../../agent/backdoor.js';
-import { tail, VmmStartError } from '../../errors.js';
+import { MachineCrashedError, tail, VmmStartError } from '../../errors.js';
 import {
   type DetachedRecord,
   isRunning,
@@ -159,7 +159,14 @@ export class AttachedQemu {
       () => false,
     );
     if (!restarted) channel.assumeBannerSeen();
-    const probe = await channel.run('true', timeoutMs);
+    // A banner can also come late, under the probe: the backdoor was blocked writing a reply to
+    // a host that went away mid-request (a killed CLI) and restarts only once we drain it. The
+    // probe is harmless to repeat, and the restarted backdoor reads it.
+    const probe = await channel.run('true', timeoutMs).catch((error: Error) => {
+      if (error instanceof MachineCrashedError && /restarted during/.test(error.message))
+        return channel.run('true', timeoutMs);
+      throw error;
+    });
     if (probe.status !== 0)
       throw new VmmStartError(`the agent of ${this.name} did not answer a probe (status ${probe.status})`);
     return channel;

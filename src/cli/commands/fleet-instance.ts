@@ -77,7 +77,9 @@ export function registerInstanceCommands(fleet: Command): void {
     });
   instance
     .command('exec')
-    .description("run a command in a Running instance; exits with the command's status")
+    .description(
+      "run a command in a Running instance, its output streamed as it comes; exits with the command's status",
+    )
     .argument('<tenant/pool/instance>')
     .argument('<command...>')
     .option(
@@ -88,7 +90,14 @@ export function registerInstanceCommands(fleet: Command): void {
     )
     .action(async (address: string, argv: string[], options, command: Command) => {
       await withFleet(command, async (fleet, json) => {
-        const result = await fleet.exec(address, argv, options.timeout);
+        // Live: output is written as the guest produces it (--json gathers it into one object).
+        const stream = json
+          ? undefined
+          : {
+              onStdout: (chunk: Buffer) => process.stdout.write(chunk),
+              onStderr: (chunk: Buffer) => process.stderr.write(chunk),
+            };
+        const result = await fleet.exec(address, argv, options.timeout, stream);
         if (json) {
           output(
             json,
@@ -100,9 +109,8 @@ export function registerInstanceCommands(fleet: Command): void {
             },
             () => '',
           );
-        } else {
-          process.stdout.write(result.stdout);
-          process.stderr.write(result.stderr);
+        } else if (result.timedOut) {
+          process.stderr.write(`vmkit: the command timed out after ${options.timeout} ms\n`);
         }
         process.exitCode = result.status;
       });

@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
+import { findBase } from '../../fleet/base.js';
 import { parseAddress } from '../../fleet/ids.js';
+import { rebuildPool } from '../../fleet/rebuild.js';
 import { scalePool } from '../../fleet/scale.js';
 import { confirmDestroy, output, wholeOption, withFleet } from './fleet-common.js';
 
@@ -66,8 +68,10 @@ export function registerPoolCommands(fleet: Command): void {
       await withFleet(command, async (fleet, json) => {
         const found = fleet.store.pool(tenant, id);
         const instances = fleet.store.listInstances({ tenant, pool: id });
+        const base = findBase(fleet.dir, found, found.revision);
         const info = {
           ...found,
+          base: base ?? null,
           builds: fleet.store.poolBuilds(tenant, id),
           instances: instances.map((i) => ({ id: i.id, state: i.state })),
         };
@@ -76,6 +80,9 @@ export function registerPoolCommands(fleet: Command): void {
             `pool ${tenant}/${id}: image ${found.image} (revision ${found.revision}), ${found.vcpus} vCPU, ${found.memoryMiB} MiB, data disk ${found.dataDiskMiB} MiB`,
             `desired: running ${found.desired.running}, warm ${found.desired.warm}, sleeping ${found.desired.sleeping}`,
             `instances: ${instances.map((i) => `${i.id} ${i.state}`).join(', ') || 'none'}`,
+            base
+              ? `base snapshot: ${base.id}, RAM ${base.ramDataBytes} bytes in use, made ${base.createdAt}`
+              : 'base snapshot: none yet (the next start makes one)',
           ].join('\n'),
         );
       });
@@ -99,6 +106,23 @@ export function registerPoolCommands(fleet: Command): void {
       output(json, steps, () => `${steps.length} step(s)`);
     });
   });
+  pool
+    .command('rebuild')
+    .description("build the pool's image again and invalidate its base snapshot")
+    .argument('<tenant/pool>')
+    .action(async (address: string, _options, command: Command) => {
+      await withFleet(command, async (fleet, json) => {
+        const rebuilt = await rebuildPool(fleet, address);
+        output(json, rebuilt, () =>
+          [
+            `pool ${address}: revision ${rebuilt.previousRevision} -> ${rebuilt.pool.revision}`,
+            rebuilt.baseInvalidated
+              ? 'base snapshot invalidated: the next start makes a fresh one'
+              : 'base snapshot kept while instances run or sleep on it',
+          ].join('\n'),
+        );
+      });
+    });
   pool
     .command('destroy')
     .argument('<tenant/pool>')

@@ -22,7 +22,8 @@ export function registerTenantCommands(fleet: Command): void {
     .option('--max-warm <n>', 'Warm instances at once', wholeOption)
     .option('--max-instances <n>', 'instances per pool', wholeOption)
     .option('--max-disk-mib <n>', 'data disks together', wholeOption)
-    .option('--secret <name=value...>', 'secrets for its instances')
+    .option('--secret <name=value...>', 'secrets for its instances (on /dev/vdb and the metadata endpoint)')
+    .option('--outbound', 'give its instances outbound access (a user-mode NIC, eth2); off by default')
     .action(async (id: string, options, command: Command) => {
       await withFleet(command, async (fleet, json) => {
         const created = fleet.createTenant({
@@ -35,6 +36,7 @@ export function registerTenantCommands(fleet: Command): void {
           maxInstances: options.maxInstances,
           maxDiskMiB: options.maxDiskMib,
           secrets: parseSecrets(options.secret),
+          outbound: Boolean(options.outbound),
         });
         const { secrets, ...shown } = created;
         output(json, { ...shown, secrets: Object.keys(secrets) }, () => `${created.id}`);

@@ -45,8 +45,12 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   }
   let loaded: { default?: unknown };
   try {
-    const { tsImport } = await import('tsx/esm/api');
-    loaded = (await tsImport(pathToFileURL(path).href, import.meta.url)) as { default?: unknown };
+    // Registered for the whole process rather than namespaced (tsImport): the script's `vmkit`
+    // must be the very modules running it, or `error instanceof TimeoutError` is false in it.
+    const [esm, cjs] = await Promise.all([import('tsx/esm/api'), import('tsx/cjs/api')]);
+    esm.register();
+    cjs.register(); // a script outside an ESM package loads as CommonJS
+    loaded = (await import(pathToFileURL(path).href)) as { default?: unknown };
   } catch (error) {
     throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
   }

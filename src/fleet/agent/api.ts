@@ -79,6 +79,7 @@ const nodeInfo = z.object({
   cgroups: z.object({ version: z.string(), controllers: z.array(z.string()) }),
   limits: z.string(),
   sandbox: z.string(),
+  jail: z.string(),
   fleetDir: z.string(),
   vmkitVersion: z.string(),
 });
@@ -86,7 +87,7 @@ const nodeInfo = z.object({
 const nodeStats = z.object({
   instances: z.record(z.string(), z.number()),
   tenants: z.record(z.string(), z.record(z.string(), z.record(z.string(), z.number()))),
-  vmmResidentMiB: z.number(),
+  hostMemoryMiB: z.number(),
 });
 
 const auditEvent = z.object({

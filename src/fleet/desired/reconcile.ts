@@ -82,7 +82,7 @@ async function rebuildChanged(
       options.onAction?.(action);
       results.push({
         ...action,
-        detail: `new revision ${done.revision}; ${done.moved} stopped instance(s) moved`,
+        detail: `new revision ${done.revision}${done.baseInvalidated ? '; base snapshot invalidated' : ''}`,
         outcome: 'done',
       });
     } catch (error) {

@@ -1,7 +1,8 @@
 import { buildImage } from '../../images/build.js';
 import { audit } from '../audit.js';
 import type { Fleet } from '../fleet.js';
-import { recordRevision } from './updates.js';
+import { rebuildPool } from '../rebuild.js';
+import { setPoolImage } from './updates.js';
 
 /** Records a change the document made to a tenant or pool in the tenant's audit log. */
 export function auditChange(
@@ -15,8 +16,10 @@ export function auditChange(
 }
 
 /**
- * Builds (or finds cached) the pool's image and, when its content key differs from the pool's
- * revision, records the new revision. Returns the new revision, or undefined when it is current.
+ * Builds (or finds cached) the image the document names for the pool and, when it is another
+ * image or its content key differs from the pool's revision, rebuilds the pool: a new revision in
+ * its build history, its base snapshot invalidated (instances move to the revision at their next
+ * start). Returns the new revision, or undefined when the pool is current.
  */
 export async function ensureRevision(
   fleet: Fleet,
@@ -24,17 +27,11 @@ export async function ensureRevision(
   pool: string,
   image: string,
   onProgress?: (line: string) => void,
-): Promise<{ revision: string; moved: number } | undefined> {
+): Promise<{ revision: string; baseInvalidated: boolean } | undefined> {
   const current = fleet.store.pool(tenant, pool);
   const built = await buildImage(image, { runtime: fleet.runtime, onProgress });
   if (built.key === current.revision && current.image === image) return undefined;
-  const moved = recordRevision(fleet.store, tenant, pool, image, built.key);
-  auditChange(
-    fleet,
-    tenant,
-    'pool.rebuild',
-    `${tenant}/${pool}`,
-    `image ${image} revision ${current.revision} -> ${built.key}; ${moved} stopped instance(s) moved to it`,
-  );
-  return { revision: built.key, moved };
+  if (current.image !== image) setPoolImage(fleet.store, tenant, pool, image);
+  const rebuilt = await rebuildPool(fleet, `${tenant}/${pool}`);
+  return { revision: rebuilt.pool.revision, baseInvalidated: rebuilt.baseInvalidated };
 }

@@ -1,5 +1,4 @@
 import type { Pool, Tenant } from '../model.js';
-import { now } from '../rows.js';
 import type { FleetStore } from '../store.js';
 
 /**
@@ -60,33 +59,12 @@ export function updatePool(store: FleetStore, tenant: string, id: string, settin
     .immediate();
 }
 
-/**
- * Records a pool's new image revision in its build history. Instances with no VMM and no saved
- * state (Ready, Stopped) move to it now, so their next start boots it; the others keep theirs
- * until they are stopped (a running or sleeping instance never changes image under its feet).
- */
-export function recordRevision(
-  store: FleetStore,
-  tenant: string,
-  id: string,
-  image: string,
-  revision: string,
-): number {
-  return store.db
+/** Names another image for the pool; `rebuildPool` then records its revision and invalidates the base. */
+export function setPoolImage(store: FleetStore, tenant: string, id: string, image: string): void {
+  store.db
     .transaction(() => {
       store.pool(tenant, id);
-      store.db
-        .prepare('UPDATE pools SET image = ?, revision = ? WHERE tenant = ? AND id = ?')
-        .run(image, revision, tenant, id);
-      store.db
-        .prepare('INSERT INTO pool_builds (tenant, pool, revision, built_at) VALUES (?, ?, ?, ?)')
-        .run(tenant, id, revision, now());
-      return store.db
-        .prepare(
-          `UPDATE instances SET revision = ? WHERE tenant = ? AND pool = ? AND state IN ('Ready', 'Stopped')
-             AND intent IS NULL`,
-        )
-        .run(revision, tenant, id).changes;
+      store.db.prepare('UPDATE pools SET image = ? WHERE tenant = ? AND id = ?').run(image, tenant, id);
     })
     .immediate();
 }

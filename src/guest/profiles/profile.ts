@@ -5,6 +5,8 @@ export interface GuestNic {
   index: number;
   /** With prefix length, e.g. "10.0.0.2/24". */
   address?: string;
+  /** Set when the guest's MAC differs from its device's (a renumbered clone, booted again). */
+  mac?: string;
 }
 
 /** The NIC to the host (user-mode networking): its address, and a gateway when it may go out. */

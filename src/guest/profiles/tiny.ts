@@ -10,6 +10,7 @@ export const tinyProfile: GuestProfile = {
   afterBoot({ hostname, nics, hostNic, hosts }) {
     const lines = [`hostname ${shellQuote(hostname)}`];
     for (const nic of nics) {
+      if (nic.mac) lines.push(`ip link set eth${nic.index} address ${nic.mac}`);
       lines.push(`ip link set eth${nic.index} up`);
       if (nic.address) lines.push(`ip addr add ${shellQuote(nic.address)} dev eth${nic.index}`);
     }

@@ -1,0 +1,238 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
+import { SnapshotError, VmkitError } from '../errors.js';
+import { profileNamed } from '../guest/profiles/index.js';
+import { ensureSwitchDaemon } from '../network/switch-daemon.js';
+import { shellQuote } from '../util/shell.js';
+import { audit } from './audit.js';
+import { type BaseSnapshot, findBase } from './base.js';
+import { buildRam, type DeltaInfo, deltaInfo, writeDelta } from './delta.js';
+import type { Instance, Pool, Tenant } from './model.js';
+import { writeSecretsDisk } from './secrets-disk.js';
+import { stepTimer } from './steps.js';
+import {
+  dataDiskPath,
+  guestImage,
+  instanceDir,
+  instanceLayout,
+  killVm,
+  launchVm,
+  liveRamPath,
+  networkDir,
+  runInGuest,
+  type Started,
+  settleVm,
+  sleepStatePath,
+  stopVm,
+  type VmContext,
+  withVm,
+} from './vm.js';
+
+/**
+ * Start from the pool's base snapshot; sleep and wake as deltas of it. A sleep state is a folder `sleep/`:
+ * `state` (device state only: RAM travels apart, x-ignore-shared), `ram.delta` (the guest pages
+ * that differ from the base's RAM, see delta.ts) and `base.json` (which base). The data disk,
+ * the instance's own overlay, stays where it is. `state` is written last, so its presence
+ * means the sleep state is whole.
+ */
+
+/** Written by wake inside the guest: when it last woke from sleep. */
+export const WOKE_FILE = '/run/vmkit/woke';
+const SAVE_TIMEOUT_MS = 300_000;
+/**
+ * No banner to wait for: bases and sleep states are saved while a host is attached to the
+ * agent and it waits for a request, so the restored agent reads one at once (waiting for a
+ * restart banner that never comes cost 2.5 s per start).
+ */
+const RESTORED_AGENT_READS = 0;
+
+const deltaPath = (dir: string) => join(dir, 'sleep', 'ram.delta');
+const sleepBasePath = (dir: string) => join(dir, 'sleep', 'base.json');
+
+/** Writes the instance's secrets disk afresh (its tenant's secrets now); the names are audited. */
+function provideSecrets(ctx: VmContext, instance: Instance, tenant: Tenant): void {
+  writeSecretsDisk(instanceDir(ctx.fleetDir, instance.seq), tenant.secrets);
+  const names = Object.keys(tenant.secrets);
+  if (names.length === 0) return;
+  audit(ctx.fleetDir, {
+    tenant: tenant.id,
+    action: 'secret.disk',
+    target: instance.path,
+    outcome: 'ok',
+    detail: `secrets disk written: ${names.join(', ')}`,
+  });
+}
+
+/** The instance's base, which it runs on or sleeps as a delta of. */
+function instanceBase(fleetDir: string, instance: Instance, pool: Pool): BaseSnapshot {
+  const base = findBase(fleetDir, pool, instance.revision);
+  if (!base) {
+    throw new SnapshotError(
+      `instance ${instance.path}: the base snapshot of pool ${pool.tenant}/${pool.id} revision ${instance.revision} is gone`,
+    );
+  }
+  return base;
+}
+
+/** What the sleep state of an instance folder holds, for `instance info` and the benchmark. */
+export function sleepStateInfo(
+  dir: string,
+): (DeltaInfo & { deviceStateBytes: number; dataDiskBytes: number }) | undefined {
+  if (!existsSync(sleepStatePath(dir))) return undefined;
+  const disk = existsSync(dataDiskPath(dir)) ? statSync(dataDiskPath(dir)).blocks * 512 : 0;
+  return {
+    ...deltaInfo(deltaPath(dir)),
+    deviceStateBytes: statSync(sleepStatePath(dir)).size,
+    dataDiskBytes: disk,
+  };
+}
+
+/**
+ * Starts the instance from its pool's base snapshot (made first if the pool has none for its
+ * revision): the base's RAM copied into a RAM file of the instance's own, the base's device
+ * state loaded, then the guest given the instance's hostname, address and MAC, a fresh clock
+ * and entropy, and told to forget cached disk blocks (the base saw a blank data disk).
+ */
+export async function bootVm(
+  ctx: VmContext,
+  instance: Instance,
+  pool: Pool,
+  base: BaseSnapshot,
+  tenant: Tenant,
+): Promise<Started> {
+  const image = await guestImage(ctx, base.revision, pool, `the base of pool ${pool.tenant}/${pool.id}`);
+  await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
+  const layout = instanceLayout(ctx, instance, tenant);
+  rmSync(join(layout.dir, 'console.log'), { force: true });
+  const timer = stepTimer(ctx.log, `start of ${instance.path}`);
+  provideSecrets(ctx, instance, tenant);
+  await buildRam(base.ram, liveRamPath(layout.dir));
+  timer.step('RAM from base');
+  const record = await launchVm(ctx, layout, pool, image, true);
+  timer.step('QEMU up');
+  try {
+    const warnings = await settleVm(ctx, layout.dir, record, pool);
+    await withVm(layout.dir, instance.path, async (vm) => {
+      await migrateIn(vm.qmp, base.state, { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS });
+      timer.step('base state loaded');
+      const setup = profileNamed(image.profile).afterRestore({
+        clockSeconds: Math.floor(Date.now() / 1000),
+        hostname: instance.id,
+        entropyHex: randomBytes(64).toString('hex'),
+        renumber: [{ index: 0, address: instance.address, mac: instance.mac }],
+        hosts: {},
+      });
+      await runInGuest(
+        vm,
+        `${setup}\nsync; echo 3 > /proc/sys/vm/drop_caches`,
+        'guest set-up after start',
+        RESTORED_AGENT_READS,
+      );
+      timer.step('guest set up');
+    });
+    return { record, warnings, steps: timer.summary() };
+  } catch (error) {
+    await killVm(layout.dir);
+    throw error;
+  }
+}
+
+/**
+ * Saves the paused guest's device state and the RAM pages that differ from its base, then ends
+ * the VMM. A crash leaves either a whole sleep state or none.
+ */
+export async function sleepVm(
+  ctx: VmContext,
+  instance: Instance,
+  pool: Pool,
+): Promise<{ delta: DeltaInfo; steps: string }> {
+  const dir = instanceDir(ctx.fleetDir, instance.seq);
+  const base = instanceBase(ctx.fleetDir, instance, pool);
+  const state = sleepStatePath(dir);
+  rmSync(join(dir, 'sleep'), { recursive: true, force: true });
+  mkdirSync(join(dir, 'sleep'), { recursive: true });
+  const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);
+  await withVm(dir, instance.path, async (vm) => {
+    // Saved attached and idle, the restored agent reads requests at once. Cached blocks (of
+    // the secrets disk among them) are dropped first, so that the sleep state holds fewer.
+    // A Warm instance runs on for that moment: a paused guest cannot answer.
+    const { status } = await vm.qmp.execute<{ status: string }>('query-status');
+    if (status === 'paused') await vm.qmp.execute('cont');
+    const agent = await vm.agent();
+    await agent.run('sync; echo 3 > /proc/sys/vm/drop_caches', 30_000);
+    await vm.qmp.execute('stop');
+    await migrateOut(vm.qmp, `${state}.part`, {
+      ignoreShared: true,
+      timeoutMs: SAVE_TIMEOUT_MS,
+      what: `sleep of ${instance.path}`,
+    });
+  });
+  timer.step('device state saved');
+  const delta = await writeDelta(liveRamPath(dir), base.ram, deltaPath(dir));
+  timer.step(`RAM delta written (${delta.pages} pages)`);
+  writeFileSync(sleepBasePath(dir), JSON.stringify({ id: base.id, revision: base.revision }));
+  renameSync(`${state}.part`, state);
+  await stopVm(dir, instance.path);
+  timer.step('VMM ended');
+  return { delta, steps: timer.summary() };
+}
+
+/**
+ * Restores the instance from its base plus its delta into a new detached VMM, then refreshes
+ * the guest's clock and entropy and tells it that it woke (WOKE_FILE).
+ */
+export async function wakeVm(
+  ctx: VmContext,
+  instance: Instance,
+  pool: Pool,
+  tenant: Tenant,
+): Promise<Started> {
+  const layout = instanceLayout(ctx, instance, tenant);
+  const { dir } = layout;
+  const state = sleepStatePath(dir);
+  if (!existsSync(state)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
+  const base = instanceBase(ctx.fleetDir, instance, pool);
+  const slept = JSON.parse(readFileSync(sleepBasePath(dir), 'utf8')) as { id: string };
+  if (slept.id !== base.id) {
+    throw new SnapshotError(
+      `instance ${instance.path} slept as a delta of base ${slept.id}, but the pool's base for its revision is ${base.id} now`,
+    );
+  }
+  const timer = stepTimer(ctx.log, `wake of ${instance.path}`);
+  const image = await guestImage(ctx, instance.revision, pool, `instance ${instance.path}`);
+  await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
+  provideSecrets(ctx, instance, tenant);
+  timer.step('image, switch and secrets disk ready');
+  await buildRam(base.ram, liveRamPath(dir), deltaPath(dir));
+  timer.step('RAM rebuilt from base and delta');
+  const record = await launchVm(ctx, layout, pool, image, true);
+  timer.step('QEMU up');
+  try {
+    const warnings = await settleVm(ctx, dir, record, pool);
+    timer.step('limits applied');
+    await withVm(dir, instance.path, async (vm) => {
+      await migrateIn(vm.qmp, state, { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS });
+      timer.step('device state loaded');
+      const now = Math.floor(Date.now() / 1000);
+      const setup = profileNamed(image.profile).afterRestore({
+        clockSeconds: now,
+        entropyHex: randomBytes(64).toString('hex'),
+        renumber: [],
+        hosts: {},
+      });
+      await runInGuest(
+        vm,
+        `${setup}\necho 3 > /proc/sys/vm/drop_caches; mkdir -p /run/vmkit && echo ${now} > ${shellQuote(WOKE_FILE)}`,
+        'guest set-up after wake',
+        RESTORED_AGENT_READS,
+      );
+      timer.step('guest set up');
+    });
+    return { record, warnings, steps: timer.summary() };
+  } catch (error) {
+    await killVm(dir);
+    throw error;
+  }
+}
