@@ -116,7 +116,7 @@ if (options) {
           instances: options.scale,
           reconcileMs: scaleUpMs === null ? null : round(scaleUpMs),
           perInstanceMs: scaleUpMs === null || options.scale === 0 ? null : round(scaleUpMs / options.scale),
-          note: 'created and booted for real (tiny image, one after another), under the host accelerator',
+          note: "created and started for real (tiny image, one after another, under the host's accelerator): the first start boots and saves the pool's base snapshot, the others start from it",
         },
         scaleDownReconcileMs: scaleDownMs === null ? null : round(scaleDownMs),
         loadAverage: loadAverages(),
