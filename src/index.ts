@@ -33,9 +33,42 @@ export {
   type TestResult,
 } from './driver/runner.js';
 export * from './errors.js';
+export {
+  AGENT_OPS,
+  type AgentOp,
+  type AgentRequest,
+  type AgentResponse,
+  openApiDocument,
+} from './fleet/agent/api.js';
+export {
+  type CertOptions,
+  type CertStatus,
+  certStatus,
+  defaultCertsDir,
+  initCerts,
+  rotateCerts,
+} from './fleet/agent/certs.js';
+export { AgentCallError, AgentClient, type ConnectAgentOptions, connectAgent } from './fleet/agent/client.js';
+export { type AgentServer, type AgentServerOptions, startAgent } from './fleet/agent/server.js';
 export { type AuditEvent, readAudit } from './fleet/audit.js';
 export { type BaseSnapshot, findBase } from './fleet/base.js';
 export { defaultFleetDir } from './fleet/db.js';
+export type { Action, Phase } from './fleet/desired/plan.js';
+export {
+  type ActionResult,
+  formatReport,
+  type PhaseReport,
+  type ReconcileOptions,
+  type ReconcileReport,
+  reconcile,
+} from './fleet/desired/reconcile.js';
+export {
+  DESIRED_VERSION,
+  type DesiredDocument,
+  desiredDocument,
+  loadDesired,
+  parseDesired,
+} from './fleet/desired/schema.js';
 export { Fleet, type FleetOptions } from './fleet/fleet.js';
 export {
   type InstanceState,

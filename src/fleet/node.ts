@@ -85,6 +85,8 @@ export function nodeStats(fleet: Fleet) {
     pools[instance.pool] ??= {};
     const states = pools[instance.pool] as Record<string, number>;
     states[instance.state] = (states[instance.state] ?? 0) + 1;
+    // Only states that hold a VMM: looking for one of a stopped instance scans all of /proc.
+    if (instance.state !== 'Running' && instance.state !== 'Warm') continue;
     const dir = instanceDir(fleet.dir, instance.seq);
     for (const vmm of vmProcesses(dir)) residentMiB += instanceMemoryKiB(vmm.pid, dir) / 1024;
   }

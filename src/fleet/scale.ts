@@ -1,18 +1,18 @@
 import type { Fleet } from './fleet.js';
 import { parseAddress } from './ids.js';
 import type { InstanceState } from './lifecycle.js';
-import type { Instance } from './model.js';
+import type { Instance, Pool } from './model.js';
 
 export interface ScaleStep {
   instance: string;
   action: 'create' | 'start' | 'warm' | 'resume' | 'sleep' | 'wake' | 'destroy';
 }
 
-type Target = 'Running' | 'Warm' | 'Sleeping';
-type Move = 'start' | 'warm' | 'resume' | 'sleep' | 'wake';
+export type Target = 'Running' | 'Warm' | 'Sleeping';
+export type Move = 'start' | 'warm' | 'resume' | 'sleep' | 'wake';
 
 /** The operations that take an instance from `state` to `target`, in order. */
-function path(state: InstanceState, target: Target): Move[] {
+export function movesTo(state: InstanceState, target: Target): Move[] {
   const toRunning: Partial<Record<InstanceState, Move[]>> = {
     Ready: ['start'],
     Stopped: ['start'],
@@ -24,6 +24,31 @@ function path(state: InstanceState, target: Target): Move[] {
   if (state === target) return [];
   if (target === 'Warm') return state === 'Running' ? ['warm'] : [...(toRunning[state] ?? []), 'warm'];
   return state === 'Running' || state === 'Warm' ? ['sleep'] : [...(toRunning[state] ?? []), 'sleep'];
+}
+
+export interface Assignment {
+  /** Each wanted instance: an existing one to move (or keep), or none where one must be created. */
+  plan: Array<{ instance?: Instance; target: Target }>;
+  /** The instances beyond the desired total. */
+  free: Instance[];
+}
+
+/**
+ * Matches a pool's instances to its desired counts: those already in a wanted state keep it, the
+ * others (Stopped and Ready ones too) fill the remaining wants before any is created.
+ */
+export function assignTargets(desired: Pool['desired'], instances: Instance[]): Assignment {
+  const free = [...instances];
+  const plan: Assignment['plan'] = [];
+  for (const target of ['Running', 'Warm', 'Sleeping'] as const) {
+    const count = desired[target.toLowerCase() as keyof Pool['desired']];
+    for (let n = count; n > 0; n--) {
+      const same = free.findIndex((instance) => instance.state === target);
+      plan.push({ instance: same >= 0 ? free.splice(same, 1)[0] : undefined, target });
+    }
+  }
+  for (const entry of plan) if (!entry.instance && free.length > 0) entry.instance = free.shift();
+  return { plan, free };
 }
 
 /**
@@ -38,20 +63,7 @@ export async function scalePool(
 ): Promise<ScaleStep[]> {
   const { tenant, pool } = parseAddress(address, 2);
   const spec = fleet.store.pool(tenant, pool);
-  const targets: Target[] = [
-    ...Array<Target>(spec.desired.running).fill('Running'),
-    ...Array<Target>(spec.desired.warm).fill('Warm'),
-    ...Array<Target>(spec.desired.sleeping).fill('Sleeping'),
-  ];
-  const free = fleet.store.listInstances({ tenant, pool });
-  const plan: Array<{ instance?: Instance; target: Target }> = [];
-  for (const target of ['Running', 'Warm', 'Sleeping'] as const) {
-    for (let n = targets.filter((t) => t === target).length; n > 0; n--) {
-      const same = free.findIndex((instance) => instance.state === target);
-      plan.push({ instance: same >= 0 ? free.splice(same, 1)[0] : undefined, target });
-    }
-  }
-  for (const entry of plan) if (!entry.instance && free.length > 0) entry.instance = free.shift();
+  const { plan, free } = assignTargets(spec.desired, fleet.store.listInstances({ tenant, pool }));
   const steps: ScaleStep[] = [];
   const run = async (step: ScaleStep, work: () => Promise<unknown>) => {
     await work();
@@ -69,7 +81,7 @@ export async function scalePool(
       onStep?.({ instance: created.path, action: 'create' });
     }
     const current = instance;
-    for (const action of path(current.state, entry.target)) {
+    for (const action of movesTo(current.state, entry.target)) {
       await run({ instance: current.path, action }, () => fleet[action](current.path));
     }
   }

@@ -3,7 +3,9 @@ import { readAudit } from '../../fleet/audit.js';
 import { validateId } from '../../fleet/ids.js';
 import { nodeInfo, nodeStats } from '../../fleet/node.js';
 import { type Decision, POLICY_DEFAULTS, runPolicy } from '../../fleet/policy.js';
+import { registerAgentCommands } from './fleet-agent.js';
 import { output, wholeOption, withFleet } from './fleet-common.js';
+import { registerDesiredCommands } from './fleet-desired.js';
 import { registerInstanceCommands } from './fleet-instance.js';
 import { registerPoolCommands } from './fleet-pool.js';
 import { registerTenantCommands } from './fleet-tenant.js';
@@ -21,6 +23,8 @@ export function registerFleetCommands(program: Command): void {
   registerTenantCommands(fleet);
   registerPoolCommands(fleet);
   registerInstanceCommands(fleet);
+  registerDesiredCommands(fleet);
+  registerAgentCommands(fleet);
   fleet
     .command('audit')
     .description("a tenant's audit log: one event per line")

@@ -1,0 +1,198 @@
+import { type Command, Option } from 'commander';
+import { ConfigError } from '../../errors.js';
+import { AGENT_OPS, type AgentOp } from '../../fleet/agent/api.js';
+import { certStatus, defaultCertsDir, initCerts, rotateCerts } from '../../fleet/agent/certs.js';
+import { connectAgent } from '../../fleet/agent/client.js';
+import { startAgent } from '../../fleet/agent/server.js';
+import { defaultFleetDir } from '../../fleet/db.js';
+import { parseAddress } from '../../fleet/ids.js';
+import { type FleetGlobals, output, wholeOption } from './fleet-common.js';
+
+const certsDirOf = (command: Command): string =>
+  command.opts().certs ??
+  defaultCertsDir(command.optsWithGlobals<FleetGlobals>().fleetDir ?? defaultFleetDir());
+const jsonOf = (command: Command) => Boolean(command.optsWithGlobals<FleetGlobals>().json);
+const certsOption = () =>
+  new Option('--certs <dir>', 'the certificates folder (default <fleet-dir>/agent/certs)');
+
+function listen(value: string): { host: string; port: number } {
+  const match = /^(.*):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[2]);
+  if (!match || port > 65_535)
+    throw new ConfigError(`--listen ${JSON.stringify(value)}: expected host:port, e.g. 127.0.0.1:7443`);
+  return { host: (match[1] as string).replace(/^\[(.*)\]$/, '$1') || '127.0.0.1', port };
+}
+
+function printStatus(command: Command, dir: string): void {
+  const status = certStatus(dir);
+  output(jsonOf(command), status, () =>
+    status
+      .map((s) =>
+        s.present
+          ? `${s.role}: ${s.subject}, valid ${s.validFrom} to ${s.validTo} (${s.expired ? 'EXPIRED' : `${s.daysLeft} days left`})${s.role !== 'ca' && !s.signedByCa ? ', NOT signed by the CA' : ''}${s.keyMode ? `, key mode ${s.keyMode}` : ''}`
+          : `${s.role}: missing (${s.file})`,
+      )
+      .join('\n'),
+  );
+}
+
+/** The CLI's names for the API's operations (kebab-case). */
+const OP_NAMES: Record<string, AgentOp> = Object.fromEntries(
+  Object.keys(AGENT_OPS).map((op) => [op.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), op as AgentOp]),
+);
+
+/** `vmkit fleet agent ...`: the desired-state agent behind mutual TLS, its certificates, and its client. */
+export function registerAgentCommands(fleet: Command): void {
+  const agent = fleet
+    .command('agent')
+    .description('the fleet agent: an HTTPS API with mutual TLS and a reconcile loop');
+  const certs = agent
+    .command('certs')
+    .description("the agent's CA, server and client certificates (openssl)");
+  certs
+    .command('init')
+    .description('issue server and client certificates; with --ca, make a new CA first')
+    .option('--ca', 'make a new CA')
+    .option('--days <n>', 'validity of the server and client certificates (default 90)', wholeOption)
+    .option(
+      '--host <name...>',
+      'names and addresses the server certificate covers (default localhost, 127.0.0.1, ::1, this host)',
+    )
+    .addOption(certsOption())
+    .action(async (options, command: Command) => {
+      const dir = certsDirOf(command);
+      await initCerts(dir, { ca: options.ca, days: options.days, hosts: options.host });
+      printStatus(command, dir);
+    });
+  certs
+    .command('rotate')
+    .description(
+      'new server and client keys and certificates from the same CA; a running agent picks them up',
+    )
+    .option('--days <n>', 'validity (default 90)', wholeOption)
+    .option('--host <name...>', 'names and addresses the server certificate covers')
+    .addOption(certsOption())
+    .action(async (options, command: Command) => {
+      const dir = certsDirOf(command);
+      await rotateCerts(dir, { days: options.days, hosts: options.host });
+      printStatus(command, dir);
+    });
+  certs
+    .command('status')
+    .description('each certificate with its validity dates')
+    .addOption(certsOption())
+    .action((_options, command: Command) => printStatus(command, certsDirOf(command)));
+
+  agent
+    .command('serve')
+    .description(
+      'serve the API over HTTPS with mutual TLS; reconcile from --desired periodically and on request',
+    )
+    .option('--desired <file>', 'the desired-state file (JSON or YAML)')
+    .option('--listen <host:port>', 'where to listen (default 127.0.0.1:7443)', listen)
+    .option('--interval <seconds>', 'reconcile this often (default 60; 0: only on request)', wholeOption)
+    .option('--body-limit <bytes>', 'largest request body (default 65536)', wholeOption)
+    .option('--request-timeout <ms>', 'a request must arrive whole within this (default 30000)', wholeOption)
+    .addOption(certsOption())
+    .action(async (options, command: Command) => {
+      const log = (line: string) => process.stderr.write(`vmkit agent: ${line}\n`);
+      const server = await startAgent({
+        fleetDir: command.optsWithGlobals<FleetGlobals>().fleetDir,
+        certsDir: certsDirOf(command),
+        desiredFile: options.desired,
+        reconcileIntervalMs: (options.interval ?? 60) * 1000,
+        ...(options.listen ?? {}),
+        bodyLimit: options.bodyLimit,
+        requestTimeoutMs: options.requestTimeout,
+        log,
+      });
+      process.on('SIGHUP', () => server.reloadCertificates());
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          log(`${signal}: finishing requests in flight; instances stay as they are`);
+          server.close().then(resolve, (error: Error) => {
+            log(`shutdown: ${error.message}`);
+            resolve();
+          });
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+
+  agent
+    .command('call')
+    .description(`call the agent: ${Object.keys(OP_NAMES).join(', ')}`)
+    .argument('<op>')
+    .argument(
+      '[args...]',
+      'instances [tenant[/pool]]; wake|sleep <t/p/i>; exec <t/p/i> -- <command...>; audit <tenant>',
+    )
+    .option('--url <url>', 'the agent (default $VMKIT_AGENT_URL, else https://127.0.0.1:7443)')
+    .option('--tail <n>', 'audit: only the last N events', wholeOption)
+    .option('--prune', 'reconcile: destroy what the document no longer lists')
+    .option('--dry-run', 'reconcile: only plan')
+    .addOption(certsOption())
+    .action(async (name: string, args: string[], options, command: Command) => {
+      const op = OP_NAMES[name];
+      if (!op)
+        throw new ConfigError(
+          `unknown agent operation ${JSON.stringify(name)} (known: ${Object.keys(OP_NAMES).join(', ')})`,
+        );
+      const dir = certsDirOf(command);
+      const client = await connectAgent({
+        url: options.url ?? process.env.VMKIT_AGENT_URL ?? 'https://127.0.0.1:7443',
+        ca: `${dir}/ca.pem`,
+        cert: `${dir}/client.pem`,
+        key: `${dir}/client.key`,
+      });
+      try {
+        const result = await callOp(client, op, args, options);
+        if (op === 'exec' && !jsonOf(command)) {
+          const exec = result as { status: number; stdout: string; stderr: string };
+          process.stdout.write(exec.stdout);
+          process.stderr.write(exec.stderr);
+          process.exitCode = exec.status;
+          return;
+        }
+        output(jsonOf(command), result, () => JSON.stringify(result, null, 2));
+      } finally {
+        client.close();
+      }
+    });
+}
+
+function callOp(
+  client: Awaited<ReturnType<typeof connectAgent>>,
+  op: AgentOp,
+  args: string[],
+  options: { tail?: number; prune?: boolean; dryRun?: boolean },
+): Promise<unknown> {
+  const first = args[0] ?? '';
+  const need = (what: string) => {
+    if (!first) throw new ConfigError(`agent call ${op}: needs ${what}`);
+    return first;
+  };
+  switch (op) {
+    case 'reconcile':
+      return client.reconcile({ prune: options.prune, dryRun: options.dryRun });
+    case 'instances': {
+      if (!first) return client.instances();
+      const parts = first.split('/');
+      const address = parseAddress(first, parts.length === 2 ? 2 : 1);
+      return client.instances({ tenant: address.tenant, pool: address.pool || undefined });
+    }
+    case 'wake':
+    case 'sleep':
+      return client[op](need('an instance address <tenant>/<pool>/<instance>'));
+    case 'exec': {
+      const command = args.slice(1);
+      if (command.length === 0) throw new ConfigError('agent call exec: needs <t/p/i> -- <command...>');
+      return client.exec(need('an instance address'), command);
+    }
+    case 'audit':
+      return client.audit(need('a tenant'), { tail: options.tail });
+    default:
+      return client.call(op);
+  }
+}

@@ -1,0 +1,209 @@
+import { type FSWatcher, readFileSync, watch } from 'node:fs';
+import type { Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { createSecureContext } from 'node:tls';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { ConfigError } from '../../errors.js';
+import { type ReconcileReport, reconcile } from '../desired/reconcile.js';
+import { loadDesired } from '../desired/schema.js';
+import { Fleet } from '../fleet.js';
+import { RefusedError } from '../lifecycle.js';
+import { openApiDocument } from './api.js';
+import { certPath, keyPath } from './certs.js';
+import { registerRoutes } from './routes.js';
+
+export interface AgentServerOptions {
+  /** The fleet folder (default as for the CLI). */
+  fleetDir?: string;
+  /** The folder with ca.pem, server.pem and server.key (from `vmkit fleet agent certs init`). */
+  certsDir: string;
+  /** The desired-state file reconciled periodically and on request. */
+  desiredFile?: string;
+  /** Every this many milliseconds, reconcile from the file (0: only on request). */
+  reconcileIntervalMs?: number;
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** Largest request body accepted, in bytes. */
+  bodyLimit?: number;
+  /** A request must arrive whole within this time (slow clients are cut off). */
+  requestTimeoutMs?: number;
+  /** The TLS handshake must finish within this time. */
+  handshakeTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface AgentServer {
+  url: string;
+  port: number;
+  fleet: Fleet;
+  /** Reconciles now (after one in progress ends). */
+  reconcileNow(options?: {
+    prune?: boolean;
+    dryRun?: boolean;
+  }): Promise<ReconcileReport & { document: string; at: string }>;
+  /** Reads the certificate files again and serves new connections with them. */
+  reloadCertificates(): void;
+  /** Stops accepting, finishes requests and a reconcile in flight, leaves instances as they are. */
+  close(): Promise<void>;
+}
+
+function readTls(certsDir: string) {
+  return {
+    key: readFileSync(keyPath(certsDir, 'server')),
+    cert: readFileSync(certPath(certsDir, 'server')),
+    ca: readFileSync(certPath(certsDir, 'ca')),
+  };
+}
+
+function statusOf(error: FastifyError | Error): number {
+  const status = (error as FastifyError).statusCode;
+  if (status && status >= 400 && status < 500) return status;
+  if ((error as FastifyError).validation) return 400;
+  if (error instanceof RefusedError) return 409;
+  if (error instanceof ConfigError) return /^no (tenant|pool|instance) /.test(error.message) ? 404 : 400;
+  return 500;
+}
+
+/**
+ * Starts the fleet agent: HTTPS with mutual TLS (clients need a certificate from the agent's CA),
+ * the API of AGENT_OPS, its OpenAPI document at /openapi.json, and a periodic reconcile from the
+ * desired-state file. Certificate files replaced on disk (`certs rotate`) are picked up for new
+ * connections without a restart.
+ */
+export async function startAgent(options: AgentServerOptions): Promise<AgentServer> {
+  const log = options.log ?? (() => {});
+  const tls = readTls(options.certsDir);
+  const fleet = new Fleet({ dir: options.fleetDir, log });
+  for (const repair of await fleet.repair())
+    log(`repaired ${repair.path}: ${repair.from} -> ${repair.to}: ${repair.reason}`);
+  const app: FastifyInstance = Fastify({
+    https: {
+      ...tls,
+      requestCert: true,
+      // Checked below instead, where the reason can be logged: Node's own check drops the
+      // connection without saying why (expired, another CA).
+      rejectUnauthorized: false,
+      handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
+      minVersion: 'TLSv1.2',
+    },
+    bodyLimit: options.bodyLimit ?? 64 * 1024,
+    requestTimeout: options.requestTimeoutMs ?? 30_000,
+    connectionTimeout: 0,
+    keepAliveTimeout: 5_000,
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+  });
+  let chain: Promise<unknown> = Promise.resolve();
+  let closing = false;
+  const reconcileNow = (request: { prune?: boolean; dryRun?: boolean } = {}) => {
+    const run = async () => {
+      if (!options.desiredFile)
+        throw new ConfigError('the agent was started without a desired-state file (--desired)');
+      const doc = loadDesired(options.desiredFile);
+      const report = await reconcile(fleet, doc, {
+        ...request,
+        onAction: (a) => log(`reconcile: ${a.phase}: ${a.action} ${a.target}`),
+      });
+      return { ...report, document: options.desiredFile, at: new Date().toISOString() };
+    };
+    const next = chain.then(run, run);
+    chain = next.catch(() => undefined);
+    return next;
+  };
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const statusCode = statusOf(error);
+    if (statusCode >= 500) log(`${request.method} ${request.url}: ${error.stack ?? error.message}`);
+    const message = error.validation
+      ? `${error.validationContext ?? 'request'}: ${error.message}`
+      : error.message;
+    return reply.status(statusCode).send({ error: message.split('\n')[0], statusCode });
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply
+      .status(404)
+      .send({ error: `no operation ${request.method} ${request.url} (see /openapi.json)`, statusCode: 404 }),
+  );
+  app.addHook('onResponse', async (request, reply) => {
+    const peer = (request.raw.socket as TLSSocket).getPeerCertificate?.()?.subject?.CN ?? '?';
+    log(
+      `${peer}: ${request.method} ${request.url} -> ${reply.statusCode} (${Math.round(reply.elapsedTime)} ms)`,
+    );
+  });
+  app.get('/openapi.json', async () => openApiDocument('0.1.0'));
+  registerRoutes(app, { fleet, reconcile: reconcileNow });
+  const tlsServer = app.server as unknown as HttpsServer;
+  tlsServer.prependListener('secureConnection', (socket: TLSSocket) => {
+    if (socket.authorized) return;
+    const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
+    const reason = presented ? String(socket.authorizationError) : 'no client certificate';
+    log(`TLS client ${socket.remoteAddress ?? '?'} refused: ${reason}`);
+    socket.destroy();
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (!(request.raw.socket as TLSSocket).authorized)
+      return reply.status(403).send({ error: 'client certificate refused', statusCode: 403 });
+  });
+  tlsServer.on('tlsClientError', (error, socket) =>
+    log(
+      `TLS client ${socket.remoteAddress ?? '?'} refused: ${error.message.split('\n')[0]?.replace(/^[0-9A-F]+:error:[0-9A-F]+:/, '')}`,
+    ),
+  );
+
+  const reloadCertificates = () => {
+    try {
+      const next = readTls(options.certsDir);
+      createSecureContext(next); // throws while a rotation is half done (key and cert mismatched)
+      tlsServer.setSecureContext({ ...next });
+      log(`certificates reloaded from ${options.certsDir}`);
+    } catch (error) {
+      log(`certificates not reloaded yet: ${(error as Error).message}`);
+    }
+  };
+  let debounce: NodeJS.Timeout | undefined;
+  const watcher: FSWatcher = watch(options.certsDir, () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(reloadCertificates, 200);
+  });
+
+  await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 7443 });
+  const port = (app.server.address() as AddressInfo).port;
+  const host = options.host ?? '127.0.0.1';
+  const url = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  log(`listening on ${url}`);
+
+  const interval = options.reconcileIntervalMs ?? 0;
+  let timer: NodeJS.Timeout | undefined;
+  if (options.desiredFile && interval > 0) {
+    const tick = () => {
+      reconcileNow()
+        .then((report) => log(`periodic reconcile: ${report.changed} change(s), ${report.failed} failure(s)`))
+        .catch((error: Error) => log(`periodic reconcile failed: ${error.message}`))
+        .finally(() => {
+          if (!closing) timer = setTimeout(tick, interval);
+        });
+    };
+    timer = setTimeout(tick, 0);
+  }
+
+  return {
+    url,
+    port,
+    fleet,
+    reconcileNow,
+    reloadCertificates,
+    async close() {
+      if (closing) return;
+      closing = true;
+      clearTimeout(timer);
+      clearTimeout(debounce);
+      watcher.close();
+      await app.close();
+      await chain;
+      await fleet.close();
+      log('stopped');
+    },
+  };
+}

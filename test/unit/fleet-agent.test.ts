@@ -1,0 +1,288 @@
+// The fleet agent over real HTTPS with mutual TLS and certificates made by the openssl CLI,
+// against a real fleet folder (no guests: test/vm/fleet-agent.test.ts drives instances).
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { get as httpsGet } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
+import {
+  certPath,
+  certStatus,
+  initCerts,
+  issueCert,
+  keyPath,
+  rotateCerts,
+} from '../../src/fleet/agent/certs.js';
+import { AgentCallError, connectAgent } from '../../src/fleet/agent/client.js';
+import { type AgentServer, startAgent } from '../../src/fleet/agent/server.js';
+
+const root = mkdtempSync(join(tmpdir(), 'vmkit-agent-'));
+const certs = join(root, 'certs');
+const desired = join(root, 'fleet.json');
+const logs: string[] = [];
+const waiters: Array<{ pattern: RegExp; resolve: () => void }> = [];
+const log = (line: string) => {
+  logs.push(line);
+  for (const w of waiters.splice(0))
+    if (w.pattern.test(line)) w.resolve();
+    else waiters.push(w);
+};
+/** Resolves when the agent logs a line matching `pattern` (after this call). */
+const logged = (pattern: RegExp, timeoutMs = 10_000) =>
+  new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`agent never logged ${pattern}; last: ${logs.slice(-5).join(' | ')}`)),
+      timeoutMs,
+    );
+    waiters.push({
+      pattern,
+      resolve: () => {
+        clearTimeout(timer);
+        resolve();
+      },
+    });
+  });
+
+// How a client sees the server refusing its certificate (TLS 1.3: an alert after the handshake); the
+// agent's log, checked too, says why.
+const REFUSED = /certificate|alert|socket hang up|ECONNRESET/i;
+const clientFiles = (dir: string) => ({
+  ca: certPath(certs, 'ca'),
+  cert: certPath(dir, 'client'),
+  key: keyPath(dir, 'client'),
+});
+const writeDoc = (sampleMs?: number) =>
+  writeFileSync(
+    desired,
+    JSON.stringify({
+      version: 1,
+      tenants: [{ id: 'acme', subnet: '10.81.0.0/24' }],
+      pools: [{ tenant: 'acme', id: 'web' }],
+      ...(sampleMs ? { sleepPolicy: { sampleMs } } : {}),
+    }),
+  );
+
+/** The serial of the certificate the server presents to a new connection. */
+function serverSerial(server: AgentServer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect(
+      { host: '127.0.0.1', port: server.port, ...readClient(certs), servername: 'localhost' },
+      () => {
+        resolve(socket.getPeerCertificate().serialNumber);
+        socket.end();
+      },
+    );
+    socket.on('error', reject);
+  });
+}
+const readClient = (dir: string) => ({
+  ca: readFileSync(certPath(certs, 'ca')),
+  cert: readFileSync(certPath(dir, 'client')),
+  key: readFileSync(keyPath(dir, 'client')),
+});
+
+describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
+  let server: AgentServer;
+  before(async () => {
+    await initCerts(certs, { ca: true });
+    writeDoc();
+    server = await startAgent({
+      fleetDir: join(root, 'fleet'),
+      certsDir: certs,
+      desiredFile: desired,
+      port: 0,
+      bodyLimit: 4096,
+      requestTimeoutMs: 1500,
+      log,
+    });
+  });
+  after(async () => {
+    await server?.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  test('certificates: keys 0600, status with dates, chained to the CA', () => {
+    for (const role of ['ca', 'server', 'client'] as const)
+      assert.equal(statSync(keyPath(certs, role)).mode & 0o777, 0o600);
+    const status = certStatus(certs);
+    assert.deepEqual(
+      status.map((s) => [s.role, s.present, s.signedByCa, s.expired]),
+      [
+        ['ca', true, true, false],
+        ['server', true, true, false],
+        ['client', true, true, false],
+      ],
+    );
+    assert.ok((status[1]?.daysLeft ?? 0) >= 89);
+  });
+
+  test('a client with the right certificate reconciles and lists; OpenAPI is served', async () => {
+    using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
+    const report = await client.reconcile();
+    assert.deepEqual(
+      report.phases.flatMap((p) => p.actions.map((a) => `${a.action} ${a.target}`)),
+      ['create acme', 'create acme/web'],
+    );
+    assert.equal((await client.reconcile()).changed, 0, 'a second reconcile changes nothing');
+    assert.deepEqual(
+      (await client.tenants()).map((t) => [t.id, t.pools]),
+      [['acme', ['web']]],
+    );
+    assert.deepEqual(await client.instances({ tenant: 'acme' }), []);
+    assert.equal(typeof (await client.nodeStats()).hostMemoryMiB, 'number');
+    assert.equal((await client.nodeInfo()).fleetDir, join(root, 'fleet'));
+    assert.deepEqual(
+      (await client.audit('acme', { tail: 1 })).map((e) => e.action),
+      ['pool.create'],
+    );
+    const doc = await client.openApi();
+    assert.equal(doc.openapi, '3.0.3');
+    assert.ok(Object.keys(doc.paths as object).includes('/v1/instances/{tenant}/{pool}/{instance}/exec'));
+  });
+
+  test('refused: no certificate, one from another CA, an expired one', async () => {
+    const none = new Promise((resolve, reject) => {
+      const request = httpsGet(
+        `${server.url}/v1/node/stats`,
+        { ca: readFileSync(certPath(certs, 'ca')), servername: '' },
+        resolve,
+      );
+      request.on('error', reject);
+    });
+    await assert.rejects(none, REFUSED);
+    const other = join(root, 'other');
+    await initCerts(other, { ca: true });
+    await assert.rejects(
+      connectAgent({ url: server.url, ...clientFiles(other), ca: certPath(certs, 'ca') }),
+      REFUSED,
+    );
+    const expired = join(root, 'expired');
+    mkdirSync(expired);
+    copyFileSync(certPath(certs, 'ca'), certPath(expired, 'ca'));
+    copyFileSync(keyPath(certs, 'ca'), keyPath(expired, 'ca'));
+    await issueCert(expired, 'client', { days: -1 });
+    assert.equal(certStatus(expired)[2]?.expired, true);
+    assert.equal(certStatus(expired)[2]?.signedByCa, true);
+    await assert.rejects(connectAgent({ url: server.url, ...clientFiles(expired) }), REFUSED);
+    assert.ok(
+      logs.some((l) => /TLS client .* refused: no client certificate/.test(l)),
+      logs.join('\n'),
+    );
+    assert.ok(
+      logs.some((l) => /refused: CERT_HAS_EXPIRED/.test(l)),
+      logs.join('\n'),
+    );
+    assert.ok(
+      logs.some((l) => /refused: UNABLE_TO_VERIFY_LEAF_SIGNATURE/.test(l)),
+      logs.join('\n'),
+    );
+  });
+
+  test('bad requests get one-line errors and the agent keeps serving', async () => {
+    using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
+    const status = async (call: Promise<unknown>) => {
+      try {
+        await call;
+      } catch (error) {
+        assert.ok(error instanceof AgentCallError, String(error));
+        assert.ok(!error.message.includes('\n'));
+        return `${error.statusCode} ${error.message}`;
+      }
+      assert.fail('accepted');
+    };
+    assert.match(
+      await status(client.call('reconcile', { body: { prune: true, bogus: 1 } as never })),
+      /^400 .*must NOT have additional properties/,
+    );
+    assert.match(
+      await status(
+        client.call('exec', {
+          params: { tenant: 'acme', pool: 'web', instance: 'nope' },
+          body: { command: [] },
+        }),
+      ),
+      /^400 .*command must NOT have fewer than 1/,
+    );
+    assert.match(await status(client.wake('acme/web/nope')), /^404 .*no instance/);
+    assert.match(await status(client.call('instances', { query: { tenant: 'Bad!' } })), /^400 /);
+    assert.match(
+      await status(
+        client.call('exec', {
+          params: { tenant: 'acme', pool: 'web', instance: 'x' },
+          body: { command: ['x'.repeat(5000)] },
+        }),
+      ),
+      /^413 /,
+    );
+    writeFileSync(
+      desired,
+      '{"version": 1, "tenants": [{"id": "acme", "subnet": "10.81.0.0/24", "count": -1}]}',
+    );
+    assert.match(await status(client.reconcile()), /^400 .*tenants\[0\]: unknown option "count"/);
+    writeDoc();
+    assert.equal((await client.reconcile()).failed, 0);
+  });
+
+  test('a slow client is cut off; others are served meanwhile', async () => {
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port: server.port,
+      ...readClient(certs),
+      servername: 'localhost',
+    });
+    await new Promise((resolve) => socket.once('secureConnect', resolve));
+    socket.write(
+      'POST /v1/reconcile HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"pr',
+    );
+    const closed = new Promise<string>((resolve) => {
+      let reply = '';
+      socket.on('data', (chunk) => (reply += chunk));
+      socket.on('close', () => resolve(reply));
+    });
+    using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
+    assert.equal(typeof (await client.nodeStats()).hostMemoryMiB, 'number');
+    const reply = await closed;
+    assert.match(reply, /^HTTP\/1.1 408|^$/, `the server closed the slow request (${reply.slice(0, 40)})`);
+  });
+
+  test('rotation while a client is connected: no failed request, new connections get the new certificate', async () => {
+    using client = await connectAgent({ url: server.url, ...readClient(certs) });
+    const before = await serverSerial(server);
+    let calls = 0;
+    let stop = false;
+    const traffic = (async () => {
+      while (!stop) {
+        await client.nodeStats();
+        calls++;
+      }
+    })();
+    const reloaded = logged(/certificates reloaded/);
+    await rotateCerts(certs);
+    await reloaded;
+    const afterSerial = await serverSerial(server);
+    stop = true;
+    await traffic;
+    assert.notEqual(afterSerial, before);
+    assert.equal(afterSerial, certStatus(certs)[1]?.serial?.replace(/^0+/, ''));
+    assert.ok(calls > 0);
+    await client.nodeStats(); // the old client certificate: same CA, still accepted
+    using fresh = await connectAgent({ url: server.url, ...clientFiles(certs) });
+    await fresh.nodeStats();
+  });
+
+  test('graceful shutdown: the request in flight finishes, new connections are refused', async () => {
+    writeDoc(1500); // the sleep policy samples for 1.5 s: a reconcile that takes that long
+    using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
+    const inFlight = client.reconcile();
+    await logged(/reconcile|POST/i, 5000).catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const closing = server.close();
+    const report = await inFlight;
+    assert.equal(report.failed, 0);
+    assert.ok(report.phases.some((p) => p.phase === 'policy' && !p.skipped));
+    await closing;
+    await assert.rejects(connectAgent({ url: server.url, ...clientFiles(certs) }), /ECONNREFUSED/);
+  });
+});
