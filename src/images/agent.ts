@@ -21,7 +21,8 @@ export interface AgentInputs {
 
 export async function agentInputs(): Promise<AgentInputs> {
   const sources: Record<string, string> = {};
-  for (const file of AGENT_SOURCES) sources[file] = await readFile(join(guestFilesDir(), 'agent', file), 'utf8');
+  for (const file of AGENT_SOURCES)
+    sources[file] = await readFile(join(guestFilesDir(), 'agent', file), 'utf8');
   return { compiler: COMPILER, flags: COMPILE_FLAGS, sources };
 }
 
@@ -33,13 +34,14 @@ export async function buildAgent(inputs: AgentInputs, scratch: string): Promise<
     for (const [file, text] of Object.entries(inputs.sources)) await writeFile(join(dir, file), text);
     const output = join(dir, 'vmkit-agent');
     const units = Object.keys(inputs.sources).filter((file) => file.endsWith('.c'));
-    await runTool(inputs.compiler, [...inputs.flags, '-o', output, ...units], { cwd: dir, timeoutMs: 120_000 }).catch(
-      (error: Error) => {
-        throw new ImageError(
-          `compiling the guest agent failed (${inputs.compiler} comes with Debian's musl-tools; scripts/setup.sh installs it): ${error.message}`,
-        );
-      },
-    );
+    await runTool(inputs.compiler, [...inputs.flags, '-o', output, ...units], {
+      cwd: dir,
+      timeoutMs: 120_000,
+    }).catch((error: Error) => {
+      throw new ImageError(
+        `compiling the guest agent failed (${inputs.compiler} comes with Debian's musl-tools; scripts/setup.sh installs it): ${error.message}`,
+      );
+    });
     return await readFile(output);
   } finally {
     await rm(dir, { recursive: true, force: true });

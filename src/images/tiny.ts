@@ -75,7 +75,12 @@ export async function buildTiny(
       mode: 0o755,
     });
     progress('compiling the guest agent');
-    entries.push({ type: 'file', path: AGENT_GUEST_PATH, data: await buildAgent(inputs.agent, unpacked), mode: 0o755 });
+    entries.push({
+      type: 'file',
+      path: AGENT_GUEST_PATH,
+      data: await buildAgent(inputs.agent, unpacked),
+      mode: 0o755,
+    });
     entries.push({ type: 'file', path: 'etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\n') });
     entries.push({ type: 'file', path: 'etc/group', data: Buffer.from('root:x:0:\n') });
     entries.push(...(await moduleEntries(kernel, modulePaths)));
