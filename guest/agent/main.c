@@ -316,6 +316,9 @@ static void start_transfer(long id, int upload, long size, const char *path) {
   }
   job->pid = fork();
   if (job->pid == 0) {
+    /* The command channel stays the agent's alone: a child stuck on a vanished host's transfer
+     * must not keep the port from reopening for the next one. */
+    if (channel >= 0) close(channel);
     dup2(child[0], 1);
     dup2(child[1], 2);
     exit(upload ? receive_file(id, size, path, transfer) : send_file(id, path, transfer));
