@@ -8,7 +8,9 @@
 //                 in /dev/shm), CPUs and accelerator, the same virtio-serial layout with the
 //                 backdoor's vmkit.shell port on a unix socket this process listens on; timed from
 //                 spawn until the guest prints the backdoor banner on that socket.
-// Then, on one machine: execute('true') round trips per second and the round trip of a command
+// Each boot also records the CPU time QEMU had used by then (from /proc): under load from other
+// work on a shared host it moves far less than wall time, so `cpuRatio` shows the guest work vmkit
+// adds. Then, on one machine: execute('true') round trips per second and the round trip of a command
 // printing 1 MB.
 //
 // Progress goes to stderr, one JSON object to stdout.
@@ -57,10 +59,7 @@ Options:
 
 const BANNER = 'Spawning backdoor root shell...';
 const BULK_BYTES = 1_000_000;
-/**
- * Command timeout of the round-trip machine. It also bounds a known stall: the guest's backdoor
- * can wait out its whole per-command watchdog after a very fast command (see STALL_MS).
- */
+/** Command timeout of the round-trip machine: a stalled round trip fails the run within it. */
 const COMMAND_TIMEOUT_MS = 20_000;
 /** A round trip slower than this is counted as a stall, not as ordinary latency. */
 const STALL_MS = 1_000;
