@@ -9,7 +9,7 @@
 //                 backdoor's vmkit.shell port on a unix socket this process listens on; timed from
 //                 spawn until the guest prints the backdoor banner on that socket.
 // Each boot also records the CPU time QEMU had used by then (from /proc): under load from other
-// work on a shared host it moves far less than wall time, so `cpuRatio` shows the guest work vmkit
+// work on a shared host it moves less than wall time, so `cpuRatio` shows better the guest work vmkit
 // adds. Then, on one machine: execute('true') round trips per second and the round trip of a command
 // printing 1 MB.
 //
@@ -427,7 +427,7 @@ async function main(): Promise<void> {
     },
     ratio: ratio(vmkitMedian, bareMedian),
     overheadMs: round(vmkitMedian - bareMedian),
-    /** The same ratio in QEMU's CPU time, which other load on a shared host barely moves. */
+    /** The same ratio in QEMU's CPU time, which other load on a shared host moves less. */
     cpuRatio: ratio(median(vmkitSamples.map((s) => s.cpuMs)), median(bareSamples.map((s) => s.cpuMs))),
     imageLookupMs,
     ...commands,

@@ -34,8 +34,8 @@ export function median(values: number[]): number {
 /** The kernel's USER_HZ, 100 on every Linux architecture vmkit runs on. */
 const CLOCK_TICKS_PER_SECOND = 100;
 /**
- * CPU time (user + system) a process has used so far, from /proc: unlike wall time it barely
- * moves when other work shares the host, so it shows what the guest itself had to do.
+ * CPU time (user + system) a process has used so far, from /proc: it moves less than wall time
+ * when other work shares the host, so it shows better what the guest itself had to do.
  */
 export function processCpuMs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
