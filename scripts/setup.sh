@@ -28,6 +28,7 @@ declare -A NEEDED=(
   [xorriso]=xorriso
   [mformat]=mtools
   [openssl]=openssl
+  [musl-gcc]=musl-tools     # compiles the guest agent (guest/agent/) into a static binary
 )
 # file -> Debian package that provides it
 declare -A NEEDED_FILES=(
@@ -62,7 +63,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+# A node_modules that is a link to another checkout's (a git worktree's) is left alone: npm ci
+# would empty the tree it points to.
+if [ -L node_modules ]; then
+  say "node_modules is a link to $(readlink node_modules): not running npm ci here"
+elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi

@@ -1,5 +1,5 @@
 /**
- * The backdoor wire format (see guest/tiny/backdoor.sh): one request line from the host, one
+ * The backdoor wire format (see guest/agent/main.c): one request line from the host, one
  * framed reply from the guest. Payloads travel as base64 so any bytes survive the tty.
  */
 
@@ -18,7 +18,7 @@ export type BackdoorEvent =
   | { type: 'exit'; id: number; status: number; timedOut: boolean }
   | { type: 'noise'; line: string };
 
-/** What the guest's `read -r` gives back unchanged: one line, no NUL or CR, no blanks at either end. */
+/** What travels whole on a request line: one line, no NUL or CR, no blanks at either end. */
 const ONE_LINE = /^[^\s\0](?:[^\n\r\0]*[^\s\0])?$/;
 
 const b64 = (text: string | Buffer) => Buffer.from(text).toString('base64');
@@ -26,8 +26,7 @@ const b64 = (text: string | Buffer) => Buffer.from(text).toString('base64');
 export const encodeRequest = {
   /** The guest's watchdog counts whole seconds: `timeoutSeconds` must be a whole number >= 1. */
   run: (id: number, script: string, timeoutSeconds: number) => {
-    // A one-line script travels on the request line: the guest saves it with a shell builtin
-    // instead of starting dd, one process start fewer per command.
+    // A one-line script travels on the request line itself: fewer bytes and no length to count.
     if (ONE_LINE.test(script) && Buffer.byteLength(script) <= 4096)
       return Buffer.from(`Y ${id} ${timeoutSeconds} ${script}\n`);
     const body = Buffer.from(script);

@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { TransferError } from '../errors.js';
 
 /**
- * Framing of file bytes on the agent's transfer port (guest side: guest/tiny/backdoor.sh):
+ * Framing of file bytes on the agent's transfer port (guest side: guest/agent/transfer.c):
  *
  *   <<<VMKIT:XFER <id> <size>>>>\n   then exactly <size> bytes   then <md5 hex, or FAILED>\n
  *

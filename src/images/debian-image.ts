@@ -6,6 +6,7 @@ import { runTool } from '../util/exec.js';
 import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
+import { AGENT_GUEST_PATH, type AgentInputs, agentInputs, buildAgent } from './agent.js';
 import { writeCpio } from './cpio.js';
 import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
 import { busyboxEntries, moduleEntries, modulesToLoad, unpackKernel } from './kernel.js';
@@ -34,7 +35,7 @@ const ROOTFS_MODULE_DIRS = ['arch', 'block', 'crypto', 'fs', 'lib', 'mm', 'net',
 );
 /** eth0, eth1, ... as on tiny (net.ifnames=0); the keyboard stays for sendKey. */
 const CMDLINE = 'console=ttyS0 rdinit=/init net.ifnames=0 panic=-1 quiet i8042.noaux';
-const GUEST_FILES = ['debian/init', 'debian/setup.sh', 'debian/vmkit-backdoor.service', 'tiny/backdoor.sh'];
+const GUEST_FILES = ['debian/init', 'debian/setup.sh', 'debian/vmkit-backdoor.service'];
 /** Room for what tests write and install, beyond what the image holds; the qcow2 stays sparse. */
 const FREE_SPACE_MIB = 2048;
 /** Left out of the image: documentation, manuals and translations. */
@@ -51,6 +52,7 @@ export interface DebianInputs {
   modules: string[];
   cmdline: string;
   guestFiles: Record<string, string>;
+  agent: AgentInputs;
   /** Guest path to the sha256 of its contents. */
   files: Record<string, string>;
   run: string[];
@@ -84,6 +86,7 @@ export async function debianInputs(recipe: ResolvedRecipe, memoFile?: string): P
     modules: INITRAMFS_MODULES,
     cmdline: CMDLINE,
     guestFiles,
+    agent: await agentInputs(),
     files: Object.fromEntries(
       Object.entries(recipe.files).map(([path, text]) => [
         path,
@@ -218,11 +221,11 @@ async function stageGuestFiles(
   release: string,
   staging: string,
 ): Promise<void> {
-  const put = async (path: string, text: string, mode = 0o644) => {
+  const put = async (path: string, text: string | Buffer, mode = 0o644) => {
     await mkdir(join(staging, 'tree', path, '..'), { recursive: true });
     await writeFile(join(staging, 'tree', path), text, { mode });
   };
-  await put('etc/vmkit/backdoor.sh', inputs.guestFiles['tiny/backdoor.sh'] ?? '', 0o755);
+  await put(AGENT_GUEST_PATH, await buildAgent(inputs.agent, staging), 0o755);
   await put('etc/vmkit/setup.sh', inputs.guestFiles['debian/setup.sh'] ?? '', 0o755);
   await put(
     'etc/systemd/system/vmkit-backdoor.service',

@@ -2,6 +2,7 @@ import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
+import { AGENT_GUEST_PATH, type AgentInputs, agentInputs, buildAgent } from './agent.js';
 import { type CpioEntry, writeCpio } from './cpio.js';
 import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
 import { busyboxEntries, moduleEntries, modulesToLoad, unpackKernel } from './kernel.js';
@@ -20,7 +21,7 @@ const MODULES = [
   'virtio_rng',
   'loop',
 ];
-const GUEST_FILES = ['inittab', 'rc.sh', 'backdoor.sh'];
+const GUEST_FILES = ['inittab', 'rc.sh'];
 const CMDLINE = 'console=ttyS0 panic=-1 quiet rdinit=/sbin/init i8042.noaux i8042.nokbd';
 
 export interface TinyInputs {
@@ -30,6 +31,7 @@ export interface TinyInputs {
   modules: string[];
   cmdline: string;
   guestFiles: Record<string, string>;
+  agent: AgentInputs;
 }
 
 /** Everything the tiny image is made of; its hash is the image's key. */
@@ -40,7 +42,15 @@ export async function tinyInputs(memoFile?: string): Promise<TinyInputs> {
   const guestFiles: Record<string, string> = {};
   for (const file of GUEST_FILES)
     guestFiles[file] = await readFile(join(guestFilesDir(), 'tiny', file), 'utf8');
-  return { recipe: RECIPE_VERSION, kernel, busybox, modules: MODULES, cmdline: CMDLINE, guestFiles };
+  return {
+    recipe: RECIPE_VERSION,
+    kernel,
+    busybox,
+    modules: MODULES,
+    cmdline: CMDLINE,
+    guestFiles,
+    agent: await agentInputs(),
+  };
 }
 
 /** Builds the tiny image into `scratch`: the Debian cloud kernel and a busybox initramfs. */
@@ -66,14 +76,19 @@ export async function buildTiny(
     const busybox = await readFile(join(unpacked, 'busybox', 'bin', 'busybox'));
     const entries: CpioEntry[] = busyboxEntries(busybox, ['run', 'tmp', 'root']);
     entries.push({ type: 'file', path: 'etc/inittab', data: Buffer.from(inputs.guestFiles.inittab ?? '') });
-    for (const script of ['rc.sh', 'backdoor.sh']) {
-      entries.push({
-        type: 'file',
-        path: `etc/vmkit/${script}`,
-        data: Buffer.from(inputs.guestFiles[script] ?? ''),
-        mode: 0o755,
-      });
-    }
+    entries.push({
+      type: 'file',
+      path: 'etc/vmkit/rc.sh',
+      data: Buffer.from(inputs.guestFiles['rc.sh'] ?? ''),
+      mode: 0o755,
+    });
+    progress('compiling the guest agent');
+    entries.push({
+      type: 'file',
+      path: AGENT_GUEST_PATH,
+      data: await buildAgent(inputs.agent, unpacked),
+      mode: 0o755,
+    });
     entries.push({ type: 'file', path: 'etc/passwd', data: Buffer.from('root:x:0:0:root:/root:/bin/sh\n') });
     entries.push({ type: 'file', path: 'etc/group', data: Buffer.from('root:x:0:\n') });
     entries.push(...(await moduleEntries(kernel, modulePaths)));

@@ -12,7 +12,7 @@ function parse(...chunks: Array<Buffer | string>): BackdoorEvent[] {
   return events;
 }
 
-/** A reply exactly as guest/tiny/backdoor.sh frames it. */
+/** A reply exactly as guest/agent/main.c frames it. */
 function frameReply(
   id: number,
   status: number,
