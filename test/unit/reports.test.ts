@@ -109,13 +109,6 @@ describe('HTML report', () => {
 
 describe('screenshots in the HTML report', () => {
   test('PNGs the run left in its output folder are shown inline, oldest first', async () => {
-    const { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync, utimesSync } = await import(
-      'node:fs'
-    );
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
-    const { PNG } = await import('pngjs');
-    const { RunRecorder } = await import('../../src/driver/recorder.js');
     const dir = mkdtempSync(join(tmpdir(), 'vmkit-report-'));
     try {
       const png = PNG.sync.write(new PNG({ width: 2, height: 2 }));

@@ -73,7 +73,7 @@ describe('reports of a run', () => {
       const bundle = join(dir, 'diagnostics', machine);
       for (const file of ['console.txt', 'console.raw.log', 'qemu.log', 'config.json', 'dmesg.txt', 'ps.txt'])
         assert.ok(existsSync(join(bundle, file)), `${machine}/${file}`);
-      assert.match(readFileSync(join(bundle, 'ps.txt'), 'utf8'), /backdoor/);
+      assert.match(readFileSync(join(bundle, 'ps.txt'), 'utf8'), /vmkit-agent/);
       assert.match(readFileSync(join(bundle, 'dmesg.txt'), 'utf8'), /Linux version/);
     }
   });
