@@ -6,7 +6,7 @@ import { ConfigError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { macAddress } from '../machine/identity.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
-import { runTool } from '../util/exec.js';
+import { createQcow2 } from '../util/qcow2.js';
 import { sparseDigest } from '../util/sparse.js';
 import { audit } from './audit.js';
 import type { Instance, Pool, Tenant } from './model.js';
@@ -122,7 +122,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
   mkdirSync(dir, { recursive: true });
   const timer = stepTimer(ctx.log, `making ${what}`);
   try {
-    await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', dataDiskPath(dir), `${pool.dataDiskMiB}M`]);
+    await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
     writeSecretsDisk(dir); // blank: secrets never enter a base
     await ensureSwitchDaemon(networkDir(ctx.fleetDir, pool.tenant), pool.tenant);
     const layout: VmLayout = {

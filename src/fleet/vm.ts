@@ -24,7 +24,7 @@ import {
   waitForExit,
 } from '../runtime/detached.js';
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
-import { runTool } from '../util/exec.js';
+import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
 import { applyLimits, type Placement, removeGroups } from './cgroups.js';
 import type { Instance, Pool, Tenant } from './model.js';
@@ -69,7 +69,7 @@ export async function prepareVm(fleetDir: string, instance: Instance, pool: Pool
   }
   mkdirSync(dir, { recursive: true });
   if (!existsSync(dataDiskPath(dir))) {
-    await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', dataDiskPath(dir), `${pool.dataDiskMiB}M`]);
+    await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
   }
   return dir;
 }

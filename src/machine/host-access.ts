@@ -1,7 +1,7 @@
-import { createServer } from 'node:net';
 import { z } from 'zod';
 import { requireCapability } from '../backends/backend.js';
 import { ConfigError, QmpError } from '../errors.js';
+import { freePort } from '../util/sockets.js';
 import { parseInput, wholeNumber } from '../util/validate.js';
 import type { MachineInternals } from './machine.js';
 
@@ -43,20 +43,6 @@ export async function forwardPort(
       await machine.vmm.removePortForward(hostPort);
     },
   };
-}
-
-/** A TCP port on 127.0.0.1 that nothing listens on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
-  });
 }
 
 /** Takes every switch NIC of the machine down (a pulled cable) or up again. */

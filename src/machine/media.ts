@@ -8,6 +8,7 @@ import type { BootImage } from '../images/types.js';
 import { runTool } from '../util/exec.js';
 import { ensureDir } from '../util/files.js';
 import { cacheDir } from '../util/paths.js';
+import { createQcow2 } from '../util/qcow2.js';
 
 /** Boot media the user brings, booted as they are: vmkit never writes to them. */
 export type UserMedia =
@@ -135,17 +136,7 @@ export async function prepareMedia(media: MediaConfig, stateDir: string): Promis
   if (media.kind === 'iso') boot.cdrom = media.files.iso;
   if (media.kind === 'disk') {
     const overlay = join(stateDir, 'boot.qcow2');
-    await runTool('qemu-img', [
-      'create',
-      '-q',
-      '-f',
-      'qcow2',
-      '-F',
-      media.diskFormat ?? 'raw',
-      '-b',
-      media.files.disk as string,
-      overlay,
-    ]);
+    await createQcow2(overlay, { base: media.files.disk as string, baseFormat: media.diskFormat ?? 'raw' });
     boot.disk = overlay;
   }
   if (media.firmware === 'uefi') {

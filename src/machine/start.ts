@@ -14,9 +14,9 @@ import { buildImage } from '../images/build.js';
 import type { ImageRecipe } from '../images/recipe.js';
 import type { BootImage } from '../images/types.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
-import { runTool } from '../util/exec.js';
+import { createQcow2 } from '../util/qcow2.js';
+import { freePort } from '../util/sockets.js';
 import type { DiskSpec, MachineConfig } from './config.js';
-import { freePort } from './host-access.js';
 import { hostNicFor, hostNicSetup, serviceHosts } from './host-network.js';
 import { macAddress, ramFilePath } from './identity.js';
 import { launchMachine } from './launch.js';
@@ -148,8 +148,7 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
       const diskPaths: string[] = [];
       for (const [index, disk] of config.disks.entries()) {
         const path = join(stateDir, `disk${index}.qcow2`);
-        const base = disk.base ? ['-F', 'qcow2', '-b', disk.base] : [];
-        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', ...base, path, `${disk.sizeMiB}M`]);
+        await createQcow2(path, { base: disk.base, sizeMiB: disk.sizeMiB });
         diskPaths.push(path);
       }
       const boot = config.media ? await prepareMedia(config.media as MediaConfig, stateDir) : undefined;

@@ -1,28 +1,7 @@
-import { createServer } from 'node:net';
 import { ConfigError } from '../errors.js';
+import { freePort, portFree } from '../util/sockets.js';
 import type { VmConfig } from './config.js';
 import type { VmState } from './state.js';
-
-/** Resolves with whether `port` on 127.0.0.1 can be bound right now. */
-export function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** A port the kernel says is free now (bind to port 0). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject()));
-    });
-  });
-}
 
 /** The guest ports the VM forwards: the configured ones and its sshd. */
 export function forwardedGuestPorts(vm: VmConfig): number[] {

@@ -22,7 +22,7 @@ import {
   waitForExit,
 } from '../runtime/detached.js';
 import { defaultRuntime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
-import { runTool } from '../util/exec.js';
+import { createQcow2 } from '../util/qcow2.js';
 import { sleep } from '../util/time.js';
 import { hubLogPath, hubRecordPath, hubSocket } from './hub-protocol.js';
 import { dataDisk, readJson } from './state.js';
@@ -58,22 +58,12 @@ export async function prepareDisks(pvm: ProjectVm, image: BootImage): Promise<st
   if (image.disk) {
     const recorded = readJson<{ key: string }>(imageRecordPath(pvm.dir));
     if (!existsSync(rootDisk(pvm.dir)) || recorded?.key !== image.key) {
-      await runTool('qemu-img', [
-        'create',
-        '-q',
-        '-f',
-        'qcow2',
-        '-F',
-        'qcow2',
-        '-b',
-        image.disk,
-        rootDisk(pvm.dir),
-      ]);
+      await createQcow2(rootDisk(pvm.dir), { base: image.disk });
     }
     disks.push(rootDisk(pvm.dir));
   }
   if (!existsSync(dataDisk(pvm.dir))) {
-    await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', dataDisk(pvm.dir), `${pvm.vm.diskMiB}M`]);
+    await createQcow2(dataDisk(pvm.dir), { sizeMiB: pvm.vm.diskMiB });
   }
   disks.push(dataDisk(pvm.dir));
   return disks;

@@ -13,7 +13,7 @@ import { launchMachine } from '../machine/launch.js';
 import type { Machine, MachineNic, SnapshotTaker } from '../machine/machine.js';
 import { DEFAULTS, type NetworkAttachment } from '../machine/options.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
-import { runTool } from '../util/exec.js';
+import { createQcow2 } from '../util/qcow2.js';
 import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
 import { parseRestoreOptions } from './options.js';
 import { restorability } from './verify.js';
@@ -90,7 +90,7 @@ export async function restoreFrom(
       for (const index of identity.disks.keys()) {
         const overlay = join(stateDir, `disk${index}.qcow2`);
         const base = join(dir, `disk${index}.qcow2`);
-        await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, overlay]);
+        await createQcow2(overlay, { base });
         disks.push(overlay);
       }
       const memory = manifest.ramInStream
