@@ -9,6 +9,9 @@ export interface RunResult {
   stderr: Buffer;
 }
 
+/** How long after a command's own timeout the host waits for the hub's answer. */
+const HUB_GRACE_MS = 15_000;
+
 /** One connection to a VM's agent hub. */
 export class HubClient {
   private buffered = '';
@@ -66,10 +69,24 @@ export class HubClient {
     return () => this.listeners.delete(listener);
   }
 
-  /** Sends a request answered by one `result` reply. */
-  request(request: HubRequest): Promise<RunResult> {
+  /**
+   * Sends a request answered by one `result` reply. The guest bounds the command itself; the
+   * host gives up too if no answer comes `HUB_GRACE_MS` after that (a wedged hub).
+   */
+  request(request: HubRequest & { timeoutMs: number }): Promise<RunResult> {
     return new Promise((resolve, reject) => {
+      const limit = setTimeout(() => {
+        off();
+        reject(
+          new MachineCrashedError(
+            this.vm,
+            `the agent hub did not answer ${request.type} within ${request.timeoutMs + HUB_GRACE_MS} ms`,
+            '',
+          ),
+        );
+      }, request.timeoutMs + HUB_GRACE_MS);
       const off = this.onReply((reply) => {
+        if (reply.type === 'result' || reply.type === 'error') clearTimeout(limit);
         if (reply.type === 'result') {
           off();
           resolve({
