@@ -27,6 +27,22 @@ export interface SentFrame {
   readError?: Error;
 }
 
+/**
+ * Waits for the port to drain, or to close: a guest that stops reading (it died) must not hold
+ * the sender forever. The losing wait is cancelled, so that its listeners do not pile up.
+ */
+async function drainedOrClosed(port: Socket): Promise<void> {
+  const cancel = new AbortController();
+  try {
+    await Promise.race([
+      once(port, 'drain', { signal: cancel.signal }),
+      once(port, 'close', { signal: cancel.signal }),
+    ]);
+  } finally {
+    cancel.abort();
+  }
+}
+
 /** Writes one whole frame of `size` bytes read from `file`; never fewer bytes, whatever happens. */
 export async function writeFrame(
   port: Socket,
@@ -40,8 +56,7 @@ export async function writeFrame(
   let position = 0;
   const buffer = Buffer.alloc(CHUNK);
   const write = async (bytes: Buffer | string) => {
-    // A guest that stops reading (it died) must not hold this loop forever.
-    if (!port.write(bytes)) await Promise.race([once(port, 'drain'), once(port, 'close')]);
+    if (!port.write(bytes)) await drainedOrClosed(port);
   };
   await write(frameHeader(id, size));
   while (position < size) {
