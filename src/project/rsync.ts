@@ -69,6 +69,44 @@ export function parseRsyncOutput(guest: string, output: string): SyncReport {
   };
 }
 
+/** Writes rsync's exclude file for sending exactly `manifest` of `root`. */
+export async function writeExcludeFile(file: string, root: string, manifest: Manifest): Promise<void> {
+  await writeFile(
+    file,
+    excludedPaths(root, manifest)
+      .map((path) => `${excludePattern(path)}\n`)
+      .join(''),
+  );
+}
+
+/**
+ * rsync's arguments for a mirror of `source` into `destination` leaving out what the exclude
+ * file names: recursive, symlinks as symlinks, modes and times kept, files owned by the receiver
+ * (root in the guest), deletions, and what moved itemized for the report. `shell`: rsync's -e.
+ */
+export function rsyncArgs(
+  excludeFile: string,
+  source: string,
+  destination: string,
+  shell?: string,
+): string[] {
+  return [
+    '--recursive',
+    '--links',
+    '--perms',
+    '--times',
+    '--no-owner',
+    '--no-group',
+    '--delete',
+    '--itemize-changes',
+    '--stats',
+    `--exclude-from=${excludeFile}`,
+    ...(shell ? ['-e', shell] : []),
+    source,
+    destination,
+  ];
+}
+
 /**
  * Mirrors the host folder of `map` into the guest with rsync over the VM's SSH: changed files by
  * rsync's own size and mtime check against what the guest really holds; files that are gone from
@@ -89,24 +127,8 @@ export async function rsyncMap(
     throw new ConfigError(`sync: a path with a newline cannot be synced: ${JSON.stringify(odd)}`);
   const filters = join(scratchDir, `rsync-${randomBytes(4).toString('hex')}.filter`);
   try {
-    const patterns = excludedPaths(map.host, manifest).map(excludePattern);
-    await writeFile(filters, patterns.map((pattern) => `${pattern}\n`).join(''));
-    const args = [
-      '--recursive',
-      '--links',
-      '--perms',
-      '--times',
-      '--no-owner',
-      '--no-group',
-      '--delete',
-      '--itemize-changes',
-      '--stats',
-      `--exclude-from=${filters}`,
-      '-e',
-      `ssh -F "${sshConfig}"`,
-      `${map.host}/`,
-      `${sshHost}:${map.guest}/`,
-    ];
+    await writeExcludeFile(filters, map.host, manifest);
+    const args = rsyncArgs(filters, `${map.host}/`, `${sshHost}:${map.guest}/`, `ssh -F "${sshConfig}"`);
     const { stdout } = await runTool('rsync', args, { timeoutMs: 600_000 }).catch((error: Error) => {
       throw new TransferError(`rsync into ${map.guest} failed: ${error.message}`);
     });
