@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { splitAtDashes } from '../../src/cli/commands/project.js';
-import { parseConfig } from '../../src/project/config.js';
+import { parseConfig, selectVm, type VmConfig } from '../../src/project/config.js';
 import { hostManifest } from '../../src/project/manifest.js';
 import { forwardedGuestPorts } from '../../src/project/ports.js';
 import { excludePattern, parseRsyncOutput, rsyncArgs, writeExcludeFile } from '../../src/project/rsync.js';
@@ -122,9 +122,10 @@ describe('ssh arguments and ports', () => {
       },
       '/p/vmkit.config.json',
     );
-    assert.deepEqual(forwardedGuestPorts(config.vms.a!), [80, 22]);
-    assert.deepEqual(forwardedGuestPorts(config.vms.b!), [2222]);
-    assert.deepEqual(forwardedGuestPorts(config.vms.c!), [22]);
-    assert.equal(config.vms.a!.syncMethod, 'vmkit');
+    const [a, b, c] = ['a', 'b', 'c'].map((name) => selectVm(config, name));
+    assert.deepEqual(forwardedGuestPorts(a as VmConfig), [80, 22]);
+    assert.deepEqual(forwardedGuestPorts(b as VmConfig), [2222]);
+    assert.deepEqual(forwardedGuestPorts(c as VmConfig), [22]);
+    assert.equal(a?.syncMethod, 'vmkit');
   });
 });

@@ -32,7 +32,8 @@ const guest = async (script: string, vm = 'deb') => {
 };
 const sshDir = join(project, '.vmkit', 'deb', 'ssh');
 
-copyFileSync(join(root, 'examples', 'project-vm', 'debian-ssh.json'), join(project, 'debian-ssh.json'));
+for (const file of ['debian-ssh.json', 'test.sh'])
+  copyFileSync(join(root, 'examples', 'project-vm', file), join(project, file));
 writeFileSync(
   join(project, 'vmkit.config.json'),
   JSON.stringify({
@@ -43,6 +44,7 @@ writeFileSync(
         diskMiB: 128,
         syncMethod: 'rsync',
         sync: [{ host: '.', guest: '/work/project', exclude: ['*.log', 'build/'] }],
+        commands: { test: 'sh ./test.sh' },
       },
       tiny: { image: 'tiny', memoryMiB: 128, diskMiB: 32 },
     },
@@ -130,6 +132,13 @@ describe('project VMs on a Debian image with sshd', { skip: lacks('snapshot'), t
     // vmkit's own transfer takes over where rsync left off: nothing to send.
     const own = await vmkit(['sync', 'deb', '--method', 'vmkit']);
     assert.match(own.stderr, /\(vmkit\): 0 sent .*, 0 deleted/);
+  });
+
+  it("test syncs by rsync and runs the example's root-only suite on Debian", async () => {
+    const passed = await vmkit(['test', 'deb']);
+    assert.equal(passed.code, 0, passed.stderr + passed.stdout);
+    assert.match(passed.stderr, /\(rsync\): 0 sent/);
+    assert.match(passed.stdout, /ok - tmpfs mount\nok - ext2 on a loop device\n0 failed/);
   });
 
   it('an image without sshd says so: ssh and rsync refuse, auto falls back to vmkit', async () => {
