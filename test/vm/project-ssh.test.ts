@@ -89,6 +89,20 @@ describe('project VMs on a Debian image with sshd', { skip: lacks('snapshot'), t
     assert.equal(readFileSync(join(sshDir, 'known_hosts'), 'utf8'), `vmkit-deb ${hostKey}\n`, 'pinned again');
   });
 
+  it('ssh without a command is an interactive login on a pseudo-terminal; its exit status comes back', async () => {
+    // A real terminal on the host side (util-linux script); the keys are typed in after a pause.
+    const session = await runProgram(
+      'sh',
+      [
+        '-c',
+        `(sleep 4; printf 'tty\\n'; sleep 2; printf 'exit 5\\n'; sleep 8) | script -qec "${process.execPath} ${cli} ssh deb" /dev/null`,
+      ],
+      { cwd: project, timeoutMs: 120_000 },
+    );
+    assert.match(session.stdout, /\/dev\/pts\/\d+/);
+    assert.equal(session.code, 5, session.stdout);
+  });
+
   it('sync by rsync over SSH: adds, changes, deletes, keeps modes and symlinks, leaves out excludes and .gitignore', async () => {
     writeSyncTree(project);
     const first = await vmkit(['sync', 'deb']);
