@@ -11,9 +11,11 @@ export type SyncMethod = 'vmkit' | 'rsync' | 'auto';
 const hostHasRsync = () => spawnSync('rsync', ['--version'], { stdio: 'ignore' }).status === 0;
 
 /**
- * How this sync copies. `vmkit` (the default: measured faster here, see bench/workspace.ts and
- * the README) needs nothing in the guest but tar; `rsync` needs rsync on both sides and the
- * guest's sshd, and fails naming what is missing; `auto` takes rsync when all of that is there.
+ * How this sync copies. `vmkit` is the default: bench/workspace.ts measured it 3 to 11 times
+ * faster than rsync over SSH on 5,000 files under TCG (a no-change run compares host metadata with
+ * its manifest and never talks to the guest; rsync pays an SSH login and a walk of the tree in the
+ * emulated guest), and it needs nothing in the guest but tar. `rsync` needs rsync on both sides
+ * and the guest's sshd, and fails naming what is missing; `auto` takes rsync when all of that is there.
  */
 async function resolveMethod(
   hub: HubClient,
