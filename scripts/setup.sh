@@ -29,6 +29,10 @@ declare -A NEEDED=(
   [mformat]=mtools
   [openssl]=openssl
   [musl-gcc]=musl-tools     # compiles the guest agent (guest/agent/) into a static binary
+  # vmkit ssh (the client, and a key per project VM) and sync by rsync over SSH
+  [ssh]=openssh-client
+  [ssh-keygen]=openssh-client
+  [rsync]=rsync
 )
 # file -> Debian package that provides it
 declare -A NEEDED_FILES=(

@@ -50,8 +50,12 @@ const vmSchema = z
     /** The persistent data disk, mounted at /work in the guest. */
     diskMiB: z.number({ error: 'must be MiB' }).int().min(16).max(1_048_576).default(1024),
     ports: z.array(z.object({ guest: port, host: port.optional() }).strict()).default([]),
-    /** The guest's sshd port, forwarded for `vmkit ssh` (when the image has an sshd). */
+    /** The guest's sshd port (default 22), forwarded for `vmkit ssh` and rsync. */
     sshPort: port.optional(),
+    /** How `vmkit sync` copies: vmkit's own transfer, rsync over SSH, or rsync where both sides have it. */
+    syncMethod: z
+      .enum(['vmkit', 'rsync', 'auto'], { error: 'must be "vmkit", "rsync" or "auto"' })
+      .default('vmkit'),
     sync: z.array(syncSchema).optional(),
     workdir: guestPath.optional(),
     commands: z.record(z.string().regex(NAME, { error: 'is not a command name' }), commandSchema).default({}),

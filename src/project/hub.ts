@@ -1,5 +1,6 @@
-import { rmSync } from 'node:fs';
+import { renameSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
 import type { BackdoorChannel } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
 import { AttachedQemu } from '../backends/qemu/detached.js';
@@ -35,10 +36,16 @@ export async function runHub(runDir: string, name: string, bannerWaitMs: number)
     setTimeout(() => end(1), 200);
   }, 250);
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => end(0));
+  // Bound under another name and renamed once listening: a client that sees hub.sock can connect
+  // (between bind and listen, a connect is refused). The name is no longer than xfer.sock, whose
+  // length decides whether the run folder's socket paths fit.
+  const binding = join(runDir, `h${process.pid.toString(36)}.s`);
+  rmSync(binding, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(socketPath, resolve);
+    server.listen(binding, resolve);
   });
+  renameSync(binding, socketPath);
   process.stdout.write(`hub for ${name} listening on ${socketPath}\n`);
 }
 

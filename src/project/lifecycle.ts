@@ -7,6 +7,7 @@ import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import type { HubClient } from './hub-client.js';
 import { assignPorts } from './ports.js';
+import { authorizeAtUp } from './ssh.js';
 import { ensureVmDir, readState, withLock, writeState } from './state.js';
 import {
   BOOT_TIMEOUT_MS,
@@ -109,6 +110,7 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
         const hub = await connectHub(pvm);
         try {
           await provision(hub, pvm, log);
+          await authorizeAtUp(hub, pvm, log);
         } finally {
           hub.close();
         }
@@ -133,6 +135,7 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
           await guestSetupAfterBoot(hub, pvm, image);
           writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
           await provision(hub, pvm, log);
+          await authorizeAtUp(hub, pvm, log);
         } finally {
           hub.close();
         }

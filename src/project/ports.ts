@@ -3,11 +3,15 @@ import { freePort, portFree } from '../util/sockets.js';
 import type { VmConfig } from './config.js';
 import type { VmState } from './state.js';
 
-/** The guest ports the VM forwards: the configured ones and its sshd. */
+/** The guest port of the VM's sshd: 22 unless the config says otherwise. */
+export const sshGuestPort = (vm: VmConfig) => vm.sshPort ?? 22;
+
+/**
+ * The guest ports the VM forwards: the configured ones and its sshd's (always: whether the image
+ * has an sshd is known only once it runs, and a forward to nothing costs nothing).
+ */
 export function forwardedGuestPorts(vm: VmConfig): number[] {
-  const ports = vm.ports.map((port) => port.guest);
-  if (vm.sshPort !== undefined) ports.push(vm.sshPort);
-  return [...new Set(ports)];
+  return [...new Set([...vm.ports.map((port) => port.guest), sshGuestPort(vm)])];
 }
 
 /**

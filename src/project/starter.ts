@@ -12,7 +12,8 @@ export default {
       diskMiB: 1024,
       // Forwarded ports: guest port to a host port on 127.0.0.1 (picked when host is left out).
       ports: [],
-      // sshPort: 22, // for \`vmkit ssh\`, on images with an sshd
+      // sshPort: 22, // the guest's sshd, forwarded for \`vmkit ssh\` and rsync (images with an sshd)
+      // syncMethod: 'vmkit', // or 'rsync' (over SSH), or 'auto' (rsync where the image has it)
       // Host folders copied in by \`vmkit sync\` (default: the project, minus .git and .gitignore).
       sync: [{ host: '.', guest: '/work/project', exclude: ['node_modules'] }],
       // Named commands for \`vmkit run-cmd <name>\`; \`vmkit test\` runs "test", \`vmkit quick\` the default.

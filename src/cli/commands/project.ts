@@ -6,7 +6,8 @@ import { ConfigError } from '../../errors.js';
 import { loadProjectConfig, selectVm } from '../../project/config.js';
 import { commandScript, namedCommandScript, streamCommand } from '../../project/exec.js';
 import { STARTER_JSON, STARTER_TS } from '../../project/starter.js';
-import { type SyncReport, syncMap } from '../../project/sync.js';
+import type { SyncReport } from '../../project/sync.js';
+import { type SyncMethod, syncVm } from '../../project/sync-vm.js';
 import { connectHub, type ProjectVm, projectVm } from '../../project/vm-handle.js';
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -28,18 +29,24 @@ async function withHub<T>(pvm: ProjectVm, work: (hub: Awaited<ReturnType<typeof 
   }
 }
 
-const describeSync = (report: SyncReport, ms: number) =>
-  `sync ${report.guest}: ${report.sent} sent (${(report.bytes / 1024).toFixed(1)} KiB), ${report.deleted} deleted, ${report.unchanged} unchanged in ${ms} ms` +
+const describeSync = (report: SyncReport, method: string, ms: number) =>
+  `sync ${report.guest} (${method}): ${report.sent} sent (${(report.bytes / 1024).toFixed(1)} KiB), ${report.deleted} deleted, ${report.unchanged} unchanged in ${ms} ms` +
   (report.sent + report.deleted > 0 ? `\n  ${report.sample.join('\n  ')}` : '');
 
-async function syncAll(pvm: ProjectVm, full = false): Promise<void> {
-  await withHub(pvm, async (hub) => {
-    for (const map of pvm.vm.sync) {
-      const start = performance.now();
-      const report = await syncMap(hub, pvm.dir, pvm.run, map, { full });
-      say(describeSync(report, Math.round(performance.now() - start)));
-    }
-  });
+const SYNC_METHODS = ['vmkit', 'rsync', 'auto'] as const;
+
+async function syncAll(pvm: ProjectVm, options: { full?: boolean; method?: string } = {}): Promise<void> {
+  const method = options.method;
+  if (method !== undefined && !(SYNC_METHODS as readonly string[]).includes(method)) {
+    throw new ConfigError(
+      `sync: --method must be ${SYNC_METHODS.join(', ')} (got ${JSON.stringify(method)})`,
+    );
+  }
+  await withHub(pvm, (hub) =>
+    syncVm(hub, pvm, { full: options.full, method: method as SyncMethod | undefined }, (report, used, ms) =>
+      say(describeSync(report, used, ms)),
+    ),
+  );
 }
 
 async function runNamed(pvm: ProjectVm, command: string): Promise<number> {
@@ -69,15 +76,30 @@ async function confirm(question: string): Promise<boolean> {
   }
 }
 
-/** `[name] -- cmd args...`: the words before `--` name the VM; without `--`, all is the command. */
-export function splitAtDashes(words: string[]): { name?: string; command: string[] } {
+/**
+ * `[name] -- cmd args...`: the words before `--` name the VM; without `--`, all is the command
+ * (for ssh, with `commandOptional`, the one word is the VM's name and there is no command).
+ */
+export function splitAtDashes(
+  words: string[],
+  options: { what?: string; commandOptional?: boolean } = {},
+): { name?: string; command: string[] } {
+  const what = options.what ?? 'exec';
   const dashes = words.indexOf('--');
-  if (dashes < 0) return { command: words };
+  if (dashes < 0) {
+    if (!options.commandOptional) return { command: words };
+    if (words.length > 1)
+      throw new ConfigError(
+        `${what}: expected [name] [-- command], got ${words.join(' ')} (put -- before the command)`,
+      );
+    return { name: words[0], command: [] };
+  }
   if (dashes > 1)
     throw new ConfigError(
-      `exec: expected [name] -- command, got ${words.slice(0, dashes).join(' ')} before --`,
+      `${what}: expected [name] -- command, got ${words.slice(0, dashes).join(' ')} before --`,
     );
-  if (dashes === words.length - 1) throw new ConfigError('exec: no command after --');
+  if (dashes === words.length - 1 && !options.commandOptional)
+    throw new ConfigError(`${what}: no command after --`);
   return { name: words[0] === '--' ? undefined : words[0], command: words.slice(dashes + 1) };
 }
 
@@ -199,21 +221,40 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
 
   program
     .command('ssh')
-    .description("OpenSSH into the VM with vmkit's key, on the forwarded port (needs an sshd in the image)")
-    .argument('[name]', 'VM name')
-    .argument('[args...]', 'more ssh arguments (e.g. a command), after --')
-    .action(async (name: string | undefined, args: string[]) => {
+    .description(
+      "real OpenSSH into the VM as root, with vmkit's key, on the forwarded port; with -- cmd, runs it (needs an sshd in the image)",
+    )
+    .argument('[words...]', '[name] [-- command...]')
+    .allowUnknownOption()
+    .action(async () => {
+      const { name, command } = splitAtDashes(process.argv.slice(process.argv.indexOf('ssh') + 1), {
+        what: 'ssh',
+        commandOptional: true,
+      });
       const { sshCommand } = await import('./project-ssh.js');
-      process.exitCode = await sshCommand(await openVm(name), args);
+      process.exitCode = await sshCommand(await openVm(name), command);
+    });
+
+  program
+    .command('ssh-config')
+    .description('print an OpenSSH config for the VM (for ssh -F, rsync -e, editors) and make it ready')
+    .argument('[name]', 'VM name')
+    .action(async (name?: string) => {
+      const { sshConfigCommand } = await import('./project-ssh.js');
+      process.stdout.write(await sshConfigCommand(await openVm(name)));
     });
 
   program
     .command('sync')
     .description('copy the project tree into the VM: changed files only, deletions too')
     .argument('[name]', 'VM name')
-    .option('--full', 'send everything again (after changes made inside the guest)')
-    .action(async (name: string | undefined, options: { full?: boolean }) => {
-      await syncAll(await openVm(name), options.full);
+    .option('--full', "vmkit's own transfer: send everything again (after changes made inside the guest)")
+    .option(
+      '--method <method>',
+      "vmkit, rsync (over SSH) or auto (rsync where both sides have it); default: the config's syncMethod, else vmkit",
+    )
+    .action(async (name: string | undefined, options: { full?: boolean; method?: string }) => {
+      await syncAll(await openVm(name), options);
     });
 
   program
