@@ -42,7 +42,15 @@ const stepSchema = z
     untilMs: timeout.optional(),
     timeoutMs: timeout.optional(),
   })
-  .strict();
+  .strict()
+  .refine(
+    (step) =>
+      step.expect !== undefined ||
+      step.send !== undefined ||
+      step.sendLine !== undefined ||
+      (step.keys?.length ?? 0) > 0,
+    { error: 'the step neither expects nor sends anything' },
+  );
 const stepsSchema = z.array(stepSchema).min(1, { error: 'must list at least one step' });
 
 /** The OS in the media runs vmkit's agent and is set up like this image; left out: no agent. */
@@ -131,17 +139,6 @@ export function installSteps(image: IsoImageConfig, root: string, field: string)
     steps = parsed.data;
   }
   const list = steps as z.output<typeof stepsSchema>;
-  list.forEach((step, index) => {
-    if (
-      step.expect === undefined &&
-      step.send === undefined &&
-      step.sendLine === undefined &&
-      !step.keys?.length
-    )
-      throw new ConfigError(
-        `${field}.install.${index}: step "${step.name}" neither expects nor sends anything`,
-      );
-  });
   return list.map((step) => ({
     ...step,
     expect: step.expect === undefined ? undefined : toPattern(step.expect),

@@ -160,7 +160,7 @@ describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }
     writeFileSync(join(project, 'vmkit.config.json'), JSON.stringify(current));
     const up = await vmkit(['up', 'inst']);
     assert.equal(up.code, 0, up.stderr);
-    assert.match(up.stderr, /provision: echo again[^]*saved snapshot clean/);
+    assert.match(up.stderr, /provision: echo again[\s\S]*saved snapshot clean/);
     await guest('inst', 'echo dirty > /work/dirty');
     assert.equal((await vmkit(['reset', 'inst'])).code, 0);
     assert.equal(
