@@ -67,7 +67,11 @@ describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }
       },
       disk: { image: { disk: 'system.img', agent: 'tiny' }, memoryMiB: 192, diskMiB: 32 },
       missing: { image: { disk: 'nope.img', agent: 'tiny' } },
-      console: { image: { disk: 'system.img' } },
+      console: {
+        image: { disk: 'system.img', readyWhen: 'vmkit: tiny image up' },
+        memoryMiB: 192,
+        diskMiB: 16,
+      },
     });
   });
 
@@ -188,5 +192,26 @@ describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }
       [],
       'no QEMU or hub left',
     );
+  });
+
+  it('without an agent: up waits for readyWhen on the console; snapshots and reset work; exec says why not', async () => {
+    const up = await vmkit(['up', 'console']);
+    assert.equal(up.code, 0, up.stderr);
+    assert.match(up.stderr, /saved snapshot clean/);
+    assert.match(
+      readFileSync(join(project, '.vmkit', 'console', 'boot-console.log'), 'utf8'),
+      /tiny image up/,
+    );
+    const refused = await vmkit(['sync', 'console']);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /without vmkit's agent/);
+    const reset = await vmkit(['reset', 'console']);
+    assert.equal(reset.code, 0, reset.stderr);
+    const [state] = JSON.parse((await vmkit(['status', 'console', '--json'])).stdout) as Array<{
+      state: string;
+    }>;
+    assert.equal(state?.state, 'running');
+    assert.equal((await vmkit(['destroy', '--yes', 'console'])).code, 0);
+    assert.deepEqual(processesNaming(join(project, '.vmkit')), [], 'no QEMU left');
   });
 });
