@@ -3,7 +3,7 @@
 // reset, down/up); a { disk } image boots through an overlay and its file is never written.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
@@ -67,6 +67,17 @@ describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }
       },
       disk: { image: { disk: 'system.img', agent: 'tiny' }, memoryMiB: 192, diskMiB: 32 },
       missing: { image: { disk: 'nope.img', agent: 'tiny' } },
+      broken: {
+        image: {
+          iso: 'installer.iso',
+          install: [
+            { name: 'installer up', expect: 'vmkit: tiny image up', timeoutMs: 240_000 },
+            { name: 'a prompt that never comes', expect: 'Partition disks?', timeoutMs: 3000 },
+          ],
+          agent: 'tiny',
+        },
+        diskMiB: 16,
+      },
       console: {
         image: { disk: 'system.img', readyWhen: 'vmkit: tiny image up' },
         memoryMiB: 192,
@@ -112,6 +123,25 @@ describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }
       writeFileSync(join(project, 'vmkit.config.json'), good);
     }
     assert.deepEqual(processesNaming(project), [], 'no QEMU started');
+  });
+
+  it('an install that fails names the step with the screen, and leaves no disk and no QEMU', async () => {
+    const failed = await vmkit(['up', 'broken']);
+    assert.equal(failed.code, 1, failed.stderr);
+    assert.match(
+      failed.stderr,
+      /machine broken: installing from installer\.iso failed: console script failed at step "a prompt that never comes" \(phase main\): timed out after 3000 ms/,
+    );
+    assert.match(failed.stderr, /the screen:/);
+    assert.deepEqual(
+      readdirSync(join(project, '.vmkit', 'broken')).filter(
+        (name) => name.endsWith('.qcow2') || name.includes('installing'),
+      ),
+      [],
+      'no installed or half-installed disk',
+    );
+    assert.deepEqual(processesNaming(join(project, '.vmkit')), [], 'no QEMU left');
+    assert.equal((await vmkit(['destroy', '--yes', 'broken'])).code, 0);
   });
 
   it('up installs from the ISO by console steps, boots the installed disk, provisions once, saves clean', async () => {
