@@ -103,6 +103,7 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
       const state = readState(pvm.dir);
       let recovered: string | undefined;
       if (vmmRecord(pvm)) {
+        if (!hasAgent(pvm.vm.image)) return { already: true, bootMs: 0 };
         // Running: bring back a hub that died, and run provision commands changed since.
         const reachable = await connectHub(pvm).then(
           (hub) => {
@@ -112,7 +113,6 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
           () => false,
         );
         if (!reachable) await startHub(pvm, 5000);
-        if (!hasAgent(pvm.vm.image)) return { already: true, bootMs: 0 };
         const hub = await connectHub(pvm);
         let provisioned: boolean;
         try {
