@@ -60,6 +60,7 @@ export async function installFromIso(
   let watched: Watched | undefined;
   const abandon = () => {
     // Ctrl-C or a kill mid-install: no QEMU and no half-installed disk left behind.
+    watched?.close();
     void stopVmm(pvm).finally(() => {
       rmSync(partial, { force: true });
       process.exit(130);
@@ -86,6 +87,8 @@ export async function installFromIso(
         tail(serial.log, 2000),
       );
     }
+    watched.close();
+    watched = undefined;
     await stopVmm(pvm);
     renameSync(partial, target);
     writeFileAtomic(
@@ -94,6 +97,9 @@ export async function installFromIso(
     );
     log(`VM ${name}: installed in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } catch (error) {
+    // QEMU serves one QMP client at a time: let go of ours, so that stopVmm can ask it to quit.
+    watched?.close();
+    watched = undefined;
     await stopVmm(pvm);
     rmSync(partial, { force: true });
     if (error instanceof MachineCrashedError) throw error;
