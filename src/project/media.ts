@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, statSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FirmwareBoot } from '../backends/backend.js';
 import { ConfigError } from '../errors.js';
@@ -24,11 +24,27 @@ export const installedDisk = (dir: string) => join(dir, 'installed.qcow2');
 export const installRecordPath = (dir: string) => join(dir, 'installed.json');
 export const imageField = (pvm: ProjectVm) => `vms.${pvm.vm.name}.image`;
 
-/** Identifies an install: the ISO, the steps, the disk size and firmware it was made with. */
+/** Identifies an install: the ISO, the steps (a steps file by its text), the disk size and firmware. */
 export function installKey(pvm: ProjectVm, image: IsoImageConfig): string {
-  const what = { ...image, iso: resolve(pvm.project.root, image.iso) };
-  return `install:${createHash('sha256').update(JSON.stringify(what)).digest('hex').slice(0, 16)}`;
+  const steps =
+    typeof image.install === 'string' ? readFileSafe(join(pvm.project.root, image.install)) : image.install;
+  const what = {
+    iso: resolve(pvm.project.root, image.iso),
+    steps,
+    diskMiB: image.diskMiB,
+    firmware: image.firmware,
+  };
+  const text = JSON.stringify(what, (_key, value) => (value instanceof RegExp ? String(value) : value));
+  return `install:${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
 }
+
+const readFileSafe = (path: string) => {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+};
 
 /** Whether the VM still has to install from its ISO; refuses a disk installed from other media. */
 export function needsInstall(pvm: ProjectVm, image: IsoImageConfig): boolean {

@@ -17,7 +17,8 @@ import { splitAtDashes } from '../../src/cli/commands/project.js';
 import { ConfigError } from '../../src/errors.js';
 import { findConfigFile, loadProjectConfig, parseConfig, selectVm } from '../../src/project/config.js';
 import { globMatcher, hostManifest, planSync } from '../../src/project/manifest.js';
-import { hasAgent, installSteps, isIsoImage } from '../../src/project/media-config.js';
+import { installKey } from '../../src/project/media.js';
+import { hasAgent, type IsoImageConfig, installSteps, isIsoImage } from '../../src/project/media-config.js';
 import { acquireLock, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'vmkit-project-unit-'));
@@ -134,6 +135,23 @@ describe('project config', () => {
     assert.deepEqual(problems({ vms: { a: { image: { iso: 'x.iso', install: [{ name: 'idle' }] } } } }), [
       'vms.a.image.install.0: the step neither expects nor sends anything (got an object)',
     ]);
+  });
+
+  it('an install is identified by its ISO, steps, disk size and firmware only', () => {
+    const config = parseConfig(
+      { vms: { a: { image: { iso: 'x.iso', install: [{ name: 'go', expect: 'login:' }] } } } },
+      join(scratch, 'vmkit.config.json'),
+    );
+    const vm = selectVm(config, 'a');
+    const key = (change: Record<string, unknown>) =>
+      installKey({ project: config, vm: { ...vm, image: { ...(vm.image as object), ...change } } } as never, {
+        ...(vm.image as IsoImageConfig),
+        ...change,
+      });
+    assert.equal(key({}), key({ installTimeoutMs: 5, agent: 'tiny', readyWhen: 'x' }));
+    assert.notEqual(key({}), key({ diskMiB: 128 }));
+    assert.notEqual(key({}), key({ install: [{ name: 'go', expect: /login:/ }] }));
+    assert.notEqual(key({}), key({ iso: 'y.iso' }));
   });
 
   it('install steps from a file: a file that does not parse is one line naming it', () => {

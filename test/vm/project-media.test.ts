@@ -209,6 +209,14 @@ describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }
       'provisioned\nprovisioned\nagain\nno-dirt\n',
     );
     assert.equal((await vmkit(['down', 'inst'])).code, 0);
+    current.vms.inst.image.diskMiB = 128;
+    writeFileSync(join(project, 'vmkit.config.json'), JSON.stringify(current));
+    const changed = await vmkit(['up', 'inst']);
+    assert.equal(changed.code, 2, changed.stderr);
+    assert.match(
+      changed.stderr,
+      /^vmkit: vms\.inst\.image: VM inst was installed with other media or steps; vmkit destroy inst to install again\n$/,
+    );
   });
 
   it('a { disk } image boots through an overlay: the file is never written', async () => {
