@@ -195,7 +195,7 @@ describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }
     assert.equal(await guest('inst', 'cat /work/provisioned'), 'provisioned\n', 'provisioned once');
   });
 
-  it('changed provision commands run on the next up, and clean is saved after them', async () => {
+  it('changed provision commands run on the next up and clean is saved after them; changed install media are refused', async () => {
     const current = JSON.parse(readFileSync(join(project, 'vmkit.config.json'), 'utf8'));
     current.vms.inst.provision.push('echo again >> /work/provisioned');
     writeFileSync(join(project, 'vmkit.config.json'), JSON.stringify(current));
