@@ -54,7 +54,7 @@ export interface MediaConfig {
 }
 
 /** Debian's `ovmf` package: the UEFI code (read-only) and the template of its variable store. */
-const OVMF = {
+export const OVMF = {
   code: '/usr/share/OVMF/OVMF_CODE_4M.fd',
   vars: '/usr/share/OVMF/OVMF_VARS_4M.fd',
 };

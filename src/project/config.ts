@@ -4,6 +4,7 @@ import { dirname, isAbsolute, join, posix, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { ConfigError, describeValue } from '../errors.js';
+import { hasAgent, projectImageSchema } from './media-config.js';
 
 /** The config file names, in the order they are looked for in each folder. */
 export const CONFIG_FILES = ['vmkit.config.ts', 'vmkit.config.json'] as const;
@@ -37,14 +38,9 @@ const syncSchema = z
   })
   .strict();
 
-const imageSchema = z.union([
-  z.enum(['tiny', 'debian'], { error: 'must be "tiny", "debian" or a recipe file (.json)' }),
-  z.string().regex(/\.json$/, { error: 'must be "tiny", "debian" or a recipe file (.json)' }),
-]);
-
 const vmSchema = z
   .object({
-    image: imageSchema.default('tiny'),
+    image: projectImageSchema.default('tiny'),
     memoryMiB: z.number({ error: 'must be MiB' }).int().min(64).max(65_536).default(256),
     cpus: z.number({ error: 'must be a count' }).int().min(1).max(64).default(1),
     /** The persistent data disk, mounted at /work in the guest. */
@@ -155,6 +151,9 @@ export function parseConfig(value: unknown, file: string): ProjectConfig {
     }
     if (raw.defaultCommand !== undefined && !commands[raw.defaultCommand]) {
       problems.push(`vms.${name}.defaultCommand: no command named ${JSON.stringify(raw.defaultCommand)}`);
+    }
+    if (!hasAgent(raw.image) && raw.provision.length > 0) {
+      problems.push(`vms.${name}.provision: needs vmkit's agent in the guest (set image.agent)`);
     }
     const workdir = raw.workdir ?? sync[0]?.guest ?? DEFAULT_GUEST_DIR;
     vms[name] = { ...raw, name, sync, commands, workdir };

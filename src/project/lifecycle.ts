@@ -6,7 +6,11 @@ import type { BootImage } from '../images/types.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import type { HubClient } from './hub-client.js';
+import { isMediaBoot, needsInstall } from './media.js';
+import { bootWithoutAgent, installFromIso, powerDown } from './media-boot.js';
+import { hasAgent, isIsoImage, isMediaImage, toPattern } from './media-config.js';
 import { assignPorts } from './ports.js';
+import { listProjectSnapshots, takeSnapshot } from './snapshots.js';
 import { authorizeAtUp } from './ssh.js';
 import { ensureVmDir, readState, withLock, writeState } from './state.js';
 import {
@@ -30,6 +34,8 @@ export type Log = (line: string) => void;
 /** Where the data disk is mounted in the guest. */
 export const DATA_MOUNT = '/work';
 const LOCK_WAIT_MS = 30_000;
+/** How long a guest without vmkit's agent gets to power off by ACPI before QEMU is stopped. */
+const POWER_DOWN_MS = 60_000;
 
 const provisionHash = (commands: string[]) =>
   createHash('sha256').update(JSON.stringify(commands)).digest('hex').slice(0, 16);
@@ -98,6 +104,7 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
       const state = readState(pvm.dir);
       let recovered: string | undefined;
       if (vmmRecord(pvm)) {
+        if (!hasAgent(pvm.vm.image)) return { already: true, bootMs: 0 };
         // Running: bring back a hub that died, and run provision commands changed since.
         const reachable = await connectHub(pvm).then(
           (hub) => {
@@ -108,12 +115,14 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
         );
         if (!reachable) await startHub(pvm, 5000);
         const hub = await connectHub(pvm);
+        let provisioned: boolean;
         try {
-          await provision(hub, pvm, log);
+          provisioned = await provision(hub, pvm, log);
           await authorizeAtUp(hub, pvm, log);
         } finally {
           hub.close();
         }
+        if (provisioned) await saveClean(pvm, log);
         return { already: true, bootMs: Math.round(performance.now() - start) };
       }
       if (state.running) {
@@ -123,21 +132,33 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
       }
       await stopHub(pvm);
       await stopVmm(pvm);
+      const { image: media } = pvm.vm;
+      if (isIsoImage(media) && needsInstall(pvm, media)) await installFromIso(pvm, media, log);
       const image = await vmImage(pvm, log);
       const disks = await prepareDisks(pvm, image);
       const ports = await assignPorts(pvm.vm, state, otherVmPorts(pvm));
       writeState(pvm.dir, { ...state, ports, running: false });
-      await launchVmm(pvm, image, disks, ports, false);
       try {
-        await startHub(pvm, BOOT_TIMEOUT_MS);
-        const hub = await connectHub(pvm);
-        try {
-          await guestSetupAfterBoot(hub, pvm, image);
+        let provisioned = false;
+        if (isMediaBoot(image) && !hasAgent(media)) {
+          const readyWhen = isMediaImage(media) && media.readyWhen ? toPattern(media.readyWhen) : undefined;
+          await bootWithoutAgent(pvm, image, disks, ports, readyWhen, BOOT_TIMEOUT_MS);
           writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
-          await provision(hub, pvm, log);
-          await authorizeAtUp(hub, pvm, log);
-        } finally {
-          hub.close();
+        } else {
+          await launchVmm(pvm, image, disks, ports, false);
+          await startHub(pvm, BOOT_TIMEOUT_MS);
+          const hub = await connectHub(pvm);
+          try {
+            await guestSetupAfterBoot(hub, pvm, image);
+            writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
+            provisioned = await provision(hub, pvm, log);
+            await authorizeAtUp(hub, pvm, log);
+          } finally {
+            hub.close();
+          }
+        }
+        if (provisioned || !listProjectSnapshots(pvm).some((snapshot) => snapshot.label === 'clean')) {
+          await saveClean(pvm, log);
         }
       } catch (error) {
         await stopHub(pvm);
@@ -151,14 +172,30 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
   );
 }
 
-/** Runs the provision commands again now (they also run when their text changes). */
+/** `clean` is the state right after provisioning: taken after the first boot and each provision run. */
+async function saveClean(pvm: ProjectVm, log: Log): Promise<void> {
+  const saved = await takeSnapshot(pvm, 'clean');
+  log(
+    `VM ${pvm.vm.name}: saved snapshot clean (${(saved.bytes / 1048576).toFixed(1)} MiB; vmkit reset returns to it)`,
+  );
+}
+
+/** Runs the provision commands again now (they also run when their text changes), then saves clean. */
 export async function reprovision(pvm: ProjectVm, log: Log): Promise<void> {
-  const hub = await connectHub(pvm);
-  try {
-    await provision(hub, pvm, log, true);
-  } finally {
-    hub.close();
-  }
+  await withLock(
+    pvm.dir,
+    'provision',
+    async () => {
+      const hub = await connectHub(pvm);
+      try {
+        await provision(hub, pvm, log, true);
+      } finally {
+        hub.close();
+      }
+      await saveClean(pvm, log);
+    },
+    LOCK_WAIT_MS,
+  );
 }
 
 /** Stops the VM cleanly: the data disk is flushed and unmounted, then QEMU quits. */
@@ -169,7 +206,8 @@ export async function down(pvm: ProjectVm): Promise<boolean> {
     'down',
     async () => {
       const wasRunning = vmmRecord(pvm) !== undefined;
-      if (wasRunning) {
+      if (wasRunning && !hasAgent(pvm.vm.image)) await powerDown(pvm, POWER_DOWN_MS);
+      else if (wasRunning) {
         const hub = await connectHub(pvm).catch(() => undefined);
         await hub?.run(`sync; umount ${DATA_MOUNT} 2>/dev/null; sync`, 30_000).catch(() => {});
         hub?.close();

@@ -66,59 +66,61 @@ export function listProjectSnapshots(pvm: ProjectVm): ProjectSnapshot[] {
 /** Pauses the VM, saves RAM, devices and disks under `label` (replacing an older one), resumes it. */
 export async function saveSnapshot(pvm: ProjectVm, label: string): Promise<ProjectSnapshot> {
   checkLabel(label);
-  return withLock(pvm.dir, `snapshot save ${label}`, async () => {
-    if (!vmmRecord(pvm)) throw new VmDownError(pvm);
-    const image = await vmImage(pvm, () => {});
-    const disks = await prepareDisks(pvm, image);
-    const root = snapshotsDir(pvm.dir);
-    mkdirSync(root, { recursive: true });
-    const scratch = join(root, `.taking-${randomBytes(4).toString('hex')}`);
-    mkdirSync(scratch);
+  return withLock(pvm.dir, `snapshot save ${label}`, () => takeSnapshot(pvm, label));
+}
+
+/** saveSnapshot for a caller that holds the VM's lock already (up, after provisioning). */
+export async function takeSnapshot(pvm: ProjectVm, label: string): Promise<ProjectSnapshot> {
+  if (!vmmRecord(pvm)) throw new VmDownError(pvm);
+  const image = await vmImage(pvm, () => {});
+  const disks = await prepareDisks(pvm, image);
+  const root = snapshotsDir(pvm.dir);
+  mkdirSync(root, { recursive: true });
+  const scratch = join(root, `.taking-${randomBytes(4).toString('hex')}`);
+  mkdirSync(scratch);
+  try {
+    const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run);
     try {
-      const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run);
+      await attached.qmp.execute('stop');
       try {
-        await attached.qmp.execute('stop');
-        try {
-          await migrateOut(attached.qmp, statePath(scratch), {
-            ignoreShared: false,
-            timeoutMs: SAVE_TIMEOUT_MS,
-            what: `snapshot ${label} of ${pvm.vm.name}`,
-          });
-          // Paused, and its block layer flushed by the migration: the disks match the RAM.
-          for (const disk of disks) await copySparse(disk, join(scratch, basename(disk)));
-        } finally {
-          await attached.qmp.execute('cont');
-        }
+        await migrateOut(attached.qmp, statePath(scratch), {
+          ignoreShared: false,
+          timeoutMs: SAVE_TIMEOUT_MS,
+          what: `snapshot ${label} of ${pvm.vm.name}`,
+        });
+        // Paused, and its block layer flushed by the migration: the disks match the RAM.
+        for (const disk of disks) await copySparse(disk, join(scratch, basename(disk)));
       } finally {
-        attached.detach();
+        await attached.qmp.execute('cont');
       }
-      for (const name of syncManifests(pvm.dir)) await copySparse(join(pvm.dir, name), join(scratch, name));
-      const bytes = readdirSync(scratch).reduce(
-        (sum, name) => sum + statSync(join(scratch, name)).blocks * 512,
-        0,
-      );
-      const meta: ProjectSnapshot = {
-        label,
-        createdAt: new Date().toISOString(),
-        imageKey: image.key,
-        memoryMiB: pvm.vm.memoryMiB,
-        disks: disks.map((disk) => basename(disk)),
-        bytes,
-      };
-      writeFileAtomic(metaPath(scratch), JSON.stringify(meta, null, 2));
-      const target = join(root, label);
-      if (existsSync(target))
-        renameSync(target, join(root, `.old-${label}-${randomBytes(4).toString('hex')}`));
-      renameSync(scratch, target);
-      for (const name of readdirSync(root)) {
-        if (name.startsWith('.old-')) rmSync(join(root, name), { recursive: true, force: true });
-      }
-      return meta;
-    } catch (error) {
-      rmSync(scratch, { recursive: true, force: true });
-      throw error;
+    } finally {
+      attached.detach();
     }
-  });
+    for (const name of syncManifests(pvm.dir)) await copySparse(join(pvm.dir, name), join(scratch, name));
+    const bytes = readdirSync(scratch).reduce(
+      (sum, name) => sum + statSync(join(scratch, name)).blocks * 512,
+      0,
+    );
+    const meta: ProjectSnapshot = {
+      label,
+      createdAt: new Date().toISOString(),
+      imageKey: image.key,
+      memoryMiB: pvm.vm.memoryMiB,
+      disks: disks.map((disk) => basename(disk)),
+      bytes,
+    };
+    writeFileAtomic(metaPath(scratch), JSON.stringify(meta, null, 2));
+    const target = join(root, label);
+    if (existsSync(target)) renameSync(target, join(root, `.old-${label}-${randomBytes(4).toString('hex')}`));
+    renameSync(scratch, target);
+    for (const name of readdirSync(root)) {
+      if (name.startsWith('.old-')) rmSync(join(root, name), { recursive: true, force: true });
+    }
+    return meta;
+  } catch (error) {
+    rmSync(scratch, { recursive: true, force: true });
+    throw error;
+  }
 }
 
 /**
@@ -164,19 +166,7 @@ export async function restoreSnapshot(pvm: ProjectVm, label: string): Promise<{ 
       } finally {
         attached.detach();
       }
-      await startHub(pvm, 2500);
-      const hub = await connectHub(pvm);
-      try {
-        const setup = profileNamed(image.profile).afterRestore({
-          clockSeconds: Math.floor(Date.now() / 1000),
-          entropyHex: randomBytes(64).toString('hex'),
-          renumber: [],
-          hosts: {},
-        });
-        await hub.succeed(setup, 30_000);
-      } finally {
-        hub.close();
-      }
+      if (image.profile !== 'foreign') await setUpRestored(pvm, image.profile);
     } catch (error) {
       await stopHub(pvm);
       await stopVmm(pvm);
@@ -185,4 +175,21 @@ export async function restoreSnapshot(pvm: ProjectVm, label: string): Promise<{ 
     writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
     return { restoreMs: Math.round(performance.now() - start) };
   });
+}
+
+/** The restored guest's agent, reached again, is told the time and given fresh randomness. */
+async function setUpRestored(pvm: ProjectVm, profile: string): Promise<void> {
+  await startHub(pvm, 2500);
+  const hub = await connectHub(pvm);
+  try {
+    const setup = profileNamed(profile).afterRestore({
+      clockSeconds: Math.floor(Date.now() / 1000),
+      entropyHex: randomBytes(64).toString('hex'),
+      renumber: [],
+      hosts: {},
+    });
+    await hub.succeed(setup, 30_000);
+  } finally {
+    hub.close();
+  }
 }

@@ -4,7 +4,9 @@ export const STARTER_TS = `// vmkit project VMs: \`vmkit up\`, \`vmkit test\`, \
 export default {
   vms: {
     dev: {
-      // "tiny" (busybox, boots in seconds), "debian", or a recipe file like "vm/recipe.json".
+      // "tiny" (busybox, boots in seconds), "debian", or a recipe file like "vm/recipe.json";
+      // or media: { disk: 'vm/base.qcow2' } (never written), or
+      // { iso: 'vm/installer.iso', install: 'vm/install.json', diskMiB: 8192 } (console steps).
       image: 'tiny',
       memoryMiB: 256,
       cpus: 1,
@@ -21,7 +23,8 @@ export default {
         test: 'sh ./test.sh',
       },
       defaultCommand: 'test',
-      // Run once after the first boot, and again whenever this list changes.
+      // Run once after the first boot, and again whenever this list changes; vmkit then saves
+      // the "clean" snapshot that \`vmkit reset\` returns to.
       provision: [],
     },
   },

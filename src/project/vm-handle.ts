@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import { vmmRecordPath } from '../backends/qemu/detached.js';
-import { VmkitError } from '../errors.js';
+import { ConfigError, VmkitError } from '../errors.js';
 import { type DetachedRecord, isRunning, readRecord } from '../runtime/detached.js';
 import type { ProjectConfig, VmConfig } from './config.js';
 import { HubClient } from './hub-client.js';
+import { hasAgent } from './media-config.js';
 import { runDir } from './state.js';
 
 /** A project VM as the commands see it: its config and its folders. */
@@ -28,6 +29,7 @@ export function vmmRecord(pvm: ProjectVm): DetachedRecord | undefined {
 
 /** A connection to the running VM's hub, or an error saying the VM is down (with `vmkit up`). */
 export async function connectHub(pvm: ProjectVm): Promise<HubClient> {
+  if (!hasAgent(pvm.vm.image)) throw new NoAgentError(pvm);
   if (!vmmRecord(pvm)) {
     throw new VmDownError(pvm);
   }
@@ -38,5 +40,15 @@ export class VmDownError extends VmkitError {
   override name = 'VmDownError';
   constructor(pvm: ProjectVm) {
     super(`VM ${pvm.vm.name} is not running (start it with: vmkit up ${pvm.vm.name})`);
+  }
+}
+
+/** A command that needs vmkit's agent, against a media VM whose guest does not run it. */
+export class NoAgentError extends ConfigError {
+  override name = 'NoAgentError';
+  constructor(pvm: ProjectVm) {
+    super(
+      `VM ${pvm.vm.name} boots media without vmkit's agent (no image.agent in the config): exec, shell, sync, run-cmd, test and provision need it; up, down, status, snapshots and reset work, and its serial console is ${join(pvm.run, 'con.sock')}`,
+    );
   }
 }

@@ -25,14 +25,16 @@ import { defaultRuntime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { sleep } from '../util/time.js';
 import { hubLogPath, hubRecordPath, hubSocket } from './hub-protocol.js';
-import { dataDisk, readJson } from './state.js';
+import { firmwareBoot, isMediaBoot, mediaBootImage } from './media.js';
+import { isMediaImage } from './media-config.js';
+import { dataDisk, readJson, writeFileAtomic } from './state.js';
 import { type ProjectVm, vmmRecord } from './vm-handle.js';
 
 export { connectHub, type ProjectVm, projectVm, VmDownError, vmmRecord } from './vm-handle.js';
 
 export const BOOT_TIMEOUT_MS = 180_000;
-const rootDisk = (dir: string) => join(dir, 'root.qcow2');
-const imageRecordPath = (dir: string) => join(dir, 'image.json');
+export const rootDisk = (dir: string) => join(dir, 'root.qcow2');
+export const imageRecordPath = (dir: string) => join(dir, 'image.json');
 
 /** The end of the VM's serial console, escape sequences removed. */
 export function consoleTail(pvm: ProjectVm, chars = 2000): string {
@@ -46,6 +48,7 @@ export function consoleTail(pvm: ProjectVm, chars = 2000): string {
 /** The image the VM boots: built (or found in the cache) from its config, then kept by key. */
 export async function vmImage(pvm: ProjectVm, log: (line: string) => void): Promise<BootImage> {
   const { image } = pvm.vm;
+  if (isMediaImage(image)) return mediaBootImage(pvm, image);
   const recipe = image.endsWith('.json')
     ? JSON.parse(readFileSync(join(pvm.project.root, image), 'utf8'))
     : image;
@@ -58,7 +61,9 @@ export async function prepareDisks(pvm: ProjectVm, image: BootImage): Promise<st
   if (image.disk) {
     const recorded = readJson<{ key: string }>(imageRecordPath(pvm.dir));
     if (!existsSync(rootDisk(pvm.dir)) || recorded?.key !== image.key) {
-      await createQcow2(rootDisk(pvm.dir), { base: image.disk });
+      const baseFormat = isMediaBoot(image) ? image.diskFormat : 'qcow2';
+      await createQcow2(rootDisk(pvm.dir), { base: image.disk, baseFormat });
+      writeFileAtomic(imageRecordPath(pvm.dir), JSON.stringify({ key: image.key }));
     }
     disks.push(rootDisk(pvm.dir));
   }
@@ -74,13 +79,18 @@ export const dataDevice = (image: BootImage) => (image.disk ? '/dev/vdb' : '/dev
 const HOST_NIC_MAC = '52:54:00:12:34:56';
 export const HOST_NIC_ADDRESS = '10.0.2.15/24';
 
-/** Starts the VM's QEMU detached, with its forwards; `incoming` waits for a saved state. */
+/**
+ * Starts the VM's QEMU detached, with its forwards; `incoming` waits for a saved state. Media
+ * VMs boot through the firmware, from `cdrom` first when given; `paused` starts with the CPUs
+ * stopped (QMP `cont` runs them), so that nothing on the console is missed.
+ */
 export async function launchVmm(
   pvm: ProjectVm,
   image: BootImage,
   disks: string[],
   ports: Record<string, number>,
   incoming: boolean,
+  media: { cdrom?: string; paused?: boolean } = {},
 ): Promise<DetachedRecord> {
   const accel = await chooseAccel('auto', defaultRuntime());
   const memory = join(
@@ -93,9 +103,10 @@ export async function launchVmm(
     record = await launchDetachedQemu({
       name: `${pvm.vm.name}`,
       stateDir: pvm.run,
-      kernel: image.kernel,
-      initrd: image.initrd,
-      cmdline: image.cmdline,
+      ...(isMediaBoot(image)
+        ? { boot: firmwareBoot(pvm, image.firmware, media.cdrom) }
+        : { kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline }),
+      ...(media.paused ? { extraArgs: ['-S'] } : {}),
       memoryMiB: pvm.vm.memoryMiB,
       cpus: pvm.vm.cpus,
       accel: accel.accel,

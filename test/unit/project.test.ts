@@ -17,6 +17,8 @@ import { splitAtDashes } from '../../src/cli/commands/project.js';
 import { ConfigError } from '../../src/errors.js';
 import { findConfigFile, loadProjectConfig, parseConfig, selectVm } from '../../src/project/config.js';
 import { globMatcher, hostManifest, planSync } from '../../src/project/manifest.js';
+import { installKey } from '../../src/project/media.js';
+import { hasAgent, type IsoImageConfig, installSteps, isIsoImage } from '../../src/project/media-config.js';
 import { acquireLock, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'vmkit-project-unit-'));
@@ -87,6 +89,88 @@ describe('project config', () => {
     assert.equal(config.vms.box?.memoryMiB, 128);
     writeFileSync(join(project, 'a', 'vmkit.config.json'), '{ "vms": ');
     await assert.rejects(loadProjectConfig(join(project, 'a', 'b')), /vmkit\.config\.json: not JSON/);
+  });
+
+  it('media images: { disk } and { iso, install } with defaults; errors name the field at fault', () => {
+    const file = join(scratch, 'vmkit.config.json');
+    const config = parseConfig(
+      {
+        vms: {
+          disk: { image: { disk: 'vm/base.qcow2', agent: 'tiny' } },
+          iso: {
+            image: {
+              iso: 'installer.iso',
+              install: [{ name: 'boot', expect: { regex: 'login: $', flags: 'i' }, sendLine: 'root' }],
+            },
+          },
+        },
+      },
+      file,
+    );
+    assert.deepEqual(selectVm(config, 'disk').image, {
+      disk: 'vm/base.qcow2',
+      agent: 'tiny',
+      firmware: 'bios',
+    });
+    const iso = selectVm(config, 'iso').image;
+    assert.ok(isIsoImage(iso));
+    assert.equal(iso.diskMiB, 4096);
+    assert.equal(hasAgent(iso), false);
+    const [step] = installSteps(iso, scratch, 'vms.iso.image');
+    assert.deepEqual(step?.expect, /login: $/i);
+    assert.deepEqual(problems({ vms: { a: { image: { iso: 'x.iso' } } } }), [
+      'vms.a.image.install: must be a list of console steps or a .json file holding them',
+    ]);
+    assert.deepEqual(problems({ vms: { a: { image: { disk: 'x.img', size: 3 } } } }), [
+      'vms.a.image: unknown field "size"',
+    ]);
+    assert.match(
+      problems({ vms: { a: { image: { disk: 'x.img', agent: 'bsd' } } } })[0] ?? '',
+      /^vms\.a\.image\.agent: must be "tiny" or "debian"/,
+    );
+    assert.match(
+      problems({ vms: { a: { image: 'fedora' } } })[0] ?? '',
+      /^vms\.a\.image: must be "tiny", "debian", a recipe file/,
+    );
+    assert.deepEqual(problems({ vms: { a: { image: { iso: 'x.iso', install: [{ name: 'idle' }] } } } }), [
+      'vms.a.image.install.0: the step neither expects nor sends anything (got an object)',
+    ]);
+  });
+
+  it('an install is identified by its ISO, steps, disk size and firmware only', () => {
+    const config = parseConfig(
+      { vms: { a: { image: { iso: 'x.iso', install: [{ name: 'go', expect: 'login:' }] } } } },
+      join(scratch, 'vmkit.config.json'),
+    );
+    const vm = selectVm(config, 'a');
+    const key = (change: Record<string, unknown>) =>
+      installKey({ project: config, vm: { ...vm, image: { ...(vm.image as object), ...change } } } as never, {
+        ...(vm.image as IsoImageConfig),
+        ...change,
+      });
+    assert.equal(key({}), key({ installTimeoutMs: 5, agent: 'tiny', readyWhen: 'x' }));
+    assert.notEqual(key({}), key({ diskMiB: 128 }));
+    assert.notEqual(key({}), key({ install: [{ name: 'go', expect: /login:/ }] }));
+    assert.notEqual(key({}), key({ iso: 'y.iso' }));
+  });
+
+  it('install steps from a file: a file that does not parse is one line naming it', () => {
+    const image = {
+      iso: 'x.iso',
+      install: 'steps.json',
+      diskMiB: 64,
+      installTimeoutMs: 1000,
+      firmware: 'bios' as const,
+    };
+    writeFileSync(join(scratch, 'steps.json'), JSON.stringify([{ name: 'x', expect: 3 }]));
+    assert.throws(
+      () => installSteps(image, scratch, 'vms.a.image'),
+      /^ConfigError: vms\.a\.image\.install: .*steps\.json: 0\.expect: must be text, a RegExp or \{ regex, flags\? \}$/,
+    );
+    writeFileSync(join(scratch, 'steps.json'), JSON.stringify([{ name: 'boot', sendLine: '' }]));
+    assert.deepEqual(installSteps(image, scratch, 'vms.a.image'), [
+      { name: 'boot', sendLine: '', expect: undefined, until: undefined },
+    ]);
   });
 
   it('exec arguments: the VM name before --, the command after', () => {

@@ -1,6 +1,7 @@
 // Guests without vmkit's backdoor, made from the tiny image's Debian packages for the console
-// tests: a GRUB rescue ISO (BIOS and UEFI) whose menu boots the tiny kernel, and an initramfs
-// with a getty on ttyS0, a user with a colourful prompt, and a setuid busybox for su.
+// tests: a GRUB rescue ISO (BIOS and UEFI) whose menu boots the tiny kernel, an initramfs with a
+// getty on ttyS0, a user with a colourful prompt, and a setuid busybox for su; and for project
+// VMs from media, an "installer" ISO and the "installed system" disk image it writes.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -64,22 +65,73 @@ export async function loginInitrd(dir: string): Promise<string> {
   return combined;
 }
 
-/** A GRUB rescue ISO (BIOS and UEFI) with two entries booting the tiny kernel over ttyS0. */
-export async function grubIso(dir: string): Promise<string> {
+const GRUB_SERIAL = 'serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial\n';
+
+/**
+ * A GRUB rescue image (an isohybrid: it boots as a CD and, under BIOS, as a disk) holding the
+ * tiny kernel and `initrds` in /boot, whose menu is `entries` (`linux`/`initrd` lines per title).
+ * `biosOnly` leaves out the UEFI loader (a smaller image).
+ */
+async function grubRescue(
+  dir: string,
+  name: string,
+  menu: { timeout: number; entries: Array<{ title: string; append: string }> },
+  options: { initrds?: Record<string, Buffer>; biosOnly?: boolean } = {},
+): Promise<string> {
   const tiny = await buildImage('tiny');
-  const root = join(dir, 'iso-root');
+  const root = join(dir, `${name}-root`);
   mkdirSync(join(root, 'boot', 'grub'), { recursive: true });
   writeFileSync(join(root, 'boot', 'vmlinuz'), readFileSync(tiny.kernel));
-  writeFileSync(join(root, 'boot', 'initrd.cpio'), readFileSync(tiny.initrd));
-  const entry = (title: string, extra: string) =>
-    `menuentry '${title}' {\n  linux /boot/vmlinuz ${tiny.cmdline}${extra}\n  initrd /boot/initrd.cpio\n}\n`;
+  const initrds: Record<string, Buffer> = { 'initrd.cpio': readFileSync(tiny.initrd), ...options.initrds };
+  for (const [file, data] of Object.entries(initrds)) writeFileSync(join(root, 'boot', file), data);
+  const initrdLine = Object.keys(initrds)
+    .map((file) => `/boot/${file}`)
+    .join(' ');
+  const entry = ({ title, append }: { title: string; append: string }) =>
+    `menuentry '${title}' {\n  linux /boot/vmlinuz ${tiny.cmdline}${append}\n  initrd ${initrdLine}\n}\n`;
   writeFileSync(
     join(root, 'boot', 'grub', 'grub.cfg'),
-    'serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial\nset timeout=60\n' +
-      entry('vmkit tiny', '') +
-      entry('vmkit tiny (marked)', ' vmkit.mark=second'),
+    `${GRUB_SERIAL}set timeout=${menu.timeout}\n${menu.entries.map(entry).join('')}`,
   );
-  const iso = join(dir, 'rescue.iso');
-  execFileSync('grub-mkrescue', ['-o', iso, root], { stdio: 'ignore' });
-  return iso;
+  const image = join(dir, name);
+  const platform = options.biosOnly ? ['-d', '/usr/lib/grub/i386-pc'] : [];
+  execFileSync('grub-mkrescue', [...platform, '-o', image, root], { stdio: 'ignore' });
+  return image;
+}
+
+/** A GRUB rescue ISO (BIOS and UEFI) with two entries booting the tiny kernel over ttyS0. */
+export function grubIso(dir: string): Promise<string> {
+  return grubRescue(dir, 'rescue.iso', {
+    timeout: 60,
+    entries: [
+      { title: 'vmkit tiny', append: '' },
+      { title: 'vmkit tiny (marked)', append: ' vmkit.mark=second' },
+    ],
+  });
+}
+
+/**
+ * An "installed system" and its "installer": the system is a BIOS GRUB disk image booting tiny
+ * with `vmkit.mark=installed`; the installer is an ISO booting tiny with the system image in its
+ * initramfs at /install/system.img, for an install step on the console to write onto /dev/vda.
+ */
+export async function installerIso(dir: string): Promise<{ iso: string; system: string }> {
+  const system = await grubRescue(
+    dir,
+    'system.img',
+    { timeout: 0, entries: [{ title: 'installed', append: ' vmkit.mark=installed' }] },
+    { biosOnly: true },
+  );
+  const payload = join(dir, 'payload.cpio');
+  await writeCpio(payload, [
+    { type: 'dir', path: 'install' },
+    { type: 'file', path: 'install/system.img', data: readFileSync(system) },
+  ]);
+  const iso = await grubRescue(
+    dir,
+    'installer.iso',
+    { timeout: 0, entries: [{ title: 'installer', append: ' vmkit.mark=installer' }] },
+    { initrds: { 'payload.cpio': readFileSync(payload) }, biosOnly: true },
+  );
+  return { iso, system };
 }

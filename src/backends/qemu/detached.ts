@@ -172,6 +172,13 @@ export class AttachedQemu {
     return channel;
   }
 
+  /** Connects to the serial console (one reader at a time); it closes when the VMM exits. */
+  async serialConsole(timeoutMs = 10_000): Promise<Socket> {
+    const socket = await connectSocket(join(this.stateDir, SOCKETS.console), timeoutMs);
+    this.sockets.push(socket);
+    return socket;
+  }
+
   /** Disconnects; the VMM runs on. */
   detach(): void {
     this.qmp.close();

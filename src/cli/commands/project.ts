@@ -288,7 +288,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
 
   program
     .command('provision')
-    .description('run the provision commands again now')
+    .description('run the provision commands again now, then save the clean snapshot')
     .argument('[name]', 'VM name')
     .action(async (name?: string) => {
       await (await lifecycle()).reprovision(await openVm(name), say);
@@ -296,7 +296,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
 
   program
     .command('reset')
-    .description('restore the snapshot labelled "clean"')
+    .description('restore the snapshot labelled "clean" (vmkit saves it after provisioning)')
     .argument('[name]', 'VM name')
     .action(async (name?: string) => {
       const pvm = await openVm(name);
