@@ -139,6 +139,14 @@ export class BackdoorChannel {
   }
 
   /**
+   * A round trip that starts nothing in the guest (the end of stdin of a process that does not
+   * exist, which the agent acknowledges): whether the agent reads requests, at no fork's cost.
+   */
+  ping(timeoutMs = 30_000): Promise<RawResult> {
+    return this.control('ping', (id) => encodeRequest.closeStdin(id, 0), timeoutMs);
+  }
+
+  /**
    * Copies a host file into the guest through the transfer port, in one checksummed frame. The
    * guest writes a temporary file next to the target and renames it into place only when the
    * checksum matches. A failure on either side fails this call only.

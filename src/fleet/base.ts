@@ -9,6 +9,7 @@ import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { sparseDigest } from '../util/sparse.js';
 import { audit } from './audit.js';
+import { baseRuns } from './delta.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { secretsDiskPath, writeSecretsDisk } from './secrets-disk.js';
 import { stepTimer } from './steps.js';
@@ -147,6 +148,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       await migrateOut(vm.qmp, join(dir, 'state'), { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS, what });
     });
     const ram = await sparseDigest(liveRamPath(dir), join(dir, 'ram'));
+    await baseRuns(join(dir, 'ram')); // found once here, so that no start or wake scans the base
     timer.step('saved');
     await stopVm(dir, layout.name);
     rmSync(dataDiskPath(dir), { force: true });
@@ -166,7 +168,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     };
     writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2));
     for (const name of readdirSync(dir)) {
-      if (!['base.json', 'ram', 'state'].includes(name)) rmSync(join(dir, name), { force: true });
+      if (!['base.json', 'ram', 'ram.runs', 'state'].includes(name)) rmSync(join(dir, name), { force: true });
     }
     mkdirSync(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id), { recursive: true });
     const raced = findBase(ctx.fleetDir, pool, pool.revision);

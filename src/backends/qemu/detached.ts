@@ -162,9 +162,9 @@ export class AttachedQemu {
     // A banner can also come late, under the probe: the backdoor was blocked writing a reply to
     // a host that went away mid-request (a killed CLI) and restarts only once we drain it. The
     // probe is harmless to repeat, and the restarted backdoor reads it.
-    const probe = await channel.run('true', timeoutMs).catch((error: Error) => {
+    const probe = await channel.ping(timeoutMs).catch((error: Error) => {
       if (error instanceof MachineCrashedError && /restarted during/.test(error.message))
-        return channel.run('true', timeoutMs);
+        return channel.ping(timeoutMs);
       throw error;
     });
     if (probe.status !== 0)
