@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { SnapshotError, VmkitError } from '../errors.js';
@@ -11,6 +20,8 @@ import { shellQuote } from '../util/shell.js';
 import { audit } from './audit.js';
 import { type BaseSnapshot, findBase } from './base.js';
 import { type DeltaInfo, deltaInfo, fillRam, reserveRam, writeDelta } from './delta.js';
+import { vmmUid } from './jail.js';
+import { writeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { writeSecretsDisk } from './secrets-disk.js';
 import { type StepTimer, stepTimer } from './steps.js';
@@ -75,20 +86,20 @@ function provideSecrets(ctx: VmContext, instance: Instance, tenant: Tenant): voi
  */
 async function launchOnRam(
   ctx: VmContext,
-  layout: VmLayout,
-  pool: Pool,
+  { layout, instance, pool, tenant }: { layout: VmLayout; instance: Instance; pool: Pool; tenant: Tenant },
   image: BootImage,
   base: BaseSnapshot,
   timer: StepTimer,
   delta?: string,
 ): Promise<DetachedRecord> {
   reserveRam(base.ram, liveRamPath(layout.dir));
+  writeMetadataDocument(layout.dir, instance, pool, tenant, layout.uid);
   const started = performance.now();
   const took = () => Math.round(performance.now() - started);
   let ramMs = 0;
   let qemuMs = 0;
   const [launched, filled] = await Promise.allSettled([
-    launchVm(ctx, layout, pool, image, true).finally(() => {
+    launchVm(ctx, layout, pool, image, true, [base.dir]).finally(() => {
       qemuMs = took();
     }),
     fillRam(base.ram, liveRamPath(layout.dir), delta).finally(() => {
@@ -148,7 +159,7 @@ export async function bootVm(
   rmSync(join(layout.dir, 'console.log'), { force: true });
   const timer = stepTimer(ctx.log, `start of ${instance.path}`);
   provideSecrets(ctx, instance, tenant);
-  const record = await launchOnRam(ctx, layout, pool, image, base, timer);
+  const record = await launchOnRam(ctx, { layout, instance, pool, tenant }, image, base, timer);
   try {
     const warnings = await settleVm(ctx, layout.dir, record, pool);
     await withVm(layout.dir, instance.path, async (vm) => {
@@ -190,6 +201,8 @@ export async function sleepVm(
   const state = sleepStatePath(dir);
   rmSync(join(dir, 'sleep'), { recursive: true, force: true });
   mkdirSync(join(dir, 'sleep'), { recursive: true });
+  const uid = vmmUid(ctx.fleetDir, instance.tenant);
+  if (uid !== undefined) chownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);
   await withVm(dir, instance.path, async (vm) => {
     // Saved attached and idle, the restored agent reads requests at once. Cached blocks (of
@@ -242,7 +255,14 @@ export async function wakeVm(
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
   provideSecrets(ctx, instance, tenant);
   timer.step('image, switch and secrets disk ready');
-  const record = await launchOnRam(ctx, layout, pool, image, base, timer, deltaPath(dir));
+  const record = await launchOnRam(
+    ctx,
+    { layout, instance, pool, tenant },
+    image,
+    base,
+    timer,
+    deltaPath(dir),
+  );
   try {
     const warnings = await settleVm(ctx, dir, record, pool);
     timer.step('limits applied');

@@ -38,15 +38,18 @@ const logTail = (stateDir: string) => {
  */
 export async function launchDetachedQemu(
   spec: Omit<VmmSpec, 'runtime' | 'detached'>,
+  /** Runs QEMU through another program (a jail) that ends by exec'ing QEMU in the same process. */
+  wrap?: (program: string, args: string[]) => { program: string; args: string[] },
 ): Promise<DetachedRecord> {
   const binary = await which(qemuBinary());
   if (!binary) throw new VmmStartError(QEMU_MISSING);
   const args = qemuArgs({ ...spec, detached: true });
+  const command = wrap ? wrap(binary, args) : { program: binary, args };
   // A VMM that was SIGKILLed leaves its socket files: waiting for them would not wait at all.
   for (const name of Object.values(SOCKETS)) rmSync(join(spec.stateDir, name), { force: true });
   const record = spawnDetached({
-    program: binary,
-    args,
+    program: command.program,
+    args: command.args,
     logPath: qemuLogPath(spec.stateDir),
     recordPath: vmmRecordPath(spec.stateDir),
     marker: join(spec.stateDir, SOCKETS.qmp),

@@ -1,0 +1,218 @@
+import { createHash } from 'node:crypto';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+
+/**
+ * The VMM's jail, when vmkit runs as root: QEMU starts in a mount namespace of its own
+ * (util-linux `unshare --mount`), chrooted into a root of tmpfs that holds only what it needs,
+ * bind-mounted at the same paths as outside (so that its command line, its `exec:cat`
+ * migrations and its metadata host's paths need no change), and runs as an unprivileged uid of
+ * its tenant's (`setpriv`, no capabilities, no new privileges):
+ *
+ *   read-only: /usr, /etc, the system's /bin, /lib... links or folders, the guest image's
+ *     folder, the base snapshot it restores from, vmkit's own code (for the metadata host);
+ *   its own: its instance folder (owned by the tenant uid), its guest RAM file alone in a
+ *     fresh /dev/shm, a fresh /tmp;
+ *   the host's /dev, /proc and /sys (device nodes keep their permissions), and its tenant's
+ *     switch folder, whose socket only the tenant's group may connect to.
+ *
+ * Not in it: the fleet database, the audit logs, other instances and tenants, other RAM files,
+ * /root, /home. QEMU's own -runas and -chroot (7.2) drop privileges only after start-up, with
+ * the programs it starts later (exec:cat, the metadata host) then needing the caller's files;
+ * building the jail before QEMU starts needs no QEMU option at all.
+ */
+
+/** Tenant uids (and gids, the same numbers) come from this range, not from /etc/passwd. */
+export const JAIL_ID_BASE = 0x50000000;
+const JAIL_ID_SPAN = 1 << 28;
+
+/**
+ * The tenant's uid: a hash of the fleet folder and the tenant id into the reserved range, so
+ * that it is the same for every call and differs between tenants (and, with odds of 2^-28 a
+ * pair, between fleets of one host). `others` are the fleet's other tenants: a collision among
+ * them is refused rather than shared.
+ */
+export function tenantUid(fleetDir: string, tenant: string, others: string[] = []): number {
+  const uidOf = (id: string) =>
+    JAIL_ID_BASE +
+    (createHash('sha256').update(`${fleetDir}\0${id}`).digest().readUInt32BE(0) % JAIL_ID_SPAN);
+  const uid = uidOf(tenant);
+  const clash = others.find((other) => other !== tenant && uidOf(other) === uid);
+  if (clash) throw new Error(`tenants ${tenant} and ${clash} hash to the same jail uid ${uid}`);
+  return uid;
+}
+
+/** What one jailed VMM gets. */
+export interface JailSpec {
+  uid: number;
+  /** The empty folder the jail's root is mounted on (inside the instance folder). */
+  root: string;
+  /** Folders it owns and writes (its instance folder). */
+  own: string[];
+  /** Folders and files it reads. */
+  readOnly: string[];
+  /** vmkit's code folders (read-only): the metadata host runs from them. */
+  code: string[];
+  /** Its guest RAM file, the only file of /dev/shm it sees. */
+  ramFile: string;
+  /** The fleet folder: empty in the jail but for the folders above that lie in it. */
+  hide: string;
+}
+
+const onPath = (tool: string) =>
+  (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && existsSync(join(dir, tool)));
+
+/** Why the VMM cannot be jailed here, or undefined when it can. */
+export function jailUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return `vmkit runs as uid ${process.getuid?.() ?? '?'}, not root`;
+  const missing = ['unshare', 'setpriv', 'chroot', 'mount'].filter((tool) => !onPath(tool));
+  if (missing.length > 0) return `${missing.join(', ')} (util-linux, coreutils) not found on PATH`;
+  return undefined;
+}
+
+export function jailWarning(reason: string): string {
+  return `the VMM runs as the calling user (uid ${process.getuid?.() ?? '?'}), without a per-tenant uid, chroot or mount namespace: ${reason}`;
+}
+
+/** The system folders of /, as links to recreate (merged /usr) or folders to bind read-only. */
+function systemEntries(): { links: string[]; folders: string[] } {
+  const links: string[] = [];
+  const folders = ['/usr', '/etc'];
+  for (const name of ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']) {
+    const path = `/${name}`;
+    if (!existsSync(path)) continue;
+    if (lstatSync(path).isSymbolicLink()) links.push(path);
+    else folders.push(path);
+  }
+  return { links, folders };
+}
+
+/** The folders vmkit's code runs from (its package and, when linked from elsewhere, its node_modules). */
+export function codeFolders(moduleUrl: string): string[] {
+  let dir = dirname(new URL(moduleUrl).pathname);
+  while (dir !== '/' && !existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  const folders = [dir];
+  const modules = join(dir, 'node_modules');
+  if (existsSync(modules)) {
+    const real = realpathSync(modules);
+    if (!real.startsWith(`${dir}/`)) folders.push(real);
+  }
+  const node = dirname(process.execPath);
+  if (!node.startsWith('/usr/')) folders.push(node);
+  return folders;
+}
+
+const q = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
+
+/**
+ * The sh script, run by `unshare --mount` as root, that builds the jail and then execs
+ * `setpriv` in it with the VMM's command line ("$@").
+ */
+export function jailScript(spec: JailSpec): string {
+  const { links, folders } = systemEntries();
+  const inJail = (path: string) => q(`${spec.root}${path}`);
+  const system = [...folders, ...spec.code];
+  const binds = [...spec.own, ...spec.readOnly];
+  const files = binds.filter((path) => !statSync(path).isDirectory());
+  const dirs = binds.filter((path) => !files.includes(path));
+  // /dev/kvm's group, unless that is root's (as on some hosts): never gid 0.
+  const kvm = existsSync('/dev/kvm') ? statSync('/dev/kvm').gid || undefined : undefined;
+  const lines = [
+    'set -e',
+    `mount -t tmpfs -o mode=0755,size=1m vmkit-jail ${q(spec.root)}`,
+    `mkdir -p ${[...system, '/dev', '/proc', '/sys', '/tmp'].map(inJail).join(' ')}`,
+    ...(links.length > 0 ? [`cp -P ${links.map(q).join(' ')} ${q(spec.root)}/`] : []),
+    ...system.map((dir) => `mount --bind -o ro ${q(dir)} ${inJail(dir)}`),
+    ...['/dev', '/proc', '/sys'].map((dir) => `mount --rbind ${q(dir)} ${inJail(dir)}`),
+    `mount -t tmpfs -o mode=1777,size=64m vmkit-tmp ${inJail('/tmp')}`,
+    `mount -t tmpfs -o mode=0755,size=1m vmkit-shm ${inJail('/dev/shm')}`,
+    // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
+    `mkdir -p ${inJail(spec.hide)}`,
+    `mount -t tmpfs -o mode=0755,size=1m vmkit-fleet ${inJail(spec.hide)}`,
+    `mkdir -p ${[...dirs, ...new Set(files.map(dirname))].map(inJail).join(' ')}`,
+    `touch ${[spec.ramFile, ...files].map(inJail).join(' ')}`,
+    `mount --bind ${q(spec.ramFile)} ${inJail(spec.ramFile)}`,
+    ...spec.own.map((path) => `mount --bind ${q(path)} ${inJail(path)}`),
+    ...spec.readOnly.map((path) => `mount --bind -o ro ${q(path)} ${inJail(path)}`),
+    `exec chroot ${q(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
+      kvm === undefined ? '--clear-groups' : `--groups=${kvm}`
+    } --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"`,
+  ];
+  return lines.join('\n');
+}
+
+/** The command line that runs `program args` in the jail. */
+export function jailed(spec: JailSpec, program: string, args: string[]): { program: string; args: string[] } {
+  return {
+    program: 'unshare',
+    args: [
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      'sh',
+      '-c',
+      jailScript(spec),
+      'vmkit-jail',
+      program,
+      ...args,
+    ],
+  };
+}
+
+/** Gives the paths (folders: all they hold) to the tenant's uid, or back to root with `uid` 0. */
+export function chownTree(path: string, uid: number): void {
+  if (!existsSync(path)) return;
+  chownSync(path, uid, uid);
+  if (!lstatSync(path).isDirectory()) return;
+  for (const name of readdirSync(path)) {
+    const child = join(path, name);
+    if (lstatSync(child).isSymbolicLink()) continue;
+    chownTree(child, uid);
+  }
+}
+
+/** The uid a tenant's VMMs run as, or undefined where they cannot be jailed (jailUnavailable says why). */
+export function vmmUid(fleetDir: string, tenant: string): number | undefined {
+  return jailUnavailable() ? undefined : tenantUid(fleetDir, tenant);
+}
+
+/**
+ * Hands a VMM's folder, its RAM file and its tenant switch's socket to the tenant's uid (the
+ * socket to its group, so that no other tenant's VMM may connect), and describes its jail.
+ */
+export function prepareJail(options: {
+  uid: number;
+  dir: string;
+  ramFile: string;
+  switchSocket: string;
+  reads: string[];
+  fleetDir: string;
+}): JailSpec {
+  const { uid, dir } = options;
+  const root = join(dir, 'jail');
+  mkdirSync(root, { recursive: true });
+  chownTree(dir, uid);
+  chownSync(root, 0, 0);
+  chownSync(options.ramFile, uid, uid);
+  chownSync(options.switchSocket, 0, uid);
+  chmodSync(options.switchSocket, 0o660);
+  return {
+    uid,
+    root,
+    own: [dir],
+    readOnly: options.reads,
+    code: codeFolders(import.meta.url),
+    ramFile: options.ramFile,
+    hide: options.fleetDir,
+  };
+}
