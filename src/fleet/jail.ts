@@ -112,18 +112,29 @@ export function codeFolders(moduleUrl: string): string[] {
 }
 
 const q = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
+/** A path as an fstab field (octal escapes for the characters that would split it). */
+const field = (path: string) =>
+  path.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
 
 /**
  * The sh script, run by `unshare --mount` as root, that builds the jail and then execs
- * `setpriv` in it with the VMM's command line ("$@").
+ * `setpriv` in it with the VMM's command line ("$@"). The mounts go in groups through
+ * `mount -a` with an fstab on stdin: one process per group, not one per mount (they are on
+ * the path of every start and wake).
  */
 export function jailScript(spec: JailSpec): string {
   const { links, folders } = systemEntries();
-  const inJail = (path: string) => q(`${spec.root}${path}`);
+  const at = (path: string) => `${spec.root}${path}`;
+  const inJail = (path: string) => q(at(path));
   const system = [...folders, ...spec.code];
   const binds = [...spec.own, ...spec.readOnly];
   const files = binds.filter((path) => !statSync(path).isDirectory());
   const dirs = binds.filter((path) => !files.includes(path));
+  // Written by the shell's own printf into the jail's root (root's, and gone with the
+  // namespace): libmount reads no fstab from a pipe.
+  const table = at('/.fstab');
+  const fstab = (entries: string[][]) =>
+    `printf '%s\\n' ${entries.map((e) => q(`${e.map(field).join(' ')} 0 0`)).join(' ')} > ${q(table)}; mount -a -T ${q(table)}`;
   // /dev/kvm's group, unless that is root's (as on some hosts): never gid 0.
   const kvm = existsSync('/dev/kvm') ? statSync('/dev/kvm').gid || undefined : undefined;
   const lines = [
@@ -131,18 +142,22 @@ export function jailScript(spec: JailSpec): string {
     `mount -t tmpfs -o mode=0755,size=1m vmkit-jail ${q(spec.root)}`,
     `mkdir -p ${[...system, '/dev', '/proc', '/sys', '/tmp'].map(inJail).join(' ')}`,
     ...(links.length > 0 ? [`cp -P ${links.map(q).join(' ')} ${q(spec.root)}/`] : []),
-    ...system.map((dir) => `mount --bind -o ro ${q(dir)} ${inJail(dir)}`),
-    ...['/dev', '/proc', '/sys'].map((dir) => `mount --rbind ${q(dir)} ${inJail(dir)}`),
-    `mount -t tmpfs -o mode=1777,size=64m vmkit-tmp ${inJail('/tmp')}`,
-    `mount -t tmpfs -o mode=0755,size=1m vmkit-shm ${inJail('/dev/shm')}`,
+    fstab([
+      ...system.map((dir) => [dir, at(dir), 'none', 'bind,ro']),
+      ...['/dev', '/proc', '/sys'].map((dir) => [dir, at(dir), 'none', 'rbind']),
+      ['vmkit-tmp', at('/tmp'), 'tmpfs', 'mode=1777,size=64m'],
+      ['vmkit-shm', at('/dev/shm'), 'tmpfs', 'mode=0755,size=1m'],
+    ]),
     // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
     `mkdir -p ${inJail(spec.hide)}`,
     `mount -t tmpfs -o mode=0755,size=1m vmkit-fleet ${inJail(spec.hide)}`,
     `mkdir -p ${[...dirs, ...new Set(files.map(dirname))].map(inJail).join(' ')}`,
     `touch ${[spec.ramFile, ...files].map(inJail).join(' ')}`,
-    `mount --bind ${q(spec.ramFile)} ${inJail(spec.ramFile)}`,
-    ...spec.own.map((path) => `mount --bind ${q(path)} ${inJail(path)}`),
-    ...spec.readOnly.map((path) => `mount --bind -o ro ${q(path)} ${inJail(path)}`),
+    fstab([
+      [spec.ramFile, at(spec.ramFile), 'none', 'bind'],
+      ...spec.own.map((path) => [path, at(path), 'none', 'bind']),
+      ...spec.readOnly.map((path) => [path, at(path), 'none', 'bind,ro']),
+    ]),
     `exec chroot ${q(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
       kvm === undefined ? '--clear-groups' : `--groups=${kvm}`
     } --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"`,
