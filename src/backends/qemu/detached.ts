@@ -6,6 +6,7 @@ import { BackdoorChannel } from '../../agent/backdoor.js';
 import { MachineCrashedError, tail, VmmStartError } from '../../errors.js';
 import {
   type DetachedRecord,
+  isAlive,
   isRunning,
   readRecord,
   spawnDetached,
@@ -56,7 +57,8 @@ export async function launchDetachedQemu(
   });
   const deadline = new Deadline(spec.startTimeoutMs, `QEMU for ${spec.name} to listen on its sockets`);
   while (!Object.values(SOCKETS).every((name) => existsSync(join(spec.stateDir, name)))) {
-    if (!isRunning(record)) {
+    // A wrapper execs programs in turn: alive is enough until QEMU listens.
+    if (!(wrap ? isAlive(record) : isRunning(record))) {
       throw new VmmStartError(
         `QEMU for ${spec.name} exited during start-up\ncommand: ${binary} ${args.join(' ')}\nQEMU said:\n${logTail(spec.stateDir)}`,
       );
