@@ -1,4 +1,13 @@
-import { closeSync, fstatSync, ftruncateSync, openSync, readSync, rmSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { type FileHandle, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { SnapshotError } from '../errors.js';
 
@@ -210,51 +219,63 @@ export async function fillRam(basePath: string, outPath: string, deltaPath?: str
   // Only the base's data is read: 40 MiB of a 256 MiB tiny guest's base (dd over all of it took
   // 70 to 400 ms here, and wrote whole blocks of zero pages too, which hold memory in /dev/shm).
   const runs = await baseRuns(basePath);
-  {
-    const base = await open(basePath, 'r');
-    const out = await open(outPath, 'r+');
+  const index = deltaPath ? await deltaIndex(deltaPath) : undefined;
+  // Synchronous reads and writes: a base has thousands of runs, and a trip through libuv's
+  // thread pool for each took 370 ms for 2,300 runs (97 MiB) here, against 110 to 130 ms so.
+  const out = openSync(outPath, 'r+');
+  const buffer = Buffer.alloc(CHUNK);
+  const copy = (from: number, path: string, at: number, length: number, to: number) => {
+    if (readSync(from, buffer, 0, length, at) !== length)
+      throw new SnapshotError(`${path} ended before ${at + length} bytes`);
+    writeSync(out, buffer, 0, length, to);
+  };
+  try {
+    const ramBytes = fstatSync(out).size;
+    const base = openSync(basePath, 'r');
     try {
-      const buffer = Buffer.alloc(CHUNK);
       for (const [first, count] of runs) {
         for (let page = first; page < first + count; page += CHUNK / PAGE) {
           const length = Math.min(CHUNK, (first + count - page) * PAGE);
-          await readFully(base, buffer, length, page * PAGE, basePath);
-          await out.write(buffer, 0, length, page * PAGE);
+          copy(base, basePath, page * PAGE, length, page * PAGE);
         }
       }
     } finally {
-      await base.close();
-      await out.close();
+      closeSync(base);
     }
-  }
-  const out = await open(outPath, 'r+');
-  const delta = deltaPath ? await open(deltaPath, 'r') : undefined;
-  try {
-    const ramBytes = await sizeOf(out);
-    const buffer = Buffer.alloc(CHUNK);
-    if (delta && deltaPath) {
-      const { info, numbers } = await readIndex(delta, deltaPath);
+    if (index && deltaPath) {
+      const { info, numbers } = index;
       if (info.ramBytes !== ramBytes) {
         throw new SnapshotError(
           `delta ${deltaPath} is for ${info.ramBytes} bytes of RAM, the base ${basePath} has ${ramBytes}`,
         );
       }
-      // Runs of consecutive pages are read and written in one go.
-      for (let i = 0; i < numbers.length; ) {
-        let j = i + 1;
-        while (j < numbers.length && numbers[j] === (numbers[j - 1] as number) + 1 && j - i < CHUNK / PAGE)
-          j++;
-        const length = (j - i) * PAGE;
-        await readFully(delta, buffer, length, i * PAGE, deltaPath);
-        await out.write(buffer, 0, length, (numbers[i] as number) * PAGE);
-        i = j;
+      const delta = openSync(deltaPath, 'r');
+      try {
+        // Runs of consecutive pages are read and written in one go.
+        for (let i = 0; i < numbers.length; ) {
+          let j = i + 1;
+          while (j < numbers.length && numbers[j] === (numbers[j - 1] as number) + 1 && j - i < CHUNK / PAGE)
+            j++;
+          copy(delta, deltaPath, i * PAGE, (j - i) * PAGE, (numbers[i] as number) * PAGE);
+          i = j;
+        }
+      } finally {
+        closeSync(delta);
       }
     }
   } catch (error) {
-    await rm(outPath, { force: true });
+    rmSync(outPath, { force: true });
     throw error;
   } finally {
-    await out.close();
-    await delta?.close();
+    closeSync(out);
+  }
+}
+
+async function deltaIndex(path: string) {
+  const delta = await open(path, 'r');
+  try {
+    return await readIndex(delta, path);
+  } finally {
+    await delta.close();
   }
 }

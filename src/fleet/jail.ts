@@ -3,6 +3,7 @@ import {
   chmodSync,
   chownSync,
   existsSync,
+  lchownSync,
   lstatSync,
   mkdirSync,
   readdirSync,
@@ -83,17 +84,13 @@ export function jailWarning(reason: string): string {
   return `the VMM runs as the calling user (uid ${process.getuid?.() ?? '?'}), without a per-tenant uid, chroot or mount namespace: ${reason}`;
 }
 
-/** The system folders of /, as links to recreate (merged /usr) or folders to bind read-only. */
-function systemEntries(): { links: string[]; folders: string[] } {
-  const links: string[] = [];
+/** The system folders of / to bind read-only (a merged-/usr link such as /bin as its target). */
+function systemFolders(): string[] {
   const folders = ['/usr', '/etc'];
   for (const name of ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']) {
-    const path = `/${name}`;
-    if (!existsSync(path)) continue;
-    if (lstatSync(path).isSymbolicLink()) links.push(path);
-    else folders.push(path);
+    if (existsSync(`/${name}`)) folders.push(`/${name}`);
   }
-  return { links, folders };
+  return folders;
 }
 
 /** The folders vmkit's code runs from (its package and, when linked from elsewhere, its node_modules). */
@@ -118,51 +115,53 @@ const field = (path: string) =>
 
 /**
  * The sh script, run by `unshare --mount` as root, that builds the jail and then execs
- * `setpriv` in it with the VMM's command line ("$@"). The mounts go in groups through
- * `mount -a` with an fstab on stdin: one process per group, not one per mount (they are on
- * the path of every start and wake).
+ * `setpriv` in it with the VMM's command line ("$@"). The mounts go in two groups through
+ * `mount -a` with an fstab (written by the shell's own printf into the jail's root, which is
+ * root's and gone with the namespace) whose entries make their own mount points: four
+ * processes in all, not one per mount, on the path of every start and wake.
  */
 export function jailScript(spec: JailSpec): string {
-  const { links, folders } = systemEntries();
   const at = (path: string) => `${spec.root}${path}`;
-  const inJail = (path: string) => q(at(path));
-  const system = [...folders, ...spec.code];
+  const system = [...systemFolders(), ...spec.code];
   const binds = [...spec.own, ...spec.readOnly];
   const files = binds.filter((path) => !statSync(path).isDirectory());
-  const dirs = binds.filter((path) => !files.includes(path));
-  // Written by the shell's own printf into the jail's root (root's, and gone with the
-  // namespace): libmount reads no fstab from a pipe.
-  const table = at('/.fstab');
-  const fstab = (entries: string[][]) =>
-    `printf '%s\\n' ${entries.map((e) => q(`${e.map(field).join(' ')} 0 0`)).join(' ')} > ${q(table)}; mount -a -T ${q(table)}`;
+  const fstab = (name: string, entries: string[][]) => {
+    const table = q(at(`/.${name}`));
+    const lines = entries.map(([source, target, type, options]) =>
+      q(`${field(source as string)} ${field(target as string)} ${type} ${options} 0 0`),
+    );
+    return `printf '%s\\n' ${lines.join(' ')} > ${table}; mount -a -T ${table}`;
+  };
+  const mkdir = (options: string) => `${options},X-mount.mkdir`;
   // /dev/kvm's group, unless that is root's (as on some hosts): never gid 0.
   const kvm = existsSync('/dev/kvm') ? statSync('/dev/kvm').gid || undefined : undefined;
-  const lines = [
+  return [
     'set -e',
     `mount -t tmpfs -o mode=0755,size=1m vmkit-jail ${q(spec.root)}`,
-    `mkdir -p ${[...system, '/dev', '/proc', '/sys', '/tmp'].map(inJail).join(' ')}`,
-    ...(links.length > 0 ? [`cp -P ${links.map(q).join(' ')} ${q(spec.root)}/`] : []),
-    fstab([
-      ...system.map((dir) => [dir, at(dir), 'none', 'bind,ro']),
-      ...['/dev', '/proc', '/sys'].map((dir) => [dir, at(dir), 'none', 'rbind']),
-      ['vmkit-tmp', at('/tmp'), 'tmpfs', 'mode=1777,size=64m'],
+    fstab('system', [
+      ...system.map((dir) => [dir, at(dir), 'none', mkdir('bind,ro')]),
+      ...['/dev', '/proc', '/sys'].map((dir) => [dir, at(dir), 'none', mkdir('rbind')]),
+      ['vmkit-tmp', at('/tmp'), 'tmpfs', mkdir('mode=1777,size=64m')],
       ['vmkit-shm', at('/dev/shm'), 'tmpfs', 'mode=0755,size=1m'],
+      // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
+      ['vmkit-fleet', at(spec.hide), 'tmpfs', mkdir('mode=0755,size=1m')],
     ]),
-    // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
-    `mkdir -p ${inJail(spec.hide)}`,
-    `mount -t tmpfs -o mode=0755,size=1m vmkit-fleet ${inJail(spec.hide)}`,
-    `mkdir -p ${[...dirs, ...new Set(files.map(dirname))].map(inJail).join(' ')}`,
-    `touch ${[spec.ramFile, ...files].map(inJail).join(' ')}`,
-    fstab([
+    `mkdir -p ${[...new Set(files.map(dirname))].map((dir) => q(at(dir))).join(' ')}`,
+    [spec.ramFile, ...files].map((file) => `: > ${q(at(file))}`).join('; '),
+    fstab('own', [
       [spec.ramFile, at(spec.ramFile), 'none', 'bind'],
-      ...spec.own.map((path) => [path, at(path), 'none', 'bind']),
-      ...spec.readOnly.map((path) => [path, at(path), 'none', 'bind,ro']),
+      ...spec.own.map((path) => [path, at(path), 'none', mkdir('bind')]),
+      ...spec.readOnly.map((path) => [
+        path,
+        at(path),
+        'none',
+        files.includes(path) ? 'bind,ro' : mkdir('bind,ro'),
+      ]),
     ]),
     `exec chroot ${q(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
       kvm === undefined ? '--clear-groups' : `--groups=${kvm}`
     } --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"`,
-  ];
-  return lines.join('\n');
+  ].join('\n');
 }
 
 /** The command line that runs `program args` in the jail. */
@@ -187,7 +186,7 @@ export function jailed(spec: JailSpec, program: string, args: string[]): { progr
 /** Gives the paths (folders: all they hold) to the tenant's uid, or back to root with `uid` 0. */
 export function chownTree(path: string, uid: number): void {
   if (!existsSync(path)) return;
-  chownSync(path, uid, uid);
+  lchownSync(path, uid, uid); // never through a link the VMM's uid may have put in its folder
   if (!lstatSync(path).isDirectory()) return;
   for (const name of readdirSync(path)) {
     const child = join(path, name);
@@ -217,8 +216,8 @@ export function prepareJail(options: {
   const root = join(dir, 'jail');
   mkdirSync(root, { recursive: true });
   chownTree(dir, uid);
-  chownSync(root, 0, 0);
-  chownSync(options.ramFile, uid, uid);
+  lchownSync(root, 0, 0);
+  lchownSync(options.ramFile, uid, uid);
   chownSync(options.switchSocket, 0, uid);
   chmodSync(options.switchSocket, 0o660);
   return {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import {
-  chownSync,
   existsSync,
+  lchownSync,
   mkdirSync,
   readFileSync,
   renameSync,
@@ -202,7 +202,7 @@ export async function sleepVm(
   rmSync(join(dir, 'sleep'), { recursive: true, force: true });
   mkdirSync(join(dir, 'sleep'), { recursive: true });
   const uid = vmmUid(ctx.fleetDir, instance.tenant);
-  if (uid !== undefined) chownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
+  if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);
   await withVm(dir, instance.path, async (vm) => {
     // Saved attached and idle, the restored agent reads requests at once. Cached blocks (of
