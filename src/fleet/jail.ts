@@ -146,7 +146,9 @@ export function jailScript(spec: JailSpec): string {
       // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
       ['vmkit-fleet', at(spec.hide), 'tmpfs', mkdir('mode=0755,size=1m')],
     ]),
-    `mkdir -p ${[...new Set(files.map(dirname))].map((dir) => q(at(dir))).join(' ')}`,
+    ...(files.length > 0
+      ? [`mkdir -p ${[...new Set(files.map(dirname))].map((dir) => q(at(dir))).join(' ')}`]
+      : []),
     [spec.ramFile, ...files].map((file) => `: > ${q(at(file))}`).join('; '),
     fstab('own', [
       [spec.ramFile, at(spec.ramFile), 'none', 'bind'],

@@ -279,8 +279,9 @@ export async function wakeVm(
       await runInGuest(
         vm,
         // Shell builtins only past the profile's lines (the agent made /run/vmkit at its start):
-        // every fork in a VMM this new costs guest code translated afresh.
-        `${setup}\necho 3 > /proc/sys/vm/drop_caches; echo ${now} > ${shellQuote(WOKE_FILE)}`,
+        // every fork in a VMM this new costs guest code translated afresh. No page cache to drop:
+        // sleep dropped it just before saving.
+        `${setup}\necho ${now} > ${shellQuote(WOKE_FILE)}`,
         'guest set-up after wake',
         RESTORED_AGENT_READS,
       );
