@@ -38,18 +38,12 @@ const JAIL_ID_SPAN = 1 << 28;
 
 /**
  * The tenant's uid: a hash of the fleet folder and the tenant id into the reserved range, so
- * that it is the same for every call and differs between tenants (and, with odds of 2^-28 a
- * pair, between fleets of one host). `others` are the fleet's other tenants: a collision among
- * them is refused rather than shared.
+ * that it is the same for every call and every process, with no record to keep. Two tenants
+ * share one with odds of 2^-28 a pair (of one fleet or of two on one host).
  */
-export function tenantUid(fleetDir: string, tenant: string, others: string[] = []): number {
-  const uidOf = (id: string) =>
-    JAIL_ID_BASE +
-    (createHash('sha256').update(`${fleetDir}\0${id}`).digest().readUInt32BE(0) % JAIL_ID_SPAN);
-  const uid = uidOf(tenant);
-  const clash = others.find((other) => other !== tenant && uidOf(other) === uid);
-  if (clash) throw new Error(`tenants ${tenant} and ${clash} hash to the same jail uid ${uid}`);
-  return uid;
+export function tenantUid(fleetDir: string, tenant: string): number {
+  const hash = createHash('sha256').update(`${fleetDir}\0${tenant}`).digest();
+  return JAIL_ID_BASE + (hash.readUInt32BE(0) % JAIL_ID_SPAN);
 }
 
 /** What one jailed VMM gets. */
