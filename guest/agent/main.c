@@ -80,6 +80,9 @@ static int leftover_count;
 static int channel = -1, transfer = -1;
 static char channel_path[64];
 static long long reopen_at;
+/* The pause before reopening a port that read as end-of-file: short right after a host left (the
+ * next one often comes at once, as after a wake), doubling up to 200 ms while none comes. */
+static int reopen_pause_ms = 5;
 static struct buf requests;
 
 static long long now_ms(void) {
@@ -479,7 +482,8 @@ static void close_channel(void) {
   close(channel);
   channel = -1;
   /* A port with no host reads as end-of-file at once: try again after a short pause. */
-  reopen_at = now_ms() + 200;
+  reopen_at = now_ms() + reopen_pause_ms;
+  reopen_pause_ms = reopen_pause_ms * 2 > 200 ? 200 : reopen_pause_ms * 2;
 }
 
 static void feed_stdin(struct job *job) {
@@ -592,6 +596,7 @@ int main(void) {
       char chunk[65536];
       ssize_t got = read(channel, chunk, sizeof chunk);
       if (got > 0) {
+        reopen_pause_ms = 5;
         buf_add(&requests, chunk, (size_t)got);
         serve_requests();
       } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {

@@ -138,6 +138,9 @@ export class BackdoorChannel {
     });
   }
 
+  /** A round trip that starts no guest process (end of stdin of none, which the agent acknowledges). */
+  ping = (timeoutMs = 30_000) => this.control('ping', (id) => encodeRequest.closeStdin(id, 0), timeoutMs);
+
   /**
    * Copies a host file into the guest through the transfer port, in one checksummed frame. The
    * guest writes a temporary file next to the target and renames it into place only when the

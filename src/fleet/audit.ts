@@ -31,14 +31,14 @@ export function currentActor(): string {
  */
 export function audit(
   fleetDir: string,
-  event: Omit<AuditEvent, 'time' | 'actor'> & { actor?: string },
+  event: Omit<AuditEvent, 'time' | 'actor'> & { actor?: string; time?: string },
 ): void {
   mkdirSync(join(fleetDir, 'audit'), { recursive: true });
   const line: AuditEvent = {
-    time: new Date().toISOString(),
-    actor: event.actor ?? currentActor(),
     ...event,
-  } as AuditEvent;
+    time: event.time ?? new Date().toISOString(),
+    actor: event.actor ?? currentActor(),
+  };
   if (line.detail && line.detail.length > 2000) line.detail = `${line.detail.slice(0, 2000)}…`;
   appendFileSync(auditPath(fleetDir, event.tenant), `${JSON.stringify(line)}\n`);
 }

@@ -9,6 +9,8 @@ import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { sparseDigest } from '../util/sparse.js';
 import { audit } from './audit.js';
+import { baseRuns } from './delta.js';
+import { chownTree, vmmUid } from './jail.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { secretsDiskPath, writeSecretsDisk } from './secrets-disk.js';
 import { stepTimer } from './steps.js';
@@ -132,6 +134,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       mac: macAddress(`fleet/${pool.tenant}/${pool.id}`, 'base'),
       metadataArgs: metadataDevice(`fleet/${pool.tenant}/${pool.id}/base`),
       outbound: tenant.outbound,
+      uid: vmmUid(ctx.fleetDir, pool.tenant),
     };
     await launchVm(ctx, layout, pool, image, false);
     const setup = profileNamed(image.profile).afterBoot({
@@ -147,6 +150,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       await migrateOut(vm.qmp, join(dir, 'state'), { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS, what });
     });
     const ram = await sparseDigest(liveRamPath(dir), join(dir, 'ram'));
+    await baseRuns(join(dir, 'ram')); // found once here, so that no start or wake scans the base
     timer.step('saved');
     await stopVm(dir, layout.name);
     rmSync(dataDiskPath(dir), { force: true });
@@ -166,8 +170,10 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     };
     writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2));
     for (const name of readdirSync(dir)) {
-      if (!['base.json', 'ram', 'state'].includes(name)) rmSync(join(dir, name), { force: true });
+      if (!['base.json', 'ram', 'ram.runs', 'state'].includes(name))
+        rmSync(join(dir, name), { recursive: true, force: true });
     }
+    chownTree(dir, 0); // the jailed VMM wrote its state as the tenant's uid: a base is root's, read-only
     mkdirSync(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id), { recursive: true });
     const raced = findBase(ctx.fleetDir, pool, pool.revision);
     if (raced) return raced; // another call made it meanwhile: theirs is the one

@@ -1,7 +1,15 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { type FileHandle, open, rename, rm } from 'node:fs/promises';
+import {
+  closeSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
+import { type FileHandle, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { SnapshotError } from '../errors.js';
-import { runTool } from '../util/exec.js';
 
 /**
  * RAM deltas against a pool's base snapshot. A delta file holds the guest pages that differ
@@ -13,8 +21,8 @@ import { runTool } from '../util/exec.js';
  *
  * A page that is zero in the instance but not in the base is stored too (zeros are data here);
  * pages equal to the base cost nothing. Waking rebuilds a RAM file: the base's non-zero pages
- * copied sparse by coreutils' cp (zero pages stay holes, and so take no memory in /dev/shm),
- * then the delta's written over them.
+ * copied into a file of holes (their runs found once per base; zero pages stay holes, and so take no
+ * memory in /dev/shm), then the delta's written over them.
  */
 
 export const PAGE = 4096;
@@ -146,40 +154,128 @@ export function deltaInfo(path: string): DeltaInfo {
 }
 
 /**
+ * Makes `outPath` afresh as a RAM file of the base's size, all holes: a VMM can map it at once
+ * (QEMU reads no guest RAM until the incoming migration) while fillRam writes it.
+ */
+export function reserveRam(basePath: string, outPath: string): void {
+  rmSync(outPath, { force: true });
+  const fd = openSync(outPath, 'wx', 0o600);
+  try {
+    ftruncateSync(fd, statSync(basePath).size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * Writes a RAM file at `outPath`: the base's non-zero pages (zero pages stay holes), then, with
  * a delta, the delta's pages over them. The file is complete when this resolves.
  */
 export async function buildRam(basePath: string, outPath: string, deltaPath?: string): Promise<void> {
-  // Measured here: 66 ms for a 256 MiB base, against 355 ms for the same sparse copy in JavaScript.
-  await runTool('cp', ['--sparse=always', basePath, outPath], { timeoutMs: 120_000 });
-  const out = await open(outPath, 'r+');
-  const delta = deltaPath ? await open(deltaPath, 'r') : undefined;
+  reserveRam(basePath, outPath);
+  await fillRam(basePath, outPath, deltaPath);
+}
+
+/**
+ * The base's runs of non-zero pages as [first page, page count], found by one scan of the base
+ * and cached beside it (`<base>.runs`; a base never changes once made).
+ */
+export async function baseRuns(basePath: string): Promise<Array<[number, number]>> {
+  const cache = `${basePath}.runs`;
   try {
-    const ramBytes = await sizeOf(out);
-    const buffer = Buffer.alloc(CHUNK);
-    if (delta && deltaPath) {
-      const { info, numbers } = await readIndex(delta, deltaPath);
+    return JSON.parse(await readFile(cache, 'utf8')) as Array<[number, number]>;
+  } catch {}
+  const runs: Array<[number, number]> = [];
+  const base = await open(basePath, 'r');
+  try {
+    const bytes = await sizeOf(base);
+    const chunk = Buffer.alloc(CHUNK);
+    const zero = Buffer.alloc(PAGE);
+    for (let position = 0; position < bytes; position += CHUNK) {
+      const length = Math.min(CHUNK, bytes - position);
+      await readFully(base, chunk, length, position, basePath);
+      for (let at = 0; at < length; at += PAGE) {
+        if (chunk.compare(zero, 0, PAGE, at, at + PAGE) === 0) continue;
+        const page = (position + at) / PAGE;
+        const last = runs.at(-1);
+        if (last && last[0] + last[1] === page) last[1]++;
+        else runs.push([page, 1]);
+      }
+    }
+  } finally {
+    await base.close();
+  }
+  const partial = `${cache}.${process.pid}.part`;
+  await writeFile(partial, JSON.stringify(runs));
+  await rename(partial, cache);
+  return runs;
+}
+
+/**
+ * Fills a file that reserveRam made, in place (never truncated, so that a VMM that mapped it
+ * already sees the pages): the base's non-zero pages, then the delta's pages over them.
+ */
+export async function fillRam(basePath: string, outPath: string, deltaPath?: string): Promise<void> {
+  // Only the base's data is read: 40 MiB of a 256 MiB tiny guest's base (dd over all of it took
+  // 70 to 400 ms here, and wrote whole blocks of zero pages too, which hold memory in /dev/shm).
+  const runs = await baseRuns(basePath);
+  const index = deltaPath ? await deltaIndex(deltaPath) : undefined;
+  // Synchronous reads and writes: a base has thousands of runs, and a trip through libuv's
+  // thread pool for each took 370 ms for 2,300 runs (97 MiB) here, against 110 to 130 ms so.
+  const out = openSync(outPath, 'r+');
+  const buffer = Buffer.alloc(CHUNK);
+  const copy = (from: number, path: string, at: number, length: number, to: number) => {
+    if (readSync(from, buffer, 0, length, at) !== length)
+      throw new SnapshotError(`${path} ended before ${at + length} bytes`);
+    writeSync(out, buffer, 0, length, to);
+  };
+  try {
+    const ramBytes = fstatSync(out).size;
+    const base = openSync(basePath, 'r');
+    try {
+      for (const [first, count] of runs) {
+        for (let page = first; page < first + count; page += CHUNK / PAGE) {
+          const length = Math.min(CHUNK, (first + count - page) * PAGE);
+          copy(base, basePath, page * PAGE, length, page * PAGE);
+        }
+      }
+    } finally {
+      closeSync(base);
+    }
+    if (index && deltaPath) {
+      const { info, numbers } = index;
       if (info.ramBytes !== ramBytes) {
         throw new SnapshotError(
           `delta ${deltaPath} is for ${info.ramBytes} bytes of RAM, the base ${basePath} has ${ramBytes}`,
         );
       }
-      // Runs of consecutive pages are read and written in one go.
-      for (let i = 0; i < numbers.length; ) {
-        let j = i + 1;
-        while (j < numbers.length && numbers[j] === (numbers[j - 1] as number) + 1 && j - i < CHUNK / PAGE)
-          j++;
-        const length = (j - i) * PAGE;
-        await readFully(delta, buffer, length, i * PAGE, deltaPath);
-        await out.write(buffer, 0, length, (numbers[i] as number) * PAGE);
-        i = j;
+      const delta = openSync(deltaPath, 'r');
+      try {
+        // Runs of consecutive pages are read and written in one go.
+        for (let i = 0; i < numbers.length; ) {
+          let j = i + 1;
+          while (j < numbers.length && numbers[j] === (numbers[j - 1] as number) + 1 && j - i < CHUNK / PAGE)
+            j++;
+          copy(delta, deltaPath, i * PAGE, (j - i) * PAGE, (numbers[i] as number) * PAGE);
+          i = j;
+        }
+      } finally {
+        closeSync(delta);
       }
     }
   } catch (error) {
-    await rm(outPath, { force: true });
+    rmSync(outPath, { force: true });
     throw error;
   } finally {
-    await out.close();
-    await delta?.close();
+    closeSync(out);
+  }
+}
+
+async function deltaIndex(path: string) {
+  const delta = await open(path, 'r');
+  try {
+    return await readIndex(delta, path);
+  } finally {
+    await delta.close();
   }
 }

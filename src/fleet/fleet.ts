@@ -9,6 +9,7 @@ import { ensureBase, pruneBases, removeBaseLeftovers, removeBases } from './base
 import { defaultFleetDir } from './db.js';
 import { parseAddress } from './ids.js';
 import { type Operation, RefusedError } from './lifecycle.js';
+import { foldMetadataReads } from './metadata-reads.js';
 import type { Instance, Pool, PoolInput, Tenant, TenantInput } from './model.js';
 import { type Repair, repairFleet, repairInstance } from './repair.js';
 import type { Outcome } from './rows.js';
@@ -29,6 +30,7 @@ import {
   shellVm,
   sleepStatePath,
   stopVm,
+  type VmContext,
 } from './vm.js';
 
 export interface FleetOptions {
@@ -222,10 +224,7 @@ export class Fleet {
     }
   }
 
-  private vm(instance: Instance): {
-    dir: string;
-    ctx: { fleetDir: string; runtime: Runtime; log: (line: string) => void };
-  } {
+  private vm(instance: Instance): { dir: string; ctx: VmContext } {
     return {
       dir: instanceDir(this.dir, instance.seq),
       ctx: { fleetDir: this.dir, runtime: this.runtime, log: this.log },
@@ -311,6 +310,7 @@ export class Fleet {
     await this.operate(address, 'destroy', async (instance) => {
       const { dir } = this.vm(instance);
       await killVm(dir);
+      foldMetadataReads(this.dir, [instance]); // before its folder, and the spool in it, go
       removeVmFiles(dir);
       return {};
     });

@@ -1,13 +1,16 @@
-import { audit } from './audit.js';
-import { FleetStore } from './store.js';
+import { appendFileSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { METADATA_SPOOL, type MetadataDocument, metadataDocumentPath } from './metadata.js';
 
 /**
- * The metadata endpoint, one process per connection: QEMU runs `metadata-host <fleet dir> <seq>`
+ * The metadata endpoint, one process per connection: QEMU runs `metadata-host <instance dir>`
  * for each TCP connection the instance opens to the metadata address (a guestfwd rule on the
  * instance's own user-mode NIC), with the connection on stdin and stdout. It answers one HTTP
- * GET about that instance alone: `/` (everything), `/identity`, `/pool`, `/secrets` (its tenant's).
+ * GET about that instance alone, from the document the fleet wrote into its folder
+ * (metadata.ts): `/` (everything), `/identity`, `/pool`, `/secrets` (its tenant's). It runs
+ * in the VMM's jail as the VMM's uid, so it sees that folder and nothing else of the fleet.
  */
-const [fleetDir, seqText] = process.argv.slice(2);
+const [dir] = process.argv.slice(2);
 
 function respond(status: number, body: unknown): void {
   const text = `${JSON.stringify(body, null, 2)}\n`;
@@ -24,51 +27,38 @@ process.stdin.on('data', (chunk: Buffer) => {
   if (!request.includes('\r\n\r\n') && !request.includes('\n\n')) return;
   process.stdin.pause();
   const [method, target] = request.split(/\s+/);
-  if (!fleetDir || !seqText || method !== 'GET' || !target) return respond(400, { error: 'GET only' });
-  const store = new FleetStore(fleetDir);
+  if (!dir || method !== 'GET' || !target) return respond(400, { error: 'GET only' });
+  let document: MetadataDocument;
   try {
-    const instance = store.instanceBySeq(Number(seqText));
-    const tenant = store.tenant(instance.tenant);
-    const pool = store.pool(instance.tenant, instance.pool);
-    const identity = {
-      id: instance.id,
-      path: instance.path,
-      tenant: tenant.id,
-      pool: pool.id,
-      address: instance.address,
-      mac: instance.mac,
-    };
-    const poolInfo = {
-      id: pool.id,
-      image: pool.image,
-      revision: pool.revision,
-      vcpus: pool.vcpus,
-      memoryMiB: pool.memoryMiB,
-    };
-    const documents: Record<string, unknown> = {
-      '/': { identity, pool: poolInfo, secrets: tenant.secrets },
-      '/identity': identity,
-      '/pool': poolInfo,
-      '/secrets': tenant.secrets,
-    };
-    const path = target.replace(/\/+$/, '') || '/';
-    const document = documents[path];
-    const readsSecrets = path === '/' || path === '/secrets';
-    audit(fleetDir, {
-      tenant: tenant.id,
-      actor: `metadata endpoint (pid ${process.pid})`,
-      action: readsSecrets ? 'secret.read' : 'metadata.read',
-      target: instance.path,
-      outcome: document === undefined ? 'refused' : 'ok',
-      detail: `GET ${target}${readsSecrets ? ` (${Object.keys(tenant.secrets).join(', ') || 'no secrets'})` : ''}`,
-    });
-    if (document === undefined) respond(404, { error: `no ${target}`, paths: Object.keys(documents) });
-    else respond(200, document);
+    document = JSON.parse(readFileSync(metadataDocumentPath(dir), 'utf8')) as MetadataDocument;
   } catch (error) {
-    respond(404, { error: (error as Error).message });
-  } finally {
-    store.close();
+    return respond(404, { error: `no metadata for this instance: ${(error as Error).message}` });
   }
+  const documents: Record<string, unknown> = {
+    '/': { identity: document.identity, pool: document.pool, secrets: document.secrets },
+    '/identity': document.identity,
+    '/pool': document.pool,
+    '/secrets': document.secrets,
+  };
+  const path = target.replace(/\/+$/, '') || '/';
+  const found = documents[path];
+  const readsSecrets = path === '/' || path === '/secrets';
+  const names = Object.keys(document.secrets).join(', ') || 'no secrets';
+  // One line under PIPE_BUF with O_APPEND: whole even when connections overlap.
+  appendFileSync(
+    join(dir, METADATA_SPOOL),
+    `${JSON.stringify({
+      time: new Date().toISOString(),
+      tenant: document.tenant,
+      actor: `metadata endpoint (pid ${process.pid}, uid ${process.getuid?.()})`,
+      action: readsSecrets ? 'secret.read' : 'metadata.read',
+      target: document.path,
+      outcome: found === undefined ? 'refused' : 'ok',
+      detail: `GET ${target.slice(0, 200)}${readsSecrets ? ` (${names})` : ''}`,
+    })}\n`,
+  );
+  if (found === undefined) respond(404, { error: `no ${target}`, paths: Object.keys(documents) });
+  else respond(200, found);
 });
 process.stdin.on('end', () => {
   if (!request) process.exit(0);

@@ -2,10 +2,11 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
 import type { Fleet } from './fleet.js';
+import { JAIL_ID_BASE, jailUnavailable, jailWarning } from './jail.js';
 import type { Instance } from './model.js';
 import { sleepStateInfo } from './snapshots.js';
 import { instanceDir, liveRamPath, vmGroups, vmProcesses } from './vm.js';
-import { jailWarning, qemuHasSandbox } from './vmm-options.js';
+import { qemuHasSandbox } from './vmm-options.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
 export function residentKiB(pid: number): number {
@@ -68,10 +69,17 @@ export async function nodeInfo(fleet: Fleet) {
     sandbox: (await qemuHasSandbox(fleet.runtime))
       ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied)"
       : 'not applied: this QEMU has no seccomp sandbox',
-    jail: `not applied: ${jailWarning()}. QEMU's -runas and -chroot drop privileges after start-up, but the VMM later starts programs that need the caller's files: exec:cat for sleep states, and the metadata endpoint (the fleet database, the audit log)`,
+    jail: jailInfo(fleet.dir),
     fleetDir: fleet.dir,
     vmkitVersion: '0.1.0',
   };
+}
+
+/** Whether fleet VMMs run jailed on this node, and how; or why not. */
+function jailInfo(fleetDir: string): string {
+  const unavailable = jailUnavailable();
+  if (unavailable) return `not applied: ${jailWarning(unavailable)}`;
+  return `applied: each VMM runs as an unprivileged uid of its tenant's (from ${JAIL_ID_BASE} up, no /etc/passwd entry; setpriv, no capabilities, no new privileges) in a mount namespace of its own (unshare), chrooted into a tmpfs root that holds read-only system folders, its image, its base snapshot and vmkit's code, and of ${fleetDir} only its own instance folder, its tenant's switch folder and its guest RAM file`;
 }
 
 export function nodeStats(fleet: Fleet) {

@@ -1,17 +1,30 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lchownSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { SnapshotError, VmkitError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
+import type { BootImage } from '../images/types.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
+import type { DetachedRecord } from '../runtime/detached.js';
 import { shellQuote } from '../util/shell.js';
 import { audit } from './audit.js';
 import { type BaseSnapshot, findBase } from './base.js';
-import { buildRam, type DeltaInfo, deltaInfo, writeDelta } from './delta.js';
+import { type DeltaInfo, deltaInfo, fillRam, reserveRam, writeDelta } from './delta.js';
+import { vmmUid } from './jail.js';
+import { writeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { writeSecretsDisk } from './secrets-disk.js';
-import { stepTimer } from './steps.js';
+import { type StepTimer, stepTimer } from './steps.js';
 import {
   dataDiskPath,
   guestImage,
@@ -27,6 +40,7 @@ import {
   sleepStatePath,
   stopVm,
   type VmContext,
+  type VmLayout,
   withVm,
 } from './vm.js';
 
@@ -63,6 +77,43 @@ function provideSecrets(ctx: VmContext, instance: Instance, tenant: Tenant): voi
     outcome: 'ok',
     detail: `secrets disk written: ${names.join(', ')}`,
   });
+}
+
+/**
+ * Starts the layout's VMM on a fresh RAM file while that file is filled from the base (and a
+ * delta): QEMU maps guest RAM at start-up but reads none of it before the incoming migration,
+ * so the two overlap. Resolves once both are done; on a failure of either the VMM is ended.
+ */
+async function launchOnRam(
+  ctx: VmContext,
+  { layout, instance, pool, tenant }: { layout: VmLayout; instance: Instance; pool: Pool; tenant: Tenant },
+  image: BootImage,
+  base: BaseSnapshot,
+  timer: StepTimer,
+  delta?: string,
+): Promise<DetachedRecord> {
+  reserveRam(base.ram, liveRamPath(layout.dir));
+  writeMetadataDocument(layout.dir, instance, pool, tenant, layout.uid);
+  const started = performance.now();
+  const took = () => Math.round(performance.now() - started);
+  let ramMs = 0;
+  let qemuMs = 0;
+  const [launched, filled] = await Promise.allSettled([
+    launchVm(ctx, layout, pool, image, true, [base.dir]).finally(() => {
+      qemuMs = took();
+    }),
+    fillRam(base.ram, liveRamPath(layout.dir), delta).finally(() => {
+      ramMs = took();
+    }),
+  ]);
+  if (launched.status === 'rejected' || filled.status === 'rejected') {
+    await killVm(layout.dir);
+    throw launched.status === 'rejected' ? launched.reason : (filled as PromiseRejectedResult).reason;
+  }
+  timer.step(
+    `QEMU up (${qemuMs} ms) while the RAM file was ${delta ? 'rebuilt from base and delta' : 'copied from the base'} (${ramMs} ms)`,
+  );
+  return launched.value;
 }
 
 /** The instance's base, which it runs on or sleeps as a delta of. */
@@ -108,10 +159,7 @@ export async function bootVm(
   rmSync(join(layout.dir, 'console.log'), { force: true });
   const timer = stepTimer(ctx.log, `start of ${instance.path}`);
   provideSecrets(ctx, instance, tenant);
-  await buildRam(base.ram, liveRamPath(layout.dir));
-  timer.step('RAM from base');
-  const record = await launchVm(ctx, layout, pool, image, true);
-  timer.step('QEMU up');
+  const record = await launchOnRam(ctx, { layout, instance, pool, tenant }, image, base, timer);
   try {
     const warnings = await settleVm(ctx, layout.dir, record, pool);
     await withVm(layout.dir, instance.path, async (vm) => {
@@ -153,6 +201,8 @@ export async function sleepVm(
   const state = sleepStatePath(dir);
   rmSync(join(dir, 'sleep'), { recursive: true, force: true });
   mkdirSync(join(dir, 'sleep'), { recursive: true });
+  const uid = vmmUid(ctx.fleetDir, instance.tenant);
+  if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);
   await withVm(dir, instance.path, async (vm) => {
     // Saved attached and idle, the restored agent reads requests at once. Cached blocks (of
@@ -205,10 +255,14 @@ export async function wakeVm(
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
   provideSecrets(ctx, instance, tenant);
   timer.step('image, switch and secrets disk ready');
-  await buildRam(base.ram, liveRamPath(dir), deltaPath(dir));
-  timer.step('RAM rebuilt from base and delta');
-  const record = await launchVm(ctx, layout, pool, image, true);
-  timer.step('QEMU up');
+  const record = await launchOnRam(
+    ctx,
+    { layout, instance, pool, tenant },
+    image,
+    base,
+    timer,
+    deltaPath(dir),
+  );
   try {
     const warnings = await settleVm(ctx, dir, record, pool);
     timer.step('limits applied');
@@ -224,7 +278,10 @@ export async function wakeVm(
       });
       await runInGuest(
         vm,
-        `${setup}\necho 3 > /proc/sys/vm/drop_caches; mkdir -p /run/vmkit && echo ${now} > ${shellQuote(WOKE_FILE)}`,
+        // Shell builtins only past the profile's lines (the agent made /run/vmkit at its start):
+        // every fork in a VMM this new costs guest code translated afresh. No page cache to drop:
+        // sleep dropped it just before saving.
+        `${setup}\necho ${now} > ${shellQuote(WOKE_FILE)}`,
         'guest set-up after wake',
         RESTORED_AGENT_READS,
       );

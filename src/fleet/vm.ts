@@ -1,5 +1,13 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
@@ -27,16 +35,11 @@ import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
 import { applyLimits, type Placement, removeGroups } from './cgroups.js';
+import { jailed, jailUnavailable, jailWarning, prepareJail, vmmUid } from './jail.js';
+import { removeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { secretsDriveArgs } from './secrets-disk.js';
-import {
-  jailWarning,
-  metadataNic,
-  NO_SANDBOX,
-  outboundNic,
-  qemuHasSandbox,
-  SANDBOX_ARGS,
-} from './vmm-options.js';
+import { metadataNic, NO_SANDBOX, outboundNic, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
 
 /**
  * The VM side of fleet instances: detached QEMU processes, one folder each under
@@ -122,7 +125,10 @@ export async function killVm(dir: string): Promise<number> {
   rmSync(vmmRecordPath(dir), { force: true });
   const busy = await removeGroups(vmGroups(dir)?.groups ?? []);
   if (busy.length === 0) rmSync(placementPath(dir), { force: true });
-  if (existsSync(dir)) removeRamFiles(dir);
+  if (existsSync(dir)) {
+    removeRamFiles(dir);
+    removeMetadataDocument(dir);
+  }
   return processes.length;
 }
 
@@ -178,6 +184,8 @@ export interface VmLayout {
   metadataArgs: string[];
   /** A third NIC with outbound access (the tenant's choice, so the same for its pools' bases). */
   outbound: boolean;
+  /** The tenant's uid the VMM runs as in its jail; undefined where it cannot be jailed. */
+  uid: number | undefined;
 }
 
 /** Starts the layout's VMM detached, on the RAM file at liveRamPath (made already when `incoming`). */
@@ -187,31 +195,54 @@ export async function launchVm(
   pool: Pool,
   image: BootImage,
   incoming: boolean,
+  /** Folders it reads besides its own and its image's (the base it restores from). */
+  reads: string[] = [],
 ): Promise<DetachedRecord> {
   const accel = await chooseAccel('auto', ctx.runtime);
   const sandbox = await qemuHasSandbox(ctx.runtime);
-  if (!incoming) rmSync(liveRamPath(layout.dir), { force: true });
-  return launchDetachedQemu({
-    name: layout.name,
-    stateDir: layout.dir,
-    kernel: image.kernel,
-    initrd: image.initrd,
-    cmdline: image.cmdline,
-    memoryMiB: pool.memoryMiB,
-    cpus: pool.vcpus,
-    accel: accel.accel,
-    nics: [{ socketPath: switchSocket(networkDir(ctx.fleetDir, layout.tenant)), mac: layout.mac }],
-    memory: { path: liveRamPath(layout.dir), share: true },
-    disks: [dataDiskPath(layout.dir)],
-    extraArgs: [
-      ...layout.metadataArgs,
-      ...secretsDriveArgs(layout.dir),
-      ...(layout.outbound ? outboundNic(layout.name) : []),
-      ...(sandbox ? SANDBOX_ARGS : []),
-    ],
-    incoming,
-    startTimeoutMs: 30_000,
-  });
+  const ram = liveRamPath(layout.dir);
+  if (!incoming) {
+    rmSync(ram, { force: true });
+    writeFileSync(ram, '', { mode: 0o600 });
+    truncateSync(ram, pool.memoryMiB * 2 ** 20);
+  }
+  const switchDir = networkDir(ctx.fleetDir, layout.tenant);
+  const jail =
+    layout.uid === undefined
+      ? undefined
+      : prepareJail({
+          uid: layout.uid,
+          dir: layout.dir,
+          ramFile: ram,
+          switchSocket: switchSocket(switchDir),
+          // The files, not the image's folder: a content store's folders may be the caller's alone.
+          reads: [image.kernel, image.initrd, ...(image.disk ? [image.disk] : []), switchDir, ...reads],
+          fleetDir: ctx.fleetDir,
+        });
+  return launchDetachedQemu(
+    {
+      name: layout.name,
+      stateDir: layout.dir,
+      kernel: image.kernel,
+      initrd: image.initrd,
+      cmdline: image.cmdline,
+      memoryMiB: pool.memoryMiB,
+      cpus: pool.vcpus,
+      accel: accel.accel,
+      nics: [{ socketPath: switchSocket(switchDir), mac: layout.mac }],
+      memory: { path: ram, share: true },
+      disks: [dataDiskPath(layout.dir)],
+      extraArgs: [
+        ...layout.metadataArgs,
+        ...secretsDriveArgs(layout.dir),
+        ...(layout.outbound ? outboundNic(layout.name) : []),
+        ...(sandbox ? SANDBOX_ARGS : []),
+      ],
+      incoming,
+      startTimeoutMs: 30_000,
+    },
+    jail && ((program, args) => jailed(jail, program, args)),
+  );
 }
 
 export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenant): VmLayout => ({
@@ -219,8 +250,9 @@ export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenan
   dir: instanceDir(ctx.fleetDir, instance.seq),
   tenant: instance.tenant,
   mac: instance.mac,
-  metadataArgs: metadataNic(ctx.fleetDir, instance),
+  metadataArgs: metadataNic(instanceDir(ctx.fleetDir, instance.seq), instance.path),
   outbound: tenant.outbound,
+  uid: vmmUid(ctx.fleetDir, instance.tenant),
 });
 
 /** Runs `script` as root in the instance's guest over a short-lived attachment. */
@@ -262,7 +294,8 @@ export async function settleVm(
   pool: Pool,
 ): Promise<string[]> {
   const sandbox = (await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX];
-  return [...limitVm(dir, record, pool), ...sandbox, jailWarning()];
+  const unjailed = jailUnavailable();
+  return [...limitVm(dir, record, pool), ...sandbox, ...(unjailed ? [jailWarning(unjailed)] : [])];
 }
 
 /** Ends the VMM: QMP quit, then SIGKILL if it lingers. */

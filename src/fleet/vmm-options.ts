@@ -3,7 +3,6 @@ import { macAddress } from '../machine/identity.js';
 import { nodeEntry } from '../runtime/node-entry.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
-import type { Instance } from './model.js';
 
 /** What fleet instances' QEMUs get beyond a machine's command line: the metadata NIC, seccomp. */
 
@@ -15,10 +14,10 @@ export const METADATA_NIC_ADDRESS = '169.254.169.15/24';
  * A user-mode NIC that reaches nothing (restrict=on) but the metadata address, where QEMU runs
  * the metadata host for each connection: the instance can only ever ask about itself.
  */
-export function metadataNic(fleetDir: string, instance: Instance): string[] {
-  const { program, args } = nodeEntry(import.meta.url, './metadata-host', [fleetDir, String(instance.seq)]);
+export function metadataNic(dir: string, instancePath: string): string[] {
+  const { program, args } = nodeEntry(import.meta.url, './metadata-host', [dir]);
   const command = [program, ...args].join(' ').replaceAll(',', ',,');
-  return metadataDevice(`fleet/${instance.path}`, `,guestfwd=tcp:${METADATA_ADDRESS}:80-cmd:${command}`);
+  return metadataDevice(`fleet/${instancePath}`, `,guestfwd=tcp:${METADATA_ADDRESS}:80-cmd:${command}`);
 }
 
 /** The metadata NIC's device on a user-mode network that reaches nothing (a pool's base has no endpoint). */
@@ -42,17 +41,6 @@ export function outboundNic(macName: string): string[] {
     '-device',
     `virtio-net-pci,netdev=out,mac=${macAddress(macName, 'outbound')},id=outnic`,
   ];
-}
-
-/**
- * What is not applied of a jailer's confinement: vmkit does not yet run the VMM under a
- * per-tenant uid in a chroot or mount namespace. QEMU's -runas/-chroot would break what the
- * VMM starts after dropping them: migration to a file (`exec:cat`) and the metadata endpoint,
- * which reads the fleet's database, and its audit log, as the caller.
- */
-export function jailWarning(): string {
-  const uid = process.getuid?.() ?? -1;
-  return `the VMM runs as ${uid === 0 ? 'root' : `the calling user (uid ${uid})`}, without a per-tenant uid, chroot or mount namespace (not implemented)`;
 }
 
 /**

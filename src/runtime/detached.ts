@@ -79,6 +79,14 @@ function commandLine(pid: number): string[] {
 
 /** Whether the recorded process still runs: same pid, same start time, marker on its command line. */
 export function isRunning(record: DetachedRecord | undefined): record is DetachedRecord {
+  return isAlive(record) && commandLine(record.pid).some((arg) => arg.includes(record.marker));
+}
+
+/**
+ * Whether the recorded process is still alive (same pid and start time, not a zombie), whatever
+ * its command line: it reads empty for a moment while the process execs its next program.
+ */
+export function isAlive(record: DetachedRecord | undefined): record is DetachedRecord {
   if (!record) return false;
   const ticks = processStartTicks(record.pid);
   if (ticks === undefined || (record.startTicks && ticks !== record.startTicks)) return false;
@@ -88,8 +96,7 @@ export function isRunning(record: DetachedRecord | undefined): record is Detache
   } catch {
     return false;
   }
-  if (state === 'Z') return false; // exited, not yet reaped by its parent
-  return commandLine(record.pid).some((arg) => arg.includes(record.marker));
+  return state !== 'Z'; // a zombie exited, not yet reaped by its parent
 }
 
 /**

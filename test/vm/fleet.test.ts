@@ -2,18 +2,20 @@
 // log, kill -9 of the CLI mid-operation, and destroy leaving nothing behind.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
+import { tenantUid } from '../../src/fleet/jail.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
-import { instanceInfo } from '../../src/fleet/node.js';
+import { tenantAudit } from '../../src/fleet/metadata-reads.js';
+import { instanceInfo, nodeInfo } from '../../src/fleet/node.js';
 import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
 import { rebuildPool } from '../../src/fleet/rebuild.js';
 import { scalePool } from '../../src/fleet/scale.js';
 import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
-import { instanceDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
+import { instanceDir, liveRamPath, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli, runProgram } from '../helpers.js';
 
@@ -21,6 +23,7 @@ import { cli, lacks, root, runCli, runProgram } from '../helpers.js';
 const dir = mkdtempSync('/tmp/vmkit-fleet-');
 const fleetArgs = ['fleet', '--fleet-dir', dir];
 const sh = (script: string) => ['sh', '-c', script];
+const asRoot = process.getuid?.() === 0;
 const cpuTicks = (pid: number) => {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
   return Number(fields[11]) + Number(fields[12]); // utime + stime
@@ -119,6 +122,33 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assertConsistent(fleet);
   });
 
+  it("as root, runs each VMM as its tenant's uid in a jail that holds only its own files", {
+    skip: !asRoot,
+  }, async () => {
+    const [a1, a2, b1] = ['alpha/web/a1', 'alpha/web/a2', 'beta/db/b1'].map((path) => fleet.instance(path));
+    const status = (pid = 0) => readFileSync(`/proc/${pid}/status`, 'utf8');
+    const uidOf = (pid?: number) => Number(/^Uid:\s+(\d+)/m.exec(status(pid))?.[1]);
+    const alpha = tenantUid(dir, 'alpha');
+    assert.equal(uidOf(a1?.pid), alpha);
+    assert.equal(uidOf(a2?.pid), alpha);
+    assert.equal(uidOf(b1?.pid), tenantUid(dir, 'beta'));
+    assert.notEqual(tenantUid(dir, 'beta'), alpha);
+    assert.match(status(a1?.pid), /^CapEff:\s+0+$/m);
+    const inJail = (path: string) => existsSync(`/proc/${a1?.pid}/root${path}`);
+    const own = instanceDir(dir, a1?.seq ?? 0);
+    assert.ok(inJail(join(own, 'data.qcow2')), 'its own folder is missing in its jail');
+    for (const hidden of [
+      join(dir, 'fleet.sqlite3'),
+      join(dir, 'audit'),
+      instanceDir(dir, a2?.seq ?? 0),
+      join(dir, 'net', 'beta'),
+    ])
+      assert.ok(!inJail(hidden), `${hidden} shows in the jail`);
+    assert.deepEqual(readdirSync(`/proc/${a1?.pid}/root/dev/shm`), [basename(liveRamPath(own))]);
+    assert.ok(!readFileSync(`/proc/${a1?.pid}/mountinfo`, 'utf8').includes(join(dir, 'fleet.sqlite3')));
+    assert.match((await nodeInfo(fleet)).jail, /^applied/);
+  });
+
   it('puts each VMM in cgroups of its own with its limits and under seccomp, or says why not', () => {
     const instance = fleet.instance('alpha/web/a1');
     const seccomp = /^Seccomp:\s+(\d)/m.exec(readFileSync(`/proc/${instance.pid}/status`, 'utf8'))?.[1];
@@ -131,7 +161,7 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.ok(groups, 'no cgroup placement recorded');
     for (const group of groups.groups) groupsSeen.add(group);
     const jail = instance.warnings.filter((w) => w.includes('without a per-tenant uid'));
-    assert.equal(jail.length, 1, 'no warning that the VMM runs without a per-tenant uid and chroot');
+    assert.equal(jail.length, asRoot ? 0 : 1, 'a jail warning as root, or none without root');
     assert.deepEqual(
       instance.warnings.filter((w) => !jail.includes(w) && !w.includes('seccomp')),
       groups.warnings,
@@ -309,9 +339,10 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     const identity = await read('alpha/web/a2', '/identity');
     assert.equal(identity.path, 'alpha/web/a2');
     assert.equal(identity.address, '10.71.0.3/24');
-    const reads = readAudit(dir, 'alpha').filter((event) => event.action === 'secret.read');
+    const log = (tenant: string) => tenantAudit(dir, fleet.store.listInstances(), tenant);
+    const reads = log('alpha').filter((event) => event.action === 'secret.read');
     assert.ok(reads.some((event) => event.target === 'alpha/web/a1' && event.detail?.includes('TOKEN')));
-    assert.ok(!readAudit(dir, 'beta').some((event) => event.target.startsWith('alpha')));
+    assert.ok(!log('beta').some((event) => event.target.startsWith('alpha')));
   });
 
   it('the sleep policy samples CPU and switch traffic, keeps pinned instances, and sleeps idle ones', async () => {
@@ -439,7 +470,8 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.equal(fleet.store.poolBuilds('beta', 'db').length, 3);
   });
 
-  it('destroy leaves nothing: no processes, folders, RAM files or records', async () => {
+  it('destroy leaves nothing: no processes, folders, RAM files, records or tenant-owned files', async () => {
+    const tenantUids = new Set(['alpha', 'beta'].map((tenant) => tenantUid(dir, tenant)));
     const destroyed = await runCli([...fleetArgs, 'tenant', 'destroy', 'alpha']);
     assert.equal(destroyed.code, 2, 'destroy without a terminal needs --yes');
     assert.equal((await runCli([...fleetArgs, 'tenant', 'destroy', 'alpha', '--yes'])).code, 0);
@@ -455,10 +487,20 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
       [],
       'cgroups left',
     );
-    assert.deepEqual(
-      readdirSync('/dev/shm').filter((name) => name.startsWith('vmkit-fleet-')),
-      [],
-      'RAM files left in /dev/shm',
-    );
+    // As root, this fleet's RAM files are its tenants' uids' (checked below): other fleets on a
+    // shared host have RAM files of their own meanwhile.
+    if (!asRoot)
+      assert.deepEqual(
+        readdirSync('/dev/shm').filter((name) => name.startsWith('vmkit-fleet-')),
+        [],
+        'RAM files left in /dev/shm',
+      );
+    const owned = (path: string): string[] => {
+      const stat = lstatSync(path);
+      const here = tenantUids.has(stat.uid) ? [path] : [];
+      if (!stat.isDirectory()) return here;
+      return [...here, ...readdirSync(path).flatMap((name) => owned(join(path, name)))];
+    };
+    assert.deepEqual([dir, '/dev/shm'].flatMap(owned), [], 'files owned by a tenant uid left');
   });
 });

@@ -6,6 +6,7 @@ import { BackdoorChannel } from '../../agent/backdoor.js';
 import { MachineCrashedError, tail, VmmStartError } from '../../errors.js';
 import {
   type DetachedRecord,
+  isAlive,
   isRunning,
   readRecord,
   spawnDetached,
@@ -38,22 +39,26 @@ const logTail = (stateDir: string) => {
  */
 export async function launchDetachedQemu(
   spec: Omit<VmmSpec, 'runtime' | 'detached'>,
+  /** Runs QEMU through another program (a jail) that ends by exec'ing QEMU in the same process. */
+  wrap?: (program: string, args: string[]) => { program: string; args: string[] },
 ): Promise<DetachedRecord> {
   const binary = await which(qemuBinary());
   if (!binary) throw new VmmStartError(QEMU_MISSING);
   const args = qemuArgs({ ...spec, detached: true });
+  const command = wrap ? wrap(binary, args) : { program: binary, args };
   // A VMM that was SIGKILLed leaves its socket files: waiting for them would not wait at all.
   for (const name of Object.values(SOCKETS)) rmSync(join(spec.stateDir, name), { force: true });
   const record = spawnDetached({
-    program: binary,
-    args,
+    program: command.program,
+    args: command.args,
     logPath: qemuLogPath(spec.stateDir),
     recordPath: vmmRecordPath(spec.stateDir),
     marker: join(spec.stateDir, SOCKETS.qmp),
   });
   const deadline = new Deadline(spec.startTimeoutMs, `QEMU for ${spec.name} to listen on its sockets`);
   while (!Object.values(SOCKETS).every((name) => existsSync(join(spec.stateDir, name)))) {
-    if (!isRunning(record)) {
+    // A wrapper execs programs in turn: alive is enough until QEMU listens.
+    if (!(wrap ? isAlive(record) : isRunning(record))) {
       throw new VmmStartError(
         `QEMU for ${spec.name} exited during start-up\ncommand: ${binary} ${args.join(' ')}\nQEMU said:\n${logTail(spec.stateDir)}`,
       );
@@ -162,9 +167,9 @@ export class AttachedQemu {
     // A banner can also come late, under the probe: the backdoor was blocked writing a reply to
     // a host that went away mid-request (a killed CLI) and restarts only once we drain it. The
     // probe is harmless to repeat, and the restarted backdoor reads it.
-    const probe = await channel.run('true', timeoutMs).catch((error: Error) => {
+    const probe = await channel.ping(timeoutMs).catch((error: Error) => {
       if (error instanceof MachineCrashedError && /restarted during/.test(error.message))
-        return channel.run('true', timeoutMs);
+        return channel.ping(timeoutMs);
       throw error;
     });
     if (probe.status !== 0)

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { readAudit } from '../../fleet/audit.js';
 import { validateId } from '../../fleet/ids.js';
+import { tenantAudit } from '../../fleet/metadata-reads.js';
 import { nodeInfo, nodeStats } from '../../fleet/node.js';
 import { type Decision, POLICY_DEFAULTS, runPolicy } from '../../fleet/policy.js';
 import { registerAgentCommands } from './fleet-agent.js';
@@ -33,7 +33,7 @@ export function registerFleetCommands(program: Command): void {
     .action(async (tenant: string, options, command: Command) => {
       validateId(tenant, 'tenant id');
       await withFleet(command, async (fleet, json) => {
-        const events = readAudit(fleet.dir, tenant, options.tail);
+        const events = tenantAudit(fleet.dir, fleet.store.listInstances({ tenant }), tenant, options.tail);
         if (json) output(json, events, () => '');
         else for (const event of events) process.stdout.write(`${JSON.stringify(event)}\n`);
       });

@@ -1,8 +1,9 @@
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { audit, readAudit } from '../audit.js';
+import { audit } from '../audit.js';
 import type { ReconcileReport } from '../desired/reconcile.js';
 import type { Fleet } from '../fleet.js';
+import { tenantAudit } from '../metadata-reads.js';
 import { nodeInfo, nodeStats } from '../node.js';
 import { AGENT_OPS, type AgentOp, type AgentRequest, type AgentResponse, jsonSchema } from './api.js';
 
@@ -79,7 +80,12 @@ function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
     },
     audit: ({ params, query }) => {
       fleet.store.tenant(params.tenant);
-      return readAudit(fleet.dir, params.tenant, query?.tail);
+      return tenantAudit(
+        fleet.dir,
+        fleet.store.listInstances({ tenant: params.tenant }),
+        params.tenant,
+        query?.tail,
+      );
     },
   };
 }

@@ -1,0 +1,228 @@
+import { createHash } from 'node:crypto';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  realpathSync,
+  statSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
+
+/**
+ * The VMM's jail, when vmkit runs as root: QEMU starts in a mount namespace of its own
+ * (util-linux `unshare --mount`), chrooted into a root of tmpfs that holds only what it needs,
+ * bind-mounted at the same paths as outside (so that its command line, its `exec:cat`
+ * migrations and its metadata host's paths need no change), and runs as an unprivileged uid of
+ * its tenant's (`setpriv`, no capabilities, no new privileges):
+ *
+ *   read-only: /usr, /etc, the system's /bin, /lib... links or folders, the guest image's
+ *     folder, the base snapshot it restores from, vmkit's own code (for the metadata host);
+ *   its own: its instance folder (owned by the tenant uid), its guest RAM file alone in a
+ *     fresh /dev/shm, a fresh /tmp;
+ *   the host's /dev, /proc and /sys (device nodes keep their permissions), and its tenant's
+ *     switch folder, whose socket only the tenant's group may connect to.
+ *
+ * Not in it: the fleet database, the audit logs, other instances and tenants, other RAM files,
+ * /root, /home. QEMU's own -runas and -chroot (7.2) drop privileges only after start-up, with
+ * the programs it starts later (exec:cat, the metadata host) then needing the caller's files;
+ * building the jail before QEMU starts needs no QEMU option at all.
+ */
+
+/** Tenant uids (and gids, the same numbers) come from this range, not from /etc/passwd. */
+export const JAIL_ID_BASE = 0x50000000;
+const JAIL_ID_SPAN = 1 << 28;
+
+/**
+ * The tenant's uid: a hash of the fleet folder and the tenant id into the reserved range, so
+ * that it is the same for every call and every process, with no record to keep. Two tenants
+ * share one with odds of 2^-28 a pair (of one fleet or of two on one host).
+ */
+export function tenantUid(fleetDir: string, tenant: string): number {
+  const hash = createHash('sha256').update(`${fleetDir}\0${tenant}`).digest();
+  return JAIL_ID_BASE + (hash.readUInt32BE(0) % JAIL_ID_SPAN);
+}
+
+/** What one jailed VMM gets. */
+export interface JailSpec {
+  uid: number;
+  /** The empty folder the jail's root is mounted on (inside the instance folder). */
+  root: string;
+  /** Folders it owns and writes (its instance folder). */
+  own: string[];
+  /** Folders and files it reads. */
+  readOnly: string[];
+  /** vmkit's code folders (read-only): the metadata host runs from them. */
+  code: string[];
+  /** Its guest RAM file, the only file of /dev/shm it sees. */
+  ramFile: string;
+  /** The fleet folder: empty in the jail but for the folders above that lie in it. */
+  hide: string;
+}
+
+const onPath = (tool: string) =>
+  (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && existsSync(join(dir, tool)));
+
+/** Why the VMM cannot be jailed here, or undefined when it can. */
+export function jailUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return `vmkit runs as uid ${process.getuid?.() ?? '?'}, not root`;
+  const missing = ['unshare', 'setpriv', 'chroot', 'mount'].filter((tool) => !onPath(tool));
+  if (missing.length > 0) return `${missing.join(', ')} (util-linux, coreutils) not found on PATH`;
+  return undefined;
+}
+
+export function jailWarning(reason: string): string {
+  return `the VMM runs as the calling user (uid ${process.getuid?.() ?? '?'}), without a per-tenant uid, chroot or mount namespace: ${reason}`;
+}
+
+/** The system folders of / to bind read-only (a merged-/usr link such as /bin as its target). */
+function systemFolders(): string[] {
+  const folders = ['/usr', '/etc'];
+  for (const name of ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32']) {
+    if (existsSync(`/${name}`)) folders.push(`/${name}`);
+  }
+  return folders;
+}
+
+/** The folders vmkit's code runs from (its package and, when linked from elsewhere, its node_modules). */
+export function codeFolders(moduleUrl: string): string[] {
+  let dir = dirname(new URL(moduleUrl).pathname);
+  while (dir !== '/' && !existsSync(join(dir, 'package.json'))) dir = dirname(dir);
+  const folders = [dir];
+  const modules = join(dir, 'node_modules');
+  if (existsSync(modules)) {
+    const real = realpathSync(modules);
+    if (!real.startsWith(`${dir}/`)) folders.push(real);
+  }
+  const node = dirname(process.execPath);
+  if (!node.startsWith('/usr/')) folders.push(node);
+  return folders;
+}
+
+const q = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
+/** A path as an fstab field (octal escapes for the characters that would split it). */
+const field = (path: string) =>
+  path.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+
+/**
+ * The sh script, run by `unshare --mount` as root, that builds the jail and then execs
+ * `setpriv` in it with the VMM's command line ("$@"). The mounts go in two groups through
+ * `mount -a` with an fstab (written by the shell's own printf into the jail's root, which is
+ * root's and gone with the namespace) whose entries make their own mount points: four
+ * processes in all, not one per mount, on the path of every start and wake.
+ */
+export function jailScript(spec: JailSpec): string {
+  const at = (path: string) => `${spec.root}${path}`;
+  const system = [...systemFolders(), ...spec.code];
+  const binds = [...spec.own, ...spec.readOnly];
+  const files = binds.filter((path) => !statSync(path).isDirectory());
+  const fstab = (name: string, entries: string[][]) => {
+    const table = q(at(`/.${name}`));
+    const lines = entries.map(([source, target, type, options]) =>
+      q(`${field(source as string)} ${field(target as string)} ${type} ${options} 0 0`),
+    );
+    return `printf '%s\\n' ${lines.join(' ')} > ${table}; mount -a -T ${table}`;
+  };
+  const mkdir = (options: string) => `${options},X-mount.mkdir`;
+  // /dev/kvm's group, unless that is root's (as on some hosts): never gid 0.
+  const kvm = existsSync('/dev/kvm') ? statSync('/dev/kvm').gid || undefined : undefined;
+  return [
+    'set -e',
+    `mount -t tmpfs -o mode=0755,size=1m vmkit-jail ${q(spec.root)}`,
+    fstab('system', [
+      ...system.map((dir) => [dir, at(dir), 'none', mkdir('bind,ro')]),
+      ...['/dev', '/proc', '/sys'].map((dir) => [dir, at(dir), 'none', mkdir('rbind')]),
+      ['vmkit-tmp', at('/tmp'), 'tmpfs', mkdir('mode=1777,size=64m')],
+      ['vmkit-shm', at('/dev/shm'), 'tmpfs', 'mode=0755,size=1m'],
+      // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
+      ['vmkit-fleet', at(spec.hide), 'tmpfs', mkdir('mode=0755,size=1m')],
+    ]),
+    ...(files.length > 0
+      ? [`mkdir -p ${[...new Set(files.map(dirname))].map((dir) => q(at(dir))).join(' ')}`]
+      : []),
+    [spec.ramFile, ...files].map((file) => `: > ${q(at(file))}`).join('; '),
+    fstab('own', [
+      [spec.ramFile, at(spec.ramFile), 'none', 'bind'],
+      ...spec.own.map((path) => [path, at(path), 'none', mkdir('bind')]),
+      ...spec.readOnly.map((path) => [
+        path,
+        at(path),
+        'none',
+        files.includes(path) ? 'bind,ro' : mkdir('bind,ro'),
+      ]),
+    ]),
+    `exec chroot ${q(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
+      kvm === undefined ? '--clear-groups' : `--groups=${kvm}`
+    } --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"`,
+  ].join('\n');
+}
+
+/** The command line that runs `program args` in the jail. */
+export function jailed(spec: JailSpec, program: string, args: string[]): { program: string; args: string[] } {
+  return {
+    program: 'unshare',
+    args: [
+      '--mount',
+      '--propagation',
+      'private',
+      '--',
+      'sh',
+      '-c',
+      jailScript(spec),
+      'vmkit-jail',
+      program,
+      ...args,
+    ],
+  };
+}
+
+/** Gives the paths (folders: all they hold) to the tenant's uid, or back to root with `uid` 0. */
+export function chownTree(path: string, uid: number): void {
+  if (!existsSync(path)) return;
+  lchownSync(path, uid, uid); // never through a link the VMM's uid may have put in its folder
+  if (!lstatSync(path).isDirectory()) return;
+  for (const name of readdirSync(path)) {
+    const child = join(path, name);
+    if (lstatSync(child).isSymbolicLink()) continue;
+    chownTree(child, uid);
+  }
+}
+
+/** The uid a tenant's VMMs run as, or undefined where they cannot be jailed (jailUnavailable says why). */
+export function vmmUid(fleetDir: string, tenant: string): number | undefined {
+  return jailUnavailable() ? undefined : tenantUid(fleetDir, tenant);
+}
+
+/**
+ * Hands a VMM's folder, its RAM file and its tenant switch's socket to the tenant's uid (the
+ * socket to its group, so that no other tenant's VMM may connect), and describes its jail.
+ */
+export function prepareJail(options: {
+  uid: number;
+  dir: string;
+  ramFile: string;
+  switchSocket: string;
+  reads: string[];
+  fleetDir: string;
+}): JailSpec {
+  const { uid, dir } = options;
+  const root = join(dir, 'jail');
+  mkdirSync(root, { recursive: true });
+  chownTree(dir, uid);
+  lchownSync(root, 0, 0);
+  lchownSync(options.ramFile, uid, uid);
+  chownSync(options.switchSocket, 0, uid);
+  chmodSync(options.switchSocket, 0o660);
+  return {
+    uid,
+    root,
+    own: [dir],
+    readOnly: options.reads,
+    code: codeFolders(import.meta.url),
+    ramFile: options.ramFile,
+    hide: options.fleetDir,
+  };
+}

@@ -1,0 +1,71 @@
+// The VMM jail without a VM: tenant uids, and (as root) a real jail around a shell that reports
+// what it sees: its uid, no capabilities, the fleet folder empty but for its own folders,
+// read-only binds.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { JAIL_ID_BASE, jailed, jailUnavailable, prepareJail, tenantUid } from '../../src/fleet/jail.js';
+
+describe('fleet VMM jail', () => {
+  it('gives each tenant of a fleet a uid of its own in the reserved range, the same every time', () => {
+    const a = tenantUid('/srv/fleet', 'alpha');
+    assert.equal(tenantUid('/srv/fleet', 'alpha'), a);
+    assert.notEqual(tenantUid('/srv/fleet', 'beta'), a);
+    assert.notEqual(tenantUid('/srv/other', 'alpha'), a);
+    assert.ok(a >= JAIL_ID_BASE && a < JAIL_ID_BASE + 2 ** 28);
+  });
+
+  it('says why it cannot jail without root', { skip: process.getuid?.() === 0 }, () => {
+    assert.match(jailUnavailable() ?? '', /not root/);
+  });
+
+  it('as root, runs a program as the uid in a root holding only its files', {
+    skip: process.getuid?.() !== 0 || jailUnavailable(),
+  }, () => {
+    const fleet = mkdtempSync('/tmp/vmkit-jail-test-');
+    const ram = `/dev/shm/vmkit-jail-test-${process.pid}.ram`;
+    try {
+      const own = join(fleet, 'vm', '1');
+      const other = join(fleet, 'vm', '2');
+      const net = join(fleet, 'net', 'alpha');
+      for (const dir of [own, other, net]) mkdirSync(dir, { recursive: true });
+      writeFileSync(join(fleet, 'fleet.sqlite3'), 'records');
+      writeFileSync(join(other, 'secret'), 'not yours');
+      writeFileSync(join(net, 'switch.sock'), '');
+      writeFileSync(join(fleet, 'with space'), 'a read-only file whose path needs an fstab escape');
+      writeFileSync(ram, '');
+      const uid = tenantUid(fleet, 'alpha');
+      const spec = prepareJail({
+        uid,
+        dir: own,
+        ramFile: ram,
+        switchSocket: join(net, 'switch.sock'),
+        reads: [net, join(fleet, 'with space')],
+        fleetDir: fleet,
+      });
+      const script = [
+        'id -u; grep CapEff /proc/self/status',
+        `echo $(ls ${fleet}) / $(ls ${fleet}/vm)`,
+        `ls /dev/shm; cat '${fleet}/with space'`,
+        `test -e ${join(fleet, 'fleet.sqlite3')} && echo SEES-DB; test -e ${join(other, 'secret')} && echo SEES-OTHER`,
+        `touch ${own}/mine && echo WROTE-OWN; touch ${net}/x 2>/dev/null || echo NET-READ-ONLY`,
+      ].join('\n');
+      const command = jailed(spec, '/bin/sh', ['-c', script]);
+      const result = spawnSync(command.program, command.args, { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(result.status, 0, result.stderr);
+      const lines = result.stdout.split('\n');
+      assert.equal(Number(lines[0]), uid);
+      assert.match(lines[1] ?? '', /^CapEff:\s+0+$/);
+      assert.equal(lines[2], 'net vm with space / 1', 'the fleet folder shows more than its own files');
+      assert.equal(lines[3], ram.split('/').at(-1));
+      assert.match(result.stdout, /a read-only file/);
+      assert.doesNotMatch(result.stdout, /SEES-/);
+      assert.match(result.stdout, /WROTE-OWN\nNET-READ-ONLY/);
+    } finally {
+      rmSync(fleet, { recursive: true, force: true });
+      rmSync(ram, { force: true });
+    }
+  });
+});
