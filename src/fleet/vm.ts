@@ -12,7 +12,7 @@ import {
   vmmRecordPath,
 } from '../backends/qemu/detached.js';
 import { ConfigError, ImageError, MachineCrashedError, VmkitError } from '../errors.js';
-import { buildImage, listImages } from '../images/build.js';
+import { listImages } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
 import { nameSwitchPorts, switchSocket } from '../network/switch-daemon.js';
 import {
@@ -28,6 +28,7 @@ import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
 import { applyLimits, type Placement, removeGroups } from './cgroups.js';
 import type { Instance, Pool, Tenant } from './model.js';
+import { buildPoolImage, imageOf } from './pool-image.js';
 import { secretsDriveArgs } from './secrets-disk.js';
 import {
   jailWarning,
@@ -138,7 +139,7 @@ export async function guestImage(
 ): Promise<BootImage> {
   const cached = (await listImages()).find((image) => image.key === revision);
   if (cached) return cached;
-  const built = await buildImage(pool.image, {
+  const { image: built } = await buildPoolImage(imageOf(pool), {
     runtime: ctx.runtime,
     onProgress: (line) => ctx.log?.(`image: ${line}`),
   });
