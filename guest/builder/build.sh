@@ -19,8 +19,16 @@ disk_with_serial() {
 target=/mnt/vmkit-target
 transfer=/mnt/vmkit-transfer
 mkdir -p "$target" "$transfer"
-mount -o ro "$(disk_with_serial vmkit-transfer)" "$transfer"
-mount "$(disk_with_serial vmkit-target)" "$target"
+transfer_disk=$(disk_with_serial vmkit-transfer)
+target_disk=$(disk_with_serial vmkit-target)
+root_disk=$(awk '$2 == "/" { print $1 }' /proc/mounts)
+echo "builder: target $target_disk, transfer $transfer_disk, root $root_disk"
+if [ "$root_disk" = "$target_disk" ] || [ "$root_disk" = "$transfer_disk" ]; then
+  echo "builder: the builder booted from $root_disk, a disk it was to build on" >&2
+  exit 1
+fi
+mount -o ro "$transfer_disk" "$transfer"
+mount "$target_disk" "$target"
 mount -t proc proc "$target/proc"
 mount -t sysfs sysfs "$target/sys"
 mount --bind /dev "$target/dev"

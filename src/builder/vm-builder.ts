@@ -91,8 +91,8 @@ async function buildOnBase(
       commandTimeoutMs: limits.build,
       ...(limits.runtime ? { runtime: limits.runtime } : {}),
       qemuArgs: [
-        ...attach(target, 'qcow2', 'vmkit-target', false),
-        ...attach(transfer, 'raw', 'vmkit-transfer', true),
+        ...attach(target, 'qcow2', 'vmkit-target', 0x18, false),
+        ...attach(transfer, 'raw', 'vmkit-transfer', 0x19, true),
       ],
     });
     progress(`builder VM up in ${((performance.now() - started) / 1000).toFixed(1)} s; applying the recipe`);
@@ -119,13 +119,17 @@ async function buildOnBase(
   };
 }
 
-/** A disk for the builder, told apart inside by its serial (the order of /dev/vdX is not promised). */
-function attach(file: string, format: string, serial: string, readonly: boolean): string[] {
+/**
+ * A disk for the builder, found inside by its serial. Its PCI slot is given and high: QEMU creates
+ * `-device` disks before the `-drive if=virtio` root disk, so without one the target would take
+ * the root's slot, become /dev/vda, and the builder would boot from it.
+ */
+function attach(file: string, format: string, serial: string, slot: number, readonly: boolean): string[] {
   return [
     '-drive',
     `file=${file.replaceAll(',', ',,')},format=${format},if=none,id=${serial}${readonly ? ',readonly=on' : ''}`,
     '-device',
-    `virtio-blk-pci,drive=${serial},serial=${serial}`,
+    `virtio-blk-pci,drive=${serial},serial=${serial},addr=0x${slot.toString(16)}`,
   ];
 }
 
