@@ -19,6 +19,7 @@ import {
   launchVm,
   liveRamPath,
   networkDir,
+  rootDiskPath,
   runInGuest,
   stopVm,
   type VmContext,
@@ -123,6 +124,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
   const timer = stepTimer(ctx.log, `making ${what}`);
   try {
     await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
+    if (image.disk) await createQcow2(rootDiskPath(dir), { base: image.disk });
     writeSecretsDisk(dir); // blank: secrets never enter a base
     await ensureSwitchDaemon(networkDir(ctx.fleetDir, pool.tenant), pool.tenant);
     const layout: VmLayout = {
@@ -166,7 +168,8 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     };
     writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2));
     for (const name of readdirSync(dir)) {
-      if (!['base.json', 'ram', 'state'].includes(name)) rmSync(join(dir, name), { force: true });
+      if (!['base.json', 'ram', 'state', 'root.qcow2'].includes(name))
+        rmSync(join(dir, name), { force: true });
     }
     mkdirSync(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id), { recursive: true });
     const raced = findBase(ctx.fleetDir, pool, pool.revision);

@@ -15,14 +15,15 @@ const imageName = z.enum(IMAGE_NAMES, {
  * full path (`pools[0].image.run[1]`, an unknown recipe field by name).
  */
 export function imageOrRecipe(name: z.ZodType<string>) {
-  return z
-    .unknown()
-    .superRefine((value, ctx) => {
-      const form = typeof value === 'object' && value !== null ? recipeSchema : name;
-      const result = form.safeParse(value);
-      if (!result.success) for (const issue of result.error.issues) ctx.addIssue(issue as never);
-    })
-    .transform((value): PoolImage => (typeof value === 'string' ? value : parseRecipe(value)));
+  return z.unknown().transform((value, ctx): PoolImage => {
+    const form = typeof value === 'object' && value !== null ? recipeSchema : name;
+    const result = form.safeParse(value);
+    if (!result.success) {
+      for (const issue of result.error.issues) ctx.addIssue(issue as never);
+      return z.NEVER;
+    }
+    return typeof result.data === 'string' ? result.data : parseRecipe(result.data);
+  });
 }
 
 /** A desired-state document's pool image: one of vmkit's image names, or a recipe. */

@@ -5,6 +5,7 @@ import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { SnapshotError, VmkitError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
+import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
 import { audit } from './audit.js';
 import { type BaseSnapshot, findBase } from './base.js';
@@ -21,6 +22,7 @@ import {
   launchVm,
   liveRamPath,
   networkDir,
+  rootDiskPath,
   runInGuest,
   type Started,
   settleVm,
@@ -108,6 +110,10 @@ export async function bootVm(
   rmSync(join(layout.dir, 'console.log'), { force: true });
   const timer = stepTimer(ctx.log, `start of ${instance.path}`);
   provideSecrets(ctx, instance, tenant);
+  if (image.disk) {
+    rmSync(rootDiskPath(layout.dir), { force: true });
+    await createQcow2(rootDiskPath(layout.dir), { base: rootDiskPath(base.dir) });
+  }
   await buildRam(base.ram, liveRamPath(layout.dir));
   timer.step('RAM from base');
   const record = await launchVm(ctx, layout, pool, image, true);

@@ -53,6 +53,12 @@ export interface VmContext {
 export const instanceDir = (fleetDir: string, seq: number) => join(fleetDir, 'vm', String(seq));
 export const networkDir = (fleetDir: string, tenant: string) => join(fleetDir, 'net', tenant);
 export const dataDiskPath = (dir: string) => join(dir, 'data.qcow2');
+/**
+ * A disk image's root disk (Debian images, recipe pools): the base's overlay on the image, and
+ * each instance's overlay on the base's, made afresh at every start (the base's RAM knows that
+ * disk as it was when the base was saved) and kept across sleep and wake.
+ */
+export const rootDiskPath = (dir: string) => join(dir, 'root.qcow2');
 export const sleepStatePath = (dir: string) => join(dir, 'sleep', 'state');
 
 const BOOT_TIMEOUT_MS = 120_000;
@@ -203,7 +209,7 @@ export async function launchVm(
     accel: accel.accel,
     nics: [{ socketPath: switchSocket(networkDir(ctx.fleetDir, layout.tenant)), mac: layout.mac }],
     memory: { path: liveRamPath(layout.dir), share: true },
-    disks: [dataDiskPath(layout.dir)],
+    disks: [...(image.disk ? [rootDiskPath(layout.dir)] : []), dataDiskPath(layout.dir)],
     extraArgs: [
       ...layout.metadataArgs,
       ...secretsDriveArgs(layout.dir),

@@ -115,7 +115,7 @@ export function planPools(fleet: Fleet, doc: DesiredDocument): Step[] {
     }
     if (!sameImage(imageOf(current), pool.image)) {
       const change =
-        current.image === describeImage(pool.image)
+        current.recipe && typeof pool.image === 'object' && current.image === pool.image.name
           ? `recipe ${current.image} changed`
           : `image ${describeImage(imageOf(current))} -> ${describeImage(pool.image)}`;
       steps.push(
