@@ -294,4 +294,27 @@ describe('vmkit fleet plan and reconcile on the command line', () => {
     assert.match(applied.stdout, /tenants: did create a/);
     assert.match((await vmkit('reconcile', good)).stdout, /nothing changed/);
   });
+
+  test('pool create --image takes a recipe file; a bad one or a bad --builder is one line, exit 2, no pool', async () => {
+    const bad = join(dir, 'bad-recipe.json');
+    writeFileSync(bad, JSON.stringify({ base: 'debian', run: ['true', 1] }));
+    const cases: Array<[string[], RegExp]> = [
+      [
+        ['pool', 'create', 'a/p', '--image', bad],
+        /^vmkit: recipe .*bad-recipe\.json: run\[1\]: must be a shell command \(got 1\)$/,
+      ],
+      [
+        ['pool', 'create', 'a/p', '--image', join(dir, 'none.json')],
+        /^vmkit: --image .*none\.json: cannot read the recipe file: /,
+      ],
+      [['--builder', 'cloud', 'pool', 'list'], /--builder: expected vm or host, got "cloud"/],
+    ];
+    for (const [args, pattern] of cases) {
+      const result = await vmkit(...args);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr.trim(), pattern);
+      assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    }
+    assert.equal((await vmkit('--json', 'pool', 'list')).stdout.trim(), '[]');
+  });
 });
