@@ -118,6 +118,10 @@ export class Fleet {
 
   /** Creates a pool; its revision is the content key of its image (a name or a recipe), built if needed. */
   async createPool(input: PoolInput): Promise<Pool> {
+    const parsed = parseInput(poolInput, input, 'pool');
+    this.store.tenant(parsed.tenant); // bad input fails before a build, not after it
+    if (this.store.findPool(parsed.tenant, parsed.id))
+      throw new RefusedError(`pool ${parsed.tenant}/${parsed.id} already exists`);
     const pool = this.store.createPool(input, (await this.buildImageOf(input)).build);
     audit(this.dir, {
       tenant: pool.tenant,

@@ -1,9 +1,12 @@
 // Recipe pools built in ephemeral builder VMs (issue #13 point 5), on Debian guests under TCG:
-// three builder boots (a recipe, its change, a failing one) and two instance boots, no more.
+// three builder boots (a recipe, its change, a failing one), two instance boots, and one builder
+// interrupted by SIGINT before it is up.
 import assert from 'node:assert/strict';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { readAudit } from '../../src/fleet/audit.js';
 import { findBase } from '../../src/fleet/base.js';
 import { type DesiredDocument, parseDesired } from '../../src/fleet/desired/schema.js';
@@ -11,7 +14,7 @@ import { Fleet } from '../../src/fleet/fleet.js';
 import { type ReconcileReport, reconcile } from '../../src/index.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cacheDir } from '../../src/util/paths.js';
-import { lacks } from '../helpers.js';
+import { cli, lacks, root } from '../helpers.js';
 
 const fleetDir = mkdtempSync('/tmp/vmkit-fleet-builder-');
 
@@ -176,5 +179,32 @@ describe('recipe pools built in builder VMs', { skip: lacks('snapshot'), timeout
       [],
       'the failed build left its scratch folder',
     );
+  });
+
+  it('SIGINT to `vmkit fleet pool create` during a builder-VM build ends the builder VM; no pool is made', async () => {
+    if (!fleet.store.findTenant('bld')) fleet.createTenant({ id: 'bld', subnet: '10.76.0.0/24' });
+    const file = join(cache, 'interrupted.json');
+    writeFileSync(file, JSON.stringify({ base: 'debian', name: 'builder-interrupted', run: ['sleep 600'] }));
+    const child = spawn(
+      process.execPath,
+      [cli, 'fleet', '--fleet-dir', fleetDir, 'pool', 'create', 'bld/sig', '--image', file],
+      {
+        cwd: root,
+        env: { ...process.env, VMKIT_CACHE_DIR: cache },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr?.on('data', (chunk) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // Another process's QEMU has no event to wait for: its process list is read every 100 ms.
+    const deadline = Date.now() + 300_000;
+    while (builders().length === 0 && Date.now() < deadline && child.exitCode === null) await delay(100);
+    assert.equal(builders().length, 1, `no builder VM appeared; CLI stderr:\n${stderr}`);
+    child.kill('SIGINT');
+    const code = await exited;
+    assert.notEqual(code, 0);
+    assert.deepEqual(builders(), [], 'the builder VM outlived the interrupted CLI');
+    assert.equal(fleet.store.findPool('bld', 'sig'), undefined);
   });
 });
