@@ -21,6 +21,7 @@ import {
   launchVm,
   liveRamPath,
   networkDir,
+  rootDiskPath,
   runInGuest,
   stopVm,
   type VmContext,
@@ -125,6 +126,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
   const timer = stepTimer(ctx.log, `making ${what}`);
   try {
     await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
+    if (image.disk) await createQcow2(rootDiskPath(dir), { base: image.disk });
     writeSecretsDisk(dir); // blank: secrets never enter a base
     await ensureSwitchDaemon(networkDir(ctx.fleetDir, pool.tenant), pool.tenant);
     const layout: VmLayout = {
@@ -170,7 +172,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     };
     writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2));
     for (const name of readdirSync(dir)) {
-      if (!['base.json', 'ram', 'ram.runs', 'state'].includes(name))
+      if (!['base.json', 'ram', 'ram.runs', 'state', 'root.qcow2'].includes(name))
         rmSync(join(dir, name), { recursive: true, force: true });
     }
     chownTree(dir, 0); // the jailed VMM wrote its state as the tenant's uid: a base is root's, read-only

@@ -77,6 +77,14 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE instances ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]';`,
   // Outbound access through user-mode networking, off unless asked for at tenant creation.
   `ALTER TABLE tenants ADD COLUMN outbound INTEGER NOT NULL DEFAULT 0;`,
+  // Recipe pools (the recipe as JSON), and who built each revision, where, and how long it took.
+  `ALTER TABLE pools ADD COLUMN recipe TEXT;
+   ALTER TABLE pool_builds ADD COLUMN image TEXT;
+   ALTER TABLE pool_builds ADD COLUMN actor TEXT;
+   ALTER TABLE pool_builds ADD COLUMN builder TEXT;
+   ALTER TABLE pool_builds ADD COLUMN build_ms INTEGER;
+   ALTER TABLE pool_builds ADD COLUMN image_built_at TEXT;
+   ALTER TABLE pool_builds ADD COLUMN cached INTEGER;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,42 +1,52 @@
 import { rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
-import { buildImage } from '../images/build.js';
 import { stopSwitchDaemon } from '../network/switch-daemon.js';
 import { Runtime } from '../runtime/runtime.js';
+import { parseInput } from '../util/validate.js';
 import { audit } from './audit.js';
 import { ensureBase, pruneBases, removeBaseLeftovers, removeBases } from './base.js';
 import { defaultFleetDir } from './db.js';
+import { execInstance, shellInstance } from './exec.js';
 import { parseAddress } from './ids.js';
+import { describeImage } from './image-spec.js';
 import { type Operation, RefusedError } from './lifecycle.js';
 import { foldMetadataReads } from './metadata-reads.js';
-import type { Instance, Pool, PoolInput, Tenant, TenantInput } from './model.js';
+import {
+  type Instance,
+  type Pool,
+  type PoolInput,
+  poolInput,
+  type Tenant,
+  type TenantInput,
+} from './model.js';
+import { type BuiltPoolImage, buildPoolImage, type FleetBuilder, imageOf } from './pool-image.js';
 import { type Repair, repairFleet, repairInstance } from './repair.js';
 import type { Outcome } from './rows.js';
 import { bootVm, sleepVm, wakeVm } from './snapshots.js';
 import { FleetStore } from './store.js';
 import {
   consoleText,
-  execVm,
   instanceDir,
   killVm,
   namePorts,
   networkDir,
-  type OutputStreams,
   pauseVm,
   prepareVm,
   removeVmFiles,
   resumeVm,
-  shellVm,
   sleepStatePath,
   stopVm,
   type VmContext,
 } from './vm.js';
+import type { OutputStreams } from './vm-exec.js';
 
 export interface FleetOptions {
   /** The fleet folder (default: $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet). */
   dir?: string;
   log?: (line: string) => void;
+  /** Where recipe images are built: "vm" (default, no root needed) or "host" (mmdebstrap, root). */
+  builder?: FleetBuilder;
 }
 
 /**
@@ -49,12 +59,14 @@ export class Fleet {
   readonly dir: string;
   /** Caches host facts (the accelerator, QEMU's features) for this fleet's calls. */
   readonly runtime = new Runtime();
+  readonly builder: FleetBuilder;
   private readonly log: (line: string) => void;
 
   constructor(options: FleetOptions = {}) {
     this.dir = options.dir ?? defaultFleetDir();
     this.store = new FleetStore(this.dir);
     this.log = options.log ?? (() => {});
+    this.builder = options.builder ?? 'vm';
   }
 
   async close(): Promise<void> {
@@ -106,21 +118,31 @@ export class Fleet {
     audit(this.dir, { tenant: id, action: 'tenant.destroy', target: id, outcome: 'ok' });
   }
 
-  /** Creates a pool; its revision is the content key of its image, built if needed. */
+  /** Creates a pool; its revision is the content key of its image (a name or a recipe), built if needed. */
   async createPool(input: PoolInput): Promise<Pool> {
-    const image = await buildImage(input.image ?? 'tiny', {
-      runtime: this.runtime,
-      onProgress: (line) => this.log(`image: ${line}`),
-    });
-    const pool = this.store.createPool(input, image.key);
+    const parsed = parseInput(poolInput, input, 'pool');
+    this.store.tenant(parsed.tenant); // bad input fails before a build, not after it
+    if (this.store.findPool(parsed.tenant, parsed.id))
+      throw new RefusedError(`pool ${parsed.tenant}/${parsed.id} already exists`);
+    const pool = this.store.createPool(input, (await this.buildImageOf(input)).build);
     audit(this.dir, {
       tenant: pool.tenant,
       action: 'pool.create',
       target: `${pool.tenant}/${pool.id}`,
       outcome: 'ok',
-      detail: `image ${pool.image} ${pool.revision}`,
+      detail: `image ${describeImage(imageOf(pool))} ${pool.revision}`,
     });
     return pool;
+  }
+
+  /** Builds (or finds) the image a pool input or a pool names, through this fleet's builder. */
+  buildImageOf(pool: PoolInput | Pool): Promise<BuiltPoolImage> {
+    const image = 'revision' in pool ? imageOf(pool) : parseInput(poolInput, pool, 'pool').image;
+    return buildPoolImage(image, {
+      runtime: this.runtime,
+      builder: this.builder,
+      onProgress: (line) => this.log(`image: ${line}`),
+    });
   }
 
   async destroyPool(address: string): Promise<void> {
@@ -318,64 +340,21 @@ export class Fleet {
   }
 
   /** Runs a command in a Running instance; with `stream`, its output goes there as it comes. */
-  async exec(
-    address: string,
-    command: string[],
-    timeoutMs = 60_000,
-    stream?: OutputStreams,
-  ): Promise<RawResult> {
-    const instance = this.requireRunning(address, 'exec');
-    this.store.touch(instance.seq);
-    const result = await execVm(this.vm(instance).dir, instance.path, command, timeoutMs, stream);
-    audit(this.dir, {
-      tenant: instance.tenant,
-      action: 'exec',
-      target: instance.path,
-      outcome: 'ok',
-      detail: `${command.join(' ')} -> status ${result.status}`,
-    });
-    return result;
+  exec(address: string, command: string[], timeoutMs = 60_000, stream?: OutputStreams): Promise<RawResult> {
+    return execInstance(this, address, command, timeoutMs, stream);
   }
 
   /**
    * A line-by-line root shell on a Running instance: each line `next()` gives is run as its own
    * sh script (no state such as the working folder carries over), over one attachment.
    */
-  async shell(
+  shell(
     address: string,
     next: () => Promise<string | undefined>,
     onResult: (script: string, result: RawResult) => void,
     timeoutMs = 60_000,
   ): Promise<number> {
-    const instance = this.requireRunning(address, 'shell');
-    this.store.touch(instance.seq);
-    const count = await shellVm(
-      this.vm(instance).dir,
-      instance.path,
-      next,
-      (script, result) => {
-        audit(this.dir, {
-          tenant: instance.tenant,
-          action: 'shell',
-          target: instance.path,
-          outcome: 'ok',
-          detail: `${script} -> status ${result.status}`,
-        });
-        onResult(script, result);
-      },
-      timeoutMs,
-    );
-    return count;
-  }
-
-  private requireRunning(address: string, what: string): Instance {
-    const instance = this.instance(address);
-    if (instance.state !== 'Running') {
-      throw new RefusedError(
-        `instance ${instance.path}: ${what} needs a Running instance, it is ${instance.state}`,
-      );
-    }
-    return instance;
+    return shellInstance(this, address, next, onResult, timeoutMs);
   }
 
   /** Sets the pinned and critical flags (both exempt the instance from the sleep policy). */

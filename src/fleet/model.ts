@@ -1,6 +1,8 @@
 import { z } from 'zod';
+import type { ImageRecipe, ResolvedRecipe } from '../images/recipe.js';
 import { wholeNumber } from '../util/validate.js';
 import { fleetId } from './ids.js';
+import { imageOrRecipe } from './image-spec.js';
 import type { InstanceState } from './lifecycle.js';
 
 export const tenantInput = z
@@ -43,10 +45,14 @@ export const poolInput = z
   .object({
     tenant: fleetId,
     id: fleetId,
-    image: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, { error: 'must be an image name like "tiny"' })
-      .default('tiny'),
+    /** An image name, or a recipe (src/images/recipe.ts) whose build is the pool's image. */
+    image: imageOrRecipe(
+      z
+        .string({ error: 'must be an image name like "tiny" or a recipe object' })
+        .regex(/^[a-z0-9][a-z0-9-]{0,31}$/, {
+          error: 'must be an image name like "tiny"',
+        }),
+    ).default('tiny'),
     vcpus: wholeNumber(1, 64).default(1),
     memoryMiB: wholeNumber(64, 65_536).default(128),
     dataDiskMiB: wholeNumber(1, 1024 * 1024).default(16),
@@ -55,12 +61,15 @@ export const poolInput = z
     sleeping: wholeNumber(0, 1000).default(0),
   })
   .strict();
-export type PoolInput = z.input<typeof poolInput>;
+export type PoolInput = Omit<z.input<typeof poolInput>, 'image'> & { image?: string | ImageRecipe };
 
 export interface Pool {
   tenant: string;
   id: string;
+  /** The image's name (a recipe's name for a recipe pool). */
   image: string;
+  /** The recipe the pool's image is built from, when it has one (checked, defaults filled in). */
+  recipe?: ResolvedRecipe;
   vcpus: number;
   memoryMiB: number;
   dataDiskMiB: number;

@@ -1,9 +1,9 @@
-import { buildImage } from '../images/build.js';
 import { audit } from './audit.js';
 import { baseDir, pruneBases } from './base.js';
 import type { Fleet } from './fleet.js';
 import { parseAddress } from './ids.js';
 import type { Pool } from './model.js';
+import type { BuiltPoolImage } from './pool-image.js';
 
 export interface Rebuilt {
   pool: Pool;
@@ -15,16 +15,16 @@ export interface Rebuilt {
 }
 
 /**
- * Builds the pool's image again (a cached build when nothing it is made of changed), records
+ * Builds the pool's image again (unless `built` is that build already) (a cached build when nothing it is made of changed), records
  * the revision, and invalidates the pool's base snapshot: bases no instance needs are removed,
  * and the next start boots and saves a fresh one. Instances start on the new revision; a
  * sleeping one wakes on the base it is a delta of, which is removed once nothing needs it.
  */
-export async function rebuildPool(fleet: Fleet, address: string): Promise<Rebuilt> {
+export async function rebuildPool(fleet: Fleet, address: string, built?: BuiltPoolImage): Promise<Rebuilt> {
   const { tenant, pool: id } = parseAddress(address, 2);
   const before = fleet.store.pool(tenant, id);
-  const image = await buildImage(before.image, { runtime: fleet.runtime });
-  const pool = fleet.store.setPoolRevision(tenant, id, image.key);
+  const { build } = built ?? (await fleet.buildImageOf(before));
+  const pool = fleet.store.setPoolRevision(tenant, id, build);
   const instances = fleet.store.listInstances({ tenant, pool: id });
   // The current revision's base goes too, unless an instance still runs on it or sleeps on it.
   const removedBases = pruneBases(fleet.dir, { ...pool, revision: '' }, instances);
@@ -37,7 +37,7 @@ export async function rebuildPool(fleet: Fleet, address: string): Promise<Rebuil
     action: 'pool.rebuild',
     target: address,
     outcome: 'ok',
-    detail: `revision ${before.revision} -> ${pool.revision}; bases removed: ${removedBases.join(' ') || 'none'}${baseInvalidated ? '' : `; ${baseDir(fleet.dir, pool, pool.revision)} kept for its instances`}`,
+    detail: `revision ${before.revision} -> ${pool.revision} (${build.cached ? 'cached' : `built on the ${build.builder === 'vm' ? 'builder VM' : 'host'}`}); bases removed: ${removedBases.join(' ') || 'none'}${baseInvalidated ? '' : `; ${baseDir(fleet.dir, pool, pool.revision)} kept for its instances`}`,
   });
   return { pool, previousRevision: before.revision, removedBases, baseInvalidated };
 }

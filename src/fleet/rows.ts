@@ -1,3 +1,4 @@
+import type { ResolvedRecipe } from '../images/recipe.js';
 import type { InstanceState } from './lifecycle.js';
 import type { Instance, Pool, Tenant } from './model.js';
 
@@ -30,6 +31,7 @@ export function poolFrom(row: Row): Pool {
     tenant: String(row.tenant),
     id: String(row.id),
     image: String(row.image),
+    ...(row.recipe ? { recipe: JSON.parse(String(row.recipe)) as ResolvedRecipe } : {}),
     vcpus: Number(row.vcpus),
     memoryMiB: Number(row.memory_mib),
     dataDiskMiB: Number(row.data_disk_mib),

@@ -16,6 +16,7 @@ import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import type { DetachedRecord } from '../runtime/detached.js';
+import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
 import { audit } from './audit.js';
 import { type BaseSnapshot, findBase } from './base.js';
@@ -34,6 +35,7 @@ import {
   launchVm,
   liveRamPath,
   networkDir,
+  rootDiskPath,
   runInGuest,
   type Started,
   settleVm,
@@ -159,6 +161,10 @@ export async function bootVm(
   rmSync(join(layout.dir, 'console.log'), { force: true });
   const timer = stepTimer(ctx.log, `start of ${instance.path}`);
   provideSecrets(ctx, instance, tenant);
+  if (image.disk) {
+    rmSync(rootDiskPath(layout.dir), { force: true });
+    await createQcow2(rootDiskPath(layout.dir), { base: rootDiskPath(base.dir) });
+  }
   const record = await launchOnRam(ctx, { layout, instance, pool, tenant }, image, base, timer);
   try {
     const warnings = await settleVm(ctx, layout.dir, record, pool);

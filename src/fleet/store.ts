@@ -4,6 +4,7 @@ import { ConfigError } from '../errors.js';
 import { macAddress } from '../machine/identity.js';
 import { processStartTicks } from '../runtime/reaper.js';
 import { parseInput } from '../util/validate.js';
+import { type BuildRecord, insertBuild, listBuilds, type PoolBuild } from './builds.js';
 import { openFleetDatabase } from './db.js';
 import { validateId } from './ids.js';
 import { checkOperation, type InstanceState, type Operation, RefusedError } from './lifecycle.js';
@@ -107,8 +108,10 @@ export class FleetStore {
     });
   }
 
-  createPool(input: PoolInput, revision: string): Pool {
+  /** A new pool with its first build (the image's revision) in its history. */
+  createPool(input: PoolInput, build: BuildRecord): Pool {
     const parsed = parseInput(poolInput, input, 'pool');
+    const recipe = typeof parsed.image === 'object' ? parsed.image : undefined;
     return this.tx(() => {
       this.tenant(parsed.tenant);
       if (this.findPool(parsed.tenant, parsed.id)) {
@@ -117,25 +120,24 @@ export class FleetStore {
       const at = now();
       this.db
         .prepare(
-          `INSERT INTO pools (tenant, id, image, vcpus, memory_mib, data_disk_mib, desired_running,
-             desired_warm, desired_sleeping, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO pools (tenant, id, image, recipe, vcpus, memory_mib, data_disk_mib, desired_running,
+             desired_warm, desired_sleeping, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           parsed.tenant,
           parsed.id,
-          parsed.image,
+          recipe ? recipe.name : parsed.image,
+          recipe ? JSON.stringify(recipe) : null,
           parsed.vcpus,
           parsed.memoryMiB,
           parsed.dataDiskMiB,
           parsed.running,
           parsed.warm,
           parsed.sleeping,
-          revision,
+          build.revision,
           at,
         );
-      this.db
-        .prepare('INSERT INTO pool_builds (tenant, pool, revision, built_at) VALUES (?, ?, ?, ?)')
-        .run(parsed.tenant, parsed.id, revision, at);
+      insertBuild(this.db, parsed.tenant, parsed.id, build, at);
       return this.pool(parsed.tenant, parsed.id);
     });
   }
@@ -161,25 +163,19 @@ export class FleetStore {
   }
 
   /** A new build of the pool's image: its revision, recorded in the build history. */
-  setPoolRevision(tenant: string, pool: string, revision: string): Pool {
+  setPoolRevision(tenant: string, pool: string, build: BuildRecord): Pool {
     return this.tx(() => {
       this.pool(tenant, pool);
       this.db
         .prepare('UPDATE pools SET revision = ? WHERE tenant = ? AND id = ?')
-        .run(revision, tenant, pool);
-      this.db
-        .prepare('INSERT INTO pool_builds (tenant, pool, revision, built_at) VALUES (?, ?, ?, ?)')
-        .run(tenant, pool, revision, now());
+        .run(build.revision, tenant, pool);
+      insertBuild(this.db, tenant, pool, build, now());
       return this.pool(tenant, pool);
     });
   }
 
-  poolBuilds(tenant: string, pool: string): Array<{ revision: string; builtAt: string }> {
-    return (
-      this.db
-        .prepare('SELECT revision, built_at FROM pool_builds WHERE tenant = ? AND pool = ? ORDER BY rowid')
-        .all(tenant, pool) as Row[]
-    ).map((row) => ({ revision: String(row.revision), builtAt: String(row.built_at) }));
+  poolBuilds(tenant: string, pool: string): PoolBuild[] {
+    return listBuilds(this.db, tenant, pool);
   }
 
   setDesired(tenant: string, pool: string, desired: Pool['desired']): Pool {

@@ -9,8 +9,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import type { RawResult } from '../agent/backdoor.js';
-import { GuestProcess } from '../agent/process.js';
 import { chooseAccel } from '../backends/accel.js';
 import { SOCKETS } from '../backends/qemu/args.js';
 import {
@@ -20,7 +18,7 @@ import {
   vmmRecordPath,
 } from '../backends/qemu/detached.js';
 import { ConfigError, ImageError, MachineCrashedError, VmkitError } from '../errors.js';
-import { buildImage, listImages } from '../images/build.js';
+import { listImages } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
 import { nameSwitchPorts, switchSocket } from '../network/switch-daemon.js';
 import {
@@ -33,11 +31,11 @@ import {
 } from '../runtime/detached.js';
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { createQcow2 } from '../util/qcow2.js';
-import { shellQuote } from '../util/shell.js';
 import { applyLimits, type Placement, removeGroups } from './cgroups.js';
 import { jailed, jailUnavailable, jailWarning, prepareJail, vmmUid } from './jail.js';
 import { removeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
+import { buildPoolImage, imageOf } from './pool-image.js';
 import { secretsDriveArgs } from './secrets-disk.js';
 import { metadataNic, NO_SANDBOX, outboundNic, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
 
@@ -55,6 +53,12 @@ export interface VmContext {
 export const instanceDir = (fleetDir: string, seq: number) => join(fleetDir, 'vm', String(seq));
 export const networkDir = (fleetDir: string, tenant: string) => join(fleetDir, 'net', tenant);
 export const dataDiskPath = (dir: string) => join(dir, 'data.qcow2');
+/**
+ * A disk image's root disk (Debian images, recipe pools): the base's overlay on the image, and
+ * each instance's overlay on the base's, made afresh at every start (the base's RAM knows that
+ * disk as it was when the base was saved) and kept across sleep and wake.
+ */
+export const rootDiskPath = (dir: string) => join(dir, 'root.qcow2');
 export const sleepStatePath = (dir: string) => join(dir, 'sleep', 'state');
 
 const BOOT_TIMEOUT_MS = 120_000;
@@ -144,7 +148,7 @@ export async function guestImage(
 ): Promise<BootImage> {
   const cached = (await listImages()).find((image) => image.key === revision);
   if (cached) return cached;
-  const built = await buildImage(pool.image, {
+  const { image: built } = await buildPoolImage(imageOf(pool), {
     runtime: ctx.runtime,
     onProgress: (line) => ctx.log?.(`image: ${line}`),
   });
@@ -231,7 +235,7 @@ export async function launchVm(
       accel: accel.accel,
       nics: [{ socketPath: switchSocket(switchDir), mac: layout.mac }],
       memory: { path: ram, share: true },
-      disks: [dataDiskPath(layout.dir)],
+      disks: [...(image.disk ? [rootDiskPath(layout.dir)] : []), dataDiskPath(layout.dir)],
       extraArgs: [
         ...layout.metadataArgs,
         ...secretsDriveArgs(layout.dir),
@@ -321,41 +325,6 @@ export async function vmStatus(dir: string, name: string): Promise<string> {
   return withVm(dir, name, async (vm) => (await vm.qmp.execute<{ status: string }>('query-status')).status);
 }
 
-/** Where a streamed command's output goes as the guest produces it. */
-export interface OutputStreams {
-  onStdout?: (chunk: Buffer) => void;
-  onStderr?: (chunk: Buffer) => void;
-}
-
-/**
- * Runs a command (argv, quoted for sh) in the running instance; returns status and output.
- * With `stream`, it runs as a guest process whose output is handed on as it arrives.
- */
-export async function execVm(
-  dir: string,
-  name: string,
-  command: string[],
-  timeoutMs: number,
-  stream?: OutputStreams,
-): Promise<RawResult> {
-  return withVm(dir, name, async (vm) => {
-    const agent = await vm.agent();
-    const script = command.map(shellQuote).join(' ');
-    if (!stream) return agent.run(script, timeoutMs);
-    const started = await GuestProcess.start(agent, name, script, { timeoutMs, ...stream }, () =>
-      vm.consoleTail(),
-    );
-    // The guest ends it at timeoutMs; the host waits a little longer for that exit to arrive.
-    const exit = await started.wait(timeoutMs + 15_000);
-    return {
-      status: exit.exitCode,
-      timedOut: exit.timedOut,
-      stdout: started.stdoutBytes,
-      stderr: started.stderrBytes,
-    };
-  });
-}
-
 /** Tells the tenant's switch which MAC is which instance, for its per-port counters. */
 export function namePorts(fleetDir: string, tenant: string, instances: Instance[]): void {
   const names: Record<string, string> = {};
@@ -372,27 +341,4 @@ export function consoleText(fleetDir: string, instance: Instance): string {
 
 export function removeVmFiles(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
-}
-
-/**
- * Runs each script `next()` hands out in the running instance over one attachment, until it
- * hands out undefined; `onResult` sees every result. For `instance shell`.
- */
-export async function shellVm(
-  dir: string,
-  name: string,
-  next: () => Promise<string | undefined>,
-  onResult: (script: string, result: RawResult) => void,
-  timeoutMs: number,
-): Promise<number> {
-  return withVm(dir, name, async (vm) => {
-    const agent = await vm.agent();
-    let count = 0;
-    for (let script = await next(); script !== undefined; script = await next()) {
-      if (script.trim() === '') continue;
-      onResult(script, await agent.run(script, timeoutMs));
-      count++;
-    }
-    return count;
-  });
 }

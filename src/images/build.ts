@@ -6,7 +6,7 @@ import { defaultRuntime, Runtime } from '../runtime/runtime.js';
 import { ensureDir } from '../util/files.js';
 import { cacheDir } from '../util/paths.js';
 import { instanceOf, lineCallback, parseInput } from '../util/validate.js';
-import { buildDebian, debianInputs } from './debian-image.js';
+import { buildDebian, type DebianInputs, debianInputs } from './debian-image.js';
 import { type ImageRecipe, parseRecipe, type ResolvedRecipe } from './recipe.js';
 import { ContentStore } from './store.js';
 import { buildTiny, tinyInputs } from './tiny.js';
@@ -59,13 +59,47 @@ export async function buildImage(
       : typeof image === 'string'
         ? undefined
         : parseRecipe(image);
-  const runtime = options.runtime ?? defaultRuntime();
-  const id = recipe ? JSON.stringify(recipe) : (image as string);
-  return runtime.shared(`image:${options.cacheDir ?? cacheDir()}\0${id}`, () =>
-    recipe
-      ? buildOrReuse(recipe.name, options, recipeBuilder(recipe))
-      : buildOrReuse('tiny', options, tinyBuilder),
+  if (!recipe) return shareBuild('tiny', options, () => buildOrReuse('tiny', options, tinyBuilder));
+  return buildRecipe(recipe, options, (inputs, key, scratch, debsDir, progress) =>
+    buildDebian(inputs, recipe, key, scratch, debsDir, progress),
   );
+}
+
+/** Builds the image of a Debian recipe; `build` makes it when not cached (on the host, or in a builder VM). */
+export type RecipeBuild = (
+  inputs: DebianInputs,
+  key: string,
+  scratch: string,
+  debsDir: string,
+  progress: (line: string) => void,
+) => Promise<ImageManifest>;
+
+/**
+ * The image of a checked recipe under its content key (the hash of everything it is made of, the
+ * same whichever way it is built), made by `build` when it is not in the store yet.
+ */
+export function buildRecipe(
+  recipe: ResolvedRecipe,
+  options: BuildImageOptions,
+  build: RecipeBuild,
+): Promise<BootImage> {
+  options = parseInput(buildOptions, options, 'buildImage options');
+  return shareBuild(JSON.stringify(recipe), options, () =>
+    buildOrReuse(recipe.name, options, {
+      inputs: (memoFile) => debianInputs(recipe, memoFile),
+      build,
+    }),
+  );
+}
+
+/** Machines of one runtime asking for the same image at once share one build. */
+function shareBuild(
+  id: string,
+  options: BuildImageOptions,
+  run: () => Promise<BootImage>,
+): Promise<BootImage> {
+  const runtime = options.runtime ?? defaultRuntime();
+  return runtime.shared(`image:${options.cacheDir ?? cacheDir()}\0${id}`, run);
 }
 
 /** How one kind of image is made: its inputs (hashed into the key) and the build. */
@@ -81,14 +115,6 @@ interface Builder<I> {
 }
 
 const tinyBuilder: Builder<Awaited<ReturnType<typeof tinyInputs>>> = { inputs: tinyInputs, build: buildTiny };
-
-function recipeBuilder(recipe: ResolvedRecipe): Builder<Awaited<ReturnType<typeof debianInputs>>> {
-  return {
-    inputs: (memoFile) => debianInputs(recipe, memoFile),
-    build: (inputs, key, scratch, debsDir, progress) =>
-      buildDebian(inputs, recipe, key, scratch, debsDir, progress),
-  };
-}
 
 async function buildOrReuse<I>(
   name: string,
@@ -118,8 +144,11 @@ async function buildOrReuse<I>(
     const started = performance.now();
     try {
       const built = await builder.build(inputs, key, scratch, join(root, 'debs'), progress);
-      progress(`built image ${name} in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-      return built;
+      const buildMs = Math.round(performance.now() - started);
+      progress(
+        `built image ${name} in ${(buildMs / 1000).toFixed(1)} s${built.builder === 'vm' ? ' in a builder VM' : ''}`,
+      );
+      return { ...built, builder: built.builder ?? 'host', buildMs };
     } catch (error) {
       if (error instanceof ImageError || error instanceof ConfigError) throw error;
       throw new ImageError(`building image ${name} failed: ${(error as Error).message}`);
@@ -160,5 +189,8 @@ function toBootImage(manifest: ImageManifest, dir: string): BootImage {
     cmdline: manifest.cmdline,
     kernelRelease: manifest.kernelRelease,
     profile: manifest.profile ?? manifest.name,
+    builtAt: manifest.builtAt,
+    ...(manifest.builder ? { builder: manifest.builder } : {}),
+    ...(manifest.buildMs !== undefined ? { buildMs: manifest.buildMs } : {}),
   };
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { join, posix } from 'node:path';
+import { join } from 'node:path';
 import { ConfigError, ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { ensureDir } from '../util/files.js';
@@ -10,7 +10,7 @@ import { AGENT_GUEST_PATH, type AgentInputs, agentInputs, buildAgent } from './a
 import { writeCpio } from './cpio.js';
 import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
 import { busyboxEntries, moduleEntries, modulesToLoad, unpackKernel } from './kernel.js';
-import type { ResolvedRecipe } from './recipe.js';
+import { type ResolvedRecipe, recipeScripts } from './recipe.js';
 import type { ImageManifest } from './types.js';
 
 const RECIPE_VERSION = 1;
@@ -241,18 +241,10 @@ async function stageGuestFiles(
   for (const file of ['modules.order', 'modules.builtin', 'modules.builtin.modinfo']) {
     await cp(join(modulesDir, file), join(staging, 'modules', release, file)).catch(() => {});
   }
-  // Recipe files are written from inside the image (chrooted), so that a symlink in the image
-  // can never lead a write out to the host.
-  const lines = ['set -e'];
-  for (const [index, [path, text]] of Object.entries(recipe.files).entries()) {
-    await put(`../recipe/files/${index}`, text);
-    lines.push(
-      `mkdir -p ${shellQuote(posix.dirname(path))}`,
-      `cp /tmp/vmkit-recipe/files/${index} ${shellQuote(path)}`,
-    );
-  }
-  await put('../recipe/files.sh', `${lines.join('\n')}\n`);
-  await put('../recipe/run.sh', `${['set -e', ...recipe.run].join('\n')}\n`);
+  const scripts = recipeScripts(recipe);
+  for (const [index, text] of scripts.files.entries()) await put(`../recipe/files/${index}`, text);
+  await put('../recipe/files.sh', scripts.filesSh);
+  await put('../recipe/run.sh', scripts.runSh);
 }
 
 function mmdebstrapArgs(inputs: DebianInputs, mode: string, staging: string, tree: string): string[] {

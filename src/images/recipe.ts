@@ -1,5 +1,6 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
+import { shellQuote } from '../util/shell.js';
 import { machineName, parseInput } from '../util/validate.js';
 
 /**
@@ -33,7 +34,8 @@ export function isImagePath(path: string): boolean {
   );
 }
 
-const recipeSchema = z
+/** The recipe's shape (strict: an unknown field is an error naming it). */
+export const recipeSchema = z
   .object({
     base: z.literal('debian', { error: 'must be "debian"' }),
     suite: z
@@ -74,8 +76,8 @@ export interface ResolvedRecipe {
   name: string;
 }
 
-export function parseRecipe(recipe: unknown): ResolvedRecipe {
-  const parsed = parseInput(recipeSchema, recipe, 'buildImage recipe');
+export function parseRecipe(recipe: unknown, what = 'buildImage recipe'): ResolvedRecipe {
+  const parsed = parseInput(recipeSchema, recipe, what);
   const derived = Boolean(
     parsed.packages?.length || Object.keys(parsed.files ?? {}).length || parsed.run?.length,
   );
@@ -87,5 +89,27 @@ export function parseRecipe(recipe: unknown): ResolvedRecipe {
     files: Object.fromEntries(Object.entries(parsed.files ?? {}).sort(([a], [b]) => a.localeCompare(b))),
     run: parsed.run ?? [],
     name: parsed.name ?? (derived ? 'debian-custom' : 'debian'),
+  };
+}
+
+/**
+ * The shell scripts that apply a recipe's files and `run` steps inside the image (chrooted, so that
+ * a symlink in the image can never lead a write out of it), with the files they copy from
+ * `<dir>/files/<index>`. The same scripts serve the host build and the builder VM.
+ */
+export function recipeScripts(
+  recipe: ResolvedRecipe,
+  dir = '/tmp/vmkit-recipe',
+): { files: string[]; filesSh: string; runSh: string } {
+  const lines = ['set -e'];
+  const files: string[] = [];
+  for (const [index, [path, text]] of Object.entries(recipe.files).entries()) {
+    files.push(text);
+    lines.push(`mkdir -p ${shellQuote(posix.dirname(path))}`, `cp ${dir}/files/${index} ${shellQuote(path)}`);
+  }
+  return {
+    files,
+    filesSh: `${lines.join('\n')}\n`,
+    runSh: `${['set -e', ...recipe.run].join('\n')}\n`,
   };
 }

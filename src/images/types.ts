@@ -15,7 +15,13 @@ export interface ImageManifest {
   profile?: string;
   modules: string[];
   builtAt: string;
+  /** Where it was built: on the host (mmdebstrap, root) or in a builder VM; absent in older manifests. */
+  builder?: ImageBuilder;
+  /** How long the build took. */
+  buildMs?: number;
 }
+
+export type ImageBuilder = 'host' | 'vm';
 
 /** A bootable image, ready for startMachine. */
 export interface BootImage {
@@ -31,4 +37,8 @@ export interface BootImage {
   kernelRelease: string;
   /** The guest profile that knows how to set this guest up after boot or restore. */
   profile: string;
+  /** When, where and how fast its build ran (from the manifest; older images lack the last two). */
+  builtAt?: string;
+  builder?: ImageBuilder;
+  buildMs?: number;
 }

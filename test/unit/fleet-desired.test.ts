@@ -73,6 +73,48 @@ describe('the desired-state document', () => {
     }
   });
 
+  test('a pool image is a name or a recipe; recipe errors name the path inside the recipe', () => {
+    const pool = (image: unknown) => doc({ pools: [{ tenant: 'acme', id: 'web', image }] });
+    const cases: Array<[string, RegExp]> = [
+      [
+        pool('ubuntu'),
+        /^doc\.json: pools\[0\]\.image: must be an image name \(tiny, debian\) or a recipe object/,
+      ],
+      [pool(7), /^doc\.json: pools\[0\]\.image: must be an image name .* \(got 7\)$/],
+      [pool({ base: 'alpine' }), /^doc\.json: pools\[0\]\.image\.base: must be "debian" \(got "alpine"\)$/],
+      [pool({ base: 'debian', colour: 'red' }), /^doc\.json: pools\[0\]\.image: unknown option "colour"$/],
+      [
+        pool({ base: 'debian', run: ['true', 3] }),
+        /^doc\.json: pools\[0\]\.image\.run\[1\]: must be a shell command \(got 3\)$/,
+      ],
+      [
+        pool({ base: 'debian', files: { 'etc/relative': 'x' } }),
+        /^doc\.json: pools\[0\]\.image\.files\["etc\/relative"\]: invalid key: must be an absolute path inside the image/,
+      ],
+      [
+        pool({ base: 'debian', packages: ['Not A Package'] }),
+        /^doc\.json: pools\[0\]\.image\.packages\[0\]: is not a Debian package name/,
+      ],
+    ];
+    for (const [text, pattern] of cases) {
+      const message = errorOf(text);
+      assert.match(message, pattern);
+      assert.ok(!message.includes('\n'), `one line: ${message}`);
+    }
+    const parsed = parseDesired(
+      pool({ base: 'debian', name: 'web', files: { '/b': '2', '/a': '1' }, run: ['x'] }),
+    );
+    assert.deepEqual(parsed.pools[0]?.image, {
+      base: 'debian',
+      suite: 'bookworm',
+      packages: [],
+      files: { '/a': '1', '/b': '2' },
+      run: ['x'],
+      name: 'web',
+    });
+    assert.equal(parseDesired(doc({})).pools[0]?.image, 'tiny');
+  });
+
   test('YAML reads the same as JSON', () => {
     const yaml =
       'version: 1\ntenants:\n  - id: acme\n    subnet: 10.61.0.0/24\npools:\n  - { tenant: acme, id: web, desired: { running: 2 } }\n';
@@ -251,5 +293,28 @@ describe('vmkit fleet plan and reconcile on the command line', () => {
     const applied = await vmkit('reconcile', good);
     assert.match(applied.stdout, /tenants: did create a/);
     assert.match((await vmkit('reconcile', good)).stdout, /nothing changed/);
+  });
+
+  test('pool create --image takes a recipe file; a bad one or a bad --builder is one line, exit 2, no pool', async () => {
+    const bad = join(dir, 'bad-recipe.json');
+    writeFileSync(bad, JSON.stringify({ base: 'debian', run: ['true', 1] }));
+    const cases: Array<[string[], RegExp]> = [
+      [
+        ['pool', 'create', 'a/p', '--image', bad],
+        /^vmkit: recipe .*bad-recipe\.json: run\[1\]: must be a shell command \(got 1\)$/,
+      ],
+      [
+        ['pool', 'create', 'a/p', '--image', join(dir, 'none.json')],
+        /^vmkit: --image .*none\.json: cannot read the recipe file: /,
+      ],
+      [['--builder', 'cloud', 'pool', 'list'], /--builder: expected vm or host, got "cloud"/],
+    ];
+    for (const [args, pattern] of cases) {
+      const result = await vmkit(...args);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr.trim(), pattern);
+      assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    }
+    assert.equal((await vmkit('--json', 'pool', 'list')).stdout.trim(), '[]');
   });
 });

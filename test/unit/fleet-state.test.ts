@@ -114,7 +114,7 @@ describe('the fleet store', () => {
   });
 
   test('instances get distinct addresses and MACs; begin records an intent that blocks a second operation', () => {
-    store.createPool({ tenant: 'acme', id: 'web', memoryMiB: 128 }, 'rev1');
+    store.createPool({ tenant: 'acme', id: 'web', memoryMiB: 128 }, { revision: 'rev1' });
     const a = store.createInstance('acme', 'web', 'a');
     const b = store.createInstance('acme', 'web', 'b');
     assert.equal(a.address, '10.30.0.2/24');
@@ -147,10 +147,10 @@ describe('the fleet store', () => {
 
   test('pool instance count and disk quotas refuse with the numbers', () => {
     store.createTenant({ id: 'small', subnet: '10.40.0.0/29', maxInstances: 1, maxDiskMiB: 100 });
-    store.createPool({ tenant: 'small', id: 'p', dataDiskMiB: 60 }, 'rev1');
+    store.createPool({ tenant: 'small', id: 'p', dataDiskMiB: 60 }, { revision: 'rev1' });
     store.createInstance('small', 'p', 'one');
     assert.throws(() => store.createInstance('small', 'p', 'two'), /instances per pool 1 \+ 1 > 1/);
-    store.createPool({ tenant: 'small', id: 'q', dataDiskMiB: 60 }, 'rev1');
+    store.createPool({ tenant: 'small', id: 'q', dataDiskMiB: 60 }, { revision: 'rev1' });
     assert.throws(() => store.createInstance('small', 'q'), /disk MiB 60 in use \+ 60 > 100/);
   });
 
@@ -161,7 +161,7 @@ describe('the fleet store', () => {
 
   test('concurrent processes creating instances in one fleet all succeed, with distinct addresses', async () => {
     store.createTenant({ id: 'busy', subnet: '10.50.0.0/24', maxInstances: 100 });
-    store.createPool({ tenant: 'busy', id: 'p' }, 'rev1');
+    store.createPool({ tenant: 'busy', id: 'p' }, { revision: 'rev1' });
     const storeModule = new URL('../../src/fleet/store.ts', import.meta.url).href;
     const script = `
       const { FleetStore } = await import(${JSON.stringify(storeModule)});

@@ -4,8 +4,9 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { parseSimulation } from '../../src/builder/packages.js';
 import { debianInputs } from '../../src/images/debian-image.js';
-import { isImagePath, parseRecipe } from '../../src/images/recipe.js';
+import { isImagePath, parseRecipe, recipeScripts } from '../../src/images/recipe.js';
 import { ContentStore } from '../../src/images/store.js';
 import { buildImage, ConfigError } from '../../src/index.js';
 
@@ -129,5 +130,29 @@ describe('recipe keys', () => {
     );
     const images = await readdir(join(cacheDir, 'images')).catch(() => [] as string[]);
     assert.deepEqual(images, []);
+  });
+});
+
+describe('a recipe built in a builder VM', () => {
+  test("the packages to fetch are apt's simulated installs (new and upgraded), nothing else", () => {
+    const output = [
+      'NOTE: This is only a simulation!',
+      'Inst libonig5 (6.9.8-1 Debian:12.15/oldstable [amd64])',
+      'Inst libc6 [2.36-9+deb12u9] (2.36-9+deb12u10 Debian:12.15/oldstable [amd64])',
+      'Conf libonig5 (6.9.8-1 Debian:12.15/oldstable [amd64])',
+    ].join('\n');
+    assert.deepEqual(
+      parseSimulation(output).map((p) => `${p.name}=${p.version}`),
+      ['libonig5=6.9.8-1', 'libc6=2.36-9+deb12u10'],
+    );
+  });
+
+  test('its scripts copy each file from the transfer folder and run the steps under set -e', () => {
+    const scripts = recipeScripts(
+      parseRecipe({ base: 'debian', files: { "/etc/it's": 'x' }, run: ['a', 'b'] }),
+    );
+    assert.deepEqual(scripts.files, ['x']);
+    assert.equal(scripts.filesSh, "set -e\nmkdir -p '/etc'\ncp /tmp/vmkit-recipe/files/0 '/etc/it'\\''s'\n");
+    assert.equal(scripts.runSh, 'set -e\na\nb\n');
   });
 });

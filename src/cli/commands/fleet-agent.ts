@@ -6,7 +6,7 @@ import { connectAgent } from '../../fleet/agent/client.js';
 import { startAgent } from '../../fleet/agent/server.js';
 import { defaultFleetDir } from '../../fleet/db.js';
 import { parseAddress } from '../../fleet/ids.js';
-import { type FleetGlobals, output, wholeOption } from './fleet-common.js';
+import { builderOf, type FleetGlobals, output, wholeOption } from './fleet-common.js';
 
 const certsDirOf = (command: Command): string =>
   command.opts().certs ??
@@ -98,6 +98,7 @@ export function registerAgentCommands(fleet: Command): void {
       const log = (line: string) => process.stderr.write(`vmkit agent: ${line}\n`);
       const server = await startAgent({
         fleetDir: command.optsWithGlobals<FleetGlobals>().fleetDir,
+        ...builderOf(command),
         certsDir: certsDirOf(command),
         desiredFile: options.desired,
         reconcileIntervalMs: (options.interval ?? 60) * 1000,

@@ -2,10 +2,25 @@ import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { ConfigError } from '../../errors.js';
 import { Fleet } from '../../fleet/fleet.js';
+import { FLEET_BUILDERS, type FleetBuilder } from '../../fleet/pool-image.js';
 
 export interface FleetGlobals {
   fleetDir?: string;
   json?: boolean;
+  builder?: FleetBuilder;
+}
+
+/** --builder: where recipe images are built (the Fleet's default when not given). */
+export function builderOption(value: string): FleetBuilder {
+  if (!(FLEET_BUILDERS as readonly string[]).includes(value)) {
+    throw new ConfigError(`--builder: expected ${FLEET_BUILDERS.join(' or ')}, got ${JSON.stringify(value)}`);
+  }
+  return value as FleetBuilder;
+}
+
+export function builderOf(command: Command): { builder?: FleetBuilder } {
+  const { builder } = command.optsWithGlobals<FleetGlobals>();
+  return builder ? { builder } : {};
 }
 
 /** Opens the fleet named by --fleet-dir, repairs what interrupted calls left, runs `work`, closes. */
@@ -14,7 +29,11 @@ export async function withFleet<T>(
   work: (fleet: Fleet, json: boolean) => Promise<T>,
 ): Promise<T> {
   const globals = command.optsWithGlobals<FleetGlobals>();
-  const fleet = new Fleet({ dir: globals.fleetDir, log: (line) => process.stderr.write(`${line}\n`) });
+  const fleet = new Fleet({
+    dir: globals.fleetDir,
+    log: (line) => process.stderr.write(`${line}\n`),
+    ...builderOf(command),
+  });
   try {
     for (const repair of await fleet.repair()) {
       process.stderr.write(

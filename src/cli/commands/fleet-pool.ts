@@ -1,9 +1,43 @@
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { ConfigError } from '../../errors.js';
 import { findBase } from '../../fleet/base.js';
+import type { PoolBuild } from '../../fleet/builds.js';
 import { parseAddress } from '../../fleet/ids.js';
+import { describeImage } from '../../fleet/image-spec.js';
+import { imageOf } from '../../fleet/pool-image.js';
 import { rebuildPool } from '../../fleet/rebuild.js';
 import { scalePool } from '../../fleet/scale.js';
+import { type ImageRecipe, parseRecipe } from '../../images/recipe.js';
 import { confirmDestroy, output, wholeOption, withFleet } from './fleet-common.js';
+
+/** "built in a builder VM in 41.2 s, by root (pid 12)" or "cached (built on the host ...)". */
+function describeBuild(build: PoolBuild): string {
+  if (!build.builder && !build.actor) return '';
+  const how = build.builder === 'vm' ? 'in a builder VM' : 'on the host';
+  const took = build.buildMs !== undefined ? ` in ${(build.buildMs / 1000).toFixed(1)} s` : '';
+  const made = build.cached
+    ? `cached (built ${how}${took}, ${build.imageBuiltAt ?? '?'})`
+    : `built ${how}${took}`;
+  return `${build.image ?? ''} ${made}${build.actor ? `, by ${build.actor}` : ''}`.trim();
+}
+
+/** --image: a name, or a path to a recipe file (it ends in .json or names a folder). */
+function imageOption(value: string): string | ImageRecipe {
+  if (!value.endsWith('.json') && !value.includes('/')) return value;
+  let text: string;
+  try {
+    text = readFileSync(value, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`--image ${value}: cannot read the recipe file: ${(error as Error).message}`);
+  }
+  try {
+    return parseRecipe(JSON.parse(text), `recipe ${value}`);
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(`recipe ${value}: not valid JSON: ${(error as Error).message}`);
+  }
+}
 
 /** --running, --warm, --sleeping: a pool's desired counts. */
 function withDesiredCounts(command: Command): Command {
@@ -20,7 +54,11 @@ export function registerPoolCommands(fleet: Command): void {
   const create = pool
     .command('create')
     .argument('<tenant/pool>')
-    .option('--image <name>', 'image name', 'tiny')
+    .option(
+      '--image <name|recipe.json>',
+      'an image name (tiny, debian), or a recipe file ({ "base": "debian", "packages", "files", "run" })',
+      'tiny',
+    )
     .option('--vcpus <n>', 'vCPUs per instance', wholeOption)
     .option('--memory-mib <n>', 'memory per instance', wholeOption)
     .option('--data-disk-mib <n>', 'data disk per instance', wholeOption);
@@ -30,7 +68,7 @@ export function registerPoolCommands(fleet: Command): void {
       const created = await fleet.createPool({
         tenant,
         id,
-        image: options.image,
+        image: imageOption(options.image),
         vcpus: options.vcpus,
         memoryMiB: options.memoryMib,
         dataDiskMiB: options.dataDiskMib,
@@ -77,12 +115,14 @@ export function registerPoolCommands(fleet: Command): void {
         };
         output(json, info, () =>
           [
-            `pool ${tenant}/${id}: image ${found.image} (revision ${found.revision}), ${found.vcpus} vCPU, ${found.memoryMiB} MiB, data disk ${found.dataDiskMiB} MiB`,
+            `pool ${tenant}/${id}: image ${describeImage(imageOf(found))} (revision ${found.revision}), ${found.vcpus} vCPU, ${found.memoryMiB} MiB, data disk ${found.dataDiskMiB} MiB`,
             `desired: running ${found.desired.running}, warm ${found.desired.warm}, sleeping ${found.desired.sleeping}`,
             `instances: ${instances.map((i) => `${i.id} ${i.state}`).join(', ') || 'none'}`,
             base
               ? `base snapshot: ${base.id}, RAM ${base.ramDataBytes} bytes in use, made ${base.createdAt}`
               : 'base snapshot: none yet (the next start makes one)',
+            'builds:',
+            ...info.builds.map((b) => `  ${b.builtAt} ${b.revision} ${describeBuild(b)}`),
           ].join('\n'),
         );
       });

@@ -4,7 +4,7 @@ import { tenantAudit } from '../../fleet/metadata-reads.js';
 import { nodeInfo, nodeStats } from '../../fleet/node.js';
 import { type Decision, POLICY_DEFAULTS, runPolicy } from '../../fleet/policy.js';
 import { registerAgentCommands } from './fleet-agent.js';
-import { output, wholeOption, withFleet } from './fleet-common.js';
+import { builderOption, output, wholeOption, withFleet } from './fleet-common.js';
 import { registerDesiredCommands } from './fleet-desired.js';
 import { registerInstanceCommands } from './fleet-instance.js';
 import { registerPoolCommands } from './fleet-pool.js';
@@ -18,6 +18,11 @@ export function registerFleetCommands(program: Command): void {
     .option(
       '--fleet-dir <dir>',
       'the fleet folder (default $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet)',
+    )
+    .option(
+      '--builder <where>',
+      'where recipe images are built: vm (default: an ephemeral builder VM, no root needed) or host (mmdebstrap, root)',
+      builderOption,
     )
     .option('--json', 'print JSON');
   registerTenantCommands(fleet);

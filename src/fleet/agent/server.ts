@@ -9,6 +9,7 @@ import { type ReconcileReport, reconcile } from '../desired/reconcile.js';
 import { loadDesired } from '../desired/schema.js';
 import { Fleet } from '../fleet.js';
 import { RefusedError } from '../lifecycle.js';
+import type { FleetBuilder } from '../pool-image.js';
 import { openApiDocument } from './api.js';
 import { certPath, keyPath } from './certs.js';
 import { registerRoutes } from './routes.js';
@@ -16,6 +17,8 @@ import { registerRoutes } from './routes.js';
 export interface AgentServerOptions {
   /** The fleet folder (default as for the CLI). */
   fleetDir?: string;
+  /** Where recipe pools' images are built (default "vm": an ephemeral builder VM, no root needed). */
+  builder?: FleetBuilder;
   /** The folder with ca.pem, server.pem and server.key (from `vmkit fleet agent certs init`). */
   certsDir: string;
   /** The desired-state file reconciled periodically and on request. */
@@ -75,7 +78,11 @@ function statusOf(error: FastifyError | Error): number {
 export async function startAgent(options: AgentServerOptions): Promise<AgentServer> {
   const log = options.log ?? (() => {});
   const tls = readTls(options.certsDir);
-  const fleet = new Fleet({ dir: options.fleetDir, log });
+  const fleet = new Fleet({
+    dir: options.fleetDir,
+    log,
+    ...(options.builder ? { builder: options.builder } : {}),
+  });
   for (const repair of await fleet.repair())
     log(`repaired ${repair.path}: ${repair.from} -> ${repair.to}: ${repair.reason}`);
   const app: FastifyInstance = Fastify({

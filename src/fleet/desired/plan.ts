@@ -1,6 +1,8 @@
 import { ConfigError } from '../../errors.js';
 import type { Fleet } from '../fleet.js';
+import { describeImage, sameImage } from '../image-spec.js';
 import { type Instance, type Pool, tenantInput } from '../model.js';
+import { imageOf } from '../pool-image.js';
 import { assignTargets, movesTo } from '../scale.js';
 import { parseSubnet } from '../subnet.js';
 import { auditChange, ensureRevision } from './revision.js';
@@ -85,8 +87,9 @@ const settingsOf = (pool: DesiredPool | Pool): PoolSettings => ({
 });
 
 /**
- * Pools to create and pools whose settings changed. An image name that changed is a rebuild here;
- * an image whose build changed under the same name is found by reconcile (it builds to know).
+ * Pools to create and pools whose settings changed. An image name or recipe that changed is a
+ * rebuild here; an image whose build changed under the same name or recipe (new package versions,
+ * vmkit's own guest files) is found by reconcile (it builds to know).
  */
 export function planPools(fleet: Fleet, doc: DesiredDocument): Step[] {
   const steps: Step[] = [];
@@ -99,16 +102,24 @@ export function planPools(fleet: Fleet, doc: DesiredDocument): Step[] {
     });
     if (!current) {
       steps.push(
-        step('create', `image ${pool.image}, ${pool.vcpus} vCPU, ${pool.memoryMiB} MiB`, async () => {
-          const { desired, ...settings } = pool;
-          await fleet.createPool({ ...settings, ...desired });
-        }),
+        step(
+          'create',
+          `image ${describeImage(pool.image)}, ${pool.vcpus} vCPU, ${pool.memoryMiB} MiB`,
+          async () => {
+            const { desired, ...settings } = pool;
+            await fleet.createPool({ ...settings, ...desired });
+          },
+        ),
       );
       continue;
     }
-    if (current.image !== pool.image) {
+    if (!sameImage(imageOf(current), pool.image)) {
+      const change =
+        current.recipe && typeof pool.image === 'object' && current.image === pool.image.name
+          ? `recipe ${current.image} changed`
+          : `image ${describeImage(imageOf(current))} -> ${describeImage(pool.image)}`;
       steps.push(
-        step('rebuild', `image ${current.image} -> ${pool.image}`, async () => {
+        step('rebuild', change, async () => {
           const done = await ensureRevision(fleet, pool.tenant, pool.id, pool.image);
           return done && `${address}@${done.revision}`;
         }),

@@ -1,5 +1,7 @@
 import type { Fleet } from '../fleet.js';
+import { sameImage } from '../image-spec.js';
 import { type PolicyOptions, runPolicy } from '../policy.js';
+import { imageOf } from '../pool-image.js';
 import type { Repair } from '../repair.js';
 import {
   type Action,
@@ -74,7 +76,7 @@ async function rebuildChanged(
   const results: ActionResult[] = [];
   for (const pool of doc.pools) {
     const current = fleet.store.findTenant(pool.tenant) && fleet.store.findPool(pool.tenant, pool.id);
-    if (!current || current.image !== pool.image) continue;
+    if (!current || !sameImage(imageOf(current), pool.image)) continue;
     const action: Action = { phase: 'pools', action: 'rebuild', target: `${pool.tenant}/${pool.id}` };
     try {
       const done = await ensureRevision(fleet, pool.tenant, pool.id, pool.image, options.onProgress);

@@ -1,6 +1,7 @@
-import { buildImage } from '../../images/build.js';
 import { audit } from '../audit.js';
 import type { Fleet } from '../fleet.js';
+import { type PoolImage, sameImage } from '../image-spec.js';
+import { buildPoolImage, imageOf } from '../pool-image.js';
 import { rebuildPool } from '../rebuild.js';
 import { setPoolImage } from './updates.js';
 
@@ -16,22 +17,24 @@ export function auditChange(
 }
 
 /**
- * Builds (or finds cached) the image the document names for the pool and, when it is another
- * image or its content key differs from the pool's revision, rebuilds the pool: a new revision in
- * its build history, its base snapshot invalidated (instances move to the revision at their next
- * start). Returns the new revision, or undefined when the pool is current.
+ * Builds (or finds cached) the image the document names for the pool (a name, or a recipe built
+ * through the fleet's builder) and, when it is another image or its content key differs from the
+ * pool's revision, rebuilds the pool: a new revision in its build history, its base snapshot
+ * invalidated (instances move to the revision at their next start or wake, never while they
+ * run). Returns the new revision, or undefined when the pool is current.
  */
 export async function ensureRevision(
   fleet: Fleet,
   tenant: string,
   pool: string,
-  image: string,
+  image: PoolImage,
   onProgress?: (line: string) => void,
 ): Promise<{ revision: string; baseInvalidated: boolean } | undefined> {
   const current = fleet.store.pool(tenant, pool);
-  const built = await buildImage(image, { runtime: fleet.runtime, onProgress });
-  if (built.key === current.revision && current.image === image) return undefined;
-  if (current.image !== image) setPoolImage(fleet.store, tenant, pool, image);
-  const rebuilt = await rebuildPool(fleet, `${tenant}/${pool}`);
+  const built = await buildPoolImage(image, { runtime: fleet.runtime, builder: fleet.builder, onProgress });
+  const sameSpec = sameImage(imageOf(current), image);
+  if (built.image.key === current.revision && sameSpec) return undefined;
+  if (!sameSpec) setPoolImage(fleet.store, tenant, pool, image);
+  const rebuilt = await rebuildPool(fleet, `${tenant}/${pool}`, built);
   return { revision: rebuilt.pool.revision, baseInvalidated: rebuilt.baseInvalidated };
 }

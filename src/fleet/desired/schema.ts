@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
 import { fleetId } from '../ids.js';
+import { poolImageSchema } from '../image-spec.js';
 import { parseSubnet } from '../subnet.js';
 
 /** The document versions this vmkit reads. */
@@ -43,7 +44,8 @@ const pool = z
   .object({
     tenant: fleetId,
     id: fleetId,
-    image: z.enum(['tiny', 'debian'], { error: 'must be an image name: tiny or debian' }).default('tiny'),
+    /** An image name, or a recipe (src/images/recipe.ts) built through the fleet's builder. */
+    image: poolImageSchema.default('tiny'),
     vcpus: wholeNumber(1, 64).default(1),
     memoryMiB: wholeNumber(64, 65_536).default(128),
     dataDiskMiB: wholeNumber(1, 1024 * 1024).default(16),

@@ -1,3 +1,4 @@
+import type { PoolImage } from '../image-spec.js';
 import type { Pool, Tenant } from '../model.js';
 import type { FleetStore } from '../store.js';
 
@@ -59,12 +60,15 @@ export function updatePool(store: FleetStore, tenant: string, id: string, settin
     .immediate();
 }
 
-/** Names another image for the pool; `rebuildPool` then records its revision and invalidates the base. */
-export function setPoolImage(store: FleetStore, tenant: string, id: string, image: string): void {
+/** Names another image or recipe for the pool; `rebuildPool` then records its revision and invalidates the base. */
+export function setPoolImage(store: FleetStore, tenant: string, id: string, image: PoolImage): void {
+  const [name, recipe] = typeof image === 'string' ? [image, null] : [image.name, JSON.stringify(image)];
   store.db
     .transaction(() => {
       store.pool(tenant, id);
-      store.db.prepare('UPDATE pools SET image = ? WHERE tenant = ? AND id = ?').run(image, tenant, id);
+      store.db
+        .prepare('UPDATE pools SET image = ?, recipe = ? WHERE tenant = ? AND id = ?')
+        .run(name, recipe, tenant, id);
     })
     .immediate();
 }
