@@ -133,10 +133,11 @@ export function jailScript(spec: JailSpec): string {
     'set -e',
     `mount -t tmpfs -o mode=0755,size=1m vmkit-jail ${q(spec.root)}`,
     fstab('system', [
-      ...system.map((dir) => [dir, at(dir), 'none', mkdir('bind,ro')]),
-      ...['/dev', '/proc', '/sys'].map((dir) => [dir, at(dir), 'none', mkdir('rbind')]),
+      // The fresh /tmp and /dev/shm first: vmkit's code (a checkout in /tmp, say) binds over them.
       ['vmkit-tmp', at('/tmp'), 'tmpfs', mkdir('mode=1777,size=64m')],
+      ...['/dev', '/proc', '/sys'].map((dir) => [dir, at(dir), 'none', mkdir('rbind')]),
       ['vmkit-shm', at('/dev/shm'), 'tmpfs', 'mode=0755,size=1m'],
+      ...system.map((dir) => [dir, at(dir), 'none', mkdir('bind,ro')]),
       // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
       ['vmkit-fleet', at(spec.hide), 'tmpfs', mkdir('mode=0755,size=1m')],
     ]),

@@ -3,7 +3,7 @@
 // read-only binds.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { JAIL_ID_BASE, jailed, jailUnavailable, prepareJail, tenantUid } from '../../src/fleet/jail.js';
@@ -26,6 +26,7 @@ describe('fleet VMM jail', () => {
   }, () => {
     const fleet = mkdtempSync('/tmp/vmkit-jail-test-');
     const ram = `/dev/shm/vmkit-jail-test-${process.pid}.ram`;
+    const codeDirs: string[] = [];
     try {
       const own = join(fleet, 'vm', '1');
       const other = join(fleet, 'vm', '2');
@@ -36,8 +37,13 @@ describe('fleet VMM jail', () => {
       writeFileSync(join(net, 'switch.sock'), '');
       writeFileSync(join(fleet, 'with space'), 'a read-only file whose path needs an fstab escape');
       writeFileSync(ram, '');
+      // vmkit's code in /tmp, as in a fresh clone there: the jail's own /tmp must not hide it.
+      const code = mkdtempSync('/tmp/vmkit-jail-code-');
+      chmodSync(code, 0o755);
+      writeFileSync(join(code, 'package.json'), '{}');
+      codeDirs.push(code);
       const uid = tenantUid(fleet, 'alpha');
-      const spec = prepareJail({
+      const prepared = prepareJail({
         uid,
         dir: own,
         ramFile: ram,
@@ -45,12 +51,14 @@ describe('fleet VMM jail', () => {
         reads: [net, join(fleet, 'with space')],
         fleetDir: fleet,
       });
+      const spec = { ...prepared, code: [...prepared.code, code] };
       const script = [
         'id -u; grep CapEff /proc/self/status',
         `echo $(ls ${fleet}) / $(ls ${fleet}/vm)`,
         `ls /dev/shm; cat '${fleet}/with space'`,
         `test -e ${join(fleet, 'fleet.sqlite3')} && echo SEES-DB; test -e ${join(other, 'secret')} && echo SEES-OTHER`,
         `touch ${own}/mine && echo WROTE-OWN; touch ${net}/x 2>/dev/null || echo NET-READ-ONLY`,
+        `test -e ${join(code, 'package.json')} && echo CODE-VISIBLE-IN-TMP || true`,
       ].join('\n');
       const command = jailed(spec, '/bin/sh', ['-c', script]);
       const result = spawnSync(command.program, command.args, { encoding: 'utf8', timeout: 30_000 });
@@ -63,9 +71,11 @@ describe('fleet VMM jail', () => {
       assert.match(result.stdout, /a read-only file/);
       assert.doesNotMatch(result.stdout, /SEES-/);
       assert.match(result.stdout, /WROTE-OWN\nNET-READ-ONLY/);
+      assert.match(result.stdout, /CODE-VISIBLE-IN-TMP/, "vmkit's code in /tmp is hidden by the jail's /tmp");
     } finally {
       rmSync(fleet, { recursive: true, force: true });
       rmSync(ram, { force: true });
+      for (const dir of codeDirs) rmSync(dir, { recursive: true, force: true });
     }
   });
 });
