@@ -11,6 +11,7 @@ import {
   statSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { whichSync } from '../util/which.js';
 
 /**
  * The VMM's jail, when vmkit runs as root: QEMU starts in a mount namespace of its own
@@ -63,13 +64,10 @@ export interface JailSpec {
   hide: string;
 }
 
-const onPath = (tool: string) =>
-  (process.env.PATH ?? '').split(':').some((dir) => dir !== '' && existsSync(join(dir, tool)));
-
 /** Why the VMM cannot be jailed here, or undefined when it can. */
 export function jailUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return `vmkit runs as uid ${process.getuid?.() ?? '?'}, not root`;
-  const missing = ['unshare', 'setpriv', 'chroot', 'mount'].filter((tool) => !onPath(tool));
+  const missing = ['unshare', 'setpriv', 'chroot', 'mount'].filter((tool) => !whichSync(tool));
   if (missing.length > 0) return `${missing.join(', ')} (util-linux, coreutils) not found on PATH`;
   return undefined;
 }

@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
 import { ConfigError } from '../errors.js';
+import { which } from '../util/which.js';
 import type { HubClient } from './hub-client.js';
 import { rsyncMap } from './rsync.js';
 import { guestSshSetup, NoSshdError, prepareSsh } from './ssh.js';
@@ -7,8 +7,6 @@ import { type SyncReport, syncMap } from './sync.js';
 import type { ProjectVm } from './vm-handle.js';
 
 export type SyncMethod = 'vmkit' | 'rsync' | 'auto';
-
-const hostHasRsync = () => spawnSync('rsync', ['--version'], { stdio: 'ignore' }).status === 0;
 
 /**
  * How this sync copies. `vmkit` is the default: bench/workspace.ts measured it 3 to 11 times
@@ -23,7 +21,7 @@ async function resolveMethod(
   method: SyncMethod,
 ): Promise<{ method: 'vmkit' } | { method: 'rsync'; config: string; host: string }> {
   if (method === 'vmkit') return { method };
-  const host = hostHasRsync();
+  const host = (await which('rsync')) !== undefined;
   if (method === 'rsync' && !host) {
     throw new ConfigError('sync --method rsync: rsync is not installed on this host (apt-get install rsync)');
   }
