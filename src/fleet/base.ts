@@ -7,6 +7,7 @@ import { profileNamed } from '../guest/profiles/index.js';
 import { macAddress } from '../machine/identity.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import { createQcow2 } from '../util/qcow2.js';
+import { processRunsSync } from '../util/scratch.js';
 import { sparseDigest } from '../util/sparse.js';
 import { audit } from './audit.js';
 import { baseRuns } from './delta.js';
@@ -62,15 +63,6 @@ const BUILDING = '.b-';
 const QUIET_IPV6 =
   'for f in /proc/sys/net/ipv6/conf/*/router_solicitations; do echo 0 > "$f"; done 2> /dev/null; true';
 
-const isAlive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 export const poolBasesDir = (fleetDir: string, tenant: string, pool: string) =>
   join(fleetDir, 'base', tenant, pool);
 export const baseDir = (fleetDir: string, pool: Pool, revision: string) =>
@@ -106,7 +98,7 @@ export async function removeBaseLeftovers(fleetDir: string): Promise<void> {
   for (const name of existsSync(root) ? readdirSync(root) : []) {
     if (!name.startsWith(BUILDING)) continue;
     const pid = Number(name.slice(BUILDING.length).split('-')[0]);
-    if (pid !== process.pid && isAlive(pid)) continue;
+    if (pid !== process.pid && processRunsSync(pid)) continue;
     await killVm(join(root, name));
     rmSync(join(root, name), { recursive: true, force: true });
   }

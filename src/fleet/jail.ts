@@ -11,6 +11,7 @@ import {
   statSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { shellQuote } from '../util/shell.js';
 import { whichSync } from '../util/which.js';
 
 /**
@@ -66,6 +67,13 @@ export interface JailSpec {
 
 /** Why the VMM cannot be jailed here, or undefined when it can. */
 export function jailUnavailable(): string | undefined {
+  // Asked at every start, wake and sleep; the answer holds for the process.
+  unavailable ??= { reason: whyUnavailable() };
+  return unavailable.reason;
+}
+let unavailable: { reason: string | undefined } | undefined;
+
+function whyUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return `vmkit runs as uid ${process.getuid?.() ?? '?'}, not root`;
   const missing = ['unshare', 'setpriv', 'chroot', 'mount'].filter((tool) => !whichSync(tool));
   if (missing.length > 0) return `${missing.join(', ')} (util-linux, coreutils) not found on PATH`;
@@ -100,7 +108,6 @@ export function codeFolders(moduleUrl: string): string[] {
   return folders;
 }
 
-const q = (value: string) => `'${value.replaceAll("'", `'\\''`)}'`;
 /** A path as an fstab field (octal escapes for the characters that would split it). */
 const field = (path: string) =>
   path.replace(/[\\ \t\n]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
@@ -118,9 +125,9 @@ export function jailScript(spec: JailSpec): string {
   const binds = [...spec.own, ...spec.readOnly];
   const files = binds.filter((path) => !statSync(path).isDirectory());
   const fstab = (name: string, entries: string[][]) => {
-    const table = q(at(`/.${name}`));
+    const table = shellQuote(at(`/.${name}`));
     const lines = entries.map(([source, target, type, options]) =>
-      q(`${field(source as string)} ${field(target as string)} ${type} ${options} 0 0`),
+      shellQuote(`${field(source as string)} ${field(target as string)} ${type} ${options} 0 0`),
     );
     return `printf '%s\\n' ${lines.join(' ')} > ${table}; mount -a -T ${table}`;
   };
@@ -129,7 +136,7 @@ export function jailScript(spec: JailSpec): string {
   const kvm = existsSync('/dev/kvm') ? statSync('/dev/kvm').gid || undefined : undefined;
   return [
     'set -e',
-    `mount -t tmpfs -o mode=0755,size=1m vmkit-jail ${q(spec.root)}`,
+    `mount -t tmpfs -o mode=0755,size=1m vmkit-jail ${shellQuote(spec.root)}`,
     fstab('system', [
       // The fresh /tmp and /dev/shm first: vmkit's code (a checkout in /tmp, say) binds over them.
       ['vmkit-tmp', at('/tmp'), 'tmpfs', mkdir('mode=1777,size=64m')],
@@ -140,9 +147,9 @@ export function jailScript(spec: JailSpec): string {
       ['vmkit-fleet', at(spec.hide), 'tmpfs', mkdir('mode=0755,size=1m')],
     ]),
     ...(files.length > 0
-      ? [`mkdir -p ${[...new Set(files.map(dirname))].map((dir) => q(at(dir))).join(' ')}`]
+      ? [`mkdir -p ${[...new Set(files.map(dirname))].map((dir) => shellQuote(at(dir))).join(' ')}`]
       : []),
-    [spec.ramFile, ...files].map((file) => `: > ${q(at(file))}`).join('; '),
+    [spec.ramFile, ...files].map((file) => `: > ${shellQuote(at(file))}`).join('; '),
     fstab('own', [
       [spec.ramFile, at(spec.ramFile), 'none', 'bind'],
       ...spec.own.map((path) => [path, at(path), 'none', mkdir('bind')]),
@@ -153,7 +160,7 @@ export function jailScript(spec: JailSpec): string {
         files.includes(path) ? 'bind,ro' : mkdir('bind,ro'),
       ]),
     ]),
-    `exec chroot ${q(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
+    `exec chroot ${shellQuote(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
       kvm === undefined ? '--clear-groups' : `--groups=${kvm}`
     } --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"`,
   ].join('\n');

@@ -10,6 +10,7 @@ import {
   statSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { processRunsSync } from '../util/scratch.js';
 import { audit, readAudit } from './audit.js';
 import { METADATA_SPOOL } from './metadata.js';
 import type { Instance } from './model.js';
@@ -37,7 +38,7 @@ export function foldMetadataReads(fleetDir: string, instances: Instance[]): numb
     for (const name of readdirSync(dir)) {
       if (!name.startsWith(`${METADATA_SPOOL}.`)) continue;
       const pid = Number(name.slice(METADATA_SPOOL.length + 1));
-      if (pid !== process.pid && processAlive(pid)) continue;
+      if (pid !== process.pid && processRunsSync(pid)) continue;
       const file = join(dir, name);
       for (const line of readSpool(file)) {
         if (line.trim() === '') continue;
@@ -70,15 +71,6 @@ function readSpool(file: string): string[] {
     return buffer.subarray(0, read).toString('utf8').split('\n');
   } finally {
     closeSync(fd);
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -25,8 +26,19 @@ export async function sweepScratch(dir: string, prefix: string): Promise<number>
   return removed;
 }
 
+const runs = (stat: string | undefined) =>
+  stat !== undefined && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+
 /** Whether a process with this pid exists (and is not a zombie). */
 export async function processRuns(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined);
-  return stat !== undefined && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  return runs(await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined));
+}
+
+/** `processRuns`, for the checks that must answer synchronously. */
+export function processRunsSync(pid: number): boolean {
+  try {
+    return runs(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
