@@ -1,5 +1,6 @@
 import { connect, type Socket } from 'node:net';
 import { CommandFailedError, MachineCrashedError } from '../errors.js';
+import { LineSplitter } from '../util/lines.js';
 import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
 
 export interface RunResult {
@@ -14,7 +15,7 @@ const HUB_GRACE_MS = 15_000;
 
 /** One connection to a VM's agent hub. */
 export class HubClient {
-  private buffered = '';
+  private readonly lines = new LineSplitter();
   private readonly listeners = new Set<(reply: HubReply) => void>();
   private closedError?: Error;
   private closing = false;
@@ -23,16 +24,14 @@ export class HubClient {
     private readonly vm: string,
     private readonly socket: Socket,
   ) {
-    socket.on('data', (chunk) => {
-      this.buffered += chunk.toString('utf8');
-      for (let nl = this.buffered.indexOf('\n'); nl >= 0; nl = this.buffered.indexOf('\n')) {
-        const line = this.buffered.slice(0, nl);
-        this.buffered = this.buffered.slice(nl + 1);
-        if (line.trim() === '') continue;
+    socket.on('data', (chunk: Buffer) =>
+      this.lines.push(chunk, (bytes) => {
+        const line = bytes.toString('utf8');
+        if (line.trim() === '') return;
         const reply = JSON.parse(line) as HubReply;
         for (const listener of [...this.listeners]) listener(reply);
-      }
-    });
+      }),
+    );
     socket.on('error', () => {});
     socket.on('close', () => {
       if (this.closing) return;

@@ -6,6 +6,7 @@ import { GuestProcess } from '../agent/process.js';
 import { AttachedQemu } from '../backends/qemu/detached.js';
 import { MachineCrashedError } from '../errors.js';
 import { isRunning } from '../runtime/detached.js';
+import { LineSplitter } from '../util/lines.js';
 import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
 
 /**
@@ -50,7 +51,7 @@ export async function runHub(runDir: string, name: string, bannerWaitMs: number)
 }
 
 function serveClient(client: Socket, channel: BackdoorChannel, name: string, consoleTail: () => string) {
-  let buffered = '';
+  const lines = new LineSplitter();
   let process: GuestProcess | undefined;
   const send = (reply: HubReply) => {
     if (!client.destroyed) client.write(`${JSON.stringify(reply)}\n`);
@@ -115,15 +116,14 @@ function serveClient(client: Socket, channel: BackdoorChannel, name: string, con
   };
   // Requests of one client run in order (stdin after spawn); different clients run side by side.
   let queue: Promise<void> = Promise.resolve();
-  client.on('data', (chunk) => {
-    buffered += chunk.toString('utf8');
-    for (let newline = buffered.indexOf('\n'); newline >= 0; newline = buffered.indexOf('\n')) {
-      const line = buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
-      if (line.trim() === '') continue;
+  client.on('data', (chunk: Buffer) =>
+    // Split as bytes, decoded a whole line at a time: a character may straddle two chunks.
+    lines.push(chunk, (bytes) => {
+      const line = bytes.toString('utf8');
+      if (line.trim() === '') return;
       queue = queue.then(() => handle(JSON.parse(line) as HubRequest).catch(fail));
-    }
-  });
+    }),
+  );
   client.on('error', () => {});
   // A client that goes away mid-command (its terminal closed) takes its command with it.
   client.on('close', () => {
