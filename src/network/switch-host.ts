@@ -1,4 +1,4 @@
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VirtualSwitch } from './switch.js';
 
@@ -37,7 +37,9 @@ function claimMacs(): void {
 }
 const writeStats = () => {
   claimMacs();
-  writeFileSync(statsPath, JSON.stringify({ at: new Date().toISOString(), ...network.stats() }));
+  // Through a rename: a reader (the sleep policy) must never see a half-written file.
+  writeFileSync(`${statsPath}.part`, JSON.stringify({ at: new Date().toISOString(), ...network.stats() }));
+  renameSync(`${statsPath}.part`, statsPath);
 };
 const timer = setInterval(writeStats, 1000);
 writeStats();
