@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
+# Debian keeps depmod, mke2fs and debugfs in /usr/sbin, which an ordinary account's PATH lacks:
+# they run fine without root, so look there too (vmkit itself does the same).
+for dir in /usr/local/sbin /usr/sbin /sbin; do
+  case ":$PATH:" in *":$dir:"*) ;; *) PATH="$PATH:$dir" ;; esac
+done
+export PATH
+
 # command -> Debian package that provides it
 declare -A NEEDED=(
   [qemu-system-x86_64]=qemu-system-x86
@@ -34,6 +41,13 @@ declare -A NEEDED=(
   [ssh-keygen]=openssh-client
   [rsync]=rsync
 )
+# Without root, the debian image is built by mmdebstrap in a user namespace (newuidmap maps the
+# account's subordinate ids) and made into ext4 under fakeroot.
+if [ "$(id -u)" != 0 ]; then
+  NEEDED[newuidmap]=uidmap
+  NEEDED[fakeroot]=fakeroot
+  NEEDED[unshare]=util-linux
+fi
 # file -> Debian package that provides it
 declare -A NEEDED_FILES=(
   [/usr/lib/grub/i386-pc/modinfo.sh]=grub-pc-bin
@@ -48,10 +62,13 @@ for file in "${!NEEDED_FILES[@]}"; do
   [ -e "$file" ] || missing+=("${NEEDED_FILES[$file]}")
 done
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
-  else say "need root to run: $*"; exit 1
+# Root is needed for apt-get alone, and only when something is missing. Without root, sudo is
+# used if it can ask (a terminal) or needs no password; otherwise the exact command is printed.
+apt_get() {
+  if [ "$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get "$@"
+  elif command -v sudo >/dev/null 2>&1 && { [ -t 0 ] || sudo -n true 2>/dev/null || sudo -n -l apt-get >/dev/null 2>&1; }; then
+    sudo DEBIAN_FRONTEND=noninteractive apt-get "$@"
+  else say "this needs root; run it, then run this again: sudo apt-get $*"; exit 1
   fi
 }
 
@@ -60,11 +77,20 @@ lists_present() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
 if [ "${#missing[@]}" -gt 0 ] || ! lists_present; then
   command -v apt-get >/dev/null 2>&1 || { say "apt-get not found: vmkit's setup needs Debian or Ubuntu"; exit 1; }
   say "apt-get update"
-  as_root apt-get update -q >/dev/null
+  apt_get update -q >/dev/null
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   say "installing ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  apt_get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# better-sqlite3 compiles where no prebuilt binary downloads; node-gyp would then fetch Node's
+# headers, so point it at the ones Debian's nodejs ships when they match this Node.
+if [ -z "${npm_config_nodedir:-}" ] && [ "$(npm config get nodedir 2>/dev/null)" = undefined ] &&
+  [ -f /usr/include/node/node_version.h ]; then
+  headers=$(awk '/define NODE_(MAJOR|MINOR|PATCH)_VERSION/ {printf "%s.", $3}' /usr/include/node/node_version.h)
+  if [ "v${headers%.}" = "$(node -v)" ]; then export npm_config_nodedir=/usr; fi
 fi
 
 # A node_modules that is a link to another checkout's (a git worktree's) is left alone: npm ci
@@ -90,7 +116,7 @@ say "building the tiny image (cached after the first time)"
 if ! node dist/cli/main.js image build tiny >/dev/null; then
   # Stale package lists name versions the archive no longer serves: refresh them once.
   say "image build failed; refreshing apt's package lists and trying again"
-  as_root apt-get update -q >/dev/null
+  apt_get update -q >/dev/null
   node dist/cli/main.js image build tiny >/dev/null
 fi
 say "building the debian image (cached after the first time; about a minute)"

@@ -11,6 +11,7 @@ import { writeCpio } from './cpio.js';
 import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
 import { busyboxEntries, moduleEntries, modulesToLoad, unpackKernel } from './kernel.js';
 import { type ResolvedRecipe, recipeScripts } from './recipe.js';
+import { chooseBuildMode, makeRootImage } from './rootfs.js';
 import type { ImageManifest } from './types.js';
 
 const RECIPE_VERSION = 1;
@@ -36,8 +37,6 @@ const ROOTFS_MODULE_DIRS = ['arch', 'block', 'crypto', 'fs', 'lib', 'mm', 'net',
 /** eth0, eth1, ... as on tiny (net.ifnames=0); the keyboard stays for sendKey. */
 const CMDLINE = 'console=ttyS0 rdinit=/init net.ifnames=0 panic=-1 quiet i8042.noaux';
 const GUEST_FILES = ['debian/init', 'debian/setup.sh', 'debian/vmkit-backdoor.service'];
-/** Room for what tests write and install, beyond what the image holds; the qcow2 stays sparse. */
-const FREE_SPACE_MIB = 2048;
 /** Left out of the image: documentation, manuals and translations. */
 const EXCLUDED_PATHS = ['/usr/share/man/*', '/usr/share/doc/*', '/usr/share/info/*', '/usr/share/locale/*'];
 
@@ -120,7 +119,7 @@ export async function buildDebian(
       );
     }
   };
-  const mode = await step('checking the build tools', buildMode);
+  const mode = await step('checking the build tools', chooseBuildMode);
   await ensureDir(debsDir);
   const [kernelDeb, busyboxDeb] = await step('downloading the kernel and busybox', () =>
     Promise.all([fetchDeb(inputs.kernel, debsDir, progress), fetchDeb(inputs.busybox, debsDir, progress)]),
@@ -150,27 +149,10 @@ export async function buildDebian(
     await step('staging guest files', () =>
       stageGuestFiles(inputs, recipe, kernel.modulesDir, kernel.release, staging),
     );
-    const tree = join(work, 'root');
     progress(`mmdebstrap ${inputs.suite} (${mode} mode): minbase + ${inputs.packages.length} packages`);
-    await step('mmdebstrap', () =>
-      runTool('mmdebstrap', mmdebstrapArgs(inputs, mode, staging, tree), {
-        timeoutMs: 30 * 60_000,
-        onStderrLine: (line) => {
-          if (/^I: (running apt|downloading|installing|extracting|success)/.test(line))
-            progress(line.slice(3));
-        },
-      }),
+    const { raw, sizeMiB } = await step('root filesystem', () =>
+      makeRootImage(mode, mmdebstrapArgs(inputs, staging), work, progress),
     );
-    const usedMiB = Number((await runTool('du', ['-sm', tree])).stdout.split('\t')[0]);
-    const sizeMiB = Math.ceil(usedMiB * 1.2) + FREE_SPACE_MIB;
-    const raw = join(work, 'root.raw');
-    progress(`making the ext4 root filesystem: ${sizeMiB} MiB for ${usedMiB} MiB of files`);
-    await step('mke2fs', async () => {
-      await writeFile(raw, '');
-      const args = ['-q', '-F', '-t', 'ext4', '-m', '0', '-L', 'vmkit-root', '-d', tree, raw, `${sizeMiB}M`];
-      await runTool('mke2fs', args, { timeoutMs: 600_000 });
-    });
-    await rm(tree, { recursive: true, force: true });
     await step('qemu-img convert', () =>
       runTool('qemu-img', ['convert', '-O', 'qcow2', raw, join(scratch, 'root.qcow2')], {
         timeoutMs: 600_000,
@@ -193,24 +175,6 @@ export async function buildDebian(
   } finally {
     await rm(work, { recursive: true, force: true });
   }
-}
-
-/**
- * mmdebstrap's root mode (chroot). Its unshare mode would build rootless, but its trees are then
- * owned by sub-uids outside the namespace, and bookworm's mke2fs cannot read a tarball instead.
- */
-async function buildMode(): Promise<'root'> {
-  await runTool('mmdebstrap', ['--version'], { timeoutMs: 30_000 }).catch((error: Error) => {
-    throw new ImageError(
-      `mmdebstrap is needed to build Debian images (apt-get install mmdebstrap): ${error.message.split('\n')[0]}`,
-    );
-  });
-  if (process.getuid?.() !== 0) {
-    throw new ImageError(
-      'building a Debian image needs root (mmdebstrap --mode=root); rootless builds are not supported yet',
-    );
-  }
-  return 'root';
 }
 
 /** The guest files, kernel modules and recipe files, laid out as they go into the image. */
@@ -247,26 +211,30 @@ async function stageGuestFiles(
   await put('../recipe/run.sh', scripts.runSh);
 }
 
-function mmdebstrapArgs(inputs: DebianInputs, mode: string, staging: string, tree: string): string[] {
+/**
+ * mmdebstrap's arguments but mode, format and target. Files come in through its special hooks,
+ * which read them as this account: hooks of its own run as root in a user namespace without root,
+ * which cannot read this account's private folders.
+ */
+function mmdebstrapArgs(inputs: DebianInputs, staging: string): string[] {
   const packages = inputs.packages.map((pkg) => pkg.split('=')[0]);
   // /lib is a symlink to /usr/lib in bookworm: the modules go to /usr/lib/modules directly.
   const hooks = [
     `sync-in ${shellQuote(join(staging, 'tree'))} /`,
-    `mkdir -p "$1/usr/lib/modules" && cp -a ${shellQuote(join(staging, 'modules'))}/. "$1/usr/lib/modules/"`,
+    'mkdir -p "$1/usr/lib/modules"',
+    `sync-in ${shellQuote(join(staging, 'modules'))} /usr/lib/modules`,
     'chroot "$1" sh /etc/vmkit/setup.sh',
-    `cp -a ${shellQuote(join(staging, 'recipe'))} "$1/tmp/vmkit-recipe"`,
+    'mkdir -p "$1/tmp/vmkit-recipe"',
+    `sync-in ${shellQuote(join(staging, 'recipe'))} /tmp/vmkit-recipe`,
     'chroot "$1" sh /tmp/vmkit-recipe/files.sh && chroot "$1" sh /tmp/vmkit-recipe/run.sh',
     'rm -rf "$1/tmp/vmkit-recipe"',
   ];
   return [
-    `--mode=${mode}`,
     '--variant=minbase',
-    '--format=directory',
     `--include=${packages.join(',')}`,
     ...EXCLUDED_PATHS.map((path) => `--dpkgopt=path-exclude=${path}`),
     '--dpkgopt=path-include=/usr/share/doc/*/copyright',
     ...hooks.map((hook) => `--customize-hook=${hook}`),
     inputs.suite,
-    tree,
   ];
 }

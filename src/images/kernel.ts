@@ -26,7 +26,7 @@ export async function unpackKernel(
   // Debian generates modules.dep at install time, so the package does not ship it.
   progress(`resolving modules for ${release}`);
   await runTool('depmod', ['-b', into, release], { timeoutMs: 120_000 }).catch((error: Error) => {
-    throw new ImageError(`depmod failed (is the kmod package installed?): ${error.message}`);
+    throw new ImageError(`depmod failed: ${error.message}`);
   });
   return {
     root: into,

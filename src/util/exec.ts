@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { HostToolError, tail } from '../errors.js';
 import { LineSplitter } from './lines.js';
+import { installHint } from './tool-packages.js';
+import { toolEnv, whichSync } from './which.js';
 
 export interface RunResult {
   stdout: string;
@@ -24,9 +26,10 @@ export function runTool(
 ): Promise<RunResult> {
   const timeoutMs = options.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
-    const child = spawn(program, args, {
+    // Found in /usr/sbin too, and children (mmdebstrap's hooks, say) get the same search path.
+    const child = spawn(whichSync(program) ?? program, args, {
       cwd: options.cwd,
-      env: options.env ?? process.env,
+      env: toolEnv(options.env ?? process.env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const stdout: Buffer[] = [];
@@ -45,8 +48,9 @@ export function runTool(
     }, timeoutMs);
     child.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      const hint = error.code === 'ENOENT' ? ` (is ${program} installed?)` : '';
-      reject(new HostToolError(`cannot run ${program}: ${error.message}${hint}`));
+      if (error.code === 'ENOENT')
+        return reject(new HostToolError(`cannot run ${program}: ${installHint(program)}`));
+      reject(new HostToolError(`cannot run ${program}: ${error.message}`));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
