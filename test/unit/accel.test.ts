@@ -114,6 +114,12 @@ describe('probeKvm: every branch, from injected facts', () => {
       /KERNEL=="kvm", GROUP="kvm", MODE="0660".*udevadm trigger --name-match=kvm/,
     );
     assert.match(verdict.fix ?? '', /usermod -aG kvm alice/);
+    const rootGroup = await probeKvm(fakeHost({ device: 'denied', deviceGroup: 'root', deviceMode: 0o660 }));
+    assert.match(
+      rootGroup.fix ?? '',
+      /^give \/dev\/kvm to group kvm with a udev rule/,
+      'never: add the user to group root',
+    );
   });
 
   test('nested PVM (kvm_pvm loaded, no vmx/svm): never usable, whatever the permission, no probe', async () => {
