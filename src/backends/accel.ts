@@ -53,7 +53,7 @@ const hardwareFlag = (flags: ReadonlySet<string>) =>
   flags.has('vmx') ? 'vmx' : flags.has('svm') ? 'svm' : undefined;
 
 const NESTED_FIX =
-  'none on this host (TCG works, only slower); for KVM use a machine or cloud instance type with nested virtualisation (vmx/svm)';
+  'for KVM, use a machine or cloud instance type that exposes vmx/svm (nested virtualisation)';
 
 /**
  * Whether KVM can run ordinary guests, from facts alone, before any probe: the verdict, or
@@ -139,7 +139,7 @@ export async function probeKvm(host: KvmHost = systemKvmHost()): Promise<KvmVerd
 
 /** How a verdict reads in one line: what was found, and the fix. */
 export function describeVerdict(verdict: KvmVerdict): string {
-  return verdict.fix ? `${verdict.reason} (fix: ${verdict.fix})` : verdict.reason;
+  return verdict.fix ? `${verdict.reason}; fix: ${verdict.fix}` : verdict.reason;
 }
 
 export interface ChooseAccelDeps {
