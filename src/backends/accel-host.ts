@@ -114,7 +114,7 @@ export async function runAccelProbe(options: AccelProbeOptions = {}): Promise<Kv
     if (outcome.code === PROBE_EXIT)
       return { ok: true, detail: `QEMU ran a test guest under ${accel.toUpperCase()} in ${ms} ms` };
     const status = outcome.signal ? `signal ${outcome.signal}` : `status ${outcome.code}`;
-    const said = tail(outcome.stderr.trim(), 300);
+    const said = tail(outcome.stderr.trim().replace(/\s*\n\s*/g, '; '), 300); // one line: it ends up in a log line
     return { ok: false, detail: `the test guest ended with ${status}${said ? `: ${said}` : ''}` };
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -294,13 +294,14 @@ describe('the probe layer', () => {
       const fake = join(dir, 'qemu');
       await writeFile(
         fake,
-        '#!/bin/sh\necho "Could not access KVM kernel module: Permission denied" >&2\nexit 1\n',
+        '#!/bin/sh\necho "Could not access KVM kernel module: Permission denied" >&2\necho "qemu: failed to initialize kvm" >&2\nexit 1\n',
       );
       await chmod(fake, 0o755);
       const result = await runAccelProbe({ qemu: fake });
       assert.deepEqual(result, {
         ok: false,
-        detail: 'the test guest ended with status 1: Could not access KVM kernel module: Permission denied',
+        detail:
+          'the test guest ended with status 1: Could not access KVM kernel module: Permission denied; qemu: failed to initialize kvm',
       });
       const missing = await runAccelProbe({ qemu: join(dir, 'absent') });
       assert.equal(missing.ok, false);
