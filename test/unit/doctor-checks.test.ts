@@ -39,7 +39,10 @@ describe('doctor: accelerator', () => {
   });
 
   test('TCG for a fixable reason: warn, with the fix', () => {
-    const check = checkAccel({ accel: 'tcg', reason: 'software emulation ...' }, denied);
+    const check = checkAccel(
+      { accel: 'tcg', reason: 'software emulation, slower than KVM: /dev/kvm is not ...; fix: x' },
+      denied,
+    );
     assert.equal(check.status, 'warn');
     assert.equal(check.detail, 'tcg: /dev/kvm is not ...');
     assert.equal(check.fix, 'sudo usermod -aG kvm bob');
@@ -54,6 +57,19 @@ describe('doctor: accelerator', () => {
       status: 'warn',
       what: 'accelerator',
       detail: 'tcg: VMKIT_ACCEL=tcg asks for TCG (software emulation)',
+    });
+  });
+
+  test('TCG forced by VMKIT_ACCEL where KVM would work: says both, no fix', () => {
+    const verdict: KvmVerdict = { usable: true, branch: 'usable', reason: 'KVM works: x' };
+    const check = checkAccel(
+      { accel: 'tcg', reason: 'VMKIT_ACCEL=tcg asks for TCG (software emulation)' },
+      verdict,
+    );
+    assert.deepEqual(check, {
+      status: 'warn',
+      what: 'accelerator',
+      detail: 'tcg: VMKIT_ACCEL=tcg asks for TCG (software emulation); KVM works: x',
     });
   });
 

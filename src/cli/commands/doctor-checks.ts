@@ -24,12 +24,12 @@ const isRoot = (who: Who) => who.uid === 0;
 export function checkAccel(decision: AccelDecision | Error, verdict: KvmVerdict | undefined): Check {
   if (decision instanceof Error) return { status: 'fail', what: 'accelerator', detail: decision.message };
   const status = decision.accel === 'kvm' ? 'ok' : 'warn';
-  const check: Check = {
-    status,
-    what: 'accelerator',
-    detail: `${decision.accel}: ${verdict?.reason ?? decision.reason}`,
-  };
-  if (decision.accel === 'tcg' && verdict?.fix) check.fix = verdict.fix;
+  // `auto` explains itself by the verdict; a forced choice (VMKIT_ACCEL=tcg) says so, then what KVM would do.
+  const fromVerdict = verdict !== undefined && decision.reason.includes(verdict.reason);
+  const why =
+    fromVerdict || !verdict ? (verdict?.reason ?? decision.reason) : `${decision.reason}; ${verdict.reason}`;
+  const check: Check = { status, what: 'accelerator', detail: `${decision.accel}: ${why}` };
+  if (decision.accel === 'tcg' && fromVerdict && verdict?.fix) check.fix = verdict.fix;
   return check;
 }
 
