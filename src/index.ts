@@ -1,6 +1,12 @@
 export type { RawResult } from './agent/backdoor.js';
 export type { GuestProcess, ProcessExit } from './agent/process.js';
-export { type AccelDecision, type AccelRequest, chooseAccel, probeKvm } from './backends/accel.js';
+export {
+  type AccelDecision,
+  type AccelRequest,
+  chooseAccel,
+  type KvmVerdict,
+  probeKvm,
+} from './backends/accel.js';
 export type { Backend, BackendCapabilities, Capability, ExitInfo } from './backends/backend.js';
 export { BACKEND_NAMES, backendNamed, requireCapability } from './backends/index.js';
 export type { QmpClient, QmpEvent } from './backends/qemu/qmp.js';

@@ -137,10 +137,11 @@ snapshot
 
 program
   .command('doctor')
-  .description('check QEMU, the accelerator and the image cache')
-  .action(async () => {
+  .description('check QEMU, KVM, tools, user namespaces, subordinate ids, cgroups and the image cache')
+  .option('--json', 'print the checks as JSON')
+  .action(async (options: { json?: boolean }) => {
     const { doctor } = await import('./commands/doctor.js');
-    process.exitCode = await doctor();
+    process.exitCode = await doctor({ json: Boolean(options.json) });
   });
 
 registerFleetCommands(program);

@@ -1,55 +1,115 @@
-import { chooseAccel } from '../../backends/accel.js';
+import { chooseAccel, probeKvm } from '../../backends/accel.js';
 import { qemuBinary } from '../../backends/qemu/process.js';
 import { listImages } from '../../images/build.js';
 import { defaultRuntime } from '../../runtime/runtime.js';
 import { removeSnapshotLeftovers } from '../../snapshot/store.js';
 import { runTool } from '../../util/exec.js';
 import { cacheDir } from '../../util/paths.js';
-import { which } from '../../util/which.js';
+import { checkCgroups } from './doctor-cgroups.js';
+import {
+  type Check,
+  checkAccel,
+  checkSubids,
+  checkTool,
+  checkUserns,
+  type ToolNeed,
+} from './doctor-checks.js';
+import {
+  defaultLookup,
+  readCgroupFacts,
+  readSubidFacts,
+  readUsernsFacts,
+  type ToolLookup,
+  who,
+} from './doctor-facts.js';
 
-/** `vmkit doctor`: what vmkit needs and what it found. Returns 0 when machines can boot. */
-export async function doctor(): Promise<number> {
-  let problems = 0;
-  const report = (ok: boolean, what: string, detail: string) => {
-    if (!ok) problems++;
-    process.stdout.write(`${ok ? 'ok  ' : 'FAIL'} ${what.padEnd(14)} ${detail}\n`);
+const TOOLS: ToolNeed[] = [
+  {
+    name: 'setpriv',
+    package: 'util-linux',
+    purpose: 'ties QEMU to its parent so a killed run leaves no VM behind',
+    required: true,
+  },
+  { name: 'qemu-img', package: 'qemu-utils', purpose: 'disk overlays and snapshots', required: true },
+  ...['apt-get', 'dpkg-deb', 'depmod'].map((name) => ({
+    name,
+    package: name === 'depmod' ? 'kmod' : name === 'apt-get' ? 'apt' : 'dpkg',
+    purpose: 'needed to build images from Debian packages',
+    required: true,
+  })),
+  { name: 'mke2fs', package: 'e2fsprogs', purpose: 'makes the ext4 disks of Debian images', required: false },
+  { name: 'mmdebstrap', package: 'mmdebstrap', purpose: 'builds Debian images on the host', required: false },
+];
+
+export interface DoctorOptions {
+  json?: boolean;
+  /** How tools are found (PATH, then the sbin folders). */
+  lookup?: ToolLookup;
+}
+
+/** `vmkit doctor`: what vmkit needs, what it found, and the fix for what is missing. Returns 0 when machines can boot. */
+export async function doctor(options: DoctorOptions = {}): Promise<number> {
+  const lookup = options.lookup ?? defaultLookup;
+  const checks: Check[] = [];
+  const add = (check: Check) => {
+    checks.push(check);
+    if (!options.json) process.stdout.write(formatCheck(check));
   };
-  const qemu = await which(qemuBinary());
-  if (qemu) {
-    const version = await runTool(qemu, ['--version'], { timeoutMs: 10_000 }).then(
-      (r) => r.stdout.split('\n')[0] ?? '',
-      (error: Error) => `cannot run: ${error.message}`,
-    );
-    report(true, 'qemu', `${qemu}: ${version}`);
-  } else {
-    report(false, 'qemu', `${qemuBinary()} not found on PATH (apt-get install qemu-system-x86)`);
-  }
-  const accel = await chooseAccel('auto');
-  report(true, 'accelerator', `${accel.accel}: ${accel.reason}`);
-  report(
-    Boolean(await which('setpriv')),
-    'setpriv',
-    'ties QEMU to its parent so a killed run leaves no VM behind',
-  );
-  for (const tool of ['apt-get', 'dpkg-deb', 'depmod']) {
-    report(Boolean(await which(tool)), tool, 'needed to build images from Debian packages');
-  }
-  const images = await listImages();
-  report(
-    images.length > 0,
-    'images',
-    images.length
-      ? images.map((image) => `${image.name} (${image.key.slice(0, 12)})`).join(', ')
-      : `none in ${cacheDir()} (vmkit image build tiny)`,
-  );
+  const me = who();
+  add({ status: 'ok', what: 'user', detail: `${me.user} (uid ${me.uid})${me.uid === 0 ? ', root' : ''}` });
+  add(await qemuCheck(lookup));
   const runtime = defaultRuntime();
+  const verdict = await runtime.fact('kvm-probe', () => probeKvm());
+  add(checkAccel(await chooseAccel('auto', runtime).catch((error: Error) => error), verdict));
+  for (const need of TOOLS) add(checkTool(need, await lookup(need.name)));
+  add(checkUserns(await readUsernsFacts(lookup)));
+  add(checkSubids(await readSubidFacts(lookup)));
+  add(checkCgroups(await readCgroupFacts()));
+  const images = await listImages();
+  add({
+    status: images.length > 0 ? 'ok' : 'fail',
+    what: 'images',
+    detail: images.length
+      ? images.map((image) => `${image.name} (${image.key.slice(0, 12)})`).join(', ')
+      : `none in ${cacheDir()}`,
+    ...(images.length ? {} : { fix: 'vmkit image build tiny' }),
+  });
   const reaped = runtime.reap();
   const snapshots = await removeSnapshotLeftovers();
-  report(
-    true,
-    'leftovers',
-    `${reaped.runs} stale run folder(s) removed, ${reaped.killed} QEMU process(es) killed in ${runtime.runsRoot}; ` +
+  add({
+    status: 'ok',
+    what: 'leftovers',
+    detail:
+      `${reaped.runs} stale run folder(s) removed, ${reaped.killed} QEMU process(es) killed in ${runtime.runsRoot}; ` +
       `${reaped.files} RAM file(s) and ${snapshots.length} interrupted snapshot(s) removed`,
+  });
+  const ok = checks.every((check) => check.status !== 'fail');
+  if (options.json) process.stdout.write(`${JSON.stringify({ ok, checks }, null, 2)}\n`);
+  return ok ? 0 : 1;
+}
+
+const TAGS = { ok: 'ok  ', warn: 'warn', fail: 'FAIL' } as const;
+const WIDTH = 15;
+
+/** One line per check, and the fix on the next, under the detail. */
+export function formatCheck(check: Check): string {
+  const line = `${TAGS[check.status]} ${check.what.padEnd(WIDTH)} ${check.detail}\n`;
+  return check.fix ? `${line}${' '.repeat(WIDTH + 6)}fix: ${check.fix}\n` : line;
+}
+
+async function qemuCheck(lookup: ToolLookup): Promise<Check> {
+  const qemu = (await lookup(qemuBinary())).path;
+  if (!qemu) {
+    return {
+      status: 'fail',
+      what: 'qemu',
+      detail: `${qemuBinary()} not found`,
+      fix: 'sudo apt-get install qemu-system-x86',
+    };
+  }
+  const version = await runTool(qemu, ['--version'], { timeoutMs: 10_000 }).then(
+    (r) => r.stdout.split('\n')[0] ?? '',
+    (error: Error) => `cannot run: ${error.message}`,
   );
-  return problems === 0 ? 0 : 1;
+  return { status: 'ok', what: 'qemu', detail: `${qemu}: ${version}` };
 }

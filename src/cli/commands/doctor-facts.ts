@@ -1,0 +1,127 @@
+import { constants } from 'node:fs';
+import { access, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { currentUser } from '../../backends/accel-host.js';
+import { runTool } from '../../util/exec.js';
+import { which } from '../../util/which.js';
+import { type CgroupFacts, type CgroupGroup, NEEDED_CONTROLLERS } from './doctor-cgroups.js';
+import type { SubidFacts, ToolFound, UsernsFacts, Who } from './doctor-checks.js';
+
+/** The thin layer under doctor-checks.ts: reads this machine into facts. */
+
+/** Finds a tool; the default looks on PATH, then in the sbin folders an ordinary user's PATH lacks. */
+export type ToolLookup = (name: string) => Promise<ToolFound>;
+
+const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+export const defaultLookup: ToolLookup = async (name) => {
+  const onPath = await which(name);
+  if (onPath) return { path: onPath, onPath: true };
+  for (const dir of SBIN) {
+    const candidate = join(dir, name);
+    if (
+      await access(candidate, constants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      return { path: candidate, onPath: false };
+  }
+  return { onPath: false };
+};
+
+export function who(): Who {
+  return { user: currentUser(), uid: process.getuid?.() ?? -1 };
+}
+
+const readText = (path: string) => readFile(path, 'utf8').catch(() => undefined);
+const sysctl = async (path: string) => (await readText(join('/proc/sys', path)))?.trim();
+const writable = (path: string) =>
+  access(path, constants.W_OK).then(
+    () => true,
+    () => false,
+  );
+
+export async function readUsernsFacts(lookup: ToolLookup = defaultLookup): Promise<UsernsFacts> {
+  const max = await sysctl('user/max_user_namespaces');
+  const facts: UsernsFacts = { probe: await probeUserns(lookup) };
+  const clone = await sysctl('kernel/unprivileged_userns_clone');
+  const apparmor = await sysctl('kernel/apparmor_restrict_unprivileged_userns');
+  if (clone !== undefined) facts.unprivilegedClone = clone;
+  if (max !== undefined) facts.maxUserNamespaces = Number(max);
+  if (apparmor !== undefined) facts.apparmorRestrict = apparmor;
+  return facts;
+}
+
+/** A real try: `unshare --user --map-root-user true`, bounded so a stuck helper cannot stall doctor. */
+async function probeUserns(lookup: ToolLookup): Promise<UsernsFacts['probe']> {
+  const unshare = (await lookup('unshare')).path;
+  if (!unshare) return { ok: false, detail: 'unshare not found (apt-get install util-linux)' };
+  return runTool(unshare, ['--user', '--map-root-user', 'true'], { timeoutMs: 5_000 }).then(
+    () => ({ ok: true, detail: '' }),
+    (error: Error) => ({ ok: false, detail: error.message.replace(/\s+/g, ' ').trim() }),
+  );
+}
+
+export async function readSubidFacts(lookup: ToolLookup = defaultLookup): Promise<SubidFacts> {
+  const facts: SubidFacts = who();
+  const [subuid, subgid, newuidmap, newgidmap] = await Promise.all([
+    readText('/etc/subuid'),
+    readText('/etc/subgid'),
+    lookup('newuidmap'),
+    lookup('newgidmap'),
+  ]);
+  if (subuid !== undefined) facts.subuid = subuid;
+  if (subgid !== undefined) facts.subgid = subgid;
+  if (newuidmap.path) facts.newuidmap = newuidmap.path;
+  if (newgidmap.path) facts.newgidmap = newgidmap.path;
+  return facts;
+}
+
+/** /proc/self/cgroup as hierarchy key ('' for v2, else the controllers, comma-joined) to path. */
+export function parseProcCgroup(text: string): Map<string, string> {
+  const groups = new Map<string, string>();
+  for (const line of text.trim().split('\n')) {
+    const match = /^\d+:([^:]*):(.*)$/.exec(line);
+    if (!match) continue;
+    for (const key of (match[1] as string).split(',')) groups.set(key, match[2] as string);
+  }
+  return groups;
+}
+
+const ROOT = '/sys/fs/cgroup';
+
+async function v2Group(path: string): Promise<CgroupGroup | undefined> {
+  const dir = join(ROOT, path);
+  const controllers = await readText(join(dir, 'cgroup.controllers'));
+  if (controllers === undefined) return undefined;
+  return {
+    path,
+    controllers: controllers.trim().split(/\s+/).filter(Boolean),
+    writable: await writable(dir),
+  };
+}
+
+export async function readCgroupFacts(): Promise<CgroupFacts> {
+  const base = who();
+  const own = parseProcCgroup((await readText('/proc/self/cgroup')) ?? '');
+  const isDir = (path: string) =>
+    stat(path).then(
+      (s) => s.isDirectory(),
+      () => false,
+    );
+  if ((await readText(join(ROOT, 'cgroup.controllers'))) !== undefined) {
+    const facts: CgroupFacts = { ...base, version: 'v2' };
+    const ownGroup = await v2Group(own.get('') ?? '/');
+    const service = await v2Group(`/user.slice/user-${base.uid}.slice/user@${base.uid}.service`);
+    if (ownGroup) facts.own = ownGroup;
+    if (service) facts.userService = service;
+    return facts;
+  }
+  if (!(await isDir(join(ROOT, 'memory')))) return { ...base, version: 'none' };
+  const v1Writable: CgroupFacts['v1Writable'] = {};
+  for (const controller of NEEDED_CONTROLLERS) {
+    v1Writable[controller] = await writable(join(ROOT, controller, own.get(controller) ?? '/'));
+  }
+  return { ...base, version: 'v1', v1Writable };
+}
