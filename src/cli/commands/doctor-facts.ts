@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import { currentUser } from '../../backends/accel-host.js';
 import { runTool } from '../../util/exec.js';
 import { which } from '../../util/which.js';
@@ -12,22 +12,11 @@ import type { SubidFacts, ToolFound, UsernsFacts, Who } from './doctor-checks.js
 /** Finds a tool; the default looks on PATH, then in the sbin folders an ordinary user's PATH lacks. */
 export type ToolLookup = (name: string) => Promise<ToolFound>;
 
-const SBIN = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
-
 export const defaultLookup: ToolLookup = async (name) => {
-  const onPath = await which(name);
-  if (onPath) return { path: onPath, onPath: true };
-  for (const dir of SBIN) {
-    const candidate = join(dir, name);
-    if (
-      await access(candidate, constants.X_OK).then(
-        () => true,
-        () => false,
-      )
-    )
-      return { path: candidate, onPath: false };
-  }
-  return { onPath: false };
+  const path = await which(name);
+  if (!path) return { onPath: false };
+  const onPath = (process.env.PATH ?? '').split(delimiter).includes(dirname(path));
+  return { path, onPath };
 };
 
 export function who(): Who {
