@@ -112,6 +112,7 @@ export type {
   SpawnOptions,
 } from './machine/commands.js';
 export type { MachineConfig } from './machine/config.js';
+export type { CopyFromVmOptions, CopyReport } from './machine/copies.js';
 export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine, WaitOptions } from './machine/machine.js';
 export type {
