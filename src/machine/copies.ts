@@ -112,9 +112,16 @@ export async function copyOut(
   const scratch = await mkdtemp(join(tmpdir(), 'vmkit-copy-'));
   const archive = join(scratch, 'folder.tar');
   try {
-    await succeed(`tar -cf ${guestArchive} -C ${source} .`, { timeoutMs }).catch((error: Error) => {
-      throw failed(error.message);
-    });
+    // tar leaves sockets out and says so on stderr (GNU and busybox alike): they are reported too.
+    const packing = await succeed(`tar -cf ${guestArchive} -C ${source} . 2>&1`, { timeoutMs }).catch(
+      (error: Error) => {
+        throw failed(error.message);
+      },
+    );
+    const sockets = [...packing.matchAll(/^tar: (.+): socket ignored$/gm)].map((match) => ({
+      path: (match[1] as string).replace(/^(\.\/)+/, ''),
+      reason: 'a socket: not created',
+    }));
     const result = await internals.agent.download(guestArchive, archive, timeoutMs);
     if (result.status !== 0) throw failed(result.stderr.toString().trim());
     await ensureDir(hostPath);
@@ -125,13 +132,14 @@ export async function copyOut(
     ).catch((error: Error) => {
       throw failed(error.message);
     });
-    if (unpacked.skipped.length > 0) {
+    const skipped = [...sockets, ...unpacked.skipped];
+    if (skipped.length > 0) {
       internals.log(
-        `copyFromVm ${guestPath}: left out what a guest may not put on the host: ${listed(unpacked.skipped)}`,
+        `copyFromVm ${guestPath}: left out what a guest may not put on the host: ${listed(skipped)}`,
       );
     }
     if (unpacked.failed.length > 0) throw failed(listed(unpacked.failed));
-    return { skipped: unpacked.skipped };
+    return { skipped };
   } finally {
     await succeed(`rm -f ${guestArchive}`, {}).catch(() => {});
     await rm(scratch, { recursive: true, force: true });

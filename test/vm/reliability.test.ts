@@ -237,6 +237,7 @@ describe('hostile input', () => {
         'chmod 2775 /out/sub && echo mine > /out/sub/owned && chown 1234:1234 /out/sub/owned',
         'mknod /out/disk b 8 0 && mknod /out/mem c 1 1 && chmod 666 /out/disk /out/mem && mkfifo /out/fifo',
         'ln -s /etc/shadow /out/shadow && ln -s ../../.. /out/up && ln -s tool /out/alias',
+        '(pidof syslogd >/dev/null || syslogd -O /tmp/syslog) && sleep 0.2 && cp -a /dev/log /out/log',
       ].join(' && '),
     );
     const target = join(scratch, 'out');
@@ -246,7 +247,7 @@ describe('hostile input', () => {
     assert.equal(tool.mode & 0o7777, 0o755 & ~process.umask(), 'the setuid bit is dropped, the rest kept');
     assert.equal((await lstat(join(target, 'sub'))).mode & 0o7000, 0, 'no setgid folder');
     assert.equal((await lstat(join(target, 'sub/owned'))).uid, process.getuid?.(), 'owned by whoever copied');
-    const planted = ['disk', 'fifo', 'mem', 'shadow', 'up'];
+    const planted = ['disk', 'fifo', 'log', 'mem', 'shadow', 'up'];
     for (const name of planted) assert.equal(await exists(join(target, name)), false, name);
     assert.equal(await readlink(join(target, 'alias')), 'tool', 'a link inside the folder is kept');
     assert.deepEqual(report.skipped.map((entry) => entry.path).sort(), planted);
@@ -274,6 +275,8 @@ describe('hostile input', () => {
     assert.equal((await lstat(join(kept, 'sub'))).mode & 0o7777, 0o2775);
     await machine.copyFromVm('/out/sub/owned', join(scratch, 'owned-one'), { keepOwnership: true });
     assert.equal((await lstat(join(scratch, 'owned-one'))).uid, 1234);
+    await machine.copyFromVm('/out/tool', join(scratch, 'tool-one'), { keepOwnership: true });
+    assert.equal((await lstat(join(scratch, 'tool-one'))).mode & 0o7777, 0o4755);
     await stillUsable();
   });
 
