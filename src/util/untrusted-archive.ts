@@ -40,8 +40,10 @@ const KINDS: Record<string, string> = {
  * setuid, setgid and sticky bits never are, unless `keepOwnership`. Only regular files, folders,
  * symbolic links and hard links are created, and nothing outside `folder`: no absolute names, no
  * `..`, nothing through a symbolic link, no symbolic link whose target leaves the folder (absolute,
- * or climbing out with `..`), no hard link to a name outside it. Entries refused are listed in
- * `skipped`, entries that failed in `failed`; a damaged archive rejects.
+ * or climbing out with `..`), no hard link to a name outside it. node-tar's own checks stand
+ * behind these, and add one: no link whose target goes through a symbolic link already there.
+ * Entries refused are listed in `skipped`, entries that failed in `failed`; a damaged archive
+ * rejects.
  */
 export async function unpackUntrusted(
   archive: string,
@@ -79,7 +81,10 @@ export async function unpackUntrusted(
       const record = entry && written.get(entry);
       if (record) record.refused = true;
       const path = shown(entry?.path ?? String(data.path ?? '?'));
-      if (refusedByTar(code, message, data)) result.skipped.push({ path, reason: message });
+      if (data.code === 'TAR_SYMLINK_ERROR') {
+        const link = posix.relative(root, String(data.symlink));
+        result.skipped.push({ path, reason: `a path through the symbolic link ${link}` });
+      } else if (refusedByTar(code, message)) result.skipped.push({ path, reason: message });
       else result.failed.push({ path, reason: message });
     },
   });
@@ -135,10 +140,9 @@ function symlinkRefusal(name: string, target: string): string | undefined {
 }
 
 /** node-tar's own refusals (its checks stand behind ours): not failures, entries left out. */
-function refusedByTar(code: string, message: string, data: Record<string, unknown>): boolean {
+function refusedByTar(code: string, message: string): boolean {
   if (code === 'TAR_ENTRY_UNSUPPORTED') return true;
-  if (code !== 'TAR_ENTRY_ERROR') return false;
-  return data.code === 'TAR_SYMLINK_ERROR' || /'\.\.'|escape|excessively deep/.test(message);
+  return code === 'TAR_ENTRY_ERROR' && /'\.\.'|escape|excessively deep/.test(message);
 }
 
 /**

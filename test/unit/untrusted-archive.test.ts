@@ -121,7 +121,7 @@ describe('unpackUntrusted', () => {
   it('creates no symbolic link that leaves the folder, and writes nothing through a link', async () => {
     const outside = join(scratch, `outside${count}`);
     await mkdir(outside);
-    const { folder, skippedPaths } = await unpack([
+    const { folder, result, skippedPaths } = await unpack([
       { path: 'out', type: 'SymbolicLink', linkpath: outside },
       { path: 'out/planted', body: 'x' },
       { path: 'shadow', type: 'SymbolicLink', linkpath: '/etc/shadow' },
@@ -135,6 +135,10 @@ describe('unpackUntrusted', () => {
       { path: 'inside/through', body: 'x' },
     ]);
     assert.deepEqual(skippedPaths, ['inside/through', 'out', 'shadow', 'sub/back', 'sub/up', 'up']);
+    assert.deepEqual(
+      result.skipped.find((entry) => entry.path === 'inside/through'),
+      { path: 'inside/through', reason: 'a path through the symbolic link inside' },
+    );
     assert.deepEqual(
       await import('node:fs/promises').then(({ readdir }) => readdir(outside)),
       [],
