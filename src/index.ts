@@ -168,3 +168,4 @@ export {
 } from './snapshot/store.js';
 export { RunLog } from './util/log.js';
 export { type Attempt, type RetryOptions, retry } from './util/retry.js';
+export type { LeftOut } from './util/untrusted-archive.js';
