@@ -118,6 +118,7 @@ export type {
   SpawnOptions,
 } from './machine/commands.js';
 export type { MachineConfig } from './machine/config.js';
+export type { CopyFromVmOptions, CopyReport } from './machine/copies.js';
 export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine, WaitOptions } from './machine/machine.js';
 export type {
@@ -173,3 +174,4 @@ export {
 } from './snapshot/store.js';
 export { RunLog } from './util/log.js';
 export { type Attempt, type RetryOptions, retry } from './util/retry.js';
+export type { LeftOut } from './util/untrusted-archive.js';

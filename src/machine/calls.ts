@@ -26,6 +26,16 @@ const ARGUMENTS = {
     .object({ timeoutMs: timeoutMs.optional() }, { error: 'must be an options object like { timeoutMs }' })
     .strict()
     .optional(),
+  copyOptions: z
+    .object(
+      {
+        timeoutMs: timeoutMs.optional(),
+        keepOwnership: z.boolean({ error: 'must be true or false' }).optional(),
+      },
+      { error: 'must be an options object like { timeoutMs, keepOwnership }' },
+    )
+    .strict()
+    .optional(),
   executeOptions: z
     .object(
       {
@@ -71,6 +81,8 @@ export function checkCall(method: string, args: Partial<Record<Argument, unknown
     parseInput(ARGUMENTS[name], value, `${method}: ${shown}`);
   }
   return (
-    ((args.options ?? args.executeOptions ?? args.waitOptions) as { timeoutMs?: number } | undefined) ?? {}
+    ((args.options ?? args.copyOptions ?? args.executeOptions ?? args.waitOptions) as
+      | { timeoutMs?: number }
+      | undefined) ?? {}
   );
 }

@@ -27,7 +27,7 @@ import {
   type WaitOptions,
 } from './commands.js';
 import type { MachineConfig } from './config.js';
-import { copyIn, copyOut } from './copies.js';
+import { type CopyFromVmOptions, type CopyReport, copyIn, copyOut } from './copies.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import { type InteractOptions, interactWithConsole, interactWithShell } from './interact.js';
 import type { MachineInternals } from './internals.js';
@@ -39,6 +39,7 @@ import { listeningCheck, type PortOptions, waitForPort } from './ports.js';
 import { retryCommand } from './retry.js';
 
 export type { CommandOptions, ExecResult, WaitOptions } from './commands.js';
+export type { CopyFromVmOptions, CopyReport } from './copies.js';
 
 export type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js';
 
@@ -290,11 +291,12 @@ export class Machine implements AsyncDisposable {
     await copyIn(this.internals, (c, o) => this.succeed(c, o), hostPath, guestPath, timeoutMs);
   }
 
-  /** Copies a guest file or folder to the host, like copyToVm the other way. */
-  async copyFromVm(guestPath: string, hostPath: string, options: CommandOptions = {}): Promise<void> {
-    const call = checkCall('copyFromVm', { hostPath, guestPath, options });
+  /** Copies a guest file or folder to the host, as untrusted input (see copyOut); returns what was left out. */
+  copyFromVm(guestPath: string, hostPath: string, options: CopyFromVmOptions = {}): Promise<CopyReport> {
+    const call = checkCall('copyFromVm', { hostPath, guestPath, copyOptions: options });
     const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs * 2;
-    await copyOut(this.internals, (c, o) => this.succeed(c, o), guestPath, hostPath, timeoutMs);
+    const copy = { timeoutMs, keepOwnership: options.keepOwnership };
+    return copyOut(this.internals, (c, o) => this.succeed(c, o), guestPath, hostPath, copy);
   }
 
   /** Runs a human monitor (HMP) command, like `info status`; returns what the monitor printed. */

@@ -2,7 +2,7 @@
 // machine stays usable. Each case here reproduces a defect found by trying vmkit as a hostile user.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -20,14 +20,22 @@ import { lacks } from '../helpers.js';
 
 type ErrorClass = abstract new (...args: never[]) => Error;
 
+/** Anything at all at `path`, a dangling link included. */
+const exists = (path: string) =>
+  lstat(path).then(
+    () => true,
+    () => false,
+  );
+
 describe('hostile input', () => {
   let machine: Machine;
   let scratch: string;
+  const log: string[] = [];
 
   before(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'vmkit-hostile-'));
     // The smallest memory vmkit accepts must still boot.
-    machine = await startMachine({ name: 'target', memoryMiB: 96 });
+    machine = await startMachine({ name: 'target', memoryMiB: 96, log: (line) => log.push(line) });
   });
 
   after(async () => {
@@ -219,6 +227,57 @@ describe('hostile input', () => {
     await writeFile(target, 'precious');
     await assert.rejects(machine.copyFromVm('/no/such', target), TransferError);
     assert.equal(await readFile(target, 'utf8'), 'precious');
+  });
+
+  it('a guest folder copied out plants no setuid file, device node, owner or link out on the host', async () => {
+    await machine.succeed(
+      [
+        'rm -rf /out && mkdir -p /out/sub',
+        'echo tool > /out/tool && chown 0:0 /out/tool && chmod 4755 /out/tool',
+        'chmod 2775 /out/sub && echo mine > /out/sub/owned && chown 1234:1234 /out/sub/owned',
+        'mknod /out/disk b 8 0 && mknod /out/mem c 1 1 && chmod 666 /out/disk /out/mem && mkfifo /out/fifo',
+        'ln -s /etc/shadow /out/shadow && ln -s ../../.. /out/up && ln -s tool /out/alias',
+        '(pidof syslogd >/dev/null || syslogd -O /tmp/syslog) && sleep 0.2 && cp -a /dev/log /out/log',
+      ].join(' && '),
+    );
+    const target = join(scratch, 'out');
+    const report = await machine.copyFromVm('/out', target);
+    const tool = await lstat(join(target, 'tool'));
+    assert.equal(await readFile(join(target, 'tool'), 'utf8'), 'tool\n');
+    assert.equal(tool.mode & 0o7777, 0o755 & ~process.umask(), 'the setuid bit is dropped, the rest kept');
+    assert.equal((await lstat(join(target, 'sub'))).mode & 0o7000, 0, 'no setgid folder');
+    assert.equal((await lstat(join(target, 'sub/owned'))).uid, process.getuid?.(), 'owned by whoever copied');
+    const planted = ['disk', 'fifo', 'log', 'mem', 'shadow', 'up'];
+    for (const name of planted) assert.equal(await exists(join(target, name)), false, name);
+    assert.equal(await readlink(join(target, 'alias')), 'tool', 'a link inside the folder is kept');
+    assert.deepEqual(report.skipped.map((entry) => entry.path).sort(), planted);
+    assert.match(log.join('\n'), /copyFromVm \/out: left out .*disk \(a block device: not created\)/);
+
+    // One file: never setuid, and a link at the destination is replaced, not written through.
+    await writeFile(join(scratch, 'victim'), 'precious');
+    await symlink(join(scratch, 'victim'), join(scratch, 'one'));
+    await machine.copyFromVm('/out/tool', join(scratch, 'one'));
+    assert.equal(await readFile(join(scratch, 'victim'), 'utf8'), 'precious');
+    assert.equal((await lstat(join(scratch, 'one'))).mode & 0o7000, 0);
+
+    // Asked for, owners and setuid/setgid bits are kept (as root only); still no device node or link out.
+    const kept = join(scratch, 'kept-owners');
+    if (process.getuid?.() !== 0) {
+      await assert.rejects(machine.copyFromVm('/out', kept, { keepOwnership: true }), ConfigError);
+      return;
+    }
+    const keptReport = await machine.copyFromVm('/out', kept, { keepOwnership: true });
+    assert.deepEqual(keptReport.skipped.map((entry) => entry.path).sort(), planted);
+    for (const name of planted) assert.equal(await exists(join(kept, name)), false, name);
+    const owned = await lstat(join(kept, 'sub/owned'));
+    assert.deepEqual([owned.uid, owned.gid], [1234, 1234]);
+    assert.equal((await lstat(join(kept, 'tool'))).mode & 0o7777, 0o4755);
+    assert.equal((await lstat(join(kept, 'sub'))).mode & 0o7777, 0o2775);
+    await machine.copyFromVm('/out/sub/owned', join(scratch, 'owned-one'), { keepOwnership: true });
+    assert.equal((await lstat(join(scratch, 'owned-one'))).uid, 1234);
+    await machine.copyFromVm('/out/tool', join(scratch, 'tool-one'), { keepOwnership: true });
+    assert.equal((await lstat(join(scratch, 'tool-one'))).mode & 0o7777, 0o4755);
+    await stillUsable();
   });
 
   it('a 1 ms timeout is counted in whole seconds: the command is killed and the machine lives', async () => {
