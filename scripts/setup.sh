@@ -63,12 +63,15 @@ for file in "${!NEEDED_FILES[@]}"; do
 done
 
 # Root is needed for apt-get alone, and only when something is missing. Without root, sudo is
-# used if it can ask (a terminal) or needs no password; otherwise the exact command is printed.
+# used if it can ask (a terminal) or needs no password for apt-get; otherwise setup prints the
+# exact commands to run and stops.
+can_apt() {
+  [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 &&
+    { [ -t 0 ] || sudo -n true 2>/dev/null || sudo -n -l apt-get >/dev/null 2>&1; }; }
+}
 apt_get() {
   if [ "$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get "$@"
-  elif command -v sudo >/dev/null 2>&1 && { [ -t 0 ] || sudo -n true 2>/dev/null || sudo -n -l apt-get >/dev/null 2>&1; }; then
-    sudo DEBIAN_FRONTEND=noninteractive apt-get "$@"
-  else say "this needs root; run it, then run this again: sudo apt-get $*"; exit 1
+  else sudo DEBIAN_FRONTEND=noninteractive apt-get "$@"
   fi
 }
 
@@ -76,11 +79,18 @@ apt_get() {
 lists_present() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
 if [ "${#missing[@]}" -gt 0 ] || ! lists_present; then
   command -v apt-get >/dev/null 2>&1 || { say "apt-get not found: vmkit's setup needs Debian or Ubuntu"; exit 1; }
+  [ "${#missing[@]}" -gt 0 ] && mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if ! can_apt; then
+    install=""
+    [ "${#missing[@]}" -gt 0 ] && install=" && sudo apt-get install --no-install-recommends ${missing[*]}"
+    say "apt-get needs root here (no sudo without a password); run this, then run setup again:"
+    say "  sudo apt-get update$install"
+    exit 1
+  fi
   say "apt-get update"
   apt_get update -q >/dev/null
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
-  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
   say "installing ${missing[*]}"
   apt_get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -116,9 +126,9 @@ say "building the tiny image (cached after the first time)"
 if ! node dist/cli/main.js image build tiny >/dev/null; then
   # Stale package lists name versions the archive no longer serves: refresh them once.
   say "image build failed; refreshing apt's package lists and trying again"
-  apt_get update -q >/dev/null
+  if can_apt; then apt_get update -q >/dev/null; else say "(sudo apt-get update may help)"; exit 1; fi
   node dist/cli/main.js image build tiny >/dev/null
 fi
-say "building the debian image (cached after the first time; about a minute)"
+say "building the debian image (cached after the first time; one to two minutes)"
 node dist/cli/main.js image build debian >/dev/null
 say "ready"
