@@ -14,7 +14,8 @@ import { type ResolvedRecipe, recipeScripts } from './recipe.js';
 import { chooseBuildMode, makeRootImage } from './rootfs.js';
 import type { ImageManifest } from './types.js';
 
-const RECIPE_VERSION = 1;
+/** 2: packages installed at the versions the key names (1 installed them by name). */
+const RECIPE_VERSION = 2;
 const KERNEL_METAPACKAGE = 'linux-image-cloud-amd64';
 const BUSYBOX_PACKAGE = 'busybox-static';
 /** On top of minbase: the service manager, device manager, logind and its bus and PAM module (user managers), ip, modprobe, ps. */
@@ -216,8 +217,10 @@ async function stageGuestFiles(
  * which read them as this account: hooks of its own run as root in a user namespace without root,
  * which cannot read this account's private folders.
  */
-function mmdebstrapArgs(inputs: DebianInputs, staging: string): string[] {
-  const packages = inputs.packages.map((pkg) => pkg.split('=')[0]);
+export function mmdebstrapArgs(inputs: DebianInputs, staging: string): string[] {
+  // name=version: the versions the image's key names are the ones installed, or the build fails
+  // (the host's package lists are then older than the archive: apt-get update).
+  const packages = inputs.packages;
   // /lib is a symlink to /usr/lib in bookworm: the modules go to /usr/lib/modules directly.
   const hooks = [
     `sync-in ${shellQuote(join(staging, 'tree'))} /`,

@@ -58,6 +58,11 @@ export async function makeRootImage(
       onStderrLine: (line) => {
         if (/^I: (running apt|downloading|installing|extracting|success)/.test(line)) progress(line.slice(3));
       },
+    }).catch((error: Error) => {
+      if (!/Version '[^']*' for '[^']*' was not found/.test(error.message)) throw error;
+      throw new Error(
+        `${error.message}\nThe host's package lists name versions the archive no longer serves: run sudo apt-get update, then build again.`,
+      );
     }),
   );
   if (mode === 'unshare') {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parseSimulation } from '../../src/builder/packages.js';
-import { debianInputs } from '../../src/images/debian-image.js';
+import { debianInputs, mmdebstrapArgs } from '../../src/images/debian-image.js';
 import { isImagePath, parseRecipe, recipeScripts } from '../../src/images/recipe.js';
 import { ContentStore } from '../../src/images/store.js';
 import { buildImage, ConfigError } from '../../src/index.js';
@@ -114,6 +114,18 @@ describe('recipe keys', () => {
     assert.ok(inputs.packages.some((pkg) => pkg.startsWith('systemd=')));
     const older = { ...inputs, packages: inputs.packages.map((pkg) => (pkg === nginx ? 'nginx=0.1' : pkg)) };
     assert.notEqual(ContentStore.key(older), ContentStore.key(inputs));
+  });
+
+  test('mmdebstrap installs the exact versions the key names', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'vmkit-recipe-key-'));
+    dirs.push(dir);
+    const inputs = await debianInputs(
+      parseRecipe({ base: 'debian', packages: ['nginx'] }),
+      join(dir, 'memo.json'),
+    );
+    const include = mmdebstrapArgs(inputs, dir).find((arg) => arg.startsWith('--include='));
+    assert.deepEqual(include?.slice('--include='.length).split(',').sort(), [...inputs.packages].sort());
+    assert.ok(inputs.packages.every((pkg) => /^[a-z0-9.+-]+=\S+$/.test(pkg)));
   });
 
   test('an unknown package is refused in one line naming it, with nothing left in the cache', async () => {

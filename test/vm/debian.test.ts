@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PNG } from 'pngjs';
 import {
+  buildImage,
   ConfigError,
   type Machine,
   restoreMachine,
@@ -64,6 +65,18 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
   after(async () => {
     await template?.close();
     if (snapshot) await rm(snapshot.dir, { recursive: true, force: true });
+  });
+
+  it('holds exactly the package versions its image key names', async () => {
+    const image = await buildImage('debian');
+    const manifest = JSON.parse(await readFile(join(image.dir, 'manifest.json'), 'utf8')) as {
+      packages: string[];
+    };
+    // The first is the kernel, which the image carries as files, not as an installed package.
+    const named = manifest.packages.slice(1);
+    const names = named.map((pkg) => pkg.split('=')[0]).join(' ');
+    const installed = await template.succeed(`dpkg-query -W -f '\${Package}=\${Version}\\n' ${names}`);
+    assert.deepEqual(installed.trim().split('\n').sort(), [...named].sort());
   });
 
   it('boots to multi-user.target with the unit API answering', async () => {
