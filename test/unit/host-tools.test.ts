@@ -1,9 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { subordinateRange } from '../../src/images/rootless.js';
 import { runTool } from '../../src/util/exec.js';
 import { installHint, toolPackage } from '../../src/util/tool-packages.js';
 import { SYSTEM_TOOL_DIRS, toolEnv, toolSearchPath, which } from '../../src/util/which.js';
@@ -44,16 +40,5 @@ describe('host tools for an ordinary account', () => {
       runTool('vmkit-no-such-tool', []),
       /cannot run vmkit-no-such-tool: vmkit-no-such-tool is not installed$/,
     );
-  });
-
-  test('subordinate id ranges are read by name or uid, and must hold 65536 ids', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'vmkit-subid-'));
-    const file = join(dir, 'subuid');
-    writeFileSync(file, 'alice:100000:65536\n1001:200000:65536\nbob:300000:1000\n');
-    assert.equal(subordinateRange(file, 'alice', 1000), true);
-    assert.equal(subordinateRange(file, 'carol', 1001), true);
-    assert.equal(subordinateRange(file, 'bob', 1002), false);
-    assert.equal(subordinateRange(file, 'dave', 1003), false);
-    assert.equal(subordinateRange(join(dir, 'missing'), 'alice', 1000), false);
   });
 });

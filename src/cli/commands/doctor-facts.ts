@@ -2,7 +2,10 @@ import { constants } from 'node:fs';
 import { access, readFile, stat } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
 import { currentUser } from '../../backends/accel-host.js';
-import { runTool } from '../../util/exec.js';
+import {
+  readSubidFacts as readSubidFactsWith,
+  readUsernsFacts as readUsernsFactsWith,
+} from '../../images/rootless-checks.js';
 import { which } from '../../util/which.js';
 import { type CgroupFacts, type CgroupGroup, NEEDED_CONTROLLERS } from './doctor-cgroups.js';
 import type { SubidFacts, ToolFound, UsernsFacts, Who } from './doctor-checks.js';
@@ -24,48 +27,18 @@ export function who(): Who {
 }
 
 const readText = (path: string) => readFile(path, 'utf8').catch(() => undefined);
-const sysctl = async (path: string) => (await readText(join('/proc/sys', path)))?.trim();
 const writable = (path: string) =>
   access(path, constants.W_OK).then(
     () => true,
     () => false,
   );
 
-export async function readUsernsFacts(lookup: ToolLookup = defaultLookup): Promise<UsernsFacts> {
-  const max = await sysctl('user/max_user_namespaces');
-  const facts: UsernsFacts = { probe: await probeUserns(lookup) };
-  const clone = await sysctl('kernel/unprivileged_userns_clone');
-  const apparmor = await sysctl('kernel/apparmor_restrict_unprivileged_userns');
-  if (clone !== undefined) facts.unprivilegedClone = clone;
-  if (max !== undefined) facts.maxUserNamespaces = Number(max);
-  if (apparmor !== undefined) facts.apparmorRestrict = apparmor;
-  return facts;
-}
+/** The image layer's readers, through doctor's tool lookup. */
+export const readUsernsFacts = (lookup: ToolLookup = defaultLookup): Promise<UsernsFacts> =>
+  readUsernsFactsWith(async (name) => (await lookup(name)).path);
 
-/** A real try: `unshare --user --map-root-user true`, bounded so a stuck helper cannot stall doctor. */
-async function probeUserns(lookup: ToolLookup): Promise<UsernsFacts['probe']> {
-  const unshare = (await lookup('unshare')).path;
-  if (!unshare) return { ok: false, detail: 'unshare not found (apt-get install util-linux)' };
-  return runTool(unshare, ['--user', '--map-root-user', 'true'], { timeoutMs: 5_000 }).then(
-    () => ({ ok: true, detail: '' }),
-    (error: Error) => ({ ok: false, detail: error.message.replace(/\s+/g, ' ').trim() }),
-  );
-}
-
-export async function readSubidFacts(lookup: ToolLookup = defaultLookup): Promise<SubidFacts> {
-  const facts: SubidFacts = who();
-  const [subuid, subgid, newuidmap, newgidmap] = await Promise.all([
-    readText('/etc/subuid'),
-    readText('/etc/subgid'),
-    lookup('newuidmap'),
-    lookup('newgidmap'),
-  ]);
-  if (subuid !== undefined) facts.subuid = subuid;
-  if (subgid !== undefined) facts.subgid = subgid;
-  if (newuidmap.path) facts.newuidmap = newuidmap.path;
-  if (newgidmap.path) facts.newgidmap = newgidmap.path;
-  return facts;
-}
+export const readSubidFacts = (lookup: ToolLookup = defaultLookup): Promise<SubidFacts> =>
+  readSubidFactsWith(who(), async (name) => (await lookup(name)).path);
 
 /** /proc/self/cgroup as hierarchy key ('' for v2, else the controllers, comma-joined) to path. */
 export function parseProcCgroup(text: string): Map<string, string> {
