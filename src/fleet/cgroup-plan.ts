@@ -95,7 +95,7 @@ export function planV2(facts: V2Facts): V2Plan {
       move: own.procs,
       enable: [own.path],
       ...lacking(own.controllers, own.path, 'not enabled by its parent'),
-      why: `under vmkit's own group ${own.path}, vmkit moved into its leaf ${SUPERVISOR_LEAF}`,
+      why: `under vmkit's own group ${own.path}, vmkit moving into its leaf ${SUPERVISOR_LEAF}`,
     };
   }
   // The top of the subtree this process may write: all of it as root, the delegated part as a user.
@@ -147,14 +147,20 @@ export function ancestry(path: string): string[] {
 const PERIOD_US = 100_000;
 
 /** The v2 files each controller's limit is written to. */
-export function v2Files(controller: Controller, limits: { memoryMiB: number; cpus: number; pids: number }) {
+export function v2Files(
+  controller: Controller,
+  limits: { memoryMiB: number; cpus: number; pids: number },
+): Record<string, string> {
   if (controller === 'memory') return { 'memory.max': String(limits.memoryMiB * 2 ** 20) };
   if (controller === 'cpu') return { 'cpu.max': `${Math.round(limits.cpus * PERIOD_US)} ${PERIOD_US}` };
   return { 'pids.max': String(limits.pids) };
 }
 
 /** The v1 files each controller's limit is written to (a hierarchy per controller). */
-export function v1Files(controller: Controller, limits: { memoryMiB: number; cpus: number; pids: number }) {
+export function v1Files(
+  controller: Controller,
+  limits: { memoryMiB: number; cpus: number; pids: number },
+): Record<string, string> {
   if (controller === 'memory') return { 'memory.limit_in_bytes': String(limits.memoryMiB * 2 ** 20) };
   if (controller === 'cpu')
     return {
