@@ -137,12 +137,13 @@ export async function killVm(dir: string): Promise<number> {
   const processes = vmProcesses(dir);
   for (const record of processes) await stopDetached(record, 0);
   rmSync(vmmRecordPath(dir), { force: true });
-  const busy = await removeGroups(vmGroups(dir)?.groups ?? []);
-  if (busy.length === 0) rmSync(placementPath(dir), { force: true });
+  // The RAM file first: its pages are charged to the VMM's memory group.
   if (existsSync(dir)) {
     removeRamFiles(dir);
     removeMetadataDocument(dir);
   }
+  const busy = await removeGroups(vmGroups(dir)?.groups ?? []);
+  if (busy.length === 0) rmSync(placementPath(dir), { force: true });
   return processes.length;
 }
 
