@@ -34,6 +34,8 @@ function transpiled(): string {
 
 interface Run {
   placement: { groups: string[]; warnings: string[] };
+  /** What `fleet node info` says of cgroups there. */
+  described: { vmmGroups: string; warnings: string[] };
   vmkitGroup: string;
   childGroup: string;
   /** The leaf's limit and event files, read as the command ended. */
@@ -129,7 +131,32 @@ describe('cgroup v2 in a Debian guest', { skip: lacks('snapshot') }, () => {
       run.placement.warnings.join('\n'),
       /no group above it is delegated to uid \d+.*systemd-run --user/,
     );
+    assert.deepEqual(run.described.warnings, run.placement.warnings, 'node info shows the same warning');
+    assert.equal(run.described.vmmGroups, 'none');
     assert.equal(run.status, 0);
     assert.match(run.stdout, /ran/);
+  });
+
+  it("as an ordinary user in a scope systemd delegated to it: the VMM's limits apply under user@UID.service", async () => {
+    const uid = (await vm.succeed('id -u alice')).trim();
+    await vm.succeed(`loginctl enable-linger alice && systemctl start user@${uid}.service`, {
+      timeoutMs: 60_000,
+    });
+    const run = await drive(
+      `runuser -u alice -- env XDG_RUNTIME_DIR=/run/user/${uid} systemd-run --user --quiet --scope -p Delegate=yes`,
+      'vmm-alice',
+      { memoryMiB: 48, cpus: 1, pids: 8 },
+      'for i in $(seq 1 30); do sleep 3 & done; wait',
+    );
+    assert.deepEqual(run.placement.warnings, [], JSON.stringify(run.described));
+    const [leaf] = run.placement.groups;
+    assert.match(
+      leaf ?? '',
+      new RegExp(`^/sys/fs/cgroup/user.slice/user-${uid}.slice/user@${uid}.service/.*/vmm-alice$`),
+    );
+    assert.match(run.vmkitGroup, /\/vmkit-supervisor$/);
+    assert.equal(run.files['memory.max'], String(48 * MiB));
+    assert.equal(run.files['pids.max'], '8');
+    assert.match(run.stderr, /fork|Resource temporarily unavailable/i, 'a fork over pids.max failed');
   });
 });
