@@ -83,10 +83,9 @@ const words = (path: string) => {
   }
 };
 
-function writable(dir: string): boolean {
+function canWrite(...paths: string[]): boolean {
   try {
-    accessSync(dir, constants.W_OK);
-    accessSync(join(dir, 'cgroup.procs'), constants.W_OK);
+    for (const path of paths) accessSync(path, constants.W_OK);
     return true;
   } catch {
     return false;
@@ -102,7 +101,7 @@ export function v2Facts(host: CgroupHost): V2Facts {
     const dir = join(host.root, path);
     return {
       path,
-      writable: writable(dir),
+      writable: canWrite(dir, join(dir, 'cgroup.procs')),
       procs: words(join(dir, 'cgroup.procs')).map(Number),
       controllers: words(join(dir, 'cgroup.controllers')),
       subtree: words(join(dir, 'cgroup.subtree_control')),
@@ -233,13 +232,17 @@ export function describeGroups(host = HOST_CGROUPS): { vmmGroups: string; warnin
     return { vmmGroups: plan.base ? `cgroup v2, ${plan.why}` : 'none', warnings: plan.warnings };
   }
   const own = parseProcCgroup(host.procCgroup());
+  const where = (c: Controller) => join(host.root, c, own.get(c) ?? '/').replace(/\/$/, '');
   const found = CONTROLLERS.filter((c) => own.has(c) && existsSync(join(host.root, c)));
+  const usable = found.filter((c) => canWrite(where(c)));
   return {
-    vmmGroups: found.length
-      ? `cgroup v1, under vmkit's own group in each hierarchy: ${found.map((c) => join(host.root, c, own.get(c) ?? '/')).join(', ')}`
+    vmmGroups: usable.length
+      ? `cgroup v1, under vmkit's own group in each hierarchy: ${usable.map(where).join(', ')}`
       : 'none',
-    warnings: CONTROLLERS.filter((c) => !found.includes(c)).map(
-      (c) => `${c} limit not applied: no cgroup v1 ${c} hierarchy on this host`,
+    warnings: CONTROLLERS.filter((c) => !usable.includes(c)).map((c) =>
+      found.includes(c)
+        ? `${c} limit not applied: ${where(c)} is not writable by uid ${host.uid}`
+        : `${c} limit not applied: no cgroup v1 ${c} hierarchy on this host`,
     ),
   };
 }
