@@ -63,8 +63,10 @@ const parentOf = (pid: number): number | undefined => {
 
 /** Whether `pid` is `ancestor` or was started by it (directly or not). */
 function descends(pid: number, ancestor: number): boolean {
-  for (let at: number | undefined = pid, hops = 0; at && at > 1 && hops < 64; at = parentOf(at), hops++)
+  for (let at: number | undefined = pid, hops = 0; at && hops < 64; at = parentOf(at), hops++) {
     if (at === ancestor) return true;
+    if (at === 1) return false; // vmkit may be pid 1 itself, in a container
+  }
   return false;
 }
 

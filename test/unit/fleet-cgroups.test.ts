@@ -1,10 +1,17 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ancestry, type GroupFacts, parseProcCgroup, planV2 } from '../../src/fleet/cgroup-plan.js';
-import { applyLimits, type CgroupHost, describeGroups, prepareGroups } from '../../src/fleet/cgroups.js';
+import {
+  applyLimits,
+  type CgroupHost,
+  describeGroups,
+  HOST_CGROUPS,
+  prepareGroups,
+} from '../../src/fleet/cgroups.js';
 
 const ALL = ['cpuset', 'cpu', 'io', 'memory', 'pids'];
 const group = (path: string, facts: Partial<GroupFacts> = {}): GroupFacts => ({
@@ -104,6 +111,16 @@ describe('cgroup v2 placement plan', () => {
       plan.warnings[0] ?? '',
       /^cpu limit not applied: .*not available in \/u@1000.service\/x.scope/,
     );
+  });
+
+  it("counts as vmkit's own this process and those it started, not others", () => {
+    const child = spawn('sleep', ['10']);
+    try {
+      const pid = child.pid as number;
+      assert.deepEqual(HOST_CGROUPS.ours([1, pid, process.pid, process.ppid]), [pid, process.pid]);
+    } finally {
+      child.kill();
+    }
   });
 
   it('parses /proc/self/cgroup of v1, hybrid and v2 hosts', () => {
