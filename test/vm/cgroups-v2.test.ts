@@ -3,9 +3,9 @@
 // in the guest by the host's node (it needs only glibc, libstdc++ and libgcc, which Debian has),
 // against real processes; each limit is read back and then hit.
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import ts from 'typescript';
 import { type Machine, startMachine } from '../../src/index.js';
@@ -14,19 +14,28 @@ import { lacks, root } from '../helpers.js';
 const DIR = '/opt/vmkit';
 const MiB = 2 ** 20;
 
-/** The modules the guest runs, as ES modules in one folder. */
+/** The modules the guest runs, as ES modules laid out as in the repository. */
 function transpiled(): string {
   const out = mkdtempSync(join(tmpdir(), 'vmkit-cgroup-guest-'));
-  const files = {
-    'cgroups.js': 'src/fleet/cgroups.ts',
-    'cgroup-plan.js': 'src/fleet/cgroup-plan.ts',
-    'driver.js': 'test/fixtures/cgroup-driver.ts',
-  };
-  for (const [name, source] of Object.entries(files)) {
+  const sources = [
+    'src/errors.ts',
+    'src/util/exec.ts',
+    'src/util/lines.ts',
+    'src/runtime/node-entry.ts',
+    'src/fleet/cgroups.ts',
+    'src/fleet/cgroup-plan.ts',
+    'src/fleet/delta.ts',
+    'src/fleet/ram-fill.ts',
+    'src/fleet/ram-fill-host.ts',
+    'test/fixtures/cgroup-driver.ts',
+    'test/fixtures/ram-fill-driver.ts',
+  ];
+  for (const source of sources) {
     const { outputText } = ts.transpileModule(readFileSync(join(root, source), 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     });
-    writeFileSync(join(out, name), outputText.replace('../../src/fleet/cgroups.js', './cgroups.js'));
+    mkdirSync(dirname(join(out, source)), { recursive: true });
+    writeFileSync(join(out, source.replace(/\.ts$/, '.js')), outputText);
   }
   writeFileSync(join(out, 'package.json'), '{"type":"module"}\n');
   return out;
@@ -67,7 +76,7 @@ describe('cgroup v2 in a Debian guest', { skip: lacks('snapshot') }, () => {
   /** Runs the driver for `command` in the guest, vmkit's process started by `launcher`. */
   async function drive(launcher: string, name: string, limits: object, command: string): Promise<Run> {
     const spec = JSON.stringify({ name, limits, command, timeoutMs: 60_000 });
-    const out = await vm.succeed(`${launcher} ${DIR}/node ${DIR}/driver.js '${spec}'`, {
+    const out = await vm.succeed(`${launcher} ${DIR}/node ${DIR}/test/fixtures/cgroup-driver.js '${spec}'`, {
       timeoutMs: 120_000,
     });
     return JSON.parse(out.trim().split('\n').at(-1) as string) as Run;
@@ -158,5 +167,22 @@ describe('cgroup v2 in a Debian guest', { skip: lacks('snapshot') }, () => {
     assert.equal(run.files['memory.max'], String(48 * MiB));
     assert.equal(run.files['pids.max'], '8');
     assert.match(run.stderr, /fork|Resource temporarily unavailable/i, 'a fork over pids.max failed');
+  });
+
+  it("the guest RAM copy counts against the VMM's group: filled by a child in it, not by vmkit", async () => {
+    const out = await vm.succeed(
+      `systemd-run --quiet --wait --pipe --collect -p Delegate=yes ${DIR}/node ${DIR}/test/fixtures/ram-fill-driver.js vmm-ram 24`,
+      { timeoutMs: 120_000 },
+    );
+    const run = JSON.parse(out.trim().split('\n').at(-1) as string);
+    assert.deepEqual(run.placement.warnings, []);
+    assert.ok(
+      run.afterChild - run.before >= run.bytes * 0.95,
+      `the group was charged ${run.afterChild - run.before} of ${run.bytes} bytes`,
+    );
+    assert.ok(
+      run.afterOwn - run.afterChild < run.bytes / 10,
+      'a copy by vmkit itself is not charged to the group',
+    );
   });
 });
