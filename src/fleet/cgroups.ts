@@ -131,10 +131,11 @@ function prepareV2(name: string, limits: Limits, host: CgroupHost): Placement {
   if (!plan.base) return { groups: [], warnings };
   const at = (path: string) => join(host.root, path);
   if (plan.move.length > 0) {
+    // Failures here show as EBUSY below, where the controllers are enabled.
     const leaf = join(at(plan.base), SUPERVISOR_LEAF);
-    mkdirSync(leaf, { recursive: true });
     for (const pid of plan.move) {
       try {
+        mkdirSync(leaf, { recursive: true });
         writeFileSync(join(leaf, 'cgroup.procs'), String(pid));
       } catch (error) {
         // A helper that ended meanwhile is no longer in the way.
