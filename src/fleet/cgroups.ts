@@ -1,11 +1,32 @@
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  rmdirSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
+import {
+  ancestry,
+  CONTROLLERS,
+  type Controller,
+  type GroupFacts,
+  parseProcCgroup,
+  planV2,
+  SUPERVISOR_LEAF,
+  type V2Facts,
+  v1Files,
+  v2Files,
+} from './cgroup-plan.js';
 
 /**
- * Resource limits for one VMM with cgroups: memory, CPU and pids. cgroup v2 (one unified
- * hierarchy) and v1 (a hierarchy per controller, as on this project's machine) are both handled;
- * each VMM's group is made under the group vmkit itself runs in, so any limit on vmkit still
- * holds for its VMMs. What cannot be applied is returned as warnings, never skipped silently.
+ * Resource limits for one VMM with cgroups: memory, CPU and pids, on cgroup v2 (one unified
+ * hierarchy: where the groups go is decided in cgroup-plan.ts) or v1 (a hierarchy per
+ * controller; each VMM's group is made under vmkit's own there). The file work is here, against
+ * a cgroup root given as a parameter, so that tests run it on a fake tree and a guest on a real
+ * v2 one. What cannot be applied is returned as warnings, never skipped silently.
  */
 export interface Limits {
   memoryMiB: number;
@@ -19,87 +40,214 @@ export interface Placement {
   warnings: string[];
 }
 
-const ROOT = '/sys/fs/cgroup';
-const CONTROLLERS = ['memory', 'cpu', 'pids'] as const;
-type Controller = (typeof CONTROLLERS)[number];
-const PERIOD_US = 100_000;
+/** The process whose groups decide where VMM groups go, and the tree they are in. */
+export interface CgroupHost {
+  /** Where the hierarchies are mounted: /sys/fs/cgroup, or a fake tree in a test. */
+  root: string;
+  /** The process's /proc/<pid>/cgroup. */
+  procCgroup: () => string;
+  uid: number;
+  /** Of the pids in vmkit's group, those that are vmkit's: its own and its descendants'. */
+  ours: (pids: number[]) => number[];
+}
 
-/** The path of this process's group in hierarchy `key` (a v1 controller, or '' for v2). */
-function ownGroup(key: string): string | undefined {
-  for (const line of readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n')) {
-    const [, controllers, path] = line.split(':');
-    if ((controllers ?? '').split(',').includes(key) || (key === '' && controllers === '')) return path;
+const parentOf = (pid: number): number | undefined => {
+  try {
+    // The command name may hold spaces and parentheses: the fields after its last ')' are fixed.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
   }
-  return undefined;
+};
+
+/** Whether `pid` is `ancestor` or was started by it (directly or not). */
+function descends(pid: number, ancestor: number): boolean {
+  for (let at: number | undefined = pid, hops = 0; at && hops < 64; at = parentOf(at), hops++) {
+    if (at === ancestor) return true;
+    if (at === 1) return false; // vmkit may be pid 1 itself, in a container
+  }
+  return false;
 }
 
-const isV2 = () => existsSync(join(ROOT, 'cgroup.controllers'));
+export const HOST_CGROUPS: CgroupHost = {
+  root: '/sys/fs/cgroup',
+  procCgroup: () => readFileSync('/proc/self/cgroup', 'utf8'),
+  uid: process.geteuid?.() ?? 0,
+  ours: (pids) => pids.filter((pid) => descends(pid, process.pid)),
+};
 
-function v1Files(controller: Controller, limits: Limits): Record<string, string> {
-  if (controller === 'memory') return { 'memory.limit_in_bytes': String(limits.memoryMiB * 2 ** 20) };
-  if (controller === 'cpu')
-    return { 'cpu.cfs_period_us': String(PERIOD_US), 'cpu.cfs_quota_us': String(limits.cpus * PERIOD_US) };
-  return { 'pids.max': String(limits.pids) };
+const words = (path: string) => {
+  try {
+    return readFileSync(path, 'utf8').split(/\s+/).filter(Boolean);
+  } catch {
+    return [];
+  }
+};
+
+function canWrite(...paths: string[]): boolean {
+  try {
+    for (const path of paths) accessSync(path, constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
-function v2Files(limits: Limits): Record<Controller, Record<string, string>> {
-  return {
-    memory: { 'memory.max': String(limits.memoryMiB * 2 ** 20) },
-    cpu: { 'cpu.max': `${limits.cpus * PERIOD_US} ${PERIOD_US}` },
-    pids: { 'pids.max': String(limits.pids) },
-  };
+export const isV2 = (host: CgroupHost) => existsSync(join(host.root, 'cgroup.controllers'));
+
+/** What planV2 decides from: vmkit's group and its ancestors as they are now. */
+export function v2Facts(host: CgroupHost): V2Facts {
+  const own = parseProcCgroup(host.procCgroup()).get('');
+  const chain: GroupFacts[] = (own === undefined ? [] : ancestry(own)).map((path) => {
+    const dir = join(host.root, path);
+    return {
+      path,
+      writable: canWrite(dir, join(dir, 'cgroup.procs')),
+      procs: words(join(dir, 'cgroup.procs')).map(Number),
+      controllers: words(join(dir, 'cgroup.controllers')),
+      subtree: words(join(dir, 'cgroup.subtree_control')),
+    };
+  });
+  return { chain, ours: host.ours(chain[0]?.procs ?? []), uid: host.uid };
 }
 
-const reason = (error: unknown) => (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+const reason = (error: unknown) => {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'EBUSY')
+    return 'EBUSY (the group holds processes: the kernel gives controllers only to groups without)';
+  return code ?? (error as Error).message;
+};
 
-/** Puts process `pid` into a group of its own named `name`, with `limits`. */
-export function applyLimits(name: string, pid: number, limits: Limits): Placement {
-  const placement: Placement = { groups: [], warnings: [] };
-  const place = (group: string, files: Record<string, string>, what: string) => {
-    try {
-      mkdirSync(group, { recursive: true });
-      for (const [file, value] of Object.entries(files)) writeFileSync(join(group, file), value);
-      writeFileSync(join(group, 'cgroup.procs'), String(pid));
-      placement.groups.push(group);
-    } catch (error) {
-      placement.warnings.push(`${what} limit not applied: ${group}: ${reason(error)}`);
-    }
-  };
-  if (isV2()) {
-    const parent = join(ROOT, ownGroup('') ?? '/');
-    const available = readFileSync(join(parent, 'cgroup.controllers'), 'utf8').trim().split(/\s+/);
-    const files = v2Files(limits);
-    const usable: Record<string, string> = {};
-    for (const controller of CONTROLLERS) {
-      if (!available.includes(controller)) {
-        placement.warnings.push(
-          `${controller} limit not applied: cgroup v2 controller ${controller} is not available in ${parent}`,
-        );
-        continue;
-      }
+/** Writes `files` into `group`, made first. */
+function makeGroup(group: string, files: Record<string, string>): void {
+  mkdirSync(group, { recursive: true });
+  for (const [file, value] of Object.entries(files)) writeFileSync(join(group, file), value);
+}
+
+function prepareV2(name: string, limits: Limits, host: CgroupHost): Placement {
+  const plan = planV2(v2Facts(host));
+  const warnings = [...plan.warnings];
+  if (!plan.base) return { groups: [], warnings };
+  const at = (path: string) => join(host.root, path);
+  if (plan.move.length > 0) {
+    // Failures here show as EBUSY below, where the controllers are enabled.
+    const leaf = join(at(plan.base), SUPERVISOR_LEAF);
+    for (const pid of plan.move) {
       try {
-        writeFileSync(join(parent, 'cgroup.subtree_control'), `+${controller}`);
-        Object.assign(usable, files[controller]);
+        mkdirSync(leaf, { recursive: true });
+        writeFileSync(join(leaf, 'cgroup.procs'), String(pid));
       } catch (error) {
-        placement.warnings.push(
-          `${controller} limit not applied: cannot enable it for subgroups of ${parent}: ${reason(error)}`,
+        // A helper that ended meanwhile is no longer in the way.
+        if ((error as NodeJS.ErrnoException).code !== 'ESRCH')
+          warnings.push(`cgroup v2: cannot move vmkit's process ${pid} into ${leaf}: ${reason(error)}`);
+      }
+    }
+  }
+  let usable: Controller[] = CONTROLLERS.filter((c) => !plan.missing.includes(c));
+  for (const group of plan.enable) {
+    try {
+      mkdirSync(at(group), { recursive: true });
+    } catch (error) {
+      warnings.push(`cgroup v2: no limits applied: cannot make ${at(group)}: ${reason(error)}`);
+      return { groups: [], warnings };
+    }
+    const enabled = words(join(at(group), 'cgroup.subtree_control'));
+    for (const controller of usable.filter((c) => !enabled.includes(c))) {
+      try {
+        writeFileSync(join(at(group), 'cgroup.subtree_control'), `+${controller}`);
+      } catch (error) {
+        usable = usable.filter((c) => c !== controller);
+        warnings.push(
+          `${controller} limit not applied: cannot enable it for the children of ${at(group)}: ${reason(error)}`,
         );
       }
     }
-    if (Object.keys(usable).length > 0) place(join(parent, name), usable, 'cgroup v2');
-    return placement;
   }
+  if (usable.length === 0) return { groups: [], warnings };
+  const leaf = join(at(plan.base), name);
+  try {
+    makeGroup(leaf, Object.assign({}, ...usable.map((c) => v2Files(c, limits))));
+    return { groups: [leaf], warnings };
+  } catch (error) {
+    return { groups: [], warnings: [...warnings, `cgroup v2 limits not applied: ${leaf}: ${reason(error)}`] };
+  }
+}
+
+function prepareV1(name: string, limits: Limits, host: CgroupHost): Placement {
+  const placement: Placement = { groups: [], warnings: [] };
+  const own = parseProcCgroup(host.procCgroup());
   for (const controller of CONTROLLERS) {
-    const own = ownGroup(controller);
-    if (own === undefined || !existsSync(join(ROOT, controller))) {
+    const path = own.get(controller);
+    if (path === undefined || !existsSync(join(host.root, controller))) {
       placement.warnings.push(
         `${controller} limit not applied: no cgroup v1 ${controller} hierarchy on this host`,
       );
       continue;
     }
-    place(join(ROOT, controller, own, name), v1Files(controller, limits), controller);
+    const group = join(host.root, controller, path, name);
+    try {
+      makeGroup(group, v1Files(controller, limits));
+      placement.groups.push(group);
+    } catch (error) {
+      placement.warnings.push(`${controller} limit not applied: ${group}: ${reason(error)}`);
+    }
   }
   return placement;
+}
+
+/**
+ * Makes the groups named `name` for one VMM, with `limits` written, and no process in them yet:
+ * made before the VMM starts, so that what is done for it (its guest RAM filled) counts there.
+ * Calling it again for the same name finds the same groups.
+ */
+export function prepareGroups(name: string, limits: Limits, host = HOST_CGROUPS): Placement {
+  return isV2(host) ? prepareV2(name, limits, host) : prepareV1(name, limits, host);
+}
+
+/** Moves process `pid` into `groups`: the groups it joined, and a warning for each it could not. */
+export function joinGroups(groups: string[], pid: number): Placement {
+  const placement: Placement = { groups: [], warnings: [] };
+  for (const group of groups) {
+    try {
+      writeFileSync(join(group, 'cgroup.procs'), String(pid));
+      placement.groups.push(group);
+    } catch (error) {
+      placement.warnings.push(
+        `limits of ${group} not applied: process ${pid} cannot join it: ${reason(error)}`,
+      );
+    }
+  }
+  return placement;
+}
+
+/** Puts process `pid` into a group of its own named `name`, with `limits`. */
+export function applyLimits(name: string, pid: number, limits: Limits, host = HOST_CGROUPS): Placement {
+  const placement = prepareGroups(name, limits, host);
+  const joined = joinGroups(placement.groups, pid);
+  return { groups: joined.groups, warnings: [...placement.warnings, ...joined.warnings] };
+}
+
+/** Where VMM groups would go on this host, and what would not be applied: for `fleet node info`. */
+export function describeGroups(host = HOST_CGROUPS): { vmmGroups: string; warnings: string[] } {
+  if (isV2(host)) {
+    const plan = planV2(v2Facts(host));
+    return { vmmGroups: plan.base ? `cgroup v2, ${plan.why}` : 'none', warnings: plan.warnings };
+  }
+  const own = parseProcCgroup(host.procCgroup());
+  const where = (c: Controller) => join(host.root, c, own.get(c) ?? '/').replace(/\/$/, '');
+  const found = CONTROLLERS.filter((c) => own.has(c) && existsSync(join(host.root, c)));
+  const usable = found.filter((c) => canWrite(where(c)));
+  return {
+    vmmGroups: usable.length
+      ? `cgroup v1, under vmkit's own group in each hierarchy: ${usable.map(where).join(', ')}`
+      : 'none',
+    warnings: CONTROLLERS.filter((c) => !usable.includes(c)).map((c) =>
+      found.includes(c)
+        ? `${c} limit not applied: ${where(c)} is not writable by uid ${host.uid}`
+        : `${c} limit not applied: no cgroup v1 ${c} hierarchy on this host`,
+    ),
+  };
 }
 
 /**

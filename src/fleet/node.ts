@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
+import { describeGroups } from './cgroups.js';
 import type { Fleet } from './fleet.js';
 import { JAIL_ID_BASE, jailUnavailable, jailWarning } from './jail.js';
 import type { Instance } from './model.js';
@@ -56,6 +57,7 @@ export function cgroupInfo(): { version: string; controllers: string[] } {
 
 export async function nodeInfo(fleet: Fleet) {
   const accel = await chooseAccel('auto');
+  const groups = describeGroups();
   return {
     host: hostname(),
     cpus: cpus().length,
@@ -63,9 +65,11 @@ export async function nodeInfo(fleet: Fleet) {
     freeMemoryMiB: Math.round(freemem() / 2 ** 20),
     accelerator: accel.accel,
     acceleratorReason: accel.reason,
-    cgroups: cgroupInfo(),
+    cgroups: { ...cgroupInfo(), ...groups },
     limits:
-      "memory, cpu and pids cgroups per VMM (v2, or v1 hierarchies), under the group vmkit runs in; what cannot be applied shows in each instance's warnings",
+      groups.warnings.length > 0
+        ? `not all applied (each instance's warnings say so too): ${groups.warnings.join('; ')}`
+        : `applied: memory, cpu and pids per VMM, each in a group of its own (${groups.vmmGroups})`,
     sandbox: (await qemuHasSandbox(fleet.runtime))
       ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied)"
       : 'not applied: this QEMU has no seccomp sandbox',

@@ -20,10 +20,11 @@ import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
 import { audit } from './audit.js';
 import { type BaseSnapshot, findBase } from './base.js';
-import { type DeltaInfo, deltaInfo, fillRam, reserveRam, writeDelta } from './delta.js';
+import { type DeltaInfo, deltaInfo, reserveRam, writeDelta } from './delta.js';
 import { vmmUid } from './jail.js';
 import { writeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
+import { fillRamCharged } from './ram-fill.js';
 import { writeSecretsDisk } from './secrets-disk.js';
 import { type StepTimer, stepTimer } from './steps.js';
 import {
@@ -35,6 +36,7 @@ import {
   launchVm,
   liveRamPath,
   networkDir,
+  prepareVmGroups,
   rootDiskPath,
   runInGuest,
   type Started,
@@ -96,6 +98,8 @@ async function launchOnRam(
 ): Promise<DetachedRecord> {
   reserveRam(base.ram, liveRamPath(layout.dir));
   writeMetadataDocument(layout.dir, instance, pool, tenant, layout.uid);
+  // Made first, so that the RAM copy counts against the VMM's memory limit, not vmkit's.
+  const groups = prepareVmGroups(layout.dir, pool);
   const started = performance.now();
   const took = () => Math.round(performance.now() - started);
   let ramMs = 0;
@@ -104,7 +108,7 @@ async function launchOnRam(
     launchVm(ctx, layout, pool, image, true, [base.dir]).finally(() => {
       qemuMs = took();
     }),
-    fillRam(base.ram, liveRamPath(layout.dir), delta).finally(() => {
+    fillRamCharged(groups, base.ram, liveRamPath(layout.dir), delta).finally(() => {
       ramMs = took();
     }),
   ]);

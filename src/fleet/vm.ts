@@ -31,7 +31,7 @@ import {
 } from '../runtime/detached.js';
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { createQcow2 } from '../util/qcow2.js';
-import { applyLimits, type Placement, removeGroups } from './cgroups.js';
+import { applyLimits, type Placement, prepareGroups, removeGroups } from './cgroups.js';
 import { jailed, jailUnavailable, jailWarning, prepareJail, vmmUid } from './jail.js';
 import { removeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
@@ -98,17 +98,27 @@ export interface Started {
 
 const placementPath = (dir: string) => join(dir, 'cgroups.json');
 
+/** The VMM's cgroups: guest memory plus room for QEMU itself, its vCPUs' worth of CPU time, a bound on threads. */
+const vmGroupName = (dir: string) => `vmkit-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`;
+const vmLimits = (pool: Pool) => ({
+  memoryMiB: pool.memoryMiB + VMM_OVERHEAD_MIB,
+  cpus: pool.vcpus,
+  pids: VMM_PIDS,
+});
+
 /**
- * Puts the VMM in cgroups of its own: guest memory plus room for QEMU itself, its vCPUs' worth
- * of CPU time, a bound on threads. Recorded in the folder, so that any later call removes them.
+ * Makes the VMM's cgroups before it starts, so that its guest RAM can be filled from within
+ * them (ram-fill.ts). Recorded in the folder like limitVm's, so that any later call removes them.
  */
+export function prepareVmGroups(dir: string, pool: Pool): string[] {
+  const placement = prepareGroups(vmGroupName(dir), vmLimits(pool));
+  writeFileSync(placementPath(dir), JSON.stringify(placement));
+  return placement.groups;
+}
+
+/** Puts the VMM in its cgroups (made now, or found made by prepareVmGroups). */
 function limitVm(dir: string, record: DetachedRecord, pool: Pool): string[] {
-  const name = `vmkit-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`;
-  const placement = applyLimits(name, record.pid, {
-    memoryMiB: pool.memoryMiB + VMM_OVERHEAD_MIB,
-    cpus: pool.vcpus,
-    pids: VMM_PIDS,
-  });
+  const placement = applyLimits(vmGroupName(dir), record.pid, vmLimits(pool));
   writeFileSync(placementPath(dir), JSON.stringify(placement));
   return placement.warnings;
 }
@@ -127,12 +137,13 @@ export async function killVm(dir: string): Promise<number> {
   const processes = vmProcesses(dir);
   for (const record of processes) await stopDetached(record, 0);
   rmSync(vmmRecordPath(dir), { force: true });
-  const busy = await removeGroups(vmGroups(dir)?.groups ?? []);
-  if (busy.length === 0) rmSync(placementPath(dir), { force: true });
+  // The RAM file first: its pages are charged to the VMM's memory group.
   if (existsSync(dir)) {
     removeRamFiles(dir);
     removeMetadataDocument(dir);
   }
+  const busy = await removeGroups(vmGroups(dir)?.groups ?? []);
+  if (busy.length === 0) rmSync(placementPath(dir), { force: true });
   return processes.length;
 }
 

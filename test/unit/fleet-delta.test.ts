@@ -5,8 +5,9 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { poolBasesDir, pruneBases } from '../../src/fleet/base.js';
-import { buildRam, deltaInfo, PAGE, writeDelta } from '../../src/fleet/delta.js';
+import { buildRam, deltaInfo, PAGE, reserveRam, writeDelta } from '../../src/fleet/delta.js';
 import type { Instance, Pool } from '../../src/fleet/model.js';
+import { fillRamCharged } from '../../src/fleet/ram-fill.js';
 
 const dir = mkdtempSync('/tmp/vmkit-delta-');
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -37,6 +38,19 @@ describe('RAM deltas', () => {
     assert.ok(readFileSync(join(dir, 'rebuilt.ram')).equals(ram), 'the rebuilt RAM differs');
     await buildRam(basePath, join(dir, 'plain.ram'));
     assert.ok(readFileSync(join(dir, 'plain.ram')).equals(base));
+  });
+
+  it('with a memory group, fills the RAM in a child that joined the group first', async () => {
+    // A fake group: the child's pid lands in its cgroup.procs as a plain file.
+    const group = join(dir, 'group');
+    mkdirSync(group);
+    writeFileSync(join(group, 'memory.max'), '1');
+    await writeDelta(ramPath, basePath, join(dir, 'child.delta'));
+    reserveRam(basePath, join(dir, 'child.ram'));
+    await fillRamCharged([group], basePath, join(dir, 'child.ram'), join(dir, 'child.delta'));
+    assert.ok(readFileSync(join(dir, 'child.ram')).equals(ram), 'the RAM the child filled differs');
+    const joined = Number(readFileSync(join(group, 'cgroup.procs'), 'utf8'));
+    assert.ok(joined > 0 && joined !== process.pid, `joined by ${joined}`);
   });
 
   it('an identical RAM file has an empty delta', async () => {

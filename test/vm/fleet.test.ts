@@ -2,8 +2,8 @@
 // log, kill -9 of the CLI mid-operation, and destroy leaving nothing behind.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
@@ -189,6 +189,15 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
         groups.warnings.some((w) => w.includes('cpu')),
         'no CPU limit and no warning saying why',
       );
+    // The guest RAM counts against the VMM's group: the pages copied into its RAM file before
+    // QEMU joined are charged there (shmem), not to vmkit's own group.
+    if (memory) {
+      const stat = readFileSync(join(dirname(memory), 'memory.stat'), 'utf8');
+      const shmem = Number(/^shmem (\d+)/m.exec(stat)?.[1]);
+      const ram = statSync(liveRamPath(instanceDir(dir, instance.seq))).blocks * 512;
+      assert.ok(ram > 4 * 2 ** 20, `the RAM file holds ${ram} bytes`);
+      assert.ok(shmem >= ram * 0.9, `the VMM's group is charged ${shmem} bytes of its ${ram}-byte RAM file`);
+    }
   });
 
   it('refuses a start beyond the quota, with the numbers, and through the CLI with exit 1', async () => {

@@ -76,7 +76,14 @@ const nodeInfo = z.object({
   freeMemoryMiB: z.number(),
   accelerator: z.string(),
   acceleratorReason: z.string(),
-  cgroups: z.object({ version: z.string(), controllers: z.array(z.string()) }),
+  cgroups: z.object({
+    version: z.string(),
+    controllers: z.array(z.string()),
+    /** Where each VMM's groups go, and why there. */
+    vmmGroups: z.string(),
+    /** What would not be applied to a VMM started now. */
+    warnings: z.array(z.string()),
+  }),
   limits: z.string(),
   sandbox: z.string(),
   jail: z.string(),
