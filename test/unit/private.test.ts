@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
+import { initCerts, keyPath } from '../../src/fleet/agent/certs.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 import { ensurePrivateDir, makePrivateDir, withPrivateUmask } from '../../src/util/private.js';
 
@@ -62,11 +63,14 @@ describe('private folders', () => {
     mkdirSync(path);
     chmodSync(path, 0o777);
     chownSync(path, NOBODY, NOBODY);
-    assert.throws(() => ensurePrivateDir(path), (error: Error) => {
-      assert.ok(error instanceof ConfigError);
-      assert.match(error.message, /belongs to uid 65534, not to this user \(uid 0\)/);
-      return true;
-    });
+    assert.throws(
+      () => ensurePrivateDir(path),
+      (error: Error) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, /belongs to uid 65534, not to this user \(uid 0\)/);
+        return true;
+      },
+    );
     assert.equal(modeOf(path), 0o777, 'left as it was');
     ensurePrivateDir(path, { owners: [NOBODY] });
     assert.equal(modeOf(path), 0o700);
@@ -110,9 +114,32 @@ describe('private folders', () => {
   });
 });
 
+describe('fleet agent certificates', () => {
+  it('under umask 000: the folders 0700 (an open one narrowed), the keys 0600', async () => {
+    const certs = join(scratch, 'fleet', 'agent', 'certs');
+    mkdirSync(certs, { recursive: true });
+    chmodSync(certs, 0o777);
+    const old = process.umask(0);
+    try {
+      await initCerts(certs, { ca: true });
+    } finally {
+      process.umask(old);
+    }
+    assert.equal(modeOf(certs), 0o700);
+    for (const role of ['ca', 'server', 'client'] as const) assert.equal(modeOf(keyPath(certs, role)), 0o600);
+  });
+});
+
 describe('withPrivateUmask', () => {
   it('runs the program under umask 077 whatever ours is, with its arguments intact', () => {
-    const command = withPrivateUmask('/bin/sh', ['-c', 'umask; printf "%s|" "$@"', 'name', 'a b', '$HOME', '']);
+    const command = withPrivateUmask('/bin/sh', [
+      '-c',
+      'umask; printf "%s|" "$@"',
+      'name',
+      'a b',
+      '$HOME',
+      '',
+    ]);
     const result = underUmask(0, () => spawnSync(command.program, command.args, { encoding: 'utf8' }));
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stdout, '0077\na b|$HOME||');
