@@ -2,7 +2,7 @@
 // a switch, a switch daemon, a project VM (`vmkit up`) and a fleet folder leave nothing that
 // another local user may enter, connect to or write (QMP runs `migrate exec:…` as the owner).
 import assert from 'node:assert/strict';
-import { lstatSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Fleet } from '../../src/fleet/fleet.js';
@@ -47,6 +47,11 @@ function offenders(root: string): string[] {
 }
 
 const scratch = mkdtempSync('/tmp/vmkit-modes-');
+const asRoot = process.getuid?.() === 0;
+/** Prints how connecting to $QMP went: the greeting's first word, or the error code. */
+const CONNECT = `const s = require('node:net').connect(process.env.QMP);
+s.once('data', (d) => { console.log(String(d).slice(0, 6)); s.destroy(); });
+s.once('error', (e) => console.log(e.code));`;
 let umask: number;
 
 before(() => {
@@ -111,6 +116,21 @@ describe('private state under umask 000', { timeout: 600_000 }, () => {
       assert.equal(up.code, 0, up.stderr);
       const exec = await vmkit(['exec', '--', 'echo', 'in']);
       assert.equal(exec.code, 0, exec.stderr);
+      if (asRoot) {
+        // The attack itself: another local user, in a project folder they may enter, tries QMP.
+        chmodSync(scratch, 0o755);
+        chmodSync(folder, 0o755);
+        const probe = await runProgram(
+          'setpriv',
+          ['--reuid=65534', '--regid=65534', '--clear-groups', '--', process.execPath, '-e', CONNECT],
+          { input: '', timeoutMs: 30_000, env: { QMP: join(folder, '.vmkit', 'a', 'run', 'qmp.sock') } },
+        );
+        assert.equal(
+          probe.stdout.trim(),
+          'EACCES',
+          `another user reached QMP: ${probe.stdout}${probe.stderr}`,
+        );
+      }
       assert.deepEqual(offenders(join(folder, '.vmkit')), []);
     } finally {
       await vmkit(['destroy', '--yes']);
