@@ -2,7 +2,16 @@
 // a switch, a switch daemon, a project VM (`vmkit up`) and a fleet folder leave nothing that
 // another local user may enter, connect to or write (QMP runs `migrate exec:…` as the owner).
 import assert from 'node:assert/strict';
-import { chmodSync, lstatSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Fleet } from '../../src/fleet/fleet.js';
@@ -46,6 +55,17 @@ function offenders(root: string): string[] {
   return found;
 }
 
+/** The /dev/shm files a process holds open, with their modes (through /proc: they may be unlinked). */
+function ramFiles(pid: number): Array<{ path: string; mode: number }> {
+  const found: Array<{ path: string; mode: number }> = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    const path = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    if (path.startsWith('/dev/shm/'))
+      found.push({ path, mode: statSync(`/proc/${pid}/fd/${fd}`).mode & 0o7777 });
+  }
+  return found;
+}
+
 const scratch = mkdtempSync('/tmp/vmkit-modes-');
 const asRoot = process.getuid?.() === 0;
 /** Prints how connecting to $QMP went: the greeting's first word, or the error code. */
@@ -71,6 +91,10 @@ describe('private state under umask 000', { timeout: 600_000 }, () => {
       const network = runtime.own(await VirtualSwitch.create('lan', join(runtime.runDir, 'lan.sock')));
       const machine = await startMachine({ name: 'm', runtime, networks: [{ switch: network }] });
       assert.equal(await machine.succeed('echo up'), 'up\n');
+      // Guest RAM: QEMU made the file in /dev/shm (unlinked since, still mapped); no one else may open it.
+      const ram = ramFiles(machine.pid);
+      assert.ok(ram.length > 0, 'QEMU holds its RAM file');
+      for (const file of ram) assert.equal(file.mode & 0o077, 0, `${file.path} ${file.mode.toString(8)}`);
       assert.deepEqual(offenders(runtime.root), []);
       await machine.close();
     } finally {
