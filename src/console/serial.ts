@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
 import { ConfigError, describeValue, TimeoutError } from '../errors.js';
 import { LineSplitter } from '../util/lines.js';
+import { PRIVATE_FILE } from '../util/private.js';
 import { waitWithin } from '../util/time.js';
 import { keyBytes } from './keys.js';
 import { withoutKernelLines } from './matching.js';
@@ -85,7 +86,7 @@ export class SerialConsole extends EventEmitter<{
     super();
     // Each concurrent wait listens while it waits and stops when it settles: not a leak.
     this.setMaxListeners(0);
-    this.file = createWriteStream(logFile, { flags: 'a' });
+    this.file = createWriteStream(logFile, { flags: 'a', mode: PRIVATE_FILE });
     this.screen = new ScreenModel(size.cols, size.rows);
   }
 

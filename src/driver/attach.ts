@@ -2,6 +2,7 @@ import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Machine } from '../machine/machine.js';
+import { privateSocket } from '../util/private.js';
 
 /** Socket names in a machine's state folder that `vmkit attach` connects to. */
 export const ATTACH_SOCKETS = { shell: 'attach-shell.sock', console: 'attach-console.sock' } as const;
@@ -29,6 +30,7 @@ export async function openAttachPoints(machine: Machine): Promise<() => Promise<
       server.once('error', reject);
       server.listen(path, resolve);
     });
+    privateSocket(path); // a root shell in the guest for whoever connects
     servers.push(server);
   };
   await listen(ATTACH_SOCKETS.shell, (socket) => {

@@ -1,6 +1,7 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
+import { ensurePrivateDir, PRIVATE_FILE } from '../util/private.js';
 
 /** One audit event: who did what to which instance, and how it went. */
 export interface AuditEvent {
@@ -33,14 +34,14 @@ export function audit(
   fleetDir: string,
   event: Omit<AuditEvent, 'time' | 'actor'> & { actor?: string; time?: string },
 ): void {
-  mkdirSync(join(fleetDir, 'audit'), { recursive: true });
+  ensurePrivateDir(join(fleetDir, 'audit'));
   const line: AuditEvent = {
     ...event,
     time: event.time ?? new Date().toISOString(),
     actor: event.actor ?? currentActor(),
   };
   if (line.detail && line.detail.length > 2000) line.detail = `${line.detail.slice(0, 2000)}…`;
-  appendFileSync(auditPath(fleetDir, event.tenant), `${JSON.stringify(line)}\n`);
+  appendFileSync(auditPath(fleetDir, event.tenant), `${JSON.stringify(line)}\n`, { mode: PRIVATE_FILE });
 }
 
 export function readAudit(fleetDir: string, tenant: string, tailCount?: number): AuditEvent[] {

@@ -1,17 +1,18 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrateOut } from '../backends/qemu/migration.js';
 import { ConfigError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { macAddress } from '../machine/identity.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
+import { ensurePrivateDir, makePrivateDir, PRIVATE_FILE } from '../util/private.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { processRunsSync } from '../util/scratch.js';
 import { sparseDigest } from '../util/sparse.js';
 import { audit } from './audit.js';
 import { baseRuns } from './delta.js';
-import { chownTree, vmmUid } from './jail.js';
+import { chownTree, shareWithTenant, vmmUid } from './jail.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { secretsDiskPath, writeSecretsDisk } from './secrets-disk.js';
 import { stepTimer } from './steps.js';
@@ -114,7 +115,8 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     throw new ConfigError(
       `fleet folder ${ctx.fleetDir} is too long for unix socket paths; use a shorter --fleet-dir`,
     );
-  mkdirSync(dir, { recursive: true });
+  ensurePrivateDir(join(dir, '..'));
+  makePrivateDir(dir);
   const timer = stepTimer(ctx.log, `making ${what}`);
   try {
     await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
@@ -162,13 +164,15 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       createdAt: new Date().toISOString(),
       steps: timer.summary(),
     };
-    writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2));
+    writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2), { mode: PRIVATE_FILE });
     for (const name of readdirSync(dir)) {
       if (!['base.json', 'ram', 'ram.runs', 'state', 'root.qcow2'].includes(name))
         rmSync(join(dir, name), { recursive: true, force: true });
     }
     chownTree(dir, 0); // the jailed VMM wrote its state as the tenant's uid: a base is root's, read-only
-    mkdirSync(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id), { recursive: true });
+    // Its VMMs read it in their jails (the state, the root disk's base): their tenant's group may.
+    if (layout.uid !== undefined) shareWithTenant(dir, layout.uid);
+    ensurePrivateDir(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id));
     const raced = findBase(ctx.fleetDir, pool, pool.revision);
     if (raced) return raced; // another call made it meanwhile: theirs is the one
     try {

@@ -48,7 +48,7 @@ export async function writeDelta(ramPath: string, basePath: string, deltaPath: s
   const partial = `${deltaPath}.part`;
   const ram = await open(ramPath, 'r');
   const base = await open(basePath, 'r');
-  const out = await open(partial, 'w');
+  const out = await open(partial, 'w', 0o600); // guest RAM
   try {
     const ramBytes = await sizeOf(ram);
     const baseBytes = await sizeOf(base);
@@ -206,7 +206,7 @@ export async function baseRuns(basePath: string): Promise<Array<[number, number]
     await base.close();
   }
   const partial = `${cache}.${process.pid}.part`;
-  await writeFile(partial, JSON.stringify(runs));
+  await writeFile(partial, JSON.stringify(runs), { mode: 0o600 });
   await rename(partial, cache);
   return runs;
 }

@@ -136,6 +136,9 @@ export function jailScript(spec: JailSpec): string {
   const kvm = existsSync('/dev/kvm') ? statSync('/dev/kvm').gid || undefined : undefined;
   return [
     'set -e',
+    // The jail's own folders (mount points, parents of bound files) must be open to the VMM's
+    // uid whatever umask vmkit runs under; they live in the namespace's tmpfs, seen by no one else.
+    'umask 022',
     `mount -t tmpfs -o mode=0755,size=1m vmkit-jail ${shellQuote(spec.root)}`,
     fstab('system', [
       // The fresh /tmp and /dev/shm first: vmkit's code (a checkout in /tmp, say) binds over them.
@@ -160,6 +163,7 @@ export function jailScript(spec: JailSpec): string {
         files.includes(path) ? 'bind,ro' : mkdir('bind,ro'),
       ]),
     ]),
+    'umask 077', // the VMM's sockets, logs and saved states: its uid's alone
     `exec chroot ${shellQuote(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
       kvm === undefined ? '--clear-groups' : `--groups=${kvm}`
     } --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"`,
@@ -197,6 +201,19 @@ export function chownTree(path: string, uid: number): void {
   }
 }
 
+/**
+ * Lets the tenant's group read a folder of root's (and what it holds) that its jailed VMMs bind
+ * read-only, such as a base: root:<tenant> 0750 folders, 0640 files. Nobody else gets a bit.
+ */
+export function shareWithTenant(path: string, uid: number): void {
+  lchownSync(path, 0, uid);
+  const info = lstatSync(path);
+  if (info.isSymbolicLink()) return;
+  chmodSync(path, info.isDirectory() ? 0o750 : 0o640);
+  if (!info.isDirectory()) return;
+  for (const name of readdirSync(path)) shareWithTenant(join(path, name), uid);
+}
+
 /** The uid a tenant's VMMs run as, or undefined where they cannot be jailed (jailUnavailable says why). */
 export function vmmUid(fleetDir: string, tenant: string): number | undefined {
   return jailUnavailable() ? undefined : tenantUid(fleetDir, tenant);
@@ -220,6 +237,10 @@ export function prepareJail(options: {
   chownTree(dir, uid);
   lchownSync(root, 0, 0);
   lchownSync(options.ramFile, uid, uid);
+  // The switch's folder (0700 as made) and socket: the tenant's group may reach and connect.
+  const switchDir = dirname(options.switchSocket);
+  chownSync(switchDir, 0, uid);
+  chmodSync(switchDir, 0o750);
   chownSync(options.switchSocket, 0, uid);
   chmodSync(options.switchSocket, 0o660);
   return {

@@ -1,13 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  truncateSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
 import { SOCKETS } from '../backends/qemu/args.js';
@@ -30,9 +22,10 @@ import {
   waitForExit,
 } from '../runtime/detached.js';
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
+import { ensurePrivateDir, PRIVATE_FILE } from '../util/private.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { applyLimits, type Placement, prepareGroups, removeGroups } from './cgroups.js';
-import { jailed, jailUnavailable, jailWarning, prepareJail, vmmUid } from './jail.js';
+import { jailed, jailUnavailable, jailWarning, prepareJail, tenantUid, vmmUid } from './jail.js';
 import { removeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { buildPoolImage, imageOf } from './pool-image.js';
@@ -74,7 +67,8 @@ export async function prepareVm(fleetDir: string, instance: Instance, pool: Pool
       `fleet folder ${fleetDir} is too long for unix socket paths (107 bytes); use a shorter --fleet-dir`,
     );
   }
-  mkdirSync(dir, { recursive: true });
+  // Handed to the tenant's uid when its VMM is jailed: that owner is expected.
+  ensurePrivateDir(dir, { owners: [tenantUid(fleetDir, instance.tenant)] });
   if (!existsSync(dataDiskPath(dir))) {
     await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
   }
@@ -112,14 +106,14 @@ const vmLimits = (pool: Pool) => ({
  */
 export function prepareVmGroups(dir: string, pool: Pool): string[] {
   const placement = prepareGroups(vmGroupName(dir), vmLimits(pool));
-  writeFileSync(placementPath(dir), JSON.stringify(placement));
+  writeFileSync(placementPath(dir), JSON.stringify(placement), { mode: PRIVATE_FILE });
   return placement.groups;
 }
 
 /** Puts the VMM in its cgroups (made now, or found made by prepareVmGroups). */
 function limitVm(dir: string, record: DetachedRecord, pool: Pool): string[] {
   const placement = applyLimits(vmGroupName(dir), record.pid, vmLimits(pool));
-  writeFileSync(placementPath(dir), JSON.stringify(placement));
+  writeFileSync(placementPath(dir), JSON.stringify(placement), { mode: PRIVATE_FILE });
   return placement.warnings;
 }
 

@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, describeValue, ImageError } from '../errors.js';
 import { defaultRuntime, Runtime } from '../runtime/runtime.js';
-import { ensureDir } from '../util/files.js';
 import { cacheDir } from '../util/paths.js';
+import { ensurePrivateDir, PRIVATE_FILE } from '../util/private.js';
 import { instanceOf, lineCallback, parseInput } from '../util/validate.js';
 import { buildDebian, type DebianInputs, debianInputs } from './debian-image.js';
 import { type ImageRecipe, parseRecipe, type ResolvedRecipe } from './recipe.js';
@@ -154,8 +154,8 @@ async function buildOrReuse<I>(
       throw new ImageError(`building image ${name} failed: ${(error as Error).message}`);
     }
   });
-  await ensureDir(join(root, 'refs'));
-  await writeFile(join(root, 'refs', name), key);
+  ensurePrivateDir(join(root, 'refs'));
+  await writeFile(join(root, 'refs', name), key, { mode: PRIVATE_FILE });
   return toBootImage(manifest, store.pathOf(key));
 }
 

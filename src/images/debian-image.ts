@@ -3,8 +3,8 @@ import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
-import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
+import { ensurePrivateDir } from '../util/private.js';
 import { shellQuote } from '../util/shell.js';
 import { AGENT_GUEST_PATH, type AgentInputs, agentInputs, buildAgent } from './agent.js';
 import { writeCpio } from './cpio.js';
@@ -121,7 +121,7 @@ export async function buildDebian(
     }
   };
   const mode = await step('checking the build tools', chooseBuildMode);
-  await ensureDir(debsDir);
+  ensurePrivateDir(debsDir); // what images are built from: only its owner may add or swap a .deb
   const [kernelDeb, busyboxDeb] = await step('downloading the kernel and busybox', () =>
     Promise.all([fetchDeb(inputs.kernel, debsDir, progress), fetchDeb(inputs.busybox, debsDir, progress)]),
   );

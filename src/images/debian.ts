@@ -2,7 +2,7 @@ import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises
 import { dirname, join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
-import { ensureDir } from '../util/files.js';
+import { ensurePrivateDir, PRIVATE_FILE } from '../util/private.js';
 import { makeScratch, sweepScratch } from '../util/scratch.js';
 
 const APT_LISTS = '/var/lib/apt/lists';
@@ -56,12 +56,13 @@ export async function resolvePackages(
       throw new ImageError(`apt-cache knows no version of ${name} (run \`apt-get update\`)`);
   }
   if (memoFile) {
-    await ensureDir(dirname(memoFile));
+    ensurePrivateDir(dirname(memoFile));
     // Every image's answers are kept (tiny, debian, recipes), as long as apt's lists stay the same.
     const current = Object.entries(memo).filter(([key]) => key.endsWith(`@${listsStamp}`));
     await writeFile(
       memoFile,
       JSON.stringify(Object.fromEntries([...current, [memoKey, [...found.values()]]])),
+      { mode: PRIVATE_FILE },
     );
   }
   return found;

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ensureDir } from '../util/files.js';
+import { ensurePrivateDir } from '../util/private.js';
 import { makeScratch, sweepScratch } from '../util/scratch.js';
 
 /** Content-addressed folders: one per key, created whole or not at all. */
@@ -32,7 +32,8 @@ export class ContentStore {
   async ensure<T extends object>(key: string, build: (scratch: string) => Promise<T>): Promise<T> {
     const existing = await this.manifest<T>(key);
     if (existing) return existing;
-    await ensureDir(this.root);
+    // Its entries are booted (and run as root in guests): only its owner may add or swap one.
+    ensurePrivateDir(this.root);
     await sweepScratch(this.root, '.building-');
     const scratch = await makeScratch(this.root, '.building-');
     try {

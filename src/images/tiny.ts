@@ -1,7 +1,7 @@
 import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
+import { ensurePrivateDir } from '../util/private.js';
 import { AGENT_GUEST_PATH, type AgentInputs, agentInputs, buildAgent } from './agent.js';
 import { type CpioEntry, writeCpio } from './cpio.js';
 import { type DebianPackage, extractDeb, fetchDeb, pinnedDependency, resolvePackages } from './debian.js';
@@ -61,7 +61,7 @@ export async function buildTiny(
   debsDir: string,
   progress: (line: string) => void,
 ): Promise<ImageManifest> {
-  await ensureDir(debsDir);
+  ensurePrivateDir(debsDir); // what images are built from: only its owner may add or swap a .deb
   const [kernelDeb, busyboxDeb] = await Promise.all([
     fetchDeb(inputs.kernel, debsDir, progress),
     fetchDeb(inputs.busybox, debsDir, progress),

@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackdoorChannel } from '../agent/backdoor.js';
 import type { AccelDecision } from '../backends/accel.js';
@@ -8,6 +8,7 @@ import { GuestSetupError, MachineCrashedError, NoBackdoorError } from '../errors
 import type { GuestProfile } from '../guest/profiles/index.js';
 import type { BootSetup } from '../guest/profiles/profile.js';
 import type { Runtime } from '../runtime/runtime.js';
+import { makePrivateDir } from '../util/private.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
 import { ramFilePath } from './identity.js';
@@ -55,12 +56,12 @@ export interface LaunchPlan {
   sshPort?: () => number | undefined;
 }
 
-/** A fresh state folder for a machine: its name, or name.1, name.2, ... when that is taken. */
+/** A fresh state folder (0700) for a machine: its name, or name.1, name.2, ... when that is taken. */
 async function newStateDir(runDir: string, name: string): Promise<string> {
   for (let suffix = 0; ; suffix++) {
     const dir = join(runDir, suffix === 0 ? name : `${name}.${suffix}`);
     try {
-      await mkdir(dir);
+      makePrivateDir(dir);
       return dir;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;

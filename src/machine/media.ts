@@ -6,8 +6,8 @@ import type { FirmwareBoot, Vmm } from '../backends/backend.js';
 import { ConfigError } from '../errors.js';
 import type { BootImage } from '../images/types.js';
 import { runTool } from '../util/exec.js';
-import { ensureDir } from '../util/files.js';
 import { cacheDir } from '../util/paths.js';
+import { ensurePrivateDir } from '../util/private.js';
 import { createQcow2 } from '../util/qcow2.js';
 
 /** Boot media the user brings, booted as they are: vmkit never writes to them. */
@@ -175,7 +175,7 @@ export async function saveDiskImage(
     );
   }
   const target = savedDiskPath(name);
-  await ensureDir(dirname(target));
+  ensurePrivateDir(dirname(target));
   const partial = `${target}.saving-${process.pid}`;
   await machine.vmm.pause();
   try {

@@ -38,7 +38,9 @@ function claimMacs(): void {
 const writeStats = () => {
   claimMacs();
   // Through a rename: a reader (the sleep policy) must never see a half-written file.
-  writeFileSync(`${statsPath}.part`, JSON.stringify({ at: new Date().toISOString(), ...network.stats() }));
+  writeFileSync(`${statsPath}.part`, JSON.stringify({ at: new Date().toISOString(), ...network.stats() }), {
+    mode: 0o600,
+  });
   renameSync(`${statsPath}.part`, statsPath);
 };
 const timer = setInterval(writeStats, 1000);

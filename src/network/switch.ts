@@ -1,6 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { ConfigError, describeValue, NetworkError } from '../errors.js';
+import { privateSocket } from '../util/private.js';
 import {
   DelayLine,
   type FaultHandle,
@@ -114,6 +115,8 @@ export class VirtualSwitch implements AsyncDisposable {
       );
       server.listen(socketPath, resolve);
     });
+    // Node makes it under the umask: a machine on the switch sees every frame, and may send any.
+    privateSocket(socketPath);
     return new VirtualSwitch(name, socketPath, server);
   }
 

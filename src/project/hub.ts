@@ -7,6 +7,7 @@ import { AttachedQemu } from '../backends/qemu/detached.js';
 import { MachineCrashedError } from '../errors.js';
 import { isRunning } from '../runtime/detached.js';
 import { LineSplitter } from '../util/lines.js';
+import { privateSocket } from '../util/private.js';
 import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
 
 /**
@@ -46,6 +47,7 @@ export async function runHub(runDir: string, name: string, bannerWaitMs: number)
     server.once('error', reject);
     server.listen(binding, resolve);
   });
+  privateSocket(binding); // whoever connects runs commands as root in the guest, and reads host files
   renameSync(binding, socketPath);
   process.stdout.write(`hub for ${name} listening on ${socketPath}\n`);
 }

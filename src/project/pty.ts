@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { runTool } from '../util/exec.js';
 import { cacheDir, guestFilesDir } from '../util/paths.js';
+import { ensurePrivateDir } from '../util/private.js';
 import { shellQuote } from '../util/shell.js';
 import { which } from '../util/which.js';
 import type { HubClient } from './hub-client.js';
@@ -26,7 +27,7 @@ export async function ptyHelper(): Promise<string | undefined> {
   if (existsSync(binary)) return binary;
   const compiler = (await which('musl-gcc')) ?? (await which('gcc'));
   if (!compiler) return undefined;
-  mkdirSync(join(cacheDir(), 'tools'), { recursive: true });
+  ensurePrivateDir(join(cacheDir(), 'tools')); // the helper runs as root in guests
   const partial = `${binary}.${process.pid}.part`;
   await runTool(compiler, ['-static', '-Os', '-o', partial, source()]);
   renameSync(partial, binary);

@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { AttachedQemu } from '../backends/qemu/detached.js';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { ConfigError, SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { runTool } from '../util/exec.js';
+import { ensurePrivateDir, makePrivateDir } from '../util/private.js';
 import { assignPorts } from './ports.js';
 import { readJson, readState, snapshotsDir, withLock, writeFileAtomic, writeState } from './state.js';
 import {
@@ -75,9 +76,9 @@ export async function takeSnapshot(pvm: ProjectVm, label: string): Promise<Proje
   const image = await vmImage(pvm, () => {});
   const disks = await prepareDisks(pvm, image);
   const root = snapshotsDir(pvm.dir);
-  mkdirSync(root, { recursive: true });
+  ensurePrivateDir(root);
   const scratch = join(root, `.taking-${randomBytes(4).toString('hex')}`);
-  mkdirSync(scratch);
+  makePrivateDir(scratch);
   try {
     const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run);
     try {

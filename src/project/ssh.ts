@@ -1,8 +1,9 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, VmkitError } from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { guestFilesDir } from '../util/paths.js';
+import { ensurePrivateDir } from '../util/private.js';
 import { shellQuote } from '../util/shell.js';
 import type { HubClient } from './hub-client.js';
 import { sshGuestPort } from './ports.js';
@@ -38,7 +39,7 @@ export class NoSshdError extends ConfigError {
 export async function ensureClientKey(pvm: ProjectVm): Promise<string> {
   const { dir, key } = sshFiles(pvm);
   if (!existsSync(key)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    ensurePrivateDir(dir);
     const partial = `${key}.${process.pid}.part`;
     await runTool(
       'ssh-keygen',

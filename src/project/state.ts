@@ -2,7 +2,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
-  mkdirSync,
   openSync,
   readFileSync,
   renameSync,
@@ -15,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmkitError } from '../errors.js';
 import { processStartTicks } from '../runtime/reaper.js';
+import { ensurePrivateDir, PRIVATE_FILE } from '../util/private.js';
 
 /**
  * The state of a project's VMs in `<project>/.vmkit/<vm>/`: `state.json` (ports, provision
@@ -48,20 +48,25 @@ export function runDir(dir: string): string {
   return join(tmpdir(), `vmkit-${createHash('sha256').update(dir).digest('hex').slice(0, 16)}`);
 }
 
-/** Creates `.vmkit/` with a .gitignore that ignores everything in it, and the VM's folder. */
+/**
+ * Creates `.vmkit/` with a .gitignore that ignores everything in it, and the VM's folders: all
+ * 0700 whatever the umask, since its run folder holds QMP and the agent (root in the guest, and
+ * `migrate exec:` on the host as this user). A run folder under the temp dir must be ours.
+ */
 export function ensureVmDir(root: string, vm: string): string {
   const top = projectStateDir(root);
-  mkdirSync(top, { recursive: true });
+  ensurePrivateDir(top);
   if (!existsSync(join(top, '.gitignore'))) writeFileAtomic(join(top, '.gitignore'), '*\n');
   const dir = vmDir(root, vm);
-  mkdirSync(runDir(dir), { recursive: true });
+  ensurePrivateDir(dir);
+  ensurePrivateDir(runDir(dir));
   return dir;
 }
 
 export function writeFileAtomic(path: string, data: string | Buffer): void {
   const partial = `${path}.${randomBytes(4).toString('hex')}.part`;
   try {
-    writeFileSync(partial, data);
+    writeFileSync(partial, data, { mode: PRIVATE_FILE });
     renameSync(partial, path);
   } catch (error) {
     rmSync(partial, { force: true });
@@ -127,7 +132,7 @@ export async function acquireLock(dir: string, what: string, waitMs = 0): Promis
   const mine: LockOwner = { pid: process.pid, startTicks: processStartTicks(process.pid) ?? '', what };
   for (;;) {
     try {
-      const fd = openSync(path, 'wx');
+      const fd = openSync(path, 'wx', PRIVATE_FILE);
       try {
         writeSync(fd, JSON.stringify(mine));
       } finally {

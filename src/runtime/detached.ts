@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { PRIVATE_FILE, withPrivateUmask } from '../util/private.js';
 import { processStartTicks } from './reaper.js';
 
 /**
@@ -33,9 +34,11 @@ export function spawnDetached(options: DetachedSpawn): DetachedRecord {
   if (!options.args.some((arg) => arg.includes(options.marker))) {
     throw new Error(`spawnDetached: the command line of ${options.program} must name ${options.marker}`);
   }
-  const log = openSync(options.logPath, 'a');
+  const log = openSync(options.logPath, 'a', PRIVATE_FILE);
   try {
-    const child = spawn(options.program, options.args, {
+    // Under umask 077, whatever the caller's: the sockets and files it makes are its user's alone.
+    const command = withPrivateUmask(options.program, options.args);
+    const child = spawn(command.program, command.args, {
       detached: true,
       stdio: ['ignore', log, log],
       env: options.env ?? process.env,
@@ -57,7 +60,7 @@ export function spawnDetached(options: DetachedSpawn): DetachedRecord {
 }
 
 function writeRecord(path: string, record: DetachedRecord): void {
-  writeFileSync(`${path}.part`, JSON.stringify(record));
+  writeFileSync(`${path}.part`, JSON.stringify(record), { mode: PRIVATE_FILE });
   renameSync(`${path}.part`, path);
 }
 
@@ -77,9 +80,15 @@ function commandLine(pid: number): string[] {
   }
 }
 
-/** Whether the recorded process still runs: same pid, same start time, marker on its command line. */
+/**
+ * Whether the recorded process still runs: same pid, same start time, marker on its command line.
+ * A command line that reads empty is a process in the middle of an exec (every detached process
+ * starts as the umask shell that execs it), still the one recorded by its start time.
+ */
 export function isRunning(record: DetachedRecord | undefined): record is DetachedRecord {
-  return isAlive(record) && commandLine(record.pid).some((arg) => arg.includes(record.marker));
+  if (!isAlive(record)) return false;
+  const args = commandLine(record.pid);
+  return args.every((arg) => arg === '') || args.some((arg) => arg.includes(record.marker));
 }
 
 /**

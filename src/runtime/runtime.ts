@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { ensureDirSync } from '../util/files.js';
-import { runtimeRoot } from '../util/paths.js';
+import { runtimeRoot, sharedRuntimeRoot } from '../util/paths.js';
+import { ensurePrivateDir, makePrivateDir, PRIVATE_FILE } from '../util/private.js';
 import { keepMarker, ownerFile, processStartTicks, type ReapReport, reapStaleRuns } from './reaper.js';
 import { registerExitHooks } from './signals.js';
 
@@ -54,20 +55,26 @@ export class Runtime implements AsyncDisposable {
     if (this.closing) throw new Error('this vmkit runtime is closed');
     if (this.dir) return this.dir;
     try {
-      ensureDirSync(this.runsRoot, 0o700);
+      // The default root lies in the shared temp folder: it must be this user's own. A root the
+      // caller chose may be a shared folder; r/ inside it is what must be private.
+      if (this.root === sharedRuntimeRoot()) ensurePrivateDir(this.root);
+      else ensureDirSync(this.root, 0o700);
+      ensurePrivateDir(this.runsRoot);
     } catch (error) {
+      if (error instanceof ConfigError) throw error;
       throw new ConfigError(
         `cannot make the run folder ${this.runsRoot}${process.env.VMKIT_RUN_DIR ? ' (VMKIT_RUN_DIR)' : ''}: ${(error as NodeJS.ErrnoException).code ?? error}`,
       );
     }
     this.reap();
     const dir = join(this.runsRoot, `${process.pid}-${randomBytes(3).toString('hex')}`);
-    mkdirSync(dir, { mode: 0o700 });
+    makePrivateDir(dir);
     writeFileSync(
       ownerFile(dir),
       JSON.stringify({ pid: process.pid, startTicks: processStartTicks(process.pid) ?? '' }),
+      { mode: PRIVATE_FILE },
     );
-    if (this.keep) writeFileSync(keepMarker(dir), '');
+    if (this.keep) writeFileSync(keepMarker(dir), '', { mode: PRIVATE_FILE });
     this.unregister = registerExitHooks({
       killProcesses: () => this.killProcesses(),
       cleanupAtExit: () => this.cleanupSync(),
@@ -85,7 +92,7 @@ export class Runtime implements AsyncDisposable {
   setKeep(keep: boolean): void {
     this.keep = keep;
     if (!this.dir) return;
-    if (keep) writeFileSync(keepMarker(this.dir), '');
+    if (keep) writeFileSync(keepMarker(this.dir), '', { mode: PRIVATE_FILE });
     else rmSync(keepMarker(this.dir), { force: true });
   }
 
@@ -99,7 +106,7 @@ export class Runtime implements AsyncDisposable {
 
   trackProcess(pid: number, stateDir: string, exited: Promise<unknown>): void {
     this.processes.set(pid, { stateDir, exited });
-    writeFileSync(join(stateDir, 'vmm.pid'), String(pid));
+    writeFileSync(join(stateDir, 'vmm.pid'), String(pid), { mode: PRIVATE_FILE });
   }
 
   untrackProcess(pid: number): void {

@@ -6,7 +6,7 @@ import { SnapshotError, VmkitError } from '../errors.js';
 import { configIdentity } from '../machine/config.js';
 import type { MachineInternals } from '../machine/machine.js';
 import { runTool } from '../util/exec.js';
-import { ensureDir } from '../util/files.js';
+import { ensurePrivateDir } from '../util/private.js';
 import { sparseDigest } from '../util/sparse.js';
 import { removeSnapshotLeftovers } from './leftovers.js';
 import {
@@ -50,7 +50,7 @@ export async function takeSnapshot(
     name === undefined ? `${source.name}-${randomBytes(4).toString('hex')}` : validateSnapshotName(name);
   const id = name === undefined ? label : snapshotId(label, identity, options.key);
   const root = snapshotRoot();
-  await ensureDir(root);
+  ensurePrivateDir(root); // guest RAM and disks: its owner's alone
   await removeSnapshotLeftovers(); // of runs killed while they took one
   const scratch = await mkdtemp(join(root, takingPrefix(runtime.runId)));
   const ramInStream = !source.memory.share;

@@ -13,7 +13,11 @@ export function cacheDir(): string {
  * are limited to 107 bytes. VMKIT_RUN_DIR overrides it.
  */
 export function runtimeRoot(): string {
-  if (process.env.VMKIT_RUN_DIR) return process.env.VMKIT_RUN_DIR;
+  return process.env.VMKIT_RUN_DIR || sharedRuntimeRoot();
+}
+
+/** The run root in the shared temp folder, where another user could have made it first. */
+export function sharedRuntimeRoot(): string {
   const uid = process.getuid?.() ?? 'user';
   return join(tmpdir(), `vmkit-${uid}`);
 }

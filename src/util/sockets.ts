@@ -1,6 +1,7 @@
 import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { VmmStartError } from '../errors.js';
+import { privateSocket } from './private.js';
 
 /**
  * Listens on a unix socket for exactly one client (a VMM connecting its chardev). The listener
@@ -25,6 +26,7 @@ export async function listenOnce(path: string): Promise<{ accepted: Promise<Sock
     server.once('error', reject);
     server.listen(path, () => resolve());
   });
+  privateSocket(path);
   return {
     accepted,
     close: () => {

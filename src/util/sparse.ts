@@ -20,7 +20,7 @@ export interface SparseDigest {
  */
 export async function sparseDigest(path: string, copyTo?: string): Promise<SparseDigest> {
   const source = await open(path, 'r');
-  const target = copyTo ? await open(copyTo, 'w') : undefined;
+  const target = copyTo ? await open(copyTo, 'w', 0o600) : undefined;
   const hash = createHash('sha256');
   const buffer = Buffer.alloc(CHUNK);
   let position = 0;

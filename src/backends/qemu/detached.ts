@@ -12,6 +12,7 @@ import {
   spawnDetached,
   stopDetached,
 } from '../../runtime/detached.js';
+import { privateSocket } from '../../util/private.js';
 import { Deadline, sleep } from '../../util/time.js';
 import { which } from '../../util/which.js';
 import type { VmmSpec } from '../backend.js';
@@ -71,6 +72,8 @@ export async function launchDetachedQemu(
     }
     await sleep(10);
   }
+  // QEMU made them under its umask (077 through spawnDetached; a jail sets its own): exact anyway.
+  for (const name of Object.values(SOCKETS)) privateSocket(join(spec.stateDir, name));
   // QMP answers once QEMU is through its start-up: guest RAM is mapped by then.
   const attached = await AttachedQemu.attach(spec.name, spec.stateDir, Math.max(1000, deadline.remaining()));
   attached.detach();

@@ -3,6 +3,7 @@ import { createWriteStream } from 'node:fs';
 import { readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { QmpError, SnapshotError, tail, VmmStartError } from '../../errors.js';
+import { PRIVATE_FILE, withPrivateUmask } from '../../util/private.js';
 import { listenOnce } from '../../util/sockets.js';
 import { sparseDigest } from '../../util/sparse.js';
 import { sleep, withTimeout } from '../../util/time.js';
@@ -73,12 +74,14 @@ export class QemuProcess implements Vmm {
     };
     const args = qemuArgs(spec);
     // setpriv ties QEMU's life to ours: if this process is SIGKILLed, the kernel kills QEMU too.
+    // Under umask 077: the guest RAM file QEMU makes in /dev/shm, and what it writes, are ours alone.
     const setpriv = await which('setpriv');
+    const qemu = withPrivateUmask(binary, args);
     const [program, argv] = setpriv
-      ? [setpriv, ['--pdeathsig', 'KILL', '--', binary, ...args]]
-      : [binary, args];
+      ? [setpriv, ['--pdeathsig', 'KILL', '--', qemu.program, ...qemu.args]]
+      : [qemu.program, qemu.args];
     const child = spawn(program, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const log = createWriteStream(join(spec.stateDir, 'qemu.log'));
+    const log = createWriteStream(join(spec.stateDir, 'qemu.log'), { mode: PRIVATE_FILE });
     let stderr = '';
     const onOutput = (chunk: Buffer) => {
       log.write(chunk);

@@ -13,7 +13,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../../errors.js';
 import { runTool } from '../../util/exec.js';
-import { ensureDirSync } from '../../util/files.js';
+import { ensurePrivateDir } from '../../util/private.js';
 
 /**
  * The agent's certificates, made with the openssl CLI (installed with vmkit's host tools and
@@ -44,7 +44,7 @@ const NEW_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-
 
 /** A scratch folder inside `dir` (same file system, so its files rename into place). */
 function scratch(dir: string): { path: string; done: () => void } {
-  ensureDirSync(dir, 0o700);
+  ensurePrivateDir(dir); // 0700 whatever the umask, and narrowed if an older run left it open
   const path = mkdtempSync(join(dir, '.new-'));
   return { path, done: () => rmSync(path, { recursive: true, force: true }) };
 }
