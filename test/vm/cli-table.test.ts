@@ -106,7 +106,8 @@ describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout
       'echo one\necho two > /tmp/f\ncat /tmp/f\n',
     );
     assert.match(shell.stdout, /one\n[\s\S]*two\n/);
-    assert.notEqual((await run(fleet('instance', 'logs', instance), 0)).stdout.trim(), '');
+    await run(fleet('instance', 'exec', instance, '--', 'sh', '-c', 'echo cli-table-mark > /dev/console'), 0);
+    assert.match((await run(fleet('instance', 'logs', instance), 0)).stdout, /cli-table-mark/);
     await run(fleet('instance', 'set', instance, '--pinned', 'on'), 0);
     assert.equal(((await json(fleet('instance', 'info', instance))) as { pinned: boolean }).pinned, true);
     for (const [verb, state] of [
@@ -141,20 +142,6 @@ describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout
     assert.equal(tail.stdout.trim().split('\n').length, 2);
   });
 
-  it('plan, reconcile, reconcile --prune', async () => {
-    assert.ok(typeof (await json(fleet('plan', desired))) === 'object');
-    await run(fleet('reconcile', desired), 0);
-    assert.deepEqual(((await json(fleet('tenant', 'list'))) as { id: string }[]).map((t) => t.id).sort(), [
-      'acme',
-      'doc',
-    ]);
-    await run(fleet('reconcile', desiredPruned, '--prune'), 0);
-    assert.deepEqual(
-      ((await json(fleet('tenant', 'list'))) as { id: string }[]).map((t) => t.id),
-      ['acme'],
-    );
-  });
-
   it('the agent: certs, serve, and every call', async () => {
     const certs = join(dir, 'certs');
     await run(
@@ -166,7 +153,21 @@ describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout
     const calls: [string, string[], 0 | 2][] = [];
     const serve = runProgram(
       process.execPath,
-      [cli, ...fleet('agent', 'serve', '--certs', certs, '--listen', '127.0.0.1:0', '--interval', '0')],
+      [
+        cli,
+        ...fleet(
+          'agent',
+          'serve',
+          '--certs',
+          certs,
+          '--desired',
+          desired,
+          '--listen',
+          '127.0.0.1:0',
+          '--interval',
+          '0',
+        ),
+      ],
       {
         timeoutMs: 600_000,
         during: async (stderr, pid) => {
@@ -176,7 +177,7 @@ describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout
           url = /listening on (\S+)/.exec(stderr())?.[1] ?? '';
           try {
             const call = (op: string, ...args: string[]) =>
-              fleet('agent', 'call', op, ...args, '--url', url, '--certs', certs);
+              fleet('agent', 'call', '--url', url, '--certs', certs, op, ...args);
             for (const op of ['node-info', 'node-stats', 'tenants', 'reconcile'])
               calls.push([op, call(op), 0]);
             calls.push(['instances', call('instances', 'acme'), 0]);
@@ -188,6 +189,11 @@ describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout
             calls.push(['wake unknown', call('wake', 'acme/web/nosuch'), 2]);
             calls.push(['audit unknown', call('audit', 'nosuch'), 2]);
             calls.push(['http url', fleet('agent', 'call', 'tenants', '--url', 'http://127.0.0.1:1'), 2]);
+            calls.push([
+              'no certs',
+              fleet('agent', 'call', '--url', url, '--certs', join(dir, 'none'), 'tenants'),
+              2,
+            ]);
             for (const [, args, code] of calls) {
               const result = await run(args, code);
               if (args.includes('exec')) assert.equal(result.stdout, 'via-agent\n');
@@ -200,7 +206,7 @@ describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout
     );
     const served = await serve;
     assert.equal(served.code, 0, `agent serve after SIGTERM:\n${served.stderr}`);
-    assert.equal(calls.length, 13);
+    assert.equal(calls.length, 14);
     await run(fleet('agent', 'certs', 'rotate', '--certs', certs), 0);
   });
 
@@ -209,7 +215,26 @@ describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout
     await run(fleet('pool', 'rebuild', 'acme/web'), 0);
     await run(fleet('pool', 'destroy', 'acme/web', '--yes'), 0);
     await run(fleet('tenant', 'destroy', 'acme', '--yes'), 0);
-    assert.deepEqual(await json(fleet('tenant', 'list')), []);
+    const left = (await json(fleet('tenant', 'list'))) as { id: string }[];
+    assert.deepEqual(
+      left.map((t) => t.id),
+      ['doc'],
+      'acme is gone; doc came from the agent reconcile',
+    );
+  });
+
+  it('plan, reconcile, reconcile --prune', async () => {
+    assert.ok(typeof (await json(fleet('plan', desired))) === 'object');
+    await run(fleet('reconcile', desired), 0);
+    assert.deepEqual(((await json(fleet('tenant', 'list'))) as { id: string }[]).map((t) => t.id).sort(), [
+      'acme',
+      'doc',
+    ]);
+    await run(fleet('reconcile', desiredPruned, '--prune'), 0);
+    assert.deepEqual(
+      ((await json(fleet('tenant', 'list'))) as { id: string }[]).map((t) => t.id),
+      ['acme'],
+    );
   });
 
   it('bad input is refused: exit 2, one line', async () => {

@@ -210,6 +210,21 @@ describe('project VMs through the CLI', { skip: lacks('snapshot'), timeout: 600_
     assert.equal(onHost.code, 3, 'the suite passes only inside the VM');
   });
 
+  it('quick syncs and runs the default command; provision runs the list again and saves clean again', async () => {
+    const quick = await vmkit(['quick']);
+    assert.equal(quick.code, 0, quick.stderr + quick.stdout);
+    assert.match(quick.stdout, /ok - tmpfs mount\n/);
+    const before = await guest('cat /work/provisioned');
+    const cleanBefore = (await status()).find((vm) => vm.name === 'a')?.snapshots ?? [];
+    assert.ok(cleanBefore.includes('clean'), JSON.stringify(cleanBefore));
+    const provision = await vmkit(['provision']);
+    assert.equal(provision.code, 0, provision.stderr);
+    assert.equal(await guest('cat /work/provisioned'), `${before}provisioned\n`);
+    assert.match(provision.stderr, /clean/);
+    const badName = await vmkit(['provision', 'nope']);
+    assert.equal(badName.code, 2, badName.stderr);
+  });
+
   it('two terminals run exec at once', async () => {
     const script = 'cut -d" " -f1 /proc/uptime; sleep 3; cut -d" " -f1 /proc/uptime';
     const [one, two] = await Promise.all([
