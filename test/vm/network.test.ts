@@ -170,10 +170,9 @@ describe('networks', { skip: lacks('hostNetwork') }, () => {
       icmp.every(({ timeMs }) => Math.abs(now - timeMs) < 120_000),
       'real timestamps',
     );
-    if (await which('tcpdump')) {
-      const { stdout } = await run('tcpdump', ['-r', path, '-n', 'icmp']);
-      assert.match(stdout, /10\.1\.0\.1 > 10\.1\.0\.2: ICMP echo request/);
-    }
+    assert.ok(await which('tcpdump'), 'tcpdump reads the capture back: scripts/setup.sh installs it');
+    const { stdout } = await run('tcpdump', ['-r', path, '-n', 'icmp']);
+    assert.match(stdout, /10\.1\.0\.1 > 10\.1\.0\.2: ICMP echo request/);
   });
   it('duplication shows as DUP! in ping, and reordering as replies out of sequence', async () => {
     const dup = lan.impair({ from: 'b', duplicatePercent: 100 });
