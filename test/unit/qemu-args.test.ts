@@ -247,8 +247,16 @@ describe('qemuArgs', () => {
     assert.equal(devices.at(-1), 'virtio-net-pci,netdev=hostnet,mac=52:54:00:aa:bb:cc,id=hostnic');
   });
 
-  test('internet: true lifts the restriction', () => {
-    const args = qemuArgs(spec({ hostNic: { mac: '52:54:00:aa:bb:cc', internet: true, services: [] } }));
-    assert.ok(args.includes('user,id=hostnet,restrict=off'), args.join(' '));
+  test('internet: true keeps the host NIC restricted and adds a NIC out through the relay', () => {
+    const args = qemuArgs(
+      spec({
+        hostNic: { mac: '52:54:00:aa:bb:cc', internet: true, outboundMac: '52:54:00:aa:bb:dd', services: [] },
+      }),
+    );
+    assert.ok(args.includes('user,id=hostnet,restrict=on'), args.join(' '));
+    assert.ok(!args.join(' ').includes('restrict=off'), args.join(' '));
+    const netdev = args.find((arg) => arg.startsWith('stream,id=outnet,'));
+    assert.match(netdev ?? '', /,server=off,addr\.type=unix,addr\.path=.*\/out\.sock$/);
+    assert.ok(args.includes('virtio-net-pci,netdev=outnet,mac=52:54:00:aa:bb:dd,id=outnic'), args.join(' '));
   });
 });

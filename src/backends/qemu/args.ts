@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { VmmSpec } from '../backend.js';
+import { outboundNetdev } from '../outbound/launch.js';
 
 /** Socket file names inside a machine's state folder: short, since the path limit is 107 bytes. */
 export const SOCKETS = {
@@ -65,14 +66,21 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
   });
   if (spec.hostNic) {
     const { hostNic } = spec;
-    // restrict=on: the guest reaches no address through it but the rules given here.
+    // restrict=on: the guest reaches no address through it but the rules given here. Never
+    // off: slirp then maps its host address (10.0.2.2) to the host's loopback.
     const rules = hostNic.services.map(
       (service) => `,guestfwd=tcp:${service.guestAddress}:${service.port}-tcp:127.0.0.1:${service.hostPort}`,
     );
     options.push(
-      ['-netdev', `user,id=${HOST_NETDEV},restrict=${hostNic.internet ? 'off' : 'on'}${rules.join('')}`],
+      ['-netdev', `user,id=${HOST_NETDEV},restrict=on${rules.join('')}`],
       ['-device', `virtio-net-pci,netdev=${HOST_NETDEV},mac=${hostNic.mac},id=hostnic`],
     );
+    if (hostNic.internet) {
+      options.push(
+        ['-netdev', outboundNetdev('outnet', spec.stateDir)],
+        ['-device', `virtio-net-pci,netdev=outnet,mac=${hostNic.outboundMac ?? hostNic.mac},id=outnic`],
+      );
+    }
   }
   if (spec.boot?.disk) {
     options.push(['-drive', `file=${opt(spec.boot.disk)},if=virtio,format=qcow2,id=bootdisk`]);

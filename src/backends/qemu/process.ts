@@ -16,6 +16,7 @@ import type {
   VmmChannels,
   VmmSpec,
 } from '../backend.js';
+import { MACHINE_OUTBOUND, startRelay } from '../outbound/launch.js';
 import { HOST_NETDEV, NIC_ID, qemuArgs, SOCKETS } from './args.js';
 import { migrateIn, migrateOut } from './migration.js';
 import { QmpClient } from './qmp.js';
@@ -72,6 +73,13 @@ export class QemuProcess implements Vmm {
       qmp: await listenOnce(join(spec.stateDir, SOCKETS.qmp)),
     };
     const args = qemuArgs(spec);
+    // The outbound NIC's relay (and passt) must listen before QEMU connects; it ends with QEMU.
+    const relay = spec.hostNic?.internet
+      ? await startRelay(spec.stateDir, MACHINE_OUTBOUND, spec.startTimeoutMs).catch((error) => {
+          for (const listener of Object.values(listeners)) listener.close();
+          throw error;
+        })
+      : undefined;
     // setpriv ties QEMU's life to ours: if this process is SIGKILLed, the kernel kills QEMU too.
     const setpriv = await which('setpriv');
     const [program, argv] = setpriv
@@ -94,6 +102,7 @@ export class QemuProcess implements Vmm {
       child.once('exit', (code, signal) => resolve({ code, signal }));
     }).then((info) => {
       if (child.pid) spec.runtime.untrackProcess(child.pid);
+      relay?.child.kill('SIGKILL');
       for (const listener of Object.values(listeners)) listener.close();
       log.end();
       return info;
