@@ -1,3 +1,4 @@
+import { outboundNetdev } from '../backends/outbound/launch.js';
 import { qemuBinary } from '../backends/qemu/process.js';
 import { macAddress } from '../machine/identity.js';
 import { nodeEntry } from '../runtime/node-entry.js';
@@ -30,14 +31,18 @@ export function metadataDevice(macName: string, rules = ''): string[] {
   ];
 }
 
-/** The outbound NIC's guest side (eth2): QEMU user-mode networking's default addresses. */
+/** The outbound NIC's guest side (eth2), in `FLEET_OUTBOUND`'s subnet (`outbound.ts`). */
 export const OUTBOUND_NIC = { index: 2, address: '10.0.2.15/24', gateway: '10.0.2.2' };
 
-/** A user-mode NIC with restrict=off: outbound connections through the host, for tenants that asked. */
-export function outboundNic(macName: string): string[] {
+/**
+ * The NIC out, for tenants that asked: a stream to the instance's relay to passt (`outbound.ts`),
+ * which reaches the network beyond the host but not the host itself. (It was QEMU's user-mode
+ * network with restrict=off, which maps 10.0.2.2 to the host's loopback.)
+ */
+export function outboundNic(macName: string, dir: string): string[] {
   return [
     '-netdev',
-    'user,id=out,net=10.0.2.0/24,restrict=off',
+    outboundNetdev('out', dir),
     '-device',
     `virtio-net-pci,netdev=out,mac=${macAddress(macName, 'outbound')},id=outnic`,
   ];

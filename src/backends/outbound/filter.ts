@@ -11,7 +11,7 @@ import { isIPv4, isIPv6 } from 'node:net';
  *     the resolver's port 53 (passt forwards that to the host's resolver), the host's addresses;
  *   IPv6: ::/96 (:: and ::1), ::ffff:0:0/96 (IPv4-mapped), 64:ff9b::/96 (NAT64), the host's
  *     addresses, and link-local or multicast but for ICMPv6 (neighbour discovery with passt);
- *   any other ethertype than IPv4, IPv6 and ARP.
+ *   any other ethertype than IPv4, IPv6, ARP and RARP.
  */
 export interface OutboundRules {
   /** The guest NIC's IPv4 subnet, e.g. "10.0.3.0/24". */
@@ -93,7 +93,7 @@ const ICMP6 = 58;
 export function refusal(frame: Buffer, rules: CompiledRules): string | undefined {
   if (frame.length < ETHERNET) return 'runt frame';
   const type = frame.readUInt16BE(12);
-  if (type === 0x0806) return undefined; // ARP: answered by passt itself
+  if (type === 0x0806 || type === 0x8035) return undefined; // ARP, passt answers; RARP (QEMU's announce after a restore), passt drops
   if (type === 0x0800) return refusal4(frame, rules);
   if (type === 0x86dd) return refusal6(frame, rules);
   return `ethertype 0x${type.toString(16)}`;

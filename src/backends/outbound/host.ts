@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { chownSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -7,13 +7,15 @@ import { compileRules, refusal } from './filter.js';
 
 /**
  * Entry point of the outbound relay: `host <qemu socket> <subnet> <address> <gateway>
- * <nameserver> <passt>`. It starts passt on a socket pair (-F: passt exits when the relay's end
+ * <nameserver> <passt> [uid]`. Given a uid (a fleet tenant's, started as root), passt runs as it
+ * and the relay becomes it once its socket is made and handed to that uid. It starts passt on a socket pair (-F: passt exits when the relay's end
  * closes, however the relay ends; no socket file for passt to guard), listens for QEMU's
  * `-netdev stream` and prints "ready"; then it passes QEMU's frames to passt through the filter
  * (`filter.ts`) and passt's frames back. When either side goes, it ends passt and exits; QEMU
  * must connect within a minute.
  */
-const [qemuSocket, subnet, address, gateway, nameserver, passt] = process.argv.slice(2);
+const [qemuSocket, subnet, address, gateway, nameserver, passt, uidArg] = process.argv.slice(2);
+const uid = uidArg === undefined ? undefined : Number(uidArg);
 if (!qemuSocket || !subnet || !address || !gateway || !nameserver || !passt) {
   process.stderr.write('usage: host <qemu socket> <subnet> <address> <gateway> <nameserver> <passt>\n');
   process.exit(2);
@@ -31,6 +33,7 @@ const bits = subnet.split('/')[1] ?? '24';
 // the host. (passt 2023-03's --debug crashes it at the first TCP flow: never pass -d.)
 const passtArgs = ['-q', '-f', '-F', '3', '--no-map-gw', '-t', 'none', '-u', 'none'];
 passtArgs.push('-a', address, '-n', bits, '-g', gateway, '--dns-forward', nameserver);
+if (uid !== undefined) passtArgs.push('--runas', `${uid}:${uid}`);
 // Node's stdio pipes are unix socket pairs: fd 3 is the frame stream QEMU would otherwise open.
 const child = spawn(passt, passtArgs, { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
 const upstream = child.stdio[3] as Socket;
@@ -44,8 +47,12 @@ const end = (code: number, why?: string) => {
   if (ending) return;
   ending = true;
   if (why) process.stderr.write(`outbound relay: ${why}\n`);
-  child.kill('SIGKILL');
-  rmSync(qemuSocket, { force: true });
+  try {
+    child.kill('SIGKILL');
+  } catch {} // passt exits anyway once its end of the pair closes
+  try {
+    rmSync(qemuSocket, { force: true });
+  } catch {} // gone already, or out of reach once the relay dropped root
   process.exit(code);
 };
 child.once('error', (error) => end(3, `passt did not start: ${error.message}`));
@@ -89,11 +96,18 @@ try {
     server.once('error', reject);
     server.listen(qemuSocket, resolve);
   });
+  if (uid !== undefined) chownSync(qemuSocket, uid, uid); // QEMU runs as the tenant's uid
   const timer = setTimeout(() => end(4, `QEMU did not connect within ${CONNECT_MS / 1000} s`), CONNECT_MS);
   server.once('connection', (guest: Socket) => {
     clearTimeout(timer);
     server.close();
     rmSync(qemuSocket, { force: true });
+    if (uid !== undefined) {
+      // Before the first frame: nothing here needs root any more.
+      process.setgroups?.([]);
+      process.setgid?.(uid);
+      process.setuid?.(uid);
+    }
     const filter = new FrameFilter();
     for (const socket of [guest, upstream]) {
       socket.on('error', () => end(0));

@@ -48,6 +48,7 @@ export function relayCommand(
   dir: string,
   net: OutboundNet,
   passt: string,
+  uid?: number,
 ): { program: string; args: string[] } {
   return nodeEntry(import.meta.url, './host', [
     join(dir, OUTBOUND_SOCKET),
@@ -56,6 +57,7 @@ export function relayCommand(
     net.gateway,
     net.nameserver,
     passt,
+    ...(uid === undefined ? [] : [String(uid)]),
   ]);
 }
 
