@@ -33,8 +33,6 @@ declare -A NEEDED=(
   [ssh]=openssh-client
   [ssh-keygen]=openssh-client
   [rsync]=rsync
-  # outbound access (internet: true, tenants with outbound) goes through passt, not QEMU's slirp
-  [passt]=passt
 )
 # file -> Debian package that provides it
 declare -A NEEDED_FILES=(

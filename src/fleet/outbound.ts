@@ -4,9 +4,9 @@ import {
   OUTBOUND_LOG,
   OUTBOUND_SOCKET,
   type OutboundNet,
-  passtBinary,
   relayCommand,
   relayReady,
+  relaySockets,
 } from '../backends/outbound/launch.js';
 import { tail, VmmStartError } from '../errors.js';
 import {
@@ -21,9 +21,9 @@ import { sleep } from '../util/time.js';
 
 /**
  * A fleet instance's NIC out (eth2): its QEMU connects to a relay of its own, started detached
- * beside it (outside the jail, before QEMU); where the VMM is jailed, the relay and passt run
- * as the tenant's uid. The relay ends when QEMU goes (quit, sleep, crash), and `stopRelay` ends it
- * with the VMM (`killVm`), so nothing outlives an instance's VMM.
+ * beside it (outside the jail, before QEMU); where the VMM is jailed, the relay runs as the
+ * tenant's uid once QEMU is in. The relay ends when QEMU goes (quit, sleep, crash), and
+ * `stopRelay` ends it with the VMM (`killVm`), so nothing outlives an instance's VMM.
  */
 export const FLEET_OUTBOUND: OutboundNet = {
   subnet: '10.0.2.0/24',
@@ -38,10 +38,9 @@ const READY_MS = 15_000;
 /** Starts the instance's relay and resolves once QEMU may connect to it. */
 export async function startRelayDetached(dir: string, uid: number | undefined): Promise<DetachedRecord> {
   await stopRelay(dir);
-  const passt = await passtBinary();
   // Started as root where the VMM is jailed: the relay hands its socket to the tenant's uid and
   // becomes it (the instance folder's parents are root's alone, so it cannot start as that uid).
-  const { program, args } = relayCommand(dir, FLEET_OUTBOUND, passt, uid);
+  const { program, args } = relayCommand(dir, FLEET_OUTBOUND, uid);
   const record = spawnDetached({
     program,
     args,
@@ -59,7 +58,7 @@ export async function startRelayDetached(dir: string, uid: number | undefined): 
         said = tail(readFileSync(join(dir, OUTBOUND_LOG), 'utf8').trim(), 1000);
       } catch {}
       throw new VmmStartError(
-        `outbound access: the relay to passt for ${dir} ${late ? `was not ready within ${READY_MS} ms` : 'exited'}: ${said || '(it said nothing)'}`,
+        `outbound access: the relay for ${dir} ${late ? `was not ready within ${READY_MS} ms` : 'exited'}: ${said || '(it said nothing)'}`,
       );
     }
     await sleep(20);
@@ -67,11 +66,11 @@ export async function startRelayDetached(dir: string, uid: number | undefined): 
   return record;
 }
 
-/** Ends the instance's relay (and so its passt), recorded or not. */
+/** Ends the instance's relay, recorded or not. */
 export async function stopRelay(dir: string): Promise<void> {
   const recorded = readRecord(recordPath(dir));
   const processes = isRunning(recorded) ? [recorded] : processesNaming(join(dir, OUTBOUND_SOCKET));
   for (const record of processes) await stopDetached(record, 0);
   rmSync(recordPath(dir), { force: true });
-  rmSync(join(dir, OUTBOUND_SOCKET), { force: true }); // a stale one would pass for ready
+  for (const path of relaySockets(dir)) rmSync(path, { force: true }); // stale ones would pass for ready
 }

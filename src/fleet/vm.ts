@@ -225,7 +225,7 @@ export async function launchVm(
           reads: [image.kernel, image.initrd, ...(image.disk ? [image.disk] : []), switchDir, ...reads],
           fleetDir: ctx.fleetDir,
         });
-  // The relay to passt listens before QEMU connects to it, and goes when QEMU goes.
+  // The outbound relay listens before QEMU connects to it, and goes when QEMU goes.
   const relay = layout.outbound ? await startRelayDetached(layout.dir, layout.uid) : undefined;
   return launchDetachedQemu(
     {

@@ -1,9 +1,10 @@
-import { outboundNetdev } from '../backends/outbound/launch.js';
+import { outboundArgs } from '../backends/outbound/launch.js';
 import { qemuBinary } from '../backends/qemu/process.js';
 import { macAddress } from '../machine/identity.js';
 import { nodeEntry } from '../runtime/node-entry.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
+import { FLEET_OUTBOUND } from './outbound.js';
 
 /** What fleet instances' QEMUs get beyond a machine's command line: the metadata NIC, seccomp. */
 
@@ -35,17 +36,12 @@ export function metadataDevice(macName: string, rules = ''): string[] {
 export const OUTBOUND_NIC = { index: 2, address: '10.0.2.15/24', gateway: '10.0.2.2' };
 
 /**
- * The NIC out, for tenants that asked: a stream to the instance's relay to passt (`outbound.ts`),
- * which reaches the network beyond the host but not the host itself. (It was QEMU's user-mode
- * network with restrict=off, which maps 10.0.2.2 to the host's loopback.)
+ * The NIC out, for tenants that asked: QEMU's user-mode network behind the instance's relay
+ * (`outbound.ts`), which reaches the network beyond the host but not the host itself. (It was
+ * the user-mode network alone, with restrict=off, which maps 10.0.2.2 to the host's loopback.)
  */
 export function outboundNic(macName: string, dir: string): string[] {
-  return [
-    '-netdev',
-    outboundNetdev('out', dir),
-    '-device',
-    `virtio-net-pci,netdev=out,mac=${macAddress(macName, 'outbound')},id=outnic`,
-  ];
+  return outboundArgs('out', dir, FLEET_OUTBOUND, macAddress(macName, 'outbound'), 3000);
 }
 
 /**

@@ -7,7 +7,7 @@ import { macAddress } from './identity.js';
 /**
  * The guest's side of its NIC to the host (QEMU's user-mode network, restricted, 10.0.2.0/24):
  * its address and one guest address per named host service. With outbound access a second NIC
- * follows it, out through passt (10.0.3.0/24), with the default route and the resolver.
+ * follows it, out through a filtering relay (10.0.3.0/24), with the default route and the resolver.
  */
 export const HOST_NIC = {
   address: '10.0.2.15/24',

@@ -253,10 +253,21 @@ describe('qemuArgs', () => {
         hostNic: { mac: '52:54:00:aa:bb:cc', internet: true, outboundMac: '52:54:00:aa:bb:dd', services: [] },
       }),
     );
-    assert.ok(args.includes('user,id=hostnet,restrict=on'), args.join(' '));
-    assert.ok(!args.join(' ').includes('restrict=off'), args.join(' '));
-    const netdev = args.find((arg) => arg.startsWith('stream,id=outnet,'));
-    assert.match(netdev ?? '', /,server=off,addr\.type=unix,addr\.path=.*\/out\.sock$/);
-    assert.ok(args.includes('virtio-net-pci,netdev=outnet,mac=52:54:00:aa:bb:dd,id=outnic'), args.join(' '));
+    const line = args.join(' ');
+    assert.ok(args.includes('user,id=hostnet,restrict=on'), line);
+    // The guest's NIC goes to the relay; slirp reaches the relay's other socket only through a hub.
+    assert.match(args.find((arg) => arg.startsWith('stream,id=out,')) ?? '', /addr\.path=.*\/out\.sock$/);
+    assert.ok(args.includes('virtio-net-pci,netdev=out,mac=52:54:00:aa:bb:dd,id=outnic'), line);
+    assert.ok(
+      args.includes('user,id=outslirp,net=10.0.3.0/24,host=10.0.3.2,dns=10.0.3.3,ipv6=off,restrict=off'),
+      line,
+    );
+    assert.match(args.find((arg) => arg.startsWith('stream,id=outback,')) ?? '', /out-slirp\.sock$/);
+    assert.ok(args.includes('hubport,id=outhub0,hubid=3000,netdev=outslirp'), line);
+    assert.ok(args.includes('hubport,id=outhub1,hubid=3000,netdev=outback'), line);
+    assert.ok(
+      !args.some((arg) => /^virtio-net-pci,netdev=out(slirp|back)/.test(arg)),
+      'slirp has no NIC of its own',
+    );
   });
 });

@@ -1,25 +1,23 @@
-import { spawn } from 'node:child_process';
 import { chownSync, rmSync } from 'node:fs';
-import { createServer, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 import { compileRules, refusal } from './filter.js';
 
 /**
- * Entry point of the outbound relay: `host <qemu socket> <subnet> <address> <gateway>
- * <nameserver> <passt> [uid]`. Given a uid (a fleet tenant's, started as root), passt runs as it
- * and the relay becomes it once its socket is made and handed to that uid. It starts passt on a socket pair (-F: passt exits when the relay's end
- * closes, however the relay ends; no socket file for passt to guard), listens for QEMU's
- * `-netdev stream` and prints "ready"; then it passes QEMU's frames to passt through the filter
- * (`filter.ts`) and passt's frames back. When either side goes, it ends passt and exits; QEMU
- * must connect within a minute.
+ * Entry point of the outbound relay: `host <guest socket> <slirp socket> <subnet> <nameserver>
+ * [uid]`. It listens on both sockets and prints "ready"; QEMU then connects the guest's NIC to
+ * the first and its user-mode network (through a hub) to the second. Frames from the guest pass
+ * to slirp only through the filter (`filter.ts`); slirp's frames pass back as they are. When
+ * either side goes it exits; QEMU must connect within a minute. Given a uid (a fleet tenant's,
+ * started as root), it hands both sockets to that uid and becomes it before the first frame.
  */
-const [qemuSocket, subnet, address, gateway, nameserver, passt, uidArg] = process.argv.slice(2);
-const uid = uidArg === undefined ? undefined : Number(uidArg);
-if (!qemuSocket || !subnet || !address || !gateway || !nameserver || !passt) {
-  process.stderr.write('usage: host <qemu socket> <subnet> <address> <gateway> <nameserver> <passt>\n');
+const [guestSocket, slirpSocket, subnet, nameserver, uidArg] = process.argv.slice(2);
+if (!guestSocket || !slirpSocket || !subnet || !nameserver) {
+  process.stderr.write('usage: host <guest socket> <slirp socket> <subnet> <nameserver> [uid]\n');
   process.exit(2);
 }
+const uid = uidArg === undefined ? undefined : Number(uidArg);
 const MAX_FRAME = 65_536 + 4;
 const CONNECT_MS = 60_000;
 
@@ -27,45 +25,23 @@ const hostAddresses = Object.values(networkInterfaces())
   .flat()
   .flatMap((entry) => (entry ? [entry.address] : []));
 const rules = compileRules({ subnet, nameserver, hostAddresses });
-const bits = subnet.split('/')[1] ?? '24';
 
-// passt: its end of the socket pair as fd 3, no port forwarded in, the gateway not mapped to
-// the host. (passt 2023-03's --debug crashes it at the first TCP flow: never pass -d.)
-const passtArgs = ['-q', '-f', '-F', '3', '--no-map-gw', '-t', 'none', '-u', 'none'];
-passtArgs.push('-a', address, '-n', bits, '-g', gateway, '--dns-forward', nameserver);
-if (uid !== undefined) passtArgs.push('--runas', `${uid}:${uid}`);
-// Node's stdio pipes are unix socket pairs: fd 3 is the frame stream QEMU would otherwise open.
-const child = spawn(passt, passtArgs, { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
-const upstream = child.stdio[3] as Socket;
-let passtSaid = '';
-child.stderr?.on('data', (chunk: Buffer) => {
-  passtSaid = (passtSaid + chunk.toString()).slice(-2000);
-  process.stderr.write(chunk);
-});
 let ending = false;
 const end = (code: number, why?: string) => {
   if (ending) return;
   ending = true;
   if (why) process.stderr.write(`outbound relay: ${why}\n`);
-  try {
-    child.kill('SIGKILL');
-  } catch {} // passt exits anyway once its end of the pair closes
-  try {
-    rmSync(qemuSocket, { force: true });
-  } catch {} // gone already, or out of reach once the relay dropped root
+  for (const path of [guestSocket, slirpSocket]) {
+    try {
+      rmSync(path, { force: true });
+    } catch {} // gone already, or out of reach once the relay dropped root
+  }
   process.exit(code);
 };
-child.once('error', (error) => end(3, `passt did not start: ${error.message}`));
-child.once('exit', (code, signal) =>
-  end(
-    3,
-    `passt exited (${signal ?? `status ${code}`})${passtSaid ? `: ${passtSaid.trim().split('\n').pop()}` : ''}`,
-  ),
-);
 process.on('SIGTERM', () => end(0));
 process.on('SIGINT', () => end(0));
 
-/** QEMU's frames, each a 4-byte big-endian length and the frame, minus the refused ones. */
+/** The guest's frames, each a 4-byte big-endian length and the frame, minus the refused ones. */
 class FrameFilter extends Transform {
   private pending: Buffer = Buffer.alloc(0);
   private refused = 0;
@@ -89,35 +65,42 @@ class FrameFilter extends Transform {
   }
 }
 
-try {
-  rmSync(qemuSocket, { force: true });
+/** Listens on `path` for one connection. */
+async function listenOnce(path: string): Promise<{ server: Server; accepted: Promise<Socket> }> {
+  rmSync(path, { force: true });
   const server = createServer();
+  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(qemuSocket, resolve);
+    server.listen(path, resolve);
   });
-  if (uid !== undefined) chownSync(qemuSocket, uid, uid); // QEMU runs as the tenant's uid
+  if (uid !== undefined) chownSync(path, uid, uid); // QEMU runs as the tenant's uid
+  return { server, accepted };
+}
+
+try {
+  const [guestSide, slirpSide] = await Promise.all([listenOnce(guestSocket), listenOnce(slirpSocket)]);
   const timer = setTimeout(() => end(4, `QEMU did not connect within ${CONNECT_MS / 1000} s`), CONNECT_MS);
-  server.once('connection', (guest: Socket) => {
-    clearTimeout(timer);
-    server.close();
-    rmSync(qemuSocket, { force: true });
-    if (uid !== undefined) {
-      // Before the first frame: nothing here needs root any more.
-      process.setgroups?.([]);
-      process.setgid?.(uid);
-      process.setuid?.(uid);
-    }
-    const filter = new FrameFilter();
-    for (const socket of [guest, upstream]) {
-      socket.on('error', () => end(0));
-      socket.on('close', () => end(0));
-    }
-    filter.on('error', (error) => end(5, `QEMU's stream: ${error.message}`));
-    guest.pipe(filter).pipe(upstream);
-    upstream.pipe(guest);
-  });
   process.stdout.write('ready\n');
+  const [guest, slirp] = await Promise.all([guestSide.accepted, slirpSide.accepted]);
+  clearTimeout(timer);
+  for (const { server } of [guestSide, slirpSide]) server.close();
+  rmSync(guestSocket, { force: true });
+  rmSync(slirpSocket, { force: true });
+  if (uid !== undefined) {
+    // Before the first frame: nothing here needs root any more.
+    process.setgroups?.([]);
+    process.setgid?.(uid);
+    process.setuid?.(uid);
+  }
+  const filter = new FrameFilter();
+  for (const socket of [guest, slirp]) {
+    socket.on('error', () => end(0));
+    socket.on('close', () => end(0));
+  }
+  filter.on('error', (error) => end(5, `the guest's stream: ${error.message}`));
+  guest.pipe(filter).pipe(slirp);
+  slirp.pipe(guest);
 } catch (error) {
   end(3, (error as Error).message);
 }

@@ -1,23 +1,25 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { HostToolError, tail, VmmStartError } from '../../errors.js';
+import { tail, VmmStartError } from '../../errors.js';
 import { nodeEntry } from '../../runtime/node-entry.js';
 import { which } from '../../util/which.js';
 
 /**
- * Outbound access: the guest's NIC out goes through a relay of vmkit's (`host.ts`) to Debian's
- * passt, which turns the guest's flows into sockets of the host's. QEMU's own user-mode network
- * (slirp) with restrict=off maps its host address to the host's loopback and follows a
- * destination of 127.0.0.1 that a guest's root routes out; passt with --no-map-gw maps nothing,
- * and the relay refuses frames to the host's loopback and own addresses (`filter.ts`).
+ * Outbound access: the guest's NIC out goes to a relay of vmkit's (`host.ts`), and the relay to
+ * QEMU's own user-mode network (slirp, restrict=off) through a hub; the relay refuses the frames
+ * addressed to the host itself (`filter.ts`). slirp alone maps its host address to the host's
+ * loopback (QEMU 7.2 has no switch for libslirp's disable_host_loopback) and follows a
+ * destination of 127.0.0.1 that a guest's root routes out through its NIC.
  */
 export interface OutboundNet {
   /** The NIC's subnet, e.g. "10.0.3.0/24". */
   subnet: string;
   /** The guest's address in it, without the prefix length. */
   address: string;
+  /** slirp's own address in it: the guest's gateway. */
   gateway: string;
+  /** slirp's resolver address in it (it asks the host's resolver). */
   nameserver: string;
 }
 
@@ -29,41 +31,54 @@ export const MACHINE_OUTBOUND: OutboundNet = {
   nameserver: '10.0.3.3',
 };
 
-/** The socket QEMU's outbound NIC connects to, in the VMM's folder. */
+/** The relay's sockets in the VMM's folder (QEMU connects to both), and its log. */
 export const OUTBOUND_SOCKET = 'out.sock';
+const SLIRP_SOCKET = 'out-slirp.sock';
 export const OUTBOUND_LOG = 'outbound.log';
-
-export const PASST_MISSING =
-  'outbound access (internet: true, a tenant with outbound) needs passt, which is not on PATH (on Debian: apt-get install passt)';
-
-/** passt's path, or a one-line HostToolError naming the package. */
-export async function passtBinary(): Promise<string> {
-  const found = await which('passt');
-  if (!found) throw new HostToolError(PASST_MISSING);
-  return found;
-}
 
 /** The relay's command line for a VMM folder; it names the folder (its sockets). */
 export function relayCommand(
   dir: string,
   net: OutboundNet,
-  passt: string,
   uid?: number,
 ): { program: string; args: string[] } {
   return nodeEntry(import.meta.url, './host', [
     join(dir, OUTBOUND_SOCKET),
+    join(dir, SLIRP_SOCKET),
     net.subnet,
-    net.address,
-    net.gateway,
     net.nameserver,
-    passt,
     ...(uid === undefined ? [] : [String(uid)]),
   ]);
 }
 
-/** QEMU's NIC on the relay's socket. */
-export function outboundNetdev(id: string, dir: string): string {
-  return `stream,id=${id},server=off,addr.type=unix,addr.path=${join(dir, OUTBOUND_SOCKET).replaceAll(',', ',,')}`;
+/**
+ * QEMU's NIC out with MAC `mac` (netdev ids prefixed `prefix`): the guest's side a stream to the
+ * relay; a user-mode network with restrict=off, IPv6 off (its host address fec0::2 would be the
+ * host's ::1), joined by a hub of two ports to a second stream to the relay.
+ */
+export function outboundArgs(
+  prefix: string,
+  dir: string,
+  net: OutboundNet,
+  mac: string,
+  hubId: number,
+): string[] {
+  const stream = (id: string, file: string) =>
+    `stream,id=${id},server=off,addr.type=unix,addr.path=${join(dir, file).replaceAll(',', ',,')}`;
+  return [
+    '-netdev',
+    stream(prefix, OUTBOUND_SOCKET),
+    '-device',
+    `virtio-net-pci,netdev=${prefix},mac=${mac},id=${prefix}nic`,
+    '-netdev',
+    `user,id=${prefix}slirp,net=${net.subnet},host=${net.gateway},dns=${net.nameserver},ipv6=off,restrict=off`,
+    '-netdev',
+    stream(`${prefix}back`, SLIRP_SOCKET),
+    '-netdev',
+    `hubport,id=${prefix}hub0,hubid=${hubId},netdev=${prefix}slirp`,
+    '-netdev',
+    `hubport,id=${prefix}hub1,hubid=${hubId},netdev=${prefix}back`,
+  ];
 }
 
 export interface RelayProcess {
@@ -72,12 +87,11 @@ export interface RelayProcess {
 }
 
 /**
- * Starts the relay (and so passt) for a machine, tied to this process's life (setpriv
- * --pdeathsig), and resolves once QEMU may connect. It ends by itself when QEMU goes.
+ * Starts the relay for a machine, tied to this process's life (setpriv --pdeathsig), and
+ * resolves once QEMU may connect. It ends by itself when QEMU goes.
  */
 export async function startRelay(dir: string, net: OutboundNet, timeoutMs: number): Promise<RelayProcess> {
-  const passt = await passtBinary();
-  const { program, args } = relayCommand(dir, net, passt);
+  const { program, args } = relayCommand(dir, net);
   const setpriv = await which('setpriv');
   const child = setpriv
     ? spawn(setpriv, ['--pdeathsig', 'KILL', '--', program, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
@@ -117,11 +131,14 @@ export async function startRelay(dir: string, net: OutboundNet, timeoutMs: numbe
   child.kill('SIGKILL');
   await exited;
   throw new VmmStartError(
-    `outbound access: the relay to passt ${outcome === 'late' ? `was not ready within ${timeoutMs} ms` : 'exited'}: ${said.trim() || '(it said nothing)'}`,
+    `outbound access: the relay ${outcome === 'late' ? `was not ready within ${timeoutMs} ms` : 'exited'}: ${said.trim() || '(it said nothing)'}`,
   );
 }
 
-/** Whether the relay of a detached VMM has made its socket (it then waits for QEMU). */
+/** Whether the relay of a detached VMM has made its sockets (it then waits for QEMU). */
 export function relayReady(dir: string): boolean {
-  return existsSync(join(dir, OUTBOUND_SOCKET));
+  return existsSync(join(dir, OUTBOUND_SOCKET)) && existsSync(join(dir, SLIRP_SOCKET));
 }
+
+/** Every socket file of the relay, to remove when a dead one left them. */
+export const relaySockets = (dir: string) => [join(dir, OUTBOUND_SOCKET), join(dir, SLIRP_SOCKET)];

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { VmmSpec } from '../backend.js';
-import { outboundNetdev } from '../outbound/launch.js';
+import { MACHINE_OUTBOUND, outboundArgs } from '../outbound/launch.js';
 
 /** Socket file names inside a machine's state folder: short, since the path limit is 107 bytes. */
 export const SOCKETS = {
@@ -14,6 +14,9 @@ export const SOCKETS = {
 export const NIC_ID = (index: number) => `nic${index}`;
 /** The user-mode netdev of the host NIC, for hostfwd_add. */
 export const HOST_NETDEV = 'hostnet';
+
+/** The hub that joins the NIC out's slirp to its relay (switch NICs without a switch use 1000+). */
+const OUTBOUND_HUB = 3000;
 
 /** A value inside a QEMU option string, where a comma must be doubled. */
 const opt = (value: string) => value.replaceAll(',', ',,');
@@ -76,10 +79,9 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
       ['-device', `virtio-net-pci,netdev=${HOST_NETDEV},mac=${hostNic.mac},id=hostnic`],
     );
     if (hostNic.internet) {
-      options.push(
-        ['-netdev', outboundNetdev('outnet', spec.stateDir)],
-        ['-device', `virtio-net-pci,netdev=outnet,mac=${hostNic.outboundMac ?? hostNic.mac},id=outnic`],
-      );
+      const mac = hostNic.outboundMac ?? hostNic.mac;
+      const out = outboundArgs('out', spec.stateDir, MACHINE_OUTBOUND, mac, OUTBOUND_HUB);
+      for (let i = 0; i < out.length; i += 2) options.push([out[i] as string, out[i + 1] as string]);
     }
   }
   if (spec.boot?.disk) {

@@ -73,7 +73,7 @@ export class QemuProcess implements Vmm {
       qmp: await listenOnce(join(spec.stateDir, SOCKETS.qmp)),
     };
     const args = qemuArgs(spec);
-    // The outbound NIC's relay (and passt) must listen before QEMU connects; it ends with QEMU.
+    // The outbound NIC's relay must listen before QEMU connects; it ends with QEMU.
     const relay = spec.hostNic?.internet
       ? await startRelay(spec.stateDir, MACHINE_OUTBOUND, spec.startTimeoutMs).catch((error) => {
           for (const listener of Object.values(listeners)) listener.close();
