@@ -47,7 +47,7 @@ export interface NicSpec {
 /**
  * The machine's own NIC to the host (user-mode networking, restricted), after its switch NICs:
  * the guest reaches nothing through it but the forwarded ports and named services. `internet`
- * adds one more NIC after it, out through passt (`backends/outbound/`), with MAC `outboundMac`.
+ * adds one more NIC after it, out through a filtering relay (`backends/outbound/`), MAC `outboundMac`.
  */
 export interface HostNicSpec {
   mac: string;

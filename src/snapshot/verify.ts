@@ -25,7 +25,7 @@ export async function restorability(
   const { identity } = manifest;
   if (identity.hostNic?.internet && !identity.hostNic.outboundMac) {
     // Its guest had outbound access through QEMU's slirp on the host NIC: no NIC out to restore.
-    reasons.push('taken with outbound access through the host NIC, before outbound went through passt');
+    reasons.push('taken with outbound access on the host NIC, before outbound had a NIC of its own');
   }
   try {
     const backend = backendNamed(identity.backend);

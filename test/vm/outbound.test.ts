@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, it } from 'node:test';
-import { type Machine, startMachine } from '../../src/index.js';
+import { type Machine, removeSnapshot, startMachine } from '../../src/index.js';
 import { lacks } from '../helpers.js';
 
 /** A TCP service on the host that says `word` to whoever connects; resolves with its port. */
@@ -102,5 +102,19 @@ describe('outbound access and the host', { skip: lacks('hostNetwork') }, () => {
     assert.equal((await listed.succeed(dial('api', port))).trim(), 'loopback-secret');
     assert.equal((await listed.succeed(dial('10.0.2.2', port))).trim(), 'closed');
     assert.equal((await listed.succeed(dial('10.0.2.2', anyPort))).trim(), 'closed');
+  });
+
+  it('a restored machine has its NIC out again, as closed to the host', {
+    skip: lacks('snapshot'),
+  }, async () => {
+    const snapshot = await listed.snapshot();
+    try {
+      await using clone = await snapshot.restore({ name: 'clone' });
+      assert.match(await clone.succeed('ip route'), /^default via 10\.0\.3\.2 dev eth1/m);
+      assert.equal((await clone.succeed(dial('10.0.3.2', port))).trim(), 'closed');
+      assert.equal((await clone.succeed(dial('10.0.2.2', port))).trim(), 'closed');
+    } finally {
+      await removeSnapshot(snapshot);
+    }
   });
 });

@@ -1,22 +1,23 @@
 import { isIPv4, isIPv6 } from 'node:net';
 
 /**
- * Which of the guest's frames the outbound relay passes to passt. passt turns each flow into a
- * socket of the host's: a destination of 127.0.0.1 (which a guest's root can route out through
- * its NIC), 0.0.0.0, ::1, ::ffff:127.0.0.1 or one of the host's own addresses would reach
- * services of the host itself. So the relay refuses every frame to:
+ * Which of the guest's frames the outbound relay passes to QEMU's user-mode network (slirp),
+ * which turns each flow into a socket of the host's: its own host address in the NIC's subnet
+ * leads to the host's loopback, and so would a destination of 127.0.0.1 (which a guest's root can
+ * route out through its NIC), 0.0.0.0, ::1, ::ffff:127.0.0.1 or one of the host's own addresses.
+ * So the relay refuses every frame to:
  *
  *   IPv4: 0/8, 127/8, 169.254/16 (link-local: a cloud host's metadata service), multicast,
- *     the NIC's own subnet (its gateway and neighbours stand for nothing real) except UDP to
- *     the resolver's port 53 (passt forwards that to the host's resolver), the host's addresses;
+ *     the NIC's own subnet (slirp's host address, the gateway, is the host's loopback) except
+ *     UDP to the resolver's port 53 (slirp asks the host's resolver), the host's addresses;
  *   IPv6: ::/96 (:: and ::1), ::ffff:0:0/96 (IPv4-mapped), 64:ff9b::/96 (NAT64), the host's
- *     addresses, and link-local or multicast but for ICMPv6 (neighbour discovery with passt);
+ *     addresses, and link-local or multicast but for ICMPv6 (slirp's IPv6 is off anyway);
  *   any other ethertype than IPv4, IPv6, ARP and RARP.
  */
 export interface OutboundRules {
   /** The guest NIC's IPv4 subnet, e.g. "10.0.3.0/24". */
   subnet: string;
-  /** The resolver address in it that passt forwards (UDP port 53 only). */
+  /** slirp's resolver address in it (UDP port 53 only). */
   nameserver: string;
   /** The host's own addresses, IPv4 and IPv6. */
   hostAddresses: string[];
@@ -93,7 +94,7 @@ const ICMP6 = 58;
 export function refusal(frame: Buffer, rules: CompiledRules): string | undefined {
   if (frame.length < ETHERNET) return 'runt frame';
   const type = frame.readUInt16BE(12);
-  if (type === 0x0806 || type === 0x8035) return undefined; // ARP, passt answers; RARP (QEMU's announce after a restore), passt drops
+  if (type === 0x0806 || type === 0x8035) return undefined; // ARP, slirp answers; RARP (QEMU's announce after a restore), slirp drops
   if (type === 0x0800) return refusal4(frame, rules);
   if (type === 0x86dd) return refusal6(frame, rules);
   return `ethertype 0x${type.toString(16)}`;
