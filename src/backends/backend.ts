@@ -45,12 +45,14 @@ export interface NicSpec {
 }
 
 /**
- * The machine's own NIC to the host (user-mode networking), after its switch NICs. Without
- * `internet` the guest reaches nothing through it but the forwarded ports and named services.
+ * The machine's own NIC to the host (user-mode networking, restricted), after its switch NICs:
+ * the guest reaches nothing through it but the forwarded ports and named services. `internet`
+ * adds one more NIC after it, out through a filtering relay (`backends/outbound/`), MAC `outboundMac`.
  */
 export interface HostNicSpec {
   mac: string;
   internet: boolean;
+  outboundMac?: string;
   /** Guest address and port that lead to a TCP port on the host's loopback. */
   services: Array<{ guestAddress: string; port: number; hostPort: number }>;
 }

@@ -28,6 +28,7 @@ import { applyLimits, type Placement, prepareGroups, removeGroups } from './cgro
 import { jailed, jailUnavailable, jailWarning, prepareJail, tenantUid, vmmUid } from './jail.js';
 import { removeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
+import { startRelayDetached, stopRelay } from './outbound.js';
 import { buildPoolImage, imageOf } from './pool-image.js';
 import { secretsDriveArgs } from './secrets-disk.js';
 import { metadataNic, NO_SANDBOX, outboundNic, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
@@ -131,6 +132,7 @@ export async function killVm(dir: string): Promise<number> {
   const processes = vmProcesses(dir);
   for (const record of processes) await stopDetached(record, 0);
   rmSync(vmmRecordPath(dir), { force: true });
+  await stopRelay(dir);
   // The RAM file first: its pages are charged to the VMM's memory group.
   if (existsSync(dir)) {
     removeRamFiles(dir);
@@ -228,6 +230,8 @@ export async function launchVm(
           reads: [image.kernel, image.initrd, ...(image.disk ? [image.disk] : []), switchDir, ...reads],
           fleetDir: ctx.fleetDir,
         });
+  // The outbound relay listens before QEMU connects to it, and goes when QEMU goes.
+  const relay = layout.outbound ? await startRelayDetached(layout.dir, layout.uid) : undefined;
   return launchDetachedQemu(
     {
       name: layout.name,
@@ -244,14 +248,17 @@ export async function launchVm(
       extraArgs: [
         ...layout.metadataArgs,
         ...secretsDriveArgs(layout.dir),
-        ...(layout.outbound ? outboundNic(layout.name) : []),
+        ...(layout.outbound ? outboundNic(layout.name, layout.dir) : []),
         ...(sandbox ? SANDBOX_ARGS : []),
       ],
       incoming,
       startTimeoutMs: 30_000,
     },
     jail && ((program, args) => jailed(jail, program, args)),
-  );
+  ).catch(async (error) => {
+    if (relay) await stopRelay(layout.dir);
+    throw error;
+  });
 }
 
 export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenant): VmLayout => ({

@@ -1,8 +1,10 @@
+import { outboundArgs } from '../backends/outbound/launch.js';
 import { qemuBinary } from '../backends/qemu/process.js';
 import { macAddress } from '../machine/identity.js';
 import { nodeEntry } from '../runtime/node-entry.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { runTool } from '../util/exec.js';
+import { FLEET_OUTBOUND } from './outbound.js';
 
 /** What fleet instances' QEMUs get beyond a machine's command line: the metadata NIC, seccomp. */
 
@@ -30,17 +32,16 @@ export function metadataDevice(macName: string, rules = ''): string[] {
   ];
 }
 
-/** The outbound NIC's guest side (eth2): QEMU user-mode networking's default addresses. */
+/** The outbound NIC's guest side (eth2), in `FLEET_OUTBOUND`'s subnet (`outbound.ts`). */
 export const OUTBOUND_NIC = { index: 2, address: '10.0.2.15/24', gateway: '10.0.2.2' };
 
-/** A user-mode NIC with restrict=off: outbound connections through the host, for tenants that asked. */
-export function outboundNic(macName: string): string[] {
-  return [
-    '-netdev',
-    'user,id=out,net=10.0.2.0/24,restrict=off',
-    '-device',
-    `virtio-net-pci,netdev=out,mac=${macAddress(macName, 'outbound')},id=outnic`,
-  ];
+/**
+ * The NIC out, for tenants that asked: QEMU's user-mode network behind the instance's relay
+ * (`outbound.ts`), which reaches the network beyond the host but not the host itself. (It was
+ * the user-mode network alone, with restrict=off, which maps 10.0.2.2 to the host's loopback.)
+ */
+export function outboundNic(macName: string, dir: string): string[] {
+  return outboundArgs('out', dir, FLEET_OUTBOUND, macAddress(macName, 'outbound'), 3000);
 }
 
 /**

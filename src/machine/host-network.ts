@@ -1,16 +1,16 @@
 import type { HostNicSpec } from '../backends/backend.js';
+import { MACHINE_OUTBOUND } from '../backends/outbound/launch.js';
 import type { HostNicSetup } from '../guest/profiles/profile.js';
 import type { MachineConfig } from './config.js';
 import { macAddress } from './identity.js';
 
 /**
- * The guest's side of its NIC to the host (QEMU's user-mode network, 10.0.2.0/24): its address,
- * the gateway when it may reach the internet, and one guest address per named host service.
+ * The guest's side of its NIC to the host (QEMU's user-mode network, restricted, 10.0.2.0/24):
+ * its address and one guest address per named host service. With outbound access a second NIC
+ * follows it, out through a filtering relay (10.0.3.0/24), with the default route and the resolver.
  */
 export const HOST_NIC = {
   address: '10.0.2.15/24',
-  gateway: '10.0.2.2',
-  nameserver: '10.0.2.3',
   /** Host service i is reached at 10.0.2.(100 + i). */
   serviceAddress: (index: number) => `10.0.2.${100 + index}`,
 };
@@ -20,6 +20,7 @@ export function hostNicFor(name: string, internet: boolean, services: Record<str
   return {
     mac: macAddress(name, 'host'),
     internet,
+    ...(internet ? { outboundMac: macAddress(name, 'outbound') } : {}),
     services: Object.values(services).map((port, index) => ({
       guestAddress: HOST_NIC.serviceAddress(index),
       port,
@@ -41,6 +42,15 @@ export function hostNicSetup(config: MachineConfig): HostNicSetup | undefined {
   return {
     index: config.nics,
     address: HOST_NIC.address,
-    ...(config.hostNic.internet ? { gateway: HOST_NIC.gateway, nameserver: HOST_NIC.nameserver } : {}),
+    ...(config.hostNic.internet
+      ? {
+          outbound: {
+            index: config.nics + 1,
+            address: `${MACHINE_OUTBOUND.address}/${MACHINE_OUTBOUND.subnet.split('/')[1]}`,
+            gateway: MACHINE_OUTBOUND.gateway,
+            nameserver: MACHINE_OUTBOUND.nameserver,
+          },
+        }
+      : {}),
   };
 }

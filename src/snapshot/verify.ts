@@ -23,6 +23,10 @@ export async function restorability(
     return [`made by another vmkit version (format ${manifest.format})`];
   const reasons: string[] = [];
   const { identity } = manifest;
+  if (identity.hostNic?.internet && !identity.hostNic.outboundMac) {
+    // Its guest had outbound access through QEMU's slirp on the host NIC: no NIC out to restore.
+    reasons.push('taken with outbound access on the host NIC, before outbound had a NIC of its own');
+  }
   try {
     const backend = backendNamed(identity.backend);
     const here = await backend.version(runtime).catch(() => `${backend.title} not installed`);

@@ -247,8 +247,27 @@ describe('qemuArgs', () => {
     assert.equal(devices.at(-1), 'virtio-net-pci,netdev=hostnet,mac=52:54:00:aa:bb:cc,id=hostnic');
   });
 
-  test('internet: true lifts the restriction', () => {
-    const args = qemuArgs(spec({ hostNic: { mac: '52:54:00:aa:bb:cc', internet: true, services: [] } }));
-    assert.ok(args.includes('user,id=hostnet,restrict=off'), args.join(' '));
+  test('internet: true keeps the host NIC restricted and adds a NIC out through the relay', () => {
+    const args = qemuArgs(
+      spec({
+        hostNic: { mac: '52:54:00:aa:bb:cc', internet: true, outboundMac: '52:54:00:aa:bb:dd', services: [] },
+      }),
+    );
+    const line = args.join(' ');
+    assert.ok(args.includes('user,id=hostnet,restrict=on'), line);
+    // The guest's NIC goes to the relay; slirp reaches the relay's other socket only through a hub.
+    assert.match(args.find((arg) => arg.startsWith('stream,id=out,')) ?? '', /addr\.path=.*\/out\.sock$/);
+    assert.ok(args.includes('virtio-net-pci,netdev=out,mac=52:54:00:aa:bb:dd,id=outnic'), line);
+    assert.ok(
+      args.includes('user,id=outslirp,net=10.0.3.0/24,host=10.0.3.2,dns=10.0.3.3,ipv6=off,restrict=off'),
+      line,
+    );
+    assert.match(args.find((arg) => arg.startsWith('stream,id=outback,')) ?? '', /out-slirp\.sock$/);
+    assert.ok(args.includes('hubport,id=outhub0,hubid=3000,netdev=outslirp'), line);
+    assert.ok(args.includes('hubport,id=outhub1,hubid=3000,netdev=outback'), line);
+    assert.ok(
+      !args.some((arg) => /^virtio-net-pci,netdev=out(slirp|back)/.test(arg)),
+      'slirp has no NIC of its own',
+    );
   });
 });

@@ -40,6 +40,12 @@ describe('network scenario through the CLI', { skip: lacks('hostNetwork') }, () 
     }
   });
 
+  it('examples/partition.ts, as the README tells users to run it, passes', async () => {
+    const { code, stderr } = await runCli(['run', 'examples/partition.ts']);
+    assert.equal(code, 0, stderr);
+    assert.match(stderr, /passed in/, stderr);
+  });
+
   it('an output folder that cannot be made is bad input, before any machine starts', async () => {
     const { code, stderr } = await runCli([
       'run',

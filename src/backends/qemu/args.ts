@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import type { VmmSpec } from '../backend.js';
+import { MACHINE_OUTBOUND, outboundArgs } from '../outbound/launch.js';
 
 /** Socket file names inside a machine's state folder: short, since the path limit is 107 bytes. */
 export const SOCKETS = {
@@ -13,6 +14,9 @@ export const SOCKETS = {
 export const NIC_ID = (index: number) => `nic${index}`;
 /** The user-mode netdev of the host NIC, for hostfwd_add. */
 export const HOST_NETDEV = 'hostnet';
+
+/** The hub that joins the NIC out's slirp to its relay (switch NICs without a switch use 1000+). */
+const OUTBOUND_HUB = 3000;
 
 /** A value inside a QEMU option string, where a comma must be doubled. */
 const opt = (value: string) => value.replaceAll(',', ',,');
@@ -65,14 +69,20 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
   });
   if (spec.hostNic) {
     const { hostNic } = spec;
-    // restrict=on: the guest reaches no address through it but the rules given here.
+    // restrict=on: the guest reaches no address through it but the rules given here. Never
+    // off: slirp then maps its host address (10.0.2.2) to the host's loopback.
     const rules = hostNic.services.map(
       (service) => `,guestfwd=tcp:${service.guestAddress}:${service.port}-tcp:127.0.0.1:${service.hostPort}`,
     );
     options.push(
-      ['-netdev', `user,id=${HOST_NETDEV},restrict=${hostNic.internet ? 'off' : 'on'}${rules.join('')}`],
+      ['-netdev', `user,id=${HOST_NETDEV},restrict=on${rules.join('')}`],
       ['-device', `virtio-net-pci,netdev=${HOST_NETDEV},mac=${hostNic.mac},id=hostnic`],
     );
+    if (hostNic.internet) {
+      const mac = hostNic.outboundMac ?? hostNic.mac;
+      const out = outboundArgs('out', spec.stateDir, MACHINE_OUTBOUND, mac, OUTBOUND_HUB);
+      for (let i = 0; i < out.length; i += 2) options.push([out[i] as string, out[i + 1] as string]);
+    }
   }
   if (spec.boot?.disk) {
     options.push(['-drive', `file=${opt(spec.boot.disk)},if=virtio,format=qcow2,id=bootdisk`]);

@@ -17,6 +17,7 @@ import type {
   VmmChannels,
   VmmSpec,
 } from '../backend.js';
+import { MACHINE_OUTBOUND, startRelay } from '../outbound/launch.js';
 import { HOST_NETDEV, NIC_ID, qemuArgs, SOCKETS } from './args.js';
 import { migrateIn, migrateOut } from './migration.js';
 import { QmpClient } from './qmp.js';
@@ -73,6 +74,13 @@ export class QemuProcess implements Vmm {
       qmp: await listenOnce(join(spec.stateDir, SOCKETS.qmp)),
     };
     const args = qemuArgs(spec);
+    // The outbound NIC's relay must listen before QEMU connects; it ends with QEMU.
+    const relay = spec.hostNic?.internet
+      ? await startRelay(spec.stateDir, MACHINE_OUTBOUND, spec.startTimeoutMs).catch((error) => {
+          for (const listener of Object.values(listeners)) listener.close();
+          throw error;
+        })
+      : undefined;
     // setpriv ties QEMU's life to ours: if this process is SIGKILLed, the kernel kills QEMU too.
     // Under umask 077: the guest RAM file QEMU makes in /dev/shm, and what it writes, are ours alone.
     const setpriv = await which('setpriv');
@@ -97,6 +105,7 @@ export class QemuProcess implements Vmm {
       child.once('exit', (code, signal) => resolve({ code, signal }));
     }).then((info) => {
       if (child.pid) spec.runtime.untrackProcess(child.pid);
+      relay?.child.kill('SIGKILL');
       for (const listener of Object.values(listeners)) listener.close();
       log.end();
       return info;

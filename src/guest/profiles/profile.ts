@@ -15,6 +15,8 @@ export interface HostNicSetup {
   address: string;
   gateway?: string;
   nameserver?: string;
+  /** A NIC out (outbound access), with the default route and the resolver. */
+  outbound?: { index: number; address: string; gateway: string; nameserver: string };
 }
 
 /** What a freshly booted guest is told. */

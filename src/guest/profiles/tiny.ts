@@ -20,6 +20,16 @@ export const tinyProfile: GuestProfile = {
       if (hostNic.gateway) lines.push(`ip route add default via ${shellQuote(hostNic.gateway)}`);
       if (hostNic.nameserver)
         lines.push(`echo ${shellQuote(`nameserver ${hostNic.nameserver}`)} > /etc/resolv.conf`);
+      const out = hostNic.outbound;
+      if (out) {
+        const outDev = `eth${out.index}`;
+        lines.push(
+          `ip link set ${outDev} up`,
+          `ip addr add ${shellQuote(out.address)} dev ${outDev}`,
+          `ip route add default via ${shellQuote(out.gateway)} dev ${outDev}`,
+          `echo ${shellQuote(`nameserver ${out.nameserver}`)} > /etc/resolv.conf`,
+        );
+      }
     }
     return [...lines, ...hostsLines(hosts)].join('\n');
   },
