@@ -1,20 +1,40 @@
 // Fleet benchmark: wake from sleep to first command against a cold start of the same instance
 // (its pool's base invalidated, so the start boots a guest from the image) and a start from the
-// pool's base; what a Running, Warm and Sleeping instance costs in host memory (and so how many
-// fit in 8 GiB); the sleep state (a delta of the base) against guest RAM; where wake's time goes.
-// Prints one JSON object.
+// pool's base; what a Running, Warm and Sleeping instance costs in host memory; density measured
+// by starting instances until a budget of guest memory is reached and reading what the host then
+// holds; what a sleeping instance costs, as it is; the sleep state (a delta of the base) against
+// guest RAM; where wake's time goes. Prints one JSON object.
 //
-//   node --import tsx bench/fleet.ts [--rounds N] [--memory-mib N]
+//   node --import tsx bench/fleet.ts [--rounds N] [--memory-mib N] [--density-budget-mib N]
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { Fleet, findBase, instanceInfo, readAudit, rebuildPool } from 'vmkit';
+// Where an instance's folder and its live RAM file are: internals, read to measure what is there.
+import { instanceDir, liveRamPath } from '../src/fleet/vm.js';
 import { loadAverages, log, median, parseIntOptions, ratio, round } from './lib.js';
 
-const USAGE = `usage: node --import tsx bench/fleet.ts [--rounds N] [--memory-mib N]
+const USAGE = `usage: node --import tsx bench/fleet.ts [--rounds N] [--memory-mib N] [--density-budget-mib N]
 Cold start, start from the pool base and wake of one tiny fleet instance, its memory per state,
-its sleep state's size.
+its sleep state's size; then instances started until --density-budget-mib of guest memory runs.
 `;
-const options = parseIntOptions(USAGE, { rounds: { default: 3 }, 'memory-mib': { default: 256, min: 64 } });
+const options = parseIntOptions(USAGE, {
+  rounds: { default: 3 },
+  'memory-mib': { default: 256, min: 64 },
+  'density-budget-mib': { default: 2048, min: 64 },
+});
+
+/** The host's MemAvailable, in MiB: what the kernel could still hand out, page cache and shm counted. */
+const memAvailableMiB = () =>
+  Math.round(Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1]) / 1024);
+
+/** Bytes a folder takes on disk (allocated blocks, so sparse files count what they hold). */
+function diskBytes(path: string): number {
+  const info = statSync(path);
+  if (!info.isDirectory()) return info.blocks * 512;
+  return readdirSync(path).reduce((total, name) => total + diskBytes(join(path, name)), info.blocks * 512);
+}
+
 if (options) {
   const dir = mkdtempSync('/tmp/vmkit-fleet-bench-');
   const fleet = new Fleet({ dir, log });
@@ -86,7 +106,55 @@ if (options) {
         `round ${round + 1}: cold ${cold.at(-1)} ms, from base ${fromBase.at(-1)} ms, wake ${wake.at(-1)} ms`,
       );
     }
-    const perInstance = (mib: number) => (mib > 0 ? Math.floor(8192 / mib) : null);
+    // What a sleeping instance costs, as it is: its folder on disk, its RAM files, its processes.
+    await fleet.start(path);
+    await firstCommand();
+    const beforeSleep = memAvailableMiB();
+    await fleet.sleep(path);
+    const sleepingInfo = instanceInfo(fleet, fleet.instance(path));
+    const sleepingCost = {
+      diskBytes: diskBytes(instanceDir(dir, sleepingInfo.seq)),
+      liveRamFileExists: existsSync(liveRamPath(instanceDir(dir, sleepingInfo.seq))),
+      vmmProcesses: sleepingInfo.vmmResidentMiB > 0 ? 1 : 0,
+      memAvailableFreedBySleepMiB: memAvailableMiB() - beforeSleep,
+    };
+    // Density: start instances until the guest memory budget runs, then read what the host holds.
+    const count = Math.max(1, Math.floor(options['density-budget-mib'] / options['memory-mib']));
+    fleet.createTenant({
+      id: 'dense',
+      subnet: '10.98.0.0/24',
+      maxMemoryMiB: count * options['memory-mib'],
+      maxVcpus: count,
+      maxRunning: count,
+      maxInstances: count,
+    });
+    await fleet.createPool({ tenant: 'dense', id: 'pool', memoryMiB: options['memory-mib'] });
+    await fleet.createInstance('dense/pool', 'first');
+    await fleet.start('dense/pool/first'); // makes the pool's base, outside the measurement
+    await fleet.exec('dense/pool/first', ['true']);
+    await fleet.stop('dense/pool/first');
+    const idleAvailable = memAvailableMiB();
+    for (let n = 0; n < count; n++) {
+      const id = n === 0 ? 'first' : `i${n}`;
+      if (n > 0) await fleet.createInstance('dense/pool', id);
+      await fleet.start(`dense/pool/${id}`);
+      await fleet.exec(`dense/pool/${id}`, ['true']);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const heldMiB = idleAvailable - memAvailableMiB();
+    const perInstanceMiB = fleet.store
+      .listInstances()
+      .filter((instance) => instance.tenant === 'dense')
+      .map((instance) => instanceInfo(fleet, instance).hostMemoryMiB);
+    const density = {
+      instances: count,
+      guestMemoryMiB: count * options['memory-mib'],
+      hostMemAvailableDropMiB: heldMiB,
+      perInstanceHostMemoryMiB: median(perInstanceMiB),
+      instancesPerHostGiB: heldMiB > 0 ? round((count * 1024) / heldMiB) : null,
+      note: 'MemAvailable before and after starting them (RAM files in /dev/shm, QEMU, page cache all counted); other work on the host moves it too',
+    };
+    await fleet.destroyTenant('dense');
     const guestRamBytes = options['memory-mib'] * 2 ** 20;
     process.stdout.write(
       `${JSON.stringify(
@@ -109,11 +177,8 @@ if (options) {
           sleepMs: median(sleepMs),
           // The VMM's own resident memory plus its guest RAM file's pages in /dev/shm.
           hostMemoryMiB: { running: runningMiB, warm: warmMiB, sleeping: sleepingMiB },
-          instancesIn8GiB: {
-            running: perInstance(runningMiB),
-            warm: perInstance(warmMiB),
-            sleeping: 'unbounded by RAM (no VMM)',
-          },
+          density,
+          sleepingInstance: sleepingCost,
           sleepState,
           sleepStateOverGuestRam: sleepState
             ? ratio(sleepState.ramDeltaBytes + sleepState.deviceStateBytes, guestRamBytes)
