@@ -167,7 +167,13 @@ function listen(path: string): Promise<{ server: Server; connection: Promise<Soc
 }
 
 /** The bare equivalent of vmkit's qemuArgs(): same machine, RAM backing, devices and ports. */
-function bareArgs(image: BootImage, accel: AccelDecision, shellSocket: string, ramFile: string): string[] {
+function bareArgs(
+  image: BootImage,
+  accel: AccelDecision,
+  shellSocket: string,
+  ramFile: string,
+  consoleSocket?: string,
+): string[] {
   // biome-ignore format: one QEMU flag and its value per line, like vmkit's qemuArgs()
   return [
     '-name', 'bench-bare',
@@ -181,8 +187,8 @@ function bareArgs(image: BootImage, accel: AccelDecision, shellSocket: string, r
     '-kernel', image.kernel,
     '-initrd', image.initrd,
     '-append', image.cmdline,
-    // The guest's serial console is not read here: discard it.
-    '-chardev', 'null,id=console',
+    // The guest's serial console is read only for the bare floors; otherwise discarded.
+    '-chardev', consoleSocket ? `socket,id=console,path=${consoleSocket}` : 'null,id=console',
     '-serial', 'chardev:console',
     '-device', 'virtio-serial-pci,id=serial0',
     // The guest's backdoor looks for the port by name and prints its banner there.
@@ -274,6 +280,101 @@ async function bootBare(
     socket?.destroy();
     server.close();
     rmSync(shellSocket, { force: true });
+    rmSync(ramFile, { force: true });
+    bareRamFiles.delete(ramFile);
+  }
+}
+
+/**
+ * The round-trip floors the way the project's reference measured them: over the plain root shell
+ * on the serial console of a bare QEMU guest (the same kernel and initrd), with nothing of vmkit's
+ * console handling between the socket and the bytes. A builtin each, then one fork+exec each.
+ */
+async function bareFloors(image: BootImage, accel: AccelDecision, dir: string, count: number) {
+  const shellSocket = join(dir, 'floor-sh.sock');
+  const consoleSocket = join(dir, 'floor-con.sock');
+  const ramFile = join(existsSync('/dev/shm') ? '/dev/shm' : dir, `vmkit-bench-${process.pid}-floor.ram`);
+  bareRamFiles.add(ramFile);
+  const shell = await listen(shellSocket);
+  const serial = await listen(consoleSocket);
+  const child = spawn(qemuBinary(), bareArgs(image, accel, shellSocket, ramFile, consoleSocket), {
+    stdio: 'ignore',
+  });
+  bareChildren.add(child);
+  child.once('exit', () => bareChildren.delete(child));
+  let timer: NodeJS.Timeout | undefined;
+  const bounded = <T>(work: Promise<T>, what: string) =>
+    Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`bare floors: ${what} did not come`)), BOOT_TIMEOUT_MS);
+      }),
+    ]).finally(() => clearTimeout(timer));
+  try {
+    const [console, shellConnection] = await bounded(
+      Promise.all([serial.connection, shell.connection]),
+      'the connections',
+    );
+    let seen = '';
+    const waiters: { text: string; resolve: () => void }[] = [];
+    const check = () => {
+      for (const waiter of [...waiters]) {
+        const at = seen.indexOf(waiter.text);
+        if (at < 0) continue;
+        seen = seen.slice(at + waiter.text.length);
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve();
+      }
+    };
+    let banner = '';
+    const bannerSeen = new Promise<void>((resolve) =>
+      shellConnection.on('data', (chunk: Buffer) => {
+        banner += chunk.toString('latin1');
+        if (banner.includes(BANNER)) resolve();
+      }),
+    );
+    console.on('data', (chunk: Buffer) => {
+      seen = (seen + chunk.toString('latin1')).slice(-65536);
+      check();
+    });
+    const waitFor = (text: string) =>
+      bounded(
+        new Promise<void>((resolve) => {
+          waiters.push({ text, resolve });
+          check();
+        }),
+        JSON.stringify(text),
+      );
+    await bounded(bannerSeen, 'the banner');
+    console.write("stty -echo 2>/dev/null; PS1=''; echo READY'_'FLOOR\n");
+    await waitFor('READY_FLOOR');
+    const rate = async (line: (i: number) => string) => {
+      const began = performance.now();
+      for (let i = 0; i < count; i++) {
+        console.write(`${line(i)}\n`);
+        await waitFor(`X${i}Y\n`);
+      }
+      return (count / (performance.now() - began)) * 1000;
+    };
+    await rate((i) => `echo X"${i}"Y`); // warm-up
+    const builtin: number[] = [];
+    const fork: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      builtin.push(await rate((i) => `echo X"${i}"Y`));
+      fork.push(await rate((i) => `sh -c 'echo X"${i}"Y'`));
+    }
+    return {
+      what: 'round trips per second over the plain shell on the serial console of a bare QEMU guest, read straight off its socket',
+      count,
+      rounds: 3,
+      samples: { builtin: builtin.map(round), forkExec: fork.map(round) },
+      builtinPerSecond: median(builtin),
+      forkExecPerSecond: median(fork),
+    };
+  } finally {
+    child.kill('SIGKILL');
+    shell.server.close();
+    serial.server.close();
     rmSync(ramFile, { force: true });
     bareRamFiles.delete(ramFile);
   }
@@ -394,6 +495,9 @@ async function main(): Promise<void> {
   }
 
   const commands = await measureCommands(roundTrips, bulkRuns);
+  log('bare floors: the plain shell on a bare QEMU guest');
+  const bare = await bareFloors(image, accel, scratchDir, roundTrips);
+  log(`bare floors: ${JSON.stringify(bare)}`);
 
   const vmkitMedian = median(vmkitSamples.map((s) => s.startMs));
   const bareMedian = median(bareSamples.map((s) => s.bootMs));
@@ -431,6 +535,11 @@ async function main(): Promise<void> {
     cpuRatio: ratio(median(vmkitSamples.map((s) => s.cpuMs)), median(bareSamples.map((s) => s.cpuMs))),
     imageLookupMs,
     ...commands,
+    bareFloors: {
+      ...bare,
+      /** vmkit's execute('true') against the fork floor measured this way. */
+      executeOverBareForkFloor: ratio(commands.floors.executeTruePerSecond, bare.forkExecPerSecond),
+    },
   };
   process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
 }
