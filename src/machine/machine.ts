@@ -35,7 +35,7 @@ import { describeNics, failCallsOnExit } from './lifecycle.js';
 import { saveDiskImage } from './media.js';
 import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
-import { listeningCheck, type PortOptions, waitForPort } from './ports.js';
+import { type PortOptions, waitForPort } from './ports.js';
 import { retryCommand } from './retry.js';
 
 export type { CommandOptions, ExecResult, WaitOptions } from './commands.js';
@@ -223,20 +223,11 @@ export class Machine implements AsyncDisposable {
    * `address`, only a socket bound to it or to every address).
    */
   async waitForOpenPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    if (options.address !== undefined) return waitForPort(this, port, true, options, this.commandTimeoutMs);
-    checkCall('waitForOpenPort', { port, waitOptions: options });
-    await this.retry(
-      `TCP port ${port} to be listening`,
-      listeningCheck(port),
-      (r) => r.exitCode === 0,
-      options,
-    );
+    return waitForPort(this, port, true, options, this.commandTimeoutMs);
   }
 
   async waitForClosedPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    if (options.address !== undefined) return waitForPort(this, port, false, options, this.commandTimeoutMs);
-    checkCall('waitForClosedPort', { port, waitOptions: options });
-    await this.retry(`TCP port ${port} to be closed`, listeningCheck(port), (r) => r.exitCode !== 0, options);
+    return waitForPort(this, port, false, options, this.commandTimeoutMs);
   }
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
@@ -347,8 +338,8 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Waits until the VMM has exited (the guest powered off or crashed). */
-  async waitForShutdown(options: CommandOptions = {}): Promise<ExitInfo> {
-    checkCall('waitForShutdown', { options });
+  async waitForShutdown(options: WaitOptions = {}): Promise<ExitInfo> {
+    checkCall('waitForShutdown', { waitOptions: options });
     return withTimeout(
       this.internals.vmm.exited,
       options.timeoutMs ?? this.internals.commandTimeoutMs,
