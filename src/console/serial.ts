@@ -215,7 +215,7 @@ export class SerialConsole extends EventEmitter<{
    * past the match. Output from before the call counts: a prompt printed a moment ago is found.
    * A string matches literally. Only the output stream is searched (see expect() for screens).
    */
-  waitForText(pattern: RegExp | string, timeoutMs: number): Promise<RegExpExecArray> {
+  async waitForText(pattern: RegExp | string, timeoutMs: number): Promise<RegExpExecArray> {
     parseInput(timeoutSchema, timeoutMs, 'console.waitForText: timeoutMs');
     const regex = toRegExp(pattern);
     return waitWithin<RegExpExecArray>(

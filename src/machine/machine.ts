@@ -177,7 +177,7 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Waits on the host while the machine runs on (NixOS: machine.sleep). */
-  sleep(seconds: number): Promise<void> {
+  async sleep(seconds: number): Promise<void> {
     checkCall('sleep', { seconds });
     return sleep(seconds * 1000);
   }
@@ -186,7 +186,7 @@ export class Machine implements AsyncDisposable {
    * Starts `command` in its own session and returns at once: `stdout`/`stderr` streams, `stdin`,
    * `wait()`, `kill(signal)`. It runs until it exits, is killed, or its `timeoutMs` runs out.
    */
-  spawn(command: string, options: SpawnOptions = {}): Promise<GuestProcess> {
+  async spawn(command: string, options: SpawnOptions = {}): Promise<GuestProcess> {
     checkCall('spawn', { command, options });
     return spawnCommand(this.internals, command, options);
   }
@@ -197,13 +197,13 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Retries `command` until it exits 0; returns its stdout. */
-  waitUntilSucceeds(command: string, options: WaitOptions = {}): Promise<string> {
+  async waitUntilSucceeds(command: string, options: WaitOptions = {}): Promise<string> {
     checkCall('waitUntilSucceeds', { command, waitOptions: options });
     return this.retry(`${JSON.stringify(command)} to succeed`, command, (r) => r.exitCode === 0, options);
   }
 
   /** Retries `command` until it exits non-zero; returns its stdout. */
-  waitUntilFails(command: string, options: WaitOptions = {}): Promise<string> {
+  async waitUntilFails(command: string, options: WaitOptions = {}): Promise<string> {
     checkCall('waitUntilFails', { command, waitOptions: options });
     return this.retry(`${JSON.stringify(command)} to fail`, command, (r) => r.exitCode !== 0, options);
   }
@@ -289,13 +289,13 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Runs a human monitor (HMP) command, like `info status`; returns what the monitor printed. */
-  sendMonitorCommand(command: string, options: CommandOptions = {}): Promise<string> {
+  async sendMonitorCommand(command: string, options: CommandOptions = {}): Promise<string> {
     const call = checkCall('sendMonitorCommand', { command, options });
     return sendMonitorCommand(this.qmp, command, call.timeoutMs ?? this.internals.commandTimeoutMs);
   }
 
   /** Waits for the next QMP event the filter accepts (a name, `{ event, data }`, or a predicate). */
-  waitForQmpEvent(filter: QmpEventFilter, options: WaitOptions = {}): Promise<QmpEvent> {
+  async waitForQmpEvent(filter: QmpEventFilter, options: WaitOptions = {}): Promise<QmpEvent> {
     const call = checkCall('waitForQmpEvent', { waitOptions: options });
     const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs;
     return waitForQmpEvent(this.qmp, this.name, filter, timeoutMs);

@@ -70,7 +70,7 @@ export function systemctlCommand(args: string, user?: string): string {
 }
 
 /** Runs systemctl with `args` (one string of shell words, or a list quoted word by word). */
-export function systemctl(
+export async function systemctl(
   machine: GuestShell,
   args: string | string[],
   options: UserOption = {},
@@ -148,11 +148,19 @@ export async function requireUnitState(
   }
 }
 
-export function startJob(machine: GuestShell, unit: string, options: UserOption = {}): Promise<ExecResult> {
+export async function startJob(
+  machine: GuestShell,
+  unit: string,
+  options: UserOption = {},
+): Promise<ExecResult> {
   return systemctl(machine, ['start', checkUnit('startJob', unit)], options);
 }
 
-export function stopJob(machine: GuestShell, unit: string, options: UserOption = {}): Promise<ExecResult> {
+export async function stopJob(
+  machine: GuestShell,
+  unit: string,
+  options: UserOption = {},
+): Promise<ExecResult> {
   return systemctl(machine, ['stop', checkUnit('stopJob', unit)], options);
 }
 

@@ -56,20 +56,27 @@ function standIn(block: (call: number) => boolean = () => false): { machine: Mac
   return { machine, calls };
 }
 
-/** Settles with the call's outcome, or says it is still waiting after `ms`. */
+/**
+ * Settles with the call's outcome, or says it is still waiting after `ms`. A call that throws
+ * instead of returning a rejected promise is a failure too: `wait(...).catch()` would miss it.
+ */
 async function outcome(call: () => Promise<unknown>, ms = 3_000): Promise<unknown> {
+  let promise: Promise<unknown>;
+  try {
+    promise = call();
+  } catch (error) {
+    return new Error(`threw at once instead of rejecting: ${String(error)}`);
+  }
   let timer: NodeJS.Timeout | undefined;
   const guard = new Promise((resolve) => {
     timer = setTimeout(() => resolve(new Error(`still waiting after ${ms} ms`)), ms);
   });
   try {
     return await Promise.race([
-      Promise.resolve()
-        .then(call)
-        .then(
-          (value) => value,
-          (error: unknown) => error,
-        ),
+      promise.then(
+        (value) => value,
+        (error: unknown) => error,
+      ),
       guard,
     ]);
   } finally {
