@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { tmpdir } from 'node:os';
 import { describe, it } from 'node:test';
 import { GuestProcess } from '../../src/agent/process.js';
+import { SerialConsole } from '../../src/console/serial.js';
+import { ConsoleShell } from '../../src/console/shell.js';
 import { CommandTimeoutError, ConfigError, retry, TimeoutError } from '../../src/index.js';
 import { Machine } from '../../src/machine/machine.js';
 import { sleep } from '../../src/util/time.js';
@@ -139,6 +141,23 @@ describe('wait bounds', () => {
       assert.ok(notAnObject instanceof ConfigError, String(notAnObject));
     });
   }
+
+  it('the serial console and its shell refuse bad bounds before they wait', async () => {
+    const serial = Object.create(SerialConsole.prototype) as SerialConsole;
+    for (const [, value] of BAD_BOUNDS) {
+      const timeoutMs = value as number;
+      const calls: Array<[RegExp, () => Promise<unknown>]> = [
+        [/^console\.expect: options: timeoutMs: /, () => serial.expect('x', { timeoutMs })],
+        [/^console\.waitForText: timeoutMs: /, () => serial.waitForText('x', timeoutMs)],
+        [/^consoleShell: options: timeoutMs: /, () => ConsoleShell.open(serial, 'm', { timeoutMs })],
+      ];
+      for (const [message, call] of calls) {
+        const error = await outcome(call);
+        assert.ok(error instanceof ConfigError, String(error));
+        assert.match(error.message, message);
+      }
+    }
+  });
 
   it('GuestProcess.wait refuses a bad timeout, and waits without one', async () => {
     const process = Object.create(GuestProcess.prototype) as GuestProcess;
