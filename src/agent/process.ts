@@ -1,6 +1,7 @@
 import { PassThrough, Writable } from 'node:stream';
 import { ConfigError, MachineCrashedError } from '../errors.js';
 import { waitWithin } from '../util/time.js';
+import { parseInput, timeoutMs as timeoutSchema } from '../util/validate.js';
 import type { BackdoorChannel, ProcessListener } from './backdoor.js';
 import { encodeRequest } from './framing.js';
 
@@ -102,10 +103,15 @@ export class GuestProcess {
     return Buffer.concat(this.output.stderr);
   }
 
-  /** Resolves when the process has exited and all its output arrived. */
-  async wait(timeoutMs: number): Promise<ProcessExit> {
+  /**
+   * Resolves when the process has exited and all its output arrived; with `timeoutMs`, a
+   * TimeoutError when it runs longer (the process runs on). Without one, as long as it runs.
+   */
+  async wait(timeoutMs?: number): Promise<ProcessExit> {
+    parseInput(timeoutSchema.optional(), timeoutMs, 'GuestProcess.wait: timeoutMs');
     if (this.exitInfo) return this.exitInfo;
     if (this.failure) throw this.failure;
+    if (timeoutMs === undefined) return this.exited;
     await waitWithin<void>(
       timeoutMs,
       `${JSON.stringify(this.command)} on ${this.machine} to exit`,

@@ -1,4 +1,8 @@
-import xterm from '@xterm/headless';
+import * as xtermModule from '@xterm/headless';
+
+// @xterm/headless is CommonJS marked __esModule: Node's ESM gives its exports as the default
+// export, a CommonJS build of vmkit (tsx in a CommonJS project) gives them as the namespace.
+const xterm = (xtermModule as { default?: typeof xtermModule }).default ?? xtermModule;
 
 /**
  * What a person would see on a terminal attached to the console: a headless terminal emulator
@@ -6,7 +10,7 @@ import xterm from '@xterm/headless';
  * installers) read as the screen they draw, not as the stream of escapes that draws it.
  */
 export class ScreenModel {
-  private readonly terminal: xterm.Terminal;
+  private readonly terminal: xtermModule.Terminal;
   private parsed: Promise<void> = Promise.resolve();
   /** Bumped each time written bytes have been parsed: the screen may have changed. */
   generation = 0;

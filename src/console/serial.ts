@@ -2,10 +2,12 @@ import { EventEmitter } from 'node:events';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import type { Socket } from 'node:net';
 import { StringDecoder } from 'node:string_decoder';
+import { z } from 'zod';
 import { ConfigError, describeValue, TimeoutError } from '../errors.js';
 import { LineSplitter } from '../util/lines.js';
 import { PRIVATE_FILE } from '../util/private.js';
 import { waitWithin } from '../util/time.js';
+import { parseInput, timeoutMs as timeoutSchema } from '../util/validate.js';
 import { keyBytes } from './keys.js';
 import { withoutKernelLines } from './matching.js';
 import { ScreenModel } from './screen.js';
@@ -35,6 +37,16 @@ export function stripAnsi(text: string): string {
 }
 
 const MAX_KEPT_CHARS = 4 * 1024 * 1024;
+
+const expectOptions = z
+  .object(
+    {
+      timeoutMs: timeoutSchema,
+      on: z.enum(['any', 'stream'], { error: 'must be "any" or "stream"' }).optional(),
+    },
+    { error: 'must be an options object like { timeoutMs, on }' },
+  )
+  .strict();
 
 export interface ExpectOptions {
   timeoutMs: number;
@@ -204,7 +216,8 @@ export class SerialConsole extends EventEmitter<{
    * past the match. Output from before the call counts: a prompt printed a moment ago is found.
    * A string matches literally. Only the output stream is searched (see expect() for screens).
    */
-  waitForText(pattern: RegExp | string, timeoutMs: number): Promise<RegExpExecArray> {
+  async waitForText(pattern: RegExp | string, timeoutMs: number): Promise<RegExpExecArray> {
+    parseInput(timeoutSchema, timeoutMs, 'console.waitForText: timeoutMs');
     const regex = toRegExp(pattern);
     return waitWithin<RegExpExecArray>(
       timeoutMs,
@@ -231,17 +244,7 @@ export class SerialConsole extends EventEmitter<{
       );
     }
     const regexes = patterns.map(toRegExp);
-    const timeoutMs = options?.timeoutMs as unknown;
-    if (
-      typeof timeoutMs !== 'number' ||
-      !Number.isInteger(timeoutMs) ||
-      timeoutMs < 1 ||
-      timeoutMs > 2 ** 31 - 1
-    ) {
-      throw new ConfigError(
-        `console.expect: timeoutMs must be a whole number from 1 to 2147483647 (got ${describeValue(timeoutMs)})`,
-      );
-    }
+    parseInput(expectOptions, options, 'console.expect: options');
     const awaited = patterns.length === 1 ? `${patterns[0]}` : `any of ${patterns.join(', ')}`;
     if (this.recording > 0) return this.awaitAny(patterns, regexes, awaited, options);
     return this.recordStep(

@@ -1,3 +1,4 @@
+import { z } from 'zod';
 import {
   CommandFailedError,
   CommandTimeoutError,
@@ -6,7 +7,12 @@ import {
   TimeoutError,
   VmkitError,
 } from '../errors.js';
+import { parseInput, timeoutMs as timeoutSchema } from '../util/validate.js';
 import type { ExpectMatch, SerialConsole } from './serial.js';
+
+const commandOptions = z
+  .object({ timeoutMs: timeoutSchema.optional() }, { error: 'must be an options object like { timeoutMs }' })
+  .strict();
 
 /** A console shell could not log in, escalate, or set itself up. Carries the transcript. */
 export class ConsoleShellError extends VmkitError {
@@ -70,6 +76,7 @@ export class ConsoleShell {
     machine: string,
     options: ConsoleShellOptions = {},
   ): Promise<ConsoleShell> {
+    parseInput(timeoutSchema.optional(), options.timeoutMs, 'consoleShell: options: timeoutMs');
     const escalate = options.escalate ?? 'none';
     if (!['sudo', 'su', 'doas', 'none'].includes(escalate)) {
       throw new ConfigError(
@@ -186,9 +193,10 @@ export class ConsoleShell {
   }
 
   /** Runs a command; resolves with its exit status and its output (stdout and stderr merged). */
-  execute(command: string, options: { timeoutMs?: number } = {}): Promise<ConsoleResult> {
+  async execute(command: string, options: { timeoutMs?: number } = {}): Promise<ConsoleResult> {
     if (typeof command !== 'string')
       throw new ConfigError(`execute takes a command string, not ${describeValue(command)}`);
+    parseInput(commandOptions, options, 'consoleShell execute: options');
     const run = this.queue.then(() =>
       this.console.recordStep(
         'command',

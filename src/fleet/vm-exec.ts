@@ -1,6 +1,7 @@
 import type { RawResult } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
 import { shellQuote } from '../util/shell.js';
+import { MAX_TIMER_MS } from '../util/time.js';
 import { withVm } from './vm.js';
 
 /** Where a streamed command's output goes as the guest produces it. */
@@ -28,7 +29,7 @@ export async function execVm(
       vm.consoleTail(),
     );
     // The guest ends it at timeoutMs; the host waits a little longer for that exit to arrive.
-    const exit = await started.wait(timeoutMs + 15_000);
+    const exit = await started.wait(Math.min(timeoutMs + 15_000, MAX_TIMER_MS));
     return {
       status: exit.exitCode,
       timedOut: exit.timedOut,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
+import { parseInput, timeoutMs, waitOptionsOf, wholeNumber } from '../util/validate.js';
 
 const listener = z.custom<(chunk: Buffer) => void>((value) => typeof value === 'function', {
   error: 'must be a function',
@@ -48,20 +48,7 @@ const ARGUMENTS = {
     )
     .strict()
     .optional(),
-  waitOptions: z
-    .object(
-      { timeoutMs: timeoutMs.optional(), attemptTimeoutMs: timeoutMs.optional() },
-      { error: 'must be an options object like { timeoutMs, attemptTimeoutMs }' },
-    )
-    .strict()
-    .refine(
-      (options) =>
-        options.attemptTimeoutMs === undefined ||
-        options.timeoutMs === undefined ||
-        options.attemptTimeoutMs <= options.timeoutMs,
-      { error: 'attemptTimeoutMs must not be larger than timeoutMs' },
-    )
-    .optional(),
+  waitOptions: waitOptionsOf({}).optional(),
   seconds: z
     .number({ error: 'must be a number of seconds' })
     .refine((n) => Number.isFinite(n) && n >= 0 && n * 1000 <= 2 ** 31 - 1, {
@@ -75,14 +62,17 @@ type Argument = keyof typeof ARGUMENTS;
  * Checks a call's arguments; throws a ConfigError naming the method, the argument and the value.
  * Returns the call's options.
  */
-export function checkCall(method: string, args: Partial<Record<Argument, unknown>>): { timeoutMs?: number } {
+export function checkCall(
+  method: string,
+  args: Partial<Record<Argument, unknown>>,
+): { timeoutMs?: number; attemptTimeoutMs?: number } {
   for (const [name, value] of Object.entries(args) as Array<[Argument, unknown]>) {
     const shown = name.endsWith('Options') ? 'options' : name;
     parseInput(ARGUMENTS[name], value, `${method}: ${shown}`);
   }
   return (
     ((args.options ?? args.copyOptions ?? args.executeOptions ?? args.waitOptions) as
-      | { timeoutMs?: number }
+      | { timeoutMs?: number; attemptTimeoutMs?: number }
       | undefined) ?? {}
   );
 }

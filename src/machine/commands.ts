@@ -1,6 +1,7 @@
 import { guestSeconds, type RawResult } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
 import { CommandFailedError, CommandTimeoutError, ConfigError, MachineCrashedError } from '../errors.js';
+import { MAX_TIMER_MS } from '../util/time.js';
 import type { MachineInternals } from './machine.js';
 
 export interface ExecResult {
@@ -183,7 +184,8 @@ async function runStreamed(
     },
     () => internals.console.tail(),
   );
-  const exit = await started.wait(guestSeconds(timeoutMs) * 1000 + GRACE_MS).catch((error: Error) => {
+  const waitMs = Math.min(guestSeconds(timeoutMs) * 1000 + GRACE_MS, MAX_TIMER_MS);
+  const exit = await started.wait(waitMs).catch((error: Error) => {
     if (error instanceof MachineCrashedError) throw error;
     started.kill('KILL').catch(() => {});
     throw error;

@@ -6,12 +6,13 @@
 import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { requireCapability } from '../backends/backend.js';
-import { ConfigError, HostToolError, TimeoutError } from '../errors.js';
+import { CommandTimeoutError, ConfigError, HostToolError, TimeoutError } from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { ensureDir } from '../util/files.js';
-import { sleep } from '../util/time.js';
+import { Deadline, sleep } from '../util/time.js';
+import { checkCall } from './calls.js';
 import { charKeys, keyCombo } from './keys.js';
-import { type CommandOptions, Machine } from './machine.js';
+import { Machine, type WaitOptions } from './machine.js';
 import { checkTty, ppmFileToPng, vcsaText } from './screen.js';
 
 declare module './machine.js' {
@@ -25,11 +26,11 @@ declare module './machine.js' {
     /** The text on virtual terminal `tty` (1-63), read from /dev/vcsa<tty> without OCR. */
     getTtyText(tty: number): Promise<string>;
     /** Waits until the text on virtual terminal `tty` matches `pattern`; returns the match. */
-    waitUntilTtyMatches(tty: number, pattern: RegExp, options?: CommandOptions): Promise<RegExpExecArray>;
+    waitUntilTtyMatches(tty: number, pattern: RegExp, options?: WaitOptions): Promise<RegExpExecArray>;
     /** The screen's text by OCR (the host's tesseract). */
     getScreenText(): Promise<string>;
     /** Waits until OCR of the screen matches `pattern`, backing off between attempts. */
-    waitForText(pattern: RegExp, options?: CommandOptions): Promise<RegExpExecArray>;
+    waitForText(pattern: RegExp, options?: WaitOptions): Promise<RegExpExecArray>;
   }
 }
 
@@ -52,21 +53,27 @@ function checkPattern(method: string, pattern: unknown): RegExp {
   return pattern;
 }
 
-async function pngOfScreen(machine: Machine): Promise<Buffer> {
+/** How long a QMP request or an OCR run may take outside of a wait. */
+const DEFAULT_STEP_MS = 60_000;
+
+async function pngOfScreen(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promise<Buffer> {
   const ppm = join(machine.stateDir, `screen-${process.pid}-${screenshots++}.ppm`);
   try {
-    await machine.qmp.execute('screendump', { filename: ppm });
+    await machine.qmp.execute('screendump', { filename: ppm }, timeoutMs);
     return await ppmFileToPng(ppm);
   } finally {
     await rm(ppm, { force: true });
   }
 }
 
-async function ocr(machine: Machine): Promise<string> {
+/** The screen's text by tesseract; screendump and OCR together take at most `timeoutMs`. */
+async function ocr(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promise<string> {
   const png = join(machine.stateDir, `ocr-${process.pid}-${screenshots++}.png`);
+  const limit = new Deadline(timeoutMs, 'OCR of the screen');
   try {
-    await writeFile(png, await pngOfScreen(machine));
-    return (await runTool('tesseract', [png, 'stdout'], { timeoutMs: 60_000 })).stdout;
+    await writeFile(png, await pngOfScreen(machine, timeoutMs));
+    const left = Math.max(1, limit.remaining());
+    return (await runTool('tesseract', [png, 'stdout'], { timeoutMs: left })).stdout;
   } catch (error) {
     if (error instanceof HostToolError && /cannot run tesseract/.test(error.message)) {
       throw new HostToolError(
@@ -77,6 +84,50 @@ async function ocr(machine: Machine): Promise<string> {
   } finally {
     await rm(png, { force: true });
   }
+}
+
+async function readTty(machine: Machine, method: string, tty: number, timeoutMs?: number): Promise<string> {
+  const raw = await machine.executeRaw(`cat /dev/vcsa${tty}`, timeoutMs === undefined ? {} : { timeoutMs });
+  if (raw.status !== 0) {
+    throw new ConfigError(
+      `${method}: ${machine.name} has no /dev/vcsa${tty}: ${raw.stderr.toString().trim()}`,
+    );
+  }
+  return vcsaText(raw.stdout);
+}
+
+/**
+ * Reads something until it matches `pattern`, within the wait's `timeoutMs`; each read gets what
+ * is left, or `attemptTimeoutMs` when that is less, and one that runs out of its time (`timedOut`
+ * says which errors mean that) is tried again. Pauses between reads as `pauses` says.
+ */
+async function readUntilMatch(
+  read: (timeoutMs: number) => Promise<string>,
+  pattern: RegExp,
+  wait: { timeoutMs: number; attemptTimeoutMs?: number; awaited: string; shown: string },
+  timedOut: (error: unknown) => boolean,
+  pauses: (attempt: number) => number,
+): Promise<RegExpExecArray> {
+  const deadline = new Deadline(wait.timeoutMs, wait.awaited);
+  const attemptMs = wait.attemptTimeoutMs ?? wait.timeoutMs;
+  const regex = new RegExp(pattern.source, pattern.flags.replace('g', ''));
+  let evidence = 'no read finished';
+  for (let attempt = 1; !deadline.expired; attempt++) {
+    const limit = Math.max(1, Math.min(deadline.remaining(), attemptMs));
+    try {
+      const text = await read(limit);
+      const match = regex.exec(text);
+      if (match) return match;
+      evidence = `${wait.shown}:\n${text}`;
+    } catch (error) {
+      if (!timedOut(error)) throw error;
+      evidence = `attempt ${attempt} did not finish within ${limit} ms`;
+    }
+    const pause = pauses(attempt);
+    if (deadline.remaining() <= pause) break;
+    await sleep(pause);
+  }
+  throw new TimeoutError(wait.awaited, wait.timeoutMs, evidence);
 }
 
 const methods: ThisType<Machine> & Partial<Machine> = {
@@ -106,31 +157,25 @@ const methods: ThisType<Machine> & Partial<Machine> = {
   },
 
   async getTtyText(tty) {
-    const n = checkTty('getTtyText', tty);
-    const raw = await this.executeRaw(`cat /dev/vcsa${n}`);
-    if (raw.status !== 0) {
-      throw new ConfigError(`getTtyText: ${this.name} has no /dev/vcsa${n}: ${raw.stderr.toString().trim()}`);
-    }
-    return vcsaText(raw.stdout);
+    return readTty(this, 'getTtyText', checkTty('getTtyText', tty));
   },
 
   async waitUntilTtyMatches(tty, pattern, options = {}) {
-    checkTty('waitUntilTtyMatches', tty);
+    const call = checkCall('waitUntilTtyMatches', { waitOptions: options });
+    const n = checkTty('waitUntilTtyMatches', tty);
     checkPattern('waitUntilTtyMatches', pattern);
-    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
-    const deadline = performance.now() + timeoutMs;
-    let text = '';
-    for (;;) {
-      text = await this.getTtyText(tty);
-      const match = new RegExp(pattern.source, pattern.flags.replace('g', '')).exec(text);
-      if (match) return match;
-      if (performance.now() + TTY_POLL_MS > deadline) break;
-      await sleep(TTY_POLL_MS);
-    }
-    throw new TimeoutError(
-      `tty${tty} of ${this.name} to match ${pattern}`,
-      timeoutMs,
-      `tty${tty} shows:\n${text}`,
+    const timeoutMs = call.timeoutMs ?? this.commandTimeoutMs;
+    return readUntilMatch(
+      (limit) => readTty(this, 'waitUntilTtyMatches', n, limit),
+      pattern,
+      {
+        timeoutMs,
+        attemptTimeoutMs: call.attemptTimeoutMs,
+        awaited: `tty${n} of ${this.name} to match ${pattern}`,
+        shown: `tty${n} shows`,
+      },
+      (error) => error instanceof CommandTimeoutError,
+      () => TTY_POLL_MS,
     );
   },
 
@@ -140,24 +185,24 @@ const methods: ThisType<Machine> & Partial<Machine> = {
   },
 
   async waitForText(pattern, options = {}) {
+    const call = checkCall('waitForText', { waitOptions: options });
     checkPattern('waitForText', pattern);
     requireDisplay(this, 'waitForText');
-    const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
-    const deadline = performance.now() + timeoutMs;
-    let backoff = OCR_FIRST_BACKOFF_MS;
-    let text = '';
-    for (;;) {
-      text = await ocr(this);
-      const match = new RegExp(pattern.source, pattern.flags.replace('g', '')).exec(text);
-      if (match) return match;
-      if (performance.now() + backoff > deadline) break;
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, OCR_MAX_BACKOFF_MS);
-    }
-    throw new TimeoutError(
-      `screen text of ${this.name} to match ${pattern}`,
-      timeoutMs,
-      `OCR read:\n${text}`,
+    const timeoutMs = call.timeoutMs ?? this.commandTimeoutMs;
+    return readUntilMatch(
+      (limit) => ocr(this, limit),
+      pattern,
+      {
+        timeoutMs,
+        attemptTimeoutMs: call.attemptTimeoutMs,
+        awaited: `screen text of ${this.name} to match ${pattern}`,
+        shown: 'OCR read',
+      },
+      // The screendump's QMP reply or tesseract outran the attempt's time.
+      (error) =>
+        error instanceof TimeoutError ||
+        (error instanceof HostToolError && /did not finish within/.test(error.message)),
+      (attempt) => Math.min(OCR_FIRST_BACKOFF_MS * 2 ** (attempt - 1), OCR_MAX_BACKOFF_MS),
     );
   },
 };

@@ -35,7 +35,7 @@ import { describeNics, failCallsOnExit } from './lifecycle.js';
 import { saveDiskImage } from './media.js';
 import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
-import { listeningCheck, type PortOptions, waitForPort } from './ports.js';
+import { type PortOptions, waitForPort } from './ports.js';
 import { retryCommand } from './retry.js';
 
 export type { CommandOptions, ExecResult, WaitOptions } from './commands.js';
@@ -178,7 +178,7 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Waits on the host while the machine runs on (NixOS: machine.sleep). */
-  sleep(seconds: number): Promise<void> {
+  async sleep(seconds: number): Promise<void> {
     checkCall('sleep', { seconds });
     return sleep(seconds * 1000);
   }
@@ -187,7 +187,7 @@ export class Machine implements AsyncDisposable {
    * Starts `command` in its own session and returns at once: `stdout`/`stderr` streams, `stdin`,
    * `wait()`, `kill(signal)`. It runs until it exits, is killed, or its `timeoutMs` runs out.
    */
-  spawn(command: string, options: SpawnOptions = {}): Promise<GuestProcess> {
+  async spawn(command: string, options: SpawnOptions = {}): Promise<GuestProcess> {
     checkCall('spawn', { command, options });
     return spawnCommand(this.internals, command, options);
   }
@@ -198,13 +198,13 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Retries `command` until it exits 0; returns its stdout. */
-  waitUntilSucceeds(command: string, options: WaitOptions = {}): Promise<string> {
+  async waitUntilSucceeds(command: string, options: WaitOptions = {}): Promise<string> {
     checkCall('waitUntilSucceeds', { command, waitOptions: options });
     return this.retry(`${JSON.stringify(command)} to succeed`, command, (r) => r.exitCode === 0, options);
   }
 
   /** Retries `command` until it exits non-zero; returns its stdout. */
-  waitUntilFails(command: string, options: WaitOptions = {}): Promise<string> {
+  async waitUntilFails(command: string, options: WaitOptions = {}): Promise<string> {
     checkCall('waitUntilFails', { command, waitOptions: options });
     return this.retry(`${JSON.stringify(command)} to fail`, command, (r) => r.exitCode !== 0, options);
   }
@@ -224,20 +224,11 @@ export class Machine implements AsyncDisposable {
    * `address`, only a socket bound to it or to every address).
    */
   async waitForOpenPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    if (options.address !== undefined) return waitForPort(this, port, true, options, this.commandTimeoutMs);
-    checkCall('waitForOpenPort', { port, waitOptions: options });
-    await this.retry(
-      `TCP port ${port} to be listening`,
-      listeningCheck(port),
-      (r) => r.exitCode === 0,
-      options,
-    );
+    return waitForPort(this, port, true, options, this.commandTimeoutMs);
   }
 
   async waitForClosedPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    if (options.address !== undefined) return waitForPort(this, port, false, options, this.commandTimeoutMs);
-    checkCall('waitForClosedPort', { port, waitOptions: options });
-    await this.retry(`TCP port ${port} to be closed`, listeningCheck(port), (r) => r.exitCode !== 0, options);
+    return waitForPort(this, port, false, options, this.commandTimeoutMs);
   }
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
@@ -300,13 +291,13 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Runs a human monitor (HMP) command, like `info status`; returns what the monitor printed. */
-  sendMonitorCommand(command: string, options: CommandOptions = {}): Promise<string> {
+  async sendMonitorCommand(command: string, options: CommandOptions = {}): Promise<string> {
     const call = checkCall('sendMonitorCommand', { command, options });
     return sendMonitorCommand(this.qmp, command, call.timeoutMs ?? this.internals.commandTimeoutMs);
   }
 
   /** Waits for the next QMP event the filter accepts (a name, `{ event, data }`, or a predicate). */
-  waitForQmpEvent(filter: QmpEventFilter, options: WaitOptions = {}): Promise<QmpEvent> {
+  async waitForQmpEvent(filter: QmpEventFilter, options: WaitOptions = {}): Promise<QmpEvent> {
     const call = checkCall('waitForQmpEvent', { waitOptions: options });
     const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs;
     return waitForQmpEvent(this.qmp, this.name, filter, timeoutMs);
@@ -349,8 +340,8 @@ export class Machine implements AsyncDisposable {
   }
 
   /** Waits until the VMM has exited (the guest powered off or crashed). */
-  async waitForShutdown(options: CommandOptions = {}): Promise<ExitInfo> {
-    checkCall('waitForShutdown', { options });
+  async waitForShutdown(options: WaitOptions = {}): Promise<ExitInfo> {
+    checkCall('waitForShutdown', { waitOptions: options });
     return withTimeout(
       this.internals.vmm.exited,
       options.timeoutMs ?? this.internals.commandTimeoutMs,

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
+import { parseInput, waitOptionsOf, wholeNumber } from '../util/validate.js';
 import { retryCommand } from './retry.js';
 import type { GuestShell } from './systemd.js';
 
@@ -8,31 +8,31 @@ export interface PortOptions {
   /** Only a socket bound to this address (or to every address) counts; default: any. */
   address?: string;
   timeoutMs?: number;
+  attemptTimeoutMs?: number;
 }
 
 export interface UnixSocketOptions {
   /** A datagram socket instead of a listening stream socket. */
   datagram?: boolean;
   timeoutMs?: number;
+  attemptTimeoutMs?: number;
 }
 
-const portOptions = z
-  .object({
+const portOptions = waitOptionsOf(
+  {
     address: z
       .string({ error: 'must be an IP address' })
       .refine((text) => text === 'localhost' || isIP(text) !== 0, {
         error: 'must be an IPv4 or IPv6 address',
       })
       .optional(),
-    timeoutMs: timeoutMs.optional(),
-  })
-  .strict();
-const unixOptions = z
-  .object({
-    datagram: z.boolean({ error: 'must be true or false' }).optional(),
-    timeoutMs: timeoutMs.optional(),
-  })
-  .strict();
+  },
+  'must be an options object like { address, timeoutMs, attemptTimeoutMs }',
+);
+const unixOptions = waitOptionsOf(
+  { datagram: z.boolean({ error: 'must be true or false' }).optional() },
+  'must be an options object like { datagram, timeoutMs, attemptTimeoutMs }',
+);
 const socketPath = z
   .string({ error: 'must be a path' })
   .regex(/^\/[^\s'"\\]*$/, { error: 'must be an absolute path without spaces or quotes' });
@@ -89,17 +89,18 @@ export async function waitForPort(
 ): Promise<void> {
   const method = open ? 'waitForOpenPort' : 'waitForClosedPort';
   parseInput(wholeNumber(1, 65_535), port, `${method}: port`);
-  const { address, timeoutMs: limit = defaultTimeoutMs } = parseInput(
-    portOptions,
-    options,
-    `${method}: options`,
-  );
+  const {
+    address,
+    timeoutMs: limit = defaultTimeoutMs,
+    attemptTimeoutMs,
+  } = parseInput(portOptions, options, `${method}: options`);
   const where = address ? ` on ${address}` : '';
   await retryCommand(
     (timeout) => machine.execute(listeningCheck(port, address), { timeoutMs: timeout }),
     `TCP port ${port}${where} to be ${open ? 'listening' : 'closed'} on ${machine.name}`,
     (result) => (result.exitCode === 0) === open,
     limit,
+    attemptTimeoutMs,
   );
 }
 
@@ -110,15 +111,16 @@ export async function waitForOpenUnixSocket(
   defaultTimeoutMs: number,
 ): Promise<void> {
   parseInput(socketPath, path, 'waitForOpenUnixSocket: path');
-  const { datagram = false, timeoutMs: limit = defaultTimeoutMs } = parseInput(
-    unixOptions,
-    options,
-    'waitForOpenUnixSocket: options',
-  );
+  const {
+    datagram = false,
+    timeoutMs: limit = defaultTimeoutMs,
+    attemptTimeoutMs,
+  } = parseInput(unixOptions, options, 'waitForOpenUnixSocket: options');
   await retryCommand(
     (timeout) => machine.execute(unixSocketCheck(path, datagram), { timeoutMs: timeout }),
     `unix ${datagram ? 'datagram' : 'stream'} socket ${path} to be open on ${machine.name}`,
     (result) => result.exitCode === 0,
     limit,
+    attemptTimeoutMs,
   );
 }

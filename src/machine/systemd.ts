@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { CommandFailedError, CommandTimeoutError, TimeoutError, UnitStateError } from '../errors.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
-import { parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
+import { Deadline } from '../util/time.js';
+import { parseInput, waitOptionsOf, wholeNumber } from '../util/validate.js';
 import type { CommandOptions, ExecResult } from './machine.js';
 
 /** What the systemd calls need of a machine: its name and a root shell. */
@@ -22,6 +23,8 @@ export interface WaitForUnitOptions extends UserOption {
   /** The ActiveState to wait for (default "active"); e.g. "failed" or "inactive". */
   state?: string;
   timeoutMs?: number;
+  /** Each run of the in-guest watch: one that blocks longer (a hung systemctl) is killed and run again. */
+  attemptTimeoutMs?: number;
 }
 
 export interface JournalOptions {
@@ -43,9 +46,10 @@ const unitState = z
   .string({ error: 'must be a unit state' })
   .regex(/^[a-z-]{1,32}$/, { error: 'is not a unit state like "active" or "failed"' });
 const userOptions = z.object({ user: userName.optional() }, { error: 'must be an options object' }).strict();
-const waitOptions = z
-  .object({ user: userName.optional(), state: unitState.optional(), timeoutMs: timeoutMs.optional() })
-  .strict();
+const waitOptions = waitOptionsOf(
+  { user: userName.optional(), state: unitState.optional() },
+  'must be an options object like { user, state, timeoutMs, attemptTimeoutMs }',
+);
 const journalOptions = z
   .object({
     unit: unitName.optional(),
@@ -66,7 +70,7 @@ export function systemctlCommand(args: string, user?: string): string {
 }
 
 /** Runs systemctl with `args` (one string of shell words, or a list quoted word by word). */
-export function systemctl(
+export async function systemctl(
   machine: GuestShell,
   args: string | string[],
   options: UserOption = {},
@@ -144,11 +148,19 @@ export async function requireUnitState(
   }
 }
 
-export function startJob(machine: GuestShell, unit: string, options: UserOption = {}): Promise<ExecResult> {
+export async function startJob(
+  machine: GuestShell,
+  unit: string,
+  options: UserOption = {},
+): Promise<ExecResult> {
   return systemctl(machine, ['start', checkUnit('startJob', unit)], options);
 }
 
-export function stopJob(machine: GuestShell, unit: string, options: UserOption = {}): Promise<ExecResult> {
+export async function stopJob(
+  machine: GuestShell,
+  unit: string,
+  options: UserOption = {},
+): Promise<ExecResult> {
   return systemctl(machine, ['stop', checkUnit('stopJob', unit)], options);
 }
 
@@ -185,17 +197,28 @@ export async function waitForUnit(
     user,
     state = 'active',
     timeoutMs: limit = defaultTimeoutMs,
+    attemptTimeoutMs = limit,
   } = parseInput(waitOptions, options, 'waitForUnit: options');
   waitScript ??= readFileSync(join(guestFilesDir(), 'debian', 'wait-for-unit.sh'), 'utf8');
   const script = `set -- ${[name, state, user ?? ''].map(shellQuote).join(' ')}\n${waitScript}`;
   const awaited = `unit ${name}${user ? ` of user ${user}` : ''} on ${machine.name} to be ${state}`;
-  let result: ExecResult;
-  try {
-    result = await machine.execute(script, { timeoutMs: limit });
-  } catch (error) {
-    if (!(error instanceof CommandTimeoutError)) throw error;
-    const seen = error.stdout.trim().split('\n').pop() || 'unknown (systemctl gave no state)';
-    throw new TimeoutError(awaited, limit, `ActiveState ${seen}`);
+  const deadline = new Deadline(limit, awaited);
+  let result: ExecResult | undefined;
+  let lastSeen = 'unknown (systemctl gave no state)';
+  let attempts = 0;
+  while (!result && !deadline.expired) {
+    attempts++;
+    try {
+      const attemptMs = Math.max(1, Math.min(deadline.remaining(), attemptTimeoutMs));
+      result = await machine.execute(script, { timeoutMs: attemptMs });
+    } catch (error) {
+      if (!(error instanceof CommandTimeoutError)) throw error;
+      lastSeen = error.stdout.trim().split('\n').pop() || lastSeen;
+    }
+  }
+  if (!result) {
+    const tries = attempts > 1 ? `; ${attempts} attempts of at most ${attemptTimeoutMs} ms` : '';
+    throw new TimeoutError(awaited, limit, `ActiveState ${lastSeen}${tries}`);
   }
   if (result.exitCode === 0) return;
   const seen = result.stdout.trim().split('\n').pop() ?? '';

@@ -4,6 +4,7 @@ import { dirname, isAbsolute, join, posix, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { ConfigError, describeValue } from '../errors.js';
+import { timeoutMs } from '../util/validate.js';
 import { hasAgent, projectImageSchema } from './media-config.js';
 
 /** The config file names, in the order they are looked for in each folder. */
@@ -23,7 +24,7 @@ const commandSchema = z.union([
     .object({
       run: z.string({ error: 'must be a shell command' }).min(1),
       cwd: guestPath.optional(),
-      timeoutMs: z.number().int().positive().optional(),
+      timeoutMs: timeoutMs.optional(),
     })
     .strict(),
 ]);

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { ConsoleStep } from '../console/script.js';
 import { ConfigError } from '../errors.js';
+import { timeoutMs } from '../util/validate.js';
 
 /**
  * The media forms of a project VM's `image`: a disk image it boots (through a copy-on-write
@@ -26,7 +27,7 @@ const pattern = z.union(
   ],
   { error: 'must be text, a RegExp or { regex, flags? }' },
 );
-const timeout = z.number({ error: 'must be milliseconds' }).int().positive();
+const timeout = timeoutMs;
 
 const stepSchema = z
   .object({

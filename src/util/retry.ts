@@ -1,5 +1,7 @@
+import { z } from 'zod';
 import { ConfigError, TimeoutError } from '../errors.js';
-import { sleep } from './time.js';
+import { MAX_TIMER_MS, sleep } from './time.js';
+import { parseInput, waitOptionsOf, wholeNumber } from './validate.js';
 
 export interface RetryOptions {
   /** The whole retry (default 60 s). */
@@ -19,6 +21,14 @@ export interface Attempt {
   signal: AbortSignal;
 }
 
+const retryOptions = waitOptionsOf(
+  {
+    intervalMs: wholeNumber(0, MAX_TIMER_MS).optional(),
+    description: z.string({ error: 'must be a string' }).optional(),
+  },
+  'must be an options object like { timeoutMs, attemptTimeoutMs, intervalMs, description }',
+);
+
 /**
  * Calls `attempt` until it returns something other than `false` (returned) or the time runs
  * out (TimeoutError showing the last failure). An attempt that throws, returns false or outlives
@@ -28,16 +38,13 @@ export async function retry<T>(
   attempt: (attempt: Attempt) => Promise<T | false> | T | false,
   options: RetryOptions = {},
 ): Promise<T> {
-  const timeoutMs = options.timeoutMs ?? 60_000;
-  const attemptTimeoutMs = options.attemptTimeoutMs ?? timeoutMs;
-  const intervalMs = options.intervalMs ?? 500;
-  for (const [name, value] of Object.entries({ timeoutMs, attemptTimeoutMs, intervalMs })) {
-    if (!Number.isInteger(value) || value < 0 || value > 2 ** 31 - 1)
-      throw new ConfigError(`retry: ${name}: must be a whole number of milliseconds (got ${value})`);
-  }
+  const checked = parseInput(retryOptions, options, 'retry: options');
+  const timeoutMs = checked.timeoutMs ?? 60_000;
+  const attemptTimeoutMs = checked.attemptTimeoutMs ?? timeoutMs;
+  const intervalMs = checked.intervalMs ?? 500;
   if (attemptTimeoutMs > timeoutMs)
     throw new ConfigError(
-      `retry: attemptTimeoutMs (${attemptTimeoutMs}) must not be larger than timeoutMs (${timeoutMs})`,
+      `retry: options: attemptTimeoutMs (${attemptTimeoutMs}) must not be larger than timeoutMs (default ${timeoutMs})`,
     );
   const deadline = performance.now() + timeoutMs;
   let lastFailure = 'no attempt finished';

@@ -65,6 +65,26 @@ export const wholeNumber = (min: number, max: number) =>
 /** A timeout in milliseconds: a whole number from 1 to the longest a timer can wait. */
 export const timeoutMs = wholeNumber(1, MAX_TIMER_MS);
 
+/** The bounds every wait takes: the whole wait, and each attempt within it. */
+export const waitFields = { timeoutMs: timeoutMs.optional(), attemptTimeoutMs: timeoutMs.optional() };
+
+/** The one check of a wait's options: each bound valid, and no attempt longer than the wait. */
+export function waitOptionsOf<S extends z.ZodRawShape>(
+  shape: S,
+  error = 'must be an options object like { timeoutMs, attemptTimeoutMs }',
+) {
+  return z
+    .object({ ...waitFields, ...shape }, { error })
+    .strict()
+    .refine(
+      (options) => {
+        const { timeoutMs, attemptTimeoutMs } = options as { timeoutMs?: number; attemptTimeoutMs?: number };
+        return attemptTimeoutMs === undefined || timeoutMs === undefined || attemptTimeoutMs <= timeoutMs;
+      },
+      { error: 'attemptTimeoutMs must not be larger than timeoutMs', path: ['attemptTimeoutMs'] },
+    );
+}
+
 export const MACHINE_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 export const machineName = z
   .string({ error: 'must be a string' })

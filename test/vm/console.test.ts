@@ -227,7 +227,7 @@ describe('any OS over its serial console', { skip: lacks('consoleInput') }, () =
       image: { kernel: tiny.kernel, initrd: tiny.initrd, append: tiny.cmdline },
       readyWhen: 'vmkit: tiny image up',
     });
-    await assert.rejects(machine.console.expect('x', { timeoutMs: 0 }), /timeoutMs must be a whole number/);
+    await assert.rejects(machine.console.expect('x', { timeoutMs: 0 }), /timeoutMs: must be a whole number/);
     assert.throws(() => machine.console.sendKey('hyper-q'), /unknown key "hyper-q"/);
     machine.console.sendLine('echo screen-text-here');
     await assert.rejects(machine.console.expect(/never printed/, { timeoutMs: 1500 }), (error: Error) => {

@@ -115,7 +115,7 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
       return true;
     });
     assert.ok(performance.now() - t0 < 30_000, 'fails long before the timeout');
-    await vm.waitForUnit('broken.service', { state: 'failed' });
+    await vm.waitForUnit('broken.service', { state: 'failed', timeoutMs: 30_000, attemptTimeoutMs: 5_000 });
     // A unit that nothing will start is reported at once too.
     await assert.rejects(vm.waitForUnit('never-started.service'), /inactive and no job is queued/);
   });

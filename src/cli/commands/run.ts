@@ -8,6 +8,7 @@ import { waitForDebugging } from '../../driver/debug.js';
 import { interactiveDefinition } from '../../driver/interactive.js';
 import { RunRecorder } from '../../driver/recorder.js';
 import { asTestDefinition, runTest } from '../../driver/runner.js';
+import { registerScriptLoader } from '../../driver/script-loader.js';
 import { ConfigError, VmmStartError } from '../../errors.js';
 import type { Machine } from '../../machine/machine.js';
 import { Runtime } from '../../runtime/runtime.js';
@@ -45,11 +46,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   }
   let loaded: { default?: unknown };
   try {
-    // Registered for the whole process rather than namespaced (tsImport): the script's `vmkit`
-    // must be the very modules running it, or `error instanceof TimeoutError` is false in it.
-    const [esm, cjs] = await Promise.all([import('tsx/esm/api'), import('tsx/cjs/api')]);
-    esm.register();
-    cjs.register(); // a script outside an ESM package loads as CommonJS
+    await registerScriptLoader();
     loaded = (await import(pathToFileURL(path).href)) as { default?: unknown };
   } catch (error) {
     throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
