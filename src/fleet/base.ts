@@ -13,6 +13,7 @@ import { audit } from './audit.js';
 import { baseRuns } from './delta.js';
 import { chownTree, vmmUid } from './jail.js';
 import type { Instance, Pool, Tenant } from './model.js';
+import { ensureRecordsDir } from './records.js';
 import { secretsDiskPath, writeSecretsDisk } from './secrets-disk.js';
 import { stepTimer } from './steps.js';
 import {
@@ -22,6 +23,7 @@ import {
   launchVm,
   liveRamPath,
   networkDir,
+  removeVmFiles,
   rootDiskPath,
   runInGuest,
   stopVm,
@@ -96,11 +98,11 @@ export async function ensureBase(ctx: VmContext, pool: Pool, tenant: Tenant): Pr
 export async function removeBaseLeftovers(fleetDir: string): Promise<void> {
   const root = join(fleetDir, 'base');
   for (const name of existsSync(root) ? readdirSync(root) : []) {
-    if (!name.startsWith(BUILDING)) continue;
+    if (!name.startsWith(BUILDING) || name.endsWith('.records')) continue;
     const pid = Number(name.slice(BUILDING.length).split('-')[0]);
     if (pid !== process.pid && processRunsSync(pid)) continue;
     await killVm(join(root, name));
-    rmSync(join(root, name), { recursive: true, force: true });
+    removeVmFiles(join(root, name));
   }
 }
 
@@ -143,10 +145,13 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       await vm.qmp.execute('stop');
       await migrateOut(vm.qmp, join(dir, 'state'), { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS, what });
     });
-    const ram = await sparseDigest(liveRamPath(dir), join(dir, 'ram'));
-    await baseRuns(join(dir, 'ram')); // found once here, so that no start or wake scans the base
+    // Written beside the folder while its VMM (the tenant's uid) runs on, moved in once it ended.
+    const records = ensureRecordsDir(dir);
+    const ram = await sparseDigest(liveRamPath(dir), join(records, 'ram'));
+    await baseRuns(join(records, 'ram')); // found once here, so that no start or wake scans the base
     timer.step('saved');
     await stopVm(dir, layout.name);
+    for (const name of ['ram', 'ram.runs']) renameSync(join(records, name), join(dir, name));
     rmSync(dataDiskPath(dir), { force: true });
     rmSync(secretsDiskPath(dir), { force: true });
     const final = baseDir(ctx.fleetDir, pool, pool.revision);
@@ -162,7 +167,8 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       createdAt: new Date().toISOString(),
       steps: timer.summary(),
     };
-    writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2));
+    rmSync(join(dir, 'base.json'), { force: true }); // the VMM's uid may have left a link there
+    writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2), { flag: 'wx' });
     for (const name of readdirSync(dir)) {
       if (!['base.json', 'ram', 'ram.runs', 'state', 'root.qcow2'].includes(name))
         rmSync(join(dir, name), { recursive: true, force: true });
@@ -180,10 +186,8 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     }
     return base;
   } finally {
-    if (existsSync(dir)) {
-      await killVm(dir);
-      rmSync(dir, { recursive: true, force: true });
-    }
+    if (existsSync(dir)) await killVm(dir);
+    removeVmFiles(dir); // the folder if it is still there, and its records in any case
   }
 }
 

@@ -1,5 +1,5 @@
 import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, normalize } from 'node:path';
 
 /**
  * Resource limits for one VMM with cgroups: memory, CPU and pids. cgroup v2 (one unified
@@ -100,6 +100,52 @@ export function applyLimits(name: string, pid: number, limits: Limits): Placemen
     place(join(ROOT, controller, own, name), v1Files(controller, limits), controller);
   }
   return placement;
+}
+
+/**
+ * The groups of `groups` that are a VMM group vmkit could have made for `name`: a folder named
+ * `name` under the cgroup file system, reached by no `..`. A record of groups is vmkit's own,
+ * but rmdir and kill as root go only where vmkit's own naming allows, whatever a record says.
+ */
+export function trustedGroups(groups: unknown[], name: string, log?: (line: string) => void): string[] {
+  const trusted: string[] = [];
+  for (const group of groups) {
+    const ok =
+      typeof group === 'string' &&
+      normalize(group) === group &&
+      group.startsWith(`${ROOT}/`) &&
+      !group.split('/').includes('..') &&
+      basename(group) === name;
+    if (ok) trusted.push(group);
+    else log?.(`cgroup ${JSON.stringify(group)} refused: not a group vmkit names ${name}`);
+  }
+  return trusted;
+}
+
+/**
+ * SIGKILLs every process left in the groups: what the VMM forked before it ended. Nothing can
+ * have joined them but the VMM's own descendants (moving a process into a group takes write
+ * access to its root-owned `cgroup.procs`), so these are the VMM's, with no record needed.
+ */
+export async function endGroupProcesses(groups: string[], timeoutMs = 3000): Promise<void> {
+  const members = (group: string) => {
+    try {
+      return readFileSync(join(group, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pids = [...new Set(groups.flatMap(members))].filter((pid) => pid > 1 && pid !== process.pid);
+    if (pids.length === 0 || Date.now() > deadline) return;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /**

@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import {
   existsSync,
   lchownSync,
+  lstatSync,
   mkdirSync,
   readFileSync,
   renameSync,
   rmSync,
-  statSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -24,21 +24,25 @@ import { type DeltaInfo, deltaInfo, fillRam, reserveRam, writeDelta } from './de
 import { vmmUid } from './jail.js';
 import { writeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
+import { ensureRecordsDir } from './records.js';
 import { writeSecretsDisk } from './secrets-disk.js';
 import { type StepTimer, stepTimer } from './steps.js';
 import {
   dataDiskPath,
   guestImage,
+  hasSleepState,
   instanceDir,
   instanceLayout,
   killVm,
   launchVm,
   liveRamPath,
   networkDir,
+  removeSleepState,
   rootDiskPath,
   runInGuest,
   type Started,
   settleVm,
+  sleepRecordsDir,
   sleepStatePath,
   stopVm,
   type VmContext,
@@ -47,11 +51,13 @@ import {
 } from './vm.js';
 
 /**
- * Start from the pool's base snapshot; sleep and wake as deltas of it. A sleep state is a folder `sleep/`:
- * `state` (device state only: RAM travels apart, x-ignore-shared), `ram.delta` (the guest pages
- * that differ from the base's RAM, see delta.ts) and `base.json` (which base). The data disk,
- * the instance's own overlay, stays where it is. `state` is written last, so its presence
- * means the sleep state is whole.
+ * Start from the pool's base snapshot; sleep and wake as deltas of it. A sleep state is
+ * `sleep/state` in the instance folder (device state only: RAM travels apart, x-ignore-shared;
+ * written by the VMM, and read only by the next VMM) plus vmkit's part in the records folder,
+ * `sleep/ram.delta` (the guest pages that differ from the base's RAM, see delta.ts: vmkit writes
+ * and applies it as root, so the VMM must not be able to touch it) and `sleep/base.json` (which
+ * base). The data disk, the instance's own overlay, stays where it is. `base.json` is written
+ * last, so its presence means the sleep state is whole (hasSleepState).
  */
 
 /** Written by wake inside the guest: when it last woke from sleep. */
@@ -64,8 +70,8 @@ const SAVE_TIMEOUT_MS = 300_000;
  */
 const RESTORED_AGENT_READS = 0;
 
-const deltaPath = (dir: string) => join(dir, 'sleep', 'ram.delta');
-const sleepBasePath = (dir: string) => join(dir, 'sleep', 'base.json');
+const deltaPath = (dir: string) => join(sleepRecordsDir(dir), 'ram.delta');
+const sleepBasePath = (dir: string) => join(sleepRecordsDir(dir), 'base.json');
 
 /** Writes the instance's secrets disk afresh (its tenant's secrets now); the names are audited. */
 function provideSecrets(ctx: VmContext, instance: Instance, tenant: Tenant): void {
@@ -133,11 +139,11 @@ function instanceBase(fleetDir: string, instance: Instance, pool: Pool): BaseSna
 export function sleepStateInfo(
   dir: string,
 ): (DeltaInfo & { deviceStateBytes: number; dataDiskBytes: number }) | undefined {
-  if (!existsSync(sleepStatePath(dir))) return undefined;
-  const disk = existsSync(dataDiskPath(dir)) ? statSync(dataDiskPath(dir)).blocks * 512 : 0;
+  if (!hasSleepState(dir)) return undefined;
+  const disk = existsSync(dataDiskPath(dir)) ? lstatSync(dataDiskPath(dir)).blocks * 512 : 0;
   return {
     ...deltaInfo(deltaPath(dir)),
-    deviceStateBytes: statSync(sleepStatePath(dir)).size,
+    deviceStateBytes: lstatSync(sleepStatePath(dir)).size,
     dataDiskBytes: disk,
   };
 }
@@ -205,7 +211,10 @@ export async function sleepVm(
   const dir = instanceDir(ctx.fleetDir, instance.seq);
   const base = instanceBase(ctx.fleetDir, instance, pool);
   const state = sleepStatePath(dir);
-  rmSync(join(dir, 'sleep'), { recursive: true, force: true });
+  // vmkit's part first: without its marker no half-written state counts. The VMM's folder runs
+  // on meanwhile, so nothing in it is removed: its `sleep/` is made (or kept) for the VMM to write.
+  removeSleepState(dir, false);
+  mkdirSync(join(ensureRecordsDir(dir), 'sleep'), { mode: 0o700 });
   mkdirSync(join(dir, 'sleep'), { recursive: true });
   const uid = vmmUid(ctx.fleetDir, instance.tenant);
   if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
@@ -219,7 +228,7 @@ export async function sleepVm(
     const agent = await vm.agent();
     await agent.run('sync; echo 3 > /proc/sys/vm/drop_caches', 30_000);
     await vm.qmp.execute('stop');
-    await migrateOut(vm.qmp, `${state}.part`, {
+    await migrateOut(vm.qmp, state, {
       ignoreShared: true,
       timeoutMs: SAVE_TIMEOUT_MS,
       what: `sleep of ${instance.path}`,
@@ -228,9 +237,9 @@ export async function sleepVm(
   timer.step('device state saved');
   const delta = await writeDelta(liveRamPath(dir), base.ram, deltaPath(dir));
   timer.step(`RAM delta written (${delta.pages} pages)`);
-  writeFileSync(sleepBasePath(dir), JSON.stringify({ id: base.id, revision: base.revision }));
-  renameSync(`${state}.part`, state);
-  await stopVm(dir, instance.path);
+  writeFileSync(`${sleepBasePath(dir)}.part`, JSON.stringify({ id: base.id, revision: base.revision }));
+  renameSync(`${sleepBasePath(dir)}.part`, sleepBasePath(dir));
+  await stopVm(dir, instance.path, ctx.log);
   timer.step('VMM ended');
   return { delta, steps: timer.summary() };
 }
@@ -248,7 +257,7 @@ export async function wakeVm(
   const layout = instanceLayout(ctx, instance, tenant);
   const { dir } = layout;
   const state = sleepStatePath(dir);
-  if (!existsSync(state)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
+  if (!hasSleepState(dir)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
   const base = instanceBase(ctx.fleetDir, instance, pool);
   const slept = JSON.parse(readFileSync(sleepBasePath(dir), 'utf8')) as { id: string };
   if (slept.id !== base.id) {

@@ -77,9 +77,47 @@ function commandLine(pid: number): string[] {
   }
 }
 
+/**
+ * Why the recorded process is not (or no longer) the one recorded, or undefined when it is: the
+ * same pid, the same start time (so not a later process that reuses the pid), alive, and its
+ * command line naming the marker. A record with no start time or no marker never matches: it
+ * would otherwise name any process.
+ */
+export function recordMismatch(record: DetachedRecord | undefined): string | undefined {
+  if (!record) return 'no record';
+  if (!Number.isInteger(record.pid) || record.pid <= 1)
+    return `pid ${String(record.pid)} is not a process vmkit started`;
+  if (!record.startTicks || !record.marker)
+    return `the record of pid ${record.pid} lacks a start time or a marker`;
+  const ticks = processStartTicks(record.pid);
+  if (ticks === undefined) return `pid ${record.pid} is gone`;
+  if (ticks !== record.startTicks) {
+    return `pid ${record.pid} started at tick ${ticks}, not at the recorded ${record.startTicks}: another process`;
+  }
+  if (zombie(record.pid)) return `pid ${record.pid} has exited`;
+  if (!commandLine(record.pid).some((arg) => arg.includes(record.marker))) {
+    return `the command line of pid ${record.pid} does not name ${record.marker}`;
+  }
+  return undefined;
+}
+
 /** Whether the recorded process still runs: same pid, same start time, marker on its command line. */
 export function isRunning(record: DetachedRecord | undefined): record is DetachedRecord {
-  return isAlive(record) && commandLine(record.pid).some((arg) => arg.includes(record.marker));
+  return recordMismatch(record) === undefined;
+}
+
+/** Whether a record names a live process that is not the recorded one: a refusal worth logging. */
+export function isImpostor(record: DetachedRecord | undefined): boolean {
+  const reason = recordMismatch(record);
+  return reason !== undefined && !/ is gone$| has exited$|^no record$/.test(reason);
+}
+
+function zombie(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] === 'Z';
+  } catch {
+    return true;
+  }
 }
 
 /**
@@ -87,16 +125,10 @@ export function isRunning(record: DetachedRecord | undefined): record is Detache
  * its command line: it reads empty for a moment while the process execs its next program.
  */
 export function isAlive(record: DetachedRecord | undefined): record is DetachedRecord {
-  if (!record) return false;
+  if (!record?.startTicks) return false;
   const ticks = processStartTicks(record.pid);
-  if (ticks === undefined || (record.startTicks && ticks !== record.startTicks)) return false;
-  let state: string | undefined;
-  try {
-    state = readFileSync(`/proc/${record.pid}/stat`, 'utf8').split(') ')[1]?.[0];
-  } catch {
-    return false;
-  }
-  return state !== 'Z'; // a zombie exited, not yet reaped by its parent
+  if (ticks === undefined || ticks !== record.startTicks) return false;
+  return !zombie(record.pid); // a zombie exited, not yet reaped by its parent
 }
 
 /**
@@ -138,10 +170,17 @@ export async function waitForExit(record: DetachedRecord, timeoutMs: number): Pr
 /**
  * Ends the recorded process if it is still the one recorded: SIGTERM, then SIGKILL after
  * `graceMs`. Resolves once it is gone; a process that is not (or no longer) the recorded one is
- * never signalled.
+ * never signalled, and `onRefused` hears why when the pid names a live process all the same.
  */
-export async function stopDetached(record: DetachedRecord | undefined, graceMs = 3000): Promise<void> {
-  if (!isRunning(record)) return;
+export async function stopDetached(
+  record: DetachedRecord | undefined,
+  graceMs = 3000,
+  onRefused?: (reason: string) => void,
+): Promise<void> {
+  if (!isRunning(record)) {
+    if (record && isImpostor(record)) onRefused?.(`not signalled: ${recordMismatch(record)}`);
+    return;
+  }
   const signal = (name: NodeJS.Signals) => {
     try {
       if (isRunning(record)) process.kill(record.pid, name);
