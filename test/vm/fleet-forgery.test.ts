@@ -49,7 +49,9 @@ describe('a tenant uid forging what root acts on', {
       { ...(input === undefined ? {} : { input }), timeoutMs: 10_000 },
     );
   const forge = async (name: string, value: unknown) => {
-    const done = await asTenant(`cat > ${join(folder, name)}`, JSON.stringify(value));
+    // Root's file in the tenant's folder: the tenant cannot write it, but can replace it.
+    const file = join(folder, name);
+    const done = await asTenant(`cat > ${file}.new && mv -f ${file}.new ${file}`, JSON.stringify(value));
     assert.equal(done.code, 0, `the tenant could not write ${name}: ${done.stderr}`);
   };
   const assertVictimsUntouched = () => {
