@@ -56,3 +56,30 @@ export function removeSleepState(dir: string, vmmGone: boolean): void {
   rmSync(sleepRecordsDir(dir), { recursive: true, force: true });
   if (vmmGone) rmSync(join(dir, 'sleep'), { recursive: true, force: true });
 }
+
+/**
+ * A sleep state of an older vmkit kept all of it in the VMM's folder (`sleep/ram.delta` and
+ * `sleep/base.json` written by root, `sleep/state` renamed last). With the VMM ended (nothing
+ * of the tenant's uid runs to swap a name meanwhile), vmkit's
+ * two files are moved into the records and kept only if they are still root's plain files (a
+ * link or another file the VMM's uid put there is removed), so that such an instance still wakes.
+ */
+export function adoptOldSleepState(dir: string): void {
+  const old = join(dir, 'sleep');
+  if (existsSync(join(sleepRecordsDir(dir), 'base.json')) || !existsSync(join(old, 'base.json'))) return;
+  // Not through a link: it could name another instance's records, whose delta would then wake here.
+  if (!lstatSync(old).isDirectory()) return;
+  const records = join(ensureRecordsDir(dir), 'sleep');
+  mkdirSync(records, { recursive: true, mode: 0o700 });
+  for (const name of ['ram.delta', 'base.json']) {
+    const moved = join(records, name);
+    try {
+      renameSync(join(old, name), moved);
+    } catch {
+      continue;
+    }
+    const info = lstatSync(moved);
+    if (!info.isFile() || info.uid !== process.getuid?.() || info.nlink !== 1) rmSync(moved, { force: true });
+  }
+  if (!existsSync(join(records, 'ram.delta'))) rmSync(join(records, 'base.json'), { force: true });
+}

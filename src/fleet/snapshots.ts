@@ -24,7 +24,7 @@ import { type DeltaInfo, deltaInfo, fillRam, reserveRam, writeDelta } from './de
 import { vmmUid } from './jail.js';
 import { writeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
-import { ensureRecordsDir } from './records.js';
+import { adoptOldSleepState, ensureRecordsDir } from './records.js';
 import { writeSecretsDisk } from './secrets-disk.js';
 import { type StepTimer, stepTimer } from './steps.js';
 import {
@@ -257,6 +257,7 @@ export async function wakeVm(
   const layout = instanceLayout(ctx, instance, tenant);
   const { dir } = layout;
   const state = sleepStatePath(dir);
+  adoptOldSleepState(dir);
   if (!hasSleepState(dir)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
   const base = instanceBase(ctx.fleetDir, instance, pool);
   const slept = JSON.parse(readFileSync(sleepBasePath(dir), 'utf8')) as { id: string };

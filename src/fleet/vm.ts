@@ -95,7 +95,8 @@ export async function prepareVm(fleetDir: string, instance: Instance, pool: Pool
 export function vmProcesses(dir: string): DetachedRecord[] {
   const recorded = readRecord(vmmFiles(dir).record);
   if (isRunning(recorded)) return [recorded];
-  return processesNaming(join(dir, SOCKETS.qmp));
+  // QEMU's own QMP argument (and its jail wrapper's copy of it), not any process naming the path.
+  return processesNaming(`id=qmp,path=${join(dir, SOCKETS.qmp)},`);
 }
 
 /** A VMM brought up, and what could not be applied to it. */

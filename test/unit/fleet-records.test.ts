@@ -21,7 +21,13 @@ import { trustedGroups } from '../../src/fleet/cgroups.js';
 import { METADATA_SPOOL, writeMetadataDocument } from '../../src/fleet/metadata.js';
 import { foldMetadataReads } from '../../src/fleet/metadata-reads.js';
 import type { Instance, Pool, Tenant } from '../../src/fleet/model.js';
-import { ensureRecordsDir, recordsDir } from '../../src/fleet/records.js';
+import {
+  adoptOldSleepState,
+  ensureRecordsDir,
+  hasSleepState,
+  recordsDir,
+  sleepRecordsDir,
+} from '../../src/fleet/records.js';
 import { secretsDiskPath, writeSecretsDisk } from '../../src/fleet/secrets-disk.js';
 import { readPlainFile, writeFreshFile } from '../../src/util/files.js';
 
@@ -108,5 +114,32 @@ describe('what root reads and writes in a VMM folder', () => {
     const other = join(dir, 'vm', '2');
     symlinkSync(folder, `${other}.records`);
     assert.throws(() => ensureRecordsDir(other), /refusing to keep records/);
+  });
+
+  it("adopts an older vmkit's sleep state, never through a link or a file root did not write", () => {
+    const older = join(dir, 'vm', '3');
+    mkdirSync(join(older, 'sleep'), { recursive: true });
+    for (const name of ['state', 'ram.delta', 'base.json']) writeFileSync(join(older, 'sleep', name), name);
+    adoptOldSleepState(older);
+    assert.ok(hasSleepState(older));
+    assert.equal(readFileSync(join(sleepRecordsDir(older), 'ram.delta'), 'utf8'), 'ram.delta');
+    // A link at `sleep` could name another instance's records: its delta would wake here.
+    const linked = join(dir, 'vm', '4');
+    mkdirSync(linked);
+    mkdirSync(join(dir, 'elsewhere'));
+    for (const name of ['state', 'ram.delta', 'base.json']) writeFileSync(join(dir, 'elsewhere', name), name);
+    symlinkSync(join(dir, 'elsewhere'), join(linked, 'sleep'));
+    adoptOldSleepState(linked);
+    assert.ok(!hasSleepState(linked));
+    assert.ok(existsSync(join(dir, 'elsewhere', 'ram.delta')), 'moved out of the folder a link named');
+    // A delta that is a link the VMM's uid put there is dropped, and with it the state.
+    const forged = join(dir, 'vm', '5');
+    mkdirSync(join(forged, 'sleep'), { recursive: true });
+    writeFileSync(join(forged, 'sleep', 'state'), 'state');
+    writeFileSync(join(forged, 'sleep', 'base.json'), '{}');
+    symlinkSync(secret, join(forged, 'sleep', 'ram.delta'));
+    adoptOldSleepState(forged);
+    assert.ok(!hasSleepState(forged));
+    assert.equal(readFileSync(secret, 'utf8'), 'root only\n');
   });
 });
