@@ -102,6 +102,19 @@ export function applyLimits(name: string, pid: number, limits: Limits): Placemen
   return placement;
 }
 
+/** Where applyLimits puts a group named `name` from this process (existing or not). */
+export function groupPaths(name: string): string[] {
+  try {
+    if (isV2()) return [join(ROOT, ownGroup('') ?? '/', name)];
+    return CONTROLLERS.flatMap((controller) => {
+      const own = ownGroup(controller);
+      return own === undefined ? [] : [join(ROOT, controller, own, name)];
+    });
+  } catch {
+    return [];
+  }
+}
+
 /**
  * The groups of `groups` that are a VMM group vmkit could have made for `name`: a folder named
  * `name` under the cgroup file system, reached by no `..`. A record of groups is vmkit's own,

@@ -27,7 +27,14 @@ import {
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { readPlainFile } from '../util/files.js';
 import { createQcow2 } from '../util/qcow2.js';
-import { applyLimits, endGroupProcesses, type Placement, removeGroups, trustedGroups } from './cgroups.js';
+import {
+  applyLimits,
+  endGroupProcesses,
+  groupPaths,
+  type Placement,
+  removeGroups,
+  trustedGroups,
+} from './cgroups.js';
 import { jailed, jailUnavailable, jailWarning, prepareJail, vmmUid } from './jail.js';
 import { removeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
@@ -152,10 +159,12 @@ export async function killVm(dir: string, log: (line: string) => void = logRefus
     await stopDetached(recorded, 0, (reason) => log(`VMM of ${dir}: ${reason}`));
   }
   rmSync(recordPath, { force: true });
+  // Where this process would put them too: a VMM of an older layout, or one whose record was lost.
   const placed = vmGroups(dir)?.groups;
-  const groups = trustedGroups(Array.isArray(placed) ? placed : [], groupName(dir), (line) =>
+  const recordedGroups = trustedGroups(Array.isArray(placed) ? placed : [], groupName(dir), (line) =>
     log(`VMM of ${dir}: ${line}`),
   );
+  const groups = [...new Set([...recordedGroups, ...groupPaths(groupName(dir))])];
   await endGroupProcesses(groups);
   const busy = await removeGroups(groups);
   if (busy.length === 0) rmSync(placementPath(dir), { force: true });

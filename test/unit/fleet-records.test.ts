@@ -17,7 +17,7 @@ import {
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
-import { trustedGroups } from '../../src/fleet/cgroups.js';
+import { groupPaths, trustedGroups } from '../../src/fleet/cgroups.js';
 import { METADATA_SPOOL, writeMetadataDocument } from '../../src/fleet/metadata.js';
 import { foldMetadataReads } from '../../src/fleet/metadata-reads.js';
 import type { Instance, Pool, Tenant } from '../../src/fleet/model.js';
@@ -60,6 +60,10 @@ describe('what root reads and writes in a VMM folder', () => {
     );
     assert.deepEqual(groups, [`/sys/fs/cgroup/memory/user.slice/${name}`, `/sys/fs/cgroup/${name}`]);
     assert.equal(refused.length, 6);
+    // The paths vmkit computes itself pass the same check.
+    const computed = groupPaths(name);
+    assert.ok(computed.length > 0, 'no cgroup hierarchy found');
+    assert.deepEqual(trustedGroups(computed, name), computed);
   });
 
   it('writes a fresh file in place of a link, never through it', () => {
