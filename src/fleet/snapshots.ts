@@ -168,8 +168,11 @@ export async function bootVm(
   const timer = stepTimer(ctx.log, `start of ${instance.path}`);
   provideSecrets(ctx, instance, tenant);
   if (image.disk) {
-    rmSync(rootDiskPath(layout.dir), { force: true });
-    await createQcow2(rootDiskPath(layout.dir), { base: rootDiskPath(base.dir) });
+    // Made in the records, then renamed in: qemu-img would write through a link left in the folder.
+    const made = join(ensureRecordsDir(layout.dir), 'root.qcow2');
+    rmSync(made, { force: true });
+    await createQcow2(made, { base: rootDiskPath(base.dir) });
+    renameSync(made, rootDiskPath(layout.dir));
   }
   const record = await launchOnRam(ctx, { layout, instance, pool, tenant }, image, base, timer);
   try {
