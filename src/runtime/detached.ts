@@ -81,35 +81,35 @@ function commandLine(pid: number): string[] {
  * Why the recorded process is not (or no longer) the one recorded, or undefined when it is: the
  * same pid, the same start time (so not a later process that reuses the pid), alive, and its
  * command line naming the marker. A record with no start time or no marker never matches: it
- * would otherwise name any process.
+ * would otherwise name any process. `ended` tells a process that is simply gone from a pid that
+ * names some other live process (a refusal worth logging).
  */
-export function recordMismatch(record: DetachedRecord | undefined): string | undefined {
-  if (!record) return 'no record';
+function checkRecord(record: DetachedRecord | undefined): { reason: string; ended: boolean } | undefined {
+  const refused = (reason: string) => ({ reason, ended: false });
+  if (!record) return { reason: 'no record', ended: true };
   if (!Number.isInteger(record.pid) || record.pid <= 1)
-    return `pid ${String(record.pid)} is not a process vmkit started`;
+    return refused(`pid ${String(record.pid)} is not a process vmkit started`);
   if (!record.startTicks || !record.marker)
-    return `the record of pid ${record.pid} lacks a start time or a marker`;
+    return refused(`the record of pid ${record.pid} lacks a start time or a marker`);
   const ticks = processStartTicks(record.pid);
-  if (ticks === undefined) return `pid ${record.pid} is gone`;
+  if (ticks === undefined) return { reason: `pid ${record.pid} is gone`, ended: true };
   if (ticks !== record.startTicks) {
-    return `pid ${record.pid} started at tick ${ticks}, not at the recorded ${record.startTicks}: another process`;
+    return refused(
+      `pid ${record.pid} started at tick ${ticks}, not at the recorded ${record.startTicks}: another process`,
+    );
   }
-  if (zombie(record.pid)) return `pid ${record.pid} has exited`;
+  if (zombie(record.pid)) return { reason: `pid ${record.pid} has exited`, ended: true };
   if (!commandLine(record.pid).some((arg) => arg.includes(record.marker))) {
-    return `the command line of pid ${record.pid} does not name ${record.marker}`;
+    return refused(`the command line of pid ${record.pid} does not name ${record.marker}`);
   }
   return undefined;
 }
 
+export const recordMismatch = (record: DetachedRecord | undefined) => checkRecord(record)?.reason;
+
 /** Whether the recorded process still runs: same pid, same start time, marker on its command line. */
 export function isRunning(record: DetachedRecord | undefined): record is DetachedRecord {
-  return recordMismatch(record) === undefined;
-}
-
-/** Whether a record names a live process that is not the recorded one: a refusal worth logging. */
-export function isImpostor(record: DetachedRecord | undefined): boolean {
-  const reason = recordMismatch(record);
-  return reason !== undefined && !/ is gone$| has exited$|^no record$/.test(reason);
+  return checkRecord(record) === undefined;
 }
 
 function zombie(pid: number): boolean {
@@ -177,8 +177,9 @@ export async function stopDetached(
   graceMs = 3000,
   onRefused?: (reason: string) => void,
 ): Promise<void> {
-  if (!isRunning(record)) {
-    if (record && isImpostor(record)) onRefused?.(`not signalled: ${recordMismatch(record)}`);
+  const mismatch = checkRecord(record);
+  if (mismatch || !record) {
+    if (mismatch && !mismatch.ended) onRefused?.(`not signalled: ${mismatch.reason}`);
     return;
   }
   const signal = (name: NodeJS.Signals) => {
