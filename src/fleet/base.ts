@@ -14,6 +14,7 @@ import { audit } from './audit.js';
 import { baseRuns } from './delta.js';
 import { chownTree, shareWithTenant, vmmUid } from './jail.js';
 import type { Instance, Pool, Tenant } from './model.js';
+import { ensureRecordsDir } from './records.js';
 import { secretsDiskPath, writeSecretsDisk } from './secrets-disk.js';
 import { stepTimer } from './steps.js';
 import {
@@ -23,6 +24,7 @@ import {
   launchVm,
   liveRamPath,
   networkDir,
+  removeVmFiles,
   rootDiskPath,
   runInGuest,
   stopVm,
@@ -97,11 +99,11 @@ export async function ensureBase(ctx: VmContext, pool: Pool, tenant: Tenant): Pr
 export async function removeBaseLeftovers(fleetDir: string): Promise<void> {
   const root = join(fleetDir, 'base');
   for (const name of existsSync(root) ? readdirSync(root) : []) {
-    if (!name.startsWith(BUILDING)) continue;
+    if (!name.startsWith(BUILDING) || name.endsWith('.records')) continue;
     const pid = Number(name.slice(BUILDING.length).split('-')[0]);
     if (pid !== process.pid && processRunsSync(pid)) continue;
     await killVm(join(root, name));
-    rmSync(join(root, name), { recursive: true, force: true });
+    removeVmFiles(join(root, name));
   }
 }
 
@@ -145,10 +147,13 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       await vm.qmp.execute('stop');
       await migrateOut(vm.qmp, join(dir, 'state'), { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS, what });
     });
-    const ram = await sparseDigest(liveRamPath(dir), join(dir, 'ram'));
-    await baseRuns(join(dir, 'ram')); // found once here, so that no start or wake scans the base
+    // Written beside the folder while its VMM (the tenant's uid) runs on, moved in once it ended.
+    const records = ensureRecordsDir(dir);
+    const ram = await sparseDigest(liveRamPath(dir), join(records, 'ram'));
+    await baseRuns(join(records, 'ram')); // found once here, so that no start or wake scans the base
     timer.step('saved');
     await stopVm(dir, layout.name);
+    for (const name of ['ram', 'ram.runs']) renameSync(join(records, name), join(dir, name));
     rmSync(dataDiskPath(dir), { force: true });
     rmSync(secretsDiskPath(dir), { force: true });
     const final = baseDir(ctx.fleetDir, pool, pool.revision);
@@ -164,7 +169,8 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       createdAt: new Date().toISOString(),
       steps: timer.summary(),
     };
-    writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2), { mode: PRIVATE_FILE });
+    rmSync(join(dir, 'base.json'), { force: true }); // the VMM's uid may have left a link there
+    writeFileSync(join(dir, 'base.json'), JSON.stringify(base, null, 2), { flag: 'wx', mode: PRIVATE_FILE });
     for (const name of readdirSync(dir)) {
       if (!['base.json', 'ram', 'ram.runs', 'state', 'root.qcow2'].includes(name))
         rmSync(join(dir, name), { recursive: true, force: true });
@@ -184,10 +190,8 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     }
     return base;
   } finally {
-    if (existsSync(dir)) {
-      await killVm(dir);
-      rmSync(dir, { recursive: true, force: true });
-    }
+    if (existsSync(dir)) await killVm(dir);
+    removeVmFiles(dir); // the folder if it is still there, and its records in any case
   }
 }
 

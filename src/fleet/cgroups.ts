@@ -7,7 +7,7 @@ import {
   rmdirSync,
   writeFileSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join, normalize } from 'node:path';
 import {
   ancestry,
   CONTROLLERS,
@@ -194,6 +194,74 @@ function prepareV1(name: string, limits: Limits, host: CgroupHost): Placement {
     }
   }
   return placement;
+}
+
+/** Where applyLimits puts a group named `name` from this process (existing or not). */
+export function groupPaths(name: string, host: CgroupHost = HOST_CGROUPS): string[] {
+  try {
+    if (isV2(host)) {
+      const base = planV2(v2Facts(host)).base;
+      return base ? [join(host.root, base, name)] : [];
+    }
+    const own = parseProcCgroup(host.procCgroup());
+    return CONTROLLERS.flatMap((controller) => {
+      const path = own.get(controller);
+      return path === undefined ? [] : [join(host.root, controller, path, name)];
+    });
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The groups of `groups` that are a VMM group vmkit could have made for `name`: a folder named
+ * `name` under the cgroup file system, reached by no `..`. A record of groups is vmkit's own,
+ * but rmdir and kill as root go only where vmkit's own naming allows, whatever a record says.
+ */
+export function trustedGroups(
+  groups: unknown[],
+  name: string,
+  log?: (line: string) => void,
+  root = HOST_CGROUPS.root,
+): string[] {
+  const trusted: string[] = [];
+  for (const group of groups) {
+    const ok =
+      typeof group === 'string' &&
+      normalize(group) === group &&
+      group.startsWith(`${root}/`) &&
+      !group.split('/').includes('..') &&
+      basename(group) === name;
+    if (ok) trusted.push(group);
+    else log?.(`cgroup ${JSON.stringify(group)} refused: not a group vmkit names ${name}`);
+  }
+  return trusted;
+}
+
+/**
+ * SIGKILLs every process left in the groups: what the VMM forked before it ended. Nothing can
+ * have joined them but the VMM's own descendants (moving a process into a group takes write
+ * access to its root-owned `cgroup.procs`), so these are the VMM's, with no record needed.
+ */
+export async function endGroupProcesses(groups: string[], timeoutMs = 3000): Promise<void> {
+  const members = (group: string) => {
+    try {
+      return readFileSync(join(group, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pids = [...new Set(groups.flatMap(members))].filter((pid) => pid > 1 && pid !== process.pid);
+    if (pids.length === 0 || Date.now() > deadline) return;
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {}
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /**

@@ -1,5 +1,4 @@
 import { rmSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
 import { stopSwitchDaemon } from '../network/switch-daemon.js';
 import { Runtime } from '../runtime/runtime.js';
@@ -33,9 +32,9 @@ import {
   networkDir,
   pauseVm,
   prepareVm,
+  removeSleepState,
   removeVmFiles,
   resumeVm,
-  sleepStatePath,
   stopVm,
   type VmContext,
 } from './vm.js';
@@ -281,8 +280,8 @@ export class Fleet {
   stop(address: string): Promise<Instance> {
     return this.operate(address, 'stop', async (instance) => {
       const { dir } = this.vm(instance);
-      await stopVm(dir, instance.path);
-      rmSync(dirname(sleepStatePath(dir)), { recursive: true, force: true });
+      await stopVm(dir, instance.path, this.vm(instance).ctx.log);
+      removeSleepState(dir, true);
       return { outcome: { pid: null, pidTicks: null } };
     });
   }
@@ -318,7 +317,7 @@ export class Fleet {
       const { ctx, dir } = this.vm(instance);
       const tenant = this.store.tenant(pool.tenant);
       const { record, warnings, steps } = await wakeVm(ctx, instance, pool, tenant);
-      rmSync(dirname(sleepStatePath(dir)), { recursive: true, force: true });
+      removeSleepState(dir, false); // its VMM runs: only vmkit's part (the marker) goes
       pruneBases(this.dir, pool, this.store.listInstances({ tenant: pool.tenant, pool: pool.id }));
       return {
         outcome: { pid: record.pid, pidTicks: record.startTicks, warnings },
@@ -331,7 +330,7 @@ export class Fleet {
   async destroy(address: string): Promise<void> {
     await this.operate(address, 'destroy', async (instance) => {
       const { dir } = this.vm(instance);
-      await killVm(dir);
+      await killVm(dir, this.vm(instance).ctx.log);
       foldMetadataReads(this.dir, [instance]); // before its folder, and the spool in it, go
       removeVmFiles(dir);
       return {};

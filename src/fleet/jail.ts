@@ -8,6 +8,7 @@ import {
   mkdirSync,
   readdirSync,
   realpathSync,
+  rmSync,
   statSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -233,6 +234,9 @@ export function prepareJail(options: {
 }): JailSpec {
   const { uid, dir } = options;
   const root = join(dir, 'jail');
+  // The folder was the VMM's uid's (which is ended now): a link at `jail` would put the mounts elsewhere.
+  if (!lstatSync(root, { throwIfNoEntry: false })?.isDirectory())
+    rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
   chownTree(dir, uid);
   lchownSync(root, 0, 0);

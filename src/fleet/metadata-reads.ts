@@ -1,15 +1,6 @@
-import {
-  closeSync,
-  existsSync,
-  fstatSync,
-  openSync,
-  readdirSync,
-  readSync,
-  renameSync,
-  rmSync,
-  statSync,
-} from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { readPlainFile } from '../util/files.js';
 import { processRunsSync } from '../util/scratch.js';
 import { audit, readAudit } from './audit.js';
 import { METADATA_SPOOL } from './metadata.js';
@@ -40,18 +31,19 @@ export function foldMetadataReads(fleetDir: string, instances: Instance[]): numb
       const pid = Number(name.slice(METADATA_SPOOL.length + 1));
       if (pid !== process.pid && processRunsSync(pid)) continue;
       const file = join(dir, name);
-      for (const line of readSpool(file)) {
+      const { lines, bytes } = readSpool(file);
+      for (const line of lines) {
         if (line.trim() === '') continue;
         audit(fleetDir, { ...fromSpool(line), tenant: instance.tenant, target: instance.path });
         folded++;
       }
-      if (statSync(file).size > MAX_SPOOL_BYTES) {
+      if (bytes > MAX_SPOOL_BYTES) {
         audit(fleetDir, {
           tenant: instance.tenant,
           action: 'metadata.read',
           target: instance.path,
           outcome: 'failed',
-          detail: `metadata spool of ${statSync(file).size} bytes: only its first ${MAX_SPOOL_BYTES} were folded`,
+          detail: `metadata spool of over ${MAX_SPOOL_BYTES} bytes: only its first ${MAX_SPOOL_BYTES} were folded`,
         });
       }
       rmSync(file, { force: true });
@@ -63,14 +55,16 @@ export function foldMetadataReads(fleetDir: string, instances: Instance[]): numb
 /** More than any honest endpoint writes between two reads of the log: the VMM's uid wrote it. */
 const MAX_SPOOL_BYTES = 1 << 20;
 
-function readSpool(file: string): string[] {
-  const fd = openSync(file, 'r');
+/**
+ * The spool's lines, and its size. The VMM's uid names these files: one that is a link (to a
+ * file only root may read), a FIFO or a device is not read, and is reported as empty.
+ */
+function readSpool(file: string): { lines: string[]; bytes: number } {
   try {
-    const buffer = Buffer.alloc(Math.min(fstatSync(fd).size, MAX_SPOOL_BYTES));
-    const read = readSync(fd, buffer, 0, buffer.length, 0);
-    return buffer.subarray(0, read).toString('utf8').split('\n');
-  } finally {
-    closeSync(fd);
+    const data = readPlainFile(file, MAX_SPOOL_BYTES + 1);
+    return { lines: data.subarray(0, MAX_SPOOL_BYTES).toString('utf8').split('\n'), bytes: data.length };
+  } catch {
+    return { lines: [], bytes: 0 };
   }
 }
 

@@ -1,5 +1,6 @@
-import { chownSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFreshFile } from '../util/files.js';
 import type { Instance, Pool, Tenant } from './model.js';
 
 /**
@@ -49,8 +50,8 @@ export function writeMetadataDocument(
     secrets: tenant.secrets,
   };
   const partial = `${metadataDocumentPath(dir)}.part`;
-  writeFileSync(partial, JSON.stringify(document), { mode: 0o600 });
-  if (uid !== undefined) chownSync(partial, uid, uid);
+  // The folder is the VMM's: a link it left at the partial name is replaced, never written through.
+  writeFreshFile(partial, JSON.stringify(document), 0o600, uid);
   renameSync(partial, metadataDocumentPath(dir));
 }
 

@@ -18,6 +18,7 @@ import {
   stopDetached,
 } from '../runtime/detached.js';
 import { sleep } from '../util/time.js';
+import { ensureRecordsDir, recordsDir } from './records.js';
 
 /**
  * A fleet instance's NIC out (eth2): its QEMU connects to a relay of its own, started detached
@@ -32,7 +33,10 @@ export const FLEET_OUTBOUND: OutboundNet = {
   nameserver: '10.0.2.3',
 };
 
-const recordPath = (dir: string) => join(dir, 'outbound.json');
+// Root acts on these (signals the recorded pid, reads the log into errors): they live in the
+// instance's records, which the tenant's uid cannot write, not in its folder.
+const recordPath = (dir: string) => join(recordsDir(dir), 'outbound.json');
+const logPath = (dir: string) => join(recordsDir(dir), OUTBOUND_LOG);
 const READY_MS = 15_000;
 
 /** Starts the instance's relay and resolves once QEMU may connect to it. */
@@ -40,11 +44,12 @@ export async function startRelayDetached(dir: string, uid: number | undefined): 
   await stopRelay(dir);
   // Started as root where the VMM is jailed: the relay hands its socket to the tenant's uid and
   // becomes it (the instance folder's parents are root's alone, so it cannot start as that uid).
+  ensureRecordsDir(dir);
   const { program, args } = relayCommand(dir, FLEET_OUTBOUND, uid);
   const record = spawnDetached({
     program,
     args,
-    logPath: join(dir, OUTBOUND_LOG),
+    logPath: logPath(dir),
     recordPath: recordPath(dir),
     marker: join(dir, OUTBOUND_SOCKET),
   });
@@ -55,7 +60,7 @@ export async function startRelayDetached(dir: string, uid: number | undefined): 
       await stopDetached(record, 0);
       let said = '';
       try {
-        said = tail(readFileSync(join(dir, OUTBOUND_LOG), 'utf8').trim(), 1000);
+        said = tail(readFileSync(logPath(dir), 'utf8').trim(), 1000);
       } catch {}
       throw new VmmStartError(
         `outbound access: the relay for ${dir} ${late ? `was not ready within ${READY_MS} ms` : 'exited'}: ${said || '(it said nothing)'}`,

@@ -1,9 +1,16 @@
-import { existsSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type { InstanceState } from './lifecycle.js';
 import type { Instance } from './model.js';
 import { type FleetStore, intentAlive } from './store.js';
-import { instanceDir, killVm, removeVmFiles, resumeVm, sleepStatePath, vmProcesses, vmStatus } from './vm.js';
+import {
+  hasSleepState,
+  instanceDir,
+  killVm,
+  removeSleepState,
+  removeVmFiles,
+  resumeVm,
+  vmProcesses,
+  vmStatus,
+} from './vm.js';
 
 /** What repair did to one instance. */
 export interface Repair {
@@ -22,9 +29,6 @@ export function needsRepair(instance: Instance, dir: string): boolean {
   return holds !== vmProcesses(dir).length > 0;
 }
 
-const removeSleepState = (dir: string) =>
-  rmSync(dirname(sleepStatePath(dir)), { recursive: true, force: true });
-
 /**
  * Brings one instance back to a state that matches what exists: an operation cut off (its
  * process killed, or failed) is rolled back or completed from what it left on disk, and an
@@ -34,7 +38,7 @@ export async function repairInstance(store: FleetStore, instance: Instance, caus
   const dir = instanceDir(store.dir, instance.seq);
   const operation = instance.intent?.operation;
   const alive = vmProcesses(dir).length > 0;
-  const slept = existsSync(sleepStatePath(dir));
+  const slept = hasSleepState(dir);
   const done = (to: InstanceState | 'removed', reason: string, keepPid = false): Repair => {
     if (to === 'removed') store.deleteInstance(instance.seq);
     else store.finish(instance.seq, to, { reason, ...(keepPid ? {} : { pid: null, pidTicks: null }) });
@@ -50,9 +54,11 @@ export async function repairInstance(store: FleetStore, instance: Instance, caus
     }
     case 'start':
       return done(instance.intent?.from ?? 'Stopped', `${cause}${await ended()}`);
-    case 'stop':
-      removeSleepState(dir);
-      return done('Stopped', `${cause}${await ended()}`);
+    case 'stop': {
+      const killed = await ended(); // first: the VMM's folder is only changed once nothing of it runs
+      removeSleepState(dir, true);
+      return done('Stopped', `${cause}${killed}`);
+    }
     case 'warm':
     case 'resume': {
       if (alive) {
@@ -84,8 +90,8 @@ export async function repairInstance(store: FleetStore, instance: Instance, caus
         return done('removed', `${cause}: destroyed, its record removed${killed}`);
       }
       if ((instance.state === 'Running' || instance.state === 'Warm') && !alive) {
-        removeSleepState(dir);
         await killVm(dir); // its RAM file in /dev/shm and its cgroups outlive it otherwise
+        removeSleepState(dir, true);
         return done('Stopped', `${cause}: its VMM (pid ${instance.pid ?? '?'}) is gone`);
       }
       return done(instance.state, `${cause}: a VMM that should not run was ended${await ended()}`, false);

@@ -1,6 +1,7 @@
-import { renameSync, writeFileSync } from 'node:fs';
+import { renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { writeFreshFile } from '../util/files.js';
 
 /**
  * Tenant secrets reach the guest on a small read-only disk (`/dev/vdb`), written afresh before
@@ -27,7 +28,7 @@ export function writeSecretsDisk(dir: string, secrets: Record<string, string> = 
   const disk = Buffer.alloc(SECRETS_DISK_BYTES);
   text.copy(disk);
   const partial = `${secretsDiskPath(dir)}.part`;
-  writeFileSync(partial, disk, { mode: 0o600 });
+  writeFreshFile(partial, disk, 0o600); // in the VMM's folder: never through a link it left there
   renameSync(partial, secretsDiskPath(dir));
 }
 

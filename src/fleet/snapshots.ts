@@ -1,5 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, lchownSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { SnapshotError, VmkitError } from '../errors.js';
@@ -7,7 +16,7 @@ import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import type { DetachedRecord } from '../runtime/detached.js';
-import { makePrivateDir, PRIVATE_FILE } from '../util/private.js';
+import { PRIVATE_FILE } from '../util/private.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
 import { audit } from './audit.js';
@@ -17,11 +26,13 @@ import { vmmUid } from './jail.js';
 import { writeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { fillRamCharged } from './ram-fill.js';
+import { adoptOldSleepState, ensureRecordsDir } from './records.js';
 import { writeSecretsDisk } from './secrets-disk.js';
 import { type StepTimer, stepTimer } from './steps.js';
 import {
   dataDiskPath,
   guestImage,
+  hasSleepState,
   instanceDir,
   instanceLayout,
   killVm,
@@ -29,10 +40,12 @@ import {
   liveRamPath,
   networkDir,
   prepareVmGroups,
+  removeSleepState,
   rootDiskPath,
   runInGuest,
   type Started,
   settleVm,
+  sleepRecordsDir,
   sleepStatePath,
   stopVm,
   type VmContext,
@@ -41,11 +54,13 @@ import {
 } from './vm.js';
 
 /**
- * Start from the pool's base snapshot; sleep and wake as deltas of it. A sleep state is a folder `sleep/`:
- * `state` (device state only: RAM travels apart, x-ignore-shared), `ram.delta` (the guest pages
- * that differ from the base's RAM, see delta.ts) and `base.json` (which base). The data disk,
- * the instance's own overlay, stays where it is. `state` is written last, so its presence
- * means the sleep state is whole.
+ * Start from the pool's base snapshot; sleep and wake as deltas of it. A sleep state is
+ * `sleep/state` in the instance folder (device state only: RAM travels apart, x-ignore-shared;
+ * written by the VMM, and read only by the next VMM) plus vmkit's part in the records folder,
+ * `sleep/ram.delta` (the guest pages that differ from the base's RAM, see delta.ts: vmkit writes
+ * and applies it as root, so the VMM must not be able to touch it) and `sleep/base.json` (which
+ * base). The data disk, the instance's own overlay, stays where it is. `base.json` is written
+ * last, so its presence means the sleep state is whole (hasSleepState).
  */
 
 /** Written by wake inside the guest: when it last woke from sleep. */
@@ -58,8 +73,8 @@ const SAVE_TIMEOUT_MS = 300_000;
  */
 const RESTORED_AGENT_READS = 0;
 
-const deltaPath = (dir: string) => join(dir, 'sleep', 'ram.delta');
-const sleepBasePath = (dir: string) => join(dir, 'sleep', 'base.json');
+const deltaPath = (dir: string) => join(sleepRecordsDir(dir), 'ram.delta');
+const sleepBasePath = (dir: string) => join(sleepRecordsDir(dir), 'base.json');
 
 /** Writes the instance's secrets disk afresh (its tenant's secrets now); the names are audited. */
 function provideSecrets(ctx: VmContext, instance: Instance, tenant: Tenant): void {
@@ -129,11 +144,11 @@ function instanceBase(fleetDir: string, instance: Instance, pool: Pool): BaseSna
 export function sleepStateInfo(
   dir: string,
 ): (DeltaInfo & { deviceStateBytes: number; dataDiskBytes: number }) | undefined {
-  if (!existsSync(sleepStatePath(dir))) return undefined;
-  const disk = existsSync(dataDiskPath(dir)) ? statSync(dataDiskPath(dir)).blocks * 512 : 0;
+  if (!hasSleepState(dir)) return undefined;
+  const disk = existsSync(dataDiskPath(dir)) ? lstatSync(dataDiskPath(dir)).blocks * 512 : 0;
   return {
     ...deltaInfo(deltaPath(dir)),
-    deviceStateBytes: statSync(sleepStatePath(dir)).size,
+    deviceStateBytes: lstatSync(sleepStatePath(dir)).size,
     dataDiskBytes: disk,
   };
 }
@@ -158,8 +173,11 @@ export async function bootVm(
   const timer = stepTimer(ctx.log, `start of ${instance.path}`);
   provideSecrets(ctx, instance, tenant);
   if (image.disk) {
-    rmSync(rootDiskPath(layout.dir), { force: true });
-    await createQcow2(rootDiskPath(layout.dir), { base: rootDiskPath(base.dir) });
+    // Made in the records, then renamed in: qemu-img would write through a link left in the folder.
+    const made = join(ensureRecordsDir(layout.dir), 'root.qcow2');
+    rmSync(made, { force: true });
+    await createQcow2(made, { base: rootDiskPath(base.dir) });
+    renameSync(made, rootDiskPath(layout.dir));
   }
   const record = await launchOnRam(ctx, { layout, instance, pool, tenant }, image, base, timer);
   try {
@@ -201,8 +219,11 @@ export async function sleepVm(
   const dir = instanceDir(ctx.fleetDir, instance.seq);
   const base = instanceBase(ctx.fleetDir, instance, pool);
   const state = sleepStatePath(dir);
-  rmSync(join(dir, 'sleep'), { recursive: true, force: true });
-  makePrivateDir(join(dir, 'sleep'));
+  // vmkit's part first: without its marker no half-written state counts. The VMM's folder runs
+  // on meanwhile, so nothing in it is removed: its `sleep/` is made (or kept) for the VMM to write.
+  removeSleepState(dir, false);
+  mkdirSync(join(ensureRecordsDir(dir), 'sleep'), { mode: 0o700 });
+  mkdirSync(join(dir, 'sleep'), { recursive: true, mode: 0o700 });
   const uid = vmmUid(ctx.fleetDir, instance.tenant);
   if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);
@@ -215,7 +236,7 @@ export async function sleepVm(
     const agent = await vm.agent();
     await agent.run('sync; echo 3 > /proc/sys/vm/drop_caches', 30_000);
     await vm.qmp.execute('stop');
-    await migrateOut(vm.qmp, `${state}.part`, {
+    await migrateOut(vm.qmp, state, {
       ignoreShared: true,
       timeoutMs: SAVE_TIMEOUT_MS,
       what: `sleep of ${instance.path}`,
@@ -224,11 +245,11 @@ export async function sleepVm(
   timer.step('device state saved');
   const delta = await writeDelta(liveRamPath(dir), base.ram, deltaPath(dir));
   timer.step(`RAM delta written (${delta.pages} pages)`);
-  writeFileSync(sleepBasePath(dir), JSON.stringify({ id: base.id, revision: base.revision }), {
+  writeFileSync(`${sleepBasePath(dir)}.part`, JSON.stringify({ id: base.id, revision: base.revision }), {
     mode: PRIVATE_FILE,
   });
-  renameSync(`${state}.part`, state);
-  await stopVm(dir, instance.path);
+  renameSync(`${sleepBasePath(dir)}.part`, sleepBasePath(dir));
+  await stopVm(dir, instance.path, ctx.log);
   timer.step('VMM ended');
   return { delta, steps: timer.summary() };
 }
@@ -246,7 +267,8 @@ export async function wakeVm(
   const layout = instanceLayout(ctx, instance, tenant);
   const { dir } = layout;
   const state = sleepStatePath(dir);
-  if (!existsSync(state)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
+  adoptOldSleepState(dir);
+  if (!hasSleepState(dir)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
   const base = instanceBase(ctx.fleetDir, instance, pool);
   const slept = JSON.parse(readFileSync(sleepBasePath(dir), 'utf8')) as { id: string };
   if (slept.id !== base.id) {

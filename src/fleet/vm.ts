@@ -3,12 +3,7 @@ import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileS
 import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
 import { SOCKETS } from '../backends/qemu/args.js';
-import {
-  AttachedQemu,
-  consoleLogPath,
-  launchDetachedQemu,
-  vmmRecordPath,
-} from '../backends/qemu/detached.js';
+import { AttachedQemu, consoleLogPath, launchDetachedQemu } from '../backends/qemu/detached.js';
 import { ConfigError, ImageError, MachineCrashedError, VmkitError } from '../errors.js';
 import { listImages } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
@@ -22,21 +17,37 @@ import {
   waitForExit,
 } from '../runtime/detached.js';
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
-import { ensurePrivateDir, PRIVATE_FILE } from '../util/private.js';
+import { readPlainFile } from '../util/files.js';
+import { ensurePrivateDir } from '../util/private.js';
 import { createQcow2 } from '../util/qcow2.js';
-import { applyLimits, type Placement, prepareGroups, removeGroups } from './cgroups.js';
+import {
+  applyLimits,
+  endGroupProcesses,
+  groupPaths,
+  type Placement,
+  prepareGroups,
+  removeGroups,
+  trustedGroups,
+} from './cgroups.js';
 import { jailed, jailUnavailable, jailWarning, prepareJail, tenantUid, vmmUid } from './jail.js';
 import { removeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { startRelayDetached, stopRelay } from './outbound.js';
 import { buildPoolImage, imageOf } from './pool-image.js';
+import { ensureRecordsDir, recordsDir, vmmFiles, writeRecordFile } from './records.js';
 import { secretsDriveArgs } from './secrets-disk.js';
 import { metadataNic, NO_SANDBOX, outboundNic, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
 
 /**
  * The VM side of fleet instances: detached QEMU processes, one folder each under
- * `<fleet>/vm/<seq>/` (data disk, sockets, logs, the VMM's record, a sleep state), plugged into
- * their tenant's detached switch in `<fleet>/net/<tenant>/`.
+ * `<fleet>/vm/<seq>/` (data disk, sockets, console log, the device part of a sleep state),
+ * plugged into their tenant's detached switch in `<fleet>/net/<tenant>/`.
+ *
+ * As root the VMM runs as its tenant's uid and owns that folder, so nothing in it is trusted:
+ * what vmkit acts on as root (the VMM's record of pid, start time and marker, its cgroups, QEMU's
+ * log, the RAM delta and the marker of a whole sleep state) lives beside it in
+ * `<fleet>/vm/<seq>.records/`, vmkit's own (mode 0700, outside the jail), and root writes into
+ * the VMM's folder only new files, never through a name the VMM may have put there.
  */
 export interface VmContext {
   fleetDir: string;
@@ -53,7 +64,14 @@ export const dataDiskPath = (dir: string) => join(dir, 'data.qcow2');
  * disk as it was when the base was saved) and kept across sleep and wake.
  */
 export const rootDiskPath = (dir: string) => join(dir, 'root.qcow2');
-export const sleepStatePath = (dir: string) => join(dir, 'sleep', 'state');
+
+export {
+  hasSleepState,
+  recordsDir,
+  removeSleepState,
+  sleepRecordsDir,
+  sleepStatePath,
+} from './records.js';
 
 const BOOT_TIMEOUT_MS = 120_000;
 /** QEMU's own memory beside guest RAM under TCG (translation cache, device buffers). */
@@ -78,9 +96,10 @@ export async function prepareVm(fleetDir: string, instance: Instance, pool: Pool
 
 /** Every process that belongs to the instance's folder: its recorded VMM, or one whose record was never written. */
 export function vmProcesses(dir: string): DetachedRecord[] {
-  const recorded = readRecord(vmmRecordPath(dir));
+  const recorded = readRecord(vmmFiles(dir).record);
   if (isRunning(recorded)) return [recorded];
-  return processesNaming(join(dir, SOCKETS.qmp));
+  // QEMU's own QMP argument (and its jail wrapper's copy of it), not any process naming the path.
+  return processesNaming(`id=qmp,path=${join(dir, SOCKETS.qmp)},`);
 }
 
 /** A VMM brought up, and what could not be applied to it. */
@@ -91,10 +110,10 @@ export interface Started {
   steps: string;
 }
 
-const placementPath = (dir: string) => join(dir, 'cgroups.json');
-
-/** The VMM's cgroups: guest memory plus room for QEMU itself, its vCPUs' worth of CPU time, a bound on threads. */
+const placementPath = (dir: string) => join(recordsDir(dir), 'cgroups.json');
+/** The name of the VMM's cgroups: from its folder's path, so never from anything the VMM wrote. */
 const vmGroupName = (dir: string) => `vmkit-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`;
+/** The VMM's cgroups: guest memory plus room for QEMU itself, its vCPUs' worth of CPU time, a bound on threads. */
 const vmLimits = (pool: Pool) => ({
   memoryMiB: pool.memoryMiB + VMM_OVERHEAD_MIB,
   cpus: pool.vcpus,
@@ -107,14 +126,14 @@ const vmLimits = (pool: Pool) => ({
  */
 export function prepareVmGroups(dir: string, pool: Pool): string[] {
   const placement = prepareGroups(vmGroupName(dir), vmLimits(pool));
-  writeFileSync(placementPath(dir), JSON.stringify(placement), { mode: PRIVATE_FILE });
+  writeRecordFile(dir, 'cgroups.json', JSON.stringify(placement));
   return placement.groups;
 }
 
 /** Puts the VMM in its cgroups (made now, or found made by prepareVmGroups). */
 function limitVm(dir: string, record: DetachedRecord, pool: Pool): string[] {
   const placement = applyLimits(vmGroupName(dir), record.pid, vmLimits(pool));
-  writeFileSync(placementPath(dir), JSON.stringify(placement), { mode: PRIVATE_FILE });
+  writeRecordFile(dir, 'cgroups.json', JSON.stringify(placement));
   return placement.warnings;
 }
 
@@ -127,18 +146,38 @@ export function vmGroups(dir: string): Placement | undefined {
   }
 }
 
-/** Ends whatever VMM the folder has, at once. */
-export async function killVm(dir: string): Promise<number> {
+const logRefusal = (line: string) => process.stderr.write(`vmkit: ${line}\n`);
+
+/**
+ * Ends whatever VMM the folder has, at once: the process its record names, if it is still that
+ * process (its start time, its command line), then whatever else is left in its cgroups (what
+ * the VMM forked: nothing of the tenant's uid outlives it to race the removal of its files).
+ */
+export async function killVm(dir: string, log: (line: string) => void = logRefusal): Promise<number> {
+  const { record: recordPath } = vmmFiles(dir);
+  const recorded = readRecord(recordPath);
   const processes = vmProcesses(dir);
-  for (const record of processes) await stopDetached(record, 0);
-  rmSync(vmmRecordPath(dir), { force: true });
+  for (const record of processes) {
+    await stopDetached(record, 0, (reason) => log(`VMM of ${dir}: ${reason}`));
+  }
+  if (recorded && !processes.some((p) => p.pid === recorded.pid)) {
+    await stopDetached(recorded, 0, (reason) => log(`VMM of ${dir}: ${reason}`));
+  }
+  rmSync(recordPath, { force: true });
   await stopRelay(dir);
   // The RAM file first: its pages are charged to the VMM's memory group.
   if (existsSync(dir)) {
     removeRamFiles(dir);
     removeMetadataDocument(dir);
   }
-  const busy = await removeGroups(vmGroups(dir)?.groups ?? []);
+  // Where this process would put them too: a VMM of an older layout, or one whose record was lost.
+  const placed = vmGroups(dir)?.groups;
+  const recordedGroups = trustedGroups(Array.isArray(placed) ? placed : [], vmGroupName(dir), (line) =>
+    log(`VMM of ${dir}: ${line}`),
+  );
+  const groups = [...new Set([...recordedGroups, ...groupPaths(vmGroupName(dir))])];
+  await endGroupProcesses(groups);
+  const busy = await removeGroups(groups);
   if (busy.length === 0) rmSync(placementPath(dir), { force: true });
   return processes.length;
 }
@@ -230,6 +269,7 @@ export async function launchVm(
           reads: [image.kernel, image.initrd, ...(image.disk ? [image.disk] : []), switchDir, ...reads],
           fleetDir: ctx.fleetDir,
         });
+  ensureRecordsDir(layout.dir);
   // The outbound relay listens before QEMU connects to it, and goes when QEMU goes.
   const relay = layout.outbound ? await startRelayDetached(layout.dir, layout.uid) : undefined;
   return launchDetachedQemu(
@@ -255,6 +295,7 @@ export async function launchVm(
       startTimeoutMs: 30_000,
     },
     jail && ((program, args) => jailed(jail, program, args)),
+    vmmFiles(layout.dir),
   ).catch(async (error) => {
     if (relay) await stopRelay(layout.dir);
     throw error;
@@ -294,7 +335,7 @@ export async function withVm<T>(
   name: string,
   work: (vm: AttachedQemu) => Promise<T>,
 ): Promise<T> {
-  const attached = await AttachedQemu.attach(name, dir);
+  const attached = await AttachedQemu.attach(name, dir, undefined, vmmFiles(dir).record);
   try {
     return await work(attached);
   } finally {
@@ -315,13 +356,13 @@ export async function settleVm(
 }
 
 /** Ends the VMM: QMP quit, then SIGKILL if it lingers. */
-export async function stopVm(dir: string, name: string): Promise<void> {
-  const record = readRecord(vmmRecordPath(dir));
+export async function stopVm(dir: string, name: string, log?: (line: string) => void): Promise<void> {
+  const record = readRecord(vmmFiles(dir).record);
   if (isRunning(record)) {
     await withVm(dir, name, (vm) => vm.qmp.execute('quit')).catch(() => {});
-    if (!(await waitForExit(record, 5000))) await stopDetached(record, 0);
+    await waitForExit(record, 5000);
   }
-  await killVm(dir);
+  await killVm(dir, log);
 }
 
 export async function pauseVm(dir: string, name: string): Promise<void> {
@@ -348,9 +389,11 @@ export function namePorts(fleetDir: string, tenant: string, instances: Instance[
 export function consoleText(fleetDir: string, instance: Instance): string {
   const path = consoleLogPath(instanceDir(fleetDir, instance.seq));
   if (!existsSync(path)) throw new VmkitError(`instance ${instance.path} has no console log yet (${path})`);
-  return readFileSync(path, 'utf8');
+  return readPlainFile(path).toString('utf8'); // the VMM's file: never through a link it put there
 }
 
+/** Removes the folder and its records: only once its VMM and whatever it forked are gone (killVm). */
 export function removeVmFiles(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+  rmSync(recordsDir(dir), { recursive: true, force: true });
 }

@@ -81,14 +81,49 @@ function commandLine(pid: number): string[] {
 }
 
 /**
- * Whether the recorded process still runs: same pid, same start time, marker on its command line.
- * A command line that reads empty is a process in the middle of an exec (every detached process
- * starts as the umask shell that execs it), still the one recorded by its start time.
+ * Why the recorded process is not (or no longer) the one recorded, or undefined when it is: the
+ * same pid, the same start time (so not a later process that reuses the pid), alive, and its
+ * command line naming the marker. A record with no start time or no marker never matches: it
+ * would otherwise name any process. `ended` tells a process that is simply gone from a pid that
+ * names some other live process (a refusal worth logging).
  */
-export function isRunning(record: DetachedRecord | undefined): record is DetachedRecord {
-  if (!isAlive(record)) return false;
+function checkRecord(record: DetachedRecord | undefined): { reason: string; ended: boolean } | undefined {
+  const refused = (reason: string) => ({ reason, ended: false });
+  if (!record) return { reason: 'no record', ended: true };
+  if (!Number.isInteger(record.pid) || record.pid <= 1)
+    return refused(`pid ${String(record.pid)} is not a process vmkit started`);
+  if (!record.startTicks || !record.marker)
+    return refused(`the record of pid ${record.pid} lacks a start time or a marker`);
+  const ticks = processStartTicks(record.pid);
+  if (ticks === undefined) return { reason: `pid ${record.pid} is gone`, ended: true };
+  if (ticks !== record.startTicks) {
+    return refused(
+      `pid ${record.pid} started at tick ${ticks}, not at the recorded ${record.startTicks}: another process`,
+    );
+  }
+  if (zombie(record.pid)) return { reason: `pid ${record.pid} has exited`, ended: true };
+  // A command line that reads empty is a process in the middle of an exec (every detached
+  // process starts as the umask shell that execs it), still the one recorded by its start time.
   const args = commandLine(record.pid);
-  return args.every((arg) => arg === '') || args.some((arg) => arg.includes(record.marker));
+  if (!args.every((arg) => arg === '') && !args.some((arg) => arg.includes(record.marker))) {
+    return refused(`the command line of pid ${record.pid} does not name ${record.marker}`);
+  }
+  return undefined;
+}
+
+export const recordMismatch = (record: DetachedRecord | undefined) => checkRecord(record)?.reason;
+
+/** Whether the recorded process still runs: same pid, same start time, marker on its command line. */
+export function isRunning(record: DetachedRecord | undefined): record is DetachedRecord {
+  return checkRecord(record) === undefined;
+}
+
+function zombie(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] === 'Z';
+  } catch {
+    return true;
+  }
 }
 
 /**
@@ -96,16 +131,10 @@ export function isRunning(record: DetachedRecord | undefined): record is Detache
  * its command line: it reads empty for a moment while the process execs its next program.
  */
 export function isAlive(record: DetachedRecord | undefined): record is DetachedRecord {
-  if (!record) return false;
+  if (!record?.startTicks) return false;
   const ticks = processStartTicks(record.pid);
-  if (ticks === undefined || (record.startTicks && ticks !== record.startTicks)) return false;
-  let state: string | undefined;
-  try {
-    state = readFileSync(`/proc/${record.pid}/stat`, 'utf8').split(') ')[1]?.[0];
-  } catch {
-    return false;
-  }
-  return state !== 'Z'; // a zombie exited, not yet reaped by its parent
+  if (ticks === undefined || ticks !== record.startTicks) return false;
+  return !zombie(record.pid); // a zombie exited, not yet reaped by its parent
 }
 
 /**
@@ -147,10 +176,18 @@ export async function waitForExit(record: DetachedRecord, timeoutMs: number): Pr
 /**
  * Ends the recorded process if it is still the one recorded: SIGTERM, then SIGKILL after
  * `graceMs`. Resolves once it is gone; a process that is not (or no longer) the recorded one is
- * never signalled.
+ * never signalled, and `onRefused` hears why when the pid names a live process all the same.
  */
-export async function stopDetached(record: DetachedRecord | undefined, graceMs = 3000): Promise<void> {
-  if (!isRunning(record)) return;
+export async function stopDetached(
+  record: DetachedRecord | undefined,
+  graceMs = 3000,
+  onRefused?: (reason: string) => void,
+): Promise<void> {
+  const mismatch = checkRecord(record);
+  if (mismatch || !record) {
+    if (mismatch && !mismatch.ended) onRefused?.(`not signalled: ${mismatch.reason}`);
+    return;
+  }
   const signal = (name: NodeJS.Signals) => {
     try {
       if (isRunning(record)) process.kill(record.pid, name);

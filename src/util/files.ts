@@ -1,4 +1,15 @@
-import { mkdirSync, statSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fchownSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
@@ -25,5 +36,39 @@ export function ensureDirSync(path: string, mode?: number): void {
     mkdirSync(path, mode === undefined ? undefined : { mode });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+}
+
+/**
+ * Reads a file that someone else may control (a jailed VMM's folder, as root): never through a
+ * symbolic link at its last component, never a FIFO or device (which could block or leak), at
+ * most `maxBytes` from its start.
+ */
+export function readPlainFile(path: string, maxBytes = 64 * 2 ** 20): Buffer {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) throw Object.assign(new Error(`${path} is not a regular file`), { code: 'EINVAL' });
+    const buffer = Buffer.alloc(Math.min(info.size, maxBytes));
+    const read = readSync(fd, buffer, 0, buffer.length, 0);
+    return buffer.subarray(0, read);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Writes `data` as a new file at `path`, whatever was there removed first: a link or file put
+ * there by someone else is unlinked, never written through (O_EXCL fails on one that reappears).
+ */
+export function writeFreshFile(path: string, data: string | Uint8Array, mode = 0o600, uid?: number): void {
+  rmSync(path, { force: true });
+  const fd = openSync(path, 'wx', mode);
+  try {
+    if (uid !== undefined) fchownSync(fd, uid, uid);
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
+  } finally {
+    closeSync(fd);
   }
 }

@@ -15,7 +15,7 @@ import { runPolicy, sampleFleet } from '../../src/fleet/policy.js';
 import { rebuildPool } from '../../src/fleet/rebuild.js';
 import { scalePool } from '../../src/fleet/scale.js';
 import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
-import { instanceDir, liveRamPath, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
+import { instanceDir, liveRamPath, sleepRecordsDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli, runProgram } from '../helpers.js';
 
@@ -255,10 +255,16 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.ok(sleepState.ramDeltaPages > 0, 'an empty delta: the guest did change pages');
     assert.ok(sleepState.deltaOverGuestRam < 0.1, `delta is ${sleepState.deltaOverGuestRam} of guest RAM`);
     // The secrets disk is not part of it, and the saved RAM and device state hold no secret.
-    const sleepDir = join(instanceDir(dir, slept.seq), 'sleep');
-    for (const name of readdirSync(sleepDir)) {
-      assert.ok(!readFileSync(join(sleepDir, name)).includes('a-secret'), `a secret in sleep/${name}`);
+    const folder = instanceDir(dir, slept.seq);
+    for (const sleepDir of [join(folder, 'sleep'), sleepRecordsDir(folder)]) {
+      for (const name of readdirSync(sleepDir)) {
+        assert.ok(
+          !readFileSync(join(sleepDir, name)).includes('a-secret'),
+          `a secret in ${sleepDir}/${name}`,
+        );
+      }
     }
+    assert.deepEqual(readdirSync(sleepRecordsDir(folder)).sort(), ['base.json', 'ram.delta']);
     assert.equal(slept.pid, undefined);
     assert.equal(vmProcesses(instanceDir(dir, slept.seq)).length, 0, 'a sleeping instance has no VMM');
     const woke = await fleet.wake('alpha/web/a1');

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { BackdoorChannel } from '../../agent/backdoor.js';
@@ -12,6 +12,7 @@ import {
   spawnDetached,
   stopDetached,
 } from '../../runtime/detached.js';
+import { readPlainFile } from '../../util/files.js';
 import { privateSocket } from '../../util/private.js';
 import { Deadline, sleep } from '../../util/time.js';
 import { which } from '../../util/which.js';
@@ -25,9 +26,24 @@ export const vmmRecordPath = (stateDir: string) => join(stateDir, 'vmm.json');
 export const qemuLogPath = (stateDir: string) => join(stateDir, 'qemu.log');
 export const consoleLogPath = (stateDir: string) => join(stateDir, 'console.log');
 
-const logTail = (stateDir: string) => {
+/**
+ * Where vmkit keeps a detached QEMU's record and log: its state folder by default; a folder
+ * the VMM cannot write where the VMM runs as another uid than vmkit (a fleet's jailed VMMs),
+ * since vmkit signals the pid the record names and appends to the log as its own uid.
+ */
+export interface DetachedFiles {
+  record: string;
+  log: string;
+}
+
+const filesIn = (stateDir: string): DetachedFiles => ({
+  record: vmmRecordPath(stateDir),
+  log: qemuLogPath(stateDir),
+});
+
+const logTail = (logPath: string) => {
   try {
-    return tail(readFileSync(qemuLogPath(stateDir), 'utf8'), 1500).trim() || '(nothing)';
+    return tail(readPlainFile(logPath).toString('utf8'), 1500).trim() || '(nothing)';
   } catch {
     return '(no log)';
   }
@@ -42,6 +58,7 @@ export async function launchDetachedQemu(
   spec: Omit<VmmSpec, 'runtime' | 'detached'>,
   /** Runs QEMU through another program (a jail) that ends by exec'ing QEMU in the same process. */
   wrap?: (program: string, args: string[]) => { program: string; args: string[] },
+  files: DetachedFiles = filesIn(spec.stateDir),
 ): Promise<DetachedRecord> {
   const binary = await which(qemuBinary());
   if (!binary) throw new VmmStartError(QEMU_MISSING);
@@ -52,8 +69,8 @@ export async function launchDetachedQemu(
   const record = spawnDetached({
     program: command.program,
     args: command.args,
-    logPath: qemuLogPath(spec.stateDir),
-    recordPath: vmmRecordPath(spec.stateDir),
+    logPath: files.log,
+    recordPath: files.record,
     marker: join(spec.stateDir, SOCKETS.qmp),
   });
   const deadline = new Deadline(spec.startTimeoutMs, `QEMU for ${spec.name} to listen on its sockets`);
@@ -61,13 +78,13 @@ export async function launchDetachedQemu(
     // A wrapper execs programs in turn: alive is enough until QEMU listens.
     if (!(wrap ? isAlive(record) : isRunning(record))) {
       throw new VmmStartError(
-        `QEMU for ${spec.name} exited during start-up\ncommand: ${binary} ${args.join(' ')}\nQEMU said:\n${logTail(spec.stateDir)}`,
+        `QEMU for ${spec.name} exited during start-up\ncommand: ${binary} ${args.join(' ')}\nQEMU said:\n${logTail(files.log)}`,
       );
     }
     if (deadline.expired) {
       await stopDetached(record, 0);
       throw new VmmStartError(
-        `QEMU for ${spec.name} did not listen on its sockets within ${spec.startTimeoutMs} ms; QEMU said:\n${logTail(spec.stateDir)}`,
+        `QEMU for ${spec.name} did not listen on its sockets within ${spec.startTimeoutMs} ms; QEMU said:\n${logTail(files.log)}`,
       );
     }
     await sleep(10);
@@ -75,7 +92,12 @@ export async function launchDetachedQemu(
   // QEMU made them under its umask (077 through spawnDetached; a jail sets its own): exact anyway.
   for (const name of Object.values(SOCKETS)) privateSocket(join(spec.stateDir, name));
   // QMP answers once QEMU is through its start-up: guest RAM is mapped by then.
-  const attached = await AttachedQemu.attach(spec.name, spec.stateDir, Math.max(1000, deadline.remaining()));
+  const attached = await AttachedQemu.attach(
+    spec.name,
+    spec.stateDir,
+    Math.max(1000, deadline.remaining()),
+    files.record,
+  );
   attached.detach();
   return record;
 }
@@ -85,6 +107,10 @@ async function connectSocket(path: string, timeoutMs: number): Promise<Socket> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
+      // The VMM's folder may be another uid's: a link there could aim vmkit at any socket.
+      if (lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) {
+        throw new VmmStartError(`${path} is a symbolic link, not the VMM's socket`);
+      }
       return await connectOnce(path, Math.max(1, deadline - Date.now()));
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
@@ -125,8 +151,13 @@ export class AttachedQemu {
     private readonly sockets: Socket[],
   ) {}
 
-  static async attach(name: string, stateDir: string, timeoutMs = 10_000): Promise<AttachedQemu> {
-    const record = readRecord(vmmRecordPath(stateDir));
+  static async attach(
+    name: string,
+    stateDir: string,
+    timeoutMs = 10_000,
+    recordPath = vmmRecordPath(stateDir),
+  ): Promise<AttachedQemu> {
+    const record = readRecord(recordPath);
     if (!isRunning(record))
       throw new VmmStartError(`the VMM of ${name} is not running (record in ${stateDir})`);
     const socket = await connectSocket(join(stateDir, SOCKETS.qmp), timeoutMs);
@@ -136,7 +167,7 @@ export class AttachedQemu {
 
   consoleTail(): string {
     try {
-      return tail(readFileSync(consoleLogPath(this.stateDir), 'utf8'), 2000);
+      return tail(readPlainFile(consoleLogPath(this.stateDir)).toString('utf8'), 2000);
     } catch {
       return '';
     }
