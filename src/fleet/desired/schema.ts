@@ -5,6 +5,7 @@ import { ConfigError } from '../../errors.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
 import { fleetId } from '../ids.js';
 import { poolImageSchema } from '../image-spec.js';
+import { policyThresholds } from '../policy.js';
 import { parseSubnet } from '../subnet.js';
 
 /** The document versions this vmkit reads. */
@@ -62,24 +63,13 @@ const tenant = z
   })
   .strict();
 
-const policy = z
-  .object({
-    idleSeconds: wholeNumber(1, 10_000_000),
-    cpuPercent: wholeNumber(0, 10_000),
-    networkBytes: wholeNumber(0, Number.MAX_SAFE_INTEGER),
-    minMemAvailableMiB: wholeNumber(0, 16 * 1024 * 1024),
-    sampleMs: wholeNumber(1, 60_000),
-  })
-  .partial()
-  .strict();
-
 export const desiredDocument = z
   .object({
     version: z.literal(DESIRED_VERSION, { error: `must be ${DESIRED_VERSION}` }),
     tenants: z.array(tenant).default([]),
     pools: z.array(pool).default([]),
     /** The sleep policy's thresholds; without it, reconcile runs no policy. */
-    sleepPolicy: policy.optional(),
+    sleepPolicy: policyThresholds.optional(),
   })
   .strict()
   .superRefine((doc, ctx) => {
