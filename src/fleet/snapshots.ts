@@ -11,7 +11,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
-import { SnapshotError, VmkitError } from '../errors.js';
+import { SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
@@ -248,7 +248,7 @@ export async function wakeVm(
   const layout = instanceLayout(ctx, instance, tenant);
   const { dir } = layout;
   const state = sleepStatePath(dir);
-  if (!existsSync(state)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
+  if (!existsSync(state)) throw new SnapshotError(`instance ${instance.path} has no sleep state in ${dir}`);
   const base = instanceBase(ctx.fleetDir, instance, pool);
   const slept = JSON.parse(readFileSync(sleepBasePath(dir), 'utf8')) as { id: string };
   if (slept.id !== base.id) {

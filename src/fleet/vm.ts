@@ -17,7 +17,7 @@ import {
   launchDetachedQemu,
   vmmRecordPath,
 } from '../backends/qemu/detached.js';
-import { ConfigError, ImageError, MachineCrashedError, VmkitError } from '../errors.js';
+import { ConfigError, ImageError, MachineCrashedError } from '../errors.js';
 import { listImages } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
 import { nameSwitchPorts, switchSocket } from '../network/switch-daemon.js';
@@ -335,7 +335,7 @@ export function namePorts(fleetDir: string, tenant: string, instances: Instance[
 /** What the instance's serial console printed since its last boot. */
 export function consoleText(fleetDir: string, instance: Instance): string {
   const path = consoleLogPath(instanceDir(fleetDir, instance.seq));
-  if (!existsSync(path)) throw new VmkitError(`instance ${instance.path} has no console log yet (${path})`);
+  if (!existsSync(path)) throw new ConfigError(`instance ${instance.path} has no console log yet (${path})`);
   return readFileSync(path, 'utf8');
 }
 

@@ -202,6 +202,17 @@ describe('architecture of src/', () => {
     assert.deepEqual(offenders, [], `files over ${MAX_LINES} lines:\n  ${offenders.join('\n  ')}`);
   });
 
+  test('no bare VmkitError is thrown outside src/errors.ts: each error is a typed subclass (ConfigError = exit 2)', () => {
+    const offenders = graph.files
+      .filter((file) => file !== 'errors.ts')
+      .flatMap((file) =>
+        readFileSync(join(SRC, file), 'utf8')
+          .split('\n')
+          .flatMap((line, n) => (/\bnew VmkitError\(/.test(line) ? [`src/${file}:${n + 1}`] : [])),
+      );
+    assert.deepEqual(offenders, [], `bare VmkitErrors:\n  ${offenders.join('\n  ')}`);
+  });
+
   test('src/util/ imports nothing from other src/ folders except src/errors.ts (type imports included)', () => {
     const violations = graph.files
       .filter((file) => file.startsWith('util/'))

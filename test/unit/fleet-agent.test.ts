@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
+import { ConfigError } from '../../src/errors.js';
 import {
   certPath,
   certStatus,
@@ -284,5 +285,21 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     assert.ok(report.phases.some((p) => p.phase === 'policy' && !p.skipped));
     await closing;
     await assert.rejects(connectAgent({ url: server.url, ...clientFiles(certs) }), /ECONNREFUSED/);
+  });
+});
+
+describe('agent client input', () => {
+  test('a URL that is not https://, or no URL at all, is a ConfigError (exit 2); so is an unreadable key file', async () => {
+    const files = {
+      ca: '-----BEGIN CERTIFICATE-----',
+      cert: '-----BEGIN CERTIFICATE-----',
+      key: '-----BEGIN',
+    };
+    await assert.rejects(connectAgent({ url: 'http://127.0.0.1:1', ...files }), ConfigError);
+    await assert.rejects(connectAgent({ url: 'not a url', ...files }), /agent url "not a url": not a URL/);
+    await assert.rejects(
+      connectAgent({ url: 'https://127.0.0.1:1', ...files, key: '/nonexistent/client.key' }),
+      (error: Error) => error instanceof ConfigError && /client key \/nonexistent/.test(error.message),
+    );
   });
 });
