@@ -1,6 +1,7 @@
-import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
+import { ensureDirSync } from '../util/files.js';
 
 /** One audit event: who did what to which instance, and how it went. */
 export interface AuditEvent {
@@ -33,7 +34,7 @@ export function audit(
   fleetDir: string,
   event: Omit<AuditEvent, 'time' | 'actor'> & { actor?: string; time?: string },
 ): void {
-  mkdirSync(join(fleetDir, 'audit'), { recursive: true });
+  ensureDirSync(join(fleetDir, 'audit'));
   const line: AuditEvent = {
     ...event,
     time: event.time ?? new Date().toISOString(),

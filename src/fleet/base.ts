@@ -1,11 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrateOut } from '../backends/qemu/migration.js';
 import { ConfigError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { macAddress } from '../machine/identity.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
+import { ensureDirSync } from '../util/files.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { processRunsSync } from '../util/scratch.js';
 import { sparseDigest } from '../util/sparse.js';
@@ -114,7 +115,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     throw new ConfigError(
       `fleet folder ${ctx.fleetDir} is too long for unix socket paths; use a shorter --fleet-dir`,
     );
-  mkdirSync(dir, { recursive: true });
+  ensureDirSync(dir);
   const timer = stepTimer(ctx.log, `making ${what}`);
   try {
     await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
@@ -168,7 +169,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
         rmSync(join(dir, name), { recursive: true, force: true });
     }
     chownTree(dir, 0); // the jailed VMM wrote its state as the tenant's uid: a base is root's, read-only
-    mkdirSync(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id), { recursive: true });
+    ensureDirSync(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id));
     const raced = findBase(ctx.fleetDir, pool, pool.revision);
     if (raced) return raced; // another call made it meanwhile: theirs is the one
     try {

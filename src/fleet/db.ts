@@ -1,7 +1,7 @@
-import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { ensureDirSync } from '../util/files.js';
 
 /** Where the fleet lives without --fleet-dir: $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet. */
 export function defaultFleetDir(): string {
@@ -95,7 +95,7 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
  * transactions instead of failing, and brings its schema up to date.
  */
 export function openFleetDatabase(fleetDir: string): Database.Database {
-  mkdirSync(fleetDir, { recursive: true, mode: 0o700 });
+  ensureDirSync(fleetDir, 0o700);
   const db = new Database(join(fleetDir, 'fleet.sqlite3'), { timeout: 15_000 });
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');

@@ -5,12 +5,12 @@ import {
   existsSync,
   lchownSync,
   lstatSync,
-  mkdirSync,
   readdirSync,
   realpathSync,
   statSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { ensureDirSync } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
 import { whichSync } from '../util/which.js';
 
@@ -216,7 +216,7 @@ export function prepareJail(options: {
 }): JailSpec {
   const { uid, dir } = options;
   const root = join(dir, 'jail');
-  mkdirSync(root, { recursive: true });
+  ensureDirSync(root);
   chownTree(dir, uid);
   lchownSync(root, 0, 0);
   lchownSync(options.ramFile, uid, uid);

@@ -1,14 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import {
-  existsSync,
-  lchownSync,
-  mkdirSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, lchownSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { SnapshotError } from '../errors.js';
@@ -16,6 +7,7 @@ import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import type { DetachedRecord } from '../runtime/detached.js';
+import { ensureDirSync } from '../util/files.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
 import { audit } from './audit.js';
@@ -206,7 +198,7 @@ export async function sleepVm(
   const base = instanceBase(ctx.fleetDir, instance, pool);
   const state = sleepStatePath(dir);
   rmSync(join(dir, 'sleep'), { recursive: true, force: true });
-  mkdirSync(join(dir, 'sleep'), { recursive: true });
+  ensureDirSync(join(dir, 'sleep'));
   const uid = vmmUid(ctx.fleetDir, instance.tenant);
   if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);

@@ -1,13 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  truncateSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
 import { SOCKETS } from '../backends/qemu/args.js';
@@ -30,6 +22,7 @@ import {
   waitForExit,
 } from '../runtime/detached.js';
 import { type Runtime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
+import { ensureDirSync } from '../util/files.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { applyLimits, type Placement, removeGroups } from './cgroups.js';
 import { jailed, jailUnavailable, jailWarning, prepareJail, vmmUid } from './jail.js';
@@ -74,7 +67,7 @@ export async function prepareVm(fleetDir: string, instance: Instance, pool: Pool
       `fleet folder ${fleetDir} is too long for unix socket paths (107 bytes); use a shorter --fleet-dir`,
     );
   }
-  mkdirSync(dir, { recursive: true });
+  ensureDirSync(dir);
   if (!existsSync(dataDiskPath(dir))) {
     await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
   }

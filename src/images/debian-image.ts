@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
@@ -186,7 +186,7 @@ async function stageGuestFiles(
   staging: string,
 ): Promise<void> {
   const put = async (path: string, text: string | Buffer, mode = 0o644) => {
-    await mkdir(join(staging, 'tree', path, '..'), { recursive: true });
+    await ensureDir(join(staging, 'tree', path, '..'));
     await writeFile(join(staging, 'tree', path), text, { mode });
   };
   await put(AGENT_GUEST_PATH, await buildAgent(inputs.agent, staging), 0o755);

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NetworkError } from '../errors.js';
 import {
@@ -9,6 +9,7 @@ import {
   stopDetached,
 } from '../runtime/detached.js';
 import { nodeEntry } from '../runtime/node-entry.js';
+import { ensureDirSync } from '../util/files.js';
 import { sleep } from '../util/time.js';
 import type { SwitchStats } from './switch.js';
 
@@ -33,7 +34,7 @@ export async function ensureSwitchDaemon(
 ): Promise<DetachedRecord> {
   const running = findSwitchDaemon(dir);
   if (running) return running;
-  mkdirSync(dir, { recursive: true });
+  ensureDirSync(dir);
   const socket = switchSocket(dir);
   if (Buffer.byteLength(socket) > 107) {
     throw new NetworkError(
@@ -78,7 +79,7 @@ export async function stopSwitchDaemon(dir: string): Promise<void> {
 
 /** Names the switch's ports in its counters: MAC -> machine name (written whole, then renamed). */
 export function nameSwitchPorts(dir: string, names: Record<string, string>): void {
-  mkdirSync(dir, { recursive: true });
+  ensureDirSync(dir);
   const path = join(dir, 'macs.json');
   writeFileSync(`${path}.part`, JSON.stringify(names));
   renameSync(`${path}.part`, path);

@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { runTool } from '../util/exec.js';
+import { ensureDirSync } from '../util/files.js';
 import { cacheDir, guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import { which } from '../util/which.js';
@@ -26,7 +27,7 @@ export async function ptyHelper(): Promise<string | undefined> {
   if (existsSync(binary)) return binary;
   const compiler = (await which('musl-gcc')) ?? (await which('gcc'));
   if (!compiler) return undefined;
-  mkdirSync(join(cacheDir(), 'tools'), { recursive: true });
+  ensureDirSync(join(cacheDir(), 'tools'));
   const partial = `${binary}.${process.pid}.part`;
   await runTool(compiler, ['-static', '-Os', '-o', partial, source()]);
   renameSync(partial, binary);

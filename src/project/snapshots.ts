@@ -6,6 +6,7 @@ import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { ConfigError, SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { runTool } from '../util/exec.js';
+import { ensureDirSync } from '../util/files.js';
 import { assignPorts } from './ports.js';
 import { readJson, readState, snapshotsDir, withLock, writeFileAtomic, writeState } from './state.js';
 import {
@@ -75,7 +76,7 @@ export async function takeSnapshot(pvm: ProjectVm, label: string): Promise<Proje
   const image = await vmImage(pvm, () => {});
   const disks = await prepareDisks(pvm, image);
   const root = snapshotsDir(pvm.dir);
-  mkdirSync(root, { recursive: true });
+  ensureDirSync(root);
   const scratch = join(root, `.taking-${randomBytes(4).toString('hex')}`);
   mkdirSync(scratch);
   try {

@@ -1,7 +1,8 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, GuestSetupError } from '../errors.js';
 import { runTool } from '../util/exec.js';
+import { ensureDirSync } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import type { HubClient } from './hub-client.js';
@@ -38,7 +39,7 @@ export class NoSshdError extends ConfigError {
 export async function ensureClientKey(pvm: ProjectVm): Promise<string> {
   const { dir, key } = sshFiles(pvm);
   if (!existsSync(key)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    ensureDirSync(dir, 0o700);
     const partial = `${key}.${process.pid}.part`;
     await runTool(
       'ssh-keygen',

@@ -2,7 +2,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
-  mkdirSync,
   openSync,
   readFileSync,
   renameSync,
@@ -15,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VmkitError } from '../errors.js';
 import { processStartTicks } from '../runtime/reaper.js';
+import { ensureDirSync } from '../util/files.js';
 
 /**
  * The state of a project's VMs in `<project>/.vmkit/<vm>/`: `state.json` (ports, provision
@@ -51,10 +51,10 @@ export function runDir(dir: string): string {
 /** Creates `.vmkit/` with a .gitignore that ignores everything in it, and the VM's folder. */
 export function ensureVmDir(root: string, vm: string): string {
   const top = projectStateDir(root);
-  mkdirSync(top, { recursive: true });
+  ensureDirSync(top);
   if (!existsSync(join(top, '.gitignore'))) writeFileAtomic(join(top, '.gitignore'), '*\n');
   const dir = vmDir(root, vm);
-  mkdirSync(runDir(dir), { recursive: true });
+  ensureDirSync(runDir(dir));
   return dir;
 }
 

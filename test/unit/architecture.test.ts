@@ -213,6 +213,19 @@ describe('architecture of src/', () => {
     assert.deepEqual(offenders, [], `bare VmkitErrors:\n  ${offenders.join('\n  ')}`);
   });
 
+  test('no recursive mkdir outside src/util/files.ts: under /proc it spins without end (use ensureDir)', () => {
+    // cgroups.ts creates groups under /sys/fs/cgroup, a path vmkit fixes, not one a user gives.
+    const allowed = new Set(['util/files.ts', 'fleet/cgroups.ts']);
+    const offenders = graph.files
+      .filter((file) => !allowed.has(file))
+      .flatMap((file) =>
+        readFileSync(join(SRC, file), 'utf8')
+          .split('\n')
+          .flatMap((line, n) => (/\bmkdir(Sync)?\(.*recursive/.test(line) ? [`src/${file}:${n + 1}`] : [])),
+      );
+    assert.deepEqual(offenders, [], `recursive mkdirs:\n  ${offenders.join('\n  ')}`);
+  });
+
   test('src/util/ imports nothing from other src/ folders except src/errors.ts (type imports included)', () => {
     const violations = graph.files
       .filter((file) => file.startsWith('util/'))
