@@ -1,7 +1,17 @@
 // The fleet agent over real HTTPS with mutual TLS and certificates made by the openssl CLI,
 // against a real fleet folder (no guests: test/vm/fleet-agent.test.ts drives instances).
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -300,6 +310,37 @@ describe('agent client input', () => {
     await assert.rejects(
       connectAgent({ url: 'https://127.0.0.1:1', ...files, key: '/nonexistent/client.key' }),
       (error: Error) => error instanceof ConfigError && /client key \/nonexistent/.test(error.message),
+    );
+  });
+});
+
+describe('certificate input', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmkit-certs-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const [what, options] of [
+    ['a newline injecting an extension', { hosts: ['ok.test\nbasicConstraints=critical,CA:TRUE'] }],
+    ['shell characters', { hosts: ['a b;rm -rf /'] }],
+    ['a comma', { hosts: ['a,DNS:evil.test'] }],
+    ['a slash in the subject', { hosts: ['a/CN=evil'] }],
+    ['no host at all', { hosts: [] }],
+    ['0 days', { days: 0 }],
+    ['a client name with a newline', { clientName: 'op\nx' }],
+  ] as const) {
+    test(`refused before anything is made: ${what}`, async () => {
+      const certs = join(dir, what.replace(/\W+/g, '-'));
+      await assert.rejects(initCerts(certs, { ca: true, ...options }), ConfigError);
+      assert.ok(!existsSync(certs), 'no half-made folder is left');
+    });
+  }
+
+  test('names and addresses go into the server certificate as DNS and IP entries', async () => {
+    const certs = join(dir, 'good');
+    await initCerts(certs, { ca: true, hosts: ['agent.example.test', '10.1.2.3', '::1'], days: 2 });
+    const cert = new X509Certificate(readFileSync(certPath(certs, 'server')));
+    assert.equal(
+      cert.subjectAltName,
+      'DNS:agent.example.test, IP Address:10.1.2.3, IP Address:0:0:0:0:0:0:0:1',
     );
   });
 });
