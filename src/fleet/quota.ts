@@ -1,3 +1,4 @@
+import { ConfigError } from '../errors.js';
 import { type InstanceState, type Operation, RefusedError } from './lifecycle.js';
 import type { Pool, Tenant } from './model.js';
 
@@ -68,4 +69,25 @@ export function checkCreate(tenant: Tenant, pool: Pool, inPool: number, diskMiB:
       `${what}: create refused by tenant ${tenant.id}'s quota: disk MiB ${diskMiB} in use + ${pool.dataDiskMiB} > ${tenant.quotas.maxDiskMiB}`,
     );
   }
+}
+
+/**
+ * Refuses a pool no instance of which could ever run or be created under its tenant's quotas
+ * (one instance's vCPUs, memory or data disk over the tenant's whole allowance).
+ */
+export function checkPoolFits(
+  quotas: Pick<Tenant['quotas'], 'maxVcpus' | 'maxMemoryMiB' | 'maxDiskMiB'>,
+  pool: { vcpus: number; memoryMiB: number; dataDiskMiB: number },
+  what: string,
+): void {
+  const over = (field: string, value: number, quota: string, max: number) => {
+    if (value > max) {
+      throw new ConfigError(
+        `${what}: ${field} ${value} is more than the tenant's ${quota} ${max}: no instance of it could run`,
+      );
+    }
+  };
+  over('vcpus', pool.vcpus, 'maxVcpus', quotas.maxVcpus);
+  over('memoryMiB', pool.memoryMiB, 'maxMemoryMiB', quotas.maxMemoryMiB);
+  over('dataDiskMiB', pool.dataDiskMiB, 'maxDiskMiB', quotas.maxDiskMiB);
 }

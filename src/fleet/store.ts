@@ -17,7 +17,7 @@ import {
   type TenantInput,
   tenantInput,
 } from './model.js';
-import { checkCreate, checkQuota, usageOf } from './quota.js';
+import { checkCreate, checkPoolFits, checkQuota, usageOf } from './quota.js';
 import { instanceFrom, now, type Outcome, poolFrom, type Row, snake, tenantFrom } from './rows.js';
 import { nextAddress, overlaps, parseSubnet } from './subnet.js';
 
@@ -113,7 +113,7 @@ export class FleetStore {
     const parsed = parseInput(poolInput, input, 'pool');
     const recipe = typeof parsed.image === 'object' ? parsed.image : undefined;
     return this.tx(() => {
-      this.tenant(parsed.tenant);
+      checkPoolFits(this.tenant(parsed.tenant).quotas, parsed, `pool ${parsed.tenant}/${parsed.id}`);
       if (this.findPool(parsed.tenant, parsed.id)) {
         throw new RefusedError(`pool ${parsed.tenant}/${parsed.id} already exists`);
       }

@@ -19,6 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { ConfigError } from '../../src/errors.js';
 import {
+  type CertOptions,
   certPath,
   certStatus,
   initCerts,
@@ -326,7 +327,7 @@ describe('certificate input', () => {
     ['no host at all', { hosts: [] }],
     ['0 days', { days: 0 }],
     ['a client name with a newline', { clientName: 'op\nx' }],
-  ] as const) {
+  ] as Array<[string, CertOptions]>) {
     test(`refused before anything is made: ${what}`, async () => {
       const certs = join(dir, what.replace(/\W+/g, '-'));
       await assert.rejects(initCerts(certs, { ca: true, ...options }), ConfigError);

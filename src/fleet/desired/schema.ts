@@ -1,12 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
+import { readInputFile } from '../../util/files.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
 import { fleetId } from '../ids.js';
 import { poolImageSchema } from '../image-spec.js';
 import { policyThresholds } from '../policy.js';
-import { parseSubnet } from '../subnet.js';
+import { overlaps, parseSubnet, type Subnet } from '../subnet.js';
 
 /** The document versions this vmkit reads. */
 export const DESIRED_VERSION = 1;
@@ -75,11 +75,19 @@ export const desiredDocument = z
   .superRefine((doc, ctx) => {
     const issue = (path: PropertyKey[], message: string) => ctx.addIssue({ code: 'custom', path, message });
     const tenants = new Set<string>();
+    const subnets: Array<{ id: string; subnet: Subnet }> = [];
     doc.tenants.forEach((t, n) => {
       if (tenants.has(t.id)) issue(['tenants', n, 'id'], `duplicate tenant ${t.id}`);
       tenants.add(t.id);
       try {
-        parseSubnet(t.subnet);
+        const subnet = parseSubnet(t.subnet);
+        const other = subnets.find((s) => overlaps(s.subnet, subnet));
+        if (other)
+          issue(
+            ['tenants', n, 'subnet'],
+            `${subnet.cidr} overlaps tenant ${other.id}'s ${other.subnet.cidr}`,
+          );
+        subnets.push({ id: t.id, subnet });
       } catch (error) {
         issue(['tenants', n, 'subnet'], (error as Error).message);
       }
@@ -121,12 +129,7 @@ export function parseDesired(
 
 /** Reads and validates a desired-state file (.json, .yaml or .yml). */
 export function loadDesired(file: string): DesiredDocument {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError(`desired state ${file}: cannot read it: ${(error as Error).message}`);
-  }
+  const text = readInputFile(file, 'desired state');
   const format = /\.ya?ml$/i.test(file) ? 'yaml' : /\.json$/i.test(file) ? 'json' : undefined;
   return parseDesired(text, file, format);
 }
@@ -141,11 +144,7 @@ export function resolveSecrets(tenant: DesiredTenant): Record<string, string> {
       if (value === undefined) throw new ConfigError(`${where}: environment variable ${ref.env} is not set`);
       values[name] = value;
     } else {
-      try {
-        values[name] = readFileSync(ref.file, 'utf8').replace(/\n$/, '');
-      } catch (error) {
-        throw new ConfigError(`${where}: cannot read ${ref.file}: ${(error as Error).message}`);
-      }
+      values[name] = readInputFile(ref.file, where, 1024 * 1024).replace(/\n$/, '');
     }
   }
   return values;
