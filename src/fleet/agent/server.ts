@@ -101,7 +101,21 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
     keepAliveTimeout: 5_000,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+  // JSON.parse keeps a "__proto__" key as a plain own property (it sets no prototype), so the
+  // strict schemas name it as an unknown key; fastify's parser called that body "not valid JSON".
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    if (body === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(body as string));
+    } catch (error) {
+      done(
+        Object.assign(new ConfigError(`body: not valid JSON: ${(error as Error).message}`), {
+          statusCode: 400,
+        }),
+      );
+    }
   });
   let chain: Promise<unknown> = Promise.resolve();
   let closing = false;
