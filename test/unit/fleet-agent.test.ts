@@ -283,9 +283,12 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
       servername: 'localhost',
     });
     await new Promise((resolve) => socket.once('secureConnect', resolve));
+    const started = Date.now();
     socket.write(
       'POST /v1/reconcile HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"pr',
     );
+    // Not idle: a byte every 200 ms, so only the whole-request deadline (1500 ms here) can cut it.
+    const drip = setInterval(() => socket.writable && socket.write(' '), 200);
     const closed = new Promise<string>((resolve) => {
       let reply = '';
       socket.on('data', (chunk) => (reply += chunk));
@@ -293,8 +296,16 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     });
     using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
     assert.equal(typeof (await client.nodeStats()).hostMemoryMiB, 'number');
-    const reply = await closed;
+    const reply = await Promise.race([
+      closed,
+      new Promise<string>((resolve) => setTimeout(() => resolve('still open after 15 s'), 15_000)),
+    ]).finally(() => {
+      clearInterval(drip);
+      socket.destroy();
+    });
+    const cutAfter = Date.now() - started;
     assert.match(reply, /^HTTP\/1.1 408|^$/, `the server closed the slow request (${reply.slice(0, 40)})`);
+    assert.ok(cutAfter >= 1400 && cutAfter < 4000, `cut after ${cutAfter} ms, for a 1500 ms request timeout`);
   });
 
   test('rotation while a client is connected: no failed request, new connections get the new certificate', async () => {
@@ -350,6 +361,13 @@ describe('agent client input', () => {
       connectAgent({ url: 'https://127.0.0.1:1', ...files, key: '/nonexistent/client.key' }),
       (error: Error) => error instanceof ConfigError && /client key \/nonexistent/.test(error.message),
     );
+  });
+});
+
+describe('agent server input', () => {
+  test('a request timeout of 0 (no limit, to Node), a tiny body limit, a bad port are ConfigErrors', async () => {
+    for (const bad of [{ requestTimeoutMs: 0 }, { bodyLimit: 0 }, { port: 70_000 }, { reconcileIntervalMs: -1 }])
+      await assert.rejects(startAgent({ certsDir: '/nonexistent', ...bad }), ConfigError);
   });
 });
 

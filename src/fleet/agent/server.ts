@@ -4,7 +4,10 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { createSecureContext } from 'node:tls';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
+import { MAX_TIMER_MS } from '../../util/time.js';
+import { parseInput, wholeNumber } from '../../util/validate.js';
 import { type ReconcileReport, reconcile } from '../desired/reconcile.js';
 import { loadDesired } from '../desired/schema.js';
 import { Fleet } from '../fleet.js';
@@ -60,6 +63,17 @@ function readTls(certsDir: string) {
   };
 }
 
+/** The numbers a caller sets; 0 would mean "no limit" to Node for the timeouts. */
+const serverLimits = z
+  .object({
+    port: wholeNumber(0, 65_535).optional(),
+    bodyLimit: wholeNumber(256, 64 * 1024 * 1024).optional(),
+    requestTimeoutMs: wholeNumber(100, MAX_TIMER_MS).optional(),
+    handshakeTimeoutMs: wholeNumber(100, MAX_TIMER_MS).optional(),
+    reconcileIntervalMs: wholeNumber(0, MAX_TIMER_MS).optional(),
+  })
+  .loose();
+
 function statusOf(error: FastifyError | Error): number {
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) return status;
@@ -76,6 +90,7 @@ function statusOf(error: FastifyError | Error): number {
  * connections without a restart.
  */
 export async function startAgent(options: AgentServerOptions): Promise<AgentServer> {
+  parseInput(serverLimits, options, 'agent');
   const log = options.log ?? (() => {});
   const tls = readTls(options.certsDir);
   const fleet = new Fleet({
@@ -85,6 +100,7 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
   });
   for (const repair of await fleet.repair())
     log(`repaired ${repair.path}: ${repair.from} -> ${repair.to}: ${repair.reason}`);
+  const requestTimeout = options.requestTimeoutMs ?? 30_000;
   const app: FastifyInstance = Fastify({
     https: {
       ...tls,
@@ -94,9 +110,14 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
       rejectUnauthorized: false,
       handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
       minVersion: 'TLSv1.2',
+      // Node checks requestTimeout (and headersTimeout, 60 s by default) only every
+      // connectionsCheckingInterval (30 s by default): a slow body was cut at 60 to 90 s, not 30.
+      headersTimeout: requestTimeout,
+      requestTimeout,
+      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(requestTimeout / 10))),
     },
     bodyLimit: options.bodyLimit ?? 64 * 1024,
-    requestTimeout: options.requestTimeoutMs ?? 30_000,
+    requestTimeout,
     connectionTimeout: 0,
     keepAliveTimeout: 5_000,
     forceCloseConnections: 'idle',
