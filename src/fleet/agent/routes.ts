@@ -16,6 +16,8 @@ export interface RouteContext {
     prune?: boolean;
     dryRun?: boolean;
   }) => Promise<ReconcileReport & { document: string; at: string }>;
+  /** stdout and stderr of one exec together; past it the command is killed and the reply is 413. */
+  maxExecOutputBytes: number;
 }
 
 type Handler<O extends AgentOp> = (
@@ -72,7 +74,9 @@ function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
     },
     exec: async ({ params, body }, actor) => {
       auditCall(fleet, actor, 'exec', params, body.command.join(' '));
-      const result = await fleet.exec(address(params), body.command, body.timeoutMs);
+      const result = await fleet.exec(address(params), body.command, body.timeoutMs, {
+        maxOutputBytes: ctx.maxExecOutputBytes,
+      });
       return {
         status: result.status,
         timedOut: result.timedOut,

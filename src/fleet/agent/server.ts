@@ -13,6 +13,7 @@ import { loadDesired } from '../desired/schema.js';
 import { Fleet } from '../fleet.js';
 import { RefusedError } from '../lifecycle.js';
 import type { FleetBuilder } from '../pool-image.js';
+import { OutputLimitError } from '../vm-exec.js';
 import { openApiDocument } from './api.js';
 import { certPath, keyPath } from './certs.js';
 import { registerRoutes } from './routes.js';
@@ -35,6 +36,8 @@ export interface AgentServerOptions {
   bodyLimit?: number;
   /** A request must arrive whole within this time (slow clients are cut off). */
   requestTimeoutMs?: number;
+  /** An exec's stdout and stderr together, at most (default 8 MiB); past it: killed, 413. */
+  maxExecOutputBytes?: number;
   /** The TLS handshake must finish within this time. */
   handshakeTimeoutMs?: number;
   log?: (line: string) => void;
@@ -71,6 +74,7 @@ const serverLimits = z
     requestTimeoutMs: wholeNumber(100, MAX_TIMER_MS).optional(),
     handshakeTimeoutMs: wholeNumber(100, MAX_TIMER_MS).optional(),
     reconcileIntervalMs: wholeNumber(0, MAX_TIMER_MS).optional(),
+    maxExecOutputBytes: wholeNumber(1, 256 * 1024 * 1024).optional(),
   })
   .loose();
 
@@ -79,6 +83,7 @@ function statusOf(error: FastifyError | Error): number {
   if (status && status >= 400 && status < 500) return status;
   if ((error as FastifyError).validation) return 400;
   if (error instanceof RefusedError) return 409;
+  if (error instanceof OutputLimitError) return 413;
   if (error instanceof ConfigError) return /^no (tenant|pool|instance) /.test(error.message) ? 404 : 400;
   return 500;
 }
@@ -175,7 +180,11 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
     );
   });
   app.get('/openapi.json', async () => openApiDocument('0.1.0'));
-  registerRoutes(app, { fleet, reconcile: reconcileNow });
+  registerRoutes(app, {
+    fleet,
+    reconcile: reconcileNow,
+    maxExecOutputBytes: options.maxExecOutputBytes ?? 8 * 1024 * 1024,
+  });
   const tlsServer = app.server as unknown as HttpsServer;
   tlsServer.prependListener('secureConnection', (socket: TLSSocket) => {
     if (socket.authorized) return;
