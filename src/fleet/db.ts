@@ -120,7 +120,7 @@ function migrate(db: Database.Database): void {
   db.transaction(() => {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) {
-      throw new Error(
+      throw new ConfigError(
         `the fleet database is at schema version ${version}, newer than this vmkit knows (${SCHEMA_VERSION})`,
       );
     }

@@ -92,6 +92,6 @@ async function step<T>(name: string, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (error) {
-    throw new Error(`${name}: ${(error as Error).message}`);
+    throw new ImageError(`${name}: ${(error as Error).message}`);
   }
 }

@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigError } from '../errors.js';
 import type { ProjectConfig } from './config.js';
 import { listProjectSnapshots } from './snapshots.js';
 import { readState } from './state.js';
@@ -28,7 +29,7 @@ function bytesUnder(path: string): number {
 
 export function vmStatus(project: ProjectConfig, name: string): VmStatus {
   const vm = project.vms[name];
-  if (!vm) throw new Error(`no VM ${name}`);
+  if (!vm) throw new ConfigError(`no VM ${name} in the project`);
   const pvm = projectVm(project, vm);
   const state = readState(pvm.dir);
   const record = vmmRecord(pvm);

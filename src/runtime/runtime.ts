@@ -51,7 +51,7 @@ export class Runtime implements AsyncDisposable {
 
   /** This runtime's run folder, created (and the leftovers of dead runs reaped) on first use. */
   get runDir(): string {
-    if (this.closing) throw new Error('this vmkit runtime is closed');
+    if (this.closing) throw new ConfigError('this vmkit runtime is closed');
     if (this.dir) return this.dir;
     try {
       ensureDirSync(this.runsRoot, 0o700);

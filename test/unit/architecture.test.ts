@@ -213,6 +213,15 @@ describe('architecture of src/', () => {
     assert.deepEqual(offenders, [], `bare VmkitErrors:\n  ${offenders.join('\n  ')}`);
   });
 
+  test('nothing in src/ throws or rejects with a plain Error: the CLI prints typed errors as one line', () => {
+    const offenders = graph.files.flatMap((file) =>
+      readFileSync(join(SRC, file), 'utf8')
+        .split('\n')
+        .flatMap((line, n) => (/(throw|reject\()\s*new Error\(/.test(line) ? [`src/${file}:${n + 1}`] : [])),
+    );
+    assert.deepEqual(offenders, [], `plain Errors:\n  ${offenders.join('\n  ')}`);
+  });
+
   test('no recursive mkdir outside src/util/files.ts: under /proc it spins without end (use ensureDir)', () => {
     // cgroups.ts creates groups under /sys/fs/cgroup, a path vmkit fixes, not one a user gives.
     const allowed = new Set(['util/files.ts', 'fleet/cgroups.ts']);
