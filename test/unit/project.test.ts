@@ -76,6 +76,30 @@ describe('project config', () => {
     assert.throws(() => selectVm(config, 'other'), /unknown VM "other" .*\(it has: dev\)/);
   });
 
+  it("refuses a sync into the guest's root or system folders, and a port forwarded twice", () => {
+    for (const guest of ['/', '/etc', '/usr/', '/proc/x', '/work', '//'])
+      assert.match(
+        problems({ vms: { dev: { sync: [{ guest }] } } })[0] ?? '',
+        /^vms\.dev\.sync\.0\.guest: \/\S* is the guest's root, a system folder/,
+        guest,
+      );
+    assert.doesNotThrow(() =>
+      parseConfig(
+        { vms: { dev: { sync: [{ guest: '/work/src' }, { host: 'x', guest: '/srv/x' }] } } },
+        join(scratch, 'vmkit.config.json'),
+      ),
+    );
+    assert.deepEqual(
+      problems({
+        vms: { dev: { ports: [{ guest: 80, host: 8080 }, { guest: 81, host: 8080 }, { guest: 80 }] } },
+      }),
+      [
+        'vms.dev.ports.1.host: port 8080 is forwarded twice',
+        'vms.dev.ports.2.guest: port 80 is forwarded twice',
+      ],
+    );
+  });
+
   it('is found by walking up, and loads from TypeScript as well as JSON', async () => {
     const project = join(scratch, 'walk');
     mkdirSync(join(project, 'a', 'b'), { recursive: true });
