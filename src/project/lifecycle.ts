@@ -133,11 +133,12 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
       }
       await stopHub(pvm);
       await stopVmm(pvm);
+      // Before any disk is made: a refusal (a fixed host port taken) leaves nothing behind.
+      const ports = await assignPorts(pvm.vm, state, otherVmPorts(pvm));
       const { image: media } = pvm.vm;
       if (isIsoImage(media) && needsInstall(pvm, media)) await installFromIso(pvm, media, log);
       const image = await vmImage(pvm, log);
       const disks = await prepareDisks(pvm, image);
-      const ports = await assignPorts(pvm.vm, state, otherVmPorts(pvm));
       writeState(pvm.dir, { ...state, ports, running: false });
       try {
         let provisioned = false;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import type { ProjectConfig } from './config.js';
 import { listProjectSnapshots } from './snapshots.js';
-import { readState } from './state.js';
+import { dataDisk, readState } from './state.js';
 import { consoleTail, projectVm, vmmRecord } from './vmm.js';
 
 export interface VmStatus {
@@ -35,7 +35,14 @@ export function vmStatus(project: ProjectConfig, name: string): VmStatus {
   const record = vmmRecord(pvm);
   const status: VmStatus = {
     name,
-    state: record ? 'running' : state.running ? 'crashed' : existsSync(pvm.dir) ? 'stopped' : 'absent',
+    // Made once its data disk is: a first `up` refused early leaves at most an empty folder.
+    state: record
+      ? 'running'
+      : state.running
+        ? 'crashed'
+        : existsSync(dataDisk(pvm.dir))
+          ? 'stopped'
+          : 'absent',
     address: '127.0.0.1',
     ports: state.ports,
     diskBytes: bytesUnder(pvm.dir),

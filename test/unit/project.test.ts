@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import {
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -10,16 +11,20 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { splitAtDashes } from '../../src/cli/commands/project.js';
 import { ConfigError } from '../../src/errors.js';
 import { findConfigFile, loadProjectConfig, parseConfig, selectVm } from '../../src/project/config.js';
+import { up } from '../../src/project/lifecycle.js';
 import { globMatcher, hostManifest, planSync } from '../../src/project/manifest.js';
 import { installKey } from '../../src/project/media.js';
 import { hasAgent, type IsoImageConfig, installSteps, isIsoImage } from '../../src/project/media-config.js';
-import { acquireLock, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
+import { acquireLock, dataDisk, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
+import { vmStatus } from '../../src/project/status.js';
+import { projectVm } from '../../src/project/vmm.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'vmkit-project-unit-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -299,5 +304,31 @@ describe('state', () => {
     writeFileAtomic(file, '{"a":1}');
     writeFileAtomic(file, '{"a":2}');
     assert.equal(readFileSync(file, 'utf8'), '{"a":2}');
+  });
+});
+
+describe('up refused for a taken host port', () => {
+  it('leaves no disk behind, and the VM still shows as absent', async () => {
+    const root = mkdtempSync(join(scratch, 'taken-'));
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const project = parseConfig(
+        { vms: { dev: { ports: [{ guest: 80, host: port }] } } },
+        join(root, 'vmkit.config.json'),
+      );
+      const pvm = projectVm(project, selectVm(project, 'dev'));
+      await assert.rejects(
+        up(pvm, () => {}),
+        (error: Error) =>
+          error instanceof ConfigError &&
+          new RegExp(`host port ${port} .* is already taken`).test(error.message),
+      );
+      assert.ok(!existsSync(dataDisk(pvm.dir)), 'no data disk was made');
+      assert.equal(vmStatus(project, 'dev').state, 'absent');
+    } finally {
+      holder.close();
+    }
   });
 });
