@@ -220,6 +220,11 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     assert.match(await status(client.wake('acme/web/nope')), /^404 .*no instance/);
     assert.match(await status(client.call('instances', { query: { tenant: 'Bad!' } })), /^400 /);
     assert.match(
+      await status(client.call('instances', { query: { tenant: 'acme', pool: 'nope' } })),
+      /^404 .*no pool acme\/nope/,
+    );
+    assert.match(await status(client.call('instances', { query: { pool: 'web' } })), /^400 .*pool needs tenant/);
+    assert.match(
       await status(
         client.call('exec', {
           params: { tenant: 'acme', pool: 'web', instance: 'x' },

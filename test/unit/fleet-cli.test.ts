@@ -73,6 +73,16 @@ describe('vmkit fleet: bad input is one line and exit 2', { timeout: 600_000 }, 
     );
   });
 
+  test('listing an unknown tenant or pool is refused, not an empty list; --timeout 0 is one line', async () => {
+    await refused(fleet('instance', 'list', 'nobody'), /^vmkit: no tenant nobody in the fleet/);
+    await refused(fleet('instance', 'list', 'acme/nope'), /^vmkit: no pool acme\/nope in the fleet/);
+    await refused(fleet('pool', 'list', 'nobody'), /^vmkit: no tenant nobody in the fleet/);
+    await refused(
+      fleet('instance', 'exec', 'acme/p/i', '--timeout', '0', '--', 'true'),
+      /^vmkit: --timeout: must be a whole number from 1 to/,
+    );
+  });
+
   test('policy thresholds out of range', async () => {
     await refused(
       fleet('policy', 'run', '--sample-ms', '0'),

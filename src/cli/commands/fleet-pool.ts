@@ -79,6 +79,7 @@ export function registerPoolCommands(fleet: Command): void {
     .argument('[tenant]')
     .action(async (tenant: string | undefined, _options, command: Command) => {
       await withFleet(command, async (fleet, json) => {
+        if (tenant) fleet.store.tenant(tenant); // an unknown tenant is a mistake, not an empty list
         const pools = fleet.store.listPools(tenant);
         output(
           json,

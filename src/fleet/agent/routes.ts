@@ -1,6 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaCompiler } from 'fastify';
 import type { z } from 'zod';
+import { ConfigError } from '../../errors.js';
 import { parseInput } from '../../util/validate.js';
 import { audit } from '../audit.js';
 import type { ReconcileReport } from '../desired/reconcile.js';
@@ -61,7 +62,9 @@ function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
         createdAt: t.createdAt,
       })),
     instances: ({ query }) => {
+      if (query?.pool && !query.tenant) throw new ConfigError('instances: pool needs tenant');
       if (query?.tenant) fleet.store.tenant(query.tenant);
+      if (query?.tenant && query.pool) fleet.store.pool(query.tenant, query.pool);
       return fleet.store.listInstances({ tenant: query?.tenant, pool: query?.pool });
     },
     wake: ({ params }, actor) => {
