@@ -1,4 +1,5 @@
 import { ConfigError } from '../../errors.js';
+import { parseInput } from '../../util/validate.js';
 import type { Fleet } from '../fleet.js';
 import { describeImage, sameImage } from '../image-spec.js';
 import { type Instance, type Pool, tenantInput } from '../model.js';
@@ -32,7 +33,11 @@ const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
 
 /** The quotas a document's tenant asks for, the fleet's defaults filled in. */
 function wantedQuotas(tenant: DesiredTenant) {
-  const parsed = tenantInput.parse({ id: tenant.id, subnet: tenant.subnet, ...tenant.quotas });
+  const parsed = parseInput(
+    tenantInput,
+    { id: tenant.id, subnet: tenant.subnet, ...tenant.quotas },
+    `tenant ${tenant.id}`,
+  );
   const { maxVcpus, maxMemoryMiB, maxRunning, maxWarm, maxInstances, maxDiskMiB } = parsed;
   return { maxVcpus, maxMemoryMiB, maxRunning, maxWarm, maxInstances, maxDiskMiB };
 }
