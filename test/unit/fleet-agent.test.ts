@@ -223,7 +223,10 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
       await status(client.call('instances', { query: { tenant: 'acme', pool: 'nope' } })),
       /^404 .*no pool acme\/nope/,
     );
-    assert.match(await status(client.call('instances', { query: { pool: 'web' } })), /^400 .*pool needs tenant/);
+    assert.match(
+      await status(client.call('instances', { query: { pool: 'web' } })),
+      /^400 .*pool needs tenant/,
+    );
     assert.match(
       await status(
         client.call('exec', {
@@ -371,7 +374,12 @@ describe('agent client input', () => {
 
 describe('agent server input', () => {
   test('a request timeout of 0 (no limit, to Node), a tiny body limit, a bad port are ConfigErrors', async () => {
-    for (const bad of [{ requestTimeoutMs: 0 }, { bodyLimit: 0 }, { port: 70_000 }, { reconcileIntervalMs: -1 }])
+    for (const bad of [
+      { requestTimeoutMs: 0 },
+      { bodyLimit: 0 },
+      { port: 70_000 },
+      { reconcileIntervalMs: -1 },
+    ])
       await assert.rejects(startAgent({ certsDir: '/nonexistent', ...bad }), ConfigError);
   });
 });
