@@ -25,11 +25,12 @@ const RESERVED = [
 ];
 
 /**
- * A tenant subnet: an IPv4 network of /16 to /29 in private unicast space (10/8, 172.16/12,
- * 192.168/16) that does not overlap vmkit's own networks; its first host is the gateway.
+ * A new tenant's subnet: an IPv4 network of /16 to /29 in private unicast space (10/8,
+ * 172.16/12, 192.168/16) that does not overlap vmkit's own networks; its first host is the
+ * gateway. (Subnets already stored are read with parseSubnet, which checks only the form.)
  */
-export function parseSubnet(text: string): Subnet {
-  const subnet = parseCidr(text);
+export function parseTenantSubnet(text: string): Subnet {
+  const subnet = parseSubnet(text);
   if (!PRIVATE.some((range) => contains(range, subnet))) {
     throw new ConfigError(
       `subnet ${subnet.cidr} is not private unicast space: use a network inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16`,
@@ -40,7 +41,8 @@ export function parseSubnet(text: string): Subnet {
   return subnet;
 }
 
-function parseCidr(text: string): Subnet {
+/** A subnet's form: an IPv4 network of /16 to /29, normalised to its network address. */
+export function parseSubnet(text: string): Subnet {
   const match = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(text);
   const octets = match?.[1]?.split('.').map(Number) ?? [];
   const prefix = Number(match?.[2]);

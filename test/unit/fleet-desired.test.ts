@@ -11,6 +11,7 @@ import { readAudit } from '../../src/fleet/audit.js';
 import { reconcile } from '../../src/fleet/desired/reconcile.js';
 import { loadDesired, parseDesired } from '../../src/fleet/desired/schema.js';
 import { Fleet } from '../../src/fleet/fleet.js';
+import { parseSubnet } from '../../src/fleet/subnet.js';
 
 const errorOf = (text: string) => {
   try {
@@ -141,6 +142,8 @@ describe('the desired-state document', () => {
       ),
       /tenants\[1\]\.subnet: 10\.61\.0\.128\/25 overlaps tenant acme's 10\.61\.0\.0\/24/,
     );
+    // Subnets already stored keep working: only new tenants' subnets are held to this.
+    assert.equal(parseSubnet('100.64.0.0/24').gateway, '100.64.0.1');
     for (const subnet of ['10.61.0.0/24', '172.16.5.0/24', '192.168.200.0/24'])
       assert.doesNotThrow(() => parseDesired(doc({ tenants: [{ id: 'acme', subnet }] }), 'doc.json'));
   });

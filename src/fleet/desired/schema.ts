@@ -6,7 +6,7 @@ import { parseInput, wholeNumber } from '../../util/validate.js';
 import { fleetId } from '../ids.js';
 import { poolImageSchema } from '../image-spec.js';
 import { policyThresholds } from '../policy.js';
-import { overlaps, parseSubnet, type Subnet } from '../subnet.js';
+import { overlaps, parseTenantSubnet, type Subnet } from '../subnet.js';
 
 /** The document versions this vmkit reads. */
 export const DESIRED_VERSION = 1;
@@ -80,7 +80,7 @@ export const desiredDocument = z
       if (tenants.has(t.id)) issue(['tenants', n, 'id'], `duplicate tenant ${t.id}`);
       tenants.add(t.id);
       try {
-        const subnet = parseSubnet(t.subnet);
+        const subnet = parseTenantSubnet(t.subnet);
         const other = subnets.find((s) => overlaps(s.subnet, subnet));
         if (other)
           issue(
