@@ -97,15 +97,16 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
  * transactions instead of failing, and brings its schema up to date.
  */
 export function openFleetDatabase(fleetDir: string): Database.Database {
-  if (statSync(fleetDir, { throwIfNoEntry: false })?.isDirectory() === false)
-    throw new ConfigError(`fleet folder ${fleetDir}: not a folder`);
   let db: Database.Database | undefined;
   try {
+    if (statSync(fleetDir, { throwIfNoEntry: false })?.isDirectory() === false)
+      throw new ConfigError(`fleet folder ${fleetDir}: not a folder`);
     ensureDirSync(fleetDir, 0o700);
     db = new Database(join(fleetDir, 'fleet.sqlite3'), { timeout: 15_000 });
     db.pragma('journal_mode = WAL'); // the first read: a file that is no database fails here
   } catch (error) {
     db?.close();
+    if (error instanceof ConfigError) throw error;
     // A file, a folder under /proc or /sys, one without write access, not a database: bad input.
     throw new ConfigError(`fleet folder ${fleetDir}: cannot open it: ${(error as Error).message}`);
   }
