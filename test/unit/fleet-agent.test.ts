@@ -404,6 +404,19 @@ describe('certificate input', () => {
     });
   }
 
+  test('openssl failing part-way leaves no half-made folder', async () => {
+    const certs = join(dir, 'failing');
+    const saved = process.env.OPENSSL_CONF;
+    process.env.OPENSSL_CONF = '/nonexistent/openssl.cnf'; // every openssl run fails
+    try {
+      await assert.rejects(initCerts(certs, { ca: true }));
+    } finally {
+      if (saved === undefined) delete process.env.OPENSSL_CONF;
+      else process.env.OPENSSL_CONF = saved;
+    }
+    assert.ok(!existsSync(certs), 'the folder this call made is gone');
+  });
+
   test('names and addresses go into the server certificate as DNS and IP entries', async () => {
     const certs = join(dir, 'good');
     await initCerts(certs, { ca: true, hosts: ['agent.example.test', '10.1.2.3', '::1'], days: 2 });
