@@ -88,6 +88,12 @@ describe('vmkit fleet: bad input is one line and exit 2', { timeout: 600_000 }, 
       fleet('policy', 'run', '--sample-ms', '0'),
       /sleep policy: sampleMs: must be a whole number/,
     );
+    const negative = await fleet('policy', 'run', '--idle-seconds', '-1');
+    assert.equal(negative.code, 2, negative.stderr);
+    assert.match(
+      negative.stderr,
+      /^error: option '--idle-seconds <n>' argument '-1' is invalid\. expected a whole number$/m,
+    );
   });
 
   test('agent: certificates with an unsafe host or 0 days leave no folder; a client URL that is not https', async () => {
