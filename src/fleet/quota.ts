@@ -91,3 +91,48 @@ export function checkPoolFits(
   over('memoryMiB', pool.memoryMiB, 'maxMemoryMiB', quotas.maxMemoryMiB);
   over('dataDiskMiB', pool.dataDiskMiB, 'maxDiskMiB', quotas.maxDiskMiB);
 }
+
+/**
+ * Refuses desired counts a tenant's quotas could never hold: its pools' Running and Warm
+ * instances together over the vCPU, memory, running or warm quota, a pool over the instances per
+ * pool, or their data disks over the disk quota. Sleeping instances hold no VMM.
+ */
+export function checkDesiredFits(
+  tenant: string,
+  quotas: Tenant['quotas'],
+  pools: Array<{
+    id: string;
+    vcpus: number;
+    memoryMiB: number;
+    dataDiskMiB: number;
+    desired: { running: number; warm: number; sleeping: number };
+  }>,
+): void {
+  const sum = { vcpus: 0, memoryMiB: 0, running: 0, warm: 0, diskMiB: 0 };
+  for (const pool of pools) {
+    const { running, warm, sleeping } = pool.desired;
+    const count = running + warm + sleeping;
+    if (count > quotas.maxInstances) {
+      throw new ConfigError(
+        `pool ${tenant}/${pool.id}: ${count} instances wanted, more than tenant ${tenant}'s maxInstances ${quotas.maxInstances} per pool`,
+      );
+    }
+    sum.vcpus += (running + warm) * pool.vcpus;
+    sum.memoryMiB += (running + warm) * pool.memoryMiB;
+    sum.running += running;
+    sum.warm += warm;
+    sum.diskMiB += count * pool.dataDiskMiB;
+  }
+  const over = (what: string, wanted: number, quota: string, max: number) => {
+    if (wanted > max) {
+      throw new ConfigError(
+        `tenant ${tenant}: its pools want ${wanted} ${what} together, more than its ${quota} ${max}`,
+      );
+    }
+  };
+  over('running instances', sum.running, 'maxRunning', quotas.maxRunning);
+  over('warm instances', sum.warm, 'maxWarm', quotas.maxWarm);
+  over('vCPUs (running and warm)', sum.vcpus, 'maxVcpus', quotas.maxVcpus);
+  over('MiB of memory (running and warm)', sum.memoryMiB, 'maxMemoryMiB', quotas.maxMemoryMiB);
+  over('MiB of data disk', sum.diskMiB, 'maxDiskMiB', quotas.maxDiskMiB);
+}

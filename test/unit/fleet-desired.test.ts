@@ -302,6 +302,13 @@ pools:
       reconcile(fleet, tooBig),
       /pool initech\/big: memoryMiB 512 is more than the tenant's maxMemoryMiB 256/,
     );
+    const tooMany = write(
+      'version: 1\ntenants:\n  - { id: initech, subnet: 10.70.0.0/24, quotas: { maxRunning: 2 } }\npools:\n  - { tenant: initech, id: a, desired: { running: 2 } }\n  - { tenant: initech, id: b, desired: { running: 1 } }\n',
+    );
+    await assert.rejects(
+      reconcile(fleet, tooMany, { dryRun: true }),
+      /tenant initech: its pools want 3 running instances together, more than its maxRunning 2/,
+    );
     assert.deepEqual(tenants(), before, 'nothing was half-applied');
   });
 });

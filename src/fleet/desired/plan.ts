@@ -4,7 +4,7 @@ import type { Fleet } from '../fleet.js';
 import { describeImage, sameImage } from '../image-spec.js';
 import { type Instance, type Pool, tenantInput } from '../model.js';
 import { imageOf } from '../pool-image.js';
-import { checkPoolFits } from '../quota.js';
+import { checkDesiredFits, checkPoolFits } from '../quota.js';
 import { assignTargets, movesTo } from '../scale.js';
 import { overlaps, parseSubnet } from '../subnet.js';
 import { auditChange, ensureRevision } from './revision.js';
@@ -69,6 +69,13 @@ export function checkDocument(fleet: Fleet, doc: DesiredDocument): void {
   for (const pool of doc.pools) {
     const quotas = quotasOf.get(pool.tenant);
     if (quotas) checkPoolFits(quotas, pool, `pool ${pool.tenant}/${pool.id}`);
+  }
+  for (const [tenant, quotas] of quotasOf) {
+    checkDesiredFits(
+      tenant,
+      quotas,
+      doc.pools.filter((pool) => pool.tenant === tenant),
+    );
   }
 }
 
