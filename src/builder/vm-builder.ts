@@ -1,4 +1,4 @@
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageError, tail } from '../errors.js';
 import { type BuildImageOptions, buildImage, buildRecipe } from '../images/build.js';
@@ -8,6 +8,7 @@ import type { BootImage, ImageManifest } from '../images/types.js';
 import type { Machine } from '../machine/machine.js';
 import { startMachine } from '../machines.js';
 import { runTool } from '../util/exec.js';
+import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
@@ -136,8 +137,8 @@ function attach(file: string, format: string, serial: string, slot: number, read
 /** The transfer disk: debs/, files/<n>, files.sh and run.sh, as ext4 made without mounting. */
 async function makeTransferDisk(recipe: ResolvedRecipe, debs: string[], work: string): Promise<string> {
   const tree = join(work, 'transfer');
-  await mkdir(join(tree, 'debs'), { recursive: true });
-  await mkdir(join(tree, 'files'), { recursive: true });
+  await ensureDir(join(tree, 'debs'));
+  await ensureDir(join(tree, 'files'));
   const scripts = recipeScripts(recipe);
   for (const [index, text] of scripts.files.entries())
     await writeFile(join(tree, 'files', String(index)), text);

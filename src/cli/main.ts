@@ -157,6 +157,10 @@ try {
     process.stderr.write(`vmkit: ${error.message}\n`);
     // 2 is for bad input only; a failed build or a missing QEMU is a failure.
     process.exitCode = error instanceof ConfigError ? 2 : 1;
+  } else if (typeof (error as NodeJS.ErrnoException)?.syscall === 'string') {
+    // A system call vmkit did not expect to fail (EACCES, ENOSPC...): its message says it all.
+    process.stderr.write(`vmkit: ${(error as Error).message}\n`);
+    process.exitCode = 1;
   } else {
     process.stderr.write(`vmkit: ${(error as Error)?.stack ?? String(error)}\n`);
     process.exitCode = 1;

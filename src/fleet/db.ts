@@ -1,6 +1,8 @@
+import { statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { ConfigError } from '../errors.js';
 import { ensurePrivateDir } from '../util/private.js';
 
 /** Where the fleet lives without --fleet-dir: $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet. */
@@ -95,9 +97,19 @@ export const SCHEMA_VERSION = MIGRATIONS.length;
  * transactions instead of failing, and brings its schema up to date.
  */
 export function openFleetDatabase(fleetDir: string): Database.Database {
-  ensurePrivateDir(fleetDir);
-  const db = new Database(join(fleetDir, 'fleet.sqlite3'), { timeout: 15_000 });
-  db.pragma('journal_mode = WAL');
+  let db: Database.Database | undefined;
+  try {
+    if (statSync(fleetDir, { throwIfNoEntry: false })?.isDirectory() === false)
+      throw new ConfigError(`fleet folder ${fleetDir}: not a folder`);
+    ensurePrivateDir(fleetDir);
+    db = new Database(join(fleetDir, 'fleet.sqlite3'), { timeout: 15_000 });
+    db.pragma('journal_mode = WAL'); // the first read: a file that is no database fails here
+  } catch (error) {
+    db?.close();
+    if (error instanceof ConfigError) throw error;
+    // A file, a folder under /proc or /sys, one without write access, not a database: bad input.
+    throw new ConfigError(`fleet folder ${fleetDir}: cannot open it: ${(error as Error).message}`);
+  }
   db.pragma('synchronous = NORMAL');
   db.pragma('foreign_keys = ON');
   migrate(db);
@@ -109,7 +121,7 @@ function migrate(db: Database.Database): void {
   db.transaction(() => {
     const version = db.pragma('user_version', { simple: true }) as number;
     if (version > SCHEMA_VERSION) {
-      throw new Error(
+      throw new ConfigError(
         `the fleet database is at schema version ${version}, newer than this vmkit knows (${SCHEMA_VERSION})`,
       );
     }

@@ -20,6 +20,7 @@ import {
   type TenantInput,
 } from './model.js';
 import { type BuiltPoolImage, buildPoolImage, type FleetBuilder, imageOf } from './pool-image.js';
+import { checkPoolFits } from './quota.js';
 import { type Repair, repairFleet, repairInstance } from './repair.js';
 import type { Outcome } from './rows.js';
 import { bootVm, sleepVm, wakeVm } from './snapshots.js';
@@ -120,7 +121,8 @@ export class Fleet {
   /** Creates a pool; its revision is the content key of its image (a name or a recipe), built if needed. */
   async createPool(input: PoolInput): Promise<Pool> {
     const parsed = parseInput(poolInput, input, 'pool');
-    this.store.tenant(parsed.tenant); // bad input fails before a build, not after it
+    // bad input fails before a build, not after it
+    checkPoolFits(this.store.tenant(parsed.tenant).quotas, parsed, `pool ${parsed.tenant}/${parsed.id}`);
     if (this.store.findPool(parsed.tenant, parsed.id))
       throw new RefusedError(`pool ${parsed.tenant}/${parsed.id} already exists`);
     const pool = this.store.createPool(input, (await this.buildImageOf(input)).build);

@@ -5,13 +5,13 @@ import {
   existsSync,
   lchownSync,
   lstatSync,
-  mkdirSync,
   readdirSync,
   realpathSync,
   rmSync,
   statSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { ensureDirSync } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
 import { whichSync } from '../util/which.js';
 
@@ -237,7 +237,7 @@ export function prepareJail(options: {
   // The folder was the VMM's uid's (which is ended now): a link at `jail` would put the mounts elsewhere.
   if (!lstatSync(root, { throwIfNoEntry: false })?.isDirectory())
     rmSync(root, { recursive: true, force: true });
-  mkdirSync(root, { recursive: true });
+  ensureDirSync(root);
   chownTree(dir, uid);
   lchownSync(root, 0, 0);
   lchownSync(options.ramFile, uid, uid);

@@ -1,5 +1,8 @@
 import { readFileSync } from 'node:fs';
+import { z } from 'zod';
 import { switchDaemonStats } from '../network/switch-daemon.js';
+import { withDefaults } from '../util/options.js';
+import { parseInput, wholeNumber } from '../util/validate.js';
 import type { Fleet } from './fleet.js';
 import type { Instance } from './model.js';
 import { instanceMemoryKiB } from './node.js';
@@ -26,6 +29,18 @@ export const POLICY_DEFAULTS: PolicyOptions = {
   minMemAvailableMiB: 1024,
   sampleMs: 2000,
 };
+
+/** Any of the thresholds, each checked; the ones not given keep their defaults. */
+export const policyThresholds = z
+  .object({
+    idleSeconds: wholeNumber(1, 10_000_000),
+    cpuPercent: wholeNumber(0, 10_000),
+    networkBytes: wholeNumber(0, Number.MAX_SAFE_INTEGER),
+    minMemAvailableMiB: wholeNumber(0, 16 * 1024 * 1024),
+    sampleMs: wholeNumber(1, 60_000),
+  })
+  .partial()
+  .strict();
 
 /** What the policy knows about one instance. */
 export interface Sample {
@@ -142,11 +157,12 @@ export async function sampleFleet(fleet: Fleet, sampleMs: number): Promise<Sampl
 /** Samples, decides and (unless `dryRun`) puts the chosen instances to sleep; returns the decisions. */
 export async function runPolicy(
   fleet: Fleet,
-  options: Partial<PolicyOptions> & { dryRun?: boolean } = {},
+  options: { [K in keyof PolicyOptions]?: number | undefined } & { dryRun?: boolean } = {},
 ): Promise<Decision[]> {
-  const settings = { ...POLICY_DEFAULTS, ...options };
+  const { dryRun, ...thresholds } = options;
+  const settings = withDefaults(POLICY_DEFAULTS, parseInput(policyThresholds, thresholds, 'sleep policy'));
   const decisions = decide(await sampleFleet(fleet, settings.sampleMs), memAvailableMiB(), settings);
-  if (!options.dryRun) {
+  if (!dryRun) {
     for (const decision of decisions) if (decision.action === 'sleep') await fleet.sleep(decision.path);
   }
   return decisions;

@@ -1,3 +1,4 @@
+import { ConfigError } from '../errors.js';
 import { type InstanceState, type Operation, RefusedError } from './lifecycle.js';
 import type { Pool, Tenant } from './model.js';
 
@@ -68,4 +69,70 @@ export function checkCreate(tenant: Tenant, pool: Pool, inPool: number, diskMiB:
       `${what}: create refused by tenant ${tenant.id}'s quota: disk MiB ${diskMiB} in use + ${pool.dataDiskMiB} > ${tenant.quotas.maxDiskMiB}`,
     );
   }
+}
+
+/**
+ * Refuses a pool no instance of which could ever run or be created under its tenant's quotas
+ * (one instance's vCPUs, memory or data disk over the tenant's whole allowance).
+ */
+export function checkPoolFits(
+  quotas: Pick<Tenant['quotas'], 'maxVcpus' | 'maxMemoryMiB' | 'maxDiskMiB'>,
+  pool: { vcpus: number; memoryMiB: number; dataDiskMiB: number },
+  what: string,
+): void {
+  const over = (field: string, value: number, quota: string, max: number) => {
+    if (value > max) {
+      throw new ConfigError(
+        `${what}: ${field} ${value} is more than the tenant's ${quota} ${max}: no instance of it could run`,
+      );
+    }
+  };
+  over('vcpus', pool.vcpus, 'maxVcpus', quotas.maxVcpus);
+  over('memoryMiB', pool.memoryMiB, 'maxMemoryMiB', quotas.maxMemoryMiB);
+  over('dataDiskMiB', pool.dataDiskMiB, 'maxDiskMiB', quotas.maxDiskMiB);
+}
+
+/**
+ * Refuses desired counts a tenant's quotas could never hold: its pools' Running and Warm
+ * instances together over the vCPU, memory, running or warm quota, a pool over the instances per
+ * pool, or their data disks over the disk quota. Sleeping instances hold no VMM.
+ */
+export function checkDesiredFits(
+  tenant: string,
+  quotas: Tenant['quotas'],
+  pools: Array<{
+    id: string;
+    vcpus: number;
+    memoryMiB: number;
+    dataDiskMiB: number;
+    desired: { running: number; warm: number; sleeping: number };
+  }>,
+): void {
+  const sum = { vcpus: 0, memoryMiB: 0, running: 0, warm: 0, diskMiB: 0 };
+  for (const pool of pools) {
+    const { running, warm, sleeping } = pool.desired;
+    const count = running + warm + sleeping;
+    if (count > quotas.maxInstances) {
+      throw new ConfigError(
+        `pool ${tenant}/${pool.id}: ${count} instances wanted, more than tenant ${tenant}'s maxInstances ${quotas.maxInstances} per pool`,
+      );
+    }
+    sum.vcpus += (running + warm) * pool.vcpus;
+    sum.memoryMiB += (running + warm) * pool.memoryMiB;
+    sum.running += running;
+    sum.warm += warm;
+    sum.diskMiB += count * pool.dataDiskMiB;
+  }
+  const over = (what: string, wanted: number, quota: string, max: number) => {
+    if (wanted > max) {
+      throw new ConfigError(
+        `tenant ${tenant}: its pools want ${wanted} ${what} together, more than its ${quota} ${max}`,
+      );
+    }
+  };
+  over('running instances', sum.running, 'maxRunning', quotas.maxRunning);
+  over('warm instances', sum.warm, 'maxWarm', quotas.maxWarm);
+  over('vCPUs (running and warm)', sum.vcpus, 'maxVcpus', quotas.maxVcpus);
+  over('MiB of memory (running and warm)', sum.memoryMiB, 'maxMemoryMiB', quotas.maxMemoryMiB);
+  over('MiB of data disk', sum.diskMiB, 'maxDiskMiB', quotas.maxDiskMiB);
 }

@@ -1,7 +1,8 @@
-import { chmodSync, existsSync, lstatSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type DetachedFiles, qemuLogPath, vmmRecordPath } from '../backends/qemu/detached.js';
-import { VmkitError } from '../errors.js';
+import { VmmStartError } from '../errors.js';
+import { ensureDirSync } from '../util/files.js';
 
 /**
  * What vmkit keeps about a VMM beside its folder, in `<folder>.records/`. As root the VMM runs
@@ -22,10 +23,10 @@ export const vmmFiles = (dir: string): DetachedFiles => ({
  */
 export function ensureRecordsDir(dir: string): string {
   const records = recordsDir(dir);
-  mkdirSync(records, { recursive: true, mode: 0o700 });
+  ensureDirSync(records, 0o700);
   const info = lstatSync(records);
   if (!info.isDirectory() || info.uid !== process.getuid?.()) {
-    throw new VmkitError(
+    throw new VmmStartError(
       `${records} is not a folder of uid ${process.getuid?.()}: refusing to keep records in it`,
     );
   }
@@ -70,7 +71,7 @@ export function adoptOldSleepState(dir: string): void {
   // Not through a link: it could name another instance's records, whose delta would then wake here.
   if (!lstatSync(old).isDirectory()) return;
   const records = join(ensureRecordsDir(dir), 'sleep');
-  mkdirSync(records, { recursive: true, mode: 0o700 });
+  ensureDirSync(records, 0o700);
   for (const name of ['ram.delta', 'base.json']) {
     const moved = join(records, name);
     try {

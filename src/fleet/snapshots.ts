@@ -11,11 +11,12 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
-import { SnapshotError, VmkitError } from '../errors.js';
+import { SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
 import type { DetachedRecord } from '../runtime/detached.js';
+import { ensureDirSync } from '../util/files.js';
 import { PRIVATE_FILE } from '../util/private.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { shellQuote } from '../util/shell.js';
@@ -223,7 +224,7 @@ export async function sleepVm(
   // on meanwhile, so nothing in it is removed: its `sleep/` is made (or kept) for the VMM to write.
   removeSleepState(dir, false);
   mkdirSync(join(ensureRecordsDir(dir), 'sleep'), { mode: 0o700 });
-  mkdirSync(join(dir, 'sleep'), { recursive: true, mode: 0o700 });
+  ensureDirSync(join(dir, 'sleep'), 0o700);
   const uid = vmmUid(ctx.fleetDir, instance.tenant);
   if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);
@@ -268,7 +269,7 @@ export async function wakeVm(
   const { dir } = layout;
   const state = sleepStatePath(dir);
   adoptOldSleepState(dir);
-  if (!hasSleepState(dir)) throw new VmkitError(`instance ${instance.path} has no sleep state in ${dir}`);
+  if (!hasSleepState(dir)) throw new SnapshotError(`instance ${instance.path} has no sleep state in ${dir}`);
   const base = instanceBase(ctx.fleetDir, instance, pool);
   const slept = JSON.parse(readFileSync(sleepBasePath(dir), 'utf8')) as { id: string };
   if (slept.id !== base.id) {

@@ -17,9 +17,9 @@ import {
   type TenantInput,
   tenantInput,
 } from './model.js';
-import { checkCreate, checkQuota, usageOf } from './quota.js';
+import { checkCreate, checkPoolFits, checkQuota, usageOf } from './quota.js';
 import { instanceFrom, now, type Outcome, poolFrom, type Row, snake, tenantFrom } from './rows.js';
-import { nextAddress, overlaps, parseSubnet } from './subnet.js';
+import { nextAddress, overlaps, parseSubnet, parseTenantSubnet } from './subnet.js';
 
 /** Whether the process that recorded an intent still runs (same pid, same start time). */
 export function intentAlive(instance: Instance): boolean {
@@ -49,7 +49,7 @@ export class FleetStore {
 
   createTenant(input: TenantInput): Tenant {
     const parsed = parseInput(tenantInput, input, 'tenant');
-    const subnet = parseSubnet(parsed.subnet);
+    const subnet = parseTenantSubnet(parsed.subnet);
     return this.tx(() => {
       if (this.findTenant(parsed.id)) throw new RefusedError(`tenant ${parsed.id} already exists`);
       for (const other of this.listTenants()) {
@@ -113,7 +113,7 @@ export class FleetStore {
     const parsed = parseInput(poolInput, input, 'pool');
     const recipe = typeof parsed.image === 'object' ? parsed.image : undefined;
     return this.tx(() => {
-      this.tenant(parsed.tenant);
+      checkPoolFits(this.tenant(parsed.tenant).quotas, parsed, `pool ${parsed.tenant}/${parsed.id}`);
       if (this.findPool(parsed.tenant, parsed.id)) {
         throw new RefusedError(`pool ${parsed.tenant}/${parsed.id} already exists`);
       }

@@ -1,13 +1,29 @@
 import type { RawResult } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
+import { VmkitError } from '../errors.js';
 import { shellQuote } from '../util/shell.js';
 import { MAX_TIMER_MS } from '../util/time.js';
 import { withVm } from './vm.js';
 
-/** Where a streamed command's output goes as the guest produces it. */
+/** Where a streamed command's output goes as the guest produces it, and how much is taken. */
 export interface OutputStreams {
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
+  /** stdout and stderr together past this many bytes: the command is killed, OutputLimitError. */
+  maxOutputBytes?: number;
+}
+
+/** A command wrote more than its caller takes; it was killed (the machine stays usable). */
+export class OutputLimitError extends VmkitError {
+  override name = 'OutputLimitError';
+  constructor(
+    readonly command: string[],
+    readonly limitBytes: number,
+  ) {
+    super(
+      `command ${JSON.stringify(command.join(' '))} wrote more than ${limitBytes} bytes of output: it was killed (send less output, e.g. to a file)`,
+    );
+  }
 }
 
 /**
@@ -25,16 +41,43 @@ export async function execVm(
     const agent = await vm.agent();
     const script = command.map(shellQuote).join(' ');
     if (!stream) return agent.run(script, timeoutMs);
-    const started = await GuestProcess.start(agent, name, script, { timeoutMs, ...stream }, () =>
-      vm.consoleTail(),
+    const limit = stream.maxOutputBytes;
+    const kept = { stdout: [] as Buffer[], stderr: [] as Buffer[] };
+    let total = 0;
+    let over = false;
+    let started: GuestProcess | undefined;
+    const stop = () => void started?.kill('KILL').catch(() => {}); // it may have exited already
+    const take = (which: 'stdout' | 'stderr', onward?: (chunk: Buffer) => void) => (chunk: Buffer) => {
+      if (over) return;
+      total += chunk.length;
+      if (limit !== undefined && total > limit) {
+        over = true;
+        stop();
+        return;
+      }
+      onward?.(chunk);
+      if (limit !== undefined && !onward) kept[which].push(chunk);
+    };
+    started = await GuestProcess.start(
+      agent,
+      name,
+      script,
+      { timeoutMs, onStdout: take('stdout', stream.onStdout), onStderr: take('stderr', stream.onStderr) },
+      () => vm.consoleTail(),
     );
+    if (over) stop();
     // The guest ends it at timeoutMs; the host waits a little longer for that exit to arrive.
     const exit = await started.wait(Math.min(timeoutMs + 15_000, MAX_TIMER_MS));
+    if (over && limit !== undefined) throw new OutputLimitError(command, limit);
+    const all = (which: 'stdout' | 'stderr', tail: Buffer) =>
+      limit !== undefined && !stream[which === 'stdout' ? 'onStdout' : 'onStderr']
+        ? Buffer.concat(kept[which])
+        : tail;
     return {
       status: exit.exitCode,
       timedOut: exit.timedOut,
-      stdout: started.stdoutBytes,
-      stderr: started.stderrBytes,
+      stdout: all('stdout', started.stdoutBytes),
+      stderr: all('stderr', started.stderrBytes),
     };
   });
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
 import { SOCKETS } from '../backends/qemu/args.js';
 import { AttachedQemu, consoleLogPath, launchDetachedQemu } from '../backends/qemu/detached.js';
-import { ConfigError, ImageError, MachineCrashedError, VmkitError } from '../errors.js';
+import { ConfigError, ImageError, MachineCrashedError } from '../errors.js';
 import { listImages } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
 import { nameSwitchPorts, switchSocket } from '../network/switch-daemon.js';
@@ -388,7 +388,7 @@ export function namePorts(fleetDir: string, tenant: string, instances: Instance[
 /** What the instance's serial console printed since its last boot. */
 export function consoleText(fleetDir: string, instance: Instance): string {
   const path = consoleLogPath(instanceDir(fleetDir, instance.seq));
-  if (!existsSync(path)) throw new VmkitError(`instance ${instance.path} has no console log yet (${path})`);
+  if (!existsSync(path)) throw new ConfigError(`instance ${instance.path} has no console log yet (${path})`);
   return readPlainFile(path).toString('utf8'); // the VMM's file: never through a link it put there
 }
 

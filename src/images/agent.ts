@@ -1,7 +1,8 @@
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
+import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 
 /** The guest agent's C sources (guest/agent/), compiled into every image at build time. */
@@ -28,7 +29,7 @@ export async function agentInputs(): Promise<AgentInputs> {
 
 /** Compiles the agent from its sources (in `scratch`) and returns the binary. */
 export async function buildAgent(inputs: AgentInputs, scratch: string): Promise<Buffer> {
-  await mkdir(scratch, { recursive: true });
+  await ensureDir(scratch);
   const dir = await mkdtemp(join(scratch, 'agent-'));
   try {
     for (const [file, text] of Object.entries(inputs.sources)) await writeFile(join(dir, file), text);

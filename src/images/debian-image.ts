@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, ImageError } from '../errors.js';
 import { runTool } from '../util/exec.js';
+import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 import { ensurePrivateDir } from '../util/private.js';
 import { shellQuote } from '../util/shell.js';
@@ -187,7 +188,7 @@ async function stageGuestFiles(
   staging: string,
 ): Promise<void> {
   const put = async (path: string, text: string | Buffer, mode = 0o644) => {
-    await mkdir(join(staging, 'tree', path, '..'), { recursive: true });
+    await ensureDir(join(staging, 'tree', path, '..'));
     await writeFile(join(staging, 'tree', path), text, { mode });
   };
   await put(AGENT_GUEST_PATH, await buildAgent(inputs.agent, staging), 0o755);

@@ -60,7 +60,7 @@ export async function makeRootImage(
       },
     }).catch((error: Error) => {
       if (!/Version '[^']*' for '[^']*' was not found/.test(error.message)) throw error;
-      throw new Error(
+      throw new ImageError(
         `${error.message}\nThe host's package lists name versions the archive no longer serves: run sudo apt-get update, then build again.`,
       );
     }),
@@ -97,6 +97,6 @@ async function step<T>(name: string, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (error) {
-    throw new Error(`${name}: ${(error as Error).message}`);
+    throw new ImageError(`${name}: ${(error as Error).message}`);
   }
 }

@@ -152,7 +152,7 @@ async function keepOwner(hostPath: string, guestStat: string): Promise<void> {
     .split(' ')
     .map((field, index) => Number.parseInt(field, index === 2 ? 8 : 10));
   if (![uid, gid, mode].every((n) => Number.isInteger(n)))
-    throw new Error(`unreadable guest stat ${JSON.stringify(guestStat)}`);
+    throw new TransferError(`unreadable guest stat ${JSON.stringify(guestStat)}`);
   const file = await open(hostPath, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     await file.chown(uid as number, gid as number);

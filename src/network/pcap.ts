@@ -1,5 +1,5 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { NetworkError } from '../errors.js';
+import { ConfigError, NetworkError } from '../errors.js';
 
 /**
  * Classic libpcap files (https://www.tcpdump.org/manpages/pcap-savefile.5.html), written without a dependency.
@@ -185,7 +185,7 @@ export interface PcapRecord {
  */
 export function readPcap(data: Buffer): { linkType: number; records: PcapRecord[] } {
   if (data.length < PCAP_GLOBAL_HEADER_LENGTH) {
-    throw new Error(
+    throw new ConfigError(
       `pcap: truncated global header: ${data.length} bytes, expected ${PCAP_GLOBAL_HEADER_LENGTH}`,
     );
   }
@@ -200,7 +200,7 @@ export function readPcap(data: Buffer): { linkType: number; records: PcapRecord[
     littleEndian = false;
     nanoseconds = magicBE === PCAP_MAGIC_NANOSECONDS;
   } else {
-    throw new Error(
+    throw new ConfigError(
       `pcap: bad magic number 0x${magicBE.toString(16).padStart(8, '0')} ` +
         '(expected a1b2c3d4 or a1b23c4d in either byte order)',
     );
@@ -214,7 +214,7 @@ export function readPcap(data: Buffer): { linkType: number; records: PcapRecord[
   while (offset < data.length) {
     const index = records.length;
     if (data.length - offset < PCAP_RECORD_HEADER_LENGTH) {
-      throw new Error(
+      throw new ConfigError(
         `pcap: truncated record header: record ${index} at byte ${offset} has ${data.length - offset} ` +
           `of ${PCAP_RECORD_HEADER_LENGTH} bytes`,
       );
@@ -225,7 +225,7 @@ export function readPcap(data: Buffer): { linkType: number; records: PcapRecord[
     const originalLength = u32(offset + 12);
     const start = offset + PCAP_RECORD_HEADER_LENGTH;
     if (data.length - start < included) {
-      throw new Error(
+      throw new ConfigError(
         `pcap: truncated record: record ${index} at byte ${offset} declares ${included} bytes of data, ` +
           `${data.length - start} remain`,
       );

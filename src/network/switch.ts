@@ -65,6 +65,9 @@ interface Port {
   readonly held: Map<number, () => void>;
 }
 
+/** Only VirtualSwitch.create makes a switch. */
+const CREATE = Symbol('VirtualSwitch.create');
+
 /**
  * A learning Ethernet switch in the host process. Each QEMU NIC connects with
  * `-netdev stream` to the switch's unix socket and exchanges frames, each preceded by its
@@ -88,10 +91,14 @@ export class VirtualSwitch implements AsyncDisposable {
   private closed = false;
 
   private constructor(
+    token: typeof CREATE,
     readonly name: string,
     readonly socketPath: string,
     private readonly server: Server,
   ) {
+    // TypeScript hides the constructor; from JavaScript `new VirtualSwitch()` would crash later.
+    if (token !== CREATE)
+      throw new ConfigError('VirtualSwitch: use `await VirtualSwitch.create(name, socketPath)`');
     this.identities = new NicIdentities(name);
     server.on('connection', (socket) => this.attach(socket));
   }
@@ -117,7 +124,7 @@ export class VirtualSwitch implements AsyncDisposable {
     });
     // Node makes it under the umask: a machine on the switch sees every frame, and may send any.
     privateSocket(socketPath);
-    return new VirtualSwitch(name, socketPath, server);
+    return new VirtualSwitch(CREATE, name, socketPath, server);
   }
 
   /**

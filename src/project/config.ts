@@ -99,6 +99,28 @@ export interface ProjectConfig {
 
 export const DEFAULT_GUEST_DIR = '/work/project';
 
+/** Guest folders a sync must not mirror into: the root, the system's own, the data disk's mount. */
+const SYSTEM_DIRS = [
+  'bin',
+  'boot',
+  'dev',
+  'etc',
+  'lib',
+  'lib32',
+  'lib64',
+  'proc',
+  'run',
+  'sbin',
+  'sys',
+  'usr',
+  'var',
+];
+const systemPath = (guest: string) =>
+  guest === '/' ||
+  guest === '/work' ||
+  SYSTEM_DIRS.includes(guest.slice(1)) ||
+  /^\/(dev|proc|sys)\//.test(guest);
+
 /** Finds the config file in `start` or the nearest folder above it. */
 export function findConfigFile(start: string): string | undefined {
   for (let dir = resolve(start); ; dir = dirname(dir)) {
@@ -143,9 +165,25 @@ export function parseConfig(value: unknown, file: string): ProjectConfig {
         if (inside.startsWith('..') || isAbsolute(inside)) {
           problems.push(`vms.${name}.sync.${index}.host: ${map.host} is outside the project ${root}`);
         }
-        return { ...map, host, guest: posix.normalize(map.guest) };
+        const guest = posix.normalize(map.guest).replace(/(.)\/$/, '$1');
+        if (systemPath(guest)) {
+          problems.push(
+            `vms.${name}.sync.${index}.guest: ${guest} is the guest's root, a system folder or the data disk's mount point; sync into a folder of its own, like ${DEFAULT_GUEST_DIR}`,
+          );
+        }
+        return { ...map, host, guest };
       },
     );
+    const seen = { guest: new Set<number>(), host: new Set<number>() };
+    raw.ports.forEach((forward, index) => {
+      for (const side of ['guest', 'host'] as const) {
+        const value = forward[side];
+        if (value === undefined) continue;
+        if (seen[side].has(value))
+          problems.push(`vms.${name}.ports.${index}.${side}: port ${value} is forwarded twice`);
+        seen[side].add(value);
+      }
+    });
     const commands: Record<string, CommandSpec> = {};
     for (const [command, spec] of Object.entries(raw.commands)) {
       commands[command] = typeof spec === 'string' ? { run: spec } : spec;

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { GuestSetupError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { guestFilesDir } from '../util/paths.js';
@@ -76,7 +77,7 @@ async function provision(hub: HubClient, pvm: ProjectVm, log: Log, force = false
     const output = `${result.stdout}${result.stderr}`.trim();
     if (output) log(output);
     if (result.status !== 0) {
-      throw new Error(`provision command failed (status ${result.status}): ${command}`);
+      throw new GuestSetupError(`provision command failed (status ${result.status}): ${command}`);
     }
   }
   writeState(pvm.dir, { ...readState(pvm.dir), provisionHash: hash });
@@ -132,11 +133,12 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
       }
       await stopHub(pvm);
       await stopVmm(pvm);
+      // Before any disk is made: a refusal (a fixed host port taken) leaves nothing behind.
+      const ports = await assignPorts(pvm.vm, state, otherVmPorts(pvm));
       const { image: media } = pvm.vm;
       if (isIsoImage(media) && needsInstall(pvm, media)) await installFromIso(pvm, media, log);
       const image = await vmImage(pvm, log);
       const disks = await prepareDisks(pvm, image);
-      const ports = await assignPorts(pvm.vm, state, otherVmPorts(pvm));
       writeState(pvm.dir, { ...state, ports, running: false });
       try {
         let provisioned = false;

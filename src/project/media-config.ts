@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { ConsoleStep } from '../console/script.js';
 import { ConfigError } from '../errors.js';
+import { readInputFile } from '../util/files.js';
 import { timeoutMs } from '../util/validate.js';
 
 /**
@@ -126,7 +126,7 @@ export function installSteps(image: IsoImageConfig, root: string, field: string)
   if (typeof steps === 'string') {
     const path = join(root, steps);
     try {
-      steps = JSON.parse(readFileSync(path, 'utf8'));
+      steps = JSON.parse(readInputFile(path, `${field}.install`));
     } catch (error) {
       throw new ConfigError(`${field}.install: cannot read steps from ${path}: ${(error as Error).message}`);
     }

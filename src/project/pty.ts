@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { GuestSetupError } from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { cacheDir, guestFilesDir } from '../util/paths.js';
 import { ensurePrivateDir } from '../util/private.js';
@@ -45,7 +46,7 @@ export async function installPtyHelper(hub: HubClient, binary: string): Promise<
     timeoutMs: 60_000,
   });
   if (result.status !== 0)
-    throw new Error(`installing the PTY helper failed: ${result.stderr.toString().trim()}`);
+    throw new GuestSetupError(`installing the PTY helper failed: ${result.stderr.toString().trim()}`);
   await hub.succeed(`chmod 755 ${GUEST_HELPER}`, 10_000);
   return GUEST_HELPER;
 }

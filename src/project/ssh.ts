@@ -1,6 +1,6 @@
 import { chmodSync, existsSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, VmkitError } from '../errors.js';
+import { ConfigError, GuestSetupError } from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { guestFilesDir } from '../util/paths.js';
 import { ensurePrivateDir } from '../util/private.js';
@@ -82,7 +82,7 @@ export async function guestSshSetup(
   );
   const lines = result.stdout.toString().split('\n');
   if (result.status !== 0) {
-    throw new VmkitError(
+    throw new GuestSetupError(
       `VM ${pvm.vm.name}: preparing ssh in the guest failed (status ${result.status}): ${result.stderr.toString().trim()}`,
     );
   }
@@ -103,12 +103,12 @@ export function writeSshConfig(pvm: ProjectVm, hostKeys: string[]): string {
   const files = sshFiles(pvm);
   const port = readState(pvm.dir).ports[String(sshGuestPort(pvm.vm))];
   if (port === undefined) {
-    throw new VmkitError(
+    throw new ConfigError(
       `VM ${pvm.vm.name} has no forwarded ssh port (run vmkit down ${pvm.vm.name} and vmkit up)`,
     );
   }
   if (hostKeys.length === 0) {
-    throw new VmkitError(`VM ${pvm.vm.name}: its sshd listens but no host key is readable in /etc/ssh`);
+    throw new GuestSetupError(`VM ${pvm.vm.name}: its sshd listens but no host key is readable in /etc/ssh`);
   }
   if (/["\n]/.test(files.dir))
     throw new ConfigError(`ssh: the project path cannot be quoted for ssh: ${files.dir}`);

@@ -1,8 +1,9 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { ConfigError } from '../errors.js';
 import type { ProjectConfig } from './config.js';
 import { listProjectSnapshots } from './snapshots.js';
-import { readState } from './state.js';
+import { dataDisk, readState } from './state.js';
 import { consoleTail, projectVm, vmmRecord } from './vmm.js';
 
 export interface VmStatus {
@@ -28,13 +29,20 @@ function bytesUnder(path: string): number {
 
 export function vmStatus(project: ProjectConfig, name: string): VmStatus {
   const vm = project.vms[name];
-  if (!vm) throw new Error(`no VM ${name}`);
+  if (!vm) throw new ConfigError(`no VM ${name} in the project`);
   const pvm = projectVm(project, vm);
   const state = readState(pvm.dir);
   const record = vmmRecord(pvm);
   const status: VmStatus = {
     name,
-    state: record ? 'running' : state.running ? 'crashed' : existsSync(pvm.dir) ? 'stopped' : 'absent',
+    // Made once its data disk is: a first `up` refused early leaves at most an empty folder.
+    state: record
+      ? 'running'
+      : state.running
+        ? 'crashed'
+        : existsSync(dataDisk(pvm.dir))
+          ? 'stopped'
+          : 'absent',
     address: '127.0.0.1',
     ports: state.ports,
     diskBytes: bytesUnder(pvm.dir),

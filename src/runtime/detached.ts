@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { ConfigError, HostToolError } from '../errors.js';
 import { PRIVATE_FILE, withPrivateUmask } from '../util/private.js';
 import { processStartTicks } from './reaper.js';
 
@@ -32,7 +33,9 @@ export interface DetachedSpawn {
 
 export function spawnDetached(options: DetachedSpawn): DetachedRecord {
   if (!options.args.some((arg) => arg.includes(options.marker))) {
-    throw new Error(`spawnDetached: the command line of ${options.program} must name ${options.marker}`);
+    throw new ConfigError(
+      `spawnDetached: the command line of ${options.program} must name ${options.marker}`,
+    );
   }
   const log = openSync(options.logPath, 'a', PRIVATE_FILE);
   try {
@@ -43,7 +46,7 @@ export function spawnDetached(options: DetachedSpawn): DetachedRecord {
       stdio: ['ignore', log, log],
       env: options.env ?? process.env,
     });
-    if (child.pid === undefined) throw new Error(`could not start ${options.program}`);
+    if (child.pid === undefined) throw new HostToolError(`could not start ${options.program}`);
     child.unref();
     const record: DetachedRecord = {
       pid: child.pid,
@@ -199,6 +202,6 @@ export async function stopDetached(
   }
   signal('SIGKILL');
   if (!(await waitForExit(record, 5000))) {
-    throw new Error(`process ${record.pid} (${record.program}) did not end after SIGKILL`);
+    throw new HostToolError(`process ${record.pid} (${record.program}) did not end after SIGKILL`);
   }
 }

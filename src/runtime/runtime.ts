@@ -52,7 +52,7 @@ export class Runtime implements AsyncDisposable {
 
   /** This runtime's run folder, created (and the leftovers of dead runs reaped) on first use. */
   get runDir(): string {
-    if (this.closing) throw new Error('this vmkit runtime is closed');
+    if (this.closing) throw new ConfigError('this vmkit runtime is closed');
     if (this.dir) return this.dir;
     try {
       // The default root lies in the shared temp folder: it must be this user's own. A root the

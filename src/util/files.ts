@@ -12,6 +12,7 @@ import {
 } from 'node:fs';
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { ConfigError } from '../errors.js';
 
 /**
  * Creates a folder and its missing parents, one level at a time. Node's recursive mkdir can spin
@@ -68,6 +69,39 @@ export function writeFreshFile(path: string, data: string | Uint8Array, mode = 0
     if (uid !== undefined) fchownSync(fd, uid, uid);
     const bytes = typeof data === 'string' ? Buffer.from(data) : data;
     for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Reads a file a user named (a document, a recipe, a secret) as UTF-8: only a regular file, and
+ * at most `maxBytes`. /dev/zero would be read without end and a FIFO would block; both, and a
+ * file over the cap, are a ConfigError naming `what`.
+ */
+export function readInputFile(path: string, what: string, maxBytes = 4 * 1024 * 1024): string {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    throw new ConfigError(`${what} ${path}: cannot read it: ${(error as Error).message}`);
+  }
+  try {
+    const info = fstatSync(fd);
+    if (!info.isFile()) throw new ConfigError(`${what} ${path}: not a regular file`);
+    if (info.size > maxBytes) {
+      throw new ConfigError(`${what} ${path}: ${info.size} bytes, more than the ${maxBytes} allowed`);
+    }
+    const buffer = Buffer.alloc(info.size + 1); // one more: a file that grows is seen growing
+    let length = 0;
+    for (let read = -1; read !== 0 && length < buffer.length; length += read) {
+      read = readSync(fd, buffer, length, buffer.length - length, null);
+    }
+    if (length > info.size) throw new ConfigError(`${what} ${path}: it changed while being read`);
+    return buffer.subarray(0, length).toString('utf8');
+  } catch (error) {
+    if (error instanceof ConfigError) throw error;
+    throw new ConfigError(`${what} ${path}: cannot read it: ${(error as Error).message}`);
   } finally {
     closeSync(fd);
   }

@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { VmmStartError } from '../errors.js';
+import { NetworkError, VmmStartError } from '../errors.js';
 import { privateSocket } from './private.js';
 
 /**
@@ -44,7 +44,7 @@ export function freePort(): Promise<number> {
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
       server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+        typeof address === 'object' && address ? resolve(address.port) : reject(new NetworkError('no port')),
       );
     });
   });

@@ -202,6 +202,39 @@ describe('architecture of src/', () => {
     assert.deepEqual(offenders, [], `files over ${MAX_LINES} lines:\n  ${offenders.join('\n  ')}`);
   });
 
+  test('no bare VmkitError is thrown outside src/errors.ts: each error is a typed subclass (ConfigError = exit 2)', () => {
+    const offenders = graph.files
+      .filter((file) => file !== 'errors.ts')
+      .flatMap((file) =>
+        readFileSync(join(SRC, file), 'utf8')
+          .split('\n')
+          .flatMap((line, n) => (/\bnew VmkitError\(/.test(line) ? [`src/${file}:${n + 1}`] : [])),
+      );
+    assert.deepEqual(offenders, [], `bare VmkitErrors:\n  ${offenders.join('\n  ')}`);
+  });
+
+  test('nothing in src/ throws or rejects with a plain Error: the CLI prints typed errors as one line', () => {
+    const offenders = graph.files.flatMap((file) =>
+      readFileSync(join(SRC, file), 'utf8')
+        .split('\n')
+        .flatMap((line, n) => (/(throw|reject\()\s*new Error\(/.test(line) ? [`src/${file}:${n + 1}`] : [])),
+    );
+    assert.deepEqual(offenders, [], `plain Errors:\n  ${offenders.join('\n  ')}`);
+  });
+
+  test('no recursive mkdir outside src/util/files.ts: under /proc it spins without end (use ensureDir)', () => {
+    // cgroups.ts creates groups under /sys/fs/cgroup, a path vmkit fixes, not one a user gives.
+    const allowed = new Set(['util/files.ts', 'fleet/cgroups.ts']);
+    const offenders = graph.files
+      .filter((file) => !allowed.has(file))
+      .flatMap((file) =>
+        readFileSync(join(SRC, file), 'utf8')
+          .split('\n')
+          .flatMap((line, n) => (/\bmkdir(Sync)?\(.*recursive/.test(line) ? [`src/${file}:${n + 1}`] : [])),
+      );
+    assert.deepEqual(offenders, [], `recursive mkdirs:\n  ${offenders.join('\n  ')}`);
+  });
+
   test('src/util/ imports nothing from other src/ folders except src/errors.ts (type imports included)', () => {
     const violations = graph.files
       .filter((file) => file.startsWith('util/'))

@@ -1,13 +1,25 @@
 // The fleet agent over real HTTPS with mutual TLS and certificates made by the openssl CLI,
 // against a real fleet folder (no guests: test/vm/fleet-agent.test.ts drives instances).
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { X509Certificate } from 'node:crypto';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { get as httpsGet } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
+import { ConfigError } from '../../src/errors.js';
 import {
+  type CertOptions,
   certPath,
   certStatus,
   initCerts,
@@ -194,7 +206,7 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     };
     assert.match(
       await status(client.call('reconcile', { body: { prune: true, bogus: 1 } as never })),
-      /^400 .*must NOT have additional properties/,
+      /^400 .*body: unknown option "bogus"/,
     );
     assert.match(
       await status(
@@ -203,10 +215,18 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
           body: { command: [] },
         }),
       ),
-      /^400 .*command must NOT have fewer than 1/,
+      /^400 .*body: command: must name a program/,
     );
     assert.match(await status(client.wake('acme/web/nope')), /^404 .*no instance/);
     assert.match(await status(client.call('instances', { query: { tenant: 'Bad!' } })), /^400 /);
+    assert.match(
+      await status(client.call('instances', { query: { tenant: 'acme', pool: 'nope' } })),
+      /^404 .*no pool acme\/nope/,
+    );
+    assert.match(
+      await status(client.call('instances', { query: { pool: 'web' } })),
+      /^400 .*pool needs tenant/,
+    );
     assert.match(
       await status(
         client.call('exec', {
@@ -225,6 +245,44 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     assert.equal((await client.reconcile()).failed, 0);
   });
 
+  test('request bodies are taken as they are: no coercion, ranges checked, NUL refused, __proto__ named', async () => {
+    using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
+    const params = { tenant: 'acme', pool: 'web', instance: 'nope' };
+    const exec = async (body: unknown) => {
+      try {
+        await client.call('exec', { params, body: body as never });
+      } catch (error) {
+        assert.ok(error instanceof AgentCallError, String(error));
+        return `${error.statusCode} ${error.message}`;
+      }
+      assert.fail('accepted');
+    };
+    assert.match(await exec({ command: [1, 2] }), /^400 .*body: command\[0\]: must be a string \(got 1\)$/);
+    for (const timeoutMs of [-1, 0, '5', 1e12, 1.5])
+      assert.match(
+        await exec({ command: ['true'], timeoutMs }),
+        /^400 .*body: timeoutMs: must be a whole number/,
+      );
+    assert.match(await exec({ command: ['a\0b'] }), /^400 .*command\[0\]: must not contain a NUL byte/);
+    assert.match(await exec({ command: 'true' }), /^400 .*command: must be an array of strings/);
+    assert.match(
+      await exec(JSON.parse('{"command": ["true"], "__proto__": {"x": 1}}')),
+      /^400 .*body: unknown option "__proto__"$/,
+    );
+    assert.match(
+      await exec({ command: ['true'], timeoutMs: 5000 }),
+      /^404 .*no instance/,
+      'valid: reaches the fleet',
+    );
+    assert.match(await exec({ command: ['true'], extra: 1 }), /^400 .*body: unknown option "extra"/);
+    const audit = await client.call('audit', { params: { tenant: 'acme' }, query: { tail: 1 } });
+    assert.equal(audit.length, 1, 'query numbers still arrive as numbers');
+    await assert.rejects(
+      client.call('audit', { params: { tenant: 'acme' }, query: { tail: '1x' as never } }),
+      /400: querystring: tail: must be a whole number from 0 to 100000 \(got "1x"\)$/,
+    );
+  });
+
   test('a slow client is cut off; others are served meanwhile', async () => {
     const socket = tlsConnect({
       host: '127.0.0.1',
@@ -233,9 +291,12 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
       servername: 'localhost',
     });
     await new Promise((resolve) => socket.once('secureConnect', resolve));
+    const started = Date.now();
     socket.write(
       'POST /v1/reconcile HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"pr',
     );
+    // Not idle: a byte every 200 ms, so only the whole-request deadline (1500 ms here) can cut it.
+    const drip = setInterval(() => socket.writable && socket.write(' '), 200);
     const closed = new Promise<string>((resolve) => {
       let reply = '';
       socket.on('data', (chunk) => (reply += chunk));
@@ -243,8 +304,16 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     });
     using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
     assert.equal(typeof (await client.nodeStats()).hostMemoryMiB, 'number');
-    const reply = await closed;
+    const reply = await Promise.race([
+      closed,
+      new Promise<string>((resolve) => setTimeout(() => resolve('still open after 15 s'), 15_000)),
+    ]).finally(() => {
+      clearInterval(drip);
+      socket.destroy();
+    });
+    const cutAfter = Date.now() - started;
     assert.match(reply, /^HTTP\/1.1 408|^$/, `the server closed the slow request (${reply.slice(0, 40)})`);
+    assert.ok(cutAfter >= 1400 && cutAfter < 4000, `cut after ${cutAfter} ms, for a 1500 ms request timeout`);
   });
 
   test('rotation while a client is connected: no failed request, new connections get the new certificate', async () => {
@@ -284,5 +353,77 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     assert.ok(report.phases.some((p) => p.phase === 'policy' && !p.skipped));
     await closing;
     await assert.rejects(connectAgent({ url: server.url, ...clientFiles(certs) }), /ECONNREFUSED/);
+  });
+});
+
+describe('agent client input', () => {
+  test('a URL that is not https://, or no URL at all, is a ConfigError (exit 2); so is an unreadable key file', async () => {
+    const files = {
+      ca: '-----BEGIN CERTIFICATE-----',
+      cert: '-----BEGIN CERTIFICATE-----',
+      key: '-----BEGIN',
+    };
+    await assert.rejects(connectAgent({ url: 'http://127.0.0.1:1', ...files }), ConfigError);
+    await assert.rejects(connectAgent({ url: 'not a url', ...files }), /agent url "not a url": not a URL/);
+    await assert.rejects(
+      connectAgent({ url: 'https://127.0.0.1:1', ...files, key: '/nonexistent/client.key' }),
+      (error: Error) => error instanceof ConfigError && /client key \/nonexistent/.test(error.message),
+    );
+  });
+});
+
+describe('agent server input', () => {
+  test('a request timeout of 0 (no limit, to Node), a tiny body limit, a bad port are ConfigErrors', async () => {
+    for (const bad of [
+      { requestTimeoutMs: 0 },
+      { bodyLimit: 0 },
+      { port: 70_000 },
+      { reconcileIntervalMs: -1 },
+    ])
+      await assert.rejects(startAgent({ certsDir: '/nonexistent', ...bad }), ConfigError);
+  });
+});
+
+describe('certificate input', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmkit-certs-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const [what, options] of [
+    ['a newline injecting an extension', { hosts: ['ok.test\nbasicConstraints=critical,CA:TRUE'] }],
+    ['shell characters', { hosts: ['a b;rm -rf /'] }],
+    ['a comma', { hosts: ['a,DNS:evil.test'] }],
+    ['a slash in the subject', { hosts: ['a/CN=evil'] }],
+    ['no host at all', { hosts: [] }],
+    ['0 days', { days: 0 }],
+    ['a client name with a newline', { clientName: 'op\nx' }],
+  ] as Array<[string, CertOptions]>) {
+    test(`refused before anything is made: ${what}`, async () => {
+      const certs = join(dir, what.replace(/\W+/g, '-'));
+      await assert.rejects(initCerts(certs, { ca: true, ...options }), ConfigError);
+      assert.ok(!existsSync(certs), 'no half-made folder is left');
+    });
+  }
+
+  test('openssl failing part-way leaves no half-made folder', async () => {
+    const certs = join(dir, 'failing');
+    const saved = process.env.OPENSSL_CONF;
+    process.env.OPENSSL_CONF = '/nonexistent/openssl.cnf'; // every openssl run fails
+    try {
+      await assert.rejects(initCerts(certs, { ca: true }));
+    } finally {
+      if (saved === undefined) delete process.env.OPENSSL_CONF;
+      else process.env.OPENSSL_CONF = saved;
+    }
+    assert.ok(!existsSync(certs), 'the folder this call made is gone');
+  });
+
+  test('names and addresses go into the server certificate as DNS and IP entries', async () => {
+    const certs = join(dir, 'good');
+    await initCerts(certs, { ca: true, hosts: ['agent.example.test', '10.1.2.3', '::1'], days: 2 });
+    const cert = new X509Certificate(readFileSync(certPath(certs, 'server')));
+    assert.equal(
+      cert.subjectAltName,
+      'DNS:agent.example.test, IP Address:10.1.2.3, IP Address:0:0:0:0:0:0:0:1',
+    );
   });
 });

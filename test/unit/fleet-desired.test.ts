@@ -11,6 +11,7 @@ import { readAudit } from '../../src/fleet/audit.js';
 import { reconcile } from '../../src/fleet/desired/reconcile.js';
 import { loadDesired, parseDesired } from '../../src/fleet/desired/schema.js';
 import { Fleet } from '../../src/fleet/fleet.js';
+import { parseSubnet } from '../../src/fleet/subnet.js';
 
 const errorOf = (text: string) => {
   try {
@@ -113,6 +114,38 @@ describe('the desired-state document', () => {
       name: 'web',
     });
     assert.equal(parseDesired(doc({})).pools[0]?.image, 'tiny');
+  });
+
+  test("subnets: private unicast space only, not vmkit's own networks, no overlaps in one document", () => {
+    for (const [subnet, problem] of [
+      ['169.254.169.0/24', 'is not private unicast space'],
+      ['127.0.0.0/24', 'is not private unicast space'],
+      ['0.0.0.0/16', 'is not private unicast space'],
+      ['224.0.0.0/24', 'is not private unicast space'],
+      ['100.64.0.0/24', 'is not private unicast space'],
+      ['10.0.2.0/24', "overlaps 10.0.2.0/24, the outbound NIC's network"],
+      ['10.0.0.0/16', "overlaps 10.0.2.0/24, the outbound NIC's network"],
+    ] as const) {
+      assert.match(
+        errorOf(doc({ tenants: [{ id: 'acme', subnet }] })),
+        new RegExp(`tenants\\[0\\]\\.subnet: subnet ${subnet.replace(/\./g, '\\.')} ${problem}`),
+      );
+    }
+    assert.match(
+      errorOf(
+        doc({
+          tenants: [
+            { id: 'acme', subnet: '10.61.0.0/24' },
+            { id: 'globex', subnet: '10.61.0.128/25' },
+          ],
+        }),
+      ),
+      /tenants\[1\]\.subnet: 10\.61\.0\.128\/25 overlaps tenant acme's 10\.61\.0\.0\/24/,
+    );
+    // Subnets already stored keep working: only new tenants' subnets are held to this.
+    assert.equal(parseSubnet('100.64.0.0/24').gateway, '100.64.0.1');
+    for (const subnet of ['10.61.0.0/24', '172.16.5.0/24', '192.168.200.0/24'])
+      assert.doesNotThrow(() => parseDesired(doc({ tenants: [{ id: 'acme', subnet }] }), 'doc.json'));
   });
 
   test('YAML reads the same as JSON', () => {
@@ -247,6 +280,37 @@ pools:
     );
     assert.equal(JSON.stringify(fleet.store.listTenants()), before);
   });
+
+  test('the whole document is checked before anything is applied: an overlap with an unlisted tenant, a pool over its quota', async () => {
+    process.env.VMKIT_TEST_TOKEN = 'x';
+    const tenants = () => fleet.store.listTenants().map((t) => t.id);
+    const before = tenants();
+    assert.ok(before.includes('acme') && !before.includes('initech'));
+    // acme (10.62.0.0/24) is in the fleet; this document does not list it.
+    const overlapping = write(
+      'version: 1\ntenants:\n  - { id: initech, subnet: 10.70.0.0/24 }\n  - { id: hooli, subnet: 10.62.0.0/16 }\n',
+    );
+    await assert.rejects(
+      reconcile(fleet, overlapping),
+      /tenant hooli: subnet 10.62.0.0\/16 overlaps tenant acme's 10.62.0.0\/24/,
+    );
+    await assert.rejects(reconcile(fleet, overlapping, { dryRun: true }), /overlaps tenant acme/);
+    const tooBig = write(
+      'version: 1\ntenants:\n  - { id: initech, subnet: 10.70.0.0/24, quotas: { maxMemoryMiB: 256 } }\npools:\n  - { tenant: initech, id: big, memoryMiB: 512 }\n',
+    );
+    await assert.rejects(
+      reconcile(fleet, tooBig),
+      /pool initech\/big: memoryMiB 512 is more than the tenant's maxMemoryMiB 256/,
+    );
+    const tooMany = write(
+      'version: 1\ntenants:\n  - { id: initech, subnet: 10.70.0.0/24, quotas: { maxRunning: 2 } }\npools:\n  - { tenant: initech, id: a, desired: { running: 2 } }\n  - { tenant: initech, id: b, desired: { running: 1 } }\n',
+    );
+    await assert.rejects(
+      reconcile(fleet, tooMany, { dryRun: true }),
+      /tenant initech: its pools want 3 running instances together, more than its maxRunning 2/,
+    );
+    assert.deepEqual(tenants(), before, 'nothing was half-applied');
+  });
 });
 
 describe('vmkit fleet plan and reconcile on the command line', () => {
@@ -305,7 +369,7 @@ describe('vmkit fleet plan and reconcile on the command line', () => {
       ],
       [
         ['pool', 'create', 'a/p', '--image', join(dir, 'none.json')],
-        /^vmkit: --image .*none\.json: cannot read the recipe file: /,
+        /^vmkit: --image recipe file .*none\.json: cannot read it: /,
       ],
       [['--builder', 'cloud', 'pool', 'list'], /--builder: expected vm or host, got "cloud"/],
     ];

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { decide, POLICY_DEFAULTS, type Sample } from '../../src/fleet/policy.js';
+import { ConfigError } from '../../src/errors.js';
+import type { Fleet } from '../../src/fleet/fleet.js';
+import type { Instance } from '../../src/fleet/model.js';
+import { decide, POLICY_DEFAULTS, runPolicy, type Sample } from '../../src/fleet/policy.js';
+import { withDefaults } from '../../src/util/options.js';
 
 const sample = (path: string, over: Partial<Sample> = {}): Sample => ({
   path,
@@ -84,5 +91,68 @@ describe('sleep policy decisions', () => {
       POLICY_DEFAULTS,
     );
     assert.deepEqual(actions(decisions), { 't/p/idle': 'sleep', 't/p/busy': 'keep' });
+  });
+});
+
+describe('running the sleep policy', () => {
+  const idleFor = (seconds: number): Instance => ({
+    seq: 1,
+    tenant: 't',
+    pool: 'p',
+    id: 'i1',
+    path: 't/p/i1',
+    state: 'Running',
+    address: '10.20.0.2/24',
+    mac: '52:54:00:00:00:01',
+    revision: 'r',
+    pinned: false,
+    critical: false,
+    warnings: [],
+    createdAt: new Date(0).toISOString(),
+    updatedAt: new Date(Date.now() - seconds * 1000).toISOString(),
+  });
+  /** A fleet with one instance and no VMM process: 0% CPU, 0 bytes, no memory. */
+  const fakeFleet = (dir: string, slept: string[]) =>
+    ({
+      dir,
+      store: { listInstances: () => [idleFor(100_000)] },
+      sleep: async (path: string) => void slept.push(path),
+    }) as unknown as Fleet;
+
+  test('thresholds the CLI leaves out (passed as undefined) keep their defaults', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmkit-policy-'));
+    try {
+      const slept: string[] = [];
+      const started = Date.now();
+      // Exactly what `vmkit fleet policy run` passes when no threshold flag is given.
+      const decisions = await runPolicy(fakeFleet(dir, slept), {
+        dryRun: undefined,
+        idleSeconds: undefined,
+        cpuPercent: undefined,
+        networkBytes: undefined,
+        minMemAvailableMiB: undefined,
+        sampleMs: undefined,
+      });
+      assert.ok(Date.now() - started >= POLICY_DEFAULTS.sampleMs - 50, 'sampled over the default window');
+      assert.deepEqual(slept, ['t/p/i1']);
+      assert.match(
+        decisions[0]?.reasons.join('; ') ?? '',
+        /^idle 10000\d s >= 300 s; CPU 0% < 5%; network 0 B < 4096 B$/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('out-of-range thresholds are a ConfigError before anything is sampled', async () => {
+    const fleet = fakeFleet('/nonexistent', []);
+    await assert.rejects(runPolicy(fleet, { sampleMs: 0 }), ConfigError);
+    await assert.rejects(runPolicy(fleet, { idleSeconds: -1 }), /idleSeconds: must be a whole number/);
+    await assert.rejects(runPolicy(fleet, { cpuPercent: Number.NaN }), ConfigError);
+  });
+
+  test('withDefaults lays only defined values over the defaults', () => {
+    assert.deepEqual(withDefaults({ a: 1, b: 2, c: 3 }, { a: undefined, b: 5 }), { a: 1, b: 5, c: 3 });
+    assert.deepEqual(withDefaults({ a: 1 }, undefined), { a: 1 });
   });
 });

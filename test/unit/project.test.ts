@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import {
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -10,16 +11,20 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { splitAtDashes } from '../../src/cli/commands/project.js';
 import { ConfigError } from '../../src/errors.js';
 import { findConfigFile, loadProjectConfig, parseConfig, selectVm } from '../../src/project/config.js';
+import { up } from '../../src/project/lifecycle.js';
 import { globMatcher, hostManifest, planSync } from '../../src/project/manifest.js';
 import { installKey } from '../../src/project/media.js';
 import { hasAgent, type IsoImageConfig, installSteps, isIsoImage } from '../../src/project/media-config.js';
-import { acquireLock, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
+import { acquireLock, dataDisk, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
+import { vmStatus } from '../../src/project/status.js';
+import { projectVm } from '../../src/project/vmm.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'vmkit-project-unit-'));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -74,6 +79,30 @@ describe('project config', () => {
     assert.match(problems({ vms: { 'Bad Name': {} } })[0] ?? '', /^vms\.Bad Name: .*VM names are/);
     const config = parseConfig({ vms: { dev: {} } }, join(scratch, 'vmkit.config.json'));
     assert.throws(() => selectVm(config, 'other'), /unknown VM "other" .*\(it has: dev\)/);
+  });
+
+  it("refuses a sync into the guest's root or system folders, and a port forwarded twice", () => {
+    for (const guest of ['/', '/etc', '/usr/', '/proc/x', '/work', '//'])
+      assert.match(
+        problems({ vms: { dev: { sync: [{ guest }] } } })[0] ?? '',
+        /^vms\.dev\.sync\.0\.guest: \/\S* is the guest's root, a system folder/,
+        guest,
+      );
+    assert.doesNotThrow(() =>
+      parseConfig(
+        { vms: { dev: { sync: [{ guest: '/work/src' }, { host: 'x', guest: '/srv/x' }] } } },
+        join(scratch, 'vmkit.config.json'),
+      ),
+    );
+    assert.deepEqual(
+      problems({
+        vms: { dev: { ports: [{ guest: 80, host: 8080 }, { guest: 81, host: 8080 }, { guest: 80 }] } },
+      }),
+      [
+        'vms.dev.ports.1.host: port 8080 is forwarded twice',
+        'vms.dev.ports.2.guest: port 80 is forwarded twice',
+      ],
+    );
   });
 
   it('is found by walking up, and loads from TypeScript as well as JSON', async () => {
@@ -275,5 +304,31 @@ describe('state', () => {
     writeFileAtomic(file, '{"a":1}');
     writeFileAtomic(file, '{"a":2}');
     assert.equal(readFileSync(file, 'utf8'), '{"a":2}');
+  });
+});
+
+describe('up refused for a taken host port', () => {
+  it('leaves no disk behind, and the VM still shows as absent', async () => {
+    const root = mkdtempSync(join(scratch, 'taken-'));
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = (holder.address() as { port: number }).port;
+    try {
+      const project = parseConfig(
+        { vms: { dev: { ports: [{ guest: 80, host: port }] } } },
+        join(root, 'vmkit.config.json'),
+      );
+      const pvm = projectVm(project, selectVm(project, 'dev'));
+      await assert.rejects(
+        up(pvm, () => {}),
+        (error: Error) =>
+          error instanceof ConfigError &&
+          new RegExp(`host port ${port} .* is already taken`).test(error.message),
+      );
+      assert.ok(!existsSync(dataDisk(pvm.dir)), 'no data disk was made');
+      assert.equal(vmStatus(project, 'dev').state, 'absent');
+    } finally {
+      holder.close();
+    }
   });
 });

@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { ConfigError } from '../../src/errors.js';
 import { VirtualSwitch } from '../../src/network/switch.js';
 import { BROADCAST, connectPorts, frame, MAC, type Port, record, settle } from './switch-helpers.js';
 
@@ -28,6 +29,14 @@ async function withSwitch(
 }
 
 describe('VirtualSwitch', { timeout: 10_000 }, () => {
+  test('new VirtualSwitch() from JavaScript is a ConfigError pointing at create, not a crash', () => {
+    const Switch = VirtualSwitch as unknown as new () => unknown;
+    assert.throws(
+      () => new Switch(),
+      (error: Error) => error instanceof ConfigError && /VirtualSwitch\.create/.test(error.message),
+    );
+  });
+
   test('a broadcast frame reaches every other port but not the sender', async () => {
     await withSwitch(async ({ sw, a, b, c }) => {
       const hello = frame(BROADCAST, MAC.a, 'who has 10.0.0.2?');

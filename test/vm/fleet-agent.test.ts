@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { initCerts } from '../../src/fleet/agent/certs.js';
-import { type AgentClient, connectAgent } from '../../src/fleet/agent/client.js';
+import { AgentCallError, type AgentClient, connectAgent } from '../../src/fleet/agent/client.js';
 import { type AgentServer, startAgent } from '../../src/fleet/agent/server.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { instanceDir, vmProcesses } from '../../src/fleet/vm.js';
@@ -87,6 +87,7 @@ describe('the fleet agent on tiny guests', { skip: lacks('snapshot'), timeout: 9
       desiredFile: desired,
       port: 0,
       requestTimeoutMs: 300_000,
+      maxExecOutputBytes: 1024 * 1024,
     });
     client = await connectAgent({
       url: server.url,
@@ -149,6 +150,15 @@ describe('the fleet agent on tiny guests', { skip: lacks('snapshot'), timeout: 9
     for (const event of events.filter((e) => e.action.startsWith('api.')))
       assert.equal(event.actor, 'operator (client certificate, via the agent)');
     assert.equal((await client.reconcile()).changed, 0, 'a woken instance already matches');
+    // More output than the agent takes (1 MiB here): the command is killed, 413, the guest lives.
+    await assert.rejects(
+      client.exec(web.path, ['sh', '-c', 'head -c 50000000 /dev/zero; echo not-reached > /root/over']),
+      (error: Error) =>
+        error instanceof AgentCallError &&
+        error.statusCode === 413 &&
+        /more than 1048576 bytes/.test(error.message),
+    );
+    assert.equal((await client.exec(web.path, ['sh', '-c', 'echo alive; ls /root'])).stdout, 'alive\nmark\n');
   });
 
   it('scale down stops the excess; scale up starts the Stopped one before creating any', async () => {

@@ -3,7 +3,7 @@ import { existsSync, lstatSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { BackdoorChannel } from '../../agent/backdoor.js';
-import { MachineCrashedError, tail, VmmStartError } from '../../errors.js';
+import { MachineCrashedError, TimeoutError, tail, VmmStartError } from '../../errors.js';
 import {
   type DetachedRecord,
   isAlive,
@@ -127,7 +127,7 @@ function connectOnce(path: string, timeoutMs: number): Promise<Socket> {
     const socket = connect(path);
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new Error(`no connection within ${timeoutMs} ms`));
+      reject(new TimeoutError(`a connection to ${path}`, timeoutMs));
     }, timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);

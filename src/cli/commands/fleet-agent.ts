@@ -93,6 +93,11 @@ export function registerAgentCommands(fleet: Command): void {
     .option('--interval <seconds>', 'reconcile this often (default 60; 0: only on request)', wholeOption)
     .option('--body-limit <bytes>', 'largest request body (default 65536)', wholeOption)
     .option('--request-timeout <ms>', 'a request must arrive whole within this (default 30000)', wholeOption)
+    .option(
+      '--max-exec-output <bytes>',
+      "an exec's stdout and stderr together, at most (default 8 MiB); past it the command is killed (413)",
+      wholeOption,
+    )
     .addOption(certsOption())
     .action(async (options, command: Command) => {
       const log = (line: string) => process.stderr.write(`vmkit agent: ${line}\n`);
@@ -105,6 +110,7 @@ export function registerAgentCommands(fleet: Command): void {
         ...(options.listen ?? {}),
         bodyLimit: options.bodyLimit,
         requestTimeoutMs: options.requestTimeout,
+        maxExecOutputBytes: options.maxExecOutput,
         log,
       });
       process.on('SIGHUP', () => server.reloadCertificates());

@@ -1,5 +1,5 @@
 import { createInterface } from 'node:readline/promises';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import { ConfigError } from '../../errors.js';
 import { Fleet } from '../../fleet/fleet.js';
 import { FLEET_BUILDERS, type FleetBuilder } from '../../fleet/pool-image.js';
@@ -51,9 +51,12 @@ export function output(json: boolean, value: unknown, text: () => string): void 
   process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${text()}\n`);
 }
 
-/** A whole-number option value; the model's schemas check its range. */
+/**
+ * A whole-number option value; the model's schemas check its range. Commander reports the error
+ * with the option's name (`option '--running <n>' argument '-1' is invalid`), exit 2.
+ */
 export function wholeOption(value: string): number {
-  if (!/^\d+$/.test(value)) throw new ConfigError(`expected a whole number, got ${JSON.stringify(value)}`);
+  if (!/^\d{1,15}$/.test(value)) throw new InvalidArgumentError('expected a whole number');
   return Number(value);
 }
 

@@ -5,7 +5,7 @@ import type { Fleet } from '../../fleet/fleet.js';
 import { parseAddress } from '../../fleet/ids.js';
 import type { Instance } from '../../fleet/model.js';
 import { instanceInfo } from '../../fleet/node.js';
-import { timeoutMs } from '../../util/validate.js';
+import { parseInput, timeoutMs } from '../../util/validate.js';
 import { output, wholeOption, withFleet } from './fleet-common.js';
 
 const line = (i: Instance) =>
@@ -36,6 +36,9 @@ export function registerInstanceCommands(fleet: Command): void {
       await withFleet(command, async (fleet, json) => {
         const [tenant, pool] = (address ?? '').split('/');
         if (tenant) parseAddress(address as string, pool === undefined ? 1 : 2);
+        // An unknown tenant or pool is a mistake to name, not an empty list.
+        if (tenant) fleet.store.tenant(tenant);
+        if (tenant && pool !== undefined) fleet.store.pool(tenant, pool);
         const instances = fleet.store.listInstances({ tenant: tenant || undefined, pool });
         output(json, instances, () => instances.map(line).join('\n') || 'no instances');
       });
@@ -85,7 +88,7 @@ export function registerInstanceCommands(fleet: Command): void {
     .option(
       '--timeout <ms>',
       'how long the command may run',
-      (value) => timeoutMs.parse(wholeOption(value)),
+      (value) => parseInput(timeoutMs, wholeOption(value), '--timeout'),
       60_000,
     )
     .action(async (address: string, argv: string[], options, command: Command) => {
@@ -124,7 +127,7 @@ export function registerInstanceCommands(fleet: Command): void {
     .option(
       '--timeout <ms>',
       'how long each line may run',
-      (value) => timeoutMs.parse(wholeOption(value)),
+      (value) => parseInput(timeoutMs, wholeOption(value), '--timeout'),
       60_000,
     )
     .action(async (address: string, options, command: Command) => {

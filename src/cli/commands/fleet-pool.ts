@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { ConfigError } from '../../errors.js';
 import { findBase } from '../../fleet/base.js';
@@ -9,6 +8,7 @@ import { imageOf } from '../../fleet/pool-image.js';
 import { rebuildPool } from '../../fleet/rebuild.js';
 import { scalePool } from '../../fleet/scale.js';
 import { type ImageRecipe, parseRecipe } from '../../images/recipe.js';
+import { readInputFile } from '../../util/files.js';
 import { confirmDestroy, output, wholeOption, withFleet } from './fleet-common.js';
 
 /** "built in a builder VM in 41.2 s, by root (pid 12)" or "cached (built on the host ...)". */
@@ -25,12 +25,7 @@ function describeBuild(build: PoolBuild): string {
 /** --image: a name, or a path to a recipe file (it ends in .json or names a folder). */
 function imageOption(value: string): string | ImageRecipe {
   if (!value.endsWith('.json') && !value.includes('/')) return value;
-  let text: string;
-  try {
-    text = readFileSync(value, 'utf8');
-  } catch (error) {
-    throw new ConfigError(`--image ${value}: cannot read the recipe file: ${(error as Error).message}`);
-  }
+  const text = readInputFile(value, '--image recipe file');
   try {
     return parseRecipe(JSON.parse(text), `recipe ${value}`);
   } catch (error) {
@@ -84,6 +79,7 @@ export function registerPoolCommands(fleet: Command): void {
     .argument('[tenant]')
     .action(async (tenant: string | undefined, _options, command: Command) => {
       await withFleet(command, async (fleet, json) => {
+        if (tenant) fleet.store.tenant(tenant); // an unknown tenant is a mistake, not an empty list
         const pools = fleet.store.listPools(tenant);
         output(
           json,

@@ -1,13 +1,17 @@
 import type { Command } from 'commander';
+import { ConfigError } from '../../errors.js';
 import { confirmDestroy, output, wholeOption, withFleet } from './fleet-common.js';
 
 function parseSecrets(pairs: string[] | undefined): Record<string, string> {
-  const secrets: Record<string, string> = {};
+  const secrets = new Map<string, string>();
   for (const pair of pairs ?? []) {
     const at = pair.indexOf('=');
-    secrets[at < 0 ? pair : pair.slice(0, at)] = at < 0 ? '' : pair.slice(at + 1);
+    if (at < 1) throw new ConfigError(`--secret ${JSON.stringify(pair)}: expected NAME=VALUE`);
+    const name = pair.slice(0, at);
+    if (secrets.has(name)) throw new ConfigError(`--secret ${name}: given twice`);
+    secrets.set(name, pair.slice(at + 1));
   }
-  return secrets;
+  return Object.fromEntries(secrets);
 }
 
 export function registerTenantCommands(fleet: Command): void {

@@ -38,6 +38,7 @@ export function registerFleetCommands(program: Command): void {
     .action(async (tenant: string, options, command: Command) => {
       validateId(tenant, 'tenant id');
       await withFleet(command, async (fleet, json) => {
+        fleet.store.tenant(tenant); // an unknown tenant is a ConfigError, as in the agent's API
         const events = tenantAudit(fleet.dir, fleet.store.listInstances({ tenant }), tenant, options.tail);
         if (json) output(json, events, () => '');
         else for (const event of events) process.stdout.write(`${JSON.stringify(event)}\n`);

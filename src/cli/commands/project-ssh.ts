@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { VmkitError } from '../../errors.js';
+import { HostToolError } from '../../errors.js';
 import { prepareSsh } from '../../project/ssh.js';
 import { connectHub, type ProjectVm } from '../../project/vm-handle.js';
 
@@ -33,7 +33,7 @@ export async function sshCommand(pvm: ProjectVm, command: string[]): Promise<num
   try {
     return await new Promise<number>((resolve, reject) => {
       child.once('error', (error) =>
-        reject(new VmkitError(`cannot run ssh: ${error.message} (install openssh-client)`)),
+        reject(new HostToolError(`cannot run ssh: ${error.message} (install openssh-client)`)),
       );
       child.once('exit', (code, signal) => resolve(code ?? 128 + (signal ? constants.signals[signal] : 1)));
     });

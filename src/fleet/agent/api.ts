@@ -108,8 +108,12 @@ const auditEvent = z.object({
 });
 
 const instanceParams = z.object({ tenant: fleetId, pool: fleetId, instance: fleetId }).strict();
-// Query values arrive as text; the server's validator coerces them to numbers.
-const whole = z.number().int().min(0).max(100_000);
+// Query values arrive as text; the server turns digits into numbers before this checks them.
+const whole = z.number({ error: 'must be a whole number from 0 to 100000' }).int().min(0).max(100_000);
+/** One argument of a command: any text but a NUL byte, which no argv can carry. */
+const argument = z
+  .string({ error: 'must be a string' })
+  .refine((text) => !text.includes('\0'), { error: 'must not contain a NUL byte' });
 
 export const AGENT_OPS = {
   reconcile: {
@@ -164,7 +168,13 @@ export const AGENT_OPS = {
     summary: 'Run a command in a Running instance',
     params: instanceParams,
     body: z
-      .object({ command: z.array(z.string()).min(1).max(256), timeoutMs: timeoutMs.optional() })
+      .object({
+        command: z
+          .array(argument, { error: 'must be an array of strings' })
+          .min(1, { error: 'must name a program' })
+          .max(256, { error: 'at most 256 arguments' }),
+        timeoutMs: timeoutMs.optional(),
+      })
       .strict(),
     response: z.object({ status: z.number(), timedOut: z.boolean(), stdout: z.string(), stderr: z.string() }),
   },

@@ -9,11 +9,14 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
 import { runTool } from '../../util/exec.js';
 import { ensurePrivateDir } from '../../util/private.js';
+import { parseInput, wholeNumber } from '../../util/validate.js';
 
 /**
  * The agent's certificates, made with the openssl CLI (installed with vmkit's host tools and
@@ -38,6 +41,39 @@ export interface CertOptions {
   clientName?: string;
 }
 
+/** A DNS name: dot-separated labels of letters, digits and inner dashes, 253 characters at most. */
+const DNS_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const validHost = (host: string) => DNS_NAME.test(host) || (isIP(host) !== 0 && !host.includes('%'));
+
+/** What goes into openssl's extension file and subject: checked, so nothing can be injected. */
+const certOptions = (minDays: number) =>
+  z
+    .object({
+      days: wholeNumber(minDays, 36_500).optional(),
+      hosts: z
+        .array(
+          z.string({ error: 'must be a string' }).refine(validHost, {
+            error: 'must be a DNS name (letters, digits, dots, dashes) or an IP address',
+          }),
+        )
+        .min(1, { error: 'must name at least one host' })
+        .optional(),
+      clientName: z
+        .string()
+        .regex(/^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$/, {
+          error: "must be 1 to 64 letters, digits, spaces, '.', '_', '@' or '-'",
+        })
+        .optional(),
+    })
+    .strict();
+/** Certificates valid for at least a day; issueCert alone also takes negative days (expired, for tests). */
+const checked = (options: CertOptions, minDays = 1): CertOptions => {
+  const parsed = parseInput(certOptions(minDays), options, 'certificates');
+  if (parsed.days === 0) throw new ConfigError('certificates: days: must not be 0');
+  return parsed;
+};
+
 const openssl = (args: string[]) => runTool('openssl', args, { timeoutMs: 30_000 });
 /** A new ECDSA P-256 key, unencrypted (its file is 0600). */
 const NEW_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
@@ -55,8 +91,7 @@ function install(from: string, dir: string, role: CertRole): void {
   renameSync(join(from, `${role}.pem`), certPath(dir, role));
 }
 
-const san = (hosts: string[]) =>
-  hosts.map((h) => (/^[\d.]+$/.test(h) || h.includes(':') ? `IP:${h}` : `DNS:${h}`)).join(',');
+const san = (hosts: string[]) => hosts.map((h) => (isIP(h) ? `IP:${h}` : `DNS:${h}`)).join(',');
 
 async function makeCa(dir: string, days: number): Promise<void> {
   const tmp = scratch(dir);
@@ -90,10 +125,11 @@ export async function issueCert(
   role: 'server' | 'client',
   options: CertOptions = {},
 ): Promise<void> {
+  options = checked(options, -36_500);
   requireCa(dir);
   const tmp = scratch(dir);
   try {
-    const hosts = options.hosts ?? ['localhost', '127.0.0.1', '::1', hostname()];
+    const hosts = options.hosts ?? ['localhost', '127.0.0.1', '::1', hostname()].filter(validHost);
     const subject = role === 'server' ? `/CN=${hosts[0]}` : `/CN=${options.clientName ?? 'operator'}`;
     const ext = join(tmp.path, 'ext.cnf');
     writeFileSync(
@@ -143,21 +179,33 @@ function requireCa(dir: string): void {
  */
 export async function initCerts(
   dir: string,
-  options: CertOptions & { ca?: boolean } = {},
+  { ca, ...rest }: CertOptions & { ca?: boolean } = {},
 ): Promise<CertStatus[]> {
-  if (options.ca) {
-    if (existsSync(certPath(dir, 'ca')))
-      throw new ConfigError(`${dir} already has a CA (${certPath(dir, 'ca')})`);
-    await makeCa(dir, Math.max(options.days ?? 0, 3650));
+  const options = checked(rest);
+  if (ca && existsSync(certPath(dir, 'ca')))
+    throw new ConfigError(`${dir} already has a CA (${certPath(dir, 'ca')})`);
+  if (!ca) requireCa(dir);
+  const hadDir = existsSync(dir);
+  const had = new Set(CERT_ROLES.filter((role) => existsSync(certPath(dir, role))));
+  try {
+    if (ca) await makeCa(dir, Math.max(options.days ?? 0, 3650));
+    await issueCert(dir, 'server', options);
+    await issueCert(dir, 'client', options);
+  } catch (error) {
+    // Nothing half-made: what this call added goes (a new CA with what it signed, or the folder).
+    for (const role of CERT_ROLES.filter((r) => !had.has(r))) {
+      rmSync(certPath(dir, role), { force: true });
+      rmSync(keyPath(dir, role), { force: true });
+    }
+    if (!hadDir) rmSync(dir, { recursive: true, force: true });
+    throw error;
   }
-  requireCa(dir);
-  await issueCert(dir, 'server', options);
-  await issueCert(dir, 'client', options);
   return certStatus(dir);
 }
 
 /** New keys and certificates for the server and the client from the same CA; a running agent reloads them. */
-export async function rotateCerts(dir: string, options: CertOptions = {}): Promise<CertStatus[]> {
+export async function rotateCerts(dir: string, given: CertOptions = {}): Promise<CertStatus[]> {
+  const options = checked(given);
   requireCa(dir);
   for (const role of ['server', 'client'] as const) {
     if (!existsSync(certPath(dir, role)))

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
-import { VmkitError } from '../../errors.js';
+import { ConfigError, VmkitError } from '../../errors.js';
 import { parseAddress } from '../ids.js';
 import { AGENT_OPS, type AgentOp, type AgentRequest, type AgentResponse } from './api.js';
 
@@ -27,8 +27,19 @@ export class AgentCallError extends VmkitError {
   }
 }
 
-const pem = (value: string | Buffer) =>
-  typeof value === 'string' && !value.includes('-----BEGIN') ? readFileSync(value) : value;
+/** The agent could not be reached, or the connection broke before it answered. */
+export class AgentConnectionError extends VmkitError {
+  override name = 'AgentConnectionError';
+}
+
+const pem = (value: string | Buffer, what: string) => {
+  if (typeof value !== 'string' || value.includes('-----BEGIN')) return value;
+  try {
+    return readFileSync(value);
+  } catch (error) {
+    throw new ConfigError(`agent ${what} ${value}: cannot read it: ${(error as Error).message}`);
+  }
+};
 
 type Call<O extends AgentOp> = Partial<AgentRequest<O>>;
 
@@ -39,14 +50,16 @@ export class AgentClient {
   private readonly timeoutMs: number;
 
   constructor(options: ConnectAgentOptions) {
+    if (!URL.canParse(options.url))
+      throw new ConfigError(`agent url ${JSON.stringify(options.url)}: not a URL`);
     this.base = new URL(options.url);
-    if (this.base.protocol !== 'https:') throw new VmkitError(`agent url ${options.url}: must be https://`);
+    if (this.base.protocol !== 'https:') throw new ConfigError(`agent url ${options.url}: must be https://`);
     this.timeoutMs = options.timeoutMs ?? 120_000;
     this.agent = new Agent({
       keepAlive: true,
-      ca: pem(options.ca),
-      cert: pem(options.cert),
-      key: pem(options.key),
+      ca: pem(options.ca, 'CA certificate'),
+      cert: pem(options.cert, 'client certificate'),
+      key: pem(options.key, 'client key'),
       // SNI carries names only; for an address the certificate's IP entries are checked.
       servername: isIP(this.base.hostname.replace(/^\[|\]$/g, '')) ? '' : this.base.hostname,
     });
@@ -145,7 +158,7 @@ export class AgentClient {
           const chunks: Buffer[] = [];
           res.on('data', (chunk: Buffer) => chunks.push(chunk));
           res.on('error', (error) =>
-            reject(new VmkitError(`agent ${op} at ${this.base.origin}: ${error.message}`)),
+            reject(new AgentConnectionError(`agent ${op} at ${this.base.origin}: ${error.message}`)),
           );
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
@@ -159,7 +172,7 @@ export class AgentClient {
       );
       req.on('timeout', () => req.destroy(new Error(`no reply within ${this.timeoutMs} ms`)));
       req.on('error', (error) =>
-        reject(new VmkitError(`agent ${op} at ${this.base.origin}: ${error.message}`)),
+        reject(new AgentConnectionError(`agent ${op} at ${this.base.origin}: ${error.message}`)),
       );
       req.end(body);
     });

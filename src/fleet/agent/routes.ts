@@ -1,5 +1,8 @@
 import type { TLSSocket } from 'node:tls';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaCompiler } from 'fastify';
+import type { z } from 'zod';
+import { ConfigError } from '../../errors.js';
+import { parseInput } from '../../util/validate.js';
 import { audit } from '../audit.js';
 import type { ReconcileReport } from '../desired/reconcile.js';
 import type { Fleet } from '../fleet.js';
@@ -14,6 +17,8 @@ export interface RouteContext {
     prune?: boolean;
     dryRun?: boolean;
   }) => Promise<ReconcileReport & { document: string; at: string }>;
+  /** stdout and stderr of one exec together; past it the command is killed and the reply is 413. */
+  maxExecOutputBytes: number;
 }
 
 type Handler<O extends AgentOp> = (
@@ -57,7 +62,9 @@ function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
         createdAt: t.createdAt,
       })),
     instances: ({ query }) => {
+      if (query?.pool && !query.tenant) throw new ConfigError('instances: pool needs tenant');
       if (query?.tenant) fleet.store.tenant(query.tenant);
+      if (query?.tenant && query.pool) fleet.store.pool(query.tenant, query.pool);
       return fleet.store.listInstances({ tenant: query?.tenant, pool: query?.pool });
     },
     wake: ({ params }, actor) => {
@@ -70,7 +77,9 @@ function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
     },
     exec: async ({ params, body }, actor) => {
       auditCall(fleet, actor, 'exec', params, body.command.join(' '));
-      const result = await fleet.exec(address(params), body.command, body.timeoutMs);
+      const result = await fleet.exec(address(params), body.command, body.timeoutMs, {
+        maxOutputBytes: ctx.maxExecOutputBytes,
+      });
       return {
         status: result.status,
         timedOut: result.timedOut,
@@ -90,6 +99,39 @@ function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
   };
 }
 
+/** Query values arrive as text: whole numbers written in digits become numbers, nothing else. */
+const queryNumbers = (query: unknown) =>
+  query && typeof query === 'object'
+    ? Object.fromEntries(
+        Object.entries(query).map(([key, value]) => [
+          key,
+          typeof value === 'string' && /^\d{1,15}$/.test(value) ? Number(value) : value,
+        ]),
+      )
+    : query;
+
+/**
+ * Validates each request part with the operation's zod schema itself: strict, no coercion (JSON
+ * Schema through ajv turned [1, 2] into ["1", "2"] and "5" into 5, and lost the refinements:
+ * ranges, no NUL bytes). The JSON Schemas stay on the route for the OpenAPI document.
+ */
+function zodValidator(spec: (typeof AGENT_OPS)[AgentOp]): FastifySchemaCompiler<unknown> {
+  return ({ httpPart }) => {
+    const part = httpPart === 'querystring' ? 'querystring' : httpPart;
+    const schema = (spec as unknown as Record<string, z.ZodType | undefined>)[part ?? ''];
+    return (data: unknown) => {
+      if (!schema) return { value: data };
+      try {
+        return {
+          value: parseInput(schema, part === 'querystring' ? queryNumbers(data) : data, part ?? 'request'),
+        };
+      } catch (error) {
+        return { error: error as Error };
+      }
+    };
+  };
+}
+
 /** Registers every operation of AGENT_OPS with its request and response schemas. */
 export function registerRoutes(app: FastifyInstance, ctx: RouteContext): void {
   const table = handlers(ctx);
@@ -103,6 +145,7 @@ export function registerRoutes(app: FastifyInstance, ctx: RouteContext): void {
       method: spec.method,
       url: spec.url,
       schema,
+      validatorCompiler: zodValidator(spec),
       handler: async (request: FastifyRequest, reply: FastifyReply) => {
         const peer = (request.raw.socket as TLSSocket).getPeerCertificate().subject?.CN ?? 'unknown';
         const result = await handler(

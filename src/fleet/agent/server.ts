@@ -4,12 +4,16 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { createSecureContext } from 'node:tls';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
+import { MAX_TIMER_MS } from '../../util/time.js';
+import { parseInput, wholeNumber } from '../../util/validate.js';
 import { type ReconcileReport, reconcile } from '../desired/reconcile.js';
 import { loadDesired } from '../desired/schema.js';
 import { Fleet } from '../fleet.js';
 import { RefusedError } from '../lifecycle.js';
 import type { FleetBuilder } from '../pool-image.js';
+import { OutputLimitError } from '../vm-exec.js';
 import { openApiDocument } from './api.js';
 import { certPath, keyPath } from './certs.js';
 import { registerRoutes } from './routes.js';
@@ -32,6 +36,8 @@ export interface AgentServerOptions {
   bodyLimit?: number;
   /** A request must arrive whole within this time (slow clients are cut off). */
   requestTimeoutMs?: number;
+  /** An exec's stdout and stderr together, at most (default 8 MiB); past it: killed, 413. */
+  maxExecOutputBytes?: number;
   /** The TLS handshake must finish within this time. */
   handshakeTimeoutMs?: number;
   log?: (line: string) => void;
@@ -60,11 +66,24 @@ function readTls(certsDir: string) {
   };
 }
 
+/** The numbers a caller sets; 0 would mean "no limit" to Node for the timeouts. */
+const serverLimits = z
+  .object({
+    port: wholeNumber(0, 65_535).optional(),
+    bodyLimit: wholeNumber(256, 64 * 1024 * 1024).optional(),
+    requestTimeoutMs: wholeNumber(100, MAX_TIMER_MS).optional(),
+    handshakeTimeoutMs: wholeNumber(100, MAX_TIMER_MS).optional(),
+    reconcileIntervalMs: wholeNumber(0, MAX_TIMER_MS).optional(),
+    maxExecOutputBytes: wholeNumber(1, 256 * 1024 * 1024).optional(),
+  })
+  .loose();
+
 function statusOf(error: FastifyError | Error): number {
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) return status;
   if ((error as FastifyError).validation) return 400;
   if (error instanceof RefusedError) return 409;
+  if (error instanceof OutputLimitError) return 413;
   if (error instanceof ConfigError) return /^no (tenant|pool|instance) /.test(error.message) ? 404 : 400;
   return 500;
 }
@@ -76,6 +95,7 @@ function statusOf(error: FastifyError | Error): number {
  * connections without a restart.
  */
 export async function startAgent(options: AgentServerOptions): Promise<AgentServer> {
+  parseInput(serverLimits, options, 'agent');
   const log = options.log ?? (() => {});
   const tls = readTls(options.certsDir);
   const fleet = new Fleet({
@@ -85,6 +105,7 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
   });
   for (const repair of await fleet.repair())
     log(`repaired ${repair.path}: ${repair.from} -> ${repair.to}: ${repair.reason}`);
+  const requestTimeout = options.requestTimeoutMs ?? 30_000;
   const app: FastifyInstance = Fastify({
     https: {
       ...tls,
@@ -94,14 +115,33 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
       rejectUnauthorized: false,
       handshakeTimeout: options.handshakeTimeoutMs ?? 10_000,
       minVersion: 'TLSv1.2',
+      // Node checks requestTimeout (and headersTimeout, 60 s by default) only every
+      // connectionsCheckingInterval (30 s by default): a slow body was cut at 60 to 90 s, not 30.
+      headersTimeout: requestTimeout,
+      requestTimeout,
+      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(requestTimeout / 10))),
     },
     bodyLimit: options.bodyLimit ?? 64 * 1024,
-    requestTimeout: options.requestTimeoutMs ?? 30_000,
+    requestTimeout,
     connectionTimeout: 0,
     keepAliveTimeout: 5_000,
     forceCloseConnections: 'idle',
     return503OnClosing: true,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, allErrors: false } },
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+  // JSON.parse keeps a "__proto__" key as a plain own property (it sets no prototype), so the
+  // strict schemas name it as an unknown key; fastify's parser called that body "not valid JSON".
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+    if (body === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(body as string));
+    } catch (error) {
+      done(
+        Object.assign(new ConfigError(`body: not valid JSON: ${(error as Error).message}`), {
+          statusCode: 400,
+        }),
+      );
+    }
   });
   let chain: Promise<unknown> = Promise.resolve();
   let closing = false;
@@ -140,7 +180,11 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
     );
   });
   app.get('/openapi.json', async () => openApiDocument('0.1.0'));
-  registerRoutes(app, { fleet, reconcile: reconcileNow });
+  registerRoutes(app, {
+    fleet,
+    reconcile: reconcileNow,
+    maxExecOutputBytes: options.maxExecOutputBytes ?? 8 * 1024 * 1024,
+  });
   const tlsServer = app.server as unknown as HttpsServer;
   tlsServer.prependListener('secureConnection', (socket: TLSSocket) => {
     if (socket.authorized) return;

@@ -1,10 +1,12 @@
 import { ConfigError } from '../../errors.js';
+import { parseInput } from '../../util/validate.js';
 import type { Fleet } from '../fleet.js';
 import { describeImage, sameImage } from '../image-spec.js';
 import { type Instance, type Pool, tenantInput } from '../model.js';
 import { imageOf } from '../pool-image.js';
+import { checkDesiredFits, checkPoolFits } from '../quota.js';
 import { assignTargets, movesTo } from '../scale.js';
-import { parseSubnet } from '../subnet.js';
+import { overlaps, parseSubnet } from '../subnet.js';
 import { auditChange, ensureRevision } from './revision.js';
 import { type DesiredDocument, type DesiredPool, type DesiredTenant, resolveSecrets } from './schema.js';
 import { type PoolSettings, updatePool, updateTenant } from './updates.js';
@@ -31,9 +33,50 @@ const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
 
 /** The quotas a document's tenant asks for, the fleet's defaults filled in. */
 function wantedQuotas(tenant: DesiredTenant) {
-  const parsed = tenantInput.parse({ id: tenant.id, subnet: tenant.subnet, ...tenant.quotas });
+  const parsed = parseInput(
+    tenantInput,
+    { id: tenant.id, subnet: tenant.subnet, ...tenant.quotas },
+    `tenant ${tenant.id}`,
+  );
   const { maxVcpus, maxMemoryMiB, maxRunning, maxWarm, maxInstances, maxDiskMiB } = parsed;
   return { maxVcpus, maxMemoryMiB, maxRunning, maxWarm, maxInstances, maxDiskMiB };
+}
+
+/**
+ * Checks the document against the fleet as a whole before reconcile applies any of it: a subnet
+ * that overlaps a tenant the document does not list or that changes in place, a pool larger than
+ * its tenant's quotas, a secret that cannot be read. A refusal here changes nothing.
+ */
+export function checkDocument(fleet: Fleet, doc: DesiredDocument): void {
+  const quotasOf = new Map(doc.tenants.map((tenant) => [tenant.id, wantedQuotas(tenant)]));
+  for (const tenant of doc.tenants) {
+    const subnet = parseSubnet(tenant.subnet);
+    const current = fleet.store.findTenant(tenant.id);
+    if (current && subnet.cidr !== current.subnet) {
+      throw new ConfigError(
+        `tenant ${tenant.id}: the document says subnet ${tenant.subnet}, the fleet has ${current.subnet}; a tenant's subnet cannot change in place (remove the tenant from the document and reconcile with --prune first)`,
+      );
+    }
+    for (const other of fleet.store.listTenants()) {
+      if (other.id !== tenant.id && overlaps(subnet, parseSubnet(other.subnet))) {
+        throw new ConfigError(
+          `tenant ${tenant.id}: subnet ${subnet.cidr} overlaps tenant ${other.id}'s ${other.subnet} in the fleet`,
+        );
+      }
+    }
+    resolveSecrets(tenant);
+  }
+  for (const pool of doc.pools) {
+    const quotas = quotasOf.get(pool.tenant);
+    if (quotas) checkPoolFits(quotas, pool, `pool ${pool.tenant}/${pool.id}`);
+  }
+  for (const [tenant, quotas] of quotasOf) {
+    checkDesiredFits(
+      tenant,
+      quotas,
+      doc.pools.filter((pool) => pool.tenant === tenant),
+    );
+  }
 }
 
 export function planTenants(fleet: Fleet, doc: DesiredDocument): Step[] {
@@ -53,11 +96,6 @@ export function planTenants(fleet: Fleet, doc: DesiredDocument): Step[] {
         }),
       );
       continue;
-    }
-    if (parseSubnet(tenant.subnet).cidr !== current.subnet) {
-      throw new ConfigError(
-        `tenant ${tenant.id}: the document says subnet ${tenant.subnet}, the fleet has ${current.subnet}; a tenant's subnet cannot change in place (remove the tenant from the document and reconcile with --prune first)`,
-      );
     }
     const changed = [
       ...Object.keys(quotas).filter(

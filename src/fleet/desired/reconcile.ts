@@ -5,6 +5,7 @@ import { imageOf } from '../pool-image.js';
 import type { Repair } from '../repair.js';
 import {
   type Action,
+  checkDocument,
   PHASES,
   type Phase,
   planPools,
@@ -107,6 +108,7 @@ export async function reconcile(
   options: ReconcileOptions = {},
 ): Promise<ReconcileReport> {
   const dryRun = Boolean(options.dryRun);
+  checkDocument(fleet, doc);
   const repairs = dryRun ? [] : await fleet.repair();
   const phases: PhaseReport[] = [];
   for (const phase of PHASES) {

@@ -1,11 +1,12 @@
-import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
+import { readInputFile } from '../../util/files.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
 import { fleetId } from '../ids.js';
 import { poolImageSchema } from '../image-spec.js';
-import { parseSubnet } from '../subnet.js';
+import { policyThresholds } from '../policy.js';
+import { overlaps, parseTenantSubnet, type Subnet } from '../subnet.js';
 
 /** The document versions this vmkit reads. */
 export const DESIRED_VERSION = 1;
@@ -62,34 +63,31 @@ const tenant = z
   })
   .strict();
 
-const policy = z
-  .object({
-    idleSeconds: wholeNumber(1, 10_000_000),
-    cpuPercent: wholeNumber(0, 10_000),
-    networkBytes: wholeNumber(0, Number.MAX_SAFE_INTEGER),
-    minMemAvailableMiB: wholeNumber(0, 16 * 1024 * 1024),
-    sampleMs: wholeNumber(1, 60_000),
-  })
-  .partial()
-  .strict();
-
 export const desiredDocument = z
   .object({
     version: z.literal(DESIRED_VERSION, { error: `must be ${DESIRED_VERSION}` }),
     tenants: z.array(tenant).default([]),
     pools: z.array(pool).default([]),
     /** The sleep policy's thresholds; without it, reconcile runs no policy. */
-    sleepPolicy: policy.optional(),
+    sleepPolicy: policyThresholds.optional(),
   })
   .strict()
   .superRefine((doc, ctx) => {
     const issue = (path: PropertyKey[], message: string) => ctx.addIssue({ code: 'custom', path, message });
     const tenants = new Set<string>();
+    const subnets: Array<{ id: string; subnet: Subnet }> = [];
     doc.tenants.forEach((t, n) => {
       if (tenants.has(t.id)) issue(['tenants', n, 'id'], `duplicate tenant ${t.id}`);
       tenants.add(t.id);
       try {
-        parseSubnet(t.subnet);
+        const subnet = parseTenantSubnet(t.subnet);
+        const other = subnets.find((s) => overlaps(s.subnet, subnet));
+        if (other)
+          issue(
+            ['tenants', n, 'subnet'],
+            `${subnet.cidr} overlaps tenant ${other.id}'s ${other.subnet.cidr}`,
+          );
+        subnets.push({ id: t.id, subnet });
       } catch (error) {
         issue(['tenants', n, 'subnet'], (error as Error).message);
       }
@@ -131,12 +129,7 @@ export function parseDesired(
 
 /** Reads and validates a desired-state file (.json, .yaml or .yml). */
 export function loadDesired(file: string): DesiredDocument {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError(`desired state ${file}: cannot read it: ${(error as Error).message}`);
-  }
+  const text = readInputFile(file, 'desired state');
   const format = /\.ya?ml$/i.test(file) ? 'yaml' : /\.json$/i.test(file) ? 'json' : undefined;
   return parseDesired(text, file, format);
 }
@@ -151,11 +144,7 @@ export function resolveSecrets(tenant: DesiredTenant): Record<string, string> {
       if (value === undefined) throw new ConfigError(`${where}: environment variable ${ref.env} is not set`);
       values[name] = value;
     } else {
-      try {
-        values[name] = readFileSync(ref.file, 'utf8').replace(/\n$/, '');
-      } catch (error) {
-        throw new ConfigError(`${where}: cannot read ${ref.file}: ${(error as Error).message}`);
-      }
+      values[name] = readInputFile(ref.file, where, 1024 * 1024).replace(/\n$/, '');
     }
   }
   return values;
