@@ -32,7 +32,7 @@ import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import { type InteractOptions, interactWithConsole, interactWithShell } from './interact.js';
 import type { MachineInternals } from './internals.js';
 import { describeNics, failCallsOnExit } from './lifecycle.js';
-import { saveDiskImage } from './media.js';
+import { type SaveDiskOptions, saveDiskImage } from './media.js';
 import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
 import { listeningCheck, type PortOptions, waitForPort } from './ports.js';
@@ -40,7 +40,6 @@ import { retryCommand } from './retry.js';
 
 export type { CommandOptions, ExecResult, WaitOptions } from './commands.js';
 export type { CopyFromVmOptions, CopyReport } from './copies.js';
-
 export type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js';
 
 /**
@@ -110,9 +109,10 @@ export class Machine implements AsyncDisposable {
     return this.internals.sshPort;
   }
 
-  /** Keeps the boot disk of a machine started from `{ disk }` in the cache; see saveDiskImage. */
-  saveDiskImage(name: string): Promise<{ disk: string }> {
-    return saveDiskImage(this.internals, this.stateDir, name);
+  /** Keeps a disk in the cache: a `{ disk }` machine's boot disk, else `disks[options.disk ?? 0]`. */
+  async saveDiskImage(name: string, options: SaveDiskOptions = {}): Promise<{ disk: string }> {
+    checkCall('saveDiskImage', { saveOptions: options });
+    return saveDiskImage(this.internals, this.stateDir, name, options);
   }
 
   /** The VMM's process id. */
