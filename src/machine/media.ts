@@ -169,7 +169,8 @@ function diskToSave(
   stateDir: string,
   options: SaveDiskOptions,
 ): string {
-  if (options.disk === undefined && machine.config.media?.kind === 'disk') return join(stateDir, 'boot.qcow2');
+  if (options.disk === undefined && machine.config.media?.kind === 'disk')
+    return join(stateDir, 'boot.qcow2');
   const own = machine.disks.slice(machine.config.image.disk ? 1 : 0);
   if (own.length === 0) {
     throw new ConfigError(

@@ -146,7 +146,8 @@ describe('any OS over its serial console', { skip: lacks('consoleInput') }, () =
       await assert.rejects(installer.saveDiskImage('x', { disk: 1 }), /there is no disk 1/);
       await assert.rejects(
         installer.saveDiskImage('x', { disk: -1 } as never),
-        (error: Error) => error instanceof ConfigError && /^saveDiskImage: options: disk: /.test(error.message),
+        (error: Error) =>
+          error instanceof ConfigError && /^saveDiskImage: options: disk: /.test(error.message),
       );
       saved = await installer.saveDiskImage('console-test-installed');
     }
