@@ -1,6 +1,12 @@
 import { guestSeconds, type RawResult } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
-import { CommandFailedError, CommandTimeoutError, ConfigError, MachineCrashedError } from '../errors.js';
+import {
+  CommandFailedError,
+  CommandTimeoutError,
+  ConfigError,
+  GuestRebootedError,
+  MachineCrashedError,
+} from '../errors.js';
 import type { MachineInternals } from './machine.js';
 
 export interface ExecResult {
@@ -184,7 +190,7 @@ async function runStreamed(
     () => internals.console.tail(),
   );
   const exit = await started.wait(guestSeconds(timeoutMs) * 1000 + GRACE_MS).catch((error: Error) => {
-    if (error instanceof MachineCrashedError) throw error;
+    if (error instanceof MachineCrashedError || error instanceof GuestRebootedError) throw error;
     started.kill('KILL').catch(() => {});
     throw error;
   });

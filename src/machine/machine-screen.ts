@@ -6,7 +6,7 @@
 import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { requireCapability } from '../backends/backend.js';
-import { ConfigError, HostToolError, TimeoutError } from '../errors.js';
+import { ConfigError, GuestRebootedError, HostToolError, TimeoutError } from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { ensureDir } from '../util/files.js';
 import { sleep } from '../util/time.js';
@@ -121,7 +121,11 @@ const methods: ThisType<Machine> & Partial<Machine> = {
     const deadline = performance.now() + timeoutMs;
     let text = '';
     for (;;) {
-      text = await this.getTtyText(tty);
+      // A reboot under the wait: the next read waits until the guest is back.
+      text = await this.getTtyText(tty).catch((error: Error) => {
+        if (error instanceof GuestRebootedError) return '';
+        throw error;
+      });
       const match = new RegExp(pattern.source, pattern.flags.replace('g', '')).exec(text);
       if (match) return match;
       if (performance.now() + TTY_POLL_MS > deadline) break;

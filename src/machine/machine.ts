@@ -31,7 +31,7 @@ import { type CopyFromVmOptions, type CopyReport, copyIn, copyOut } from './copi
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import { type InteractOptions, interactWithConsole, interactWithShell } from './interact.js';
 import type { MachineInternals } from './internals.js';
-import { describeNics, failCallsOnExit } from './lifecycle.js';
+import { describeNics, watchVmm } from './lifecycle.js';
 import { type SaveDiskOptions, saveDiskImage } from './media.js';
 import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
@@ -71,7 +71,7 @@ export class Machine implements AsyncDisposable {
       readyMs: this.readyMs,
       commandTimeoutMs: this.commandTimeoutMs,
     } = internals);
-    failCallsOnExit(internals, () => this.stopping);
+    watchVmm(internals, () => this.stopping);
   }
 
   /**
@@ -146,7 +146,7 @@ export class Machine implements AsyncDisposable {
     if (!this.internals.vmm.hasExited) return;
     await this.internals.bootAgain(options.timeoutMs ?? this.internals.commandTimeoutMs);
     this.stopping = false;
-    failCallsOnExit(this.internals, () => this.stopping);
+    watchVmm(this.internals, () => this.stopping);
     const setup = this.internals.profile.afterBoot(this.internals.bootSetup);
     if (setup) await this.succeed(setup, { timeoutMs: 30_000 });
   }

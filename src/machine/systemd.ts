@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { CommandFailedError, CommandTimeoutError, TimeoutError, UnitStateError } from '../errors.js';
+import {
+  CommandFailedError,
+  CommandTimeoutError,
+  GuestRebootedError,
+  TimeoutError,
+  UnitStateError,
+} from '../errors.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import { parseInput, timeoutMs, wholeNumber } from '../util/validate.js';
@@ -189,13 +195,19 @@ export async function waitForUnit(
   waitScript ??= readFileSync(join(guestFilesDir(), 'debian', 'wait-for-unit.sh'), 'utf8');
   const script = `set -- ${[name, state, user ?? ''].map(shellQuote).join(' ')}\n${waitScript}`;
   const awaited = `unit ${name}${user ? ` of user ${user}` : ''} on ${machine.name} to be ${state}`;
-  let result: ExecResult;
-  try {
-    result = await machine.execute(script, { timeoutMs: limit });
-  } catch (error) {
-    if (!(error instanceof CommandTimeoutError)) throw error;
-    const seen = error.stdout.trim().split('\n').pop() || 'unknown (systemctl gave no state)';
-    throw new TimeoutError(awaited, limit, `ActiveState ${seen}`);
+  const deadline = performance.now() + limit;
+  let result: ExecResult | undefined;
+  while (!result) {
+    try {
+      const left = Math.max(1000, Math.round(deadline - performance.now()));
+      result = await machine.execute(script, { timeoutMs: left });
+    } catch (error) {
+      // The guest rebooted under the wait: wait again in the guest that came back.
+      if (error instanceof GuestRebootedError && deadline - performance.now() > 1000) continue;
+      if (!(error instanceof CommandTimeoutError)) throw error;
+      const seen = error.stdout.trim().split('\n').pop() || 'unknown (systemctl gave no state)';
+      throw new TimeoutError(awaited, limit, `ActiveState ${seen}`);
+    }
   }
   if (result.exitCode === 0) return;
   const seen = result.stdout.trim().split('\n').pop() ?? '';
