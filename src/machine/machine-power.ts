@@ -40,11 +40,12 @@ const methods: ThisType<Machine> & Partial<Machine> = {
         agent.fireAndForget('reboot');
         await reset;
       });
+      // The reset made the channel wait for the guest and set it up again (reboots.ts). The
+      // guest's reboot may reset more than once: -no-reboot comes back only once it is up.
+      await agent.recovered(timeoutMs);
     } finally {
       if (!config.allowReboot && !vmm.hasExited) await qmp.execute('set-action', { reboot: 'shutdown' });
     }
-    // The reset made the channel wait for the guest and set it up again (reboots.ts).
-    await agent.recovered(timeoutMs);
     await this.succeed(`printf '%s' ${shellQuote(hosts)} > /etc/hosts`, { timeoutMs: 30_000 });
   },
 };
