@@ -211,12 +211,16 @@ export class BackdoorChannel {
   /**
    * The guest was reset (it rebooted): the request in flight and every started process cannot
    * complete and fail with `rebooted(what)`; the banner is awaited again, and requests wait until
-   * `recover` has set the fresh guest up, through the `run` it is given (which does not wait).
-   * A recover that fails breaks the channel with its error, unless another reset came meanwhile.
+   * `recover` has set the fresh guest up, through the `run` it is given (which does not wait);
+   * `latest()` turns false once another reset came. A recover that fails breaks the channel with
+   * its error, unless another reset came meanwhile.
    */
   guestReset(
     rebooted: (what: string) => Error,
-    recover: (run: (script: string, timeoutMs: number) => Promise<RawResult>) => Promise<void>,
+    recover: (
+      run: (script: string, timeoutMs: number) => Promise<RawResult>,
+      latest: () => boolean,
+    ) => Promise<void>,
   ): void {
     if (this.failure) return;
     this.bannerSeen = false;
@@ -227,7 +231,7 @@ export class BackdoorChannel {
         this.runRequest(script, timeoutMs),
       );
     this.hold.begin(
-      () => recover(run),
+      (latest) => recover(run, latest),
       (error) => this.fail(error),
     );
     this.abandon(rebooted);

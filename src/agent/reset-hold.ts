@@ -8,18 +8,25 @@ export class ResetHold {
   private current?: Promise<void>;
   private resets = 0;
 
-  /** Starts a recovery after any under way; `failed` gets its error unless another reset came. */
-  begin(recover: () => Promise<void>, failed: (error: Error) => void): void {
+  /**
+   * Starts a recovery after any under way; `failed` gets its error unless another reset came.
+   * `latest` tells a recovery whether it is still the newest: a guest's reboot can reset it twice
+   * in a row, and then only the last recovery sets the guest up.
+   */
+  begin(recover: (latest: () => boolean) => Promise<void>, failed: (error: Error) => void): void {
     const generation = ++this.resets;
-    const hold: Promise<void> = (this.current ?? Promise.resolve()).then(recover).then(
-      () => {
-        if (this.current === hold) this.current = undefined;
-      },
-      (error: Error) => {
-        if (generation === this.resets) failed(error);
-        if (this.current === hold) this.current = undefined;
-      },
-    );
+    const latest = () => generation === this.resets;
+    const hold: Promise<void> = (this.current ?? Promise.resolve())
+      .then(() => recover(latest))
+      .then(
+        () => {
+          if (this.current === hold) this.current = undefined;
+        },
+        (error: Error) => {
+          if (latest()) failed(error);
+          if (this.current === hold) this.current = undefined;
+        },
+      );
     this.current = hold;
   }
 

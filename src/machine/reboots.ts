@@ -36,8 +36,9 @@ export function recoverAfterResets(internals: MachineInternals): void {
     internals.log('the guest reset: waiting for its backdoor, then setting it up again');
     agent.guestReset(
       (what) => new GuestRebootedError(name, what, console.tail()),
-      async (run) => {
+      async (run, latest) => {
         await agent.waitForBanner(REBOOT_TIMEOUT_MS);
+        if (!latest()) return; // it reset again: the newest recovery sets it up
         const result = await run(rebootSetup(internals), 30_000);
         if (result.status !== 0) {
           throw new GuestSetupError(
