@@ -69,6 +69,28 @@ export class MachineCrashedError extends VmkitError {
   }
 }
 
+/**
+ * The guest rebooted (on a machine that allows it) while a call ran: a command or started process
+ * that the reboot killed cannot complete. The machine lives on: later calls wait until it is back
+ * and set up again, and waits (waitForUnit, waitUntilSucceeds, ...) retry by themselves.
+ */
+export class GuestRebootedError extends VmkitError {
+  override name = 'GuestRebootedError';
+  constructor(
+    readonly machine: string,
+    readonly during: string,
+    readonly consoleTail: string,
+  ) {
+    super(
+      formatMessage(
+        `machine ${machine}: the guest rebooted during ${during}, which cannot complete`,
+        undefined,
+        consoleTail,
+      ),
+    );
+  }
+}
+
 /** QEMU's monitor answered a command with an error. */
 export class QmpError extends VmkitError {
   override name = 'QmpError';

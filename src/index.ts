@@ -127,7 +127,7 @@ export type {
   UserOption,
   WaitForUnitOptions,
 } from './machine/machine-systemd.js';
-export type { BootDevice, Firmware, UserMedia } from './machine/media.js';
+export type { BootDevice, Firmware, SaveDiskOptions, UserMedia } from './machine/media.js';
 export type { QmpEventFilter } from './machine/monitor.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
 export type { PortOptions } from './machine/ports.js';

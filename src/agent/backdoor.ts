@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { MachineCrashedError, TimeoutError, TransferError } from '../errors.js';
-import { waitWithin, withTimeout } from '../util/time.js';
+import { waitWithin } from '../util/time.js';
 import { type BackdoorEvent, BackdoorParser, encodeRequest } from './framing.js';
-import { FRAME_FAILED, FrameReader, openSource, type SentFrame, writeFrame } from './transfer.js';
+import { ResetHold } from './reset-hold.js';
+import { FrameReader, openSource, receiveFile, type SentFrame, writeFrame } from './transfer.js';
 
 export interface RawResult {
   status: number;
@@ -52,6 +51,7 @@ export class BackdoorChannel {
   private readonly failureWaiters = new Set<(error: Error) => void>();
   private readonly frames = new FrameReader();
   private readonly processes = new Map<number, ProcessListener>();
+  private readonly hold = new ResetHold();
   /** Lines the guest printed on the channel outside any reply. */
   readonly noise: string[] = [];
 
@@ -97,11 +97,20 @@ export class BackdoorChannel {
    * guest's watchdog counts whole seconds, so the timeout is rounded up to the next second.
    */
   run(script: string, timeoutMs: number): Promise<RawResult> {
-    const seconds = guestSeconds(timeoutMs);
-    return this.serialize(`command ${JSON.stringify(script)}`, seconds * 1000, (id) => {
-      this.shell.write(encodeRequest.run(id, script, seconds));
+    const what = `command ${JSON.stringify(script)}`;
+    return this.serialize(
+      what,
+      guestSeconds(timeoutMs) * 1000,
+      this.runRequest(script, timeoutMs),
+      timeoutMs,
+    );
+  }
+
+  private runRequest(script: string, timeoutMs: number) {
+    return (id: number) => {
+      this.shell.write(encodeRequest.run(id, script, guestSeconds(timeoutMs)));
       return {};
-    });
+    };
   }
 
   /**
@@ -174,47 +183,22 @@ export class BackdoorChannel {
    * bytes go to a temporary file beside `hostPath`, renamed into place once they are verified;
    * on any failure nothing is left at `hostPath`.
    */
-  async download(guestPath: string, hostPath: string, timeoutMs: number): Promise<RawResult> {
+  download(guestPath: string, hostPath: string, timeoutMs: number): Promise<RawResult> {
     this.requireTransfer();
-    const partial = `${hostPath}.vmkit-partial-${randomBytes(4).toString('hex')}`;
-    const file = await withTimeout(open(partial, 'wx'), timeoutMs, `creating ${partial}`).catch(
-      (error: Error) => {
-        throw new TransferError(`cannot write ${hostPath}: ${error.message}`);
-      },
+    const what = `download of ${guestPath} to ${hostPath}`;
+    return receiveFile(this.frames, guestPath, hostPath, timeoutMs, (expect) =>
+      this.serialize(what, timeoutMs, (id) => {
+        expect(id);
+        this.shell.write(encodeRequest.download(id, guestPath));
+        return {};
+      }),
     );
-    let received: Promise<void> | undefined;
-    let id = 0;
-    try {
-      const result = await this.serialize(
-        `download of ${guestPath} to ${hostPath}`,
-        timeoutMs,
-        (requestId) => {
-          id = requestId;
-          received = this.receiveFrame(requestId, file, guestPath);
-          received.catch(() => {});
-          this.shell.write(encodeRequest.download(requestId, guestPath));
-          return {};
-        },
-      );
-      if (result.status !== 0) return result;
-      // The reply and the bytes travel on different ports: the reply may come first.
-      await withTimeout(received ?? Promise.resolve(), timeoutMs, `the bytes of ${guestPath}`);
-      await file.close();
-      await rename(partial, hostPath);
-      return result;
-    } catch (error) {
-      this.frames.forget(id);
-      throw error;
-    } finally {
-      await file.close().catch(() => {});
-      await rm(partial, { force: true });
-    }
   }
 
   /** Runs `task` while no request is in flight and none can start: for pausing the guest. */
   exclusive<T>(task: () => Promise<T>): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
-    const call = this.queue.then(task);
+    const call = this.queue.then(() => this.afterHold('exclusive use of the channel')).then(task);
     this.queue = call.catch(() => {});
     return call;
   }
@@ -224,9 +208,39 @@ export class BackdoorChannel {
     this.bannerSeen = true;
   }
 
-  /** The guest is about to reboot: the next banner is awaited again. */
-  expectBannerAgain(): void {
+  /**
+   * The guest was reset (it rebooted): the request in flight and every started process cannot
+   * complete and fail with `rebooted(what)`; the banner is awaited again, and requests wait until
+   * `recover` has set the fresh guest up, through the `run` it is given (which does not wait);
+   * `latest()` turns false once another reset came. A recover that fails breaks the channel with
+   * its error, unless another reset came meanwhile.
+   */
+  guestReset(
+    rebooted: (what: string) => Error,
+    recover: (
+      run: (script: string, timeoutMs: number) => Promise<RawResult>,
+      latest: () => boolean,
+    ) => Promise<void>,
+  ): void {
+    if (this.failure) return;
     this.bannerSeen = false;
+    const run = (script: string, timeoutMs: number) =>
+      this.request(
+        'the set-up after a reboot',
+        guestSeconds(timeoutMs) * 1000,
+        this.runRequest(script, timeoutMs),
+      );
+    this.hold.begin(
+      (latest) => recover(run, latest),
+      (error) => this.fail(error),
+    );
+    this.abandon(rebooted);
+  }
+
+  /** Resolves once the guest is back from a reset and set up (at once when none is under way). */
+  async recovered(timeoutMs: number): Promise<void> {
+    await this.afterHold('the guest to come back from its reboot', timeoutMs);
+    if (this.failure) throw this.failure;
   }
 
   /** Writes a request without waiting for its answer: for poweroff, which never answers. */
@@ -246,21 +260,38 @@ export class BackdoorChannel {
     if (this.failure) return;
     this.failure = error;
     for (const waiter of [...this.failureWaiters]) waiter(error);
+    this.abandon(() => error);
+  }
+
+  /** Fails the request in flight and breaks every started process: none of them will finish. */
+  private abandon(error: (what: string) => Error): void {
     const pending = this.pending;
     this.pending = undefined;
-    pending?.reject(error);
-    for (const listener of this.processes.values()) listener.broken(error);
+    pending?.reject(error(pending.what));
+    for (const listener of this.processes.values()) listener.broken(error('a started process'));
     this.processes.clear();
   }
 
+  /** `holdMs`: how long the request may wait for a guest coming back from a reset (no limit: none). */
   private serialize(
     what: string,
     timeoutMs: number,
     send: (id: number) => Pick<Pending, 'onGo'>,
+    holdMs?: number,
   ): Promise<RawResult> {
-    const call = this.queue.then(() => this.request(what, timeoutMs, send));
+    const call = this.queue
+      .then(() => this.afterHold(what, holdMs))
+      .then(() => this.request(what, timeoutMs, send));
     this.queue = call.catch(() => {});
     return call;
+  }
+
+  /** Waits while the guest comes back from a reset: at most `timeoutMs`, or as long as that takes. */
+  private afterHold(what: string, timeoutMs?: number): Promise<void> {
+    return this.hold.wait(`the guest to come back from its reboot for ${what}`, timeoutMs, {
+      lastState: () => (this.bannerSeen ? 'its set-up runs' : 'no backdoor banner yet'),
+      consoleTail: this.consoleTail,
+    });
   }
 
   private request(
@@ -356,39 +387,6 @@ export class BackdoorChannel {
         if (this.noise.length > 100) this.noise.shift();
         return;
     }
-  }
-
-  /** Writes the frame of transfer `id` into `file` and checks its checksum. */
-  private receiveFrame(id: number, file: FileHandle, guestPath: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let writing: Promise<unknown> = Promise.resolve();
-      let writeError: Error | undefined;
-      this.frames.expect(id, {
-        data: (chunk) => {
-          const copy = Buffer.from(chunk);
-          writing = writing
-            .then(() => file.write(copy))
-            .catch((error: Error) => {
-              writeError ??= error;
-            });
-        },
-        end: ({ md5, trailer }) => {
-          writing.then(() => {
-            if (writeError)
-              reject(new TransferError(`writing the bytes of ${guestPath} failed: ${writeError.message}`));
-            else if (trailer === FRAME_FAILED)
-              reject(new TransferError(`the guest could not read ${guestPath} whole`));
-            else if (trailer !== md5)
-              reject(
-                new TransferError(
-                  `the bytes of ${guestPath} arrived damaged (md5 ${md5}, the guest sent ${trailer})`,
-                ),
-              );
-            else resolve();
-          });
-        },
-      });
-    });
   }
 
   private requireTransfer(): Socket {

@@ -1,9 +1,11 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { constants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { TransferError } from '../errors.js';
+import { withTimeout } from '../util/time.js';
+import type { RawResult } from './backdoor.js';
 
 /**
  * Framing of file bytes on the agent's transfer port (guest side: guest/agent/transfer.c):
@@ -167,4 +169,78 @@ export async function openSource(hostPath: string): Promise<FileHandle> {
     );
   }
   return file;
+}
+
+/**
+ * Copies a guest file to the host: `request` sends the download request, telling `expect` its id
+ * first. The bytes go to a temporary file beside `hostPath`, renamed into place once they are
+ * verified; on any failure nothing is left at `hostPath`.
+ */
+export async function receiveFile(
+  frames: FrameReader,
+  guestPath: string,
+  hostPath: string,
+  timeoutMs: number,
+  request: (expect: (id: number) => void) => Promise<RawResult>,
+): Promise<RawResult> {
+  const partial = `${hostPath}.vmkit-partial-${randomBytes(4).toString('hex')}`;
+  const file = await withTimeout(open(partial, 'wx'), timeoutMs, `creating ${partial}`).catch(
+    (error: Error) => {
+      throw new TransferError(`cannot write ${hostPath}: ${error.message}`);
+    },
+  );
+  let received: Promise<void> | undefined;
+  let id = 0;
+  try {
+    const result = await request((requestId) => {
+      id = requestId;
+      received = receiveFrame(frames, requestId, file, guestPath);
+      received.catch(() => {});
+    });
+    if (result.status !== 0) return result;
+    // The reply and the bytes travel on different ports: the reply may come first.
+    await withTimeout(received ?? Promise.resolve(), timeoutMs, `the bytes of ${guestPath}`);
+    await file.close();
+    await rename(partial, hostPath);
+    return result;
+  } catch (error) {
+    frames.forget(id);
+    throw error;
+  } finally {
+    await file.close().catch(() => {});
+    await rm(partial, { force: true });
+  }
+}
+
+/** Writes the frame of transfer `id` into `file` and checks its checksum. */
+function receiveFrame(frames: FrameReader, id: number, file: FileHandle, guestPath: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let writing: Promise<unknown> = Promise.resolve();
+    let writeError: Error | undefined;
+    frames.expect(id, {
+      data: (chunk) => {
+        const copy = Buffer.from(chunk);
+        writing = writing
+          .then(() => file.write(copy))
+          .catch((error: Error) => {
+            writeError ??= error;
+          });
+      },
+      end: ({ md5, trailer }) => {
+        writing.then(() => {
+          if (writeError)
+            reject(new TransferError(`writing the bytes of ${guestPath} failed: ${writeError.message}`));
+          else if (trailer === FRAME_FAILED)
+            reject(new TransferError(`the guest could not read ${guestPath} whole`));
+          else if (trailer !== md5)
+            reject(
+              new TransferError(
+                `the bytes of ${guestPath} arrived damaged (md5 ${md5}, the guest sent ${trailer})`,
+              ),
+            );
+          else resolve();
+        });
+      },
+    });
+  });
 }

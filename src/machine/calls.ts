@@ -48,6 +48,10 @@ const ARGUMENTS = {
     )
     .strict()
     .optional(),
+  saveOptions: z
+    .object({ disk: wholeNumber(0, 63).optional() }, { error: 'must be an options object like { disk }' })
+    .strict()
+    .optional(),
   waitOptions: waitOptionsOf({}).optional(),
   seconds: z
     .number({ error: 'must be a number of seconds' })

@@ -1,6 +1,12 @@
 import { guestSeconds, type RawResult } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
-import { CommandFailedError, CommandTimeoutError, ConfigError, MachineCrashedError } from '../errors.js';
+import {
+  CommandFailedError,
+  CommandTimeoutError,
+  ConfigError,
+  GuestRebootedError,
+  MachineCrashedError,
+} from '../errors.js';
 import { MAX_TIMER_MS } from '../util/time.js';
 import type { MachineInternals } from './machine.js';
 
@@ -186,7 +192,7 @@ async function runStreamed(
   );
   const waitMs = Math.min(guestSeconds(timeoutMs) * 1000 + GRACE_MS, MAX_TIMER_MS);
   const exit = await started.wait(waitMs).catch((error: Error) => {
-    if (error instanceof MachineCrashedError) throw error;
+    if (error instanceof MachineCrashedError || error instanceof GuestRebootedError) throw error;
     started.kill('KILL').catch(() => {});
     throw error;
   });

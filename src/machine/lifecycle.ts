@@ -1,5 +1,6 @@
 import { MachineCrashedError } from '../errors.js';
 import type { MachineInternals } from './machine.js';
+import { recoverAfterResets } from './reboots.js';
 
 /** A machine's switch NICs as `machine.networks` shows them. */
 export function describeNics(nics: MachineInternals['nics']) {
@@ -11,8 +12,12 @@ export function describeNics(nics: MachineInternals['nics']) {
   }));
 }
 
-/** When the VMM exits, every pending and later call fails with MachineCrashedError saying why. */
-export function failCallsOnExit(internals: MachineInternals, stopping: () => boolean): void {
+/**
+ * Watches the machine's VMM: when the guest resets it is set up again (reboots.ts); when the VMM
+ * exits, every pending and later call fails with MachineCrashedError saying why.
+ */
+export function watchVmm(internals: MachineInternals, stopping: () => boolean): void {
+  recoverAfterResets(internals);
   const { vmm, agent, console, name, backend } = internals;
   vmm.exited.then((info) => {
     const how = info.signal ? `killed by ${info.signal}` : `status ${info.code}`;

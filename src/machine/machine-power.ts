@@ -6,23 +6,22 @@ import { MachineCrashedError } from '../errors.js';
 import { shellQuote } from '../util/shell.js';
 import { checkCall } from './calls.js';
 import { type CommandOptions, Machine } from './machine.js';
+import { REBOOT_TIMEOUT_MS } from './reboots.js';
 
 declare module './machine.js' {
   interface Machine {
     /**
      * Reboots the guest and returns once its backdoor is back and vmkit's set-up (hostname,
-     * addresses, /etc/hosts) is applied again. Works with or without `allowReboot`.
+     * addresses, /etc/hosts as it was) is applied again. Works with or without `allowReboot`.
      */
     reboot(options?: CommandOptions): Promise<void>;
   }
 }
 
-const REBOOT_TIMEOUT_MS = 300_000;
-
 const methods: ThisType<Machine> & Partial<Machine> = {
   async reboot(options = {}) {
     checkCall('reboot', { options });
-    const { agent, config, profile, vmm } = this.parts;
+    const { agent, config, vmm } = this.parts;
     if (!this.isRunning)
       throw new MachineCrashedError(
         this.name,
@@ -37,17 +36,17 @@ const methods: ThisType<Machine> & Partial<Machine> = {
     if (!config.allowReboot) await qmp.execute('set-action', { reboot: 'reset' });
     try {
       await agent.exclusive(async () => {
-        agent.expectBannerAgain();
         const reset = qmp.waitForEvent('RESET', timeoutMs);
         agent.fireAndForget('reboot');
         await reset;
-        await agent.waitForBanner(timeoutMs);
       });
+      // The reset made the channel wait for the guest and set it up again (reboots.ts). The
+      // guest's reboot may reset more than once: -no-reboot comes back only once it is up.
+      await agent.recovered(timeoutMs);
     } finally {
       if (!config.allowReboot && !vmm.hasExited) await qmp.execute('set-action', { reboot: 'shutdown' });
     }
-    const setup = profile.afterBoot({ ...this.parts.bootSetup, hosts: {} });
-    await this.succeed(`${setup}\nprintf '%s' ${shellQuote(hosts)} > /etc/hosts`, { timeoutMs: 30_000 });
+    await this.succeed(`printf '%s' ${shellQuote(hosts)} > /etc/hosts`, { timeoutMs: 30_000 });
   },
 };
 Object.assign(Machine.prototype, methods);

@@ -6,7 +6,13 @@
 import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { requireCapability } from '../backends/backend.js';
-import { CommandTimeoutError, ConfigError, HostToolError, TimeoutError } from '../errors.js';
+import {
+  CommandTimeoutError,
+  ConfigError,
+  GuestRebootedError,
+  HostToolError,
+  TimeoutError,
+} from '../errors.js';
 import { runTool } from '../util/exec.js';
 import { ensureDir } from '../util/files.js';
 import { Deadline, sleep } from '../util/time.js';
@@ -174,7 +180,8 @@ const methods: ThisType<Machine> & Partial<Machine> = {
         awaited: `tty${n} of ${this.name} to match ${pattern}`,
         shown: `tty${n} shows`,
       },
-      (error) => error instanceof CommandTimeoutError,
+      // A reboot under the wait: the next read waits until the guest is back.
+      (error) => error instanceof CommandTimeoutError || error instanceof GuestRebootedError,
       () => TTY_POLL_MS,
     );
   },

@@ -31,8 +31,8 @@ import { type CopyFromVmOptions, type CopyReport, copyIn, copyOut } from './copi
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import { type InteractOptions, interactWithConsole, interactWithShell } from './interact.js';
 import type { MachineInternals } from './internals.js';
-import { describeNics, failCallsOnExit } from './lifecycle.js';
-import { saveDiskImage } from './media.js';
+import { describeNics, watchVmm } from './lifecycle.js';
+import { type SaveDiskOptions, saveDiskImage } from './media.js';
 import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
 import { type PortOptions, waitForPort } from './ports.js';
@@ -40,7 +40,6 @@ import { retryCommand } from './retry.js';
 
 export type { CommandOptions, ExecResult, WaitOptions } from './commands.js';
 export type { CopyFromVmOptions, CopyReport } from './copies.js';
-
 export type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js';
 
 /**
@@ -72,7 +71,7 @@ export class Machine implements AsyncDisposable {
       readyMs: this.readyMs,
       commandTimeoutMs: this.commandTimeoutMs,
     } = internals);
-    failCallsOnExit(internals, () => this.stopping);
+    watchVmm(internals, () => this.stopping);
   }
 
   /**
@@ -110,9 +109,10 @@ export class Machine implements AsyncDisposable {
     return this.internals.sshPort;
   }
 
-  /** Keeps the boot disk of a machine started from `{ disk }` in the cache; see saveDiskImage. */
-  saveDiskImage(name: string): Promise<{ disk: string }> {
-    return saveDiskImage(this.internals, this.stateDir, name);
+  /** Keeps a disk in the cache: a `{ disk }` machine's boot disk, else `disks[options.disk ?? 0]`. */
+  async saveDiskImage(name: string, options: SaveDiskOptions = {}): Promise<{ disk: string }> {
+    checkCall('saveDiskImage', { saveOptions: options });
+    return saveDiskImage(this.internals, this.stateDir, name, options);
   }
 
   /** The VMM's process id. */
@@ -146,7 +146,7 @@ export class Machine implements AsyncDisposable {
     if (!this.internals.vmm.hasExited) return;
     await this.internals.bootAgain(options.timeoutMs ?? this.internals.commandTimeoutMs);
     this.stopping = false;
-    failCallsOnExit(this.internals, () => this.stopping);
+    watchVmm(this.internals, () => this.stopping);
     const setup = this.internals.profile.afterBoot(this.internals.bootSetup);
     if (setup) await this.succeed(setup, { timeoutMs: 30_000 });
   }

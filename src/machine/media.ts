@@ -154,37 +154,73 @@ export function savedDiskPath(name: string): string {
 
 const SAVED_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
+/** Which disk saveDiskImage keeps: `disk` indexes the machine's `disks` option. */
+export interface SaveDiskOptions {
+  disk?: number;
+}
+
 /**
- * Keeps a machine's boot disk (after an install, say) as an image in the cache: the guest is paused
- * while its disk is flattened into one qcow2, written beside its place and renamed into it.
- * Returns media for `startMachine({ image })`.
+ * The qcow2 file saveDiskImage reads: the boot disk's overlay of a machine started from
+ * `{ disk }` unless `options.disk` is given, else that one of its `disks` (an image's own root
+ * disk, which comes first in `disks`, is not counted).
+ */
+function diskToSave(
+  machine: { name: string; disks: string[]; config: { media?: MediaConfig; image: BootImage } },
+  stateDir: string,
+  options: SaveDiskOptions,
+): string {
+  if (options.disk === undefined && machine.config.media?.kind === 'disk')
+    return join(stateDir, 'boot.qcow2');
+  const own = machine.disks.slice(machine.config.image.disk ? 1 : 0);
+  if (own.length === 0) {
+    throw new ConfigError(
+      `saveDiskImage: machine ${machine.name} has no disk to save: start it with image: { disk } (its boot disk is saved) or with disks: [{ sizeMiB }] (saveDiskImage(name, { disk: index }))`,
+    );
+  }
+  const index = options.disk ?? 0;
+  const file = own[index];
+  if (file === undefined) {
+    throw new ConfigError(
+      `saveDiskImage: options: disk: machine ${machine.name} has ${own.length} disk(s) in disks, numbered from 0; there is no disk ${index}`,
+    );
+  }
+  return file;
+}
+
+/**
+ * Keeps a disk of a machine (the disk an installer wrote, say) as an image in the cache: flattened
+ * into one qcow2, written beside its place and renamed into it. A running guest is paused
+ * meanwhile; a guest that powered off can be saved until the machine is closed. Returns media for
+ * `startMachine({ image })`.
  */
 export async function saveDiskImage(
-  machine: { name: string; vmm: Vmm; config: { media?: MediaConfig } },
+  machine: { name: string; vmm: Vmm; disks: string[]; config: { media?: MediaConfig; image: BootImage } },
   stateDir: string,
   name: string,
+  options: SaveDiskOptions = {},
 ): Promise<{ disk: string }> {
   if (typeof name !== 'string' || !SAVED_NAME.test(name)) {
     throw new ConfigError(
       `saveDiskImage: name must be 1 to 64 of a-z 0-9 . _ - (got ${JSON.stringify(name)})`,
     );
   }
-  if (machine.config.media?.kind !== 'disk') {
-    throw new ConfigError(
-      `saveDiskImage: machine ${machine.name} has no boot disk (it was not started with image: { disk })`,
-    );
+  const source = diskToSave(machine, stateDir, options);
+  if (!existsSync(source)) {
+    throw new ConfigError(`saveDiskImage: machine ${machine.name} was closed: its disks are gone`);
   }
   const target = savedDiskPath(name);
   ensurePrivateDir(dirname(target));
   const partial = `${target}.saving-${process.pid}`;
-  await machine.vmm.pause();
+  // A guest that powered off has no VMM left to pause: its files are complete as they are.
+  const running = !machine.vmm.hasExited;
+  if (running) await machine.vmm.pause();
   try {
     // A stopped QEMU has flushed its writes; -U reads the image it still holds open.
-    await runTool('qemu-img', ['convert', '-U', '-O', 'qcow2', join(stateDir, 'boot.qcow2'), partial]);
+    await runTool('qemu-img', ['convert', '-U', '-O', 'qcow2', source, partial]);
     await rename(partial, target);
   } finally {
     await rm(partial, { force: true });
-    if (!machine.vmm.hasExited) await machine.vmm.resume();
+    if (running && !machine.vmm.hasExited) await machine.vmm.resume();
   }
   return { disk: target };
 }

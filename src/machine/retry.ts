@@ -1,4 +1,4 @@
-import { CommandTimeoutError, TimeoutError } from '../errors.js';
+import { CommandTimeoutError, GuestRebootedError, TimeoutError } from '../errors.js';
 import { sleep } from '../util/time.js';
 import type { ExecResult } from './commands.js';
 
@@ -8,7 +8,8 @@ const RETRY_INTERVAL_MS = 500;
 /**
  * Runs a command again and again (every half second) until `done` says so or `timeoutMs` runs
  * out; the TimeoutError shows the last attempt. Each attempt gets what is left of the time, or
- * `attemptTimeoutMs` when that is less: a command that blocks is killed and tried again.
+ * `attemptTimeoutMs` when that is less: a command that blocks is killed and tried again, and so
+ * is one that a reboot of the guest killed.
  */
 export async function retryCommand(
   run: (timeoutMs: number) => Promise<ExecResult>,
@@ -28,7 +29,8 @@ export async function retryCommand(
       last = await run(Math.max(1000, Math.round(Math.min(remaining, attemptTimeoutMs))));
       if (done(last)) return last.stdout;
     } catch (error) {
-      if (!(error instanceof CommandTimeoutError)) throw error;
+      // A reboot killed the attempt: the next one waits until the guest is back and set up.
+      if (!(error instanceof CommandTimeoutError || error instanceof GuestRebootedError)) throw error;
     }
     if (deadline - performance.now() <= RETRY_INTERVAL_MS) break;
     await sleep(RETRY_INTERVAL_MS);

@@ -1,7 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { CommandFailedError, CommandTimeoutError, TimeoutError, UnitStateError } from '../errors.js';
+import {
+  CommandFailedError,
+  CommandTimeoutError,
+  GuestRebootedError,
+  TimeoutError,
+  UnitStateError,
+} from '../errors.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import { Deadline } from '../util/time.js';
@@ -212,6 +218,8 @@ export async function waitForUnit(
       const attemptMs = Math.max(1, Math.min(deadline.remaining(), attemptTimeoutMs));
       result = await machine.execute(script, { timeoutMs: attemptMs });
     } catch (error) {
+      // The guest rebooted under the wait: wait again in the guest that came back.
+      if (error instanceof GuestRebootedError) continue;
       if (!(error instanceof CommandTimeoutError)) throw error;
       lastSeen = error.stdout.trim().split('\n').pop() || lastSeen;
     }

@@ -27,6 +27,8 @@ export interface SnapshotManifest {
   macs: string[];
   /** Each switch NIC as the guest has it set up: its MAC (new for a renumbered clone) and address. */
   nics: GuestNicState[];
+  /** The source allowed reboots from inside the guest: its clones do too, unless told otherwise. */
+  allowReboot?: boolean;
   /** Guest RAM travels in the saved state instead of a RAM file (snapshots of clones). */
   ramInStream: boolean;
   files: Record<string, FileRecord>;

@@ -12,6 +12,7 @@ const restoreFields = {
   name: machineName.optional(),
   memoryMiB: wholeNumber(MIN_MEMORY_MIB, 1024 * 1024).optional(),
   cpus: wholeNumber(1, 256).optional(),
+  allowReboot: z.boolean({ error: 'must be true or false' }).optional(),
 };
 
 const restoreOptions = z.object(restoreFields).strict();

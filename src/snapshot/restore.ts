@@ -27,6 +27,8 @@ export interface RestoreOptions {
   /** Must agree with the snapshot when given. */
   memoryMiB?: number;
   cpus?: number;
+  /** A reboot inside the guest restarts it (as startMachine's); default: as the snapshot's source. */
+  allowReboot?: boolean;
   accel?: AccelRequest;
   timeoutMs?: number;
   commandTimeoutMs?: number;
@@ -68,6 +70,7 @@ export async function restoreFrom(
     qemuArgs: identity.qemuArgs,
     hostNic: identity.hostNic ?? undefined,
     ...(identity.display ? { display: true } : {}),
+    ...((options.allowReboot ?? manifest.allowReboot) ? { allowReboot: true } : {}),
   };
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
   const { nics, renumber } = cloneIdentities(manifest, name, options.networks ?? []);

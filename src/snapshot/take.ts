@@ -99,6 +99,7 @@ export async function takeSnapshot(
       image: config.image,
       macs: config.macs,
       nics: source.nics.map(({ mac, address }) => ({ mac, ...(address ? { address } : {}) })),
+      ...(config.allowReboot ? { allowReboot: true } : {}),
       ramInStream,
       files,
     };

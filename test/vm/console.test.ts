@@ -19,7 +19,7 @@ import {
 } from '../../src/index.js';
 import { runTool } from '../../src/util/exec.js';
 import { lacks } from '../helpers.js';
-import { grubIso, loginInitrd, ROOT_PASSWORD, USER } from './console-targets.js';
+import { grubIso, installerIso, loginInitrd, ROOT_PASSWORD, USER } from './console-targets.js';
 
 const OVMF = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
@@ -120,6 +120,51 @@ describe('any OS over its serial console', { skip: lacks('consoleInput') }, () =
       await assert.rejects(machine.saveDiskImage('../x'), /saveDiskImage: name must be/);
     }
     assert.equal(sha256(iso), before, 'the ISO used as a disk is unchanged');
+  });
+
+  it('keeps the disk an installer ISO wrote, after it powered off, and boots it', async () => {
+    const media = await installerIso(dir);
+    let saved: { disk: string };
+    {
+      await using installer = await startMachine({
+        name: 'installer',
+        image: { iso: media.iso },
+        disks: [{ sizeMiB: 64 }],
+        readyWhen: 'vmkit: tiny image up',
+      });
+      await runConsoleScript(installer, [
+        {
+          name: 'write the system',
+          settleMs: 500,
+          sendLine:
+            'grep -q vmkit.mark=installer /proc/cmdline && dd if=/install/system.img of=/dev/vda bs=1M conv=fsync && echo "installed-$((6*7))"',
+        },
+        { name: 'written', expect: 'installed-42', timeoutMs: 120_000 },
+        { name: 'power off', sendLine: 'poweroff -f' },
+      ]);
+      await installer.waitForShutdown({ timeoutMs: 60_000 });
+      await assert.rejects(installer.saveDiskImage('x', { disk: 1 }), /there is no disk 1/);
+      await assert.rejects(
+        installer.saveDiskImage('x', { disk: -1 } as never),
+        (error: Error) =>
+          error instanceof ConfigError && /^saveDiskImage: options: disk: /.test(error.message),
+      );
+      saved = await installer.saveDiskImage('console-test-installed');
+    }
+    try {
+      await using system = await startMachine({
+        name: 'installed',
+        image: { disk: saved.disk },
+        readyWhen: 'vmkit: tiny image up',
+      });
+      const shell = await system.consoleShell();
+      assert.match(await shell.succeed('cat /proc/cmdline'), /vmkit\.mark=installed/);
+    } finally {
+      rmSync(saved.disk, { force: true });
+    }
+    // A machine with neither a boot disk nor disks has nothing to save.
+    await using bare = await startMachine({ name: 'bare', image: { iso }, readyWhen: /automatically in/ });
+    await assert.rejects(bare.saveDiskImage('x'), /image: \{ disk \}.*disks: \[\{ sizeMiB \}\]/);
   });
 
   describe('a login console', () => {

@@ -1,7 +1,8 @@
 // Debian guests with systemd: one boot, one snapshot, a restored clone per test.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PNG } from 'pngjs';
@@ -14,6 +15,7 @@ import {
   startMachine,
   TimeoutError,
   UnitStateError,
+  VirtualSwitch,
 } from '../../src/index.js';
 import { lacks } from '../helpers.js';
 
@@ -41,9 +43,19 @@ const writeFile = (path: string, text: string) => `cat > ${path} <<'EOF'\n${text
 describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
   let template: Machine;
   let snapshot: Snapshot;
+  let scratch: string;
+  let lan: VirtualSwitch;
 
   before(async () => {
-    template = await startMachine({ name: 'deb', image: 'debian', display: true, timeoutMs: 300_000 });
+    scratch = await mkdtemp(join(tmpdir(), 'vmkit-deb-'));
+    lan = await VirtualSwitch.create('deblan', join(scratch, 'lan.sock'));
+    template = await startMachine({
+      name: 'deb',
+      image: 'debian',
+      display: true,
+      timeoutMs: 300_000,
+      networks: [{ switch: lan, address: '10.3.0.1/24' }],
+    });
     await template.waitForUnit('multi-user.target', { timeoutMs: 300_000 });
     await template.succeed(
       [
@@ -65,6 +77,8 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
   after(async () => {
     await template?.close();
     if (snapshot) await rm(snapshot.dir, { recursive: true, force: true });
+    await lan?.close();
+    if (scratch) await rm(scratch, { recursive: true, force: true });
   });
 
   it('holds exactly the package versions its image key names', async () => {
@@ -188,6 +202,27 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
     assert.equal(await vm.succeed('cat /root/on-disk'), 'kept\nstill-kept\n');
     assert.equal(await vm.succeed('hostname'), 'rebooted\n');
     await vm.waitForUnit('multi-user.target');
+  });
+
+  it('a clone that reboots itself (allowReboot) comes back with its new identity; waits wait through it', async () => {
+    await using vm = await restoreMachine(snapshot, {
+      name: 'selfboot',
+      allowReboot: true,
+      networks: [{ switch: lan, address: '10.3.0.9/24' }],
+    });
+    const mac = vm.networks[0]?.mac as string;
+    assert.notEqual(mac, template.networks[0]?.mac, 'the clone has a MAC of its own');
+    const bootBefore = (await vm.succeed('cat /proc/sys/kernel/random/boot_id')).trim();
+    await vm.execute('systemctl reboot', { check: false });
+    // Whichever boot this sees, it must not fail because the guest rebooted under it.
+    await vm.waitForUnit('multi-user.target', { timeoutMs: 300_000 });
+    await vm.waitUntilSucceeds(`test "$(cat /proc/sys/kernel/random/boot_id)" != ${bootBefore}`, {
+      timeoutMs: 300_000,
+    });
+    await vm.waitForUnit('multi-user.target', { timeoutMs: 300_000 });
+    assert.equal(await vm.succeed('hostname; cat /etc/hostname'), 'selfboot\nselfboot\n');
+    assert.equal((await vm.succeed('cat /sys/class/net/eth0/address')).trim(), mac);
+    assert.match(await vm.succeed('ip -4 addr show eth0'), /inet 10\.3\.0\.9\/24/);
   });
 
   it('shows a login prompt on the screen and on tty1, and takes typed text with every printable character', async () => {

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { PNG } from 'pngjs';
-import { ConfigError, startMachine } from '../../src/index.js';
+import { ConfigError, GuestRebootedError, startMachine } from '../../src/index.js';
 
 /** The kernel makes a new one at every boot. */
 const bootId = (vm: { succeed(command: string): Promise<string> }) =>
@@ -28,6 +28,45 @@ describe('reboot on tiny', () => {
       assert.equal(await vm.succeed('echo works'), 'works\n');
     });
   }
+
+  it('a guest that reboots itself (allowReboot) is set up again; what the reboot killed says so, waits wait on', async () => {
+    await using vm = await startMachine({ name: 'selfboot', allowReboot: true, hosts: { peer: '10.9.9.9' } });
+    const pid = vm.pid;
+    const first = await bootId(vm);
+    const sleeper = await vm.spawn('sleep 600');
+    // The command in flight when the guest reboots cannot complete.
+    await assert.rejects(vm.execute('(sleep 1; reboot) > /dev/null 2>&1 & sleep 60'), (error: Error) => {
+      assert.ok(error instanceof GuestRebootedError, String(error));
+      assert.match(
+        error.message,
+        /^machine selfboot: the guest rebooted during command "\(sleep 1; reboot\)/,
+      );
+      return true;
+    });
+    await assert.rejects(sleeper.wait(10_000), GuestRebootedError);
+    // Later calls wait until the guest is back and set up again.
+    const second = await bootId(vm);
+    assert.notEqual(second, first, 'a new boot');
+    assert.equal(await vm.succeed('hostname'), 'selfboot\n');
+    assert.match(await vm.succeed('cat /etc/hosts'), /10\.9\.9\.9 peer/);
+    // A wait that a reboot interrupts goes on in the guest that came back.
+    await vm.execute('reboot', { check: false });
+    const newBoot = `test "$(cat /proc/sys/kernel/random/boot_id)" != ${second.trim()}`;
+    await vm.waitUntilSucceeds(`${newBoot} && hostname | grep -qx selfboot`, { timeoutMs: 120_000 });
+    assert.equal(vm.pid, pid, 'the same QEMU process');
+    assert.equal((await vm.succeed('cat /etc/hosts')).match(/peer/g)?.length, 1, 'hosts lines once');
+  });
+
+  it('two resets in a row (as some reboots make) set the guest up once, for the last', async () => {
+    // No hosts lines: the set-up ends with the address, which a second run would fail to add.
+    await using vm = await startMachine({ name: 'twice', allowReboot: true });
+    let resets = 0;
+    const both = vm.waitForQmpEvent((event) => event.event === 'RESET' && ++resets === 2);
+    await Promise.all([vm.qmp.execute('system_reset'), vm.qmp.execute('system_reset')]);
+    await both;
+    assert.equal(await vm.succeed('hostname'), 'twice\n');
+    assert.match(await vm.succeed('ip -4 addr'), /10\.0\.2\.15/);
+  });
 
   it('starts again after shutdown() on the same disks, with what was written kept', async () => {
     await using vm = await startMachine({ name: 'restarter', disks: [{ sizeMiB: 8 }] });

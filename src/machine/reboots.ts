@@ -1,0 +1,51 @@
+/**
+ * Guests that reboot: when the guest resets (a reboot from inside it on a machine with
+ * allowReboot, reboot(), a QMP system_reset), the backdoor channel fails what the reset killed and
+ * holds every later call until the agent is back and vmkit's set-up is applied again.
+ */
+import type { QmpClient } from '../backends/qemu/qmp.js';
+import { GuestRebootedError, GuestSetupError } from '../errors.js';
+import { shellQuote } from '../util/shell.js';
+import type { MachineInternals } from './internals.js';
+
+/** How long a rebooting guest may take to bring its backdoor back. */
+export const REBOOT_TIMEOUT_MS = 300_000;
+
+/**
+ * What a guest that booted again is told: the identity and addresses it had (a clone's too),
+ * and the hosts lines vmkit gave it, added only where missing (a disk root keeps them).
+ */
+export function rebootSetup({ profile, bootSetup }: Pick<MachineInternals, 'profile' | 'bootSetup'>): string {
+  const hosts = Object.entries(bootSetup.hosts).map(
+    ([host, address]) => `vmkit_host ${shellQuote(`${address} ${host}`)}`,
+  );
+  const addHost =
+    'vmkit_host() { while IFS= read -r l; do [ "$l" = "$1" ] && return; done < /etc/hosts; echo "$1" >> /etc/hosts; }';
+  return [profile.afterBoot({ ...bootSetup, hosts: {} }), ...(hosts.length ? [addHost, ...hosts] : [])].join(
+    '\n',
+  );
+}
+
+/** Sets the guest up again after every reset of the machine's current VMM. */
+export function recoverAfterResets(internals: MachineInternals): void {
+  const { vmm, agent, name, console } = internals;
+  const qmp = (vmm as Partial<{ qmp: QmpClient }>).qmp;
+  if (!qmp || internals.config.backdoor === false) return;
+  qmp.on('event', (event) => {
+    if (event.event !== 'RESET' || vmm.hasExited) return;
+    internals.log('the guest reset: waiting for its backdoor, then setting it up again');
+    agent.guestReset(
+      (what) => new GuestRebootedError(name, what, console.tail()),
+      async (run, latest) => {
+        await agent.waitForBanner(REBOOT_TIMEOUT_MS);
+        if (!latest()) return; // it reset again: the newest recovery sets it up
+        const result = await run(rebootSetup(internals), 30_000);
+        if (result.status !== 0) {
+          throw new GuestSetupError(
+            `machine ${name} rebooted but its set-up failed (status ${result.status}): ${result.stderr.toString('utf8').trim()}`,
+          );
+        }
+      },
+    );
+  });
+}
