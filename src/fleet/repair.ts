@@ -1,9 +1,10 @@
 import { existsSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { InstanceState } from './lifecycle.js';
 import type { Instance } from './model.js';
 import { type FleetStore, intentAlive } from './store.js';
-import { instanceDir, killVm, removeVmFiles, resumeVm, sleepStatePath, vmProcesses, vmStatus } from './vm.js';
+import { instanceDir, killVm, removeVmFiles, sleepStatePath, vmProcesses, vmStatus, withVm } from './vm.js';
 
 /** What repair did to one instance. */
 export interface Repair {
@@ -12,6 +13,12 @@ export interface Repair {
   /** The state it was left in, or `removed` (an interrupted create or destroy). */
   to: InstanceState | 'removed';
   reason: string;
+}
+
+/** What repair needs from a live fleet (a runtime, the guest's image) for what it completes. */
+export interface RepairHooks {
+  /** Redoes the guest set-up of a wake cut off after its guest resumed, and removes the sleep state. */
+  finishWake?(instance: Instance): Promise<void>;
 }
 
 /** Whether the recorded state and the processes disagree, or an operation was cut off. */
@@ -30,7 +37,12 @@ const removeSleepState = (dir: string) =>
  * process killed, or failed) is rolled back or completed from what it left on disk, and an
  * instance whose VMM is gone becomes Stopped. The reason says what happened.
  */
-export async function repairInstance(store: FleetStore, instance: Instance, cause: string): Promise<Repair> {
+export async function repairInstance(
+  store: FleetStore,
+  instance: Instance,
+  cause: string,
+  hooks: RepairHooks = {},
+): Promise<Repair> {
   const dir = instanceDir(store.dir, instance.seq);
   const operation = instance.intent?.operation;
   const alive = vmProcesses(dir).length > 0;
@@ -64,19 +76,32 @@ export async function repairInstance(store: FleetStore, instance: Instance, caus
     }
     case 'sleep': {
       if (slept) return done('Sleeping', `${cause}; its sleep state was complete${await ended()}`);
-      if (
-        alive &&
-        (await resumeVm(dir, instance.path).then(
-          () => true,
-          () => false,
-        ))
-      ) {
+      if (alive && (await resumeAfterSave(dir, instance.path))) {
+        removeSleepState(dir); // a partial one
         return done('Running', `${cause} before its state was saved; the VMM runs on`, true);
       }
       return done('Stopped', `${cause} and no sleep state was saved${await ended()}`);
     }
-    case 'wake':
+    case 'wake': {
+      // Once the restored guest ran, it is the instance: it may have written its data disk, so
+      // going back to the sleep state could lose those writes or contradict the disk.
+      if (alive && (await vmStatus(dir, instance.path).catch(() => undefined)) === 'running') {
+        const redone = hooks.finishWake
+          ? await hooks.finishWake(instance).then(
+              () => '; its guest set-up was redone',
+              (error: Error) => `; its guest set-up could not be redone: ${error.message}`,
+            )
+          : '';
+        removeSleepState(dir);
+        const [record] = vmProcesses(dir);
+        if (record) {
+          const reason = `${cause} after its guest resumed: the wake was finished${redone}`;
+          store.finish(instance.seq, 'Running', { reason, pid: record.pid, pidTicks: record.startTicks });
+          return { path: instance.path, from: instance.state, to: 'Running', reason };
+        }
+      }
       return done(slept ? 'Sleeping' : 'Stopped', `${cause}${await ended()}`);
+    }
     default: {
       if (instance.state === 'Destroyed') {
         const killed = await ended();
@@ -93,8 +118,27 @@ export async function repairInstance(store: FleetStore, instance: Instance, caus
   }
 }
 
+/**
+ * A VMM cut off while saving its state is paused, perhaps still migrating (QEMU carries a
+ * migration on without its caller, then leaves the guest paused): cancel it, then resume.
+ */
+async function resumeAfterSave(dir: string, name: string): Promise<boolean> {
+  return withVm(dir, name, async (vm) => {
+    await vm.qmp.execute('migrate_cancel');
+    for (let tries = 0; tries < 500; tries++) {
+      const { status } = await vm.qmp.execute<{ status?: string }>('query-migrate');
+      if (!['setup', 'active', 'cancelling', 'device', 'pre-switchover'].includes(status ?? 'none')) break;
+      await sleep(20);
+    }
+    await vm.qmp.execute('cont');
+  }).then(
+    () => true,
+    () => false,
+  );
+}
+
 /** Repairs every instance whose operation was cut off or whose VMM is not where the state says. */
-export async function repairFleet(store: FleetStore): Promise<Repair[]> {
+export async function repairFleet(store: FleetStore, hooks: RepairHooks = {}): Promise<Repair[]> {
   const repairs: Repair[] = [];
   for (const instance of store.listInstances()) {
     const dir = instanceDir(store.dir, instance.seq);
@@ -104,7 +148,7 @@ export async function repairFleet(store: FleetStore): Promise<Repair[]> {
     const cause = claimed.intent
       ? `${claimed.intent.operation} by pid ${claimed.intent.pid} was interrupted`
       : 'state check';
-    repairs.push(await repairInstance(store, claimed, cause));
+    repairs.push(await repairInstance(store, claimed, cause, hooks));
   }
   return repairs;
 }
