@@ -1,3 +1,7 @@
+import { killPoint } from '../util/kill-point.js';
+
+export { KILL_AT_ENV, killPoint } from '../util/kill-point.js';
+
 /** Times the steps of one operation, for its log line and audit detail ("RAM 80 ms, QEMU up 95 ms"). */
 export interface StepTimer {
   step(name: string): void;
@@ -6,24 +10,7 @@ export interface StepTimer {
   summary(): string;
 }
 
-/**
- * Tests only: `VMKIT_TEST_KILL_AT=<operation>:<step>` makes the process SIGKILL itself the moment
- * that operation reaches that step (its name, or the start of it), like `kill -9` from an operator
- * but at a boundary the test names. The step names of stepTimer are the kill points, plus `begun`
- * (the intent recorded, no step done yet).
- */
-export const KILL_AT_ENV = 'VMKIT_TEST_KILL_AT';
-
-export function killPoint(operation: string, step: string): void {
-  const at = process.env[KILL_AT_ENV];
-  if (!at) return;
-  const colon = at.indexOf(':');
-  if (at.slice(0, colon) === operation && step.startsWith(at.slice(colon + 1))) {
-    process.kill(process.pid, 'SIGKILL');
-  }
-}
-
-/** `operation` names the kill points of its steps (see killPoint). */
+/** `operation` names the kill points of its steps (see killPoint): the step names, plus `begun` (Fleet.operate). */
 export function stepTimer(
   log: ((line: string) => void) | undefined,
   what: string,
