@@ -7,6 +7,7 @@ import { sleep } from '../util/time.js';
 import {
   acquireLock,
   intentPath,
+  LockedError,
   readJson,
   readState,
   snapshotsDir,
@@ -38,10 +39,9 @@ interface Intent {
   at: string;
 }
 
-const LOCK_WAIT_MS = 30_000;
+const LOCK_WAIT_MS = 2000;
 
-const ownerAlive = (intent: Intent) =>
-  intent.pid === process.pid || processStartTicks(intent.pid) === intent.startTicks;
+const ownerAlive = (intent: Intent) => processStartTicks(intent.pid) === intent.startTicks;
 
 /** Runs `work` under an intent; a failure of `work` is settled at once, as a cut-off one would be. */
 export async function withIntent<T>(
@@ -80,7 +80,12 @@ export async function settleInterrupted(pvm: ProjectVm): Promise<string | undefi
 export async function repairVm(pvm: ProjectVm, log: (line: string) => void): Promise<void> {
   const intent = readJson<Intent>(intentPath(pvm.dir));
   if (!intent || ownerAlive(intent)) return;
-  const release = await acquireLock(pvm.dir, 'repair', LOCK_WAIT_MS);
+  // A live holder of the lock settles it itself (up, down, snapshot do first): no need to wait long.
+  const release = await acquireLock(pvm.dir, 'repair', LOCK_WAIT_MS).catch((error: Error) => {
+    if (error instanceof LockedError) return undefined;
+    throw error;
+  });
+  if (!release) return;
   try {
     const done = await settleInterrupted(pvm);
     if (done) log(`vmkit: repaired VM ${pvm.vm.name}: ${done}`);

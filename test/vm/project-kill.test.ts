@@ -81,12 +81,14 @@ describe('project VM: up killed at each step, then repaired', {
       assert.equal(killed.code, null, `up did not reach "${point}" (exit ${killed.code}): ${killed.stderr}`);
 
       const status = await ok(['status', '--json']);
-      const [a] = JSON.parse(status.stdout) as Array<{ state: string }>;
+      const [a] = JSON.parse(status.stdout) as Array<{ state: string; snapshots: string[] }>;
       const state = JSON.parse(readFileSync(join(vmDir, 'state.json'), 'utf8')) as { running?: boolean };
       assert.equal(a?.state, 'stopped', `after the kill, status says ${a?.state}: ${status.stderr}`);
       assert.equal(state.running, false, 'state.json says running, status says stopped');
       assert.match(status.stderr, /repaired VM a: up by pid \d+/);
       assert.deepEqual(leftovers(), [], 'a half-taken snapshot stayed');
+      // The clean snapshot of the rounds before is kept (put back when it was being replaced).
+      assert.deepEqual(a?.snapshots, round === 0 ? [] : ['clean']);
       assert.deepEqual(processes(), [], 'a QEMU or hub of the cut-off up is left');
 
       const up = await ok(['up']);
