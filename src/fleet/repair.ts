@@ -1,6 +1,6 @@
 import { existsSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { cancelMigrationAndResume } from '../backends/qemu/migration.js';
 import type { InstanceState } from './lifecycle.js';
 import type { Instance } from './model.js';
 import { type FleetStore, intentAlive } from './store.js';
@@ -123,15 +123,7 @@ export async function repairInstance(
  * migration on without its caller, then leaves the guest paused): cancel it, then resume.
  */
 async function resumeAfterSave(dir: string, name: string): Promise<boolean> {
-  return withVm(dir, name, async (vm) => {
-    await vm.qmp.execute('migrate_cancel');
-    for (let tries = 0; tries < 500; tries++) {
-      const { status } = await vm.qmp.execute<{ status?: string }>('query-migrate');
-      if (!['setup', 'active', 'cancelling', 'device', 'pre-switchover'].includes(status ?? 'none')) break;
-      await sleep(20);
-    }
-    await vm.qmp.execute('cont');
-  }).then(
+  return withVm(dir, name, (vm) => cancelMigrationAndResume(vm.qmp)).then(
     () => true,
     () => false,
   );

@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { AttachedQemu } from '../backends/qemu/detached.js';
+import { cancelMigrationAndResume } from '../backends/qemu/migration.js';
 import { processStartTicks } from '../runtime/reaper.js';
 import { SHARED_MEMORY_DIR } from '../runtime/runtime.js';
-import { sleep } from '../util/time.js';
 import {
   acquireLock,
   intentPath,
@@ -145,13 +145,7 @@ async function resumeGuest(pvm: ProjectVm): Promise<boolean> {
   const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run).catch(() => undefined);
   if (!attached) return false;
   try {
-    await attached.qmp.execute('migrate_cancel');
-    for (let tries = 0; tries < 500; tries++) {
-      const { status } = await attached.qmp.execute<{ status?: string }>('query-migrate');
-      if (!['setup', 'active', 'cancelling', 'device', 'pre-switchover'].includes(status ?? 'none')) break;
-      await sleep(20);
-    }
-    await attached.qmp.execute('cont');
+    await cancelMigrationAndResume(attached.qmp);
     return true;
   } catch {
     return false;

@@ -110,6 +110,20 @@ describe('project VM: up killed at each step, then repaired', {
     });
   }
 
+  it('snapshot save killed with the guest paused: the next command resumes it', async () => {
+    config([`echo round-${POINTS.length - 1} >> /work/provisioned`]); // as the last round left it
+    await ok(['up']);
+    const killed = await vmkit(['snapshot', 'save', 'mid'], { [KILL_AT_ENV]: 'snapshot:state saved' });
+    assert.equal(killed.code, null, killed.stderr);
+    const status = await ok(['status', '--json']);
+    const [a] = JSON.parse(status.stdout) as Array<{ state: string; snapshots: string[] }>;
+    assert.equal(a?.state, 'running');
+    assert.match(status.stderr, /repaired VM a: snapshot by pid \d+.*the VM runs on/);
+    assert.deepEqual(a?.snapshots, ['clean']);
+    assert.deepEqual(leftovers(), []);
+    assert.equal((await ok(['exec', '--', 'echo', 'answers'])).stdout, 'answers\n');
+  });
+
   it('sync refuses while /work is not mounted from the data disk; up mounts it again', async () => {
     config([`echo round-${POINTS.length - 1} >> /work/provisioned`]); // as the last round left it
     await ok(['up']);
