@@ -101,7 +101,8 @@ export interface UpResult {
 /**
  * Brings the VM up and returns when its agent answers, the data disk is mounted and
  * provisioning ran. A running VM is left alone; a VM whose QEMU died is reported and booted
- * again from its disks.
+ * again from its disks. The steps run under an `up` intent (intent.ts): an up cut off at any of
+ * them is undone by the next command, and this one starts over.
  */
 export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
   ensureVmDir(pvm.project.root, pvm.vm.name);
