@@ -21,9 +21,10 @@ import {
 } from './model.js';
 import { type BuiltPoolImage, buildPoolImage, type FleetBuilder, imageOf } from './pool-image.js';
 import { checkPoolFits } from './quota.js';
-import { type Repair, repairFleet, repairInstance } from './repair.js';
+import { type Repair, type RepairHooks, repairFleet, repairInstance } from './repair.js';
 import type { Outcome } from './rows.js';
-import { bootVm, sleepVm, wakeVm } from './snapshots.js';
+import { bootVm, finishWake, sleepVm, wakeVm } from './snapshots.js';
+import { killPoint } from './steps.js';
 import { FleetStore } from './store.js';
 import {
   consoleText,
@@ -81,10 +82,16 @@ export class Fleet {
   /** Settles interrupted operations and instances whose VMM is gone; each repair is audited. */
   async repair(): Promise<Repair[]> {
     await removeBaseLeftovers(this.dir); // bases whose making was cut off
-    const repairs = await repairFleet(this.store);
+    const repairs = await repairFleet(this.store, this.repairHooks);
     for (const repair of repairs) this.auditRepair(repair);
     return repairs;
   }
+
+  /** What repair needs of a live fleet: a wake whose guest resumed is finished, not undone. */
+  private readonly repairHooks: RepairHooks = {
+    finishWake: (instance) =>
+      finishWake(this.vm(instance).ctx, instance, this.store.pool(instance.tenant, instance.pool)),
+  };
 
   private auditRepair(repair: Repair): void {
     audit(this.dir, {
@@ -225,6 +232,7 @@ export class Fleet {
         audit(this.dir, { ...event, outcome: 'refused', detail: error.message });
       throw error;
     }
+    killPoint(operation, 'begun');
     try {
       const result = await work(begun.instance, this.store.pool(current.tenant, current.pool));
       const done = this.store.finish(current.seq, begun.to, { reason: null, ...result.outcome });
@@ -241,6 +249,7 @@ export class Fleet {
         this.store,
         this.store.instanceBySeq(current.seq),
         `${operation} failed`,
+        this.repairHooks,
       ).catch(() => undefined);
       if (repair) this.auditRepair(repair);
       throw error;
@@ -283,6 +292,7 @@ export class Fleet {
     return this.operate(address, 'stop', async (instance) => {
       const { dir } = this.vm(instance);
       await stopVm(dir, instance.path, this.vm(instance).ctx.log);
+      killPoint('stop', 'VMM ended');
       removeSleepState(dir, true);
       return { outcome: { pid: null, pidTicks: null } };
     });
@@ -316,10 +326,8 @@ export class Fleet {
   wake(address: string): Promise<Instance> {
     return this.operate(address, 'wake', async (instance, pool) => {
       this.nameSwitchPorts(instance.tenant);
-      const { ctx, dir } = this.vm(instance);
       const tenant = this.store.tenant(pool.tenant);
-      const { record, warnings, steps } = await wakeVm(ctx, instance, pool, tenant);
-      removeSleepState(dir, false); // its VMM runs: only vmkit's part (the marker) goes
+      const { record, warnings, steps } = await wakeVm(this.vm(instance).ctx, instance, pool, tenant);
       pruneBases(this.dir, pool, this.store.listInstances({ tenant: pool.tenant, pool: pool.id }));
       return {
         outcome: { pid: record.pid, pidTicks: record.startTicks, warnings },

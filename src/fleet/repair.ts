@@ -1,3 +1,4 @@
+import { cancelMigrationAndResume } from '../backends/qemu/migration.js';
 import type { InstanceState } from './lifecycle.js';
 import type { Instance } from './model.js';
 import { type FleetStore, intentAlive } from './store.js';
@@ -7,9 +8,9 @@ import {
   killVm,
   removeSleepState,
   removeVmFiles,
-  resumeVm,
   vmProcesses,
   vmStatus,
+  withVm,
 } from './vm.js';
 
 /** What repair did to one instance. */
@@ -19,6 +20,12 @@ export interface Repair {
   /** The state it was left in, or `removed` (an interrupted create or destroy). */
   to: InstanceState | 'removed';
   reason: string;
+}
+
+/** What repair needs from a live fleet (a runtime, the guest's image) for what it completes. */
+export interface RepairHooks {
+  /** Redoes the guest set-up of a wake cut off after its guest resumed, and removes the sleep state. */
+  finishWake?(instance: Instance): Promise<void>;
 }
 
 /** Whether the recorded state and the processes disagree, or an operation was cut off. */
@@ -34,7 +41,12 @@ export function needsRepair(instance: Instance, dir: string): boolean {
  * process killed, or failed) is rolled back or completed from what it left on disk, and an
  * instance whose VMM is gone becomes Stopped. The reason says what happened.
  */
-export async function repairInstance(store: FleetStore, instance: Instance, cause: string): Promise<Repair> {
+export async function repairInstance(
+  store: FleetStore,
+  instance: Instance,
+  cause: string,
+  hooks: RepairHooks = {},
+): Promise<Repair> {
   const dir = instanceDir(store.dir, instance.seq);
   const operation = instance.intent?.operation;
   const alive = vmProcesses(dir).length > 0;
@@ -70,19 +82,32 @@ export async function repairInstance(store: FleetStore, instance: Instance, caus
     }
     case 'sleep': {
       if (slept) return done('Sleeping', `${cause}; its sleep state was complete${await ended()}`);
-      if (
-        alive &&
-        (await resumeVm(dir, instance.path).then(
-          () => true,
-          () => false,
-        ))
-      ) {
+      if (alive && (await resumeAfterSave(dir, instance.path))) {
+        removeSleepState(dir, false); // a partial one: vmkit's part now, the VMM's folder once it ends
         return done('Running', `${cause} before its state was saved; the VMM runs on`, true);
       }
       return done('Stopped', `${cause} and no sleep state was saved${await ended()}`);
     }
-    case 'wake':
+    case 'wake': {
+      // Once the restored guest ran, it is the instance: it may have written its data disk, so
+      // going back to the sleep state could lose those writes or contradict the disk.
+      if (alive && (await vmStatus(dir, instance.path).catch(() => undefined)) === 'running') {
+        const redone = hooks.finishWake
+          ? await hooks.finishWake(instance).then(
+              () => '; its guest set-up was redone',
+              (error: Error) => `; its guest set-up could not be redone: ${error.message}`,
+            )
+          : '';
+        removeSleepState(dir, false);
+        const [record] = vmProcesses(dir);
+        if (record) {
+          const reason = `${cause} after its guest resumed: the wake was finished${redone}`;
+          store.finish(instance.seq, 'Running', { reason, pid: record.pid, pidTicks: record.startTicks });
+          return { path: instance.path, from: instance.state, to: 'Running', reason };
+        }
+      }
       return done(slept ? 'Sleeping' : 'Stopped', `${cause}${await ended()}`);
+    }
     default: {
       if (instance.state === 'Destroyed') {
         const killed = await ended();
@@ -99,8 +124,19 @@ export async function repairInstance(store: FleetStore, instance: Instance, caus
   }
 }
 
+/**
+ * A VMM cut off while saving its state is paused, perhaps still migrating (QEMU carries a
+ * migration on without its caller, then leaves the guest paused): cancel it, then resume.
+ */
+async function resumeAfterSave(dir: string, name: string): Promise<boolean> {
+  return withVm(dir, name, (vm) => cancelMigrationAndResume(vm.qmp)).then(
+    () => true,
+    () => false,
+  );
+}
+
 /** Repairs every instance whose operation was cut off or whose VMM is not where the state says. */
-export async function repairFleet(store: FleetStore): Promise<Repair[]> {
+export async function repairFleet(store: FleetStore, hooks: RepairHooks = {}): Promise<Repair[]> {
   const repairs: Repair[] = [];
   for (const instance of store.listInstances()) {
     const dir = instanceDir(store.dir, instance.seq);
@@ -110,7 +146,7 @@ export async function repairFleet(store: FleetStore): Promise<Repair[]> {
     const cause = claimed.intent
       ? `${claimed.intent.operation} by pid ${claimed.intent.pid} was interrupted`
       : 'state check';
-    repairs.push(await repairInstance(store, claimed, cause));
+    repairs.push(await repairInstance(store, claimed, cause, hooks));
   }
   return repairs;
 }

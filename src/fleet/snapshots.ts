@@ -10,6 +10,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import type { AttachedQemu } from '../backends/qemu/detached.js';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
@@ -171,7 +172,7 @@ export async function bootVm(
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
   const layout = instanceLayout(ctx, instance, tenant);
   rmSync(join(layout.dir, 'console.log'), { force: true });
-  const timer = stepTimer(ctx.log, `start of ${instance.path}`);
+  const timer = stepTimer(ctx.log, `start of ${instance.path}`, 'start');
   provideSecrets(ctx, instance, tenant);
   if (image.disk) {
     // Made in the records, then renamed in: qemu-img would write through a link left in the folder.
@@ -227,7 +228,7 @@ export async function sleepVm(
   ensureDirSync(join(dir, 'sleep'), 0o700);
   const uid = vmmUid(ctx.fleetDir, instance.tenant);
   if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
-  const timer = stepTimer(ctx.log, `sleep of ${instance.path}`);
+  const timer = stepTimer(ctx.log, `sleep of ${instance.path}`, 'sleep');
   await withVm(dir, instance.path, async (vm) => {
     // Saved attached and idle, the restored agent reads requests at once. Cached blocks (of
     // the secrets disk among them) are dropped first, so that the sleep state holds fewer.
@@ -250,9 +251,49 @@ export async function sleepVm(
     mode: PRIVATE_FILE,
   });
   renameSync(`${sleepBasePath(dir)}.part`, sleepBasePath(dir));
+  timer.step('sleep state complete');
   await stopVm(dir, instance.path, ctx.log);
   timer.step('VMM ended');
   return { delta, steps: timer.summary() };
+}
+
+/** Refreshes a woken guest's clock and entropy and tells it that it woke (WOKE_FILE). */
+async function setUpAfterWake(
+  vm: AttachedQemu,
+  image: BootImage,
+  bannerWaitMs = RESTORED_AGENT_READS,
+): Promise<void> {
+  const now = Math.floor(Date.now() / 1000);
+  const setup = profileNamed(image.profile).afterRestore({
+    clockSeconds: now,
+    entropyHex: randomBytes(64).toString('hex'),
+    renumber: [],
+    hosts: {},
+  });
+  await runInGuest(
+    vm,
+    // Shell builtins only past the profile's lines (the agent made /run/vmkit at its start):
+    // every fork in a VMM this new costs guest code translated afresh. No page cache to drop:
+    // sleep dropped it just before saving.
+    `${setup}\necho ${now} > ${shellQuote(WOKE_FILE)}`,
+    'guest set-up after wake',
+    bannerWaitMs,
+  );
+}
+
+/**
+ * Completes a wake that was cut off after its guest resumed (repair): the guest set-up is done
+ * again (it is idempotent: clock, entropy, WOKE_FILE) and the stale sleep state removed.
+ */
+export async function finishWake(ctx: VmContext, instance: Instance, pool: Pool): Promise<void> {
+  const dir = instanceDir(ctx.fleetDir, instance.seq);
+  try {
+    const image = await guestImage(ctx, instance.revision, pool, `instance ${instance.path}`);
+    // The cut-off call may have left the agent mid-request: wait for it as after a restart.
+    await withVm(dir, instance.path, (vm) => setUpAfterWake(vm, image, undefined));
+  } finally {
+    removeSleepState(dir, false); // its VMM runs: only vmkit's part (the marker) goes now
+  }
 }
 
 /**
@@ -277,7 +318,7 @@ export async function wakeVm(
       `instance ${instance.path} slept as a delta of base ${slept.id}, but the pool's base for its revision is ${base.id} now`,
     );
   }
-  const timer = stepTimer(ctx.log, `wake of ${instance.path}`);
+  const timer = stepTimer(ctx.log, `wake of ${instance.path}`, 'wake');
   const image = await guestImage(ctx, instance.revision, pool, `instance ${instance.path}`);
   await ensureSwitchDaemon(networkDir(ctx.fleetDir, instance.tenant), instance.tenant);
   provideSecrets(ctx, instance, tenant);
@@ -296,24 +337,14 @@ export async function wakeVm(
     await withVm(dir, instance.path, async (vm) => {
       await migrateIn(vm.qmp, state, { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS });
       timer.step('device state loaded');
-      const now = Math.floor(Date.now() / 1000);
-      const setup = profileNamed(image.profile).afterRestore({
-        clockSeconds: now,
-        entropyHex: randomBytes(64).toString('hex'),
-        renumber: [],
-        hosts: {},
-      });
-      await runInGuest(
-        vm,
-        // Shell builtins only past the profile's lines (the agent made /run/vmkit at its start):
-        // every fork in a VMM this new costs guest code translated afresh. No page cache to drop:
-        // sleep dropped it just before saving.
-        `${setup}\necho ${now} > ${shellQuote(WOKE_FILE)}`,
-        'guest set-up after wake',
-        RESTORED_AGENT_READS,
-      );
+      await setUpAfterWake(vm, image);
       timer.step('guest set up');
     });
+    // Only now: from the moment the guest ran, the sleep state is stale (the guest may have
+    // written its data disk since), and repair finishes a wake whose guest runs instead of
+    // going back to it. Removed under the intent, so no later sleep's state can be the one removed.
+    removeSleepState(dir, false); // its VMM runs: only vmkit's part (the marker) goes now
+    timer.step('sleep state removed');
     return { record, warnings, steps: timer.summary() };
   } catch (error) {
     await killVm(dir);

@@ -4,16 +4,18 @@ import { join } from 'node:path';
 import { GuestSetupError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
+import { killPoint } from '../util/kill-point.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import type { HubClient } from './hub-client.js';
+import { settleInterrupted, withIntent } from './intent.js';
 import { isMediaBoot, needsInstall } from './media.js';
 import { bootWithoutAgent, installFromIso, powerDown } from './media-boot.js';
 import { hasAgent, isIsoImage, isMediaImage, toPattern } from './media-config.js';
 import { assignPorts } from './ports.js';
 import { listProjectSnapshots, takeSnapshot } from './snapshots.js';
 import { authorizeAtUp } from './ssh.js';
-import { ensureVmDir, readState, withLock, writeState } from './state.js';
+import { DATA_MOUNT, dataDeviceOf, ensureVmDir, readState, withLock, writeState } from './state.js';
 import {
   BOOT_TIMEOUT_MS,
   connectHub,
@@ -32,8 +34,8 @@ import {
 } from './vmm.js';
 
 export type Log = (line: string) => void;
-/** Where the data disk is mounted in the guest. */
-export const DATA_MOUNT = '/work';
+export { DATA_MOUNT } from './state.js';
+
 const LOCK_WAIT_MS = 30_000;
 /** How long a guest without vmkit's agent gets to power off by ACPI before QEMU is stopped. */
 const POWER_DOWN_MS = 60_000;
@@ -51,6 +53,12 @@ function otherVmPorts(pvm: ProjectVm): Set<number> {
   return taken;
 }
 
+/** Mounts the data disk at DATA_MOUNT (made the first time; nothing to do when mounted). */
+async function mountData(hub: HubClient, device: string): Promise<void> {
+  const mount = readFileSync(join(guestFilesDir(), 'project', 'mount-data.sh'), 'utf8');
+  await hub.succeed(`set -- ${shellQuote(device)} ${DATA_MOUNT}\n${mount}`, 120_000);
+}
+
 async function guestSetupAfterBoot(hub: HubClient, pvm: ProjectVm, image: BootImage): Promise<void> {
   const profile = profileNamed(image.profile);
   const setup = profile.afterBoot({
@@ -60,8 +68,7 @@ async function guestSetupAfterBoot(hub: HubClient, pvm: ProjectVm, image: BootIm
     hosts: {},
   });
   await hub.succeed(setup, 60_000);
-  const mount = readFileSync(join(guestFilesDir(), 'project', 'mount-data.sh'), 'utf8');
-  await hub.succeed(`set -- ${shellQuote(dataDevice(image))} ${DATA_MOUNT}\n${mount}`, 120_000);
+  await mountData(hub, dataDevice(image));
   const folders = [pvm.vm.workdir, ...pvm.vm.sync.map((map) => map.guest)];
   await hub.succeed(`mkdir -p ${folders.map(shellQuote).join(' ')}`, 30_000);
 }
@@ -79,6 +86,7 @@ async function provision(hub: HubClient, pvm: ProjectVm, log: Log, force = false
     if (result.status !== 0) {
       throw new GuestSetupError(`provision command failed (status ${result.status}): ${command}`);
     }
+    killPoint('up', 'provision command done');
   }
   writeState(pvm.dir, { ...readState(pvm.dir), provisionHash: hash });
   return pvm.vm.provision.length > 0;
@@ -93,7 +101,8 @@ export interface UpResult {
 /**
  * Brings the VM up and returns when its agent answers, the data disk is mounted and
  * provisioning ran. A running VM is left alone; a VM whose QEMU died is reported and booted
- * again from its disks.
+ * again from its disks. The steps run under an `up` intent (intent.ts): an up cut off at any of
+ * them is undone by the next command, and this one starts over.
  */
 export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
   ensureVmDir(pvm.project.root, pvm.vm.name);
@@ -102,73 +111,88 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
     'up',
     async () => {
       const start = performance.now();
+      const settled = await settleInterrupted(pvm);
+      if (settled) log(`VM ${pvm.vm.name}: ${settled}`);
       const state = readState(pvm.dir);
       let recovered: string | undefined;
       if (vmmRecord(pvm)) {
         if (!hasAgent(pvm.vm.image)) return { already: true, bootMs: 0 };
-        // Running: bring back a hub that died, and run provision commands changed since.
-        const reachable = await connectHub(pvm).then(
-          (hub) => {
-            hub.close();
-            return true;
-          },
-          () => false,
-        );
-        if (!reachable) await startHub(pvm, 5000);
-        const hub = await connectHub(pvm);
-        let provisioned: boolean;
-        try {
-          provisioned = await provision(hub, pvm, log);
-          await authorizeAtUp(hub, pvm, log);
-        } finally {
-          hub.close();
-        }
-        if (provisioned) await saveClean(pvm, log);
-        return { already: true, bootMs: Math.round(performance.now() - start) };
-      }
-      if (state.running) {
-        recovered = consoleTail(pvm, 1500).trim() || '(the console log is empty)';
-        log(`VM ${pvm.vm.name}: its QEMU died since it was started; console tail:\n${recovered}`);
-        log(`VM ${pvm.vm.name}: booting it again from its disks`);
-      }
-      await stopHub(pvm);
-      await stopVmm(pvm);
-      // Before any disk is made: a refusal (a fixed host port taken) leaves nothing behind.
-      const ports = await assignPorts(pvm.vm, state, otherVmPorts(pvm));
-      const { image: media } = pvm.vm;
-      if (isIsoImage(media) && needsInstall(pvm, media)) await installFromIso(pvm, media, log);
-      const image = await vmImage(pvm, log);
-      const disks = await prepareDisks(pvm, image);
-      writeState(pvm.dir, { ...state, ports, running: false });
-      try {
-        let provisioned = false;
-        if (isMediaBoot(image) && !hasAgent(media)) {
-          const readyWhen = isMediaImage(media) && media.readyWhen ? toPattern(media.readyWhen) : undefined;
-          await bootWithoutAgent(pvm, image, disks, ports, readyWhen, BOOT_TIMEOUT_MS);
-          writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
-        } else {
-          await launchVmm(pvm, image, disks, ports, false);
-          await startHub(pvm, BOOT_TIMEOUT_MS);
+        return withIntent(pvm, 'provision', async () => {
+          // Running: bring back a hub that died, and run provision commands changed since.
+          const reachable = await connectHub(pvm).then(
+            (hub) => {
+              hub.close();
+              return true;
+            },
+            () => false,
+          );
+          if (!reachable) await startHub(pvm, 5000);
           const hub = await connectHub(pvm);
+          let provisioned: boolean;
           try {
-            await guestSetupAfterBoot(hub, pvm, image);
-            writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
+            await mountData(hub, dataDeviceOf(pvm.dir)); // sync refuses without it
             provisioned = await provision(hub, pvm, log);
             await authorizeAtUp(hub, pvm, log);
           } finally {
             hub.close();
           }
+          if (provisioned) await saveClean(pvm, log);
+          return { already: true, bootMs: Math.round(performance.now() - start) };
+        });
+      }
+      return withIntent(pvm, 'up', async () => {
+        killPoint('up', 'begun');
+        if (state.running) {
+          recovered = consoleTail(pvm, 1500).trim() || '(the console log is empty)';
+          log(`VM ${pvm.vm.name}: its QEMU died since it was started; console tail:\n${recovered}`);
+          log(`VM ${pvm.vm.name}: booting it again from its disks`);
         }
-        if (provisioned || !listProjectSnapshots(pvm).some((snapshot) => snapshot.label === 'clean')) {
-          await saveClean(pvm, log);
-        }
-      } catch (error) {
         await stopHub(pvm);
         await stopVmm(pvm);
-        writeState(pvm.dir, { ...readState(pvm.dir), running: false });
-        throw error;
-      }
-      return { already: false, recovered, bootMs: Math.round(performance.now() - start) };
+        // Before any disk is made: a refusal (a fixed host port taken) leaves nothing behind.
+        const ports = await assignPorts(pvm.vm, state, otherVmPorts(pvm));
+        const { image: media } = pvm.vm;
+        if (isIsoImage(media) && needsInstall(pvm, media)) await installFromIso(pvm, media, log);
+        const image = await vmImage(pvm, log);
+        const disks = await prepareDisks(pvm, image);
+        writeState(pvm.dir, { ...state, ports, running: false });
+        try {
+          let provisioned = false;
+          if (isMediaBoot(image) && !hasAgent(media)) {
+            const readyWhen = isMediaImage(media) && media.readyWhen ? toPattern(media.readyWhen) : undefined;
+            await bootWithoutAgent(pvm, image, disks, ports, readyWhen, BOOT_TIMEOUT_MS);
+            writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
+          } else {
+            await launchVmm(pvm, image, disks, ports, false);
+            killPoint('up', 'QEMU started');
+            await startHub(pvm, BOOT_TIMEOUT_MS);
+            killPoint('up', 'agent answers');
+            const hub = await connectHub(pvm);
+            try {
+              await guestSetupAfterBoot(hub, pvm, image);
+              writeState(pvm.dir, {
+                ...readState(pvm.dir),
+                running: true,
+                bootedAt: new Date().toISOString(),
+              });
+              killPoint('up', 'work mounted');
+              provisioned = await provision(hub, pvm, log);
+              await authorizeAtUp(hub, pvm, log);
+            } finally {
+              hub.close();
+            }
+          }
+          if (provisioned || !listProjectSnapshots(pvm).some((snapshot) => snapshot.label === 'clean')) {
+            await saveClean(pvm, log);
+          }
+        } catch (error) {
+          await stopHub(pvm);
+          await stopVmm(pvm);
+          writeState(pvm.dir, { ...readState(pvm.dir), running: false });
+          throw error;
+        }
+        return { already: false, recovered, bootMs: Math.round(performance.now() - start) };
+      });
     },
     LOCK_WAIT_MS,
   );
@@ -188,13 +212,17 @@ export async function reprovision(pvm: ProjectVm, log: Log): Promise<void> {
     pvm.dir,
     'provision',
     async () => {
-      const hub = await connectHub(pvm);
-      try {
-        await provision(hub, pvm, log, true);
-      } finally {
-        hub.close();
-      }
-      await saveClean(pvm, log);
+      const settled = await settleInterrupted(pvm);
+      if (settled) log(`VM ${pvm.vm.name}: ${settled}`);
+      await withIntent(pvm, 'provision', async () => {
+        const hub = await connectHub(pvm);
+        try {
+          await provision(hub, pvm, log, true);
+        } finally {
+          hub.close();
+        }
+        await saveClean(pvm, log);
+      });
     },
     LOCK_WAIT_MS,
   );
@@ -207,6 +235,7 @@ export async function down(pvm: ProjectVm): Promise<boolean> {
     pvm.dir,
     'down',
     async () => {
+      await settleInterrupted(pvm);
       const wasRunning = vmmRecord(pvm) !== undefined;
       if (wasRunning && !hasAgent(pvm.vm.image)) await powerDown(pvm, POWER_DOWN_MS);
       else if (wasRunning) {

@@ -6,7 +6,9 @@ import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { ConfigError, SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { runTool } from '../util/exec.js';
+import { killPoint } from '../util/kill-point.js';
 import { ensurePrivateDir, makePrivateDir } from '../util/private.js';
+import { settleInterrupted, withIntent } from './intent.js';
 import { assignPorts } from './ports.js';
 import { readJson, readState, snapshotsDir, withLock, writeFileAtomic, writeState } from './state.js';
 import {
@@ -67,7 +69,10 @@ export function listProjectSnapshots(pvm: ProjectVm): ProjectSnapshot[] {
 /** Pauses the VM, saves RAM, devices and disks under `label` (replacing an older one), resumes it. */
 export async function saveSnapshot(pvm: ProjectVm, label: string): Promise<ProjectSnapshot> {
   checkLabel(label);
-  return withLock(pvm.dir, `snapshot save ${label}`, () => takeSnapshot(pvm, label));
+  return withLock(pvm.dir, `snapshot save ${label}`, async () => {
+    await settleInterrupted(pvm);
+    return withIntent(pvm, 'snapshot', () => takeSnapshot(pvm, label));
+  });
 }
 
 /** saveSnapshot for a caller that holds the VM's lock already (up, after provisioning). */
@@ -89,6 +94,7 @@ export async function takeSnapshot(pvm: ProjectVm, label: string): Promise<Proje
           timeoutMs: SAVE_TIMEOUT_MS,
           what: `snapshot ${label} of ${pvm.vm.name}`,
         });
+        killPoint('snapshot', 'state saved'); // the guest paused, a .taking- folder half full
         // Paused, and its block layer flushed by the migration: the disks match the RAM.
         for (const disk of disks) await copySparse(disk, join(scratch, basename(disk)));
       } finally {
@@ -113,6 +119,7 @@ export async function takeSnapshot(pvm: ProjectVm, label: string): Promise<Proje
     writeFileAtomic(metaPath(scratch), JSON.stringify(meta, null, 2));
     const target = join(root, label);
     if (existsSync(target)) renameSync(target, join(root, `.old-${label}-${randomBytes(4).toString('hex')}`));
+    killPoint('snapshot', 'old one moved aside');
     renameSync(scratch, target);
     for (const name of readdirSync(root)) {
       if (name.startsWith('.old-')) rmSync(join(root, name), { recursive: true, force: true });
@@ -131,30 +138,40 @@ export async function takeSnapshot(pvm: ProjectVm, label: string): Promise<Proje
 export async function restoreSnapshot(pvm: ProjectVm, label: string): Promise<{ restoreMs: number }> {
   checkLabel(label);
   return withLock(pvm.dir, `snapshot restore ${label}`, async () => {
-    const start = performance.now();
-    const dir = join(snapshotsDir(pvm.dir), label);
-    const meta = readJson<ProjectSnapshot>(metaPath(dir));
-    if (!meta) {
-      const known = listProjectSnapshots(pvm).map((snapshot) => snapshot.label);
-      throw new ConfigError(
-        `VM ${pvm.vm.name} has no snapshot ${JSON.stringify(label)} (it has: ${known.join(', ') || 'none'})`,
-      );
-    }
-    const image = await vmImage(pvm, () => {});
-    if (image.key !== meta.imageKey || pvm.vm.memoryMiB !== meta.memoryMiB) {
-      throw new SnapshotError(
-        `snapshot ${label} of ${pvm.vm.name} was taken with image ${meta.imageKey} and ${meta.memoryMiB} MiB; the config now gives ${image.key} and ${pvm.vm.memoryMiB} MiB (take it again)`,
-      );
-    }
+    await settleInterrupted(pvm);
+    return restoreLocked(pvm, label);
+  });
+}
+
+async function restoreLocked(pvm: ProjectVm, label: string): Promise<{ restoreMs: number }> {
+  const start = performance.now();
+  const dir = join(snapshotsDir(pvm.dir), label);
+  const meta = readJson<ProjectSnapshot>(metaPath(dir));
+  if (!meta) {
+    const known = listProjectSnapshots(pvm).map((snapshot) => snapshot.label);
+    throw new ConfigError(
+      `VM ${pvm.vm.name} has no snapshot ${JSON.stringify(label)} (it has: ${known.join(', ') || 'none'})`,
+    );
+  }
+  const image = await vmImage(pvm, () => {});
+  if (image.key !== meta.imageKey || pvm.vm.memoryMiB !== meta.memoryMiB) {
+    throw new SnapshotError(
+      `snapshot ${label} of ${pvm.vm.name} was taken with image ${meta.imageKey} and ${meta.memoryMiB} MiB; the config now gives ${image.key} and ${pvm.vm.memoryMiB} MiB (take it again)`,
+    );
+  }
+  // Checked above: a wrong label or a changed config leaves the VM as it was.
+  return withIntent(pvm, 'restore', async () => {
     await stopHub(pvm);
     await stopVmm(pvm);
+    // What was synced is forgotten first: a restore cut off after a disk came back must not
+    // leave manifests that claim files the disk no longer holds (the next sync resends them all).
+    for (const name of syncManifests(pvm.dir)) rmSync(join(pvm.dir, name), { force: true });
     const disks = await prepareDisks(pvm, image);
     for (const disk of disks) {
       const partial = `${disk}.restoring`;
       await copySparse(join(dir, basename(disk)), partial);
       renameSync(partial, disk);
     }
-    for (const name of syncManifests(pvm.dir)) rmSync(join(pvm.dir, name), { force: true });
     for (const name of syncManifests(dir)) await copySparse(join(dir, name), join(pvm.dir, name));
     const state = readState(pvm.dir);
     const ports = await assignPorts(pvm.vm, state, new Set());

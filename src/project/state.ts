@@ -33,7 +33,15 @@ export interface VmState {
 export const projectStateDir = (root: string) => join(root, '.vmkit');
 export const vmDir = (root: string, vm: string) => join(projectStateDir(root), vm);
 export const dataDisk = (dir: string) => join(dir, 'data.qcow2');
+/** The root overlay, for images that boot from a disk (the data disk is then the second). */
+export const rootDisk = (dir: string) => join(dir, 'root.qcow2');
+/** Where the data disk is mounted in the guest. */
+export const DATA_MOUNT = '/work';
+/** The data disk's device in the guest: after the root disk when the image has one. */
+export const dataDeviceOf = (dir: string) => (existsSync(rootDisk(dir)) ? '/dev/vdb' : '/dev/vda');
 export const snapshotsDir = (dir: string) => join(dir, 'snapshots');
+/** The intent of a multi-step operation in progress (project/intent.ts). */
+export const intentPath = (dir: string) => join(dir, 'intent.json');
 export const syncManifestPath = (dir: string) => join(dir, 'synced.json');
 
 const SOCKET_LIMIT = 107;

@@ -1,8 +1,9 @@
-import { ConfigError } from '../errors.js';
+import { ConfigError, VmkitError } from '../errors.js';
 import { which } from '../util/which.js';
 import type { HubClient } from './hub-client.js';
 import { rsyncMap } from './rsync.js';
 import { guestSshSetup, NoSshdError, prepareSsh } from './ssh.js';
+import { DATA_MOUNT, dataDeviceOf } from './state.js';
 import { type SyncReport, syncMap } from './sync.js';
 import type { ProjectVm } from './vm-handle.js';
 
@@ -42,6 +43,28 @@ async function resolveMethod(
   return { method: 'rsync', config: ssh.config, host: ssh.host };
 }
 
+/**
+ * Refuses unless the guest has the data disk mounted at DATA_MOUNT, asked of the guest itself:
+ * files synced into the guest's RAM root would be recorded as sent and gone after a reboot.
+ */
+export async function checkDataMounted(hub: HubClient, pvm: ProjectVm): Promise<void> {
+  const device = dataDeviceOf(pvm.dir);
+  const found = await hub.run(
+    `while read -r dev dir rest; do [ "$dir" = ${DATA_MOUNT} ] && echo "$dev"; done < /proc/mounts; true`,
+    30_000,
+  );
+  const mounted = found.stdout.toString().trim().split('\n').filter(Boolean);
+  if (!mounted.includes(device)) {
+    throw new DataNotMountedError(
+      `VM ${pvm.vm.name}: ${DATA_MOUNT} is not mounted from its data disk ${device} in the guest (${mounted.length > 0 ? `it is ${mounted.join(', ')}` : 'nothing is mounted there'}); run vmkit up to mount it`,
+    );
+  }
+}
+
+export class DataNotMountedError extends VmkitError {
+  override name = 'DataNotMountedError';
+}
+
 /** Syncs every map of the VM with the chosen method; `onMap` hears each map's report as it is done. */
 export async function syncVm(
   hub: HubClient,
@@ -49,6 +72,7 @@ export async function syncVm(
   options: { method?: SyncMethod; full?: boolean },
   onMap: (report: SyncReport, method: 'vmkit' | 'rsync', ms: number) => void,
 ): Promise<void> {
+  await checkDataMounted(hub, pvm);
   const chosen = await resolveMethod(hub, pvm, options.method ?? pvm.vm.syncMethod);
   for (const map of pvm.vm.sync) {
     const start = performance.now();

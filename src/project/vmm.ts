@@ -27,13 +27,13 @@ import { sleep } from '../util/time.js';
 import { hubLogPath, hubRecordPath, hubSocket } from './hub-protocol.js';
 import { firmwareBoot, isMediaBoot, mediaBootImage } from './media.js';
 import { isMediaImage } from './media-config.js';
-import { dataDisk, readJson, writeFileAtomic } from './state.js';
+import { dataDisk, readJson, rootDisk, writeFileAtomic } from './state.js';
 import { type ProjectVm, vmmRecord } from './vm-handle.js';
 
+export { rootDisk } from './state.js';
 export { connectHub, type ProjectVm, projectVm, VmDownError, vmmRecord } from './vm-handle.js';
 
 export const BOOT_TIMEOUT_MS = 180_000;
-export const rootDisk = (dir: string) => join(dir, 'root.qcow2');
 export const imageRecordPath = (dir: string) => join(dir, 'image.json');
 
 /** The end of the VM's serial console, escape sequences removed. */

@@ -55,3 +55,19 @@ export async function waitForMigration(qmp: QmpClient, what: string, timeoutMs: 
     `migration ${what} did not complete within ${timeoutMs} ms (last status: ${status})`,
   );
 }
+
+/**
+ * Resumes a guest whose saving was cut off: QEMU carries an outgoing migration on without its
+ * caller and leaves the guest paused (postmigrate) when it ends, so cancel it first, wait until
+ * it settled, then `cont`.
+ */
+export async function cancelMigrationAndResume(qmp: QmpClient, timeoutMs = 10_000): Promise<void> {
+  await qmp.execute('migrate_cancel');
+  const deadline = new Deadline(timeoutMs, 'migration cancel');
+  while (!deadline.expired) {
+    const { status } = await qmp.execute<{ status?: string }>('query-migrate');
+    if (!['setup', 'active', 'cancelling', 'device', 'pre-switchover'].includes(status ?? 'none')) break;
+    await sleep(20);
+  }
+  await qmp.execute('cont');
+}

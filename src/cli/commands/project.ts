@@ -6,6 +6,7 @@ import { ConfigError } from '../../errors.js';
 import { loadProjectConfig, selectVm } from '../../project/config.js';
 import { commandScript, namedCommandScript, streamCommand } from '../../project/exec.js';
 import { STARTER_JSON, STARTER_TS } from '../../project/starter.js';
+import { intentPath } from '../../project/state.js';
 import type { SyncReport } from '../../project/sync.js';
 import { type SyncMethod, syncVm } from '../../project/sync-vm.js';
 import { connectHub, type ProjectVm, projectVm } from '../../project/vm-handle.js';
@@ -15,9 +16,16 @@ const say = (line: string) => process.stderr.write(`${line}\n`);
 const lifecycle = () => import('../../project/lifecycle.js');
 const snapshots = () => import('../../project/snapshots.js');
 
+/** Settles an operation of the VM cut off by a kill (loaded only when one was recorded). */
+async function repaired(pvm: ProjectVm): Promise<ProjectVm> {
+  if (existsSync(intentPath(pvm.dir))) await (await import('../../project/intent.js')).repairVm(pvm, say);
+  return pvm;
+}
+
+/** The VM named (or the default one), an operation of it cut off by a kill settled first. */
 export async function openVm(name: string | undefined): Promise<ProjectVm> {
   const config = await loadProjectConfig();
-  return projectVm(config, selectVm(config, name));
+  return repaired(projectVm(config, selectVm(config, name)));
 }
 
 async function withHub<T>(pvm: ProjectVm, work: (hub: Awaited<ReturnType<typeof connectHub>>) => Promise<T>) {
@@ -168,6 +176,7 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
       const { formatStatus, vmStatus } = await import('../../project/status.js');
       const config = await loadProjectConfig();
       const names = name ? [selectVm(config, name).name] : Object.keys(config.vms);
+      for (const vm of names) await repaired(projectVm(config, selectVm(config, vm)));
       const statuses = names.map((vm) => vmStatus(config, vm));
       process.stdout.write(
         options.json
