@@ -155,8 +155,10 @@ try {
     process.exitCode = error.exitCode === 0 ? 0 : 2;
   } else if (error instanceof VmkitError) {
     process.stderr.write(`vmkit: ${error.message}\n`);
-    // 2 is for bad input only; a failed build or a missing QEMU is a failure.
-    process.exitCode = error instanceof ConfigError ? 2 : 1;
+    // 2 is for bad input only (also when the fleet agent refused the request's input: 400, 404,
+    // 413); a failed build, a missing QEMU or a refused transition (409) is a failure.
+    const rejectedInput = [400, 404, 413].includes((error as { statusCode?: number }).statusCode ?? 0);
+    process.exitCode = error instanceof ConfigError || rejectedInput ? 2 : 1;
   } else if (typeof (error as NodeJS.ErrnoException)?.syscall === 'string') {
     // A system call vmkit did not expect to fail (EACCES, ENOSPC...): its message says it all.
     process.stderr.write(`vmkit: ${(error as Error).message}\n`);

@@ -14,28 +14,26 @@ import { lacks, root } from '../helpers.js';
 const DIR = '/opt/vmkit';
 const MiB = 2 ** 20;
 
-/** The modules the guest runs, as ES modules laid out as in the repository. */
+/**
+ * The modules the guest runs, as ES modules laid out as in the repository: the two drivers and
+ * every module they import at run time (found in the transpiled output, so type-only imports,
+ * which transpiling drops, pull nothing in). They must need no package: the guest has none.
+ */
 function transpiled(): string {
   const out = mkdtempSync(join(tmpdir(), 'vmkit-cgroup-guest-'));
-  const sources = [
-    'src/errors.ts',
-    'src/util/exec.ts',
-    'src/util/lines.ts',
-    'src/runtime/node-entry.ts',
-    'src/fleet/cgroups.ts',
-    'src/fleet/cgroup-plan.ts',
-    'src/fleet/delta.ts',
-    'src/fleet/ram-fill.ts',
-    'src/fleet/ram-fill-host.ts',
-    'test/fixtures/cgroup-driver.ts',
-    'test/fixtures/ram-fill-driver.ts',
-  ];
-  for (const source of sources) {
+  const queue = ['test/fixtures/cgroup-driver.ts', 'test/fixtures/ram-fill-driver.ts'];
+  const done = new Set<string>();
+  for (let source = queue.shift(); source !== undefined; source = queue.shift()) {
+    if (done.has(source)) continue;
+    done.add(source);
     const { outputText } = ts.transpileModule(readFileSync(join(root, source), 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     });
     mkdirSync(dirname(join(out, source)), { recursive: true });
     writeFileSync(join(out, source.replace(/\.ts$/, '.js')), outputText);
+    for (const [, specifier] of outputText.matchAll(/(?:from|import\()\s*'(\.{1,2}\/[^']+)\.js'/g)) {
+      queue.push(join(dirname(source), `${specifier}.ts`));
+    }
   }
   writeFileSync(join(out, 'package.json'), '{"type":"module"}\n');
   return out;

@@ -203,11 +203,18 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
     ),
   );
 
+  let loaded = tls;
+  const sameFiles = (a: typeof tls, b: typeof tls) =>
+    a.key.equals(b.key) && a.cert.equals(b.cert) && a.ca.equals(b.ca);
   const reloadCertificates = () => {
     try {
       const next = readTls(options.certsDir);
+      // A rotation writes several files: an event for one of them may come before the server's
+      // pair changed. Nothing changed is nothing reloaded (and not said to be).
+      if (sameFiles(next, loaded)) return;
       createSecureContext(next); // throws while a rotation is half done (key and cert mismatched)
       tlsServer.setSecureContext({ ...next });
+      loaded = next;
       log(`certificates reloaded from ${options.certsDir}`);
     } catch (error) {
       log(`certificates not reloaded yet: ${(error as Error).message}`);
