@@ -41,6 +41,8 @@ export function runProgram(
     child.stderr.on('data', (chunk) => {
       stderr += chunk;
     });
+    // A program that exits before reading its input closes the pipe: not the test's failure.
+    child.stdin.on('error', () => {});
     if (options.input !== undefined) child.stdin.end(options.input);
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

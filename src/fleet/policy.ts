@@ -33,7 +33,7 @@ export const POLICY_DEFAULTS: PolicyOptions = {
 /** Any of the thresholds, each checked; the ones not given keep their defaults. */
 export const policyThresholds = z
   .object({
-    idleSeconds: wholeNumber(1, 10_000_000),
+    idleSeconds: wholeNumber(0, 10_000_000), // 0: no idle time needed
     cpuPercent: wholeNumber(0, 10_000),
     networkBytes: wholeNumber(0, Number.MAX_SAFE_INTEGER),
     minMemAvailableMiB: wholeNumber(0, 16 * 1024 * 1024),

@@ -41,17 +41,20 @@ describe('a tenant uid forging what root acts on', {
   let victimFolder: string;
   let victimFile: string;
 
-  /** Runs `script` as the tenant's uid, as a compromised VMM would (no capabilities, no groups). */
+  /**
+   * Runs `script` as the tenant's uid, as a compromised VMM would (no capabilities, no groups), in
+   * its folder: the VMM reaches it through its jail, not through the fleet's private folders
+   * above it, so the script names what is in it by relative paths.
+   */
   const asTenant = (script: string, input?: string) =>
     runProgram(
       'setpriv',
       [`--reuid=${uid}`, `--regid=${uid}`, '--clear-groups', '--', 'sh', '-c', script, 'sh'],
-      { ...(input === undefined ? {} : { input }), timeoutMs: 10_000 },
+      { ...(input === undefined ? {} : { input }), timeoutMs: 10_000, cwd: folder },
     );
   const forge = async (name: string, value: unknown) => {
     // Root's file in the tenant's folder: the tenant cannot write it, but can replace it.
-    const file = join(folder, name);
-    const done = await asTenant(`cat > ${file}.new && mv -f ${file}.new ${file}`, JSON.stringify(value));
+    const done = await asTenant(`cat > ${name}.new && mv -f ${name}.new ${name}`, JSON.stringify(value));
     assert.equal(done.code, 0, `the tenant could not write ${name}: ${done.stderr}`);
   };
   const assertVictimsUntouched = () => {
@@ -123,9 +126,7 @@ describe('a tenant uid forging what root acts on', {
     // Links where root writes into the folder (a later start writes the secrets disk and the
     // metadata document through their partial names; QEMU's log is opened for appending).
     const links = ['secrets.img.part', 'metadata.json.part', 'qemu.log'];
-    const made = await asTenant(
-      links.map((name) => `ln -sfn ${victimFile} ${join(folder, name)}`).join('; '),
-    );
+    const made = await asTenant(links.map((name) => `ln -sfn ${victimFile} ${name}`).join('; '));
     assert.equal(made.code, 0, made.stderr);
     assert.equal((await fleet.start(path)).state, 'Running');
     assertVictimsUntouched();
@@ -133,8 +134,7 @@ describe('a tenant uid forging what root acts on', {
     assert.match(secrets.stdout.toString(), /"K":"v"/, 'the secrets disk lost its secrets');
     // The jail's mount point is root's, but empty in the tenant's folder: it can go, and a link
     // in its place would aim the next jail's mounts (at wake) elsewhere.
-    const jail = join(folder, 'jail');
-    const linked = await asTenant(`rmdir ${jail} && ln -s ${victimFolder} ${jail}`);
+    const linked = await asTenant(`rmdir jail && ln -s ${victimFolder} jail`);
     assert.equal(linked.code, 0, linked.stderr);
     // An empty start time and marker used to match any process.
     const empty = { pid: victim.pid, startTicks: '', marker: '', program: '', startedAt: '' };

