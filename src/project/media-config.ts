@@ -125,10 +125,13 @@ export function installSteps(image: IsoImageConfig, root: string, field: string)
   let steps: unknown = image.install;
   if (typeof steps === 'string') {
     const path = join(root, steps);
+    const text = readInputFile(path, `${field}.install: steps file`);
     try {
-      steps = JSON.parse(readInputFile(path, `${field}.install`));
+      steps = JSON.parse(text);
     } catch (error) {
-      throw new ConfigError(`${field}.install: cannot read steps from ${path}: ${(error as Error).message}`);
+      throw new ConfigError(
+        `${field}.install: the steps in ${path} are not JSON: ${(error as Error).message}`,
+      );
     }
     const parsed = stepsSchema.safeParse(steps);
     if (!parsed.success) {

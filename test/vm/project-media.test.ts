@@ -114,7 +114,7 @@ describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }
       assert.equal(steps.code, 2, steps.stderr);
       assert.match(
         steps.stderr,
-        /^vmkit: vms\.steps\.image\.install: cannot read steps from .*absent\.json: ENOENT.*\n$/,
+        /^vmkit: vms\.steps\.image\.install: steps file .*absent\.json: cannot read it: ENOENT.*\n$/,
       );
     } finally {
       writeFileSync(join(project, 'vmkit.config.json'), good);
