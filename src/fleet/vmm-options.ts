@@ -46,8 +46,12 @@ export function outboundNic(macName: string, dir: string): string[] {
 
 /**
  * QEMU's seccomp sandbox: no obsolete system calls, no scheduler or resource changes. Spawning
- * stays allowed (migration to a file and the metadata endpoint start processes), and so does
- * elevateprivileges: its filter, inherited by the metadata host (node), stops that from answering.
+ * stays allowed: QEMU starts `exec:cat` for every sleep and wake (this QEMU has no `file:`
+ * migration, and an `fd:` one needs a descriptor passed over QMP) and the metadata host for each
+ * connection. So does elevateprivileges: it denies setsid too, which libslirp calls in the child
+ * of every guestfwd command, so the metadata host would never start (seen: the guest's request
+ * gets no response). set*uid and set*gid would gain the VMM nothing: setpriv leaves it no
+ * capability and no new privileges.
  */
 export const SANDBOX_ARGS = ['-sandbox', 'on,obsolete=deny,resourcecontrol=deny'];
 
