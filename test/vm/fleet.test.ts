@@ -24,6 +24,7 @@ import { rebuildPool } from '../../src/fleet/rebuild.js';
 import { scalePool } from '../../src/fleet/scale.js';
 import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
 import { instanceDir, liveRamPath, sleepRecordsDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
+import { METADATA_HOSTS } from '../../src/fleet/vmm-options.js';
 import { switchSocket } from '../../src/network/switch-daemon.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli, runProgram } from '../helpers.js';
@@ -408,6 +409,54 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     const reads = log('alpha').filter((event) => event.action === 'secret.read');
     assert.ok(reads.some((event) => event.target === 'alpha/web/a1' && event.detail?.includes('TOKEN')));
     assert.ok(!log('beta').some((event) => event.target.startsWith('alpha')));
+  });
+
+  it('forty metadata connections at once are answered in turn by a bounded number of metadata hosts', async (t) => {
+    const own = instanceDir(dir, fleet.instance('alpha/web/a1').seq);
+    const hosts = () =>
+      readdirSync('/proc')
+        .filter((name) => /^\d+$/.test(name))
+        .flatMap((pid) => {
+          try {
+            const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+            const host =
+              args[0] === process.execPath && args.some((arg) => /metadata-host\.[jt]s$/.test(arg));
+            if (!host || !args.includes(own)) return [];
+            return [Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024];
+          } catch {
+            return []; // ended meanwhile
+          }
+        });
+    let most = 0;
+    let mostMiB = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const rss = hosts();
+        most = Math.max(most, rss.length);
+        mostMiB = Math.max(
+          mostMiB,
+          rss.reduce((sum, mib) => sum + mib, 0),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    const started = Date.now();
+    const result = await fleet.exec(
+      'alpha/web/a1',
+      sh(
+        'for i in $(seq 40); do wget -q -O- http://169.254.169.254/identity > /tmp/meta-$i 2>&1 & done; wait; grep -l \'"path": "alpha/web/a1"\' /tmp/meta-* | wc -l',
+      ),
+      120_000,
+    );
+    sampling = false;
+    await sampler;
+    t.diagnostic(
+      `40 answers in ${Date.now() - started} ms; at most ${most} metadata hosts, ${mostMiB.toFixed(0)} MiB`,
+    );
+    assert.equal(result.stdout.toString().trim(), '40', result.stderr.toString());
+    assert.ok(most >= 1 && most <= METADATA_HOSTS, `${most} metadata hosts ran at once`);
+    assert.deepEqual(hosts(), [], 'a metadata host outlived its connection');
   });
 
   it('the sleep policy samples CPU and switch traffic, keeps pinned instances, and sleeps idle ones', async () => {
