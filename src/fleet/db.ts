@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ConfigError } from '../errors.js';
 import { ensurePrivateDir } from '../util/private.js';
+import { hashedTenantUid } from './jail.js';
 
 /** Where the fleet lives without --fleet-dir: $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet. */
 export function defaultFleetDir(): string {
@@ -87,6 +88,11 @@ const MIGRATIONS: string[] = [
    ALTER TABLE pool_builds ADD COLUMN build_ms INTEGER;
    ALTER TABLE pool_builds ADD COLUMN image_built_at TEXT;
    ALTER TABLE pool_builds ADD COLUMN cached INTEGER;`,
+  // Each tenant's jail uid, recorded and unique (it was a hash, unchecked): tenants made before
+  // keep the hash's value, which owns their files.
+  `ALTER TABLE tenants ADD COLUMN uid INTEGER;
+   UPDATE tenants SET uid = vmkit_hashed_tenant_uid(id);
+   CREATE UNIQUE INDEX tenants_uid ON tenants (uid);`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
@@ -112,6 +118,9 @@ export function openFleetDatabase(fleetDir: string): Database.Database {
   }
   db.pragma('synchronous = NORMAL');
   db.pragma('foreign_keys = ON');
+  db.function('vmkit_hashed_tenant_uid', { deterministic: true }, (id) =>
+    hashedTenantUid(fleetDir, String(id)),
+  );
   migrate(db);
   return db;
 }

@@ -186,7 +186,7 @@ export class Fleet {
       throw error;
     }
     try {
-      await prepareVm(this.dir, created, this.store.pool(tenant, pool));
+      await prepareVm(this.dir, created, this.store.pool(tenant, pool), this.store.tenant(tenant));
       const ready = this.store.finish(created.seq, 'Ready');
       audit(this.dir, {
         tenant,
@@ -314,7 +314,12 @@ export class Fleet {
 
   sleep(address: string): Promise<Instance> {
     return this.operate(address, 'sleep', async (instance, pool) => {
-      const { delta, steps } = await sleepVm(this.vm(instance).ctx, instance, pool);
+      const { delta, steps } = await sleepVm(
+        this.vm(instance).ctx,
+        instance,
+        pool,
+        this.store.tenant(instance.tenant),
+      );
       const share = (delta.bytes / delta.ramBytes).toFixed(3);
       return {
         outcome: { pid: null, pidTicks: null },

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
@@ -38,13 +39,36 @@ import { whichSync } from '../util/which.js';
 /** Tenant uids (and gids, the same numbers) come from this range, not from /etc/passwd. */
 export const JAIL_ID_BASE = 0x50000000;
 const JAIL_ID_SPAN = 1 << 28;
+/** Each fleet folder has a block of the range: 65536 blocks of 4096 tenants. */
+export const FLEET_ID_BLOCK = 1 << 12;
 
 /**
- * The tenant's uid: a hash of the fleet folder and the tenant id into the reserved range, so
- * that it is the same for every call and every process, with no record to keep. Two tenants
- * share one with odds of 2^-28 a pair (of one fleet or of two on one host).
+ * The first uid of the fleet's block: a hash of its folder, so that two fleets on one host
+ * (which share no database) use different blocks, but for odds of 2^-16 a pair of fleets.
  */
-export function tenantUid(fleetDir: string, tenant: string): number {
+export function fleetIdBlock(fleetDir: string): number {
+  const hash = createHash('sha256').update(fleetDir).digest();
+  return JAIL_ID_BASE + (hash.readUInt16BE(0) % (JAIL_ID_SPAN / FLEET_ID_BLOCK)) * FLEET_ID_BLOCK;
+}
+
+/**
+ * The uid a new tenant gets: the lowest of its fleet's block that no tenant of the fleet holds
+ * (`taken`, from the fleet's database, where a unique index keeps them apart). Undefined when
+ * the block is full.
+ */
+export function allocateTenantUid(fleetDir: string, taken: Iterable<number>): number | undefined {
+  const used = new Set(taken);
+  const first = fleetIdBlock(fleetDir);
+  for (let uid = first; uid < first + FLEET_ID_BLOCK; uid++) if (!used.has(uid)) return uid;
+  return undefined;
+}
+
+/**
+ * The uid vmkit gave a tenant before uids were recorded: a hash of the fleet folder and the
+ * tenant id into the range. Only the migration that records them uses it, so that tenants made
+ * then keep the uid that owns their files.
+ */
+export function hashedTenantUid(fleetDir: string, tenant: string): number {
   const hash = createHash('sha256').update(`${fleetDir}\0${tenant}`).digest();
   return JAIL_ID_BASE + (hash.readUInt32BE(0) % JAIL_ID_SPAN);
 }
@@ -64,6 +88,8 @@ export interface JailSpec {
   ramFile: string;
   /** The fleet folder: empty in the jail but for the folders above that lie in it. */
   hide: string;
+  /** It gets pid and network namespaces of its own (where the host allows them: namespacesUnavailable). */
+  namespaces: boolean;
 }
 
 /** Why the VMM cannot be jailed here, or undefined when it can. */
@@ -79,6 +105,14 @@ function whyUnavailable(): string | undefined {
   const missing = ['unshare', 'setpriv', 'chroot', 'mount'].filter((tool) => !whichSync(tool));
   if (missing.length > 0) return `${missing.join(', ')} (util-linux, coreutils) not found on PATH`;
   return undefined;
+}
+
+/** What an instance's warnings say of its jail: none where it is whole. */
+export function jailWarnings(): string[] {
+  const unjailed = jailUnavailable();
+  if (unjailed) return [jailWarning(unjailed)];
+  const noNamespaces = namespacesUnavailable();
+  return noNamespaces ? [`the VMM's jail has no pid or network namespace of its own: ${noNamespaces}`] : [];
 }
 
 export function jailWarning(reason: string): string {
@@ -144,7 +178,11 @@ export function jailScript(spec: JailSpec): string {
     fstab('system', [
       // The fresh /tmp and /dev/shm first: vmkit's code (a checkout in /tmp, say) binds over them.
       ['vmkit-tmp', at('/tmp'), 'tmpfs', mkdir('mode=1777,size=64m')],
-      ...['/dev', '/proc', '/sys'].map((dir) => [dir, at(dir), 'none', mkdir('rbind')]),
+      ...['/dev', '/sys'].map((dir) => [dir, at(dir), 'none', mkdir('rbind')]),
+      // Its pid namespace's own /proc (the host's where it has none): its processes alone.
+      spec.namespaces
+        ? ['proc', at('/proc'), 'proc', mkdir('nosuid,nodev,noexec')]
+        : ['/proc', at('/proc'), 'none', mkdir('rbind')],
       ['vmkit-shm', at('/dev/shm'), 'tmpfs', 'mode=0755,size=1m'],
       ...system.map((dir) => [dir, at(dir), 'none', mkdir('bind,ro')]),
       // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
@@ -164,6 +202,8 @@ export function jailScript(spec: JailSpec): string {
         files.includes(path) ? 'bind,ro' : mkdir('bind,ro'),
       ]),
     ]),
+    // libslirp hands each guestfwd command (the metadata host) a TCP socket pair made over 127.0.0.1.
+    ...(spec.namespaces ? ['ip link set lo up'] : []),
     'umask 077', // the VMM's sockets, logs and saved states: its uid's alone
     `exec chroot ${shellQuote(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
       kvm === undefined ? '--clear-groups' : `--groups=${kvm}`
@@ -171,12 +211,23 @@ export function jailScript(spec: JailSpec): string {
   ].join('\n');
 }
 
-/** The command line that runs `program args` in the jail. */
-export function jailed(spec: JailSpec, program: string, args: string[]): { program: string; args: string[] } {
+/**
+ * The command line that runs `program args` in the jail. With namespaces, `unshare` forks: the
+ * program is its child, the first process of the new pid namespace (its pid 1; its own pid on
+ * the host is the child's, kept through each exec), and `unshare` waits for it, killing it if
+ * it is killed itself. `forks` says so: the caller records the child, not `unshare`.
+ */
+export function jailed(
+  spec: JailSpec,
+  program: string,
+  args: string[],
+): { program: string; args: string[]; forks: boolean } {
   return {
     program: 'unshare',
+    forks: spec.namespaces,
     args: [
       '--mount',
+      ...(spec.namespaces ? ['--pid', '--net', '--kill-child'] : []),
       '--propagation',
       'private',
       '--',
@@ -216,8 +267,8 @@ export function shareWithTenant(path: string, uid: number): void {
 }
 
 /** The uid a tenant's VMMs run as, or undefined where they cannot be jailed (jailUnavailable says why). */
-export function vmmUid(fleetDir: string, tenant: string): number | undefined {
-  return jailUnavailable() ? undefined : tenantUid(fleetDir, tenant);
+export function vmmUid(tenant: { uid: number }): number | undefined {
+  return jailUnavailable() ? undefined : tenant.uid;
 }
 
 /**
@@ -255,5 +306,26 @@ export function prepareJail(options: {
     code: codeFolders(import.meta.url),
     ramFile: options.ramFile,
     hide: options.fleetDir,
+    namespaces: namespacesUnavailable() === undefined,
   };
+}
+
+/**
+ * Why the jail gets no pid and network namespaces here (a container that forbids them), or
+ * undefined when it does: asked of `unshare` once a process.
+ */
+export function namespacesUnavailable(): string | undefined {
+  namespaces ??= { reason: probeNamespaces() };
+  return namespaces.reason;
+}
+let namespaces: { reason: string | undefined } | undefined;
+
+function probeNamespaces(): string | undefined {
+  const args = ['--mount', '--pid', '--net', '--fork', '--kill-child', 'ip', 'link', 'set', 'lo', 'up'];
+  const probe = spawnSync('unshare', args, {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
+  if (probe.status === 0) return undefined;
+  return `unshare --pid --net ip link set lo up failed: ${(probe.stderr || probe.error?.message || `status ${probe.status}`).trim()}`;
 }

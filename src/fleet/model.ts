@@ -38,6 +38,8 @@ export interface Tenant {
   secrets: Record<string, string>;
   /** Its instances reach outside addresses through a user-mode NIC (eth2); fixed at creation. */
   outbound: boolean;
+  /** The uid (and gid) its jailed VMMs run as: allocateTenantUid, unique in the fleet. */
+  uid: number;
   createdAt: string;
 }
 

@@ -22,6 +22,7 @@ export function tenantFrom(row: Row): Tenant {
     },
     secrets: JSON.parse(String(row.secrets)) as Record<string, string>,
     outbound: Boolean(row.outbound),
+    uid: Number(row.uid),
     createdAt: String(row.created_at),
   };
 }

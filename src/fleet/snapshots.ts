@@ -217,6 +217,7 @@ export async function sleepVm(
   ctx: VmContext,
   instance: Instance,
   pool: Pool,
+  tenant: Tenant,
 ): Promise<{ delta: DeltaInfo; steps: string }> {
   const dir = instanceDir(ctx.fleetDir, instance.seq);
   const base = instanceBase(ctx.fleetDir, instance, pool);
@@ -226,7 +227,7 @@ export async function sleepVm(
   removeSleepState(dir, false);
   mkdirSync(join(ensureRecordsDir(dir), 'sleep'), { mode: 0o700 });
   ensureDirSync(join(dir, 'sleep'), 0o700);
-  const uid = vmmUid(ctx.fleetDir, instance.tenant);
+  const uid = vmmUid(tenant);
   if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`, 'sleep');
   await withVm(dir, instance.path, async (vm) => {

@@ -7,6 +7,7 @@ import { parseInput } from '../util/validate.js';
 import { type BuildRecord, insertBuild, listBuilds, type PoolBuild } from './builds.js';
 import { openFleetDatabase } from './db.js';
 import { validateId } from './ids.js';
+import { allocateTenantUid } from './jail.js';
 import { checkOperation, type InstanceState, type Operation, RefusedError } from './lifecycle.js';
 import {
   type Instance,
@@ -59,10 +60,16 @@ export class FleetStore {
           );
         }
       }
+      const taken = this.db.prepare('SELECT uid FROM tenants').pluck().all() as number[];
+      const uid = allocateTenantUid(this.dir, taken);
+      if (uid === undefined) {
+        throw new RefusedError(`tenant ${parsed.id}: the fleet's ${taken.length} tenant uids are all taken`);
+      }
       this.db
         .prepare(
           `INSERT INTO tenants (id, subnet, gateway, max_vcpus, max_memory_mib, max_running, max_warm,
-             max_instances, max_disk_mib, secrets, outbound, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             max_instances, max_disk_mib, secrets, outbound, uid, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           parsed.id,
@@ -76,6 +83,7 @@ export class FleetStore {
           parsed.maxDiskMiB,
           JSON.stringify(parsed.secrets),
           Number(parsed.outbound),
+          uid,
           now(),
         );
       return this.tenant(parsed.id);

@@ -29,7 +29,7 @@ import {
   removeGroups,
   trustedGroups,
 } from './cgroups.js';
-import { jailed, jailUnavailable, jailWarning, prepareJail, tenantUid, vmmUid } from './jail.js';
+import { jailed, jailWarnings, prepareJail, vmmUid } from './jail.js';
 import { removeMetadataDocument } from './metadata.js';
 import type { Instance, Pool, Tenant } from './model.js';
 import { startRelayDetached, stopRelay } from './outbound.js';
@@ -65,13 +65,7 @@ export const dataDiskPath = (dir: string) => join(dir, 'data.qcow2');
  */
 export const rootDiskPath = (dir: string) => join(dir, 'root.qcow2');
 
-export {
-  hasSleepState,
-  recordsDir,
-  removeSleepState,
-  sleepRecordsDir,
-  sleepStatePath,
-} from './records.js';
+export { hasSleepState, recordsDir, removeSleepState, sleepRecordsDir, sleepStatePath } from './records.js';
 
 const BOOT_TIMEOUT_MS = 120_000;
 /** QEMU's own memory beside guest RAM under TCG (translation cache, device buffers). */
@@ -79,7 +73,12 @@ const VMM_OVERHEAD_MIB = 256;
 const VMM_PIDS = 256;
 
 /** The instance's folder and its data disk: what create makes and destroy removes. */
-export async function prepareVm(fleetDir: string, instance: Instance, pool: Pool): Promise<string> {
+export async function prepareVm(
+  fleetDir: string,
+  instance: Instance,
+  pool: Pool,
+  tenant: Tenant,
+): Promise<string> {
   const dir = instanceDir(fleetDir, instance.seq);
   if (Buffer.byteLength(join(dir, SOCKETS.transfer)) > 107) {
     throw new ConfigError(
@@ -87,7 +86,7 @@ export async function prepareVm(fleetDir: string, instance: Instance, pool: Pool
     );
   }
   // Handed to the tenant's uid when its VMM is jailed: that owner is expected.
-  ensurePrivateDir(dir, { owners: [tenantUid(fleetDir, instance.tenant)] });
+  ensurePrivateDir(dir, { owners: [tenant.uid] });
   if (!existsSync(dataDiskPath(dir))) {
     await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
   }
@@ -309,7 +308,7 @@ export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenan
   mac: instance.mac,
   metadataArgs: metadataNic(instanceDir(ctx.fleetDir, instance.seq), instance.path),
   outbound: tenant.outbound,
-  uid: vmmUid(ctx.fleetDir, instance.tenant),
+  uid: vmmUid(tenant),
 });
 
 /** Runs `script` as root in the instance's guest over a short-lived attachment. */
@@ -351,8 +350,7 @@ export async function settleVm(
   pool: Pool,
 ): Promise<string[]> {
   const sandbox = (await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX];
-  const unjailed = jailUnavailable();
-  return [...limitVm(dir, record, pool), ...sandbox, ...(unjailed ? [jailWarning(unjailed)] : [])];
+  return [...limitVm(dir, record, pool), ...sandbox, ...jailWarnings()];
 }
 
 /** Ends the VMM: QMP quit, then SIGKILL if it lingers. */

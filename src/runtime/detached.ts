@@ -62,6 +62,28 @@ export function spawnDetached(options: DetachedSpawn): DetachedRecord {
   }
 }
 
+/**
+ * The record of the one child the recorded process forked (a wrapper that runs its program in a
+ * child, such as `unshare --fork`), written in its place; undefined while it has none yet.
+ */
+export function recordChildOf(record: DetachedRecord, recordPath: string): DetachedRecord | undefined {
+  const child = childrenOf(record.pid)[0];
+  const startTicks = child === undefined ? undefined : processStartTicks(child);
+  if (child === undefined || startTicks === undefined) return undefined;
+  const adopted = { ...record, pid: child, startTicks };
+  writeRecord(recordPath, adopted);
+  return adopted;
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    const listed = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+    return listed ? listed.split(' ').map(Number) : [];
+  } catch {
+    return [];
+  }
+}
+
 function writeRecord(path: string, record: DetachedRecord): void {
   writeFileSync(`${path}.part`, JSON.stringify(record), { mode: PRIVATE_FILE });
   renameSync(`${path}.part`, path);

@@ -6,15 +6,27 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { JAIL_ID_BASE, jailed, jailUnavailable, prepareJail, tenantUid } from '../../src/fleet/jail.js';
+import {
+  allocateTenantUid,
+  FLEET_ID_BLOCK,
+  fleetIdBlock,
+  JAIL_ID_BASE,
+  jailed,
+  jailUnavailable,
+  prepareJail,
+} from '../../src/fleet/jail.js';
 
 describe('fleet VMM jail', () => {
-  it('gives each tenant of a fleet a uid of its own in the reserved range, the same every time', () => {
-    const a = tenantUid('/srv/fleet', 'alpha');
-    assert.equal(tenantUid('/srv/fleet', 'alpha'), a);
-    assert.notEqual(tenantUid('/srv/fleet', 'beta'), a);
-    assert.notEqual(tenantUid('/srv/other', 'alpha'), a);
-    assert.ok(a >= JAIL_ID_BASE && a < JAIL_ID_BASE + 2 ** 28);
+  it("allocates a tenant the lowest uid of its fleet's block that no tenant holds", () => {
+    const first = fleetIdBlock('/srv/fleet');
+    assert.ok(first >= JAIL_ID_BASE && first + FLEET_ID_BLOCK <= JAIL_ID_BASE + 2 ** 28);
+    assert.equal((first - JAIL_ID_BASE) % FLEET_ID_BLOCK, 0);
+    assert.notEqual(fleetIdBlock('/srv/other'), first);
+    assert.equal(allocateTenantUid('/srv/fleet', []), first);
+    assert.equal(allocateTenantUid('/srv/fleet', [first, first + 2]), first + 1);
+    assert.equal(allocateTenantUid('/srv/fleet', [first, first + 1, 7]), first + 2);
+    const full = Array.from({ length: FLEET_ID_BLOCK }, (_, i) => first + i);
+    assert.equal(allocateTenantUid('/srv/fleet', full), undefined);
   });
 
   it('says why it cannot jail without root', { skip: process.getuid?.() === 0 }, () => {
@@ -42,7 +54,7 @@ describe('fleet VMM jail', () => {
       chmodSync(code, 0o755);
       writeFileSync(join(code, 'package.json'), '{}');
       codeDirs.push(code);
-      const uid = tenantUid(fleet, 'alpha');
+      const uid = allocateTenantUid(fleet, []) as number;
       const prepared = prepareJail({
         uid,
         dir: own,
@@ -59,6 +71,9 @@ describe('fleet VMM jail', () => {
         `test -e ${join(fleet, 'fleet.sqlite3')} && echo SEES-DB; test -e ${join(other, 'secret')} && echo SEES-OTHER`,
         `touch ${own}/mine && echo WROTE-OWN; touch ${net}/x 2>/dev/null || echo NET-READ-ONLY`,
         `test -e ${join(code, 'package.json')} && echo CODE-VISIBLE-IN-TMP || true`,
+        // Its own pid namespace (its first process is pid 1; vmkit's pid is not there) and network.
+        `test -e /proc/${process.pid} && echo SEES-HOST-PID; echo "PID1 $(tr '\\0' ' ' < /proc/1/cmdline | cut -c1-14)"`,
+        `echo "NICS $(grep -c : /proc/net/dev)"`,
       ].join('\n');
       const command = jailed(spec, '/bin/sh', ['-c', script]);
       const result = spawnSync(command.program, command.args, { encoding: 'utf8', timeout: 30_000 });
@@ -72,6 +87,14 @@ describe('fleet VMM jail', () => {
       assert.doesNotMatch(result.stdout, /SEES-/);
       assert.match(result.stdout, /WROTE-OWN\nNET-READ-ONLY/);
       assert.match(result.stdout, /CODE-VISIBLE-IN-TMP/, "vmkit's code in /tmp is hidden by the jail's /tmp");
+      if (spec.namespaces) {
+        assert.match(
+          result.stdout,
+          /^PID1 \/bin\/sh -c id/m,
+          'the jailed program is not pid 1 of its namespace',
+        );
+        assert.match(result.stdout, /^NICS 1$/m, 'the jail sees network interfaces besides its loopback');
+      }
     } finally {
       rmSync(fleet, { recursive: true, force: true });
       rmSync(ram, { force: true });

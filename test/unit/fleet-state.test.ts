@@ -7,6 +7,7 @@ import { after, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
 import { SCHEMA_VERSION } from '../../src/fleet/db.js';
 import { parseAddress } from '../../src/fleet/ids.js';
+import { fleetIdBlock, hashedTenantUid } from '../../src/fleet/jail.js';
 import {
   canTransition,
   checkOperation,
@@ -100,6 +101,32 @@ describe('the fleet store', () => {
     assert.equal(again.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
     assert.ok(SCHEMA_VERSION >= 2);
     again.close();
+  });
+
+  test("tenant uids: the lowest free of the fleet's block, unique, and kept by the migration that records them", () => {
+    const uidsDir = mkdtempSync(join(tmpdir(), 'vmkit-fleet-uids-'));
+    try {
+      const uids = new FleetStore(uidsDir);
+      const first = fleetIdBlock(uidsDir);
+      const made = ['u1', 'u2', 'u3'].map(
+        (id, i) => uids.createTenant({ id, subnet: `10.40.${i}.0/24` }).uid,
+      );
+      assert.deepEqual(made, [first, first + 1, first + 2]);
+      uids.deleteTenant('u2');
+      assert.equal(uids.createTenant({ id: 'u4', subnet: '10.40.9.0/24' }).uid, first + 1);
+      assert.throws(() => uids.db.prepare("UPDATE tenants SET uid = ? WHERE id = 'u4'").run(first), /UNIQUE/);
+      // A fleet from before: no uid column, schema version one less. Its tenants keep the hash's uid.
+      uids.db.exec('DROP INDEX tenants_uid; ALTER TABLE tenants DROP COLUMN uid;');
+      uids.db.pragma(`user_version = ${SCHEMA_VERSION - 1}`);
+      uids.close();
+      const migrated = new FleetStore(uidsDir);
+      for (const id of ['u1', 'u3', 'u4'])
+        assert.equal(migrated.tenant(id).uid, hashedTenantUid(uidsDir, id), `tenant ${id} changed uid`);
+      assert.equal(migrated.createTenant({ id: 'u5', subnet: '10.40.10.0/24' }).uid, first);
+      migrated.close();
+    } finally {
+      rmSync(uidsDir, { recursive: true, force: true });
+    }
   });
 
   test('tenants get a normalised subnet and refuse overlapping ones', () => {

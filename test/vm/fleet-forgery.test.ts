@@ -17,7 +17,6 @@ import {
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { tenantUid } from '../../src/fleet/jail.js';
 import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
 import { instanceDir, recordsDir, vmProcesses } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
@@ -77,7 +76,7 @@ describe('a tenant uid forging what root acts on', {
     await fleet.createPool({ tenant: 't', id: 'p', memoryMiB: 128 });
     await fleet.createInstance('t/p', 'i1');
     folder = instanceDir(dir, fleet.instance(path).seq);
-    uid = tenantUid(dir, 't');
+    uid = fleet.store.tenant('t').uid;
     victim = spawn('sleep', ['1000']);
     victimFolder = mkdtempSync('/tmp/vmkit-ff-victim-');
     victimFile = join(victimFolder, 'file');

@@ -1,13 +1,21 @@
 // The fleet on real tiny guests: lifecycle, quotas, sleep and wake, tenant isolation, the audit
 // log, kill -9 of the CLI mid-operation, and destroy leaving nothing behind.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { tenantUid } from '../../src/fleet/jail.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
 import { tenantAudit } from '../../src/fleet/metadata-reads.js';
 import { instanceInfo, nodeInfo } from '../../src/fleet/node.js';
@@ -16,6 +24,8 @@ import { rebuildPool } from '../../src/fleet/rebuild.js';
 import { scalePool } from '../../src/fleet/scale.js';
 import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
 import { instanceDir, liveRamPath, sleepRecordsDir, vmGroups, vmProcesses } from '../../src/fleet/vm.js';
+import { METADATA_HOSTS } from '../../src/fleet/vmm-options.js';
+import { switchSocket } from '../../src/network/switch-daemon.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, root, runCli, runProgram } from '../helpers.js';
 
@@ -128,11 +138,11 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     const [a1, a2, b1] = ['alpha/web/a1', 'alpha/web/a2', 'beta/db/b1'].map((path) => fleet.instance(path));
     const status = (pid = 0) => readFileSync(`/proc/${pid}/status`, 'utf8');
     const uidOf = (pid?: number) => Number(/^Uid:\s+(\d+)/m.exec(status(pid))?.[1]);
-    const alpha = tenantUid(dir, 'alpha');
+    const alpha = fleet.store.tenant('alpha').uid;
     assert.equal(uidOf(a1?.pid), alpha);
     assert.equal(uidOf(a2?.pid), alpha);
-    assert.equal(uidOf(b1?.pid), tenantUid(dir, 'beta'));
-    assert.notEqual(tenantUid(dir, 'beta'), alpha);
+    assert.equal(uidOf(b1?.pid), fleet.store.tenant('beta').uid);
+    assert.notEqual(fleet.store.tenant('beta').uid, alpha);
     assert.match(status(a1?.pid), /^CapEff:\s+0+$/m);
     const inJail = (path: string) => existsSync(`/proc/${a1?.pid}/root${path}`);
     const own = instanceDir(dir, a1?.seq ?? 0);
@@ -147,6 +157,47 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.deepEqual(readdirSync(`/proc/${a1?.pid}/root/dev/shm`), [basename(liveRamPath(own))]);
     assert.ok(!readFileSync(`/proc/${a1?.pid}/mountinfo`, 'utf8').includes(join(dir, 'fleet.sqlite3')));
     assert.match((await nodeInfo(fleet)).jail, /^applied/);
+
+    // Its own pid and network namespaces (no user namespace: the README says why).
+    const ns = (pid: number | string | undefined, kind: string) => readlinkSync(`/proc/${pid}/ns/${kind}`);
+    for (const kind of ['pid', 'net']) {
+      assert.notEqual(ns(a1?.pid, kind), ns('self', kind), `the VMM shares the host's ${kind} namespace`);
+      assert.notEqual(ns(a1?.pid, kind), ns(a2?.pid, kind), `two VMMs share a ${kind} namespace`);
+    }
+    // From inside, as its uid: it sees its own processes alone, not a2's VMM (the same uid) nor
+    // this test; it has no network interface but its loopback, and beta's switch is not there.
+    const runAs = (prefix: string[], script: string) => {
+      const setpriv = ['setpriv', `--reuid=${alpha}`, `--regid=${alpha}`, '--clear-groups', '--'];
+      const command = [...prefix, ...setpriv, 'sh', '-c', script];
+      return spawnSync(command[0] as string, command.slice(1), { encoding: 'utf8', timeout: 30_000 });
+    };
+    const nsenter = ['nsenter', '--target', String(a1?.pid), '--mount', '--pid', '--net', '--root', '--wd=/'];
+    const inside = (script: string) => runAs(nsenter, script);
+    const seen = inside(
+      'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done; grep -c : /proc/net/dev',
+    );
+    assert.equal(seen.status, 0, seen.stderr);
+    assert.ok(seen.stdout.includes(join(own, 'qmp.sock')), `it does not see its own VMM:\n${seen.stdout}`);
+    const a2Dir = instanceDir(dir, a2?.seq ?? 0);
+    assert.ok(!seen.stdout.includes(a2Dir), `it reads another VMM's command line:\n${seen.stdout}`);
+    assert.ok(!seen.stdout.includes(process.argv[1] as string), "it reads the host's command lines");
+    assert.match(seen.stdout, /^1$/m, 'it sees network interfaces besides its loopback');
+    const connect = (socket: string) =>
+      `${process.execPath} -e "require('net').connect('${socket}').on('connect', () => { console.log('CONNECTED'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(1); })"`;
+    const betaSwitch = switchSocket(join(dir, 'net', 'beta'));
+    const fromJail = inside(connect(betaSwitch));
+    assert.match(
+      fromJail.stdout,
+      /^ENOENT$/m,
+      `from a1's jail, beta's switch: ${fromJail.stdout}${fromJail.stderr}`,
+    );
+    // Even outside the jail, alpha's uid may not connect to beta's switch socket.
+    const fromHost = runAs([], connect(betaSwitch));
+    assert.match(
+      fromHost.stdout,
+      /^EACCES$/m,
+      `as alpha's uid, beta's switch: ${fromHost.stdout}${fromHost.stderr}`,
+    );
   });
 
   it('puts each VMM in cgroups of its own with its limits and under seccomp, or says why not', () => {
@@ -360,6 +411,54 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.ok(!log('beta').some((event) => event.target.startsWith('alpha')));
   });
 
+  it('forty metadata connections at once are answered in turn by a bounded number of metadata hosts', async (t) => {
+    const own = instanceDir(dir, fleet.instance('alpha/web/a1').seq);
+    const hosts = () =>
+      readdirSync('/proc')
+        .filter((name) => /^\d+$/.test(name))
+        .flatMap((pid) => {
+          try {
+            const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+            const host =
+              args[0] === process.execPath && args.some((arg) => /metadata-host\.[jt]s$/.test(arg));
+            if (!host || !args.includes(own)) return [];
+            return [Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024];
+          } catch {
+            return []; // ended meanwhile
+          }
+        });
+    let most = 0;
+    let mostMiB = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const rss = hosts();
+        most = Math.max(most, rss.length);
+        mostMiB = Math.max(
+          mostMiB,
+          rss.reduce((sum, mib) => sum + mib, 0),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    const started = Date.now();
+    const result = await fleet.exec(
+      'alpha/web/a1',
+      sh(
+        'for i in $(seq 40); do wget -q -O- http://169.254.169.254/identity > /tmp/meta-$i 2>&1 & done; wait; grep -l \'"path": "alpha/web/a1"\' /tmp/meta-* | wc -l',
+      ),
+      120_000,
+    );
+    sampling = false;
+    await sampler;
+    t.diagnostic(
+      `40 answers in ${Date.now() - started} ms; at most ${most} metadata hosts, ${mostMiB.toFixed(0)} MiB`,
+    );
+    assert.equal(result.stdout.toString().trim(), '40', result.stderr.toString());
+    assert.ok(most >= 1 && most <= METADATA_HOSTS, `${most} metadata hosts ran at once`);
+    assert.deepEqual(hosts(), [], 'a metadata host outlived its connection');
+  });
+
   it('the sleep policy samples CPU and switch traffic, keeps pinned instances, and sleeps idle ones', async () => {
     fleet.setFlags('alpha/web/a1', { pinned: true });
     await fleet.exec('alpha/web/a1', sh('(ping -c 10 -i 0.2 10.71.0.3 > /dev/null 2>&1 &)'));
@@ -487,7 +586,7 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
   });
 
   it('destroy leaves nothing: no processes, folders, RAM files, records or tenant-owned files', async () => {
-    const tenantUids = new Set(['alpha', 'beta'].map((tenant) => tenantUid(dir, tenant)));
+    const tenantUids = new Set(['alpha', 'beta'].map((tenant) => fleet.store.tenant(tenant).uid));
     const destroyed = await runCli([...fleetArgs, 'tenant', 'destroy', 'alpha']);
     assert.equal(destroyed.code, 2, 'destroy without a terminal needs --yes');
     assert.equal((await runCli([...fleetArgs, 'tenant', 'destroy', 'alpha', '--yes'])).code, 0);

@@ -9,6 +9,7 @@ import {
   isAlive,
   isRunning,
   readRecord,
+  recordChildOf,
   spawnDetached,
   stopDetached,
 } from '../../runtime/detached.js';
@@ -56,8 +57,11 @@ const logTail = (logPath: string) => {
  */
 export async function launchDetachedQemu(
   spec: Omit<VmmSpec, 'runtime' | 'detached'>,
-  /** Runs QEMU through another program (a jail) that ends by exec'ing QEMU in the same process. */
-  wrap?: (program: string, args: string[]) => { program: string; args: string[] },
+  /**
+   * Runs QEMU through another program (a jail) that ends by exec'ing QEMU in the same process,
+   * or (`forks`) in the one child it forks first: the record then names that child.
+   */
+  wrap?: (program: string, args: string[]) => { program: string; args: string[]; forks?: boolean },
   files: DetachedFiles = filesIn(spec.stateDir),
 ): Promise<DetachedRecord> {
   const binary = await which(qemuBinary());
@@ -66,7 +70,7 @@ export async function launchDetachedQemu(
   const command = wrap ? wrap(binary, args) : { program: binary, args };
   // A VMM that was SIGKILLed leaves its socket files: waiting for them would not wait at all.
   for (const name of Object.values(SOCKETS)) rmSync(join(spec.stateDir, name), { force: true });
-  const record = spawnDetached({
+  const spawned = spawnDetached({
     program: command.program,
     args: command.args,
     logPath: files.log,
@@ -74,6 +78,7 @@ export async function launchDetachedQemu(
     marker: join(spec.stateDir, SOCKETS.qmp),
   });
   const deadline = new Deadline(spec.startTimeoutMs, `QEMU for ${spec.name} to listen on its sockets`);
+  const record = command.forks ? await recordChild(spawned, files.record, deadline) : spawned;
   while (!Object.values(SOCKETS).every((name) => existsSync(join(spec.stateDir, name)))) {
     // A wrapper execs programs in turn: alive is enough until QEMU listens.
     if (!(wrap ? isAlive(record) : isRunning(record))) {
@@ -100,6 +105,25 @@ export async function launchDetachedQemu(
   );
   attached.detach();
   return record;
+}
+
+/** Waits for the wrapper's child (the process that becomes QEMU) and records it in the wrapper's place. */
+async function recordChild(
+  wrapper: DetachedRecord,
+  recordPath: string,
+  deadline: Deadline,
+): Promise<DetachedRecord> {
+  for (;;) {
+    const child = recordChildOf(wrapper, recordPath);
+    if (child) return child;
+    if (!isAlive(wrapper) || deadline.expired) {
+      await stopDetached(wrapper, 0);
+      throw new VmmStartError(
+        `the VMM's jail (pid ${wrapper.pid}) started no process within its start-up time`,
+      );
+    }
+    await sleep(5);
+  }
 }
 
 /** Connects to a unix socket, retrying while its listener is not up yet (ECONNREFUSED, ENOENT). */
