@@ -15,13 +15,18 @@ const DIR = '/opt/vmkit';
 const MiB = 2 ** 20;
 
 /**
- * The modules the guest runs, as ES modules laid out as in the repository: the two drivers and
- * every module they import at run time (found in the transpiled output, so type-only imports,
+ * The modules the guest runs, as ES modules laid out as in the repository: the two drivers, the
+ * RAM filler's child entry, and every module they import at run time (found in the transpiled output, so type-only imports,
  * which transpiling drops, pull nothing in). They must need no package: the guest has none.
  */
 function transpiled(): string {
   const out = mkdtempSync(join(tmpdir(), 'vmkit-cgroup-guest-'));
-  const queue = ['test/fixtures/cgroup-driver.ts', 'test/fixtures/ram-fill-driver.ts'];
+  // ram-fill-host.ts is not imported but run as a child process of its own.
+  const queue = [
+    'test/fixtures/cgroup-driver.ts',
+    'test/fixtures/ram-fill-driver.ts',
+    'src/fleet/ram-fill-host.ts',
+  ];
   const done = new Set<string>();
   for (let source = queue.shift(); source !== undefined; source = queue.shift()) {
     if (done.has(source)) continue;
