@@ -50,6 +50,8 @@ export async function openAttachPoints(machine: Machine): Promise<() => Promise<
     const onData = (text: string) => socket.write(text);
     machine.console.on('data', onData);
     socket.on('data', (chunk: Buffer) => machine.sendConsole(chunk.toString('utf8')));
+    // The end of what is typed (Ctrl-D) leaves the console: it has no output of its own to finish.
+    socket.on('end', () => socket.end());
     socket.on('close', () => machine.console.off('data', onData));
   });
   return async () => {

@@ -257,6 +257,79 @@ describe('the fleet agent on tiny guests', { skip: lacks('snapshot'), timeout: 9
     assert.match(third.stdout, /nothing changed/, third.stdout + third.stderr);
   });
 
+  it('`agent serve --interval 2` converges a changed document on its own, with no request', async () => {
+    /** The agent's periodic reconcile lines so far. */
+    const periodic = (stderr: string) => stderr.split('\n').filter((l) => l.includes('periodic reconcile'));
+    /** Waits (up to 120 s) for the agent's periodic reconcile number `n` (from 1) and returns its line. */
+    const nth = async (stderr: () => string, n: number) => {
+      const until = Date.now() + 120_000;
+      while (periodic(stderr()).length < n) {
+        assert.ok(Date.now() < until, `no periodic reconcile #${n}:\n${stderr()}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      return periodic(stderr())[n - 1] as string;
+    };
+    /** The number of the first periodic reconcile from `n` on that changed something, without failures. */
+    const converging = async (stderr: () => string, n: number) => {
+      for (; ; n++) {
+        const line = await nth(stderr, n);
+        // Began before the document was written, or read it half-written (it is not written atomically).
+        if (/ 0 change|reconcile failed/.test(line)) continue;
+        assert.match(line, /periodic reconcile: \d+ change\(s\), 0 failure\(s\)/);
+        return n;
+      }
+    };
+    writeDoc(
+      [
+        ['acme', 'web', 2],
+        ['initech', 'api', 1],
+      ],
+      ['acme', 'initech'],
+    );
+    const args = ['fleet', '--fleet-dir', fleetDir, 'agent', 'serve', '--desired', desired, '--certs', certs];
+    const served = await runProgram(
+      process.execPath,
+      [cli, ...args, '--listen', '127.0.0.1:0', '--interval', '2'],
+      {
+        timeoutMs: 300_000,
+        during: async (stderr, pid) => {
+          try {
+            // Its first reconcile runs at start and converges whatever the tests before left.
+            assert.match(await nth(stderr, 1), /periodic reconcile: \d+ change\(s\), 0 failure\(s\)/);
+            assertConverged(fleet, { 'acme/web': 2, 'initech/api': 1 });
+            writeDoc(
+              [
+                ['acme', 'web', 1],
+                ['initech', 'api', 1],
+              ],
+              ['acme', 'initech'],
+            );
+            // Any reconcile after the change converges it (one may have begun before the write).
+            let n = await converging(stderr, 2);
+            assertConverged(fleet, { 'acme/web': 1, 'initech/api': 1 });
+            writeDoc(
+              [
+                ['acme', 'web', 2],
+                ['initech', 'api', 1],
+              ],
+              ['acme', 'initech'],
+            );
+            n = await converging(stderr, n + 1);
+            assert.equal(
+              fleet.store.listInstances({ tenant: 'acme' }).length,
+              2,
+              'the Stopped one was started, none created',
+            );
+            assertConverged(fleet, { 'acme/web': 2, 'initech/api': 1 });
+          } finally {
+            process.kill(pid, 'SIGTERM');
+          }
+        },
+      },
+    );
+    assert.equal(served.code, 0, served.stderr);
+  });
+
   it('a shutdown of the agent leaves the instances running', async () => {
     const pids = fleet.store.listInstances().map((i) => i.pid);
     await server.close();

@@ -547,6 +547,54 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     t.diagnostic(`${repairs} of 9 kills landed inside an operation: ${[...seen].join('; ')}`);
   });
 
+  it('a VMM killed from outside: the next fleet command marks it Stopped, and it starts again', async () => {
+    const path = 'alpha/web/a2';
+    const state = fleet.instance(path).state;
+    if (state === 'Sleeping') await fleet.wake(path);
+    else if (state === 'Warm') await fleet.resume(path);
+    else if (state !== 'Running') await fleet.start(path);
+    const before = fleet.instance(path);
+    assert.equal(before.state, 'Running');
+    const own = instanceDir(dir, before.seq);
+    const pid = before.pid as number;
+    const recorded = JSON.parse(readFileSync(join(`${own}.records`, 'vmm.json'), 'utf8')) as { pid: number };
+    assert.equal(recorded.pid, pid);
+    assert.ok(existsSync(liveRamPath(own)), 'no RAM file while it runs');
+    process.kill(pid, 'SIGKILL');
+    const gone = Date.now() + 20_000;
+    while (vmProcesses(own).length > 0) {
+      assert.ok(Date.now() < gone, `VMM ${pid} still runs 20 s after SIGKILL`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const listed = await runCli([...fleetArgs, '--json', 'instance', 'list', 'alpha/web']);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(
+      listed.stderr,
+      new RegExp(`repaired ${path}: Running -> Stopped: state check: its VMM \\(pid ${pid}\\) is gone`),
+    );
+    const row = (JSON.parse(listed.stdout) as { path: string; state: string }[]).find((i) => i.path === path);
+    assert.equal(row?.state, 'Stopped');
+    const after = fleet.instance(path);
+    assert.equal(after.state, 'Stopped');
+    assert.equal(after.pid, undefined);
+    assertConsistent(fleet);
+    // What a dead VMM leaves outside its folder is gone: its RAM file and its cgroups.
+    assert.ok(!existsSync(liveRamPath(own)), 'its RAM file outlived it');
+    assert.equal(vmGroups(own), undefined, 'its cgroups are still recorded');
+    const audited = readAudit(dir, 'alpha')
+      .filter((e) => e.action === 'repair' && e.target === path)
+      .at(-1);
+    assert.match(audited?.detail ?? '', /^Running -> Stopped: state check/);
+    // A second command finds nothing to repair.
+    const again = await runCli([...fleetArgs, 'instance', 'list', 'alpha/web']);
+    assert.doesNotMatch(again.stderr, /repaired/);
+    const started = await runCli([...fleetArgs, 'instance', 'start', path]);
+    assert.equal(started.code, 0, started.stderr);
+    assert.equal(fleet.instance(path).state, 'Running');
+    assert.equal((await fleet.exec(path, ['true'])).status, 0);
+    assertConsistent(fleet);
+  });
+
   it('the audit log has every state change and refusal, one JSON line each', () => {
     const events = readAudit(dir, 'alpha');
     const raw = readFileSync(join(dir, 'audit', 'alpha.jsonl'), 'utf8')

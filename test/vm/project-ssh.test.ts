@@ -1,6 +1,7 @@
 // Project VMs on a Debian recipe image with openssh-server and rsync (examples/project-vm/
 // debian-ssh.json), through the CLI: up (data disk on /dev/vdb behind the root disk), exec,
-// real OpenSSH with vmkit's key and the pinned host key, sync by rsync over SSH, down. A tiny VM
+// real OpenSSH with vmkit's key and the pinned host key, sync by rsync over SSH, a snapshot
+// saved and restored, down. A tiny VM
 // beside it shows what an image without sshd says.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -127,6 +128,24 @@ describe('project VMs on a Debian image with sshd', { skip: lacks('snapshot'), t
     assert.equal(passed.code, 0, passed.stderr + passed.stdout);
     assert.match(passed.stderr, /\(rsync\): 0 sent/);
     assert.match(passed.stdout, /ok - tmpfs mount\nok - ext2 on a loop device\n0 failed/);
+  });
+
+  it('snapshot save, change files, snapshot restore: the files are back, and ssh still works', async () => {
+    await guest('echo before > /root/mark && echo before > /work/mark && sync');
+    const saved = await vmkit(['snapshot', 'save', 'x', 'deb']);
+    assert.equal(saved.code, 0, saved.stderr);
+    assert.match(saved.stdout + saved.stderr, /saved snapshot x of deb/);
+    // The root disk, the data disk and a file only in RAM (tmpfs /run) all change.
+    await guest('echo after > /root/mark && rm /work/mark && echo gone > /run/ram-only && sync');
+    const restored = await vmkit(['snapshot', 'restore', 'x', 'deb']);
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.equal(
+      await guest('cat /root/mark /work/mark; test -e /run/ram-only || echo no-ram-file'),
+      'before\nbefore\nno-ram-file\n',
+    );
+    const ssh = await vmkit(['ssh', 'deb', '--', 'cat /root/mark']);
+    assert.equal(ssh.code, 0, ssh.stderr);
+    assert.equal(ssh.stdout, 'before\n');
   });
 
   it('an image without sshd says so: ssh and rsync refuse, auto falls back to vmkit', async () => {

@@ -25,15 +25,22 @@ export async function attachCommand(
       `attach: no machine ${machine} waiting in run ${run} (${path} is missing; is the run waiting with --debug-on-failure?)`,
     );
   }
-  const socket = connect({ path, allowHalfOpen: true });
+  // Not half-open: once the machine's side ends (the shell exited, the run ended, the console
+  // was left), nothing more can come and this side ends too, whether or not stdin is still open.
+  const socket = connect({ path });
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', resolve);
     socket.once('error', reject);
+  });
+  let failure: Error | undefined;
+  socket.on('error', (error: Error) => {
+    failure = error;
   });
   socket.pipe(process.stdout);
   process.stdin.pipe(socket);
   await new Promise<void>((resolve) => socket.on('close', () => resolve()));
   process.stdin.unpipe(socket);
   process.stdin.destroy();
-  return 0;
+  if (failure) process.stderr.write(`vmkit: attach: ${failure.message}\n`);
+  return failure ? 1 : 0;
 }
