@@ -11,9 +11,8 @@ import { checkSubids, checkUserns, readSubidFacts, readUsernsFacts } from './roo
  */
 export async function rootlessBuildProblems(): Promise<string[]> {
   const problems: string[] = [];
-  for (const tool of ['fakeroot', 'unshare']) {
-    if (!(await which(tool))) problems.push(installHint(tool));
-  }
+  // unshare itself is checked by the user-namespace probe below.
+  if (!(await which('fakeroot'))) problems.push(installHint('fakeroot'));
   const who = { user: userInfo().username, uid: process.getuid?.() ?? -1 };
   for (const check of [checkUserns(await readUsernsFacts()), checkSubids(await readSubidFacts(who))]) {
     if (check.status !== 'ok') problems.push(check.fix ? `${check.detail}; fix: ${check.fix}` : check.detail);
