@@ -78,10 +78,7 @@ const fileStep = z
   })
   .refine(oneKind, KIND_ERROR);
 
-const fileOptions = z.union([
-  z.array(fileStep).transform((script) => ({ script })),
-  z.object({ script: z.array(fileStep).optional(), ...common }).strict(),
-]);
+const fileOptions = z.object({ script: z.array(fileStep).optional(), ...common }).strict();
 
 /** Checks the options of mockBackend(), naming the field and value that are wrong. */
 export function parseMockOptions(options: unknown): MockScriptOptions {
@@ -107,6 +104,7 @@ export async function loadMockScript(path: string): Promise<MockScriptOptions> {
   } catch (error) {
     throw new ConfigError(`mock script ${path}: ${(error as Error).message.split('\n')[0]}`);
   }
-  const parsed = parseInput(fileOptions, value, `mock script ${path}`);
+  const shaped = Array.isArray(value) ? { script: value } : value;
+  const parsed = parseInput(fileOptions, shaped, `mock script ${path}`);
   return parsed as { script?: MockStep[] } & MockScriptOptions;
 }

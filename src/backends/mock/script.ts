@@ -73,6 +73,9 @@ const UNIT_DIAGNOSTICS = [
   /^journalctl --no-pager -n 40 (?:-u|--user-unit) '[^']*' 2>&1$/,
 ];
 
+/** What the driver's diagnostics bundle runs in a failed machine (driver/diagnostics.ts). */
+const RUN_DIAGNOSTICS = [/^dmesg$/, /^ps -ef /, /^command -v (?:systemctl|journalctl) >\/dev\/null && /];
+
 const answer = (reply: MockReply, poweroff = false): MockAnswer => ({
   stdout: reply.stdout ?? '',
   stderr: reply.stderr ?? '',
@@ -167,6 +170,10 @@ export class MockScript {
     if (UNIT_DIAGNOSTICS.some((pattern) => pattern.test(command))) {
       record('builtin');
       return answer({});
+    }
+    if (RUN_DIAGNOSTICS.some((pattern) => pattern.test(command))) {
+      record('builtin');
+      return answer({ status: 127, stderr: 'not on the mock guest\n' });
     }
     if (this.options.otherwise) {
       record('otherwise');

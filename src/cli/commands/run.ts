@@ -5,13 +5,13 @@ import { pathToFileURL } from 'node:url';
 import type { AccelRequest } from '../../backends/accel.js';
 import type { Backend } from '../../backends/backend.js';
 import { backendNamed } from '../../backends/index.js';
-import { mockBackend } from '../../backends/mock/backend.js';
+import { type MockBackend, mockBackend } from '../../backends/mock/backend.js';
 import { loadMockScript } from '../../backends/mock/options.js';
 import { QEMU_MISSING, qemuBinary } from '../../backends/qemu/process.js';
 import { waitForDebugging } from '../../driver/debug.js';
 import { interactiveDefinition } from '../../driver/interactive.js';
 import { RunRecorder } from '../../driver/recorder.js';
-import { asTestDefinition, runTest } from '../../driver/runner.js';
+import { asTestDefinition, runTest, type TestDefinition } from '../../driver/runner.js';
 import { registerScriptLoader } from '../../driver/script-loader.js';
 import { ConfigError, VmmStartError } from '../../errors.js';
 import type { Machine } from '../../machine/machine.js';
@@ -60,8 +60,9 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
   }
   const loadedDefinition = asTestDefinition(loaded.default, script);
-  const definition = options.interactive ? interactiveDefinition(loadedDefinition) : loadedDefinition;
   const backend = await chosenBackend(options);
+  const chosen = options.interactive ? interactiveDefinition(loadedDefinition) : loadedDefinition;
+  const definition = options.mockScript ? usingWholeScript(chosen, backend as MockBackend) : chosen;
   const captureDir = options.capture ? await makeOutputDir(options.output ?? 'vmkit-output') : undefined;
   if (!backend?.simulated && !(await which(qemuBinary()))) throw new VmmStartError(QEMU_MISSING);
 
@@ -136,6 +137,19 @@ async function chosenBackend(options: RunCommandOptions): Promise<Backend | unde
   if (options.backend !== undefined && options.backend !== 'mock')
     throw new ConfigError(`--mock-script is for --backend mock, not --backend ${options.backend}`);
   return mockBackend(await loadMockScript(options.mockScript));
+}
+
+/** The test, then a check that it used every step of its mock script (a step left over fails it). */
+function usingWholeScript(definition: TestDefinition, backend: MockBackend): TestDefinition {
+  const body = definition.test;
+  if (!body) return definition;
+  return {
+    ...definition,
+    test: async (context) => {
+      await body(context);
+      backend.verify();
+    },
+  };
 }
 
 /** The run's output folder, made up front so that a bad path is bad input before any machine starts. */
