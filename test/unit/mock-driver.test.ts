@@ -76,6 +76,19 @@ describe('the driver on the mock backend', () => {
     assert.match(String(report.error), /unexpected page: gone/);
   });
 
+  test('a machine can declare its own mock backend (no run option)', async () => {
+    const own = mockBackend({ script: [{ command: 'hostname', stdout: 'box\n' }] });
+    const definition = defineTest({
+      machines: { box: { backend: own } },
+      async test({ box }) {
+        if ((await box.succeed('hostname')) !== 'box\n') throw new Error('wrong answer');
+      },
+    });
+    const report = await runTest(definition, { outputDir: join(dir, 'declared') });
+    assert.equal(report.passed, true, report.error?.stack);
+    own.verify();
+  });
+
   test('suites need setup snapshots: the mock refuses them before any machine boots', async () => {
     const suite = defineTest({
       machines: { box: {} },
