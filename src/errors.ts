@@ -166,6 +166,23 @@ export class CapabilityError extends VmkitError {
 }
 
 /**
+ * The mock backend's script and the commands a test ran disagree: a command the script does not
+ * answer (the mock guest stops there, so later calls on that machine fail too), or steps the test
+ * never used. `expected` lists what the script still expected.
+ */
+export class MockScriptError extends VmkitError {
+  override name = 'MockScriptError';
+  constructor(
+    message: string,
+    readonly expected: string[],
+    readonly machine?: string,
+    readonly command?: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
  * A systemd unit is in a state it was not meant to be in (it failed, or went inactive with no job
  * left that could start it). Carries `systemctl status` and the unit's journal tail.
  */

@@ -9,6 +9,9 @@ export {
 } from './backends/accel.js';
 export type { Backend, BackendCapabilities, Capability, ExitInfo } from './backends/backend.js';
 export { BACKEND_NAMES, backendNamed, requireCapability } from './backends/index.js';
+export { type MockBackend, mockBackend } from './backends/mock/backend.js';
+export { loadMockScript } from './backends/mock/options.js';
+export type { MockCommand, MockReply, MockScriptOptions, MockStep } from './backends/mock/script.js';
 export type { QmpClient, QmpEvent } from './backends/qemu/qmp.js';
 export type { ConsoleStep } from './console/script.js';
 export { ConsoleScriptError, runConsoleScript } from './console/script.js';

@@ -1,5 +1,7 @@
 import type { Socket } from 'node:net';
 import { CapabilityError } from '../errors.js';
+// Types only: a simulated backend names the stand-in image its machines get.
+import type { BootImage } from '../images/types.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { Accel } from './accel.js';
 
@@ -173,6 +175,11 @@ export interface Vmm {
   /** Forwards TCP `hostPort` on the host's loopback to `guestPort` through the host NIC. */
   addPortForward(hostPort: number, guestPort: number): Promise<void>;
   removePortForward(hostPort: number): Promise<void>;
+  /**
+   * Why the VMM ended, when it can say so better than an exit status (the mock: the command its
+   * script does not answer): the machine's pending and later calls fail with this error.
+   */
+  readonly endedWith?: Error;
 }
 
 /** A virtual machine monitor vmkit can drive. */
@@ -186,6 +193,11 @@ export interface Backend {
   version(runtime: Runtime): Promise<string>;
   /** Starts a VMM for `spec`; resolves once every channel is connected. */
   launch(spec: VmmSpec): Promise<Vmm>;
+  /**
+   * Set by a backend whose guests are simulated (the mock): its machines get this image (nothing
+   * is built or checked) and this accelerator (nothing is probed), whatever their options say.
+   */
+  readonly simulated?: { image: BootImage; accel: Accel };
 }
 
 /** Throws a CapabilityError unless `backend` has `capability` (and, for lists, `value` in it). */

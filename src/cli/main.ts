@@ -71,6 +71,14 @@ program
     },
   )
   .addOption(accelOption())
+  .option(
+    '--backend <name>',
+    'run every machine on this backend: qemu, or mock (no VMM: answers from a script)',
+  )
+  .option(
+    '--mock-script <file>',
+    'with --backend mock: the commands its machines expect and their answers (JSON or YAML)',
+  )
   .action(async (script: string, options) => {
     const { runCommand } = await import('./commands/run.js');
     process.exitCode = await runCommand(script, options);

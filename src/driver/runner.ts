@@ -1,9 +1,10 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
+import type { Backend } from '../backends/backend.js';
 import { ConfigError, TestRunError, TimeoutError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
-import { commonMachineFields } from '../machine/options.js';
+import { commonMachineFields, declaredMachineFields } from '../machine/options.js';
 import { startMachine } from '../machines.js';
 import { Runtime } from '../runtime/runtime.js';
 import { RunLog } from '../util/log.js';
@@ -25,6 +26,7 @@ const runOptions = z
   .object({
     keep: z.boolean().optional(),
     accel: commonMachineFields.accel,
+    backend: declaredMachineFields.backend,
     console: z.boolean().optional(),
     verbose: z.boolean().optional(),
     log: instanceOf(RunLog, 'RunLog'),
@@ -45,6 +47,8 @@ const runOptions = z
 export interface RunOptions {
   keep?: boolean;
   accel?: AccelRequest;
+  /** Runs every machine on this backend, whatever it declares (`vmkit run --backend mock`). */
+  backend?: string | Backend;
   /** Stream every machine's console, and every command's output, to the log. */
   console?: boolean;
   /** Log every command, its output as it comes, and how it ended. */
@@ -197,6 +201,7 @@ async function runSingle(
       startMachine({
         ...withoutDriverFields(definition.machines[name] ?? {}),
         ...(options.accel ? { accel: options.accel } : {}),
+        ...(options.backend ? { backend: options.backend } : {}),
         name,
         hosts: lan.hosts,
         log: log.for(name),
@@ -269,6 +274,7 @@ async function runSuite(
   const snapshots = await prepareSuiteSnapshots(definition, lan, {
     fresh: options.fresh,
     accel: options.accel,
+    backend: options.backend,
     log,
     resources,
   });

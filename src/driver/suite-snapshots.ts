@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AccelRequest } from '../backends/accel.js';
+import { type Backend, requireCapability } from '../backends/backend.js';
 import { configIdentity } from '../machine/config.js';
 import type { Machine } from '../machine/machine.js';
 import { resolveMachine } from '../machine/start.js';
@@ -23,7 +24,13 @@ import { type Resources, startAll, withoutDriverFields } from './resources.js';
 export async function prepareSuiteSnapshots(
   definition: TestDefinition,
   lan: LanPlan,
-  options: { fresh?: boolean; accel?: AccelRequest; log: RunLog; resources: Resources },
+  options: {
+    fresh?: boolean;
+    accel?: AccelRequest;
+    backend?: string | Backend;
+    log: RunLog;
+    resources: Resources;
+  },
 ): Promise<Record<string, Snapshot>> {
   const { log, resources } = options;
   const names = Object.keys(definition.machines);
@@ -36,12 +43,19 @@ export async function prepareSuiteSnapshots(
         const machineOptions = {
           ...withoutDriverFields(definition.machines[name] ?? {}),
           ...(options.accel ? { accel: options.accel } : {}),
+          ...(options.backend ? { backend: options.backend } : {}),
           name,
           hosts: lan.hosts,
           runtime: resources.runtime,
           networks: attachments(lan, names, name, switches, true),
         };
         const resolved = await resolveMachine(machineOptions);
+        requireCapability(
+          resolved.backend,
+          'snapshot',
+          undefined,
+          `tests: start each test from a setup snapshot of ${name}`,
+        );
         const version = await resolved.backend.version(resolved.runtime);
         const label = snapshotLabel(definition.name, name);
         return {

@@ -108,6 +108,11 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     death.catch(() => {});
     launched.exited.then((info) => {
       if (machine) return; // from now on the machine reports its own death
+      if (launched.endedWith) {
+        agent.fail(launched.endedWith);
+        died(launched.endedWith);
+        return;
+      }
       const stderr = launched.stderrTail().trim();
       // With -no-reboot, a guest that panics or reboots during boot ends QEMU with status 0.
       const why =
@@ -163,7 +168,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     await vmm?.kill();
     vmm?.closeControl();
     const explained =
-      died && stderr && !(error instanceof MachineCrashedError)
+      died && stderr && !(error instanceof MachineCrashedError) && error !== vmm?.endedWith
         ? new MachineCrashedError(
             name,
             `${plan.backend.title} exited before the machine was ready: ${stderr}`,

@@ -23,6 +23,7 @@ export function watchVmm(internals: MachineInternals, stopping: () => boolean): 
     const how = info.signal ? `killed by ${info.signal}` : `status ${info.code}`;
     const reason = stopping() ? 'machine was shut down' : `${backend.title} exited unexpectedly (${how})`;
     const stderr = vmm.stderrTail().trim();
+    if (vmm.endedWith && !stopping()) return agent.fail(vmm.endedWith);
     agent.fail(
       new MachineCrashedError(
         name,

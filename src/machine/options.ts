@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { AccelRequest } from '../backends/accel.js';
+import type { Backend } from '../backends/backend.js';
 import { BACKEND_NAMES } from '../backends/index.js';
 import { IMAGE_NAMES } from '../images/build.js';
 import type { ImageRecipe } from '../images/recipe.js';
@@ -80,8 +81,8 @@ export interface MachineOptions {
   allowReboot?: boolean;
   /** A screen (QEMU -vga std): screenshot(), sendKey(), sendChars(), getTtyText() (default false). */
   display?: boolean;
-  /** The VMM that runs the machine (default "qemu"). */
-  backend?: string;
+  /** The VMM that runs the machine: a name (default "qemu"), or a backend such as mockBackend({ script }). */
+  backend?: string | Backend;
   /**
    * Outbound access to the host's network through the machine's own NIC to the host. Off by
    * default: the guest then has no route out.
@@ -119,6 +120,14 @@ const isBootImage = (value: unknown) =>
   ['name', 'key', 'kernel', 'initrd', 'cmdline'].every(
     (field) => typeof (value as Record<string, unknown>)[field] === 'string',
   );
+
+const isBackend = (value: unknown) =>
+  typeof value === 'object' &&
+  value !== null &&
+  typeof (value as Backend).name === 'string' &&
+  typeof (value as Backend).launch === 'function' &&
+  typeof (value as Backend).version === 'function' &&
+  typeof (value as Backend).capabilities === 'object';
 
 /** A recipe is checked in full by buildImage; here it is recognised by its base. */
 const isRecipe = (value: unknown) =>
@@ -167,7 +176,10 @@ export const declaredMachineFields = {
     .optional(),
   qemuArgs: z.array(z.string({ error: 'must be a string' })).optional(),
   backend: z
-    .enum(BACKEND_NAMES as [string, ...string[]], { error: `must be one of ${BACKEND_NAMES.join(', ')}` })
+    .custom<string | Backend>(
+      (value) => (typeof value === 'string' ? BACKEND_NAMES.includes(value) : isBackend(value)),
+      { error: `must be one of ${BACKEND_NAMES.join(', ')}, or a backend like mockBackend({ script })` },
+    )
     .optional(),
   internet: z.boolean({ error: 'must be true or false' }).optional(),
   allowReboot: z.boolean({ error: 'must be true or false' }).optional(),

@@ -53,10 +53,12 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
   const backend = backendNamed(options.backend);
   const runtime = options.runtime ?? defaultRuntime();
   const wanted = options.image ?? 'tiny';
-  const media = isUserMedia(wanted)
-    ? await resolveMedia(wanted, options.firmware ?? 'bios', options.bootOrder)
-    : undefined;
-  if (!media && (options.firmware || options.bootOrder)) {
+  const simulated = backend.simulated;
+  const media =
+    !simulated && isUserMedia(wanted)
+      ? await resolveMedia(wanted, options.firmware ?? 'bios', options.bootOrder)
+      : undefined;
+  if (!media && !simulated && (options.firmware || options.bootOrder)) {
     throw new ConfigError(
       'startMachine options: firmware and bootOrder apply to media you bring (image: { iso } or { disk })',
     );
@@ -65,17 +67,25 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
   if (backdoor && options.readyWhen !== undefined) {
     throw new ConfigError('startMachine options: readyWhen is for machines started with backdoor: false');
   }
-  const image = media
-    ? mediaImage(media)
-    : await resolveImage(wanted as string | BootImage | ImageRecipe, runtime, options.log);
+  const image = simulated
+    ? simulated.image
+    : media
+      ? mediaImage(media)
+      : await resolveImage(wanted as string | BootImage | ImageRecipe, runtime, options.log);
   // An image with a root disk has it first (/dev/vda), as an overlay on the image's base.
   const disks: DiskSpec[] = [
     ...(image.disk ? [{ sizeMiB: image.diskSizeMiB ?? 0, base: image.disk }] : []),
     ...(options.disks ?? []).map((disk) => ({ sizeMiB: disk.sizeMiB })),
   ];
   const profile = backdoor ? profileNamed(image.profile) : foreignProfile;
-  const accel = await chooseAccel(options.accel ?? 'auto', runtime);
+  const accel: AccelDecision = simulated
+    ? { accel: simulated.accel, reason: `the ${backend.title} backend simulates its guests` }
+    : await chooseAccel(options.accel ?? 'auto', runtime);
+  if (simulated && options.accel && options.accel !== 'auto') {
+    requireCapability(backend, 'accels', options.accel, `accel "${options.accel}" asks for it`);
+  }
   requireCapability(backend, 'accels', accel.accel, accel.reason);
+  if (options.display) requireCapability(backend, 'display', undefined, 'display: true asks for a screen');
   const networks = options.networks ?? [];
   const config: MachineConfig = {
     backend: backend.name,
@@ -145,6 +155,8 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
     incoming: false,
     verb: 'booted',
     async prepare(stateDir) {
+      const memory = { path: ramFilePath(runtime, stateDir, name), share: true };
+      if (resolved.backend.simulated) return { memory, disks: [] }; // a simulated guest has no disks
       const diskPaths: string[] = [];
       for (const [index, disk] of config.disks.entries()) {
         const path = join(stateDir, `disk${index}.qcow2`);
@@ -152,7 +164,7 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
         diskPaths.push(path);
       }
       const boot = config.media ? await prepareMedia(config.media as MediaConfig, stateDir) : undefined;
-      return { memory: { path: ramFilePath(runtime, stateDir, name), share: true }, disks: diskPaths, boot };
+      return { memory, disks: diskPaths, boot };
     },
     ready: (vmm, agent, console) => ready(vmm, agent, console, timeoutMs),
     bootReady: ready,

@@ -160,7 +160,7 @@ describe('profiles', () => {
       () => profileNamed(name),
       (error: unknown) => {
         assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
-        assert.equal(error.message, `no guest profile ${JSON.stringify(name)} (known: tiny, debian)`);
+        assert.equal(error.message, `no guest profile ${JSON.stringify(name)} (known: tiny, debian, mock)`);
         return true;
       },
     );

@@ -260,7 +260,7 @@ describe('restorability and verifyFiles', () => {
       identity: { ...identity, backend: 'firecracker' },
     });
     const reasons = await restorability(record, runtime, 'tcg');
-    assert.equal(reasons[0], 'unknown backend "firecracker" (known: qemu)');
+    assert.equal(reasons[0], 'unknown backend "firecracker" (known: qemu, mock)');
     assert.equal(reasons.length, 3, JSON.stringify(reasons));
   });
 

@@ -3,11 +3,15 @@ import { access } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AccelRequest } from '../../backends/accel.js';
+import type { Backend } from '../../backends/backend.js';
+import { backendNamed } from '../../backends/index.js';
+import { type MockBackend, mockBackend } from '../../backends/mock/backend.js';
+import { loadMockScript } from '../../backends/mock/options.js';
 import { QEMU_MISSING, qemuBinary } from '../../backends/qemu/process.js';
 import { waitForDebugging } from '../../driver/debug.js';
 import { interactiveDefinition } from '../../driver/interactive.js';
 import { RunRecorder } from '../../driver/recorder.js';
-import { asTestDefinition, runTest } from '../../driver/runner.js';
+import { asTestDefinition, runTest, type TestDefinition } from '../../driver/runner.js';
 import { registerScriptLoader } from '../../driver/script-loader.js';
 import { ConfigError, VmmStartError } from '../../errors.js';
 import type { Machine } from '../../machine/machine.js';
@@ -32,6 +36,10 @@ export interface RunCommandOptions {
   interactive?: boolean;
   debugOnFailure?: boolean;
   debugWait?: number;
+  /** Run every machine on this backend (`mock`: no VMM, commands answered from `mockScript`). */
+  backend?: string;
+  /** A mock script file (JSON or YAML) for `--backend mock`. */
+  mockScript?: string;
 }
 
 /** `vmkit run`: loads a test script (TypeScript through tsx) and runs it. Returns the exit code. */
@@ -52,9 +60,11 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
   }
   const loadedDefinition = asTestDefinition(loaded.default, script);
-  const definition = options.interactive ? interactiveDefinition(loadedDefinition) : loadedDefinition;
+  const backend = await chosenBackend(options);
+  const chosen = options.interactive ? interactiveDefinition(loadedDefinition) : loadedDefinition;
+  const definition = options.mockScript ? usingWholeScript(chosen, backend as MockBackend) : chosen;
   const captureDir = options.capture ? await makeOutputDir(options.output ?? 'vmkit-output') : undefined;
-  if (!(await which(qemuBinary()))) throw new VmmStartError(QEMU_MISSING);
+  if (!backend?.simulated && !(await which(qemuBinary()))) throw new VmmStartError(QEMU_MISSING);
 
   const log = new RunLog();
   const runtime = new Runtime({ keep: options.keep });
@@ -86,6 +96,7 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   const report = await runTest(definition, {
     keep: options.keep,
     accel: options.accel,
+    backend,
     console: options.console,
     verbose: options.verbose,
     outputDir: options.output,
@@ -118,6 +129,27 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   });
   await runtime.close();
   return report.passed ? 0 : 1;
+}
+
+/** The backend `--backend` names; with `--mock-script`, a mock that answers from that file. */
+async function chosenBackend(options: RunCommandOptions): Promise<Backend | undefined> {
+  if (options.mockScript === undefined) return options.backend ? backendNamed(options.backend) : undefined;
+  if (options.backend !== undefined && options.backend !== 'mock')
+    throw new ConfigError(`--mock-script is for --backend mock, not --backend ${options.backend}`);
+  return mockBackend(await loadMockScript(options.mockScript));
+}
+
+/** The test, then a check that it used every step of its mock script (a step left over fails it). */
+function usingWholeScript(definition: TestDefinition, backend: MockBackend): TestDefinition {
+  const body = definition.test;
+  if (!body) return definition;
+  return {
+    ...definition,
+    test: async (context) => {
+      await body(context);
+      backend.verify();
+    },
+  };
 }
 
 /** The run's output folder, made up front so that a bad path is bad input before any machine starts. */

@@ -1,5 +1,6 @@
 import { ConfigError } from '../../errors.js';
 import { debianProfile } from './debian.js';
+import { mockProfile } from './mock.js';
 import type { GuestProfile } from './profile.js';
 import { tinyProfile } from './tiny.js';
 
@@ -7,7 +8,11 @@ export { foreignProfile } from './foreign.js';
 
 export type { BootSetup, GuestNic, GuestProfile, RestoreSetup } from './profile.js';
 
-const PROFILES: Record<string, GuestProfile> = { tiny: tinyProfile, debian: debianProfile };
+const PROFILES: Record<string, GuestProfile> = {
+  tiny: tinyProfile,
+  debian: debianProfile,
+  mock: mockProfile,
+};
 
 /** The profile of an image, by the name its manifest gives. */
 export function profileNamed(name: string): GuestProfile {
