@@ -9,7 +9,8 @@
 
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Fleet, findBase, instanceInfo, readAudit, rebuildPool } from 'vmkit';
+import { Fleet, instanceInfo, readAudit, rebuildPool } from 'vmkit';
+import { findBase } from '../src/fleet/base.js';
 // Where an instance's folder and its live RAM file are: internals, read to measure what is there.
 import { instanceDir, liveRamPath } from '../src/fleet/vm.js';
 import { loadAverages, log, median, parseIntOptions, ratio, round } from './lib.js';

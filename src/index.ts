@@ -12,7 +12,6 @@ export { BACKEND_NAMES, backendNamed, requireCapability } from './backends/index
 export { type MockBackend, mockBackend } from './backends/mock/backend.js';
 export { loadMockScript } from './backends/mock/options.js';
 export type { MockCommand, MockReply, MockScriptOptions, MockStep } from './backends/mock/script.js';
-export type { QmpClient, QmpEvent } from './backends/qemu/qmp.js';
 export type { ConsoleStep } from './console/script.js';
 export { ConsoleScriptError, runConsoleScript } from './console/script.js';
 export {
@@ -60,7 +59,6 @@ export {
 export { AgentCallError, AgentClient, type ConnectAgentOptions, connectAgent } from './fleet/agent/client.js';
 export { type AgentServer, type AgentServerOptions, startAgent } from './fleet/agent/server.js';
 export { type AuditEvent, readAudit } from './fleet/audit.js';
-export { type BaseSnapshot, findBase } from './fleet/base.js';
 export { defaultFleetDir } from './fleet/db.js';
 export type { Action, Phase } from './fleet/desired/plan.js';
 export {
@@ -149,20 +147,18 @@ export {
   VirtualSwitch,
 } from './network/switch.js';
 export {
-  ensureSwitchDaemon,
-  findSwitchDaemon,
-  stopSwitchDaemon,
-  switchDaemonStats,
-} from './network/switch-daemon.js';
-export {
-  type DetachedRecord,
-  type DetachedSpawn,
-  isRunning,
-  readRecord,
-  spawnDetached,
-  stopDetached,
-} from './runtime/detached.js';
-export { defaultRuntime, Runtime, type RuntimeOptions } from './runtime/runtime.js';
+  type OpenProjectVmOptions,
+  openProjectVm,
+  type ProjectExecOptions,
+  ProjectVmHandle,
+} from './project/api.js';
+export type { CommandSpec, ProjectConfig, SyncMap, VmConfig } from './project/config.js';
+export type { UpResult } from './project/lifecycle.js';
+export type { ProjectSnapshot } from './project/snapshots.js';
+export type { VmStatus } from './project/status.js';
+export type { SyncReport } from './project/sync.js';
+export type { SyncMethod } from './project/sync-vm.js';
+export { Runtime, type RuntimeOptions } from './runtime/runtime.js';
 export type { ForkOptions } from './snapshot/fork.js';
 export type { SnapshotManifest } from './snapshot/manifest.js';
 export type { PoolOptions, RestorePool } from './snapshot/pool.js';

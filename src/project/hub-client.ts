@@ -1,14 +1,11 @@
 import { connect, type Socket } from 'node:net';
+import type { RawResult } from '../agent/backdoor.js';
 import { CommandFailedError, MachineCrashedError } from '../errors.js';
 import { LineSplitter } from '../util/lines.js';
 import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
 
-export interface RunResult {
-  status: number;
-  timedOut: boolean;
-  stdout: Buffer;
-  stderr: Buffer;
-}
+/** A command's end as the hub reports it: the guest agent's own result. */
+export type RunResult = RawResult;
 
 /** How long after a command's own timeout the host waits for the hub's answer. */
 const HUB_GRACE_MS = 15_000;

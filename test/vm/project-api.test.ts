@@ -1,0 +1,100 @@
+// Project VMs from a program (openProjectVm), on a real tiny guest: the same VM the CLI drives,
+// through the public API: up, exec, succeed, sync, snapshot, restore, reset, status, down, destroy.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { CommandFailedError, ConfigError, openProjectVm, type ProjectVmHandle } from '../../src/index.js';
+import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
+import { cli, lacks, runProgram } from '../helpers.js';
+
+// Short: the VM's sockets live under the project's .vmkit/ and socket paths stop at 107 bytes.
+const project = mkdtempSync('/tmp/vmkit-papi-');
+writeFileSync(
+  join(project, 'vmkit.config.json'),
+  JSON.stringify({
+    vms: {
+      box: {
+        image: 'tiny',
+        memoryMiB: 192,
+        diskMiB: 32,
+        sync: [{ host: '.', guest: '/work/project' }],
+        provision: ['echo provisioned > /work/provisioned'],
+      },
+    },
+  }),
+);
+writeFileSync(join(project, 'hello.txt'), 'hello from the host\n');
+
+after(async () => {
+  for (const process of processesNaming(project)) await stopDetached(process, 0);
+  rmSync(project, { recursive: true, force: true });
+});
+
+describe('project VMs through the public API', { skip: lacks('snapshot'), timeout: 600_000 }, () => {
+  let vm: ProjectVmHandle;
+
+  it('opens the VM of the config around a folder; an unknown VM or a folder without one is a ConfigError', async () => {
+    vm = await openProjectVm({ cwd: project });
+    assert.equal(vm.name, 'box');
+    assert.equal(vm.dir, join(project, '.vmkit', 'box'));
+    await assert.rejects(openProjectVm({ cwd: project, vm: 'nope' }), ConfigError);
+    await assert.rejects(openProjectVm({ cwd: '/' }), /no vmkit\.config\.ts or vmkit\.config\.json/);
+    assert.equal((await vm.status()).state, 'absent');
+  });
+
+  it('up boots and provisions it; exec and succeed run in its working folder', async () => {
+    const lines: string[] = [];
+    const progress = await openProjectVm({ cwd: project, log: (line) => lines.push(line) });
+    const result = await progress.up();
+    assert.equal(result.already, false);
+    assert.ok(lines.length > 0, 'up reports progress to log');
+    assert.equal((await vm.up()).already, true);
+    assert.equal(await vm.succeed(['cat', '/work/provisioned']), 'provisioned\n');
+    assert.equal(await vm.succeed(['pwd']), '/work/project\n');
+    const failed = await vm.exec(['sh', '-c', 'echo out; echo err >&2; exit 3']);
+    assert.deepEqual(
+      [failed.status, failed.stdout.toString(), failed.stderr.toString()],
+      [3, 'out\n', 'err\n'],
+    );
+    await assert.rejects(vm.succeed(['false']), CommandFailedError);
+    const status = await vm.status();
+    assert.equal(status.state, 'running');
+    assert.ok(status.snapshots.includes('clean'), 'up saved the clean snapshot');
+  });
+
+  it('sync copies the host tree; the CLI sees the same VM', async () => {
+    const reports = await vm.sync();
+    assert.equal(reports.length, 1);
+    assert.ok((reports[0]?.sent ?? 0) >= 2, JSON.stringify(reports));
+    assert.equal(await vm.succeed(['cat', 'hello.txt']), 'hello from the host\n');
+    const fromCli = await runProgram(process.execPath, [cli, 'exec', '--', 'cat', 'hello.txt'], {
+      cwd: project,
+      timeoutMs: 120_000,
+    });
+    assert.equal(fromCli.code, 0, fromCli.stderr);
+    assert.equal(fromCli.stdout, 'hello from the host\n');
+  });
+
+  it('snapshot, restore and reset put the guest back', async () => {
+    await vm.succeed(['sh', '-c', 'echo one > /root/mark']);
+    await vm.snapshot('one');
+    await vm.succeed(['sh', '-c', 'echo two > /root/mark']);
+    await vm.restore('one');
+    assert.equal(await vm.succeed(['cat', '/root/mark']), 'one\n');
+    assert.deepEqual((await vm.snapshots()).map((snapshot) => snapshot.label).sort(), ['clean', 'one']);
+    await vm.reset();
+    assert.equal((await vm.exec(['test', '-e', '/root/mark'])).status, 1, 'reset went back to clean');
+    await assert.rejects(vm.restore('../x'), ConfigError);
+  });
+
+  it('down stops it, keeping its disks; destroy removes them', async () => {
+    assert.equal(await vm.down(), true);
+    assert.equal(await vm.down(), false);
+    assert.equal((await vm.status()).state, 'stopped');
+    await assert.rejects(vm.exec(['true']), /VM box is not running/);
+    await vm.destroy();
+    assert.equal(existsSync(vm.dir), false);
+    assert.equal(processesNaming(project).length, 0, 'no process of the VM is left');
+  });
+});
