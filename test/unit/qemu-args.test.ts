@@ -270,4 +270,32 @@ describe('qemuArgs', () => {
       'slirp has no NIC of its own',
     );
   });
+
+  test('firmware boot: each device in the boot order gets its bootindex (OVMF ignores -boot order)', () => {
+    const firmware = { kernel: undefined, initrd: undefined, cmdline: undefined };
+    const iso = qemuArgs(
+      spec({ ...firmware, boot: { firmware: 'uefi', cdrom: '/m/a.iso', order: ['disk', 'cdrom'] } }),
+    );
+    assert.equal(iso.includes('-boot'), false);
+    assert.deepEqual(valuesOf(iso, '-drive').slice(0, 3), [
+      'file=/m/a.iso,media=cdrom,readonly=on,if=none,id=cdrom',
+      'file=/run/vm/web/disk0.qcow2,if=none,format=qcow2,id=disk0',
+      // Not booted: left as it was, after the devices that carry a bootindex.
+      'file=/run/vm/web/disk1.qcow2,if=virtio,format=qcow2,id=disk1',
+    ]);
+    const devices = valuesOf(iso, '-device');
+    assert.ok(devices.includes('ide-cd,drive=cdrom,bus=ide.0,unit=0,bootindex=2'), devices.join(' '));
+    assert.ok(devices.includes('virtio-blk-pci,drive=disk0,bootindex=1'), devices.join(' '));
+    // A user disk is the boot disk: the first of `disks` is then a plain disk.
+    const disk = qemuArgs(
+      spec({ ...firmware, boot: { firmware: 'bios', disk: '/s/boot.qcow2', order: ['disk'] } }),
+    );
+    assert.deepEqual(valuesOf(disk, '-drive').slice(0, 2), [
+      'file=/s/boot.qcow2,if=none,format=qcow2,id=bootdisk',
+      'file=/run/vm/web/disk0.qcow2,if=virtio,format=qcow2,id=disk0',
+    ]);
+    assert.ok(valuesOf(disk, '-device').includes('virtio-blk-pci,drive=bootdisk,bootindex=1'));
+    // A direct kernel boot has no boot order.
+    assert.equal(qemuArgs(base).join(' ').includes('bootindex'), false);
+  });
 });

@@ -114,13 +114,18 @@ export function grubIso(dir: string): Promise<string> {
  * An "installed system" and its "installer": the system is a BIOS GRUB disk image booting tiny
  * with `vmkit.mark=installed`; the installer is an ISO booting tiny with the system image in its
  * initramfs at /install/system.img, for an install step on the console to write onto /dev/vda.
+ * With `uefi` both boot under UEFI too (bigger: GRUB's EFI loader in each).
  */
-export async function installerIso(dir: string): Promise<{ iso: string; system: string }> {
+export async function installerIso(
+  dir: string,
+  options: { uefi?: boolean } = {},
+): Promise<{ iso: string; system: string }> {
+  const biosOnly = !options.uefi;
   const system = await grubRescue(
     dir,
     'system.img',
     { timeout: 0, entries: [{ title: 'installed', append: ' vmkit.mark=installed' }] },
-    { biosOnly: true },
+    { biosOnly },
   );
   const payload = join(dir, 'payload.cpio');
   await writeCpio(payload, [
@@ -131,7 +136,7 @@ export async function installerIso(dir: string): Promise<{ iso: string; system: 
     dir,
     'installer.iso',
     { timeout: 0, entries: [{ title: 'installer', append: ' vmkit.mark=installer' }] },
-    { initrds: { 'payload.cpio': readFileSync(payload) }, biosOnly: true },
+    { initrds: { 'payload.cpio': readFileSync(payload) }, biosOnly },
   );
   return { iso, system };
 }

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import type { VmmSpec } from '../backend.js';
+import type { FirmwareBoot, VmmSpec } from '../backend.js';
 import { MACHINE_OUTBOUND, outboundArgs } from '../outbound/launch.js';
 
 /** Socket file names inside a machine's state folder: short, since the path limit is 107 bytes. */
@@ -28,6 +28,7 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
   // Detached, QEMU listens and anyone may attach later; otherwise vmkit listens and QEMU connects.
   const serve = spec.detached ? ',server=on,wait=off' : '';
   const consoleLog = spec.detached ? `,logfile=${opt(join(spec.stateDir, 'console.log'))},logappend=on` : '';
+  const order = bootIndexes(spec);
   const options: Array<[string, string?]> = [
     ['-name', spec.name],
     [
@@ -76,7 +77,7 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
     );
     options.push(
       ['-netdev', `user,id=${HOST_NETDEV},restrict=on${rules.join('')}`],
-      ['-device', `virtio-net-pci,netdev=${HOST_NETDEV},mac=${hostNic.mac},id=hostnic`],
+      ['-device', `virtio-net-pci,netdev=${HOST_NETDEV},mac=${hostNic.mac},id=hostnic${at(order.network)}`],
     );
     if (hostNic.internet) {
       const mac = hostNic.outboundMac ?? hostNic.mac;
@@ -84,11 +85,12 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
       for (let i = 0; i < out.length; i += 2) options.push([out[i] as string, out[i + 1] as string]);
     }
   }
-  if (spec.boot?.disk) {
-    options.push(['-drive', `file=${opt(spec.boot.disk)},if=virtio,format=qcow2,id=bootdisk`]);
-  }
+  // The disk the firmware boots is the user's disk, else the first disk (the one an installer writes).
+  if (spec.boot?.disk) options.push(...virtioDisk(spec.boot.disk, 'bootdisk', order.disk));
   spec.disks.forEach((disk, index) => {
-    options.push(['-drive', `file=${opt(disk)},if=virtio,format=qcow2,id=disk${index}`]);
+    options.push(
+      ...virtioDisk(disk, `disk${index}`, index === 0 && !spec.boot?.disk ? order.disk : undefined),
+    );
   });
   // A standard VGA card: text-mode virtual terminals, screendump and the PS/2 keyboard for send-key.
   if (spec.display) options.push(['-vga', 'std']);
@@ -97,7 +99,7 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
   return [...args, ...(spec.extraArgs ?? [])];
 }
 
-const BOOT_LETTERS = { cdrom: 'd', disk: 'c', network: 'n' } as const;
+type BootDevice = FirmwareBoot['order'][number];
 
 /** Direct kernel boot, or the firmware and its boot media. */
 function bootOptions(
@@ -116,9 +118,33 @@ function bootOptions(
     if (spec.initrd) options.push(['-initrd', spec.initrd]);
     if (spec.cmdline) options.push(['-append', spec.cmdline]);
   }
-  if (boot?.cdrom)
-    options.push(['-drive', `file=${opt(boot.cdrom)},media=cdrom,readonly=on,if=ide,id=cdrom`]);
-  if (boot && !spec.kernel)
-    options.push(['-boot', `order=${boot.order.map((device) => BOOT_LETTERS[device]).join('')}`]);
+  if (boot?.cdrom) {
+    const index = bootIndexes(spec).cdrom;
+    options.push(
+      ['-drive', `file=${opt(boot.cdrom)},media=cdrom,readonly=on,if=none,id=cdrom`],
+      ['-device', `ide-cd,drive=cdrom,bus=ide.0,unit=0${at(index)}`],
+    );
+  }
   return options;
+}
+
+/**
+ * The `bootindex` of each boot device in the machine's boot order (none for a direct kernel
+ * boot). Per-device indexes, not `-boot order`: OVMF ignores that option, and SeaBIOS reads both.
+ * Devices left out of the order are tried after those in it.
+ */
+function bootIndexes(spec: Pick<VmmSpec, 'kernel' | 'boot'>): Partial<Record<BootDevice, number>> {
+  if (!spec.boot || spec.kernel) return {};
+  return Object.fromEntries(spec.boot.order.map((device, index) => [device, index + 1]));
+}
+
+const at = (bootindex: number | undefined) => (bootindex === undefined ? '' : `,bootindex=${bootindex}`);
+
+/** A qcow2 virtio disk; one the firmware may boot from is a device of its own, to carry its bootindex. */
+function virtioDisk(file: string, id: string, bootindex: number | undefined): Array<[string, string?]> {
+  if (bootindex === undefined) return [['-drive', `file=${opt(file)},if=virtio,format=qcow2,id=${id}`]];
+  return [
+    ['-drive', `file=${opt(file)},if=none,format=qcow2,id=${id}`],
+    ['-device', `virtio-blk-pci,drive=${id}${at(bootindex)}`],
+  ];
 }
