@@ -1,0 +1,94 @@
+// Concurrent exec on fleet instances (issue #20 item 19): QEMU's sockets take one client each,
+// so commands share one agent connection within a process and take turns across processes.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { Fleet } from '../../src/fleet/fleet.js';
+import { instanceDir, vmStatus } from '../../src/fleet/vm.js';
+import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
+import { cli, lacks, runProgram } from '../helpers.js';
+
+// Short: instance sockets live in the fleet folder and unix socket paths stop at 107 bytes.
+const dir = mkdtempSync('/tmp/vmkit-fexec-');
+const paths = ['alpha/web/e1', 'alpha/web/e2'];
+const echo = (i: number) => ['sh', '-c', `echo ${i}`];
+
+describe('concurrent exec on fleet instances', { skip: lacks('snapshot'), timeout: 600_000 }, () => {
+  let fleet: Fleet;
+
+  before(async () => {
+    fleet = new Fleet({ dir });
+    fleet.createTenant({ id: 'alpha', subnet: '10.73.0.0/24' });
+    await fleet.createPool({ tenant: 'alpha', id: 'web', memoryMiB: 128 });
+    for (const path of paths) {
+      await fleet.createInstance('alpha/web', path.split('/')[2]);
+      assert.equal((await fleet.start(path)).state, 'Running');
+    }
+  });
+
+  after(async () => {
+    for (const tenant of fleet.store.listTenants()) await fleet.destroyTenant(tenant.id).catch(() => {});
+    await fleet.close();
+    for (const leftover of processesNaming(dir)) await stopDetached(leftover, 0);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs 100 concurrent execs over two instances in one process, each with its own result', async () => {
+    const started = performance.now();
+    // Half of them streamed, as the fleet agent runs them (it caps their output).
+    const results = await Promise.allSettled(
+      Array.from({ length: 100 }, (_, i) =>
+        fleet.exec(paths[i % 2] as string, echo(i), 60_000, i % 4 < 2 ? undefined : { maxOutputBytes: 4096 }),
+      ),
+    );
+    const ms = performance.now() - started;
+    const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`${i}: ${r.reason}`] : []));
+    assert.deepEqual(failed.slice(0, 3), [], `${failed.length} of 100 failed`);
+    results.forEach((r, i) => {
+      assert.ok(r.status === 'fulfilled');
+      assert.deepEqual([r.value.status, r.value.stdout.toString()], [0, `${i}\n`]);
+    });
+    process.stderr.write(`100 concurrent execs over 2 instances: ${Math.round(ms)} ms, ${Math.round(100_000 / ms)}/s\n`);
+  });
+
+  it("leaves QMP free while commands run: the instance's status answers meanwhile", async () => {
+    const path = paths[0] as string;
+    const long = fleet.exec(path, ['sh', '-c', 'sleep 2; echo done']);
+    const seq = fleet.instance(path).seq;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(await vmStatus(instanceDir(dir, seq), path), 'running');
+    assert.equal((await long).stdout.toString(), 'done\n');
+  });
+
+  it('runs 30 concurrent `fleet instance exec` CLI processes on one instance', async () => {
+    const started = performance.now();
+    const runs = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        runProgram(process.execPath, [cli, 'fleet', '--fleet-dir', dir, 'instance', 'exec', paths[0] as string, 'echo', `n${i}`], {
+          timeoutMs: 300_000,
+        }),
+      ),
+    );
+    const ms = performance.now() - started;
+    const failed = runs.flatMap((r, i) => (r.code !== 0 ? [`${i}: code ${r.code}: ${r.stderr.trim()}`] : []));
+    assert.deepEqual(failed.slice(0, 3), [], `${failed.length} of 30 failed`);
+    runs.forEach((r, i) => assert.equal(r.stdout, `n${i}\n`));
+    process.stderr.write(`30 concurrent CLI execs on one instance: ${Math.round(ms)} ms\n`);
+  });
+
+  it('sleeps an instance while execs run on it, and wakes it to run more', async () => {
+    const path = paths[1] as string;
+    const inFlight = Array.from({ length: 10 }, (_, i) => fleet.exec(path, echo(i)));
+    const slept = await fleet.sleep(path);
+    assert.equal(slept.state, 'Sleeping');
+    const settled = await Promise.allSettled(inFlight);
+    // Each either ran to its end before the sleep, or was refused/ended with an error that says why.
+    settled.forEach((r, i) => {
+      if (r.status === 'fulfilled') assert.equal(r.value.stdout.toString(), `${i}\n`);
+      else assert.match(String(r.reason), /sleep|Sleeping|ended|stopped/i);
+    });
+    assert.equal((await fleet.wake(path)).state, 'Running');
+    const after = await Promise.all(Array.from({ length: 10 }, (_, i) => fleet.exec(path, echo(i))));
+    after.forEach((r, i) => assert.equal(r.stdout.toString(), `${i}\n`));
+  });
+});
