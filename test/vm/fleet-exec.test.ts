@@ -44,11 +44,13 @@ describe('concurrent exec on fleet instances', { skip: lacks('snapshot'), timeou
     const ms = performance.now() - started;
     const failed = results.flatMap((r, i) => (r.status === 'rejected' ? [`${i}: ${r.reason}`] : []));
     assert.deepEqual(failed.slice(0, 3), [], `${failed.length} of 100 failed`);
-    results.forEach((r, i) => {
+    for (const [i, r] of results.entries()) {
       assert.ok(r.status === 'fulfilled');
       assert.deepEqual([r.value.status, r.value.stdout.toString()], [0, `${i}\n`]);
-    });
-    process.stderr.write(`100 concurrent execs over 2 instances: ${Math.round(ms)} ms, ${Math.round(100_000 / ms)}/s\n`);
+    }
+    process.stderr.write(
+      `100 concurrent execs over 2 instances: ${Math.round(ms)} ms, ${Math.round(100_000 / ms)}/s\n`,
+    );
   });
 
   it("leaves QMP free while commands run: the instance's status answers meanwhile", async () => {
@@ -64,31 +66,40 @@ describe('concurrent exec on fleet instances', { skip: lacks('snapshot'), timeou
     const started = performance.now();
     const runs = await Promise.all(
       Array.from({ length: 30 }, (_, i) =>
-        runProgram(process.execPath, [cli, 'fleet', '--fleet-dir', dir, 'instance', 'exec', paths[0] as string, 'echo', `n${i}`], {
-          timeoutMs: 300_000,
-        }),
+        runProgram(
+          process.execPath,
+          [cli, 'fleet', '--fleet-dir', dir, 'instance', 'exec', paths[0] as string, 'echo', `n${i}`],
+          {
+            timeoutMs: 300_000,
+          },
+        ),
       ),
     );
     const ms = performance.now() - started;
     const failed = runs.flatMap((r, i) => (r.code !== 0 ? [`${i}: code ${r.code}: ${r.stderr.trim()}`] : []));
     assert.deepEqual(failed.slice(0, 3), [], `${failed.length} of 30 failed`);
-    runs.forEach((r, i) => assert.equal(r.stdout, `n${i}\n`));
+    for (const [i, r] of runs.entries()) assert.equal(r.stdout, `n${i}\n`);
     process.stderr.write(`30 concurrent CLI execs on one instance: ${Math.round(ms)} ms\n`);
   });
 
-  it('sleeps an instance while execs run on it, and wakes it to run more', async () => {
+  it('sleeps an instance once the execs in flight end, refusing new ones meanwhile; wakes to run more', async () => {
     const path = paths[1] as string;
-    const inFlight = Array.from({ length: 10 }, (_, i) => fleet.exec(path, echo(i)));
-    const slept = await fleet.sleep(path);
-    assert.equal(slept.state, 'Sleeping');
-    const settled = await Promise.allSettled(inFlight);
-    // Each either ran to its end before the sleep, or was refused/ended with an error that says why.
-    settled.forEach((r, i) => {
-      if (r.status === 'fulfilled') assert.equal(r.value.stdout.toString(), `${i}\n`);
-      else assert.match(String(r.reason), /sleep|Sleeping|ended|stopped/i);
+    let running!: () => void;
+    const started = new Promise<void>((resolve) => {
+      running = resolve;
     });
+    const first = fleet.exec(path, ['sh', '-c', 'echo go; sleep 1; echo 0'], 60_000, {
+      onStdout: () => running(),
+    });
+    await started; // the first one runs in the guest: the instance's agent is open
+    const inFlight = [first, ...Array.from({ length: 9 }, (_, i) => fleet.exec(path, echo(i + 1)))];
+    const sleeping = fleet.sleep(path);
+    await assert.rejects(fleet.exec(path, echo(99)), /under a sleep/);
+    const results = await Promise.all(inFlight);
+    for (const [i, r] of results.entries()) assert.equal(r.stdout.toString(), i === 0 ? 'go\n0\n' : `${i}\n`);
+    assert.equal((await sleeping).state, 'Sleeping');
     assert.equal((await fleet.wake(path)).state, 'Running');
-    const after = await Promise.all(Array.from({ length: 10 }, (_, i) => fleet.exec(path, echo(i))));
-    after.forEach((r, i) => assert.equal(r.stdout.toString(), `${i}\n`));
+    const woken = await Promise.all(Array.from({ length: 10 }, (_, i) => fleet.exec(path, echo(i))));
+    for (const [i, r] of woken.entries()) assert.equal(r.stdout.toString(), `${i}\n`);
   });
 });
