@@ -6,13 +6,14 @@ import { isRunning, readRecord } from '../runtime/detached.js';
 import { vmmFiles } from './records.js';
 
 /**
- * How long a new attachment waits for the agent's restart banner. A host that connects as soon as
- * the last one left (the turn handed over) often finds the backdoor still reading, never having
- * seen that host leave: no banner comes, and the full wait (2.5 s) was the whole cost of a CLI exec.
- * A restarting backdoor prints its banner within a few ms of reopening (its pause is 5 ms after a
- * host left); one later than this arrives under the probe, which is sent again (attachAgent).
+ * How long a new attachment waits for the agent's restart banner before its probe: not at all. A
+ * host that connects as soon as the last one left (the turn handed over) often finds the backdoor
+ * still reading, never having seen that host leave, so no banner comes (waiting 2.5 s for one was
+ * the whole cost of a CLI exec). Where the backdoor does restart, the probe sent meanwhile is
+ * either dropped or answered, and the banner rejects it either way; it is then sent again
+ * (attachAgent), and the restarted backdoor reads it.
  */
-const HANDOVER_BANNER_WAIT_MS = 250;
+const HANDOVER_BANNER_WAIT_MS = 0;
 
 /** An instance's guest agent as one user of it sees it. */
 export interface AgentLease {
