@@ -3,9 +3,11 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
+import { agentTurnKey } from '../../src/backends/qemu/agent-attach.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { instanceDir, vmStatus } from '../../src/fleet/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
+import { takeTurn } from '../../src/util/turn.js';
 import { cli, lacks, runProgram } from '../helpers.js';
 
 // Short: instance sockets live in the fleet folder and unix socket paths stop at 107 bytes.
@@ -101,5 +103,33 @@ describe('concurrent exec on fleet instances', { skip: lacks('snapshot'), timeou
     assert.equal((await fleet.wake(path)).state, 'Running');
     const woken = await Promise.all(Array.from({ length: 10 }, (_, i) => fleet.exec(path, echo(i))));
     for (const [i, r] of woken.entries()) assert.equal(r.stdout.toString(), `${i}\n`);
+  });
+
+  it('waits for a turn another client holds, and says so when its timeout passes', async () => {
+    const path = paths[0] as string;
+    const dirOf = instanceDir(dir, fleet.instance(path).seq);
+    const held = await takeTurn(agentTurnKey(dirOf), 1000, 'the test', 'a test holding the agent');
+    await assert.rejects(
+      fleet.exec(path, ['true'], 1500),
+      /turn on the agent of alpha\/web\/e1[\s\S]*another client holds it \(pid \d+: a test holding the agent\)/,
+    );
+    const waiting = fleet.exec(path, echo(7), 30_000);
+    setTimeout(() => held.release(), 500);
+    assert.equal((await waiting).stdout.toString(), '7\n');
+  });
+
+  it('stop does not wait for a command in flight: the command fails saying its VMM ended', async () => {
+    const path = paths[0] as string;
+    let running!: () => void;
+    const started = new Promise<void>((resolve) => {
+      running = resolve;
+    });
+    const long = fleet.exec(path, ['sh', '-c', 'echo go; sleep 60'], 120_000, { onStdout: () => running() });
+    long.catch(() => {});
+    await started;
+    const before = performance.now();
+    assert.equal((await fleet.stop(path)).state, 'Stopped');
+    assert.ok(performance.now() - before < 30_000, 'the stop waited for the command');
+    await assert.rejects(long, /its VMM ended|VMM of .* is not running/);
   });
 });
