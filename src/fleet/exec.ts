@@ -4,10 +4,11 @@ import type { Fleet } from './fleet.js';
 import { RefusedError } from './lifecycle.js';
 import type { Instance } from './model.js';
 import { instanceDir } from './vm.js';
-import { execVm, type OutputStreams, shellVm } from './vm-exec.js';
+import { type ExecTarget, execVm, type OutputStreams, shellVm } from './vm-exec.js';
 
 /** Commands in Running instances (Fleet.exec and Fleet.shell), each one audited. */
 
+/** A Running instance with no operation under way (one that stops or pauses its VMM waits for no new command). */
 function requireRunning(fleet: Fleet, address: string, what: string): Instance {
   const instance = fleet.instance(address);
   if (instance.state !== 'Running') {
@@ -15,8 +16,24 @@ function requireRunning(fleet: Fleet, address: string, what: string): Instance {
       `instance ${instance.path}: ${what} needs a Running instance, it is ${instance.state}`,
     );
   }
+  if (instance.intent) {
+    throw new RefusedError(
+      `instance ${instance.path}: ${what} refused, the instance is under a ${instance.intent.operation} (pid ${instance.intent.pid})`,
+    );
+  }
   fleet.store.touch(instance.seq);
   return instance;
+}
+
+/** Checked again once the call had to wait for the instance's agent: it may be going away. */
+function target(fleet: Fleet, address: string, what: string): ExecTarget {
+  const instance = requireRunning(fleet, address, what);
+  return {
+    agents: fleet.agents,
+    dir: instanceDir(fleet.dir, instance.seq),
+    name: instance.path,
+    admit: () => void requireRunning(fleet, address, what),
+  };
 }
 
 export async function execInstance(
@@ -26,9 +43,9 @@ export async function execInstance(
   timeoutMs: number,
   stream?: OutputStreams,
 ): Promise<RawResult> {
-  const instance = requireRunning(fleet, address, 'exec');
-  const dir = instanceDir(fleet.dir, instance.seq);
-  const result = await execVm(dir, instance.path, command, timeoutMs, stream);
+  const on = target(fleet, address, 'exec');
+  const instance = fleet.instance(address);
+  const result = await execVm(on, command, timeoutMs, stream);
   audit(fleet.dir, {
     tenant: instance.tenant,
     action: 'exec',
@@ -46,7 +63,8 @@ export function shellInstance(
   onResult: (script: string, result: RawResult) => void,
   timeoutMs: number,
 ): Promise<number> {
-  const instance = requireRunning(fleet, address, 'shell');
+  const on = target(fleet, address, 'shell');
+  const instance = fleet.instance(address);
   const onEach = (script: string, result: RawResult) => {
     audit(fleet.dir, {
       tenant: instance.tenant,
@@ -57,5 +75,5 @@ export function shellInstance(
     });
     onResult(script, result);
   };
-  return shellVm(instanceDir(fleet.dir, instance.seq), instance.path, next, onEach, timeoutMs);
+  return shellVm(on, next, onEach, timeoutMs);
 }

@@ -3,6 +3,7 @@ import type { RawResult } from '../agent/backdoor.js';
 import { stopSwitchDaemon } from '../network/switch-daemon.js';
 import { Runtime } from '../runtime/runtime.js';
 import { parseInput } from '../util/validate.js';
+import { InstanceAgents } from './agents.js';
 import { audit } from './audit.js';
 import { ensureBase, pruneBases, removeBaseLeftovers, removeBases } from './base.js';
 import { defaultFleetDir } from './db.js';
@@ -61,6 +62,8 @@ export class Fleet {
   /** Caches host facts (the accelerator, QEMU's features) for this fleet's calls. */
   readonly runtime = new Runtime();
   readonly builder: FleetBuilder;
+  /** The instances' agents this process's commands share (one attachment per instance). */
+  readonly agents = new InstanceAgents();
   private readonly log: (line: string) => void;
 
   constructor(options: FleetOptions = {}) {
@@ -71,6 +74,7 @@ export class Fleet {
   }
 
   async close(): Promise<void> {
+    this.agents.close();
     this.store.close();
     await this.runtime.close();
   }

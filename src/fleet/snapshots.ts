@@ -32,6 +32,7 @@ import { adoptOldSleepState, ensureRecordsDir } from './records.js';
 import { writeSecretsDisk } from './secrets-disk.js';
 import { type StepTimer, stepTimer } from './steps.js';
 import {
+  DRAIN_TIMEOUT_MS,
   dataDiskPath,
   guestImage,
   hasSleepState,
@@ -236,7 +237,8 @@ export async function sleepVm(
     // A Warm instance runs on for that moment: a paused guest cannot answer.
     const { status } = await vm.qmp.execute<{ status: string }>('query-status');
     if (status === 'paused') await vm.qmp.execute('cont');
-    const agent = await vm.agent();
+    // Its turn on the agent waits for the commands in flight (new ones are refused by now).
+    const agent = await vm.agent(DRAIN_TIMEOUT_MS);
     await agent.run('sync; echo 3 > /proc/sys/vm/drop_caches', 30_000);
     await vm.qmp.execute('stop');
     await migrateOut(vm.qmp, state, {

@@ -3,7 +3,7 @@ import { GuestProcess } from '../agent/process.js';
 import { VmkitError } from '../errors.js';
 import { shellQuote } from '../util/shell.js';
 import { MAX_TIMER_MS } from '../util/time.js';
-import { withVm } from './vm.js';
+import type { InstanceAgents } from './agents.js';
 
 /** Where a streamed command's output goes as the guest produces it, and how much is taken. */
 export interface OutputStreams {
@@ -26,19 +26,29 @@ export class OutputLimitError extends VmkitError {
   }
 }
 
+/** Where a command runs: the instance's folder and name, the process's shared agents. */
+export interface ExecTarget {
+  agents: InstanceAgents;
+  dir: string;
+  name: string;
+  /** Asked when this call opens the instance's agent (after waiting its turn): throws to refuse. */
+  admit: () => void;
+}
+
 /**
  * Runs a command (argv, quoted for sh) in the running instance; returns status and output.
- * With `stream`, it runs as a guest process whose output is handed on as it arrives.
+ * With `stream`, it runs as a guest process whose output is handed on as it arrives. Concurrent
+ * calls share the instance's agent; waiting for it (another process holds it) takes at most
+ * `timeoutMs` too.
  */
 export async function execVm(
-  dir: string,
-  name: string,
+  { agents, dir, name, admit }: ExecTarget,
   command: string[],
   timeoutMs: number,
   stream?: OutputStreams,
 ): Promise<RawResult> {
-  return withVm(dir, name, async (vm) => {
-    const agent = await vm.agent();
+  return agents.use(dir, name, timeoutMs, admit, async (vm) => {
+    const agent = vm.channel;
     const script = command.map(shellQuote).join(' ');
     if (!stream) return agent.run(script, timeoutMs);
     const limit = stream.maxOutputBytes;
@@ -87,14 +97,13 @@ export async function execVm(
  * hands out undefined; `onResult` sees every result. For `instance shell`.
  */
 export async function shellVm(
-  dir: string,
-  name: string,
+  { agents, dir, name, admit }: ExecTarget,
   next: () => Promise<string | undefined>,
   onResult: (script: string, result: RawResult) => void,
   timeoutMs: number,
 ): Promise<number> {
-  return withVm(dir, name, async (vm) => {
-    const agent = await vm.agent();
+  return agents.use(dir, name, timeoutMs, admit, async (vm) => {
+    const agent = vm.channel;
     let count = 0;
     for (let script = await next(); script !== undefined; script = await next()) {
       if (script.trim() === '') continue;

@@ -3,8 +3,8 @@ import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileS
 import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
 import { SOCKETS } from '../backends/qemu/args.js';
-import { AttachedQemu, consoleLogPath, launchDetachedQemu } from '../backends/qemu/detached.js';
-import { ConfigError, ImageError, MachineCrashedError } from '../errors.js';
+import { consoleLogPath, launchDetachedQemu } from '../backends/qemu/detached.js';
+import { ConfigError, ImageError } from '../errors.js';
 import { listImages } from '../images/build.js';
 import type { BootImage } from '../images/types.js';
 import { nameSwitchPorts, switchSocket } from '../network/switch-daemon.js';
@@ -36,6 +36,7 @@ import { startRelayDetached, stopRelay } from './outbound.js';
 import { buildPoolImage, imageOf } from './pool-image.js';
 import { ensureRecordsDir, recordsDir, vmmFiles, writeRecordFile } from './records.js';
 import { secretsDriveArgs } from './secrets-disk.js';
+import { withVm } from './vm-control.js';
 import { metadataNic, NO_SANDBOX, outboundNic, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
 
 /**
@@ -66,8 +67,8 @@ export const dataDiskPath = (dir: string) => join(dir, 'data.qcow2');
 export const rootDiskPath = (dir: string) => join(dir, 'root.qcow2');
 
 export { hasSleepState, recordsDir, removeSleepState, sleepRecordsDir, sleepStatePath } from './records.js';
+export { DRAIN_TIMEOUT_MS, pauseVm, resumeVm, runInGuest, vmStatus, withVm } from './vm-control.js';
 
-const BOOT_TIMEOUT_MS = 120_000;
 /** QEMU's own memory beside guest RAM under TCG (translation cache, device buffers). */
 const VMM_OVERHEAD_MIB = 256;
 const VMM_PIDS = 256;
@@ -311,37 +312,6 @@ export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenan
   uid: vmmUid(tenant),
 });
 
-/** Runs `script` as root in the instance's guest over a short-lived attachment. */
-export async function runInGuest(
-  attached: AttachedQemu,
-  script: string,
-  what: string,
-  bannerWaitMs?: number,
-): Promise<void> {
-  const agent = await attached.agent(BOOT_TIMEOUT_MS, bannerWaitMs);
-  const result = await agent.run(script, 30_000);
-  if (result.status !== 0) {
-    throw new MachineCrashedError(
-      attached.name,
-      `${what} failed (status ${result.status}): ${result.stderr.toString().trim()}`,
-      attached.consoleTail(),
-    );
-  }
-}
-
-export async function withVm<T>(
-  dir: string,
-  name: string,
-  work: (vm: AttachedQemu) => Promise<T>,
-): Promise<T> {
-  const attached = await AttachedQemu.attach(name, dir, undefined, vmmFiles(dir).record);
-  try {
-    return await work(attached);
-  } finally {
-    attached.detach();
-  }
-}
-
 /** The limits put on a VMM just started, and what could not be applied. */
 export async function settleVm(
   ctx: VmContext,
@@ -361,19 +331,6 @@ export async function stopVm(dir: string, name: string, log?: (line: string) => 
     await waitForExit(record, 5000);
   }
   await killVm(dir, log);
-}
-
-export async function pauseVm(dir: string, name: string): Promise<void> {
-  await withVm(dir, name, (vm) => vm.qmp.execute('stop'));
-}
-
-export async function resumeVm(dir: string, name: string): Promise<void> {
-  await withVm(dir, name, (vm) => vm.qmp.execute('cont'));
-}
-
-/** What QEMU says about its guest: "running", "paused", ... */
-export async function vmStatus(dir: string, name: string): Promise<string> {
-  return withVm(dir, name, async (vm) => (await vm.qmp.execute<{ status: string }>('query-status')).status);
 }
 
 /** Tells the tenant's switch which MAC is which instance, for its per-port counters. */

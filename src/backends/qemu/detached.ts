@@ -1,9 +1,8 @@
-import { randomInt } from 'node:crypto';
-import { existsSync, lstatSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { existsSync, rmSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { BackdoorChannel } from '../../agent/backdoor.js';
-import { MachineCrashedError, TimeoutError, tail, VmmStartError } from '../../errors.js';
+import type { BackdoorChannel } from '../../agent/backdoor.js';
+import { TimeoutError, tail, VmmStartError } from '../../errors.js';
 import {
   type DetachedRecord,
   isAlive,
@@ -16,11 +15,14 @@ import {
 import { readPlainFile } from '../../util/files.js';
 import { privateSocket } from '../../util/private.js';
 import { Deadline, sleep } from '../../util/time.js';
+import { takeTurn } from '../../util/turn.js';
 import { which } from '../../util/which.js';
 import type { VmmSpec } from '../backend.js';
+import { attachAgent } from './agent-attach.js';
 import { qemuArgs, SOCKETS } from './args.js';
 import { QEMU_MISSING, qemuBinary } from './process.js';
 import { QmpClient } from './qmp.js';
+import { connectVmmSocket } from './sockets.js';
 
 /** The record of a detached QEMU in its state folder. */
 export const vmmRecordPath = (stateDir: string) => join(stateDir, 'vmm.json');
@@ -126,53 +128,20 @@ async function recordChild(
   }
 }
 
-/** Connects to a unix socket, retrying while its listener is not up yet (ECONNREFUSED, ENOENT). */
-async function connectSocket(path: string, timeoutMs: number): Promise<Socket> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      // The VMM's folder may be another uid's: a link there could aim vmkit at any socket.
-      if (lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) {
-        throw new VmmStartError(`${path} is a symbolic link, not the VMM's socket`);
-      }
-      return await connectOnce(path, Math.max(1, deadline - Date.now()));
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if ((code !== 'ECONNREFUSED' && code !== 'ENOENT') || Date.now() > deadline) {
-        throw new VmmStartError(`cannot connect to ${path}: ${(error as Error).message}`);
-      }
-      await sleep(20);
-    }
-  }
-}
-
-function connectOnce(path: string, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(path);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new TimeoutError(`a connection to ${path}`, timeoutMs));
-    }, timeoutMs);
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      socket.on('error', () => {});
-      resolve(socket);
-    });
-    socket.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
-}
-
-/** vmkit's side of a detached QEMU for the length of one call: QMP and, on request, the agent. */
+/**
+ * vmkit's side of a detached QEMU for the length of one call: QMP and, on request, the agent.
+ * With `turns`, each socket is used in turn with every other vmkit call on this host that asks
+ * for turns (QEMU serves one client per socket): attach waits for QMP's, `agent()` for the agent's.
+ */
 export class AttachedQemu {
+  private readonly closers: Array<() => void> = [];
+
   private constructor(
     readonly name: string,
     readonly stateDir: string,
     readonly record: DetachedRecord,
     readonly qmp: QmpClient,
-    private readonly sockets: Socket[],
+    private readonly turns: boolean,
   ) {}
 
   static async attach(
@@ -180,71 +149,76 @@ export class AttachedQemu {
     stateDir: string,
     timeoutMs = 10_000,
     recordPath = vmmRecordPath(stateDir),
+    options: { turns?: boolean } = {},
   ): Promise<AttachedQemu> {
     const record = readRecord(recordPath);
     if (!isRunning(record))
       throw new VmmStartError(`the VMM of ${name} is not running (record in ${stateDir})`);
-    const socket = await connectSocket(join(stateDir, SOCKETS.qmp), timeoutMs);
-    const qmp = await QmpClient.connect(socket, timeoutMs);
-    return new AttachedQemu(name, stateDir, record, qmp, [socket]);
-  }
-
-  consoleTail(): string {
+    const path = join(stateDir, SOCKETS.qmp);
+    const turn = options.turns
+      ? await takeTurn(path, timeoutMs, `a turn on the QMP socket of ${name}`, `QMP of ${name}`)
+      : undefined;
+    let socket: Socket | undefined;
     try {
-      return tail(readPlainFile(consoleLogPath(this.stateDir)).toString('utf8'), 2000);
-    } catch {
-      return '';
+      socket = await connectVmmSocket(path, timeoutMs, name);
+      const qmp = await QmpClient.connect(socket, timeoutMs).catch((error: Error) => {
+        // Connected but never greeted: QEMU has not accepted us, another client holds the socket.
+        if (!(error instanceof TimeoutError)) throw error;
+        throw new VmmStartError(
+          `QEMU did not accept a QMP connection of ${name} within ${timeoutMs} ms: another client holds its QMP socket (${path})`,
+        );
+      });
+      const attached = new AttachedQemu(name, stateDir, record, qmp, options.turns === true);
+      attached.closers.push(
+        () => socket?.destroy(),
+        () => turn?.release(),
+      );
+      return attached;
+    } catch (error) {
+      socket?.destroy();
+      turn?.release();
+      throw error;
     }
   }
 
+  consoleTail(): string {
+    return consoleTailOf(this.stateDir);
+  }
+
   /**
-   * Connects to the guest agent and checks that it answers. The guest restarts its backdoor
-   * when an earlier host went away, so the first request waits for that restart's banner (a
-   * first boot: pass the boot timeout as `bannerWaitMs`).
+   * Connects to the guest agent and checks that it answers (see attachAgent). A first boot:
+   * pass the boot timeout as `bannerWaitMs`.
    */
   async agent(timeoutMs = 15_000, bannerWaitMs = 2500): Promise<BackdoorChannel> {
-    const shell = await connectSocket(join(this.stateDir, SOCKETS.shell), timeoutMs);
-    const transfer = await connectSocket(join(this.stateDir, SOCKETS.transfer), timeoutMs);
-    this.sockets.push(shell, transfer);
-    // Ids of its own: a reply to a request of a vanished earlier caller cannot match one of ours.
-    const channel = new BackdoorChannel(
-      this.name,
-      shell,
-      transfer,
-      () => this.consoleTail(),
-      randomInt(1e6, 1e9),
-    );
-    // The guest drops what arrives while its backdoor has the port closed, so a request is only
-    // safe after the banner: a restarting backdoor prints one within about a second. No banner
-    // means the backdoor had the port open before this attach, and reads requests already.
-    const restarted = await channel.waitForBanner(Math.min(timeoutMs, bannerWaitMs)).then(
-      () => true,
-      () => false,
-    );
-    if (!restarted) channel.assumeBannerSeen();
-    // A banner can also come late, under the probe: the backdoor was blocked writing a reply to
-    // a host that went away mid-request (a killed CLI) and restarts only once we drain it. The
-    // probe is harmless to repeat, and the restarted backdoor reads it.
-    const probe = await channel.ping(timeoutMs).catch((error: Error) => {
-      if (error instanceof MachineCrashedError && /restarted during/.test(error.message))
-        return channel.ping(timeoutMs);
-      throw error;
+    const attached = await attachAgent(this.name, this.stateDir, {
+      timeoutMs,
+      bannerWaitMs,
+      consoleTail: () => this.consoleTail(),
+      turn: this.turns ? `an operation on ${this.name}` : undefined,
     });
-    if (probe.status !== 0)
-      throw new VmmStartError(`the agent of ${this.name} did not answer a probe (status ${probe.status})`);
-    return channel;
+    this.closers.push(attached.close);
+    return attached.channel;
   }
 
   /** Connects to the serial console (one reader at a time); it closes when the VMM exits. */
   async serialConsole(timeoutMs = 10_000): Promise<Socket> {
-    const socket = await connectSocket(join(this.stateDir, SOCKETS.console), timeoutMs);
-    this.sockets.push(socket);
+    const socket = await connectVmmSocket(join(this.stateDir, SOCKETS.console), timeoutMs, this.name);
+    this.closers.push(() => socket.destroy());
     return socket;
   }
 
   /** Disconnects; the VMM runs on. */
   detach(): void {
     this.qmp.close();
-    for (const socket of this.sockets) socket.destroy();
+    for (const close of this.closers.splice(0)) close();
+  }
+}
+
+/** The last lines the VMM in `stateDir` printed on its serial console. */
+export function consoleTailOf(stateDir: string): string {
+  try {
+    return tail(readPlainFile(consoleLogPath(stateDir)).toString('utf8'), 2000);
+  } catch {
+    return '';
   }
 }
