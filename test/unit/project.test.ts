@@ -24,6 +24,7 @@ import { installKey } from '../../src/project/media.js';
 import { hasAgent, type IsoImageConfig, installSteps, isIsoImage } from '../../src/project/media-config.js';
 import { acquireLock, dataDisk, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
 import { vmStatus } from '../../src/project/status.js';
+import { STARTER_JSON, STARTER_TS } from '../../src/project/starter.js';
 import { projectVm } from '../../src/project/vmm.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'vmkit-project-unit-'));
@@ -118,6 +119,26 @@ describe('project config', () => {
     assert.equal(config.vms.box?.memoryMiB, 128);
     writeFileSync(join(project, 'a', 'vmkit.config.json'), '{ "vms": ');
     await assert.rejects(loadProjectConfig(join(project, 'a', 'b')), /vmkit\.config\.json: not JSON/);
+  });
+
+  it('both starters vmkit init writes load as configs: the commented TypeScript and the plain JSON', async () => {
+    const loaded = [];
+    for (const [file, text] of [
+      ['vmkit.config.ts', STARTER_TS],
+      ['vmkit.config.json', STARTER_JSON],
+    ] as const) {
+      const project = mkdtempSync(join(scratch, 'starter-'));
+      writeFileSync(join(project, file), text);
+      const config = await loadProjectConfig(project);
+      assert.equal(config.defaultVm, 'dev', file);
+      loaded.push(config.vms.dev);
+    }
+    assert.doesNotMatch(STARTER_JSON, /\/\//, 'the JSON starter has no comments');
+    for (const dev of loaded) {
+      assert.equal(dev?.image, 'tiny');
+      assert.equal(dev?.defaultCommand, 'test');
+      assert.equal(dev?.sync[0]?.guest, '/work/project');
+    }
   });
 
   it('media images: { disk } and { iso, install } with defaults; errors name the field at fault', () => {
