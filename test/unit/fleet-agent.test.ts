@@ -29,6 +29,7 @@ import {
 } from '../../src/fleet/agent/certs.js';
 import { AgentCallError, connectAgent } from '../../src/fleet/agent/client.js';
 import { type AgentServer, startAgent } from '../../src/fleet/agent/server.js';
+import { Fleet } from '../../src/fleet/fleet.js';
 
 const root = mkdtempSync(join(tmpdir(), 'vmkit-agent-'));
 const certs = join(root, 'certs');
@@ -243,6 +244,15 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     assert.match(await status(client.reconcile()), /^400 .*tenants\[0\]: unknown option "count"/);
     writeDoc();
     assert.equal((await client.reconcile()).failed, 0);
+    // A refusal is 409: a Ready instance (never started) cannot go to sleep.
+    const fleet = new Fleet({ dir: join(root, 'fleet') });
+    try {
+      const { path } = await fleet.createInstance('acme/web');
+      assert.match(await status(client.sleep(path)), /^409 .*Ready/);
+      await fleet.destroy(path);
+    } finally {
+      await fleet.close();
+    }
   });
 
   test('request bodies are taken as they are: no coercion, ranges checked, NUL refused, __proto__ named', async () => {
