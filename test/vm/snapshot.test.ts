@@ -184,4 +184,19 @@ describe('snapshots', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
       `prune removed the unrestorable snapshot: ${JSON.stringify(pruned)}`,
     );
   });
+
+  it('a named snapshot replaces the older one of its name; unnamed ones get ids of their own', async () => {
+    await template.succeed('echo first > /root/named');
+    const first = await template.snapshot('named-twice');
+    extraDirs.push(first.dir);
+    await template.succeed('echo second > /root/named');
+    const second = await template.snapshot('named-twice');
+    assert.equal(second.manifest.id, first.manifest.id, 'the same name and configuration: the same id');
+    assert.equal(second.dir, first.dir);
+    await using clone = await restoreMachine(await openSnapshot(first.manifest.id), { name: 'named' });
+    assert.equal(await clone.succeed('cat /root/named'), 'second\n', 'the store holds the newer one');
+    const unnamed = [await template.snapshot(), await template.snapshot()];
+    extraDirs.push(...unnamed.map((taken) => taken.dir));
+    assert.notEqual(unnamed[0]?.manifest.id, unnamed[1]?.manifest.id);
+  });
 });
