@@ -138,8 +138,10 @@ describe('NixOS driver parity in a test script', () => {
         await ctx.joinAll({ timeoutMs: 60_000 });
       },
     });
+    const captureDir = join(scratch, 'pcap');
     const report = await runTest(definition, {
       outputDir,
+      captureDir,
       log: new RunLog((line) => lines.push(line)),
     });
     assert.ok(report.passed, `${report.failedStep}: ${report.error?.stack}\n${lines.join('\n')}`);
@@ -148,5 +150,8 @@ describe('NixOS driver parity in a test script', () => {
     assert.match(log, /\[alpha\] +a nested step\.\.\./);
     assert.match(log, /\[alpha\] +a nested step: ok \(\d+ ms\)/);
     assert.match(log, /starting late \(declared with start: false\)/);
+    // captureDir: one pcap per VLAN, holding the frames of the ping from late to alpha.
+    const pcap = await stat(join(captureDir, 'vlan1.pcap'));
+    assert.ok(pcap.size > 24 + 16 + 98, `vlan1.pcap holds frames (${pcap.size} bytes)`);
   });
 });
