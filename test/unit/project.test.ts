@@ -22,7 +22,7 @@ import { up } from '../../src/project/lifecycle.js';
 import { globMatcher, hostManifest, planSync } from '../../src/project/manifest.js';
 import { installKey } from '../../src/project/media.js';
 import { hasAgent, type IsoImageConfig, installSteps, isIsoImage } from '../../src/project/media-config.js';
-import { acquireLock, dataDisk, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
+import { acquireLock, dataDisk, LockedError, runDir, withLock, writeFileAtomic } from '../../src/project/state.js';
 import { vmStatus } from '../../src/project/status.js';
 import { STARTER_JSON, STARTER_TS } from '../../src/project/starter.js';
 import { projectVm } from '../../src/project/vmm.js';
@@ -318,6 +318,16 @@ describe('state', () => {
     await new Promise((resolve) => child.on('exit', resolve));
     writeFileSync(join(dir, 'lock'), JSON.stringify({ pid: deadPid, startTicks: '1', what: 'up' }));
     assert.equal(await withLock(dir, 'up', async () => 'taken over'), 'taken over');
+  });
+
+  it('sockets go in the VM folder while their paths fit 107 bytes, else in a short folder under the temp dir', () => {
+    const short = join(scratch, '.vmkit', 'dev');
+    assert.equal(runDir(short), join(short, 'run'));
+    const deep = join(scratch, 'd'.repeat(100), '.vmkit', 'dev');
+    const moved = runDir(deep);
+    assert.equal(moved, runDir(deep), 'the same folder every time');
+    assert.match(moved, new RegExp(`^${tmpdir()}/vmkit-[0-9a-f]{16}$`));
+    assert.ok(Buffer.byteLength(join(moved, 'xfer.sock')) <= 107);
   });
 
   it('atomic writes leave the old file or the new one, never a part', () => {
