@@ -22,9 +22,16 @@ import { up } from '../../src/project/lifecycle.js';
 import { globMatcher, hostManifest, planSync } from '../../src/project/manifest.js';
 import { installKey } from '../../src/project/media.js';
 import { hasAgent, type IsoImageConfig, installSteps, isIsoImage } from '../../src/project/media-config.js';
-import { acquireLock, dataDisk, LockedError, runDir, withLock, writeFileAtomic } from '../../src/project/state.js';
-import { vmStatus } from '../../src/project/status.js';
 import { STARTER_JSON, STARTER_TS } from '../../src/project/starter.js';
+import {
+  acquireLock,
+  dataDisk,
+  LockedError,
+  runDir,
+  withLock,
+  writeFileAtomic,
+} from '../../src/project/state.js';
+import { vmStatus } from '../../src/project/status.js';
 import { projectVm } from '../../src/project/vmm.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'vmkit-project-unit-'));

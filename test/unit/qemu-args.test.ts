@@ -280,21 +280,27 @@ describe('backendNamed', () => {
     assert.equal(qemu, backendNamed('qemu'));
     assert.equal(qemu.capabilities.cowFork, true);
     assert.deepEqual(qemu.capabilities.accels, ['kvm', 'tcg']);
-    assert.throws(() => backendNamed('firecracker'), (error: Error) => {
-      assert.ok(error instanceof ConfigError);
-      assert.match(error.message, /unknown backend "firecracker" \(known: qemu\)/);
-      return true;
-    });
+    assert.throws(
+      () => backendNamed('firecracker'),
+      (error: Error) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, /unknown backend "firecracker" \(known: qemu\)/);
+        return true;
+      },
+    );
   });
 
   test('asking for what a backend lacks is a CapabilityError naming the backend and the capability', () => {
     const qemu = backendNamed('qemu');
     requireCapability(qemu, 'snapshot', 'full');
-    assert.throws(() => requireCapability(qemu, 'snapshot', 'diff'), (error: Error) => {
-      assert.ok(error instanceof CapabilityError, String(error));
-      assert.match(error.message, /QEMU/);
-      assert.match(error.message, /snapshot diff/);
-      return true;
-    });
+    assert.throws(
+      () => requireCapability(qemu, 'snapshot', 'diff'),
+      (error: Error) => {
+        assert.ok(error instanceof CapabilityError, String(error));
+        assert.match(error.message, /QEMU/);
+        assert.match(error.message, /snapshot diff/);
+        return true;
+      },
+    );
   });
 });

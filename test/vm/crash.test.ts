@@ -61,9 +61,14 @@ describe('guest death', () => {
     const controller = new AbortController();
     const started = performance.now();
     setTimeout(() => controller.abort(), 500);
-    const error = await startMachine({ name: 'abort-boot', signal: controller.signal }).catch((e: unknown) => e);
+    const error = await startMachine({ name: 'abort-boot', signal: controller.signal }).catch(
+      (e: unknown) => e,
+    );
     assert.ok(error instanceof Error, String(error));
-    assert.ok(performance.now() - started < 30_000, `the start failed after ${performance.now() - started} ms`);
+    assert.ok(
+      performance.now() - started < 30_000,
+      `the start failed after ${performance.now() - started} ms`,
+    );
     const running = readdirSync('/proc').filter((pid) => {
       try {
         return /-name\0abort-boot\0/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
