@@ -185,7 +185,7 @@ describe('snapshots', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
     );
   });
 
-  it('a named snapshot replaces the older one of its name; unnamed ones get ids of their own', async () => {
+  it('a named snapshot replaces the older one of its name; unnamed ones get ids of their own; stop: true leaves it paused', async () => {
     await template.succeed('echo first > /root/named');
     const first = await template.snapshot('named-twice');
     extraDirs.push(first.dir);
@@ -195,8 +195,12 @@ describe('snapshots', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
     assert.equal(second.dir, first.dir);
     await using clone = await restoreMachine(await openSnapshot(first.manifest.id), { name: 'named' });
     assert.equal(await clone.succeed('cat /root/named'), 'second\n', 'the store holds the newer one');
-    const unnamed = [await template.snapshot(), await template.snapshot()];
+    const unnamed = [await template.snapshot(), await template.snapshot(undefined, { stop: true })];
     extraDirs.push(...unnamed.map((taken) => taken.dir));
     assert.notEqual(unnamed[0]?.manifest.id, unnamed[1]?.manifest.id);
+    // stop: true leaves the machine paused after the snapshot.
+    assert.match(await template.sendMonitorCommand('info status'), /paused/);
+    await template.sendMonitorCommand('cont');
+    assert.equal(await template.succeed('cat /root/named'), 'second\n');
   });
 });
