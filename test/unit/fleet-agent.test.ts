@@ -129,6 +129,18 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
       ],
     );
     assert.ok((status[1]?.daysLeft ?? 0) >= 89);
+    // ECDSA P-256; the CA for 10 years, the others for 90 days by default.
+    const DAY_MS = 86_400_000;
+    for (const [role, days] of [
+      ['ca', 3650],
+      ['server', 90],
+      ['client', 90],
+    ] as const) {
+      const cert = new X509Certificate(readFileSync(certPath(certs, role)));
+      assert.equal(cert.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1', role);
+      const lifetime = (Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / DAY_MS;
+      assert.ok(Math.abs(lifetime - days) <= 1, `${role}: ${lifetime} days`);
+    }
   });
 
   test('a client with the right certificate reconciles and lists; OpenAPI is served', async () => {
