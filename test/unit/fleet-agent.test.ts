@@ -363,6 +363,19 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     await fresh.nodeStats();
   });
 
+  test('reconciles run one at a time: two asked at once end a sampling period apart', async () => {
+    writeDoc(1000); // the sleep policy samples for 1 s: each reconcile takes at least that long
+    try {
+      using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
+      const [first, second] = await Promise.all([client.reconcile(), client.reconcile()]);
+      assert.equal(first.failed + second.failed, 0);
+      const gapMs = Math.abs(Date.parse(second.at) - Date.parse(first.at));
+      assert.ok(gapMs >= 900, `the two reconciles ended ${gapMs} ms apart`);
+    } finally {
+      writeDoc();
+    }
+  });
+
   test('graceful shutdown: the request in flight finishes, new connections are refused', async () => {
     writeDoc(1500); // the sleep policy samples for 1.5 s: a reconcile that takes that long
     using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
