@@ -3,6 +3,7 @@ import { TestRunError } from '../errors.js';
 import type { Machine } from '../machine/machine.js';
 import { VirtualSwitch } from '../network/switch.js';
 import type { Runtime } from '../runtime/runtime.js';
+import { ensureDir } from '../util/files.js';
 import type { RunLog } from '../util/log.js';
 import { bounded, LEDGER_LIMITS, type Ledger } from './ledger.js';
 import { showCommandOutput } from './live-output.js';
@@ -126,6 +127,7 @@ export class Resources {
   private async startCapture(sw: VirtualSwitch, label: string): Promise<void> {
     const { captureDir, log } = this.capture;
     const path = join(captureDir as string, `${label.replace(/[^\w.-]+/g, '_')}.pcap`);
+    await ensureDir(captureDir as string); // runTest's captureDir need not exist, as --capture's need not
     await sw.capture(path);
     log?.line('vmkit', `capturing ${sw.name} to ${path}`);
   }

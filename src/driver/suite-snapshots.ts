@@ -138,7 +138,7 @@ async function cachedSnapshot(id: string, runtime: Runtime): Promise<Snapshot | 
 }
 
 /** What the guest state after setup depends on besides the machine configuration. */
-function setupFingerprint(definition: TestDefinition, lan: LanPlan): string {
+export function setupFingerprint(definition: TestDefinition, lan: LanPlan): string {
   const machines = Object.entries(definition.machines).map(([name, declaration]) => ({
     name,
     declaration: { ...declaration, setup: declaration.setup?.toString() ?? null },

@@ -29,6 +29,7 @@ import {
 } from '../../src/fleet/agent/certs.js';
 import { AgentCallError, connectAgent } from '../../src/fleet/agent/client.js';
 import { type AgentServer, startAgent } from '../../src/fleet/agent/server.js';
+import { Fleet } from '../../src/fleet/fleet.js';
 
 const root = mkdtempSync(join(tmpdir(), 'vmkit-agent-'));
 const certs = join(root, 'certs');
@@ -128,6 +129,18 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
       ],
     );
     assert.ok((status[1]?.daysLeft ?? 0) >= 89);
+    // ECDSA P-256; the CA for 10 years, the others for 90 days by default.
+    const DAY_MS = 86_400_000;
+    for (const [role, days] of [
+      ['ca', 3650],
+      ['server', 90],
+      ['client', 90],
+    ] as const) {
+      const cert = new X509Certificate(readFileSync(certPath(certs, role)));
+      assert.equal(cert.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1', role);
+      const lifetime = (Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / DAY_MS;
+      assert.ok(Math.abs(lifetime - days) <= 1, `${role}: ${lifetime} days`);
+    }
   });
 
   test('a client with the right certificate reconciles and lists; OpenAPI is served', async () => {
@@ -243,6 +256,15 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     assert.match(await status(client.reconcile()), /^400 .*tenants\[0\]: unknown option "count"/);
     writeDoc();
     assert.equal((await client.reconcile()).failed, 0);
+    // A refusal is 409: a Ready instance (never started) cannot go to sleep.
+    const fleet = new Fleet({ dir: join(root, 'fleet') });
+    try {
+      const { path } = await fleet.createInstance('acme/web');
+      assert.match(await status(client.sleep(path)), /^409 .*Ready/);
+      await fleet.destroy(path);
+    } finally {
+      await fleet.close();
+    }
   });
 
   test('request bodies are taken as they are: no coercion, ranges checked, NUL refused, __proto__ named', async () => {
@@ -339,6 +361,19 @@ describe('the fleet agent over mutual TLS', { timeout: 120_000 }, () => {
     await client.nodeStats(); // the old client certificate: same CA, still accepted
     using fresh = await connectAgent({ url: server.url, ...clientFiles(certs) });
     await fresh.nodeStats();
+  });
+
+  test('reconciles run one at a time: two asked at once end a sampling period apart', async () => {
+    writeDoc(1000); // the sleep policy samples for 1 s: each reconcile takes at least that long
+    try {
+      using client = await connectAgent({ url: server.url, ...clientFiles(certs) });
+      const [first, second] = await Promise.all([client.reconcile(), client.reconcile()]);
+      assert.equal(first.failed + second.failed, 0);
+      const gapMs = Math.abs(Date.parse(second.at) - Date.parse(first.at));
+      assert.ok(gapMs >= 900, `the two reconciles ended ${gapMs} ms apart`);
+    } finally {
+      writeDoc();
+    }
   });
 
   test('graceful shutdown: the request in flight finishes, new connections are refused', async () => {

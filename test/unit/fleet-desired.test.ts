@@ -359,6 +359,42 @@ describe('vmkit fleet plan and reconcile on the command line', () => {
     assert.match((await vmkit('reconcile', good)).stdout, /nothing changed/);
   });
 
+  test('a failed action makes the exit status 1; the actions that worked stay done', async () => {
+    const file = join(dir, 'failing.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        version: 1,
+        tenants: [{ id: 'acme', subnet: '10.93.0.0/24' }],
+        pools: [{ tenant: 'acme', id: 'web' }],
+      }),
+    );
+    // The pool's image cannot be resolved: the image cache is somewhere nothing can be made.
+    const result = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          'src/cli/main.ts',
+          'fleet',
+          '--fleet-dir',
+          join(dir, 'failing'),
+          'reconcile',
+          file,
+        ],
+        { env: { ...process.env, VMKIT_CACHE_DIR: '/proc/nope/cache' } },
+      );
+      let stdout = '';
+      child.stdout.on('data', (chunk) => (stdout += chunk));
+      child.on('close', (code) => resolve({ code, stdout }));
+    });
+    assert.equal(result.code, 1, result.stdout);
+    assert.match(result.stdout, /tenants: did create acme/);
+    assert.match(result.stdout, /pools: FAILED create acme\/web .*\/proc\/nope/);
+    assert.match(result.stdout, /1 failure\(s\)/);
+  });
+
   test('pool create --image takes a recipe file; a bad one or a bad --builder is one line, exit 2, no pool', async () => {
     const bad = join(dir, 'bad-recipe.json');
     writeFileSync(bad, JSON.stringify({ base: 'debian', run: ['true', 1] }));

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
-import { SCHEMA_VERSION } from '../../src/fleet/db.js';
+import { defaultFleetDir, SCHEMA_VERSION } from '../../src/fleet/db.js';
 import { parseAddress } from '../../src/fleet/ids.js';
 import { fleetIdBlock, hashedTenantUid } from '../../src/fleet/jail.js';
 import {
@@ -87,6 +87,28 @@ describe('fleet addresses and ids', () => {
       assert.throws(() => parseAddress(bad, bad.includes('/') ? 3 : 1), ConfigError);
     });
   }
+});
+
+describe('the default fleet folder', () => {
+  test('is $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet, else ~/.local/share/vmkit/fleet', () => {
+    const saved = { fleet: process.env.VMKIT_FLEET_DIR, data: process.env.XDG_DATA_HOME };
+    try {
+      process.env.VMKIT_FLEET_DIR = '/srv/fleet';
+      process.env.XDG_DATA_HOME = '/srv/data';
+      assert.equal(defaultFleetDir(), '/srv/fleet');
+      delete process.env.VMKIT_FLEET_DIR;
+      assert.equal(defaultFleetDir(), '/srv/data/vmkit/fleet');
+      delete process.env.XDG_DATA_HOME;
+      assert.equal(defaultFleetDir(), join(homedir(), '.local', 'share', 'vmkit', 'fleet'));
+    } finally {
+      for (const [name, value] of [
+        ['VMKIT_FLEET_DIR', saved.fleet],
+        ['XDG_DATA_HOME', saved.data],
+      ] as const)
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+    }
+  });
 });
 
 describe('the fleet store', () => {

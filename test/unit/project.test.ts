@@ -22,7 +22,15 @@ import { up } from '../../src/project/lifecycle.js';
 import { globMatcher, hostManifest, planSync } from '../../src/project/manifest.js';
 import { installKey } from '../../src/project/media.js';
 import { hasAgent, type IsoImageConfig, installSteps, isIsoImage } from '../../src/project/media-config.js';
-import { acquireLock, dataDisk, LockedError, withLock, writeFileAtomic } from '../../src/project/state.js';
+import { STARTER_JSON, STARTER_TS } from '../../src/project/starter.js';
+import {
+  acquireLock,
+  dataDisk,
+  LockedError,
+  runDir,
+  withLock,
+  writeFileAtomic,
+} from '../../src/project/state.js';
 import { vmStatus } from '../../src/project/status.js';
 import { projectVm } from '../../src/project/vmm.js';
 
@@ -118,6 +126,26 @@ describe('project config', () => {
     assert.equal(config.vms.box?.memoryMiB, 128);
     writeFileSync(join(project, 'a', 'vmkit.config.json'), '{ "vms": ');
     await assert.rejects(loadProjectConfig(join(project, 'a', 'b')), /vmkit\.config\.json: not JSON/);
+  });
+
+  it('both starters vmkit init writes load as configs: the commented TypeScript and the plain JSON', async () => {
+    const loaded = [];
+    for (const [file, text] of [
+      ['vmkit.config.ts', STARTER_TS],
+      ['vmkit.config.json', STARTER_JSON],
+    ] as const) {
+      const project = mkdtempSync(join(scratch, 'starter-'));
+      writeFileSync(join(project, file), text);
+      const config = await loadProjectConfig(project);
+      assert.equal(config.defaultVm, 'dev', file);
+      loaded.push(config.vms.dev);
+    }
+    assert.doesNotMatch(STARTER_JSON, /\/\//, 'the JSON starter has no comments');
+    for (const dev of loaded) {
+      assert.equal(dev?.image, 'tiny');
+      assert.equal(dev?.defaultCommand, 'test');
+      assert.equal(dev?.sync[0]?.guest, '/work/project');
+    }
   });
 
   it('media images: { disk } and { iso, install } with defaults; errors name the field at fault', () => {
@@ -297,6 +325,16 @@ describe('state', () => {
     await new Promise((resolve) => child.on('exit', resolve));
     writeFileSync(join(dir, 'lock'), JSON.stringify({ pid: deadPid, startTicks: '1', what: 'up' }));
     assert.equal(await withLock(dir, 'up', async () => 'taken over'), 'taken over');
+  });
+
+  it('sockets go in the VM folder while their paths fit 107 bytes, else in a short folder under the temp dir', () => {
+    const short = join(scratch, '.vmkit', 'dev');
+    assert.equal(runDir(short), join(short, 'run'));
+    const deep = join(scratch, 'd'.repeat(100), '.vmkit', 'dev');
+    const moved = runDir(deep);
+    assert.equal(moved, runDir(deep), 'the same folder every time');
+    assert.match(moved, new RegExp(`^${tmpdir()}/vmkit-[0-9a-f]{16}$`));
+    assert.ok(Buffer.byteLength(join(moved, 'xfer.sock')) <= 107);
   });
 
   it('atomic writes leave the old file or the new one, never a part', () => {

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { VmmSpec } from '../../src/backends/backend.js';
+import { backendNamed, requireCapability } from '../../src/backends/index.js';
 import { qemuArgs, SOCKETS } from '../../src/backends/qemu/args.js';
+import { CapabilityError, ConfigError } from '../../src/errors.js';
 
 type Spec = Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>;
 
@@ -297,5 +299,36 @@ describe('qemuArgs', () => {
     assert.ok(valuesOf(disk, '-device').includes('virtio-blk-pci,drive=bootdisk,bootindex=1'));
     // A direct kernel boot has no boot order.
     assert.equal(qemuArgs(base).join(' ').includes('bootindex'), false);
+  });
+});
+
+describe('backendNamed', () => {
+  test('QEMU by default, with the capabilities it declares; an unknown name is a ConfigError naming the known', () => {
+    const qemu = backendNamed();
+    assert.equal(qemu, backendNamed('qemu'));
+    assert.equal(qemu.capabilities.cowFork, true);
+    assert.deepEqual(qemu.capabilities.accels, ['kvm', 'tcg']);
+    assert.throws(
+      () => backendNamed('firecracker'),
+      (error: Error) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, /unknown backend "firecracker" \(known: qemu\)/);
+        return true;
+      },
+    );
+  });
+
+  test('asking for what a backend lacks is a CapabilityError naming the backend and the capability', () => {
+    const qemu = backendNamed('qemu');
+    requireCapability(qemu, 'snapshot', 'full');
+    assert.throws(
+      () => requireCapability(qemu, 'snapshot', 'diff'),
+      (error: Error) => {
+        assert.ok(error instanceof CapabilityError, String(error));
+        assert.match(error.message, /QEMU/);
+        assert.match(error.message, /snapshot diff/);
+        return true;
+      },
+    );
   });
 });

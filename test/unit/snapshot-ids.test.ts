@@ -264,6 +264,21 @@ describe('restorability and verifyFiles', () => {
     assert.equal(reasons.length, 3, JSON.stringify(reasons));
   });
 
+  test('a snapshot with the old outbound access (slirp on the host NIC) is refused with that reason', async () => {
+    const hostNic = { mac: '52:54:00:00:00:01', internet: true, services: [] };
+    const { record } = await snapshotFolder('slirp-nic', { identity: { ...identity, hostNic } });
+    const reasons = await restorability(record, runtime, 'tcg');
+    assert.ok(
+      reasons.includes('taken with outbound access on the host NIC, before outbound had a NIC of its own'),
+      JSON.stringify(reasons),
+    );
+    const { record: now } = await snapshotFolder('own-nic', {
+      identity: { ...identity, hostNic: { ...hostNic, outboundMac: '52:54:00:00:00:02' } },
+    });
+    const nowReasons = await restorability(now, runtime, 'tcg');
+    assert.ok(!nowReasons.some((reason) => /outbound/.test(reason)), JSON.stringify(nowReasons));
+  });
+
   test('a damaged file is among the reasons', async () => {
     const { record, path } = await snapshotFolder('damaged');
     await truncate(path, 10);

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ContentStore } from '../../src/images/store.js';
+import { cacheDir } from '../../src/util/paths.js';
 
 async function withStore(body: (root: string) => Promise<void>): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'vmkit-store-test-'));
@@ -70,5 +71,27 @@ describe('ContentStore', { timeout: 10_000 }, () => {
       assert.deepEqual(await readdir(root), [], 'no half-built entry');
       assert.deepEqual(await store.ensure('k', async () => ({ ok: true })), { ok: true });
     });
+  });
+});
+
+describe('the cache folder', () => {
+  test('is $VMKIT_CACHE_DIR, else $XDG_CACHE_HOME/vmkit, else ~/.cache/vmkit', () => {
+    const saved = { cache: process.env.VMKIT_CACHE_DIR, xdg: process.env.XDG_CACHE_HOME };
+    try {
+      process.env.VMKIT_CACHE_DIR = '/srv/cache';
+      process.env.XDG_CACHE_HOME = '/srv/xdg';
+      assert.equal(cacheDir(), '/srv/cache');
+      delete process.env.VMKIT_CACHE_DIR;
+      assert.equal(cacheDir(), '/srv/xdg/vmkit');
+      delete process.env.XDG_CACHE_HOME;
+      assert.equal(cacheDir(), join(homedir(), '.cache', 'vmkit'));
+    } finally {
+      for (const [name, value] of [
+        ['VMKIT_CACHE_DIR', saved.cache],
+        ['XDG_CACHE_HOME', saved.xdg],
+      ] as const)
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+    }
   });
 });

@@ -67,6 +67,12 @@ describe('vmkit CLI', () => {
     assert.match(stdout, /ok\s+images\s+.*\btiny \(/);
   });
 
+  it('image list shows the cached tiny image with its key and kernel', async () => {
+    const { code, stdout, stderr } = await runCli(['image', 'list']);
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /^tiny\t[0-9a-f]+\tkernel \S+-cloud-amd64\t\//m);
+  });
+
   it('runs a passing script: exit 0, a log with machine prefixes and timings', async () => {
     const { code, stderr } = await runCli(['run', 'test/fixtures/pass.ts']);
     assert.equal(code, 0, stderr);

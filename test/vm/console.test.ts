@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -74,7 +75,10 @@ describe('any OS over its serial console', { skip: lacks('consoleInput') }, () =
     it(`boots an ISO under ${firmware.toUpperCase()}, through the GRUB menu by keystrokes`, {
       skip: firmware === 'uefi' && !existsSync(OVMF) ? 'no OVMF (apt-get install ovmf)' : false,
     }, async () => {
+      const isoBefore = sha256(iso);
       await using machine = await startMachine({ name: `grub-${firmware}`, image: { iso }, firmware });
+      // UEFI runs on a copy of OVMF's variable store in the machine's folder, never on Debian's.
+      if (firmware === 'uefi') assert.ok(existsSync(join(machine.stateDir, 'uefi-vars.fd')));
       await throughGrub(machine);
       const shell = await machine.consoleShell();
       const cmdline = await shell.succeed('cat /proc/cmdline');
@@ -89,6 +93,7 @@ describe('any OS over its serial console', { skip: lacks('consoleInput') }, () =
           .includes('vmkit.edited=yes'),
         'the transcript has what was typed',
       );
+      assert.equal(sha256(iso), isoBefore, 'the ISO is unchanged');
     });
   }
 
@@ -103,6 +108,16 @@ describe('any OS over its serial console', { skip: lacks('consoleInput') }, () =
       machine.console.sendKey('enter');
       await machine.console.expect('vmkit: tiny image up', { timeoutMs: 90_000 });
       const shell = await machine.consoleShell();
+      // Without the backdoor, guest port 22 is forwarded from a free host port (no sshd here).
+      const sshPort = machine.sshPort ?? 0;
+      assert.ok(sshPort > 0, `sshPort ${machine.sshPort}`);
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(sshPort, '127.0.0.1', () => {
+          socket.destroy();
+          resolve();
+        });
+        socket.once('error', reject);
+      });
       await shell.succeed('dd if=/dev/zero of=/dev/vda bs=64k count=16 2>/dev/null && sync');
       assert.equal(await shell.succeed('head -c 512 /dev/vda | tr -d "\\0" | wc -c'), '0\n');
       // Kept as an image, the disk holds what the guest wrote.

@@ -1,6 +1,6 @@
 // Guest death in its three forms: kernel panic, QEMU killed from outside, poweroff.
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { MachineCrashedError, startMachine } from '../../src/index.js';
 
@@ -52,6 +52,33 @@ describe('guest death', () => {
     assert.match(error.message, /no-such-device/);
     assert.deepEqual(
       readdirSync('/dev/shm').filter((file) => file.includes('-refused-')),
+      [],
+      'its RAM file is gone',
+    );
+  });
+
+  it('an AbortSignal stops a boot in progress: the start fails at once and leaves no QEMU', async () => {
+    const controller = new AbortController();
+    const started = performance.now();
+    setTimeout(() => controller.abort(), 500);
+    const error = await startMachine({ name: 'abort-boot', signal: controller.signal }).catch(
+      (e: unknown) => e,
+    );
+    assert.ok(error instanceof Error, String(error));
+    assert.ok(
+      performance.now() - started < 30_000,
+      `the start failed after ${performance.now() - started} ms`,
+    );
+    const running = readdirSync('/proc').filter((pid) => {
+      try {
+        return /-name\0abort-boot\0/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+      } catch {
+        return false;
+      }
+    });
+    assert.deepEqual(running, [], 'no QEMU of the aborted boot runs');
+    assert.deepEqual(
+      readdirSync('/dev/shm').filter((file) => file.includes('-abort-boot-')),
       [],
       'its RAM file is gone',
     );

@@ -156,6 +156,11 @@ describe('Machine on the tiny image', () => {
     assert.equal(match[1], '42');
     assert.match(machine.getConsoleLog(), /console-42/);
     await assert.rejects(machine.waitForConsoleText(/never-printed/, { timeoutMs: 500 }), TimeoutError);
+    // A match is consumed: the same wait does not find the old line again.
+    await assert.rejects(machine.waitForConsoleText(/console-42\n/, { timeoutMs: 1000 }), TimeoutError);
+    // A string matches literally, regular-expression characters included.
+    machine.sendConsole("echo '(x+y)'\n");
+    assert.equal((await machine.waitForConsoleText('(x+y)', { timeoutMs: 20_000 }))[0], '(x+y)');
   });
 
   it('rejects bad options before starting anything', async () => {

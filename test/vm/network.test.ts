@@ -2,6 +2,7 @@
 // services, and no route out unless asked. Every address a guest or the test aims at is on this
 // machine (the guests, or the host's loopback through user-mode networking).
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:http';
 import { createServer, type Server } from 'node:net';
@@ -250,6 +251,33 @@ describe('networks', { skip: lacks('hostNetwork') }, () => {
         new RegExp(clone.networks[0]?.mac ?? '-'),
       );
       await clone.succeed('ping -c 1 -W 2 10.1.0.2');
+
+      // A clone given an address gets it; a fork whose clones cannot all start leaves none running.
+      const [placed] = await snapshot.fork(1, {
+        names: ['placed'],
+        networks: [{ switch: lan, address: '10.1.0.9/24' }],
+      });
+      try {
+        assert.equal(placed?.networks[0]?.address, '10.1.0.9/24');
+        assert.match(await (placed as Machine).succeed('ip -4 addr show eth0'), /10\.1\.0\.9\/24/);
+      } finally {
+        await placed?.close();
+      }
+      await assert.rejects(
+        snapshot.fork(2, {
+          names: ['twin-1', 'twin-2'],
+          networks: [{ switch: lan, address: '10.1.0.9/24' }],
+        }),
+        /address 10\.1\.0\.9 of machine twin-\d is already used by machine twin-\d/,
+      );
+      const twins = readdirSync('/proc').filter((pid) => {
+        try {
+          return /-name\0twin-\d\0/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+        } catch {
+          return false;
+        }
+      });
+      assert.deepEqual(twins, [], 'the clone that started was closed with the fork');
     } finally {
       await Promise.allSettled(clones.map((clone) => clone.close()));
       await removeSnapshot(snapshot);

@@ -5,6 +5,7 @@
 // (never an outside address, not even to show that outbound works: the routes and the resolver
 // show that).
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { after, before, describe, it } from 'node:test';
@@ -116,5 +117,32 @@ describe('outbound access and the host', { skip: lacks('hostNetwork') }, () => {
     } finally {
       await removeSnapshot(snapshot);
     }
+  });
+
+  it('its relay runs beside its QEMU and ends with it', async () => {
+    const relayOf = (machine: Machine) =>
+      readdirSync('/proc')
+        .filter((pid) => /^\d+$/.test(pid) && Number(pid) !== machine.pid)
+        .filter((pid) => {
+          try {
+            const words = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+            return (
+              words.some((word) => word.startsWith(`${machine.stateDir}/`)) && !words[0]?.includes('qemu')
+            );
+          } catch {
+            return false;
+          }
+        });
+    const relays = relayOf(open);
+    assert.equal(relays.length, 1, `one relay for the machine: ${relays.join(', ')}`);
+    await open.close();
+    const deadline = Date.now() + 10_000;
+    while (relays.some((pid) => existsSync(`/proc/${pid}`)) && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(
+      relays.filter((pid) => existsSync(`/proc/${pid}`)),
+      [],
+      'the relay ended with its QEMU',
+    );
   });
 });

@@ -34,7 +34,10 @@ describe('NixOS driver parity in a test script', () => {
     await chmod(join(folder, 'sub', 'secret'), 0o600);
 
     const definition = defineTest({
-      machines: { alpha: {}, late: { start: false } },
+      machines: {
+        alpha: {},
+        late: { start: false, setup: (late) => late.succeed('touch /root/set-up').then(() => {}) },
+      },
       async test(ctx) {
         const { alpha, late } = ctx;
         assert.equal(ctx.outputDir, outputDir);
@@ -108,7 +111,9 @@ describe('NixOS driver parity in a test script', () => {
 
         // sleep, the monitor, QMP events, log and nested steps
         await ctx.sleep(0.1);
-        await alpha.sleep(0.1);
+        started = performance.now();
+        await alpha.sleep(0.3);
+        assert.ok(performance.now() - started >= 295, 'sleep waits on the host');
         assert.match(await alpha.sendMonitorCommand('info status'), /running/);
         const stopped = alpha.waitForQmpEvent('STOP', { timeoutMs: 20_000 });
         await alpha.sendMonitorCommand('stop');
@@ -118,6 +123,10 @@ describe('NixOS driver parity in a test script', () => {
         await resumed;
         alpha.log('a note from the test');
         assert.equal(await alpha.nested('a nested step', () => alpha.succeed('echo inside')), 'inside\n');
+        await assert.rejects(
+          alpha.nested('a failing step', () => alpha.succeed('exit 5')),
+          CommandFailedError,
+        );
 
         // folder copies keep modes
         await alpha.copyToVm(folder, '/srv/tree');
@@ -131,6 +140,7 @@ describe('NixOS driver parity in a test script', () => {
         assert.throws(() => late.succeed('true'), /start: false.*late.start\(\)/);
         await late.start();
         assert.equal(await late.succeed('hostname'), 'late\n');
+        await late.succeed('test -e /root/set-up'); // its setup ran once it came up
         await late.succeed('ping -c 1 -W 10 alpha');
 
         // joinAll waits for every machine to shut down
@@ -138,8 +148,10 @@ describe('NixOS driver parity in a test script', () => {
         await ctx.joinAll({ timeoutMs: 60_000 });
       },
     });
+    const captureDir = join(scratch, 'pcap');
     const report = await runTest(definition, {
       outputDir,
+      captureDir,
       log: new RunLog((line) => lines.push(line)),
     });
     assert.ok(report.passed, `${report.failedStep}: ${report.error?.stack}\n${lines.join('\n')}`);
@@ -147,6 +159,10 @@ describe('NixOS driver parity in a test script', () => {
     assert.match(log, /\[alpha\] +a note from the test/);
     assert.match(log, /\[alpha\] +a nested step\.\.\./);
     assert.match(log, /\[alpha\] +a nested step: ok \(\d+ ms\)/);
+    assert.match(log, /\[alpha\] +a failing step: FAILED after \d+ ms \(.*status 5/);
     assert.match(log, /starting late \(declared with start: false\)/);
+    // captureDir: one pcap per VLAN, holding the frames of the ping from late to alpha.
+    const pcap = await stat(join(captureDir, 'vlan1.pcap'));
+    assert.ok(pcap.size > 24 + 16 + 98, `vlan1.pcap holds frames (${pcap.size} bytes)`);
   });
 });

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import {
   chmodSync,
+  existsSync,
   lstatSync,
   mkdtempSync,
   readdirSync,
@@ -21,7 +22,7 @@ import { VirtualSwitch } from '../../src/network/switch.js';
 import { ensureSwitchDaemon, stopSwitchDaemon } from '../../src/network/switch-daemon.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { Runtime } from '../../src/runtime/runtime.js';
-import { cli, lacks, runProgram } from '../helpers.js';
+import { alive, cli, lacks, runProgram } from '../helpers.js';
 
 /**
  * Every entry under `root` (itself included) that another user could use: a folder or socket
@@ -85,21 +86,26 @@ after(async () => {
 });
 
 describe('private state under umask 000', { timeout: 600_000 }, () => {
-  it('a machine on a switch: run folder, machine folder, sockets', async () => {
+  it('a machine on a switch: run folder, machine folder, sockets; closing the runtime ends its QEMU', async () => {
     const runtime = new Runtime({ root: join(scratch, 'run', 'vmkit') });
+    const runDir = runtime.runDir;
+    let pid = 0;
     try {
       const network = runtime.own(await VirtualSwitch.create('lan', join(runtime.runDir, 'lan.sock')));
       const machine = await startMachine({ name: 'm', runtime, networks: [{ switch: network }] });
+      pid = machine.pid;
       assert.equal(await machine.succeed('echo up'), 'up\n');
       // Guest RAM: QEMU made the file in /dev/shm (unlinked since, still mapped); no one else may open it.
       const ram = ramFiles(machine.pid);
       assert.ok(ram.length > 0, 'QEMU holds its RAM file');
       for (const file of ram) assert.equal(file.mode & 0o077, 0, `${file.path} ${file.mode.toString(8)}`);
       assert.deepEqual(offenders(runtime.root), []);
-      await machine.close();
+      // The machine is left running: closing its runtime ends it (README, "Runtime").
     } finally {
       await runtime.close();
     }
+    assert.ok(pid > 0 && !alive(pid), `QEMU ${pid} ended with its runtime`);
+    assert.equal(existsSync(runDir), false, 'the run folder is removed');
   });
 
   it('a switch daemon in a folder of its own', async () => {

@@ -229,6 +229,24 @@ describe('hostile input', () => {
     assert.equal(await readFile(target, 'utf8'), 'precious');
   });
 
+  it('a file copied out replaces a symbolic link at its host path, never writes through it', async () => {
+    const victim = join(scratch, 'victim');
+    await writeFile(victim, 'untouched');
+    const target = join(scratch, 'linked');
+    await symlink(victim, target);
+    await machine.succeed('echo from-guest > /tmp/out.txt');
+    await machine.copyFromVm('/tmp/out.txt', target);
+    assert.equal((await lstat(target)).isSymbolicLink(), false, 'the link was replaced');
+    assert.equal(await readFile(target, 'utf8'), 'from-guest\n');
+    assert.equal(await readFile(victim, 'utf8'), 'untouched');
+  });
+
+  it('the log option receives the accelerator with its reason and the boot time', () => {
+    const lines = log.join('\n');
+    assert.match(lines, /^(KVM|TCG): \S/m);
+    assert.match(lines, /^booted: backdoor up after \d+ ms$/m);
+  });
+
   it('a guest folder copied out plants no setuid file, device node, owner or link out on the host', async () => {
     await machine.succeed(
       [

@@ -1,6 +1,6 @@
 // Snapshots, restores and forks of real guests.
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { cp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -14,7 +14,7 @@ import {
   type SnapshotManifest,
   startMachine,
 } from '../../src/index.js';
-import { alive, lacks } from '../helpers.js';
+import { alive, lacks, runCli } from '../helpers.js';
 
 describe('snapshots', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
   let template: Machine;
@@ -156,6 +156,10 @@ describe('snapshots', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
     await writeFile(join(copy, 'state'), state);
     await writeFile(join(copy, 'ram'), 'short');
     await assert.rejects(restoreMachine(tampered, { name: 'tampered' }), /damaged: ram has 5 bytes/);
+    const removed = await runCli(['snapshot', 'rm', manifest.id]);
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.equal(removed.stdout, `removed ${manifest.id}\n`);
+    assert.equal(existsSync(copy), false, 'vmkit snapshot rm removed its folder');
   });
 
   it('refuses a mismatched configuration or QEMU version with a clear error', async () => {
@@ -176,6 +180,10 @@ describe('snapshots', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
       restoreMachine(old),
       /taken with "QEMU emulator version 1.0.0" but this is "QEMU emulator/,
     );
+    const listed = await runCli(['snapshot', 'list']);
+    assert.equal(listed.code, 0, listed.stderr);
+    const line = listed.stdout.split('\n').find((entry) => entry.startsWith(`${manifest.id}\t`));
+    assert.match(line ?? listed.stdout, /\tNOT RESTORABLE: taken with "QEMU emulator version 1\.0\.0"/);
     const pruned = await pruneSnapshots();
     assert.ok(
       pruned.some(
@@ -183,5 +191,24 @@ describe('snapshots', { skip: lacks('snapshot') || lacks('cowFork') }, () => {
       ),
       `prune removed the unrestorable snapshot: ${JSON.stringify(pruned)}`,
     );
+  });
+
+  it('a named snapshot replaces the older one of its name; unnamed ones get ids of their own; stop: true leaves it paused', async () => {
+    await template.succeed('echo first > /root/named');
+    const first = await template.snapshot('named-twice');
+    extraDirs.push(first.dir);
+    await template.succeed('echo second > /root/named');
+    const second = await template.snapshot('named-twice');
+    assert.equal(second.manifest.id, first.manifest.id, 'the same name and configuration: the same id');
+    assert.equal(second.dir, first.dir);
+    await using clone = await restoreMachine(await openSnapshot(first.manifest.id), { name: 'named' });
+    assert.equal(await clone.succeed('cat /root/named'), 'second\n', 'the store holds the newer one');
+    const unnamed = [await template.snapshot(), await template.snapshot(undefined, { stop: true })];
+    extraDirs.push(...unnamed.map((taken) => taken.dir));
+    assert.notEqual(unnamed[0]?.manifest.id, unnamed[1]?.manifest.id);
+    // stop: true leaves the machine paused after the snapshot.
+    assert.match(await template.sendMonitorCommand('info status'), /paused/);
+    await template.sendMonitorCommand('cont');
+    assert.equal(await template.succeed('cat /root/named'), 'second\n');
   });
 });
