@@ -312,7 +312,7 @@ describe('backendNamed', () => {
       () => backendNamed('firecracker'),
       (error: Error) => {
         assert.ok(error instanceof ConfigError);
-        assert.match(error.message, /unknown backend "firecracker" \(known: qemu\)/);
+        assert.match(error.message, /unknown backend "firecracker" \(known: qemu, mock\)/);
         return true;
       },
     );
