@@ -3,7 +3,7 @@
 // read-only binds.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import {
@@ -14,6 +14,7 @@ import {
   jailed,
   jailUnavailable,
   prepareJail,
+  userNamespaceUnavailable,
 } from '../../src/fleet/jail.js';
 
 describe('fleet VMM jail', () => {
@@ -74,6 +75,8 @@ describe('fleet VMM jail', () => {
         // Its own pid namespace (its first process is pid 1; vmkit's pid is not there) and network.
         `test -e /proc/${process.pid} && echo SEES-HOST-PID; echo "PID1 $(tr '\\0' ' ' < /proc/1/cmdline | cut -c1-14)"`,
         `echo "NICS $(grep -c : /proc/net/dev)"`,
+        // Its own user namespace: only its uid and gid are mapped (onto themselves).
+        'echo "USERNS $(readlink /proc/self/ns/user)"; echo UIDMAP $(cat /proc/self/uid_map); echo GIDMAP $(cat /proc/self/gid_map)',
       ].join('\n');
       const command = jailed(spec, '/bin/sh', ['-c', script]);
       const result = spawnSync(command.program, command.args, { encoding: 'utf8', timeout: 30_000 });
@@ -95,6 +98,14 @@ describe('fleet VMM jail', () => {
         );
         assert.match(result.stdout, /^NICS 1$/m, 'the jail sees network interfaces besides its loopback');
       }
+      const hostUserNs = readlinkSync('/proc/self/ns/user');
+      if (spec.userNamespace) {
+        const userNs = /^USERNS (.+)$/m.exec(result.stdout)?.[1];
+        assert.ok(userNs?.startsWith('user:['), result.stdout);
+        assert.notEqual(userNs, hostUserNs, "the jail shares the host's user namespace");
+        assert.match(result.stdout, new RegExp(`^UIDMAP ${uid} ${uid} 1$`, 'm'), 'other uids are mapped');
+        assert.match(result.stdout, new RegExp(`^GIDMAP ${uid} ${uid} 1$`, 'm'), 'other gids are mapped');
+      } else assert.ok(userNamespaceUnavailable(), 'no user namespace and no reason why');
     } finally {
       rmSync(fleet, { recursive: true, force: true });
       rmSync(ram, { force: true });
