@@ -59,7 +59,7 @@ export function registerPoolCommands(fleet: Command): void {
     .option('--data-disk-mib <n>', 'data disk per instance', wholeOption)
     .option(
       '--require-limits',
-      "refuse to run an instance whose memory, cpu and pids limits cannot all be applied (cgroups not delegated); without it, the instance runs with a warning",
+      'refuse to run an instance whose memory, cpu and pids limits cannot all be applied (cgroups not delegated); without it, the instance runs with a warning',
     );
   withDesiredCounts(create).action(async (address: string, options, command: Command) => {
     const { tenant, pool: id } = parseAddress(address, 2);
