@@ -218,8 +218,9 @@ export function jailScript(spec: JailSpec): string {
     // libslirp hands each guestfwd command (the metadata host) a TCP socket pair made over 127.0.0.1.
     ...(spec.namespaces && !spec.userNamespace ? ['ip link set lo up'] : []),
     'umask 077', // the VMM's sockets, logs and saved states: its uid's alone
-    ...(spec.userNamespace ? userNamespaceExec(spec.root, spec.uid, kvm) : []),
-    `exec chroot ${shellQuote(spec.root)} ${dropTo(spec.uid, kvm)} -- "$@"`,
+    ...(spec.userNamespace
+      ? userNamespaceExec(spec.root, spec.uid, kvm)
+      : [`exec chroot ${shellQuote(spec.root)} ${dropTo(spec.uid, kvm)} -- "$@"`]),
   ].join('\n');
 }
 
