@@ -179,7 +179,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       chownTree(dir, 0); // the jailed VMM wrote its state as the tenant's uid: a base is root's, read-only
       // Its VMMs read it in their jails (the state, the root disk's base): their tenant's group may.
       shareWithTenant(dir, layout.uid);
-    }
+    } // unjailed, the VMM ran as the caller: the base is the caller's already (chown would be EPERM)
     ensurePrivateDir(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id));
     const raced = findBase(ctx.fleetDir, pool, pool.revision);
     if (raced) return raced; // another call made it meanwhile: theirs is the one

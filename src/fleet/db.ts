@@ -93,6 +93,8 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE tenants ADD COLUMN uid INTEGER;
    UPDATE tenants SET uid = vmkit_hashed_tenant_uid(id);
    CREATE UNIQUE INDEX tenants_uid ON tenants (uid);`,
+  // Pools that refuse to run an instance without its resource limits (off: a warning only).
+  `ALTER TABLE pools ADD COLUMN require_limits INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -23,6 +23,7 @@ import {
 import { type BuiltPoolImage, buildPoolImage, type FleetBuilder, imageOf } from './pool-image.js';
 import { checkPoolFits } from './quota.js';
 import { type Repair, type RepairHooks, repairFleet, repairInstance } from './repair.js';
+import { checkRequiredLimits } from './required-limits.js';
 import type { Outcome } from './rows.js';
 import { bootVm, finishWake, sleepVm, wakeVm } from './snapshots.js';
 import { killPoint } from './steps.js';
@@ -248,7 +249,11 @@ export class Fleet {
       return done;
     } catch (error) {
       const message = (error as Error).message;
-      audit(this.dir, { ...event, outcome: 'failed', detail: message });
+      audit(this.dir, {
+        ...event,
+        outcome: error instanceof RefusedError ? 'refused' : 'failed',
+        detail: message,
+      });
       const repair = await repairInstance(
         this.store,
         this.store.instanceBySeq(current.seq),
@@ -275,6 +280,7 @@ export class Fleet {
   /** Starts the instance from its pool's base snapshot, made first (a cold boot) if there is none. */
   start(address: string): Promise<Instance> {
     return this.operate(address, 'start', async (instance, pool) => {
+      checkRequiredLimits(pool);
       this.nameSwitchPorts(instance.tenant);
       const tenant = this.store.tenant(pool.tenant);
       const base = await ensureBase(this.vm(instance).ctx, pool, tenant);
@@ -334,6 +340,7 @@ export class Fleet {
 
   wake(address: string): Promise<Instance> {
     return this.operate(address, 'wake', async (instance, pool) => {
+      checkRequiredLimits(pool);
       this.nameSwitchPorts(instance.tenant);
       const tenant = this.store.tenant(pool.tenant);
       const { record, warnings, steps } = await wakeVm(this.vm(instance).ctx, instance, pool, tenant);

@@ -90,6 +90,8 @@ export interface JailSpec {
   hide: string;
   /** It gets pid and network namespaces of its own (where the host allows them: namespacesUnavailable). */
   namespaces: boolean;
+  /** And a user namespace that maps its uid and gid alone (where allowed: userNamespaceUnavailable). */
+  userNamespace: boolean;
 }
 
 /** Why the VMM cannot be jailed here, or undefined when it can. */
@@ -112,7 +114,9 @@ export function jailWarnings(): string[] {
   const unjailed = jailUnavailable();
   if (unjailed) return [jailWarning(unjailed)];
   const noNamespaces = namespacesUnavailable();
-  return noNamespaces ? [`the VMM's jail has no pid or network namespace of its own: ${noNamespaces}`] : [];
+  if (noNamespaces) return [`the VMM's jail has no pid or network namespace of its own: ${noNamespaces}`];
+  const noUser = userNamespaceUnavailable();
+  return noUser ? [`the VMM's jail has no user namespace of its own: ${noUser}`] : [];
 }
 
 export function jailWarning(reason: string): string {
@@ -180,16 +184,25 @@ export function jailScript(spec: JailSpec): string {
       ['vmkit-tmp', at('/tmp'), 'tmpfs', mkdir('mode=1777,size=64m')],
       ...['/dev', '/sys'].map((dir) => [dir, at(dir), 'none', mkdir('rbind')]),
       // Its pid namespace's own /proc (the host's where it has none): its processes alone.
-      spec.namespaces
-        ? ['proc', at('/proc'), 'proc', mkdir('nosuid,nodev,noexec')]
-        : ['/proc', at('/proc'), 'none', mkdir('rbind')],
+      // With a user namespace, `unshare --mount-proc` mounts it: only the namespaces' owner may.
+      ...(spec.userNamespace
+        ? []
+        : [
+            spec.namespaces
+              ? ['proc', at('/proc'), 'proc', mkdir('nosuid,nodev,noexec')]
+              : ['/proc', at('/proc'), 'none', mkdir('rbind')],
+          ]),
       ['vmkit-shm', at('/dev/shm'), 'tmpfs', 'mode=0755,size=1m'],
       ...system.map((dir) => [dir, at(dir), 'none', mkdir('bind,ro')]),
       // The fleet folder starts empty in the jail, even where it lies inside vmkit's code folder.
       ['vmkit-fleet', at(spec.hide), 'tmpfs', mkdir('mode=0755,size=1m')],
     ]),
-    ...(files.length > 0
-      ? [`mkdir -p ${[...new Set(files.map(dirname))].map((dir) => shellQuote(at(dir))).join(' ')}`]
+    ...(files.length > 0 || spec.userNamespace
+      ? [
+          `mkdir -p ${[...new Set(files.map(dirname)), ...(spec.userNamespace ? ['/proc'] : [])]
+            .map((dir) => shellQuote(at(dir)))
+            .join(' ')}`,
+        ]
       : []),
     [spec.ramFile, ...files].map((file) => `: > ${shellQuote(at(file))}`).join('; '),
     fstab('own', [
@@ -203,12 +216,36 @@ export function jailScript(spec: JailSpec): string {
       ]),
     ]),
     // libslirp hands each guestfwd command (the metadata host) a TCP socket pair made over 127.0.0.1.
-    ...(spec.namespaces ? ['ip link set lo up'] : []),
+    ...(spec.namespaces && !spec.userNamespace ? ['ip link set lo up'] : []),
     'umask 077', // the VMM's sockets, logs and saved states: its uid's alone
-    `exec chroot ${shellQuote(spec.root)} setpriv --reuid=${spec.uid} --regid=${spec.uid} ${
-      kvm === undefined ? '--clear-groups' : `--groups=${kvm}`
-    } --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"`,
+    ...(spec.userNamespace
+      ? userNamespaceExec(spec.root, spec.uid, kvm)
+      : [`exec chroot ${shellQuote(spec.root)} ${dropTo(spec.uid, kvm)} -- "$@"`]),
   ].join('\n');
+}
+
+const NO_CAPS = '--inh-caps=-all --bounding-set=-all --no-new-privs';
+const dropTo = (uid: number, kvm: number | undefined) =>
+  `setpriv --reuid=${uid} --regid=${uid} ${kvm === undefined ? '--clear-groups' : `--groups=${kvm}`} ${NO_CAPS}`;
+
+/**
+ * The end of the script with a user namespace: root drops to the tenant's uid first, which then
+ * makes the user namespace itself (mapping its own uid and gid alone, onto themselves: root's
+ * ids do not exist in it, its files show as the overflow id) with the pid, network and mount
+ * namespaces it owns, chroots (a chrooted process may not make a user namespace, so the chroot
+ * comes after), mounts its pid namespace's /proc, brings its loopback up and drops the
+ * capabilities it holds there before QEMU. Only a process may write its own id maps without
+ * CAP_SETUID over the host's namespace (util-linux's `--map-users` asks `newuidmap`, which wants
+ * /etc/subuid ranges); kvm's group is kept as a supplementary group (not mappable: setgroups is
+ * denied in the namespace, so it cannot be dropped either). `.`: the tenant's uid may not walk
+ * the path to the jail's root (the fleet folder is root's 0700), only chroot to where it is.
+ */
+function userNamespaceExec(root: string, uid: number, kvm: number | undefined): string[] {
+  const inside = `ip link set lo up && exec setpriv ${NO_CAPS} -- "$@"`;
+  return [
+    `cd ${shellQuote(root)}`,
+    `exec ${dropTo(uid, kvm)} -- unshare --user --map-current-user --keep-caps --mount --pid --net --fork --kill-child --root=. --mount-proc=/proc -- sh -c ${shellQuote(inside)} vmkit-jail "$@"`,
+  ];
 }
 
 /**
@@ -227,7 +264,8 @@ export function jailed(
     forks: spec.namespaces,
     args: [
       '--mount',
-      ...(spec.namespaces ? ['--pid', '--net', '--kill-child'] : []),
+      // With a user namespace, the script's last `unshare` makes the others and forks.
+      ...(spec.namespaces && !spec.userNamespace ? ['--pid', '--net', '--kill-child'] : []),
       '--propagation',
       'private',
       '--',
@@ -307,6 +345,7 @@ export function prepareJail(options: {
     ramFile: options.ramFile,
     hide: options.fleetDir,
     namespaces: namespacesUnavailable() === undefined,
+    userNamespace: namespacesUnavailable() === undefined && userNamespaceUnavailable() === undefined,
   };
 }
 
@@ -328,4 +367,24 @@ function probeNamespaces(): string | undefined {
   });
   if (probe.status === 0) return undefined;
   return `unshare --pid --net ip link set lo up failed: ${(probe.stderr || probe.error?.message || `status ${probe.status}`).trim()}`;
+}
+
+/**
+ * Why the jail gets no user namespace here (unprivileged user namespaces disabled, a container
+ * or an AppArmor policy that refuses them), or undefined when it does: asked once a process, of
+ * the same `unshare` as the jail's, run as nobody.
+ */
+export function userNamespaceUnavailable(): string | undefined {
+  userNamespace ??= { reason: probeUserNamespace() };
+  return userNamespace.reason;
+}
+let userNamespace: { reason: string | undefined } | undefined;
+
+function probeUserNamespace(): string | undefined {
+  const unshare =
+    'unshare --user --map-current-user --keep-caps --mount --pid --net --fork --kill-child --root=/ --mount-proc=/proc';
+  const command = `${dropTo(65534, undefined)} -- ${unshare} ip link set lo up`;
+  const probe = spawnSync('sh', ['-c', command], { encoding: 'utf8', timeout: 10_000, cwd: '/' });
+  if (probe.status === 0) return undefined;
+  return `${unshare} as uid 65534 failed: ${(probe.stderr || probe.error?.message || `status ${probe.status}`).trim()}`;
 }

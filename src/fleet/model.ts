@@ -61,6 +61,8 @@ export const poolInput = z
     running: wholeNumber(0, 1000).default(0),
     warm: wholeNumber(0, 1000).default(0),
     sleeping: wholeNumber(0, 1000).default(0),
+    /** Refuse to run an instance whose memory, cpu and pids limits cannot all be applied. */
+    requireLimits: z.boolean().default(false),
   })
   .strict();
 export type PoolInput = Omit<z.input<typeof poolInput>, 'image'> & { image?: string | ImageRecipe };
@@ -76,6 +78,8 @@ export interface Pool {
   memoryMiB: number;
   dataDiskMiB: number;
   desired: { running: number; warm: number; sleeping: number };
+  /** Its instances are refused where their cgroup limits cannot all be applied (else: a warning). */
+  requireLimits: boolean;
   /** The image's content key when the pool was (re)built. */
   revision: string;
   createdAt: string;

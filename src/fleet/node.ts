@@ -3,7 +3,13 @@ import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
 import { describeGroups } from './cgroups.js';
 import type { Fleet } from './fleet.js';
-import { JAIL_ID_BASE, jailUnavailable, jailWarning, namespacesUnavailable } from './jail.js';
+import {
+  JAIL_ID_BASE,
+  jailUnavailable,
+  jailWarning,
+  namespacesUnavailable,
+  userNamespaceUnavailable,
+} from './jail.js';
 import type { Instance } from './model.js';
 import { sleepStateInfo } from './snapshots.js';
 import { instanceDir, liveRamPath, vmGroups, vmProcesses } from './vm.js';
@@ -84,9 +90,12 @@ function jailInfo(fleetDir: string): string {
   const unavailable = jailUnavailable();
   if (unavailable) return `not applied: ${jailWarning(unavailable)}`;
   const noNamespaces = namespacesUnavailable();
+  const noUser = noNamespaces ? undefined : userNamespaceUnavailable();
   const namespaces = noNamespaces
     ? `a mount namespace of its own (unshare; no pid or network namespace: ${noNamespaces})`
-    : 'mount, pid and network namespaces of its own (unshare: it sees only its own processes and has no network but its sockets)';
+    : noUser
+      ? `mount, pid and network namespaces of its own (unshare: it sees only its own processes and has no network but its sockets; no user namespace: ${noUser})`
+      : 'user, mount, pid and network namespaces of its own (unshare: its user namespace maps its uid and gid alone, it sees only its own processes and has no network but its sockets)';
   return `applied: each VMM runs as an unprivileged uid of its tenant's (from ${JAIL_ID_BASE} up, no /etc/passwd entry; setpriv, no capabilities, no new privileges) in ${namespaces}, chrooted into a tmpfs root that holds read-only system folders, its image, its base snapshot and vmkit's code, and of ${fleetDir} only its own instance folder, its tenant's switch folder and its guest RAM file`;
 }
 

@@ -41,6 +41,7 @@ export function poolFrom(row: Row): Pool {
       warm: Number(row.desired_warm),
       sleeping: Number(row.desired_sleeping),
     },
+    requireLimits: Number(row.require_limits) === 1,
     revision: String(row.revision),
     createdAt: String(row.created_at),
   };

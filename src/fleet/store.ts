@@ -129,7 +129,7 @@ export class FleetStore {
       this.db
         .prepare(
           `INSERT INTO pools (tenant, id, image, recipe, vcpus, memory_mib, data_disk_mib, desired_running,
-             desired_warm, desired_sleeping, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             desired_warm, desired_sleeping, require_limits, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           parsed.tenant,
@@ -142,6 +142,7 @@ export class FleetStore {
           parsed.running,
           parsed.warm,
           parsed.sleeping,
+          parsed.requireLimits ? 1 : 0,
           build.revision,
           at,
         );

@@ -35,6 +35,7 @@ import type { Instance, Pool, Tenant } from './model.js';
 import { startRelayDetached, stopRelay } from './outbound.js';
 import { buildPoolImage, imageOf } from './pool-image.js';
 import { ensureRecordsDir, recordsDir, vmmFiles, writeRecordFile } from './records.js';
+import { refuseWithoutLimits } from './required-limits.js';
 import { secretsDriveArgs } from './secrets-disk.js';
 import { withVm } from './vm-control.js';
 import { metadataNic, NO_SANDBOX, outboundNic, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
@@ -134,6 +135,7 @@ export function prepareVmGroups(dir: string, pool: Pool): string[] {
 function limitVm(dir: string, record: DetachedRecord, pool: Pool): string[] {
   const placement = applyLimits(vmGroupName(dir), record.pid, vmLimits(pool));
   writeRecordFile(dir, 'cgroups.json', JSON.stringify(placement));
+  refuseWithoutLimits(pool, placement.warnings); // the callers end the VMM
   return placement.warnings;
 }
 

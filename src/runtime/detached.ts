@@ -1,5 +1,13 @@
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
 import { ConfigError, HostToolError } from '../errors.js';
 import { PRIVATE_FILE, withPrivateUmask } from '../util/private.js';
 import { processStartTicks } from './reaper.js';
@@ -63,16 +71,30 @@ export function spawnDetached(options: DetachedSpawn): DetachedRecord {
 }
 
 /**
- * The record of the one child the recorded process forked (a wrapper that runs its program in a
- * child, such as `unshare --fork`), written in its place; undefined while it has none yet.
+ * The record of the child the recorded process forked to run its program in a pid namespace of
+ * its own (a wrapper such as `unshare --pid --fork`), written in its place; undefined while it
+ * has none yet. Only a child in another pid namespace than the wrapper's: a wrapper's script
+ * forks helpers (mount, mkdir) first, which carry its command line until they exec.
  */
 export function recordChildOf(record: DetachedRecord, recordPath: string): DetachedRecord | undefined {
-  const child = childrenOf(record.pid)[0];
+  const own = pidNamespace(record.pid);
+  const child = childrenOf(record.pid).find((pid) => {
+    const ns = pidNamespace(pid);
+    return own !== undefined && ns !== undefined && ns !== own;
+  });
   const startTicks = child === undefined ? undefined : processStartTicks(child);
   if (child === undefined || startTicks === undefined) return undefined;
   const adopted = { ...record, pid: child, startTicks };
   writeRecord(recordPath, adopted);
   return adopted;
+}
+
+function pidNamespace(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return undefined;
+  }
 }
 
 function childrenOf(pid: number): number[] {

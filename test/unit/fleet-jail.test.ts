@@ -3,7 +3,7 @@
 // read-only binds.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import {
@@ -14,6 +14,7 @@ import {
   jailed,
   jailUnavailable,
   prepareJail,
+  userNamespaceUnavailable,
 } from '../../src/fleet/jail.js';
 
 describe('fleet VMM jail', () => {
@@ -74,26 +75,49 @@ describe('fleet VMM jail', () => {
         // Its own pid namespace (its first process is pid 1; vmkit's pid is not there) and network.
         `test -e /proc/${process.pid} && echo SEES-HOST-PID; echo "PID1 $(tr '\\0' ' ' < /proc/1/cmdline | cut -c1-14)"`,
         `echo "NICS $(grep -c : /proc/net/dev)"`,
+        // Its own user namespace: only its uid and gid are mapped (onto themselves).
+        'echo "USERNS $(readlink /proc/self/ns/user)"; echo UIDMAP $(cat /proc/self/uid_map); echo GIDMAP $(cat /proc/self/gid_map)',
       ].join('\n');
-      const command = jailed(spec, '/bin/sh', ['-c', script]);
-      const result = spawnSync(command.program, command.args, { encoding: 'utf8', timeout: 30_000 });
-      assert.equal(result.status, 0, result.stderr);
-      const lines = result.stdout.split('\n');
-      assert.equal(Number(lines[0]), uid);
-      assert.match(lines[1] ?? '', /^CapEff:\s+0+$/);
-      assert.equal(lines[2], 'net vm with space / 1', 'the fleet folder shows more than its own files');
-      assert.equal(lines[3], ram.split('/').at(-1));
-      assert.match(result.stdout, /a read-only file/);
-      assert.doesNotMatch(result.stdout, /SEES-/);
-      assert.match(result.stdout, /WROTE-OWN\nNET-READ-ONLY/);
-      assert.match(result.stdout, /CODE-VISIBLE-IN-TMP/, "vmkit's code in /tmp is hidden by the jail's /tmp");
-      if (spec.namespaces) {
+      // Where the host allows a user namespace, the jail without one (its fallback) too.
+      const variants = spec.userNamespace ? [spec, { ...spec, userNamespace: false }] : [spec];
+      for (const variant of variants) {
+        const command = jailed(variant, '/bin/sh', ['-c', script]);
+        const result = spawnSync(command.program, command.args, { encoding: 'utf8', timeout: 30_000 });
+        assert.equal(result.status, 0, result.stderr);
+        const lines = result.stdout.split('\n');
+        assert.equal(Number(lines[0]), uid);
+        assert.match(lines[1] ?? '', /^CapEff:\s+0+$/);
+        assert.equal(lines[2], 'net vm with space / 1', 'the fleet folder shows more than its own files');
+        assert.equal(lines[3], ram.split('/').at(-1));
+        assert.match(result.stdout, /a read-only file/);
+        assert.doesNotMatch(result.stdout, /SEES-/);
+        assert.match(result.stdout, /WROTE-OWN\nNET-READ-ONLY/);
         assert.match(
           result.stdout,
-          /^PID1 \/bin\/sh -c id/m,
-          'the jailed program is not pid 1 of its namespace',
+          /CODE-VISIBLE-IN-TMP/,
+          "vmkit's code in /tmp is hidden by the jail's /tmp",
         );
-        assert.match(result.stdout, /^NICS 1$/m, 'the jail sees network interfaces besides its loopback');
+        if (variant.namespaces) {
+          assert.match(
+            result.stdout,
+            /^PID1 \/bin\/sh -c id/m,
+            'the jailed program is not pid 1 of its namespace',
+          );
+          assert.match(result.stdout, /^NICS 1$/m, 'the jail sees network interfaces besides its loopback');
+        }
+        const userNs = /^USERNS (.+)$/m.exec(result.stdout)?.[1];
+        assert.ok(userNs?.startsWith('user:['), result.stdout);
+        if (!variant.userNamespace) assert.equal(userNs, readlinkSync('/proc/self/ns/user'));
+        if (variant.userNamespace) {
+          assert.notEqual(
+            userNs,
+            readlinkSync('/proc/self/ns/user'),
+            "the jail shares the host's user namespace",
+          );
+          assert.match(result.stdout, new RegExp(`^UIDMAP ${uid} ${uid} 1$`, 'm'), 'other uids are mapped');
+          assert.match(result.stdout, new RegExp(`^GIDMAP ${uid} ${uid} 1$`, 'm'), 'other gids are mapped');
+        } else if (!spec.userNamespace)
+          assert.ok(userNamespaceUnavailable(), 'no user namespace and no reason why');
       }
     } finally {
       rmSync(fleet, { recursive: true, force: true });

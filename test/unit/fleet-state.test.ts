@@ -137,9 +137,12 @@ describe('the fleet store', () => {
       uids.deleteTenant('u2');
       assert.equal(uids.createTenant({ id: 'u4', subnet: '10.40.9.0/24' }).uid, first + 1);
       assert.throws(() => uids.db.prepare("UPDATE tenants SET uid = ? WHERE id = 'u4'").run(first), /UNIQUE/);
-      // A fleet from before: no uid column, schema version one less. Its tenants keep the hash's uid.
-      uids.db.exec('DROP INDEX tenants_uid; ALTER TABLE tenants DROP COLUMN uid;');
-      uids.db.pragma(`user_version = ${SCHEMA_VERSION - 1}`);
+      // A fleet from before: no uid column (nor the pools' require_limits, which came after it),
+      // schema version two less. Its tenants keep the hash's uid.
+      uids.db.exec(
+        'DROP INDEX tenants_uid; ALTER TABLE tenants DROP COLUMN uid; ALTER TABLE pools DROP COLUMN require_limits;',
+      );
+      uids.db.pragma(`user_version = ${SCHEMA_VERSION - 2}`);
       uids.close();
       const migrated = new FleetStore(uidsDir);
       for (const id of ['u1', 'u3', 'u4'])

@@ -255,6 +255,12 @@ describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout
     await run(fleet('pool', 'create', 'small/big', '--memory-mib', '256', '--running', '1'), 2);
     await run(fleet('pool', 'create', 'small/p', '--vcpus', 'many'), 2);
     await run(fleet('pool', 'create', 'small/p', '--image', 'nosuch-image'), 2);
+    await run(fleet('pool', 'create', 'small/strict', '--require-limits'), 0);
+    assert.equal(
+      ((await json(fleet('pool', 'info', 'small/strict'))) as { requireLimits: boolean }).requireLimits,
+      true,
+    );
+    assert.match((await run(fleet('pool', 'info', 'small/strict'), 0)).stdout, /^limits: required/m);
     await run(fleet('pool', 'info', 'small/nosuch'), 2);
     await run(fleet('pool', 'scale', 'small/nosuch', '--running', '1'), 2);
     await run(fleet('pool', 'scale', 'small/big', '--running', '-1'), 2);

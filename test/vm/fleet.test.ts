@@ -16,6 +16,7 @@ import { basename, dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readAudit } from '../../src/fleet/audit.js';
 import { Fleet } from '../../src/fleet/fleet.js';
+import { userNamespaceUnavailable } from '../../src/fleet/jail.js';
 import { RefusedError } from '../../src/fleet/lifecycle.js';
 import { tenantAudit } from '../../src/fleet/metadata-reads.js';
 import { instanceInfo, nodeInfo } from '../../src/fleet/node.js';
@@ -158,11 +159,19 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     assert.ok(!readFileSync(`/proc/${a1?.pid}/mountinfo`, 'utf8').includes(join(dir, 'fleet.sqlite3')));
     assert.match((await nodeInfo(fleet)).jail, /^applied/);
 
-    // Its own pid and network namespaces (no user namespace: the README says why).
+    // Its own pid, network and (where the host allows one) user namespaces; the user namespace
+    // maps its tenant's uid and gid alone, onto themselves.
     const ns = (pid: number | string | undefined, kind: string) => readlinkSync(`/proc/${pid}/ns/${kind}`);
-    for (const kind of ['pid', 'net']) {
+    const withUser = userNamespaceUnavailable() === undefined;
+    if (!withUser) assert.ok(a1?.warnings.some((w) => w.includes('no user namespace')));
+    for (const kind of withUser ? ['pid', 'net', 'user'] : ['pid', 'net']) {
       assert.notEqual(ns(a1?.pid, kind), ns('self', kind), `the VMM shares the host's ${kind} namespace`);
       assert.notEqual(ns(a1?.pid, kind), ns(a2?.pid, kind), `two VMMs share a ${kind} namespace`);
+    }
+    if (withUser) {
+      const map = (kind: string) => readFileSync(`/proc/${a1?.pid}/${kind}_map`, 'utf8').trim().split(/\s+/);
+      assert.deepEqual(map('uid'), [String(alpha), String(alpha), '1']);
+      assert.deepEqual(map('gid'), [String(alpha), String(alpha), '1']);
     }
     // From inside, as its uid: it sees its own processes alone, not a2's VMM (the same uid) nor
     // this test; it has no network interface but its loopback, and beta's switch is not there.

@@ -56,7 +56,11 @@ export function registerPoolCommands(fleet: Command): void {
     )
     .option('--vcpus <n>', 'vCPUs per instance', wholeOption)
     .option('--memory-mib <n>', 'memory per instance', wholeOption)
-    .option('--data-disk-mib <n>', 'data disk per instance', wholeOption);
+    .option('--data-disk-mib <n>', 'data disk per instance', wholeOption)
+    .option(
+      '--require-limits',
+      'refuse to run an instance whose memory, cpu and pids limits cannot all be applied (cgroups not delegated); without it, the instance runs with a warning',
+    );
   withDesiredCounts(create).action(async (address: string, options, command: Command) => {
     const { tenant, pool: id } = parseAddress(address, 2);
     await withFleet(command, async (fleet, json) => {
@@ -70,6 +74,7 @@ export function registerPoolCommands(fleet: Command): void {
         running: options.running,
         warm: options.warm,
         sleeping: options.sleeping,
+        requireLimits: options.requireLimits === true,
       });
       output(json, created, () => `${created.tenant}/${created.id}`);
     });
@@ -113,6 +118,7 @@ export function registerPoolCommands(fleet: Command): void {
           [
             `pool ${tenant}/${id}: image ${describeImage(imageOf(found))} (revision ${found.revision}), ${found.vcpus} vCPU, ${found.memoryMiB} MiB, data disk ${found.dataDiskMiB} MiB`,
             `desired: running ${found.desired.running}, warm ${found.desired.warm}, sleeping ${found.desired.sleeping}`,
+            `limits: ${found.requireLimits ? 'required (an instance is refused where they cannot all be applied)' : 'applied where the host allows (else a warning)'}`,
             `instances: ${instances.map((i) => `${i.id} ${i.state}`).join(', ') || 'none'}`,
             base
               ? `base snapshot: ${base.id}, RAM ${base.ramDataBytes} bytes in use, made ${base.createdAt}`

@@ -97,16 +97,21 @@ export function registerFleetCommands(program: Command): void {
       });
     });
   const node = fleet.command('node').description('this host, as the fleet sees it');
-  node.command('info').action(async (_options, command: Command) => {
-    await withFleet(command, async (fleet, json) => {
-      const info = await nodeInfo(fleet);
-      output(json, info, () =>
-        Object.entries(info)
-          .map(([key, value]) => `${key}: ${typeof value === 'object' ? JSON.stringify(value) : value}`)
-          .join('\n'),
-      );
+  node
+    .command('info')
+    .description(
+      "the host as VMMs get it: accelerator, cgroups and the limits that would not apply, QEMU's sandbox, the jail (uid, namespaces, user namespace or why not)",
+    )
+    .action(async (_options, command: Command) => {
+      await withFleet(command, async (fleet, json) => {
+        const info = await nodeInfo(fleet);
+        output(json, info, () =>
+          Object.entries(info)
+            .map(([key, value]) => `${key}: ${typeof value === 'object' ? JSON.stringify(value) : value}`)
+            .join('\n'),
+        );
+      });
     });
-  });
   node.command('stats').action(async (_options, command: Command) => {
     await withFleet(command, async (fleet, json) => {
       const stats = nodeStats(fleet);

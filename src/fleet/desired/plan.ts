@@ -122,6 +122,7 @@ const settingsOf = (pool: DesiredPool | Pool): PoolSettings => ({
   memoryMiB: pool.memoryMiB,
   dataDiskMiB: pool.dataDiskMiB,
   desired: { ...pool.desired },
+  requireLimits: pool.requireLimits,
 });
 
 /**

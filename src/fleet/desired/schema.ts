@@ -51,6 +51,8 @@ const pool = z
     memoryMiB: wholeNumber(64, 65_536).default(128),
     dataDiskMiB: wholeNumber(1, 1024 * 1024).default(16),
     desired: counts.default({ running: 0, warm: 0, sleeping: 0 }),
+    /** Refuse to run its instances where their resource limits cannot all be applied. */
+    requireLimits: z.boolean().default(false),
   })
   .strict();
 

@@ -35,7 +35,7 @@ export function updateTenant(
     .immediate();
 }
 
-export type PoolSettings = Pick<Pool, 'vcpus' | 'memoryMiB' | 'dataDiskMiB' | 'desired'>;
+export type PoolSettings = Pick<Pool, 'vcpus' | 'memoryMiB' | 'dataDiskMiB' | 'desired' | 'requireLimits'>;
 
 export function updatePool(store: FleetStore, tenant: string, id: string, settings: PoolSettings): void {
   store.db
@@ -44,7 +44,7 @@ export function updatePool(store: FleetStore, tenant: string, id: string, settin
       store.db
         .prepare(
           `UPDATE pools SET vcpus = ?, memory_mib = ?, data_disk_mib = ?, desired_running = ?,
-             desired_warm = ?, desired_sleeping = ? WHERE tenant = ? AND id = ?`,
+             desired_warm = ?, desired_sleeping = ?, require_limits = ? WHERE tenant = ? AND id = ?`,
         )
         .run(
           settings.vcpus,
@@ -53,6 +53,7 @@ export function updatePool(store: FleetStore, tenant: string, id: string, settin
           settings.desired.running,
           settings.desired.warm,
           settings.desired.sleeping,
+          settings.requireLimits ? 1 : 0,
           tenant,
           id,
         );
