@@ -386,13 +386,8 @@ export class Fleet {
   setFlags(address: string, flags: { pinned?: boolean; critical?: boolean }): Instance {
     const instance = this.instance(address);
     const done = this.store.setFlags(instance.seq, flags);
-    audit(this.dir, {
-      tenant: instance.tenant,
-      action: 'set',
-      target: instance.path,
-      outcome: 'ok',
-      detail: `pinned ${done.pinned}, critical ${done.critical}`,
-    });
+    const detail = `pinned ${done.pinned}, critical ${done.critical}`;
+    audit(this.dir, { tenant: instance.tenant, action: 'set', target: instance.path, outcome: 'ok', detail });
     return done;
   }
 
