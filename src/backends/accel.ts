@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js';
-import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
+import type { Runtime } from '../runtime/runtime.js';
 import { type KvmHost, systemKvmHost } from './accel-host.js';
 
 export type AccelRequest = 'auto' | 'kvm' | 'tcg';
@@ -154,7 +154,7 @@ export interface ChooseAccelDeps {
  */
 export async function chooseAccel(
   request: AccelRequest = 'auto',
-  runtime: Runtime = defaultRuntime(),
+  runtime: Runtime,
   deps: ChooseAccelDeps = {},
 ): Promise<AccelDecision> {
   parseAccel(request);

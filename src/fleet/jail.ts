@@ -12,6 +12,7 @@ import {
   statSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { Runtime } from '../runtime/runtime.js';
 import { ensureDirSync } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
 import { whichSync } from '../util/which.js';
@@ -92,13 +93,13 @@ export interface JailSpec {
   namespaces: boolean;
 }
 
-/** Why the VMM cannot be jailed here, or undefined when it can. */
-export function jailUnavailable(): string | undefined {
-  // Asked at every start, wake and sleep; the answer holds for the process.
-  unavailable ??= { reason: whyUnavailable() };
-  return unavailable.reason;
+/**
+ * Why the VMM cannot be jailed here, or undefined when it can. Asked at every start, wake and
+ * sleep: the answer is kept by the runtime given (the fleet's), else worked out again.
+ */
+export function jailUnavailable(runtime?: Runtime): string | undefined {
+  return runtime ? runtime.factSync('jail-unavailable', whyUnavailable) : whyUnavailable();
 }
-let unavailable: { reason: string | undefined } | undefined;
 
 function whyUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return `vmkit runs as uid ${process.getuid?.() ?? '?'}, not root`;
@@ -108,10 +109,10 @@ function whyUnavailable(): string | undefined {
 }
 
 /** What an instance's warnings say of its jail: none where it is whole. */
-export function jailWarnings(): string[] {
-  const unjailed = jailUnavailable();
+export function jailWarnings(runtime?: Runtime): string[] {
+  const unjailed = jailUnavailable(runtime);
   if (unjailed) return [jailWarning(unjailed)];
-  const noNamespaces = namespacesUnavailable();
+  const noNamespaces = namespacesUnavailable(runtime);
   return noNamespaces ? [`the VMM's jail has no pid or network namespace of its own: ${noNamespaces}`] : [];
 }
 
@@ -267,8 +268,8 @@ export function shareWithTenant(path: string, uid: number): void {
 }
 
 /** The uid a tenant's VMMs run as, or undefined where they cannot be jailed (jailUnavailable says why). */
-export function vmmUid(tenant: { uid: number }): number | undefined {
-  return jailUnavailable() ? undefined : tenant.uid;
+export function vmmUid(tenant: { uid: number }, runtime?: Runtime): number | undefined {
+  return jailUnavailable(runtime) ? undefined : tenant.uid;
 }
 
 /**
@@ -282,6 +283,8 @@ export function prepareJail(options: {
   switchSocket: string;
   reads: string[];
   fleetDir: string;
+  /** Where the namespace probe's answer is kept. */
+  runtime?: Runtime;
 }): JailSpec {
   const { uid, dir } = options;
   const root = join(dir, 'jail');
@@ -306,19 +309,17 @@ export function prepareJail(options: {
     code: codeFolders(import.meta.url),
     ramFile: options.ramFile,
     hide: options.fleetDir,
-    namespaces: namespacesUnavailable() === undefined,
+    namespaces: namespacesUnavailable(options.runtime) === undefined,
   };
 }
 
 /**
  * Why the jail gets no pid and network namespaces here (a container that forbids them), or
- * undefined when it does: asked of `unshare` once a process.
+ * undefined when it does: asked of `unshare` once a runtime (each time without one).
  */
-export function namespacesUnavailable(): string | undefined {
-  namespaces ??= { reason: probeNamespaces() };
-  return namespaces.reason;
+export function namespacesUnavailable(runtime?: Runtime): string | undefined {
+  return runtime ? runtime.factSync('jail-namespaces', probeNamespaces) : probeNamespaces();
 }
-let namespaces: { reason: string | undefined } | undefined;
 
 function probeNamespaces(): string | undefined {
   const args = ['--mount', '--pid', '--net', '--fork', '--kill-child', 'ip', 'link', 'set', 'lo', 'up'];

@@ -227,7 +227,7 @@ export async function sleepVm(
   removeSleepState(dir, false);
   mkdirSync(join(ensureRecordsDir(dir), 'sleep'), { mode: 0o700 });
   ensureDirSync(join(dir, 'sleep'), 0o700);
-  const uid = vmmUid(tenant);
+  const uid = vmmUid(tenant, ctx.runtime);
   if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`, 'sleep');
   await withVm(dir, instance.path, async (vm) => {

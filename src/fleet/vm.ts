@@ -267,6 +267,7 @@ export async function launchVm(
           // The files, not the image's folder: a content store's folders may be the caller's alone.
           reads: [image.kernel, image.initrd, ...(image.disk ? [image.disk] : []), switchDir, ...reads],
           fleetDir: ctx.fleetDir,
+          runtime: ctx.runtime,
         });
   ensureRecordsDir(layout.dir);
   // The outbound relay listens before QEMU connects to it, and goes when QEMU goes.
@@ -308,7 +309,7 @@ export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenan
   mac: instance.mac,
   metadataArgs: metadataNic(instanceDir(ctx.fleetDir, instance.seq), instance.path),
   outbound: tenant.outbound,
-  uid: vmmUid(tenant),
+  uid: vmmUid(tenant, ctx.runtime),
 });
 
 /** Runs `script` as root in the instance's guest over a short-lived attachment. */
@@ -350,7 +351,7 @@ export async function settleVm(
   pool: Pool,
 ): Promise<string[]> {
   const sandbox = (await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX];
-  return [...limitVm(dir, record, pool), ...sandbox, ...jailWarnings()];
+  return [...limitVm(dir, record, pool), ...sandbox, ...jailWarnings(ctx.runtime)];
 }
 
 /** Ends the VMM: QMP quit, then SIGKILL if it lingers. */

@@ -3,6 +3,7 @@
  * screenshots (QMP screendump, PPM to PNG), keys (QMP send-key), virtual terminal text from
  * /dev/vcsa<n>, and OCR with the host's tesseract.
  */
+import { randomBytes } from 'node:crypto';
 import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { requireCapability } from '../backends/backend.js';
@@ -45,7 +46,6 @@ const KEY_GAP_MS = 15;
 const TTY_POLL_MS = 500;
 const OCR_FIRST_BACKOFF_MS = 500;
 const OCR_MAX_BACKOFF_MS = 8000;
-let screenshots = 0;
 
 function requireDisplay(machine: Machine, method: string): void {
   requireCapability(machine.backend, 'display');
@@ -63,7 +63,7 @@ function checkPattern(method: string, pattern: unknown): RegExp {
 const DEFAULT_STEP_MS = 60_000;
 
 async function pngOfScreen(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promise<Buffer> {
-  const ppm = join(machine.stateDir, `screen-${process.pid}-${screenshots++}.ppm`);
+  const ppm = join(machine.stateDir, `screen-${randomBytes(4).toString('hex')}.ppm`);
   try {
     await machine.qmp.execute('screendump', { filename: ppm }, timeoutMs);
     return await ppmFileToPng(ppm);
@@ -74,7 +74,7 @@ async function pngOfScreen(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promi
 
 /** The screen's text by tesseract; screendump and OCR together take at most `timeoutMs`. */
 async function ocr(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promise<string> {
-  const png = join(machine.stateDir, `ocr-${process.pid}-${screenshots++}.png`);
+  const png = join(machine.stateDir, `ocr-${randomBytes(4).toString('hex')}.png`);
   const limit = new Deadline(timeoutMs, 'OCR of the screen');
   try {
     await writeFile(png, await pngOfScreen(machine, timeoutMs));

@@ -157,6 +157,36 @@ function findCycles(nodes: string[], next: (node: string) => string[]): string[]
   return cycles;
 }
 
+/** Every line of src/ that matches `pattern`, comments left out. */
+function lines(files: string[], pattern: RegExp): Array<{ file: string; line: number }> {
+  return files.flatMap((file) =>
+    readFileSync(join(SRC, file), 'utf8')
+      .split('\n')
+      .flatMap((text, n) =>
+        pattern.test(text) && !/^\s*(\/\/|\*|\/\*)/.test(text) ? [{ file, line: n + 1 }] : [],
+      ),
+  );
+}
+
+const where = (hit: { file: string; line: number }) => `src/${hit.file}:${hit.line}`;
+
+/**
+ * The modules vmkit runs as programs of their own (a switch, a hub, a relay): named by
+ * `nodeEntry(import.meta.url, './x', ...)` or `new URL('./x.js', import.meta.url)`.
+ */
+function entryModules(files: string[]): Set<string> {
+  const entries = new Set<string>();
+  for (const file of files) {
+    const text = readFileSync(join(SRC, file), 'utf8');
+    const named = /nodeEntry\(import\.meta\.url,\s*'([^']+)'|new URL\('([^']+)\.js',\s*import\.meta\.url\)/g;
+    for (const match of text.matchAll(named)) {
+      const target = rel(resolveSpecifier(join(SRC, file), `${match[1] ?? match[2]}.js`));
+      if (files.includes(target)) entries.add(target);
+    }
+  }
+  return entries;
+}
+
 /** Lines of text; a last line without a newline counts too. */
 const countLines = (text: string) =>
   text === '' ? 0 : text.split('\n').length - (text.endsWith('\n') ? 1 : 0);
@@ -233,6 +263,48 @@ describe('architecture of src/', () => {
           .flatMap((line, n) => (/\bmkdir(Sync)?\(.*recursive/.test(line) ? [`src/${file}:${n + 1}`] : [])),
       );
     assert.deepEqual(offenders, [], `recursive mkdirs:\n  ${offenders.join('\n  ')}`);
+  });
+
+  test("process.exit only in src/cli/ and in the entry modules of vmkit's own processes", () => {
+    const entries = entryModules(graph.files);
+    assert.ok(
+      entries.has('network/switch-host.ts') && entries.has('project/hub-main.ts'),
+      [...entries].join(),
+    );
+    const offenders = lines(graph.files, /\bprocess\.exit\(/).filter(
+      (hit) => !hit.file.startsWith('cli/') && !entries.has(hit.file),
+    );
+    assert.deepEqual(
+      offenders.map(where),
+      [],
+      'library code throws a typed error (InterruptedError, ...) and the CLI picks the exit code',
+    );
+  });
+
+  test('defaultRuntime() only where a public call names no runtime: library code is handed one', () => {
+    const publicEntries = new Set([
+      'runtime/runtime.ts', // its definition
+      'machine/start.ts', // startMachine's options, keepMachineState
+      'snapshot/restore.ts', // restoreMachine's options
+      'snapshot/store.ts', // snapshotProblems, pruneSnapshots
+      'images/build.ts', // buildImage's options
+    ]);
+    const offenders = lines(graph.files, /\bdefaultRuntime\(/).filter((hit) => !publicEntries.has(hit.file));
+    assert.deepEqual(
+      offenders.map(where),
+      [],
+      "pass the caller's Runtime down (the CLI makes one per command)",
+    );
+  });
+
+  test('no module-level let: state lives on a Runtime or on the object that owns it', () => {
+    const entries = entryModules(graph.files);
+    // The process's signal hooks, and the default runtime of public calls that name none.
+    const allowed = new Set(['runtime/signals.ts', 'runtime/runtime.ts']);
+    const offenders = lines(graph.files, /^(export\s+)?let\s/).filter(
+      (hit) => !entries.has(hit.file) && !allowed.has(hit.file),
+    );
+    assert.deepEqual(offenders.map(where), [], 'module-level state');
   });
 
   test('src/util/ imports nothing from other src/ folders except src/errors.ts (type imports included)', () => {
