@@ -1,7 +1,9 @@
 import type { Socket } from 'node:net';
 import { CapabilityError } from '../errors.js';
 import type { Runtime } from '../runtime/runtime.js';
-import type { Accel } from './accel.js';
+
+/** An accelerator a VMM runs guests with: hardware (KVM) or software emulation (TCG). */
+export type Accel = 'kvm' | 'tcg';
 
 /**
  * What a VMM backend can do. vmkit checks these before it asks, so a missing feature fails at

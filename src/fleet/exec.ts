@@ -1,14 +1,21 @@
 import type { RawResult } from '../agent/backdoor.js';
 import { audit } from './audit.js';
-import type { Fleet } from './fleet.js';
 import { RefusedError } from './lifecycle.js';
 import type { Instance } from './model.js';
+import type { FleetStore } from './store.js';
 import { instanceDir } from './vm.js';
 import { execVm, type OutputStreams, shellVm } from './vm-exec.js';
 
 /** Commands in Running instances (Fleet.exec and Fleet.shell), each one audited. */
 
-function requireRunning(fleet: Fleet, address: string, what: string): Instance {
+/** What these need of the Fleet that calls them (fleet.ts, which imports this file). */
+export interface ExecFleet {
+  readonly dir: string;
+  readonly store: Pick<FleetStore, 'touch'>;
+  instance(address: string): Instance;
+}
+
+function requireRunning(fleet: ExecFleet, address: string, what: string): Instance {
   const instance = fleet.instance(address);
   if (instance.state !== 'Running') {
     throw new RefusedError(
@@ -20,7 +27,7 @@ function requireRunning(fleet: Fleet, address: string, what: string): Instance {
 }
 
 export async function execInstance(
-  fleet: Fleet,
+  fleet: ExecFleet,
   address: string,
   command: string[],
   timeoutMs: number,
@@ -40,7 +47,7 @@ export async function execInstance(
 }
 
 export function shellInstance(
-  fleet: Fleet,
+  fleet: ExecFleet,
   address: string,
   next: () => Promise<string | undefined>,
   onResult: (script: string, result: RawResult) => void,

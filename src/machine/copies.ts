@@ -10,7 +10,7 @@ import { shellQuote } from '../util/shell.js';
 import { withTimeout } from '../util/time.js';
 import { type LeftOut, unpackUntrusted } from '../util/untrusted-archive.js';
 import type { CommandOptions } from './commands.js';
-import type { MachineInternals } from './machine.js';
+import type { MachineInternals } from './internals.js';
 
 type Succeed = (command: string, options: { timeoutMs?: number }) => Promise<string>;
 

@@ -40,3 +40,27 @@ export async function retryCommand(
     : `${attempts} attempts, none finished within its time`;
   throw new TimeoutError(awaited, timeoutMs, lastState);
 }
+
+/** What retryUntil asks of a machine. */
+export interface RetryHost {
+  readonly name: string;
+  readonly commandTimeoutMs: number;
+  execute(command: string, options: { timeoutMs: number }): Promise<ExecResult>;
+}
+
+/**
+ * retryCommand of `command` on `machine` until it exits 0 (`succeeds`) or non-zero, with the
+ * wait's options (default: the machine's command timeout).
+ */
+export function retryUntil(
+  machine: RetryHost,
+  command: string,
+  succeeds: boolean,
+  options: { timeoutMs?: number; attemptTimeoutMs?: number },
+  awaited = `${JSON.stringify(command)} to ${succeeds ? 'succeed' : 'fail'}`,
+): Promise<string> {
+  const done = (result: ExecResult) => (result.exitCode === 0) === succeeds;
+  const run = (attemptMs: number) => machine.execute(command, { timeoutMs: attemptMs });
+  const timeoutMs = options.timeoutMs ?? machine.commandTimeoutMs;
+  return retryCommand(run, `${awaited} on ${machine.name}`, done, timeoutMs, options.attemptTimeoutMs);
+}

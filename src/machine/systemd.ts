@@ -12,7 +12,7 @@ import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import { Deadline } from '../util/time.js';
 import { parseInput, waitOptionsOf, wholeNumber } from '../util/validate.js';
-import type { CommandOptions, ExecResult } from './machine.js';
+import type { CommandOptions, ExecResult } from './commands.js';
 
 /** What the systemd calls need of a machine: its name and a root shell. */
 export interface GuestShell {

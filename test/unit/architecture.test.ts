@@ -187,6 +187,22 @@ function entryModules(files: string[]): Set<string> {
   return entries;
 }
 
+const ARCHITECTURE = resolve(SRC, '../docs/architecture.md');
+
+/** The layers, first to last, from the `**Order:**` line (`a` < `b` < ...) of the architecture doc. */
+function layerOrder(doc: string): string[] {
+  const start = doc.indexOf('**Order:**');
+  if (start < 0) return [];
+  const paragraph = doc.slice(start).split('\n\n')[0] as string;
+  return [...paragraph.matchAll(/`([^`]+)`/g)].map((match) => match[1] as string);
+}
+
+/** Which layer a file (relative to src/) is in: a folder layer ends with '/'; -1 for none. */
+function layerIndex(order: string[], file: string): number {
+  const holds = (layer: string) => (layer.endsWith('/') ? file.startsWith(layer) : file === layer);
+  return order.findIndex(holds);
+}
+
 /** Lines of text; a last line without a newline counts too. */
 const countLines = (text: string) =>
   text === '' ? 0 : text.split('\n').length - (text.endsWith('\n') ? 1 : 0);
@@ -222,6 +238,36 @@ describe('architecture of src/', () => {
       0,
       `import cycles in src/ (runtime imports only):\n${cycles.map((cycle) => `  ${cycle.join(' -> ')}`).join('\n')}`,
     );
+  });
+
+  test('no import cycle, type-only imports included: a type ties a module to the one it names', () => {
+    const all = (file: string) => (graph.edges.get(file) ?? []).map((edge) => edge.to);
+    const cycles = findCycles(graph.files, all);
+    assert.equal(
+      cycles.length,
+      0,
+      `import cycles in src/ (type-only imports included):\n${cycles.map((cycle) => `  ${cycle.join(' -> ')}`).join('\n')}`,
+    );
+  });
+
+  test('no import goes against the layer order of docs/architecture.md (type-only imports included)', () => {
+    const order = layerOrder(readFileSync(ARCHITECTURE, 'utf8'));
+    assert.ok(order.length > 10, `the Order line of docs/architecture.md names ${order.length} layers`);
+    const unplaced = graph.files.filter((file) => layerIndex(order, file) < 0);
+    assert.deepEqual(
+      unplaced,
+      [],
+      'files in no layer of docs/architecture.md: add their folder to the Order line',
+    );
+    const violations = graph.files.flatMap((file) =>
+      (graph.edges.get(file) ?? [])
+        .filter((edge) => layerIndex(order, edge.to) > layerIndex(order, file))
+        .map(
+          (edge) =>
+            `src/${file}:${edge.line} (${order[layerIndex(order, file)]}) imports ${edge.specifier} (${order[layerIndex(order, edge.to)]})`,
+        ),
+    );
+    assert.deepEqual(violations, [], `imports of a later layer:\n  ${violations.join('\n  ')}`);
   });
 
   test(`no file in src/ is over ${MAX_LINES} lines`, () => {
@@ -333,6 +379,16 @@ describe('architecture test helpers', () => {
       findCycles(['x', 'y'], (node) => (node === 'x' ? ['y'] : [])),
       [],
     );
+  });
+
+  test('layerOrder reads the Order line; layerIndex places files by folder or by name', () => {
+    const doc = 'text\n\n**Order:** `errors.ts` < `util/` <\n`machine/` < `index.ts`\n\nmore `x/`';
+    const order = layerOrder(doc);
+    assert.deepEqual(order, ['errors.ts', 'util/', 'machine/', 'index.ts']);
+    assert.equal(layerIndex(order, 'util/time.ts'), 1);
+    assert.equal(layerIndex(order, 'machine/launch.ts'), 2);
+    assert.equal(layerIndex(order, 'index.ts'), 3);
+    assert.equal(layerIndex(order, 'machines.ts'), -1, 'a file is not in a folder layer of a similar name');
   });
 
   test('countLines: no extra line for the final newline; an unterminated last line counts', () => {
