@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import type { AttachedQemu } from '../backends/qemu/detached.js';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { SnapshotError } from '../errors.js';
+import { posixCommands } from '../guest/profiles/commands.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
@@ -187,7 +188,8 @@ export async function bootVm(
     await withVm(layout.dir, instance.path, async (vm) => {
       await migrateIn(vm.qmp, base.state, { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS });
       timer.step('base state loaded');
-      const setup = profileNamed(image.profile).afterRestore({
+      const profile = profileNamed(image.profile);
+      const setup = profile.afterRestore({
         clockSeconds: Math.floor(Date.now() / 1000),
         hostname: instance.id,
         entropyHex: randomBytes(64).toString('hex'),
@@ -196,7 +198,7 @@ export async function bootVm(
       });
       await runInGuest(
         vm,
-        `${setup}\nsync; echo 3 > /proc/sys/vm/drop_caches`,
+        `${setup}\n${profile.commands.dropCaches()}`,
         'guest set-up after start',
         RESTORED_AGENT_READS,
       );
@@ -237,7 +239,8 @@ export async function sleepVm(
     const { status } = await vm.qmp.execute<{ status: string }>('query-status');
     if (status === 'paused') await vm.qmp.execute('cont');
     const agent = await vm.agent();
-    await agent.run('sync; echo 3 > /proc/sys/vm/drop_caches', 30_000);
+    // The image is not looked up for a sleep: every fleet image has a POSIX shell.
+    await agent.run(posixCommands.dropCaches(), 30_000);
     await vm.qmp.execute('stop');
     await migrateOut(vm.qmp, state, {
       ignoreShared: true,

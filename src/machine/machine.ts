@@ -192,11 +192,11 @@ export class Machine implements AsyncDisposable {
 
   /** Waits until something in the guest listens on TCP `port` (any address, or `address` only). */
   async waitForOpenPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    return waitForPort(this, port, true, options, this.commandTimeoutMs);
+    return waitForPort(this, port, true, options, this.commandTimeoutMs, this.internals.profile.commands);
   }
 
   async waitForClosedPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    return waitForPort(this, port, false, options, this.commandTimeoutMs);
+    return waitForPort(this, port, false, options, this.commandTimeoutMs, this.internals.profile.commands);
   }
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
@@ -342,7 +342,7 @@ export class Machine implements AsyncDisposable {
   }
   /** Waits until a unix socket is listening (stream) or bound (datagram), without connecting. */
   waitForOpenUnixSocket(path: string, options: UnixSocketOptions = {}): Promise<void> {
-    return waitForOpenUnixSocket(this, path, options, this.commandTimeoutMs);
+    return waitForOpenUnixSocket(this, path, options, this.commandTimeoutMs, this.internals.profile.commands);
   }
 
   // Screens and keyboards (need display: true, except the tty text): display.ts.

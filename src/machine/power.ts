@@ -77,7 +77,7 @@ export class MachinePower {
   async shutdown(options: CommandOptions): Promise<void> {
     if (this.internals.vmm.hasExited) return;
     this.stopping = true;
-    this.internals.agent.fireAndForget('sync; poweroff');
+    this.internals.agent.fireAndForget(this.internals.profile.commands.powerOff());
     await this.waitForShutdown({ timeoutMs: options.timeoutMs ?? 60_000 });
   }
 
@@ -105,7 +105,7 @@ export class MachinePower {
    * Without allowReboot, QEMU runs with -no-reboot: for this one reboot, a reset resets.
    */
   async reboot(options: CommandOptions, qmp: () => QmpClient): Promise<void> {
-    const { agent, config, vmm, name, console } = this.internals;
+    const { agent, config, vmm, name, console, profile } = this.internals;
     if (vmm.hasExited)
       throw new MachineCrashedError(name, 'cannot reboot a machine that is not running', console.tail());
     const timeoutMs = options.timeoutMs ?? REBOOT_TIMEOUT_MS;
@@ -116,7 +116,7 @@ export class MachinePower {
     try {
       await agent.exclusive(async () => {
         const reset = monitor.waitForEvent('RESET', timeoutMs);
-        agent.fireAndForget('reboot');
+        agent.fireAndForget(profile.commands.reboot());
         await reset;
       });
       // The reset made the channel wait for the guest and set it up again (reboots.ts). The

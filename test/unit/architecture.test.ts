@@ -353,6 +353,11 @@ describe('architecture of src/', () => {
     assert.deepEqual(offenders.map(where), [], 'module-level state');
   });
 
+  test('the commands vmkit runs in a guest (drop caches, power-off, port probes) are files in guest/profiles/', () => {
+    const offenders = lines(graph.files, /drop_caches|\bpoweroff\b|\/proc\/net\/(tcp|unix)/);
+    assert.deepEqual(offenders.map(where), [], 'guest commands written as strings in src/');
+  });
+
   test('src/util/ imports nothing from other src/ folders except src/errors.ts (type imports included)', () => {
     const violations = graph.files
       .filter((file) => file.startsWith('util/'))
