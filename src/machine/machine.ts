@@ -6,6 +6,7 @@ import type { QmpClient, QmpEvent } from '../backends/qemu/qmp.js';
 import type { SerialConsole } from '../console/serial.js';
 import { ConsoleShell, type ConsoleShellOptions } from '../console/shell.js';
 import { CapabilityError, MachineCrashedError } from '../errors.js';
+import type { GuestCommands } from '../guest/profiles/commands.js';
 import { shellQuote } from '../util/shell.js';
 import { sleep } from '../util/time.js';
 import { checkCall } from './calls.js';
@@ -48,9 +49,8 @@ export type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js
  * timeout; when the machine dies, pending and later calls fail with MachineCrashedError.
  */
 export class Machine implements AsyncDisposable {
-  // The parts it delegates to, each in a file of its own; the rest delegates to functions.
   private readonly power: MachinePower;
-  private readonly display: MachineDisplay;
+  private displayPart?: MachineDisplay;
 
   readonly name: string;
   readonly stateDir: string;
@@ -73,7 +73,6 @@ export class Machine implements AsyncDisposable {
       commandTimeoutMs: this.commandTimeoutMs,
     } = internals);
     this.power = new MachinePower(internals, this, this.succeedOne);
-    this.display = new MachineDisplay(this);
   }
 
   /** Saves the machine's whole state (CPU, devices, RAM, disks) to the snapshot store; it runs on. */
@@ -175,28 +174,26 @@ export class Machine implements AsyncDisposable {
 
   /** Retries `command` until it exits 0; returns its stdout. */
   async waitUntilSucceeds(command: string, options: WaitOptions = {}): Promise<string> {
-    checkCall('waitUntilSucceeds', { command, waitOptions: options });
-    return retryUntil(this, command, true, options);
+    return retryUntil(this, 'waitUntilSucceeds', command, true, options);
   }
 
   /** Retries `command` until it exits non-zero; returns its stdout. */
   async waitUntilFails(command: string, options: WaitOptions = {}): Promise<string> {
-    checkCall('waitUntilFails', { command, waitOptions: options });
-    return retryUntil(this, command, false, options);
+    return retryUntil(this, 'waitUntilFails', command, false, options);
   }
 
   async waitForFile(path: string, options: WaitOptions = {}): Promise<void> {
     checkCall('waitForFile', { path, waitOptions: options });
-    await retryUntil(this, `test -e ${shellQuote(path)}`, true, options, `file ${path} to exist`);
+    await retryUntil(this, '', `test -e ${shellQuote(path)}`, true, options, `file ${path} to exist`);
   }
 
   /** Waits until something in the guest listens on TCP `port` (any address, or `address` only). */
   async waitForOpenPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    return waitForPort(this, port, true, options, this.commandTimeoutMs, this.internals.profile.commands);
+    return waitForPort(this, port, true, options, this.commandTimeoutMs, () => this.guest);
   }
 
   async waitForClosedPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    return waitForPort(this, port, false, options, this.commandTimeoutMs, this.internals.profile.commands);
+    return waitForPort(this, port, false, options, this.commandTimeoutMs, () => this.guest);
   }
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
@@ -243,13 +240,13 @@ export class Machine implements AsyncDisposable {
    */
   async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
     const call = checkCall('copyToVm', { hostPath, guestPath, options });
-    await copyIn(this.internals, this.succeedOne, hostPath, guestPath, this.copyTimeout(call.timeoutMs));
+    await copyIn(this.internals, this.succeedOne, hostPath, guestPath, call.timeoutMs);
   }
 
   /** Copies a guest file or folder to the host, as untrusted input (see copyOut); returns what was left out. */
   copyFromVm(guestPath: string, hostPath: string, options: CopyFromVmOptions = {}): Promise<CopyReport> {
     const call = checkCall('copyFromVm', { hostPath, guestPath, copyOptions: options });
-    const copy = { timeoutMs: this.copyTimeout(call.timeoutMs), keepOwnership: options.keepOwnership };
+    const copy = { timeoutMs: call.timeoutMs, keepOwnership: options.keepOwnership };
     return copyOut(this.internals, this.succeedOne, guestPath, hostPath, copy);
   }
 
@@ -308,8 +305,6 @@ export class Machine implements AsyncDisposable {
     return this.power.reboot(options, () => this.qmp);
   }
 
-  // systemd (NixOS driver names in camelCase): systemd.ts and ports.ts.
-
   /** Waits for the unit's ActiveState (default "active"); fails early when it fails or goes inactive with no job queued. */
   waitForUnit(unit: string, options: WaitForUnitOptions = {}): Promise<void> {
     return systemd.waitForUnit(this, unit, options, this.commandTimeoutMs);
@@ -342,38 +337,36 @@ export class Machine implements AsyncDisposable {
   }
   /** Waits until a unix socket is listening (stream) or bound (datagram), without connecting. */
   waitForOpenUnixSocket(path: string, options: UnixSocketOptions = {}): Promise<void> {
-    return waitForOpenUnixSocket(this, path, options, this.commandTimeoutMs, this.internals.profile.commands);
+    return waitForOpenUnixSocket(this, path, options, this.commandTimeoutMs, () => this.guest);
   }
-
-  // Screens and keyboards (need display: true, except the tty text): display.ts.
 
   /** Writes the screen as a PNG file. */
   screenshot(path: string): Promise<void> {
-    return this.display.screenshot(path);
+    return this.display().screenshot(path);
   }
   /** Presses a key or a combination, e.g. "ctrl-alt-delete", "alt-f2", "ret". */
   sendKey(key: string): Promise<void> {
-    return this.display.sendKey(key);
+    return this.display().sendKey(key);
   }
   /** Types text on the keyboard (US layout; printable ASCII, newline and tab). */
   sendChars(text: string): Promise<void> {
-    return this.display.sendChars(text);
+    return this.display().sendChars(text);
   }
   /** The text on virtual terminal `tty` (1-63), read from /dev/vcsa<tty> without OCR. */
   getTtyText(tty: number): Promise<string> {
-    return this.display.getTtyText(tty);
+    return this.display().getTtyText(tty);
   }
   /** Waits until the text on virtual terminal `tty` matches `pattern`; returns the match. */
   waitUntilTtyMatches(tty: number, pattern: RegExp, options?: WaitOptions): Promise<RegExpExecArray> {
-    return this.display.waitUntilTtyMatches(tty, pattern, options);
+    return this.display().waitUntilTtyMatches(tty, pattern, options);
   }
   /** The screen's text by OCR (the host's tesseract). */
   getScreenText(): Promise<string> {
-    return this.display.getScreenText();
+    return this.display().getScreenText();
   }
   /** Waits until OCR of the screen matches `pattern`, backing off between attempts. */
   waitForText(pattern: RegExp, options?: WaitOptions): Promise<RegExpExecArray> {
-    return this.display.waitForText(pattern, options);
+    return this.display().waitForText(pattern, options);
   }
 
   /** Stops the machine (if running) and removes its state. Safe to call more than once. */
@@ -385,11 +378,18 @@ export class Machine implements AsyncDisposable {
     return this.close();
   }
 
-  /** One command for the parts: succeed() with its options. */
+  // For the parts: one command of succeed(); the display part, made on first use.
   private readonly succeedOne = (command: string, options: CommandOptions = {}) =>
     this.succeed(command, options);
 
-  private copyTimeout = (timeoutMs?: number) => timeoutMs ?? this.internals.commandTimeoutMs * 2;
+  private display(): MachineDisplay {
+    this.displayPart ??= new MachineDisplay(this);
+    return this.displayPart;
+  }
+
+  private get guest(): GuestCommands {
+    return this.internals.profile.commands;
+  }
 
   private async run(method: string, command: string, options: ExecuteOptions): Promise<RawResult> {
     checkCall(method, { command, executeOptions: options });

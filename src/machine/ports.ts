@@ -44,7 +44,8 @@ export async function waitForPort(
   open: boolean,
   options: PortOptions,
   defaultTimeoutMs: number,
-  commands: GuestCommands,
+  /** The guest's commands, asked for once the arguments are checked. */
+  commands: () => GuestCommands,
 ): Promise<void> {
   const method = open ? 'waitForOpenPort' : 'waitForClosedPort';
   parseInput(wholeNumber(1, 65_535), port, `${method}: port`);
@@ -54,8 +55,9 @@ export async function waitForPort(
     attemptTimeoutMs,
   } = parseInput(portOptions, options, `${method}: options`);
   const where = address ? ` on ${address}` : '';
+  const probe = commands().tcpListening(port, address);
   await retryCommand(
-    (timeout) => machine.execute(commands.tcpListening(port, address), { timeoutMs: timeout }),
+    (timeout) => machine.execute(probe, { timeoutMs: timeout }),
     `TCP port ${port}${where} to be ${open ? 'listening' : 'closed'} on ${machine.name}`,
     (result) => (result.exitCode === 0) === open,
     limit,
@@ -68,7 +70,8 @@ export async function waitForOpenUnixSocket(
   path: string,
   options: UnixSocketOptions,
   defaultTimeoutMs: number,
-  commands: GuestCommands,
+  /** The guest's commands, asked for once the arguments are checked. */
+  commands: () => GuestCommands,
 ): Promise<void> {
   parseInput(socketPath, path, 'waitForOpenUnixSocket: path');
   const {
@@ -76,8 +79,9 @@ export async function waitForOpenUnixSocket(
     timeoutMs: limit = defaultTimeoutMs,
     attemptTimeoutMs,
   } = parseInput(unixOptions, options, 'waitForOpenUnixSocket: options');
+  const probe = commands().unixListening(path, datagram);
   await retryCommand(
-    (timeout) => machine.execute(commands.unixListening(path, datagram), { timeoutMs: timeout }),
+    (timeout) => machine.execute(probe, { timeoutMs: timeout }),
     `unix ${datagram ? 'datagram' : 'stream'} socket ${path} to be open on ${machine.name}`,
     (result) => result.exitCode === 0,
     limit,

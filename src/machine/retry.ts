@@ -1,5 +1,6 @@
 import { CommandTimeoutError, GuestRebootedError, TimeoutError } from '../errors.js';
 import { sleep } from '../util/time.js';
+import { checkCall } from './calls.js';
 import type { ExecResult } from './commands.js';
 
 /** How often waitUntil* retries. */
@@ -52,13 +53,16 @@ export interface RetryHost {
  * retryCommand of `command` on `machine` until it exits 0 (`succeeds`) or non-zero, with the
  * wait's options (default: the machine's command timeout).
  */
-export function retryUntil(
+export async function retryUntil(
   machine: RetryHost,
+  /** The method, for its argument check ('': checked by the caller). */
+  method: string,
   command: string,
   succeeds: boolean,
   options: { timeoutMs?: number; attemptTimeoutMs?: number },
   awaited = `${JSON.stringify(command)} to ${succeeds ? 'succeed' : 'fail'}`,
 ): Promise<string> {
+  if (method) checkCall(method, { command, waitOptions: options });
   const done = (result: ExecResult) => (result.exitCode === 0) === succeeds;
   const run = (attemptMs: number) => machine.execute(command, { timeoutMs: attemptMs });
   const timeoutMs = options.timeoutMs ?? machine.commandTimeoutMs;
