@@ -148,6 +148,22 @@ export class TestRunError extends VmkitError {
   override name = 'TestRunError';
 }
 
+/**
+ * Work given up because the process got SIGINT or SIGTERM, after undoing what it had begun. The
+ * CLI exits with `exitCode` (128 + the signal's number, as a shell reports a death by it).
+ */
+export class InterruptedError extends VmkitError {
+  override name = 'InterruptedError';
+  readonly exitCode: number;
+  constructor(
+    readonly signal: 'SIGINT' | 'SIGTERM',
+    what: string,
+  ) {
+    super(`${what}: interrupted by ${signal}`);
+    this.exitCode = signal === 'SIGINT' ? 130 : 143;
+  }
+}
+
 /** A wait was given up because its AbortSignal fired. */
 export class AbortedError extends VmkitError {
   override name = 'AbortedError';

@@ -122,17 +122,12 @@ export type { MachineConfig } from './machine/config.js';
 export type { CopyFromVmOptions, CopyReport } from './machine/copies.js';
 export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine, WaitOptions } from './machine/machine.js';
-export type {
-  JournalOptions,
-  UnixSocketOptions,
-  UserOption,
-  WaitForUnitOptions,
-} from './machine/machine-systemd.js';
 export type { BootDevice, Firmware, SaveDiskOptions, UserMedia } from './machine/media.js';
 export type { QmpEventFilter } from './machine/monitor.js';
 export type { MachineOptions, NetworkAttachment } from './machine/options.js';
-export type { PortOptions } from './machine/ports.js';
+export type { PortOptions, UnixSocketOptions } from './machine/ports.js';
 export { keepMachineState } from './machine/start.js';
+export type { JournalOptions, UserOption, WaitForUnitOptions } from './machine/systemd.js';
 export { startMachine } from './machines.js';
 export { type PcapRecord, readPcap } from './network/pcap.js';
 export {
@@ -159,10 +154,9 @@ export type { VmStatus } from './project/status.js';
 export type { SyncReport } from './project/sync.js';
 export type { SyncMethod } from './project/sync-vm.js';
 export { Runtime, type RuntimeOptions } from './runtime/runtime.js';
-export type { ForkOptions } from './snapshot/fork.js';
 export type { SnapshotManifest } from './snapshot/manifest.js';
-export type { PoolOptions, RestorePool } from './snapshot/pool.js';
 export type { RestoreOptions } from './snapshot/restore.js';
+export type { ForkOptions, PoolOptions, RestorePool } from './snapshot/snapshot.js';
 export { forkMachines, restoreMachine, type Snapshot, type SnapshotOptions } from './snapshot/snapshot.js';
 export {
   listSnapshots,

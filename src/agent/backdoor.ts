@@ -1,17 +1,11 @@
 import type { Socket } from 'node:net';
 import { MachineCrashedError, TimeoutError, TransferError } from '../errors.js';
 import { waitWithin } from '../util/time.js';
-import { type BackdoorEvent, BackdoorParser, encodeRequest } from './framing.js';
+import { type BackdoorEvent, BackdoorParser, encodeRequest, type RawResult } from './framing.js';
 import { ResetHold } from './reset-hold.js';
 import { FrameReader, openSource, receiveFile, type SentFrame, writeFrame } from './transfer.js';
 
-export interface RawResult {
-  status: number;
-  /** The guest killed the command when its timeout ran out. */
-  timedOut: boolean;
-  stdout: Buffer;
-  stderr: Buffer;
-}
+export type { RawResult } from './framing.js';
 
 interface Pending {
   id: number;

@@ -5,6 +5,15 @@
 
 import { LineSplitter } from '../util/lines.js';
 
+/** What a command in the guest gave back: its exit status and its output, as bytes. */
+export interface RawResult {
+  status: number;
+  /** The guest killed the command when its timeout ran out. */
+  timedOut: boolean;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
 export const BANNER = 'Spawning backdoor root shell...';
 
 export type BackdoorEvent =

@@ -5,7 +5,7 @@ import { type FileHandle, open, rename, rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import { TransferError } from '../errors.js';
 import { withTimeout } from '../util/time.js';
-import type { RawResult } from './backdoor.js';
+import type { RawResult } from './framing.js';
 
 /**
  * Framing of file bytes on the agent's transfer port (guest side: guest/agent/transfer.c):

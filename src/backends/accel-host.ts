@@ -4,8 +4,29 @@ import { access, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { tail } from '../errors.js';
-import type { KvmFacts, KvmProbeResult } from './accel.js';
 import { qemuBinary } from './qemu/process.js';
+
+/** What decides whether KVM works here, gathered by a KvmHost (accel-host.ts) or given by a test. */
+export interface KvmFacts {
+  /** /dev/kvm: absent, present but not readable and writable by this process, or usable. */
+  device: 'missing' | 'denied' | 'ok';
+  /** Its owner group's name and mode bits, when present ("root", 0o600). */
+  deviceGroup?: string;
+  deviceMode?: number;
+  /** The user running vmkit, and whether /etc/group lists it in deviceGroup (a new login may be due). */
+  user: string;
+  listedInDeviceGroup?: boolean;
+  /** The CPU flags from /proc/cpuinfo. */
+  cpuFlags: ReadonlySet<string>;
+  /** Loaded kernel modules of interest (kvm, kvm_intel, kvm_amd, kvm_pvm). */
+  modules: ReadonlySet<string>;
+}
+
+/** The result of running a tiny guest under KVM: bounded, so a hang is a failure, not a wait. */
+export interface KvmProbeResult {
+  ok: boolean;
+  detail: string;
+}
 
 /** Where accelerator detection gets its inputs; tests hand in their own. */
 export interface KvmHost {

@@ -1,35 +1,16 @@
 import { ConfigError } from '../errors.js';
-import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
-import { type KvmHost, systemKvmHost } from './accel-host.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { type KvmFacts, type KvmHost, type KvmProbeResult, systemKvmHost } from './accel-host.js';
+import type { Accel } from './backend.js';
+
+export type { KvmFacts, KvmProbeResult } from './accel-host.js';
+export type { Accel } from './backend.js';
 
 export type AccelRequest = 'auto' | 'kvm' | 'tcg';
-export type Accel = 'kvm' | 'tcg';
 
 export interface AccelDecision {
   accel: Accel;
   reason: string;
-}
-
-/** What decides whether KVM works here, gathered by a KvmHost (accel-host.ts) or given by a test. */
-export interface KvmFacts {
-  /** /dev/kvm: absent, present but not readable and writable by this process, or usable. */
-  device: 'missing' | 'denied' | 'ok';
-  /** Its owner group's name and mode bits, when present ("root", 0o600). */
-  deviceGroup?: string;
-  deviceMode?: number;
-  /** The user running vmkit, and whether /etc/group lists it in deviceGroup (a new login may be due). */
-  user: string;
-  listedInDeviceGroup?: boolean;
-  /** The CPU flags from /proc/cpuinfo. */
-  cpuFlags: ReadonlySet<string>;
-  /** Loaded kernel modules of interest (kvm, kvm_intel, kvm_amd, kvm_pvm). */
-  modules: ReadonlySet<string>;
-}
-
-/** The result of running a tiny guest under KVM: bounded, so a hang is a failure, not a wait. */
-export interface KvmProbeResult {
-  ok: boolean;
-  detail: string;
 }
 
 export type KvmBranch =
@@ -154,7 +135,7 @@ export interface ChooseAccelDeps {
  */
 export async function chooseAccel(
   request: AccelRequest = 'auto',
-  runtime: Runtime = defaultRuntime(),
+  runtime: Runtime,
   deps: ChooseAccelDeps = {},
 ): Promise<AccelDecision> {
   parseAccel(request);

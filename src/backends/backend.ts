@@ -3,7 +3,9 @@ import { CapabilityError } from '../errors.js';
 // Types only: a simulated backend names the stand-in image its machines get.
 import type { BootImage } from '../images/types.js';
 import type { Runtime } from '../runtime/runtime.js';
-import type { Accel } from './accel.js';
+
+/** An accelerator a VMM runs guests with: hardware (KVM) or software emulation (TCG). */
+export type Accel = 'kvm' | 'tcg';
 
 /**
  * What a VMM backend can do. vmkit checks these before it asks, so a missing feature fails at

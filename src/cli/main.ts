@@ -2,7 +2,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { ZodType } from 'zod';
 import { parseAccel } from '../backends/accel.js';
-import { ConfigError, VmkitError } from '../errors.js';
+import { ConfigError, InterruptedError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerProjectCommands } from './commands/project.js';
@@ -161,6 +161,10 @@ try {
   if (error instanceof CommanderError) {
     // Help and version exit 0; usage errors were already printed by commander.
     process.exitCode = error.exitCode === 0 ? 0 : 2;
+  } else if (error instanceof InterruptedError) {
+    process.stderr.write(`vmkit: ${error.message}\n`);
+    // What was begun is undone; work still winding down (waits, timers) is not waited for.
+    process.exit(error.exitCode);
   } else if (error instanceof VmkitError) {
     process.stderr.write(`vmkit: ${error.message}\n`);
     // 2 is for bad input only (also when the fleet agent refused the request's input: 400, 404,

@@ -132,7 +132,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       mac: macAddress(`fleet/${pool.tenant}/${pool.id}`, 'base'),
       metadataArgs: metadataDevice(`fleet/${pool.tenant}/${pool.id}/base`),
       outbound: tenant.outbound,
-      uid: vmmUid(tenant),
+      uid: vmmUid(tenant, ctx.runtime),
     };
     await launchVm(ctx, layout, pool, image, false);
     const setup = profileNamed(image.profile).afterBoot({

@@ -1,15 +1,23 @@
 import type { RawResult } from '../agent/backdoor.js';
+import type { InstanceAgents } from './agents.js';
 import { audit } from './audit.js';
-import type { Fleet } from './fleet.js';
 import { RefusedError } from './lifecycle.js';
 import type { Instance } from './model.js';
+import type { FleetStore } from './store.js';
 import { instanceDir } from './vm.js';
 import { type ExecTarget, execVm, type OutputStreams, shellVm } from './vm-exec.js';
 
 /** Commands in Running instances (Fleet.exec and Fleet.shell), each one audited. */
 
-/** A Running instance with no operation under way (one that stops or pauses its VMM waits for no new command). */
-function requireRunning(fleet: Fleet, address: string, what: string): Instance {
+/** What these need of the Fleet that calls them (fleet.ts, which imports this file). */
+export interface ExecFleet {
+  readonly dir: string;
+  readonly store: Pick<FleetStore, 'touch'>;
+  readonly agents: InstanceAgents;
+  instance(address: string): Instance;
+}
+
+function requireRunning(fleet: ExecFleet, address: string, what: string): Instance {
   const instance = fleet.instance(address);
   if (instance.state !== 'Running') {
     throw new RefusedError(
@@ -26,7 +34,7 @@ function requireRunning(fleet: Fleet, address: string, what: string): Instance {
 }
 
 /** Checked again once the call had to wait for the instance's agent: it may be going away. */
-function target(fleet: Fleet, address: string, what: string): ExecTarget {
+function target(fleet: ExecFleet, address: string, what: string): ExecTarget {
   const instance = requireRunning(fleet, address, what);
   return {
     agents: fleet.agents,
@@ -37,7 +45,7 @@ function target(fleet: Fleet, address: string, what: string): ExecTarget {
 }
 
 export async function execInstance(
-  fleet: Fleet,
+  fleet: ExecFleet,
   address: string,
   command: string[],
   timeoutMs: number,
@@ -57,7 +65,7 @@ export async function execInstance(
 }
 
 export function shellInstance(
-  fleet: Fleet,
+  fleet: ExecFleet,
   address: string,
   next: () => Promise<string | undefined>,
   onResult: (script: string, result: RawResult) => void,

@@ -12,6 +12,7 @@ import {
   statSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import type { Runtime } from '../runtime/runtime.js';
 import { ensureDirSync } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
 import { whichSync } from '../util/which.js';
@@ -94,13 +95,13 @@ export interface JailSpec {
   userNamespace: boolean;
 }
 
-/** Why the VMM cannot be jailed here, or undefined when it can. */
-export function jailUnavailable(): string | undefined {
-  // Asked at every start, wake and sleep; the answer holds for the process.
-  unavailable ??= { reason: whyUnavailable() };
-  return unavailable.reason;
+/**
+ * Why the VMM cannot be jailed here, or undefined when it can. Asked at every start, wake and
+ * sleep: the answer is kept by the runtime given (the fleet's), else worked out again.
+ */
+export function jailUnavailable(runtime?: Runtime): string | undefined {
+  return runtime ? runtime.factSync('jail-unavailable', whyUnavailable) : whyUnavailable();
 }
-let unavailable: { reason: string | undefined } | undefined;
 
 function whyUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return `vmkit runs as uid ${process.getuid?.() ?? '?'}, not root`;
@@ -110,12 +111,12 @@ function whyUnavailable(): string | undefined {
 }
 
 /** What an instance's warnings say of its jail: none where it is whole. */
-export function jailWarnings(): string[] {
-  const unjailed = jailUnavailable();
+export function jailWarnings(runtime?: Runtime): string[] {
+  const unjailed = jailUnavailable(runtime);
   if (unjailed) return [jailWarning(unjailed)];
-  const noNamespaces = namespacesUnavailable();
+  const noNamespaces = namespacesUnavailable(runtime);
   if (noNamespaces) return [`the VMM's jail has no pid or network namespace of its own: ${noNamespaces}`];
-  const noUser = userNamespaceUnavailable();
+  const noUser = userNamespaceUnavailable(runtime);
   return noUser ? [`the VMM's jail has no user namespace of its own: ${noUser}`] : [];
 }
 
@@ -305,8 +306,8 @@ export function shareWithTenant(path: string, uid: number): void {
 }
 
 /** The uid a tenant's VMMs run as, or undefined where they cannot be jailed (jailUnavailable says why). */
-export function vmmUid(tenant: { uid: number }): number | undefined {
-  return jailUnavailable() ? undefined : tenant.uid;
+export function vmmUid(tenant: { uid: number }, runtime?: Runtime): number | undefined {
+  return jailUnavailable(runtime) ? undefined : tenant.uid;
 }
 
 /**
@@ -320,6 +321,8 @@ export function prepareJail(options: {
   switchSocket: string;
   reads: string[];
   fleetDir: string;
+  /** Where the namespace probe's answer is kept. */
+  runtime?: Runtime;
 }): JailSpec {
   const { uid, dir } = options;
   const root = join(dir, 'jail');
@@ -344,20 +347,20 @@ export function prepareJail(options: {
     code: codeFolders(import.meta.url),
     ramFile: options.ramFile,
     hide: options.fleetDir,
-    namespaces: namespacesUnavailable() === undefined,
-    userNamespace: namespacesUnavailable() === undefined && userNamespaceUnavailable() === undefined,
+    namespaces: namespacesUnavailable(options.runtime) === undefined,
+    userNamespace:
+      namespacesUnavailable(options.runtime) === undefined &&
+      userNamespaceUnavailable(options.runtime) === undefined,
   };
 }
 
 /**
  * Why the jail gets no pid and network namespaces here (a container that forbids them), or
- * undefined when it does: asked of `unshare` once a process.
+ * undefined when it does: asked of `unshare` once a runtime (each time without one).
  */
-export function namespacesUnavailable(): string | undefined {
-  namespaces ??= { reason: probeNamespaces() };
-  return namespaces.reason;
+export function namespacesUnavailable(runtime?: Runtime): string | undefined {
+  return runtime ? runtime.factSync('jail-namespaces', probeNamespaces) : probeNamespaces();
 }
-let namespaces: { reason: string | undefined } | undefined;
 
 function probeNamespaces(): string | undefined {
   const args = ['--mount', '--pid', '--net', '--fork', '--kill-child', 'ip', 'link', 'set', 'lo', 'up'];
@@ -374,11 +377,9 @@ function probeNamespaces(): string | undefined {
  * or an AppArmor policy that refuses them), or undefined when it does: asked once a process, of
  * the same `unshare` as the jail's, run as nobody.
  */
-export function userNamespaceUnavailable(): string | undefined {
-  userNamespace ??= { reason: probeUserNamespace() };
-  return userNamespace.reason;
+export function userNamespaceUnavailable(runtime?: Runtime): string | undefined {
+  return runtime ? runtime.factSync('jail-user-namespace', probeUserNamespace) : probeUserNamespace();
 }
-let userNamespace: { reason: string | undefined } | undefined;
 
 function probeUserNamespace(): string | undefined {
   const unshare =

@@ -62,7 +62,7 @@ export function cgroupInfo(): { version: string; controllers: string[] } {
 }
 
 export async function nodeInfo(fleet: Fleet) {
-  const accel = await chooseAccel('auto');
+  const accel = await chooseAccel('auto', fleet.runtime);
   const groups = describeGroups();
   return {
     host: hostname(),
@@ -79,18 +79,19 @@ export async function nodeInfo(fleet: Fleet) {
     sandbox: (await qemuHasSandbox(fleet.runtime))
       ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied)"
       : 'not applied: this QEMU has no seccomp sandbox',
-    jail: jailInfo(fleet.dir),
+    jail: jailInfo(fleet),
     fleetDir: fleet.dir,
     vmkitVersion: '0.1.0',
   };
 }
 
 /** Whether fleet VMMs run jailed on this node, and how; or why not. */
-function jailInfo(fleetDir: string): string {
-  const unavailable = jailUnavailable();
+function jailInfo(fleet: Fleet): string {
+  const fleetDir = fleet.dir;
+  const unavailable = jailUnavailable(fleet.runtime);
   if (unavailable) return `not applied: ${jailWarning(unavailable)}`;
-  const noNamespaces = namespacesUnavailable();
-  const noUser = noNamespaces ? undefined : userNamespaceUnavailable();
+  const noNamespaces = namespacesUnavailable(fleet.runtime);
+  const noUser = noNamespaces ? undefined : userNamespaceUnavailable(fleet.runtime);
   const namespaces = noNamespaces
     ? `a mount namespace of its own (unshare; no pid or network namespace: ${noNamespaces})`
     : noUser

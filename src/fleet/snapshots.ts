@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import type { AttachedQemu } from '../backends/qemu/detached.js';
 import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { SnapshotError } from '../errors.js';
+import { posixCommands } from '../guest/profiles/commands.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { ensureSwitchDaemon } from '../network/switch-daemon.js';
@@ -188,7 +189,8 @@ export async function bootVm(
     await withVm(layout.dir, instance.path, async (vm) => {
       await migrateIn(vm.qmp, base.state, { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS });
       timer.step('base state loaded');
-      const setup = profileNamed(image.profile).afterRestore({
+      const profile = profileNamed(image.profile);
+      const setup = profile.afterRestore({
         clockSeconds: Math.floor(Date.now() / 1000),
         hostname: instance.id,
         entropyHex: randomBytes(64).toString('hex'),
@@ -197,7 +199,7 @@ export async function bootVm(
       });
       await runInGuest(
         vm,
-        `${setup}\nsync; echo 3 > /proc/sys/vm/drop_caches`,
+        `${setup}\n${profile.commands.dropCaches()}`,
         'guest set-up after start',
         RESTORED_AGENT_READS,
       );
@@ -228,7 +230,7 @@ export async function sleepVm(
   removeSleepState(dir, false);
   mkdirSync(join(ensureRecordsDir(dir), 'sleep'), { mode: 0o700 });
   ensureDirSync(join(dir, 'sleep'), 0o700);
-  const uid = vmmUid(tenant);
+  const uid = vmmUid(tenant, ctx.runtime);
   if (uid !== undefined) lchownSync(join(dir, 'sleep'), uid, uid); // the jailed VMM writes its state there
   const timer = stepTimer(ctx.log, `sleep of ${instance.path}`, 'sleep');
   await withVm(dir, instance.path, async (vm) => {
@@ -239,7 +241,8 @@ export async function sleepVm(
     if (status === 'paused') await vm.qmp.execute('cont');
     // Its turn on the agent waits for the commands in flight (new ones are refused by now).
     const agent = await vm.agent(DRAIN_TIMEOUT_MS);
-    await agent.run('sync; echo 3 > /proc/sys/vm/drop_caches', 30_000);
+    // The image is not looked up for a sleep: every fleet image has a POSIX shell.
+    await agent.run(posixCommands.dropCaches(), 30_000);
     await vm.qmp.execute('stop');
     await migrateOut(vm.qmp, state, {
       ignoreShared: true,

@@ -270,6 +270,7 @@ export async function launchVm(
           // The files, not the image's folder: a content store's folders may be the caller's alone.
           reads: [image.kernel, image.initrd, ...(image.disk ? [image.disk] : []), switchDir, ...reads],
           fleetDir: ctx.fleetDir,
+          runtime: ctx.runtime,
         });
   ensureRecordsDir(layout.dir);
   // The outbound relay listens before QEMU connects to it, and goes when QEMU goes.
@@ -311,7 +312,7 @@ export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenan
   mac: instance.mac,
   metadataArgs: metadataNic(instanceDir(ctx.fleetDir, instance.seq), instance.path),
   outbound: tenant.outbound,
-  uid: vmmUid(tenant),
+  uid: vmmUid(tenant, ctx.runtime),
 });
 
 /** The limits put on a VMM just started, and what could not be applied. */
@@ -322,7 +323,7 @@ export async function settleVm(
   pool: Pool,
 ): Promise<string[]> {
   const sandbox = (await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX];
-  return [...limitVm(dir, record, pool), ...sandbox, ...jailWarnings()];
+  return [...limitVm(dir, record, pool), ...sandbox, ...jailWarnings(ctx.runtime)];
 }
 
 /** Ends the VMM: QMP quit, then SIGKILL if it lingers. */

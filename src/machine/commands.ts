@@ -8,7 +8,7 @@ import {
   MachineCrashedError,
 } from '../errors.js';
 import { MAX_TIMER_MS } from '../util/time.js';
-import type { MachineInternals } from './machine.js';
+import type { MachineInternals } from './internals.js';
 
 export interface ExecResult {
   exitCode: number;

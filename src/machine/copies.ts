@@ -10,7 +10,7 @@ import { shellQuote } from '../util/shell.js';
 import { withTimeout } from '../util/time.js';
 import { type LeftOut, unpackUntrusted } from '../util/untrusted-archive.js';
 import type { CommandOptions } from './commands.js';
-import type { MachineInternals } from './machine.js';
+import type { MachineInternals } from './internals.js';
 
 type Succeed = (command: string, options: { timeoutMs?: number }) => Promise<string>;
 
@@ -23,7 +23,8 @@ export async function copyIn(
   succeed: Succeed,
   hostPath: string,
   guestPath: string,
-  timeoutMs: number,
+  /** Default: twice the machine's command timeout. */
+  timeoutMs = internals.commandTimeoutMs * 2,
 ): Promise<void> {
   const failed = (why: string) =>
     new TransferError(`copying ${hostPath} to ${internals.name}:${guestPath} failed: ${why}`);
@@ -82,9 +83,9 @@ export async function copyOut(
   succeed: Succeed,
   guestPath: string,
   hostPath: string,
-  options: { timeoutMs: number; keepOwnership?: boolean },
+  options: { timeoutMs?: number; keepOwnership?: boolean },
 ): Promise<CopyReport> {
-  const { timeoutMs, keepOwnership = false } = options;
+  const { timeoutMs = internals.commandTimeoutMs * 2, keepOwnership = false } = options;
   const failed = (why: string) =>
     new TransferError(`copying ${internals.name}:${guestPath} to ${hostPath} failed: ${why}`);
   if (keepOwnership && process.getuid?.() !== 0) {

@@ -3,7 +3,7 @@ import { requireCapability } from '../backends/backend.js';
 import { ConfigError, QmpError } from '../errors.js';
 import { freePort } from '../util/sockets.js';
 import { parseInput, wholeNumber } from '../util/validate.js';
-import type { MachineInternals } from './machine.js';
+import type { MachineInternals } from './internals.js';
 
 export interface PortForward {
   /** The port on the host's loopback (127.0.0.1) that leads to the guest port. */

@@ -6,18 +6,38 @@ import type { GuestProfile } from '../guest/profiles/index.js';
 import type { BootSetup } from '../guest/profiles/profile.js';
 import type { VirtualSwitch } from '../network/switch.js';
 import type { Runtime } from '../runtime/runtime.js';
-// Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
-import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
 import type { MachineConfig } from './config.js';
 
-// What a Machine is made of: handed over by launchMachine, used by the modules that add to it.
+// What a Machine is made of: handed over by launchMachine, used by its parts and by snapshots.
+
+export interface SnapshotOptions {
+  /** Leave the machine paused instead of letting it run on (it is about to be discarded). */
+  stop?: boolean;
+  /**
+   * For named snapshots: more data that identifies the guest state (e.g. a fingerprint of the
+   * setup that produced it). Part of the snapshot's id, so a changed key never reuses an old one.
+   */
+  key?: unknown;
+}
+
+/**
+ * A snapshot as machine.snapshot() hands it out. Snapshots are made by the snapshot layer, above
+ * this one: it completes this interface with its Snapshot class (declaration merging in
+ * snapshot/snapshot.ts), so that the machine layer names nothing of a layer above it.
+ */
+export interface TakenSnapshot {
+  readonly id: string;
+  readonly name: string;
+  /** Its folder in the snapshot store. */
+  readonly dir: string;
+}
 
 /** Takes a snapshot of a machine; supplied by the snapshot layer when the machine is launched. */
 export type SnapshotTaker = (
   machine: MachineInternals,
   name: string | undefined,
   options: SnapshotOptions,
-) => Promise<Snapshot>;
+) => Promise<TakenSnapshot>;
 
 /** What a Machine is made of; handed over by launchMachine, used again by snapshots. */
 export interface MachineInternals {

@@ -12,11 +12,9 @@ import { makePrivateDir } from '../util/private.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
 import { ramFilePath } from './identity.js';
-import { Machine, type MachineInternals, type MachineNic, type SnapshotTaker } from './machine.js';
+import type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js';
+import { Machine } from './machine.js';
 import { type MediaConfig, prepareMedia } from './media.js';
-import './machine-power.js';
-import './machine-screen.js';
-import './machine-systemd.js';
 
 export interface LaunchPlan {
   name: string;

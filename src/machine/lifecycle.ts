@@ -1,5 +1,5 @@
 import { MachineCrashedError } from '../errors.js';
-import type { MachineInternals } from './machine.js';
+import type { MachineInternals } from './internals.js';
 import { recoverAfterResets } from './reboots.js';
 
 /** A machine's switch NICs as `machine.networks` shows them. */

@@ -1,4 +1,3 @@
-import { rm } from 'node:fs/promises';
 import type { RawResult } from '../agent/backdoor.js';
 import type { GuestProcess } from '../agent/process.js';
 import type { AccelDecision } from '../backends/accel.js';
@@ -7,10 +6,9 @@ import type { QmpClient, QmpEvent } from '../backends/qemu/qmp.js';
 import type { SerialConsole } from '../console/serial.js';
 import { ConsoleShell, type ConsoleShellOptions } from '../console/shell.js';
 import { CapabilityError, MachineCrashedError } from '../errors.js';
-// Types only: snapshots are taken by the snapshot layer, handed in as `takeSnapshot`.
-import type { Snapshot, SnapshotOptions } from '../snapshot/snapshot.js';
+import type { GuestCommands } from '../guest/profiles/commands.js';
 import { shellQuote } from '../util/shell.js';
-import { sleep, withTimeout } from '../util/time.js';
+import { sleep } from '../util/time.js';
 import { checkCall } from './calls.js';
 import {
   type CommandList,
@@ -28,15 +26,19 @@ import {
 } from './commands.js';
 import type { MachineConfig } from './config.js';
 import { type CopyFromVmOptions, type CopyReport, copyIn, copyOut } from './copies.js';
+import { MachineDisplay } from './display.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import { type InteractOptions, interactWithConsole, interactWithShell } from './interact.js';
-import type { MachineInternals } from './internals.js';
-import { describeNics, watchVmm } from './lifecycle.js';
+import type { MachineInternals, SnapshotOptions, TakenSnapshot } from './internals.js';
+import { describeNics } from './lifecycle.js';
 import { type SaveDiskOptions, saveDiskImage } from './media.js';
 import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
-import { type PortOptions, waitForPort } from './ports.js';
-import { retryCommand } from './retry.js';
+import { type PortOptions, type UnixSocketOptions, waitForOpenUnixSocket, waitForPort } from './ports.js';
+import { MachinePower } from './power.js';
+import { retryUntil } from './retry.js';
+import type { JournalOptions, UserOption, WaitForUnitOptions } from './systemd.js';
+import * as systemd from './systemd.js';
 
 export type { CommandOptions, ExecResult, WaitOptions } from './commands.js';
 export type { CopyFromVmOptions, CopyReport } from './copies.js';
@@ -47,9 +49,8 @@ export type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js
  * timeout; when the machine dies, pending and later calls fail with MachineCrashedError.
  */
 export class Machine implements AsyncDisposable {
-  private closed = false;
-  private stopping = false;
-  private closing?: Promise<void>;
+  private readonly power: MachinePower;
+  private displayPart?: MachineDisplay;
 
   readonly name: string;
   readonly stateDir: string;
@@ -71,35 +72,21 @@ export class Machine implements AsyncDisposable {
       readyMs: this.readyMs,
       commandTimeoutMs: this.commandTimeoutMs,
     } = internals);
-    watchVmm(internals, () => this.stopping);
+    this.power = new MachinePower(internals, this, this.succeedOne);
   }
 
-  /**
-   * Pauses the machine, saves its complete state (CPU, devices, RAM, disks) to the snapshot
-   * store, and lets it run on. Restore it with restoreMachine() or fork it with snapshot.fork().
-   */
-  async snapshot(name?: string, options: SnapshotOptions = {}): Promise<Snapshot> {
+  /** Saves the machine's whole state (CPU, devices, RAM, disks) to the snapshot store; it runs on. */
+  async snapshot(name?: string, options: SnapshotOptions = {}): Promise<TakenSnapshot> {
     checkCall('snapshot', { snapshotOptions: options });
-    if (this.closed || this.internals.vmm.hasExited) {
-      throw new MachineCrashedError(
-        this.name,
-        'cannot snapshot a machine that is not running',
-        this.console.tail(),
-      );
-    }
-    requireCapability(this.internals.backend, 'snapshot');
-    return this.internals.agent.exclusive(() => this.internals.takeSnapshot(this.internals, name, options));
+    return this.power.snapshot(name, options);
   }
 
-  /** What the machine is made of, for the modules that add methods to it (machine-power.ts). */
+  /** What the machine is made of (its VMM, agent, console, profile), for vmkit's own layers. */
   get parts(): MachineInternals {
     return this.internals;
   }
 
-  /**
-   * A shell on the serial console, for guests without the backdoor: logs in, becomes root and
-   * runs commands with their exit status (stdout and stderr merged). See ConsoleShellOptions.
-   */
+  /** A root shell on the serial console, for guests without the backdoor (see ConsoleShellOptions). */
   consoleShell(options: ConsoleShellOptions = {}): Promise<ConsoleShell> {
     return ConsoleShell.open(this.console, this.name, options);
   }
@@ -136,19 +123,10 @@ export class Machine implements AsyncDisposable {
     return !this.internals.vmm.hasExited;
   }
 
-  /**
-   * Boots a machine that was shut down (or crashed) again, on the same disks with their contents,
-   * and resolves once it is ready. Resolves at once when it is running.
-   */
+  /** Boots a machine that was shut down (or crashed) again, on the same disks; at once when it runs. */
   async start(options: CommandOptions = {}): Promise<void> {
     checkCall('start', { options });
-    if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
-    if (!this.internals.vmm.hasExited) return;
-    await this.internals.bootAgain(options.timeoutMs ?? this.internals.commandTimeoutMs);
-    this.stopping = false;
-    watchVmm(this.internals, () => this.stopping);
-    const setup = this.internals.profile.afterBoot(this.internals.bootSetup);
-    if (setup) await this.succeed(setup, { timeoutMs: 30_000 });
+    return this.power.start(options);
   }
 
   /** Runs `command` with sh as root. Resolves whatever the exit status; rejects on timeout or crash. */
@@ -183,10 +161,7 @@ export class Machine implements AsyncDisposable {
     return sleep(seconds * 1000);
   }
 
-  /**
-   * Starts `command` in its own session and returns at once: `stdout`/`stderr` streams, `stdin`,
-   * `wait()`, `kill(signal)`. It runs until it exits, is killed, or its `timeoutMs` runs out.
-   */
+  /** Starts `command` in its own session; returns at once with its streams, `wait()` and `kill()`. */
   async spawn(command: string, options: SpawnOptions = {}): Promise<GuestProcess> {
     checkCall('spawn', { command, options });
     return spawnCommand(this.internals, command, options);
@@ -199,36 +174,26 @@ export class Machine implements AsyncDisposable {
 
   /** Retries `command` until it exits 0; returns its stdout. */
   async waitUntilSucceeds(command: string, options: WaitOptions = {}): Promise<string> {
-    checkCall('waitUntilSucceeds', { command, waitOptions: options });
-    return this.retry(`${JSON.stringify(command)} to succeed`, command, (r) => r.exitCode === 0, options);
+    return retryUntil(this, 'waitUntilSucceeds', command, true, options);
   }
 
   /** Retries `command` until it exits non-zero; returns its stdout. */
   async waitUntilFails(command: string, options: WaitOptions = {}): Promise<string> {
-    checkCall('waitUntilFails', { command, waitOptions: options });
-    return this.retry(`${JSON.stringify(command)} to fail`, command, (r) => r.exitCode !== 0, options);
+    return retryUntil(this, 'waitUntilFails', command, false, options);
   }
 
   async waitForFile(path: string, options: WaitOptions = {}): Promise<void> {
     checkCall('waitForFile', { path, waitOptions: options });
-    await this.retry(
-      `file ${path} to exist`,
-      `test -e ${shellQuote(path)}`,
-      (r) => r.exitCode === 0,
-      options,
-    );
+    await retryUntil(this, '', `test -e ${shellQuote(path)}`, true, options, `file ${path} to exist`);
   }
 
-  /**
-   * Waits until something in the guest listens on TCP `port` (IPv4 or IPv6, any address; with
-   * `address`, only a socket bound to it or to every address).
-   */
+  /** Waits until something in the guest listens on TCP `port` (any address, or `address` only). */
   async waitForOpenPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    return waitForPort(this, port, true, options, this.commandTimeoutMs);
+    return waitForPort(this, port, true, options, this.commandTimeoutMs, () => this.guest);
   }
 
   async waitForClosedPort(port: number, options: WaitOptions & PortOptions = {}): Promise<void> {
-    return waitForPort(this, port, false, options, this.commandTimeoutMs);
+    return waitForPort(this, port, false, options, this.commandTimeoutMs, () => this.guest);
   }
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
@@ -252,10 +217,7 @@ export class Machine implements AsyncDisposable {
     return setLinks(this.internals, true);
   }
 
-  /**
-   * Makes a guest TCP port reachable from the host at 127.0.0.1:`hostPort` (a free port when none
-   * is given). The forward ends with `close()` or with the machine.
-   */
+  /** Makes guest TCP `guestPort` reachable at 127.0.0.1:`hostPort` (or a free port) until close(). */
   forwardPort(options: { hostPort?: number; guestPort: number }): Promise<PortForward> {
     return forwardPort(this.internals, options);
   }
@@ -278,16 +240,14 @@ export class Machine implements AsyncDisposable {
    */
   async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
     const call = checkCall('copyToVm', { hostPath, guestPath, options });
-    const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs * 2;
-    await copyIn(this.internals, (c, o) => this.succeed(c, o), hostPath, guestPath, timeoutMs);
+    await copyIn(this.internals, this.succeedOne, hostPath, guestPath, call.timeoutMs);
   }
 
   /** Copies a guest file or folder to the host, as untrusted input (see copyOut); returns what was left out. */
   copyFromVm(guestPath: string, hostPath: string, options: CopyFromVmOptions = {}): Promise<CopyReport> {
     const call = checkCall('copyFromVm', { hostPath, guestPath, copyOptions: options });
-    const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs * 2;
-    const copy = { timeoutMs, keepOwnership: options.keepOwnership };
-    return copyOut(this.internals, (c, o) => this.succeed(c, o), guestPath, hostPath, copy);
+    const copy = { timeoutMs: call.timeoutMs, keepOwnership: options.keepOwnership };
+    return copyOut(this.internals, this.succeedOne, guestPath, hostPath, copy);
   }
 
   /** Runs a human monitor (HMP) command, like `info status`; returns what the monitor printed. */
@@ -299,8 +259,7 @@ export class Machine implements AsyncDisposable {
   /** Waits for the next QMP event the filter accepts (a name, `{ event, data }`, or a predicate). */
   async waitForQmpEvent(filter: QmpEventFilter, options: WaitOptions = {}): Promise<QmpEvent> {
     const call = checkCall('waitForQmpEvent', { waitOptions: options });
-    const timeoutMs = call.timeoutMs ?? this.internals.commandTimeoutMs;
-    return waitForQmpEvent(this.qmp, this.name, filter, timeoutMs);
+    return waitForQmpEvent(this.qmp, this.name, filter, call.timeoutMs ?? this.commandTimeoutMs);
   }
 
   /** Joins this terminal (or `input`/`output`) to a root shell until it exits or input ends. */
@@ -326,66 +285,116 @@ export class Machine implements AsyncDisposable {
   /** Powers off from inside the guest and waits for the VMM to exit. */
   async shutdown(options: CommandOptions = {}): Promise<void> {
     checkCall('shutdown', { options });
-    if (this.internals.vmm.hasExited) return;
-    this.stopping = true;
-    this.internals.agent.fireAndForget('sync; poweroff');
-    await this.waitForShutdown({ timeoutMs: options.timeoutMs ?? 60_000 });
+    return this.power.shutdown(options);
   }
 
   /** Ends the machine at once, like pulling the plug. */
-  async crash(): Promise<void> {
-    this.stopping = true;
-    await this.internals.vmm.quit();
-    await this.waitForShutdown({ timeoutMs: 10_000 }).catch(() => this.internals.vmm.kill());
+  crash(): Promise<void> {
+    return this.power.crash();
   }
 
   /** Waits until the VMM has exited (the guest powered off or crashed). */
   async waitForShutdown(options: WaitOptions = {}): Promise<ExitInfo> {
     checkCall('waitForShutdown', { waitOptions: options });
-    return withTimeout(
-      this.internals.vmm.exited,
-      options.timeoutMs ?? this.internals.commandTimeoutMs,
-      `machine ${this.name} to shut down`,
-      {
-        lastState: () => `${this.internals.backend.title} still running`,
-        consoleTail: () => this.console.tail(),
-      },
-    );
+    return this.power.waitForShutdown(options);
+  }
+
+  /** Reboots the guest; resolves once its backdoor is back and vmkit's set-up is applied again. */
+  async reboot(options: CommandOptions = {}): Promise<void> {
+    checkCall('reboot', { options });
+    return this.power.reboot(options, () => this.qmp);
+  }
+
+  /** Waits for the unit's ActiveState (default "active"); fails early when it fails or goes inactive with no job queued. */
+  waitForUnit(unit: string, options: WaitForUnitOptions = {}): Promise<void> {
+    return systemd.waitForUnit(this, unit, options, this.commandTimeoutMs);
+  }
+  /** `systemctl show <unit>` as an object. */
+  getUnitInfo(unit: string, options?: UserOption): Promise<Record<string, string>> {
+    return systemd.getUnitInfo(this, unit, options);
+  }
+  /** One property of `systemctl show <unit>`. */
+  getUnitProperty(unit: string, property: string, options?: UserOption): Promise<string> {
+    return systemd.getUnitProperty(this, unit, property, options);
+  }
+  /** Throws a UnitStateError unless the unit's ActiveState is `state`. */
+  requireUnitState(unit: string, state?: string, options?: UserOption): Promise<void> {
+    return systemd.requireUnitState(this, unit, state, options);
+  }
+  /** Runs systemctl (as root, or against `user`'s manager); the result is execute()'s. */
+  systemctl(args: string | string[], options?: UserOption): Promise<ExecResult> {
+    return systemd.systemctl(this, args, options);
+  }
+  startJob(unit: string, options?: UserOption): Promise<ExecResult> {
+    return systemd.startJob(this, unit, options);
+  }
+  stopJob(unit: string, options?: UserOption): Promise<ExecResult> {
+    return systemd.stopJob(this, unit, options);
+  }
+  /** The journal as text. */
+  journal(options?: JournalOptions): Promise<string> {
+    return systemd.journal(this, options);
+  }
+  /** Waits until a unix socket is listening (stream) or bound (datagram), without connecting. */
+  waitForOpenUnixSocket(path: string, options: UnixSocketOptions = {}): Promise<void> {
+    return waitForOpenUnixSocket(this, path, options, this.commandTimeoutMs, () => this.guest);
+  }
+
+  /** Writes the screen as a PNG file. */
+  screenshot(path: string): Promise<void> {
+    return this.display().screenshot(path);
+  }
+  /** Presses a key or a combination, e.g. "ctrl-alt-delete", "alt-f2", "ret". */
+  sendKey(key: string): Promise<void> {
+    return this.display().sendKey(key);
+  }
+  /** Types text on the keyboard (US layout; printable ASCII, newline and tab). */
+  sendChars(text: string): Promise<void> {
+    return this.display().sendChars(text);
+  }
+  /** The text on virtual terminal `tty` (1-63), read from /dev/vcsa<tty> without OCR. */
+  getTtyText(tty: number): Promise<string> {
+    return this.display().getTtyText(tty);
+  }
+  /** Waits until the text on virtual terminal `tty` matches `pattern`; returns the match. */
+  waitUntilTtyMatches(tty: number, pattern: RegExp, options?: WaitOptions): Promise<RegExpExecArray> {
+    return this.display().waitUntilTtyMatches(tty, pattern, options);
+  }
+  /** The screen's text by OCR (the host's tesseract). */
+  getScreenText(): Promise<string> {
+    return this.display().getScreenText();
+  }
+  /** Waits until OCR of the screen matches `pattern`, backing off between attempts. */
+  waitForText(pattern: RegExp, options?: WaitOptions): Promise<RegExpExecArray> {
+    return this.display().waitForText(pattern, options);
   }
 
   /** Stops the machine (if running) and removes its state. Safe to call more than once. */
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      this.stopping = true;
-      await this.internals.vmm.kill();
-      this.internals.vmm.closeControl();
-      this.internals.releaseNics();
-      this.internals.runtime.disown(this);
-      this.console.close();
-      this.closed = true;
-      if (!this.internals.runtime.keep) await rm(this.stateDir, { recursive: true, force: true });
-    })();
-    return this.closing;
+    return this.power.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
 
-  private async run(method: string, command: string, options: ExecuteOptions): Promise<RawResult> {
-    checkCall(method, { command, executeOptions: options });
-    if (this.closed) throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
-    return runCommand(this.internals, method, command, options);
+  // For the parts: one command of succeed(); the display part, made on first use.
+  private readonly succeedOne = (command: string, options: CommandOptions = {}) =>
+    this.succeed(command, options);
+
+  private display(): MachineDisplay {
+    this.displayPart ??= new MachineDisplay(this);
+    return this.displayPart;
   }
 
-  private retry(
-    awaited: string,
-    command: string,
-    done: (result: ExecResult) => boolean,
-    options: WaitOptions,
-  ): Promise<string> {
-    const timeoutMs = options.timeoutMs ?? this.internals.commandTimeoutMs;
-    const run = (attemptMs: number) => this.execute(command, { timeoutMs: attemptMs });
-    return retryCommand(run, `${awaited} on ${this.name}`, done, timeoutMs, options.attemptTimeoutMs);
+  private get guest(): GuestCommands {
+    return this.internals.profile.commands;
+  }
+
+  private async run(method: string, command: string, options: ExecuteOptions): Promise<RawResult> {
+    checkCall(method, { command, executeOptions: options });
+    if (this.power.closed)
+      throw new MachineCrashedError(this.name, 'machine was closed', this.console.tail());
+    return runCommand(this.internals, method, command, options);
   }
 }

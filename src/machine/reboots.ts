@@ -5,7 +5,6 @@
  */
 import type { QmpClient } from '../backends/qemu/qmp.js';
 import { GuestRebootedError, GuestSetupError } from '../errors.js';
-import { shellQuote } from '../util/shell.js';
 import type { MachineInternals } from './internals.js';
 
 /** How long a rebooting guest may take to bring its backdoor back. */
@@ -16,14 +15,10 @@ export const REBOOT_TIMEOUT_MS = 300_000;
  * and the hosts lines vmkit gave it, added only where missing (a disk root keeps them).
  */
 export function rebootSetup({ profile, bootSetup }: Pick<MachineInternals, 'profile' | 'bootSetup'>): string {
-  const hosts = Object.entries(bootSetup.hosts).map(
-    ([host, address]) => `vmkit_host ${shellQuote(`${address} ${host}`)}`,
-  );
-  const addHost =
-    'vmkit_host() { while IFS= read -r l; do [ "$l" = "$1" ] && return; done < /etc/hosts; echo "$1" >> /etc/hosts; }';
-  return [profile.afterBoot({ ...bootSetup, hosts: {} }), ...(hosts.length ? [addHost, ...hosts] : [])].join(
-    '\n',
-  );
+  const hosts = Object.entries(bootSetup.hosts).map(([host, address]) => `${address} ${host}`);
+  const boot = profile.afterBoot({ ...bootSetup, hosts: {} });
+  // A subshell: the hosts script sets its own arguments.
+  return hosts.length ? `${boot}\n(\n${profile.commands.ensureHosts(hosts)}\n)` : boot;
 }
 
 /** Sets the guest up again after every reset of the machine's current VMM. */

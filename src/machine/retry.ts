@@ -1,5 +1,6 @@
 import { CommandTimeoutError, GuestRebootedError, TimeoutError } from '../errors.js';
 import { sleep } from '../util/time.js';
+import { checkCall } from './calls.js';
 import type { ExecResult } from './commands.js';
 
 /** How often waitUntil* retries. */
@@ -39,4 +40,31 @@ export async function retryCommand(
     ? `${attempts} attempts; last attempt exited with status ${last.exitCode}; stdout: ${JSON.stringify(last.stdout.slice(-300))}; stderr: ${JSON.stringify(last.stderr.slice(-300))}`
     : `${attempts} attempts, none finished within its time`;
   throw new TimeoutError(awaited, timeoutMs, lastState);
+}
+
+/** What retryUntil asks of a machine. */
+export interface RetryHost {
+  readonly name: string;
+  readonly commandTimeoutMs: number;
+  execute(command: string, options: { timeoutMs: number }): Promise<ExecResult>;
+}
+
+/**
+ * retryCommand of `command` on `machine` until it exits 0 (`succeeds`) or non-zero, with the
+ * wait's options (default: the machine's command timeout).
+ */
+export async function retryUntil(
+  machine: RetryHost,
+  /** The method, for its argument check ('': checked by the caller). */
+  method: string,
+  command: string,
+  succeeds: boolean,
+  options: { timeoutMs?: number; attemptTimeoutMs?: number },
+  awaited = `${JSON.stringify(command)} to ${succeeds ? 'succeed' : 'fail'}`,
+): Promise<string> {
+  if (method) checkCall(method, { command, waitOptions: options });
+  const done = (result: ExecResult) => (result.exitCode === 0) === succeeds;
+  const run = (attemptMs: number) => machine.execute(command, { timeoutMs: attemptMs });
+  const timeoutMs = options.timeoutMs ?? machine.commandTimeoutMs;
+  return retryCommand(run, `${awaited} on ${machine.name}`, done, timeoutMs, options.attemptTimeoutMs);
 }

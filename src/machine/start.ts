@@ -19,8 +19,9 @@ import { freePort } from '../util/sockets.js';
 import type { DiskSpec, MachineConfig } from './config.js';
 import { hostNicFor, hostNicSetup, serviceHosts } from './host-network.js';
 import { macAddress, ramFilePath } from './identity.js';
+import type { SnapshotTaker } from './internals.js';
 import { launchMachine } from './launch.js';
-import type { Machine, SnapshotTaker } from './machine.js';
+import type { Machine } from './machine.js';
 import { isUserMedia, type MediaConfig, mediaImage, prepareMedia, resolveMedia } from './media.js';
 import { DEFAULTS, type MachineOptions, parseMachineOptions } from './options.js';
 

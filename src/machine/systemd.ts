@@ -12,7 +12,7 @@ import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import { Deadline } from '../util/time.js';
 import { parseInput, waitOptionsOf, wholeNumber } from '../util/validate.js';
-import type { CommandOptions, ExecResult } from './machine.js';
+import type { CommandOptions, ExecResult } from './commands.js';
 
 /** What the systemd calls need of a machine: its name and a root shell. */
 export interface GuestShell {
@@ -185,8 +185,6 @@ export async function journal(machine: GuestShell, options: JournalOptions = {})
   return result.stdout;
 }
 
-let waitScript: string | undefined;
-
 /**
  * Waits until the unit's ActiveState is `state` (default "active"). Fails early, with
  * `systemctl status` and the journal tail, when the unit fails or goes inactive with no job
@@ -205,7 +203,7 @@ export async function waitForUnit(
     timeoutMs: limit = defaultTimeoutMs,
     attemptTimeoutMs = limit,
   } = parseInput(waitOptions, options, 'waitForUnit: options');
-  waitScript ??= readFileSync(join(guestFilesDir(), 'debian', 'wait-for-unit.sh'), 'utf8');
+  const waitScript = readFileSync(join(guestFilesDir(), 'debian', 'wait-for-unit.sh'), 'utf8');
   const script = `set -- ${[name, state, user ?? ''].map(shellQuote).join(' ')}\n${waitScript}`;
   const awaited = `unit ${name}${user ? ` of user ${user}` : ''} on ${machine.name} to be ${state}`;
   const deadline = new Deadline(limit, awaited);

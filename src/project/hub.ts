@@ -14,9 +14,14 @@ import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
  * The agent hub of a project VM: a small detached process that holds the VM's one backdoor
  * connection (QEMU's socket takes one client at a time) and serves any number of vmkit CLI
  * processes over `hub.sock`, so that two terminals can run `exec` at once and a command costs
- * no reconnect. It ends when its VMM ends.
+ * no reconnect. It ends when its VMM ends or a signal comes: `exit` (hub-main's) ends the process.
  */
-export async function runHub(runDir: string, name: string, bannerWaitMs: number): Promise<void> {
+export async function runHub(
+  runDir: string,
+  name: string,
+  bannerWaitMs: number,
+  exit: (code: number) => void,
+): Promise<void> {
   const attached = await AttachedQemu.attach(name, runDir, 30_000);
   const channel = await attached.agent(bannerWaitMs, bannerWaitMs);
   // QEMU's monitor takes one client too: other vmkit processes need it (snapshots, quit).
@@ -28,7 +33,7 @@ export async function runHub(runDir: string, name: string, bannerWaitMs: number)
     server.close();
     rmSync(socketPath, { force: true });
     attached.detach();
-    process.exit(code);
+    exit(code);
   };
   // The VMM's death breaks every client's command; then the hub has nothing left to serve.
   const watch = setInterval(() => {

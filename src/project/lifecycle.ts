@@ -48,7 +48,8 @@ function otherVmPorts(pvm: ProjectVm): Set<number> {
   const taken = new Set<number>();
   for (const other of Object.values(pvm.project.vms)) {
     if (other.name === pvm.vm.name) continue;
-    for (const port of Object.values(readState(projectVm(pvm.project, other).dir).ports)) taken.add(port);
+    for (const port of Object.values(readState(projectVm(pvm.project, other, pvm.runtime).dir).ports))
+      taken.add(port);
   }
   return taken;
 }

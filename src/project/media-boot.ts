@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { AttachedQemu } from '../backends/qemu/detached.js';
 import { runConsoleScript } from '../console/script.js';
 import { SerialConsole } from '../console/serial.js';
-import { MachineCrashedError, tail } from '../errors.js';
+import { InterruptedError, MachineCrashedError, tail } from '../errors.js';
 import { waitForExit } from '../runtime/detached.js';
 import { createQcow2 } from '../util/qcow2.js';
 import {
@@ -58,19 +58,30 @@ export async function installFromIso(
   log(`VM ${name}: installing from ${image.iso} onto a ${image.diskMiB} MiB disk`);
   const started = performance.now();
   let watched: Watched | undefined;
-  const abandon = () => {
-    // Ctrl-C or a kill mid-install: no QEMU and no half-installed disk left behind.
+  // Ctrl-C or a kill mid-install: the install stops at once, and the catch below leaves no QEMU
+  // and no half-installed disk behind; the caller decides how the process ends.
+  let interrupted: InterruptedError | undefined;
+  let stop: (error: InterruptedError) => void = () => {};
+  const interruption = new Promise<never>((_, reject) => {
+    stop = reject;
+  });
+  interruption.catch(() => {});
+  const abandon = (signal: 'SIGINT' | 'SIGTERM') => {
+    interrupted = new InterruptedError(signal, `installing VM ${name} from ${image.iso}`);
     watched?.close();
-    void stopVmm(pvm).finally(() => {
-      rmSync(partial, { force: true });
-      process.exit(130);
-    });
+    stop(interrupted);
   };
+  let launching: Promise<Watched> | undefined;
   process.once('SIGINT', abandon).once('SIGTERM', abandon);
   try {
-    watched = await launchWatched(pvm, installer, [partial], {}, installConsoleLog(pvm), iso);
+    launching = launchWatched(pvm, installer, [partial], {}, installConsoleLog(pvm), iso);
+    watched = await Promise.race([launching, interruption]);
     const { serial, poweredOff } = watched;
-    await runConsoleScript({ name, console: serial }, steps, { log: (line) => log(`install: ${line}`) });
+    const script = runConsoleScript({ name, console: serial }, steps, {
+      log: (line) => log(`install: ${line}`),
+    });
+    script.catch(() => {}); // when interrupted, its failure is not the one reported
+    await Promise.race([script, interruption]);
     const left = Math.max(1000, image.installTimeoutMs - (performance.now() - started));
     let timer: NodeJS.Timeout | undefined;
     const done = await Promise.race([
@@ -78,6 +89,7 @@ export async function installFromIso(
       new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(false), left);
       }),
+      interruption,
     ]);
     clearTimeout(timer);
     if (!done) {
@@ -97,11 +109,14 @@ export async function installFromIso(
     );
     log(`VM ${name}: installed in ${((performance.now() - started) / 1000).toFixed(1)} s`);
   } catch (error) {
+    // A launch under way when the signal came is let finish, so that stopVmm finds its QEMU.
+    if (interrupted && !watched) watched = await launching?.catch(() => undefined);
     // QEMU serves one QMP client at a time: let go of ours, so that stopVmm can ask it to quit.
     watched?.close();
     watched = undefined;
     await stopVmm(pvm);
     rmSync(partial, { force: true });
+    if (interrupted) throw interrupted;
     if (error instanceof MachineCrashedError) throw error;
     throw new MachineCrashedError(
       name,

@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { vmmRecordPath } from '../backends/qemu/detached.js';
 import { ConfigError, VmkitError } from '../errors.js';
 import { type DetachedRecord, isRunning, readRecord } from '../runtime/detached.js';
+import { Runtime } from '../runtime/runtime.js';
 import type { ProjectConfig, VmConfig } from './config.js';
 import { HubClient } from './hub-client.js';
 import { hasAgent } from './media-config.js';
@@ -15,11 +16,17 @@ export interface ProjectVm {
   dir: string;
   /** Sockets, the VMM's and the hub's records, logs. */
   run: string;
+  /** Whose host facts (the accelerator) and shared image builds the VM's commands use. */
+  runtime: Runtime;
 }
 
-export function projectVm(project: ProjectConfig, vm: VmConfig): ProjectVm {
+/**
+ * The handle on a project VM. The CLI hands in the runtime of its command; a handle made without
+ * one gets a runtime of its own (it makes no run folder: project VMs keep their state in `dir`).
+ */
+export function projectVm(project: ProjectConfig, vm: VmConfig, runtime = new Runtime()): ProjectVm {
   const dir = join(project.root, '.vmkit', vm.name);
-  return { project, vm, dir, run: runDir(dir) };
+  return { project, vm, dir, run: runDir(dir), runtime };
 }
 
 export function vmmRecord(pvm: ProjectVm): DetachedRecord | undefined {

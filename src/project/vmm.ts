@@ -21,7 +21,7 @@ import {
   stopDetached,
   waitForExit,
 } from '../runtime/detached.js';
-import { defaultRuntime, SHARED_MEMORY_DIR } from '../runtime/runtime.js';
+import { SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { sleep } from '../util/time.js';
 import { hubLogPath, hubRecordPath, hubSocket } from './hub-protocol.js';
@@ -52,7 +52,7 @@ export async function vmImage(pvm: ProjectVm, log: (line: string) => void): Prom
   const recipe = image.endsWith('.json')
     ? JSON.parse(readFileSync(join(pvm.project.root, image), 'utf8'))
     : image;
-  return buildImage(recipe, { runtime: defaultRuntime(), onProgress: (line) => log(`image: ${line}`) });
+  return buildImage(recipe, { runtime: pvm.runtime, onProgress: (line) => log(`image: ${line}`) });
 }
 
 /** The VM's disks in guest order: the image's root overlay (Debian) first, then the data disk. */
@@ -92,7 +92,7 @@ export async function launchVmm(
   incoming: boolean,
   media: { cdrom?: string; paused?: boolean } = {},
 ): Promise<DetachedRecord> {
-  const accel = await chooseAccel('auto', defaultRuntime());
+  const accel = await chooseAccel('auto', pvm.runtime);
   const memory = join(
     existsSync(SHARED_MEMORY_DIR) ? SHARED_MEMORY_DIR : pvm.run,
     `vmkit-project-${process.pid}.ram`,

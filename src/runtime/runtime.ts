@@ -25,8 +25,10 @@ export const SHARED_MEMORY_DIR = '/dev/shm';
 
 /**
  * The context every machine lives in: its run folder, the VMM processes it must end, the
- * resources it owns, and caches of host facts. A test, a CLI run or a daemon each holds one;
- * simple scripts use defaultRuntime(). Closing a runtime ends everything it started.
+ * resources it owns, and caches of host facts. A test, a CLI run or a daemon each holds one and
+ * hands it down explicitly; only the public entry points (startMachine, restoreMachine,
+ * buildImage, the snapshot store) fall back to defaultRuntime() for a simple script that names
+ * none. Closing a runtime ends everything it started.
  */
 export class Runtime implements AsyncDisposable {
   keep: boolean;
@@ -38,6 +40,7 @@ export class Runtime implements AsyncDisposable {
   private readonly dying = new Set<Promise<unknown>>();
   private readonly owned = new Set<Closable>();
   private readonly facts = new Map<string, Promise<unknown>>();
+  private readonly syncFacts = new Map<string, unknown>();
   private readonly running = new Map<string, Promise<unknown>>();
   private closing?: Promise<void>;
 
@@ -138,6 +141,12 @@ export class Runtime implements AsyncDisposable {
     return known;
   }
 
+  /** A host fact found synchronously, worked out once per runtime (the jail's tools and namespaces). */
+  factSync<T>(key: string, find: () => T): T {
+    if (!this.syncFacts.has(key)) this.syncFacts.set(key, find());
+    return this.syncFacts.get(key) as T;
+  }
+
   /** Work that callers asking at the same time share (an image build), forgotten once done. */
   shared<T>(key: string, work: () => Promise<T>): Promise<T> {
     let pending = this.running.get(key) as Promise<T> | undefined;
@@ -199,7 +208,10 @@ export class Runtime implements AsyncDisposable {
 
 let fallback: Runtime | undefined;
 
-/** The runtime of calls that name none: one per process, cleaned up at exit. */
+/**
+ * The runtime of public calls that name none: one per process, cleaned up at exit. Library code
+ * below the public entry points never calls this (test/unit/architecture.test.ts checks).
+ */
 export function defaultRuntime(): Runtime {
   fallback ??= new Runtime();
   return fallback;

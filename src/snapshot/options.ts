@@ -1,11 +1,41 @@
 import { z } from 'zod';
-import { commonMachineFields, MIN_MEMORY_MIB } from '../machine/options.js';
+import type { AccelRequest } from '../backends/accel.js';
+import { commonMachineFields, MIN_MEMORY_MIB, type NetworkAttachment } from '../machine/options.js';
+import type { Runtime } from '../runtime/runtime.js';
 import { machineName, parseInput, wholeNumber } from '../util/validate.js';
-import type { ForkOptions } from './fork.js';
-import type { PoolOptions } from './pool.js';
-import type { RestoreOptions } from './restore.js';
 
 /** The options of restore, fork and pool, declared once; errors name the field and the value. */
+
+export interface RestoreOptions {
+  /** Defaults to the name of the machine the snapshot was taken from. */
+  name?: string;
+  /** Switches for the snapshot's NICs, in order; with an address the NIC also gets a new MAC. */
+  networks?: NetworkAttachment[];
+  hosts?: Record<string, string>;
+  /** Must agree with the snapshot when given. */
+  memoryMiB?: number;
+  cpus?: number;
+  /** A reboot inside the guest restarts it (as startMachine's); default: as the snapshot's source. */
+  allowReboot?: boolean;
+  accel?: AccelRequest;
+  timeoutMs?: number;
+  commandTimeoutMs?: number;
+  log?: (line: string) => void;
+  signal?: AbortSignal;
+  runtime?: Runtime;
+}
+
+export interface ForkOptions extends Omit<RestoreOptions, 'name'> {
+  /** Clone names; default <source>-1, <source>-2, ... */
+  names?: string[];
+}
+
+export interface PoolOptions extends Omit<RestoreOptions, 'name' | 'signal'> {
+  /** How many restored clones to keep ready (default 1). */
+  size?: number;
+  /** Clone names are <prefix>-1, <prefix>-2, ...; default the snapshot's source machine. */
+  prefix?: string;
+}
 
 const restoreFields = {
   ...commonMachineFields,

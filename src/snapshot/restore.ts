@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { type AccelRequest, chooseAccel } from '../backends/accel.js';
+import { chooseAccel } from '../backends/accel.js';
 import { requireCapability } from '../backends/backend.js';
 import { backendNamed } from '../backends/index.js';
 import { ConfigError, SnapshotError } from '../errors.js';
@@ -9,33 +9,17 @@ import type { RestoreSetup } from '../guest/profiles/profile.js';
 import type { MachineConfig } from '../machine/config.js';
 import { hostNicSetup } from '../machine/host-network.js';
 import { macAddress, ramFilePath } from '../machine/identity.js';
+import type { MachineNic, SnapshotTaker } from '../machine/internals.js';
 import { launchMachine } from '../machine/launch.js';
-import type { Machine, MachineNic, SnapshotTaker } from '../machine/machine.js';
+import type { Machine } from '../machine/machine.js';
 import { DEFAULTS, type NetworkAttachment } from '../machine/options.js';
-import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
+import { defaultRuntime } from '../runtime/runtime.js';
 import { createQcow2 } from '../util/qcow2.js';
 import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
-import { parseRestoreOptions } from './options.js';
+import { parseRestoreOptions, type RestoreOptions } from './options.js';
 import { restorability } from './verify.js';
 
-export interface RestoreOptions {
-  /** Defaults to the name of the machine the snapshot was taken from. */
-  name?: string;
-  /** Switches for the snapshot's NICs, in order; with an address the NIC also gets a new MAC. */
-  networks?: NetworkAttachment[];
-  hosts?: Record<string, string>;
-  /** Must agree with the snapshot when given. */
-  memoryMiB?: number;
-  cpus?: number;
-  /** A reboot inside the guest restarts it (as startMachine's); default: as the snapshot's source. */
-  allowReboot?: boolean;
-  accel?: AccelRequest;
-  timeoutMs?: number;
-  commandTimeoutMs?: number;
-  log?: (line: string) => void;
-  signal?: AbortSignal;
-  runtime?: Runtime;
-}
+export type { RestoreOptions } from './options.js';
 
 /** Starts a fresh VMM from a snapshot; resolves when the guest agent answers. */
 export async function restoreFrom(

@@ -1,12 +1,24 @@
 import { ConfigError, describeValue } from '../errors.js';
-import type { Machine, SnapshotTaker } from '../machine/machine.js';
-import { type ForkOptions, forkClones } from './fork.js';
+import type { SnapshotTaker } from '../machine/internals.js';
+import type { Machine } from '../machine/machine.js';
 import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
-import { type PoolOptions, RestorePool } from './pool.js';
-import { type RestoreOptions, restoreFrom } from './restore.js';
-import { type SnapshotOptions, takeSnapshot } from './take.js';
+import {
+  type ForkOptions,
+  type PoolOptions,
+  parseForkOptions,
+  parsePoolOptions,
+  type RestoreOptions,
+} from './options.js';
+import { restoreFrom } from './restore.js';
+import { takeSnapshot } from './take.js';
 
-export type { SnapshotOptions } from './take.js';
+export type { SnapshotOptions } from '../machine/internals.js';
+export type { ForkOptions, PoolOptions, RestoreOptions } from './options.js';
+
+// machine.snapshot() hands out what this layer's taker makes: a Snapshot.
+declare module '../machine/internals.js' {
+  interface TakenSnapshot extends Snapshot {}
+}
 
 /** A saved running machine: restore it, or fork it into independent clones. */
 export class Snapshot implements SnapshotRecord {
@@ -41,7 +53,7 @@ export class Snapshot implements SnapshotRecord {
 }
 
 /** What machine.snapshot() runs: takes the snapshot into the store and hands it out. */
-export const snapshotTaker: SnapshotTaker = async (machine, name, options: SnapshotOptions) => {
+export const snapshotTaker: SnapshotTaker = async (machine, name, options) => {
   const { manifest, dir } = await takeSnapshot(machine, name, options);
   return new Snapshot(manifest, dir);
 };
@@ -68,5 +80,90 @@ export function requireSnapshot(caller: string, value: unknown): asserts value i
     throw new ConfigError(
       `${caller} needs a Snapshot (from machine.snapshot() or openSnapshot()), not ${describeValue(value)}`,
     );
+  }
+}
+
+/** Starts `count` independent clones of a snapshot at once. All start, or none is left running. */
+export async function forkClones(
+  snapshot: Snapshot,
+  count: number,
+  options: ForkOptions = {},
+): Promise<Machine[]> {
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || count > 256)
+    throw new ConfigError(`fork count must be a whole number from 1 to 256, not ${describeValue(count)}`);
+  options = parseForkOptions(options);
+  const names =
+    options.names ?? Array.from({ length: count }, (_, i) => `${snapshot.manifest.source}-${i + 1}`);
+  if (names.length !== count) throw new ConfigError(`fork got ${names.length} names for ${count} clones`);
+  const { names: _names, ...restore } = options;
+  const results = await Promise.allSettled(names.map((name) => snapshot.restore({ ...restore, name })));
+  const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  const machines = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  if (failed) {
+    await Promise.allSettled(machines.map((machine) => machine.close()));
+    throw failed.reason;
+  }
+  return machines;
+}
+
+/**
+ * Keeps clones of a snapshot restored and running ahead of demand, so that take() hands one
+ * out at once and the emulator's warm-up after a restore is already paid. Every clone gets the
+ * same options: give networks only when clones may share them (no fixed addresses).
+ */
+export class RestorePool implements AsyncDisposable {
+  private readonly ready: Array<Promise<Machine>> = [];
+  private readonly aborter = new AbortController();
+  private count = 0;
+  private closed = false;
+  private readonly options: PoolOptions;
+
+  constructor(
+    readonly snapshot: Snapshot,
+    options: PoolOptions = {},
+  ) {
+    this.options = parsePoolOptions(options);
+    const size = this.options.size ?? 1;
+    for (let i = 0; i < size; i++) this.ready.push(this.restoreOne());
+  }
+
+  /** A running clone, restored in advance when the pool had one; the pool refills behind it. */
+  async take(): Promise<Machine> {
+    if (this.closed) throw new ConfigError(`the pool of ${this.snapshot.id} is closed`);
+    const next = this.ready.shift() ?? this.restoreOne();
+    this.ready.push(this.restoreOne());
+    const clone = await next;
+    if (clone.isRunning) return clone;
+    // It died while waiting (killed from outside, out of memory): hand out a fresh one instead.
+    await clone.close();
+    return this.restoreOne();
+  }
+
+  /** Resolves once the next take() can hand out a clone at once (rejects if that clone failed). */
+  async whenReady(): Promise<void> {
+    await this.ready[0];
+  }
+
+  /** Stops the clones waiting in the pool; clones already taken are the caller's. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.aborter.abort();
+    const waiting = await Promise.allSettled(this.ready.splice(0));
+    await Promise.allSettled(
+      waiting.flatMap((result) => (result.status === 'fulfilled' ? [result.value.close()] : [])),
+    );
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  private restoreOne(): Promise<Machine> {
+    const { size: _size, prefix, ...restore } = this.options;
+    const name = `${prefix ?? this.snapshot.manifest.source}-${++this.count}`;
+    const clone = this.snapshot.restore({ ...restore, name, signal: this.aborter.signal });
+    clone.catch(() => {}); // reported to whoever takes it
+    return clone;
   }
 }

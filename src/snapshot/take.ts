@@ -4,7 +4,7 @@ import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SnapshotError, VmkitError } from '../errors.js';
 import { configIdentity } from '../machine/config.js';
-import type { MachineInternals } from '../machine/machine.js';
+import type { MachineInternals, SnapshotOptions } from '../machine/internals.js';
 import { runTool } from '../util/exec.js';
 import { ensurePrivateDir } from '../util/private.js';
 import { sparseDigest } from '../util/sparse.js';
@@ -19,16 +19,6 @@ import {
   validateSnapshotName,
 } from './manifest.js';
 import { recordVerified } from './verify.js';
-
-export interface SnapshotOptions {
-  /** Leave the machine paused instead of letting it run on (it is about to be discarded). */
-  stop?: boolean;
-  /**
-   * For named snapshots: more data that identifies the guest state (e.g. a fingerprint of the
-   * setup that produced it). Part of the snapshot's id, so a changed key never reuses an old one.
-   */
-  key?: unknown;
-}
 
 const SAVE_TIMEOUT_MS = 300_000;
 

@@ -157,6 +157,52 @@ function findCycles(nodes: string[], next: (node: string) => string[]): string[]
   return cycles;
 }
 
+/** Every line of src/ that matches `pattern`, comments left out. */
+function lines(files: string[], pattern: RegExp): Array<{ file: string; line: number }> {
+  return files.flatMap((file) =>
+    readFileSync(join(SRC, file), 'utf8')
+      .split('\n')
+      .flatMap((text, n) =>
+        pattern.test(text) && !/^\s*(\/\/|\*|\/\*)/.test(text) ? [{ file, line: n + 1 }] : [],
+      ),
+  );
+}
+
+const where = (hit: { file: string; line: number }) => `src/${hit.file}:${hit.line}`;
+
+/**
+ * The modules vmkit runs as programs of their own (a switch, a hub, a relay): named by
+ * `nodeEntry(import.meta.url, './x', ...)` or `new URL('./x.js', import.meta.url)`.
+ */
+function entryModules(files: string[]): Set<string> {
+  const entries = new Set<string>();
+  for (const file of files) {
+    const text = readFileSync(join(SRC, file), 'utf8');
+    const named = /nodeEntry\(import\.meta\.url,\s*'([^']+)'|new URL\('([^']+)\.js',\s*import\.meta\.url\)/g;
+    for (const match of text.matchAll(named)) {
+      const target = rel(resolveSpecifier(join(SRC, file), `${match[1] ?? match[2]}.js`));
+      if (files.includes(target)) entries.add(target);
+    }
+  }
+  return entries;
+}
+
+const ARCHITECTURE = resolve(SRC, '../docs/architecture.md');
+
+/** The layers, first to last, from the `**Order:**` line (`a` < `b` < ...) of the architecture doc. */
+function layerOrder(doc: string): string[] {
+  const start = doc.indexOf('**Order:**');
+  if (start < 0) return [];
+  const paragraph = doc.slice(start).split('\n\n')[0] as string;
+  return [...paragraph.matchAll(/`([^`]+)`/g)].map((match) => match[1] as string);
+}
+
+/** Which layer a file (relative to src/) is in: a folder layer ends with '/'; -1 for none. */
+function layerIndex(order: string[], file: string): number {
+  const holds = (layer: string) => (layer.endsWith('/') ? file.startsWith(layer) : file === layer);
+  return order.findIndex(holds);
+}
+
 /** Lines of text; a last line without a newline counts too. */
 const countLines = (text: string) =>
   text === '' ? 0 : text.split('\n').length - (text.endsWith('\n') ? 1 : 0);
@@ -192,6 +238,36 @@ describe('architecture of src/', () => {
       0,
       `import cycles in src/ (runtime imports only):\n${cycles.map((cycle) => `  ${cycle.join(' -> ')}`).join('\n')}`,
     );
+  });
+
+  test('no import cycle, type-only imports included: a type ties a module to the one it names', () => {
+    const all = (file: string) => (graph.edges.get(file) ?? []).map((edge) => edge.to);
+    const cycles = findCycles(graph.files, all);
+    assert.equal(
+      cycles.length,
+      0,
+      `import cycles in src/ (type-only imports included):\n${cycles.map((cycle) => `  ${cycle.join(' -> ')}`).join('\n')}`,
+    );
+  });
+
+  test('no import goes against the layer order of docs/architecture.md (type-only imports included)', () => {
+    const order = layerOrder(readFileSync(ARCHITECTURE, 'utf8'));
+    assert.ok(order.length > 10, `the Order line of docs/architecture.md names ${order.length} layers`);
+    const unplaced = graph.files.filter((file) => layerIndex(order, file) < 0);
+    assert.deepEqual(
+      unplaced,
+      [],
+      'files in no layer of docs/architecture.md: add their folder to the Order line',
+    );
+    const violations = graph.files.flatMap((file) =>
+      (graph.edges.get(file) ?? [])
+        .filter((edge) => layerIndex(order, edge.to) > layerIndex(order, file))
+        .map(
+          (edge) =>
+            `src/${file}:${edge.line} (${order[layerIndex(order, file)]}) imports ${edge.specifier} (${order[layerIndex(order, edge.to)]})`,
+        ),
+    );
+    assert.deepEqual(violations, [], `imports of a later layer:\n  ${violations.join('\n  ')}`);
   });
 
   test(`no file in src/ is over ${MAX_LINES} lines`, () => {
@@ -235,6 +311,53 @@ describe('architecture of src/', () => {
     assert.deepEqual(offenders, [], `recursive mkdirs:\n  ${offenders.join('\n  ')}`);
   });
 
+  test("process.exit only in src/cli/ and in the entry modules of vmkit's own processes", () => {
+    const entries = entryModules(graph.files);
+    assert.ok(
+      entries.has('network/switch-host.ts') && entries.has('project/hub-main.ts'),
+      [...entries].join(),
+    );
+    const offenders = lines(graph.files, /\bprocess\.exit\(/).filter(
+      (hit) => !hit.file.startsWith('cli/') && !entries.has(hit.file),
+    );
+    assert.deepEqual(
+      offenders.map(where),
+      [],
+      'library code throws a typed error (InterruptedError, ...) and the CLI picks the exit code',
+    );
+  });
+
+  test('defaultRuntime() only where a public call names no runtime: library code is handed one', () => {
+    const publicEntries = new Set([
+      'runtime/runtime.ts', // its definition
+      'machine/start.ts', // startMachine's options, keepMachineState
+      'snapshot/restore.ts', // restoreMachine's options
+      'snapshot/store.ts', // snapshotProblems, pruneSnapshots
+      'images/build.ts', // buildImage's options
+    ]);
+    const offenders = lines(graph.files, /\bdefaultRuntime\(/).filter((hit) => !publicEntries.has(hit.file));
+    assert.deepEqual(
+      offenders.map(where),
+      [],
+      "pass the caller's Runtime down (the CLI makes one per command)",
+    );
+  });
+
+  test('no module-level let: state lives on a Runtime or on the object that owns it', () => {
+    const entries = entryModules(graph.files);
+    // The process's signal hooks, and the default runtime of public calls that name none.
+    const allowed = new Set(['runtime/signals.ts', 'runtime/runtime.ts']);
+    const offenders = lines(graph.files, /^(export\s+)?let\s/).filter(
+      (hit) => !entries.has(hit.file) && !allowed.has(hit.file),
+    );
+    assert.deepEqual(offenders.map(where), [], 'module-level state');
+  });
+
+  test('the commands vmkit runs in a guest (drop caches, power-off, port probes) are files in guest/profiles/', () => {
+    const offenders = lines(graph.files, /drop_caches|\bpoweroff\b|\/proc\/net\/(tcp|unix)/);
+    assert.deepEqual(offenders.map(where), [], 'guest commands written as strings in src/');
+  });
+
   test('src/util/ imports nothing from other src/ folders except src/errors.ts (type imports included)', () => {
     const violations = graph.files
       .filter((file) => file.startsWith('util/'))
@@ -261,6 +384,16 @@ describe('architecture test helpers', () => {
       findCycles(['x', 'y'], (node) => (node === 'x' ? ['y'] : [])),
       [],
     );
+  });
+
+  test('layerOrder reads the Order line; layerIndex places files by folder or by name', () => {
+    const doc = 'text\n\n**Order:** `errors.ts` < `util/` <\n`machine/` < `index.ts`\n\nmore `x/`';
+    const order = layerOrder(doc);
+    assert.deepEqual(order, ['errors.ts', 'util/', 'machine/', 'index.ts']);
+    assert.equal(layerIndex(order, 'util/time.ts'), 1);
+    assert.equal(layerIndex(order, 'machine/launch.ts'), 2);
+    assert.equal(layerIndex(order, 'index.ts'), 3);
+    assert.equal(layerIndex(order, 'machines.ts'), -1, 'a file is not in a folder layer of a similar name');
   });
 
   test('countLines: no extra line for the final newline; an unterminated last line counts', () => {

@@ -1,7 +1,7 @@
 import { chooseAccel, probeKvm } from '../../backends/accel.js';
 import { qemuBinary } from '../../backends/qemu/process.js';
 import { listImages } from '../../images/build.js';
-import { defaultRuntime } from '../../runtime/runtime.js';
+import { Runtime } from '../../runtime/runtime.js';
 import { removeSnapshotLeftovers } from '../../snapshot/store.js';
 import { runTool } from '../../util/exec.js';
 import { cacheDir } from '../../util/paths.js';
@@ -58,7 +58,7 @@ export async function doctor(options: DoctorOptions = {}): Promise<number> {
   const me = who();
   add({ status: 'ok', what: 'user', detail: `${me.user} (uid ${me.uid})${me.uid === 0 ? ', root' : ''}` });
   add(await qemuCheck(lookup));
-  const runtime = defaultRuntime();
+  await using runtime = new Runtime();
   const verdict = await runtime.fact('kvm-probe', () => probeKvm());
   add(checkAccel(await chooseAccel('auto', runtime).catch((error: Error) => error), verdict));
   for (const need of TOOLS) add(checkTool(need, await lookup(need.name)));

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { ConfigError } from '../../errors.js';
 import { buildImage, type ImageRecipe, listImages } from '../../images/build.js';
+import { Runtime } from '../../runtime/runtime.js';
 
 /** A recipe file: JSON, checked by buildImage like any recipe. */
 async function readRecipe(path: string): Promise<ImageRecipe> {
@@ -17,7 +18,11 @@ async function readRecipe(path: string): Promise<ImageRecipe> {
 export async function buildImageCommand(name: string): Promise<void> {
   const started = performance.now();
   const what = name.endsWith('.json') ? await readRecipe(name) : name;
-  const image = await buildImage(what, { onProgress: (line) => process.stderr.write(`vmkit: ${line}\n`) });
+  await using runtime = new Runtime();
+  const image = await buildImage(what, {
+    runtime,
+    onProgress: (line) => process.stderr.write(`vmkit: ${line}\n`),
+  });
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   process.stdout.write(
     `${image.name} ${image.key} (kernel ${image.kernelRelease}) in ${image.dir} [${seconds} s]\n`,

@@ -10,6 +10,7 @@ import { intentPath } from '../../project/state.js';
 import type { SyncReport } from '../../project/sync.js';
 import { type SyncMethod, syncVm } from '../../project/sync-vm.js';
 import { connectHub, type ProjectVm, projectVm } from '../../project/vm-handle.js';
+import { Runtime } from '../../runtime/runtime.js';
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
 // Loaded by the commands that need them, so that exec and sync start quickly.
@@ -25,7 +26,7 @@ async function repaired(pvm: ProjectVm): Promise<ProjectVm> {
 /** The VM named (or the default one), an operation of it cut off by a kill settled first. */
 export async function openVm(name: string | undefined): Promise<ProjectVm> {
   const config = await loadProjectConfig();
-  return repaired(projectVm(config, selectVm(config, name)));
+  return repaired(projectVm(config, selectVm(config, name), new Runtime()));
 }
 
 async function withHub<T>(pvm: ProjectVm, work: (hub: Awaited<ReturnType<typeof connectHub>>) => Promise<T>) {
@@ -176,7 +177,8 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
       const { formatStatus, vmStatus } = await import('../../project/status.js');
       const config = await loadProjectConfig();
       const names = name ? [selectVm(config, name).name] : Object.keys(config.vms);
-      for (const vm of names) await repaired(projectVm(config, selectVm(config, vm)));
+      const runtime = new Runtime();
+      for (const vm of names) await repaired(projectVm(config, selectVm(config, vm), runtime));
       const statuses = names.map((vm) => vmStatus(config, vm));
       process.stdout.write(
         options.json

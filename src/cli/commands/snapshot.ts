@@ -1,5 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Runtime } from '../../runtime/runtime.js';
 import { snapshotRoot } from '../../snapshot/manifest.js';
 import {
   listSnapshots,
@@ -13,6 +14,7 @@ const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 export async function listSnapshotsCommand(): Promise<void> {
   const snapshots = await listSnapshots();
+  await using runtime = new Runtime();
   if (snapshots.length === 0) {
     process.stdout.write(`no snapshots in ${snapshotRoot()}\n`);
     return;
@@ -27,7 +29,7 @@ export async function listSnapshotsCommand(): Promise<void> {
         () => 0,
       );
     }
-    const problem = (await snapshotProblems(snapshot)).join('; ');
+    const problem = (await snapshotProblems(snapshot, runtime)).join('; ');
     const { memoryMiB, cpus, accel, disks } = manifest.identity;
     process.stdout.write(
       `${manifest.id}\t${manifest.createdAt}\tfrom ${manifest.source}, ${memoryMiB} MiB, ${cpus} cpu, ${accel}, ${disks.length} disk(s), ${megabytes(bytes)}${problem ? `\tNOT RESTORABLE: ${problem}` : ''}\n`,
@@ -44,7 +46,8 @@ export async function removeSnapshotsCommand(ids: string[]): Promise<void> {
 }
 
 export async function pruneSnapshotsCommand(options: { all?: boolean }): Promise<void> {
-  const removed = await pruneSnapshots(options);
+  await using runtime = new Runtime();
+  const removed = await pruneSnapshots({ ...options, runtime });
   for (const { id, reason } of removed) process.stdout.write(`removed ${id}: ${reason}\n`);
   if (removed.length === 0) process.stdout.write('nothing to prune\n');
 }

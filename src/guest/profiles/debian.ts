@@ -1,5 +1,6 @@
 import { shellQuote } from '../../util/shell.js';
 import { agentBanner } from '../readiness.js';
+import { posixCommands } from './commands.js';
 import type { GuestProfile } from './profile.js';
 import { tinyProfile } from './tiny.js';
 
@@ -13,6 +14,7 @@ import { tinyProfile } from './tiny.js';
 export const debianProfile: GuestProfile = {
   name: 'debian',
   readiness: agentBanner,
+  commands: posixCommands,
 
   afterBoot(setup) {
     return [tinyProfile.afterBoot(setup), hostnameFile(setup.hostname)].join('\n');

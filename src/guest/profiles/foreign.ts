@@ -1,4 +1,5 @@
 import { vmmRunning } from '../readiness.js';
+import { posixCommands } from './commands.js';
 import type { GuestProfile } from './profile.js';
 
 /**
@@ -9,6 +10,7 @@ import type { GuestProfile } from './profile.js';
 export const foreignProfile: GuestProfile = {
   name: 'foreign',
   readiness: vmmRunning,
+  commands: posixCommands, // never run: there is no agent to run them
   afterBoot: () => '',
   afterRestore: () => '',
 };

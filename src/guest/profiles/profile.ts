@@ -1,4 +1,5 @@
 import type { Readiness } from '../readiness.js';
+import type { GuestCommands } from './commands.js';
 
 /** A NIC as the guest sees it: eth<index>. */
 export interface GuestNic {
@@ -52,4 +53,6 @@ export interface GuestProfile {
   readonly readiness: Readiness;
   afterBoot(setup: BootSetup): string;
   afterRestore(setup: RestoreSetup): string;
+  /** Everything else vmkit runs in the guest: page cache, power, port probes, hosts lines. */
+  readonly commands: GuestCommands;
 }

@@ -1,11 +1,13 @@
 import { shellQuote } from '../../util/shell.js';
 import { agentBanner } from '../readiness.js';
+import { posixCommands } from './commands.js';
 import type { GuestProfile, RestoreSetup } from './profile.js';
 
 /** The tiny image: busybox, the backdoor started by init, no service manager. */
 export const tinyProfile: GuestProfile = {
   name: 'tiny',
   readiness: agentBanner,
+  commands: posixCommands,
 
   afterBoot({ hostname, nics, hostNic, hosts }) {
     const lines = [`hostname ${shellQuote(hostname)}`];

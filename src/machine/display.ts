@@ -1,11 +1,13 @@
 /**
- * Screens and keyboards, added to Machine's prototype (see machine-systemd.ts for why):
- * screenshots (QMP screendump, PPM to PNG), keys (QMP send-key), virtual terminal text from
- * /dev/vcsa<n>, and OCR with the host's tesseract.
+ * The screen and keyboard part of a Machine: screenshots (QMP screendump, PPM to PNG), keys (QMP
+ * send-key), virtual terminal text from /dev/vcsa<n>, and OCR with the host's tesseract. Machine
+ * (machine.ts) holds one and delegates to it.
  */
 import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { requireCapability } from '../backends/backend.js';
+import type { RawResult } from '../agent/backdoor.js';
+import { type Backend, requireCapability } from '../backends/backend.js';
+import type { QmpClient } from '../backends/qemu/qmp.js';
 import {
   CommandTimeoutError,
   ConfigError,
@@ -17,27 +19,20 @@ import { runTool } from '../util/exec.js';
 import { ensureDir } from '../util/files.js';
 import { Deadline, sleep } from '../util/time.js';
 import { checkCall } from './calls.js';
+import type { ExecuteOptions, WaitOptions } from './commands.js';
+import type { MachineConfig } from './config.js';
 import { charKeys, keyCombo } from './keys.js';
-import { Machine, type WaitOptions } from './machine.js';
 import { checkTty, ppmFileToPng, vcsaText } from './screen.js';
 
-declare module './machine.js' {
-  interface Machine {
-    /** Writes the screen as a PNG file (needs display: true). */
-    screenshot(path: string): Promise<void>;
-    /** Presses a key or a combination, e.g. "ctrl-alt-delete", "alt-f2", "ret". */
-    sendKey(key: string): Promise<void>;
-    /** Types text on the keyboard (US layout; printable ASCII, newline and tab). */
-    sendChars(text: string): Promise<void>;
-    /** The text on virtual terminal `tty` (1-63), read from /dev/vcsa<tty> without OCR. */
-    getTtyText(tty: number): Promise<string>;
-    /** Waits until the text on virtual terminal `tty` matches `pattern`; returns the match. */
-    waitUntilTtyMatches(tty: number, pattern: RegExp, options?: WaitOptions): Promise<RegExpExecArray>;
-    /** The screen's text by OCR (the host's tesseract). */
-    getScreenText(): Promise<string>;
-    /** Waits until OCR of the screen matches `pattern`, backing off between attempts. */
-    waitForText(pattern: RegExp, options?: WaitOptions): Promise<RegExpExecArray>;
-  }
+/** What the display part asks of the machine it belongs to. */
+export interface DisplayHost {
+  readonly name: string;
+  readonly stateDir: string;
+  readonly config: MachineConfig;
+  readonly backend: Backend;
+  readonly commandTimeoutMs: number;
+  readonly qmp: QmpClient;
+  executeRaw(command: string, options?: ExecuteOptions): Promise<RawResult>;
 }
 
 /** Between keys: QEMU's PS/2 queue is short, and a guest under emulation reads it slowly. */
@@ -45,9 +40,8 @@ const KEY_GAP_MS = 15;
 const TTY_POLL_MS = 500;
 const OCR_FIRST_BACKOFF_MS = 500;
 const OCR_MAX_BACKOFF_MS = 8000;
-let screenshots = 0;
 
-function requireDisplay(machine: Machine, method: string): void {
+function requireDisplay(machine: DisplayHost, method: string): void {
   requireCapability(machine.backend, 'display');
   if (!machine.config.display) {
     throw new ConfigError(`${method}: machine ${machine.name} has no display (start it with display: true)`);
@@ -62,8 +56,7 @@ function checkPattern(method: string, pattern: unknown): RegExp {
 /** How long a QMP request or an OCR run may take outside of a wait. */
 const DEFAULT_STEP_MS = 60_000;
 
-async function pngOfScreen(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promise<Buffer> {
-  const ppm = join(machine.stateDir, `screen-${process.pid}-${screenshots++}.ppm`);
+async function pngOfScreen(machine: DisplayHost, ppm: string, timeoutMs = DEFAULT_STEP_MS): Promise<Buffer> {
   try {
     await machine.qmp.execute('screendump', { filename: ppm }, timeoutMs);
     return await ppmFileToPng(ppm);
@@ -73,11 +66,11 @@ async function pngOfScreen(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promi
 }
 
 /** The screen's text by tesseract; screendump and OCR together take at most `timeoutMs`. */
-async function ocr(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promise<string> {
-  const png = join(machine.stateDir, `ocr-${process.pid}-${screenshots++}.png`);
+async function ocr(machine: DisplayHost, files: string, timeoutMs = DEFAULT_STEP_MS): Promise<string> {
+  const png = `${files}.png`;
   const limit = new Deadline(timeoutMs, 'OCR of the screen');
   try {
-    await writeFile(png, await pngOfScreen(machine, timeoutMs));
+    await writeFile(png, await pngOfScreen(machine, `${files}.ppm`, timeoutMs));
     const left = Math.max(1, limit.remaining());
     return (await runTool('tesseract', [png, 'stdout'], { timeoutMs: left })).stdout;
   } catch (error) {
@@ -92,7 +85,12 @@ async function ocr(machine: Machine, timeoutMs = DEFAULT_STEP_MS): Promise<strin
   }
 }
 
-async function readTty(machine: Machine, method: string, tty: number, timeoutMs?: number): Promise<string> {
+async function readTty(
+  machine: DisplayHost,
+  method: string,
+  tty: number,
+  timeoutMs?: number,
+): Promise<string> {
   const raw = await machine.executeRaw(`cat /dev/vcsa${tty}`, timeoutMs === undefined ? {} : { timeoutMs });
   if (raw.status !== 0) {
     throw new ConfigError(
@@ -136,73 +134,87 @@ async function readUntilMatch(
   throw new TimeoutError(wait.awaited, wait.timeoutMs, evidence);
 }
 
-const methods: ThisType<Machine> & Partial<Machine> = {
-  async screenshot(path) {
+export class MachineDisplay {
+  /** Numbers the scratch files of screendumps and OCR runs in the machine's folder. */
+  private files = 0;
+
+  constructor(private readonly host: DisplayHost) {}
+
+  /** A scratch file name in the machine's folder, without its extension. */
+  private scratch(kind: 'screen' | 'ocr'): string {
+    return join(this.host.stateDir, `${kind}-${this.files++}`);
+  }
+
+  async screenshot(path: string): Promise<void> {
     if (typeof path !== 'string' || path === '')
       throw new ConfigError('screenshot: path: must be a file path');
-    requireDisplay(this, 'screenshot');
-    const png = await pngOfScreen(this);
+    requireDisplay(this.host, 'screenshot');
+    const png = await pngOfScreen(this.host, `${this.scratch('screen')}.ppm`);
     await ensureDir(dirname(path));
     await writeFile(path, png);
-  },
+  }
 
-  async sendKey(key) {
+  async sendKey(key: string): Promise<void> {
     const codes = keyCombo(key);
-    requireDisplay(this, 'sendKey');
-    await this.qmp.execute('send-key', { keys: codes.map((data) => ({ type: 'qcode', data })) });
-  },
+    requireDisplay(this.host, 'sendKey');
+    await this.host.qmp.execute('send-key', { keys: codes.map((data) => ({ type: 'qcode', data })) });
+  }
 
-  async sendChars(text) {
+  async sendChars(text: string): Promise<void> {
     if (typeof text !== 'string') throw new ConfigError('sendChars: text: must be a string');
     const presses = [...text].map(charKeys); // every character checked before the first is typed
-    requireDisplay(this, 'sendChars');
+    requireDisplay(this.host, 'sendChars');
     for (const keys of presses) {
-      await this.qmp.execute('send-key', { keys: keys.map((data) => ({ type: 'qcode', data })) });
+      await this.host.qmp.execute('send-key', { keys: keys.map((data) => ({ type: 'qcode', data })) });
       await sleep(KEY_GAP_MS);
     }
-  },
+  }
 
-  async getTtyText(tty) {
-    return readTty(this, 'getTtyText', checkTty('getTtyText', tty));
-  },
+  async getTtyText(tty: number): Promise<string> {
+    return readTty(this.host, 'getTtyText', checkTty('getTtyText', tty));
+  }
 
-  async waitUntilTtyMatches(tty, pattern, options = {}) {
+  async waitUntilTtyMatches(
+    tty: number,
+    pattern: RegExp,
+    options: WaitOptions = {},
+  ): Promise<RegExpExecArray> {
     const call = checkCall('waitUntilTtyMatches', { waitOptions: options });
     const n = checkTty('waitUntilTtyMatches', tty);
     checkPattern('waitUntilTtyMatches', pattern);
-    const timeoutMs = call.timeoutMs ?? this.commandTimeoutMs;
+    const timeoutMs = call.timeoutMs ?? this.host.commandTimeoutMs;
     return readUntilMatch(
-      (limit) => readTty(this, 'waitUntilTtyMatches', n, limit),
+      (limit) => readTty(this.host, 'waitUntilTtyMatches', n, limit),
       pattern,
       {
         timeoutMs,
         attemptTimeoutMs: call.attemptTimeoutMs,
-        awaited: `tty${n} of ${this.name} to match ${pattern}`,
+        awaited: `tty${n} of ${this.host.name} to match ${pattern}`,
         shown: `tty${n} shows`,
       },
       // A reboot under the wait: the next read waits until the guest is back.
       (error) => error instanceof CommandTimeoutError || error instanceof GuestRebootedError,
       () => TTY_POLL_MS,
     );
-  },
+  }
 
-  async getScreenText() {
-    requireDisplay(this, 'getScreenText');
-    return ocr(this);
-  },
+  async getScreenText(): Promise<string> {
+    requireDisplay(this.host, 'getScreenText');
+    return ocr(this.host, this.scratch('ocr'));
+  }
 
-  async waitForText(pattern, options = {}) {
+  async waitForText(pattern: RegExp, options: WaitOptions = {}): Promise<RegExpExecArray> {
     const call = checkCall('waitForText', { waitOptions: options });
     checkPattern('waitForText', pattern);
-    requireDisplay(this, 'waitForText');
-    const timeoutMs = call.timeoutMs ?? this.commandTimeoutMs;
+    requireDisplay(this.host, 'waitForText');
+    const timeoutMs = call.timeoutMs ?? this.host.commandTimeoutMs;
     return readUntilMatch(
-      (limit) => ocr(this, limit),
+      (limit) => ocr(this.host, this.scratch('ocr'), limit),
       pattern,
       {
         timeoutMs,
         attemptTimeoutMs: call.attemptTimeoutMs,
-        awaited: `screen text of ${this.name} to match ${pattern}`,
+        awaited: `screen text of ${this.host.name} to match ${pattern}`,
         shown: 'OCR read',
       },
       // The screendump's QMP reply or tesseract outran the attempt's time.
@@ -211,6 +223,5 @@ const methods: ThisType<Machine> & Partial<Machine> = {
         (error instanceof HostToolError && /did not finish within/.test(error.message)),
       (attempt) => Math.min(OCR_FIRST_BACKOFF_MS * 2 ** (attempt - 1), OCR_MAX_BACKOFF_MS),
     );
-  },
-};
-Object.assign(Machine.prototype, methods);
+  }
+}
