@@ -6,14 +6,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { type ParseArgsConfig, parseArgs, promisify } from 'node:util';
-import {
-  type AccelDecision,
-  type BootImage,
-  buildImage,
-  chooseAccel,
-  defaultRuntime,
-  type Machine,
-} from 'vmkit';
+import { type AccelDecision, type BootImage, buildImage, chooseAccel, type Machine, Runtime } from 'vmkit';
 
 /** vmkit's defaults, set explicitly so that they cannot drift between runs or benchmarks. */
 export const MEMORY_MIB = 256;
@@ -129,8 +122,8 @@ export async function environment(): Promise<Environment> {
   const began = performance.now();
   const image = await buildImage('tiny', { onProgress: log });
   const imageLookupMs = round(performance.now() - began);
-  // The runtime the benchmarks' machines use (they name none): the KVM probe runs once.
-  const accel = await chooseAccel('auto', defaultRuntime());
+  // The same probe as the benchmarks' machines make (they name no runtime, so use the default one).
+  const accel = await chooseAccel('auto', new Runtime());
   log(`${version}; ${accel.accel.toUpperCase()}: ${accel.reason}`);
   log(`image ${image.name} ${image.key.slice(0, 12)} (kernel ${image.kernelRelease})`);
   return { qemuVersion: version, image, imageLookupMs, accel };

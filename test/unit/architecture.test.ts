@@ -197,10 +197,17 @@ function layerOrder(doc: string): string[] {
   return [...paragraph.matchAll(/`([^`]+)`/g)].map((match) => match[1] as string);
 }
 
-/** Which layer a file (relative to src/) is in: a folder layer ends with '/'; -1 for none. */
+/**
+ * Which layer a file (relative to src/) is in: the most specific that holds it (a folder layer
+ * ends with '/'; a file layer is that file alone); -1 for none.
+ */
 function layerIndex(order: string[], file: string): number {
   const holds = (layer: string) => (layer.endsWith('/') ? file.startsWith(layer) : file === layer);
-  return order.findIndex(holds);
+  let best = -1;
+  order.forEach((layer, index) => {
+    if (holds(layer) && (best < 0 || layer.length > (order[best] as string).length)) best = index;
+  });
+  return best;
 }
 
 /** Lines of text; a last line without a newline counts too. */

@@ -59,7 +59,10 @@ describe('the driver on the mock backend', () => {
     assert.equal(report.passed, false);
     assert.ok(report.error instanceof MockScriptError, String(report.error));
     assert.equal(report.failedStep, 'subtest "server up"');
-    assert.match(report.error.message, /machine server \(mock backend\): unexpected command "awk/);
+    assert.match(
+      report.error.message,
+      /machine server \(mock backend\): unexpected command \(vmkit's probe: is TCP port 80 listening\? a step \{ port: 80 \} answers it\)/,
+    );
     const xml = readFileSync(junit, 'utf8');
     assert.match(xml, /MockScriptError/);
     assert.match(xml, /unexpected command/);

@@ -4,7 +4,7 @@ import type { MockScriptError } from '../../errors.js';
 import type { MockAnswer, MockScript } from './script.js';
 
 /** How the mock guest ended: powered off, or gave up at a command its script does not answer. */
-export type MockGuestEnd = { poweroff: true } | { error: MockScriptError };
+export type MockGuestEnd = { powerOff: true } | { error: MockScriptError };
 
 const b64 = (text: string) => Buffer.from(text).toString('base64');
 
@@ -92,9 +92,9 @@ export class MockGuest {
   /** The answer to a command, or undefined once the guest has ended over it. */
   private answer(command: string): MockAnswer | undefined {
     const answer = this.script.answer(this.machine, command);
-    if ('poweroff' in answer && !answer.poweroff) return answer;
+    if ('powerOff' in answer && !answer.powerOff) return answer;
     this.stop();
-    this.ended('poweroff' in answer ? { poweroff: true } : { error: answer });
+    this.ended('powerOff' in answer ? { powerOff: true } : { error: answer });
     return undefined;
   }
 

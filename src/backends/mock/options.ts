@@ -25,7 +25,7 @@ const stepFields = {
   times: wholeNumber(1, 1_000_000).optional(),
   always: z.boolean().optional(),
   machine: z.string().min(1).optional(),
-  poweroff: z.boolean().optional(),
+  powerOff: z.boolean().optional(),
 };
 
 /** Exactly one of command, unit, port; state only with unit, open only with port. */

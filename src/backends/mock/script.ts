@@ -1,4 +1,5 @@
 import { MockScriptError } from '../../errors.js';
+import { mockProfile } from '../../guest/profiles/mock.js';
 
 /** How the mock guest answers one command. */
 export interface MockReply {
@@ -39,7 +40,7 @@ export interface MockStep extends MockReply {
   /** Only commands of the machine of this name. */
   machine?: string;
   /** The guest powers off instead of answering (the machine's VMM ends with status 0). */
-  poweroff?: boolean;
+  powerOff?: boolean;
 }
 
 export interface MockScriptOptions {
@@ -63,7 +64,7 @@ export interface MockCommand {
   answeredBy: number | 'builtin' | 'otherwise';
 }
 
-export type MockAnswer = Required<Omit<MockReply, 'delayMs'>> & { delayMs: number; poweroff: boolean };
+export type MockAnswer = Required<Omit<MockReply, 'delayMs'>> & { delayMs: number; powerOff: boolean };
 
 const WAIT_FOR_UNIT = /^set -- '([^']*)' '([^']*)' '[^']*'\n# vmkit waitForUnit/;
 const SHOW_UNIT = /systemctl (?:--user )?--no-pager show -- '([^']*)'$/;
@@ -76,13 +77,33 @@ const UNIT_DIAGNOSTICS = [
 /** What the driver's diagnostics bundle runs in a failed machine (driver/diagnostics.ts). */
 const RUN_DIAGNOSTICS = [/^dmesg$/, /^ps -ef /, /^command -v (?:systemctl|journalctl) >\/dev\/null && /];
 
-const answer = (reply: MockReply, poweroff = false): MockAnswer => ({
+/**
+ * The TCP port a port wait probes with `command` (the profile's probe script, its arguments set
+ * first: the port in hex, then the addresses accepted), or undefined for any other command.
+ */
+function probedPort(command: string): number | undefined {
+  const newline = command.indexOf('\n');
+  const hex = /^set -- '([0-9A-F]{4})'/.exec(command)?.[1];
+  if (!hex || newline < 0) return undefined;
+  const probe = mockProfile.commands.tcpListening(0);
+  return command.slice(newline) === probe.slice(probe.indexOf('\n')) ? Number.parseInt(hex, 16) : undefined;
+}
+
+/** A command as an error shows it: vmkit's own port probe by what it asks (a step `port:` answers it). */
+function describeCommand(command: string): string {
+  const port = probedPort(command);
+  return port === undefined
+    ? JSON.stringify(command)
+    : `(vmkit's probe: is TCP port ${port} listening? a step { port: ${port} } answers it)`;
+}
+
+const answer = (reply: MockReply, powerOff = false): MockAnswer => ({
   stdout: reply.stdout ?? '',
   stderr: reply.stderr ?? '',
   status: reply.status ?? 0,
   timedOut: reply.timedOut ?? false,
   delayMs: reply.delayMs ?? 0,
-  poweroff,
+  powerOff,
 });
 
 /** The reply of `step` to `command`, or undefined when the step does not answer it. */
@@ -90,13 +111,13 @@ function stepAnswer(step: MockStep, command: string): MockAnswer | undefined {
   if (step.command !== undefined) {
     const matches =
       typeof step.command === 'string' ? step.command === command : new RegExp(step.command).test(command);
-    return matches ? answer(step, step.poweroff) : undefined;
+    return matches ? answer(step, step.powerOff) : undefined;
   }
   if (step.unit !== undefined) return unitAnswer(step, step.unit, step.state ?? 'active', command);
   if (step.port !== undefined) {
-    const hex = step.port.toString(16).toUpperCase().padStart(4, '0');
-    const check = command.includes('/proc/net/tcp') && new RegExp(`:${hex}(?:\\$/|")`).test(command);
-    return check ? answer({ ...step, status: (step.open ?? true) ? 0 : 1 }) : undefined;
+    return probedPort(command) === step.port
+      ? answer({ ...step, status: (step.open ?? true) ? 0 : 1 })
+      : undefined;
   }
   return undefined;
 }
@@ -163,7 +184,7 @@ export class MockScript {
       record(index);
       return reply;
     }
-    if (command === 'sync; poweroff') {
+    if (command === mockProfile.commands.powerOff()) {
       record('builtin'); // Machine.shutdown()
       return answer({}, true);
     }
@@ -182,7 +203,7 @@ export class MockScript {
     const expected = this.expected(machine);
     const list = expected.length > 0 ? expected.map((line) => `\n  ${line}`).join('') : ' nothing more';
     return new MockScriptError(
-      `machine ${machine} (mock backend): unexpected command ${JSON.stringify(command)}; the script expected${this.options.ordered ? ', in this order' : ''}:${list}`,
+      `machine ${machine} (mock backend): unexpected command ${describeCommand(command)}; the script expected${this.options.ordered ? ', in this order' : ''}:${list}`,
       expected,
       machine,
       command,

@@ -1,4 +1,5 @@
 import { agentBanner } from '../readiness.js';
+import { posixCommands } from './commands.js';
 import type { GuestProfile } from './profile.js';
 
 /**
@@ -10,4 +11,5 @@ export const mockProfile: GuestProfile = {
   readiness: agentBanner,
   afterBoot: () => '',
   afterRestore: () => '',
+  commands: posixCommands, // answered by the mock itself, as its own commands
 };
