@@ -10,9 +10,9 @@
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Fleet, instanceInfo, readAudit, rebuildPool } from 'vmkit';
-import { findBase } from '../src/fleet/base.js';
+import { findBase } from '../src/fleet/snapshots/base.js';
 // Where an instance's folder and its live RAM file are: internals, read to measure what is there.
-import { instanceDir, liveRamPath } from '../src/fleet/vm.js';
+import { instanceDir, liveRamPath } from '../src/fleet/vmm/vm.js';
 import { loadAverages, log, median, parseIntOptions, ratio, round } from './lib.js';
 
 const USAGE = `usage: node --import tsx bench/fleet.ts [--rounds N] [--memory-mib N] [--density-budget-mib N]

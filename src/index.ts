@@ -58,8 +58,6 @@ export {
 } from './fleet/agent/certs.js';
 export { AgentCallError, AgentClient, type ConnectAgentOptions, connectAgent } from './fleet/agent/client.js';
 export { type AgentServer, type AgentServerOptions, startAgent } from './fleet/agent/server.js';
-export { type AuditEvent, readAudit } from './fleet/audit.js';
-export { defaultFleetDir } from './fleet/db.js';
 export type { Action, Phase } from './fleet/desired/plan.js';
 export {
   type ActionResult,
@@ -77,15 +75,7 @@ export {
   parseDesired,
 } from './fleet/desired/schema.js';
 export { Fleet, type FleetOptions } from './fleet/fleet.js';
-export {
-  type InstanceState,
-  OPERATIONS,
-  type Operation,
-  RefusedError,
-  STATES,
-  TRANSITIONS,
-} from './fleet/lifecycle.js';
-export type { Instance, Pool, PoolInput, Tenant, TenantInput } from './fleet/model.js';
+export { type Rebuilt, rebuildPool } from './fleet/images/rebuild.js';
 export { instanceInfo, nodeInfo, nodeStats } from './fleet/node.js';
 export {
   type Decision,
@@ -95,11 +85,21 @@ export {
   runPolicy,
   type Sample,
   sampleFleet,
-} from './fleet/policy.js';
-export { type Rebuilt, rebuildPool } from './fleet/rebuild.js';
+} from './fleet/policy/policy.js';
+export { type ScaleStep, scalePool } from './fleet/policy/scale.js';
 export type { Repair } from './fleet/repair.js';
-export { type ScaleStep, scalePool } from './fleet/scale.js';
-export { GUEST_READ_SECRETS } from './fleet/secrets-disk.js';
+export { type AuditEvent, readAudit } from './fleet/state/audit.js';
+export { defaultFleetDir } from './fleet/state/db.js';
+export {
+  type InstanceState,
+  OPERATIONS,
+  type Operation,
+  RefusedError,
+  STATES,
+  TRANSITIONS,
+} from './fleet/state/lifecycle.js';
+export type { Instance, Pool, PoolInput, Tenant, TenantInput } from './fleet/state/model.js';
+export { GUEST_READ_SECRETS } from './fleet/vmm/secrets-disk.js';
 export type { GuestProfile } from './guest/profiles/index.js';
 export type { Readiness } from './guest/readiness.js';
 export {

@@ -1,11 +1,11 @@
 import type { RawResult } from '../agent/backdoor.js';
-import type { InstanceAgents } from './agents.js';
-import { audit } from './audit.js';
-import { RefusedError } from './lifecycle.js';
-import type { Instance } from './model.js';
-import type { FleetStore } from './store.js';
-import { instanceDir } from './vm.js';
-import { type ExecTarget, execVm, type OutputStreams, shellVm } from './vm-exec.js';
+import { audit } from './state/audit.js';
+import { RefusedError } from './state/lifecycle.js';
+import type { Instance } from './state/model.js';
+import type { FleetStore } from './state/store.js';
+import type { InstanceAgents } from './vmm/agents.js';
+import { instanceDir } from './vmm/vm.js';
+import { type ExecTarget, execVm, type OutputStreams, shellVm } from './vmm/vm-exec.js';
 
 /** Commands in Running instances (Fleet.exec and Fleet.shell), each one audited. */
 

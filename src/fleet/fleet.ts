@@ -3,15 +3,18 @@ import type { RawResult } from '../agent/backdoor.js';
 import { stopSwitchDaemon } from '../network/switch-daemon.js';
 import { Runtime } from '../runtime/runtime.js';
 import { parseInput } from '../util/validate.js';
-import { InstanceAgents } from './agents.js';
-import { audit } from './audit.js';
-import { ensureBase, pruneBases, removeBaseLeftovers, removeBases } from './base.js';
-import { defaultFleetDir } from './db.js';
 import { execInstance, shellInstance } from './exec.js';
-import { parseAddress } from './ids.js';
-import { describeImage } from './image-spec.js';
-import { type Operation, RefusedError } from './lifecycle.js';
-import { foldMetadataReads } from './metadata-reads.js';
+import { describeImage } from './images/image-spec.js';
+import { type BuiltPoolImage, buildPoolImage, type FleetBuilder, imageOf } from './images/pool-image.js';
+import { checkPoolFits } from './policy/quota.js';
+import { checkRequiredLimits } from './policy/required-limits.js';
+import { type Repair, type RepairHooks, repairFleet, repairInstance } from './repair.js';
+import { ensureBase, pruneBases, removeBaseLeftovers, removeBases } from './snapshots/base.js';
+import { bootVm, finishWake, sleepVm, wakeVm } from './snapshots/sleep.js';
+import { audit } from './state/audit.js';
+import { defaultFleetDir } from './state/db.js';
+import { parseAddress } from './state/ids.js';
+import { type Operation, RefusedError } from './state/lifecycle.js';
 import {
   type Instance,
   type Pool,
@@ -19,15 +22,12 @@ import {
   poolInput,
   type Tenant,
   type TenantInput,
-} from './model.js';
-import { type BuiltPoolImage, buildPoolImage, type FleetBuilder, imageOf } from './pool-image.js';
-import { checkPoolFits } from './quota.js';
-import { type Repair, type RepairHooks, repairFleet, repairInstance } from './repair.js';
-import { checkRequiredLimits } from './required-limits.js';
-import type { Outcome } from './rows.js';
-import { bootVm, finishWake, sleepVm, wakeVm } from './snapshots.js';
-import { killPoint } from './steps.js';
-import { FleetStore } from './store.js';
+} from './state/model.js';
+import type { Outcome } from './state/rows.js';
+import { killPoint } from './state/steps.js';
+import { FleetStore } from './state/store.js';
+import { InstanceAgents } from './vmm/agents.js';
+import { foldMetadataReads } from './vmm/metadata-reads.js';
 import {
   consoleText,
   instanceDir,
@@ -41,8 +41,8 @@ import {
   resumeVm,
   stopVm,
   type VmContext,
-} from './vm.js';
-import type { OutputStreams } from './vm-exec.js';
+} from './vmm/vm.js';
+import type { OutputStreams } from './vmm/vm-exec.js';
 
 export interface FleetOptions {
   /** The fleet folder (default: $VMKIT_FLEET_DIR, else $XDG_DATA_HOME/vmkit/fleet). */

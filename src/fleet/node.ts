@@ -1,19 +1,19 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
-import { describeGroups } from './cgroups.js';
 import type { Fleet } from './fleet.js';
+import { sleepStateInfo } from './snapshots/sleep.js';
+import type { Instance } from './state/model.js';
+import { describeGroups } from './vmm/cgroups.js';
 import {
   JAIL_ID_BASE,
   jailUnavailable,
   jailWarning,
   namespacesUnavailable,
   userNamespaceUnavailable,
-} from './jail.js';
-import type { Instance } from './model.js';
-import { sleepStateInfo } from './snapshots.js';
-import { instanceDir, liveRamPath, vmGroups, vmProcesses } from './vm.js';
-import { qemuHasSandbox } from './vmm-options.js';
+} from './vmm/jail.js';
+import { instanceDir, liveRamPath, vmGroups, vmProcesses } from './vmm/vm.js';
+import { qemuHasSandbox } from './vmm/vmm-options.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
 export function residentKiB(pid: number): number {

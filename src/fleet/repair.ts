@@ -1,7 +1,7 @@
 import { cancelMigrationAndResume } from '../backends/qemu/migration.js';
-import type { InstanceState } from './lifecycle.js';
-import type { Instance } from './model.js';
-import { type FleetStore, intentAlive } from './store.js';
+import type { InstanceState } from './state/lifecycle.js';
+import type { Instance } from './state/model.js';
+import { type FleetStore, intentAlive } from './state/store.js';
 import {
   hasSleepState,
   instanceDir,
@@ -11,7 +11,7 @@ import {
   vmProcesses,
   vmStatus,
   withVm,
-} from './vm.js';
+} from './vmm/vm.js';
 
 /** What repair did to one instance. */
 export interface Repair {

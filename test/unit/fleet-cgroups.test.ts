@@ -4,14 +4,14 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { ancestry, type GroupFacts, parseProcCgroup, planV2 } from '../../src/fleet/cgroup-plan.js';
+import { ancestry, type GroupFacts, parseProcCgroup, planV2 } from '../../src/fleet/vmm/cgroup-plan.js';
 import {
   applyLimits,
   type CgroupHost,
   describeGroups,
   HOST_CGROUPS,
   prepareGroups,
-} from '../../src/fleet/cgroups.js';
+} from '../../src/fleet/vmm/cgroups.js';
 
 const ALL = ['cpuset', 'cpu', 'io', 'memory', 'pids'];
 const group = (path: string, facts: Partial<GroupFacts> = {}): GroupFacts => ({

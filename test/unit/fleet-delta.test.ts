@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { poolBasesDir, pruneBases } from '../../src/fleet/base.js';
-import { buildRam, deltaInfo, PAGE, reserveRam, writeDelta } from '../../src/fleet/delta.js';
-import type { Instance, Pool } from '../../src/fleet/model.js';
-import { fillRamCharged } from '../../src/fleet/ram-fill.js';
+import { poolBasesDir, pruneBases } from '../../src/fleet/snapshots/base.js';
+import { buildRam, deltaInfo, PAGE, reserveRam, writeDelta } from '../../src/fleet/snapshots/delta.js';
+import type { Instance, Pool } from '../../src/fleet/state/model.js';
+import { fillRamCharged } from '../../src/fleet/vmm/ram-fill.js';
 
 const dir = mkdtempSync('/tmp/vmkit-delta-');
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -7,11 +7,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { readAudit } from '../../src/fleet/audit.js';
 import { reconcile } from '../../src/fleet/desired/reconcile.js';
 import { loadDesired, parseDesired } from '../../src/fleet/desired/schema.js';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { parseSubnet } from '../../src/fleet/subnet.js';
+import { readAudit } from '../../src/fleet/state/audit.js';
+import { parseSubnet } from '../../src/fleet/state/subnet.js';
 
 const errorOf = (text: string) => {
   try {

@@ -15,7 +15,7 @@ import {
   jailUnavailable,
   prepareJail,
   userNamespaceUnavailable,
-} from '../../src/fleet/jail.js';
+} from '../../src/fleet/vmm/jail.js';
 
 describe('fleet VMM jail', () => {
   it("allocates a tenant the lowest uid of its fleet's block that no tenant holds", () => {

@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { readAudit } from '../../src/fleet/audit.js';
-import { METADATA_SPOOL } from '../../src/fleet/metadata.js';
-import { foldMetadataReads, tenantAudit } from '../../src/fleet/metadata-reads.js';
-import type { Instance } from '../../src/fleet/model.js';
+import { readAudit } from '../../src/fleet/state/audit.js';
+import type { Instance } from '../../src/fleet/state/model.js';
+import { METADATA_SPOOL } from '../../src/fleet/vmm/metadata.js';
+import { foldMetadataReads, tenantAudit } from '../../src/fleet/vmm/metadata-reads.js';
 
 const instance = { seq: 1, tenant: 'alpha', pool: 'web', id: 'a1', path: 'alpha/web/a1' } as Instance;
 

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
 import type { Fleet } from '../../src/fleet/fleet.js';
-import type { Instance } from '../../src/fleet/model.js';
-import { decide, POLICY_DEFAULTS, runPolicy, type Sample } from '../../src/fleet/policy.js';
+import { decide, POLICY_DEFAULTS, runPolicy, type Sample } from '../../src/fleet/policy/policy.js';
+import type { Instance } from '../../src/fleet/state/model.js';
 import { withDefaults } from '../../src/util/options.js';
 
 const sample = (path: string, over: Partial<Sample> = {}): Sample => ({

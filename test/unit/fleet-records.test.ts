@@ -16,19 +16,19 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { readAudit } from '../../src/fleet/audit.js';
-import { groupPaths, trustedGroups } from '../../src/fleet/cgroups.js';
-import { METADATA_SPOOL, writeMetadataDocument } from '../../src/fleet/metadata.js';
-import { foldMetadataReads } from '../../src/fleet/metadata-reads.js';
-import type { Instance, Pool, Tenant } from '../../src/fleet/model.js';
+import { readAudit } from '../../src/fleet/state/audit.js';
+import type { Instance, Pool, Tenant } from '../../src/fleet/state/model.js';
+import { groupPaths, trustedGroups } from '../../src/fleet/vmm/cgroups.js';
+import { METADATA_SPOOL, writeMetadataDocument } from '../../src/fleet/vmm/metadata.js';
+import { foldMetadataReads } from '../../src/fleet/vmm/metadata-reads.js';
 import {
   adoptOldSleepState,
   ensureRecordsDir,
   hasSleepState,
   recordsDir,
   sleepRecordsDir,
-} from '../../src/fleet/records.js';
-import { secretsDiskPath, writeSecretsDisk } from '../../src/fleet/secrets-disk.js';
+} from '../../src/fleet/vmm/records.js';
+import { secretsDiskPath, writeSecretsDisk } from '../../src/fleet/vmm/secrets-disk.js';
 import { readPlainFile, writeFreshFile } from '../../src/util/files.js';
 
 const instance = { seq: 1, tenant: 'alpha', pool: 'web', id: 'a1', path: 'alpha/web/a1' } as Instance;

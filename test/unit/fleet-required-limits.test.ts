@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { parseDesired } from '../../src/fleet/desired/schema.js';
-import { RefusedError } from '../../src/fleet/lifecycle.js';
-import { LimitsRefusedError, refuseWithoutLimits } from '../../src/fleet/required-limits.js';
-import { FleetStore } from '../../src/fleet/store.js';
+import { LimitsRefusedError, refuseWithoutLimits } from '../../src/fleet/policy/required-limits.js';
+import { RefusedError } from '../../src/fleet/state/lifecycle.js';
+import { FleetStore } from '../../src/fleet/state/store.js';
 
 describe('pools that require their limits', () => {
   const dir = mkdtempSync(join(tmpdir(), 'vmkit-required-limits-'));

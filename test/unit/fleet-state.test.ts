@@ -5,9 +5,8 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
-import { defaultFleetDir, SCHEMA_VERSION } from '../../src/fleet/db.js';
-import { parseAddress } from '../../src/fleet/ids.js';
-import { fleetIdBlock, hashedTenantUid } from '../../src/fleet/jail.js';
+import { defaultFleetDir, SCHEMA_VERSION } from '../../src/fleet/state/db.js';
+import { parseAddress } from '../../src/fleet/state/ids.js';
 import {
   canTransition,
   checkOperation,
@@ -16,8 +15,9 @@ import {
   type Operation,
   RefusedError,
   STATES,
-} from '../../src/fleet/lifecycle.js';
-import { FleetStore } from '../../src/fleet/store.js';
+} from '../../src/fleet/state/lifecycle.js';
+import { FleetStore } from '../../src/fleet/state/store.js';
+import { fleetIdBlock, hashedTenantUid } from '../../src/fleet/vmm/jail.js';
 
 // The table as the issue states it, written out independently of lifecycle.ts.
 const ALLOWED = new Set([
@@ -214,7 +214,7 @@ describe('the fleet store', () => {
   test('concurrent processes creating instances in one fleet all succeed, with distinct addresses', async () => {
     store.createTenant({ id: 'busy', subnet: '10.50.0.0/24', maxInstances: 100 });
     store.createPool({ tenant: 'busy', id: 'p' }, { revision: 'rev1' });
-    const storeModule = new URL('../../src/fleet/store.ts', import.meta.url).href;
+    const storeModule = new URL('../../src/fleet/state/store.ts', import.meta.url).href;
     const script = `
       const { FleetStore } = await import(${JSON.stringify(storeModule)});
       const store = new FleetStore(${JSON.stringify(dir)});

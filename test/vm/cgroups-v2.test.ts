@@ -25,7 +25,7 @@ function transpiled(): string {
   const queue = [
     'test/fixtures/cgroup-driver.ts',
     'test/fixtures/ram-fill-driver.ts',
-    'src/fleet/ram-fill-host.ts',
+    'src/fleet/vmm/ram-fill-host.ts',
   ];
   const done = new Set<string>();
   for (let source = queue.shift(); source !== undefined; source = queue.shift()) {

@@ -10,7 +10,7 @@ import { initCerts } from '../../src/fleet/agent/certs.js';
 import { AgentCallError, type AgentClient, connectAgent } from '../../src/fleet/agent/client.js';
 import { type AgentServer, startAgent } from '../../src/fleet/agent/server.js';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { instanceDir, vmProcesses } from '../../src/fleet/vm.js';
+import { instanceDir, vmProcesses } from '../../src/fleet/vmm/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, runCli, runProgram } from '../helpers.js';
 

@@ -7,10 +7,10 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, write
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { readAudit } from '../../src/fleet/audit.js';
-import { findBase } from '../../src/fleet/base.js';
 import { type DesiredDocument, parseDesired } from '../../src/fleet/desired/schema.js';
 import { Fleet } from '../../src/fleet/fleet.js';
+import { findBase } from '../../src/fleet/snapshots/base.js';
+import { readAudit } from '../../src/fleet/state/audit.js';
 import { type ReconcileReport, reconcile } from '../../src/index.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cacheDir } from '../../src/util/paths.js';

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { agentTurnKey } from '../../src/backends/qemu/agent-attach.js';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { instanceDir, vmStatus } from '../../src/fleet/vm.js';
+import { instanceDir, vmStatus } from '../../src/fleet/vmm/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { takeTurn } from '../../src/util/turn.js';
 import { cli, lacks, runProgram } from '../helpers.js';

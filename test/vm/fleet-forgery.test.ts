@@ -17,8 +17,8 @@ import {
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { GUEST_READ_SECRETS } from '../../src/fleet/secrets-disk.js';
-import { instanceDir, recordsDir, vmProcesses } from '../../src/fleet/vm.js';
+import { GUEST_READ_SECRETS } from '../../src/fleet/vmm/secrets-disk.js';
+import { instanceDir, recordsDir, vmProcesses } from '../../src/fleet/vmm/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { processStartTicks } from '../../src/runtime/reaper.js';
 import { alive, lacks, runCli, runProgram } from '../helpers.js';

@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { KILL_AT_ENV } from '../../src/fleet/steps.js';
-import { hasSleepState, instanceDir, vmProcesses, vmStatus } from '../../src/fleet/vm.js';
+import { KILL_AT_ENV } from '../../src/fleet/state/steps.js';
+import { hasSleepState, instanceDir, vmProcesses, vmStatus } from '../../src/fleet/vmm/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { lacks, runCli } from '../helpers.js';
 

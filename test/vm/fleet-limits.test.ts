@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { describeGroups } from '../../src/fleet/cgroups.js';
+import { describeGroups } from '../../src/fleet/vmm/cgroups.js';
 import { processesNaming } from '../../src/runtime/detached.js';
 import { cli, lacks, runProgram } from '../helpers.js';
 

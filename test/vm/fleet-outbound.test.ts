@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { instanceDir } from '../../src/fleet/vm.js';
+import { instanceDir } from '../../src/fleet/vmm/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { lacks } from '../helpers.js';
 

@@ -16,7 +16,7 @@ import {
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Fleet } from '../../src/fleet/fleet.js';
-import { networkDir } from '../../src/fleet/vm.js';
+import { networkDir } from '../../src/fleet/vmm/vm.js';
 import { startMachine } from '../../src/machines.js';
 import { VirtualSwitch } from '../../src/network/switch.js';
 import { ensureSwitchDaemon, stopSwitchDaemon } from '../../src/network/switch-daemon.js';

@@ -4,8 +4,8 @@ import { AGENT_OPS, type AgentOp } from '../../fleet/agent/api.js';
 import { certStatus, defaultCertsDir, initCerts, rotateCerts } from '../../fleet/agent/certs.js';
 import { connectAgent } from '../../fleet/agent/client.js';
 import { startAgent } from '../../fleet/agent/server.js';
-import { defaultFleetDir } from '../../fleet/db.js';
-import { parseAddress } from '../../fleet/ids.js';
+import { defaultFleetDir } from '../../fleet/state/db.js';
+import { parseAddress } from '../../fleet/state/ids.js';
 import { builderOf, type FleetGlobals, output, wholeOption } from './fleet-common.js';
 
 const certsDirOf = (command: Command): string =>

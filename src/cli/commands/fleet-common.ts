@@ -2,7 +2,7 @@ import { createInterface } from 'node:readline/promises';
 import { type Command, InvalidArgumentError } from 'commander';
 import { ConfigError } from '../../errors.js';
 import { Fleet } from '../../fleet/fleet.js';
-import { FLEET_BUILDERS, type FleetBuilder } from '../../fleet/pool-image.js';
+import { FLEET_BUILDERS, type FleetBuilder } from '../../fleet/images/pool-image.js';
 
 export interface FleetGlobals {
   fleetDir?: string;

@@ -2,9 +2,9 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { ConfigError } from '../../errors.js';
 import type { Fleet } from '../../fleet/fleet.js';
-import { parseAddress } from '../../fleet/ids.js';
-import type { Instance } from '../../fleet/model.js';
 import { instanceInfo } from '../../fleet/node.js';
+import { parseAddress } from '../../fleet/state/ids.js';
+import type { Instance } from '../../fleet/state/model.js';
 import { parseInput, timeoutMs } from '../../util/validate.js';
 import { output, wholeOption, withFleet } from './fleet-common.js';
 

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import { validateId } from '../../fleet/ids.js';
-import { tenantAudit } from '../../fleet/metadata-reads.js';
 import { nodeInfo, nodeStats } from '../../fleet/node.js';
-import { type Decision, POLICY_DEFAULTS, runPolicy } from '../../fleet/policy.js';
+import { type Decision, POLICY_DEFAULTS, runPolicy } from '../../fleet/policy/policy.js';
+import { validateId } from '../../fleet/state/ids.js';
+import { tenantAudit } from '../../fleet/vmm/metadata-reads.js';
 import { registerAgentCommands } from './fleet-agent.js';
 import { builderOption, output, wholeOption, withFleet } from './fleet-common.js';
 import { registerDesiredCommands } from './fleet-desired.js';

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { timeoutMs } from '../../util/validate.js';
-import { fleetId } from '../ids.js';
-import { STATES } from '../lifecycle.js';
+import { fleetId } from '../state/ids.js';
+import { STATES } from '../state/lifecycle.js';
 
 /**
  * The agent's API, one entry per operation: method, URL, request and response schemas. The server

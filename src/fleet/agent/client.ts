@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Agent, request as httpsRequest } from 'node:https';
 import { isIP } from 'node:net';
 import { ConfigError, VmkitError } from '../../errors.js';
-import { parseAddress } from '../ids.js';
+import { parseAddress } from '../state/ids.js';
 import { AGENT_OPS, type AgentOp, type AgentRequest, type AgentResponse } from './api.js';
 
 export interface ConnectAgentOptions {

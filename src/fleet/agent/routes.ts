@@ -3,11 +3,11 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchemaCompil
 import type { z } from 'zod';
 import { ConfigError } from '../../errors.js';
 import { parseInput } from '../../util/validate.js';
-import { audit } from '../audit.js';
 import type { ReconcileReport } from '../desired/reconcile.js';
 import type { Fleet } from '../fleet.js';
-import { tenantAudit } from '../metadata-reads.js';
 import { nodeInfo, nodeStats } from '../node.js';
+import { audit } from '../state/audit.js';
+import { tenantAudit } from '../vmm/metadata-reads.js';
 import { AGENT_OPS, type AgentOp, type AgentRequest, type AgentResponse, jsonSchema } from './api.js';
 
 export interface RouteContext {

@@ -1,12 +1,12 @@
 import { ConfigError } from '../../errors.js';
 import { parseInput } from '../../util/validate.js';
 import type { Fleet } from '../fleet.js';
-import { describeImage, sameImage } from '../image-spec.js';
-import { type Instance, type Pool, tenantInput } from '../model.js';
-import { imageOf } from '../pool-image.js';
-import { checkDesiredFits, checkPoolFits } from '../quota.js';
-import { assignTargets, movesTo } from '../scale.js';
-import { overlaps, parseSubnet } from '../subnet.js';
+import { describeImage, sameImage } from '../images/image-spec.js';
+import { imageOf } from '../images/pool-image.js';
+import { checkDesiredFits, checkPoolFits } from '../policy/quota.js';
+import { assignTargets, movesTo } from '../policy/scale.js';
+import { type Instance, type Pool, tenantInput } from '../state/model.js';
+import { overlaps, parseSubnet } from '../state/subnet.js';
 import { auditChange, ensureRevision } from './revision.js';
 import { type DesiredDocument, type DesiredPool, type DesiredTenant, resolveSecrets } from './schema.js';
 import { type PoolSettings, updatePool, updateTenant } from './updates.js';

@@ -1,7 +1,7 @@
 import type { Fleet } from '../fleet.js';
-import { sameImage } from '../image-spec.js';
-import { type PolicyOptions, runPolicy } from '../policy.js';
-import { imageOf } from '../pool-image.js';
+import { sameImage } from '../images/image-spec.js';
+import { imageOf } from '../images/pool-image.js';
+import { type PolicyOptions, runPolicy } from '../policy/policy.js';
 import type { Repair } from '../repair.js';
 import {
   type Action,

@@ -1,8 +1,8 @@
-import { audit } from '../audit.js';
 import type { Fleet } from '../fleet.js';
-import { type PoolImage, sameImage } from '../image-spec.js';
-import { buildPoolImage, imageOf } from '../pool-image.js';
-import { rebuildPool } from '../rebuild.js';
+import { type PoolImage, sameImage } from '../images/image-spec.js';
+import { buildPoolImage, imageOf } from '../images/pool-image.js';
+import { rebuildPool } from '../images/rebuild.js';
+import { audit } from '../state/audit.js';
 import { setPoolImage } from './updates.js';
 
 /** Records a change the document made to a tenant or pool in the tenant's audit log. */

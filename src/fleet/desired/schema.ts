@@ -3,10 +3,10 @@ import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
 import { readInputFile } from '../../util/files.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
-import { fleetId } from '../ids.js';
-import { poolImageSchema } from '../image-spec.js';
-import { policyThresholds } from '../policy.js';
-import { overlaps, parseTenantSubnet, type Subnet } from '../subnet.js';
+import { poolImageSchema } from '../images/image-spec.js';
+import { policyThresholds } from '../policy/policy.js';
+import { fleetId } from '../state/ids.js';
+import { overlaps, parseTenantSubnet, type Subnet } from '../state/subnet.js';
 
 /** The document versions this vmkit reads. */
 export const DESIRED_VERSION = 1;

@@ -1,6 +1,6 @@
-import type { PoolImage } from '../image-spec.js';
-import type { Pool, Tenant } from '../model.js';
-import type { FleetStore } from '../store.js';
+import type { PoolImage } from '../images/image-spec.js';
+import type { Pool, Tenant } from '../state/model.js';
+import type { FleetStore } from '../state/store.js';
 
 /**
  * The changes reconcile makes to existing tenant and pool records, each one IMMEDIATE
