@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { backendNamed, type Capability, requireCapability } from '../src/index.js';
 
@@ -81,4 +82,22 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The first line a server sends on 127.0.0.1:`port` (an SSH server's is its banner). */
+export function firstLine(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let text = '';
+    const timer = setTimeout(() => socket.destroy(new Error(`no line on port ${port} in 30 s`)), 30_000);
+    socket.on('data', (chunk) => {
+      text += chunk.toString('latin1');
+      if (text.includes('\n')) socket.end();
+    });
+    socket.on('error', reject);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(text.split('\n')[0]?.trim() ?? '');
+    });
+  });
 }

@@ -5,12 +5,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { buildInVm } from '../../src/builder/vm-builder.js';
 import { type BootImage, ConsoleShellError, type Machine, startMachine } from '../../src/index.js';
-import { lacks, root } from '../helpers.js';
+import { firstLine, lacks, root } from '../helpers.js';
 
 /**
  * The builder's own sources, hashed into the recipe: the image is cached like any other, and a
@@ -41,24 +40,6 @@ export const DOAS_RECIPE = {
     ]),
   ],
 };
-
-/** The first line a server sends on 127.0.0.1:`port` (an SSH server's is its banner). */
-function firstLine(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    let text = '';
-    const timer = setTimeout(() => socket.destroy(new Error(`no line on port ${port} in 30 s`)), 30_000);
-    socket.on('data', (chunk) => {
-      text += chunk.toString('latin1');
-      if (text.includes('\n')) socket.end();
-    });
-    socket.on('error', reject);
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(text.split('\n')[0]?.trim() ?? '');
-    });
-  });
-}
 
 describe('a recipe built in a builder VM, driven over its console and SSH', {
   skip: lacks('consoleInput'),

@@ -2,11 +2,10 @@
 // CLI: the forward leads to that guest port, and `vmkit ssh` and rsync sync go through it.
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
-import { cli, lacks, root, runProgram } from '../helpers.js';
+import { cli, firstLine, lacks, root, runProgram } from '../helpers.js';
 
 // Short: the VMs' sockets live under the project's .vmkit/ and socket paths stop at 107 bytes.
 const project = mkdtempSync('/tmp/vmkit-sshport-');
@@ -41,24 +40,6 @@ after(async () => {
   for (const process of processesNaming(project)) await stopDetached(process, 0);
   rmSync(project, { recursive: true, force: true });
 });
-
-/** The first line a server sends on 127.0.0.1:`port` (an SSH server's is its banner). */
-function firstLine(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: '127.0.0.1', port });
-    let text = '';
-    const timer = setTimeout(() => socket.destroy(new Error(`no line on port ${port} in 30 s`)), 30_000);
-    socket.on('data', (chunk) => {
-      text += chunk.toString('latin1');
-      if (text.includes('\n')) socket.end();
-    });
-    socket.on('error', reject);
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(text.split('\n')[0]?.trim() ?? '');
-    });
-  });
-}
 
 describe('a project VM with sshPort', { skip: lacks('snapshot'), timeout: 1_200_000 }, () => {
   let hostPort = 0;
