@@ -16,6 +16,15 @@ import { cli, lacks, runProgram } from '../helpers.js';
 const asRoot = process.getuid?.() === 0;
 const user = asRoot ? spawnSync('id', ['-u', 'cloudsdk'], { encoding: 'utf8' }) : undefined;
 const userUid = user?.status === 0 ? Number(user.stdout.trim()) : undefined;
+/** The user's own home and caches, not root's (runuser keeps the caller's environment). */
+const userEnv = asRoot
+  ? {
+      HOME: spawnSync('getent', ['passwd', 'cloudsdk'], { encoding: 'utf8' }).stdout.split(':')[5] ?? '/',
+      XDG_CACHE_HOME: '',
+      VMKIT_CACHE_DIR: '',
+      XDG_DATA_HOME: '',
+    }
+  : {};
 
 /** Why this test cannot run here, or false. */
 function skipReason(): string | false {
@@ -34,7 +43,7 @@ describe('a pool that requires its limits, where they cannot be applied', {
   const run = (args: string[]) => {
     const command = [process.execPath, cli, ...args];
     const [program, ...rest] = asRoot ? ['runuser', '-u', 'cloudsdk', '--', ...command] : command;
-    return runProgram(program as string, rest, { timeoutMs: 300_000 });
+    return runProgram(program as string, rest, { timeoutMs: 300_000, env: userEnv });
   };
   const json = async (args: string[]) => {
     const result = await run([...args, '--json']);
@@ -57,8 +66,10 @@ describe('a pool that requires its limits, where they cannot be applied', {
   });
 
   it('refuses its instance with exit 1, naming each limit and why; nothing runs', async () => {
-    assert.equal((await run(fleet('tenant', 'create', 'strict', '--subnet', '10.44.0.0/24'))).code, 0);
-    assert.equal((await run(fleet('pool', 'create', 'strict/web', '--require-limits'))).code, 0);
+    const created = await run(fleet('tenant', 'create', 'strict', '--subnet', '10.44.0.0/24'));
+    assert.equal(created.code, 0, created.stderr);
+    const pool = await run(fleet('pool', 'create', 'strict/web', '--require-limits'));
+    assert.equal(pool.code, 0, pool.stderr);
     assert.equal((await json(fleet('pool', 'info', 'strict/web'))).requireLimits, true);
     const { path } = (await json(fleet('instance', 'create', 'strict/web'))) as { path: string };
     const before = (await json(fleet('instance', 'info', path))).state;
@@ -91,7 +102,8 @@ describe('a pool that requires its limits, where they cannot be applied', {
     const file = join(dir, 'desired.json');
     writeFileSync(file, JSON.stringify(doc(true)));
     if (asRoot) chownSync(file, userUid as number, userUid as number);
-    assert.equal((await run(fleet('reconcile', file))).code, 0);
+    const reconciled = await run(fleet('reconcile', file));
+    assert.equal(reconciled.code, 0, reconciled.stderr);
     assert.equal((await json(fleet('pool', 'info', 'strict/api'))).requireLimits, true);
     writeFileSync(file, JSON.stringify(doc(false)));
     const plan = await run(fleet('plan', file));
