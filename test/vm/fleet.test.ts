@@ -465,7 +465,11 @@ describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, 
     );
     assert.equal(result.stdout.toString().trim(), '40', result.stderr.toString());
     assert.ok(most >= 1 && most <= METADATA_HOSTS, `${most} metadata hosts ran at once`);
-    assert.deepEqual(hosts(), [], 'a metadata host outlived its connection');
+    // Each host exits once its connection closes, which can come a moment after the guest's wget.
+    const settled = Date.now() + 10_000;
+    while (hosts().length > 0 && Date.now() < settled)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.deepEqual(hosts(), [], 'a metadata host outlived its connection by 10 s');
   });
 
   it('the sleep policy samples CPU and switch traffic, keeps pinned instances, and sleeps idle ones', async () => {
