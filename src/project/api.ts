@@ -9,7 +9,7 @@ import { intentPath } from './state.js';
 import type { VmStatus } from './status.js';
 import type { SyncReport } from './sync.js';
 import type { SyncMethod } from './sync-vm.js';
-import { connectHub, type ProjectVm, projectVm } from './vm-handle.js';
+import { type ProjectVm, projectVm, withHub } from './vm-handle.js';
 
 export interface OpenProjectVmOptions {
   /** Where the search for `vmkit.config.ts`/`.json` starts (walking up); default the current folder. */
@@ -140,20 +140,22 @@ export class ProjectVmHandle {
     return (await import('./snapshots.js')).listProjectSnapshots(this.pvm);
   }
 
-  private async settled(): Promise<void> {
-    if (existsSync(intentPath(this.pvm.dir)))
-      await (await import('./intent.js')).repairVm(this.pvm, this.log);
+  private settled(): Promise<ProjectVm> {
+    return settleInterrupted(this.pvm, this.log);
   }
 
   private async withHub<T>(work: (hub: HubClient) => Promise<T>): Promise<T> {
-    await this.settled();
-    const hub = await connectHub(this.pvm);
-    try {
-      return await work(hub);
-    } finally {
-      hub.close();
-    }
+    return withHub(await this.settled(), work);
   }
+}
+
+/**
+ * The VM with an operation of it cut off by a kill settled first (repair is loaded only when an
+ * intent was recorded); what every command does before it acts, in the CLI and here.
+ */
+export async function settleInterrupted(pvm: ProjectVm, log: (line: string) => void): Promise<ProjectVm> {
+  if (existsSync(intentPath(pvm.dir))) await (await import('./intent.js')).repairVm(pvm, log);
+  return pvm;
 }
 
 /** The project VM `vm` (default: the config's default) of the project around `cwd`. */

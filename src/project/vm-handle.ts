@@ -43,6 +43,16 @@ export async function connectHub(pvm: ProjectVm): Promise<HubClient> {
   return HubClient.connect(pvm.run, pvm.vm.name);
 }
 
+/** Runs `work` with a connection to the running VM's hub, closed afterwards. */
+export async function withHub<T>(pvm: ProjectVm, work: (hub: HubClient) => Promise<T>): Promise<T> {
+  const hub = await connectHub(pvm);
+  try {
+    return await work(hub);
+  } finally {
+    hub.close();
+  }
+}
+
 export class VmDownError extends VmkitError {
   override name = 'VmDownError';
   constructor(pvm: ProjectVm) {

@@ -3,16 +3,11 @@ import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { HostToolError } from '../../errors.js';
 import { prepareSsh } from '../../project/ssh.js';
-import { connectHub, type ProjectVm } from '../../project/vm-handle.js';
+import { type ProjectVm, withHub } from '../../project/vm-handle.js';
 
 /** Makes ssh ready through the agent: vmkit's key authorized, sshd listening, its host keys pinned. */
-async function ready(pvm: ProjectVm): Promise<{ config: string; host: string }> {
-  const hub = await connectHub(pvm);
-  try {
-    return await prepareSsh(hub, pvm);
-  } finally {
-    hub.close();
-  }
+function ready(pvm: ProjectVm): Promise<{ config: string; host: string }> {
+  return withHub(pvm, (hub) => prepareSsh(hub, pvm));
 }
 
 /**

@@ -3,13 +3,13 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import type { Command } from 'commander';
 import { ConfigError } from '../../errors.js';
+import { settleInterrupted } from '../../project/api.js';
 import { loadProjectConfig, selectVm } from '../../project/config.js';
 import { commandScript, namedCommandScript, streamCommand } from '../../project/exec.js';
 import { STARTER_JSON, STARTER_TS } from '../../project/starter.js';
-import { intentPath } from '../../project/state.js';
 import type { SyncReport } from '../../project/sync.js';
 import { type SyncMethod, syncVm } from '../../project/sync-vm.js';
-import { connectHub, type ProjectVm, projectVm } from '../../project/vm-handle.js';
+import { type ProjectVm, projectVm, withHub } from '../../project/vm-handle.js';
 import { Runtime } from '../../runtime/runtime.js';
 
 const say = (line: string) => process.stderr.write(`${line}\n`);
@@ -18,24 +18,12 @@ const lifecycle = () => import('../../project/lifecycle.js');
 const snapshots = () => import('../../project/snapshots.js');
 
 /** Settles an operation of the VM cut off by a kill (loaded only when one was recorded). */
-async function repaired(pvm: ProjectVm): Promise<ProjectVm> {
-  if (existsSync(intentPath(pvm.dir))) await (await import('../../project/intent.js')).repairVm(pvm, say);
-  return pvm;
-}
+const repaired = (pvm: ProjectVm) => settleInterrupted(pvm, say);
 
 /** The VM named (or the default one), an operation of it cut off by a kill settled first. */
 export async function openVm(name: string | undefined): Promise<ProjectVm> {
   const config = await loadProjectConfig();
   return repaired(projectVm(config, selectVm(config, name), new Runtime()));
-}
-
-async function withHub<T>(pvm: ProjectVm, work: (hub: Awaited<ReturnType<typeof connectHub>>) => Promise<T>) {
-  const hub = await connectHub(pvm);
-  try {
-    return await work(hub);
-  } finally {
-    hub.close();
-  }
 }
 
 const describeSync = (report: SyncReport, method: string, ms: number) =>
