@@ -78,20 +78,18 @@ const UNIT_DIAGNOSTICS = [
 const RUN_DIAGNOSTICS = [/^dmesg$/, /^ps -ef /, /^command -v (?:systemctl|journalctl) >\/dev\/null && /];
 
 /**
- * The TCP port a port wait probes with `command` (the profile's probe script, its arguments set
- * first: the port in hex, then the addresses accepted), or undefined for any other command.
+ * The TCP port a port wait probes with `command` (the profile's probe script `probeBody`, its
+ * arguments set first: the port in hex, then the addresses accepted), or undefined for any other.
  */
-function probedPort(command: string): number | undefined {
+function probedPort(command: string, probeBody: string): number | undefined {
   const newline = command.indexOf('\n');
   const hex = /^set -- '([0-9A-F]{4})'/.exec(command)?.[1];
   if (!hex || newline < 0) return undefined;
-  const probe = mockProfile.commands.tcpListening(0);
-  return command.slice(newline) === probe.slice(probe.indexOf('\n')) ? Number.parseInt(hex, 16) : undefined;
+  return command.slice(newline) === probeBody ? Number.parseInt(hex, 16) : undefined;
 }
 
 /** A command as an error shows it: vmkit's own port probe by what it asks (a step `port:` answers it). */
-function describeCommand(command: string): string {
-  const port = probedPort(command);
+function describeCommand(command: string, port: number | undefined): string {
   return port === undefined
     ? JSON.stringify(command)
     : `(vmkit's probe: is TCP port ${port} listening? a step { port: ${port} } answers it)`;
@@ -107,7 +105,7 @@ const answer = (reply: MockReply, powerOff = false): MockAnswer => ({
 });
 
 /** The reply of `step` to `command`, or undefined when the step does not answer it. */
-function stepAnswer(step: MockStep, command: string): MockAnswer | undefined {
+function stepAnswer(step: MockStep, command: string, port: number | undefined): MockAnswer | undefined {
   if (step.command !== undefined) {
     const matches =
       typeof step.command === 'string' ? step.command === command : new RegExp(step.command).test(command);
@@ -115,9 +113,7 @@ function stepAnswer(step: MockStep, command: string): MockAnswer | undefined {
   }
   if (step.unit !== undefined) return unitAnswer(step, step.unit, step.state ?? 'active', command);
   if (step.port !== undefined) {
-    return probedPort(command) === step.port
-      ? answer({ ...step, status: (step.open ?? true) ? 0 : 1 })
-      : undefined;
+    return port === step.port ? answer({ ...step, status: (step.open ?? true) ? 0 : 1 }) : undefined;
   }
   return undefined;
 }
@@ -163,7 +159,13 @@ export class MockScript {
   /** Every command asked so far, in order, and what answered it. */
   readonly commands: MockCommand[] = [];
 
+  /** vmkit's own commands as the mock guest's profile writes them, read once. */
+  private readonly powerOff = mockProfile.commands.powerOff();
+  private readonly probeBody: string;
+
   constructor(private readonly options: MockScriptOptions) {
+    const probe = mockProfile.commands.tcpListening(0);
+    this.probeBody = probe.slice(probe.indexOf('\n'));
     this.steps = options.script ?? [];
     this.left = this.steps.map((step) => (step.always ? Number.POSITIVE_INFINITY : (step.times ?? 1)));
   }
@@ -177,14 +179,15 @@ export class MockScript {
     const record = (answeredBy: MockCommand['answeredBy']) => {
       this.commands.push({ machine, command, answeredBy });
     };
+    const port = probedPort(command, this.probeBody);
     for (const index of this.candidates(machine)) {
-      const reply = stepAnswer(this.steps[index] as MockStep, command);
+      const reply = stepAnswer(this.steps[index] as MockStep, command, port);
       if (!reply) continue;
       this.left[index] = (this.left[index] as number) - 1;
       record(index);
       return reply;
     }
-    if (command === mockProfile.commands.powerOff()) {
+    if (command === this.powerOff) {
       record('builtin'); // Machine.shutdown()
       return answer({}, true);
     }
@@ -203,7 +206,7 @@ export class MockScript {
     const expected = this.expected(machine);
     const list = expected.length > 0 ? expected.map((line) => `\n  ${line}`).join('') : ' nothing more';
     return new MockScriptError(
-      `machine ${machine} (mock backend): unexpected command ${describeCommand(command)}; the script expected${this.options.ordered ? ', in this order' : ''}:${list}`,
+      `machine ${machine} (mock backend): unexpected command ${describeCommand(command, port)}; the script expected${this.options.ordered ? ', in this order' : ''}:${list}`,
       expected,
       machine,
       command,
