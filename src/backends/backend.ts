@@ -3,9 +3,12 @@ import { CapabilityError } from '../errors.js';
 // Types only: a simulated backend names the stand-in image its machines get.
 import type { BootImage } from '../images/types.js';
 import type { Runtime } from '../runtime/runtime.js';
+import type { VmmControl, VmmMonitor } from './control.js';
+import type { DetachedVmms } from './detached.js';
+import type { Accel, VmmSpec } from './vmm-spec.js';
 
-/** An accelerator a VMM runs guests with: hardware (KVM) or software emulation (TCG). */
-export type Accel = 'kvm' | 'tcg';
+export type { VmmControl, VmmEvent, VmmMonitor, WriteStateOptions } from './control.js';
+export type { Accel, FirmwareBoot, HostNicSpec, NicSpec, VmmSpec } from './vmm-spec.js';
 
 /**
  * What a VMM backend can do. vmkit checks these before it asks, so a missing feature fails at
@@ -38,83 +41,11 @@ export interface BackendCapabilities {
   consoleInput: boolean;
   /** A NIC of user-mode networking to the host: port forwards, named host services, internet. */
   hostNetwork: boolean;
+  /** VMMs that outlive vmkit's process (fleet instances, project VMs), attached to again later. */
+  detached: boolean;
 }
 
 export type Capability = keyof BackendCapabilities;
-
-/** A NIC of a machine: plugged into a switch (its socket), or into nothing. */
-export interface NicSpec {
-  socketPath?: string;
-  mac: string;
-}
-
-/**
- * The machine's own NIC to the host (user-mode networking, restricted), after its switch NICs:
- * the guest reaches nothing through it but the forwarded ports and named services. `internet`
- * adds one more NIC after it, out through a filtering relay (`backends/outbound/`), MAC `outboundMac`.
- */
-export interface HostNicSpec {
-  mac: string;
-  internet: boolean;
-  outboundMac?: string;
-  /** Guest address and port that lead to a TCP port on the host's loopback. */
-  services: Array<{ guestAddress: string; port: number; hostPort: number }>;
-}
-
-/** How a machine without direct kernel boot starts: its firmware and the media it boots from. */
-export interface FirmwareBoot {
-  firmware: 'bios' | 'uefi';
-  /** An ISO image, attached read-only as a CD-ROM. */
-  cdrom?: string;
-  /** A boot disk (a qcow2 overlay over the user's disk), attached before the blank disks. */
-  disk?: string;
-  order: Array<'cdrom' | 'disk' | 'network'>;
-  /** UEFI: the firmware code (read-only) and this machine's own variable store. */
-  uefiCode?: string;
-  uefiVars?: string;
-}
-
-/** Everything a backend needs to start one VMM process for a machine. */
-export interface VmmSpec {
-  name: string;
-  /** The machine's state folder: sockets, logs, disks. */
-  stateDir: string;
-  /** Direct kernel boot; without a kernel the machine boots through its firmware (`boot`). */
-  kernel?: string;
-  initrd?: string;
-  cmdline?: string;
-  /** Firmware, boot devices and the order to try them in; BIOS with no devices by default. */
-  boot?: FirmwareBoot;
-  memoryMiB: number;
-  cpus: number;
-  accel: Accel;
-  nics: NicSpec[];
-  hostNic?: HostNicSpec;
-  /**
-   * Guest RAM lives in this file. `share: true` writes guest memory into it (a machine that may
-   * be snapshotted); `share: false` maps it copy-on-write (a clone of a snapshot).
-   */
-  memory: { path: string; share: boolean };
-  /** qcow2 images, attached as virtio disks in order (/dev/vda, /dev/vdb, ...). */
-  disks: string[];
-  /** Start paused, waiting for saved state to be loaded (a restore). */
-  incoming?: boolean;
-  /** A guest reboot restarts the guest instead of ending the VMM. */
-  allowReboot?: boolean;
-  /** A screen (VGA) for screenshots and virtual terminals. */
-  display?: boolean;
-  /**
-   * The VMM outlives vmkit's process and is attached to again later (fleet instances): its
-   * control, agent and transfer sockets are listened on by the VMM itself, and it writes the
-   * console to `console.log` in the state folder.
-   */
-  detached?: boolean;
-  /** Appended to the generated command line, for callers that know the VMM. */
-  extraArgs?: string[];
-  startTimeoutMs: number;
-  /** Tracks the process so that it never outlives the run. */
-  runtime: Runtime;
-}
 
 export interface ExitInfo {
   code: number | null;
@@ -144,7 +75,7 @@ export interface FileDigest {
 }
 
 /** One running VMM process, as the machine layer sees it. */
-export interface Vmm {
+export interface Vmm extends VmmControl {
   readonly backend: Backend;
   readonly pid: number;
   readonly exited: Promise<ExitInfo>;
@@ -154,10 +85,6 @@ export interface Vmm {
   stderrTail(): string;
   /** Kills the process at once and waits until it is gone. */
   kill(): Promise<ExitInfo>;
-  /** Asks the VMM to end now (no guest shutdown); resolves once asked. */
-  quit(): Promise<void>;
-  pause(): Promise<void>;
-  resume(): Promise<void>;
   /**
    * Saves the paused guest into the folder `dir`: `state` (CPU and devices, and guest RAM too
    * unless `ramInFile`) and, with `ramInFile`, guest RAM as the file `ram` (QEMU copies its shared
@@ -174,14 +101,23 @@ export interface Vmm {
   closeControl(): void;
   /** Takes switch NIC `index` down or up, as a pulled or plugged cable. */
   setLinkUp(index: number, up: boolean): Promise<void>;
-  /** Forwards TCP `hostPort` on the host's loopback to `guestPort` through the host NIC. */
-  addPortForward(hostPort: number, guestPort: number): Promise<void>;
-  removePortForward(hostPort: number): Promise<void>;
   /**
    * Why the VMM ended, when it can say so better than an exit status (the mock: the command its
    * script does not answer): the machine's pending and later calls fail with this error.
    */
   readonly endedWith?: Error;
+  /** The VMM's own monitor, when it has one (QEMU: QMP). */
+  readonly monitor?: VmmMonitor;
+  /** A human monitor command (QEMU: HMP, like `info status`) and what the monitor printed. */
+  humanCommand?(line: string, timeoutMs: number): Promise<string>;
+  /** Calls `listener` at every reset of the guest (a reboot); returns what unsubscribes it. */
+  onReset?(listener: () => void): () => void;
+  /** What a guest reboot does: reset the guest, or end the VMM (a machine without allowReboot). */
+  setRebootAction?(action: 'reset' | 'shutdown'): Promise<void>;
+  /** Writes the screen as a PPM image to `path` (backends with a display). */
+  screendump?(path: string, timeoutMs: number): Promise<void>;
+  /** Presses `keys` together and lets go (QEMU's qcodes: "ctrl", "alt", "f1", "a"). */
+  sendKeys?(keys: string[]): Promise<void>;
 }
 
 /** A virtual machine monitor vmkit can drive. */
@@ -195,6 +131,15 @@ export interface Backend {
   version(runtime: Runtime): Promise<string>;
   /** Starts a VMM for `spec`; resolves once every channel is connected. */
   launch(spec: VmmSpec): Promise<Vmm>;
+  /** VMMs that outlive vmkit's process, attached to again from their state folder. */
+  readonly detached?: DetachedVmms;
+  /** The VMM's program, checked before anything is built for it (none for a simulated backend). */
+  readonly program?: {
+    /** What is run: a name looked up on PATH, or a path. */
+    command(): string;
+    /** What to tell a user who does not have it, with how to install it. */
+    missing(): string;
+  };
   /**
    * Set by a backend whose guests are simulated (the mock): its machines get this image (nothing
    * is built or checked) and this accelerator (nothing is probed), whatever their options say.
@@ -218,4 +163,11 @@ export function requireCapability(
       ? declared
       : value === undefined || declared === value;
   if (!has) throw new CapabilityError(backend.title, value ? `${capability} ${value}` : capability, detail);
+}
+
+/** The backend's detached VMMs; a CapabilityError naming `detached` when it has none. */
+export function detachedVmms(backend: Backend, what?: string): DetachedVmms {
+  requireCapability(backend, 'detached', undefined, what);
+  if (!backend.detached) throw new CapabilityError(backend.title, 'detached', what);
+  return backend.detached;
 }

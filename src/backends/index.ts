@@ -4,7 +4,7 @@ import { mockBackend } from './mock/backend.js';
 import { qemuBackend } from './qemu/backend.js';
 
 export type { Backend, BackendCapabilities, Capability } from './backend.js';
-export { requireCapability } from './backend.js';
+export { detachedVmms, requireCapability } from './backend.js';
 
 // `mock` by name has an empty script: every command is unexpected. Give a machine
 // `backend: mockBackend({ script })` for one that answers.

@@ -1,4 +1,3 @@
-import { cancelMigrationAndResume } from '../backends/qemu/migration.js';
 import type { InstanceState } from './state/lifecycle.js';
 import type { Instance } from './state/model.js';
 import { type FleetStore, intentAlive } from './state/store.js';
@@ -129,7 +128,7 @@ export async function repairInstance(
  * migration on without its caller, then leaves the guest paused): cancel it, then resume.
  */
 async function resumeAfterSave(dir: string, name: string): Promise<boolean> {
-  return withVm(dir, name, (vm) => cancelMigrationAndResume(vm.qmp)).then(
+  return withVm(dir, name, (vm) => vm.abortWriteState()).then(
     () => true,
     () => false,
   );

@@ -3,12 +3,12 @@ import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { BackdoorChannel } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
-import { AttachedQemu } from '../backends/qemu/detached.js';
 import { MachineCrashedError } from '../errors.js';
 import { isRunning } from '../runtime/detached.js';
 import { LineSplitter } from '../util/lines.js';
 import { privateSocket } from '../util/private.js';
 import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
+import { projectVmms } from './vmms.js';
 
 /**
  * The agent hub of a project VM: a small detached process that holds the VM's one backdoor
@@ -22,10 +22,10 @@ export async function runHub(
   bannerWaitMs: number,
   exit: (code: number) => void,
 ): Promise<void> {
-  const attached = await AttachedQemu.attach(name, runDir, 30_000);
+  const attached = await projectVmms().attach(name, runDir, { timeoutMs: 30_000 });
   const channel = await attached.agent(bannerWaitMs, bannerWaitMs);
-  // QEMU's monitor takes one client too: other vmkit processes need it (snapshots, quit).
-  attached.qmp.close();
+  // The VMM's control socket takes one client too: other vmkit processes need it (snapshots, quit).
+  attached.closeControl();
   const socketPath = hubSocket(runDir);
   rmSync(socketPath, { force: true });
   const server = createServer((client) => serveClient(client, channel, name, () => attached.consoleTail()));

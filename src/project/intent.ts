@@ -1,7 +1,5 @@
 import { existsSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { AttachedQemu } from '../backends/qemu/detached.js';
-import { cancelMigrationAndResume } from '../backends/qemu/migration.js';
 import { processStartTicks } from '../runtime/reaper.js';
 import { SHARED_MEMORY_DIR } from '../runtime/runtime.js';
 import {
@@ -15,6 +13,7 @@ import {
   writeState,
 } from './state.js';
 import { type ProjectVm, stopHub, stopVmm, vmmRecord } from './vmm.js';
+import { projectVmms } from './vmms.js';
 
 /**
  * Crash-safe multi-step operations on a project VM, as the fleet has them: an intent is recorded
@@ -142,10 +141,12 @@ function removeSnapshotLeftovers(pvm: ProjectVm): string | undefined {
  * leaves the guest paused), then resumes the guest. False when QEMU did not answer.
  */
 async function resumeGuest(pvm: ProjectVm): Promise<boolean> {
-  const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run).catch(() => undefined);
+  const attached = await projectVmms()
+    .attach(pvm.vm.name, pvm.run)
+    .catch(() => undefined);
   if (!attached) return false;
   try {
-    await cancelMigrationAndResume(attached.qmp);
+    await attached.abortWriteState();
     return true;
   } catch {
     return false;

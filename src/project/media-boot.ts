@@ -1,6 +1,6 @@
 import { renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { AttachedQemu } from '../backends/qemu/detached.js';
+import type { AttachedVmm } from '../backends/detached.js';
 import { runConsoleScript } from '../console/script.js';
 import { SerialConsole } from '../console/serial.js';
 import { InterruptedError, MachineCrashedError, tail } from '../errors.js';
@@ -17,6 +17,7 @@ import {
 import { type IsoImageConfig, installSteps } from './media-config.js';
 import { writeFileAtomic } from './state.js';
 import { imageRecordPath, launchVmm, type ProjectVm, rootDisk, stopVmm, vmmRecord } from './vmm.js';
+import { projectVmms } from './vmms.js';
 
 export const installConsoleLog = (pvm: ProjectVm) => join(pvm.dir, 'install-console.log');
 
@@ -148,13 +149,13 @@ async function launchWatched(
   await launchVmm(pvm, image, disks, ports, false, { cdrom, paused: true });
   rmSync(logFile, { force: true });
   const serial = new SerialConsole(logFile);
-  let attached: AttachedQemu | undefined;
+  let attached: AttachedVmm | undefined;
   try {
-    attached = await AttachedQemu.attach(pvm.vm.name, pvm.run);
+    attached = await projectVmms().attach(pvm.vm.name, pvm.run);
     const socket = await attached.serialConsole();
     const poweredOff = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     serial.attach(socket);
-    await attached.qmp.execute('cont');
+    await attached.resume();
     const held = attached;
     return {
       serial,
@@ -201,9 +202,11 @@ export async function bootWithoutAgent(
 /** Asks the guest to power off (ACPI) and waits for it; a guest that does not is stopped after. */
 export async function powerDown(pvm: ProjectVm, timeoutMs: number): Promise<void> {
   const record = vmmRecord(pvm);
-  const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run).catch(() => undefined);
+  const attached = await projectVmms()
+    .attach(pvm.vm.name, pvm.run)
+    .catch(() => undefined);
   try {
-    await attached?.qmp.execute('system_powerdown');
+    await attached?.powerDown();
   } catch {
     // Gone already, or no ACPI: stopVmm ends it.
   } finally {

@@ -1,8 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { AttachedQemu } from '../backends/qemu/detached.js';
-import { migrateIn, migrateOut } from '../backends/qemu/migration.js';
 import { ConfigError, SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { runTool } from '../util/exec.js';
@@ -23,6 +21,7 @@ import {
   vmImage,
   vmmRecord,
 } from './vmm.js';
+import { projectVmms } from './vmms.js';
 
 /**
  * Per-project snapshots of a running VM in `.vmkit/<vm>/snapshots/<label>/`: the guest's CPU,
@@ -85,20 +84,20 @@ export async function takeSnapshot(pvm: ProjectVm, label: string): Promise<Proje
   const scratch = join(root, `.taking-${randomBytes(4).toString('hex')}`);
   makePrivateDir(scratch);
   try {
-    const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run);
+    const attached = await projectVmms().attach(pvm.vm.name, pvm.run);
     try {
-      await attached.qmp.execute('stop');
+      await attached.pause();
       try {
-        await migrateOut(attached.qmp, statePath(scratch), {
-          ignoreShared: false,
+        await attached.writeState(statePath(scratch), {
+          ramShared: false,
           timeoutMs: SAVE_TIMEOUT_MS,
           what: `snapshot ${label} of ${pvm.vm.name}`,
         });
         killPoint('snapshot', 'state saved'); // the guest paused, a .taking- folder half full
-        // Paused, and its block layer flushed by the migration: the disks match the RAM.
+        // Paused, and its block layer flushed by the save: the disks match the RAM.
         for (const disk of disks) await copySparse(disk, join(scratch, basename(disk)));
       } finally {
-        await attached.qmp.execute('cont');
+        await attached.resume();
       }
     } finally {
       attached.detach();
@@ -178,9 +177,9 @@ async function restoreLocked(pvm: ProjectVm, label: string): Promise<{ restoreMs
     writeState(pvm.dir, { ...state, ports, running: false });
     await launchVmm(pvm, image, disks, ports, true);
     try {
-      const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run);
+      const attached = await projectVmms().attach(pvm.vm.name, pvm.run);
       try {
-        await migrateIn(attached.qmp, statePath(dir), { ignoreShared: false, timeoutMs: SAVE_TIMEOUT_MS });
+        await attached.readState(statePath(dir), { ramShared: false, timeoutMs: SAVE_TIMEOUT_MS });
       } finally {
         attached.detach();
       }

@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { vmmRecordPath } from '../backends/qemu/detached.js';
 import { ConfigError, VmkitError } from '../errors.js';
 import { type DetachedRecord, isRunning, readRecord } from '../runtime/detached.js';
 import { Runtime } from '../runtime/runtime.js';
@@ -7,6 +6,7 @@ import type { ProjectConfig, VmConfig } from './config.js';
 import { HubClient } from './hub-client.js';
 import { hasAgent } from './media-config.js';
 import { runDir } from './state.js';
+import { projectVmms } from './vmms.js';
 
 /** A project VM as the commands see it: its config and its folders. */
 export interface ProjectVm {
@@ -30,7 +30,7 @@ export function projectVm(project: ProjectConfig, vm: VmConfig, runtime = new Ru
 }
 
 export function vmmRecord(pvm: ProjectVm): DetachedRecord | undefined {
-  const record = readRecord(vmmRecordPath(pvm.run));
+  const record = readRecord(projectVmms().files(pvm.run).record);
   return isRunning(record) ? record : undefined;
 }
 

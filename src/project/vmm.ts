@@ -1,13 +1,6 @@
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
-import { HOST_NETDEV } from '../backends/qemu/args.js';
-import {
-  AttachedQemu,
-  consoleLogPath,
-  launchDetachedQemu,
-  vmmRecordPath,
-} from '../backends/qemu/detached.js';
 import { stripAnsi } from '../console/serial.js';
 import { MachineCrashedError, tail } from '../errors.js';
 import { buildImage } from '../images/build.js';
@@ -29,6 +22,7 @@ import { firmwareBoot, isMediaBoot, mediaBootImage } from './media.js';
 import { isMediaImage } from './media-config.js';
 import { dataDisk, readJson, rootDisk, writeFileAtomic } from './state.js';
 import { type ProjectVm, vmmRecord } from './vm-handle.js';
+import { projectVmms } from './vmms.js';
 
 export { rootDisk } from './state.js';
 export { connectHub, type ProjectVm, projectVm, VmDownError, vmmRecord } from './vm-handle.js';
@@ -39,7 +33,10 @@ export const imageRecordPath = (dir: string) => join(dir, 'image.json');
 /** The end of the VM's serial console, escape sequences removed. */
 export function consoleTail(pvm: ProjectVm, chars = 2000): string {
   try {
-    return tail(stripAnsi(readFileSync(consoleLogPath(pvm.run), 'utf8')).replace(/\r/g, ''), chars);
+    return tail(
+      stripAnsi(readFileSync(projectVmms().consoleLogPath(pvm.run), 'utf8')).replace(/\r/g, ''),
+      chars,
+    );
   } catch {
     return '';
   }
@@ -97,16 +94,16 @@ export async function launchVmm(
     existsSync(SHARED_MEMORY_DIR) ? SHARED_MEMORY_DIR : pvm.run,
     `vmkit-project-${process.pid}.ram`,
   );
-  rmSync(consoleLogPath(pvm.run), { force: true });
+  rmSync(projectVmms().consoleLogPath(pvm.run), { force: true });
   let record: DetachedRecord;
   try {
-    record = await launchDetachedQemu({
+    record = await projectVmms().launch({
       name: `${pvm.vm.name}`,
       stateDir: pvm.run,
       ...(isMediaBoot(image)
         ? { boot: firmwareBoot(pvm, image.firmware, media.cdrom) }
         : { kernel: image.kernel, initrd: image.initrd, cmdline: image.cmdline }),
-      ...(media.paused ? { extraArgs: ['-S'] } : {}),
+      ...(media.paused ? { paused: true } : {}),
       memoryMiB: pvm.vm.memoryMiB,
       cpus: pvm.vm.cpus,
       accel: accel.accel,
@@ -120,15 +117,16 @@ export async function launchVmm(
   } finally {
     rmSync(memory, { force: true }); // mapped by QEMU by now, or never to be
   }
-  const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run);
+  const attached = await projectVmms().attach(pvm.vm.name, pvm.run);
   try {
     for (const [guest, host] of Object.entries(ports)) {
-      const rule = `tcp:127.0.0.1:${host}-:${guest}`;
-      const said = await attached.qmp.execute<string>('human-monitor-command', {
-        'command-line': `hostfwd_add ${HOST_NETDEV} ${rule}`,
+      await attached.addPortForward(Number(host), Number(guest)).catch((error: Error) => {
+        throw new MachineCrashedError(
+          pvm.vm.name,
+          `forwarding host port ${host} to guest port ${guest}: ${error.message}`,
+          '',
+        );
       });
-      if (said.trim() !== '')
-        throw new MachineCrashedError(pvm.vm.name, `forwarding ${rule}: ${said.trim()}`, '');
     }
   } catch (error) {
     attached.detach();
@@ -198,15 +196,17 @@ export async function stopHub(pvm: ProjectVm): Promise<void> {
   rmSync(hubSocket(pvm.run), { force: true });
 }
 
-/** Ends the VMM: QMP quit, SIGKILL if it lingers; then anything else naming its sockets. */
+/** Ends the VMM: asked to quit, SIGKILL if it lingers; then any other VMM of its folder. */
 export async function stopVmm(pvm: ProjectVm): Promise<void> {
   const record = vmmRecord(pvm);
   if (record) {
-    const attached = await AttachedQemu.attach(pvm.vm.name, pvm.run).catch(() => undefined);
-    await attached?.qmp.execute('quit').catch(() => {});
+    const attached = await projectVmms()
+      .attach(pvm.vm.name, pvm.run)
+      .catch(() => undefined);
+    await attached?.quit();
     attached?.detach();
     if (!(await waitForExit(record, 5000))) await stopDetached(record, 0);
   }
-  for (const stray of processesNaming(join(pvm.run, 'qmp.sock'))) await stopDetached(stray, 0);
-  rmSync(vmmRecordPath(pvm.run), { force: true });
+  for (const stray of projectVmms().processesIn(pvm.run)) await stopDetached(stray, 0);
+  rmSync(projectVmms().files(pvm.run).record, { force: true });
 }

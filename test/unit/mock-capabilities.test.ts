@@ -10,6 +10,7 @@ import {
   requireCapability,
   startMachine,
 } from '../../src/index.js';
+import { detachedVmms } from '../../src/backends/index.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 
 /**
@@ -50,6 +51,7 @@ describe('capabilities the mock backend lacks fail with a CapabilityError naming
       'display',
       'consoleInput',
       'hostNetwork',
+      'detached',
     ];
     assert.deepEqual([...covered].sort(), Object.keys(backend.capabilities).sort());
   });
@@ -91,6 +93,10 @@ describe('capabilities the mock backend lacks fail with a CapabilityError naming
       startMachine({ name: 'services', backend, runtime, hostServices: { api: 8080 } }),
       namesCapability('hostNetwork'),
     );
+  });
+
+  test('detached: the VMMs that outlive vmkit (fleet instances, project VMs)', () => {
+    assert.throws(() => detachedVmms(backend, 'project VMs'), namesCapability('detached'));
   });
 
   test('agentTransport and network: the mock has one value of each, not the other', () => {

@@ -22,6 +22,7 @@ export const MOCK_CAPABILITIES: BackendCapabilities = {
   display: false,
   consoleInput: false,
   hostNetwork: false,
+  detached: false,
 };
 
 /** The image every mock machine gets: nothing is built or read, its profile sets nothing up. */
@@ -170,6 +171,27 @@ class MockVmm implements Vmm {
 
   async loadState(): Promise<void> {
     throw snapshotError('loadState');
+  }
+
+  async status(): Promise<string> {
+    return this.hasExited ? 'shutdown' : 'running';
+  }
+
+  /** The mock guest has no ACPI: its power button ends it at once, as a guest that obeys. */
+  async powerDown(): Promise<void> {
+    this.end({ code: 0, signal: null });
+  }
+
+  async writeState(): Promise<void> {
+    throw snapshotError('writeState');
+  }
+
+  async readState(): Promise<void> {
+    throw snapshotError('readState');
+  }
+
+  async abortWriteState(): Promise<void> {
+    throw snapshotError('abortWriteState');
   }
 
   closeControl(): void {

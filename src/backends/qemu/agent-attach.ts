@@ -4,25 +4,9 @@ import { join } from 'node:path';
 import { BackdoorChannel } from '../../agent/backdoor.js';
 import { MachineCrashedError, VmmStartError } from '../../errors.js';
 import { type Turn, takeTurn } from '../../util/turn.js';
+import type { AgentAttachment, AgentAttachOptions } from '../detached.js';
 import { SOCKETS } from './args.js';
 import { connectVmmSocket } from './sockets.js';
-
-/** The guest agent of a detached QEMU, attached: its channel, and what to close when done. */
-export interface AgentAttachment {
-  channel: BackdoorChannel;
-  close(): void;
-}
-
-export interface AgentAttachOptions {
-  timeoutMs: number;
-  /** How long the first request waits for a restarted backdoor's banner (a first boot: its boot timeout). */
-  bannerWaitMs: number;
-  consoleTail: () => string;
-  /** Wait for this host-wide turn on the agent's sockets first (what the caller is, for waiters). */
-  turn?: string;
-  /** Asked once the turn is taken, before connecting: throws to give up (the turn is released). */
-  connecting?: () => void;
-}
 
 /** The key of the host-wide turn on a VMM's agent sockets (see util/turn.ts). */
 export const agentTurnKey = (stateDir: string) => join(stateDir, SOCKETS.shell);

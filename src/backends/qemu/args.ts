@@ -95,6 +95,7 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
   // A standard VGA card: text-mode virtual terminals, screendump and the PS/2 keyboard for send-key.
   if (spec.display) options.push(['-vga', 'std']);
   if (spec.incoming) options.push(['-incoming', 'defer']);
+  if (spec.paused) options.push(['-S']);
   const args = options.flatMap(([flag, value]) => (value === undefined ? [flag] : [flag, value]));
   return [...args, ...(spec.extraArgs ?? [])];
 }

@@ -2,7 +2,8 @@ import { VmmStartError } from '../../errors.js';
 import type { Runtime } from '../../runtime/runtime.js';
 import { runTool } from '../../util/exec.js';
 import type { Backend, VmmSpec } from '../backend.js';
-import { QemuProcess, qemuBinary } from './process.js';
+import { qemuDetached } from './detached.js';
+import { QEMU_MISSING, QemuProcess, qemuBinary } from './process.js';
 
 /** QEMU: the backend that runs everywhere, under KVM or software emulation (TCG). */
 export const qemuBackend: Backend = {
@@ -19,9 +20,12 @@ export const qemuBackend: Backend = {
     display: true,
     consoleInput: true,
     hostNetwork: true,
+    detached: true,
   },
   version: qemuVersion,
   launch: (spec: VmmSpec) => QemuProcess.launch(qemuBackend, spec),
+  detached: qemuDetached,
+  program: { command: qemuBinary, missing: () => QEMU_MISSING },
 };
 
 /** QEMU's own version line; snapshots record it because migration streams are only safe between equal versions. */

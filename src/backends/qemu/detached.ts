@@ -7,6 +7,7 @@ import {
   type DetachedRecord,
   isAlive,
   isRunning,
+  processesNaming,
   readRecord,
   recordChildOf,
   spawnDetached,
@@ -18,8 +19,16 @@ import { Deadline, sleep } from '../../util/time.js';
 import { takeTurn } from '../../util/turn.js';
 import { which } from '../../util/which.js';
 import type { VmmSpec } from '../backend.js';
-import { attachAgent } from './agent-attach.js';
+import type {
+  AttachedVmm,
+  AttachOptions,
+  DetachedFiles,
+  DetachedLaunchOptions,
+  DetachedVmms,
+} from '../detached.js';
+import { agentTurnKey, attachAgent } from './agent-attach.js';
 import { qemuArgs, SOCKETS } from './args.js';
+import { QemuControl } from './control.js';
 import { QEMU_MISSING, qemuBinary } from './process.js';
 import { QmpClient } from './qmp.js';
 import { connectVmmSocket } from './sockets.js';
@@ -28,16 +37,6 @@ import { connectVmmSocket } from './sockets.js';
 export const vmmRecordPath = (stateDir: string) => join(stateDir, 'vmm.json');
 export const qemuLogPath = (stateDir: string) => join(stateDir, 'qemu.log');
 export const consoleLogPath = (stateDir: string) => join(stateDir, 'console.log');
-
-/**
- * Where vmkit keeps a detached QEMU's record and log: its state folder by default; a folder
- * the VMM cannot write where the VMM runs as another uid than vmkit (a fleet's jailed VMMs),
- * since vmkit signals the pid the record names and appends to the log as its own uid.
- */
-export interface DetachedFiles {
-  record: string;
-  log: string;
-}
 
 const filesIn = (stateDir: string): DetachedFiles => ({
   record: vmmRecordPath(stateDir),
@@ -57,14 +56,9 @@ const logTail = (logPath: string) => {
  * listening itself on its QMP, agent, transfer and console sockets in the state folder, and
  * resolves with its record once QMP answers.
  */
-export async function launchDetachedQemu(
+async function launchDetachedQemu(
   spec: Omit<VmmSpec, 'runtime' | 'detached'>,
-  /**
-   * Runs QEMU through another program (a jail) that ends by exec'ing QEMU in the same process,
-   * or (`forks`) in the one child it forks first: the record then names that child.
-   */
-  wrap?: (program: string, args: string[]) => { program: string; args: string[]; forks?: boolean },
-  files: DetachedFiles = filesIn(spec.stateDir),
+  { wrap, files = filesIn(spec.stateDir) }: DetachedLaunchOptions = {},
 ): Promise<DetachedRecord> {
   const binary = await which(qemuBinary());
   if (!binary) throw new VmmStartError(QEMU_MISSING);
@@ -99,12 +93,10 @@ export async function launchDetachedQemu(
   // QEMU made them under its umask (077 through spawnDetached; a jail sets its own): exact anyway.
   for (const name of Object.values(SOCKETS)) privateSocket(join(spec.stateDir, name));
   // QMP answers once QEMU is through its start-up: guest RAM is mapped by then.
-  const attached = await AttachedQemu.attach(
-    spec.name,
-    spec.stateDir,
-    Math.max(1000, deadline.remaining()),
-    files.record,
-  );
+  const attached = await AttachedQemu.attach(spec.name, spec.stateDir, {
+    timeoutMs: Math.max(1000, deadline.remaining()),
+    recordPath: files.record,
+  });
   attached.detach();
   return record;
 }
@@ -133,24 +125,21 @@ async function recordChild(
  * With `turns`, each socket is used in turn with every other vmkit call on this host that asks
  * for turns (QEMU serves one client per socket): attach waits for QMP's, `agent()` for the agent's.
  */
-export class AttachedQemu {
+class AttachedQemu extends QemuControl implements AttachedVmm {
   private readonly closers: Array<() => void> = [];
 
   private constructor(
     readonly name: string,
     readonly stateDir: string,
     readonly record: DetachedRecord,
-    readonly qmp: QmpClient,
+    qmp: QmpClient,
     private readonly turns: boolean,
-  ) {}
+  ) {
+    super(qmp);
+  }
 
-  static async attach(
-    name: string,
-    stateDir: string,
-    timeoutMs = 10_000,
-    recordPath = vmmRecordPath(stateDir),
-    options: { turns?: boolean } = {},
-  ): Promise<AttachedQemu> {
+  static async attach(name: string, stateDir: string, options: AttachOptions = {}): Promise<AttachedQemu> {
+    const { timeoutMs = 10_000, recordPath = vmmRecordPath(stateDir) } = options;
     const record = readRecord(recordPath);
     if (!isRunning(record))
       throw new VmmStartError(`the VMM of ${name} is not running (record in ${stateDir})`);
@@ -207,6 +196,10 @@ export class AttachedQemu {
     return socket;
   }
 
+  closeControl(): void {
+    this.qmp.close();
+  }
+
   /** Disconnects; the VMM runs on. */
   detach(): void {
     this.qmp.close();
@@ -222,3 +215,17 @@ export function consoleTailOf(stateDir: string): string {
     return '';
   }
 }
+
+/** QEMU's detached VMMs (see backends/detached.ts). */
+export const qemuDetached: DetachedVmms = {
+  launch: launchDetachedQemu,
+  attach: (name, stateDir, options) => AttachedQemu.attach(name, stateDir, options),
+  attachAgent,
+  agentTurnKey,
+  files: filesIn,
+  consoleLogPath,
+  consoleTail: consoleTailOf,
+  socketPaths: (stateDir) => Object.values(SOCKETS).map((name) => join(stateDir, name)),
+  // The QMP socket's option names the folder exactly: a VMM of another folder never matches.
+  processesIn: (stateDir) => processesNaming(`id=qmp,path=${join(stateDir, SOCKETS.qmp)},`),
+};

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { QmpError, SnapshotError, tail, VmmStartError } from '../../errors.js';
+import { SnapshotError, tail, VmmStartError } from '../../errors.js';
 import { PRIVATE_FILE, withPrivateUmask } from '../../util/private.js';
 import { listenOnce } from '../../util/sockets.js';
 import { sparseDigest } from '../../util/sparse.js';
@@ -18,8 +18,8 @@ import type {
   VmmSpec,
 } from '../backend.js';
 import { MACHINE_OUTBOUND, startRelay } from '../outbound/launch.js';
-import { HOST_NETDEV, NIC_ID, qemuArgs, SOCKETS } from './args.js';
-import { migrateIn, migrateOut } from './migration.js';
+import { qemuArgs, SOCKETS } from './args.js';
+import { QemuControl } from './control.js';
 import { QmpClient } from './qmp.js';
 
 export function qemuBinary(): string {
@@ -33,7 +33,7 @@ export const QEMU_MISSING = `QEMU is not installed: ${qemuBinary()} was not foun
  * transfer port and QMP. vmkit listens on every socket before QEMU starts; QEMU connects as the
  * client, so nothing polls for a socket to appear.
  */
-export class QemuProcess implements Vmm {
+export class QemuProcess extends QemuControl implements Vmm {
   readonly exited: Promise<ExitInfo>;
   private exitInfo?: ExitInfo;
 
@@ -42,10 +42,11 @@ export class QemuProcess implements Vmm {
     readonly spec: VmmSpec,
     private readonly child: ChildProcess,
     readonly channels: VmmChannels,
-    readonly qmp: QmpClient,
+    qmp: QmpClient,
     exited: Promise<ExitInfo>,
     private readonly output: () => string,
   ) {
+    super(qmp);
     this.exited = exited;
     exited.then((info) => {
       this.exitInfo = info;
@@ -161,21 +162,9 @@ export class QemuProcess implements Vmm {
     throw new SnapshotError(`QEMU (pid ${this.pid}) does not hold ${path} open`);
   }
 
-  async pause(): Promise<void> {
-    await this.qmp.execute('stop');
-  }
-
-  async resume(): Promise<void> {
-    await this.qmp.execute('cont');
-  }
-
-  async quit(): Promise<void> {
-    await this.qmp.execute('quit').catch(() => {});
-  }
-
   async saveState(dir: string, options: SaveStateOptions): Promise<Record<string, FileDigest>> {
-    await migrateOut(this.qmp, join(dir, 'state'), {
-      ignoreShared: options.ramInFile,
+    await this.writeState(join(dir, 'state'), {
+      ramShared: options.ramInFile,
       timeoutMs: options.timeoutMs,
       what: `saving ${this.spec.name}`,
     });
@@ -186,33 +175,11 @@ export class QemuProcess implements Vmm {
   }
 
   loadState(path: string, options: { ramInFile: boolean; timeoutMs: number }): Promise<void> {
-    return migrateIn(this.qmp, path, { ignoreShared: options.ramInFile, timeoutMs: options.timeoutMs });
+    return this.readState(path, { ramShared: options.ramInFile, timeoutMs: options.timeoutMs });
   }
 
   closeControl(): void {
     this.qmp.close();
-  }
-
-  async setLinkUp(index: number, up: boolean): Promise<void> {
-    await this.qmp.execute('set_link', { name: NIC_ID(index), up });
-  }
-
-  async addPortForward(hostPort: number, guestPort: number): Promise<void> {
-    await this.monitor(`hostfwd_add ${HOST_NETDEV} tcp:127.0.0.1:${hostPort}-:${guestPort}`);
-  }
-
-  async removePortForward(hostPort: number): Promise<void> {
-    await this.monitor(`hostfwd_remove ${HOST_NETDEV} tcp:127.0.0.1:${hostPort}`);
-  }
-
-  /** A human-monitor command. HMP answers in prose: failures say so ("Could not ...", "invalid ..."). */
-  private async monitor(command: string): Promise<void> {
-    const output = (
-      await this.qmp.execute<string>('human-monitor-command', { 'command-line': command })
-    ).trim();
-    if (/could not|invalid|error|fail|not found|unknown/i.test(output)) {
-      throw new QmpError('human-monitor-command', 'HmpError', `${command}: ${output}`);
-    }
   }
 
   async kill(): Promise<ExitInfo> {

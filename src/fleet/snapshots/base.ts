@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { migrateOut } from '../../backends/qemu/migration.js';
 import { ConfigError } from '../../errors.js';
 import { profileNamed } from '../../guest/profiles/index.js';
 import { macAddress } from '../../machine/identity.js';
@@ -144,8 +143,8 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     await withVm(dir, layout.name, async (vm) => {
       await runInGuest(vm, `${QUIET_IPV6}\n${setup}\nsync`, `set-up of ${what}`, BOOT_TIMEOUT_MS);
       timer.step('booted');
-      await vm.qmp.execute('stop');
-      await migrateOut(vm.qmp, join(dir, 'state'), { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS, what });
+      await vm.pause();
+      await vm.writeState(join(dir, 'state'), { ramShared: true, timeoutMs: SAVE_TIMEOUT_MS, what });
     });
     // Written beside the folder while its VMM (the tenant's uid) runs on, moved in once it ended.
     const records = ensureRecordsDir(dir);

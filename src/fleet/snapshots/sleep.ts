@@ -10,8 +10,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
-import type { AttachedQemu } from '../../backends/qemu/detached.js';
-import { migrateIn, migrateOut } from '../../backends/qemu/migration.js';
+import type { AttachedVmm } from '../../backends/detached.js';
 import { SnapshotError } from '../../errors.js';
 import { posixCommands } from '../../guest/profiles/commands.js';
 import { profileNamed } from '../../guest/profiles/index.js';
@@ -187,7 +186,7 @@ export async function bootVm(
   try {
     const warnings = await settleVm(ctx, layout.dir, record, pool);
     await withVm(layout.dir, instance.path, async (vm) => {
-      await migrateIn(vm.qmp, base.state, { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS });
+      await vm.readState(base.state, { ramShared: true, timeoutMs: SAVE_TIMEOUT_MS });
       timer.step('base state loaded');
       const profile = profileNamed(image.profile);
       const setup = profile.afterRestore({
@@ -237,15 +236,14 @@ export async function sleepVm(
     // Saved attached and idle, the restored agent reads requests at once. Cached blocks (of
     // the secrets disk among them) are dropped first, so that the sleep state holds fewer.
     // A Warm instance runs on for that moment: a paused guest cannot answer.
-    const { status } = await vm.qmp.execute<{ status: string }>('query-status');
-    if (status === 'paused') await vm.qmp.execute('cont');
+    if ((await vm.status()) === 'paused') await vm.resume();
     // Its turn on the agent waits for the commands in flight (new ones are refused by now).
     const agent = await vm.agent(DRAIN_TIMEOUT_MS);
     // The image is not looked up for a sleep: every fleet image has a POSIX shell.
     await agent.run(posixCommands.dropCaches(), 30_000);
-    await vm.qmp.execute('stop');
-    await migrateOut(vm.qmp, state, {
-      ignoreShared: true,
+    await vm.pause();
+    await vm.writeState(state, {
+      ramShared: true,
       timeoutMs: SAVE_TIMEOUT_MS,
       what: `sleep of ${instance.path}`,
     });
@@ -265,7 +263,7 @@ export async function sleepVm(
 
 /** Refreshes a woken guest's clock and entropy and tells it that it woke (WOKE_FILE). */
 async function setUpAfterWake(
-  vm: AttachedQemu,
+  vm: AttachedVmm,
   image: BootImage,
   bannerWaitMs = RESTORED_AGENT_READS,
 ): Promise<void> {
@@ -341,7 +339,7 @@ export async function wakeVm(
     const warnings = await settleVm(ctx, dir, record, pool);
     timer.step('limits applied');
     await withVm(dir, instance.path, async (vm) => {
-      await migrateIn(vm.qmp, state, { ignoreShared: true, timeoutMs: SAVE_TIMEOUT_MS });
+      await vm.readState(state, { ramShared: true, timeoutMs: SAVE_TIMEOUT_MS });
       timer.step('device state loaded');
       await setUpAfterWake(vm, image);
       timer.step('guest set up');

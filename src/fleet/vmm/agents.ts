@@ -1,9 +1,9 @@
 import type { BackdoorChannel } from '../../agent/backdoor.js';
-import { type AgentAttachment, attachAgent } from '../../backends/qemu/agent-attach.js';
-import { consoleTailOf } from '../../backends/qemu/detached.js';
+import type { AgentAttachment } from '../../backends/detached.js';
 import { VmmStartError } from '../../errors.js';
 import { isRunning, readRecord } from '../../runtime/detached.js';
 import { vmmFiles } from './records.js';
+import { fleetVmms } from './vmms.js';
 
 /**
  * How long a new attachment waits for the agent's restart banner before its probe: not at all. A
@@ -53,7 +53,7 @@ export class InstanceAgents {
     entry.users++;
     try {
       const attached = await entry.ready;
-      return await work({ channel: attached.channel, consoleTail: () => consoleTailOf(dir) });
+      return await work({ channel: attached.channel, consoleTail: () => fleetVmms().consoleTail(dir) });
     } finally {
       entry.users--;
       if (entry.users === 0) {
@@ -82,10 +82,10 @@ export class InstanceAgents {
     // A broken one serves none of its later users: theirs is a new one, once its users are done.
     const entry: Entry = {
       users: 0,
-      ready: attachAgent(name, dir, {
+      ready: fleetVmms().attachAgent(name, dir, {
         timeoutMs,
         bannerWaitMs: HANDOVER_BANNER_WAIT_MS,
-        consoleTail: () => consoleTailOf(dir),
+        consoleTail: () => fleetVmms().consoleTail(dir),
         turn: `commands in ${name}`,
         connecting: () => {
           admit();

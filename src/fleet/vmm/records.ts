@@ -1,8 +1,9 @@
 import { chmodSync, existsSync, lstatSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type DetachedFiles, qemuLogPath, vmmRecordPath } from '../../backends/qemu/detached.js';
+import type { DetachedFiles } from '../../backends/detached.js';
 import { VmmStartError } from '../../errors.js';
 import { ensureDirSync } from '../../util/files.js';
+import { fleetVmms } from './vmms.js';
 
 /**
  * What vmkit keeps about a VMM beside its folder, in `<folder>.records/`. As root the VMM runs
@@ -12,10 +13,7 @@ import { ensureDirSync } from '../../util/files.js';
  */
 /** vmkit's own folder beside a VMM's folder: what it acts on about that VMM. */
 export const recordsDir = (dir: string) => `${dir}.records`;
-export const vmmFiles = (dir: string): DetachedFiles => ({
-  record: vmmRecordPath(recordsDir(dir)),
-  log: qemuLogPath(recordsDir(dir)),
-});
+export const vmmFiles = (dir: string): DetachedFiles => fleetVmms().files(recordsDir(dir));
 
 /**
  * Makes the records folder (mode 0700, this process's uid). Its parent is vmkit's, so the VMM

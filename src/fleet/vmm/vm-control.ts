@@ -1,16 +1,16 @@
-import { agentTurnKey } from '../../backends/qemu/agent-attach.js';
-import { AttachedQemu } from '../../backends/qemu/detached.js';
+import type { AttachedVmm } from '../../backends/detached.js';
 import { MachineCrashedError } from '../../errors.js';
 import { takeTurn } from '../../util/turn.js';
 import { vmmFiles } from './records.js';
+import { fleetVmms } from './vmms.js';
 
-/** Talking to a running instance's VMM and guest for lifecycle work: QMP, and the agent on request. */
+/** Talking to a running instance's VMM and guest for lifecycle work: its control, and the agent on request. */
 
 const BOOT_TIMEOUT_MS = 120_000;
 
 /** Runs `script` as root in the instance's guest over a short-lived attachment. */
 export async function runInGuest(
-  attached: AttachedQemu,
+  attached: AttachedVmm,
   script: string,
   what: string,
   bannerWaitMs?: number,
@@ -33,9 +33,9 @@ export async function runInGuest(
 export async function withVm<T>(
   dir: string,
   name: string,
-  work: (vm: AttachedQemu) => Promise<T>,
+  work: (vm: AttachedVmm) => Promise<T>,
 ): Promise<T> {
-  const attached = await AttachedQemu.attach(name, dir, undefined, vmmFiles(dir).record, { turns: true });
+  const attached = await fleetVmms().attach(name, dir, { recordPath: vmmFiles(dir).record, turns: true });
   try {
     return await work(attached);
   } finally {
@@ -53,13 +53,13 @@ export const DRAIN_TIMEOUT_MS = 30_000;
 export async function pauseVm(dir: string, name: string): Promise<void> {
   await withVm(dir, name, async (vm) => {
     const turn = await takeTurn(
-      agentTurnKey(dir),
+      fleetVmms().agentTurnKey(dir),
       DRAIN_TIMEOUT_MS,
       `the commands in ${name} to end before it pauses`,
       `pause of ${name}`,
     );
     try {
-      await vm.qmp.execute('stop');
+      await vm.pause();
     } finally {
       turn.release();
     }
@@ -67,10 +67,10 @@ export async function pauseVm(dir: string, name: string): Promise<void> {
 }
 
 export async function resumeVm(dir: string, name: string): Promise<void> {
-  await withVm(dir, name, (vm) => vm.qmp.execute('cont'));
+  await withVm(dir, name, (vm) => vm.resume());
 }
 
-/** What QEMU says about its guest: "running", "paused", ... */
+/** What the VMM says about its guest: "running", "paused", ... */
 export async function vmStatus(dir: string, name: string): Promise<string> {
-  return withVm(dir, name, async (vm) => (await vm.qmp.execute<{ status: string }>('query-status')).status);
+  return withVm(dir, name, (vm) => vm.status());
 }

@@ -2,8 +2,6 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseAccel } from '../../backends/accel.js';
-import { SOCKETS } from '../../backends/qemu/args.js';
-import { consoleLogPath, launchDetachedQemu } from '../../backends/qemu/detached.js';
 import { ConfigError, ImageError } from '../../errors.js';
 import { listImages } from '../../images/build.js';
 import type { BootImage } from '../../images/types.js';
@@ -11,7 +9,6 @@ import { nameSwitchPorts, switchSocket } from '../../network/switch-daemon.js';
 import {
   type DetachedRecord,
   isRunning,
-  processesNaming,
   readRecord,
   stopDetached,
   waitForExit,
@@ -39,6 +36,7 @@ import { ensureRecordsDir, recordsDir, vmmFiles, writeRecordFile } from './recor
 import { secretsDriveArgs } from './secrets-disk.js';
 import { withVm } from './vm-control.js';
 import { metadataNic, NO_SANDBOX, outboundNic, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
+import { fleetVmms } from './vmms.js';
 
 /**
  * The VM side of fleet instances: detached QEMU processes, one folder each under
@@ -82,7 +80,11 @@ export async function prepareVm(
   tenant: Tenant,
 ): Promise<string> {
   const dir = instanceDir(fleetDir, instance.seq);
-  if (Buffer.byteLength(join(dir, SOCKETS.transfer)) > 107) {
+  if (
+    fleetVmms()
+      .socketPaths(dir)
+      .some((path) => Buffer.byteLength(path) > 107)
+  ) {
     throw new ConfigError(
       `fleet folder ${fleetDir} is too long for unix socket paths (107 bytes); use a shorter --fleet-dir`,
     );
@@ -99,8 +101,8 @@ export async function prepareVm(
 export function vmProcesses(dir: string): DetachedRecord[] {
   const recorded = readRecord(vmmFiles(dir).record);
   if (isRunning(recorded)) return [recorded];
-  // QEMU's own QMP argument (and its jail wrapper's copy of it), not any process naming the path.
-  return processesNaming(`id=qmp,path=${join(dir, SOCKETS.qmp)},`);
+  // The VMM's own argument (and its jail wrapper's copy of it), not any process naming the path.
+  return fleetVmms().processesIn(dir);
 }
 
 /** A VMM brought up, and what could not be applied to it. */
@@ -275,34 +277,35 @@ export async function launchVm(
   ensureRecordsDir(layout.dir);
   // The outbound relay listens before QEMU connects to it, and goes when QEMU goes.
   const relay = layout.outbound ? await startRelayDetached(layout.dir, layout.uid) : undefined;
-  return launchDetachedQemu(
-    {
-      name: layout.name,
-      stateDir: layout.dir,
-      kernel: image.kernel,
-      initrd: image.initrd,
-      cmdline: image.cmdline,
-      memoryMiB: pool.memoryMiB,
-      cpus: pool.vcpus,
-      accel: accel.accel,
-      nics: [{ socketPath: switchSocket(switchDir), mac: layout.mac }],
-      memory: { path: ram, share: true },
-      disks: [...(image.disk ? [rootDiskPath(layout.dir)] : []), dataDiskPath(layout.dir)],
-      extraArgs: [
-        ...layout.metadataArgs,
-        ...secretsDriveArgs(layout.dir),
-        ...(layout.outbound ? outboundNic(layout.name, layout.dir) : []),
-        ...(sandbox ? SANDBOX_ARGS : []),
-      ],
-      incoming,
-      startTimeoutMs: 30_000,
-    },
-    jail && ((program, args) => jailed(jail, program, args)),
-    vmmFiles(layout.dir),
-  ).catch(async (error) => {
-    if (relay) await stopRelay(layout.dir);
-    throw error;
-  });
+  return fleetVmms()
+    .launch(
+      {
+        name: layout.name,
+        stateDir: layout.dir,
+        kernel: image.kernel,
+        initrd: image.initrd,
+        cmdline: image.cmdline,
+        memoryMiB: pool.memoryMiB,
+        cpus: pool.vcpus,
+        accel: accel.accel,
+        nics: [{ socketPath: switchSocket(switchDir), mac: layout.mac }],
+        memory: { path: ram, share: true },
+        disks: [...(image.disk ? [rootDiskPath(layout.dir)] : []), dataDiskPath(layout.dir)],
+        extraArgs: [
+          ...layout.metadataArgs,
+          ...secretsDriveArgs(layout.dir),
+          ...(layout.outbound ? outboundNic(layout.name, layout.dir) : []),
+          ...(sandbox ? SANDBOX_ARGS : []),
+        ],
+        incoming,
+        startTimeoutMs: 30_000,
+      },
+      { wrap: jail && ((program, args) => jailed(jail, program, args)), files: vmmFiles(layout.dir) },
+    )
+    .catch(async (error) => {
+      if (relay) await stopRelay(layout.dir);
+      throw error;
+    });
 }
 
 export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenant): VmLayout => ({
@@ -326,11 +329,11 @@ export async function settleVm(
   return [...limitVm(dir, record, pool), ...sandbox, ...jailWarnings(ctx.runtime)];
 }
 
-/** Ends the VMM: QMP quit, then SIGKILL if it lingers. */
+/** Ends the VMM: asked to quit, then SIGKILL if it lingers. */
 export async function stopVm(dir: string, name: string, log?: (line: string) => void): Promise<void> {
   const record = readRecord(vmmFiles(dir).record);
   if (isRunning(record)) {
-    await withVm(dir, name, (vm) => vm.qmp.execute('quit')).catch(() => {});
+    await withVm(dir, name, (vm) => vm.quit()).catch(() => {});
     await waitForExit(record, 5000);
   }
   await killVm(dir, log);
@@ -345,7 +348,7 @@ export function namePorts(fleetDir: string, tenant: string, instances: Instance[
 
 /** What the instance's serial console printed since its last boot. */
 export function consoleText(fleetDir: string, instance: Instance): string {
-  const path = consoleLogPath(instanceDir(fleetDir, instance.seq));
+  const path = fleetVmms().consoleLogPath(instanceDir(fleetDir, instance.seq));
   if (!existsSync(path)) throw new ConfigError(`instance ${instance.path} has no console log yet (${path})`);
   return readPlainFile(path).toString('utf8'); // the VMM's file: never through a link it put there
 }

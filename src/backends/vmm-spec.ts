@@ -1,0 +1,80 @@
+import type { Runtime } from '../runtime/runtime.js';
+
+/** An accelerator a VMM runs guests with: hardware (KVM) or software emulation (TCG). */
+export type Accel = 'kvm' | 'tcg';
+
+/** A NIC of a machine: plugged into a switch (its socket), or into nothing. */
+export interface NicSpec {
+  socketPath?: string;
+  mac: string;
+}
+
+/**
+ * The machine's own NIC to the host (user-mode networking, restricted), after its switch NICs:
+ * the guest reaches nothing through it but the forwarded ports and named services. `internet`
+ * adds one more NIC after it, out through a filtering relay (`backends/outbound/`), MAC `outboundMac`.
+ */
+export interface HostNicSpec {
+  mac: string;
+  internet: boolean;
+  outboundMac?: string;
+  /** Guest address and port that lead to a TCP port on the host's loopback. */
+  services: Array<{ guestAddress: string; port: number; hostPort: number }>;
+}
+
+/** How a machine without direct kernel boot starts: its firmware and the media it boots from. */
+export interface FirmwareBoot {
+  firmware: 'bios' | 'uefi';
+  /** An ISO image, attached read-only as a CD-ROM. */
+  cdrom?: string;
+  /** A boot disk (a qcow2 overlay over the user's disk), attached before the blank disks. */
+  disk?: string;
+  order: Array<'cdrom' | 'disk' | 'network'>;
+  /** UEFI: the firmware code (read-only) and this machine's own variable store. */
+  uefiCode?: string;
+  uefiVars?: string;
+}
+
+/** Everything a backend needs to start one VMM process for a machine. */
+export interface VmmSpec {
+  name: string;
+  /** The machine's state folder: sockets, logs, disks. */
+  stateDir: string;
+  /** Direct kernel boot; without a kernel the machine boots through its firmware (`boot`). */
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  /** Firmware, boot devices and the order to try them in; BIOS with no devices by default. */
+  boot?: FirmwareBoot;
+  memoryMiB: number;
+  cpus: number;
+  accel: Accel;
+  nics: NicSpec[];
+  hostNic?: HostNicSpec;
+  /**
+   * Guest RAM lives in this file. `share: true` writes guest memory into it (a machine that may
+   * be snapshotted); `share: false` maps it copy-on-write (a clone of a snapshot).
+   */
+  memory: { path: string; share: boolean };
+  /** qcow2 images, attached as virtio disks in order (/dev/vda, /dev/vdb, ...). */
+  disks: string[];
+  /** Start paused, waiting for saved state to be loaded (a restore). */
+  incoming?: boolean;
+  /** Start with the guest's CPUs stopped, until `resume()` (to attach to its console first). */
+  paused?: boolean;
+  /** A guest reboot restarts the guest instead of ending the VMM. */
+  allowReboot?: boolean;
+  /** A screen (VGA) for screenshots and virtual terminals. */
+  display?: boolean;
+  /**
+   * The VMM outlives vmkit's process and is attached to again later (fleet instances): its
+   * control, agent and transfer sockets are listened on by the VMM itself, and it writes the
+   * console to `console.log` in the state folder.
+   */
+  detached?: boolean;
+  /** Appended to the generated command line, for callers that know the VMM. */
+  extraArgs?: string[];
+  startTimeoutMs: number;
+  /** Tracks the process so that it never outlives the run. */
+  runtime: Runtime;
+}
