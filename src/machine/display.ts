@@ -6,9 +6,9 @@
 import { rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
-import { type Backend, requireCapability } from '../backends/backend.js';
-import type { QmpClient } from '../backends/qemu/qmp.js';
+import { type Backend, requireCapability, type Vmm } from '../backends/backend.js';
 import {
+  CapabilityError,
   CommandTimeoutError,
   ConfigError,
   GuestRebootedError,
@@ -31,7 +31,6 @@ export interface DisplayHost {
   readonly config: MachineConfig;
   readonly backend: Backend;
   readonly commandTimeoutMs: number;
-  readonly qmp: QmpClient;
   executeRaw(command: string, options?: ExecuteOptions): Promise<RawResult>;
 }
 
@@ -48,6 +47,17 @@ function requireDisplay(machine: DisplayHost, method: string): void {
   }
 }
 
+/** The VMM's screen: its screendump and keyboard, which every backend with a display has. */
+interface Screen {
+  screendump(path: string, timeoutMs: number): Promise<void>;
+  sendKeys(keys: string[]): Promise<void>;
+}
+
+function screenOf(backend: Backend, vmm: Vmm): Screen {
+  if (!vmm.screendump || !vmm.sendKeys) throw new CapabilityError(backend.title, 'display');
+  return { screendump: vmm.screendump.bind(vmm), sendKeys: vmm.sendKeys.bind(vmm) };
+}
+
 function checkPattern(method: string, pattern: unknown): RegExp {
   if (!(pattern instanceof RegExp)) throw new ConfigError(`${method}: pattern: must be a RegExp`);
   return pattern;
@@ -56,9 +66,9 @@ function checkPattern(method: string, pattern: unknown): RegExp {
 /** How long a QMP request or an OCR run may take outside of a wait. */
 const DEFAULT_STEP_MS = 60_000;
 
-async function pngOfScreen(machine: DisplayHost, ppm: string, timeoutMs = DEFAULT_STEP_MS): Promise<Buffer> {
+async function pngOfScreen(screen: Screen, ppm: string, timeoutMs = DEFAULT_STEP_MS): Promise<Buffer> {
   try {
-    await machine.qmp.execute('screendump', { filename: ppm }, timeoutMs);
+    await screen.screendump(ppm, timeoutMs);
     return await ppmFileToPng(ppm);
   } finally {
     await rm(ppm, { force: true });
@@ -66,11 +76,11 @@ async function pngOfScreen(machine: DisplayHost, ppm: string, timeoutMs = DEFAUL
 }
 
 /** The screen's text by tesseract; screendump and OCR together take at most `timeoutMs`. */
-async function ocr(machine: DisplayHost, files: string, timeoutMs = DEFAULT_STEP_MS): Promise<string> {
+async function ocr(screen: Screen, files: string, timeoutMs = DEFAULT_STEP_MS): Promise<string> {
   const png = `${files}.png`;
   const limit = new Deadline(timeoutMs, 'OCR of the screen');
   try {
-    await writeFile(png, await pngOfScreen(machine, `${files}.ppm`, timeoutMs));
+    await writeFile(png, await pngOfScreen(screen, `${files}.ppm`, timeoutMs));
     const left = Math.max(1, limit.remaining());
     return (await runTool('tesseract', [png, 'stdout'], { timeoutMs: left })).stdout;
   } catch (error) {
@@ -138,7 +148,14 @@ export class MachineDisplay {
   /** Numbers the scratch files of screendumps and OCR runs in the machine's folder. */
   private files = 0;
 
-  constructor(private readonly host: DisplayHost) {}
+  constructor(
+    private readonly host: DisplayHost,
+    private readonly vmm: () => Vmm,
+  ) {}
+
+  private screen(): Screen {
+    return screenOf(this.host.backend, this.vmm());
+  }
 
   /** A scratch file name in the machine's folder, without its extension. */
   private scratch(kind: 'screen' | 'ocr'): string {
@@ -149,7 +166,7 @@ export class MachineDisplay {
     if (typeof path !== 'string' || path === '')
       throw new ConfigError('screenshot: path: must be a file path');
     requireDisplay(this.host, 'screenshot');
-    const png = await pngOfScreen(this.host, `${this.scratch('screen')}.ppm`);
+    const png = await pngOfScreen(this.screen(), `${this.scratch('screen')}.ppm`);
     await ensureDir(dirname(path));
     await writeFile(path, png);
   }
@@ -157,7 +174,7 @@ export class MachineDisplay {
   async sendKey(key: string): Promise<void> {
     const codes = keyCombo(key);
     requireDisplay(this.host, 'sendKey');
-    await this.host.qmp.execute('send-key', { keys: codes.map((data) => ({ type: 'qcode', data })) });
+    await this.screen().sendKeys(codes);
   }
 
   async sendChars(text: string): Promise<void> {
@@ -165,7 +182,7 @@ export class MachineDisplay {
     const presses = [...text].map(charKeys); // every character checked before the first is typed
     requireDisplay(this.host, 'sendChars');
     for (const keys of presses) {
-      await this.host.qmp.execute('send-key', { keys: keys.map((data) => ({ type: 'qcode', data })) });
+      await this.screen().sendKeys(keys);
       await sleep(KEY_GAP_MS);
     }
   }
@@ -200,7 +217,7 @@ export class MachineDisplay {
 
   async getScreenText(): Promise<string> {
     requireDisplay(this.host, 'getScreenText');
-    return ocr(this.host, this.scratch('ocr'));
+    return ocr(this.screen(), this.scratch('ocr'));
   }
 
   async waitForText(pattern: RegExp, options: WaitOptions = {}): Promise<RegExpExecArray> {
@@ -209,7 +226,7 @@ export class MachineDisplay {
     requireDisplay(this.host, 'waitForText');
     const timeoutMs = call.timeoutMs ?? this.host.commandTimeoutMs;
     return readUntilMatch(
-      (limit) => ocr(this.host, this.scratch('ocr'), limit),
+      (limit) => ocr(this.screen(), this.scratch('ocr'), limit),
       pattern,
       {
         timeoutMs,

@@ -1,8 +1,7 @@
 import type { RawResult } from '../agent/backdoor.js';
 import type { GuestProcess } from '../agent/process.js';
 import type { AccelDecision } from '../backends/accel.js';
-import { type Backend, type ExitInfo, requireCapability } from '../backends/backend.js';
-import type { QmpClient, QmpEvent } from '../backends/qemu/qmp.js';
+import { type Backend, type ExitInfo, requireCapability, type VmmMonitor } from '../backends/backend.js';
 import type { SerialConsole } from '../console/serial.js';
 import { ConsoleShell, type ConsoleShellOptions } from '../console/shell.js';
 import { CapabilityError, MachineCrashedError } from '../errors.js';
@@ -32,7 +31,7 @@ import { type InteractOptions, interactWithConsole, interactWithShell } from './
 import type { MachineInternals, SnapshotOptions, TakenSnapshot } from './internals.js';
 import { describeNics } from './lifecycle.js';
 import { type SaveDiskOptions, saveDiskImage } from './media.js';
-import { type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
+import { type QmpEvent, type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
 import { nested } from './narration.js';
 import { type PortOptions, type UnixSocketOptions, waitForOpenUnixSocket, waitForPort } from './ports.js';
 import { MachinePower } from './power.js';
@@ -112,11 +111,11 @@ export class Machine implements AsyncDisposable {
     return this.internals.backend;
   }
 
-  /** QEMU's monitor, for what the Machine API does not cover. */
-  get qmp(): QmpClient {
-    const qmp = (this.internals.vmm as Partial<{ qmp: QmpClient }>).qmp;
-    if (!qmp) throw new CapabilityError(this.internals.backend.title, 'a QMP monitor');
-    return qmp;
+  /** The VMM's own monitor (QEMU's QMP), for what the Machine API does not cover. */
+  get qmp(): VmmMonitor {
+    const { monitor } = this.internals.vmm;
+    if (!monitor) throw new CapabilityError(this.internals.backend.title, 'a QMP monitor');
+    return monitor;
   }
 
   get isRunning(): boolean {
@@ -253,7 +252,7 @@ export class Machine implements AsyncDisposable {
   /** Runs a human monitor (HMP) command, like `info status`; returns what the monitor printed. */
   async sendMonitorCommand(command: string, options: CommandOptions = {}): Promise<string> {
     const call = checkCall('sendMonitorCommand', { command, options });
-    return sendMonitorCommand(this.qmp, command, call.timeoutMs ?? this.internals.commandTimeoutMs);
+    return sendMonitorCommand(this.internals, command, call.timeoutMs ?? this.internals.commandTimeoutMs);
   }
 
   /** Waits for the next QMP event the filter accepts (a name, `{ event, data }`, or a predicate). */
@@ -302,7 +301,7 @@ export class Machine implements AsyncDisposable {
   /** Reboots the guest; resolves once its backdoor is back and vmkit's set-up is applied again. */
   async reboot(options: CommandOptions = {}): Promise<void> {
     checkCall('reboot', { options });
-    return this.power.reboot(options, () => this.qmp);
+    return this.power.reboot(options);
   }
 
   /** Waits for the unit's ActiveState (default "active"); fails early when it fails or goes inactive with no job queued. */
@@ -383,7 +382,7 @@ export class Machine implements AsyncDisposable {
     this.succeed(command, options);
 
   private display(): MachineDisplay {
-    this.displayPart ??= new MachineDisplay(this);
+    this.displayPart ??= new MachineDisplay(this, () => this.internals.vmm);
     return this.displayPart;
   }
 

@@ -1,5 +1,10 @@
-import type { QmpClient, QmpEvent } from '../backends/qemu/qmp.js';
+import type { VmmEvent, VmmMonitor } from '../backends/backend.js';
+import { CapabilityError } from '../errors.js';
 import { waitWithin } from '../util/time.js';
+import type { MachineInternals } from './internals.js';
+
+/** A monitor event: QEMU's QMP events (RESET, STOP, ...). */
+export type QmpEvent = VmmEvent;
 
 /** Which QMP events a wait accepts: an event name, a predicate, or a name with data to match. */
 export type QmpEventFilter =
@@ -8,13 +13,18 @@ export type QmpEventFilter =
   | { event: string; data?: Record<string, unknown> };
 
 /** Runs a human monitor (HMP) command, like `info status`; resolves with what the monitor printed. */
-export function sendMonitorCommand(qmp: QmpClient, command: string, timeoutMs: number): Promise<string> {
-  return qmp.execute<string>('human-monitor-command', { 'command-line': command }, timeoutMs);
+export function sendMonitorCommand(
+  { vmm, backend }: Pick<MachineInternals, 'vmm' | 'backend'>,
+  command: string,
+  timeoutMs: number,
+): Promise<string> {
+  if (!vmm.humanCommand) throw new CapabilityError(backend.title, 'a QMP monitor');
+  return vmm.humanCommand(command, timeoutMs);
 }
 
 /** Waits for the next QMP event that `filter` accepts. */
 export function waitForQmpEvent(
-  qmp: QmpClient,
+  qmp: VmmMonitor,
   machine: string,
   filter: QmpEventFilter,
   timeoutMs: number,

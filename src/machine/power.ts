@@ -5,11 +5,10 @@
  */
 import { rm } from 'node:fs/promises';
 import { type ExitInfo, requireCapability } from '../backends/backend.js';
-import type { QmpClient } from '../backends/qemu/qmp.js';
-import { MachineCrashedError } from '../errors.js';
+import { CapabilityError, MachineCrashedError } from '../errors.js';
 import type { Closable } from '../runtime/runtime.js';
 import { shellQuote } from '../util/shell.js';
-import { withTimeout } from '../util/time.js';
+import { waitWithin, withTimeout } from '../util/time.js';
 import type { CommandOptions, WaitOptions } from './commands.js';
 import type { MachineInternals, SnapshotOptions, TakenSnapshot } from './internals.js';
 import { watchVmm } from './lifecycle.js';
@@ -104,18 +103,22 @@ export class MachinePower {
    * Reboots the guest and returns once its backdoor is back and vmkit's set-up is applied again.
    * Without allowReboot, QEMU runs with -no-reboot: for this one reboot, a reset resets.
    */
-  async reboot(options: CommandOptions, qmp: () => QmpClient): Promise<void> {
-    const { agent, config, vmm, name, console, profile } = this.internals;
+  async reboot(options: CommandOptions): Promise<void> {
+    const { agent, config, vmm, name, console, profile, backend } = this.internals;
     if (vmm.hasExited)
       throw new MachineCrashedError(name, 'cannot reboot a machine that is not running', console.tail());
     const timeoutMs = options.timeoutMs ?? REBOOT_TIMEOUT_MS;
     // /etc/hosts may live in RAM (tiny): carried over by hand.
     const hosts = await this.succeed('cat /etc/hosts 2>/dev/null || true');
-    const monitor = qmp();
-    if (!config.allowReboot) await monitor.execute('set-action', { reboot: 'reset' });
+    const { onReset, setRebootAction } = vmm;
+    if (!onReset || !setRebootAction) throw new CapabilityError(backend.title, 'a guest reset it reports');
+    const rebootAction = setRebootAction.bind(vmm);
+    if (!config.allowReboot) await rebootAction('reset');
     try {
       await agent.exclusive(async () => {
-        const reset = monitor.waitForEvent('RESET', timeoutMs);
+        const reset = waitWithin<void>(timeoutMs, `a reset of ${name}`, (resolve) =>
+          onReset.call(vmm, resolve),
+        );
         agent.fireAndForget(profile.commands.reboot());
         await reset;
       });
@@ -123,7 +126,7 @@ export class MachinePower {
       // guest's reboot may reset more than once: -no-reboot comes back only once it is up.
       await agent.recovered(timeoutMs);
     } finally {
-      if (!config.allowReboot && !vmm.hasExited) await monitor.execute('set-action', { reboot: 'shutdown' });
+      if (!config.allowReboot && !vmm.hasExited) await rebootAction('shutdown');
     }
     await this.succeed(`printf '%s' ${shellQuote(hosts)} > /etc/hosts`, { timeoutMs: 30_000 });
   }

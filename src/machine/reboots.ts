@@ -3,7 +3,6 @@
  * allowReboot, reboot(), a QMP system_reset), the backdoor channel fails what the reset killed and
  * holds every later call until the agent is back and vmkit's set-up is applied again.
  */
-import type { QmpClient } from '../backends/qemu/qmp.js';
 import { GuestRebootedError, GuestSetupError } from '../errors.js';
 import type { MachineInternals } from './internals.js';
 
@@ -24,10 +23,9 @@ export function rebootSetup({ profile, bootSetup }: Pick<MachineInternals, 'prof
 /** Sets the guest up again after every reset of the machine's current VMM. */
 export function recoverAfterResets(internals: MachineInternals): void {
   const { vmm, agent, name, console } = internals;
-  const qmp = (vmm as Partial<{ qmp: QmpClient }>).qmp;
-  if (!qmp || internals.config.backdoor === false) return;
-  qmp.on('event', (event) => {
-    if (event.event !== 'RESET' || vmm.hasExited) return;
+  if (!vmm.onReset || internals.config.backdoor === false) return;
+  vmm.onReset(() => {
+    if (vmm.hasExited) return;
     internals.log('the guest reset: waiting for its backdoor, then setting it up again');
     agent.guestReset(
       (what) => new GuestRebootedError(name, what, console.tail()),

@@ -36,7 +36,17 @@ function standIn(block: (call: number) => boolean = () => false): { machine: Mac
     stateDir: tmpdir(),
     commandTimeoutMs: 5_000,
     config: { display: true },
-    internals: { commandTimeoutMs: 5_000 },
+    internals: {
+      commandTimeoutMs: 5_000,
+      vmm: {
+        screendump: async (_path: string, timeoutMs?: number) => {
+          calls.timeouts.push(timeoutMs);
+          await sleep(timeoutMs ?? 60_000);
+          throw new TimeoutError('the screendump', timeoutMs ?? 60_000);
+        },
+        sendKeys: async () => {},
+      },
+    },
     execute: async (command: string, options?: { timeoutMs?: number }) => {
       await answer(command, options);
       return { exitCode: 1, stdout: '', stderr: '' };
@@ -45,13 +55,6 @@ function standIn(block: (call: number) => boolean = () => false): { machine: Mac
   });
   for (const [key, value] of Object.entries({
     backend: { title: 'stand-in', capabilities: { display: true } },
-    qmp: {
-      execute: async (_command: string, _args: unknown, timeoutMs?: number) => {
-        calls.timeouts.push(timeoutMs);
-        await sleep(timeoutMs ?? 60_000);
-        throw new TimeoutError('the QMP reply to screendump', timeoutMs ?? 60_000);
-      },
-    },
   })) {
     Object.defineProperty(machine, key, { value });
   }
