@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.js';
+import { debianProfile } from '../../src/guest/profiles/debian.js';
 import { profileNamed } from '../../src/guest/profiles/index.js';
 import type { RestoreSetup } from '../../src/guest/profiles/profile.js';
 import { tinyProfile } from '../../src/guest/profiles/tiny.js';
@@ -15,66 +20,121 @@ const restore = (overrides: Partial<RestoreSetup> = {}): RestoreSetup => ({
   ...overrides,
 });
 
+const scratch = mkdtempSync(join(tmpdir(), 'vmkit-setup-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+/**
+ * Runs a set-up script as a guest would, in /bin/sh, with `ip`, `hostname` and `date` replaced by
+ * stubs that log their arguments, and /etc and /dev/urandom moved into a scratch folder. Returns
+ * the commands run and the lines written to each file, in the order they happened.
+ */
+function runInShell(script: string): string[] {
+  const dir = mkdtempSync(join(scratch, 'run-'));
+  const log = join(dir, 'log');
+  for (const tool of ['ip', 'hostname', 'date']) {
+    writeFileSync(join(dir, tool), `#!/bin/sh\necho "${tool} $*" >> "${log}"\n`);
+    chmodSync(join(dir, tool), 0o755);
+  }
+  writeFileSync(join(dir, 'hosts'), '127.0.0.1 localhost\n127.0.1.1 old\n');
+  const moved = script
+    .replaceAll('/etc/hosts', join(dir, 'hosts'))
+    .replaceAll('/etc/hostname', join(dir, 'hostname-file'))
+    .replaceAll('/etc/resolv.conf', join(dir, 'resolv.conf'))
+    .replaceAll('/dev/urandom', join(dir, 'urandom'));
+  execFileSync('/bin/sh', ['-c', moved], { env: { PATH: `${dir}:/usr/bin:/bin` } });
+  const read = (name: string) => {
+    try {
+      return readFileSync(join(dir, name), 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
+  const files = ['hosts', 'hostname-file', 'resolv.conf', 'urandom'].flatMap((name) => {
+    const text = read(name);
+    return text === undefined ? [] : [`${name}: ${JSON.stringify(text)}`];
+  });
+  return [...(read('log') ?? '').split('\n').filter(Boolean), ...files];
+}
+
+const HOSTS_BEFORE = '127.0.0.1 localhost\n127.0.1.1 old\n';
+
 describe('tiny profile: afterBoot', () => {
-  test('golden: hostname, two NICs (one with an address, one without), two hosts', () => {
+  test('hostname, two NICs (one with an address, one without), two hosts', () => {
     const script = tinyProfile.afterBoot({
       hostname: 'server',
       nics: [{ index: 0, address: '192.168.1.1/24' }, { index: 1 }],
       hosts: { server: '192.168.1.1', client: '192.168.1.2' },
     });
-    assert.equal(
-      script,
-      [
-        "hostname 'server'",
-        'ip link set eth0 up',
-        "ip addr add '192.168.1.1/24' dev eth0",
-        'ip link set eth1 up',
-        "echo '192.168.1.1 server' >> /etc/hosts",
-        "echo '192.168.1.2 client' >> /etc/hosts",
-      ].join('\n'),
-    );
+    assert.deepEqual(runInShell(script), [
+      'hostname server',
+      'ip link set eth0 up',
+      'ip addr add 192.168.1.1/24 dev eth0',
+      'ip link set eth1 up',
+      `hosts: ${JSON.stringify(`${HOSTS_BEFORE}192.168.1.1 server\n192.168.1.2 client\n`)}`,
+    ]);
   });
 
-  test('NICs are named by their index, not their position', () => {
-    assert.equal(
-      tinyProfile.afterBoot({ hostname: 'a', nics: [{ index: 3, address: '10.0.0.2/8' }], hosts: {} }),
-      ["hostname 'a'", 'ip link set eth3 up', "ip addr add '10.0.0.2/8' dev eth3"].join('\n'),
-    );
+  test('a NIC with a MAC of its own, and the NIC to the host with gateway, resolver and a NIC out', () => {
+    const script = tinyProfile.afterBoot({
+      hostname: 'a',
+      nics: [{ index: 3, address: '10.0.0.2/8', mac: '52:54:00:00:00:03' }],
+      hostNic: {
+        index: 4,
+        address: '10.0.2.15/24',
+        gateway: '10.0.2.2',
+        nameserver: '10.0.2.3',
+        outbound: { index: 5, address: '10.0.3.15/24', gateway: '10.0.3.2', nameserver: '10.0.3.3' },
+      },
+      hosts: {},
+    });
+    assert.deepEqual(runInShell(script), [
+      'hostname a',
+      'ip link set eth3 address 52:54:00:00:00:03',
+      'ip link set eth3 up',
+      'ip addr add 10.0.0.2/8 dev eth3',
+      'ip link set eth4 up',
+      'ip addr add 10.0.2.15/24 dev eth4',
+      'ip route add default via 10.0.2.2',
+      'ip link set eth5 up',
+      'ip addr add 10.0.3.15/24 dev eth5',
+      'ip route add default via 10.0.3.2 dev eth5',
+      `hosts: ${JSON.stringify(HOSTS_BEFORE)}`,
+      `resolv.conf: ${JSON.stringify('nameserver 10.0.3.3\n')}`,
+    ]);
   });
 
   test('no NICs and no hosts: only the hostname', () => {
-    assert.equal(tinyProfile.afterBoot({ hostname: 'solo', nics: [], hosts: {} }), "hostname 'solo'");
+    assert.deepEqual(runInShell(tinyProfile.afterBoot({ hostname: 'solo', nics: [], hosts: {} })), [
+      'hostname solo',
+      `hosts: ${JSON.stringify(HOSTS_BEFORE)}`,
+    ]);
   });
 
-  test('a single quote in a hostname, an address or a host name is quoted for the shell', () => {
+  test('a single quote, a space or a semicolon in a value stays one argument: nothing else runs', () => {
     const script = tinyProfile.afterBoot({
       hostname: "it's",
       nics: [{ index: 0, address: "1.2.3.4/24'; reboot; '" }],
       hosts: { "o'brien": "10.0.0.1'" },
     });
-    assert.equal(
-      script,
-      [
-        "hostname 'it'\\''s'",
-        'ip link set eth0 up',
-        "ip addr add '1.2.3.4/24'\\''; reboot; '\\''' dev eth0",
-        "echo '10.0.0.1'\\'' o'\\''brien' >> /etc/hosts",
-      ].join('\n'),
-    );
+    assert.deepEqual(runInShell(script), [
+      "hostname it's",
+      'ip link set eth0 up',
+      "ip addr add 1.2.3.4/24'; reboot; ' dev eth0",
+      `hosts: ${JSON.stringify(`${HOSTS_BEFORE}10.0.0.1' o'brien\n`)}`,
+    ]);
   });
 });
 
 describe('tiny profile: afterRestore', () => {
-  test('hostname undefined: clock and entropy only, no hostname line', () => {
-    const script = tinyProfile.afterRestore(restore());
-    assert.equal(
-      script,
-      ['date -s @1700000000 > /dev/null', `printf '%s' ${ENTROPY} > /dev/urandom`].join('\n'),
-    );
-    assert.doesNotMatch(script, /hostname/);
+  test('hostname undefined: clock and entropy only, no hostname', () => {
+    assert.deepEqual(runInShell(tinyProfile.afterRestore(restore())), [
+      'date -s @1700000000',
+      `hosts: ${JSON.stringify(HOSTS_BEFORE)}`,
+      `urandom: ${JSON.stringify(ENTROPY)}`,
+    ]);
   });
 
-  test('golden: a new hostname, one renumbered NIC, entropy, clock and hosts', () => {
+  test('a new hostname, one renumbered NIC, entropy, clock and hosts', () => {
     const script = tinyProfile.afterRestore(
       restore({
         hostname: 'clone-1',
@@ -84,21 +144,17 @@ describe('tiny profile: afterRestore', () => {
         hosts: { server: '192.168.1.1', 'clone-1': '192.168.2.3' },
       }),
     );
-    assert.equal(
-      script,
-      [
-        'date -s @1712345678 > /dev/null',
-        "hostname 'clone-1'",
-        "printf '%s' deadbeef > /dev/urandom",
-        'ip link set eth1 down',
-        'ip link set eth1 address 52:54:00:12:34:56',
-        'ip addr flush dev eth1',
-        "ip addr add '192.168.2.3/24' dev eth1",
-        'ip link set eth1 up',
-        "echo '192.168.1.1 server' >> /etc/hosts",
-        "echo '192.168.2.3 clone-1' >> /etc/hosts",
-      ].join('\n'),
-    );
+    assert.deepEqual(runInShell(script), [
+      'date -s @1712345678',
+      'hostname clone-1',
+      'ip link set eth1 down',
+      'ip link set eth1 address 52:54:00:12:34:56',
+      'ip addr flush dev eth1',
+      'ip addr add 192.168.2.3/24 dev eth1',
+      'ip link set eth1 up',
+      `hosts: ${JSON.stringify(`${HOSTS_BEFORE}192.168.1.1 server\n192.168.2.3 clone-1\n`)}`,
+      `urandom: ${JSON.stringify('deadbeef')}`,
+    ]);
   });
 
   test('two renumbered NICs, in the order given', () => {
@@ -110,38 +166,60 @@ describe('tiny profile: afterRestore', () => {
         ],
       }),
     );
-    const lines = script.split('\n');
-    assert.equal(lines.length, 2 + 5 * 2);
-    assert.deepEqual(lines.slice(2), [
+    assert.deepEqual(runInShell(script).slice(1, -2), [
       'ip link set eth2 down',
       'ip link set eth2 address 52:54:00:00:00:22',
       'ip addr flush dev eth2',
-      "ip addr add '10.0.2.5/24' dev eth2",
+      'ip addr add 10.0.2.5/24 dev eth2',
       'ip link set eth2 up',
       'ip link set eth0 down',
       'ip link set eth0 address 52:54:00:00:00:00',
       'ip addr flush dev eth0',
-      "ip addr add '10.0.0.5/24' dev eth0",
+      'ip addr add 10.0.0.5/24 dev eth0',
       'ip link set eth0 up',
     ]);
   });
 
   test('an empty hostname is still set (only undefined means unchanged)', () => {
-    assert.equal(tinyProfile.afterRestore(restore({ hostname: '' })).split('\n')[1], "hostname ''");
+    assert.equal(runInShell(tinyProfile.afterRestore(restore({ hostname: '' })))[1], 'hostname ');
+  });
+});
+
+describe('debian profile', () => {
+  test('after boot: /etc/hostname, and the name on 127.0.1.1 in place of the old one', () => {
+    const script = debianProfile.afterBoot({ hostname: 'web', nics: [], hosts: { db: '10.0.0.2' } });
+    assert.deepEqual(runInShell(script), [
+      'hostname web',
+      `hosts: ${JSON.stringify('127.0.0.1 localhost\n10.0.0.2 db\n127.0.1.1\tweb\n')}`,
+      `hostname-file: ${JSON.stringify('web\n')}`,
+    ]);
   });
 
-  test('a single quote in the hostname and a renumbered address is quoted for the shell', () => {
-    const script = tinyProfile.afterRestore(
-      restore({
-        hostname: "x'y",
-        renumber: [{ index: 0, address: "10.0.0.9/24'", mac: '52:54:00:00:00:09' }],
-        hosts: { "x'y": '10.0.0.9' },
-      }),
+  test('after restore: /etc/hostname only when the hostname changed', () => {
+    assert.ok(!runInShell(debianProfile.afterRestore(restore())).some((line) => line.startsWith('hostname')));
+    assert.ok(
+      runInShell(debianProfile.afterRestore(restore({ hostname: 'c' }))).includes(`hostname-file: "c\\n"`),
     );
-    const lines = script.split('\n');
-    assert.equal(lines[1], "hostname 'x'\\''y'");
-    assert.equal(lines[6], "ip addr add '10.0.0.9/24'\\''' dev eth0");
-    assert.equal(lines.at(-1), "echo '10.0.0.9 x'\\''y' >> /etc/hosts");
+  });
+});
+
+describe('guest/profiles/setup.sh', () => {
+  test('an unknown step or one with too few fields fails with status 2, naming it', () => {
+    const setup = tinyProfile.afterBoot({ hostname: 'x', nics: [], hosts: {} });
+    const body = setup.slice(setup.indexOf('\n') + 1);
+    for (const [args, said] of [
+      ["'flood' 'x'", /unknown step flood/],
+      ["'nic' '0'", /nic: needs 3 fields, got 1/],
+    ] as const) {
+      assert.throws(
+        () => execFileSync('/bin/sh', ['-c', `set -- ${args}\n${body}`], { stdio: 'pipe' }),
+        (error: { status: number; stderr: Buffer }) => {
+          assert.equal(error.status, 2);
+          assert.match(error.stderr.toString(), said);
+          return true;
+        },
+      );
+    }
   });
 });
 

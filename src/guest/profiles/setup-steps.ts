@@ -1,0 +1,41 @@
+import { guestScript } from './commands.js';
+import type { BootSetup, RestoreSetup } from './profile.js';
+
+/**
+ * The set-up after a boot or a restore as the steps of guest/profiles/setup.sh: the script is the
+ * guest knowledge, this only lists what it is told.
+ */
+
+/** A freshly booted guest's steps: hostname, NICs, the NIC to the host and out, hosts lines. */
+export function bootSteps({ hostname, nics, hostNic, hosts }: BootSetup): string[] {
+  const steps = ['hostname', hostname];
+  for (const nic of nics) steps.push('nic', String(nic.index), nic.mac ?? '', nic.address ?? '');
+  if (hostNic) {
+    steps.push(
+      'hostnic',
+      String(hostNic.index),
+      hostNic.address,
+      hostNic.gateway ?? '',
+      hostNic.nameserver ?? '',
+    );
+    const out = hostNic.outbound;
+    if (out) steps.push('outbound', String(out.index), out.address, out.gateway, out.nameserver);
+  }
+  return [...steps, ...hostSteps(hosts)];
+}
+
+/** A restored guest's steps: clock, hostname if it changed, entropy, renumbered NICs, hosts lines. */
+export function restoreSteps(setup: RestoreSetup): string[] {
+  const steps = ['clock', String(setup.clockSeconds)];
+  if (setup.hostname !== undefined) steps.push('hostname', setup.hostname);
+  steps.push('entropy', setup.entropyHex);
+  for (const nic of setup.renumber) steps.push('renumber', String(nic.index), nic.mac, nic.address);
+  return [...steps, ...hostSteps(setup.hosts)];
+}
+
+function hostSteps(hosts: Record<string, string>): string[] {
+  return Object.entries(hosts).flatMap(([host, address]) => ['host', address, host]);
+}
+
+/** The script that runs `steps` in the guest. */
+export const setupScript = (steps: string[]): string => guestScript('setup.sh', steps);
