@@ -8,7 +8,16 @@ import type { DetachedVmms } from './detached.js';
 import type { Accel, VmmSpec } from './vmm-spec.js';
 
 export type { VmmControl, VmmEvent, VmmMonitor, WriteStateOptions } from './control.js';
-export type { Accel, FirmwareBoot, HostNicSpec, NicSpec, VmmSpec } from './vmm-spec.js';
+export type {
+  Accel,
+  FirmwareBoot,
+  HostNicSpec,
+  NicSpec,
+  OutboundNicSpec,
+  ReadOnlyDiskSpec,
+  ServiceNicSpec,
+  VmmSpec,
+} from './vmm-spec.js';
 
 /**
  * What a VMM backend can do. vmkit checks these before it asks, so a missing feature fails at
@@ -139,6 +148,13 @@ export interface Backend {
     command(): string;
     /** What to tell a user who does not have it, with how to install it. */
     missing(): string;
+  };
+  /** The VMM's own filter of system calls (VmmSpec.sandbox), where it has one. */
+  readonly sandbox?: {
+    /** What it is and what it denies, as reports name it. */
+    readonly description: string;
+    /** Whether this host's VMM program can apply it (found once per runtime). */
+    available(runtime: Runtime): Promise<boolean>;
   };
   /**
    * Set by a backend whose guests are simulated (the mock): its machines get this image (nothing

@@ -1,4 +1,5 @@
 import type { Runtime } from '../runtime/runtime.js';
+import type { OutboundNet } from './outbound/launch.js';
 
 /** An accelerator a VMM runs guests with: hardware (KVM) or software emulation (TCG). */
 export type Accel = 'kvm' | 'tcg';
@@ -20,6 +21,46 @@ export interface HostNicSpec {
   outboundMac?: string;
   /** Guest address and port that lead to a TCP port on the host's loopback. */
   services: Array<{ guestAddress: string; port: number; hostPort: number }>;
+}
+
+/**
+ * A NIC of user-mode networking that reaches nothing: no address beyond the host, not the host
+ * itself, except that, where `endpoint` is set, each TCP connection the guest opens to
+ * `endpoint.address:port` runs `command` on the host, its standard input and output the connection
+ * (a fleet instance's metadata endpoint).
+ */
+export interface ServiceNicSpec {
+  /** A short name, unique in the machine: the VMM names the NIC's parts after it. */
+  id: string;
+  mac: string;
+  /** The NIC's network, e.g. "169.254.169.0/24", and the host's address in it. */
+  subnet: string;
+  hostAddress: string;
+  endpoint?: {
+    address: string;
+    port: number;
+    /** Run without a shell, one process per connection: program and arguments. */
+    command: string[];
+  };
+}
+
+/** A disk image the guest can read but not write. */
+export interface ReadOnlyDiskSpec {
+  /** A short name, unique in the machine. */
+  id: string;
+  path: string;
+  format: 'raw' | 'qcow2';
+}
+
+/**
+ * A NIC out to the network beyond the host but not to the host itself: user-mode networking
+ * behind vmkit's filtering relay (`backends/outbound/`), whose sockets are in the state folder.
+ * The caller starts the relay for the same `net` before the VMM (a detached VMM's relay is
+ * detached too). A machine's own NIC out is `HostNicSpec.internet`; a spec has one or the other.
+ */
+export interface OutboundNicSpec {
+  mac: string;
+  net: OutboundNet;
 }
 
 /** How a machine without direct kernel boot starts: its firmware and the media it boots from. */
@@ -58,6 +99,18 @@ export interface VmmSpec {
   memory: { path: string; share: boolean };
   /** qcow2 images, attached as virtio disks in order (/dev/vda, /dev/vdb, ...). */
   disks: string[];
+  /**
+   * Devices after those above, in this order as the guest sees them: NICs after the switch NICs
+   * and the host NIC, `serviceNics` then `outbound`; disks after `disks`, `readOnlyDisks`.
+   */
+  serviceNics?: ServiceNicSpec[];
+  readOnlyDisks?: ReadOnlyDiskSpec[];
+  outbound?: OutboundNicSpec;
+  /**
+   * Apply the VMM's filter of system calls (`Backend.sandbox`): it may not use obsolete calls or
+   * change its scheduling or resource limits, but may still start processes (`endpoint` commands).
+   */
+  sandbox?: boolean;
   /** Start paused, waiting for saved state to be loaded (a restore). */
   incoming?: boolean;
   /** Start with the guest's CPUs stopped, until `resume()` (to attach to its console first). */

@@ -13,7 +13,8 @@ import {
   userNamespaceUnavailable,
 } from './vmm/jail.js';
 import { instanceDir, liveRamPath, vmGroups, vmProcesses } from './vmm/vm.js';
-import { qemuHasSandbox } from './vmm/vmm-options.js';
+import { noSandbox, sandboxAvailable } from './vmm/vmm-options.js';
+import { fleetBackend } from './vmm/vmms.js';
 
 /** The resident memory of a process, in KiB, from /proc; 0 when it is gone. */
 export function residentKiB(pid: number): number {
@@ -76,9 +77,9 @@ export async function nodeInfo(fleet: Fleet) {
       groups.warnings.length > 0
         ? `not all applied (each instance's warnings say so too): ${groups.warnings.join('; ')}`
         : `applied: memory, cpu and pids per VMM, each in a group of its own (${groups.vmmGroups})`,
-    sandbox: (await qemuHasSandbox(fleet.runtime))
-      ? "QEMU's seccomp sandbox (-sandbox on, obsolete and resourcecontrol denied)"
-      : 'not applied: this QEMU has no seccomp sandbox',
+    sandbox: (await sandboxAvailable(fleet.runtime))
+      ? `applied: ${fleetBackend().sandbox?.description}`
+      : `not applied: ${noSandbox()}`,
     jail: jailInfo(fleet),
     fleetDir: fleet.dir,
     vmkitVersion: '0.1.0',

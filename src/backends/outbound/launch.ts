@@ -33,7 +33,7 @@ export const MACHINE_OUTBOUND: OutboundNet = {
 
 /** The relay's sockets in the VMM's folder (QEMU connects to both), and its log. */
 export const OUTBOUND_SOCKET = 'out.sock';
-const SLIRP_SOCKET = 'out-slirp.sock';
+export const SLIRP_SOCKET = 'out-slirp.sock';
 export const OUTBOUND_LOG = 'outbound.log';
 
 /** The relay's command line for a VMM folder; it names the folder (its sockets). */
@@ -49,36 +49,6 @@ export function relayCommand(
     net.nameserver,
     ...(uid === undefined ? [] : [String(uid)]),
   ]);
-}
-
-/**
- * QEMU's NIC out with MAC `mac` (netdev ids prefixed `prefix`): the guest's side a stream to the
- * relay; a user-mode network with restrict=off, IPv6 off (its host address fec0::2 would be the
- * host's ::1), joined by a hub of two ports to a second stream to the relay.
- */
-export function outboundArgs(
-  prefix: string,
-  dir: string,
-  net: OutboundNet,
-  mac: string,
-  hubId: number,
-): string[] {
-  const stream = (id: string, file: string) =>
-    `stream,id=${id},server=off,addr.type=unix,addr.path=${join(dir, file).replaceAll(',', ',,')}`;
-  return [
-    '-netdev',
-    stream(prefix, OUTBOUND_SOCKET),
-    '-device',
-    `virtio-net-pci,netdev=${prefix},mac=${mac},id=${prefix}nic`,
-    '-netdev',
-    `user,id=${prefix}slirp,net=${net.subnet},host=${net.gateway},dns=${net.nameserver},ipv6=off,restrict=off`,
-    '-netdev',
-    stream(`${prefix}back`, SLIRP_SOCKET),
-    '-netdev',
-    `hubport,id=${prefix}hub0,hubid=${hubId},netdev=${prefix}slirp`,
-    '-netdev',
-    `hubport,id=${prefix}hub1,hubid=${hubId},netdev=${prefix}back`,
-  ];
 }
 
 export interface RelayProcess {

@@ -1,6 +1,8 @@
 import { join } from 'node:path';
+import { ConfigError } from '../../errors.js';
 import type { FirmwareBoot, VmmSpec } from '../backend.js';
-import { MACHINE_OUTBOUND, outboundArgs } from '../outbound/launch.js';
+import { MACHINE_OUTBOUND } from '../outbound/launch.js';
+import { opt, outboundArgs, readOnlyDiskArgs, SANDBOX_ARGS, serviceNicArgs } from './devices.js';
 
 /** Socket file names inside a machine's state folder: short, since the path limit is 107 bytes. */
 export const SOCKETS = {
@@ -17,9 +19,6 @@ export const HOST_NETDEV = 'hostnet';
 
 /** The hub that joins the NIC out's slirp to its relay (switch NICs without a switch use 1000+). */
 const OUTBOUND_HUB = 3000;
-
-/** A value inside a QEMU option string, where a comma must be doubled. */
-const opt = (value: string) => value.replaceAll(',', ',,');
 
 /** The QEMU command line for a spec, as an argument vector. */
 export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): string[] {
@@ -97,7 +96,25 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
   if (spec.incoming) options.push(['-incoming', 'defer']);
   if (spec.paused) options.push(['-S']);
   const args = options.flatMap(([flag, value]) => (value === undefined ? [flag] : [flag, value]));
-  return [...args, ...(spec.extraArgs ?? [])];
+  return [...args, ...laterDevices(spec), ...(spec.extraArgs ?? [])];
+}
+
+/**
+ * Service NICs, read-only disks, the NIC out and the sandbox, after everything else (where the
+ * fleet's instances, whose saved states know their devices, have always had them).
+ */
+function laterDevices(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): string[] {
+  if (spec.outbound && spec.hostNic?.internet) {
+    throw new ConfigError(`${spec.name}: a NIC out (outbound) and a host NIC with internet access: one only`);
+  }
+  return [
+    ...(spec.serviceNics ?? []).flatMap(serviceNicArgs),
+    ...(spec.readOnlyDisks ?? []).flatMap(readOnlyDiskArgs),
+    ...(spec.outbound
+      ? outboundArgs('out', spec.stateDir, spec.outbound.net, spec.outbound.mac, OUTBOUND_HUB)
+      : []),
+    ...(spec.sandbox ? SANDBOX_ARGS : []),
+  ];
 }
 
 type BootDevice = FirmwareBoot['order'][number];

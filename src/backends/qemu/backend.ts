@@ -4,6 +4,7 @@ import { runTool } from '../../util/exec.js';
 import type { Backend, VmmSpec } from '../backend.js';
 import { qemuDetached } from './detached.js';
 import { QEMU_MISSING, QemuProcess, qemuBinary } from './process.js';
+import { qemuHasSandbox, SANDBOX_DESCRIPTION } from './sandbox.js';
 
 /** QEMU: the backend that runs everywhere, under KVM or software emulation (TCG). */
 export const qemuBackend: Backend = {
@@ -26,6 +27,7 @@ export const qemuBackend: Backend = {
   launch: (spec: VmmSpec) => QemuProcess.launch(qemuBackend, spec),
   detached: qemuDetached,
   program: { command: qemuBinary, missing: () => QEMU_MISSING },
+  sandbox: { description: SANDBOX_DESCRIPTION, available: qemuHasSandbox },
 };
 
 /** QEMU's own version line; snapshots record it because migration streams are only safe between equal versions. */

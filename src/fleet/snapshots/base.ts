@@ -30,7 +30,7 @@ import {
   type VmLayout,
   withVm,
 } from '../vmm/vm.js';
-import { METADATA_NIC_ADDRESS, metadataDevice, OUTBOUND_NIC } from '../vmm/vmm-options.js';
+import { METADATA_NIC_ADDRESS, metadataNic, OUTBOUND_NIC } from '../vmm/vmm-options.js';
 import { baseRuns } from './delta.js';
 
 /**
@@ -129,7 +129,7 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       dir,
       tenant: pool.tenant,
       mac: macAddress(`fleet/${pool.tenant}/${pool.id}`, 'base'),
-      metadataArgs: metadataDevice(`fleet/${pool.tenant}/${pool.id}/base`),
+      metadataNic: metadataNic(`fleet/${pool.tenant}/${pool.id}/base`),
       outbound: tenant.outbound,
       uid: vmmUid(tenant, ctx.runtime),
     };

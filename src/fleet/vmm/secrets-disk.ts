@@ -1,5 +1,6 @@
 import { renameSync } from 'node:fs';
 import { join } from 'node:path';
+import type { ReadOnlyDiskSpec } from '../../backends/backend.js';
 import { ConfigError } from '../../errors.js';
 import { writeFreshFile } from '../../util/files.js';
 
@@ -32,8 +33,9 @@ export function writeSecretsDisk(dir: string, secrets: Record<string, string> = 
   renameSync(partial, secretsDiskPath(dir));
 }
 
-/** The QEMU arguments that attach the folder's secrets disk, read-only, after the data disk. */
-export function secretsDriveArgs(dir: string): string[] {
-  const path = secretsDiskPath(dir).replaceAll(',', ',,');
-  return ['-drive', `file=${path},if=virtio,format=raw,readonly=on,id=secrets`];
-}
+/** The folder's secrets disk, read-only, attached after the data disk. */
+export const secretsDisk = (dir: string): ReadOnlyDiskSpec => ({
+  id: 'secrets',
+  path: secretsDiskPath(dir),
+  format: 'raw',
+});

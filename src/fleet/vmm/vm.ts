@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseAccel } from '../../backends/accel.js';
+import type { ServiceNicSpec } from '../../backends/backend.js';
 import { ConfigError, ImageError } from '../../errors.js';
 import { listImages } from '../../images/build.js';
 import type { BootImage } from '../../images/types.js';
@@ -33,9 +34,9 @@ import { jailed, jailWarnings, prepareJail, vmmUid } from './jail.js';
 import { removeMetadataDocument } from './metadata.js';
 import { startRelayDetached, stopRelay } from './outbound.js';
 import { ensureRecordsDir, recordsDir, vmmFiles, writeRecordFile } from './records.js';
-import { secretsDriveArgs } from './secrets-disk.js';
+import { secretsDisk } from './secrets-disk.js';
 import { withVm } from './vm-control.js';
-import { metadataNic, NO_SANDBOX, outboundNic, qemuHasSandbox, SANDBOX_ARGS } from './vmm-options.js';
+import { metadataNic, noSandbox, outboundNic, sandboxAvailable } from './vmm-options.js';
 import { fleetVmms } from './vmms.js';
 
 /**
@@ -234,8 +235,8 @@ export interface VmLayout {
   dir: string;
   tenant: string;
   mac: string;
-  /** The metadata NIC's QEMU arguments (the same device for every layout, its backend differs). */
-  metadataArgs: string[];
+  /** The metadata NIC (the same device for every layout; only an instance's has an endpoint). */
+  metadataNic: ServiceNicSpec;
   /** A third NIC with outbound access (the tenant's choice, so the same for its pools' bases). */
   outbound: boolean;
   /** The tenant's uid the VMM runs as in its jail; undefined where it cannot be jailed. */
@@ -253,7 +254,7 @@ export async function launchVm(
   reads: string[] = [],
 ): Promise<DetachedRecord> {
   const accel = await chooseAccel('auto', ctx.runtime);
-  const sandbox = await qemuHasSandbox(ctx.runtime);
+  const sandbox = await sandboxAvailable(ctx.runtime);
   const ram = liveRamPath(layout.dir);
   if (!incoming) {
     rmSync(ram, { force: true });
@@ -291,12 +292,10 @@ export async function launchVm(
         nics: [{ socketPath: switchSocket(switchDir), mac: layout.mac }],
         memory: { path: ram, share: true },
         disks: [...(image.disk ? [rootDiskPath(layout.dir)] : []), dataDiskPath(layout.dir)],
-        extraArgs: [
-          ...layout.metadataArgs,
-          ...secretsDriveArgs(layout.dir),
-          ...(layout.outbound ? outboundNic(layout.name, layout.dir) : []),
-          ...(sandbox ? SANDBOX_ARGS : []),
-        ],
+        serviceNics: [layout.metadataNic],
+        readOnlyDisks: [secretsDisk(layout.dir)],
+        ...(layout.outbound ? { outbound: outboundNic(layout.name) } : {}),
+        sandbox,
         incoming,
         startTimeoutMs: 30_000,
       },
@@ -313,7 +312,7 @@ export const instanceLayout = (ctx: VmContext, instance: Instance, tenant: Tenan
   dir: instanceDir(ctx.fleetDir, instance.seq),
   tenant: instance.tenant,
   mac: instance.mac,
-  metadataArgs: metadataNic(instanceDir(ctx.fleetDir, instance.seq), instance.path),
+  metadataNic: metadataNic(`fleet/${instance.path}`, instanceDir(ctx.fleetDir, instance.seq)),
   outbound: tenant.outbound,
   uid: vmmUid(tenant, ctx.runtime),
 });
@@ -325,7 +324,7 @@ export async function settleVm(
   record: DetachedRecord,
   pool: Pool,
 ): Promise<string[]> {
-  const sandbox = (await qemuHasSandbox(ctx.runtime)) ? [] : [NO_SANDBOX];
+  const sandbox = (await sandboxAvailable(ctx.runtime)) ? [] : [noSandbox()];
   return [...limitVm(dir, record, pool), ...sandbox, ...jailWarnings(ctx.runtime)];
 }
 
