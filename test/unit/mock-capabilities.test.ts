@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { detachedVmms } from '../../src/backends/index.js';
 import {
   type Backend,
   backendNamed,
@@ -10,7 +11,6 @@ import {
   requireCapability,
   startMachine,
 } from '../../src/index.js';
-import { detachedVmms } from '../../src/backends/index.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 
 /**
