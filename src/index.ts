@@ -98,7 +98,13 @@ export {
   STATES,
   TRANSITIONS,
 } from './fleet/state/lifecycle.js';
-export type { Instance, Pool, PoolInput, Tenant, TenantInput } from './fleet/state/model.js';
+export type {
+  Instance,
+  Pool as FleetPool,
+  PoolInput as FleetPoolInput,
+  Tenant,
+  TenantInput,
+} from './fleet/state/model.js';
 export { GUEST_READ_SECRETS } from './fleet/vmm/secrets-disk.js';
 export type { GuestProfile } from './guest/profiles/index.js';
 export type { Readiness } from './guest/readiness.js';
@@ -156,7 +162,7 @@ export type { SyncMethod } from './project/sync-vm.js';
 export { Runtime, type RuntimeOptions } from './runtime/runtime.js';
 export type { SnapshotManifest } from './snapshot/manifest.js';
 export type { RestoreOptions } from './snapshot/restore.js';
-export type { ForkOptions, PoolOptions, RestorePool } from './snapshot/snapshot.js';
+export type { ClonePool, ClonePoolOptions, ForkOptions } from './snapshot/snapshot.js';
 export { forkMachines, restoreMachine, type Snapshot, type SnapshotOptions } from './snapshot/snapshot.js';
 export {
   listSnapshots,

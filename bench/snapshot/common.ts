@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import {
   type Machine,
   type RestoreOptions,
-  type RestorePool,
+  type ClonePool,
   restoreMachine,
   type Snapshot,
   startMachine,
@@ -21,7 +21,7 @@ const COMMAND_TIMEOUT_MS = 30_000;
 // (machines are closed by lib.ts).
 
 const snapshotDirs = new Set<string>();
-const pools = new Set<RestorePool>();
+const pools = new Set<ClonePool>();
 /** Set while a suite runs: its snapshots are the store's entries named <slug>.<machine>-<hash>. */
 let suiteSnapshots: { root: string; slug: string } | undefined;
 
@@ -43,12 +43,12 @@ export async function closePools(): Promise<void> {
   pools.clear();
 }
 
-export function trackPool(pool: RestorePool): RestorePool {
+export function trackPool(pool: ClonePool): ClonePool {
   pools.add(pool);
   return pool;
 }
 
-export async function closePool(pool: RestorePool): Promise<void> {
+export async function closePool(pool: ClonePool): Promise<void> {
   await pool.close();
   pools.delete(pool);
 }

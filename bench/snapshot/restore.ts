@@ -2,7 +2,7 @@
 // command, and restore from a warm pool (pool.take()) to first command.
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { RestorePool, Snapshot } from 'vmkit';
+import type { ClonePool, Snapshot } from 'vmkit';
 import { adoptMachine, closeMachine, log, round } from '../lib.js';
 import { boot, closePool, firstCommand, qemuCpuMs, restore, restoreOptions, trackPool } from './common.js';
 import { bootedRamMatcher, type Memory, measureMemory } from './memory.js';
@@ -117,7 +117,7 @@ interface PooledSample {
 
 /** A pool of one, and when it last started restoring a clone. */
 class WarmPool {
-  readonly pool: RestorePool;
+  readonly pool: ClonePool;
   private refillStarted = performance.now();
 
   constructor(snapshot: Snapshot) {

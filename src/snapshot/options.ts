@@ -30,7 +30,7 @@ export interface ForkOptions extends Omit<RestoreOptions, 'name'> {
   names?: string[];
 }
 
-export interface PoolOptions extends Omit<RestoreOptions, 'name' | 'signal'> {
+export interface ClonePoolOptions extends Omit<RestoreOptions, 'name' | 'signal'> {
   /** How many restored clones to keep ready (default 1). */
   size?: number;
   /** Clone names are <prefix>-1, <prefix>-2, ...; default the snapshot's source machine. */
@@ -78,5 +78,5 @@ export const parseRestoreOptions = (options: unknown): RestoreOptions =>
 export const parseForkOptions = (options: unknown): ForkOptions =>
   parseInput(forkOptions, options ?? {}, 'fork options') as ForkOptions;
 
-export const parsePoolOptions = (options: unknown): PoolOptions =>
-  parseInput(poolOptions, options ?? {}, 'pool options') as PoolOptions;
+export const parseClonePoolOptions = (options: unknown): ClonePoolOptions =>
+  parseInput(poolOptions, options ?? {}, 'pool options') as ClonePoolOptions;

@@ -4,16 +4,16 @@ import type { Machine } from '../machine/machine.js';
 import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
 import {
   type ForkOptions,
-  type PoolOptions,
+  type ClonePoolOptions,
   parseForkOptions,
-  parsePoolOptions,
+  parseClonePoolOptions,
   type RestoreOptions,
 } from './options.js';
 import { restoreFrom } from './restore.js';
 import { takeSnapshot } from './take.js';
 
 export type { SnapshotOptions } from '../machine/internals.js';
-export type { ForkOptions, PoolOptions, RestoreOptions } from './options.js';
+export type { ForkOptions, ClonePoolOptions, RestoreOptions } from './options.js';
 
 // machine.snapshot() hands out what this layer's taker makes: a Snapshot.
 declare module '../machine/internals.js' {
@@ -46,9 +46,9 @@ export class Snapshot implements SnapshotRecord {
     return forkClones(this, count, options);
   }
 
-  /** Clones restored ahead of demand: see RestorePool. */
-  pool(options: PoolOptions = {}): RestorePool {
-    return new RestorePool(this, options);
+  /** Clones restored ahead of demand: see ClonePool. */
+  pool(options: ClonePoolOptions = {}): ClonePool {
+    return new ClonePool(this, options);
   }
 }
 
@@ -111,18 +111,18 @@ export async function forkClones(
  * out at once and the emulator's warm-up after a restore is already paid. Every clone gets the
  * same options: give networks only when clones may share them (no fixed addresses).
  */
-export class RestorePool implements AsyncDisposable {
+export class ClonePool implements AsyncDisposable {
   private readonly ready: Array<Promise<Machine>> = [];
   private readonly aborter = new AbortController();
   private count = 0;
   private closed = false;
-  private readonly options: PoolOptions;
+  private readonly options: ClonePoolOptions;
 
   constructor(
     readonly snapshot: Snapshot,
-    options: PoolOptions = {},
+    options: ClonePoolOptions = {},
   ) {
-    this.options = parsePoolOptions(options);
+    this.options = parseClonePoolOptions(options);
     const size = this.options.size ?? 1;
     for (let i = 0; i < size; i++) this.ready.push(this.restoreOne());
   }
