@@ -38,7 +38,10 @@ async function run(args: string[], expect: 0 | 1 | 2, input?: string): Promise<R
 
 const json = async (args: string[]) => JSON.parse((await run([...args, '--json'], 0)).stdout) as unknown;
 
-describe('the fleet CLI, command by command', { skip: lacks('snapshot'), timeout: 1_500_000 }, () => {
+describe('the fleet CLI, command by command', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 1_500_000,
+}, () => {
   let instance = '';
 
   before(() => {

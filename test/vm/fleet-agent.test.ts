@@ -70,7 +70,10 @@ function assertConverged(fleet: Fleet, want: Record<string, number>): void {
   assert.deepEqual(running, want);
 }
 
-describe('the fleet agent on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, () => {
+describe('the fleet agent on tiny guests', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 900_000,
+}, () => {
   let server: AgentServer;
   let client: AgentClient;
   let fleet: Fleet;

@@ -56,7 +56,10 @@ const document = (image: unknown, extra: unknown[] = []): DesiredDocument =>
 const actions = (report: ReconcileReport) =>
   report.phases.flatMap((p) => p.actions.map((a) => `${a.phase}:${a.action}:${a.target}:${a.outcome}`));
 
-describe('recipe pools built in builder VMs', { skip: lacks('snapshot'), timeout: 1_500_000 }, () => {
+describe('recipe pools built in builder VMs', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 1_500_000,
+}, () => {
   let fleet: Fleet;
   let cache: string;
   const savedCacheEnv = process.env.VMKIT_CACHE_DIR;

@@ -15,7 +15,10 @@ const dir = mkdtempSync('/tmp/vmkit-fexec-');
 const paths = ['alpha/web/e1', 'alpha/web/e2'];
 const echo = (i: number) => ['sh', '-c', `echo ${i}`];
 
-describe('concurrent exec on fleet instances', { skip: lacks('snapshot'), timeout: 600_000 }, () => {
+describe('concurrent exec on fleet instances', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 600_000,
+}, () => {
   let fleet: Fleet;
 
   before(async () => {

@@ -29,7 +29,7 @@ const fleetArgs = ['fleet', '--fleet-dir', dir];
 const path = 't/p/i1';
 
 describe('a tenant uid forging what root acts on', {
-  skip: (!asRoot && 'the jail (a tenant uid) needs root') || lacks('snapshot'),
+  skip: (!asRoot && 'the jail (a tenant uid) needs root') || lacks('detached') || lacks('snapshot'),
   timeout: 600_000,
 }, () => {
   let fleet: Fleet;

@@ -32,7 +32,7 @@ const POINTS = {
 } as const;
 
 describe('fleet repair after kill -9 at every step boundary', {
-  skip: lacks('snapshot'),
+  skip: lacks('detached') || lacks('snapshot'),
   timeout: 1_800_000,
 }, () => {
   let fleet: Fleet;

@@ -28,7 +28,7 @@ const userEnv = asRoot
 
 /** Why this test cannot run here, or false. */
 function skipReason(): string | false {
-  const missing = lacks('snapshot');
+  const missing = lacks('detached') || lacks('snapshot');
   if (missing) return missing;
   if (asRoot) return userUid === undefined ? 'no user cloudsdk to run as' : false;
   return describeGroups().warnings.length === 0 ? 'cgroups are delegated to this user' : false;

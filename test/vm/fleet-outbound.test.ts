@@ -22,7 +22,7 @@ const relays = (folder: string) =>
     .map((record) => record.pid)
     .filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('outbound/host'));
 
-describe('fleet outbound access and the host', { skip: lacks('snapshot') }, () => {
+describe('fleet outbound access and the host', { skip: lacks('detached') || lacks('snapshot') }, () => {
   let fleet: Fleet;
   let server: Server;
   let port: number;

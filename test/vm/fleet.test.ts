@@ -85,7 +85,7 @@ function assertConsistent(fleet: Fleet): void {
   }
 }
 
-describe('fleet on tiny guests', { skip: lacks('snapshot'), timeout: 900_000 }, () => {
+describe('fleet on tiny guests', { skip: lacks('detached') || lacks('snapshot'), timeout: 900_000 }, () => {
   let fleet: Fleet;
   /** Every cgroup a VMM of this fleet was put in. */
   const groupsSeen = new Set<string>();

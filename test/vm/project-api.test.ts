@@ -31,7 +31,10 @@ after(async () => {
   rmSync(project, { recursive: true, force: true });
 });
 
-describe('project VMs through the public API', { skip: lacks('snapshot'), timeout: 600_000 }, () => {
+describe('project VMs through the public API', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 600_000,
+}, () => {
   let vm: ProjectVmHandle;
 
   it('opens the VM of the config around a folder; an unknown VM or a folder without one is a ConfigError', async () => {

@@ -66,7 +66,7 @@ const POINTS = [
 ];
 
 describe('project VM: up killed at each step, then repaired', {
-  skip: lacks('snapshot'),
+  skip: lacks('detached') || lacks('snapshot'),
   timeout: 1_500_000,
 }, () => {
   const synced = new Map<string, string>();

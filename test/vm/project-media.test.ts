@@ -38,7 +38,7 @@ after(async () => {
   rmSync(project, { recursive: true, force: true });
 });
 
-describe('project VMs from media', { skip: lacks('snapshot'), timeout: 900_000 }, () => {
+describe('project VMs from media', { skip: lacks('detached') || lacks('snapshot'), timeout: 900_000 }, () => {
   let systemHash: string;
 
   before(async () => {

@@ -41,7 +41,10 @@ after(async () => {
   rmSync(project, { recursive: true, force: true });
 });
 
-describe('a project VM with sshPort', { skip: lacks('snapshot'), timeout: 1_200_000 }, () => {
+describe('a project VM with sshPort', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 1_200_000,
+}, () => {
   let hostPort = 0;
 
   it('up forwards a host port to the configured guest port, and an SSH server answers there', async (t) => {

@@ -55,7 +55,10 @@ after(async () => {
   rmSync(project, { recursive: true, force: true });
 });
 
-describe('project VMs on a Debian image with sshd', { skip: lacks('snapshot'), timeout: 1_200_000 }, () => {
+describe('project VMs on a Debian image with sshd', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 1_200_000,
+}, () => {
   it('up boots the recipe image; its data disk is /dev/vdb at /work; exec works, exit codes too', async () => {
     const up = await vmkit(['up', 'deb'], 900_000);
     assert.equal(up.code, 0, up.stderr);

@@ -68,7 +68,10 @@ after(async () => {
   rmSync(project, { recursive: true, force: true });
 });
 
-describe('project VMs through the CLI', { skip: lacks('snapshot'), timeout: 600_000 }, () => {
+describe('project VMs through the CLI', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 600_000,
+}, () => {
   it('init writes a starter that loads; bad configs get one line per error, exit 2', async () => {
     const scratch = mkdtempSync('/tmp/vmkit-init-');
     try {
