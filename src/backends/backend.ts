@@ -8,7 +8,7 @@ import type { DetachedVmms } from './detached.js';
 import type { Accel, VmmSpec } from './vmm-spec.js';
 
 export type { VmmControl, VmmEvent, VmmMonitor, WriteStateOptions } from './control.js';
-export type { Accel, FirmwareBoot, HostNicSpec, NicSpec, VmmSpec } from './vmm-spec.js';
+export type { Accel, ExtraDisk, FirmwareBoot, HostNicSpec, NicSpec, VmmSpec } from './vmm-spec.js';
 
 /**
  * What a VMM backend can do. vmkit checks these before it asks, so a missing feature fails at
