@@ -24,8 +24,8 @@ const OUTBOUND_HUB = 3000;
  * given: QEMU creates `-device` disks before the `-drive if=virtio` ones, so without a slot an
  * extra disk would take the root disk's slot and become /dev/vda.
  */
-export const EXTRA_DISK_FIRST_SLOT = 0x18;
-export const MAX_EXTRA_DISKS = 0x20 - EXTRA_DISK_FIRST_SLOT;
+const EXTRA_DISK_FIRST_SLOT = 0x18;
+const MAX_EXTRA_DISKS = 0x20 - EXTRA_DISK_FIRST_SLOT;
 
 /** A value inside a QEMU option string, where a comma must be doubled. */
 const opt = (value: string) => value.replaceAll(',', ',,');
