@@ -126,6 +126,7 @@ export type {
 } from './machine/commands.js';
 export type { MachineConfig } from './machine/config.js';
 export type { CopyFromVmOptions, CopyReport } from './machine/copies.js';
+export type { ExtraDisk } from './machine/extra-disks.js';
 export type { PortForward } from './machine/host-access.js';
 export type { CommandOptions, ExecResult, Machine, WaitOptions } from './machine/machine.js';
 export type { BootDevice, Firmware, SaveDiskOptions, UserMedia } from './machine/media.js';

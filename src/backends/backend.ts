@@ -10,6 +10,7 @@ import type { Accel, VmmSpec } from './vmm-spec.js';
 export type { VmmControl, VmmEvent, VmmMonitor, WriteStateOptions } from './control.js';
 export type {
   Accel,
+  ExtraDisk,
   FirmwareBoot,
   HostNicSpec,
   NicSpec,

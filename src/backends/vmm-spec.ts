@@ -76,6 +76,20 @@ export interface FirmwareBoot {
   uefiVars?: string;
 }
 
+/**
+ * A disk file attached as it is (no overlay), after the machine's own disks: those keep their
+ * names (/dev/vda, ...), and the guest finds this one by its serial
+ * (/dev/disk/by-id/virtio-<serial>).
+ */
+export interface ExtraDisk {
+  path: string;
+  format: 'raw' | 'qcow2';
+  /** The guest cannot write to it (default: it writes to the file in place). */
+  readOnly?: boolean;
+  /** 1 to 20 of letters, digits, '.', '_' and '-'. */
+  serial: string;
+}
+
 /** Everything a backend needs to start one VMM process for a machine. */
 export interface VmmSpec {
   name: string;
@@ -127,6 +141,8 @@ export interface VmmSpec {
   detached?: boolean;
   /** Appended to the generated command line, for callers that know the VMM. */
   extraArgs?: string[];
+  /** Disk files attached as they are, after `disks`, each found in the guest by its serial. */
+  extraDisks?: ExtraDisk[];
   startTimeoutMs: number;
   /** Tracks the process so that it never outlives the run. */
   runtime: Runtime;

@@ -91,9 +91,10 @@ async function buildOnBase(
       timeoutMs: limits.boot,
       commandTimeoutMs: limits.build,
       ...(limits.runtime ? { runtime: limits.runtime } : {}),
-      qemuArgs: [
-        ...attach(target, 'qcow2', 'vmkit-target', 0x18, false),
-        ...attach(transfer, 'raw', 'vmkit-transfer', 0x19, true),
+      // Found inside by their serials; the root disk stays /dev/vda.
+      extraDisks: [
+        { path: target, format: 'qcow2', serial: 'vmkit-target' },
+        { path: transfer, format: 'raw', readOnly: true, serial: 'vmkit-transfer' },
       ],
     });
     progress(`builder VM up in ${((performance.now() - started) / 1000).toFixed(1)} s; applying the recipe`);
@@ -118,20 +119,6 @@ async function buildOnBase(
     builtAt: new Date().toISOString(),
     builder: 'vm',
   };
-}
-
-/**
- * A disk for the builder, found inside by its serial. Its PCI slot is given and high: QEMU creates
- * `-device` disks before the `-drive if=virtio` root disk, so without one the target would take
- * the root's slot, become /dev/vda, and the builder would boot from it.
- */
-function attach(file: string, format: string, serial: string, slot: number, readonly: boolean): string[] {
-  return [
-    '-drive',
-    `file=${file.replaceAll(',', ',,')},format=${format},if=none,id=${serial}${readonly ? ',readonly=on' : ''}`,
-    '-device',
-    `virtio-blk-pci,drive=${serial},serial=${serial},addr=0x${slot.toString(16)}`,
-  ];
 }
 
 /** The transfer disk: debs/, files/<n>, files.sh and run.sh, as ext4 made without mounting. */

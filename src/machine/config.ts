@@ -1,5 +1,5 @@
 import type { Accel } from '../backends/accel.js';
-import type { HostNicSpec } from '../backends/backend.js';
+import type { ExtraDisk, HostNicSpec } from '../backends/backend.js';
 import type { BootImage } from '../images/types.js';
 import type { MediaConfig } from './media.js';
 
@@ -29,6 +29,8 @@ export interface MachineConfig {
   allowReboot?: boolean;
   /** Extra VMM arguments, as given. */
   qemuArgs: string[];
+  /** Disk files attached as they are, after `disks` (absolute paths); absent when none. */
+  extraDisks?: ExtraDisk[];
   /** The NIC to the host (user-mode networking), after the switch NICs; none where the backend has none. */
   hostNic?: HostNicSpec;
   /** Boot media the user brought (then `image` only names them); none for vmkit's images. */
@@ -48,6 +50,8 @@ export function configIdentity(config: MachineConfig, vmmVersion: string) {
     nics: config.nics,
     disks: config.disks.map((disk) => disk.sizeMiB),
     qemuArgs: config.qemuArgs,
+    // Only when there are some, so that the ids of snapshots without any stay as they were.
+    ...(config.extraDisks?.length ? { extraDisks: config.extraDisks } : {}),
     hostNic: config.hostNic ?? null,
     // Only when set, so that the identities (and ids) of snapshots without a screen stay as they were.
     ...(config.display ? { display: true } : {}),

@@ -210,6 +210,7 @@ async function spawnVmm(
       allowReboot: config.allowReboot,
       display: config.display,
       extraArgs: config.qemuArgs,
+      ...(config.extraDisks ? { extraDisks: config.extraDisks } : {}),
       startTimeoutMs: plan.timeoutMs,
       runtime: plan.runtime,
     });

@@ -18,6 +18,7 @@ import {
   timeoutMs,
   wholeNumber,
 } from '../util/validate.js';
+import { type ExtraDisk, extraDisksSchema } from './extra-disks.js';
 import {
   type BootDevice,
   bootOrderSchema,
@@ -69,6 +70,13 @@ export interface MachineOptions {
   networks?: NetworkAttachment[];
   /** Blank qcow2 disks, attached as /dev/vda, /dev/vdb, ... (snapshots include them). */
   disks?: Array<{ sizeMiB: number }>;
+  /**
+   * Disk files you bring, attached as they are after the machine's own disks (which keep
+   * /dev/vda, ...): the guest finds each as /dev/disk/by-id/virtio-<serial>. The guest writes to
+   * the file in place unless `readOnly`; snapshots do not copy them, and a restore attaches the
+   * same files again. At most 8.
+   */
+  extraDisks?: ExtraDisk[];
   /** Lines for /etc/hosts, e.g. { server: "10.0.0.1" }. */
   hosts?: Record<string, string>;
   /** Receives progress lines (boot, accelerator choice, shutdown). */
@@ -174,6 +182,7 @@ export const declaredMachineFields = {
     .array(z.object({ sizeMiB: wholeNumber(1, 16 * 1024 * 1024) }).strict())
     .max(16)
     .optional(),
+  extraDisks: extraDisksSchema.optional(),
   qemuArgs: z.array(z.string({ error: 'must be a string' })).optional(),
   backend: z
     .custom<string | Backend>(

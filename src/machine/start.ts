@@ -17,6 +17,7 @@ import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { createQcow2 } from '../util/qcow2.js';
 import { freePort } from '../util/sockets.js';
 import type { DiskSpec, MachineConfig } from './config.js';
+import { resolveExtraDisks } from './extra-disks.js';
 import { hostNicFor, hostNicSetup, serviceHosts } from './host-network.js';
 import { macAddress, ramFilePath } from './identity.js';
 import type { SnapshotTaker } from './internals.js';
@@ -98,6 +99,7 @@ export async function resolveMachine(input: MachineOptions): Promise<ResolvedMac
     macs: networks.map((_, index) => macAddress(name, index)),
     disks,
     qemuArgs: options.qemuArgs ?? [],
+    ...(options.extraDisks?.length ? { extraDisks: await resolveExtraDisks(options.extraDisks) } : {}),
     ...(options.allowReboot ? { allowReboot: true } : {}),
     ...(options.display ? { display: true } : {}),
     hostNic: backend.capabilities.hostNetwork

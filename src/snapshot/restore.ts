@@ -42,20 +42,7 @@ export async function restoreFrom(
   const profile = profileNamed(manifest.image.profile ?? manifest.image.name);
   const accel = await chooseAccel(options.accel ?? 'auto', runtime);
   const { identity } = manifest;
-  const config: MachineConfig = {
-    backend: identity.backend,
-    image: manifest.image,
-    memoryMiB: identity.memoryMiB,
-    cpus: identity.cpus,
-    accel: identity.accel,
-    nics: identity.nics,
-    macs: manifest.macs,
-    disks: identity.disks.map((sizeMiB) => ({ sizeMiB })),
-    qemuArgs: identity.qemuArgs,
-    hostNic: identity.hostNic ?? undefined,
-    ...(identity.display ? { display: true } : {}),
-    ...((options.allowReboot ?? manifest.allowReboot) ? { allowReboot: true } : {}),
-  };
+  const config = snapshotConfig(manifest, options.allowReboot ?? manifest.allowReboot ?? false);
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
   const { nics, renumber } = cloneIdentities(manifest, name, options.networks ?? []);
   return launchMachine({
@@ -110,6 +97,27 @@ export async function restoreFrom(
     }),
     takeSnapshot,
   });
+}
+
+/** The configuration a snapshot's machine had, for a VMM that its saved state loads into. */
+export function snapshotConfig(manifest: SnapshotManifest, allowReboot: boolean): MachineConfig {
+  const { identity } = manifest;
+  return {
+    backend: identity.backend,
+    image: manifest.image,
+    memoryMiB: identity.memoryMiB,
+    cpus: identity.cpus,
+    accel: identity.accel,
+    nics: identity.nics,
+    macs: manifest.macs,
+    disks: identity.disks.map((sizeMiB) => ({ sizeMiB })),
+    qemuArgs: identity.qemuArgs,
+    // The same files, attached as they were: the saved state expects those devices.
+    ...(identity.extraDisks ? { extraDisks: identity.extraDisks } : {}),
+    hostNic: identity.hostNic ?? undefined,
+    ...(identity.display ? { display: true } : {}),
+    ...(allowReboot ? { allowReboot: true } : {}),
+  };
 }
 
 /**

@@ -3,17 +3,17 @@ import type { SnapshotTaker } from '../machine/internals.js';
 import type { Machine } from '../machine/machine.js';
 import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
 import {
-  type ForkOptions,
   type ClonePoolOptions,
-  parseForkOptions,
+  type ForkOptions,
   parseClonePoolOptions,
+  parseForkOptions,
   type RestoreOptions,
 } from './options.js';
 import { restoreFrom } from './restore.js';
 import { takeSnapshot } from './take.js';
 
 export type { SnapshotOptions } from '../machine/internals.js';
-export type { ForkOptions, ClonePoolOptions, RestoreOptions } from './options.js';
+export type { ClonePoolOptions, ForkOptions, RestoreOptions } from './options.js';
 
 // machine.snapshot() hands out what this layer's taker makes: a Snapshot.
 declare module '../machine/internals.js' {

@@ -48,6 +48,9 @@ export async function restorability(
   for (const file of [kernel, initrd, ...(disk ? [disk] : [])]) {
     if (!existsSync(file)) reasons.push(`its image is gone (${file})`);
   }
+  for (const disk of identity.extraDisks ?? []) {
+    if (!existsSync(disk.path)) reasons.push(`its extra disk ${disk.serial} is gone (${disk.path})`);
+  }
   const damage = await verifyFiles(record);
   if (damage) reasons.push(damage);
   return reasons;

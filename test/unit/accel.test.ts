@@ -11,7 +11,8 @@ import {
   parseAccel,
   probeKvm,
 } from '../../src/backends/accel.js';
-import { groupEntry, type KvmHost, parseCpuFlags, runAccelProbe } from '../../src/backends/accel-host.js';
+import { groupEntry, type KvmHost, parseCpuFlags } from '../../src/backends/accel-host.js';
+import { runAccelProbe } from '../../src/backends/qemu/accel-probe.js';
 import { ConfigError } from '../../src/errors.js';
 import { Runtime } from '../../src/runtime/runtime.js';
 import { which } from '../../src/util/which.js';

@@ -170,6 +170,47 @@ function lines(files: string[], pattern: RegExp): Array<{ file: string; line: nu
 
 const where = (hit: { file: string; line: number }) => `src/${hit.file}:${hit.line}`;
 
+/** QMP commands that name nothing else in vmkit (stop, cont and quit are caught as executed). */
+const QMP_COMMANDS = [
+  'qmp_capabilities',
+  'query-status',
+  'query-migrate',
+  'migrate',
+  'migrate-incoming',
+  'migrate_cancel',
+  'migrate-set-capabilities',
+  'human-monitor-command',
+  'system_powerdown',
+  'system_reset',
+  'set_link',
+  'set-action',
+  'screendump',
+  'send-key',
+  'device_add',
+  'blockdev-add',
+];
+
+/** QEMU command-line options, as argv elements. */
+const QEMU_OPTIONS = [
+  'drive',
+  'device',
+  'netdev',
+  'chardev',
+  'object',
+  'machine',
+  'accel',
+  'bios',
+  'sandbox',
+  'incoming',
+  'nodefaults',
+  'no-user-config',
+  'display',
+  'serial',
+  'kernel',
+  'initrd',
+  'append',
+];
+
 /**
  * The modules vmkit runs as programs of their own (a switch, a hub, a relay): named by
  * `nodeEntry(import.meta.url, './x', ...)` or `new URL('./x.js', import.meta.url)`.
@@ -363,6 +404,29 @@ describe('architecture of src/', () => {
   test('the commands vmkit runs in a guest (drop caches, power-off, port probes) are files in guest/profiles/', () => {
     const offenders = lines(graph.files, /drop_caches|\bpoweroff\b|\/proc\/net\/(tcp|unix)/);
     assert.deepEqual(offenders.map(where), [], 'guest commands written as strings in src/');
+  });
+
+  test('only src/backends/ imports src/backends/qemu/: the rest of vmkit asks the Backend', () => {
+    const violations = graph.files
+      .filter((file) => !file.startsWith('backends/'))
+      .flatMap((file) =>
+        (graph.edges.get(file) ?? [])
+          .filter((edge) => edge.to.startsWith('backends/qemu/'))
+          .map((edge) => `src/${file}:${edge.line} imports ${edge.specifier}`),
+      );
+    assert.deepEqual(violations, [], `QEMU named outside src/backends:\n  ${violations.join('\n  ')}`);
+  });
+
+  test('no QMP or HMP command, and no QEMU command-line option, is written outside src/backends/qemu/', () => {
+    const outside = graph.files.filter((file) => !file.startsWith('backends/qemu/'));
+    // QMP commands by their names as string literals (the common words stop, cont and quit when
+    // they are executed); HMP commands as they start a line; QEMU options as argv elements.
+    const qmp = new RegExp(
+      `['"\`](${QMP_COMMANDS.join('|')})['"\`]|execute(<[^>]*>)?\\(['"\`](stop|cont|quit)['"\`]|\\bhostfwd_(add|remove)\\b`,
+    );
+    const options = new RegExp(`['"\`]-(${QEMU_OPTIONS.join('|')})['"\`]`);
+    const offenders = [...lines(outside, qmp), ...lines(outside, options)];
+    assert.deepEqual(offenders.map(where), [], 'QEMU specifics outside src/backends/qemu');
   });
 
   test('src/util/ imports nothing from other src/ folders except src/errors.ts (type imports included)', () => {

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { ConfigError } from '../../errors.js';
-import type { FirmwareBoot, VmmSpec } from '../backend.js';
+import type { ExtraDisk, FirmwareBoot, VmmSpec } from '../backend.js';
 import { MACHINE_OUTBOUND } from '../outbound/launch.js';
 import { opt, outboundArgs, readOnlyDiskArgs, SANDBOX_ARGS, serviceNicArgs } from './devices.js';
 
@@ -19,6 +19,14 @@ export const HOST_NETDEV = 'hostnet';
 
 /** The hub that joins the NIC out's slirp to its relay (switch NICs without a switch use 1000+). */
 const OUTBOUND_HUB = 3000;
+
+/**
+ * The PCI slot of the first extra disk; the next ones follow, up to the last slot (0x1f). High and
+ * given: QEMU creates `-device` disks before the `-drive if=virtio` ones, so without a slot an
+ * extra disk would take the root disk's slot and become /dev/vda.
+ */
+const EXTRA_DISK_FIRST_SLOT = 0x18;
+const MAX_EXTRA_DISKS = 0x20 - EXTRA_DISK_FIRST_SLOT;
 
 /** The QEMU command line for a spec, as an argument vector. */
 export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): string[] {
@@ -90,6 +98,9 @@ export function qemuArgs(spec: Omit<VmmSpec, 'runtime' | 'startTimeoutMs'>): str
     options.push(
       ...virtioDisk(disk, `disk${index}`, index === 0 && !spec.boot?.disk ? order.disk : undefined),
     );
+  });
+  spec.extraDisks?.forEach((disk, index) => {
+    options.push(...extraDisk(disk, index));
   });
   // A standard VGA card: text-mode virtual terminals, screendump and the PS/2 keyboard for send-key.
   if (spec.display) options.push(['-vga', 'std']);
@@ -164,5 +175,23 @@ function virtioDisk(file: string, id: string, bootindex: number | undefined): Ar
   return [
     ['-drive', `file=${opt(file)},if=none,format=qcow2,id=${id}`],
     ['-device', `virtio-blk-pci,drive=${id}${at(bootindex)}`],
+  ];
+}
+
+/** The drive ids qemuArgs gives the machine's own disks. */
+const OWN_DRIVE_ID = /^(disk\d+|bootdisk|cdrom)$/;
+
+/**
+ * Extra disk `index`: the file as it is, in its own PCI slot. Its drive id is its serial, unless
+ * that is the id of one of the machine's own disks: then one with a dot, which serials never have.
+ */
+function extraDisk(disk: ExtraDisk, index: number): Array<[string, string?]> {
+  const slot = EXTRA_DISK_FIRST_SLOT + index;
+  if (index >= MAX_EXTRA_DISKS) throw new ConfigError(`at most ${MAX_EXTRA_DISKS} extra disks`);
+  const id = OWN_DRIVE_ID.test(disk.serial) ? `extra.${index}` : disk.serial;
+  const readOnly = disk.readOnly ? ',readonly=on' : '';
+  return [
+    ['-drive', `file=${opt(disk.path)},format=${disk.format},if=none,id=${id}${readOnly}`],
+    ['-device', `virtio-blk-pci,drive=${id},serial=${disk.serial},addr=0x${slot.toString(16)}`],
   ];
 }

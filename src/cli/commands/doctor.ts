@@ -1,9 +1,9 @@
 import { chooseAccel, probeKvm } from '../../backends/accel.js';
-import { qemuBinary } from '../../backends/qemu/process.js';
+import type { Backend } from '../../backends/backend.js';
+import { backendNamed } from '../../backends/index.js';
 import { listImages } from '../../images/build.js';
 import { Runtime } from '../../runtime/runtime.js';
 import { removeSnapshotLeftovers } from '../../snapshot/store.js';
-import { runTool } from '../../util/exec.js';
 import { cacheDir } from '../../util/paths.js';
 import { checkCgroups } from './doctor-cgroups.js';
 import {
@@ -57,8 +57,8 @@ export async function doctor(options: DoctorOptions = {}): Promise<number> {
   };
   const me = who();
   add({ status: 'ok', what: 'user', detail: `${me.user} (uid ${me.uid})${me.uid === 0 ? ', root' : ''}` });
-  add(await qemuCheck(lookup));
   await using runtime = new Runtime();
+  add(await vmmCheck(backendNamed(), lookup, runtime));
   const verdict = await runtime.fact('kvm-probe', () => probeKvm());
   add(checkAccel(await chooseAccel('auto', runtime).catch((error: Error) => error), verdict));
   for (const need of TOOLS) add(checkTool(need, await lookup(need.name)));
@@ -97,19 +97,18 @@ export function formatCheck(check: Check): string {
   return check.fix ? `${line}${' '.repeat(WIDTH + 6)}fix: ${check.fix}\n` : line;
 }
 
-async function qemuCheck(lookup: ToolLookup): Promise<Check> {
-  const qemu = (await lookup(qemuBinary())).path;
-  if (!qemu) {
+/** The VMM's program: found, and its version. */
+async function vmmCheck(backend: Backend, lookup: ToolLookup, runtime: Runtime): Promise<Check> {
+  const command = backend.program?.command() ?? backend.name;
+  const found = (await lookup(command)).path;
+  if (!found) {
     return {
       status: 'fail',
-      what: 'qemu',
-      detail: `${qemuBinary()} not found`,
+      what: backend.name,
+      detail: `${command} not found`,
       fix: 'sudo apt-get install qemu-system-x86',
     };
   }
-  const version = await runTool(qemu, ['--version'], { timeoutMs: 10_000 }).then(
-    (r) => r.stdout.split('\n')[0] ?? '',
-    (error: Error) => `cannot run: ${error.message}`,
-  );
-  return { status: 'ok', what: 'qemu', detail: `${qemu}: ${version}` };
+  const version = await backend.version(runtime).catch((error: Error) => error.message);
+  return { status: 'ok', what: backend.name, detail: `${found}: ${version}` };
 }

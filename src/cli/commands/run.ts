@@ -7,7 +7,6 @@ import type { Backend } from '../../backends/backend.js';
 import { backendNamed } from '../../backends/index.js';
 import { type MockBackend, mockBackend } from '../../backends/mock/backend.js';
 import { loadMockScript } from '../../backends/mock/options.js';
-import { QEMU_MISSING, qemuBinary } from '../../backends/qemu/process.js';
 import { waitForDebugging } from '../../driver/debug.js';
 import { interactiveDefinition } from '../../driver/interactive.js';
 import { RunRecorder } from '../../driver/recorder.js';
@@ -64,7 +63,8 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   const chosen = options.interactive ? interactiveDefinition(loadedDefinition) : loadedDefinition;
   const definition = options.mockScript ? usingWholeScript(chosen, backend as MockBackend) : chosen;
   const captureDir = options.capture ? await makeOutputDir(options.output ?? 'vmkit-output') : undefined;
-  if (!backend?.simulated && !(await which(qemuBinary()))) throw new VmmStartError(QEMU_MISSING);
+  const program = (backend ?? backendNamed()).program;
+  if (program && !(await which(program.command()))) throw new VmmStartError(program.missing());
 
   const log = new RunLog();
   const runtime = new Runtime({ keep: options.keep });
