@@ -7,7 +7,7 @@
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { connectAgent, Fleet, initCerts, loadDesired, reconcile, startAgent } from 'vmkit';
+import { connectAgent, Fleet, initCerts, loadDesired, startAgent } from 'vmkit';
 import { loadAverages, log, median, parseIntOptions, round, runBenchmark } from './lib.js';
 
 const USAGE = `usage: node --import tsx bench/agent.ts [--requests N] [--recorded N] [--scale N]
@@ -57,7 +57,7 @@ if (options) {
   await runBenchmark(
     async () => {
       writeFileSync(file, JSON.stringify(document(0)));
-      await reconcile(fleet, loadDesired(file));
+      await fleet.reconcile(loadDesired(file));
       log(`recording ${options.recorded} instances (created, not started)`);
       for (let n = 0; n < options.recorded; n++) await fleet.createInstance('bench/recorded');
       await initCerts(join(dir, 'certs'), { ca: true });
@@ -88,7 +88,7 @@ if (options) {
       const noopInProcess: number[] = [];
       const noopOverApi: number[] = [];
       for (let n = 0; n < 5; n++) {
-        noopInProcess.push(await timed(() => reconcile(fleet, loadDesired(file))));
+        noopInProcess.push(await timed(() => fleet.reconcile(loadDesired(file))));
         noopOverApi.push(await timed(() => client.reconcile()));
       }
       let scaleUpMs: number | null = null;

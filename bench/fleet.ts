@@ -9,7 +9,7 @@
 
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Fleet, instanceInfo, readAudit, rebuildPool } from 'vmkit';
+import { Fleet, readAudit } from 'vmkit';
 import { findBase } from '../src/fleet/snapshots/base.js';
 // Where an instance's folder and its live RAM file are: internals, read to measure what is there.
 import { instanceDir, liveRamPath } from '../src/fleet/vmm/vm.js';
@@ -56,14 +56,14 @@ if (options) {
   let runningMiB = 0;
   let warmMiB = 0;
   let sleepingMiB = 0;
-  let sleepState: ReturnType<typeof instanceInfo>['sleepState'];
+  let sleepState: ReturnType<Fleet['instanceInfo']>['sleepState'];
   let wakeSteps = '';
   try {
     fleet.createTenant({ id: 'bench', subnet: '10.99.0.0/24' });
     await fleet.createPool({ tenant: 'bench', id: 'pool', memoryMiB: options['memory-mib'] });
     await fleet.createInstance('bench/pool', 'one');
     for (let round = 0; round < options.rounds; round++) {
-      const rebuilt = await rebuildPool(fleet, 'bench/pool');
+      const rebuilt = await fleet.rebuildPool('bench/pool');
       if (!rebuilt.baseInvalidated)
         throw new Error('the base was not invalidated: the cold start would not be cold');
       cold.push(
@@ -84,12 +84,12 @@ if (options) {
           await firstCommand();
         }),
       );
-      runningMiB = instanceInfo(fleet, fleet.instance(path)).hostMemoryMiB;
+      runningMiB = fleet.instanceInfo(fleet.instance(path)).hostMemoryMiB;
       await fleet.warm(path);
-      warmMiB = instanceInfo(fleet, fleet.instance(path)).hostMemoryMiB;
+      warmMiB = fleet.instanceInfo(fleet.instance(path)).hostMemoryMiB;
       await fleet.resume(path);
       sleepMs.push(await timed(() => fleet.sleep(path)));
-      const sleeping = instanceInfo(fleet, fleet.instance(path));
+      const sleeping = fleet.instanceInfo(fleet.instance(path));
       sleepingMiB = sleeping.hostMemoryMiB;
       sleepState = sleeping.sleepState;
       wake.push(
@@ -112,7 +112,7 @@ if (options) {
     await firstCommand();
     const beforeSleep = memAvailableMiB();
     await fleet.sleep(path);
-    const sleepingInfo = instanceInfo(fleet, fleet.instance(path));
+    const sleepingInfo = fleet.instanceInfo(fleet.instance(path));
     const sleepingCost = {
       diskBytes: diskBytes(instanceDir(dir, sleepingInfo.seq)),
       liveRamFileExists: existsSync(liveRamPath(instanceDir(dir, sleepingInfo.seq))),
@@ -146,7 +146,7 @@ if (options) {
     const perInstanceMiB = fleet.store
       .listInstances()
       .filter((instance) => instance.tenant === 'dense')
-      .map((instance) => instanceInfo(fleet, instance).hostMemoryMiB);
+      .map((instance) => fleet.instanceInfo(instance).hostMemoryMiB);
     const density = {
       instances: count,
       guestMemoryMiB: count * options['memory-mib'],

@@ -65,7 +65,6 @@ export {
   type PhaseReport,
   type ReconcileOptions,
   type ReconcileReport,
-  reconcile,
 } from './fleet/desired/reconcile.js';
 export {
   DESIRED_VERSION,
@@ -75,18 +74,15 @@ export {
   parseDesired,
 } from './fleet/desired/schema.js';
 export { Fleet, type FleetOptions } from './fleet/fleet.js';
-export { type Rebuilt, rebuildPool } from './fleet/images/rebuild.js';
-export { instanceInfo, nodeInfo, nodeStats } from './fleet/node.js';
+export type { Rebuilt } from './fleet/images/rebuild.js';
 export {
   type Decision,
   decide,
   POLICY_DEFAULTS,
   type PolicyOptions,
-  runPolicy,
   type Sample,
-  sampleFleet,
 } from './fleet/policy/policy.js';
-export { type ScaleStep, scalePool } from './fleet/policy/scale.js';
+export type { ScaleStep } from './fleet/policy/scale.js';
 export type { Repair } from './fleet/repair.js';
 export { type AuditEvent, readAudit } from './fleet/state/audit.js';
 export { defaultFleetDir } from './fleet/state/db.js';

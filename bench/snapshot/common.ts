@@ -4,9 +4,9 @@
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  type ClonePool,
   type Machine,
   type RestoreOptions,
-  type ClonePool,
   restoreMachine,
   type Snapshot,
   startMachine,

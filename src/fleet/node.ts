@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { cpus, freemem, hostname, totalmem } from 'node:os';
 import { chooseAccel } from '../backends/accel.js';
-import type { Fleet } from './fleet.js';
+import type { FleetCore } from './fleet-core.js';
 import { sleepStateInfo } from './snapshots/sleep.js';
 import type { Instance } from './state/model.js';
 import { describeGroups } from './vmm/cgroups.js';
@@ -62,7 +62,7 @@ export function cgroupInfo(): { version: string; controllers: string[] } {
   };
 }
 
-export async function nodeInfo(fleet: Fleet) {
+export async function nodeInfo(fleet: FleetCore) {
   const accel = await chooseAccel('auto', fleet.runtime);
   const groups = describeGroups();
   return {
@@ -87,7 +87,7 @@ export async function nodeInfo(fleet: Fleet) {
 }
 
 /** Whether fleet VMMs run jailed on this node, and how; or why not. */
-function jailInfo(fleet: Fleet): string {
+function jailInfo(fleet: FleetCore): string {
   const fleetDir = fleet.dir;
   const unavailable = jailUnavailable(fleet.runtime);
   if (unavailable) return `not applied: ${jailWarning(unavailable)}`;
@@ -101,7 +101,7 @@ function jailInfo(fleet: Fleet): string {
   return `applied: each VMM runs as an unprivileged uid of its tenant's (from ${JAIL_ID_BASE} up, no /etc/passwd entry; setpriv, no capabilities, no new privileges) in ${namespaces}, chrooted into a tmpfs root that holds read-only system folders, its image, its base snapshot and vmkit's code, and of ${fleetDir} only its own instance folder, its tenant's switch folder and its guest RAM file`;
 }
 
-export function nodeStats(fleet: Fleet) {
+export function nodeStats(fleet: FleetCore) {
   const byTenant: Record<string, Record<string, Record<string, number>>> = {};
   const byState: Record<string, number> = {};
   let residentMiB = 0;
@@ -121,7 +121,7 @@ export function nodeStats(fleet: Fleet) {
 }
 
 /** Everything `instance info` shows: the record, its VMM's memory, its sleep state's size. */
-export function instanceInfo(fleet: Fleet, instance: Instance) {
+export function instanceInfo(fleet: FleetCore, instance: Instance) {
   const dir = instanceDir(fleet.dir, instance.seq);
   const pool = fleet.store.pool(instance.tenant, instance.pool);
   const vmm = vmProcesses(dir)[0];

@@ -11,7 +11,7 @@ import { type DesiredDocument, parseDesired } from '../../src/fleet/desired/sche
 import { Fleet } from '../../src/fleet/fleet.js';
 import { findBase } from '../../src/fleet/snapshots/base.js';
 import { readAudit } from '../../src/fleet/state/audit.js';
-import { type ReconcileReport, reconcile } from '../../src/index.js';
+import type { ReconcileReport } from '../../src/index.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cacheDir } from '../../src/util/paths.js';
 import { cli, lacks, root } from '../helpers.js';
@@ -89,7 +89,7 @@ describe('recipe pools built in builder VMs', {
 
   it("reconcile builds a recipe pool's image in a builder VM; its instance boots it with the run step's effect", async (t) => {
     const started = performance.now();
-    const report = await reconcile(fleet, document(recipe('one')), {
+    const report = await fleet.reconcile(document(recipe('one')), {
       onProgress: (line) => t.diagnostic(`image: ${line}`),
     });
     t.diagnostic(
@@ -117,7 +117,7 @@ describe('recipe pools built in builder VMs', {
 
   it('a changed recipe is a new revision with its build recorded and the base invalidated; the running instance keeps its revision until stop/start', async () => {
     const first = fleet.store.pool('bld', 'app');
-    const report = await reconcile(fleet, document(recipe('two')));
+    const report = await fleet.reconcile(document(recipe('two')));
     assert.equal(report.failed, 0, JSON.stringify(report.phases));
     const second = fleet.store.pool('bld', 'app');
     assert.deepEqual(actions(report), [`pools:rebuild:bld/app@${second.revision}:done`]);
@@ -146,7 +146,7 @@ describe('recipe pools built in builder VMs', {
     assert.equal(fleet.instance(path).state, 'Running');
     assert.equal(await runFile(), 'run step saw one');
     assert.equal(
-      (await reconcile(fleet, document(recipe('two')))).changed,
+      (await fleet.reconcile(document(recipe('two')))).changed,
       0,
       'a second run changed something',
     );
@@ -165,7 +165,7 @@ describe('recipe pools built in builder VMs', {
       run: ['echo before-the-failure', 'echo to-stderr >&2', 'exit 7'],
     };
     const extra = { tenant: 'bld', id: 'broken', image: failing };
-    const report = await reconcile(fleet, document(recipe('two'), [extra]));
+    const report = await fleet.reconcile(document(recipe('two'), [extra]));
     const create = report.phases
       .flatMap((p) => p.actions)
       .find((a) => a.action === 'create' && a.target === 'bld/broken');

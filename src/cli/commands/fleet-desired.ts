@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { formatReport, reconcile } from '../../fleet/desired/reconcile.js';
+import { formatReport } from '../../fleet/desired/reconcile.js';
 import { loadDesired } from '../../fleet/desired/schema.js';
 import { output, withFleet } from './fleet-common.js';
 
@@ -13,7 +13,7 @@ export function registerDesiredCommands(fleet: Command): void {
     .action(async (file: string, options, command: Command) => {
       const doc = loadDesired(file);
       await withFleet(command, async (fleet, json) => {
-        const report = await reconcile(fleet, doc, { prune: options.prune, dryRun: true });
+        const report = await fleet.reconcile(doc, { prune: options.prune, dryRun: true });
         output(json, report, () => formatReport(report));
       });
     });
@@ -27,7 +27,7 @@ export function registerDesiredCommands(fleet: Command): void {
     .action(async (file: string, options, command: Command) => {
       const doc = loadDesired(file);
       await withFleet(command, async (fleet, json) => {
-        const report = await reconcile(fleet, doc, {
+        const report = await fleet.reconcile(doc, {
           prune: options.prune,
           onAction: (a) => process.stderr.write(`vmkit: ${a.phase}: ${a.action} ${a.target}\n`),
           onProgress: (line) => process.stderr.write(`image: ${line}\n`),

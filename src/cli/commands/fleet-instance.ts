@@ -2,7 +2,6 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { ConfigError } from '../../errors.js';
 import type { Fleet } from '../../fleet/fleet.js';
-import { instanceInfo } from '../../fleet/node.js';
 import { parseAddress } from '../../fleet/state/ids.js';
 import type { Instance } from '../../fleet/state/model.js';
 import { parseInput, timeoutMs } from '../../util/validate.js';
@@ -48,7 +47,7 @@ export function registerInstanceCommands(fleet: Command): void {
     .argument('<tenant/pool/instance>')
     .action(async (address: string, _options, command: Command) => {
       await withFleet(command, async (fleet, json) => {
-        const info = instanceInfo(fleet, fleet.instance(address));
+        const info = fleet.instanceInfo(fleet.instance(address));
         output(json, info, () =>
           Object.entries(info)
             .filter(([, value]) => value !== undefined)

@@ -3,8 +3,6 @@ import { ConfigError } from '../../errors.js';
 import type { PoolBuild } from '../../fleet/images/builds.js';
 import { describeImage } from '../../fleet/images/image-spec.js';
 import { imageOf } from '../../fleet/images/pool-image.js';
-import { rebuildPool } from '../../fleet/images/rebuild.js';
-import { scalePool } from '../../fleet/policy/scale.js';
 import { findBase } from '../../fleet/snapshots/base.js';
 import { parseAddress } from '../../fleet/state/ids.js';
 import { type ImageRecipe, parseRecipe } from '../../images/recipe.js';
@@ -142,7 +140,7 @@ export function registerPoolCommands(fleet: Command): void {
         warm: options.warm ?? current.warm,
         sleeping: options.sleeping ?? current.sleeping,
       });
-      const steps = await scalePool(fleet, address, (step) => {
+      const steps = await fleet.scalePool(address, (step) => {
         if (!json) process.stderr.write(`${step.action} ${step.instance}\n`);
       });
       output(json, steps, () => `${steps.length} step(s)`);
@@ -154,7 +152,7 @@ export function registerPoolCommands(fleet: Command): void {
     .argument('<tenant/pool>')
     .action(async (address: string, _options, command: Command) => {
       await withFleet(command, async (fleet, json) => {
-        const rebuilt = await rebuildPool(fleet, address);
+        const rebuilt = await fleet.rebuildPool(address);
         output(json, rebuilt, () =>
           [
             `pool ${address}: revision ${rebuilt.previousRevision} -> ${rebuilt.pool.revision}`,

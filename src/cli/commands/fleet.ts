@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { nodeInfo, nodeStats } from '../../fleet/node.js';
-import { type Decision, POLICY_DEFAULTS, runPolicy } from '../../fleet/policy/policy.js';
+import { type Decision, POLICY_DEFAULTS } from '../../fleet/policy/policy.js';
 import { validateId } from '../../fleet/state/ids.js';
 import { tenantAudit } from '../../fleet/vmm/metadata-reads.js';
 import { registerAgentCommands } from './fleet-agent.js';
@@ -77,7 +76,7 @@ export function registerFleetCommands(program: Command): void {
     )
     .action(async (options, command: Command) => {
       await withFleet(command, async (fleet, json) => {
-        const decisions = await runPolicy(fleet, {
+        const decisions = await fleet.runPolicy({
           dryRun: options.dryRun,
           idleSeconds: options.idleSeconds,
           cpuPercent: options.cpuPercent,
@@ -104,7 +103,7 @@ export function registerFleetCommands(program: Command): void {
     )
     .action(async (_options, command: Command) => {
       await withFleet(command, async (fleet, json) => {
-        const info = await nodeInfo(fleet);
+        const info = await fleet.nodeInfo();
         output(json, info, () =>
           Object.entries(info)
             .map(([key, value]) => `${key}: ${typeof value === 'object' ? JSON.stringify(value) : value}`)
@@ -114,7 +113,7 @@ export function registerFleetCommands(program: Command): void {
     });
   node.command('stats').action(async (_options, command: Command) => {
     await withFleet(command, async (fleet, json) => {
-      const stats = nodeStats(fleet);
+      const stats = fleet.nodeStats();
       output(json, stats, () => JSON.stringify(stats, null, 2));
     });
   });

@@ -5,7 +5,6 @@ import { ConfigError } from '../../errors.js';
 import { parseInput } from '../../util/validate.js';
 import type { ReconcileReport } from '../desired/reconcile.js';
 import type { Fleet } from '../fleet.js';
-import { nodeInfo, nodeStats } from '../node.js';
 import { audit } from '../state/audit.js';
 import { tenantAudit } from '../vmm/metadata-reads.js';
 import { AGENT_OPS, type AgentOp, type AgentRequest, type AgentResponse, jsonSchema } from './api.js';
@@ -49,8 +48,8 @@ function handlers(ctx: RouteContext): { [O in AgentOp]: Handler<O> } {
   const { fleet } = ctx;
   return {
     reconcile: ({ body }) => ctx.reconcile(body ?? {}),
-    nodeInfo: () => nodeInfo(fleet),
-    nodeStats: () => nodeStats(fleet),
+    nodeInfo: () => fleet.nodeInfo(),
+    nodeStats: () => fleet.nodeStats(),
     tenants: () =>
       fleet.store.listTenants().map((t) => ({
         id: t.id,

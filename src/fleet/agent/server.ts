@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { ConfigError } from '../../errors.js';
 import { MAX_TIMER_MS } from '../../util/time.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
-import { type ReconcileReport, reconcile } from '../desired/reconcile.js';
+import type { ReconcileReport } from '../desired/reconcile.js';
 import { loadDesired } from '../desired/schema.js';
 import { Fleet } from '../fleet.js';
 import type { FleetBuilder } from '../images/pool-image.js';
@@ -150,7 +150,7 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
       if (!options.desiredFile)
         throw new ConfigError('the agent was started without a desired-state file (--desired)');
       const doc = loadDesired(options.desiredFile);
-      const report = await reconcile(fleet, doc, {
+      const report = await fleet.reconcile(doc, {
         ...request,
         onAction: (a) => log(`reconcile: ${a.phase}: ${a.action} ${a.target}`),
       });

@@ -1,6 +1,6 @@
 import { ConfigError } from '../../errors.js';
 import { parseInput } from '../../util/validate.js';
-import type { Fleet } from '../fleet.js';
+import type { FleetCore } from '../fleet-core.js';
 import { describeImage, sameImage } from '../images/image-spec.js';
 import { imageOf } from '../images/pool-image.js';
 import { checkDesiredFits, checkPoolFits } from '../policy/quota.js';
@@ -47,7 +47,7 @@ function wantedQuotas(tenant: DesiredTenant) {
  * that overlaps a tenant the document does not list or that changes in place, a pool larger than
  * its tenant's quotas, a secret that cannot be read. A refusal here changes nothing.
  */
-export function checkDocument(fleet: Fleet, doc: DesiredDocument): void {
+export function checkDocument(fleet: FleetCore, doc: DesiredDocument): void {
   const quotasOf = new Map(doc.tenants.map((tenant) => [tenant.id, wantedQuotas(tenant)]));
   for (const tenant of doc.tenants) {
     const subnet = parseSubnet(tenant.subnet);
@@ -79,7 +79,7 @@ export function checkDocument(fleet: Fleet, doc: DesiredDocument): void {
   }
 }
 
-export function planTenants(fleet: Fleet, doc: DesiredDocument): Step[] {
+export function planTenants(fleet: FleetCore, doc: DesiredDocument): Step[] {
   const steps: Step[] = [];
   for (const tenant of doc.tenants) {
     const quotas = wantedQuotas(tenant);
@@ -130,7 +130,7 @@ const settingsOf = (pool: DesiredPool | Pool): PoolSettings => ({
  * rebuild here; an image whose build changed under the same name or recipe (new package versions,
  * vmkit's own guest files) is found by reconcile (it builds to know).
  */
-export function planPools(fleet: Fleet, doc: DesiredDocument): Step[] {
+export function planPools(fleet: FleetCore, doc: DesiredDocument): Step[] {
   const steps: Step[] = [];
   for (const pool of doc.pools) {
     const address = `${pool.tenant}/${pool.id}`;
@@ -189,7 +189,7 @@ export function planPools(fleet: Fleet, doc: DesiredDocument): Step[] {
  * a wanted state stay, Stopped and Ready ones start before any is created, the excess is stopped.
  * With the sleep policy on, a Sleeping instance counts as running (it wakes on demand).
  */
-export function planScale(fleet: Fleet, doc: DesiredDocument): Step[] {
+export function planScale(fleet: FleetCore, doc: DesiredDocument): Step[] {
   const steps: Step[] = [];
   const policyOn = doc.sleepPolicy !== undefined;
   for (const pool of doc.pools) {
@@ -243,7 +243,7 @@ export function planScale(fleet: Fleet, doc: DesiredDocument): Step[] {
 }
 
 /** Pools, then tenants, that the fleet has and the document no longer lists. */
-export function planPrune(fleet: Fleet, doc: DesiredDocument): Step[] {
+export function planPrune(fleet: FleetCore, doc: DesiredDocument): Step[] {
   const tenants = new Set(doc.tenants.map((t) => t.id));
   const pools = new Set(doc.pools.map((p) => `${p.tenant}/${p.id}`));
   const steps: Step[] = [];

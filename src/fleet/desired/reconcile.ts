@@ -1,4 +1,4 @@
-import type { Fleet } from '../fleet.js';
+import type { FleetCore } from '../fleet-core.js';
 import { sameImage } from '../images/image-spec.js';
 import { imageOf } from '../images/pool-image.js';
 import { type PolicyOptions, runPolicy } from '../policy/policy.js';
@@ -70,7 +70,7 @@ async function runSteps(steps: Step[], options: ReconcileOptions): Promise<Actio
 
 /** Pools the document lists whose image build differs from their recorded revision. */
 async function rebuildChanged(
-  fleet: Fleet,
+  fleet: FleetCore,
   doc: DesiredDocument,
   options: ReconcileOptions,
 ): Promise<ActionResult[]> {
@@ -103,7 +103,7 @@ async function rebuildChanged(
  * gets a report with nothing changed.
  */
 export async function reconcile(
-  fleet: Fleet,
+  fleet: FleetCore,
   doc: DesiredDocument,
   options: ReconcileOptions = {},
 ): Promise<ReconcileReport> {
@@ -144,7 +144,7 @@ export async function reconcile(
 }
 
 async function policyPhase(
-  fleet: Fleet,
+  fleet: FleetCore,
   policy: Partial<PolicyOptions> | undefined,
   dryRun: boolean,
 ): Promise<PhaseReport> {

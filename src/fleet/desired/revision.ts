@@ -1,4 +1,4 @@
-import type { Fleet } from '../fleet.js';
+import type { FleetCore } from '../fleet-core.js';
 import { type PoolImage, sameImage } from '../images/image-spec.js';
 import { buildPoolImage, imageOf } from '../images/pool-image.js';
 import { rebuildPool } from '../images/rebuild.js';
@@ -7,7 +7,7 @@ import { setPoolImage } from './updates.js';
 
 /** Records a change the document made to a tenant or pool in the tenant's audit log. */
 export function auditChange(
-  fleet: Fleet,
+  fleet: FleetCore,
   tenant: string,
   action: string,
   target: string,
@@ -24,7 +24,7 @@ export function auditChange(
  * run). Returns the new revision, or undefined when the pool is current.
  */
 export async function ensureRevision(
-  fleet: Fleet,
+  fleet: FleetCore,
   tenant: string,
   pool: string,
   image: PoolImage,

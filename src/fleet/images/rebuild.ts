@@ -1,4 +1,4 @@
-import type { Fleet } from '../fleet.js';
+import type { FleetCore } from '../fleet-core.js';
 import { baseDir, pruneBases } from '../snapshots/base.js';
 import { audit } from '../state/audit.js';
 import { parseAddress } from '../state/ids.js';
@@ -20,7 +20,11 @@ export interface Rebuilt {
  * and the next start boots and saves a fresh one. Instances start on the new revision; a
  * sleeping one wakes on the base it is a delta of, which is removed once nothing needs it.
  */
-export async function rebuildPool(fleet: Fleet, address: string, built?: BuiltPoolImage): Promise<Rebuilt> {
+export async function rebuildPool(
+  fleet: FleetCore,
+  address: string,
+  built?: BuiltPoolImage,
+): Promise<Rebuilt> {
   const { tenant, pool: id } = parseAddress(address, 2);
   const before = fleet.store.pool(tenant, id);
   const { build } = built ?? (await fleet.buildImageOf(before));

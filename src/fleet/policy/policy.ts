@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { switchDaemonStats } from '../../network/switch-daemon.js';
 import { withDefaults } from '../../util/options.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
-import type { Fleet } from '../fleet.js';
+import type { FleetCore } from '../fleet-core.js';
 import { instanceMemoryKiB } from '../node.js';
 import type { Instance } from '../state/model.js';
 import { instanceDir, networkDir, vmProcesses } from '../vmm/vm.js';
@@ -120,7 +120,7 @@ const cpuTicks = (pid: number): number => {
   }
 };
 
-function portBytes(fleet: Fleet, instance: Instance): number {
+function portBytes(fleet: FleetCore, instance: Instance): number {
   const port = switchDaemonStats(networkDir(fleet.dir, instance.tenant))?.ports.find(
     (p) => p.machine === instance.path,
   );
@@ -128,7 +128,7 @@ function portBytes(fleet: Fleet, instance: Instance): number {
 }
 
 /** Samples every Running and Warm instance over `sampleMs`: CPU from /proc, bytes from the switch. */
-export async function sampleFleet(fleet: Fleet, sampleMs: number): Promise<Sample[]> {
+export async function sampleFleet(fleet: FleetCore, sampleMs: number): Promise<Sample[]> {
   const instances = fleet.store.listInstances().filter((i) => i.state === 'Running' || i.state === 'Warm');
   const pids = instances.map((i) => vmProcesses(instanceDir(fleet.dir, i.seq))[0]?.pid);
   const before = instances.map((i, n) => ({
@@ -156,7 +156,7 @@ export async function sampleFleet(fleet: Fleet, sampleMs: number): Promise<Sampl
 
 /** Samples, decides and (unless `dryRun`) puts the chosen instances to sleep; returns the decisions. */
 export async function runPolicy(
-  fleet: Fleet,
+  fleet: FleetCore,
   options: { [K in keyof PolicyOptions]?: number | undefined } & { dryRun?: boolean } = {},
 ): Promise<Decision[]> {
   const { dryRun, ...thresholds } = options;

@@ -1,4 +1,4 @@
-import type { Fleet } from '../fleet.js';
+import type { FleetCore } from '../fleet-core.js';
 import { parseAddress } from '../state/ids.js';
 import type { InstanceState } from '../state/lifecycle.js';
 import type { Instance, Pool } from '../state/model.js';
@@ -57,7 +57,7 @@ export function assignTargets(desired: Pool['desired'], instances: Instance[]): 
  * destroyed. Returns the steps taken; stops at the first refusal or failure, which it throws.
  */
 export async function scalePool(
-  fleet: Fleet,
+  fleet: FleetCore,
   address: string,
   onStep?: (step: ScaleStep) => void,
 ): Promise<ScaleStep[]> {
