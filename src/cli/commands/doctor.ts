@@ -5,6 +5,7 @@ import { listImages } from '../../images/build.js';
 import { Runtime } from '../../runtime/runtime.js';
 import { removeSnapshotLeftovers } from '../../snapshot/store.js';
 import { cacheDir } from '../../util/paths.js';
+import { toolPackage } from '../../util/tool-packages.js';
 import { checkCgroups } from './doctor-cgroups.js';
 import {
   type Check,
@@ -106,7 +107,9 @@ async function vmmCheck(backend: Backend, lookup: ToolLookup, runtime: Runtime):
       status: 'fail',
       what: backend.name,
       detail: `${command} not found`,
-      fix: 'sudo apt-get install qemu-system-x86',
+      fix: toolPackage(command)
+        ? `sudo apt-get install ${toolPackage(command)}`
+        : (backend.program?.missing() ?? `install ${command}`),
     };
   }
   const version = await backend.version(runtime).catch((error: Error) => error.message);
