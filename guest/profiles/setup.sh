@@ -12,12 +12,12 @@
 #                                   the NIC out: default route and resolver through it
 #   host ADDRESS NAME               append "ADDRESS NAME" to /etc/hosts
 # Shell builtins but for the tools each step needs: under emulation every program costs.
-step() {
+refuse() {
   echo "setup.sh: $*" >&2
   exit 2
 }
 need() {
-  [ "$1" -le "$2" ] || step "$3: needs $1 fields, got $2"
+  [ "$1" -le "$2" ] || refuse "$3: needs $1 fields, got $2"
 }
 while [ $# -gt 0 ]; do
   word=$1
@@ -71,6 +71,6 @@ while [ $# -gt 0 ]; do
     echo "$1 $2" >> /etc/hosts
     shift 2 ;;
   *)
-    step "unknown step $word" ;;
+    refuse "unknown step $word" ;;
   esac
 done
