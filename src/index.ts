@@ -157,6 +157,13 @@ export type { VmStatus } from './project/status.js';
 export type { SyncReport } from './project/sync.js';
 export type { SyncMethod } from './project/sync-vm.js';
 export { Runtime, type RuntimeOptions } from './runtime/runtime.js';
+export {
+  type BootCacheEntry,
+  bootCacheCap,
+  clearBootCache,
+  listBootCache,
+  pruneBootCache,
+} from './snapshot/boot-cache.js';
 export type { SnapshotManifest } from './snapshot/manifest.js';
 export type { RestoreOptions } from './snapshot/restore.js';
 export type { ClonePool, ClonePoolOptions, ForkOptions } from './snapshot/snapshot.js';

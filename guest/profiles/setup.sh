@@ -5,7 +5,7 @@
 #   hostname-file NAME              write /etc/hostname, and NAME on 127.0.1.1 in /etc/hosts
 #   entropy HEX                     mix fresh randomness into the kernel's pool
 #   nic INDEX MAC ADDRESS           bring eth<INDEX> up, with MAC and ADDRESS/prefix if given
-#   renumber INDEX MAC ADDRESS      give eth<INDEX> a new MAC and address (a clone)
+#   renumber INDEX MAC ADDRESS      give eth<INDEX> a new MAC and address, or none (a clone)
 #   hostnic INDEX ADDRESS GATEWAY NAMESERVER
 #                                   the NIC to the host, its default route and resolver if given
 #   outbound INDEX ADDRESS GATEWAY NAMESERVER
@@ -52,7 +52,7 @@ while [ $# -gt 0 ]; do
     ip link set "eth$1" down
     ip link set "eth$1" address "$2"
     ip addr flush dev "eth$1"
-    ip addr add "$3" dev "eth$1"
+    [ -z "$3" ] || ip addr add "$3" dev "eth$1"
     ip link set "eth$1" up
     shift 3 ;;
   hostnic | outbound)

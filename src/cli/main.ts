@@ -41,7 +41,10 @@ program
   .option('--timeout <ms>', "global timeout, overriding the script's own", milliseconds)
   .option('--console', "stream every machine's serial console and every command's output to the log")
   .option('--verbose', 'log every command, its output as the guest produces it, and how it ended')
-  .option('--fresh', 'take setup snapshots again instead of reusing cached ones')
+  .option(
+    '--fresh',
+    'boot every machine for real and take setup snapshots again, instead of reusing the boot cache and cached setup snapshots',
+  )
   .option('--output <dir>', 'where the events ledger, diagnostics and copies go (ctx.outputDir)')
   .option(
     '--capture',

@@ -202,6 +202,7 @@ async function runSingle(
         ...withoutDriverFields(definition.machines[name] ?? {}),
         ...(options.accel ? { accel: options.accel } : {}),
         ...(options.backend ? { backend: options.backend } : {}),
+        ...(options.fresh ? { fresh: true } : {}),
         name,
         hosts: lan.hosts,
         log: log.for(name),

@@ -44,6 +44,7 @@ export async function prepareSuiteSnapshots(
           ...withoutDriverFields(definition.machines[name] ?? {}),
           ...(options.accel ? { accel: options.accel } : {}),
           ...(options.backend ? { backend: options.backend } : {}),
+          ...(options.fresh ? { fresh: true } : {}),
           name,
           hosts: lan.hosts,
           runtime: resources.runtime,

@@ -103,6 +103,11 @@ export interface MachineOptions {
   hostServices?: Record<string, number>;
   /** The context the machine lives in (run folder, process tracking); default: the process's. */
   runtime?: Runtime;
+  /**
+   * Boot for real, instead of restoring the booted state the boot cache holds for this
+   * configuration (for tests of boot itself). Default false; VMKIT_BOOT_CACHE=off sets it for all.
+   */
+  fresh?: boolean;
 }
 
 export const DEFAULTS = {
@@ -209,6 +214,7 @@ export const declaredMachineFields = {
   readyWhen: z
     .union([z.instanceof(RegExp), z.string().min(1)], { error: "must be a RegExp, a string, or 'ssh'" })
     .optional(),
+  fresh: z.boolean({ error: 'must be true or false' }).optional(),
 };
 
 const machineOptions = z

@@ -124,9 +124,25 @@ function foreignReadiness(readyWhen: MachineOptions['readyWhen']): {
   return { readiness: readyWhen === undefined ? vmmRunning : consoleText(readyWhen), ssh };
 }
 
-/** Boots a machine and resolves once its guest agent answers. */
+/** The hostname of a guest booted for the boot cache, until it is given its own. */
+export const NEUTRAL_HOSTNAME = 'vmkit';
+
+/**
+ * Boots a machine and resolves once its guest agent answers. `neutral`: the guest is set up
+ * without anything of its own (hostname, switch NIC addresses, hosts lines), so that its state
+ * can be saved for any machine of its configuration; the caller then gives it its identity.
+ */
 export async function bootMachine(options: MachineOptions, takeSnapshot: SnapshotTaker): Promise<Machine> {
-  const resolved = await resolveMachine(options); // validates every option first
+  return bootResolved(await resolveMachine(options), options, takeSnapshot); // validates every option first
+}
+
+/** bootMachine, for options resolveMachine has already checked and settled. */
+export async function bootResolved(
+  resolved: ResolvedMachine,
+  options: MachineOptions,
+  takeSnapshot: SnapshotTaker,
+  neutral = false,
+): Promise<Machine> {
   const { name, config, runtime, profile, timeoutMs } = resolved;
   const log = options.log ?? (() => {});
   log(`${resolved.accel.accel.toUpperCase()}: ${resolved.accel.reason}`);
@@ -173,7 +189,16 @@ export async function bootMachine(options: MachineOptions, takeSnapshot: Snapsho
     bootReady: ready,
     sshPort: () => foreign?.ssh.port,
     bootSetup,
-    setupScript: profile.afterBoot(bootSetup),
+    setupScript: profile.afterBoot(
+      neutral
+        ? {
+            ...bootSetup,
+            hostname: NEUTRAL_HOSTNAME,
+            nics: bootSetup.nics.map(({ index }) => ({ index })),
+            hosts: {},
+          }
+        : bootSetup,
+    ),
     takeSnapshot,
   });
 }

@@ -45,7 +45,11 @@ export interface SnapshotRecord {
   readonly dir: string;
 }
 
-export const snapshotRoot = () => join(cacheDir(), 'snapshots');
+/** The snapshot store (and the boot cache in it): VMKIT_SNAPSHOT_DIR, or `snapshots` in the cache folder. */
+export const snapshotRoot = () => process.env.VMKIT_SNAPSHOT_DIR || join(cacheDir(), 'snapshots');
+
+/** The names of the boot cache's entries (see boot-cache.ts): not the user's snapshots. */
+export const BOOT_CACHE_PREFIX = 'boot.';
 
 const SNAPSHOT_NAME = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
 

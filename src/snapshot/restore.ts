@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
-import { requireCapability } from '../backends/backend.js';
+import { type HostNicSpec, requireCapability } from '../backends/backend.js';
 import { backendNamed } from '../backends/index.js';
 import { ConfigError, SnapshotError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
@@ -21,11 +21,21 @@ import { restorability } from './verify.js';
 
 export type { RestoreOptions } from './options.js';
 
+/**
+ * A restore that stands in for a boot (the boot cache): the machine gets exactly the identity a
+ * boot would have given it (its own MACs, hostname and addresses, whatever the saved guest had)
+ * and its own NIC to the host (the same devices, its own host ports).
+ */
+export interface AsBooted {
+  hostNic?: HostNicSpec;
+}
+
 /** Starts a fresh VMM from a snapshot; resolves when the guest agent answers. */
 export async function restoreFrom(
   record: SnapshotRecord,
   options: RestoreOptions,
   takeSnapshot: SnapshotTaker,
+  asBooted?: AsBooted,
 ): Promise<Machine> {
   options = parseRestoreOptions(options);
   const { manifest, dir } = record;
@@ -43,8 +53,11 @@ export async function restoreFrom(
   const accel = await chooseAccel(options.accel ?? 'auto', runtime);
   const { identity } = manifest;
   const config = snapshotConfig(manifest, options.allowReboot ?? manifest.allowReboot ?? false);
+  if (asBooted) config.hostNic = asBooted.hostNic;
   const timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
-  const { nics, renumber } = cloneIdentities(manifest, name, options.networks ?? []);
+  const { nics, renumber } = asBooted
+    ? bootedIdentities(manifest, name, options.networks ?? [])
+    : cloneIdentities(manifest, name, options.networks ?? []);
   return launchMachine({
     name,
     config,
@@ -58,7 +71,7 @@ export async function restoreFrom(
     log: options.log ?? (() => {}),
     signal: options.signal,
     incoming: true,
-    verb: `restored from snapshot ${manifest.id}`,
+    verb: asBooted ? `started from the boot cache (${manifest.id})` : `restored from snapshot ${manifest.id}`,
     async prepare(stateDir) {
       const disks: string[] = [];
       for (const index of identity.disks.keys()) {
@@ -90,7 +103,7 @@ export async function restoreFrom(
     },
     setupScript: profile.afterRestore({
       clockSeconds: Math.floor(Date.now() / 1000),
-      hostname: name === manifest.source ? undefined : name,
+      hostname: name === manifest.source && !asBooted ? undefined : name,
       entropyHex: randomBytes(64).toString('hex'),
       renumber,
       hosts: options.hosts ?? {},
@@ -140,6 +153,20 @@ function cloneIdentities(manifest: SnapshotManifest, name: string, networks: Net
     const mac = macAddress(`${name}/${manifest.id}`, index);
     renumber.push({ index, address, mac });
     return { switch: sw, mac, address };
+  });
+  return { nics, renumber };
+}
+
+/** A booted machine's NICs: its own MACs (macAddress(name, index)) and the addresses it was given. */
+function bootedIdentities(manifest: SnapshotManifest, name: string, networks: NetworkAttachment[]) {
+  const renumber: RestoreSetup['renumber'] = [];
+  const nics = manifest.macs.map((_, index): MachineNic => {
+    const saved = manifest.nics[index];
+    const mac = macAddress(name, index);
+    const address = networks[index]?.address;
+    // The saved guest was set up neutrally: no address on any switch NIC.
+    if (mac !== saved?.mac || address) renumber.push({ index, mac, ...(address ? { address } : {}) });
+    return { switch: networks[index]?.switch, mac, address };
   });
   return { nics, renumber };
 }

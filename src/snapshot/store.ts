@@ -4,19 +4,22 @@ import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { defaultRuntime, type Runtime } from '../runtime/runtime.js';
 import { removeSnapshotLeftovers } from './leftovers.js';
-import { type SnapshotManifest, snapshotRoot } from './manifest.js';
+import { BOOT_CACHE_PREFIX, type SnapshotManifest, snapshotRoot } from './manifest.js';
 
 export { removeSnapshotLeftovers } from './leftovers.js';
 
 import { requireSnapshot, Snapshot } from './snapshot.js';
 import { restorability } from './verify.js';
 
-/** Every snapshot in the store, newest first. Folders without a readable manifest are skipped. */
+/**
+ * Every snapshot in the store, newest first, but the boot cache's entries (`vmkit cache ls`).
+ * Folders without a readable manifest are skipped.
+ */
 export async function listSnapshots(): Promise<Snapshot[]> {
   const root = snapshotRoot();
   const snapshots: Snapshot[] = [];
   for (const entry of await readdir(root).catch(() => [] as string[])) {
-    if (entry.startsWith('.') || entry.includes('.old-')) continue;
+    if (entry.startsWith('.') || entry.includes('.old-') || entry.startsWith(BOOT_CACHE_PREFIX)) continue;
     const manifest = await readManifest(join(root, entry));
     if (manifest) snapshots.push(new Snapshot(manifest, join(root, entry)));
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { SnapshotError, VmkitError } from '../errors.js';
+import { ConfigError, SnapshotError, VmkitError } from '../errors.js';
 import { configIdentity } from '../machine/config.js';
 import type { MachineInternals, SnapshotOptions } from '../machine/internals.js';
 import { runTool } from '../util/exec.js';
@@ -10,6 +10,7 @@ import { ensurePrivateDir } from '../util/private.js';
 import { sparseDigest } from '../util/sparse.js';
 import { removeSnapshotLeftovers } from './leftovers.js';
 import {
+  BOOT_CACHE_PREFIX,
   type FileRecord,
   SNAPSHOT_FORMAT,
   type SnapshotManifest,
@@ -32,13 +33,18 @@ export const takingPrefix = (runId: string) => `.taking-${runId}-`;
 export async function takeSnapshot(
   source: MachineInternals,
   name: string | undefined,
-  options: SnapshotOptions,
+  options: SnapshotOptions & { id?: string },
 ): Promise<SnapshotRecord> {
   const { vmm, config, runtime } = source;
   const identity = configIdentity(config, await source.backend.version(runtime));
   const label =
     name === undefined ? `${source.name}-${randomBytes(4).toString('hex')}` : validateSnapshotName(name);
-  const id = name === undefined ? label : snapshotId(label, identity, options.key);
+  if (options.id === undefined && label.startsWith(BOOT_CACHE_PREFIX))
+    throw new ConfigError(
+      `snapshot names starting with "${BOOT_CACHE_PREFIX}" are the boot cache's: not ${label}`,
+    );
+  // An id given by the caller (the boot cache's key) is taken as it is.
+  const id = options.id ?? (name === undefined ? label : snapshotId(label, identity, options.key));
   const root = snapshotRoot();
   ensurePrivateDir(root); // guest RAM and disks: its owner's alone
   await removeSnapshotLeftovers(); // of runs killed while they took one

@@ -1,5 +1,5 @@
 import { agentBanner } from '../readiness.js';
-import { posixCommands } from './commands.js';
+import { guestScript, posixCommands } from './commands.js';
 import type { GuestProfile } from './profile.js';
 import { bootSteps, restoreSteps, setupScript } from './setup-steps.js';
 
@@ -22,4 +22,5 @@ export const debianProfile: GuestProfile = {
       ...restoreSteps(setup),
       ...(setup.hostname === undefined ? [] : ['hostname-file', setup.hostname]),
     ]),
+  settle: () => guestScript('settle-systemd.sh'),
 };

@@ -37,8 +37,8 @@ export interface RestoreSetup {
   clockSeconds: number;
   /** Fresh randomness, hex: clones must not share the random state they were saved with. */
   entropyHex: string;
-  /** NICs that get a new identity: a new MAC and address. */
-  renumber: Array<Required<GuestNic> & { mac: string }>;
+  /** NICs that get a new identity: a new MAC, and a new address or none. */
+  renumber: Array<GuestNic & { mac: string }>;
   hosts: Record<string, string>;
 }
 
@@ -53,6 +53,11 @@ export interface GuestProfile {
   readonly readiness: Readiness;
   afterBoot(setup: BootSetup): string;
   afterRestore(setup: RestoreSetup): string;
+  /**
+   * Waits until the guest's boot has settled (its service manager reached its goal), so that a
+   * booted state saved for the boot cache holds a finished boot; absent: ready means settled.
+   */
+  settle?(): string;
   /** Everything else vmkit runs in the guest: page cache, power, port probes, hosts lines. */
   readonly commands: GuestCommands;
 }

@@ -29,7 +29,7 @@ export function restoreSteps(setup: RestoreSetup): string[] {
   const steps = ['clock', String(setup.clockSeconds)];
   if (setup.hostname !== undefined) steps.push('hostname', setup.hostname);
   steps.push('entropy', setup.entropyHex);
-  for (const nic of setup.renumber) steps.push('renumber', String(nic.index), nic.mac, nic.address);
+  for (const nic of setup.renumber) steps.push('renumber', String(nic.index), nic.mac, nic.address ?? '');
   return [...steps, ...hostSteps(setup.hosts)];
 }
 
