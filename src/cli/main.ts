@@ -146,6 +146,35 @@ snapshot
     await pruneSnapshotsCommand(options);
   });
 
+const cache = program.command('cache').description("vmkit's caches: the boot cache (ls, prune, clear)");
+cache
+  .command('ls')
+  .description(
+    'list the boot cache: the saved first boot of each machine configuration, most recently used first',
+  )
+  .option('--json', 'print the entries as JSON')
+  .action(async (options: { json?: boolean }) => {
+    const { listBootCacheCommand } = await import('./commands/boot-cache.js');
+    await listBootCacheCommand(Boolean(options.json));
+  });
+cache
+  .command('prune')
+  .description(
+    'remove boot cache entries this host cannot restore (another QEMU, image gone, damaged), then the least recently used beyond the size cap',
+  )
+  .option('--max-mib <mib>', 'the size cap for this prune (default: VMKIT_BOOT_CACHE_MIB, else 4096)')
+  .action(async (options: { maxMib?: string }) => {
+    const { pruneBootCacheCommand } = await import('./commands/boot-cache.js');
+    await pruneBootCacheCommand(options.maxMib);
+  });
+cache
+  .command('clear')
+  .description('remove every boot cache entry (the next start of each configuration boots again)')
+  .action(async () => {
+    const { clearBootCacheCommand } = await import('./commands/boot-cache.js');
+    await clearBootCacheCommand();
+  });
+
 program
   .command('doctor')
   .description('check QEMU, KVM, tools, user namespaces, subordinate ids, cgroups and the image cache')

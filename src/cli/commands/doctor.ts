@@ -3,6 +3,8 @@ import type { Backend } from '../../backends/backend.js';
 import { backendNamed } from '../../backends/index.js';
 import { listImages } from '../../images/build.js';
 import { Runtime } from '../../runtime/runtime.js';
+import { bootCacheCap, listBootCache } from '../../snapshot/boot-cache.js';
+import { snapshotRoot } from '../../snapshot/manifest.js';
 import { removeSnapshotLeftovers } from '../../snapshot/store.js';
 import { cacheDir } from '../../util/paths.js';
 import { toolPackage } from '../../util/tool-packages.js';
@@ -74,6 +76,15 @@ export async function doctor(options: DoctorOptions = {}): Promise<number> {
       ? images.map((image) => `${image.name} (${image.key.slice(0, 12)})`).join(', ')
       : `none in ${cacheDir()}`,
     ...(images.length ? {} : { fix: 'vmkit image build tiny' }),
+  });
+  const booted = await listBootCache();
+  const bootBytes = booted.reduce((sum, entry) => sum + entry.bytes, 0);
+  add({
+    status: 'ok',
+    what: 'boot cache',
+    detail:
+      `${booted.length} saved first boot(s), ${(bootBytes / 2 ** 20).toFixed(0)} of at most ${(bootCacheCap() / 2 ** 20).toFixed(0)} MiB in ${snapshotRoot()}` +
+      (process.env.VMKIT_BOOT_CACHE === 'off' ? '; off (VMKIT_BOOT_CACHE=off)' : ''),
   });
   const reaped = runtime.reap();
   const snapshots = await removeSnapshotLeftovers();
