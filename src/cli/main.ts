@@ -70,6 +70,15 @@ program
       }
     },
   )
+  .option(
+    '--shard <i/n>',
+    'with tests: run only the i-th of n parts of them (after --grep); the n parts together hold every test once',
+  )
+  .option(
+    '--timings <file>',
+    'with --shard: balance the parts by the durations in this file (from --write-timings or vmkit report merge)',
+  )
+  .option('--write-timings <file>', "with tests: write each test's duration to this file (JSON) at the end")
   .addOption(accelOption())
   .option(
     '--backend <name>',
