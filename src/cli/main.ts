@@ -6,6 +6,7 @@ import { ConfigError, InterruptedError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerProjectCommands } from './commands/project.js';
+import { registerReportCommands } from './commands/report.js';
 
 // Command modules load when their command runs: a quick `vmkit exec` or `vmkit sync` does not pay
 // for loading the test driver, the image builders and the rest.
@@ -163,6 +164,7 @@ program
 
 registerFleetCommands(program);
 registerProjectCommands(program, snapshot);
+registerReportCommands(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -16,9 +16,9 @@ import { attachments, planLan } from './lan.js';
 import { lateMachine } from './late.js';
 import type { PollingConditions } from './polling.js';
 import { RunRecorder } from './recorder.js';
-import type { ShardSpec, Timings } from './shard.js';
 import { Resources, startAll, withoutDriverFields } from './resources.js';
 import { selectTests } from './selection.js';
+import type { ShardSpec, Timings } from './shard.js';
 import { logConsoleTails, recordStep } from './steps.js';
 import { prepareSuiteSnapshots } from './suite-snapshots.js';
 
@@ -37,7 +37,10 @@ const runOptions = z
     timeoutMs: timeoutMs.optional(),
     fresh: z.boolean().optional(),
     grep: instanceOf(RegExp, 'RegExp').optional(),
-    shard: z.object({ index: z.number().int().min(1), count: z.number().int().min(1) }).strict().optional(),
+    shard: z
+      .object({ index: z.number().int().min(1), count: z.number().int().min(1) })
+      .strict()
+      .optional(),
     timings: z.record(z.string(), z.number().nonnegative()).optional(),
     captureDir: z.string().min(1).optional(),
     runtime: commonMachineFields.runtime,
@@ -115,7 +118,9 @@ export async function runTest(definition: TestDefinition, options: RunOptions = 
   asTestDefinition(definition, definition?.name ?? 'runTest');
   options = { ...options, ...parseInput(runOptions, options, 'runTest options') } as RunOptions;
   if (options.shard && !definition.tests)
-    throw new ConfigError(`shards split the tests of a suite (tests: {...}); ${definition.name ?? 'this script'} has one test`);
+    throw new ConfigError(
+      `shards split the tests of a suite (tests: {...}); ${definition.name ?? 'this script'} has one test`,
+    );
   const log = options.log ?? new RunLog();
   const started = performance.now();
   const timeoutMs = options.timeoutMs ?? definition.timeoutMs ?? 600_000;

@@ -19,7 +19,13 @@ export function selectTests(
   if (matching.length === 0) throw new ConfigError(`no test matches ${options.grep}`);
   const { shard, timings } = options;
   if (!shard) return matching;
-  const chosen = new Set(shardOf(matching.map(([name]) => name), shard, timings));
+  const chosen = new Set(
+    shardOf(
+      matching.map(([name]) => name),
+      shard,
+      timings,
+    ),
+  );
   const entries = matching.filter(([name]) => chosen.has(name));
   const label = `${shard.index}/${shard.count}`;
   options.recorder?.ledger.record({
@@ -33,8 +39,7 @@ export function selectTests(
     },
   });
   const of = `${matching.length} test${matching.length === 1 ? '' : 's'}${options.grep ? ` matching ${options.grep}` : ''}`;
-  if (entries.length === 0)
-    log.line('vmkit', `shard ${label} gets none of the ${of}: nothing to run`);
+  if (entries.length === 0) log.line('vmkit', `shard ${label} gets none of the ${of}: nothing to run`);
   else
     log.line(
       'vmkit',

@@ -13,11 +13,13 @@ export type Timings = Record<string, number>;
 /** Parses `i/n` (1 <= i <= n); anything else is a ConfigError. */
 export function parseShard(text: string): ShardSpec {
   const match = /^(\d+)\/(\d+)$/.exec(String(text).trim());
-  if (!match) throw new ConfigError(`--shard ${text}: write it as i/n, e.g. 2/3 (the second of three shards)`);
+  if (!match)
+    throw new ConfigError(`--shard ${text}: write it as i/n, e.g. 2/3 (the second of three shards)`);
   const index = Number(match[1]);
   const count = Number(match[2]);
-  if (count < 1 || index < 1 || index > count)
-    throw new ConfigError(`--shard ${text}: the shard number must be from 1 to ${Math.max(count, 1)}`);
+  if (count < 1) throw new ConfigError(`--shard ${text}: there must be at least 1 shard`);
+  if (index < 1 || index > count)
+    throw new ConfigError(`--shard ${text}: the shard number must be from 1 to ${count}`);
   return { index, count };
 }
 
@@ -28,7 +30,9 @@ function median(values: number[]): number {
   if (values.length === 0) return 1;
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+  return sorted.length % 2
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 /**
@@ -74,7 +78,9 @@ export async function readTimings(file: string): Promise<Timings> {
   try {
     text = await readFile(file, 'utf8');
   } catch (error) {
-    throw new ConfigError(`--timings ${file}: cannot read it: ${(error as NodeJS.ErrnoException).code ?? error}`);
+    throw new ConfigError(
+      `--timings ${file}: cannot read it: ${(error as NodeJS.ErrnoException).code ?? error}`,
+    );
   }
   let parsed: unknown;
   try {
@@ -87,7 +93,9 @@ export async function readTimings(file: string): Promise<Timings> {
     throw new ConfigError(`--timings ${file}: expected { "tests": { "<test name>": <milliseconds> } }`);
   for (const [name, ms] of Object.entries(tests)) {
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0)
-      throw new ConfigError(`--timings ${file}: the duration of ${JSON.stringify(name)} is not a number of milliseconds`);
+      throw new ConfigError(
+        `--timings ${file}: the duration of ${JSON.stringify(name)} is not a number of milliseconds`,
+      );
   }
   return tests as Timings;
 }

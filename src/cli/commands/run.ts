@@ -11,8 +11,8 @@ import { waitForDebugging } from '../../driver/debug.js';
 import { interactiveDefinition } from '../../driver/interactive.js';
 import { RunRecorder } from '../../driver/recorder.js';
 import { asTestDefinition, runTest, type TestDefinition } from '../../driver/runner.js';
-import { parseShard, readTimings, writeTimings } from '../../driver/shard.js';
 import { registerScriptLoader } from '../../driver/script-loader.js';
+import { parseShard, readTimings, writeTimings } from '../../driver/shard.js';
 import { ConfigError, VmmStartError } from '../../errors.js';
 import type { Machine } from '../../machine/machine.js';
 import { Runtime } from '../../runtime/runtime.js';
@@ -51,7 +51,8 @@ export interface RunCommandOptions {
 /** `vmkit run`: loads a test script (TypeScript through tsx) and runs it. Returns the exit code. */
 export async function runCommand(script: string, options: RunCommandOptions): Promise<number> {
   const shard = options.shard === undefined ? undefined : parseShard(options.shard);
-  if (options.timings !== undefined && !shard) throw new ConfigError('--timings balances shards: give --shard i/n too');
+  if (options.timings !== undefined && !shard)
+    throw new ConfigError('--timings balances shards: give --shard i/n too');
   const timings = options.timings === undefined ? undefined : await readTimings(options.timings);
   if (options.writeTimings) await checkWritable(options.writeTimings, '--write-timings');
   const path = resolve(script);
@@ -70,6 +71,8 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
   }
   const loadedDefinition = asTestDefinition(loaded.default, script);
+  if (shard && !loadedDefinition.tests)
+    throw new ConfigError(`--shard splits the tests of a suite (tests: {...}); ${script} has a single test`);
   const backend = await chosenBackend(options);
   const chosen = options.interactive ? interactiveDefinition(loadedDefinition) : loadedDefinition;
   const definition = options.mockScript ? usingWholeScript(chosen, backend as MockBackend) : chosen;
