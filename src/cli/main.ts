@@ -4,6 +4,7 @@ import type { ZodType } from 'zod';
 import { parseAccel } from '../backends/accel.js';
 import { ConfigError, InterruptedError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
+import { registerCacheCommands } from './commands/cache.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerProjectCommands } from './commands/project.js';
 import { registerReportCommands } from './commands/report.js';
@@ -165,6 +166,7 @@ program
 registerFleetCommands(program);
 registerProjectCommands(program, snapshot);
 registerReportCommands(program);
+registerCacheCommands(program);
 
 try {
   await program.parseAsync(process.argv);
