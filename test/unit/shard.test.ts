@@ -8,6 +8,7 @@ import { selectTests } from '../../src/driver/selection.js';
 import { parseShard, partition, readTimings, shardOf, type Timings } from '../../src/driver/shard.js';
 import { ConfigError } from '../../src/errors.js';
 import { RunLog } from '../../src/util/log.js';
+import { runProgram } from '../helpers.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vmkit-shard-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -167,5 +168,35 @@ describe("selecting a suite's tests", () => {
     assert.match(junitXml('s', events), /tests="0" failures="0"/);
     // Without the shard event (an unsharded run that ran nothing) the run itself is the case.
     assert.match(junitXml('s', events.slice(1)), /tests="1" failures="0"/);
+  });
+});
+
+describe('vmkit run --shard on the command line', () => {
+  const run = (args: string[]) =>
+    runProgram(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'run', ...args], {
+      timeoutMs: 60_000,
+    });
+
+  test('bad input is exit 2 with one line, before any machine starts', async () => {
+    for (const [args, message] of [
+      [['--shard', '4/3'], /vmkit: --shard 4\/3: the shard number must be from 1 to 3/],
+      [['--shard', 'a/b'], /vmkit: --shard a\/b: write it as i\/n/],
+      [
+        ['--shard', '1/2', '--timings', join(dir, 'none.json')],
+        /vmkit: --timings .*none\.json: cannot read it: ENOENT/,
+      ],
+      [['--timings', join(dir, 'none.json')], /vmkit: --timings balances shards: give --shard i\/n too/],
+    ] as const) {
+      const result = await run(['test/fixtures/shard-suite.ts', ...args]);
+      assert.equal(result.code, 2, result.stderr);
+      assert.match(result.stderr, message);
+      assert.doesNotMatch(result.stderr, /restored|booting/);
+    }
+    const single = await run(['test/fixtures/pass.ts', '--shard', '1/2']);
+    assert.equal(single.code, 2, single.stderr);
+    assert.match(
+      single.stderr,
+      /--shard splits the tests of a suite \(tests: \{\.\.\.\}\); test\/fixtures\/pass\.ts has a single test/,
+    );
   });
 });
