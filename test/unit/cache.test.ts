@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -188,6 +189,18 @@ describe('vmkit cache export and import', () => {
       /its image is gone/,
     );
     assert.equal(existsSync(join(dir, 'third', 'vmkit', 'images', KEY)), false);
+  });
+
+  test('what a killed import left (its scratch folder) is removed by the next one; the stores never see it', async () => {
+    const cache = join(dir, 'killed', 'vmkit');
+    const gone = spawnSync(process.execPath, ['-e', '']).pid as number; // a pid no process has now
+    const left = join(cache, `.import-${gone}-abcdef`);
+    mkdirSync(join(left, 'images', KEY), { recursive: true });
+    writeFileSync(join(left, 'images', KEY, 'vmlinuz'), 'half');
+    const outcomes = await importCache(archive, { cacheDir: cache, runtime });
+    assert.equal(outcomes.find((entry) => entry.id === KEY)?.result, 'imported');
+    assert.equal(existsSync(left), false);
+    assert.deepEqual(readdirSync(cache).sort(), ['images', 'snapshots']);
   });
 
   test('bad input is a ConfigError: a missing file, a file that is no archive, --only of another kind', async () => {
