@@ -106,7 +106,10 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   process.on('SIGTERM', interrupted('SIGTERM', 143));
 
   if (shard && !options.output && !options.report)
-    log.line('vmkit', 'no --output: this shard\'s events go with the run, so vmkit report merge cannot use them');
+    log.line(
+      'vmkit',
+      "no --output: this shard's events go with the run, so vmkit report merge cannot use them",
+    );
   let debugged = false;
   log.line('vmkit', `running ${definition.name ?? script}${options.interactive ? ' interactively' : ''}`);
   const report = await runTest(definition, {
