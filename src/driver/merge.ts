@@ -29,6 +29,10 @@ export async function readShardRun(source: string): Promise<ShardRun> {
   const info = await stat(source).catch((error: NodeJS.ErrnoException) => {
     throw new ConfigError(`${source}: cannot read it: ${error.code ?? error.message}`);
   });
+  if (!info.isDirectory() && /\.(xml|html)$/.test(source))
+    throw new ConfigError(
+      `${source}: give the shard's output folder or its events.jsonl; the merged JUnit XML and HTML report are made from the events`,
+    );
   const dir = info.isDirectory() ? source : dirname(source);
   const file = info.isDirectory() ? join(source, 'events.jsonl') : source;
   const events = await readLedger(file).catch((error: NodeJS.ErrnoException) => {
