@@ -152,5 +152,9 @@ describe('merging shards', () => {
       mergeReports([dir], out),
       /no events\.jsonl \(ENOENT\): give the output folder of a run/,
     );
+    await assert.rejects(
+      mergeReports([join(out, 'junit.xml')], out),
+      /junit\.xml: give the shard's output folder or its events\.jsonl/,
+    );
   });
 });
