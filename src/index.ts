@@ -40,6 +40,7 @@ export {
   type TestDefinition,
   type TestResult,
 } from './driver/runner.js';
+export { partition, type ShardSpec, type Timings } from './driver/shard.js';
 export * from './errors.js';
 export {
   AGENT_OPS,

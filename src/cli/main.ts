@@ -4,8 +4,10 @@ import type { ZodType } from 'zod';
 import { parseAccel } from '../backends/accel.js';
 import { ConfigError, InterruptedError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
+import { registerCacheCommands } from './commands/cache.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerProjectCommands } from './commands/project.js';
+import { registerReportCommands } from './commands/report.js';
 
 // Command modules load when their command runs: a quick `vmkit exec` or `vmkit sync` does not pay
 // for loading the test driver, the image builders and the rest.
@@ -73,6 +75,15 @@ program
       }
     },
   )
+  .option(
+    '--shard <i/n>',
+    'with tests: run only the i-th of n parts of them (after --grep); the n parts together hold every test once',
+  )
+  .option(
+    '--timings <file>',
+    'with --shard: balance the parts by the durations in this file (from --write-timings or vmkit report merge)',
+  )
+  .option('--write-timings <file>', "with tests: write each test's duration to this file (JSON) at the end")
   .addOption(accelOption())
   .option(
     '--backend <name>',
@@ -186,6 +197,8 @@ program
 
 registerFleetCommands(program);
 registerProjectCommands(program, snapshot);
+registerReportCommands(program);
+registerCacheCommands(program);
 
 try {
   await program.parseAsync(process.argv);

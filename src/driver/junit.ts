@@ -45,9 +45,11 @@ export function junitXml(suiteName: string, events: LedgerEvent[]): string {
         }),
   });
   for (const unit of units) cases.push(asCase(unit, unit.name));
-  if (units.length === 0) {
+  // A shard that got no tests ran none: it has no case of its own to report, unless it failed.
+  const run = events.filter((event) => event.kind === 'run' && event.outcome !== undefined).at(-1);
+  const emptyShard = events.some((event) => event.kind === 'shard') && run?.outcome === 'ok';
+  if (units.length === 0 && !emptyShard) {
     for (const subtest of subtests) cases.push(asCase(subtest, subtest.name));
-    const run = events.filter((event) => event.kind === 'run' && event.outcome !== undefined).at(-1);
     const failedOutside = run && run.outcome !== 'ok' && !subtests.some((event) => event.outcome !== 'ok');
     const whole =
       run ?? ({ kind: 'run', name: suiteName, time: '', at: 0, outcome: 'interrupted' } as LedgerEvent);

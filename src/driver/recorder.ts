@@ -115,7 +115,7 @@ const MAX_IMAGES = 30;
 const MAX_IMAGE_BYTES = 4 * 1024 * 1024;
 
 /** PNG files in the output folder and the folders below it (three levels), oldest first, bounded. */
-async function findScreenshots(dir: string): Promise<ReportImage[]> {
+export async function findScreenshots(dir: string): Promise<ReportImage[]> {
   const found: Array<{ name: string; path: string; mtimeMs: number }> = [];
   const walk = async (relative: string, depth: number): Promise<void> => {
     const entries = await readdir(join(dir, relative), { withFileTypes: true }).catch(() => []);

@@ -17,10 +17,14 @@ import { lateMachine } from './late.js';
 import type { PollingConditions } from './polling.js';
 import { RunRecorder } from './recorder.js';
 import { Resources, startAll, withoutDriverFields } from './resources.js';
+import { selectTests } from './selection.js';
+import type { ShardSpec, Timings } from './shard.js';
+import { logConsoleTails, recordStep } from './steps.js';
 import { prepareSuiteSnapshots } from './suite-snapshots.js';
 
 export type { MachineDeclaration, TestBody, TestContext, TestDefinition } from './definition.js';
 export { asTestDefinition, defineTest } from './definition.js';
+export { recordStep } from './steps.js';
 
 const runOptions = z
   .object({
@@ -33,6 +37,11 @@ const runOptions = z
     timeoutMs: timeoutMs.optional(),
     fresh: z.boolean().optional(),
     grep: instanceOf(RegExp, 'RegExp').optional(),
+    shard: z
+      .object({ index: z.number().int().min(1), count: z.number().int().min(1) })
+      .strict()
+      .optional(),
+    timings: z.record(z.string(), z.number().nonnegative()).optional(),
     captureDir: z.string().min(1).optional(),
     runtime: commonMachineFields.runtime,
     outputDir: z.string({ error: 'must be a folder path' }).min(1).optional(),
@@ -60,6 +69,10 @@ export interface RunOptions {
   fresh?: boolean;
   /** With `tests`: run only the tests whose names match. */
   grep?: RegExp;
+  /** With `tests`: run only this shard of them (after `grep`); see `partition` in shard.ts. */
+  shard?: ShardSpec;
+  /** With `shard`: recorded durations by test name, to balance the shards by time instead of count. */
+  timings?: Timings;
   /**
    * Write every VLAN's traffic to a pcap file in this folder (which must exist):
    * `vlan<n>.pcap`, or `<test>.vlan<n>.pcap` for each test of a suite.
@@ -104,6 +117,10 @@ export interface RunReport {
 export async function runTest(definition: TestDefinition, options: RunOptions = {}): Promise<RunReport> {
   asTestDefinition(definition, definition?.name ?? 'runTest');
   options = { ...options, ...parseInput(runOptions, options, 'runTest options') } as RunOptions;
+  if (options.shard && !definition.tests)
+    throw new ConfigError(
+      `shards split the tests of a suite (tests: {...}); ${definition.name ?? 'this script'} has one test`,
+    );
   const log = options.log ?? new RunLog();
   const started = performance.now();
   const timeoutMs = options.timeoutMs ?? definition.timeoutMs ?? 600_000;
@@ -265,8 +282,8 @@ async function runSuite(
   resources: Resources,
   state: { step: string },
 ): Promise<TestResult[]> {
-  const entries = Object.entries(tests).filter(([testName]) => !options.grep || options.grep.test(testName));
-  if (entries.length === 0) throw new ConfigError(`no test matches ${options.grep}`);
+  const entries = selectTests(definition.name ?? 'test', tests, options, log);
+  if (entries.length === 0) return [];
   const names = Object.keys(definition.machines);
   const late = names.find((name) => definition.machines[name]?.start === false);
   if (late) throw new ConfigError(`machine ${late}: start: false is for a single test (test), not for tests`);
@@ -365,31 +382,4 @@ async function runSuite(
     }
   }
   return results;
-}
-
-/** Runs `body` and records it in the ledger as one step with its duration and outcome. */
-export async function recordStep<T>(
-  recorder: RunRecorder | undefined,
-  step: { kind: string; name: string; machine?: string },
-  body: () => Promise<T>,
-): Promise<T> {
-  const started = performance.now();
-  try {
-    const result = await body();
-    recorder?.ledger.record({ ...step, durationMs: elapsedMs(started), outcome: 'ok' });
-    return result;
-  } catch (error) {
-    const message = error instanceof Error ? (error.stack ?? error.message) : String(error);
-    recorder?.ledger.record({ ...step, durationMs: elapsedMs(started), outcome: 'failed', error: message });
-    throw error;
-  }
-}
-
-function logConsoleTails(log: RunLog, machines: Machine[], error: Error): void {
-  for (const machine of machines) {
-    const consoleTail = machine.console.tail(1200).trimEnd();
-    if (consoleTail && !error.message.includes(consoleTail.slice(-200))) {
-      log.line('vmkit', `console tail of ${machine.name}:\n${consoleTail}`);
-    }
-  }
 }

@@ -318,6 +318,13 @@ describe('architecture of src/', () => {
     assert.deepEqual(violations, [], `imports of a later layer:\n  ${violations.join('\n  ')}`);
   });
 
+  test('the cache (export, import) sits above the stores it moves: images/ and snapshot/', () => {
+    const order = layerOrder(readFileSync(ARCHITECTURE, 'utf8'));
+    const at = (layer: string) => order.indexOf(layer);
+    assert.ok(at('cache/') > at('images/') && at('cache/') > at('snapshot/'), order.join(' < '));
+    assert.ok(at('cache/') < at('cli/'), order.join(' < '));
+  });
+
   test(`no file in src/ is over ${MAX_LINES} lines`, () => {
     const offenders = graph.files
       .map((file) => ({ file, lines: countLines(readFileSync(join(SRC, file), 'utf8')) }))

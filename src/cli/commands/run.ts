@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AccelRequest } from '../../backends/accel.js';
 import type { Backend } from '../../backends/backend.js';
@@ -12,6 +12,7 @@ import { interactiveDefinition } from '../../driver/interactive.js';
 import { RunRecorder } from '../../driver/recorder.js';
 import { asTestDefinition, runTest, type TestDefinition } from '../../driver/runner.js';
 import { registerScriptLoader } from '../../driver/script-loader.js';
+import { parseShard, readTimings, writeTimings } from '../../driver/shard.js';
 import { ConfigError, VmmStartError } from '../../errors.js';
 import type { Machine } from '../../machine/machine.js';
 import { Runtime } from '../../runtime/runtime.js';
@@ -30,6 +31,12 @@ export interface RunCommandOptions {
   report?: string;
   fresh?: boolean;
   grep?: RegExp;
+  /** `i/n`: run the i-th of n parts of the suite's tests (after --grep). */
+  shard?: string;
+  /** A timings file to balance the shards by (written by --write-timings or `vmkit report merge`). */
+  timings?: string;
+  /** Write each test's duration here when the run ends. */
+  writeTimings?: string;
   accel?: AccelRequest;
   capture?: boolean;
   interactive?: boolean;
@@ -43,6 +50,11 @@ export interface RunCommandOptions {
 
 /** `vmkit run`: loads a test script (TypeScript through tsx) and runs it. Returns the exit code. */
 export async function runCommand(script: string, options: RunCommandOptions): Promise<number> {
+  const shard = options.shard === undefined ? undefined : parseShard(options.shard);
+  if (options.timings !== undefined && !shard)
+    throw new ConfigError('--timings balances shards: give --shard i/n too');
+  const timings = options.timings === undefined ? undefined : await readTimings(options.timings);
+  if (options.writeTimings) await checkWritable(options.writeTimings, '--write-timings');
   const path = resolve(script);
   try {
     await access(path);
@@ -59,6 +71,8 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     throw new ConfigError(`cannot load test script ${script}: ${describeLoadError(error)}`);
   }
   const loadedDefinition = asTestDefinition(loaded.default, script);
+  if (shard && !loadedDefinition.tests)
+    throw new ConfigError(`--shard splits the tests of a suite (tests: {...}); ${script} has a single test`);
   const backend = await chosenBackend(options);
   const chosen = options.interactive ? interactiveDefinition(loadedDefinition) : loadedDefinition;
   const definition = options.mockScript ? usingWholeScript(chosen, backend as MockBackend) : chosen;
@@ -91,6 +105,11 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
   process.on('SIGINT', interrupted('SIGINT', 130));
   process.on('SIGTERM', interrupted('SIGTERM', 143));
 
+  if (shard && !options.output && !options.report)
+    log.line(
+      'vmkit',
+      "no --output: this shard's events go with the run, so vmkit report merge cannot use them",
+    );
   let debugged = false;
   log.line('vmkit', `running ${definition.name ?? script}${options.interactive ? ' interactively' : ''}`);
   const report = await runTest(definition, {
@@ -102,6 +121,8 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
     outputDir: options.output,
     fresh: options.fresh,
     grep: options.grep,
+    shard,
+    timings,
     captureDir,
     // An interactive session lasts as long as the person at it, unless --timeout says otherwise.
     timeoutMs: options.timeout ?? (options.interactive ? MAX_TIMER_MS : undefined),
@@ -128,6 +149,11 @@ export async function runCommand(script: string, options: RunCommandOptions): Pr
       : {}),
   });
   await runtime.close();
+  if (options.writeTimings && report.tests) {
+    const durations = Object.fromEntries(report.tests.map((test) => [test.name, test.durationMs]));
+    await writeTimings(resolve(options.writeTimings), definition.name ?? basename(script), durations);
+    log.line('vmkit', `timings in ${resolve(options.writeTimings)}`);
+  }
   return report.passed ? 0 : 1;
 }
 
@@ -164,6 +190,18 @@ async function makeOutputDir(dir: string): Promise<string> {
     );
   }
   return path;
+}
+
+/** A file that can be written at the end of the run: its folder exists and is writable. */
+async function checkWritable(file: string, flag: string): Promise<void> {
+  const parent = dirname(resolve(file));
+  try {
+    await access(parent, constants.W_OK);
+  } catch (error) {
+    throw new ConfigError(
+      `${flag} ${file}: cannot write into ${parent}: ${(error as NodeJS.ErrnoException).code ?? error}`,
+    );
+  }
 }
 
 interface TransformMessage {
