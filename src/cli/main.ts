@@ -157,7 +157,19 @@ snapshot
     await pruneSnapshotsCommand(options);
   });
 
-const cache = program.command('cache').description("vmkit's caches: the boot cache (ls, prune, clear)");
+program
+  .command('doctor')
+  .description('check QEMU, KVM, tools, user namespaces, subordinate ids, cgroups and the image cache')
+  .option('--json', 'print the checks as JSON')
+  .action(async (options: { json?: boolean }) => {
+    const { doctor } = await import('./commands/doctor.js');
+    process.exitCode = await doctor({ json: Boolean(options.json) });
+  });
+
+registerFleetCommands(program);
+registerProjectCommands(program, snapshot);
+registerReportCommands(program);
+const cache = registerCacheCommands(program);
 cache
   .command('ls')
   .description(
@@ -185,20 +197,6 @@ cache
     const { clearBootCacheCommand } = await import('./commands/boot-cache.js');
     await clearBootCacheCommand();
   });
-
-program
-  .command('doctor')
-  .description('check QEMU, KVM, tools, user namespaces, subordinate ids, cgroups and the image cache')
-  .option('--json', 'print the checks as JSON')
-  .action(async (options: { json?: boolean }) => {
-    const { doctor } = await import('./commands/doctor.js');
-    process.exitCode = await doctor({ json: Boolean(options.json) });
-  });
-
-registerFleetCommands(program);
-registerProjectCommands(program, snapshot);
-registerReportCommands(program);
-registerCacheCommands(program);
 
 try {
   await program.parseAsync(process.argv);

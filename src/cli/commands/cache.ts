@@ -7,11 +7,21 @@ const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
  * `vmkit cache ...`: the cache folder's images and snapshots. One command, one subcommand per
  * operation (export, import; more to come), each loading its module when it runs.
  */
+/** Export and import work on the cache folder: a snapshot store moved out of it is not theirs. */
+async function requireStoreInCache(): Promise<void> {
+  if (process.env.VMKIT_SNAPSHOT_DIR) {
+    const { ConfigError } = await import('../../errors.js');
+    throw new ConfigError(
+      `cache export and import work on the cache folder, but VMKIT_SNAPSHOT_DIR (${process.env.VMKIT_SNAPSHOT_DIR}) moves the snapshot store out of it: unset it`,
+    );
+  }
+}
+
 export function registerCacheCommands(program: Command): Command {
   const cache = program
     .command('cache')
     .description(
-      'the cache of images and snapshots ($VMKIT_CACHE_DIR, else $XDG_CACHE_HOME/vmkit, else ~/.cache/vmkit)',
+      'the cache of images, snapshots and booted states ($VMKIT_CACHE_DIR, else $XDG_CACHE_HOME/vmkit, else ~/.cache/vmkit): export, import, and the boot cache (ls, prune, clear)',
     );
   cache
     .command('export')
@@ -22,6 +32,7 @@ export function registerCacheCommands(program: Command): Command {
     .argument('<file>', 'the archive to write (replaced whole when it exists)')
     .addOption(new Option('--only <part>', 'only images or only snapshots').choices(['images', 'snapshots']))
     .action(async (file: string, options: { only?: 'images' | 'snapshots' }) => {
+      await requireStoreInCache();
       const [{ exportCache }, { cacheDir }] = await Promise.all([
         import('../../cache/export.js'),
         import('../../util/paths.js'),
@@ -41,6 +52,7 @@ export function registerCacheCommands(program: Command): Command {
     .argument('<file>', 'an archive written by vmkit cache export')
     .option('--json', 'print what happened to each entry as JSON')
     .action(async (file: string, options: { json?: boolean }) => {
+      await requireStoreInCache();
       const [{ importCache }, { cacheDir }, { Runtime }] = await Promise.all([
         import('../../cache/import.js'),
         import('../../util/paths.js'),
