@@ -1,13 +1,15 @@
 // Boot benchmark: vmkit's startMachine() against bare QEMU booting the same image, plus
 // backdoor round trips. Run it with `npm run bench:boot` (add `-- --iterations N`).
 //
-// Variants, alternating A, B, A, B, ... so machine load weighs on both alike:
-//   A  vmkit:     startMachine({ name, image: 'tiny' }) until it resolves (backdoor up, setup run),
-//                 then close();
+// Variants, alternating A, B, C, A, B, C, ... so machine load weighs on all alike:
+//   A  vmkit:     startMachine({ name, image: 'tiny', fresh: true }) until it resolves (a cold
+//                 boot: backdoor up, setup run), then close();
 //   B  bare QEMU: the same kernel, initrd, command line, machine type, memory (a shared RAM file
 //                 in /dev/shm), CPUs and accelerator, the same virtio-serial layout with the
 //                 backdoor's vmkit.shell port on a unix socket this process listens on; timed from
 //                 spawn until the guest prints the backdoor banner on that socket.
+//   C  cached:    startMachine({ name, image: 'tiny' }) from the boot cache (its entry is made
+//                 before the first pair), until it resolves, then close();
 // Each boot also records the CPU time QEMU had used by then (from /proc): under load from other
 // work on a shared host it moves less than wall time, so `cpuRatio` shows better the guest work vmkit
 // adds. Then, on one machine: execute('true') round trips per second and the round trip of a command
@@ -46,7 +48,8 @@ import {
 const USAGE = `Usage: npm run --silent bench:boot -- [options]   (--silent keeps npm's banner off stdout)
        node --import tsx bench/boot.ts [options]            (after npm run build)
 
-Boots the tiny image with vmkit (A) and with bare QEMU (B), alternating A, B, A, B, ...,
+Boots the tiny image with vmkit (A, cold), with bare QEMU (B) and starts it from vmkit's boot
+cache (C), alternating A, B, C, A, B, C, ...,
 then measures backdoor round trips on one machine. Progress on stderr, JSON on stdout.
 
 Options:
@@ -120,10 +123,11 @@ interface VmkitSample {
   closeMs: number;
 }
 
-async function bootVmkit(name: string): Promise<VmkitSample> {
+async function bootVmkit(name: string, fresh = true): Promise<VmkitSample> {
   const began = performance.now();
   const machine = await startMachine({
     name,
+    fresh,
     image: 'tiny',
     memoryMiB: MEMORY_MIB,
     cpus: CPUS,
@@ -387,6 +391,7 @@ async function measureCommands(roundTrips: number, bulkRuns: number) {
   log('starting a machine for the round-trip measurements');
   const machine = await startMachine({
     name: 'bench-rt',
+    fresh: true,
     image: 'tiny',
     memoryMiB: MEMORY_MIB,
     cpus: CPUS,
@@ -479,6 +484,9 @@ async function main(): Promise<void> {
   scratchDir = mkdtempSync(join(tmpdir(), 'vmkit-bench-'));
   const vmkitSamples: VmkitSample[] = [];
   const bareSamples: BareSample[] = [];
+  const cachedSamples: VmkitSample[] = [];
+  log('making sure the boot cache holds this configuration');
+  await bootVmkit('bench-seed', false);
   for (let i = 0; i < warmup + iterations; i++) {
     const measured = i >= warmup;
     const label = measured ? `pair ${i - warmup + 1}/${iterations}` : `warm-up ${i + 1}/${warmup}`;
@@ -488,9 +496,12 @@ async function main(): Promise<void> {
     );
     const b = await bootBare(image, accel, scratchDir, i);
     log(`${label} B bare:  ${b.bootMs} ms to banner (QEMU CPU ${b.cpuMs} ms), kill ${b.killMs} ms`);
+    const c = await bootVmkit(`bench-cached-${i}`, false);
+    log(`${label} C cached: ${c.startMs} ms to resolved (restored at ${c.bootMs} ms), close ${c.closeMs} ms`);
     if (measured) {
       vmkitSamples.push(a);
       bareSamples.push(b);
+      cachedSamples.push(c);
     }
   }
 
@@ -501,6 +512,7 @@ async function main(): Promise<void> {
 
   const vmkitMedian = median(vmkitSamples.map((s) => s.startMs));
   const bareMedian = median(bareSamples.map((s) => s.bootMs));
+  const cachedMedian = median(cachedSamples.map((s) => s.startMs));
   const report = {
     benchmark: 'boot',
     date,
@@ -515,7 +527,7 @@ async function main(): Promise<void> {
     iterations,
     warmupPairs: warmup,
     vmkit: {
-      what: 'startMachine() call until resolved (backdoor answered, setup ran)',
+      what: 'startMachine({ fresh: true }) call until resolved: a cold boot (backdoor answered, setup ran)',
       samplesMs: vmkitSamples.map((s) => s.startMs),
       medianMs: vmkitMedian,
       bootSamplesMs: vmkitSamples.map((s) => s.bootMs),
@@ -529,6 +541,16 @@ async function main(): Promise<void> {
       cpuSamplesMs: bareSamples.map((s) => s.cpuMs),
       killSamplesMs: bareSamples.map((s) => s.killMs),
     },
+    cached: {
+      what: 'startMachine() call until resolved, restored from the boot cache (setup ran)',
+      samplesMs: cachedSamples.map((s) => s.startMs),
+      medianMs: cachedMedian,
+      restoreSamplesMs: cachedSamples.map((s) => s.bootMs),
+      closeSamplesMs: cachedSamples.map((s) => s.closeMs),
+    },
+    /** A start from the boot cache against a cold boot, and against bare QEMU's boot. */
+    cachedOverCold: ratio(cachedMedian, vmkitMedian),
+    cachedOverBare: ratio(cachedMedian, bareMedian),
     ratio: ratio(vmkitMedian, bareMedian),
     overheadMs: round(vmkitMedian - bareMedian),
     /** The same ratio in QEMU's CPU time, which other load on a shared host moves less. */

@@ -18,7 +18,9 @@
 //   6  a test suite:                boot-per-test (N x startMachine + body + close) against vmkit's
 //                                   suite runner, runTest() with `tests`: a first run (fresh: boot +
 //                                   setup + snapshot + N tests on clones), then a cached run of the
-//                                   same definition (the setup snapshot is reused).
+//                                   same definition (the setup snapshot is reused), then a first
+//                                   run of a suite like it with the boot cache warm (its machine
+//                                   restored, not booted). Cold boots here are fresh: true.
 //
 // Progress goes to stderr, one JSON object to stdout. Every machine is closed and every snapshot
 // this run took is deleted at the end, on error and on SIGINT/SIGTERM.
@@ -133,6 +135,7 @@ async function main(): Promise<void> {
   const forkRatio = ratio(fork.allReadyMs, coldMs);
   const suiteFirstRatio = ratio(bootSuite.totalMs, forkSuite.firstRun.totalMs);
   const suiteCachedRatio = ratio(bootSuite.totalMs, forkSuite.cachedRun.totalMs);
+  const suiteWarmFirstRatio = ratio(bootSuite.totalMs, forkSuite.warmFirstRun.totalMs);
 
   const report = {
     benchmark: 'snapshot',
@@ -249,6 +252,12 @@ async function main(): Promise<void> {
         snapshotId: forkSuite.snapshotId,
         ...forkSuite.firstRun,
       },
+      forkPerTestFirstRunBootCacheWarm: {
+        what:
+          'a first run of a suite like it (no setup snapshot yet) without fresh: its machine is restored from ' +
+          'the boot cache instead of booted, then set up, snapshotted and N tests on clones',
+        ...forkSuite.warmFirstRun,
+      },
       forkPerTestCachedRun: {
         what:
           'the same definition again, runTest() without fresh: the cached setup snapshot is reused, then N ' +
@@ -264,6 +273,7 @@ async function main(): Promise<void> {
       forkAllReadyOverColdBoot: forkRatio,
       bootPerTestSuiteOverForkPerTestFirstRun: suiteFirstRatio,
       bootPerTestSuiteOverForkPerTestCachedRun: suiteCachedRatio,
+      bootPerTestSuiteOverForkPerTestFirstRunBootCacheWarm: suiteWarmFirstRatio,
     },
     targets: {
       restoreOverColdBoot: {

@@ -99,8 +99,9 @@ export const machineOptions = {
 } as const;
 export const timeouts = { timeoutMs: BOOT_TIMEOUT_MS, commandTimeoutMs: COMMAND_TIMEOUT_MS } as const;
 
+/** A cold boot (fresh: true: not from the boot cache). */
 export async function boot(name: string): Promise<Machine> {
-  return adoptMachine(await startMachine({ name, ...machineOptions, ...timeouts }));
+  return adoptMachine(await startMachine({ name, ...machineOptions, ...timeouts, fresh: true }));
 }
 
 export const restoreOptions: RestoreOptions = { ...timeouts };
