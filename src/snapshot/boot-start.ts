@@ -18,7 +18,7 @@ const WAIT_FOR_FIRST_BOOT_MS = 600_000;
 /**
  * Starts a machine: from the boot cache's saved state of its configuration when there is one,
  * else by booting it, saving that boot for the next start, and then giving the guest its own
- * identity. Either way the machine is the same as one booted for it (see docs/boot-cache.md).
+ * identity. Either way the machine is the same as one booted for it (README: "The boot cache").
  */
 export async function startThroughBootCache(options: MachineOptions, taker: SnapshotTaker): Promise<Machine> {
   const resolved = await resolveMachine(options); // validates every option first
