@@ -5,10 +5,10 @@ import { type Backend, requireCapability } from '../backends/backend.js';
 import { configIdentity } from '../machine/config.js';
 import type { Machine } from '../machine/machine.js';
 import { resolveMachine } from '../machine/start.js';
-import { startMachine } from '../machines.js';
 import type { Runtime } from '../runtime/runtime.js';
+import { startThroughBootCache } from '../snapshot/boot-start.js';
 import { hashOf, snapshotId, snapshotRoot } from '../snapshot/manifest.js';
-import type { Snapshot } from '../snapshot/snapshot.js';
+import { type Snapshot, snapshotTaker } from '../snapshot/snapshot.js';
 import { openSnapshot, snapshotProblems } from '../snapshot/store.js';
 import type { RunLog } from '../util/log.js';
 import { elapsedMs } from '../util/time.js';
@@ -84,12 +84,13 @@ export async function prepareSuiteSnapshots(
     const machines = await startAll(names, (name) => {
       const plan = plans.find((candidate) => candidate.name === name);
       return resources.track(
-        startMachine({
-          ...plan?.machineOptions,
-          name,
-          log: log.for(name),
-          signal: resources.aborter.signal,
-        }).then((machine) => {
+        // From the boot cache with a RAM file of its own: the setup snapshot then keeps RAM in a
+        // file that every test's clone maps, instead of in the saved state each clone loads.
+        startThroughBootCache(
+          { ...plan?.machineOptions, name, log: log.for(name), signal: resources.aborter.signal },
+          snapshotTaker,
+          { ownRam: true },
+        ).then((machine) => {
           templates.push(machine);
           return resources.adopt(machine, log, {});
         }),

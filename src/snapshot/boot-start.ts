@@ -20,7 +20,11 @@ const WAIT_FOR_FIRST_BOOT_MS = 600_000;
  * else by booting it, saving that boot for the next start, and then giving the guest its own
  * identity. Either way the machine is the same as one booted for it (README: "The boot cache").
  */
-export async function startThroughBootCache(options: MachineOptions, taker: SnapshotTaker): Promise<Machine> {
+export async function startThroughBootCache(
+  options: MachineOptions,
+  taker: SnapshotTaker,
+  how: { ownRam?: boolean } = {},
+): Promise<Machine> {
   const resolved = await resolveMachine(options); // validates every option first
   const refusal = bootCacheRefusal(options, resolved);
   if (refusal) return bootResolved(resolved, options, taker);
@@ -31,7 +35,7 @@ export async function startThroughBootCache(options: MachineOptions, taker: Snap
   };
   const id = await bootCacheId(resolved);
   const hit = await usableEntry(id, resolved, warn);
-  if (hit) return startFromEntry(hit, options, resolved, taker, warn);
+  if (hit) return startFromEntry(hit, options, resolved, taker, warn, how);
   // One first boot per configuration: a second start waits for it, then restores what it saved.
   const turn = await takeTurn(
     `boot-cache:${id}`,
@@ -45,7 +49,7 @@ export async function startThroughBootCache(options: MachineOptions, taker: Snap
   if (!turn) return bootResolved(resolved, options, taker);
   try {
     const saved = await usableEntry(id, resolved, warn);
-    if (saved) return await startFromEntry(saved, options, resolved, taker, warn);
+    if (saved) return await startFromEntry(saved, options, resolved, taker, warn, how);
     const machine = await bootResolved(resolved, options, taker, true);
     try {
       await saveEntry(machine, id, resolved, log, warn);
@@ -70,9 +74,10 @@ async function startFromEntry(
   resolved: ResolvedMachine,
   taker: SnapshotTaker,
   warn: (line: string) => void,
+  how: { ownRam?: boolean },
 ): Promise<Machine> {
   try {
-    return await restoreEntry(entry, options, resolved, taker);
+    return await restoreEntry(entry, options, resolved, taker, how);
   } catch (error) {
     if (options.signal?.aborted || error instanceof ConfigError) throw error;
     warn(
@@ -88,6 +93,7 @@ function restoreEntry(
   options: MachineOptions,
   resolved: ResolvedMachine,
   taker: SnapshotTaker,
+  how: { ownRam?: boolean },
 ): Promise<Machine> {
   return restoreFrom(
     entry,
@@ -104,7 +110,7 @@ function restoreEntry(
       allowReboot: options.allowReboot ?? false,
     },
     taker,
-    { hostNic: resolved.config.hostNic },
+    { hostNic: resolved.config.hostNic, ...how },
   );
 }
 

@@ -14,6 +14,7 @@ import { launchMachine } from '../machine/launch.js';
 import type { Machine } from '../machine/machine.js';
 import { DEFAULTS, type NetworkAttachment } from '../machine/options.js';
 import { defaultRuntime } from '../runtime/runtime.js';
+import { runTool } from '../util/exec.js';
 import { createQcow2 } from '../util/qcow2.js';
 import type { SnapshotManifest, SnapshotRecord } from './manifest.js';
 import { parseRestoreOptions, type RestoreOptions } from './options.js';
@@ -28,6 +29,11 @@ export type { RestoreOptions } from './options.js';
  */
 export interface AsBooted {
   hostNic?: HostNicSpec;
+  /**
+   * A copy of the saved RAM instead of a copy-on-write mapping of it: costs a copy, but the
+   * machine's own snapshots then keep RAM in a file that clones map, not in their saved state.
+   */
+  ownRam?: boolean;
 }
 
 /** Starts a fresh VMM from a snapshot; resolves when the guest agent answers. */
@@ -79,6 +85,12 @@ export async function restoreFrom(
         const base = join(dir, `disk${index}.qcow2`);
         await createQcow2(overlay, { base });
         disks.push(overlay);
+      }
+      if (asBooted?.ownRam && !manifest.ramInStream) {
+        // A RAM file of its own, as a booted machine has: its snapshots keep RAM in a file too.
+        const path = ramFilePath(runtime, stateDir, name);
+        await runTool('cp', ['--sparse=always', join(dir, 'ram'), path], { timeoutMs });
+        return { memory: { path, share: true }, disks };
       }
       const memory = manifest.ramInStream
         ? { path: ramFilePath(runtime, stateDir, name), share: true }
