@@ -102,6 +102,11 @@ export class SerialConsole extends EventEmitter<{
     this.screen = new ScreenModel(size.cols, size.rows);
   }
 
+  /** Takes in output the guest printed before this console existed (the saved boot of a restore). */
+  replay(output: Buffer): void {
+    this.onData(output);
+  }
+
   attach(socket: Socket): void {
     this.socket = socket;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));

@@ -52,6 +52,8 @@ export interface LaunchPlan {
   takeSnapshot: SnapshotTaker;
   /** The host port forwarded to the guest's SSH port, once ready() has set one up. */
   sshPort?: () => number | undefined;
+  /** What the guest printed on its console before the state it starts from was saved. */
+  consoleHistory?: Buffer;
 }
 
 /** A fresh state folder (0700) for a machine: its name, or name.1, name.2, ... when that is taken. */
@@ -88,6 +90,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     throw error;
   });
   const console = new SerialConsole(join(stateDir, 'console.log'));
+  if (plan.consoleHistory) console.replay(plan.consoleHistory);
   const started = performance.now();
   let vmm: Vmm | undefined;
   try {

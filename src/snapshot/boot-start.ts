@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { copyFile, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ConfigError, GuestSetupError } from '../errors.js';
 import { serviceHosts } from '../machine/host-network.js';
 import type { SnapshotTaker } from '../machine/internals.js';
@@ -11,6 +12,9 @@ import { bootCacheId, bootCacheRefusal, pruneBootCache, usableEntry } from './bo
 import { restoreFrom } from './restore.js';
 import type { Snapshot } from './snapshot.js';
 import { takeSnapshot } from './take.js';
+
+/** The console output of an entry's boot, in its folder. */
+const BOOT_CONSOLE = 'boot-console.log';
 
 /** How long a start waits for another process's first boot of the same configuration, at most. */
 const WAIT_FOR_FIRST_BOOT_MS = 600_000;
@@ -88,13 +92,15 @@ async function startFromEntry(
   }
 }
 
-function restoreEntry(
+async function restoreEntry(
   entry: Snapshot,
   options: MachineOptions,
   resolved: ResolvedMachine,
   taker: SnapshotTaker,
   how: { ownRam?: boolean },
 ): Promise<Machine> {
+  options.log?.(`${resolved.accel.accel.toUpperCase()}: ${resolved.accel.reason}`);
+  const consoleHistory = await readFile(join(entry.dir, BOOT_CONSOLE)).catch(() => undefined);
   return restoreFrom(
     entry,
     {
@@ -110,7 +116,11 @@ function restoreEntry(
       allowReboot: options.allowReboot ?? false,
     },
     taker,
-    { hostNic: resolved.config.hostNic, ...how },
+    {
+      hostNic: resolved.config.hostNic,
+      ...how,
+      ...(consoleHistory ? { consoleHistory } : {}),
+    },
   );
 }
 
@@ -136,7 +146,10 @@ async function saveEntry(
     const settle = resolved.profile.settle?.();
     if (settle) await machine.succeed(settle, { timeoutMs: resolved.timeoutMs });
     const label = id.slice(0, id.lastIndexOf('-'));
-    await takeSnapshot(machine.parts, label, { id });
+    const record = await takeSnapshot(machine.parts, label, { id });
+    // Its boot's console output, for the consoles of the machines restored from it (not verified:
+    // text for people and console waits, which the guest state does not depend on).
+    await copyFile(join(machine.stateDir, 'console.log'), join(record.dir, BOOT_CONSOLE)).catch(() => {});
     log(`boot cache: saved ${id} in ${Math.round(performance.now() - started)} ms`);
     for (const gone of await pruneBootCache({ keep: id }))
       log(`boot cache: removed ${gone.id}: ${gone.reason}`);

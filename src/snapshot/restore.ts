@@ -29,6 +29,8 @@ export type { RestoreOptions } from './options.js';
  */
 export interface AsBooted {
   hostNic?: HostNicSpec;
+  /** The console output of the boot that was saved, to start the machine's console with. */
+  consoleHistory?: Buffer;
   /**
    * A copy of the saved RAM instead of a copy-on-write mapping of it: costs a copy, but the
    * machine's own snapshots then keep RAM in a file that clones map, not in their saved state.
@@ -121,6 +123,7 @@ export async function restoreFrom(
       hosts: options.hosts ?? {},
     }),
     takeSnapshot,
+    ...(asBooted?.consoleHistory ? { consoleHistory: asBooted.consoleHistory } : {}),
   });
 }
 
