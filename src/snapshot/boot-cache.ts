@@ -39,6 +39,8 @@ export function bootCacheRefusal(options: MachineOptions, resolved: ResolvedMach
   if (config.media) return 'media you bring are booted, never cached';
   if (config.backdoor === false) return 'a guest without the backdoor is booted, never cached';
   if (config.extraDisks?.length) return 'extra disks: their contents are not part of the cache key';
+  // Login prompts on the virtual terminals were drawn at boot, with the boot's hostname.
+  if (config.display) return 'a screen shows what its boot drew: a machine with one is booted';
   return undefined;
 }
 

@@ -101,7 +101,6 @@ describe('the boot cache', () => {
       { nics: 2 },
       { disks: [{ sizeMiB: 8 }] },
       { qemuArgs: ['-no-hpet'] },
-      { display: true },
       { accel: 'kvm' },
       { image: { name: 'tiny', key: 'k2', cmdline: 'console=ttyS0' } },
       { image: { name: 'tiny', key: 'k1', cmdline: 'console=ttyS0 quiet' } },
@@ -123,6 +122,7 @@ describe('the boot cache', () => {
     assert.match(refusal({}, { media: { kind: 'iso' } }) ?? '', /media you bring/);
     assert.match(refusal({}, { backdoor: false }) ?? '', /without the backdoor/);
     assert.match(refusal({}, { extraDisks: [{ path: '/x' }] }) ?? '', /extra disks/);
+    assert.match(refusal({}, { display: true }) ?? '', /a screen/);
     process.env.VMKIT_BOOT_CACHE = 'off';
     try {
       assert.match(refusal({}) ?? '', /VMKIT_BOOT_CACHE=off/);

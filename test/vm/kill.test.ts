@@ -12,6 +12,7 @@ import { alive, cli, lacks, root, runCli } from '../helpers.js';
 
 const SHM = '/dev/shm';
 const snapshotStore = () =>
+  process.env.VMKIT_SNAPSHOT_DIR ||
   join(
     process.env.VMKIT_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'vmkit'),
     'snapshots',

@@ -92,7 +92,14 @@ describe('private state under umask 000', { timeout: 600_000 }, () => {
     let pid = 0;
     try {
       const network = runtime.own(await VirtualSwitch.create('lan', join(runtime.runDir, 'lan.sock')));
-      const machine = await startMachine({ name: 'm', runtime, networks: [{ switch: network }] });
+      // fresh: a boot, whose RAM file QEMU makes in /dev/shm (a start from the boot cache maps the
+      // entry's, in the private snapshot store).
+      const machine = await startMachine({
+        name: 'm',
+        runtime,
+        fresh: true,
+        networks: [{ switch: network }],
+      });
       pid = machine.pid;
       assert.equal(await machine.succeed('echo up'), 'up\n');
       // Guest RAM: QEMU made the file in /dev/shm (unlinked since, still mapped); no one else may open it.
