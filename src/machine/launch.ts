@@ -5,7 +5,7 @@ import type { AccelDecision } from '../backends/accel.js';
 import type { Backend, FirmwareBoot, Vmm } from '../backends/backend.js';
 import { SerialConsole } from '../console/serial.js';
 import { GuestSetupError, MachineCrashedError, NoBackdoorError } from '../errors.js';
-import type { GuestProfile } from '../guest/profiles/index.js';
+import type { AgentRestore, GuestProfile } from '../guest/profiles/index.js';
 import type { BootSetup } from '../guest/profiles/profile.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { makePrivateDir } from '../util/private.js';
@@ -46,6 +46,11 @@ export interface LaunchPlan {
   bootSetup: BootSetup;
   /** Run over the agent before the machine is handed out: hostname, network, clock. */
   setupScript: string;
+  /**
+   * The same set-up done mostly by the agent itself (a restore): setupScript is then only for an
+   * agent too old to know its identity request.
+   */
+  agentSetup?: AgentRestore;
   /** How this machine came to be, for its log line: "booted", "restored". */
   verb: string;
   /** What machine.snapshot() calls. */
@@ -156,8 +161,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       bootAgain: (timeoutMs) => bootAgain(plan, machine as Machine, timeoutMs),
     });
     const ready = runtime.own(machine); // closing the runtime closes it
-    if (plan.setupScript === '') return ready;
-    await ready.succeed(plan.setupScript, { timeoutMs: 30_000 }).catch(async (error: Error) => {
+    await setUp(ready, agent, plan).catch(async (error: Error) => {
       await ready.close();
       throw new GuestSetupError(`machine ${name} ${plan.verb} but its setup failed: ${error.message}`);
     });
@@ -181,6 +185,16 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     if (!runtime.keep) await rm(stateDir, { recursive: true, force: true });
     throw explained;
   }
+}
+
+/** Tells a new guest who it is: through the agent's own request where it can, else by script. */
+async function setUp(machine: Machine, agent: BackdoorChannel, plan: LaunchPlan): Promise<void> {
+  let script = plan.setupScript;
+  if (plan.agentSetup) {
+    if (await agent.setIdentity(plan.agentSetup.identity)) script = plan.agentSetup.script;
+    else plan.log('the guest agent predates the identity request: the set-up script sets clock and hostname');
+  }
+  if (script !== '') await machine.succeed(script, { timeoutMs: 30_000 });
 }
 
 /**
