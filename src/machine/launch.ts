@@ -11,6 +11,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import { makePrivateDir } from '../util/private.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
+import { setUpGuest } from './guest-setup.js';
 import { ramFilePath } from './identity.js';
 import type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js';
 import { Machine } from './machine.js';
@@ -161,7 +162,8 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       bootAgain: (timeoutMs) => bootAgain(plan, machine as Machine, timeoutMs),
     });
     const ready = runtime.own(machine); // closing the runtime closes it
-    await setUp(ready, agent, plan).catch(async (error: Error) => {
+    const run = (script: string) => ready.succeed(script, { timeoutMs: 30_000 });
+    await setUpGuest(agent, run, plan).catch(async (error: Error) => {
       await ready.close();
       throw new GuestSetupError(`machine ${name} ${plan.verb} but its setup failed: ${error.message}`);
     });
@@ -185,16 +187,6 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     if (!runtime.keep) await rm(stateDir, { recursive: true, force: true });
     throw explained;
   }
-}
-
-/** Tells a new guest who it is: through the agent's own request where it can, else by script. */
-async function setUp(machine: Machine, agent: BackdoorChannel, plan: LaunchPlan): Promise<void> {
-  let script = plan.setupScript;
-  if (plan.agentSetup) {
-    if (await agent.setIdentity(plan.agentSetup.identity)) script = plan.agentSetup.script;
-    else plan.log('the guest agent predates the identity request: the set-up script sets clock and hostname');
-  }
-  if (script !== '') await machine.succeed(script, { timeoutMs: 30_000 });
 }
 
 /**
