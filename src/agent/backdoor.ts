@@ -1,14 +1,7 @@
 import type { Socket } from 'node:net';
 import { MachineCrashedError, TimeoutError, TransferError } from '../errors.js';
 import { waitWithin } from '../util/time.js';
-import {
-  type BackdoorEvent,
-  BackdoorParser,
-  encodeRequest,
-  type GuestIdentity,
-  type RawResult,
-  UNKNOWN_REQUEST,
-} from './framing.js';
+import { type BackdoorEvent, BackdoorParser, encodeRequest, type RawResult } from './framing.js';
 import { ResetHold } from './reset-hold.js';
 import { FrameReader, openSource, receiveFile, type SentFrame, writeFrame } from './transfer.js';
 
@@ -150,23 +143,6 @@ export class BackdoorChannel {
 
   /** A round trip that starts no guest process (end of stdin of none, which the agent acknowledges). */
   ping = (timeoutMs = 30_000) => this.control('ping', (id) => encodeRequest.closeStdin(id, 0), timeoutMs);
-
-  /**
-   * Sets a restored guest's clock (to the host's, when the request goes out), hostname and
-   * entropy in the agent itself. False when the agent is older than this request: nothing was
-   * set, and the caller does it some other way. A failure in the guest throws its words.
-   */
-  async setIdentity(identity: GuestIdentity, timeoutMs = 30_000): Promise<boolean> {
-    const result = await this.control(
-      'the identity request',
-      (id) => encodeRequest.identity(id, identity, Date.now()),
-      timeoutMs,
-    );
-    const stderr = result.stderr.toString().trim();
-    if (result.status === 2 && UNKNOWN_REQUEST.test(stderr)) return false;
-    if (result.status !== 0) throw new Error(stderr || `the agent answered status ${result.status}`);
-    return true;
-  }
 
   /**
    * Copies a host file into the guest through the transfer port, in one checksummed frame. The
