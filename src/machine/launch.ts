@@ -39,6 +39,8 @@ export interface LaunchPlan {
   ): Promise<{ memory: MachineInternals['memory']; disks: string[]; boot?: FirmwareBoot }>;
   /** Start paused and take the guest from saved state (a restore). */
   incoming: boolean;
+  /** The saved state file a restore loads: named when the VMM dies before the machine is ready. */
+  statePath?: string;
   /** Brings the guest to the point where the agent answers. */
   ready(vmm: Vmm, agent: BackdoorChannel, console: SerialConsole): Promise<void>;
   /** The same for a cold boot, when the machine is started again after it stopped. */
@@ -128,7 +130,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
           : '';
       const crash = new MachineCrashedError(
         name,
-        `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${why}${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
+        `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${restoring(plan)}${why}${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
         console.tail(),
       );
       agent.fail(crash);
@@ -178,7 +180,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       died && stderr && !(error instanceof MachineCrashedError) && error !== vmm?.endedWith
         ? new MachineCrashedError(
             name,
-            `${plan.backend.title} exited before the machine was ready: ${stderr}`,
+            `${plan.backend.title} exited before the machine was ready${restoring(plan)}: ${stderr}`,
             console.tail(),
           )
         : error;
@@ -188,6 +190,8 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     throw explained;
   }
 }
+
+const restoring = (plan: LaunchPlan) => (plan.statePath ? `, restoring ${plan.statePath}` : '');
 
 /**
  * Spawns the VMM on a machine's prepared files. A RAM file it shares is unlinked once mapped

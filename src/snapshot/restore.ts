@@ -86,6 +86,7 @@ export async function restoreFrom(
     log: options.log ?? (() => {}),
     signal: options.signal,
     incoming: true,
+    statePath: join(dir, 'state'),
     verb: asBooted ? `started from the boot cache (${manifest.id})` : `restored from snapshot ${manifest.id}`,
     async prepare(stateDir) {
       const disks: string[] = [];
