@@ -187,7 +187,8 @@ async function main(): Promise<void> {
       qemuCpuSamplesMs: restored.map((s) => s.qemuCpuMs),
       phasesMedianMs: {
         launchAndLoadState: median(restored.map((s) => s.readyMs)),
-        setupScript: median(restored.map((s) => s.setupMs)),
+        /** The agent's identity request (clock, hostname, entropy); a script only for NICs or hosts lines. */
+        setUp: median(restored.map((s) => s.setupMs)),
         firstCommand: median(restored.map((s) => s.firstCommandMs)),
       },
       closeSamplesMs: restored.map((s) => s.closeMs),

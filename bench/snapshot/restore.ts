@@ -65,7 +65,8 @@ interface RestoreSample {
   readyMs: number;
   /**
    * restoreMs - readyMs: from the backdoor answering until restoreMachine() resolved, which is
-   * vmkit's setup script (clock, hostname, entropy): the first guest work after the restore.
+   * vmkit's set-up (the guest agent's identity request: clock, hostname, entropy; before it, a
+   * script run in a new guest process): the first guest work after the restore.
    */
   setupMs: number;
   firstCommandMs: number;

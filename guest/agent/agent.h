@@ -34,4 +34,7 @@ void md5_hex(struct md5 *m, char hex[33]);
 int receive_file(long id, long size, const char *base64_path, int transfer);
 int send_file(long id, const char *base64_path, int transfer);
 
+/* identity.c: request T (see main.c); failures are described in err. Returns the status. */
+int set_identity(long seconds, const char *fields, struct buf *err);
+
 #endif

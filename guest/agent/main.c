@@ -14,6 +14,11 @@
  *                                       (the id of the P request that started it)
  *   C <id> <process>                    end its stdin once it has read all that was sent
  *   K <id> <process> <signal>           send a signal to its whole session
+ *   T <id> <seconds> <nanoseconds> <flags> <base64 hostname|-> <base64 entropy|->
+ *                                       a restored guest's identity, set without a process:
+ *                                       the wall clock, the hostname (flags & 1: also in
+ *                                       /etc/hostname and on 127.0.1.1 in /etc/hosts), and
+ *                                       randomness credited to the kernel's pool
  * Every request is answered on the command channel by:
  *   <<<VMKIT:R <id> <status> <timed-out 0|1>>>>
  *   <base64 stdout>
@@ -25,6 +30,9 @@
  *   <<<VMKIT:Z <id> <status> <timed-out 0|1>>>>
  * Uploads first get <<<VMKIT:GO <id>>>> (the host may send now) once the target can be written;
  * downloads get <<<VMKIT:SEND <id> <size>>>> before the bytes go out on the transfer port.
+ *
+ * An agent answers a request it does not know with status 2 and "unknown request '<name>'" on
+ * stderr: the host falls back to the shell for what a newer request would do.
  *
  * One process, one poll() loop: each command is one posix_spawn of `sh -c` in a session of its
  * own (a timeout kills the session), with its output on pipes. A command is done when its shell
@@ -390,6 +398,12 @@ static void handle(const char *name, long id, long arg1, const char *arg2, const
     return start_transfer(id, 1, arg1, arg2);
   case 'D':
     return start_transfer(id, 0, 0, arg2);
+  case 'T': {
+    struct buf err = {0};
+    int status = set_identity(arg1, arg2, &err);
+    send_reply(id, status, 0, NULL, &err);
+    return buf_free(&err);
+  }
   default: {
     struct buf err = {0};
     buf_printf(&err, "vmkit backdoor: unknown request '%s'\n", name);

@@ -32,6 +32,19 @@ const ONE_LINE = /^[^\s\0](?:[^\n\r\0]*[^\s\0])?$/;
 
 const b64 = (text: string | Buffer) => Buffer.from(text).toString('base64');
 
+/** What the agent sets in a restored guest itself (request T), without starting a process. */
+export interface GuestIdentity {
+  /** A new hostname; absent: the guest keeps its own. Never empty. */
+  hostname?: string;
+  /** Also write the hostname to /etc/hostname and on 127.0.1.1 in /etc/hosts (systemd guests). */
+  hostnameFiles: boolean;
+  /** Fresh randomness, mixed into the kernel's pool and credited. */
+  entropy: Buffer;
+}
+
+/** How an agent that does not know a request answers it: status 2 and this on stderr. */
+export const UNKNOWN_REQUEST = /^vmkit backdoor: unknown request '/;
+
 export const encodeRequest = {
   /** The guest's watchdog counts whole seconds: `timeoutSeconds` must be a whole number >= 1. */
   run: (id: number, script: string, timeoutSeconds: number) => {
@@ -53,6 +66,15 @@ export const encodeRequest = {
     Buffer.concat([Buffer.from(`I ${id} ${processId} ${data.length}\n`), data]),
   closeStdin: (id: number, processId: number) => `C ${id} ${processId}\n`,
   signal: (id: number, processId: number, signal: string) => `K ${id} ${processId} ${signal}\n`,
+  /** Sets the guest's wall clock to `clockMs` (ms since the epoch), and its identity. */
+  identity: (id: number, identity: GuestIdentity, clockMs: number) => {
+    const seconds = Math.floor(clockMs / 1000);
+    const nanoseconds = Math.min(999_999_999, Math.floor((clockMs - seconds * 1000) * 1e6));
+    const { hostname, entropy } = identity;
+    const name = hostname ? b64(hostname) : '-';
+    const random = entropy.length > 0 ? b64(entropy) : '-';
+    return `T ${id} ${seconds} ${nanoseconds} ${identity.hostnameFiles ? 1 : 0} ${name} ${random}\n`;
+  },
 };
 
 const REPLY = /^<<<VMKIT:R (\d+) (\d+) ([01])>>>$/;

@@ -7,6 +7,7 @@ import type { Machine } from '../machine/machine.js';
 import { commonMachineFields, declaredMachineFields } from '../machine/options.js';
 import { startMachine } from '../machines.js';
 import { Runtime } from '../runtime/runtime.js';
+import { warmUp } from '../snapshot/warm-up.js';
 import { RunLog } from '../util/log.js';
 import { elapsedMs, withTimeout } from '../util/time.js';
 import { callback, instanceOf, parseInput, timeoutMs } from '../util/validate.js';
@@ -310,7 +311,9 @@ async function runSuite(
               runtime: resources.runtime,
               networks: attachments(lan, names, name, switches, false),
             })
-            .then((machine) => resources.adopt(machine, log, options, 'restore')),
+            .then((machine) => resources.adopt(machine, log, options, 'restore'))
+            // Restored while the test before runs: its first process is paid then, not in the test.
+            .then(warmUp),
         ),
       );
       return { machines, switches };

@@ -6,7 +6,7 @@ import { ensureDir } from '../util/files.js';
 import { guestFilesDir } from '../util/paths.js';
 
 /** The guest agent's C sources (guest/agent/), compiled into every image at build time. */
-const AGENT_SOURCES = ['agent.h', 'codec.c', 'transfer.c', 'main.c'];
+const AGENT_SOURCES = ['agent.h', 'codec.c', 'transfer.c', 'identity.c', 'main.c'];
 /** A static binary: it runs on busybox-only initramfs images and on any Debian alike. */
 const COMPILE_FLAGS = ['-static', '-Os', '-s', '-Wall', '-Wextra', '-Werror'];
 const COMPILER = 'musl-gcc';

@@ -5,12 +5,13 @@ import type { AccelDecision } from '../backends/accel.js';
 import type { Backend, FirmwareBoot, Vmm } from '../backends/backend.js';
 import { SerialConsole } from '../console/serial.js';
 import { GuestSetupError, MachineCrashedError, NoBackdoorError } from '../errors.js';
-import type { GuestProfile } from '../guest/profiles/index.js';
+import type { AgentRestore, GuestProfile } from '../guest/profiles/index.js';
 import type { BootSetup } from '../guest/profiles/profile.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { makePrivateDir } from '../util/private.js';
 import { elapsedMs, sleep } from '../util/time.js';
 import type { MachineConfig } from './config.js';
+import { setUpGuest } from './guest-setup.js';
 import { ramFilePath } from './identity.js';
 import type { MachineInternals, MachineNic, SnapshotTaker } from './internals.js';
 import { Machine } from './machine.js';
@@ -38,6 +39,8 @@ export interface LaunchPlan {
   ): Promise<{ memory: MachineInternals['memory']; disks: string[]; boot?: FirmwareBoot }>;
   /** Start paused and take the guest from saved state (a restore). */
   incoming: boolean;
+  /** The saved state file a restore loads: named when the VMM dies before the machine is ready. */
+  statePath?: string;
   /** Brings the guest to the point where the agent answers. */
   ready(vmm: Vmm, agent: BackdoorChannel, console: SerialConsole): Promise<void>;
   /** The same for a cold boot, when the machine is started again after it stopped. */
@@ -46,6 +49,11 @@ export interface LaunchPlan {
   bootSetup: BootSetup;
   /** Run over the agent before the machine is handed out: hostname, network, clock. */
   setupScript: string;
+  /**
+   * The same set-up done mostly by the agent itself (a restore): setupScript is then only for an
+   * agent too old to know its identity request.
+   */
+  agentSetup?: AgentRestore;
   /** How this machine came to be, for its log line: "booted", "restored". */
   verb: string;
   /** What machine.snapshot() calls. */
@@ -122,7 +130,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
           : '';
       const crash = new MachineCrashedError(
         name,
-        `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${why}${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
+        `${plan.backend.title} exited before the machine was ready (${info.signal ?? `status ${info.code}`})${restoring(plan)}${why}${stderr ? `; ${plan.backend.title} said: ${stderr}` : ''}`,
         console.tail(),
       );
       agent.fail(crash);
@@ -156,8 +164,8 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       bootAgain: (timeoutMs) => bootAgain(plan, machine as Machine, timeoutMs),
     });
     const ready = runtime.own(machine); // closing the runtime closes it
-    if (plan.setupScript === '') return ready;
-    await ready.succeed(plan.setupScript, { timeoutMs: 30_000 }).catch(async (error: Error) => {
+    const run = (script: string) => ready.succeed(script, { timeoutMs: 30_000 });
+    await setUpGuest(agent, run, plan).catch(async (error: Error) => {
       await ready.close();
       throw new GuestSetupError(`machine ${name} ${plan.verb} but its setup failed: ${error.message}`);
     });
@@ -172,7 +180,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       died && stderr && !(error instanceof MachineCrashedError) && error !== vmm?.endedWith
         ? new MachineCrashedError(
             name,
-            `${plan.backend.title} exited before the machine was ready: ${stderr}`,
+            `${plan.backend.title} exited before the machine was ready${restoring(plan)}: ${stderr}`,
             console.tail(),
           )
         : error;
@@ -182,6 +190,8 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     throw explained;
   }
 }
+
+const restoring = (plan: LaunchPlan) => (plan.statePath ? `, restoring ${plan.statePath}` : '');
 
 /**
  * Spawns the VMM on a machine's prepared files. A RAM file it shares is unlinked once mapped

@@ -66,6 +66,13 @@ export async function restoreFrom(
   const { nics, renumber } = asBooted
     ? bootedIdentities(manifest, name, options.networks ?? [])
     : cloneIdentities(manifest, name, options.networks ?? []);
+  const setup: RestoreSetup = {
+    clockSeconds: Math.floor(Date.now() / 1000),
+    hostname: name === manifest.source && !asBooted ? undefined : name,
+    entropyHex: randomBytes(64).toString('hex'),
+    renumber,
+    hosts: options.hosts ?? {},
+  };
   return launchMachine({
     name,
     config,
@@ -79,6 +86,7 @@ export async function restoreFrom(
     log: options.log ?? (() => {}),
     signal: options.signal,
     incoming: true,
+    statePath: join(dir, 'state'),
     verb: asBooted ? `started from the boot cache (${manifest.id})` : `restored from snapshot ${manifest.id}`,
     async prepare(stateDir) {
       const disks: string[] = [];
@@ -115,13 +123,8 @@ export async function restoreFrom(
       hostNic: hostNicSetup(config),
       hosts: options.hosts ?? {},
     },
-    setupScript: profile.afterRestore({
-      clockSeconds: Math.floor(Date.now() / 1000),
-      hostname: name === manifest.source && !asBooted ? undefined : name,
-      entropyHex: randomBytes(64).toString('hex'),
-      renumber,
-      hosts: options.hosts ?? {},
-    }),
+    setupScript: profile.afterRestore(setup),
+    agentSetup: profile.restoreByAgent?.(setup),
     takeSnapshot,
     ...(asBooted?.consoleHistory ? { consoleHistory: asBooted.consoleHistory } : {}),
   });

@@ -11,6 +11,7 @@ import {
 } from './options.js';
 import { restoreFrom } from './restore.js';
 import { takeSnapshot } from './take.js';
+import { warmUp } from './warm-up.js';
 
 export type { SnapshotOptions } from '../machine/internals.js';
 export type { ClonePoolOptions, ForkOptions, RestoreOptions } from './options.js';
@@ -162,7 +163,7 @@ export class ClonePool implements AsyncDisposable {
   private restoreOne(): Promise<Machine> {
     const { size: _size, prefix, ...restore } = this.options;
     const name = `${prefix ?? this.snapshot.manifest.source}-${++this.count}`;
-    const clone = this.snapshot.restore({ ...restore, name, signal: this.aborter.signal });
+    const clone = this.snapshot.restore({ ...restore, name, signal: this.aborter.signal }).then(warmUp);
     clone.catch(() => {}); // reported to whoever takes it
     return clone;
   }

@@ -454,6 +454,39 @@ describe('started processes on the wire', () => {
   });
 });
 
+describe('the identity request', () => {
+  const fields = (line: string) => {
+    assert.ok(line.endsWith('\n') && !line.slice(0, -1).includes('\n'), 'one newline-terminated line');
+    return line.slice(0, -1).split(' ');
+  };
+  test('clock in seconds and nanoseconds, flags, base64 hostname and entropy on one line', () => {
+    const entropy = Buffer.from(ALL_BYTES.subarray(0, 64));
+    const line = encodeRequest.identity(
+      9,
+      { hostname: 'clone-1', hostnameFiles: true, entropy },
+      1_712_345_678_901,
+    );
+    const [kind, id, seconds, nanoseconds, flags, hostname, random, ...rest] = fields(line);
+    assert.deepEqual([kind, id, seconds, nanoseconds, flags], ['T', '9', '1712345678', '901000000', '1']);
+    assert.equal(Buffer.from(hostname ?? '', 'base64').toString(), 'clone-1');
+    assert.deepEqual(Buffer.from(random ?? '', 'base64'), entropy);
+    assert.deepEqual(rest, []);
+    // Within the agent's field sizes (hostname 255, entropy 2047 characters).
+    assert.ok((hostname ?? '').length < 256 && (random ?? '').length < 2048);
+  });
+
+  test('"-" for no new hostname and no entropy, flag 0 when no hostname files', () => {
+    const line = encodeRequest.identity(
+      3,
+      { hostnameFiles: false, entropy: Buffer.alloc(0) },
+      1_000_000_000_000,
+    );
+    assert.equal(line, 'T 3 1000000000 0 0 - -\n');
+    const odd = encodeRequest.identity(4, { hostnameFiles: false, entropy: Buffer.alloc(0) }, 1_500.9999999);
+    assert.deepEqual(fields(odd).slice(2, 4), ['1', '500999999']);
+  });
+});
+
 describe('one-line scripts', () => {
   test('travel on the request line; anything else keeps the length-prefixed form', () => {
     assert.equal(

@@ -185,6 +185,40 @@ describe('tiny profile: afterRestore', () => {
   });
 });
 
+describe('restoreByAgent: the identity request and the script for the rest', () => {
+  test('tiny: clock, hostname and entropy to the agent, no script when nothing else is left', () => {
+    const split = tinyProfile.restoreByAgent?.(restore({ hostname: 'clone-1', entropyHex: 'deadbeef' }));
+    assert.deepEqual(split, {
+      identity: { hostname: 'clone-1', hostnameFiles: false, entropy: Buffer.from('deadbeef', 'hex') },
+      script: '',
+    });
+    assert.deepEqual(tinyProfile.restoreByAgent?.(restore())?.identity.hostname, undefined);
+  });
+
+  test('renumbered NICs and hosts lines stay in the script, without clock, hostname or entropy', () => {
+    const split = tinyProfile.restoreByAgent?.(
+      restore({
+        hostname: 'clone-1',
+        renumber: [{ index: 1, address: '192.168.2.3/24', mac: '52:54:00:12:34:56' }],
+        hosts: { server: '192.168.1.1' },
+      }),
+    );
+    assert.deepEqual(runInShell(split?.script ?? ''), [
+      'ip link set eth1 down',
+      'ip link set eth1 address 52:54:00:12:34:56',
+      'ip addr flush dev eth1',
+      'ip addr add 192.168.2.3/24 dev eth1',
+      'ip link set eth1 up',
+      `hosts: ${JSON.stringify(`${HOSTS_BEFORE}192.168.1.1 server\n`)}`,
+    ]);
+  });
+
+  test('debian: the agent writes the hostname files too; an empty hostname is left to the script', () => {
+    assert.equal(debianProfile.restoreByAgent?.(restore({ hostname: 'c' }))?.identity.hostnameFiles, true);
+    assert.equal(tinyProfile.restoreByAgent?.(restore({ hostname: '' })), undefined);
+  });
+});
+
 describe('debian profile', () => {
   test('after boot: /etc/hostname, and the name on 127.0.1.1 in place of the old one', () => {
     const script = debianProfile.afterBoot({ hostname: 'web', nics: [], hosts: { db: '10.0.0.2' } });

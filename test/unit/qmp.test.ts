@@ -360,6 +360,26 @@ describe('QmpClient', { timeout: 10_000 }, () => {
     });
   });
 
+  test('waitForEvent rejects at once when the peer closes (QEMU exited: no event will come)', async () => {
+    await withPeer({}, async ({ peer, socket }) => {
+      const client = await connectClient(socket);
+      try {
+        const waiting = client.waitForEvent('MIGRATION', 5_000);
+        const started = performance.now();
+        (await peer).socket.end();
+        await assert.rejects(waiting, (error: unknown) => {
+          assert.ok(!(error instanceof TimeoutError), 'must not wait for the timeout');
+          assert.match(String(error), /closed while waiting for event MIGRATION/);
+          return true;
+        });
+        assert.ok(performance.now() - started < 2000, 'rejection took too long');
+        await assert.rejects(client.waitForEvent('MIGRATION', 5_000), /closed/);
+      } finally {
+        client.close();
+      }
+    });
+  });
+
   test('a command with no reply rejects with TimeoutError within its timeout; the client stays usable', async () => {
     await withPeer(
       {

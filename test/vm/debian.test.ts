@@ -170,6 +170,10 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
         // The user manager started before the snapshot still answers.
         await clone.requireUnitState('default.target', 'active', { user: 'alice' });
         assert.equal(await clone.succeed('cat /etc/hostname'), `${clone.name}\n`);
+        // The agent's identity request: the name, once, on 127.0.1.1, and the host's clock.
+        assert.equal(await clone.succeed("grep '^127.0.1.1' /etc/hosts"), `127.0.1.1\t${clone.name}\n`);
+        const off = Number(await clone.succeed('date +%s.%N')) - Date.now() / 1000;
+        assert.ok(Math.abs(off) < 2, `${clone.name}: guest clock ${off} s off the host's`);
       }
       // Each clone's systemd is its own: a job in one does not show in the other.
       const [first, second] = clones as [Machine, Machine];

@@ -1,4 +1,4 @@
-import { SnapshotError } from '../../errors.js';
+import { SnapshotError, TimeoutError } from '../../errors.js';
 import { shellQuote } from '../../util/shell.js';
 import { Deadline, sleep } from '../../util/time.js';
 import type { QmpClient } from './qmp.js';
@@ -22,19 +22,46 @@ export async function migrateOut(
   await waitForMigration(qmp, options.what, options.timeoutMs);
 }
 
-/** Loads the state in `path` into a QEMU started with -incoming defer, then resumes the guest. */
+const ENDED = new Set(['completed', 'failed', 'cancelled']);
+
+/**
+ * Loads the state in `path` into a QEMU started with -incoming defer, then resumes the guest. The
+ * end of the load is QEMU's MIGRATION event, not a poll. Not on QEMU's command line (`-incoming
+ * exec:...`), where it would start with QEMU: x-ignore-shared, which a state without its RAM
+ * needs, is no `-global migration.` property before QEMU 8, and the load cannot start before
+ * QEMU's own start-up ends anyway.
+ */
 export async function migrateIn(
   qmp: QmpClient,
   path: string,
   options: { ignoreShared: boolean; timeoutMs: number },
 ): Promise<void> {
-  if (options.ignoreShared) {
-    await qmp.execute('migrate-set-capabilities', {
-      capabilities: [{ capability: 'x-ignore-shared', state: true }],
-    });
-  }
+  const what = `loading ${path}`;
+  await qmp.execute('migrate-set-capabilities', {
+    capabilities: [
+      { capability: 'events', state: true },
+      ...(options.ignoreShared ? [{ capability: 'x-ignore-shared', state: true }] : []),
+    ],
+  });
+  const ended = qmp.waitForEvent('MIGRATION', options.timeoutMs, (event) =>
+    ENDED.has(String(event.data?.status)),
+  );
+  ended.catch(() => {});
   await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuote(path)}` });
-  await waitForMigration(qmp, `loading ${path}`, options.timeoutMs);
+  const status = await ended.then(
+    (event) => String(event.data?.status),
+    (error: Error) => {
+      throw error instanceof TimeoutError
+        ? new SnapshotError(`migration ${what} did not complete within ${options.timeoutMs} ms`)
+        : error;
+    },
+  );
+  if (status !== 'completed') {
+    const info = await qmp
+      .execute<{ 'error-desc'?: string }>('query-migrate')
+      .catch((): { 'error-desc'?: string } => ({}));
+    throw new SnapshotError(`migration ${what} ${status}: ${info['error-desc'] ?? 'QEMU gave no reason'}`);
+  }
   await qmp.execute('cont');
 }
 

@@ -44,6 +44,7 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent] }> {
   private nextId = 1;
   private greeted?: () => void;
   private closedError?: Error;
+  private readonly closeWaiters = new Set<(error: Error) => void>();
 
   private constructor(private readonly socket: Socket) {
     super();
@@ -81,14 +82,24 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent] }> {
     });
   }
 
-  /** Resolves with the first event named `name` (optionally matching `filter`) after the call. */
+  /**
+   * Resolves with the first event named `name` (optionally matching `filter`) after the call;
+   * rejects when the connection closes first (QEMU exited: no event will come).
+   */
   waitForEvent(name: string, timeoutMs: number, filter?: (event: QmpEvent) => boolean): Promise<QmpEvent> {
-    return waitWithin<QmpEvent>(timeoutMs, `QMP event ${name}`, (resolve) => {
+    if (this.closedError) return Promise.reject(this.closedError);
+    return waitWithin<QmpEvent>(timeoutMs, `QMP event ${name}`, (resolve, reject) => {
       const onEvent = (event: QmpEvent) => {
         if (event.event === name && (!filter || filter(event))) resolve(event);
       };
+      const onClose = (error: Error) =>
+        reject(new QmpConnectionError(`${error.message} while waiting for event ${name}`));
       this.on('event', onEvent);
-      return () => this.off('event', onEvent);
+      this.closeWaiters.add(onClose);
+      return () => {
+        this.off('event', onEvent);
+        this.closeWaiters.delete(onClose);
+      };
     });
   }
 
@@ -130,5 +141,6 @@ export class QmpClient extends EventEmitter<{ event: [QmpEvent] }> {
       );
     }
     this.waiting.clear();
+    for (const waiter of [...this.closeWaiters]) waiter(this.closedError);
   }
 }

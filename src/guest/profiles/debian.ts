@@ -1,7 +1,7 @@
 import { agentBanner } from '../readiness.js';
 import { guestScript, posixCommands } from './commands.js';
 import type { GuestProfile } from './profile.js';
-import { bootSteps, restoreSteps, setupScript } from './setup-steps.js';
+import { agentRestore, bootSteps, restoreSteps, setupScript } from './setup-steps.js';
 
 /**
  * Debian with systemd: the backdoor is an early systemd unit, so the guest is ready when its
@@ -23,4 +23,5 @@ export const debianProfile: GuestProfile = {
       ...(setup.hostname === undefined ? [] : ['hostname-file', setup.hostname]),
     ]),
   settle: () => guestScript('settle-systemd.sh'),
+  restoreByAgent: (setup) => agentRestore(setup, true),
 };

@@ -6,7 +6,7 @@ import { tinyProfile } from './tiny.js';
 
 export { foreignProfile } from './foreign.js';
 
-export type { BootSetup, GuestNic, GuestProfile, RestoreSetup } from './profile.js';
+export type { AgentRestore, BootSetup, GuestNic, GuestProfile, RestoreSetup } from './profile.js';
 
 const PROFILES: Record<string, GuestProfile> = {
   tiny: tinyProfile,

@@ -1,3 +1,4 @@
+import type { GuestIdentity } from '../../agent/framing.js';
 import type { Readiness } from '../readiness.js';
 import type { GuestCommands } from './commands.js';
 
@@ -42,6 +43,12 @@ export interface RestoreSetup {
   hosts: Record<string, string>;
 }
 
+/** A restore's set-up as the agent's identity request and the script that does what it cannot. */
+export interface AgentRestore {
+  identity: GuestIdentity;
+  script: string;
+}
+
 /**
  * Everything vmkit does inside one kind of guest OS: how it knows the guest is up, and the shell
  * scripts that set it up after a boot or a restore (run by the guest agent as root). Each guest
@@ -58,6 +65,12 @@ export interface GuestProfile {
    * booted state saved for the boot cache holds a finished boot; absent: ready means settled.
    */
   settle?(): string;
+  /**
+   * The same set-up split for the guest agent: what it sets itself without starting a process
+   * (clock, hostname, entropy: request T), and a script for the rest, '' when nothing is left.
+   * Absent, or undefined for this setup: afterRestore's script does it all.
+   */
+  restoreByAgent?(setup: RestoreSetup): AgentRestore | undefined;
   /** Everything else vmkit runs in the guest: page cache, power, port probes, hosts lines. */
   readonly commands: GuestCommands;
 }

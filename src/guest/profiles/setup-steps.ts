@@ -1,5 +1,5 @@
 import { guestScript } from './commands.js';
-import type { BootSetup, RestoreSetup } from './profile.js';
+import type { AgentRestore, BootSetup, RestoreSetup } from './profile.js';
 
 /**
  * The set-up after a boot or a restore as the steps of guest/profiles/setup.sh: the script is the
@@ -29,8 +29,31 @@ export function restoreSteps(setup: RestoreSetup): string[] {
   const steps = ['clock', String(setup.clockSeconds)];
   if (setup.hostname !== undefined) steps.push('hostname', setup.hostname);
   steps.push('entropy', setup.entropyHex);
+  return [...steps, ...networkSteps(setup)];
+}
+
+/** What only a script does after a restore: renumbered NICs and hosts lines. */
+function networkSteps(setup: RestoreSetup): string[] {
+  const steps: string[] = [];
   for (const nic of setup.renumber) steps.push('renumber', String(nic.index), nic.mac, nic.address ?? '');
   return [...steps, ...hostSteps(setup.hosts)];
+}
+
+/**
+ * A restore's set-up with the clock, hostname and entropy left to the agent (`hostnameFiles`: it
+ * writes the hostname to /etc/hostname and /etc/hosts too); the script keeps the network steps.
+ */
+export function agentRestore(setup: RestoreSetup, hostnameFiles: boolean): AgentRestore | undefined {
+  if (setup.hostname === '') return undefined; // not a name: the script's steps say how it fails
+  const rest = networkSteps(setup);
+  return {
+    identity: {
+      ...(setup.hostname === undefined ? {} : { hostname: setup.hostname }),
+      hostnameFiles,
+      entropy: Buffer.from(setup.entropyHex, 'hex'),
+    },
+    script: rest.length === 0 ? '' : setupScript(rest),
+  };
 }
 
 function hostSteps(hosts: Record<string, string>): string[] {

@@ -1,7 +1,7 @@
 import { agentBanner } from '../readiness.js';
 import { posixCommands } from './commands.js';
 import type { GuestProfile } from './profile.js';
-import { bootSteps, restoreSteps, setupScript } from './setup-steps.js';
+import { agentRestore, bootSteps, restoreSteps, setupScript } from './setup-steps.js';
 
 /** The tiny image: busybox, the backdoor started by init, no service manager. */
 export const tinyProfile: GuestProfile = {
@@ -11,4 +11,5 @@ export const tinyProfile: GuestProfile = {
 
   afterBoot: (setup) => setupScript(bootSteps(setup)),
   afterRestore: (setup) => setupScript(restoreSteps(setup)),
+  restoreByAgent: (setup) => agentRestore(setup, false),
 };
