@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ConfigError, GuestSetupError } from '../errors.js';
+import type { RestoreSetup } from '../guest/profiles/profile.js';
+import { setUpGuest } from '../machine/guest-setup.js';
 import { serviceHosts } from '../machine/host-network.js';
 import type { SnapshotTaker } from '../machine/internals.js';
 import type { Machine } from '../machine/machine.js';
@@ -161,8 +163,8 @@ async function saveEntry(
 
 /** Gives a neutrally booted guest its own hostname, addresses and hosts lines, as a restore does. */
 async function giveIdentity(machine: Machine, options: MachineOptions): Promise<void> {
-  const { profile, nics } = machine.parts;
-  const script = profile.afterRestore({
+  const { profile, nics, agent } = machine.parts;
+  const setup: RestoreSetup = {
     clockSeconds: Math.floor(Date.now() / 1000),
     hostname: machine.name,
     entropyHex: randomBytes(64).toString('hex'),
@@ -170,8 +172,12 @@ async function giveIdentity(machine: Machine, options: MachineOptions): Promise<
       nic.address ? [{ index, mac: nic.mac, address: nic.address }] : [],
     ),
     hosts: bootHosts(options),
-  });
-  await machine.succeed(script, { timeoutMs: 30_000 }).catch((error: Error) => {
+  };
+  await setUpGuest(agent, (script) => machine.succeed(script, { timeoutMs: 30_000 }), {
+    setupScript: profile.afterRestore(setup),
+    agentSetup: profile.restoreByAgent?.(setup),
+    log: options.log ?? (() => {}),
+  }).catch((error: Error) => {
     throw new GuestSetupError(`machine ${machine.name} booted but its setup failed: ${error.message}`);
   });
 }
