@@ -23,7 +23,7 @@ import { restorability } from './verify.js';
  */
 
 /** Bumped when what a boot cache entry holds changes in a way its key does not show. */
-const BOOT_CACHE_FORMAT = 1;
+const BOOT_CACHE_FORMAT = 2;
 
 /** Default size cap of the boot cache: VMKIT_BOOT_CACHE_MIB overrides it. */
 export const DEFAULT_BOOT_CACHE_MIB = 4096;
