@@ -109,13 +109,13 @@ if [ -L node_modules ]; then
   say "node_modules is a link to $(readlink node_modules): not running npm ci here"
 elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error >&2 # stdout is for the command it runs before (JSON of a benchmark)
 fi
 
 # A native module built for another Node (or whose build was skipped) is rebuilt here.
 if ! node -e "new (require('better-sqlite3'))(':memory:')" >/dev/null 2>&1; then
   say "npm rebuild better-sqlite3"
-  npm rebuild better-sqlite3 --loglevel=error
+  npm rebuild better-sqlite3 --loglevel=error >&2
 fi
 
 say "building"
