@@ -109,7 +109,7 @@ if [ -L node_modules ]; then
   say "node_modules is a link to $(readlink node_modules): not running npm ci here"
 elif [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error >&2 # stdout is for the command it runs before (JSON of a benchmark)
+  npm ci --no-audit --no-fund --loglevel=error >&2 # stdout is the JSON of the bench:* script that runs next
 fi
 
 # A native module built for another Node (or whose build was skipped) is rebuilt here.
