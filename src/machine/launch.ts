@@ -165,10 +165,12 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
     });
     const ready = runtime.own(machine); // closing the runtime closes it
     const run = (script: string) => ready.succeed(script, { timeoutMs: 30_000 });
+    const setupStarted = performance.now();
     await setUpGuest(agent, run, plan).catch(async (error: Error) => {
       await ready.close();
       throw new GuestSetupError(`machine ${name} ${plan.verb} but its setup failed: ${error.message}`);
     });
+    plan.log(`set up in ${elapsedMs(setupStarted)} ms`);
     return ready;
   } catch (error) {
     // When the VMM died on its own, what it printed explains the failure better than a closed socket.
