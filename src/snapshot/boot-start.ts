@@ -53,21 +53,26 @@ export async function startThroughBootCache(
     return undefined;
   });
   if (!turn) return bootResolved(resolved, options, taker);
+  let machine: Machine;
   try {
     const saved = await usableEntry(id, resolved, warn);
-    if (saved) return await startFromEntry(saved, options, resolved, taker, warn, how);
-    const machine = await bootResolved(resolved, options, taker, true);
-    try {
-      await saveEntry(machine, id, resolved, log, warn);
-      await giveIdentity(machine, options);
-    } catch (error) {
+    if (saved) {
+      turn.release();
+      return await startFromEntry(saved, options, resolved, taker, warn, how);
+    }
+    machine = await bootResolved(resolved, options, taker, true);
+    await saveEntry(machine, id, resolved, log, warn).catch(async (error) => {
       await machine.close();
       throw error;
-    }
-    return machine;
+    });
   } finally {
-    turn.release();
+    turn.release(); // the entry is saved (or will not be): the starts waiting for it go on
   }
+  await giveIdentity(machine, options).catch(async (error) => {
+    await machine.close();
+    throw error;
+  });
+  return machine;
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   pruneBootCache,
 } from '../../src/snapshot/boot-cache.js';
 import { SNAPSHOT_FORMAT } from '../../src/snapshot/manifest.js';
+import { runCli } from '../helpers.js';
 
 const store = mkdtempSync(join(tmpdir(), 'vmkit-boot-cache-unit-'));
 process.env.VMKIT_SNAPSHOT_DIR = store;
@@ -151,5 +152,30 @@ describe('the boot cache', () => {
     const cleared = await pruneBootCache({ all: true, maxBytes: 0 });
     assert.equal(cleared.length, 2);
     assert.deepEqual(await listBootCache(), []);
+  });
+
+  it('vmkit cache ls, prune and clear', async () => {
+    const env = { VMKIT_SNAPSHOT_DIR: store };
+    entry('boot.tiny-0000000000000005', 1, 50);
+    entry('boot.tiny-0000000000000006', 1, 10);
+    const listed = await runCli(['cache', 'ls', '--json'], env, 60_000);
+    assert.equal(listed.code, 0, listed.stderr);
+    const parsed = JSON.parse(listed.stdout) as { entries: Array<{ id: string }>; totalBytes: number };
+    assert.deepEqual(
+      parsed.entries.map((one) => one.id.slice(-1)),
+      ['6', '5'],
+    );
+    assert.ok(parsed.totalBytes >= 2 * 2 ** 20);
+    const bad = await runCli(['cache', 'prune', '--max-mib', 'lots'], env, 60_000);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--max-mib takes a whole number of MiB, not "lots"/);
+    // Both entries fail this host's checks (no image, no backend version of theirs): pruned.
+    const pruned = await runCli(['cache', 'prune', '--max-mib', '1'], env, 60_000);
+    assert.equal(pruned.code, 0, pruned.stderr);
+    assert.equal(pruned.stdout.match(/^removed boot\.tiny-/gm)?.length, 2, pruned.stdout);
+    entry('boot.tiny-0000000000000007', 1, 5);
+    const cleared = await runCli(['cache', 'clear'], env, 60_000);
+    assert.match(cleared.stdout, /^removed boot\.tiny-0000000000000007 \(1\.0 MiB\): all were asked for$/m);
+    assert.match((await runCli(['cache', 'ls'], env, 60_000)).stdout, /^the boot cache is empty/);
   });
 });
