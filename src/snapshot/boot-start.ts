@@ -11,6 +11,7 @@ import type { MachineOptions } from '../machine/options.js';
 import { bootResolved, type ResolvedMachine, resolveMachine } from '../machine/start.js';
 import { takeTurn } from '../util/turn.js';
 import { bootCacheId, bootCacheRefusal, pruneBootCache, usableEntry } from './boot-cache.js';
+import { snapshotRoot } from './manifest.js';
 import { restoreFrom } from './restore.js';
 import type { Snapshot } from './snapshot.js';
 import { takeSnapshot } from './take.js';
@@ -44,7 +45,8 @@ export async function startThroughBootCache(
   if (hit) return startFromEntry(hit, options, resolved, taker, warn, how);
   // One first boot per configuration: a second start waits for it, then restores what it saved.
   const turn = await takeTurn(
-    `boot-cache:${id}`,
+    // Per store: another user's (or another VMKIT_SNAPSHOT_DIR's) first boot is not this one.
+    `boot-cache:${snapshotRoot()}:${id}`,
     Math.max(WAIT_FOR_FIRST_BOOT_MS, resolved.timeoutMs),
     `the first boot of boot cache entry ${id}`,
     `booting ${resolved.name} for boot cache entry ${id}`,
