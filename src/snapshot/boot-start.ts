@@ -50,7 +50,9 @@ export async function startThroughBootCache(
     Math.max(WAIT_FOR_FIRST_BOOT_MS, resolved.timeoutMs),
     `the first boot of boot cache entry ${id}`,
     `booting ${resolved.name} for boot cache entry ${id}`,
+    options.signal,
   ).catch((error: Error) => {
+    if (options.signal?.aborted) throw error;
     warn(`boot cache: ${error.message}; booting without it`);
     return undefined;
   });

@@ -21,9 +21,15 @@ const socketName = (key: string) =>
  * frees it when that process ends, however it ends, so no stale lock outlives a killed caller.
  * A waiter connects to the holder, which tells it who holds the turn, and tries again once that
  * connection closes (released, or the holder died): no polling. Not first come, first served;
- * every waiter is bounded by its own timeout. `who` says what the turn is taken for.
+ * every waiter is bounded by its own timeout (and `signal`). `who` says what the turn is taken for.
  */
-export async function takeTurn(key: string, timeoutMs: number, awaited: string, who: string): Promise<Turn> {
+export async function takeTurn(
+  key: string,
+  timeoutMs: number,
+  awaited: string,
+  who: string,
+  signal?: AbortSignal,
+): Promise<Turn> {
   const name = socketName(key);
   const deadline = Date.now() + timeoutMs;
   let holder = 'another client holds it';
@@ -45,7 +51,7 @@ export async function takeTurn(key: string, timeoutMs: number, awaited: string, 
         socket.on('close', () => resolve());
         return () => socket.destroy();
       },
-      { lastState: () => holder },
+      { lastState: () => holder, ...(signal ? { signal } : {}) },
     );
   }
 }

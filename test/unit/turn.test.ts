@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { TimeoutError } from '../../src/errors.js';
+import { AbortedError, TimeoutError } from '../../src/errors.js';
 import { takeTurn } from '../../src/util/turn.js';
 
 describe('host-wide turns', () => {
@@ -43,6 +43,20 @@ describe('host-wide turns', () => {
       error.message,
       new RegExp(`another client holds it \\(pid ${process.pid}: exec of t/p/i\\)`),
     );
+  });
+
+  it('stops waiting when its signal aborts, holding nothing', async () => {
+    const key = randomUUID();
+    const held = await takeTurn(key, 1000, 'the turn', 'holder');
+    const controller = new AbortController();
+    const waiting = takeTurn(key, 5000, 'the first boot', 'waiter', controller.signal).catch((e: Error) => e);
+    setTimeout(() => controller.abort(), 50);
+    const error = await waiting;
+    assert.ok(error instanceof AbortedError, String(error));
+    assert.match(error.message, /stopped waiting for the first boot: aborted/);
+    held.release();
+    // The aborted waiter took nothing: the turn is free at once.
+    (await takeTurn(key, 200, 'the turn', 'next')).release();
   });
 
   it('is free again once a holding process is killed', async () => {
