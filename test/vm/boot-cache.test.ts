@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readdirSync, truncateSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, truncateSync, watch } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -165,14 +165,21 @@ describe('the boot cache', { skip: lacks('snapshot') || lacks('cowFork') }, () =
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let output = '';
+    let leftAtKill: string[] = [];
     const killed = new Promise<void>((resolve) => child.on('close', () => resolve()));
     child.stdout.on('data', (chunk: Buffer) => {
       output += chunk;
-      // Its boot is done: from here it saves the boot, which takes some hundred milliseconds.
-      if (output.includes('booted:')) child.kill('SIGKILL');
+    });
+    // Killed the moment its save has begun: the entry's scratch folder appears in the store.
+    const watcher = watch(store, (_event, name) => {
+      if (!name?.startsWith(`.taking-${child.pid}-`)) return;
+      leftAtKill = readdirSync(store).filter((entry) => entry.startsWith('.taking-'));
+      child.kill('SIGKILL');
     });
     await killed;
+    watcher.close();
     assert.ok(output.includes('booted:') && !output.includes('started\n'), output);
+    assert.ok(leftAtKill.length > 0, 'the kill left a half-written entry');
     try {
       // The next vmkit reaps what the killed one left: its VMM and its half-taken entry.
       await runCli(['doctor'], { VMKIT_RUN_DIR: runRoot }, 60_000);
