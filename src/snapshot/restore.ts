@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
 import { type HostNicSpec, requireCapability } from '../backends/backend.js';
@@ -99,7 +100,12 @@ export async function restoreFrom(
       if (asBooted?.ownRam && !manifest.ramInStream) {
         // A RAM file of its own, as a booted machine has: its snapshots keep RAM in a file too.
         const path = ramFilePath(runtime, stateDir, name);
-        await runTool('cp', ['--sparse=always', join(dir, 'ram'), path], { timeoutMs });
+        await runTool('cp', ['--sparse=always', join(dir, 'ram'), path], { timeoutMs }).catch(
+          async (error) => {
+            await rm(path, { force: true }); // a part copied: the VMM that would have unlinked it never starts
+            throw error;
+          },
+        );
         return { memory: { path, share: true }, disks };
       }
       const memory = manifest.ramInStream
