@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { listBootCache, type Machine, startMachine, VirtualSwitch } from '../../src/index.js';
+import { listBootCache, type Machine, restoreMachine, startMachine, VirtualSwitch } from '../../src/index.js';
 import { lacks, root, runCli } from '../helpers.js';
 
 // A store of this file's own (each test file runs in its own process).
@@ -54,7 +54,14 @@ describe('the boot cache', { skip: lacks('snapshot') || lacks('cowFork') }, () =
     const second = await start('cache-second');
     assert.ok(second.restored, second.lines.join('\n'));
     assert.equal(await second.machine.succeed('hostname'), 'cache-second\n');
+    // Its RAM is the entry's, mapped copy-on-write: a snapshot of it carries RAM in its saved state.
+    await second.machine.succeed('echo kept > /root/note');
+    const snapshot = await second.machine.snapshot();
     await second.machine.close();
+    assert.equal(snapshot.manifest.ramInStream, true);
+    await using clone = await restoreMachine(snapshot, { name: 'cache-clone' });
+    assert.equal(await clone.succeed('cat /root/note; hostname'), 'kept\ncache-clone\n');
+    await rm(snapshot.dir, { recursive: true, force: true });
     const fresh = await start('cache-fresh', { fresh: true });
     assert.equal(fresh.restored, false, fresh.lines.join('\n'));
     assert.ok(!fresh.lines.some((line) => line.includes('boot cache')), fresh.lines.join('\n'));

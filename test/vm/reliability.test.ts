@@ -35,7 +35,13 @@ describe('hostile input', () => {
   before(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'vmkit-hostile-'));
     // The smallest memory vmkit accepts must still boot.
-    machine = await startMachine({ name: 'target', memoryMiB: 96, log: (line) => log.push(line) });
+    // fresh: booted, so that its snapshots keep RAM in a file that a test damages.
+    machine = await startMachine({
+      name: 'target',
+      memoryMiB: 96,
+      fresh: true,
+      log: (line) => log.push(line),
+    });
   });
 
   after(async () => {
