@@ -5,14 +5,8 @@ import type { MachineOptions } from '../machine/options.js';
 import type { ResolvedMachine } from '../machine/start.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { guestFilesDir } from '../util/paths.js';
-import {
-  BOOT_CACHE_PREFIX,
-  hashOf,
-  SNAPSHOT_FORMAT,
-  type SnapshotManifest,
-  snapshotRoot,
-} from './manifest.js';
-import { Snapshot } from './snapshot.js';
+import { BOOT_CACHE_PREFIX, hashOf, SNAPSHOT_FORMAT, snapshotRoot } from './manifest.js';
+import type { Snapshot } from './snapshot.js';
 import { openSnapshot } from './store.js';
 import { restorability } from './verify.js';
 
@@ -135,8 +129,13 @@ export interface BootCacheEntry {
 
 /** Every entry of the boot cache, most recently used first. */
 export async function listBootCache(): Promise<BootCacheEntry[]> {
+  return (await bootCacheSnapshots()).map(({ entry }) => entry);
+}
+
+/** Each entry with the snapshot it was read from (its manifest read once). */
+async function bootCacheSnapshots(): Promise<Array<{ entry: BootCacheEntry; snapshot: Snapshot }>> {
   const root = snapshotRoot();
-  const entries: BootCacheEntry[] = [];
+  const entries: Array<{ entry: BootCacheEntry; snapshot: Snapshot }> = [];
   for (const id of await readdir(root).catch(() => [] as string[])) {
     if (!id.startsWith(BOOT_CACHE_PREFIX) || id.includes('.old-')) continue;
     const snapshot = await openSnapshot(id).catch(() => undefined);
@@ -144,16 +143,19 @@ export async function listBootCache(): Promise<BootCacheEntry[]> {
     const dir = join(root, id);
     const used = await stat(join(dir, USED)).catch(() => undefined);
     entries.push({
-      id,
-      image: snapshot.manifest.image.name,
-      memoryMiB: snapshot.manifest.identity.memoryMiB,
-      createdAt: snapshot.manifest.createdAt,
-      lastUsedAt: used ? used.mtime.toISOString() : snapshot.manifest.createdAt,
-      bytes: await diskUse(dir),
-      dir,
+      snapshot,
+      entry: {
+        id,
+        image: snapshot.manifest.image.name,
+        memoryMiB: snapshot.manifest.identity.memoryMiB,
+        createdAt: snapshot.manifest.createdAt,
+        lastUsedAt: used ? used.mtime.toISOString() : snapshot.manifest.createdAt,
+        bytes: await diskUse(dir),
+        dir,
+      },
     });
   }
-  return entries.sort((a, b) => b.lastUsedAt.localeCompare(a.lastUsedAt));
+  return entries.sort((a, b) => b.entry.lastUsedAt.localeCompare(a.entry.lastUsedAt));
 }
 
 async function diskUse(dir: string): Promise<number> {
@@ -181,12 +183,10 @@ export async function pruneBootCache(
   const maxBytes = options.maxBytes ?? bootCacheCap();
   const removed: Array<{ id: string; bytes: number; reason: string }> = [];
   const kept: BootCacheEntry[] = [];
-  for (const entry of await listBootCache()) {
+  for (const { entry, snapshot } of await bootCacheSnapshots()) {
     let reason = options.all ? 'all were asked for' : '';
     if (!reason && options.runtime) {
-      reason = (await restorability(new Snapshot(await manifestOf(entry), entry.dir), options.runtime)).join(
-        '; ',
-      );
+      reason = (await restorability(snapshot, options.runtime)).join('; ');
     }
     if (reason && entry.id !== options.keep) {
       await rm(entry.dir, { recursive: true, force: true });
@@ -206,10 +206,6 @@ export async function pruneBootCache(
     });
   }
   return removed;
-}
-
-async function manifestOf(entry: BootCacheEntry): Promise<SnapshotManifest> {
-  return (await openSnapshot(entry.id)).manifest;
 }
 
 /** Empties the boot cache; returns what was removed. */
