@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
+import { registerExitHooks } from '../util/exit-hooks.js';
 import { ensureDirSync } from '../util/files.js';
 import { runtimeRoot, sharedRuntimeRoot } from '../util/paths.js';
 import { ensurePrivateDir, makePrivateDir, PRIVATE_FILE } from '../util/private.js';
 import { keepMarker, ownerFile, processStartTicks, type ReapReport, reapStaleRuns } from './reaper.js';
-import { registerExitHooks } from './signals.js';
 
 /** Something a run created and must close whatever happens: a machine, a switch, a pool. */
 export interface Closable {

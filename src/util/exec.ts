@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { HostToolError, tail } from '../errors.js';
+import { registerExitHooks } from './exit-hooks.js';
 import { LineSplitter } from './lines.js';
 import { installHint } from './tool-packages.js';
 import { toolEnv, whichSync } from './which.js';
@@ -32,6 +33,9 @@ export function runTool(
       env: toolEnv(options.env ?? process.env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    // A signal or exit of vmkit ends the tool too (qemu-img, apt-get, mmdebstrap): none outlives it.
+    const kill = () => child.kill('SIGKILL');
+    const unregister = registerExitHooks({ killProcesses: kill, cleanupAtExit: kill });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));
@@ -48,12 +52,14 @@ export function runTool(
     }, timeoutMs);
     child.on('error', (error: NodeJS.ErrnoException) => {
       clearTimeout(timer);
+      unregister();
       if (error.code === 'ENOENT')
         return reject(new HostToolError(`cannot run ${program}: ${installHint(program)}`));
       reject(new HostToolError(`cannot run ${program}: ${error.message}`));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      unregister();
       const result = { stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() };
       if (code === 0) return resolve(result);
       const status = signal ? `signal ${signal}` : `status ${code}`;

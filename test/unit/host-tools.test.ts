@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { describe, test } from 'node:test';
+import { processesNaming } from '../../src/runtime/detached.js';
 import { runTool } from '../../src/util/exec.js';
 import { installHint, toolPackage } from '../../src/util/tool-packages.js';
 import { SYSTEM_TOOL_DIRS, toolEnv, toolSearchPath, which } from '../../src/util/which.js';
@@ -41,4 +44,26 @@ describe('host tools for an ordinary account', () => {
       /cannot run vmkit-no-such-tool: vmkit-no-such-tool is not installed$/,
     );
   });
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    test(`a host tool ends with vmkit on ${signal}`, async () => {
+      // A duration no other process has: the marker that finds this test's sleep.
+      const marker = `${600 + Math.floor(Math.random() * 1000)}.${process.pid}`;
+      const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/run-tool-sleep.ts', marker], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      const sleeps = () => processesNaming(marker).filter((p) => p.program.endsWith('sleep'));
+      try {
+        const [chunk] = (await once(child.stdout, 'data')) as [Buffer];
+        assert.equal(chunk.toString(), 'started\n');
+        assert.equal(sleeps().length, 1, 'the sleep runs before the signal');
+        child.kill(signal);
+        const [, exitSignal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+        assert.equal(exitSignal, signal);
+        assert.deepEqual(sleeps(), [], `the sleep outlived its program's ${signal}`);
+      } finally {
+        child.kill('SIGKILL');
+      }
+    });
+  }
 });

@@ -67,8 +67,12 @@ describe('recipe pools built in builder VMs', {
   let path = '';
   const runFile = async () =>
     (await fleet.exec(path, ['cat', '/etc/vmkit-run.txt'])).stdout.toString().trim();
-  /** QEMU processes of builder VMs: their disks are in the scratch folders of this test's cache. */
-  const builders = () => processesNaming(join(cache, 'images', '.building-'));
+  /**
+   * Processes using the scratch folders of this test's cache: the builder VMs' QEMU, and
+   * qemu-img making or flattening their disks.
+   */
+  const scratchUsers = () => processesNaming(join(cache, 'images', '.building-'));
+  const builders = () => scratchUsers().filter((p) => p.program.includes('qemu-system'));
 
   before(() => {
     cache = privateCache();
@@ -112,7 +116,7 @@ describe('recipe pools built in builder VMs', {
     assert.equal(build?.revision, pool.revision);
     assert.ok((build?.buildMs ?? 0) > 0 && build?.actor, JSON.stringify(build));
     assert.equal(await runFile(), 'run step saw one');
-    assert.deepEqual(builders(), [], 'a builder VM is still running');
+    assert.deepEqual(scratchUsers(), [], 'a builder VM or tool is still running');
   });
 
   it('a changed recipe is a new revision with its build recorded and the base invalidated; the running instance keeps its revision until stop/start', async () => {
@@ -176,7 +180,7 @@ describe('recipe pools built in builder VMs', {
     );
     assert.match(create?.error ?? '', /\| before-the-failure\n\s+\| to-stderr/);
     assert.equal(fleet.store.findPool('bld', 'broken'), undefined);
-    assert.deepEqual(builders(), [], 'the failed build left its builder VM running');
+    assert.deepEqual(scratchUsers(), [], 'the failed build left its builder VM or a tool running');
     assert.deepEqual(
       readdirSync(join(cache, 'images')).filter((name) => name.startsWith('.building-')),
       [],
@@ -207,7 +211,7 @@ describe('recipe pools built in builder VMs', {
     child.kill('SIGINT');
     const code = await exited;
     assert.notEqual(code, 0);
-    assert.deepEqual(builders(), [], 'the builder VM outlived the interrupted CLI');
+    assert.deepEqual(scratchUsers(), [], 'the builder VM or a tool outlived the interrupted CLI');
     assert.equal(fleet.store.findPool('bld', 'sig'), undefined);
   });
 });
