@@ -33,9 +33,12 @@ export function runTool(
       env: toolEnv(options.env ?? process.env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    // A signal or exit of vmkit ends the tool too (qemu-img, apt-get, mmdebstrap): none outlives it.
-    const kill = () => child.kill('SIGKILL');
-    const unregister = registerExitHooks({ killProcesses: kill, cleanupAtExit: kill });
+    // The tool (qemu-img, apt-get, mmdebstrap) ends with vmkit's process: at its exit, or at a
+    // signal that ends it. A program that handles the signal itself may still await the tool.
+    const unregister = registerExitHooks({
+      killProcesses: () => {},
+      cleanupAtExit: () => child.kill('SIGKILL'),
+    });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
     child.stdout.on('data', (chunk: Buffer) => stdout.push(chunk));

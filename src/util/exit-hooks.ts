@@ -1,13 +1,15 @@
 /**
  * Process-wide exit and signal hooks. Signals belong to the process, not to one runtime, so this
- * is the one place that keeps a list: every runtime with a run folder registers here, and on
- * exit, SIGINT, SIGTERM or SIGHUP each one kills its VMMs and removes its folder.
+ * is the one place that keeps a list: every runtime with a run folder and every host tool running
+ * registers here. At SIGINT, SIGTERM or SIGHUP each runtime kills its VMMs; at exit, or at a
+ * signal the program leaves to its default (the end of the process), each runtime also removes
+ * its folder and each tool is killed.
  */
 
 export interface ExitHooks {
-  /** Synchronous: kills the runtime's processes (safe inside a signal or exit handler). */
+  /** Synchronous: kills what must not outlive a signal (safe inside a signal or exit handler). */
   killProcesses(): void;
-  /** Synchronous: everything killProcesses does, plus removing the run folder. */
+  /** Synchronous: everything killProcesses does, and the rest of the cleanup at exit. */
   cleanupAtExit(): void;
 }
 
@@ -20,7 +22,9 @@ export function registerExitHooks(hooks: ExitHooks): () => void {
   if (!installed) {
     installed = true;
     process.once('exit', cleanupAll);
-    for (const signal of SIGNALS) process.on(signal, onSignal);
+    // First in line, whenever it is installed: a program's own handler added with once() is
+    // still counted below while this runs (Node removes it only as it calls it).
+    for (const signal of SIGNALS) process.prependListener(signal, onSignal);
   }
   return () => registered.delete(hooks);
 }
