@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +47,47 @@ static void write_hostname_files(const char *name, struct buf *err) {
   buf_free(&text);
 }
 
+/* In each journal folder (persistent and volatile) there is, the new id's entry leads where the
+ * old id's does. The old id's folder may not be there yet: journald makes the persistent one when
+ * it first flushes, maybe after this. */
+static void link_journal_folders(const char *old, const char *id, struct buf *err) {
+  static const char *const bases[] = {"/var/log/journal", "/run/log/journal"};
+  for (size_t i = 0; i < sizeof bases / sizeof *bases; i++) {
+    struct stat folder;
+    if (stat(bases[i], &folder) < 0 || !S_ISDIR(folder.st_mode)) continue;
+    char from[96], to[96], target[64];
+    snprintf(from, sizeof from, "%s/%s", bases[i], old);
+    ssize_t length = readlink(from, target, sizeof target - 1);
+    if (length > 0)
+      target[length] = 0; /* a link made by an earlier identity request: to the folder itself */
+    else
+      snprintf(target, sizeof target, "%s", old);
+    snprintf(to, sizeof to, "%s/%s", bases[i], id);
+    if (symlink(target, to) < 0 && errno != EEXIST) buf_printf(err, "%s: %s\n", to, strerror(errno));
+  }
+}
+
+/* A new /etc/machine-id. journald keeps writing under the id it started with, and journalctl
+ * reads only the folders of the id in the file: those folders are made links to journald's, so
+ * the whole journal, boot included, stays in view. */
+static void set_machine_id(const char *id, struct buf *err) {
+  char old[64] = "";
+  FILE *file = fopen("/etc/machine-id", "re");
+  if (file) {
+    if (!fgets(old, sizeof old, file)) old[0] = 0;
+    fclose(file);
+  }
+  old[strcspn(old, "\n")] = 0;
+  if (!strcmp(old, id)) return;
+  char text[80];
+  snprintf(text, sizeof text, "%s\n", id);
+  if (replace_file("/etc/machine-id", text, strlen(text)) < 0) {
+    buf_printf(err, "/etc/machine-id: %s\n", strerror(errno));
+    return;
+  }
+  if (strlen(old) == 32 && !strchr(old, '/')) link_journal_folders(old, id, err);
+}
+
 /* linux/random.h's RNDADDENTROPY and RNDRESEEDCRNG, spelled out: musl's headers leave them out. */
 struct entropy_pool {
   int entropy_count; /* bits credited */
@@ -81,9 +123,10 @@ static void add_entropy(const char *bytes, size_t len, struct buf *err) {
 int set_identity(long seconds, const char *fields, struct buf *err) {
   long nanoseconds;
   int flags;
-  char hostname64[256], entropy64[2048];
-  if (sscanf(fields, "%ld %d %255s %2047s", &nanoseconds, &flags, hostname64, entropy64) != 4 ||
-      nanoseconds < 0 || nanoseconds >= 1000000000L) {
+  char hostname64[256], entropy64[2048], machine_id[64] = "-";
+  int count = sscanf(fields, "%ld %d %255s %2047s %63s", &nanoseconds, &flags, hostname64, entropy64,
+                     machine_id);
+  if (count < 4 || nanoseconds < 0 || nanoseconds >= 1000000000L) {
     buf_printf(err, "vmkit backdoor: malformed identity request\n");
     return 1;
   }
@@ -103,6 +146,12 @@ int set_identity(long seconds, const char *fields, struct buf *err) {
     if (!bytes) buf_printf(err, "entropy: not base64\n");
     else add_entropy(bytes, len, err);
     free(bytes);
+  }
+  if (strcmp(machine_id, "-")) {
+    if (strlen(machine_id) != 32 || strspn(machine_id, "0123456789abcdef") != 32)
+      buf_printf(err, "machine id: not 32 hex digits\n");
+    else
+      set_machine_id(machine_id, err);
   }
   return err->len ? 1 : 0;
 }

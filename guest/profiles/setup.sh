@@ -3,6 +3,8 @@
 #   clock SECONDS                   set the clock
 #   hostname NAME                   set the hostname
 #   hostname-file NAME              write /etc/hostname, and NAME on 127.0.1.1 in /etc/hosts
+#   machine-id ID                   write /etc/machine-id; the journal's folders under ID lead
+#                                   to those journald writes (it keeps the id it started with)
 #   entropy HEX                     mix fresh randomness into the kernel's pool
 #   nic INDEX MAC ADDRESS           bring eth<INDEX> up, with MAC and ADDRESS/prefix if given
 #   renumber INDEX MAC ADDRESS      give eth<INDEX> a new MAC and address, or none (a clone)
@@ -36,6 +38,24 @@ while [ $# -gt 0 ]; do
     echo "$1" > /etc/hostname
     sed -i '/^127\.0\.1\.1[[:space:]]/d' /etc/hosts
     printf '127.0.1.1\t%s\n' "$1" >> /etc/hosts
+    shift ;;
+  machine-id)
+    need 1 $# machine-id
+    case $1 in *[!0-9a-f]*) refuse "machine-id: not hex: $1" ;; esac
+    [ ${#1} -eq 32 ] || refuse "machine-id: not 32 digits: $1"
+    old=
+    [ ! -r /etc/machine-id ] || read -r old < /etc/machine-id || true
+    if [ "$old" != "$1" ]; then
+      echo "$1" > /etc/machine-id
+      # journald's folder may come later (the persistent one at its first flush): linked anyway.
+      for journal in /var/log/journal /run/log/journal; do
+        [ ${#old} -eq 32 ] && [ -d "$journal" ] || continue
+        [ ! -e "$journal/$1" ] && [ ! -L "$journal/$1" ] || continue
+        target=$old
+        [ ! -L "$journal/$old" ] || target=$(readlink "$journal/$old")
+        ln -s "$target" "$journal/$1"
+      done
+    fi
     shift ;;
   entropy)
     need 1 $# entropy

@@ -40,6 +40,11 @@ export interface GuestIdentity {
   hostnameFiles: boolean;
   /** Fresh randomness, mixed into the kernel's pool and credited. */
   entropy: Buffer;
+  /**
+   * A new /etc/machine-id (32 lowercase hex digits), with the persistent journal kept in view
+   * under it (systemd guests); absent: the guest keeps its own.
+   */
+  machineId?: string;
 }
 
 /** How an agent that does not know a request answers it: status 2 and this on stderr. */
@@ -73,7 +78,8 @@ export const encodeRequest = {
     const { hostname, entropy } = identity;
     const name = hostname ? b64(hostname) : '-';
     const random = entropy.length > 0 ? b64(entropy) : '-';
-    return `T ${id} ${seconds} ${nanoseconds} ${identity.hostnameFiles ? 1 : 0} ${name} ${random}\n`;
+    const machineId = identity.machineId === undefined ? '' : ` ${identity.machineId}`;
+    return `T ${id} ${seconds} ${nanoseconds} ${identity.hostnameFiles ? 1 : 0} ${name} ${random}${machineId}\n`;
   },
 };
 

@@ -9,6 +9,19 @@ export function macAddress(name: string, index: number | string): string {
   return ['52', '54', ...[0, 1, 2, 3].map((i) => (hash[i] ?? 0).toString(16).padStart(2, '0'))].join(':');
 }
 
+/** A new machine's own machine ID (/etc/machine-id on systemd guests): 128 random bits, hex. */
+export function newMachineId(): string {
+  return randomBytes(16).toString('hex');
+}
+
+/**
+ * A machine ID that stays the same for `name` (a project VM's folder): its boots write the same
+ * one, and another name gets another.
+ */
+export function stableMachineId(name: string): string {
+  return createHash('sha256').update(`machine-id/${name}`).digest('hex').slice(0, 32);
+}
+
 /**
  * Where a booting machine's RAM file goes: shared memory when there is some, so guest RAM never
  * pages to disk. Named after the run, so that the reaper can tell whose it is if the run dies

@@ -19,7 +19,7 @@ import { freePort } from '../util/sockets.js';
 import type { DiskSpec, MachineConfig } from './config.js';
 import { resolveExtraDisks } from './extra-disks.js';
 import { hostNicFor, hostNicSetup, serviceHosts } from './host-network.js';
-import { macAddress, ramFilePath } from './identity.js';
+import { macAddress, newMachineId, ramFilePath } from './identity.js';
 import type { SnapshotTaker } from './internals.js';
 import { launchMachine } from './launch.js';
 import type { Machine } from './machine.js';
@@ -161,7 +161,10 @@ export async function bootResolved(
     nics: (options.networks ?? []).map((network, index) => ({ index, address: network.address })),
     hostNic: hostNicSetup(config),
     hosts: { ...serviceHosts(options.hostServices ?? {}), ...options.hosts },
+    machineId: newMachineId(),
   };
+  // A neutral boot (saved for the boot cache) keeps the image's machine ID: the start gives its own after.
+  const { machineId: _ownId, ...neutralSetup } = bootSetup;
   return launchMachine({
     ...resolved,
     nics: (options.networks ?? []).map((network, index) => ({
@@ -192,7 +195,7 @@ export async function bootResolved(
     setupScript: profile.afterBoot(
       neutral
         ? {
-            ...bootSetup,
+            ...neutralSetup,
             hostname: NEUTRAL_HOSTNAME,
             nics: bootSetup.nics.map(({ index }) => ({ index })),
             hosts: {},

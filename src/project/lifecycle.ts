@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { GuestSetupError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
+import { stableMachineId } from '../machine/identity.js';
 import { killPoint } from '../util/kill-point.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
@@ -67,6 +68,8 @@ async function guestSetupAfterBoot(hub: HubClient, pvm: ProjectVm, image: BootIm
     nics: [],
     hostNic: { index: 0, address: HOST_NIC_ADDRESS, gateway: '10.0.2.2' },
     hosts: {},
+    // Its own, the same at every boot of its disk.
+    machineId: stableMachineId(pvm.dir),
   });
   await hub.succeed(setup, 60_000);
   await mountData(hub, dataDevice(image));

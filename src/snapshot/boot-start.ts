@@ -177,6 +177,8 @@ async function giveIdentity(machine: Machine, options: MachineOptions): Promise<
     clockSeconds: Math.floor(Date.now() / 1000),
     hostname: machine.name,
     entropyHex: randomBytes(64).toString('hex'),
+    // The one its boot set-up holds, so that a reboot writes the same.
+    ...(machine.parts.bootSetup.machineId ? { machineId: machine.parts.bootSetup.machineId } : {}),
     renumber: nics.flatMap((nic, index) =>
       nic.address ? [{ index, mac: nic.mac, address: nic.address }] : [],
     ),

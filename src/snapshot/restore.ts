@@ -9,7 +9,7 @@ import { profileNamed } from '../guest/profiles/index.js';
 import type { RestoreSetup } from '../guest/profiles/profile.js';
 import type { MachineConfig } from '../machine/config.js';
 import { hostNicSetup } from '../machine/host-network.js';
-import { macAddress, ramFilePath } from '../machine/identity.js';
+import { macAddress, newMachineId, ramFilePath } from '../machine/identity.js';
 import type { MachineNic, SnapshotTaker } from '../machine/internals.js';
 import { launchMachine } from '../machine/launch.js';
 import type { Machine } from '../machine/machine.js';
@@ -67,9 +67,11 @@ export async function restoreFrom(
   const { nics, renumber } = asBooted
     ? bootedIdentities(manifest, name, options.networks ?? [])
     : cloneIdentities(manifest, name, options.networks ?? []);
+  // Restored under its own name, it is the machine it was (hostname and machine ID kept); else a new one.
+  const sameMachine = name === manifest.source && !asBooted;
   const setup: RestoreSetup = {
     clockSeconds: Math.floor(Date.now() / 1000),
-    hostname: name === manifest.source && !asBooted ? undefined : name,
+    ...(sameMachine ? {} : { hostname: name, machineId: newMachineId() }),
     entropyHex: randomBytes(64).toString('hex'),
     renumber,
     hosts: options.hosts ?? {},
@@ -128,6 +130,7 @@ export async function restoreFrom(
       })),
       hostNic: hostNicSetup(config),
       hosts: options.hosts ?? {},
+      ...(setup.machineId ? { machineId: setup.machineId } : {}),
     },
     setupScript: profile.afterRestore(setup),
     agentSetup: profile.restoreByAgent?.(setup),

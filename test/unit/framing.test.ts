@@ -485,6 +485,16 @@ describe('the identity request', () => {
     const odd = encodeRequest.identity(4, { hostnameFiles: false, entropy: Buffer.alloc(0) }, 1_500.9999999);
     assert.deepEqual(fields(odd).slice(2, 4), ['1', '500999999']);
   });
+
+  test('a new machine ID is a fifth field, in hex as given; without one the line has four', () => {
+    const machineId = '0123456789abcdef'.repeat(2);
+    const line = encodeRequest.identity(
+      5,
+      { hostnameFiles: true, entropy: Buffer.alloc(0), machineId },
+      1_000,
+    );
+    assert.equal(line, `T 5 1 0 1 - - ${machineId}\n`);
+  });
 });
 
 describe('one-line scripts', () => {

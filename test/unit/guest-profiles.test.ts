@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -26,10 +37,13 @@ after(() => rmSync(scratch, { recursive: true, force: true }));
 /**
  * Runs a set-up script as a guest would, in /bin/sh, with `ip`, `hostname` and `date` replaced by
  * stubs that log their arguments, and /etc and /dev/urandom moved into a scratch folder. Returns
- * the commands run and the lines written to each file, in the order they happened.
+ * the commands run and the lines written to each file, in the order they happened, then the
+ * persistent journal's folders (a link as "name -> target"). `prepare` may put files in the
+ * scratch folder first (`machine-id`, `journal/`).
  */
-function runInShell(script: string): string[] {
+function runInShell(script: string, prepare?: (dir: string) => void): string[] {
   const dir = mkdtempSync(join(scratch, 'run-'));
+  prepare?.(dir);
   const log = join(dir, 'log');
   for (const tool of ['ip', 'hostname', 'date']) {
     writeFileSync(join(dir, tool), `#!/bin/sh\necho "${tool} $*" >> "${log}"\n`);
@@ -40,6 +54,9 @@ function runInShell(script: string): string[] {
     .replaceAll('/etc/hosts', join(dir, 'hosts'))
     .replaceAll('/etc/hostname', join(dir, 'hostname-file'))
     .replaceAll('/etc/resolv.conf', join(dir, 'resolv.conf'))
+    .replaceAll('/etc/machine-id', join(dir, 'machine-id'))
+    .replaceAll('/var/log/journal', join(dir, 'journal'))
+    .replaceAll('/run/log/journal', join(dir, 'run-journal'))
     .replaceAll('/dev/urandom', join(dir, 'urandom'));
   execFileSync('/bin/sh', ['-c', moved], { env: { PATH: `${dir}:/usr/bin:/bin` } });
   const read = (name: string) => {
@@ -49,11 +66,22 @@ function runInShell(script: string): string[] {
       return undefined;
     }
   };
-  const files = ['hosts', 'hostname-file', 'resolv.conf', 'urandom'].flatMap((name) => {
+  const files = ['hosts', 'hostname-file', 'resolv.conf', 'urandom', 'machine-id'].flatMap((name) => {
     const text = read(name);
     return text === undefined ? [] : [`${name}: ${JSON.stringify(text)}`];
   });
-  return [...(read('log') ?? '').split('\n').filter(Boolean), ...files];
+  const folders = ['journal', 'run-journal'].flatMap((base) => {
+    const journal = join(dir, base);
+    if (!existsSync(journal)) return [];
+    return readdirSync(journal, { withFileTypes: true })
+      .map((entry) =>
+        entry.isSymbolicLink()
+          ? `${base} ${entry.name} -> ${readlinkSync(join(journal, entry.name))}`
+          : `${base} ${entry.name}`,
+      )
+      .sort();
+  });
+  return [...(read('log') ?? '').split('\n').filter(Boolean), ...files, ...folders];
 }
 
 const HOSTS_BEFORE = '127.0.0.1 localhost\n127.0.1.1 old\n';
@@ -217,9 +245,90 @@ describe('restoreByAgent: the identity request and the script for the rest', () 
     assert.equal(debianProfile.restoreByAgent?.(restore({ hostname: 'c' }))?.identity.hostnameFiles, true);
     assert.equal(tinyProfile.restoreByAgent?.(restore({ hostname: '' })), undefined);
   });
+
+  test('debian: a new machine ID goes to the agent; tiny has none to write', () => {
+    const setup = restore({ hostname: 'c', machineId: ID_B });
+    assert.equal(debianProfile.restoreByAgent?.(setup)?.identity.machineId, ID_B);
+    assert.equal(debianProfile.restoreByAgent?.(restore({ hostname: 'c' }))?.identity.machineId, undefined);
+    assert.equal(tinyProfile.restoreByAgent?.(setup)?.identity.machineId, undefined);
+    assert.ok(!runInShell(tinyProfile.afterRestore(setup)).some((line) => line.includes('machine-id')));
+  });
 });
 
+const ID_A = 'a'.repeat(32);
+const ID_B = 'b'.repeat(32);
+const ID_C = 'c'.repeat(32);
+/** A guest whose image wrote ID_A, with a persistent journal under it. */
+const imageWithJournal = (dir: string) => {
+  writeFileSync(join(dir, 'machine-id'), `${ID_A}\n`);
+  mkdirSync(join(dir, 'journal', ID_A), { recursive: true });
+};
+
 describe('debian profile', () => {
+  test('a new machine ID; the journal stays in view under it, through any number of new IDs', () => {
+    const boot = debianProfile.afterBoot({ hostname: 'web', nics: [], hosts: {}, machineId: ID_B });
+    assert.deepEqual(runInShell(boot, imageWithJournal).slice(-3), [
+      `machine-id: ${JSON.stringify(`${ID_B}\n`)}`,
+      `journal ${ID_A}`,
+      `journal ${ID_B} -> ${ID_A}`,
+    ]);
+    // A clone of that machine: its link leads to the folder journald writes, not to a link.
+    const again = debianProfile.afterRestore(restore({ hostname: 'c', machineId: ID_C }));
+    const cloned = runInShell(again, (dir) => {
+      imageWithJournal(dir);
+      writeFileSync(join(dir, 'machine-id'), `${ID_B}\n`);
+      symlinkSync(ID_A, join(dir, 'journal', ID_B));
+    });
+    assert.deepEqual(cloned.slice(-3), [
+      `journal ${ID_A}`,
+      `journal ${ID_B} -> ${ID_A}`,
+      `journal ${ID_C} -> ${ID_A}`,
+    ]);
+    // The same ID again (a reboot): nothing changes.
+    const reboot = debianProfile.afterBoot({ hostname: 'web', nics: [], hosts: {}, machineId: ID_A });
+    assert.deepEqual(runInShell(reboot, imageWithJournal).slice(-2), [
+      `machine-id: ${JSON.stringify(`${ID_A}\n`)}`,
+      `journal ${ID_A}`,
+    ]);
+    // Before journald's first flush its persistent folder is not there yet: linked all the same.
+    // The volatile journal, where journald writes until then, gets its link too.
+    const early = (dir: string) => {
+      writeFileSync(join(dir, 'machine-id'), `${ID_A}\n`);
+      mkdirSync(join(dir, 'journal'));
+      mkdirSync(join(dir, 'run-journal', ID_A), { recursive: true });
+    };
+    assert.deepEqual(runInShell(boot, early).slice(-3), [
+      `journal ${ID_B} -> ${ID_A}`,
+      `run-journal ${ID_A}`,
+      `run-journal ${ID_B} -> ${ID_A}`,
+    ]);
+    // No journal folder at all: no link.
+    assert.deepEqual(
+      runInShell(boot, (dir) => writeFileSync(join(dir, 'machine-id'), `${ID_A}\n`)).slice(-1),
+      [`machine-id: ${JSON.stringify(`${ID_B}\n`)}`],
+    );
+    // A machine without one given keeps the image's.
+    const kept = runInShell(
+      debianProfile.afterBoot({ hostname: 'web', nics: [], hosts: {} }),
+      imageWithJournal,
+    );
+    assert.deepEqual(kept.slice(-2), [`machine-id: ${JSON.stringify(`${ID_A}\n`)}`, `journal ${ID_A}`]);
+  });
+
+  test('a machine ID that is not 32 hex digits is refused with status 2', () => {
+    for (const bad of ['A'.repeat(32), 'a'.repeat(31), '../../etc']) {
+      const script = debianProfile.afterBoot({ hostname: 'web', nics: [], hosts: {}, machineId: bad });
+      assert.throws(
+        () => runInShell(script),
+        (error: { status: number; stderr: Buffer }) => {
+          assert.equal(error.status, 2);
+          assert.match(error.stderr.toString(), /machine-id: not/);
+          return true;
+        },
+      );
+    }
+  });
+
   test('after boot: /etc/hostname, and the name on 127.0.1.1 in place of the old one', () => {
     const script = debianProfile.afterBoot({ hostname: 'web', nics: [], hosts: { db: '10.0.0.2' } });
     assert.deepEqual(runInShell(script), [

@@ -175,6 +175,21 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
         const off = Number(await clone.succeed('date +%s.%N')) - Date.now() / 1000;
         assert.ok(Math.abs(off) < 2, `${clone.name}: guest clock ${off} s off the host's`);
       }
+      // Each is a machine of its own: a machine ID of its own (the template's differs from the
+      // image's too), and the journal in view under it, its boot and what comes after.
+      const ids = await Promise.all([template, ...clones].map((vm) => vm.succeed('cat /etc/machine-id')));
+      assert.equal(new Set(ids).size, 3, `machine IDs: ${ids.join(' ')}`);
+      for (const id of ids) assert.match(id, /^[0-9a-f]{32}\n$/);
+      for (const clone of clones) {
+        const marker = `journal-of-${clone.name}-${Date.now()}`;
+        await clone.succeed(`logger ${marker}`);
+        await clone.waitUntilSucceeds(`journalctl --no-pager -n 200 | grep -q ${marker}`, {
+          timeoutMs: 30_000,
+        });
+        // The boot's entries, from before the save, are in view too.
+        assert.match(await clone.succeed('journalctl --no-pager -b | head -n 3'), /kernel|Linux version/i);
+        assert.match(await clone.journal({ unit: 'dbus.service', lines: 50 }), /dbus/i);
+      }
       // Each clone's systemd is its own: a job in one does not show in the other.
       const [first, second] = clones as [Machine, Machine];
       await first.startJob('echo.socket');

@@ -15,6 +15,7 @@ import { SnapshotError } from '../../errors.js';
 import { posixCommands } from '../../guest/profiles/commands.js';
 import { profileNamed } from '../../guest/profiles/index.js';
 import type { BootImage } from '../../images/types.js';
+import { newMachineId } from '../../machine/identity.js';
 import { ensureSwitchDaemon } from '../../network/switch-daemon.js';
 import type { DetachedRecord } from '../../runtime/detached.js';
 import { ensureDirSync } from '../../util/files.js';
@@ -193,6 +194,7 @@ export async function bootVm(
         clockSeconds: Math.floor(Date.now() / 1000),
         hostname: instance.id,
         entropyHex: randomBytes(64).toString('hex'),
+        machineId: newMachineId(),
         renumber: [{ index: 0, address: instance.address, mac: instance.mac }],
         hosts: {},
       });

@@ -1,7 +1,7 @@
 import { agentBanner } from '../readiness.js';
 import { guestScript, posixCommands } from './commands.js';
 import type { GuestProfile } from './profile.js';
-import { agentRestore, bootSteps, restoreSteps, setupScript } from './setup-steps.js';
+import { agentRestore, bootSteps, restoreSteps, setupScript, systemdFileSteps } from './setup-steps.js';
 
 /**
  * Debian with systemd: the backdoor is an early systemd unit, so the guest is ready when its
@@ -9,19 +9,18 @@ import { agentRestore, bootSteps, restoreSteps, setupScript } from './setup-step
  * that). Interfaces are eth<n> (net.ifnames=0) and no network manager runs, so addresses, hosts,
  * clock and entropy are set as on tiny, with the same tools; the hostname is also written to
  * /etc/hostname, where systemd and its tools read it, and on 127.0.1.1 in /etc/hosts (else sudo
- * looks it up in DNS, and waits): the `hostname-file` step of guest/profiles/setup.sh.
+ * looks it up in DNS, and waits): the `hostname-file` step of guest/profiles/setup.sh. A new
+ * machine gets a machine ID of its own (`machine-id`), the journal kept in view under it.
  */
 export const debianProfile: GuestProfile = {
   name: 'debian',
   readiness: agentBanner,
   commands: posixCommands,
 
-  afterBoot: (setup) => setupScript([...bootSteps(setup), 'hostname-file', setup.hostname]),
+  afterBoot: (setup) =>
+    setupScript([...bootSteps(setup), ...systemdFileSteps(setup.hostname, setup.machineId)]),
   afterRestore: (setup) =>
-    setupScript([
-      ...restoreSteps(setup),
-      ...(setup.hostname === undefined ? [] : ['hostname-file', setup.hostname]),
-    ]),
+    setupScript([...restoreSteps(setup), ...systemdFileSteps(setup.hostname, setup.machineId)]),
   settle: () => guestScript('settle-systemd.sh'),
   restoreByAgent: (setup) => agentRestore(setup, true),
 };

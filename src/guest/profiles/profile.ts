@@ -28,6 +28,8 @@ export interface BootSetup {
   hostNic?: HostNicSetup;
   /** /etc/hosts lines, name to address. */
   hosts: Record<string, string>;
+  /** A machine ID of its own (32 hex digits) for a new machine; absent: the image's stays. */
+  machineId?: string;
 }
 
 /** What a guest restored from a snapshot is told. */
@@ -41,6 +43,8 @@ export interface RestoreSetup {
   /** NICs that get a new identity: a new MAC, and a new address or none. */
   renumber: Array<GuestNic & { mac: string }>;
   hosts: Record<string, string>;
+  /** A new machine ID (32 hex digits): a clone is a new machine; absent: the snapshot's stays. */
+  machineId?: string;
 }
 
 /** A restore's set-up as the agent's identity request and the script that does what it cannot. */

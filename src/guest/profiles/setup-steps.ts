@@ -40,20 +40,30 @@ function networkSteps(setup: RestoreSetup): string[] {
 }
 
 /**
- * A restore's set-up with the clock, hostname and entropy left to the agent (`hostnameFiles`: it
- * writes the hostname to /etc/hostname and /etc/hosts too); the script keeps the network steps.
+ * A restore's set-up with the clock, hostname and entropy left to the agent; `systemd`: it also
+ * writes the hostname to /etc/hostname and /etc/hosts, and a new machine ID to /etc/machine-id.
+ * The script keeps the network steps.
  */
-export function agentRestore(setup: RestoreSetup, hostnameFiles: boolean): AgentRestore | undefined {
+export function agentRestore(setup: RestoreSetup, systemd: boolean): AgentRestore | undefined {
   if (setup.hostname === '') return undefined; // not a name: the script's steps say how it fails
   const rest = networkSteps(setup);
   return {
     identity: {
       ...(setup.hostname === undefined ? {} : { hostname: setup.hostname }),
-      hostnameFiles,
+      hostnameFiles: systemd,
       entropy: Buffer.from(setup.entropyHex, 'hex'),
+      ...(systemd && setup.machineId !== undefined ? { machineId: setup.machineId } : {}),
     },
     script: rest.length === 0 ? '' : setupScript(rest),
   };
+}
+
+/** A systemd guest's own files: /etc/hostname (and 127.0.1.1), /etc/machine-id when it is new. */
+export function systemdFileSteps(hostname: string | undefined, machineId: string | undefined): string[] {
+  return [
+    ...(hostname === undefined ? [] : ['hostname-file', hostname]),
+    ...(machineId === undefined ? [] : ['machine-id', machineId]),
+  ];
 }
 
 function hostSteps(hosts: Record<string, string>): string[] {
