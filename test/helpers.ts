@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { backendNamed, type Capability, requireCapability } from '../src/index.js';
@@ -82,6 +82,22 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The living processes below `ancestor` (its children, theirs, ...), by pid. */
+export function descendantsOf(ancestor: number): number[] {
+  const parents = new Map<number, number>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (fields[0] !== 'Z') parents.set(Number(name), Number(fields[1]));
+    } catch {} // it ended while the list was read
+  }
+  const below = (pid: number): number[] =>
+    [...parents].filter(([, parent]) => parent === pid).flatMap(([child]) => [child, ...below(child)]);
+  return below(ancestor);
 }
 
 /** The first line a server sends on 127.0.0.1:`port` (an SSH server's is its banner). */

@@ -5,7 +5,7 @@ import type { BootImage } from '../images/types.js';
 import type { Runtime } from '../runtime/runtime.js';
 import type { VmmControl, VmmMonitor } from './control.js';
 import type { DetachedVmms } from './detached.js';
-import type { Accel, VmmSpec } from './vmm-spec.js';
+import type { Accel, ExtraDisk, VmmSpec } from './vmm-spec.js';
 
 export type { VmmControl, VmmEvent, VmmMonitor, WriteStateOptions } from './control.js';
 export type {
@@ -27,12 +27,14 @@ export type {
  *
  * How the known VMMs fill it in:
  * - QEMU: agent over a virtio serial port, NICs over stream sockets, snapshots by migration,
- *   copy-on-write forks of a shared RAM file, KVM or TCG, a display, console input.
+ *   copy-on-write forks of a shared RAM file, KVM or TCG, a display, console input, disks
+ *   attached to a running guest (blockdev-add and device_add).
  * - Firecracker (REST over a unix socket): agent over vsock, TAP NICs, full and diff snapshots
  *   (PUT /snapshot/create, /snapshot/load into a fresh process, memory mapped privately),
- *   KVM only, no display, console input on the process's stdin.
+ *   KVM only, no display, console input on the process's stdin, drives only before boot.
  * - Cloud Hypervisor (REST, /api/v1/vm.*): agent over vsock, TAP NICs, full snapshots
- *   (vm.snapshot / vm.restore), KVM (or MSHV) only, no display, console input on a socket or pty.
+ *   (vm.snapshot / vm.restore), KVM (or MSHV) only, no display, console input on a socket or pty,
+ *   disks attached to a running guest (vm.add-disk).
  */
 export interface BackendCapabilities {
   /** How the guest agent is reached. */
@@ -53,6 +55,8 @@ export interface BackendCapabilities {
   hostNetwork: boolean;
   /** VMMs that outlive vmkit's process (fleet instances, project VMs), attached to again later. */
   detached: boolean;
+  /** Disks attached to a running guest (Machine.attachDisk). */
+  diskHotplug: boolean;
 }
 
 export type Capability = keyof BackendCapabilities;
@@ -124,6 +128,11 @@ export interface Vmm extends VmmControl {
   onReset?(listener: () => void): () => void;
   /** What a guest reboot does: reset the guest, or end the VMM (a machine without allowReboot). */
   setRebootAction?(action: 'reset' | 'shutdown'): Promise<void>;
+  /**
+   * Attaches a disk to the running guest as a virtio disk with `disk.serial` (backends with
+   * diskHotplug); resolves once the VMM has added the device: the guest finds it after.
+   */
+  attachDisk?(disk: ExtraDisk & { id: string }, timeoutMs: number): Promise<void>;
   /** Writes the screen as a PPM image to `path` (backends with a display). */
   screendump?(path: string, timeoutMs: number): Promise<void>;
   /** Presses `keys` together and lets go (QEMU's qcodes: "ctrl", "alt", "f1", "a"). */

@@ -1,10 +1,12 @@
 import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { backendNamed } from '../backends/index.js';
 import { ImageError, tail } from '../errors.js';
 import { type BuildImageOptions, buildImage, buildRecipe } from '../images/build.js';
 import type { DebianInputs } from '../images/debian-image.js';
 import { type ImageRecipe, parseRecipe, type ResolvedRecipe, recipeScripts } from '../images/recipe.js';
 import type { BootImage, ImageManifest } from '../images/types.js';
+import type { ExtraDisk } from '../machine/extra-disks.js';
 import type { Machine } from '../machine/machine.js';
 import { startMachine } from '../machines.js';
 import { runTool } from '../util/exec.js';
@@ -81,7 +83,15 @@ async function buildOnBase(
   const transfer = await makeTransferDisk(recipe, debs, work);
   const target = join(work, 'target.qcow2');
   await createQcow2(target, { base: base.disk });
-  progress(`booting the builder VM (${base.name} ${base.key.slice(0, 12)})`);
+  // Found inside by their serials; the root disk stays /dev/vda.
+  const disks: ExtraDisk[] = [
+    { path: target, format: 'qcow2', serial: 'vmkit-target' },
+    { path: transfer, format: 'raw', readOnly: true, serial: 'vmkit-transfer' },
+  ];
+  // Attached once it runs, the builder is a plain machine of the base image: the boot cache
+  // starts it from a saved boot (booted once per base image and memory size) instead of booting.
+  const hotplug = backendNamed().capabilities.diskHotplug;
+  progress(`starting the builder VM (${base.name} ${base.key.slice(0, 12)})`);
   const started = performance.now();
   {
     await using builder = await startMachine({
@@ -91,12 +101,13 @@ async function buildOnBase(
       timeoutMs: limits.boot,
       commandTimeoutMs: limits.build,
       ...(limits.runtime ? { runtime: limits.runtime } : {}),
-      // Found inside by their serials; the root disk stays /dev/vda.
-      extraDisks: [
-        { path: target, format: 'qcow2', serial: 'vmkit-target' },
-        { path: transfer, format: 'raw', readOnly: true, serial: 'vmkit-transfer' },
-      ],
+      ...(hotplug ? {} : { extraDisks: disks }),
+      log: (line) => {
+        if (line.startsWith('boot cache') || line.startsWith('started from the boot cache'))
+          progress(`builder VM: ${line}`);
+      },
     });
+    if (hotplug) for (const disk of disks) await builder.attachDisk(disk, { timeoutMs: 60_000 });
     progress(`builder VM up in ${((performance.now() - started) / 1000).toFixed(1)} s; applying the recipe`);
     await runBuild(builder, recipe.name, limits.build);
     await builder.shutdown({ timeoutMs: 120_000 });

@@ -9,6 +9,7 @@ import { ensureDir } from '../util/files.js';
 import { shellQuote } from '../util/shell.js';
 import { withTimeout } from '../util/time.js';
 import { type LeftOut, unpackUntrusted } from '../util/untrusted-archive.js';
+import { checkCall } from './calls.js';
 import type { CommandOptions } from './commands.js';
 import type { MachineInternals } from './internals.js';
 
@@ -23,9 +24,11 @@ export async function copyIn(
   succeed: Succeed,
   hostPath: string,
   guestPath: string,
-  /** Default: twice the machine's command timeout. */
-  timeoutMs = internals.commandTimeoutMs * 2,
+  options: { timeoutMs?: number },
 ): Promise<void> {
+  const checked = checkCall('copyToVm', { hostPath, guestPath, options });
+  // Default: twice the machine's command timeout.
+  const timeoutMs = checked.timeoutMs ?? internals.commandTimeoutMs * 2;
   const failed = (why: string) =>
     new TransferError(`copying ${hostPath} to ${internals.name}:${guestPath} failed: ${why}`);
   const info = await stat(hostPath).catch(() => undefined);
@@ -85,6 +88,7 @@ export async function copyOut(
   hostPath: string,
   options: { timeoutMs?: number; keepOwnership?: boolean },
 ): Promise<CopyReport> {
+  checkCall('copyFromVm', { hostPath, guestPath, copyOptions: options });
   const { timeoutMs = internals.commandTimeoutMs * 2, keepOwnership = false } = options;
   const failed = (why: string) =>
     new TransferError(`copying ${internals.name}:${guestPath} to ${hostPath} failed: ${why}`);

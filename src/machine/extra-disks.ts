@@ -13,7 +13,7 @@ export const MAX_EXTRA_DISKS = 8;
 /** A letter, then letters, digits, '_' and '-': at most 20, what a virtio disk's serial holds. */
 const SERIAL = /^[A-Za-z][A-Za-z0-9_-]{0,19}$/;
 
-const extraDisk = z
+export const extraDiskSchema = z
   .object({
     path: z.string({ error: 'must be a file path' }).min(1, { error: 'must not be empty' }),
     format: z.enum(['raw', 'qcow2'], { error: 'must be raw or qcow2' }),
@@ -25,7 +25,7 @@ const extraDisk = z
   .strict();
 
 export const extraDisksSchema = z
-  .array(extraDisk)
+  .array(extraDiskSchema)
   .max(MAX_EXTRA_DISKS, { error: `at most ${MAX_EXTRA_DISKS} extra disks` })
   .refine((disks) => new Set(disks.map((disk) => disk.serial)).size === disks.length, {
     error: 'each extra disk needs a serial of its own',
@@ -36,10 +36,13 @@ export const extraDisksSchema = z
  * is read-only, and that no file is attached twice. Returns them with absolute paths, so that a
  * snapshot's restore attaches the same files from any folder.
  */
-export async function resolveExtraDisks(disks: ExtraDisk[]): Promise<ExtraDisk[]> {
+export async function resolveExtraDisks(
+  disks: ExtraDisk[],
+  where = (index: number) => `startMachine options: extraDisks[${index}].path`,
+): Promise<ExtraDisk[]> {
   const resolved: ExtraDisk[] = [];
   for (const [index, disk] of disks.entries()) {
-    const what = `startMachine options: extraDisks[${index}].path`;
+    const what = where(index);
     const path = resolve(disk.path);
     const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
       throw new ConfigError(`${what}: cannot use ${disk.path}: ${error.code ?? error.message}`);

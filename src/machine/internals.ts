@@ -1,6 +1,6 @@
 import type { BackdoorChannel } from '../agent/backdoor.js';
 import type { AccelDecision } from '../backends/accel.js';
-import type { Backend, Vmm } from '../backends/backend.js';
+import type { Backend, ExtraDisk, Vmm } from '../backends/backend.js';
 import type { SerialConsole } from '../console/serial.js';
 import type { GuestProfile } from '../guest/profiles/index.js';
 import type { BootSetup } from '../guest/profiles/profile.js';
@@ -57,6 +57,8 @@ export interface MachineInternals {
   memory: { path: string; share: boolean };
   /** qcow2 files, one per disk. */
   disks: string[];
+  /** Disks attached while the VMM runs (Machine.attachDisk): gone with the VMM. */
+  attachedDisks: ExtraDisk[];
   takeSnapshot: SnapshotTaker;
   /** Machines without the backdoor: the host port on 127.0.0.1 forwarded to guest port 22. */
   sshPort?: number;

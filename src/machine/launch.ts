@@ -155,6 +155,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       readyMs,
       memory: prepared.memory,
       disks: prepared.disks,
+      attachedDisks: [],
       takeSnapshot: plan.takeSnapshot,
       sshPort: plan.sshPort?.(),
       nics: plan.nics,
@@ -277,7 +278,7 @@ async function bootAgain(plan: LaunchPlan, machine: Machine, timeoutMs: number):
     });
     death.catch(() => {}); // it only counts while booting
     await Promise.race([plan.bootReady(vmm, agent, console, timeoutMs), death]);
-    Object.assign(internals, { vmm, agent, memory, sshPort: plan.sshPort?.() });
+    Object.assign(internals, { vmm, agent, memory, sshPort: plan.sshPort?.(), attachedDisks: [] });
     plan.log(`booted again: ready after ${elapsedMs(started)} ms`);
   } catch (error) {
     await vmm.kill();

@@ -4,10 +4,11 @@ import type { AccelDecision } from '../backends/accel.js';
 import { type Backend, type ExitInfo, requireCapability, type VmmMonitor } from '../backends/backend.js';
 import type { SerialConsole } from '../console/serial.js';
 import { ConsoleShell, type ConsoleShellOptions } from '../console/shell.js';
-import { CapabilityError, MachineCrashedError } from '../errors.js';
+import { MachineCrashedError } from '../errors.js';
 import type { GuestCommands } from '../guest/profiles/commands.js';
 import { shellQuote } from '../util/shell.js';
 import { sleep } from '../util/time.js';
+import { attachDisk } from './attach-disk.js';
 import { checkCall } from './calls.js';
 import {
   type CommandList,
@@ -26,12 +27,13 @@ import {
 import type { MachineConfig } from './config.js';
 import { type CopyFromVmOptions, type CopyReport, copyIn, copyOut } from './copies.js';
 import { MachineDisplay } from './display.js';
+import type { ExtraDisk } from './extra-disks.js';
 import { forwardPort, type PortForward, setLinks } from './host-access.js';
 import { type InteractOptions, interactWithConsole, interactWithShell } from './interact.js';
 import type { MachineInternals, SnapshotOptions, TakenSnapshot } from './internals.js';
 import { describeNics } from './lifecycle.js';
 import { type SaveDiskOptions, saveDiskImage } from './media.js';
-import { type QmpEvent, type QmpEventFilter, sendMonitorCommand, waitForQmpEvent } from './monitor.js';
+import * as monitor from './monitor.js';
 import { nested } from './narration.js';
 import { type PortOptions, type UnixSocketOptions, waitForOpenUnixSocket, waitForPort } from './ports.js';
 import { MachinePower } from './power.js';
@@ -95,6 +97,11 @@ export class Machine implements AsyncDisposable {
     return this.internals.sshPort;
   }
 
+  /** Attaches a disk as extraDisks would at boot, once the guest has it: its device (/dev/vdb). See attach-disk.ts. */
+  attachDisk(disk: ExtraDisk, options: CommandOptions = {}): Promise<string> {
+    return attachDisk(this.internals, (command, o) => this.execute(command, o), disk, options);
+  }
+
   /** Keeps a disk in the cache: a `{ disk }` machine's boot disk, else `disks[options.disk ?? 0]`. */
   async saveDiskImage(name: string, options: SaveDiskOptions = {}): Promise<{ disk: string }> {
     checkCall('saveDiskImage', { saveOptions: options });
@@ -113,9 +120,7 @@ export class Machine implements AsyncDisposable {
 
   /** The VMM's own monitor (QEMU's QMP), for what the Machine API does not cover. */
   get qmp(): VmmMonitor {
-    const { monitor } = this.internals.vmm;
-    if (!monitor) throw new CapabilityError(this.internals.backend.title, 'a QMP monitor');
-    return monitor;
+    return monitor.monitorOf(this.internals);
   }
 
   get isRunning(): boolean {
@@ -237,28 +242,23 @@ export class Machine implements AsyncDisposable {
    * Copies a host file or folder into the guest (any bytes, any size; a folder with its modes);
    * parent folders are created. The bytes are checksummed and land whole or not at all.
    */
-  async copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
-    const call = checkCall('copyToVm', { hostPath, guestPath, options });
-    await copyIn(this.internals, this.succeedOne, hostPath, guestPath, call.timeoutMs);
+  copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
+    return copyIn(this.internals, this.succeedOne, hostPath, guestPath, options);
   }
 
   /** Copies a guest file or folder to the host, as untrusted input (see copyOut); returns what was left out. */
   copyFromVm(guestPath: string, hostPath: string, options: CopyFromVmOptions = {}): Promise<CopyReport> {
-    const call = checkCall('copyFromVm', { hostPath, guestPath, copyOptions: options });
-    const copy = { timeoutMs: call.timeoutMs, keepOwnership: options.keepOwnership };
-    return copyOut(this.internals, this.succeedOne, guestPath, hostPath, copy);
+    return copyOut(this.internals, this.succeedOne, guestPath, hostPath, options);
   }
 
   /** Runs a human monitor (HMP) command, like `info status`; returns what the monitor printed. */
-  async sendMonitorCommand(command: string, options: CommandOptions = {}): Promise<string> {
-    const call = checkCall('sendMonitorCommand', { command, options });
-    return sendMonitorCommand(this.internals, command, call.timeoutMs ?? this.internals.commandTimeoutMs);
+  sendMonitorCommand(command: string, options: CommandOptions = {}): Promise<string> {
+    return monitor.sendMonitorCommand(this.internals, command, options);
   }
 
   /** Waits for the next QMP event the filter accepts (a name, `{ event, data }`, or a predicate). */
-  async waitForQmpEvent(filter: QmpEventFilter, options: WaitOptions = {}): Promise<QmpEvent> {
-    const call = checkCall('waitForQmpEvent', { waitOptions: options });
-    return waitForQmpEvent(this.qmp, this.name, filter, call.timeoutMs ?? this.commandTimeoutMs);
+  waitForQmpEvent(filter: monitor.QmpEventFilter, options: WaitOptions = {}): Promise<monitor.QmpEvent> {
+    return monitor.waitForQmpEvent(this.internals, filter, options);
   }
 
   /** Joins this terminal (or `input`/`output`) to a root shell until it exits or input ends. */

@@ -1,6 +1,8 @@
 import type { VmmEvent, VmmMonitor } from '../backends/backend.js';
 import { CapabilityError } from '../errors.js';
 import { waitWithin } from '../util/time.js';
+import { checkCall } from './calls.js';
+import type { CommandOptions, WaitOptions } from './commands.js';
 import type { MachineInternals } from './internals.js';
 
 /** A monitor event: QEMU's QMP events (RESET, STOP, ...). */
@@ -12,23 +14,33 @@ export type QmpEventFilter =
   | ((event: QmpEvent) => boolean)
   | { event: string; data?: Record<string, unknown> };
 
+/** The VMM's own monitor (QEMU's QMP); a CapabilityError for a backend without one. */
+export function monitorOf({ vmm, backend }: Pick<MachineInternals, 'vmm' | 'backend'>): VmmMonitor {
+  if (!vmm.monitor) throw new CapabilityError(backend.title, 'a QMP monitor');
+  return vmm.monitor;
+}
+
 /** Runs a human monitor (HMP) command, like `info status`; resolves with what the monitor printed. */
-export function sendMonitorCommand(
-  { vmm, backend }: Pick<MachineInternals, 'vmm' | 'backend'>,
+export async function sendMonitorCommand(
+  { vmm, backend, commandTimeoutMs }: Pick<MachineInternals, 'vmm' | 'backend' | 'commandTimeoutMs'>,
   command: string,
-  timeoutMs: number,
+  options: CommandOptions,
 ): Promise<string> {
+  const call = checkCall('sendMonitorCommand', { command, options });
   if (!vmm.humanCommand) throw new CapabilityError(backend.title, 'a QMP monitor');
-  return vmm.humanCommand(command, timeoutMs);
+  return vmm.humanCommand(command, call.timeoutMs ?? commandTimeoutMs);
 }
 
 /** Waits for the next QMP event that `filter` accepts. */
-export function waitForQmpEvent(
-  qmp: VmmMonitor,
-  machine: string,
+export async function waitForQmpEvent(
+  internals: Pick<MachineInternals, 'vmm' | 'backend' | 'name' | 'commandTimeoutMs'>,
   filter: QmpEventFilter,
-  timeoutMs: number,
+  options: WaitOptions,
 ): Promise<QmpEvent> {
+  const timeoutMs =
+    checkCall('waitForQmpEvent', { waitOptions: options }).timeoutMs ?? internals.commandTimeoutMs;
+  const qmp = monitorOf(internals);
+  const machine = internals.name;
   const accepts = acceptor(filter);
   const seen: string[] = [];
   return waitWithin<QmpEvent>(

@@ -5,7 +5,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { type ExitInfo, requireCapability } from '../backends/backend.js';
-import { CapabilityError, MachineCrashedError } from '../errors.js';
+import { CapabilityError, MachineCrashedError, SnapshotError } from '../errors.js';
 import type { Closable } from '../runtime/runtime.js';
 import { shellQuote } from '../util/shell.js';
 import { waitWithin, withTimeout } from '../util/time.js';
@@ -41,6 +41,11 @@ export class MachinePower {
       );
     }
     requireCapability(internals.backend, 'snapshot');
+    if (internals.attachedDisks.length > 0) {
+      throw new SnapshotError(
+        `machine ${internals.name} cannot be snapshotted: disks were attached while it ran (${internals.attachedDisks.map((disk) => disk.serial).join(', ')}), and a restore would not make them; give them as extraDisks when it starts instead`,
+      );
+    }
     return internals.agent.exclusive(() => internals.takeSnapshot(internals, name, options));
   }
 

@@ -52,12 +52,20 @@ describe('capabilities the mock backend lacks fail with a CapabilityError naming
       'consoleInput',
       'hostNetwork',
       'detached',
+      'diskHotplug',
     ];
     assert.deepEqual([...covered].sort(), Object.keys(backend.capabilities).sort());
   });
 
   test('snapshot: Machine.snapshot()', async () => {
     await assert.rejects(machine.snapshot('caps'), namesCapability('snapshot'));
+  });
+
+  test('diskHotplug: Machine.attachDisk()', async () => {
+    await assert.rejects(
+      machine.attachDisk({ path: '/dev/null', format: 'raw', serial: 'late' }),
+      namesCapability('diskHotplug'),
+    );
   });
 
   test('cowFork: declared false (restores check snapshot first, which the mock lacks too)', () => {

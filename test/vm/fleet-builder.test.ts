@@ -14,7 +14,7 @@ import { readAudit } from '../../src/fleet/state/audit.js';
 import type { ReconcileReport } from '../../src/index.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cacheDir } from '../../src/util/paths.js';
-import { cli, lacks, root } from '../helpers.js';
+import { alive, cli, descendantsOf, lacks, root } from '../helpers.js';
 
 const fleetDir = mkdtempSync('/tmp/vmkit-fleet-builder-');
 
@@ -68,11 +68,17 @@ describe('recipe pools built in builder VMs', {
   const runFile = async () =>
     (await fleet.exec(path, ['cat', '/etc/vmkit-run.txt'])).stdout.toString().trim();
   /**
-   * Processes using the scratch folders of this test's cache: the builder VMs' QEMU, and
-   * qemu-img making or flattening their disks.
+   * Processes using the scratch folders of this test's cache: qemu-img making or flattening the
+   * builders' disks, and the builder VMs' QEMU once it has them.
    */
   const scratchUsers = () => processesNaming(join(cache, 'images', '.building-'));
-  const builders = () => scratchUsers().filter((p) => p.program.includes('qemu-system'));
+  /** Builder VMs started by `ancestor` (this test's process, or a CLI it ran) or below it. */
+  const builders = (ancestor = process.pid) => {
+    const below = new Set(descendantsOf(ancestor));
+    return processesNaming('vmkit-builder').filter(
+      (p) => p.program.includes('qemu-system') && below.has(p.pid),
+    );
+  };
 
   before(() => {
     cache = privateCache();
@@ -116,7 +122,7 @@ describe('recipe pools built in builder VMs', {
     assert.equal(build?.revision, pool.revision);
     assert.ok((build?.buildMs ?? 0) > 0 && build?.actor, JSON.stringify(build));
     assert.equal(await runFile(), 'run step saw one');
-    assert.deepEqual(scratchUsers(), [], 'a builder VM or tool is still running');
+    assert.deepEqual([...scratchUsers(), ...builders()], [], 'a builder VM or tool is still running');
   });
 
   it('a changed recipe is a new revision with its build recorded and the base invalidated; the running instance keeps its revision until stop/start', async () => {
@@ -180,7 +186,11 @@ describe('recipe pools built in builder VMs', {
     );
     assert.match(create?.error ?? '', /\| before-the-failure\n\s+\| to-stderr/);
     assert.equal(fleet.store.findPool('bld', 'broken'), undefined);
-    assert.deepEqual(scratchUsers(), [], 'the failed build left its builder VM or a tool running');
+    assert.deepEqual(
+      [...scratchUsers(), ...builders()],
+      [],
+      'the failed build left its builder VM or a tool running',
+    );
     assert.deepEqual(
       readdirSync(join(cache, 'images')).filter((name) => name.startsWith('.building-')),
       [],
@@ -206,12 +216,20 @@ describe('recipe pools built in builder VMs', {
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
     // Another process's QEMU has no event to wait for: its process list is read every 100 ms.
     const deadline = Date.now() + 300_000;
-    while (builders().length === 0 && Date.now() < deadline && child.exitCode === null) await delay(100);
-    assert.equal(builders().length, 1, `no builder VM appeared; CLI stderr:\n${stderr}`);
+    const ofCli = () => builders(child.pid ?? 0);
+    while (ofCli().length === 0 && Date.now() < deadline && child.exitCode === null) await delay(100);
+    const running = ofCli();
+    assert.equal(running.length, 1, `no builder VM appeared; CLI stderr:\n${stderr}`);
     child.kill('SIGINT');
     const code = await exited;
     assert.notEqual(code, 0);
-    assert.deepEqual(scratchUsers(), [], 'the builder VM or a tool outlived the interrupted CLI');
+    // An orphan is no longer below the CLI: the builder is looked for by its pid.
+    assert.deepEqual(
+      running.filter((p) => alive(p.pid)),
+      [],
+      'the builder VM outlived the interrupted CLI',
+    );
+    assert.deepEqual(scratchUsers(), [], 'a tool outlived the interrupted CLI');
     assert.equal(fleet.store.findPool('bld', 'sig'), undefined);
   });
 });

@@ -23,6 +23,7 @@ export const MOCK_CAPABILITIES: BackendCapabilities = {
   consoleInput: false,
   hostNetwork: false,
   detached: false,
+  diskHotplug: false,
 };
 
 /** The image every mock machine gets: nothing is built or read, its profile sets nothing up. */

@@ -22,6 +22,7 @@ export const qemuBackend: Backend = {
     consoleInput: true,
     hostNetwork: true,
     detached: true,
+    diskHotplug: true,
   },
   version: qemuVersion,
   launch: (spec: VmmSpec) => QemuProcess.launch(qemuBackend, spec),

@@ -1,5 +1,5 @@
 import { QmpError } from '../../errors.js';
-import type { VmmControl, VmmEvent, WriteStateOptions } from '../backend.js';
+import type { ExtraDisk, VmmControl, VmmEvent, WriteStateOptions } from '../backend.js';
 import { HOST_NETDEV, NIC_ID } from './args.js';
 import { cancelMigrationAndResume, migrateIn, migrateOut } from './migration.js';
 import type { QmpClient } from './qmp.js';
@@ -81,6 +81,35 @@ export class QemuControl implements VmmControl {
 
   async screendump(path: string, timeoutMs: number): Promise<void> {
     await this.qmp.execute('screendump', { filename: path }, timeoutMs);
+  }
+
+  /**
+   * The disk's file as a block node, then a virtio disk on it: the guest's ACPI PCI hotplug finds
+   * it. A device QEMU refuses leaves no node behind.
+   */
+  async attachDisk(disk: ExtraDisk & { id: string }, timeoutMs: number): Promise<void> {
+    const node = `${disk.id}-node`;
+    const readOnly = disk.readOnly ?? false;
+    await this.qmp.execute(
+      'blockdev-add',
+      {
+        driver: disk.format,
+        'node-name': node,
+        'read-only': readOnly,
+        file: { driver: 'file', filename: disk.path, 'read-only': readOnly },
+      },
+      timeoutMs,
+    );
+    try {
+      await this.qmp.execute(
+        'device_add',
+        { driver: 'virtio-blk-pci', drive: node, id: disk.id, serial: disk.serial },
+        timeoutMs,
+      );
+    } catch (error) {
+      await this.qmp.execute('blockdev-del', { 'node-name': node }, timeoutMs).catch(() => {});
+      throw error;
+    }
   }
 
   async sendKeys(keys: string[]): Promise<void> {

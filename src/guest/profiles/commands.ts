@@ -19,6 +19,8 @@ export interface GuestCommands {
   unixListening(path: string, datagram: boolean): string;
   /** Adds each line to /etc/hosts unless it is there already. */
   ensureHosts(lines: string[]): string;
+  /** Prints the device of the virtio disk with `serial` (/dev/vdb), waiting up to `waitSeconds` for it; else exits 1. */
+  diskWithSerial(serial: string, waitSeconds: number): string;
 }
 
 /** A file of guest/profiles/ with its arguments: read when used, so an edit shows at once. */
@@ -43,6 +45,8 @@ export const posixCommands: GuestCommands = {
   unixListening: (path, datagram) =>
     guestScript('unix-listening.sh', [path, datagram ? 'datagram' : 'stream']),
   ensureHosts: (lines) => guestScript('hosts-ensure.sh', lines),
+  diskWithSerial: (serial, waitSeconds) =>
+    guestScript('disk-with-serial.sh', [serial, String(Math.max(0, Math.floor(waitSeconds)))]),
 };
 
 /** An address as /proc/net/tcp{,6} writes it: hex, each 32-bit word in host (little-endian) order. */
