@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -28,7 +28,7 @@ export interface ReapReport {
  */
 export function reapStaleRuns(
   runsRoot: string,
-  options: { except?: Set<string>; sharedFiles?: string[] } = {},
+  options: { except?: Set<string>; sharedFiles?: string[]; detachedGraceMs?: number } = {},
 ): ReapReport {
   const report: ReapReport = { runs: 0, killed: 0, files: 0 };
   for (const name of safeReaddir(runsRoot)) {
@@ -48,8 +48,40 @@ export function reapStaleRuns(
     rmSync(dir, { recursive: true, force: true });
     report.runs++;
   }
-  for (const dir of options.sharedFiles ?? []) report.files += reapRunFiles(dir, runsRoot);
+  for (const dir of options.sharedFiles ?? []) {
+    report.files += reapRunFiles(dir, runsRoot);
+    report.files += reapUnnamedRamFiles(dir, options.detachedGraceMs ?? DETACHED_RAM_GRACE_MS);
+  }
   return report;
+}
+
+/** How long a detached VMM's RAM file may go unnamed by any process before it is reaped. */
+export const DETACHED_RAM_GRACE_MS = 10 * 60_000;
+
+/**
+ * RAM files of detached VMMs (`vmkit-fleet-…`, named after their fleet folder, not a run) that no
+ * running process names and that nothing wrote for `graceMs`: left when the VMM and the program
+ * that would have removed them were both killed. (A wake fills the file while its VMM starts, so a
+ * file is only that young without a VMM; the grace covers it many times over.)
+ */
+function reapUnnamedRamFiles(dir: string, graceMs: number): number {
+  const now = Date.now();
+  const candidates = safeReaddir(dir)
+    .filter((name) => name.startsWith('vmkit-fleet-') && name.endsWith('.ram'))
+    .map((name) => join(dir, name))
+    .filter((path) => {
+      const modified = safeMtime(path);
+      return modified !== undefined && now - modified > graceMs;
+    });
+  if (candidates.length === 0) return 0;
+  const unnamed = new Set(candidates);
+  for (const pid of safeReaddir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const args = safeRead(`/proc/${pid}/cmdline`) ?? '';
+    for (const path of unnamed) if (args.includes(path)) unnamed.delete(path);
+  }
+  for (const path of unnamed) rmSync(path, { force: true });
+  return unnamed.size;
 }
 
 /**
@@ -88,6 +120,14 @@ export function processStartTicks(pid: number): string | undefined {
 
 function processMentions(pid: number, text: string): boolean {
   return (safeRead(`/proc/${pid}/cmdline`) ?? '').split('\0').some((arg) => arg.includes(text));
+}
+
+function safeMtime(path: string): number | undefined {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return undefined;
+  }
 }
 
 function safeRead(path: string): string | undefined {
