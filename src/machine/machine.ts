@@ -6,7 +6,6 @@ import type { SerialConsole } from '../console/serial.js';
 import { ConsoleShell, type ConsoleShellOptions } from '../console/shell.js';
 import { MachineCrashedError } from '../errors.js';
 import type { GuestCommands } from '../guest/profiles/commands.js';
-import { shellQuote } from '../util/shell.js';
 import { sleep } from '../util/time.js';
 import { attachDisk } from './attach-disk.js';
 import { checkCall } from './calls.js';
@@ -37,7 +36,7 @@ import * as monitor from './monitor.js';
 import { nested } from './narration.js';
 import { type PortOptions, type UnixSocketOptions, waitForOpenUnixSocket, waitForPort } from './ports.js';
 import { MachinePower } from './power.js';
-import { retryUntil } from './retry.js';
+import { retryUntil, waitForFile } from './retry.js';
 import type { JournalOptions, UserOption, WaitForUnitOptions } from './systemd.js';
 import * as systemd from './systemd.js';
 
@@ -186,9 +185,8 @@ export class Machine implements AsyncDisposable {
     return retryUntil(this, 'waitUntilFails', command, false, options);
   }
 
-  async waitForFile(path: string, options: WaitOptions = {}): Promise<void> {
-    checkCall('waitForFile', { path, waitOptions: options });
-    await retryUntil(this, '', `test -e ${shellQuote(path)}`, true, options, `file ${path} to exist`);
+  waitForFile(path: string, options: WaitOptions = {}): Promise<void> {
+    return waitForFile(this, path, options);
   }
 
   /** Waits until something in the guest listens on TCP `port` (any address, or `address` only). */
@@ -202,8 +200,8 @@ export class Machine implements AsyncDisposable {
 
   /** Waits for console output matching `pattern` (a string matches literally) that no earlier wait consumed. */
   async waitForConsoleText(pattern: RegExp | string, options: WaitOptions = {}): Promise<RegExpExecArray> {
-    checkCall('waitForConsoleText', { waitOptions: options });
-    return this.console.waitForText(pattern, options.timeoutMs ?? this.internals.commandTimeoutMs);
+    const call = checkCall('waitForConsoleText', { waitOptions: options });
+    return this.console.waitForText(pattern, call.timeoutMs ?? this.commandTimeoutMs);
   }
 
   /** Its switch NICs (eth0, eth1, ...): the switch each plugs into, the MAC and the address in the guest. */
@@ -238,10 +236,7 @@ export class Machine implements AsyncDisposable {
     this.console.send(text);
   }
 
-  /**
-   * Copies a host file or folder into the guest (any bytes, any size; a folder with its modes);
-   * parent folders are created. The bytes are checksummed and land whole or not at all.
-   */
+  /** Copies a host file or folder into the guest (see copyIn): checksummed, whole or not at all. */
   copyToVm(hostPath: string, guestPath: string, options: CommandOptions = {}): Promise<void> {
     return copyIn(this.internals, this.succeedOne, hostPath, guestPath, options);
   }
@@ -269,6 +264,11 @@ export class Machine implements AsyncDisposable {
   /** Joins this terminal (or `input`/`output`) to the serial console until input ends. */
   consoleInteract(options: InteractOptions = {}): Promise<void> {
     return interactWithConsole(this.console, (text) => this.sendConsole(text), options);
+  }
+
+  /** Refreshes what the guest took from its identity at boot, where no reboot is needed (refresh-identity.sh). */
+  async refreshIdentity(options: CommandOptions = {}): Promise<void> {
+    await this.succeed(this.guest.refreshIdentity(), options);
   }
 
   /** Writes a line to the machine's log. */

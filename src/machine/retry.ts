@@ -1,7 +1,8 @@
 import { CommandTimeoutError, GuestRebootedError, TimeoutError } from '../errors.js';
+import { shellQuote } from '../util/shell.js';
 import { sleep } from '../util/time.js';
 import { checkCall } from './calls.js';
-import type { ExecResult } from './commands.js';
+import type { ExecResult, WaitOptions } from './commands.js';
 
 /** How often waitUntil* retries. */
 const RETRY_INTERVAL_MS = 500;
@@ -67,4 +68,10 @@ export async function retryUntil(
   const run = (attemptMs: number) => machine.execute(command, { timeoutMs: attemptMs });
   const timeoutMs = options.timeoutMs ?? machine.commandTimeoutMs;
   return retryCommand(run, `${awaited} on ${machine.name}`, done, timeoutMs, options.attemptTimeoutMs);
+}
+
+/** Waits until `path` exists in the guest. */
+export async function waitForFile(machine: RetryHost, path: string, options: WaitOptions): Promise<void> {
+  checkCall('waitForFile', { path, waitOptions: options });
+  await retryUntil(machine, '', `test -e ${shellQuote(path)}`, true, options, `file ${path} to exist`);
 }

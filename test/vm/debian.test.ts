@@ -192,6 +192,20 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
       }
       // Each clone's systemd is its own: a job in one does not show in the other.
       const [first, second] = clones as [Machine, Machine];
+      // journald goes on with the machine ID of the saved boot, until refreshIdentity restarts it.
+      const entryMachineId = async (vm: Machine, label: string) => {
+        const marker = `${label}-${Date.now()}`;
+        await vm.succeed(`logger ${marker}`);
+        const line = await vm.waitUntilSucceeds(`journalctl -o json --no-pager MESSAGE=${marker} | grep .`, {
+          timeoutMs: 30_000,
+        });
+        return (JSON.parse(line.split('\n')[0] ?? '{}') as { _MACHINE_ID?: string })._MACHINE_ID;
+      };
+      const own = (await first.succeed('cat /etc/machine-id')).trim();
+      assert.notEqual(await entryMachineId(first, 'before-refresh'), own);
+      await first.refreshIdentity();
+      assert.equal(await entryMachineId(first, 'after-refresh'), own);
+      assert.match(await first.succeed('journalctl --no-pager -b | head -n 3'), /kernel|Linux version/i);
       await first.startJob('echo.socket');
       await first.waitForUnit('echo.socket');
       await second.requireUnitState('echo.socket', 'inactive');

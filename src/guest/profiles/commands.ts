@@ -19,6 +19,8 @@ export interface GuestCommands {
   unixListening(path: string, datagram: boolean): string;
   /** Adds each line to /etc/hosts unless it is there already. */
   ensureHosts(lines: string[]): string;
+  /** Refreshes what the guest took from its identity at boot and can take again (see the script). */
+  refreshIdentity(): string;
   /** Prints the device of the virtio disk with `serial` (/dev/vdb), waiting up to `waitSeconds` for it; else exits 1. */
   diskWithSerial(serial: string, waitSeconds: number): string;
 }
@@ -45,6 +47,7 @@ export const posixCommands: GuestCommands = {
   unixListening: (path, datagram) =>
     guestScript('unix-listening.sh', [path, datagram ? 'datagram' : 'stream']),
   ensureHosts: (lines) => guestScript('hosts-ensure.sh', lines),
+  refreshIdentity: () => guestScript('refresh-identity.sh'),
   diskWithSerial: (serial, waitSeconds) =>
     guestScript('disk-with-serial.sh', [serial, String(Math.max(0, Math.floor(waitSeconds)))]),
 };
