@@ -31,6 +31,9 @@ export async function attachDisk(
       'cannot attach a disk to a machine that is not running',
       internals.console.tail(),
     );
+  const [resolved] = await resolveExtraDisks([checked], () => `${what}.path`);
+  if (!resolved) throw new ConfigError(`${what}: invalid`);
+  // Checked and claimed with no await in between: concurrent calls see each other's disks.
   const present = [...(config.extraDisks ?? []), ...internals.attachedDisks];
   if (present.length >= MAX_EXTRA_DISKS)
     throw new ConfigError(
@@ -38,13 +41,17 @@ export async function attachDisk(
     );
   if (present.some((other) => other.serial === checked.serial))
     throw new ConfigError(`${what}: machine ${name} has a disk with serial ${checked.serial} already`);
-  const [resolved] = await resolveExtraDisks([checked], () => `${what}.path`);
-  if (!resolved) throw new ConfigError(`${what}: invalid`);
   if (present.some((other) => other.path === resolved.path))
     throw new ConfigError(`${what}.path: ${disk.path} is already attached to machine ${name}`);
+  // A dot: no serial (the ids of extraDisks) has one.
+  const id = `hot.${internals.attachedDisks.push(resolved) - 1}`;
   const started = performance.now();
-  await vmm.attachDisk({ ...resolved, id: `hotdisk${internals.attachedDisks.length}` }, timeoutMs);
-  internals.attachedDisks.push(resolved);
+  try {
+    await vmm.attachDisk({ ...resolved, id }, timeoutMs);
+  } catch (error) {
+    internals.attachedDisks.splice(internals.attachedDisks.indexOf(resolved), 1);
+    throw error;
+  }
   const left = Math.max(1000, Math.round(timeoutMs - (performance.now() - started)));
   const found = await execute(internals.profile.commands.diskWithSerial(resolved.serial, left / 1000 - 1), {
     timeoutMs: left,

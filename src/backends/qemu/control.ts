@@ -88,7 +88,7 @@ export class QemuControl implements VmmControl {
    * it. A device QEMU refuses leaves no node behind.
    */
   async attachDisk(disk: ExtraDisk & { id: string }, timeoutMs: number): Promise<void> {
-    const node = `${disk.id}-node`;
+    const node = `${disk.id}.node`;
     const readOnly = disk.readOnly ?? false;
     await this.qmp.execute(
       'blockdev-add',
