@@ -13,7 +13,7 @@ import { environment, log, ratio, round, runBenchmark } from './lib.js';
 /** A recipe no earlier run built: a file with this run's nonce, and a step that reads it. */
 const recipe = (nonce: string) => ({
   base: 'debian' as const,
-  name: `bench-builder-${nonce}`,
+  name: `bench-${nonce}`.slice(0, 32),
   files: { '/etc/vmkit-bench.txt': `${nonce}\n` },
   run: ['cat /etc/vmkit-bench.txt > /etc/vmkit-bench-run.txt'],
 });
@@ -48,9 +48,9 @@ await runBenchmark(
     // A boot cache of its own, empty at the start, so that "cold" is cold whatever the real one holds.
     snapshots = await mkdtemp(join(tmpdir(), 'vmkit-bench-builder-'));
     process.env.VMKIT_SNAPSHOT_DIR = snapshots;
-    const nonce = `${process.pid}-${Date.now()}`;
+    const nonce = Date.now().toString(36);
     process.env.VMKIT_BOOT_CACHE = 'off';
-    const booted = await timedBuild(`${nonce}-booted`, built);
+    const booted = await timedBuild(`${nonce}-boot`, built);
     delete process.env.VMKIT_BOOT_CACHE;
     const cold = await timedBuild(`${nonce}-cold`, built);
     const warm = await timedBuild(`${nonce}-warm`, built);
