@@ -65,14 +65,28 @@ export async function migrateIn(
   await qmp.execute('cont');
 }
 
-/** Polls query-migrate until the migration completed; fails with QEMU's reason otherwise. */
+/**
+ * Polls query-migrate until the migration completed, then until the guest has left the
+ * `finish-migrate` run state (QEMU says completed a moment before it moves the guest on to
+ * `postmigrate`, and refuses `cont` in between: "Migration is not finalized yet", seen in CI).
+ * Fails with QEMU's reason otherwise.
+ */
 export async function waitForMigration(qmp: QmpClient, what: string, timeoutMs: number): Promise<void> {
   const deadline = new Deadline(timeoutMs, `migration ${what}`);
   let status = 'none';
   while (!deadline.expired) {
     const info = await qmp.execute<{ status?: string; 'error-desc'?: string }>('query-migrate');
     status = info.status ?? 'none';
-    if (status === 'completed') return;
+    if (status === 'completed') {
+      while (!deadline.expired) {
+        const run = await qmp.execute<{ status?: string }>('query-status');
+        if (run.status !== 'finish-migrate') return;
+        await sleep(5);
+      }
+      throw new SnapshotError(
+        `migration ${what} completed, but QEMU did not finish it within ${timeoutMs} ms`,
+      );
+    }
     if (status === 'failed' || status === 'cancelled') {
       throw new SnapshotError(`migration ${what} ${status}: ${info['error-desc'] ?? 'QEMU gave no reason'}`);
     }
@@ -93,7 +107,11 @@ export async function cancelMigrationAndResume(qmp: QmpClient, timeoutMs = 10_00
   const deadline = new Deadline(timeoutMs, 'migration cancel');
   while (!deadline.expired) {
     const { status } = await qmp.execute<{ status?: string }>('query-migrate');
-    if (!['setup', 'active', 'cancelling', 'device', 'pre-switchover'].includes(status ?? 'none')) break;
+    if (!['setup', 'active', 'cancelling', 'device', 'pre-switchover'].includes(status ?? 'none')) {
+      // A migration that completed after all is not finalized until the guest leaves finish-migrate.
+      const run = await qmp.execute<{ status?: string }>('query-status');
+      if (run.status !== 'finish-migrate') break;
+    }
     await sleep(20);
   }
   await qmp.execute('cont');
