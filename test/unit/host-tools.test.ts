@@ -60,11 +60,16 @@ describe('host tools for an ordinary account', () => {
       });
       const sleeps = () => processesNaming(marker).filter((p) => p.program.endsWith('sleep'));
       try {
-        const [chunk] = (await once(child.stdout, 'data')) as [Buffer];
+        const [chunk] = (await once(child.stdout, 'data', { signal: AbortSignal.timeout(30_000) })) as [
+          Buffer,
+        ];
         assert.equal(chunk.toString(), 'started\n');
         assert.equal(sleeps().length, 1, 'the sleep runs before the signal');
         child.kill(signal);
-        const [code, exitSignal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+        const [code, exitSignal] = (await once(child, 'exit', { signal: AbortSignal.timeout(30_000) })) as [
+          number | null,
+          NodeJS.Signals | null,
+        ];
         // A program's own handler keeps the say: vmkit's hooks do not end the process under it.
         assert.deepEqual(
           { code, exitSignal },

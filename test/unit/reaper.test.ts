@@ -2,6 +2,7 @@
 // names them and nothing wrote them for the grace period; kept otherwise.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -37,7 +38,8 @@ describe('the reaper and RAM files of detached VMMs', () => {
       },
     );
     try {
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      // Its command line is the file's from the exec on, which 'spawn' follows.
+      await once(holder, 'spawn', { signal: AbortSignal.timeout(30_000) });
       const report = reapStaleRuns(runs, { sharedFiles: [shared], detachedGraceMs: 10 * 60_000 });
       assert.equal(report.files, 1);
       assert.deepEqual(

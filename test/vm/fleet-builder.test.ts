@@ -221,7 +221,14 @@ describe('recipe pools built in builder VMs', {
     const running = ofCli();
     assert.equal(running.length, 1, `no builder VM appeared; CLI stderr:\n${stderr}`);
     child.kill('SIGINT');
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, 60_000);
     const code = await exited;
+    clearTimeout(timer);
+    assert.ok(!timedOut, `the CLI did not exit within 60 s of SIGINT; stderr:\n${stderr}`);
     assert.notEqual(code, 0);
     // An orphan is no longer below the CLI: the builder is looked for by its pid.
     assert.deepEqual(
