@@ -152,7 +152,7 @@ export {
   ProjectVmHandle,
 } from './project/api.js';
 export type { CommandSpec, ProjectConfig, SyncMap, VmConfig } from './project/config.js';
-export type { UpResult } from './project/lifecycle.js';
+export type { UpOptions, UpResult } from './project/lifecycle.js';
 export type { ProjectSnapshot } from './project/snapshots.js';
 export type { VmStatus } from './project/status.js';
 export type { SyncReport } from './project/sync.js';

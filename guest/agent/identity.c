@@ -47,14 +47,19 @@ static void write_hostname_files(const char *name, struct buf *err) {
   buf_free(&text);
 }
 
-/* In each journal folder (persistent and volatile) there is, the new id's entry leads where the
- * old id's does. The old id's folder may not be there yet: journald makes the persistent one when
- * it first flushes, maybe after this. */
+static int is_folder(const char *path) {
+  struct stat folder;
+  return stat(path, &folder) == 0 && S_ISDIR(folder.st_mode);
+}
+
+/* In the journal's folder the new id's entry leads where the old id's does. With a persistent
+ * journal that is /var/log/journal alone, where the old id's folder may not be there yet (journald
+ * makes it when it first flushes, maybe after this); the volatile one's folder is removed at that
+ * flush, and a link to it would dangle. Without one, the volatile journal is the journal. */
 static void link_journal_folders(const char *old, const char *id, struct buf *err) {
   static const char *const bases[] = {"/var/log/journal", "/run/log/journal"};
   for (size_t i = 0; i < sizeof bases / sizeof *bases; i++) {
-    struct stat folder;
-    if (stat(bases[i], &folder) < 0 || !S_ISDIR(folder.st_mode)) continue;
+    if (!is_folder(bases[i]) || (i > 0 && is_folder(bases[0]))) continue;
     char from[96], to[96], target[64];
     snprintf(from, sizeof from, "%s/%s", bases[i], old);
     ssize_t length = readlink(from, target, sizeof target - 1);

@@ -47,9 +47,11 @@ while [ $# -gt 0 ]; do
     [ ! -r /etc/machine-id ] || read -r old < /etc/machine-id || true
     if [ "$old" != "$1" ]; then
       echo "$1" > /etc/machine-id
-      # journald's folder may come later (the persistent one at its first flush): linked anyway.
+      # With a persistent journal only its folder: the old id's may come later (at journald's
+      # first flush: linked anyway), and the volatile one's goes then (a link to it would dangle).
       for journal in /var/log/journal /run/log/journal; do
         [ ${#old} -eq 32 ] && [ -d "$journal" ] || continue
+        [ "$journal" = /var/log/journal ] || [ ! -d /var/log/journal ] || continue
         [ ! -e "$journal/$1" ] && [ ! -L "$journal/$1" ] || continue
         target=$old
         [ ! -L "$journal/$old" ] || target=$(readlink "$journal/$old")

@@ -3,7 +3,7 @@ import { CommandFailedError } from '../errors.js';
 import { loadProjectConfig, type ProjectConfig, selectVm, type VmConfig } from './config.js';
 import { commandScript } from './exec.js';
 import type { HubClient, RunResult } from './hub-client.js';
-import type { UpResult } from './lifecycle.js';
+import type { UpOptions, UpResult } from './lifecycle.js';
 import type { ProjectSnapshot } from './snapshots.js';
 import { intentPath } from './state.js';
 import type { VmStatus } from './status.js';
@@ -62,10 +62,13 @@ export class ProjectVmHandle {
     return this.pvm.project;
   }
 
-  /** Starts the VM in the background (or finds it up) and returns once it is ready. */
-  async up(): Promise<UpResult> {
+  /**
+   * Starts the VM in the background (or finds it up) and returns once it is ready. A new VM starts
+   * from the boot cache unless `fresh`.
+   */
+  async up(options: UpOptions = {}): Promise<UpResult> {
     await this.settled();
-    return (await import('./lifecycle.js')).up(this.pvm, this.log);
+    return (await import('./lifecycle.js')).up(this.pvm, this.log, options);
   }
 
   /** Stops it cleanly, disks kept; false when it was not running. */

@@ -8,6 +8,7 @@ import { stableMachineId } from '../machine/identity.js';
 import { killPoint } from '../util/kill-point.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
+import { isFreshVm, upFromBootCache } from './boot-cache.js';
 import type { HubClient } from './hub-client.js';
 import { settleInterrupted, withIntent } from './intent.js';
 import { isMediaBoot, needsInstall } from './media.js';
@@ -61,17 +62,27 @@ async function mountData(hub: HubClient, device: string): Promise<void> {
   await hub.succeed(`set -- ${shellQuote(device)} ${DATA_MOUNT}\n${mount}`, 120_000);
 }
 
-async function guestSetupAfterBoot(hub: HubClient, pvm: ProjectVm, image: BootImage): Promise<void> {
+async function guestSetupAfterBoot(pvm: ProjectVm, image: BootImage): Promise<void> {
   const profile = profileNamed(image.profile);
   const setup = profile.afterBoot({
     hostname: pvm.vm.name,
     nics: [],
-    hostNic: { index: 0, address: HOST_NIC_ADDRESS, gateway: '10.0.2.2' },
+    // No gateway: the VM has no way out (QEMU's user-mode network is restricted), as a machine has none.
+    hostNic: { index: 0, address: HOST_NIC_ADDRESS },
     hosts: {},
     // Its own, the same at every boot of its disk.
     machineId: stableMachineId(pvm.dir),
   });
-  await hub.succeed(setup, 60_000);
+  const hub = await connectHub(pvm);
+  try {
+    await hub.succeed(setup, 60_000);
+  } finally {
+    hub.close();
+  }
+}
+
+/** Mounts the data disk at the work folder and makes the synced folders (after a boot or a restore). */
+async function prepareWork(hub: HubClient, pvm: ProjectVm, image: BootImage): Promise<void> {
   await mountData(hub, dataDevice(image));
   const folders = [pvm.vm.workdir, ...pvm.vm.sync.map((map) => map.guest)];
   await hub.succeed(`mkdir -p ${folders.map(shellQuote).join(' ')}`, 30_000);
@@ -100,6 +111,13 @@ export interface UpResult {
   already: boolean;
   recovered?: string;
   bootMs: number;
+  /** A fresh VM started from the boot cache's saved boot of its configuration. */
+  fromBootCache?: boolean;
+}
+
+export interface UpOptions {
+  /** Boot for real even when the boot cache holds this configuration's boot (`vmkit up --fresh`). */
+  fresh?: boolean;
 }
 
 /**
@@ -108,7 +126,7 @@ export interface UpResult {
  * again from its disks. The steps run under an `up` intent (intent.ts): an up cut off at any of
  * them is undone by the next command, and this one starts over.
  */
-export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
+export async function up(pvm: ProjectVm, log: Log, options: UpOptions = {}): Promise<UpResult> {
   ensureVmDir(pvm.project.root, pvm.vm.name);
   return withLock(
     pvm.dir,
@@ -158,11 +176,15 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
         const { image: media } = pvm.vm;
         if (isIsoImage(media) && needsInstall(pvm, media)) await installFromIso(pvm, media, log);
         const image = await vmImage(pvm, log);
-        const disks = await prepareDisks(pvm, image);
         writeState(pvm.dir, { ...state, ports, running: false });
+        const fromBootCache =
+          !options.fresh && isFreshVm(pvm) && (await upFromBootCache(pvm, image, ports, log));
+        const disks = await prepareDisks(pvm, image);
         try {
           let provisioned = false;
-          if (isMediaBoot(image) && !hasAgent(media)) {
+          if (fromBootCache) {
+            provisioned = await readyForWork(pvm, image, log);
+          } else if (isMediaBoot(image) && !hasAgent(media)) {
             const readyWhen = isMediaImage(media) && media.readyWhen ? toPattern(media.readyWhen) : undefined;
             await bootWithoutAgent(pvm, image, disks, ports, readyWhen, BOOT_TIMEOUT_MS);
             writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
@@ -171,20 +193,8 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
             killPoint('up', 'QEMU started');
             await startHub(pvm, BOOT_TIMEOUT_MS);
             killPoint('up', 'agent answers');
-            const hub = await connectHub(pvm);
-            try {
-              await guestSetupAfterBoot(hub, pvm, image);
-              writeState(pvm.dir, {
-                ...readState(pvm.dir),
-                running: true,
-                bootedAt: new Date().toISOString(),
-              });
-              killPoint('up', 'work mounted');
-              provisioned = await provision(hub, pvm, log);
-              await authorizeAtUp(hub, pvm, log);
-            } finally {
-              hub.close();
-            }
+            await guestSetupAfterBoot(pvm, image);
+            provisioned = await readyForWork(pvm, image, log);
           }
           if (provisioned || !listProjectSnapshots(pvm).some((snapshot) => snapshot.label === 'clean')) {
             await saveClean(pvm, log);
@@ -195,11 +205,31 @@ export async function up(pvm: ProjectVm, log: Log): Promise<UpResult> {
           writeState(pvm.dir, { ...readState(pvm.dir), running: false });
           throw error;
         }
-        return { already: false, recovered, bootMs: Math.round(performance.now() - start) };
+        return {
+          already: false,
+          recovered,
+          bootMs: Math.round(performance.now() - start),
+          ...(fromBootCache ? { fromBootCache } : {}),
+        };
       });
     },
     LOCK_WAIT_MS,
   );
+}
+
+/** A started VM with its identity: work mounted, marked up, provisioned, SSH keys authorized. */
+async function readyForWork(pvm: ProjectVm, image: BootImage, log: Log): Promise<boolean> {
+  const hub = await connectHub(pvm);
+  try {
+    await prepareWork(hub, pvm, image);
+    writeState(pvm.dir, { ...readState(pvm.dir), running: true, bootedAt: new Date().toISOString() });
+    killPoint('up', 'work mounted');
+    const provisioned = await provision(hub, pvm, log);
+    await authorizeAtUp(hub, pvm, log);
+    return provisioned;
+  } finally {
+    hub.close();
+  }
 }
 
 /** `clean` is the state right after provisioning: taken after the first boot and each provision run. */

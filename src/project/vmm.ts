@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { chooseAccel } from '../backends/accel.js';
 import { stripAnsi } from '../console/serial.js';
@@ -79,7 +79,9 @@ export const HOST_NIC_ADDRESS = '10.0.2.15/24';
 /**
  * Starts the VM's QEMU detached, with its forwards; `incoming` waits for a saved state. Media
  * VMs boot through the firmware, from `cdrom` first when given; `paused` starts with the CPUs
- * stopped (QMP `cont` runs them), so that nothing on the console is missed.
+ * stopped (QMP `cont` runs them), so that nothing on the console is missed. `ram`: a saved RAM
+ * file to map (a boot cache entry's), instead of a new one; `consoleHistory`: a file whose text
+ * starts the console log (the boot a restored state comes from).
  */
 export async function launchVmm(
   pvm: ProjectVm,
@@ -87,7 +89,12 @@ export async function launchVmm(
   disks: string[],
   ports: Record<string, number>,
   incoming: boolean,
-  media: { cdrom?: string; paused?: boolean } = {},
+  media: {
+    cdrom?: string;
+    paused?: boolean;
+    ram?: { path: string; share: boolean };
+    consoleHistory?: string;
+  } = {},
 ): Promise<DetachedRecord> {
   const accel = await chooseAccel('auto', pvm.runtime);
   const memory = join(
@@ -95,6 +102,9 @@ export async function launchVmm(
     `vmkit-project-${process.pid}.ram`,
   );
   rmSync(projectVmms().consoleLogPath(pvm.run), { force: true });
+  if (media.consoleHistory) {
+    copyFileSync(media.consoleHistory, projectVmms().consoleLogPath(pvm.run));
+  }
   let record: DetachedRecord;
   try {
     record = await projectVmms().launch({
@@ -109,13 +119,13 @@ export async function launchVmm(
       accel: accel.accel,
       nics: [],
       hostNic: { mac: HOST_NIC_MAC, internet: false, services: [] },
-      memory: { path: memory, share: false },
+      memory: media.ram ?? { path: memory, share: false },
       disks,
       incoming,
       startTimeoutMs: 30_000,
     });
   } finally {
-    rmSync(memory, { force: true }); // mapped by QEMU by now, or never to be
+    if (!media.ram) rmSync(memory, { force: true }); // mapped by QEMU by now, or never to be
   }
   const attached = await projectVmms().attach(pvm.vm.name, pvm.run);
   try {

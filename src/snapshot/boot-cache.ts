@@ -19,6 +19,9 @@ import { restorability } from './verify.js';
 /** Bumped when what a boot cache entry holds changes in a way its key does not show. */
 const BOOT_CACHE_FORMAT = 2;
 
+/** The console output of an entry's boot, in its folder: the start of a restored machine's console. */
+export const BOOT_CONSOLE = 'boot-console.log';
+
 /** Default size cap of the boot cache: VMKIT_BOOT_CACHE_MIB overrides it. */
 export const DEFAULT_BOOT_CACHE_MIB = 4096;
 

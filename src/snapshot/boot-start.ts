@@ -10,14 +10,11 @@ import type { Machine } from '../machine/machine.js';
 import type { MachineOptions } from '../machine/options.js';
 import { bootResolved, type ResolvedMachine, resolveMachine } from '../machine/start.js';
 import { takeTurn } from '../util/turn.js';
-import { bootCacheId, bootCacheRefusal, pruneBootCache, usableEntry } from './boot-cache.js';
+import { BOOT_CONSOLE, bootCacheId, bootCacheRefusal, pruneBootCache, usableEntry } from './boot-cache.js';
 import { snapshotRoot } from './manifest.js';
 import { restoreFrom } from './restore.js';
 import type { Snapshot } from './snapshot.js';
 import { takeSnapshot } from './take.js';
-
-/** The console output of an entry's boot, in its folder. */
-const BOOT_CONSOLE = 'boot-console.log';
 
 /** How long a start waits for another process's first boot of the same configuration, at most. */
 const WAIT_FOR_FIRST_BOOT_MS = 600_000;

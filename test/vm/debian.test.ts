@@ -180,6 +180,10 @@ describe('debian guests', { skip: lacks('snapshot') || lacks('cowFork') }, () =>
       const ids = await Promise.all([template, ...clones].map((vm) => vm.succeed('cat /etc/machine-id')));
       assert.equal(new Set(ids).size, 3, `machine IDs: ${ids.join(' ')}`);
       for (const id of ids) assert.match(id, /^[0-9a-f]{32}\n$/);
+      for (const vm of [template, ...clones]) {
+        // No folder of the journal's under an ID leads nowhere: journalctl would say so at every call.
+        assert.equal(await vm.succeed('journalctl --no-pager -n 1 2>&1 >/dev/null'), '', vm.name);
+      }
       for (const clone of clones) {
         const marker = `journal-of-${clone.name}-${Date.now()}`;
         await clone.succeed(`logger ${marker}`);

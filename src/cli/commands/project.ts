@@ -119,14 +119,16 @@ export function registerProjectCommands(program: Command, snapshot: Command): vo
     .command('up')
     .description("start the project's VM in the background and return when it is ready")
     .argument('[name]', 'VM name (default: the default VM)')
-    .action(async (name?: string) => {
+    .option('--fresh', "boot a new VM for real instead of restoring the boot cache's saved boot")
+    .action(async (name: string | undefined, options: { fresh?: boolean }) => {
       const pvm = await openVm(name);
-      const result = await (await lifecycle()).up(pvm, say);
-      say(
-        result.already
-          ? `VM ${pvm.vm.name} is already up`
-          : `VM ${pvm.vm.name} is up (${(result.bootMs / 1000).toFixed(1)} s${result.recovered ? ', recovered after QEMU died' : ''})`,
-      );
+      const result = await (await lifecycle()).up(pvm, say, { fresh: options.fresh === true });
+      const how = [
+        `${(result.bootMs / 1000).toFixed(1)} s`,
+        ...(result.fromBootCache ? ['from the boot cache'] : []),
+        ...(result.recovered ? ['recovered after QEMU died'] : []),
+      ];
+      say(result.already ? `VM ${pvm.vm.name} is already up` : `VM ${pvm.vm.name} is up (${how.join(', ')})`);
     });
 
   program
