@@ -1,6 +1,7 @@
 // Fleet benchmark: wake from sleep to first command against a cold start of the same instance
-// (its pool's base invalidated, so the start boots a guest from the image) and a start from the
-// pool's base; what a Running, Warm and Sleeping instance costs in host memory; density measured
+// (its pool's base invalidated, so the start boots a guest from the image), a cold start whose new
+// base is copied from the boot cache (VMKIT_BOOT_CACHE on, in a store of its own) and a start
+// from the pool's base; what a Running, Warm and Sleeping instance costs in host memory; density measured
 // by starting instances until a budget of guest memory is reached and reading what the host then
 // holds; what a sleeping instance costs, as it is; the sleep state (a delta of the base) against
 // guest RAM; where wake's time goes. Prints one JSON object.
@@ -38,6 +39,16 @@ function diskBytes(path: string): number {
 
 if (options) {
   const dir = mkdtempSync('/tmp/vmkit-fleet-bench-');
+  process.env.VMKIT_SNAPSHOT_DIR = join(dir, 'boot-cache');
+  /** Runs `work` with the boot cache on (`true`) or off. */
+  const withBootCache = async <T>(on: boolean, work: () => Promise<T>): Promise<T> => {
+    process.env.VMKIT_BOOT_CACHE = on ? 'on' : 'off';
+    try {
+      return await work();
+    } finally {
+      delete process.env.VMKIT_BOOT_CACHE;
+    }
+  };
   const fleet = new Fleet({ dir, log });
   const path = 'bench/pool/one';
   const timed = async (work: () => Promise<unknown>) => {
@@ -47,6 +58,7 @@ if (options) {
   };
   const firstCommand = () => fleet.exec(path, ['true']);
   const cold: number[] = [];
+  const coldCached: number[] = [];
   const coldBoot: number[] = [];
   const fromBase: number[] = [];
   const wake: number[] = [];
@@ -62,15 +74,34 @@ if (options) {
     fleet.createTenant({ id: 'bench', subnet: '10.99.0.0/24' });
     await fleet.createPool({ tenant: 'bench', id: 'pool', memoryMiB: options['memory-mib'] });
     await fleet.createInstance('bench/pool', 'one');
-    for (let round = 0; round < options.rounds; round++) {
+    const invalidateBase = async () => {
       const rebuilt = await fleet.rebuildPool('bench/pool');
       if (!rebuilt.baseInvalidated)
         throw new Error('the base was not invalidated: the cold start would not be cold');
+    };
+    // Saves the pool's shape in the boot cache: the first base of a shape boots.
+    await invalidateBase();
+    await withBootCache(true, () => fleet.start(path));
+    await fleet.stop(path);
+    for (let round = 0; round < options.rounds; round++) {
+      await invalidateBase();
+      coldCached.push(
+        await withBootCache(true, () =>
+          timed(async () => {
+            await fleet.start(path);
+            await firstCommand();
+          }),
+        ),
+      );
+      await fleet.stop(path);
+      await invalidateBase();
       cold.push(
-        await timed(async () => {
-          await fleet.start(path);
-          await firstCommand();
-        }),
+        await withBootCache(false, () =>
+          timed(async () => {
+            await fleet.start(path);
+            await firstCommand();
+          }),
+        ),
       );
       const pool = fleet.store.pool('bench', 'pool');
       const booted = /booted in (\d+) ms|booted (\d+) ms/.exec(
@@ -104,7 +135,7 @@ if (options) {
           .at(-1)?.detail ?? '';
       await fleet.stop(path);
       log(
-        `round ${round + 1}: cold ${cold.at(-1)} ms, from base ${fromBase.at(-1)} ms, wake ${wake.at(-1)} ms`,
+        `round ${round + 1}: cold ${cold.at(-1)} ms, cold with the boot cache ${coldCached.at(-1)} ms, from base ${fromBase.at(-1)} ms, wake ${wake.at(-1)} ms`,
       );
     }
     // What a sleeping instance costs, as it is: its folder on disk, its RAM files, its processes.
@@ -165,6 +196,8 @@ if (options) {
           guestMemoryMiB: options['memory-mib'],
           coldStartToFirstCommandMs: median(cold),
           coldBootMs: median(coldBoot),
+          coldStartBootCacheWarmMs: median(coldCached),
+          coldStartBootCacheWarmOverCold: ratio(median(coldCached), median(cold)),
           startFromBaseToFirstCommandMs: median(fromBase),
           wakeToFirstCommandMs: median(wake),
           wakeOverColdStart: ratio(median(wake), median(cold)),
@@ -184,7 +217,7 @@ if (options) {
           sleepStateOverGuestRam: sleepState
             ? ratio(sleepState.ramDeltaBytes + sleepState.deviceStateBytes, guestRamBytes)
             : null,
-          note: 'cold start: the pool base invalidated first, so the start boots from the image, saves the base and restores from it; cold boot: the boot to the set-up guest alone; the sleep state is the RAM pages that differ from the base plus device state (the data disk stays in place)',
+          note: 'cold start: the pool base invalidated first and the boot cache off, so the start boots from the image, saves the base and restores from it; cold start with the boot cache warm: the new base is a copy of the entry of its shape; cold boot: the boot to the set-up guest alone; the sleep state is the RAM pages that differ from the base plus device state (the data disk stays in place)',
           loadAverage: loadAverages(),
         },
         null,

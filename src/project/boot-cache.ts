@@ -20,6 +20,7 @@ import {
   imageRecordPath,
   launchVmm,
   type ProjectVm,
+  RESTORED_AGENT_READS,
   startHub,
   stopHub,
   stopVmm,
@@ -137,7 +138,7 @@ async function restoreEntry(
   } finally {
     attached.detach();
   }
-  await startHub(pvm, 10_000);
+  await startHub(pvm, RESTORED_AGENT_READS);
   killPoint('up', 'agent answers');
   const hub = await connectHub(pvm);
   try {

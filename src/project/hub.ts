@@ -10,6 +10,9 @@ import { privateSocket } from '../util/private.js';
 import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
 import { projectVmms } from './vmms.js';
 
+/** How long the agent may take to answer its probe, at least. */
+const AGENT_ANSWER_MS = 15_000;
+
 /**
  * The agent hub of a project VM: a small detached process that holds the VM's one backdoor
  * connection (QEMU's socket takes one client at a time) and serves any number of vmkit CLI
@@ -23,7 +26,8 @@ export async function runHub(
   exit: (code: number) => void,
 ): Promise<void> {
   const attached = await projectVmms().attach(name, runDir, { timeoutMs: 30_000 });
-  const channel = await attached.agent(bannerWaitMs, bannerWaitMs);
+  // 0: a restored guest whose agent was saved waiting for a request reads one at once.
+  const channel = await attached.agent(Math.max(bannerWaitMs, AGENT_ANSWER_MS), bannerWaitMs);
   // The VMM's control socket takes one client too: other vmkit processes need it (snapshots, quit).
   attached.closeControl();
   const socketPath = hubSocket(runDir);

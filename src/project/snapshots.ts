@@ -14,6 +14,7 @@ import {
   launchVmm,
   type ProjectVm,
   prepareDisks,
+  RESTORED_AGENT_READS,
   startHub,
   stopHub,
   stopVmm,
@@ -196,7 +197,7 @@ async function restoreLocked(pvm: ProjectVm, label: string): Promise<{ restoreMs
 
 /** The restored guest's agent, reached again, is told the time and given fresh randomness. */
 async function setUpRestored(pvm: ProjectVm, profile: string): Promise<void> {
-  await startHub(pvm, 2500);
+  await startHub(pvm, RESTORED_AGENT_READS);
   const hub = await connectHub(pvm);
   try {
     const setup = profileNamed(profile).afterRestore({

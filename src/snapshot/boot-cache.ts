@@ -80,7 +80,7 @@ export async function bootCacheId(resolved: ResolvedMachine): Promise<string> {
 }
 
 /** What vmkit runs in its guests (guest/profiles/): a change there changes every key. */
-function guestFilesDigest(): string {
+export function guestFilesDigest(): string {
   const dir = join(guestFilesDir(), 'profiles');
   const files = readdirSync(dir).sort();
   return hashOf(files.map((file) => [file, readFileSync(join(dir, file), 'utf8')]));

@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { chooseAccel } from '../../backends/accel.js';
 import { ConfigError } from '../../errors.js';
 import { profileNamed } from '../../guest/profiles/index.js';
+import type { BootImage } from '../../images/types.js';
 import { macAddress } from '../../machine/identity.js';
 import { ensureSwitchDaemon } from '../../network/switch-daemon.js';
 import { ensurePrivateDir, makePrivateDir, PRIVATE_FILE } from '../../util/private.js';
@@ -11,7 +13,7 @@ import { processRunsSync } from '../../util/scratch.js';
 import { sparseDigest } from '../../util/sparse.js';
 import { audit } from '../state/audit.js';
 import type { Instance, Pool, Tenant } from '../state/model.js';
-import { stepTimer } from '../state/steps.js';
+import { type StepTimer, stepTimer } from '../state/steps.js';
 import { chownTree, shareWithTenant, vmmUid } from '../vmm/jail.js';
 import { ensureRecordsDir } from '../vmm/records.js';
 import { secretsDiskPath, writeSecretsDisk } from '../vmm/secrets-disk.js';
@@ -31,6 +33,8 @@ import {
   withVm,
 } from '../vmm/vm.js';
 import { METADATA_NIC_ADDRESS, metadataNic, OUTBOUND_NIC } from '../vmm/vmm-options.js';
+import { fleetBackend } from '../vmm/vmms.js';
+import { type BaseShape, baseCacheId, copyCachedBase, saveBaseToCache } from './base-cache.js';
 import { baseRuns } from './delta.js';
 
 /**
@@ -119,42 +123,26 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
   ensurePrivateDir(join(dir, '..'));
   makePrivateDir(dir);
   const timer = stepTimer(ctx.log, `making ${what}`);
+  const log = (line: string) => ctx.log?.(line);
+  const warn = (line: string) => {
+    log(line);
+    process.emitWarning(line, 'VmkitBootCache');
+  };
+  const uid = vmmUid(tenant, ctx.runtime);
+  const shape: BaseShape = {
+    pool,
+    image,
+    setup: baseSetup(image, tenant),
+    outbound: tenant.outbound === true,
+    accel: (await chooseAccel('auto', ctx.runtime)).accel,
+    vmmVersion: await fleetBackend().version(ctx.runtime),
+    runtime: ctx.runtime,
+  };
   try {
-    await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
-    if (image.disk) await createQcow2(rootDiskPath(dir), { base: image.disk });
-    writeSecretsDisk(dir); // blank: secrets never enter a base
-    await ensureSwitchDaemon(networkDir(ctx.fleetDir, pool.tenant), pool.tenant);
-    const layout: VmLayout = {
-      name: `${pool.tenant}-${pool.id}-base`,
-      dir,
-      tenant: pool.tenant,
-      mac: macAddress(`fleet/${pool.tenant}/${pool.id}`, 'base'),
-      metadataNic: metadataNic(`fleet/${pool.tenant}/${pool.id}/base`),
-      outbound: tenant.outbound,
-      uid: vmmUid(tenant, ctx.runtime),
-    };
-    await launchVm(ctx, layout, pool, image, false);
-    const setup = profileNamed(image.profile).afterBoot({
-      hostname: 'base',
-      nics: [{ index: 0 }, { index: 1, address: METADATA_NIC_ADDRESS }],
-      ...(tenant.outbound ? { hostNic: OUTBOUND_NIC } : {}),
-      hosts: {},
-    });
-    await withVm(dir, layout.name, async (vm) => {
-      await runInGuest(vm, `${QUIET_IPV6}\n${setup}\nsync`, `set-up of ${what}`, BOOT_TIMEOUT_MS);
-      timer.step('booted');
-      await vm.pause();
-      await vm.writeState(join(dir, 'state'), { ramShared: true, timeoutMs: SAVE_TIMEOUT_MS, what });
-    });
-    // Written beside the folder while its VMM (the tenant's uid) runs on, moved in once it ended.
-    const records = ensureRecordsDir(dir);
-    const ram = await sparseDigest(liveRamPath(dir), join(records, 'ram'));
-    await baseRuns(join(records, 'ram')); // found once here, so that no start or wake scans the base
-    timer.step('saved');
-    await stopVm(dir, layout.name);
-    for (const name of ['ram', 'ram.runs']) renameSync(join(records, name), join(dir, name));
-    rmSync(dataDiskPath(dir), { force: true });
-    rmSync(secretsDiskPath(dir), { force: true });
+    const cacheId = await baseCacheId(shape);
+    const copied = cacheId ? await copyCachedBase(cacheId, dir, shape, warn) : undefined;
+    if (copied) timer.step(`copied from boot cache entry ${cacheId}`);
+    const ram = copied ?? (await bootBase(ctx, pool, tenant, image, dir, shape.setup, timer));
     const final = baseDir(ctx.fleetDir, pool, pool.revision);
     const base: BaseSnapshot = {
       dir: final,
@@ -174,10 +162,12 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
       if (!['base.json', 'ram', 'ram.runs', 'state', 'root.qcow2'].includes(name))
         rmSync(join(dir, name), { recursive: true, force: true });
     }
-    if (layout.uid !== undefined) {
+    if (!copied && cacheId) await saveBaseToCache(cacheId, dir, shape, log, warn);
+    if (copied) await baseRuns(join(dir, 'ram')); // found once here, so that no start or wake scans the base
+    if (uid !== undefined) {
       chownTree(dir, 0); // the jailed VMM wrote its state as the tenant's uid: a base is root's, read-only
       // Its VMMs read it in their jails (the state, the root disk's base): their tenant's group may.
-      shareWithTenant(dir, layout.uid);
+      shareWithTenant(dir, uid);
     } // unjailed, the VMM ran as the caller: the base is the caller's already (chown would be EPERM)
     ensurePrivateDir(poolBasesDir(ctx.fleetDir, pool.tenant, pool.id));
     const raced = findBase(ctx.fleetDir, pool, pool.revision);
@@ -194,6 +184,63 @@ async function makeBase(ctx: VmContext, pool: Pool, tenant: Tenant): Promise<Bas
     if (existsSync(dir)) await killVm(dir);
     removeVmFiles(dir); // the folder if it is still there, and its records in any case
   }
+}
+
+/** What the base's guest runs after its boot: quiet IPv6, its NICs set up, its disks synced. */
+function baseSetup(image: BootImage, tenant: Tenant): string {
+  const setup = profileNamed(image.profile).afterBoot({
+    hostname: 'base',
+    nics: [{ index: 0 }, { index: 1, address: METADATA_NIC_ADDRESS }],
+    ...(tenant.outbound ? { hostNic: OUTBOUND_NIC } : {}),
+    hosts: {},
+  });
+  return `${QUIET_IPV6}\n${setup}\nsync`;
+}
+
+/**
+ * Boots the base's guest in `dir` from its image, sets it up, saves its state and RAM there and
+ * ends its VMM; returns the RAM's digest and data bytes.
+ */
+async function bootBase(
+  ctx: VmContext,
+  pool: Pool,
+  tenant: Tenant,
+  image: BootImage,
+  dir: string,
+  setup: string,
+  timer: StepTimer,
+): Promise<{ digest: string; dataBytes: number }> {
+  const what = `the base of pool ${pool.tenant}/${pool.id}`;
+  await createQcow2(dataDiskPath(dir), { sizeMiB: pool.dataDiskMiB });
+  if (image.disk) await createQcow2(rootDiskPath(dir), { base: image.disk });
+  writeSecretsDisk(dir); // blank: secrets never enter a base
+  await ensureSwitchDaemon(networkDir(ctx.fleetDir, pool.tenant), pool.tenant);
+  const layout: VmLayout = {
+    name: `${pool.tenant}-${pool.id}-base`,
+    dir,
+    tenant: pool.tenant,
+    mac: macAddress(`fleet/${pool.tenant}/${pool.id}`, 'base'),
+    metadataNic: metadataNic(`fleet/${pool.tenant}/${pool.id}/base`),
+    outbound: tenant.outbound,
+    uid: vmmUid(tenant, ctx.runtime),
+  };
+  await launchVm(ctx, layout, pool, image, false);
+  await withVm(dir, layout.name, async (vm) => {
+    await runInGuest(vm, setup, `set-up of ${what}`, BOOT_TIMEOUT_MS);
+    timer.step('booted');
+    await vm.pause();
+    await vm.writeState(join(dir, 'state'), { ramShared: true, timeoutMs: SAVE_TIMEOUT_MS, what });
+  });
+  // Written beside the folder while its VMM (the tenant's uid) runs on, moved in once it ended.
+  const records = ensureRecordsDir(dir);
+  const ram = await sparseDigest(liveRamPath(dir), join(records, 'ram'));
+  await baseRuns(join(records, 'ram')); // found once here, so that no start or wake scans the base
+  timer.step('saved');
+  await stopVm(dir, layout.name);
+  for (const name of ['ram', 'ram.runs']) renameSync(join(records, name), join(dir, name));
+  rmSync(dataDiskPath(dir), { force: true });
+  rmSync(secretsDiskPath(dir), { force: true });
+  return ram;
 }
 
 /**
