@@ -83,26 +83,20 @@ if (options) {
     await invalidateBase();
     await withBootCache(true, () => fleet.start(path));
     await fleet.stop(path);
+    /** A start on a new base to the first command, the base copied from the boot cache or booted. */
+    const coldStart = async (cached: boolean) => {
+      await invalidateBase();
+      return withBootCache(cached, () =>
+        timed(async () => {
+          await fleet.start(path);
+          await firstCommand();
+        }),
+      );
+    };
     for (let round = 0; round < options.rounds; round++) {
-      await invalidateBase();
-      coldCached.push(
-        await withBootCache(true, () =>
-          timed(async () => {
-            await fleet.start(path);
-            await firstCommand();
-          }),
-        ),
-      );
+      coldCached.push(await coldStart(true));
       await fleet.stop(path);
-      await invalidateBase();
-      cold.push(
-        await withBootCache(false, () =>
-          timed(async () => {
-            await fleet.start(path);
-            await firstCommand();
-          }),
-        ),
-      );
+      cold.push(await coldStart(false));
       const pool = fleet.store.pool('bench', 'pool');
       const booted = /booted in (\d+) ms|booted (\d+) ms/.exec(
         findBase(dir, pool, pool.revision)?.steps ?? '',

@@ -2,7 +2,7 @@
 // environment they report, and cleanup of every machine they start (at the end, on error and on
 // SIGINT/SIGTERM/SIGHUP).
 
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { type ParseArgsConfig, parseArgs, promisify } from 'node:util';
@@ -14,6 +14,28 @@ export const CPUS = 1;
 export const BOOT_TIMEOUT_MS = 180_000;
 
 export const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+
+/** The built CLI (`npm run build` first). */
+const CLI = new URL('../dist/cli/main.js', import.meta.url).pathname;
+
+/**
+ * Runs the built CLI in `cwd` (with `env` added to this process's), as a user runs it: its time as
+ * the caller sees it, and what it wrote to stderr; a failure throws with that stderr.
+ */
+export function cliTimer(cwd: string, env: NodeJS.ProcessEnv = {}) {
+  return (...args: string[]) => {
+    const start = performance.now();
+    const result = spawnSync(process.execPath, [CLI, ...args], {
+      cwd,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      encoding: 'utf8',
+      env: { ...process.env, ...env },
+    });
+    if (result.status !== 0)
+      throw new Error(`vmkit ${args.join(' ')} exited ${result.status}: ${result.stderr}`);
+    return { ms: round(performance.now() - start), stderr: result.stderr };
+  };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Statistics

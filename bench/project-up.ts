@@ -6,33 +6,20 @@
 //
 //   npm run build && node --import tsx bench/project-up.ts [--rounds N]
 
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { processesNaming, stopDetached } from '../src/runtime/detached.js';
-import { loadAverages, log, median, parseIntOptions, ratio, round } from './lib.js';
+import { cliTimer, loadAverages, log, median, parseIntOptions, ratio } from './lib.js';
 
 const USAGE = `usage: node --import tsx bench/project-up.ts [--rounds N]
 vmkit up of a new VM: booted (--fresh), first through an empty boot cache, from the warm cache.
 `;
 const options = parseIntOptions(USAGE, { rounds: { default: 3, min: 1 } });
-const cli = new URL('../dist/cli/main.js', import.meta.url).pathname;
 
 if (options) {
   const project = mkdtempSync('/tmp/vmkit-up-bench-');
   const store = join(project, 'store');
-  const timedCli = (...args: string[]) => {
-    const start = performance.now();
-    const result = spawnSync(process.execPath, [cli, ...args], {
-      cwd: project,
-      stdio: ['ignore', 'ignore', 'pipe'],
-      encoding: 'utf8',
-      env: { ...process.env, VMKIT_SNAPSHOT_DIR: store },
-    });
-    if (result.status !== 0)
-      throw new Error(`vmkit ${args.join(' ')} exited ${result.status}: ${result.stderr}`);
-    return round(performance.now() - start);
-  };
+  const timedCli = (...args: string[]) => cliTimer(project, { VMKIT_SNAPSHOT_DIR: store })(...args).ms;
   /** One up of a new VM (destroyed first), in ms. */
   const newUp = (vm: string, ...flags: string[]) => {
     timedCli('destroy', vm, '--yes');

@@ -7,34 +7,21 @@
 //
 //   npm run build && node --import tsx bench/workspace.ts [--files N] [--rounds N]
 
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HubClient } from '../src/project/hub-client.js';
 import { processesNaming, stopDetached } from '../src/runtime/detached.js';
-import { loadAverages, log, median, parseIntOptions, ratio, round } from './lib.js';
+import { cliTimer, loadAverages, log, median, parseIntOptions, ratio, round } from './lib.js';
 
 const USAGE = `usage: node --import tsx bench/workspace.ts [--files N] [--rounds N]
 Cold up vs up from a snapshot, exec round trips; sync of an N-file tree (default 5000), vmkit's
 own transfer against rsync over SSH.
 `;
 const options = parseIntOptions(USAGE, { files: { default: 5000, min: 1 }, rounds: { default: 5, min: 1 } });
-const cli = new URL('../dist/cli/main.js', import.meta.url).pathname;
 
 if (options) {
   const project = mkdtempSync('/tmp/vmkit-ws-bench-');
-  /** Runs the CLI; its time as the caller sees it, and what it wrote to stderr. */
-  const timedCli = (...args: string[]) => {
-    const start = performance.now();
-    const result = spawnSync(process.execPath, [cli, ...args], {
-      cwd: project,
-      stdio: ['ignore', 'ignore', 'pipe'],
-      encoding: 'utf8',
-    });
-    if (result.status !== 0)
-      throw new Error(`vmkit ${args.join(' ')} exited ${result.status}: ${result.stderr}`);
-    return { ms: round(performance.now() - start), stderr: result.stderr };
-  };
+  const timedCli = cliTimer(project);
   try {
     writeFileSync(
       join(project, 'vmkit.config.json'),
