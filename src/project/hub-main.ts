@@ -7,7 +7,9 @@ if (!runDir || !name) {
   process.stderr.write('usage: hub-main <run dir> <name> <banner wait ms>\n');
   process.exit(2);
 }
-runHub(runDir, name, Number(bannerWait) || 2500, (code) => process.exit(code)).catch((error: Error) => {
+// 0 is a wait too: none (a restored guest whose agent reads a request at once).
+const wait = bannerWait !== undefined && /^\d+$/.test(bannerWait) ? Number(bannerWait) : 2500;
+runHub(runDir, name, wait, (code) => process.exit(code)).catch((error: Error) => {
   process.stderr.write(`hub for ${name} failed: ${error.message}\n`);
   process.exit(1);
 });
