@@ -23,11 +23,13 @@ import { fleetBackend } from '../vmm/vmms.js';
 
 /**
  * The boot cache under pool bases. A base is one guest of the pool's shape booted from its image,
- * set up and saved; two pools of one shape (image, memory, vCPUs, data disk, outbound NIC, the
- * base's set-up) have the same guest, whichever tenant or pool they serve: instances get their
- * own identity when they start. So the first base of a shape is also saved in the boot cache's
- * store (`boot.fleet-<image>-<key>`, listed, capped and verified with the machines' entries),
- * and later bases of that shape are copies of it instead of a boot.
+ * set up and saved; two pools of one tenant and one shape (image, memory, vCPUs, data disk,
+ * outbound NIC, the base's set-up) have the same guest, whichever pool they serve: instances get
+ * their own identity when they start. So the first base of a shape is also saved in the boot
+ * cache's store (`boot.fleet-<image>-<key>`, listed, capped and verified with the machines'
+ * entries), and later bases of that shape are copies of it instead of a boot. Never across
+ * tenants: what a guest makes at its first boot (a random seed file, keys a package generates
+ * then) would otherwise be known to another tenant's instances.
  */
 
 /** What a base holds beside its record: device state, RAM, and the root disk's overlay. */
@@ -65,6 +67,7 @@ export async function baseCacheId(shape: BaseShape): Promise<string | undefined>
     dataDiskMiB: pool.dataDiskMiB,
     outbound: shape.outbound,
     setup: shape.setup,
+    tenant: pool.tenant,
   });
   const name = image.name
     .toLowerCase()
