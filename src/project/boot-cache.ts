@@ -67,14 +67,13 @@ export async function upFromBootCache(
     log(`boot cache: not used (${refusal}); booting`);
     return false;
   }
-  const warn = (line: string) => log(line);
   const id = await bootCacheId(resolved);
-  let entry = await usableEntry(id, resolved, warn);
+  let entry = await usableEntry(id, resolved, log);
   if (!entry) {
     log(`boot cache: no entry ${id} yet; booting this configuration once to save it`);
     const machine = await startMachine(options);
     await machine.close();
-    entry = await usableEntry(id, resolved, warn);
+    entry = await usableEntry(id, resolved, log);
     if (!entry) {
       log(`boot cache: entry ${id} was not saved; booting`);
       return false;

@@ -1,4 +1,4 @@
-import { copyFile, mkdtemp, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Accel } from '../../backends/accel.js';
 import type { BootImage } from '../../images/types.js';
@@ -15,7 +15,6 @@ import {
 } from '../../snapshot/manifest.js';
 import { takingPrefix } from '../../snapshot/take.js';
 import { recordVerified } from '../../snapshot/verify.js';
-import { runTool } from '../../util/exec.js';
 import { ensurePrivateDir } from '../../util/private.js';
 import { sparseDigest } from '../../util/sparse.js';
 import type { Pool } from '../state/model.js';
@@ -32,8 +31,8 @@ import { fleetBackend } from '../vmm/vmms.js';
  * then) would otherwise be known to another tenant's instances.
  */
 
-/** What a base holds beside its record: device state, RAM, and the root disk's overlay. */
-const FILES = ['state', 'ram', 'root.qcow2'] as const;
+/** What a base holds beside its record: device state, RAM, and the root disk's overlay if any. */
+const filesOf = (shape: BaseShape) => ['state', 'ram', ...(shape.image.disk ? ['root.qcow2'] : [])];
 /** Bumped when what a base holds changes in a way the key does not show. */
 const BASE_CACHE_FORMAT = 1;
 
@@ -93,18 +92,18 @@ export async function copyCachedBase(
     warn,
   );
   if (!entry) return undefined;
-  const ram = await sparseDigest(join(entry.dir, 'ram'), join(dir, 'ram'));
-  if (ram.digest !== entry.manifest.files.ram?.digest) {
-    await rm(entry.dir, { recursive: true, force: true });
-    warn(`boot cache: entry ${id} removed, booting the base: its RAM changed while it was copied`);
-    return undefined;
+  // One read per file: the copy, and its digest against the manifest's (a change while copying).
+  let ram: { digest: string; dataBytes: number } | undefined;
+  for (const file of filesOf(shape)) {
+    const copied = await sparseDigest(join(entry.dir, file), join(dir, file));
+    if (copied.digest !== entry.manifest.files[file]?.digest) {
+      await rm(entry.dir, { recursive: true, force: true });
+      warn(`boot cache: entry ${id} removed, booting the base: its ${file} changed while it was copied`);
+      return undefined;
+    }
+    if (file === 'ram') ram = copied;
   }
-  await copyFile(join(entry.dir, 'state'), join(dir, 'state'));
-  if (shape.image.disk)
-    await runTool('cp', ['--sparse=always', join(entry.dir, 'root.qcow2'), join(dir, 'root.qcow2')], {
-      timeoutMs: 300_000,
-    });
-  return { digest: ram.digest, dataBytes: ram.dataBytes };
+  return ram;
 }
 
 /**
@@ -124,11 +123,9 @@ export async function saveBaseToCache(
     ensurePrivateDir(root);
     scratch = await mkdtemp(join(root, takingPrefix(shape.runtime.runId)));
     const files: Record<string, FileRecord> = {};
-    for (const file of FILES) {
-      if (file === 'root.qcow2' && !shape.image.disk) continue;
-      await runTool('cp', ['--sparse=always', join(dir, file), join(scratch, file)], { timeoutMs: 300_000 });
-      const { digest } = await sparseDigest(join(scratch, file));
-      files[file] = { digest, bytes: (await stat(join(scratch, file))).size };
+    for (const file of filesOf(shape)) {
+      const { digest, bytes } = await sparseDigest(join(dir, file), join(scratch, file));
+      files[file] = { digest, bytes };
     }
     const { pool, image } = shape;
     const manifest: SnapshotManifest = {
