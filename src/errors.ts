@@ -70,6 +70,21 @@ export class MachineCrashedError extends VmkitError {
 }
 
 /**
+ * A call that would change or end a VM that belongs to something else (a fleet instance, a
+ * project VM) was made on a Machine attached to it: its owner does that, with its own command.
+ */
+export class OwnedElsewhereError extends VmkitError {
+  override name = 'OwnedElsewhereError';
+  constructor(
+    readonly machine: string,
+    readonly call: string,
+    owner: string,
+  ) {
+    super(`machine ${machine}: ${call} is not for an attached machine: ${owner}`);
+  }
+}
+
+/**
  * The guest rebooted (on a machine that allows it) while a call ran: a command or started process
  * that the reboot killed cannot complete. The machine lives on: later calls wait until it is back
  * and set up again, and waits (waitForUnit, waitUntilSucceeds, ...) retry by themselves.

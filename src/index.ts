@@ -76,6 +76,7 @@ export {
 } from './fleet/desired/schema.js';
 export { Fleet, type FleetOptions } from './fleet/fleet.js';
 export type { Rebuilt } from './fleet/images/rebuild.js';
+export type { InstanceMachineOptions } from './fleet/instance-machine.js';
 export {
   type Decision,
   decide,
@@ -152,11 +153,14 @@ export {
   ProjectVmHandle,
 } from './project/api.js';
 export type { CommandSpec, ProjectConfig, SyncMap, VmConfig } from './project/config.js';
+export { AgentLentError } from './project/hub-agent.js';
 export type { UpOptions, UpResult } from './project/lifecycle.js';
 export type { ProjectSnapshot } from './project/snapshots.js';
 export type { VmStatus } from './project/status.js';
 export type { SyncReport } from './project/sync.js';
 export type { SyncMethod } from './project/sync-vm.js';
+export { NoAgentError, VmDownError } from './project/vm-handle.js';
+export type { VmMachineOptions } from './project/vm-machine.js';
 export { Runtime, type RuntimeOptions } from './runtime/runtime.js';
 export {
   type BootCacheEntry,

@@ -34,7 +34,7 @@ function requireRunning(fleet: ExecFleet, address: string, what: string): Instan
 }
 
 /** Checked again once the call had to wait for the instance's agent: it may be going away. */
-function target(fleet: ExecFleet, address: string, what: string): ExecTarget {
+export function execTarget(fleet: ExecFleet, address: string, what: string): ExecTarget {
   const instance = requireRunning(fleet, address, what);
   return {
     agents: fleet.agents,
@@ -51,7 +51,7 @@ export async function execInstance(
   timeoutMs: number,
   stream?: OutputStreams,
 ): Promise<RawResult> {
-  const on = target(fleet, address, 'exec');
+  const on = execTarget(fleet, address, 'exec');
   const instance = fleet.instance(address);
   const result = await execVm(on, command, timeoutMs, stream);
   audit(fleet.dir, {
@@ -71,7 +71,7 @@ export function shellInstance(
   onResult: (script: string, result: RawResult) => void,
   timeoutMs: number,
 ): Promise<number> {
-  const on = target(fleet, address, 'shell');
+  const on = execTarget(fleet, address, 'shell');
   const instance = fleet.instance(address);
   const onEach = (script: string, result: RawResult) => {
     audit(fleet.dir, {

@@ -1,8 +1,10 @@
+import type { Machine } from '../machine/machine.js';
 import { type ReconcileOptions, type ReconcileReport, reconcile } from './desired/reconcile.js';
 import type { DesiredDocument } from './desired/schema.js';
 import { FleetCore } from './fleet-core.js';
 import type { BuiltPoolImage } from './images/pool-image.js';
 import { type Rebuilt, rebuildPool } from './images/rebuild.js';
+import { type InstanceMachineOptions, instanceMachine } from './instance-machine.js';
 import { instanceInfo, nodeInfo, nodeStats } from './node.js';
 import { type Decision, type PolicyOptions, runPolicy, type Sample, sampleFleet } from './policy/policy.js';
 import { type ScaleStep, scalePool } from './policy/scale.js';
@@ -60,5 +62,14 @@ export class Fleet extends FleetCore {
   /** Everything `instance info` shows: the record, its VMM's memory, its sleep state's size. */
   instanceInfo(instance: Instance): ReturnType<typeof instanceInfo> {
     return instanceInfo(this, instance);
+  }
+
+  /**
+   * A Running instance as a Machine: execute, waits, copies and systemd calls, each audited. It
+   * holds the instance's agent until it closes (other processes' commands wait meanwhile); closing
+   * it leaves the instance running.
+   */
+  machine(address: string, options?: InstanceMachineOptions): Promise<Machine> {
+    return instanceMachine(this, address, options);
   }
 }

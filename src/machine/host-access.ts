@@ -4,6 +4,7 @@ import { ConfigError, QmpError } from '../errors.js';
 import { freePort } from '../util/sockets.js';
 import { parseInput, wholeNumber } from '../util/validate.js';
 import type { MachineInternals } from './internals.js';
+import { refuseAttached } from './owner.js';
 
 export interface PortForward {
   /** The port on the host's loopback (127.0.0.1) that leads to the guest port. */
@@ -23,6 +24,7 @@ export async function forwardPort(
   options: { hostPort?: number; guestPort: number },
 ): Promise<PortForward> {
   const { hostPort: wanted, guestPort } = parseInput(forwardOptions, options, 'forwardPort options');
+  refuseAttached(machine, 'forwardPort()');
   requireCapability(machine.backend, 'hostNetwork');
   const hostPort = wanted ?? (await freePort());
   try {
@@ -47,5 +49,6 @@ export async function forwardPort(
 
 /** Takes every switch NIC of the machine down (a pulled cable) or up again. */
 export async function setLinks(machine: MachineInternals, up: boolean): Promise<void> {
+  refuseAttached(machine, 'block() and unblock()');
   for (const index of machine.nics.keys()) await machine.vmm.setLinkUp(index, up);
 }

@@ -70,6 +70,11 @@ export interface MachineInternals {
   log: (line: string) => void;
   /** What the guest is told after a cold boot: hostname, NICs (MACs that differ from the device's), hosts. */
   bootSetup: BootSetup;
+  /**
+   * Set when the VMM belongs to something else (a fleet instance, a project VM: attached.ts):
+   * close() lets go of it instead of ending it, and calls that would change its life refuse.
+   */
+  owner?: MachineOwner;
   /** Boots the machine again in a new VMM on the same disks, after its VMM exited. */
   bootAgain: (timeoutMs: number) => Promise<void>;
 }
@@ -80,4 +85,12 @@ export interface MachineNic {
   /** The MAC inside the guest. */
   mac: string;
   address?: string;
+}
+
+/** What owns the VMM of an attached machine, and how its user changes that VMM's life instead. */
+export interface MachineOwner {
+  /** For errors: "it is fleet instance acme/web/1 (stop it with: vmkit fleet instance stop acme/web/1)". */
+  describe: string;
+  /** Lets go of the VMM's agent (and whatever was held for it); the VMM runs on. */
+  detach(): void;
 }

@@ -87,7 +87,8 @@ export class Machine implements AsyncDisposable {
   }
 
   /** A root shell on the serial console, for guests without the backdoor (see ConsoleShellOptions). */
-  consoleShell(options: ConsoleShellOptions = {}): Promise<ConsoleShell> {
+  async consoleShell(options: ConsoleShellOptions = {}): Promise<ConsoleShell> {
+    this.power.refuseAttached('consoleShell()');
     return ConsoleShell.open(this.console, this.name, options);
   }
 
@@ -98,6 +99,7 @@ export class Machine implements AsyncDisposable {
 
   /** Attaches a disk as extraDisks would at boot, once the guest has it: its device (/dev/vdb). See attach-disk.ts. */
   attachDisk(disk: ExtraDisk, options: CommandOptions = {}): Promise<string> {
+    this.power.refuseAttached('attachDisk()');
     return attachDisk(this.internals, (command, o) => this.execute(command, o), disk, options);
   }
 
@@ -111,21 +113,17 @@ export class Machine implements AsyncDisposable {
   get pid(): number {
     return this.internals.vmm.pid;
   }
-
   /** The backend running this machine ("qemu"). */
   get backend(): Backend {
     return this.internals.backend;
   }
-
   /** The VMM's own monitor (QEMU's QMP), for what the Machine API does not cover. */
   get qmp(): VmmMonitor {
     return monitor.monitorOf(this.internals);
   }
-
   get isRunning(): boolean {
     return !this.internals.vmm.hasExited;
   }
-
   /** Boots a machine that was shut down (or crashed) again, on the same disks; at once when it runs. */
   async start(options: CommandOptions = {}): Promise<void> {
     checkCall('start', { options });
@@ -232,6 +230,7 @@ export class Machine implements AsyncDisposable {
   /** Types `text` on the serial console. */
   sendConsole(text: string): void {
     checkCall('sendConsole', { text });
+    this.power.refuseAttached('sendConsole()');
     requireCapability(this.internals.backend, 'consoleInput');
     this.console.send(text);
   }

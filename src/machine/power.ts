@@ -12,6 +12,7 @@ import { waitWithin, withTimeout } from '../util/time.js';
 import type { CommandOptions, WaitOptions } from './commands.js';
 import type { MachineInternals, SnapshotOptions, TakenSnapshot } from './internals.js';
 import { watchVmm } from './lifecycle.js';
+import { refuseAttached } from './owner.js';
 import { REBOOT_TIMEOUT_MS } from './reboots.js';
 
 export class MachinePower {
@@ -33,6 +34,7 @@ export class MachinePower {
   /** Takes a snapshot through the snapshot layer's taker, with no other command in between. */
   snapshot(name: string | undefined, options: SnapshotOptions): Promise<TakenSnapshot> {
     const { internals } = this;
+    this.refuseAttached('snapshot()');
     if (this.closed || internals.vmm.hasExited) {
       throw new MachineCrashedError(
         internals.name,
@@ -54,6 +56,7 @@ export class MachinePower {
     const { internals } = this;
     this.closing ??= (async () => {
       this.stopping = true;
+      if (internals.owner) return this.letGo();
       await internals.vmm.kill();
       internals.vmm.closeControl();
       internals.releaseNics();
@@ -71,6 +74,7 @@ export class MachinePower {
     if (this.closed)
       throw new MachineCrashedError(internals.name, 'machine was closed', internals.console.tail());
     if (!internals.vmm.hasExited) return;
+    this.refuseAttached('start()');
     await internals.bootAgain(options.timeoutMs ?? internals.commandTimeoutMs);
     this.stopping = false;
     watchVmm(internals, () => this.stopping);
@@ -79,6 +83,7 @@ export class MachinePower {
   }
 
   async shutdown(options: CommandOptions): Promise<void> {
+    this.refuseAttached('shutdown()');
     if (this.internals.vmm.hasExited) return;
     this.stopping = true;
     this.internals.agent.fireAndForget(this.internals.profile.commands.powerOff());
@@ -86,6 +91,7 @@ export class MachinePower {
   }
 
   async crash(): Promise<void> {
+    this.refuseAttached('crash()');
     this.stopping = true;
     await this.internals.vmm.quit();
     await this.waitForShutdown({ timeoutMs: 10_000 }).catch(() => this.internals.vmm.kill());
@@ -109,6 +115,7 @@ export class MachinePower {
    * Without allowReboot, QEMU runs with -no-reboot: for this one reboot, a reset resets.
    */
   async reboot(options: CommandOptions): Promise<void> {
+    this.refuseAttached('reboot()');
     const { agent, config, vmm, name, console, profile, backend } = this.internals;
     if (vmm.hasExited)
       throw new MachineCrashedError(name, 'cannot reboot a machine that is not running', console.tail());
@@ -134,5 +141,20 @@ export class MachinePower {
       if (!config.allowReboot && !vmm.hasExited) await rebootAction('shutdown');
     }
     await this.succeed(`printf '%s' ${shellQuote(hosts)} > /etc/hosts`, { timeoutMs: 30_000 });
+  }
+
+  /** Throws for a call that would change the life of a VMM that belongs to something else. */
+  refuseAttached(call: string): void {
+    refuseAttached(this.internals, call);
+  }
+
+  /** close() of an attached machine: lets go of the VMM, which runs on, and removes its own files. */
+  private async letGo(): Promise<void> {
+    const { internals } = this;
+    internals.runtime.disown(this.machine); // first: the owner's detach may close the runtime
+    internals.owner?.detach();
+    internals.console.close();
+    this.closed = true;
+    if (!internals.runtime.keep) await rm(internals.stateDir, { recursive: true, force: true });
   }
 }

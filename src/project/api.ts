@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { CommandFailedError } from '../errors.js';
+import type { Machine } from '../machine/machine.js';
 import { loadProjectConfig, type ProjectConfig, selectVm, type VmConfig } from './config.js';
 import { commandScript } from './exec.js';
 import type { HubClient, RunResult } from './hub-client.js';
@@ -10,6 +11,7 @@ import type { VmStatus } from './status.js';
 import type { SyncReport } from './sync.js';
 import type { SyncMethod } from './sync-vm.js';
 import { type ProjectVm, projectVm, withHub } from './vm-handle.js';
+import type { VmMachineOptions } from './vm-machine.js';
 
 export interface OpenProjectVmOptions {
   /** Where the search for `vmkit.config.ts`/`.json` starts (walking up); default the current folder. */
@@ -69,6 +71,16 @@ export class ProjectVmHandle {
   async up(options: UpOptions = {}): Promise<UpResult> {
     await this.settled();
     return (await import('./lifecycle.js')).up(this.pvm, this.log, options);
+  }
+
+  /**
+   * The running VM as a Machine: execute, waits, copies, systemd calls, its console. It holds the
+   * VM's agent until it closes (the CLI's exec, shell and sync of this VM are refused meanwhile);
+   * closing it leaves the VM running. A VM that is down: VmDownError.
+   */
+  async machine(options: VmMachineOptions = {}): Promise<Machine> {
+    await this.settled();
+    return (await import('./vm-machine.js')).vmMachine(this.pvm, options);
   }
 
   /** Stops it cleanly, disks kept; false when it was not running. */

@@ -1,7 +1,7 @@
 import type { Readable, Writable } from 'node:stream';
 import { shellQuote } from '../util/shell.js';
 import type { CommandSpec } from './config.js';
-import type { HubClient } from './hub-client.js';
+import { type HubClient, hubError } from './hub-client.js';
 
 export interface StreamOptions {
   /** Fed to the command's stdin; its end closes the command's stdin. None: stdin closed at once. */
@@ -70,7 +70,7 @@ export function streamCommand(hub: HubClient, script: string, options: StreamOpt
           finish(reply.timedOut ? 124 : reply.status);
           return;
         case 'error':
-          finish(1, new Error(reply.message));
+          finish(1, hubError(hub.vm, reply));
           return;
         default:
           return;

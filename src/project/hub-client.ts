@@ -2,6 +2,7 @@ import { connect, type Socket } from 'node:net';
 import type { RawResult } from '../agent/backdoor.js';
 import { CommandFailedError, MachineCrashedError } from '../errors.js';
 import { LineSplitter } from '../util/lines.js';
+import { AgentLentError } from './hub-agent.js';
 import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
 
 /** A command's end as the hub reports it: the guest agent's own result. */
@@ -9,6 +10,13 @@ export type RunResult = RawResult;
 
 /** How long after a command's own timeout the host waits for the hub's answer. */
 const HUB_GRACE_MS = 15_000;
+
+/** The error a hub's error reply stands for: its agent lent to a Machine, or the VM's failure. */
+export function hubError(vm: string, reply: { message: string; name?: string }): Error {
+  return reply.name === 'AgentLentError'
+    ? new AgentLentError(reply.message)
+    : new MachineCrashedError(vm, reply.message, '');
+}
 
 /** One connection to a VM's agent hub. */
 export class HubClient {
@@ -18,7 +26,7 @@ export class HubClient {
   private closing = false;
 
   private constructor(
-    private readonly vm: string,
+    readonly vm: string,
     private readonly socket: Socket,
   ) {
     socket.on('data', (chunk: Buffer) =>
@@ -93,10 +101,37 @@ export class HubClient {
           });
         } else if (reply.type === 'error') {
           off();
-          reject(new MachineCrashedError(this.vm, reply.message, ''));
+          reject(hubError(this.vm, reply));
         }
       });
       this.send(request);
+    });
+  }
+
+  /**
+   * Asks the hub to let go of the VM's agent for this connection, once no command runs in it
+   * (at most `timeoutMs`); the hub takes it back when this connection closes.
+   */
+  lend(borrower: string, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const limit = setTimeout(() => {
+        off();
+        reject(
+          new MachineCrashedError(
+            this.vm,
+            `the agent hub did not lend the agent within ${timeoutMs + HUB_GRACE_MS} ms`,
+            '',
+          ),
+        );
+      }, timeoutMs + HUB_GRACE_MS);
+      const off = this.onReply((reply) => {
+        if (reply.type !== 'lent' && reply.type !== 'error') return;
+        clearTimeout(limit);
+        off();
+        if (reply.type === 'lent') resolve();
+        else reject(hubError(this.vm, reply));
+      });
+      this.send({ type: 'lend', borrower, timeoutMs });
     });
   }
 

@@ -7,14 +7,18 @@ export type HubRequest =
   | { type: 'spawn'; script: string }
   | { type: 'stdin'; data: string }
   | { type: 'eof' }
-  | { type: 'signal'; signal: string };
+  | { type: 'signal'; signal: string }
+  /** Lets the agent go to this client until it disconnects (a Machine attaching: vm-machine.ts). */
+  | { type: 'lend'; borrower: string; timeoutMs: number };
 
 export type HubReply =
   | { type: 'result'; status: number; timedOut: boolean; stdout: string; stderr: string }
   | { type: 'started'; id: number }
   | { type: 'output'; stream: 'stdout' | 'stderr'; data: string }
   | { type: 'exit'; status: number; timedOut: boolean }
-  | { type: 'error'; message: string };
+  | { type: 'lent' }
+  /** `name`: the error's class, for the ones a client tells apart (AgentLentError). */
+  | { type: 'error'; message: string; name?: string };
 
 export const hubSocket = (runDir: string) => join(runDir, 'hub.sock');
 export const hubRecordPath = (runDir: string) => join(runDir, 'hub.json');

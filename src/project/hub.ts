@@ -1,12 +1,12 @@
 import { renameSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
-import type { BackdoorChannel } from '../agent/backdoor.js';
 import { GuestProcess } from '../agent/process.js';
 import { MachineCrashedError } from '../errors.js';
 import { isRunning } from '../runtime/detached.js';
 import { LineSplitter } from '../util/lines.js';
 import { privateSocket } from '../util/private.js';
+import { HubAgent } from './hub-agent.js';
 import { type HubReply, type HubRequest, hubSocket } from './hub-protocol.js';
 import { projectVmms } from './vmms.js';
 
@@ -25,17 +25,27 @@ export async function runHub(
   bannerWaitMs: number,
   exit: (code: number) => void,
 ): Promise<void> {
-  const attached = await projectVmms().attach(name, runDir, { timeoutMs: 30_000 });
-  // 0: a restored guest whose agent was saved waiting for a request reads one at once.
-  const channel = await attached.agent(Math.max(bannerWaitMs, AGENT_ANSWER_MS), bannerWaitMs);
+  const vmms = projectVmms();
+  const attached = await vmms.attach(name, runDir, { timeoutMs: 30_000 });
+  const consoleTail = () => vmms.consoleTail(runDir);
+  const attachAgent = (wait: number) =>
+    vmms.attachAgent(name, runDir, {
+      timeoutMs: Math.max(wait, AGENT_ANSWER_MS),
+      bannerWaitMs: wait,
+      consoleTail,
+    });
+  // 0: a restored guest whose agent was saved waiting for a request reads one at once; and a
+  // borrower that just left may leave the backdoor reading (see fleet/vmm/agents.ts).
+  const agent = new HubAgent(name, await attachAgent(bannerWaitMs), () => attachAgent(0));
   // The VMM's control socket takes one client too: other vmkit processes need it (snapshots, quit).
   attached.closeControl();
   const socketPath = hubSocket(runDir);
   rmSync(socketPath, { force: true });
-  const server = createServer((client) => serveClient(client, channel, name, () => attached.consoleTail()));
+  const server = createServer((client) => serveClient(client, agent, name, consoleTail));
   const end = (code: number) => {
     server.close();
     rmSync(socketPath, { force: true });
+    agent.close();
     attached.detach();
     exit(code);
   };
@@ -43,7 +53,7 @@ export async function runHub(
   const watch = setInterval(() => {
     if (isRunning(attached.record)) return;
     clearInterval(watch);
-    channel.fail(new MachineCrashedError(name, 'QEMU exited', attached.consoleTail()));
+    agent.fail(new MachineCrashedError(name, 'QEMU exited', consoleTail()));
     setTimeout(() => end(1), 200);
   }, 250);
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => end(0));
@@ -61,17 +71,17 @@ export async function runHub(
   process.stdout.write(`hub for ${name} listening on ${socketPath}\n`);
 }
 
-function serveClient(client: Socket, channel: BackdoorChannel, name: string, consoleTail: () => string) {
+function serveClient(client: Socket, agent: HubAgent, name: string, consoleTail: () => string) {
   const lines = new LineSplitter();
   let process: GuestProcess | undefined;
   const send = (reply: HubReply) => {
     if (!client.destroyed) client.write(`${JSON.stringify(reply)}\n`);
   };
-  const fail = (error: Error) => send({ type: 'error', message: error.message });
+  const fail = (error: Error) => send({ type: 'error', message: error.message, name: error.name });
   const handle = async (request: HubRequest) => {
     switch (request.type) {
       case 'run': {
-        const result = await channel.run(request.script, request.timeoutMs);
+        const result = await agent.use((channel) => channel.run(request.script, request.timeoutMs));
         send({
           type: 'result',
           status: result.status,
@@ -82,7 +92,9 @@ function serveClient(client: Socket, channel: BackdoorChannel, name: string, con
         return;
       }
       case 'upload': {
-        const result = await channel.upload(request.hostPath, request.guestPath, request.timeoutMs);
+        const result = await agent.use((channel) =>
+          channel.upload(request.hostPath, request.guestPath, request.timeoutMs),
+        );
         send({
           type: 'result',
           status: result.status,
@@ -93,21 +105,39 @@ function serveClient(client: Socket, channel: BackdoorChannel, name: string, con
         return;
       }
       case 'spawn': {
-        process = await GuestProcess.start(
-          channel,
-          name,
-          request.script,
-          {
-            onStdout: (data) => send({ type: 'output', stream: 'stdout', data: data.toString('base64') }),
-            onStderr: (data) => send({ type: 'output', stream: 'stderr', data: data.toString('base64') }),
-          },
-          consoleTail,
-        );
-        send({ type: 'started', id: process.id });
-        process.exited.then(
+        // The process holds the agent until it exits: a lend waits for it.
+        const running = agent.begin();
+        const started = await agent
+          .use((channel) =>
+            GuestProcess.start(
+              channel,
+              name,
+              request.script,
+              {
+                onStdout: (data) => send({ type: 'output', stream: 'stdout', data: data.toString('base64') }),
+                onStderr: (data) => send({ type: 'output', stream: 'stderr', data: data.toString('base64') }),
+              },
+              consoleTail,
+            ),
+          )
+          .catch((error: Error) => {
+            running();
+            throw error;
+          });
+        process = started;
+        send({ type: 'started', id: started.id });
+        started.exited.then(
           (exit) => send({ type: 'exit', status: exit.exitCode, timedOut: exit.timedOut }),
           fail,
         );
+        started.exited.finally(running).catch(() => {});
+        return;
+      }
+      case 'lend': {
+        const takeBack = await agent.lend(request.borrower, request.timeoutMs);
+        client.once('close', takeBack);
+        if (client.destroyed) takeBack();
+        send({ type: 'lent' });
         return;
       }
       case 'stdin':

@@ -9,6 +9,7 @@ import { killPoint } from '../util/kill-point.js';
 import { guestFilesDir } from '../util/paths.js';
 import { shellQuote } from '../util/shell.js';
 import { isFreshVm, upFromBootCache } from './boot-cache.js';
+import { AgentLentError } from './hub-agent.js';
 import type { HubClient } from './hub-client.js';
 import { settleInterrupted, withIntent } from './intent.js';
 import { isMediaBoot, needsInstall } from './media.js';
@@ -274,8 +275,14 @@ export async function down(pvm: ProjectVm): Promise<boolean> {
       if (wasRunning && !hasAgent(pvm.vm.image)) await powerDown(pvm, POWER_DOWN_MS);
       else if (wasRunning) {
         const hub = await connectHub(pvm).catch(() => undefined);
-        await hub?.run(`sync; umount ${DATA_MOUNT} 2>/dev/null; sync`, 30_000).catch(() => {});
-        hub?.close();
+        try {
+          await hub?.run(`sync; umount ${DATA_MOUNT} 2>/dev/null; sync`, 30_000);
+        } catch (error) {
+          // A Machine that holds the agent may be writing /work: stop nothing under it.
+          if (error instanceof AgentLentError) throw error;
+        } finally {
+          hub?.close();
+        }
       }
       await stopHub(pvm);
       await stopVmm(pvm);

@@ -1,10 +1,13 @@
 // Concurrent exec on fleet instances (issue #20 item 19): QEMU's sockets take one client each,
 // so commands share one agent connection within a process and take turns across processes.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { agentTurnKey } from '../../src/backends/qemu/agent-attach.js';
+import { OwnedElsewhereError } from '../../src/errors.js';
 import { Fleet } from '../../src/fleet/fleet.js';
+import { auditPath } from '../../src/fleet/state/audit.js';
 import { instanceDir, vmStatus } from '../../src/fleet/vmm/vm.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { takeTurn } from '../../src/util/turn.js';
@@ -119,6 +122,58 @@ describe('concurrent exec on fleet instances', {
     const waiting = fleet.exec(path, echo(7), 30_000);
     setTimeout(() => held.release(), 500);
     assert.equal((await waiting).stdout.toString(), '7\n');
+  });
+
+  it('an instance as a Machine: its calls audited, other processes wait for it, the instance runs on after', async () => {
+    const path = paths[0] as string;
+    const machine = await fleet.machine(path);
+    let fromCli: ReturnType<typeof runProgram> | undefined;
+    try {
+      assert.equal(await machine.succeed('echo from-machine'), 'from-machine\n');
+      const local = join(dir, 'note.txt');
+      writeFileSync(local, 'a note\n');
+      await machine.copyToVm(local, '/tmp/note.txt');
+      await machine.waitForFile('/tmp/note.txt', { timeoutMs: 10_000 });
+      await machine.copyFromVm('/tmp/note.txt', join(dir, 'back.txt'));
+      assert.equal(readFileSync(join(dir, 'back.txt'), 'utf8'), 'a note\n');
+      // Its console is the instance's console log, read as it grows.
+      await machine.succeed('echo console-mark-e1 > /dev/console');
+      await machine.waitForConsoleText('console-mark-e1', { timeoutMs: 10_000 });
+      // Commands of this process share the held agent; another process waits for its turn.
+      assert.equal((await fleet.exec(path, echo(5))).stdout.toString(), '5\n');
+      fromCli = runProgram(
+        process.execPath,
+        [cli, 'fleet', '--fleet-dir', dir, 'instance', 'exec', path, 'echo', 'after'],
+        {
+          timeoutMs: 120_000,
+        },
+      );
+      const early = await Promise.race([
+        fromCli.then(() => 'finished'),
+        new Promise((r) => setTimeout(() => r('waiting'), 1500)),
+      ]);
+      assert.equal(early, 'waiting', 'the CLI waits while the machine holds the agent');
+      await assert.rejects(machine.shutdown(), (error: Error) => {
+        assert.ok(error instanceof OwnedElsewhereError, String(error));
+        assert.match(
+          error.message,
+          /it is fleet instance alpha\/web\/e1.*vmkit fleet instance stop\|sleep alpha\/web\/e1/,
+        );
+        return true;
+      });
+      await assert.rejects(machine.snapshot(), OwnedElsewhereError);
+    } finally {
+      await machine.close();
+    }
+    const after = await fromCli;
+    assert.deepEqual([after?.code, after?.stdout], [0, 'after\n'], after?.stderr);
+    assert.equal(fleet.instance(path).state, 'Running');
+    const audit = readFileSync(auditPath(dir, 'alpha'), 'utf8');
+    assert.match(audit, /"action":"machine","target":"alpha\/web\/e1","outcome":"ok"/);
+    assert.match(
+      audit,
+      /"action":"exec","target":"alpha\/web\/e1","outcome":"ok","detail":"echo from-machine -> status 0"/,
+    );
   });
 
   it('stop does not wait for a command in flight: the command fails saying its VMM ended', async () => {

@@ -1,10 +1,17 @@
 // Project VMs from a program (openProjectVm), on a real tiny guest: the same VM the CLI drives,
 // through the public API: up, exec, succeed, sync, snapshot, restore, reset, status, down, destroy.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { CommandFailedError, ConfigError, openProjectVm, type ProjectVmHandle } from '../../src/index.js';
+import {
+  AgentLentError,
+  CommandFailedError,
+  ConfigError,
+  OwnedElsewhereError,
+  openProjectVm,
+  type ProjectVmHandle,
+} from '../../src/index.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { cli, lacks, runProgram } from '../helpers.js';
 
@@ -77,6 +84,49 @@ describe('project VMs through the public API', {
     });
     assert.equal(fromCli.code, 0, fromCli.stderr);
     assert.equal(fromCli.stdout, 'hello from the host\n');
+  });
+
+  it('machine() is the running VM as a Machine; the CLI is refused while it holds the agent, served after', async () => {
+    const machine = await vm.machine();
+    try {
+      assert.equal(await machine.succeed('cat /work/provisioned'), 'provisioned\n');
+      await machine.waitForFile('/work/project/hello.txt', { timeoutMs: 10_000 });
+      const copied = join(project, 'copied-back.txt');
+      await machine.copyFromVm('/work/project/hello.txt', copied);
+      assert.equal(readFileSync(copied, 'utf8'), 'hello from the host\n');
+      assert.match(machine.getConsoleLog(), /\S/, 'its console holds what the VM printed before');
+      await machine.succeed('echo console-mark-box > /dev/console');
+      await machine.waitForConsoleText('console-mark-box', { timeoutMs: 10_000 });
+      // The hub lent the agent: the CLI and a second machine are refused, naming the holder.
+      const fromCli = await runProgram(process.execPath, [cli, 'exec', '--', 'true'], {
+        cwd: project,
+        timeoutMs: 60_000,
+      });
+      assert.notEqual(fromCli.code, 0);
+      assert.match(fromCli.stderr, new RegExp(`held by a Machine in process ${process.pid}`));
+      await assert.rejects(vm.machine({ timeoutMs: 1000 }), /already held by a Machine/);
+      // down would stop the VM under the machine's writes, unsynced: it refuses, and changes nothing.
+      await assert.rejects(vm.down(), AgentLentError);
+      assert.equal((await vm.status()).state, 'running');
+      // What would change the VM's life is its owner's: the error says which command does it.
+      await assert.rejects(machine.shutdown(), (error: Error) => {
+        assert.ok(error instanceof OwnedElsewhereError, String(error));
+        assert.match(
+          error.message,
+          /shutdown\(\) is not for an attached machine: it is project VM box \(vmkit down/,
+        );
+        return true;
+      });
+      await assert.rejects(machine.snapshot(), OwnedElsewhereError);
+      await assert.rejects(machine.forwardPort({ guestPort: 22 }), OwnedElsewhereError);
+    } finally {
+      await machine.close();
+    }
+    assert.equal(await vm.succeed(['echo', 'back']), 'back\n', 'the hub took its agent back');
+    assert.equal((await vm.status()).state, 'running', 'closing the machine left the VM running');
+    const again = await vm.machine();
+    assert.equal(await again.succeed('hostname'), 'box\n');
+    await again.close();
   });
 
   it('snapshot, restore and reset put the guest back', async () => {
