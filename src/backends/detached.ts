@@ -56,6 +56,13 @@ export interface AgentAttachOptions {
   connecting?: () => void;
 }
 
+/**
+ * The banner wait (AgentAttachOptions.bannerWaitMs) for the agent of a guest just restored from
+ * a state saved with a host attached to its agent: none. That agent was waiting for a request and
+ * reads one at once; a restart banner never comes (waiting for one cost every restore 2.5 s).
+ */
+export const RESTORED_AGENT_BANNER_WAIT_MS = 0;
+
 /** The guest agent of a detached VMM, attached: its channel, and what to close when done. */
 export interface AgentAttachment {
   channel: BackdoorChannel;

@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { GuestSetupError, VmkitError } from '../errors.js';
-import { profileNamed } from '../guest/profiles/index.js';
 import type { BootImage } from '../images/types.js';
 import { stableMachineId } from '../machine/identity.js';
 import type { MachineOptions } from '../machine/options.js';
@@ -13,18 +12,9 @@ import type { Snapshot } from '../snapshot/snapshot.js';
 import { runTool } from '../util/exec.js';
 import { killPoint } from '../util/kill-point.js';
 import { isMediaBoot } from './media.js';
+import { setUpRestoredVm } from './restored.js';
 import { dataDisk, rootDisk, writeFileAtomic } from './state.js';
-import {
-  BOOT_TIMEOUT_MS,
-  connectHub,
-  imageRecordPath,
-  launchVmm,
-  type ProjectVm,
-  RESTORED_AGENT_READS,
-  startHub,
-  stopHub,
-  stopVmm,
-} from './vmm.js';
+import { BOOT_TIMEOUT_MS, imageRecordPath, launchVmm, type ProjectVm, stopHub, stopVmm } from './vmm.js';
 import { projectVmms } from './vmms.js';
 
 /**
@@ -137,24 +127,17 @@ async function restoreEntry(
   } finally {
     attached.detach();
   }
-  await startHub(pvm, RESTORED_AGENT_READS);
+  await setUpRestoredVm(pvm, image.profile, {
+    clockSeconds: Math.floor(Date.now() / 1000),
+    entropyHex: randomBytes(64).toString('hex'),
+    hostname: pvm.vm.name,
+    machineId: stableMachineId(pvm.dir),
+    renumber: [],
+    hosts: {},
+  }).catch((error: Error) => {
+    throw new GuestSetupError(`VM ${pvm.vm.name} was restored but its setup failed: ${error.message}`);
+  });
   killPoint('up', 'agent answers');
-  const hub = await connectHub(pvm);
-  try {
-    const setup = profileNamed(image.profile).afterRestore({
-      clockSeconds: Math.floor(Date.now() / 1000),
-      entropyHex: randomBytes(64).toString('hex'),
-      hostname: pvm.vm.name,
-      machineId: stableMachineId(pvm.dir),
-      renumber: [],
-      hosts: {},
-    });
-    await hub.succeed(setup, 60_000).catch((error: Error) => {
-      throw new GuestSetupError(`VM ${pvm.vm.name} was restored but its setup failed: ${error.message}`);
-    });
-  } finally {
-    hub.close();
-  }
 }
 
 /** A VM with no data disk yet has never run: its first up may start from the boot cache. */

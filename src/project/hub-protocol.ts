@@ -1,4 +1,5 @@
 import { join } from 'node:path';
+import type { RestoreSetup } from '../guest/profiles/index.js';
 
 /** JSON lines between vmkit CLI processes and a VM's agent hub; bytes travel as base64. */
 export type HubRequest =
@@ -8,6 +9,8 @@ export type HubRequest =
   | { type: 'stdin'; data: string }
   | { type: 'eof' }
   | { type: 'signal'; signal: string }
+  /** Tells a guest just restored who it is (setUpRestoredGuest): answered by a `result`. */
+  | { type: 'restored'; profile: string; setup: RestoreSetup; timeoutMs: number }
   /** Lets the agent go to this client until it disconnects (a Machine attaching: vm-machine.ts). */
   | { type: 'lend'; borrower: string; timeoutMs: number };
 

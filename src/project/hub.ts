@@ -3,6 +3,8 @@ import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { GuestProcess } from '../agent/process.js';
 import { MachineCrashedError } from '../errors.js';
+import { profileNamed } from '../guest/profiles/index.js';
+import { setUpRestoredGuest } from '../machine/guest-setup.js';
 import { isRunning } from '../runtime/detached.js';
 import { LineSplitter } from '../util/lines.js';
 import { privateSocket } from '../util/private.js';
@@ -131,6 +133,17 @@ function serveClient(client: Socket, agent: HubAgent, name: string, consoleTail:
           fail,
         );
         started.exited.finally(running).catch(() => {});
+        return;
+      }
+      case 'restored': {
+        await agent.use((channel) =>
+          setUpRestoredGuest(channel, profileNamed(request.profile), request.setup, {
+            what: `the set-up of restored VM ${name}`,
+            name,
+            consoleTail,
+          }),
+        );
+        send({ type: 'result', status: 0, timedOut: false, stdout: '', stderr: '' });
         return;
       }
       case 'lend': {

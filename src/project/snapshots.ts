@@ -2,20 +2,17 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { ConfigError, SnapshotError } from '../errors.js';
-import { profileNamed } from '../guest/profiles/index.js';
 import { runTool } from '../util/exec.js';
 import { killPoint } from '../util/kill-point.js';
 import { ensurePrivateDir, makePrivateDir } from '../util/private.js';
 import { settleInterrupted, withIntent } from './intent.js';
 import { assignPorts } from './ports.js';
+import { setUpRestoredVm } from './restored.js';
 import { readJson, readState, snapshotsDir, withLock, writeFileAtomic, writeState } from './state.js';
 import {
-  connectHub,
   launchVmm,
   type ProjectVm,
   prepareDisks,
-  RESTORED_AGENT_READS,
-  startHub,
   stopHub,
   stopVmm,
   VmDownError,
@@ -195,19 +192,12 @@ async function restoreLocked(pvm: ProjectVm, label: string): Promise<{ restoreMs
   });
 }
 
-/** The restored guest's agent, reached again, is told the time and given fresh randomness. */
+/** The restored guest is told the time and given fresh randomness; then its hub takes the agent. */
 async function setUpRestored(pvm: ProjectVm, profile: string): Promise<void> {
-  await startHub(pvm, RESTORED_AGENT_READS);
-  const hub = await connectHub(pvm);
-  try {
-    const setup = profileNamed(profile).afterRestore({
-      clockSeconds: Math.floor(Date.now() / 1000),
-      entropyHex: randomBytes(64).toString('hex'),
-      renumber: [],
-      hosts: {},
-    });
-    await hub.succeed(setup, 30_000);
-  } finally {
-    hub.close();
-  }
+  await setUpRestoredVm(pvm, profile, {
+    clockSeconds: Math.floor(Date.now() / 1000),
+    entropyHex: randomBytes(64).toString('hex'),
+    renumber: [],
+    hosts: {},
+  });
 }

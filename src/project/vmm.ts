@@ -28,12 +28,6 @@ export { rootDisk } from './state.js';
 export { connectHub, type ProjectVm, projectVm, VmDownError, vmmRecord } from './vm-handle.js';
 
 export const BOOT_TIMEOUT_MS = 180_000;
-/**
- * The banner wait of a restored guest: none. Its state was saved with a host attached to its agent,
- * which waited for a request, so the restored agent reads one at once (a banner that never came
- * cost every restore 2.5 s).
- */
-export const RESTORED_AGENT_READS = 0;
 export const imageRecordPath = (dir: string) => join(dir, 'image.json');
 
 /** The end of the VM's serial console, escape sequences removed. */

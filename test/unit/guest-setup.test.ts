@@ -6,8 +6,10 @@ import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { describe, it } from 'node:test';
 import { BackdoorChannel } from '../../src/agent/backdoor.js';
+import { MachineCrashedError } from '../../src/errors.js';
 import type { AgentRestore } from '../../src/guest/profiles/index.js';
-import { setUpGuest } from '../../src/machine/guest-setup.js';
+import { tinyProfile } from '../../src/guest/profiles/tiny.js';
+import { setUpGuest, setUpRestoredGuest } from '../../src/machine/guest-setup.js';
 
 type Answer = (kind: string, id: number) => { status: number; stderr?: string };
 
@@ -85,5 +87,66 @@ describe('the set-up of a restored guest', () => {
     const { kinds, scripts } = await setUp(() => ({ status: 0 }), null);
     assert.deepEqual(kinds, ['Y']);
     assert.deepEqual(scripts, ['whole set-up']);
+  });
+});
+
+describe('the set-up of a guest restored into a VMM vmkit does not hold (fleet, project)', () => {
+  const restored = {
+    clockSeconds: 1_800_000_000,
+    hostname: 'web-1',
+    entropyHex: 'ab'.repeat(16),
+    renumber: [],
+    hosts: {},
+  };
+  const options = { what: 'guest set-up after wake', name: 'acme/web/1', consoleTail: () => 'console tail' };
+  /** The request lines the agent got: kind, and the script of each X or Y request. */
+  const sent = (requests: string[]) =>
+    requests.map((line) =>
+      line.startsWith('Y ') ? `Y ${line.split(' ').slice(3).join(' ').trim()}` : line.split(' ')[0],
+    );
+
+  it('sets clock, hostname and entropy by the identity request; only `afterwards` runs as a script', async () => {
+    const { channel, requests } = fakeAgent(() => ({ status: 0 }));
+    await setUpRestoredGuest(channel, tinyProfile, restored, {
+      ...options,
+      afterwards: 'echo 1 > /run/vmkit/woke',
+    });
+    assert.deepEqual(sent(requests), ['T', 'Y echo 1 > /run/vmkit/woke']);
+    assert.match(requests[0] as string, new RegExp(` ${Buffer.from('web-1').toString('base64')} `));
+  });
+
+  it('starts no guest process when nothing is left for a script', async () => {
+    const { channel, requests } = fakeAgent(() => ({ status: 0 }));
+    await setUpRestoredGuest(channel, tinyProfile, restored, options);
+    assert.deepEqual(sent(requests), ['T']);
+  });
+
+  it('runs the whole set-up script, and `afterwards`, with an agent older than the request', async () => {
+    const { channel, requests } = fakeAgent((kind) =>
+      kind === 'T' ? { status: 2, stderr: "vmkit backdoor: unknown request 'T'\n" } : { status: 0 },
+    );
+    await setUpRestoredGuest(channel, tinyProfile, restored, { ...options, afterwards: 'true' });
+    const script = requests[1] as string;
+    assert.equal(requests.length, 2);
+    assert.match(script, /'clock' '1800000000' 'hostname' 'web-1' 'entropy'/);
+    assert.match(script, /\ntrue$/);
+  });
+
+  it('fails naming what it did, with the console, when the script fails', async () => {
+    const { channel } = fakeAgent((kind) =>
+      kind === 'T' ? { status: 0 } : { status: 3, stderr: 'no such file\n' },
+    );
+    await assert.rejects(
+      setUpRestoredGuest(channel, tinyProfile, restored, { ...options, afterwards: 'false' }),
+      (error: Error) => {
+        assert.ok(error instanceof MachineCrashedError);
+        assert.match(
+          error.message,
+          /acme\/web\/1: guest set-up after wake failed \(status 3\): no such file/,
+        );
+        assert.match(error.message, /console tail/);
+        return true;
+      },
+    );
   });
 });

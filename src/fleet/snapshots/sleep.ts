@@ -11,10 +11,12 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import type { AttachedVmm } from '../../backends/detached.js';
+import { RESTORED_AGENT_BANNER_WAIT_MS } from '../../backends/detached.js';
 import { SnapshotError } from '../../errors.js';
 import { posixCommands } from '../../guest/profiles/commands.js';
 import { profileNamed } from '../../guest/profiles/index.js';
 import type { BootImage } from '../../images/types.js';
+import { setUpRestoredGuest } from '../../machine/guest-setup.js';
 import { newMachineId } from '../../machine/identity.js';
 import { ensureSwitchDaemon } from '../../network/switch-daemon.js';
 import type { DetachedRecord } from '../../runtime/detached.js';
@@ -31,6 +33,7 @@ import { fillRamCharged } from '../vmm/ram-fill.js';
 import { adoptOldSleepState, ensureRecordsDir } from '../vmm/records.js';
 import { writeSecretsDisk } from '../vmm/secrets-disk.js';
 import {
+  BOOT_TIMEOUT_MS,
   DRAIN_TIMEOUT_MS,
   dataDiskPath,
   guestImage,
@@ -44,7 +47,6 @@ import {
   prepareVmGroups,
   removeSleepState,
   rootDiskPath,
-  runInGuest,
   type Started,
   settleVm,
   sleepRecordsDir,
@@ -70,12 +72,6 @@ import { type DeltaInfo, deltaInfo, reserveRam, writeDelta } from './delta.js';
 /** Written by wake inside the guest: when it last woke from sleep. */
 export const WOKE_FILE = '/run/vmkit/woke';
 const SAVE_TIMEOUT_MS = 300_000;
-/**
- * No banner to wait for: bases and sleep states are saved while a host is attached to the
- * agent and it waits for a request, so the restored agent reads one at once (waiting for a
- * restart banner that never comes cost 2.5 s per start).
- */
-const RESTORED_AGENT_READS = 0;
 
 const deltaPath = (dir: string) => join(sleepRecordsDir(dir), 'ram.delta');
 const sleepBasePath = (dir: string) => join(sleepRecordsDir(dir), 'base.json');
@@ -190,19 +186,23 @@ export async function bootVm(
       await vm.readState(base.state, { ramShared: true, timeoutMs: SAVE_TIMEOUT_MS });
       timer.step('base state loaded');
       const profile = profileNamed(image.profile);
-      const setup = profile.afterRestore({
-        clockSeconds: Math.floor(Date.now() / 1000),
-        hostname: instance.id,
-        entropyHex: randomBytes(64).toString('hex'),
-        machineId: newMachineId(),
-        renumber: [{ index: 0, address: instance.address, mac: instance.mac }],
-        hosts: {},
-      });
-      await runInGuest(
-        vm,
-        `${setup}\n${profile.commands.dropCaches()}`,
-        'guest set-up after start',
-        RESTORED_AGENT_READS,
+      await setUpRestoredGuest(
+        await vm.agent(BOOT_TIMEOUT_MS, RESTORED_AGENT_BANNER_WAIT_MS),
+        profile,
+        {
+          clockSeconds: Math.floor(Date.now() / 1000),
+          hostname: instance.id,
+          entropyHex: randomBytes(64).toString('hex'),
+          machineId: newMachineId(),
+          renumber: [{ index: 0, address: instance.address, mac: instance.mac }],
+          hosts: {},
+        },
+        {
+          what: 'guest set-up after start',
+          name: instance.path,
+          consoleTail: () => vm.consoleTail(),
+          afterwards: profile.commands.dropCaches(),
+        },
       );
       timer.step('guest set up');
     });
@@ -267,23 +267,21 @@ export async function sleepVm(
 async function setUpAfterWake(
   vm: AttachedVmm,
   image: BootImage,
-  bannerWaitMs = RESTORED_AGENT_READS,
+  bannerWaitMs = RESTORED_AGENT_BANNER_WAIT_MS,
 ): Promise<void> {
   const now = Math.floor(Date.now() / 1000);
-  const setup = profileNamed(image.profile).afterRestore({
-    clockSeconds: now,
-    entropyHex: randomBytes(64).toString('hex'),
-    renumber: [],
-    hosts: {},
-  });
-  await runInGuest(
-    vm,
-    // Shell builtins only past the profile's lines (the agent made /run/vmkit at its start):
-    // every fork in a VMM this new costs guest code translated afresh. No page cache to drop:
-    // sleep dropped it just before saving.
-    `${setup}\necho ${now} > ${shellQuote(WOKE_FILE)}`,
-    'guest set-up after wake',
-    bannerWaitMs,
+  await setUpRestoredGuest(
+    await vm.agent(BOOT_TIMEOUT_MS, bannerWaitMs),
+    profileNamed(image.profile),
+    { clockSeconds: now, entropyHex: randomBytes(64).toString('hex'), renumber: [], hosts: {} },
+    {
+      what: 'guest set-up after wake',
+      name: vm.name,
+      consoleTail: () => vm.consoleTail(),
+      // A shell builtin (the agent made /run/vmkit at its start): every fork in a VMM this new
+      // costs guest code translated afresh. No page cache to drop: sleep dropped it before saving.
+      afterwards: `echo ${now} > ${shellQuote(WOKE_FILE)}`,
+    },
   );
 }
 

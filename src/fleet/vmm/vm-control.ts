@@ -6,7 +6,7 @@ import { fleetVmms } from './vmms.js';
 
 /** Talking to a running instance's VMM and guest for lifecycle work: its control, and the agent on request. */
 
-const BOOT_TIMEOUT_MS = 120_000;
+export const BOOT_TIMEOUT_MS = 120_000;
 
 /** Runs `script` as root in the instance's guest over a short-lived attachment. */
 export async function runInGuest(

@@ -67,7 +67,15 @@ export const dataDiskPath = (dir: string) => join(dir, 'data.qcow2');
 export const rootDiskPath = (dir: string) => join(dir, 'root.qcow2');
 
 export { hasSleepState, recordsDir, removeSleepState, sleepRecordsDir, sleepStatePath } from './records.js';
-export { DRAIN_TIMEOUT_MS, pauseVm, resumeVm, runInGuest, vmStatus, withVm } from './vm-control.js';
+export {
+  BOOT_TIMEOUT_MS,
+  DRAIN_TIMEOUT_MS,
+  pauseVm,
+  resumeVm,
+  runInGuest,
+  vmStatus,
+  withVm,
+} from './vm-control.js';
 
 /** QEMU's own memory beside guest RAM under TCG (translation cache, device buffers). */
 const VMM_OVERHEAD_MIB = 256;
