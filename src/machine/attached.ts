@@ -76,6 +76,7 @@ export async function attachedMachine(plan: AttachedMachinePlan): Promise<Machin
       memory: { path: '', share: true },
       disks: [],
       attachedDisks: [],
+      commandObservers: new Set(),
       takeSnapshot: () => Promise.reject(new OwnedElsewhereError(name, 'snapshot()', plan.owner)),
       nics: [],
       releaseNics: () => {},

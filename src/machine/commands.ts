@@ -8,7 +8,9 @@ import {
   MachineCrashedError,
 } from '../errors.js';
 import { MAX_TIMER_MS } from '../util/time.js';
-import type { MachineInternals } from './internals.js';
+import type { CommandObserver, CommandOutcome, CommandWatch, MachineInternals } from './internals.js';
+
+export type { CommandObserver, CommandOutcome, CommandWatch } from './internals.js';
 
 export interface ExecResult {
   exitCode: number;
@@ -80,39 +82,13 @@ export interface SpawnOptions {
   timeoutMs?: number;
 }
 
-/** How a command ended, for observers. */
-export interface CommandOutcome {
-  durationMs: number;
-  exitCode?: number;
-  timedOut?: boolean;
-  error?: Error;
-  /** What the command wrote (commands run to their end; not spawned ones). */
-  stdout?: Buffer;
-  stderr?: Buffer;
-}
-
-/** Watches one command: its output as it comes (when `output` is given) and its end. */
-export interface CommandWatch {
-  /** The command waits for this first; a rejection fails the command (polling conditions). */
-  before?: Promise<void>;
-  output?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
-  ended?: (outcome: CommandOutcome) => void;
-}
-
-/** Sees every command a machine runs (the driver's live log and its ledger). */
-export type CommandObserver = (command: string, method: string) => CommandWatch | undefined;
-
 /** How long past a streamed command's own timeout the host waits for the guest to report it. */
 const GRACE_MS = 10_000;
 
-const observers = new WeakMap<MachineInternals, Set<CommandObserver>>();
-
 /** Adds an observer of every command on the machine; returns its removal. */
 export function observeCommands(internals: MachineInternals, observer: CommandObserver): () => void {
-  const set = observers.get(internals) ?? new Set<CommandObserver>();
-  observers.set(internals, set);
-  set.add(observer);
-  return () => set.delete(observer);
+  internals.commandObservers.add(observer);
+  return () => internals.commandObservers.delete(observer);
 }
 
 /**
@@ -235,7 +211,7 @@ export async function spawnCommand(
 }
 
 function watchesOf(internals: MachineInternals, command: string, method: string): CommandWatch[] {
-  return [...(observers.get(internals) ?? [])]
+  return [...internals.commandObservers]
     .map((observe) => observe(command, method))
     .filter((watch): watch is CommandWatch => watch !== undefined);
 }

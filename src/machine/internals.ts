@@ -75,6 +75,8 @@ export interface MachineInternals {
    * close() lets go of it instead of ending it, and calls that would change its life refuse.
    */
   owner?: MachineOwner;
+  /** What observes its commands (Machine.observeCommands: the driver's live log and ledger). */
+  commandObservers: Set<CommandObserver>;
   /** Boots the machine again in a new VMM on the same disks, after its VMM exited. */
   bootAgain: (timeoutMs: number) => Promise<void>;
 }
@@ -94,3 +96,25 @@ export interface MachineOwner {
   /** Lets go of the VMM's agent (and whatever was held for it); the VMM runs on. */
   detach(): void;
 }
+
+/** How a command ended, for observers. */
+export interface CommandOutcome {
+  durationMs: number;
+  exitCode?: number;
+  timedOut?: boolean;
+  error?: Error;
+  /** What the command wrote (commands run to their end; not spawned ones). */
+  stdout?: Buffer;
+  stderr?: Buffer;
+}
+
+/** Watches one command: its output as it comes (when `output` is given) and its end. */
+export interface CommandWatch {
+  /** The command waits for this first; a rejection fails the command (polling conditions). */
+  before?: Promise<void>;
+  output?: (stream: 'stdout' | 'stderr', chunk: Buffer) => void;
+  ended?: (outcome: CommandOutcome) => void;
+}
+
+/** Sees every command a machine runs (the driver's live log and its ledger). */
+export type CommandObserver = (command: string, method: string) => CommandWatch | undefined;

@@ -156,6 +156,7 @@ export async function launchMachine(plan: LaunchPlan): Promise<Machine> {
       memory: prepared.memory,
       disks: prepared.disks,
       attachedDisks: [],
+      commandObservers: new Set(),
       takeSnapshot: plan.takeSnapshot,
       sshPort: plan.sshPort?.(),
       nics: plan.nics,
