@@ -13,6 +13,7 @@ import {
   type ProjectVmHandle,
 } from '../../src/index.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
+import { waitWithin } from '../../src/util/time.js';
 import { cli, lacks, runProgram } from '../helpers.js';
 
 // Short: the VM's sockets live under the project's .vmkit/ and socket paths stop at 107 bytes.
@@ -127,6 +128,33 @@ describe('project VMs through the public API', {
     const again = await vm.machine();
     assert.equal(await again.succeed('hostname'), 'box\n');
     await again.close();
+  });
+
+  it("a process killed while its Machine holds the VM's agent: the hub takes it back at once", async () => {
+    let refused = '';
+    const holder = await runProgram(
+      process.execPath,
+      ['--import', 'tsx', 'test/fixtures/hold-project-machine.ts', project],
+      {
+        timeoutMs: 120_000,
+        during: async (stderr, pid) => {
+          await waitWithin<void>(60_000, 'the holder to hold the VM', (resolve) => {
+            const poll = setInterval(() => stderr().includes('held') && resolve(), 50);
+            return () => clearInterval(poll);
+          });
+          refused = (
+            await runProgram(process.execPath, [cli, 'exec', '--', 'true'], {
+              cwd: project,
+              timeoutMs: 60_000,
+            })
+          ).stderr;
+          process.kill(pid, 'SIGKILL'); // mid-command: `sleep 600` runs in the guest
+        },
+      },
+    );
+    assert.equal(holder.code, null, holder.stderr);
+    assert.match(refused, /held by a Machine in process \d+/);
+    assert.equal(await vm.succeed(['echo', 'back']), 'back\n');
   });
 
   it('snapshot, restore and reset put the guest back', async () => {
