@@ -78,60 +78,54 @@ export class HubClient {
    * host gives up too if no answer comes `HUB_GRACE_MS` after that (a wedged hub).
    */
   request(request: HubRequest & { timeoutMs: number }): Promise<RunResult> {
-    return new Promise((resolve, reject) => {
-      const limit = setTimeout(() => {
-        off();
-        reject(
-          new MachineCrashedError(
-            this.vm,
-            `the agent hub did not answer ${request.type} within ${request.timeoutMs + HUB_GRACE_MS} ms`,
-            '',
-          ),
-        );
-      }, request.timeoutMs + HUB_GRACE_MS);
-      const off = this.onReply((reply) => {
-        if (reply.type === 'result' || reply.type === 'error') clearTimeout(limit);
-        if (reply.type === 'result') {
-          off();
-          resolve({
+    return this.exchange(request, request.timeoutMs + HUB_GRACE_MS, (reply) =>
+      reply.type === 'result'
+        ? {
             status: reply.status,
             timedOut: reply.timedOut,
             stdout: Buffer.from(reply.stdout, 'base64'),
             stderr: Buffer.from(reply.stderr, 'base64'),
-          });
-        } else if (reply.type === 'error') {
-          off();
-          reject(hubError(this.vm, reply));
-        }
-      });
-      this.send(request);
-    });
+          }
+        : undefined,
+    );
   }
 
   /**
    * Asks the hub to let go of the VM's agent for this connection, once no command runs in it
    * (at most `timeoutMs`); the hub takes it back when this connection closes.
    */
-  lend(borrower: string, timeoutMs: number): Promise<void> {
+  async lend(borrower: string, timeoutMs: number): Promise<void> {
+    await this.exchange({ type: 'lend', borrower, timeoutMs }, timeoutMs + HUB_GRACE_MS, (reply) =>
+      reply.type === 'lent' ? true : undefined,
+    );
+  }
+
+  /** Sends `request` and waits (at most `waitMs`) for the reply `answer` takes, or an error. */
+  private exchange<T>(
+    request: HubRequest,
+    waitMs: number,
+    answer: (reply: HubReply) => T | undefined,
+  ): Promise<T> {
     return new Promise((resolve, reject) => {
       const limit = setTimeout(() => {
         off();
         reject(
           new MachineCrashedError(
             this.vm,
-            `the agent hub did not lend the agent within ${timeoutMs + HUB_GRACE_MS} ms`,
+            `the agent hub did not answer ${request.type} within ${waitMs} ms`,
             '',
           ),
         );
-      }, timeoutMs + HUB_GRACE_MS);
+      }, waitMs);
       const off = this.onReply((reply) => {
-        if (reply.type !== 'lent' && reply.type !== 'error') return;
+        const answered = reply.type === 'error' ? undefined : answer(reply);
+        if (reply.type !== 'error' && answered === undefined) return;
         clearTimeout(limit);
         off();
-        if (reply.type === 'lent') resolve();
-        else reject(hubError(this.vm, reply));
+        if (reply.type === 'error') reject(hubError(this.vm, reply));
+        else resolve(answered as T);
       });
-      this.send({ type: 'lend', borrower, timeoutMs });
+      this.send(request);
     });
   }
 
