@@ -91,6 +91,8 @@ export class SerialConsole extends EventEmitter<{
   private recording = 0;
   readonly screen: ScreenModel;
   readonly transcript = new Transcript();
+  /** Why the console's log file stopped being written, if it did. */
+  fileError?: Error;
   /** The shell last opened on this console (machine.consoleShell()), for diagnostics. */
   shell?: ConsoleCommandRunner;
 
@@ -99,6 +101,11 @@ export class SerialConsole extends EventEmitter<{
     // Each concurrent wait listens while it waits and stops when it settles: not a leak.
     this.setMaxListeners(0);
     this.file = createWriteStream(logFile, { flags: 'a', mode: PRIVATE_FILE });
+    // The file is a copy of what the console keeps in memory: losing it (a full disk, a state
+    // folder removed at close before a late open) must not end the process that drives the machine.
+    this.file.on('error', (error) => {
+      this.fileError ??= error;
+    });
     this.screen = new ScreenModel(size.cols, size.rows);
   }
 

@@ -105,3 +105,16 @@ describe('console keys, matching, screen and transcript', () => {
     }
   });
 });
+
+describe("the console's log file", () => {
+  test('a log file that cannot be written is noted, not thrown: the console goes on in memory', async () => {
+    const gone = mkdtempSync(join(tmpdir(), 'vmkit-console-gone-'));
+    rmSync(gone, { recursive: true }); // as a machine's folder removed at close before a late open
+    const console = new SerialConsole(join(gone, 'console.log'));
+    console.replay(Buffer.from('still here\n'));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal((console.fileError as NodeJS.ErrnoException | undefined)?.code, 'ENOENT');
+    assert.match(console.log, /still here/);
+    console.close();
+  });
+});
