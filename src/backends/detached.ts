@@ -63,6 +63,16 @@ export interface AgentAttachOptions {
  */
 export const RESTORED_AGENT_BANNER_WAIT_MS = 0;
 
+/**
+ * How long a new attachment waits for the agent's restart banner before its probe: not at all. A
+ * host that connects as soon as the last one left (the turn handed over) often finds the backdoor
+ * still reading, never having seen that host leave, so no banner comes (waiting 2.5 s for one was
+ * the whole cost of a fleet CLI exec). Where the backdoor does restart, the probe sent meanwhile is
+ * either dropped or answered, and the banner rejects it either way; it is then sent again
+ * (attachAgent), and the restarted backdoor reads it.
+ */
+export const HANDOVER_BANNER_WAIT_MS = 0;
+
 /** The guest agent of a detached VMM, attached: its channel, and what to close when done. */
 export interface AgentAttachment {
   channel: BackdoorChannel;

@@ -7,8 +7,8 @@ import { SerialConsole } from '../console/serial.js';
 import { OwnedElsewhereError } from '../errors.js';
 import type { GuestProfile } from '../guest/profiles/index.js';
 import type { Runtime } from '../runtime/runtime.js';
-import { makePrivateDir } from '../util/private.js';
 import type { MachineConfig } from './config.js';
+import { newStateDir } from './launch.js';
 import { Machine } from './machine.js';
 
 /**
@@ -46,7 +46,8 @@ const VMM_WATCH_MS = 250;
 
 export async function attachedMachine(plan: AttachedMachinePlan): Promise<Machine> {
   const { name, runtime } = plan;
-  const stateDir = newAttachDir(runtime.runDir, name);
+  // Its own folder (for the console's copy); a fleet path's slashes are not folders.
+  const stateDir = await newStateDir(runtime.runDir, `${name.replace(/[^A-Za-z0-9._-]/g, '_')}.attached`);
   const console = new SerialConsole(`${stateDir}/console.log`);
   const follower = followConsoleLog(plan.consoleLog, console);
   const vmm = new VmmOwnedElsewhere(plan, () => follower.close());
@@ -94,23 +95,11 @@ export async function attachedMachine(plan: AttachedMachinePlan): Promise<Machin
   }
 }
 
-function newAttachDir(runDir: string, name: string): string {
-  const base = name.replace(/[^A-Za-z0-9._-]/g, '_');
-  for (let suffix = 0; ; suffix++) {
-    const dir = `${runDir}/${suffix === 0 ? `${base}.attached` : `${base}.attached.${suffix}`}`;
-    try {
-      makePrivateDir(dir);
-      return dir;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-  }
-}
-
 /** Feeds `console` with what the VMM wrote to its log so far, then with what it writes next. */
 function followConsoleLog(path: string, console: SerialConsole): { close(): void } {
   let offset = 0;
   let watcher: FSWatcher | undefined;
+  const chunk = Buffer.alloc(64 * 1024);
   const readMore = () => {
     let fd: number | undefined;
     try {
@@ -119,7 +108,6 @@ function followConsoleLog(path: string, console: SerialConsole): { close(): void
       const info = fstatSync(fd);
       if (!info.isFile()) return;
       if (info.size < offset) offset = 0; // the owner started the log again
-      const chunk = Buffer.alloc(64 * 1024);
       for (let read = readSync(fd, chunk, 0, chunk.length, offset); read > 0; ) {
         offset += read;
         console.replay(chunk.subarray(0, read));

@@ -65,7 +65,7 @@ export interface LaunchPlan {
 }
 
 /** A fresh state folder (0700) for a machine: its name, or name.1, name.2, ... when that is taken. */
-async function newStateDir(runDir: string, name: string): Promise<string> {
+export async function newStateDir(runDir: string, name: string): Promise<string> {
   for (let suffix = 0; ; suffix++) {
     const dir = join(runDir, suffix === 0 ? name : `${name}.${suffix}`);
     try {

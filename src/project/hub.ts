@@ -2,6 +2,7 @@ import { renameSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { GuestProcess } from '../agent/process.js';
+import { HANDOVER_BANNER_WAIT_MS } from '../backends/detached.js';
 import { MachineCrashedError } from '../errors.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { setUpRestoredGuest } from '../machine/guest-setup.js';
@@ -36,9 +37,10 @@ export async function runHub(
       bannerWaitMs: wait,
       consoleTail,
     });
-  // 0: a restored guest whose agent was saved waiting for a request reads one at once; and a
-  // borrower that just left may leave the backdoor reading (see fleet/vmm/agents.ts).
-  const agent = new HubAgent(name, await attachAgent(bannerWaitMs), () => attachAgent(0));
+  // Taken back from a borrower that just left: a handover (HANDOVER_BANNER_WAIT_MS).
+  const agent = new HubAgent(name, await attachAgent(bannerWaitMs), () =>
+    attachAgent(HANDOVER_BANNER_WAIT_MS),
+  );
   // The VMM's control socket takes one client too: other vmkit processes need it (snapshots, quit).
   attached.closeControl();
   const socketPath = hubSocket(runDir);

@@ -1,4 +1,5 @@
 import { chooseAccel } from '../backends/accel.js';
+import { HANDOVER_BANNER_WAIT_MS } from '../backends/detached.js';
 import { backendNamed } from '../backends/index.js';
 import { profileNamed } from '../guest/profiles/index.js';
 import { attachedMachine } from '../machine/attached.js';
@@ -37,8 +38,11 @@ export async function vmMachine(pvm: ProjectVm, options: VmMachineOptions = {}):
     const record = readRecord(vmms.files(pvm.run).record);
     if (!isRunning(record)) throw new VmDownError(pvm);
     const consoleTail = () => vmms.consoleTail(pvm.run);
-    // 0: the hub that just let go may leave the backdoor reading (see fleet/vmm/agents.ts).
-    const agent = await vmms.attachAgent(pvm.vm.name, pvm.run, { timeoutMs, bannerWaitMs: 0, consoleTail });
+    const agent = await vmms.attachAgent(pvm.vm.name, pvm.run, {
+      timeoutMs,
+      bannerWaitMs: HANDOVER_BANNER_WAIT_MS, // the hub let go a moment ago
+      consoleTail,
+    });
     const backend = backendNamed('qemu');
     return await attachedMachine({
       name: pvm.vm.name,

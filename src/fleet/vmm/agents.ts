@@ -1,19 +1,9 @@
 import type { BackdoorChannel } from '../../agent/backdoor.js';
-import type { AgentAttachment } from '../../backends/detached.js';
+import { type AgentAttachment, HANDOVER_BANNER_WAIT_MS } from '../../backends/detached.js';
 import { VmmStartError } from '../../errors.js';
 import { isRunning, readRecord } from '../../runtime/detached.js';
 import { vmmFiles } from './records.js';
 import { fleetVmms } from './vmms.js';
-
-/**
- * How long a new attachment waits for the agent's restart banner before its probe: not at all. A
- * host that connects as soon as the last one left (the turn handed over) often finds the backdoor
- * still reading, never having seen that host leave, so no banner comes (waiting 2.5 s for one was
- * the whole cost of a CLI exec). Where the backdoor does restart, the probe sent meanwhile is
- * either dropped or answered, and the banner rejects it either way; it is then sent again
- * (attachAgent), and the restarted backdoor reads it.
- */
-const HANDOVER_BANNER_WAIT_MS = 0;
 
 /** An instance's guest agent as one user of it sees it. */
 export interface AgentLease {
