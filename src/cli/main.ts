@@ -5,6 +5,7 @@ import { parseAccel } from '../backends/accel.js';
 import { ConfigError, InterruptedError, VmkitError } from '../errors.js';
 import { timeoutMs } from '../util/validate.js';
 import { registerCacheCommands } from './commands/cache.js';
+import { registerClusterCommands } from './commands/cluster.js';
 import { registerFleetCommands } from './commands/fleet.js';
 import { registerProjectCommands } from './commands/project.js';
 import { registerReportCommands } from './commands/report.js';
@@ -167,6 +168,7 @@ program
   });
 
 registerFleetCommands(program);
+registerClusterCommands(program);
 registerProjectCommands(program, snapshot);
 registerReportCommands(program);
 const cache = registerCacheCommands(program);

@@ -89,6 +89,22 @@ export function registerAgentCommands(fleet: Command): void {
       'serve the API over HTTPS with mutual TLS; reconcile from --desired periodically and on request',
     )
     .option('--desired <file>', 'the desired-state file (JSON or YAML)')
+    .option(
+      '--etcd <endpoints>',
+      "join a cluster: etcd client URLs, comma-separated (default $VMKIT_ETCD when --node is given); the document is this node's share of the cluster's",
+    )
+    .option('--node <name>', 'this node in the cluster (default: the host name)')
+    .option('--advertise <url>', 'the URL other hosts reach this agent at (default: where it listens)')
+    .option(
+      '--memory-mib <n>',
+      'the memory the cluster may book here (default: the host memory)',
+      wholeOption,
+    )
+    .option(
+      '--lease-ttl <seconds>',
+      "the node's lease: dead to the cluster after this without renewal (default 10)",
+      wholeOption,
+    )
     .option('--listen <host:port>', 'where to listen (default 127.0.0.1:7443)', listen)
     .option('--interval <seconds>', 'reconcile this often (default 60; 0: only on request)', wholeOption)
     .option('--body-limit <bytes>', 'largest request body (default 65536)', wholeOption)
@@ -101,11 +117,13 @@ export function registerAgentCommands(fleet: Command): void {
     .addOption(certsOption())
     .action(async (options, command: Command) => {
       const log = (line: string) => process.stderr.write(`vmkit agent: ${line}\n`);
+      const cluster = await clusterOf(options);
       const server = await startAgent({
         fleetDir: command.optsWithGlobals<FleetGlobals>().fleetDir,
         ...builderOf(command),
         certsDir: certsDirOf(command),
         desiredFile: options.desired,
+        ...(cluster ? { desiredSource: cluster.share } : {}),
         reconcileIntervalMs: (options.interval ?? 60) * 1000,
         ...(options.listen ?? {}),
         bodyLimit: options.bodyLimit,
@@ -114,13 +132,19 @@ export function registerAgentCommands(fleet: Command): void {
         log,
       });
       process.on('SIGHUP', () => server.reloadCertificates());
+      const member = cluster ? await cluster.join(server, log) : undefined;
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           log(`${signal}: finishing requests in flight; instances stay as they are`);
-          server.close().then(resolve, (error: Error) => {
-            log(`shutdown: ${error.message}`);
-            resolve();
-          });
+          const left = member
+            ? member.leave().catch((error: Error) => log(`leaving the cluster: ${error.message}`))
+            : Promise.resolve();
+          left
+            .then(() => server.close())
+            .then(resolve, (error: Error) => {
+              log(`shutdown: ${error.message}`);
+              resolve();
+            });
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
@@ -202,4 +226,48 @@ function callOp(
     default:
       return client.call(op);
   }
+}
+
+/** With --etcd (or --node and $VMKIT_ETCD): the cluster this agent joins once it listens. */
+async function clusterOf(options: {
+  etcd?: string;
+  node?: string;
+  desired?: string;
+  advertise?: string;
+  memoryMib?: number;
+  leaseTtl?: number;
+}) {
+  if (options.etcd === undefined && options.node === undefined) return undefined;
+  if (options.desired)
+    throw new ConfigError(
+      "--desired and --etcd: a cluster's agent reconciles the cluster's document, not a file",
+    );
+  const { hostname } = await import('node:os');
+  const { checkNodeName, connectCluster, etcdEndpoints } = await import('../../fleet/cluster/etcd.js');
+  const { readShare } = await import('../../fleet/cluster/member.js');
+  const { joinAsAgent } = await import('../../fleet/cluster/agent-node.js');
+  const node = checkNodeName(options.node ?? hostname());
+  const store = connectCluster(etcdEndpoints(options.etcd));
+  return {
+    share: async () => {
+      const share = await readShare(store, node);
+      return share && { ...share, prune: true };
+    },
+    join: async (server: Awaited<ReturnType<typeof startAgent>>, log: (line: string) => void) => {
+      const member = await joinAsAgent(server, {
+        store,
+        node,
+        ...(options.advertise ? { advertise: options.advertise } : {}),
+        ...(options.memoryMib ? { memoryMiB: options.memoryMib } : {}),
+        ...(options.leaseTtl ? { ttlSeconds: options.leaseTtl } : {}),
+        log,
+      });
+      return {
+        async leave() {
+          await member.leave();
+          store.close();
+        },
+      };
+    },
+  };
 }

@@ -9,7 +9,7 @@ import { ConfigError } from '../../errors.js';
 import { MAX_TIMER_MS } from '../../util/time.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
 import type { ReconcileReport } from '../desired/reconcile.js';
-import { loadDesired } from '../desired/schema.js';
+import { type DesiredDocument, loadDesired } from '../desired/schema.js';
 import { Fleet } from '../fleet.js';
 import type { FleetBuilder } from '../images/pool-image.js';
 import { RefusedError } from '../state/lifecycle.js';
@@ -27,6 +27,11 @@ export interface AgentServerOptions {
   certsDir: string;
   /** The desired-state file reconciled periodically and on request. */
   desiredFile?: string;
+  /**
+   * Instead of a file: where the document comes from (a cluster node's share), reconciled with
+   * prune when `prune` says so; undefined while there is none yet (nothing is done).
+   */
+  desiredSource?: () => Promise<{ doc: DesiredDocument; source: string; prune?: boolean } | undefined>;
   /** Every this many milliseconds, reconcile from the file (0: only on request). */
   reconcileIntervalMs?: number;
   host?: string;
@@ -57,6 +62,14 @@ export interface AgentServer {
   /** Stops accepting, finishes requests and a reconcile in flight, leaves instances as they are. */
   close(): Promise<void>;
 }
+
+const NOTHING_TO_RECONCILE: ReconcileReport = {
+  dryRun: false,
+  repairs: [],
+  phases: [],
+  changed: 0,
+  failed: 0,
+};
 
 function readTls(certsDir: string) {
   return {
@@ -143,18 +156,31 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
       );
     }
   });
+  const loadDocument = async () => {
+    if (options.desiredFile) return { doc: loadDesired(options.desiredFile), source: options.desiredFile };
+    if (options.desiredSource) return options.desiredSource();
+    throw new ConfigError(
+      'the agent was started without a desired-state file (--desired) or a cluster (--etcd)',
+    );
+  };
   let chain: Promise<unknown> = Promise.resolve();
   let closing = false;
   const reconcileNow = (request: { prune?: boolean; dryRun?: boolean } = {}) => {
     const run = async () => {
-      if (!options.desiredFile)
-        throw new ConfigError('the agent was started without a desired-state file (--desired)');
-      const doc = loadDesired(options.desiredFile);
-      const report = await fleet.reconcile(doc, {
+      const desired = await loadDocument();
+      if (!desired)
+        return {
+          ...NOTHING_TO_RECONCILE,
+          dryRun: Boolean(request.dryRun),
+          document: 'none yet',
+          at: new Date().toISOString(),
+        };
+      const report = await fleet.reconcile(desired.doc, {
         ...request,
+        ...(desired.prune ? { prune: true } : {}),
         onAction: (a) => log(`reconcile: ${a.phase}: ${a.action} ${a.target}`),
       });
-      return { ...report, document: options.desiredFile, at: new Date().toISOString() };
+      return { ...report, document: desired.source, at: new Date().toISOString() };
     };
     const next = chain.then(run, run);
     chain = next.catch(() => undefined);
@@ -234,7 +260,7 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
 
   const interval = options.reconcileIntervalMs ?? 0;
   let timer: NodeJS.Timeout | undefined;
-  if (options.desiredFile && interval > 0) {
+  if ((options.desiredFile || options.desiredSource) && interval > 0) {
     const tick = () => {
       reconcileNow()
         .then((report) => log(`periodic reconcile: ${report.changed} change(s), ${report.failed} failure(s)`))

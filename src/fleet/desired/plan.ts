@@ -48,7 +48,6 @@ function wantedQuotas(tenant: DesiredTenant) {
  * its tenant's quotas, a secret that cannot be read. A refusal here changes nothing.
  */
 export function checkDocument(fleet: FleetCore, doc: DesiredDocument): void {
-  const quotasOf = new Map(doc.tenants.map((tenant) => [tenant.id, wantedQuotas(tenant)]));
   for (const tenant of doc.tenants) {
     const subnet = parseSubnet(tenant.subnet);
     const current = fleet.store.findTenant(tenant.id);
@@ -66,6 +65,12 @@ export function checkDocument(fleet: FleetCore, doc: DesiredDocument): void {
     }
     resolveSecrets(tenant);
   }
+  checkDocumentQuotas(doc);
+}
+
+/** Checks that every pool fits its tenant's quotas, and that each tenant's pools fit them together. */
+export function checkDocumentQuotas(doc: DesiredDocument): void {
+  const quotasOf = new Map(doc.tenants.map((tenant) => [tenant.id, wantedQuotas(tenant)]));
   for (const pool of doc.pools) {
     const quotas = quotasOf.get(pool.tenant);
     if (quotas) checkPoolFits(quotas, pool, `pool ${pool.tenant}/${pool.id}`);

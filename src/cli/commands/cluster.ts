@@ -1,0 +1,86 @@
+import type { Command } from 'commander';
+import type { ClusterStatus } from '../../fleet/cluster/status.js';
+
+interface ClusterGlobals {
+  etcd?: string;
+  json?: boolean;
+  timeout?: number;
+}
+
+const CALL_TIMEOUT_MS = 15_000;
+
+/** Connects to the cluster's etcd, runs `work` within the timeout, closes the connection. */
+async function withCluster<T>(
+  command: Command,
+  what: string,
+  work: (store: import('../../fleet/cluster/etcd.js').ClusterStore) => Promise<T>,
+): Promise<T> {
+  const { connectCluster, etcdEndpoints } = await import('../../fleet/cluster/etcd.js');
+  const { withTimeout } = await import('../../util/time.js');
+  const globals = command.optsWithGlobals<ClusterGlobals>();
+  const endpoints = etcdEndpoints(globals.etcd);
+  const store = connectCluster(endpoints);
+  try {
+    return await withTimeout(work(store), CALL_TIMEOUT_MS, `${what} (etcd at ${endpoints.join(', ')})`);
+  } finally {
+    store.close();
+  }
+}
+
+function statusText(status: ClusterStatus): string {
+  const lines = [
+    `document: ${status.revision ? `revision ${status.revision}` : 'none applied (vmkit cluster apply FILE)'}`,
+    `scheduler: ${status.leader ?? 'none elected'}`,
+    'nodes:',
+    ...(status.nodes.length === 0 ? ['  (none)'] : []),
+    ...status.nodes.map(
+      (node) =>
+        `  ${node.name}  ${node.alive ? 'alive' : 'DEAD '}  ${node.slots} slot(s), ${node.bookedMiB}/${node.capacity.memoryMiB} MiB booked, ${node.use.running} running  ${node.advertise}`,
+    ),
+    'instances:',
+    ...(status.instances.length === 0 ? ['  (none)'] : []),
+    ...status.instances.map((instance) => `  ${instance.path}  ${instance.state}  on ${instance.node}`),
+  ];
+  if (status.unplaced.length) lines.push(`waiting for a node: ${status.unplaced.join(', ')}`);
+  return lines.join('\n');
+}
+
+/** `vmkit cluster ...`: the fleet across hosts, its desired state and status in etcd. */
+export function registerClusterCommands(program: Command): void {
+  const cluster = program
+    .command('cluster')
+    .description(
+      'a fleet across hosts: the desired state in etcd, placed on the nodes whose agents run with --etcd',
+    )
+    .option('--etcd <endpoints>', 'etcd client URLs, comma-separated (default $VMKIT_ETCD)')
+    .option('--json', 'print JSON');
+  cluster
+    .command('apply')
+    .description(
+      "store a desired-state document (the one `vmkit fleet reconcile` reads) as the cluster's; the scheduler places its instances",
+    )
+    .argument('<file>', 'the document (JSON or YAML)')
+    .action(async (file: string, _options, command: Command) => {
+      const { loadDesired } = await import('../../fleet/desired/schema.js');
+      const { applyDocument } = await import('../../fleet/cluster/status.js');
+      const doc = loadDesired(file);
+      const revision = await withCluster(command, 'storing the document', (store) =>
+        applyDocument(store, doc),
+      );
+      const json = Boolean(command.optsWithGlobals<ClusterGlobals>().json);
+      process.stdout.write(
+        json ? `${JSON.stringify({ revision, file }, null, 2)}\n` : `applied ${file}: revision ${revision}\n`,
+      );
+    });
+  cluster
+    .command('status')
+    .description(
+      "the cluster's nodes (alive or not, capacity, use), instances, scheduler and document revision",
+    )
+    .action(async (_options, command: Command) => {
+      const { clusterStatus } = await import('../../fleet/cluster/status.js');
+      const status = await withCluster(command, 'reading the cluster', clusterStatus);
+      const json = Boolean(command.optsWithGlobals<ClusterGlobals>().json);
+      process.stdout.write(json ? `${JSON.stringify(status, null, 2)}\n` : `${statusText(status)}\n`);
+    });
+}

@@ -1,0 +1,72 @@
+import { cpus, totalmem } from 'node:os';
+import type { AgentServer } from '../agent/server.js';
+import type { Fleet } from '../fleet.js';
+import { type ClusterStore, checkNodeName, type NodeRecord } from './etcd.js';
+import { type ClusterMember, joinCluster } from './member.js';
+
+export interface ClusterAgentOptions {
+  store: ClusterStore;
+  node: string;
+  /** The agent's URL as other hosts reach it (default: the URL it listens on). */
+  advertise?: string;
+  /** The memory the scheduler may book on this node (default: the host's). */
+  memoryMiB?: number;
+  ttlSeconds?: number;
+  placementK?: number;
+  log?: (line: string) => void;
+}
+
+/** What the node reports: capacity, what its instances use, and each instance's state. */
+function nodeRecord(
+  fleet: Fleet,
+  options: ClusterAgentOptions,
+  advertise: string,
+  startedAt: string,
+): NodeRecord {
+  const instances = fleet.store.listInstances();
+  const holding = instances.filter((i) => i.state === 'Running' || i.state === 'Warm');
+  const memoryOf = (tenant: string, pool: string) => fleet.store.findPool(tenant, pool)?.memoryMiB ?? 0;
+  return {
+    name: options.node,
+    advertise,
+    capacity: {
+      memoryMiB: options.memoryMiB ?? Math.round(totalmem() / 2 ** 20),
+      vcpus: cpus().length,
+    },
+    use: {
+      memoryMiB: holding.reduce((sum, i) => sum + memoryOf(i.tenant, i.pool), 0),
+      running: instances.filter((i) => i.state === 'Running').length,
+      instances: instances.length,
+    },
+    instances: instances.map((i) => ({ path: i.path, state: i.state })),
+    startedAt,
+    reportedAt: new Date().toISOString(),
+  };
+}
+
+/**
+ * Makes a started agent (whose document is its cluster share, see readShare) a member of the
+ * cluster: it converges to its share, registers, campaigns for the scheduler, and converges on
+ * every change of the document or of the slots.
+ */
+export async function joinAsAgent(server: AgentServer, options: ClusterAgentOptions): Promise<ClusterMember> {
+  checkNodeName(options.node);
+  const log = options.log ?? (() => {});
+  const startedAt = new Date().toISOString();
+  const advertise = options.advertise ?? server.url;
+  return joinCluster({
+    store: options.store,
+    node: options.node,
+    record: () => nodeRecord(server.fleet, options, advertise, startedAt),
+    converge: async () => {
+      const report = await server.reconcileNow();
+      if (report.changed > 0 || report.failed > 0)
+        log(
+          `cluster: converged to ${report.document}: ${report.changed} change(s), ${report.failed} failure(s)`,
+        );
+    },
+    ...(options.ttlSeconds ? { ttlSeconds: options.ttlSeconds } : {}),
+    ...(options.placementK ? { placementK: options.placementK } : {}),
+    log,
+  });
+}

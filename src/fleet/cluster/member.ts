@@ -1,0 +1,126 @@
+import type { Watcher } from 'etcd3';
+import type { DesiredDocument } from '../desired/schema.js';
+import { type ClusterStore, KEYS, keyOf, type NodeRecord } from './etcd.js';
+import { joinMembership, type Membership } from './membership.js';
+import { type Scheduler, startScheduler } from './scheduler.js';
+import { shareOf } from './slots.js';
+import { readCluster } from './state.js';
+
+/** A node's share of the cluster's document as it stands, and where it came from. */
+export interface NodeShare {
+  doc: DesiredDocument;
+  source: string;
+}
+
+/** This node's share of the document: every tenant and pool, with the counts of its slots. */
+export async function readShare(store: ClusterStore, node: string): Promise<NodeShare | undefined> {
+  const state = await readCluster(store);
+  if (!state.desired) return undefined;
+  const mine = [...state.slots].filter(([, placed]) => placed.value.node === node).map(([id]) => id);
+  return {
+    doc: shareOf(state.desired.doc, mine),
+    source: `the cluster's document (revision ${state.desired.revision}), ${mine.length} slot(s) on ${node}`,
+  };
+}
+
+export interface ClusterMemberOptions {
+  store: ClusterStore;
+  node: string;
+  /** The node's record as it is now (capacity, use, instances). */
+  record: () => NodeRecord;
+  /** Brings this host to its share (the agent's reconcile); called after every change of it. */
+  converge: () => Promise<void>;
+  /** Best of how many nodes the scheduler places each slot on (default 3). */
+  placementK?: number;
+  /** The TTL of the node's lease and of its campaign (default 10 s). */
+  ttlSeconds?: number;
+  log?: (line: string) => void;
+}
+
+export interface ClusterMember {
+  readonly scheduler: Scheduler;
+  /**
+   * Stops scheduling (another node is elected), watching and renewing the lease: the node is dead
+   * to the cluster after its TTL unless it joins again before. Instances stay as they are.
+   */
+  leave(): Promise<void>;
+}
+
+/**
+ * Joins this host to the cluster. First it converges to its share as the cluster has it, so that
+ * a node coming back stops the instances that were placed elsewhere meanwhile before anything
+ * else; then it registers under a lease, campaigns for the scheduler, and converges again each
+ * time the document or the slots change.
+ */
+export async function joinCluster(options: ClusterMemberOptions): Promise<ClusterMember> {
+  const log = options.log ?? (() => {});
+  const ttlSeconds = options.ttlSeconds ?? 10;
+  const { store } = options;
+  await options.converge();
+  const membership: Membership = await joinMembership({
+    store,
+    record: options.record,
+    ttlSeconds,
+    reportEveryMs: Math.max(1000, Math.floor((ttlSeconds * 1000) / 3)),
+    log,
+  });
+  const scheduler = startScheduler({
+    store,
+    node: options.node,
+    k: options.placementK ?? 3,
+    ttlSeconds,
+    intervalMs: 2000,
+    log,
+  });
+
+  let converging: Promise<void> | undefined;
+  let pending = false;
+  let debounce: NodeJS.Timeout | undefined;
+  let leaving = false;
+  const convergeSoon = () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => {
+      if (leaving) return;
+      if (converging) {
+        pending = true;
+        return;
+      }
+      converging = options
+        .converge()
+        .catch((error: Error) => log(`cluster: converge failed: ${error.message}`))
+        .finally(() => {
+          converging = undefined;
+          if (pending && !leaving) {
+            pending = false;
+            convergeSoon();
+          }
+        });
+    }, 200);
+  };
+
+  const watcher: Watcher = await store.kv.watch().prefix('').create();
+  watcher.on('put', (kv) => onChange(keyOf(kv), kv.version === '1'));
+  watcher.on('delete', (kv) => onChange(keyOf(kv), true));
+  watcher.on('error', (error) => log(`cluster: watch: ${error.message}`));
+  function onChange(key: string, createdOrDeleted: boolean) {
+    if (key === KEYS.desired || key.startsWith(KEYS.slots)) {
+      scheduler.poke();
+      convergeSoon();
+    } else if (key.startsWith(KEYS.nodes) && createdOrDeleted) {
+      scheduler.poke(); // a node joined or its lease lapsed
+    }
+  }
+  convergeSoon(); // what changed between the first converge and the watch
+
+  return {
+    scheduler,
+    async leave() {
+      leaving = true;
+      clearTimeout(debounce);
+      await watcher.cancel().catch(() => undefined);
+      await scheduler.stop();
+      await converging;
+      await membership.leave();
+    },
+  };
+}

@@ -1,0 +1,76 @@
+import type { Lease } from 'etcd3';
+import { type ClusterStore, KEYS, type NodeRecord } from './etcd.js';
+
+export interface MembershipOptions {
+  store: ClusterStore;
+  /** The record as it is now (its use and instances change): asked at every renewal. */
+  record: () => NodeRecord;
+  /** The lease's time to live: a node that stops renewing is dead to the cluster after it. */
+  ttlSeconds: number;
+  /** How often the record is written again with fresh figures. */
+  reportEveryMs: number;
+  log: (line: string) => void;
+}
+
+export interface Membership {
+  /** The lease the node's record is under now (a new one after a lapse). */
+  lease(): string | undefined;
+  /**
+   * Stops renewing the lease: the node is dead to the cluster after its TTL unless it registers
+   * again before (a restart keeps its slots). `revoke` ends the lease at once instead.
+   */
+  leave(options?: { revoke?: boolean }): Promise<void>;
+}
+
+/**
+ * Registers the node under a lease that etcd3 keeps alive, and writes its record again every
+ * `reportEveryMs`. A lease that is lost (etcd unreachable past the TTL) is replaced by a new one.
+ */
+export async function joinMembership(options: MembershipOptions): Promise<Membership> {
+  const { store, log } = options;
+  let lease: Lease | undefined;
+  let leaseId: string | undefined;
+  let leaving = false;
+  let timer: NodeJS.Timeout | undefined;
+  const name = options.record().name;
+
+  const register = async (): Promise<void> => {
+    const next = store.kv.lease(options.ttlSeconds, { autoKeepAlive: true });
+    next.on('lost', (error) => {
+      if (leaving || next !== lease) return;
+      log(`membership: lease lost (${error.message}); registering again`);
+      leaseId = undefined;
+      setTimeout(() => {
+        if (!leaving && next === lease) register().catch((e: Error) => log(`membership: ${e.message}`));
+      }, 1000).unref();
+    });
+    lease = next;
+    leaseId = await next.grant();
+    await next.put(KEYS.node(name)).value(JSON.stringify(options.record()));
+    log(`membership: node ${name} registered under lease ${leaseId} (TTL ${options.ttlSeconds} s)`);
+  };
+
+  const report = () => {
+    timer = setTimeout(async () => {
+      if (leaving) return;
+      try {
+        if (lease && leaseId) await lease.put(KEYS.node(name)).value(JSON.stringify(options.record()));
+      } catch (error) {
+        log(`membership: report not written: ${(error as Error).message}`);
+      }
+      if (!leaving) report();
+    }, options.reportEveryMs);
+  };
+
+  await register();
+  report();
+  return {
+    lease: () => leaseId,
+    async leave({ revoke = false } = {}) {
+      leaving = true;
+      clearTimeout(timer);
+      if (revoke) await lease?.revoke().catch(() => undefined);
+      else lease?.release();
+    },
+  };
+}

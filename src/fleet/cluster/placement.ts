@@ -1,0 +1,132 @@
+import type { ClusterStore } from './etcd.js';
+import { KEYS, type SlotPlacement } from './etcd.js';
+import { bestOfK, desiredSlots, type Slot } from './slots.js';
+import { bookedOn, type ClusterState } from './state.js';
+
+/** One change to the slots: a slot placed (from nowhere, or from a node that is gone), or removed. */
+export type Move =
+  | { kind: 'place'; slot: Slot; to: string; from?: string }
+  | { kind: 'remove'; slot: string; from: string; memoryMiB: number };
+
+export interface PlacementPlan {
+  moves: Move[];
+  /** Slots that no alive node has room for: they wait for capacity. */
+  unplaced: Slot[];
+}
+
+/**
+ * What the scheduler changes, given the cluster as read: slots the document no longer asks for are
+ * removed, then every slot with no node or on a node whose lease lapsed goes to the best of `k`
+ * alive nodes by free memory (capacity less what slots book there).
+ */
+export function planPlacement(
+  state: ClusterState,
+  k: number,
+  random: () => number = Math.random,
+): PlacementPlan {
+  const wanted = state.desired ? desiredSlots(state.desired.doc) : [];
+  const wantedIds = new Set(wanted.map((slot) => slot.id));
+  const booked = new Map([...state.nodes.keys()].map((node) => [node, bookedOn(state, node)]));
+  const moves: Move[] = [];
+  if (!state.desired) return { moves, unplaced: [] }; // nothing applied yet: nothing to judge by
+  for (const [id, placed] of state.slots) {
+    if (wantedIds.has(id)) continue;
+    moves.push({ kind: 'remove', slot: id, from: placed.value.node, memoryMiB: placed.value.memoryMiB });
+    const on = booked.get(placed.value.node);
+    if (on !== undefined) booked.set(placed.value.node, on - placed.value.memoryMiB);
+  }
+  const unplaced: Slot[] = [];
+  for (const slot of wanted) {
+    const placed = state.slots.get(slot.id)?.value;
+    if (placed && state.nodes.has(placed.node)) continue;
+    const candidates = [...state.nodes].map(([node, record]) => ({
+      node,
+      freeMiB: record.value.capacity.memoryMiB - (booked.get(node) ?? 0),
+    }));
+    const choice = bestOfK(candidates, slot.memoryMiB, k, random);
+    if (!choice) {
+      unplaced.push(slot);
+      continue;
+    }
+    booked.set(choice.node, (booked.get(choice.node) ?? 0) + slot.memoryMiB);
+    moves.push({ kind: 'place', slot, to: choice.node, ...(placed ? { from: placed.node } : {}) });
+  }
+  return { moves, unplaced };
+}
+
+export interface PlacementRound {
+  placed: number;
+  removed: number;
+  /** Moves whose transaction found the cluster changed since the read: the next round redoes them. */
+  conflicts: number;
+  unplaced: number;
+}
+
+/**
+ * Carries out one plan, each move in a transaction that holds only if nothing it relied on changed
+ * since the read: the slot's revision, the target node's lease (alive, the same incarnation) and
+ * the booked-memory counters of both nodes. So a slot is never placed twice and a node never
+ * booked past its capacity, even with two schedulers at once. A move that fails is left to the
+ * next round, which reads the cluster again.
+ */
+export async function applyPlacement(
+  store: ClusterStore,
+  state: ClusterState,
+  plan: PlacementPlan,
+  log: (line: string) => void = () => {},
+): Promise<PlacementRound> {
+  const round: PlacementRound = { placed: 0, removed: 0, conflicts: 0, unplaced: plan.unplaced.length };
+  const counters = new Map(
+    [...state.booked].map(([node, entry]) => [
+      node,
+      { memoryMiB: entry.value.memoryMiB, modRevision: entry.modRevision },
+    ]),
+  );
+  const counter = (node: string) => counters.get(node) ?? { memoryMiB: 0, modRevision: '0' };
+  for (const move of plan.moves) {
+    const slotId = move.kind === 'place' ? move.slot.id : move.slot;
+    const slotRevision = state.slots.get(slotId)?.modRevision ?? '0';
+    let txn = store.kv.if(KEYS.slot(slotId), 'Mod', '==', slotRevision);
+    const changes: Array<[string, number]> = [];
+    if (move.kind === 'place') {
+      const lease = state.nodes.get(move.to)?.lease as string;
+      txn = txn.and(KEYS.node(move.to), 'Lease', '==', lease);
+      changes.push([move.to, move.slot.memoryMiB]);
+      if (move.from !== undefined && move.from !== move.to) changes.push([move.from, -move.slot.memoryMiB]);
+    } else {
+      changes.push([move.from, -move.memoryMiB]);
+    }
+    for (const [node] of changes) txn = txn.and(KEYS.booked(node), 'Mod', '==', counter(node).modRevision);
+    const placement: SlotPlacement | undefined =
+      move.kind === 'place' ? { node: move.to, memoryMiB: move.slot.memoryMiB } : undefined;
+    const result = await txn
+      .then(
+        placement
+          ? store.kv.put(KEYS.slot(slotId)).value(JSON.stringify(placement))
+          : store.kv.delete().key(KEYS.slot(slotId)),
+        ...changes.map(([node, delta]) =>
+          store.kv
+            .put(KEYS.booked(node))
+            .value(JSON.stringify({ memoryMiB: Math.max(0, counter(node).memoryMiB + delta) })),
+        ),
+      )
+      .commit();
+    if (!result.succeeded) {
+      round.conflicts += 1;
+      continue;
+    }
+    for (const [node, delta] of changes)
+      counters.set(node, {
+        memoryMiB: Math.max(0, counter(node).memoryMiB + delta),
+        modRevision: result.header.revision,
+      });
+    if (move.kind === 'place') {
+      round.placed += 1;
+      log(`placed ${slotId} on ${move.to}${move.from ? ` (its node ${move.from} is gone)` : ''}`);
+    } else {
+      round.removed += 1;
+      log(`removed ${slotId} from ${move.from}`);
+    }
+  }
+  return round;
+}

@@ -1,0 +1,67 @@
+import { type DesiredDocument, parseDesired } from '../desired/schema.js';
+import { type ClusterStore, jsonOf, KEYS, keyOf, type NodeRecord, type SlotPlacement } from './etcd.js';
+
+/** A key's value with what a transaction compares: its revision of last change (and lease). */
+export interface Versioned<T> {
+  value: T;
+  modRevision: string;
+}
+
+/** The cluster as one etcd read saw it, at one revision. */
+export interface ClusterState {
+  revision: string;
+  /** The applied document, with the revision it was applied at. */
+  desired?: { doc: DesiredDocument; revision: string };
+  /** The nodes whose lease is alive, each with its lease id. */
+  nodes: Map<string, Versioned<NodeRecord> & { lease: string }>;
+  slots: Map<string, Versioned<SlotPlacement>>;
+  booked: Map<string, Versioned<{ memoryMiB: number }>>;
+  /** Keys whose value could not be read (not JSON, or a document that no longer parses). */
+  unreadable: string[];
+}
+
+/** Reads every key of the cluster in one request (one revision). */
+export async function readCluster(store: ClusterStore): Promise<ClusterState> {
+  const response = await store.kv.getAll().exec();
+  const state: ClusterState = {
+    revision: response.header.revision,
+    nodes: new Map(),
+    slots: new Map(),
+    booked: new Map(),
+    unreadable: [],
+  };
+  for (const kv of response.kvs) {
+    const key = keyOf(kv);
+    const modRevision = kv.mod_revision;
+    if (key === KEYS.desired) {
+      try {
+        state.desired = {
+          doc: parseDesired(kv.value.toString('utf8'), 'the cluster document', 'json'),
+          revision: modRevision,
+        };
+      } catch {
+        state.unreadable.push(key);
+      }
+      continue;
+    }
+    const [kind, ...rest] = key.split('/');
+    const name = rest.join('/');
+    if (kind === 'nodes') {
+      const value = jsonOf<NodeRecord>(kv);
+      if (value) state.nodes.set(name, { value, modRevision, lease: kv.lease });
+      else state.unreadable.push(key);
+    } else if (kind === 'slots') {
+      const value = jsonOf<SlotPlacement>(kv);
+      if (value && typeof value.node === 'string') state.slots.set(name, { value, modRevision });
+      else state.unreadable.push(key);
+    } else if (kind === 'booked') {
+      const value = jsonOf<{ memoryMiB: number }>(kv);
+      if (value && Number.isFinite(value.memoryMiB)) state.booked.set(name, { value, modRevision });
+      else state.unreadable.push(key);
+    }
+  }
+  return state;
+}
+
+/** The memory the slots on `node` book, as its counter says (0 without one). */
+export const bookedOn = (state: ClusterState, node: string) => state.booked.get(node)?.value.memoryMiB ?? 0;

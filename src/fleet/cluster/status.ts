@@ -1,0 +1,62 @@
+import { checkDocumentQuotas } from '../desired/plan.js';
+import type { DesiredDocument } from '../desired/schema.js';
+import { type ClusterStore, KEYS } from './etcd.js';
+import { desiredSlots } from './slots.js';
+import { bookedOn, readCluster } from './state.js';
+
+/** Stores a checked document as the cluster's desired state; returns the revision it got. */
+export async function applyDocument(store: ClusterStore, doc: DesiredDocument): Promise<string> {
+  checkDocumentQuotas(doc);
+  const response = await store.kv.put(KEYS.desired).value(JSON.stringify(doc)).exec();
+  return response.header.revision;
+}
+
+export interface ClusterStatus {
+  /** The document's revision, null before the first apply. */
+  revision: string | null;
+  /** The elected scheduler's node, null while there is none. */
+  leader: string | null;
+  nodes: Array<{
+    name: string;
+    alive: boolean;
+    advertise: string;
+    capacity: { memoryMiB: number; vcpus: number };
+    use: { memoryMiB: number; running: number; instances: number };
+    /** The memory the slots placed on it book. */
+    bookedMiB: number;
+    slots: number;
+    reportedAt: string;
+  }>;
+  /** The instances the alive nodes report. */
+  instances: Array<{ path: string; node: string; state: string }>;
+  /** Slots the document asks for that are on no alive node. */
+  unplaced: string[];
+}
+
+/** The cluster as etcd has it: nodes, instances, the scheduler's leader and the document's revision. */
+export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus> {
+  const state = await readCluster(store);
+  const leader = await store.kv.election(KEYS.election).leader();
+  const slotsOn = (node: string) => [...state.slots.values()].filter((s) => s.value.node === node).length;
+  const names = new Set([...state.nodes.keys(), ...[...state.slots.values()].map((s) => s.value.node)]);
+  const nodes = [...names].sort().map((name) => {
+    const record = state.nodes.get(name)?.value;
+    return {
+      name,
+      alive: record !== undefined,
+      advertise: record?.advertise ?? '',
+      capacity: record?.capacity ?? { memoryMiB: 0, vcpus: 0 },
+      use: record?.use ?? { memoryMiB: 0, running: 0, instances: 0 },
+      bookedMiB: bookedOn(state, name),
+      slots: slotsOn(name),
+      reportedAt: record?.reportedAt ?? '',
+    };
+  });
+  const instances = [...state.nodes.values()].flatMap(({ value }) =>
+    value.instances.map((instance) => ({ path: instance.path, node: value.name, state: instance.state })),
+  );
+  const unplaced = (state.desired ? desiredSlots(state.desired.doc) : [])
+    .filter((slot) => !state.nodes.has(state.slots.get(slot.id)?.value.node ?? ''))
+    .map((slot) => slot.id);
+  return { revision: state.desired?.revision ?? null, leader: leader ?? null, nodes, instances, unplaced };
+}

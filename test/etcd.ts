@@ -1,0 +1,149 @@
+// A real etcd cluster on loopback ports for the cluster tests: Debian's etcd-server binary (from
+// the PATH, else downloaded once from Debian's archive into vmkit's cache, no root needed).
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { extractDeb, fetchDeb, resolvePackages } from '../src/images/debian.js';
+import { cacheDir } from '../src/util/paths.js';
+import { which } from '../src/util/which.js';
+
+/** The etcd server program: on the PATH, else Debian's etcd-server unpacked into the cache. */
+export async function etcdBinary(): Promise<string> {
+  const onPath = await which('etcd');
+  if (onPath) return onPath;
+  const pkg = (await resolvePackages(['etcd-server'])).get('etcd-server');
+  if (!pkg) throw new Error('apt knows no etcd-server package');
+  const dir = join(cacheDir(), 'tools', `etcd-server-${pkg.version.replace(/[^\w.+-]/g, '_')}`);
+  const binary = join(dir, 'usr', 'bin', 'etcd');
+  if (existsSync(binary)) return binary;
+  const deb = await fetchDeb(pkg, join(cacheDir(), 'debs'), () => {});
+  const scratch = `${dir}.${process.pid}`;
+  rmSync(scratch, { recursive: true, force: true });
+  await extractDeb(deb, scratch);
+  try {
+    renameSync(scratch, dir);
+  } catch (error) {
+    rmSync(scratch, { recursive: true, force: true });
+    if (!existsSync(binary)) throw error; // another run unpacked it first: use that
+  }
+  return binary;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export interface EtcdMember {
+  name: string;
+  clientUrl: string;
+  process: ChildProcess;
+  log: string;
+}
+
+export interface EtcdCluster {
+  members: EtcdMember[];
+  /** The client URLs, comma-separated, as --etcd takes them. */
+  endpoints: string;
+  /** The name of the member that leads etcd's raft now. */
+  leader(): Promise<string>;
+  /** SIGKILLs a member. */
+  kill(name: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const exited = (child: ChildProcess) =>
+  child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise<void>((resolve) => child.once('exit', () => resolve()));
+
+async function status(clientUrl: string): Promise<{ header: { member_id: string }; leader: string }> {
+  const response = await fetch(`${clientUrl}/v3/maintenance/status`, {
+    method: 'POST',
+    body: '{}',
+    signal: AbortSignal.timeout(2000),
+  });
+  return (await response.json()) as { header: { member_id: string }; leader: string };
+}
+
+/** Starts `size` etcd members on loopback ports, data in `dir`; resolves once a leader is elected. */
+export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000): Promise<EtcdCluster> {
+  const binary = await etcdBinary();
+  const ports = [];
+  for (let i = 0; i < size; i++) ports.push({ client: await freePort(), peer: await freePort() });
+  const initial = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`).join(',');
+  const token = `vmkit-test-${process.pid}-${Date.now()}`;
+  const members: EtcdMember[] = ports.map((p, i) => {
+    const name = `m${i}`;
+    const data = join(dir, name);
+    mkdirSync(data, { recursive: true, mode: 0o700 });
+    const log = join(dir, `${name}.log`);
+    const out = openSync(log, 'a');
+    const child = spawn(
+      binary,
+      [
+        `--name=${name}`,
+        `--data-dir=${data}`,
+        `--listen-client-urls=http://127.0.0.1:${p.client}`,
+        `--advertise-client-urls=http://127.0.0.1:${p.client}`,
+        `--listen-peer-urls=http://127.0.0.1:${p.peer}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${p.peer}`,
+        `--initial-cluster=${initial}`,
+        `--initial-cluster-token=${token}`,
+        '--initial-cluster-state=new',
+      ],
+      { stdio: ['ignore', out, out] },
+    );
+    return { name, clientUrl: `http://127.0.0.1:${p.client}`, process: child, log };
+  });
+  const cluster: EtcdCluster = {
+    members,
+    endpoints: members.map((m) => m.clientUrl).join(','),
+    async leader() {
+      for (const member of members) {
+        if (member.process.exitCode !== null || member.process.signalCode !== null) continue;
+        try {
+          const answer = await status(member.clientUrl);
+          const ids = await Promise.all(
+            members.map(async (m) => [
+              m.name,
+              (await status(m.clientUrl).catch(() => undefined))?.header.member_id,
+            ]),
+          );
+          const found = ids.find(([, id]) => id === answer.leader);
+          if (found) return found[0] as string;
+        } catch {}
+      }
+      throw new Error('no etcd member names a leader');
+    },
+    async kill(name) {
+      const member = members.find((m) => m.name === name);
+      member?.process.kill('SIGKILL');
+      if (member) await exited(member.process);
+    },
+    async stop() {
+      for (const member of members) member.process.kill('SIGKILL');
+      await Promise.all(members.map((m) => exited(m.process)));
+    },
+  };
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await cluster.leader();
+      return cluster;
+    } catch (error) {
+      if (Date.now() > until) {
+        await cluster.stop();
+        const tails = members.map((m) => `${m.name}: ${readFileSync(m.log, 'utf8').slice(-800)}`).join('\n');
+        throw new Error(
+          `etcd cluster not up within ${timeoutMs} ms (${(error as Error).message}):\n${tails}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
+}

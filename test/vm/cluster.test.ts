@@ -1,0 +1,248 @@
+// A fleet across hosts, all on this machine's loopback: a 3-member etcd cluster (Debian's
+// etcd-server), 3 agents as CLI processes with their own fleet folders and ports, one CA. The
+// document's instances spread over the nodes; a node killed with its VMMs has its instances
+// started on the others; a node that comes back stops its copies first; placement goes on after
+// the etcd leader and the scheduler's leader are killed.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { initCerts } from '../../src/fleet/agent/certs.js';
+import { type ClusterStore, connectCluster } from '../../src/fleet/cluster/etcd.js';
+import { type ClusterStatus, clusterStatus } from '../../src/fleet/cluster/status.js';
+import { Fleet } from '../../src/fleet/fleet.js';
+import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
+import { type EtcdCluster, startEtcdCluster } from '../etcd.js';
+import { cli, lacks, runCli } from '../helpers.js';
+
+// Short: instance sockets live in the fleet folders and unix socket paths stop at 107 bytes.
+const dir = mkdtempSync('/tmp/vmkit-cl-');
+const certs = join(dir, 'certs');
+const doc = join(dir, 'fleet.yaml');
+const NODES = ['a', 'b', 'c'] as const;
+type NodeName = (typeof NODES)[number];
+const fleetDir = (node: NodeName) => join(dir, `fleet-${node}`);
+/** What names a node's VMMs and switches on their command lines (not its agent's, nor other nodes'). */
+const insideFleet = (node: NodeName) => `${fleetDir(node)}/`;
+
+function writeDoc(web: number, jobs: number): void {
+  writeFileSync(
+    doc,
+    [
+      'version: 1',
+      'tenants:',
+      '  - { id: acme, subnet: 10.91.0.0/24 }',
+      '  - { id: globex, subnet: 10.92.0.0/24 }',
+      'pools:',
+      `  - { tenant: acme, id: web, memoryMiB: 128, desired: { running: ${web} } }`,
+      `  - { tenant: globex, id: jobs, memoryMiB: 128, desired: { running: ${jobs} } }`,
+    ].join('\n'),
+  );
+}
+
+/** The QEMU processes of a node's fleet folder. */
+const vmmsOf = (node: NodeName) =>
+  processesNaming(insideFleet(node)).filter((p) => p.program.includes('qemu-system'));
+
+describe('a fleet across three hosts on etcd', {
+  skip: lacks('detached') || lacks('snapshot'),
+  timeout: 900_000,
+}, () => {
+  let etcd: EtcdCluster;
+  let store: ClusterStore;
+  const agents = new Map<NodeName, { child: ChildProcess; log: () => string }>();
+
+  const startAgentProcess = (node: NodeName) => {
+    const child = spawn(
+      process.execPath,
+      [
+        cli,
+        'fleet',
+        '--fleet-dir',
+        fleetDir(node),
+        'agent',
+        'serve',
+        '--etcd',
+        etcd.endpoints,
+        '--node',
+        node,
+        '--certs',
+        certs,
+        '--listen',
+        '127.0.0.1:0',
+        '--interval',
+        '3600',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr?.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    agents.set(node, { child, log: () => stderr });
+  };
+
+  const killAgent = async (node: NodeName, withVmms: boolean) => {
+    const agent = agents.get(node);
+    if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
+      const gone = new Promise((resolve) => agent.child.once('exit', resolve));
+      agent.child.kill('SIGKILL');
+      await gone;
+    }
+    if (withVmms) for (const leftover of processesNaming(insideFleet(node))) await stopDetached(leftover, 0);
+  };
+
+  /** Polls the cluster's status until `done` holds (within `timeoutMs`), naming `what` and the last status if not. */
+  const waitForStatus = async (
+    what: string,
+    done: (status: ClusterStatus) => boolean,
+    timeoutMs = 60_000,
+  ) => {
+    const until = Date.now() + timeoutMs;
+    let last: ClusterStatus | string = 'none read';
+    for (;;) {
+      try {
+        last = await clusterStatus(store);
+        if (done(last)) return last;
+      } catch (error) {
+        last = (error as Error).message;
+      }
+      if (Date.now() > until) {
+        const logs = [...agents].map(([node, agent]) => `--- agent ${node}:\n${agent.log().slice(-1500)}`);
+        assert.fail(
+          `${what}: not within ${timeoutMs} ms; last status:\n${JSON.stringify(last, null, 2)}\n${logs.join('\n')}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  };
+
+  const running = (status: ClusterStatus) => status.instances.filter((i) => i.state === 'Running');
+  /** A node with no slot and no lease is not in the status at all. */
+  const slotsOn = (status: ClusterStatus, node: NodeName) =>
+    status.nodes.find((n) => n.name === node)?.slots ?? 0;
+  const alive = (status: ClusterStatus) => status.nodes.filter((n) => n.alive).map((n) => n.name);
+
+  before(async () => {
+    etcd = await startEtcdCluster(join(dir, 'etcd'));
+    store = connectCluster(etcd.endpoints.split(','));
+    await initCerts(certs, { ca: true });
+    for (const node of NODES) startAgentProcess(node);
+    await waitForStatus('three nodes registered', (s) => alive(s).length === 3, 30_000);
+  });
+
+  after(async () => {
+    for (const node of NODES) await killAgent(node, false);
+    for (const node of NODES) {
+      const fleet = new Fleet({ dir: fleetDir(node) });
+      for (const tenant of fleet.store.listTenants()) await fleet.destroyTenant(tenant.id).catch(() => {});
+      await fleet.close();
+    }
+    for (const leftover of processesNaming(dir)) await stopDetached(leftover, 0);
+    store?.close();
+    await etcd?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('apply places 6 instances over the 3 nodes; status shows nodes, instances, leader and revision', async () => {
+    writeDoc(4, 2);
+    const applied = await runCli(['cluster', '--etcd', etcd.endpoints, '--json', 'apply', doc]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const { revision } = JSON.parse(applied.stdout) as { revision: string };
+    const status = await waitForStatus('6 instances Running', (s) => running(s).length === 6);
+    assert.equal(status.revision, revision);
+    assert.ok(NODES.includes(status.leader as NodeName), `leader ${status.leader}`);
+    for (const node of status.nodes) {
+      assert.ok(node.alive && node.slots >= 1, `${node.name} got no slot: ${JSON.stringify(status.nodes)}`);
+      assert.ok(node.capacity.memoryMiB > 0 && node.capacity.vcpus > 0);
+      assert.equal(node.bookedMiB, node.slots * 128);
+    }
+    // Every host's VMMs, listed by process: one per instance, none placed twice.
+    assert.equal(
+      NODES.map((n) => vmmsOf(n).length).reduce((a, b) => a + b),
+      6,
+    );
+    for (const node of NODES)
+      assert.equal(vmmsOf(node).length, status.instances.filter((i) => i.node === node).length, node);
+    const text = await runCli(['cluster', '--etcd', etcd.endpoints, 'status']);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`document: revision ${revision}`));
+    assert.match(text.stdout, /a {2}alive {2}\d slot\(s\), \d+\/\d+ MiB booked/);
+  });
+
+  it('a node killed with its VMMs: within 30 s its instances run on the others', async () => {
+    const before = await clusterStatus(store);
+    const victim = NODES.find((n) => n !== before.leader) as NodeName;
+    const killedAt = Date.now();
+    await killAgent(victim, true);
+    const status = await waitForStatus(
+      `node ${victim} dead and 6 instances Running on the others`,
+      (s) => !alive(s).includes(victim) && running(s).length === 6 && slotsOn(s, victim) === 0,
+      45_000,
+    );
+    const tookMs = Date.now() - killedAt;
+    assert.ok(tookMs < 30_000, `took ${tookMs} ms`);
+    assert.ok(status.instances.every((i) => i.node !== victim));
+    assert.equal(
+      NODES.map((n) => vmmsOf(n).length).reduce((a, b) => a + b),
+      6,
+    );
+    // It comes back empty: its slots are elsewhere, and it stays without instances.
+    startAgentProcess(victim);
+    await waitForStatus(`node ${victim} back`, (s) => alive(s).includes(victim));
+    assert.equal(vmmsOf(victim).length, 0);
+  });
+
+  it('a node that comes back with instances placed elsewhere stops its copies before it registers', async () => {
+    const before = await clusterStatus(store);
+    const victim = NODES.find(
+      (n) => n !== before.leader && running(before).some((i) => i.node === n),
+    ) as NodeName;
+    const copies = vmmsOf(victim).length;
+    assert.ok(copies > 0);
+    await killAgent(victim, false); // its VMMs run on
+    await waitForStatus(
+      `the slots of ${victim} placed elsewhere`,
+      (s) => slotsOn(s, victim) === 0 && running(s).filter((i) => i.node !== victim).length === 6,
+      45_000,
+    );
+    assert.equal(vmmsOf(victim).length, copies, 'the copies ran on while the agent was away');
+    startAgentProcess(victim);
+    await waitForStatus(`node ${victim} back`, (s) => alive(s).includes(victim));
+    const log = agents.get(victim)?.log() ?? '';
+    const stopped = log.search(/reconcile: scale: (stop|destroy)/);
+    const registered = log.indexOf('registered under lease');
+    assert.ok(stopped >= 0 && stopped < registered, log);
+    assert.equal(vmmsOf(victim).length, 0);
+    assert.equal(
+      NODES.map((n) => vmmsOf(n).length).reduce((a, b) => a + b),
+      6,
+    );
+  });
+
+  it('with the etcd leader and then the scheduler killed, a changed document is still placed', async () => {
+    const etcdLeader = await etcd.leader();
+    await etcd.kill(etcdLeader);
+    const before = await waitForStatus('status after the etcd leader died', (s) => s.leader !== null);
+    const schedulerNode = before.leader as NodeName;
+    await killAgent(schedulerNode, true);
+    writeDoc(5, 2);
+    const applied = await runCli(['cluster', '--etcd', etcd.endpoints, 'apply', doc]);
+    assert.equal(applied.code, 0, applied.stderr);
+    const status = await waitForStatus(
+      '7 instances Running on the two nodes left, under a new scheduler',
+      (s) =>
+        s.leader !== null &&
+        s.leader !== schedulerNode &&
+        running(s).length === 7 &&
+        s.instances.every((i) => i.node !== schedulerNode),
+      90_000,
+    );
+    assert.ok(!alive(status).includes(schedulerNode));
+    assert.equal(
+      NODES.map((n) => vmmsOf(n).length).reduce((a, b) => a + b),
+      7,
+    );
+  });
+});
