@@ -153,6 +153,11 @@ export class NetworkError extends VmkitError {
   override name = 'NetworkError';
 }
 
+/** The cluster's etcd did not answer, or refused a request. */
+export class ClusterError extends VmkitError {
+  override name = 'ClusterError';
+}
+
 /** The guest came up but the set-up vmkit runs in it after boot or restore failed. */
 export class GuestSetupError extends VmkitError {
   override name = 'GuestSetupError';

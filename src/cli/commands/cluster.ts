@@ -15,13 +15,17 @@ async function withCluster<T>(
   what: string,
   work: (store: import('../../fleet/cluster/etcd.js').ClusterStore) => Promise<T>,
 ): Promise<T> {
-  const { connectCluster, etcdEndpoints } = await import('../../fleet/cluster/etcd.js');
+  const { clusterCall, connectCluster, etcdEndpoints } = await import('../../fleet/cluster/etcd.js');
   const { withTimeout } = await import('../../util/time.js');
   const globals = command.optsWithGlobals<ClusterGlobals>();
   const endpoints = etcdEndpoints(globals.etcd);
   const store = connectCluster(endpoints);
   try {
-    return await withTimeout(work(store), CALL_TIMEOUT_MS, `${what} (etcd at ${endpoints.join(', ')})`);
+    return await withTimeout(
+      clusterCall(store, what, () => work(store)),
+      CALL_TIMEOUT_MS,
+      `${what} (etcd at ${endpoints.join(', ')})`,
+    );
   } finally {
     store.close();
   }

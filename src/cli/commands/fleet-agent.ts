@@ -132,7 +132,12 @@ export function registerAgentCommands(fleet: Command): void {
         log,
       });
       process.on('SIGHUP', () => server.reloadCertificates());
-      const member = cluster ? await cluster.join(server, log) : undefined;
+      const member = cluster
+        ? await cluster.join(server, log).catch(async (error: Error) => {
+            await server.close();
+            throw error;
+          })
+        : undefined;
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {
           log(`${signal}: finishing requests in flight; instances stay as they are`);
@@ -243,25 +248,35 @@ async function clusterOf(options: {
       "--desired and --etcd: a cluster's agent reconciles the cluster's document, not a file",
     );
   const { hostname } = await import('node:os');
-  const { checkNodeName, connectCluster, etcdEndpoints } = await import('../../fleet/cluster/etcd.js');
+  const { checkNodeName, clusterCall, connectCluster, etcdEndpoints } = await import(
+    '../../fleet/cluster/etcd.js'
+  );
   const { readShare } = await import('../../fleet/cluster/member.js');
   const { joinAsAgent } = await import('../../fleet/cluster/agent-node.js');
   const node = checkNodeName(options.node ?? hostname());
+  if (options.leaseTtl !== undefined && (options.leaseTtl < 2 || options.leaseTtl > 3600))
+    throw new ConfigError(`--lease-ttl ${options.leaseTtl}: expected 2 to 3600 seconds`);
+  if (options.memoryMib !== undefined && options.memoryMib < 64)
+    throw new ConfigError(`--memory-mib ${options.memoryMib}: expected at least 64`);
   const store = connectCluster(etcdEndpoints(options.etcd));
   return {
     share: async () => {
-      const share = await readShare(store, node);
+      const share = await clusterCall(store, `reading the share of node ${node}`, () =>
+        readShare(store, node),
+      );
       return share && { ...share, prune: true };
     },
     join: async (server: Awaited<ReturnType<typeof startAgent>>, log: (line: string) => void) => {
-      const member = await joinAsAgent(server, {
-        store,
-        node,
-        ...(options.advertise ? { advertise: options.advertise } : {}),
-        ...(options.memoryMib ? { memoryMiB: options.memoryMib } : {}),
-        ...(options.leaseTtl ? { ttlSeconds: options.leaseTtl } : {}),
-        log,
-      });
+      const member = await clusterCall(store, `joining node ${node} to the cluster`, () =>
+        joinAsAgent(server, {
+          store,
+          node,
+          ...(options.advertise ? { advertise: options.advertise } : {}),
+          ...(options.memoryMib !== undefined ? { memoryMiB: options.memoryMib } : {}),
+          ...(options.leaseTtl !== undefined ? { ttlSeconds: options.leaseTtl } : {}),
+          log,
+        }),
+      );
       return {
         async leave() {
           await member.leave();

@@ -1,5 +1,5 @@
 import { Etcd3, type IKeyValue, type Namespace } from 'etcd3';
-import { ConfigError } from '../../errors.js';
+import { ClusterError, ConfigError, VmkitError } from '../../errors.js';
 
 /**
  * The cluster's keys in etcd, all under `vmkit/`:
@@ -96,3 +96,17 @@ export function jsonOf<T>(kv: IKeyValue): T | undefined {
 
 /** A key as the namespace gives it (without the prefix: etcd3 removes it from what it returns). */
 export const keyOf = (kv: IKeyValue) => kv.key.toString('utf8');
+
+/**
+ * Runs an etcd call for `what`; an error of the client (gRPC's) becomes a ClusterError that names
+ * what failed and the endpoints, on one line.
+ */
+export async function clusterCall<T>(store: ClusterStore, what: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof VmkitError) throw error;
+    const message = ((error as Error).message.split('\n')[0] ?? '').replace(/\s*Resolution note:\s*$/, '');
+    throw new ClusterError(`${what}: etcd at ${store.endpoints.join(', ')}: ${message}`);
+  }
+}

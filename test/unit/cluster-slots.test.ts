@@ -1,0 +1,154 @@
+// The cluster's pure parts: the slots a document asks for, a node's share of it, best-of-K, and
+// the scheduler's plan from a read of the cluster.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { NodeRecord } from '../../src/fleet/cluster/etcd.js';
+import { planPlacement } from '../../src/fleet/cluster/placement.js';
+import { bestOfK, desiredSlots, parseSlotId, shareOf } from '../../src/fleet/cluster/slots.js';
+import type { ClusterState } from '../../src/fleet/cluster/state.js';
+import { parseDesired } from '../../src/fleet/desired/schema.js';
+
+const doc = parseDesired(
+  JSON.stringify({
+    version: 1,
+    tenants: [
+      { id: 'acme', subnet: '10.91.0.0/24' },
+      { id: 'globex', subnet: '10.92.0.0/24' },
+    ],
+    pools: [
+      { tenant: 'acme', id: 'web', memoryMiB: 256, desired: { running: 2, warm: 1, sleeping: 1 } },
+      { tenant: 'globex', id: 'jobs', desired: { running: 1 } },
+    ],
+  }),
+);
+
+function node(name: string, memoryMiB: number): NodeRecord {
+  return {
+    name,
+    advertise: `https://${name}:7443`,
+    capacity: { memoryMiB, vcpus: 2 },
+    use: { memoryMiB: 0, running: 0, instances: 0 },
+    instances: [],
+    startedAt: '',
+    reportedAt: '',
+  };
+}
+
+function state(
+  nodes: Record<string, number>,
+  slots: Record<string, string> = {},
+  booked: Record<string, number> = {},
+): ClusterState {
+  return {
+    revision: '10',
+    desired: { doc, revision: '5' },
+    nodes: new Map(
+      Object.entries(nodes).map(([name, memory], i) => [
+        name,
+        { value: node(name, memory), modRevision: '3', lease: String(100 + i) },
+      ]),
+    ),
+    slots: new Map(
+      Object.entries(slots).map(([id, on]) => [
+        id,
+        { value: { node: on, memoryMiB: 256 }, modRevision: '6' },
+      ]),
+    ),
+    booked: new Map(
+      Object.entries(booked).map(([on, mib]) => [on, { value: { memoryMiB: mib }, modRevision: '6' }]),
+    ),
+    unreadable: [],
+  };
+}
+
+describe('cluster slots and placement', () => {
+  test('a document has one slot per instance it asks for; a Sleeping one books no memory', () => {
+    const slots = desiredSlots(doc);
+    assert.deepEqual(
+      slots.map((s) => `${s.id}:${s.memoryMiB}`),
+      [
+        'acme/web/running-0:256',
+        'acme/web/running-1:256',
+        'acme/web/warm-0:256',
+        'acme/web/sleeping-0:0',
+        'globex/jobs/running-0:128',
+      ],
+    );
+    assert.deepEqual(parseSlotId('acme/web/warm-0'), { pool: 'acme/web', kind: 'warm' });
+    assert.equal(parseSlotId('acme/web/other-0'), undefined);
+  });
+
+  test("a node's share lists every tenant and pool, with the counts of its own slots", () => {
+    const share = shareOf(doc, ['acme/web/running-1', 'acme/web/sleeping-0', 'not/a/slot']);
+    assert.deepEqual(
+      share.tenants.map((t) => t.id),
+      ['acme', 'globex'],
+    );
+    assert.deepEqual(
+      share.pools.map((p) => [p.id, p.desired]),
+      [
+        ['web', { running: 1, warm: 0, sleeping: 1 }],
+        ['jobs', { running: 0, warm: 0, sleeping: 0 }],
+      ],
+    );
+  });
+
+  test('best of K takes the freest of K drawn among those with room; none when none has room', () => {
+    const candidates = [
+      { node: 'a', freeMiB: 100 },
+      { node: 'b', freeMiB: 900 },
+      { node: 'c', freeMiB: 500 },
+    ];
+    assert.equal(bestOfK(candidates, 128, 3)?.node, 'b');
+    assert.equal(bestOfK(candidates, 600, 3)?.node, 'b');
+    assert.equal(bestOfK(candidates, 1000, 3), undefined);
+    // K = 1 takes the one drawn: c for one draw, although b has more room; b for another.
+    const drawn = (draws: number[]) => bestOfK(candidates, 128, 1, () => draws.shift() ?? 0)?.node;
+    assert.equal(drawn([0, 0]), 'c');
+    assert.equal(drawn([0.99, 0]), 'b');
+  });
+
+  test('the plan places what has no node, moves what sits on a dead node, removes what the document dropped', () => {
+    const plan = planPlacement(
+      state(
+        { a: 4096, b: 4096 },
+        { 'acme/web/running-0': 'a', 'acme/web/running-1': 'gone', 'acme/old/running-0': 'b' },
+        { a: 256, gone: 256, b: 256 },
+      ),
+      3,
+    );
+    const moves = plan.moves.map((m) =>
+      m.kind === 'remove' ? `remove ${m.slot} from ${m.from}` : `place ${m.slot.id} from ${m.from ?? '-'}`,
+    );
+    assert.deepEqual(moves, [
+      'remove acme/old/running-0 from b',
+      'place acme/web/running-1 from gone',
+      'place acme/web/warm-0 from -',
+      'place acme/web/sleeping-0 from -',
+      'place globex/jobs/running-0 from -',
+    ]);
+    assert.deepEqual(plan.unplaced, []);
+  });
+
+  test('the plan spreads by free memory and leaves slots unplaced rather than overbook', () => {
+    const spread = planPlacement(state({ a: 1024, b: 1024, c: 1024 }), 3);
+    const on = (to: string) => spread.moves.filter((m) => m.kind === 'place' && m.to === to).length;
+    assert.ok(on('a') >= 1 && on('b') >= 1 && on('c') >= 1, JSON.stringify(spread.moves));
+    const tight = planPlacement(state({ a: 600 }), 3);
+    // 600 MiB: two of the 256 MiB slots, the Sleeping one (0) and the 128 MiB one do not fit past it.
+    const placed = tight.moves
+      .filter((m) => m.kind === 'place')
+      .map((m) => (m.kind === 'place' ? m.slot.id : ''));
+    assert.deepEqual(placed, ['acme/web/running-0', 'acme/web/running-1', 'acme/web/sleeping-0']);
+    assert.deepEqual(
+      tight.unplaced.map((s) => s.id),
+      ['acme/web/warm-0', 'globex/jobs/running-0'],
+    );
+  });
+
+  test('nothing is planned before a document is applied', () => {
+    const empty = { ...state({ a: 1024 }, { 'acme/web/running-0': 'a' }) };
+    delete empty.desired;
+    assert.deepEqual(planPlacement(empty, 3), { moves: [], unplaced: [] });
+  });
+});
