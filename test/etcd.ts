@@ -1,7 +1,7 @@
 // A real etcd cluster on loopback ports for the cluster tests: Debian's etcd-server binary (from
 // the PATH, else downloaded once from Debian's archive into vmkit's cache, no root needed).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { extractDeb, fetchDeb, resolvePackages } from '../src/images/debian.js';
@@ -53,6 +53,8 @@ export interface EtcdCluster {
   leader(): Promise<string>;
   /** SIGKILLs a member. */
   kill(name: string): Promise<void>;
+  /** Starts a killed member again on its data folder. */
+  restart(name: string): void;
   stop(): Promise<void>;
 }
 
@@ -77,28 +79,31 @@ export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000
   for (let i = 0; i < size; i++) ports.push({ client: await freePort(), peer: await freePort() });
   const initial = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`).join(',');
   const token = `vmkit-test-${process.pid}-${Date.now()}`;
+  const spawnMember = (args: string[], log: string) => {
+    const out = openSync(log, 'a');
+    const child = spawn(binary, args, { stdio: ['ignore', out, out] });
+    closeSync(out); // the child has its own copy
+    return child;
+  };
+  const argsOf = new Map<string, string[]>();
   const members: EtcdMember[] = ports.map((p, i) => {
     const name = `m${i}`;
     const data = join(dir, name);
     mkdirSync(data, { recursive: true, mode: 0o700 });
     const log = join(dir, `${name}.log`);
-    const out = openSync(log, 'a');
-    const child = spawn(
-      binary,
-      [
-        `--name=${name}`,
-        `--data-dir=${data}`,
-        `--listen-client-urls=http://127.0.0.1:${p.client}`,
-        `--advertise-client-urls=http://127.0.0.1:${p.client}`,
-        `--listen-peer-urls=http://127.0.0.1:${p.peer}`,
-        `--initial-advertise-peer-urls=http://127.0.0.1:${p.peer}`,
-        `--initial-cluster=${initial}`,
-        `--initial-cluster-token=${token}`,
-        '--initial-cluster-state=new',
-      ],
-      { stdio: ['ignore', out, out] },
-    );
-    return { name, clientUrl: `http://127.0.0.1:${p.client}`, process: child, log };
+    const args = [
+      `--name=${name}`,
+      `--data-dir=${data}`,
+      `--listen-client-urls=http://127.0.0.1:${p.client}`,
+      `--advertise-client-urls=http://127.0.0.1:${p.client}`,
+      `--listen-peer-urls=http://127.0.0.1:${p.peer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${p.peer}`,
+      `--initial-cluster=${initial}`,
+      `--initial-cluster-token=${token}`,
+      '--initial-cluster-state=new',
+    ];
+    argsOf.set(name, args);
+    return { name, clientUrl: `http://127.0.0.1:${p.client}`, process: spawnMember(args, log), log };
   });
   const cluster: EtcdCluster = {
     members,
@@ -124,6 +129,10 @@ export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000
       const member = members.find((m) => m.name === name);
       member?.process.kill('SIGKILL');
       if (member) await exited(member.process);
+    },
+    restart(name) {
+      const member = members.find((m) => m.name === name);
+      if (member) member.process = spawnMember(argsOf.get(name) as string[], member.log);
     },
     async stop() {
       for (const member of members) member.process.kill('SIGKILL');

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Lease } from 'etcd3';
 import { type ClusterStore, connectCluster, KEYS, type NodeRecord } from '../../src/fleet/cluster/etcd.js';
+import { joinMembership } from '../../src/fleet/cluster/membership.js';
 import { applyPlacement, planPlacement } from '../../src/fleet/cluster/placement.js';
 import { readCluster } from '../../src/fleet/cluster/state.js';
 import { applyDocument, clusterStatus } from '../../src/fleet/cluster/status.js';
@@ -127,6 +128,44 @@ describe('the cluster on a real etcd', { timeout: 180_000 }, () => {
         ['b', 5, 640],
       ],
     );
+  });
+
+  test('a node that loses etcd past its TTL (no majority) is registered again once etcd is back', async () => {
+    const lines: string[] = [];
+    const store = connectCluster(etcd.endpoints.split(','));
+    const membership = await joinMembership({
+      store,
+      record: () => record('d'),
+      ttlSeconds: 2,
+      reportEveryMs: 700,
+      log: (line) => lines.push(line),
+    });
+    try {
+      const registered = async () => (await readCluster(stores[0] as ClusterStore)).nodes.has('d');
+      assert.ok(await registered());
+      const [one, two] = etcd.members.map((m) => m.name).slice(0, 2) as [string, string];
+      await etcd.kill(one);
+      await etcd.kill(two);
+      await new Promise((resolve) => setTimeout(resolve, 6000)); // 3 TTLs without a majority
+      etcd.restart(one);
+      etcd.restart(two);
+      // Registered under the lease the membership holds now (a lost one is replaced), and it stays.
+      const current = async () => {
+        const node = (await readCluster(stores[0] as ClusterStore).catch(() => undefined))?.nodes.get('d');
+        return node !== undefined && node.lease === membership.lease();
+      };
+      const until = Date.now() + 30_000;
+      while (!(await current())) {
+        assert.ok(Date.now() < until, `node d not registered again:\n${lines.join('\n')}`);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 5000)); // 2.5 TTLs
+      assert.ok(await current(), lines.join('\n'));
+      process.stderr.write(`# membership: ${lines.join(' | ')}\n`);
+    } finally {
+      await membership.leave({ revoke: true });
+      store.close();
+    }
   });
 
   test('the CLI: apply and status, and clear errors for bad input and an unreachable etcd', async () => {

@@ -158,6 +158,7 @@ describe('a fleet across three hosts on etcd', {
       assert.ok(node.capacity.memoryMiB > 0 && node.capacity.vcpus > 0);
       assert.equal(node.bookedMiB, node.slots * 128);
     }
+    process.stderr.write(`# slots per node: ${status.nodes.map((n) => `${n.name} ${n.slots}`).join(', ')}\n`);
     // Every host's VMMs, listed by process: one per instance, none placed twice.
     assert.equal(
       NODES.map((n) => vmmsOf(n).length).reduce((a, b) => a + b),
@@ -169,6 +170,34 @@ describe('a fleet across three hosts on etcd', {
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`document: revision ${revision}`));
     assert.match(text.stdout, /a {2}alive {2}\d slot\(s\), \d+\/\d+ MiB booked/);
+  });
+
+  it('SIGTERM to an agent leaves its instances running; a restart within the TTL keeps its slots', async () => {
+    const before = await clusterStatus(store);
+    const node = NODES.find((n) => n !== before.leader) as NodeName;
+    const slots = slotsOn(before, node);
+    const vmms = vmmsOf(node).map((p) => p.pid);
+    const agent = agents.get(node)?.child as ChildProcess;
+    const gone = new Promise((resolve) => agent.once('exit', resolve));
+    agent.kill('SIGTERM');
+    await gone;
+    assert.deepEqual(
+      vmmsOf(node).map((p) => p.pid),
+      vmms,
+      'its VMMs run on',
+    );
+    startAgentProcess(node);
+    const after = await waitForStatus(
+      `node ${node} registered again`,
+      (s) => (agents.get(node)?.log() ?? '').includes('registered under lease') && alive(s).includes(node),
+    );
+    assert.equal(slotsOn(after, node), slots);
+    assert.deepEqual(
+      vmmsOf(node).map((p) => p.pid),
+      vmms,
+      'the same VMMs, none stopped or added',
+    );
+    assert.equal(running(after).length, 6);
   });
 
   it('a node killed with its VMMs: within 30 s its instances run on the others', async () => {
@@ -183,6 +212,7 @@ describe('a fleet across three hosts on etcd', {
     );
     const tookMs = Date.now() - killedAt;
     assert.ok(tookMs < 30_000, `took ${tookMs} ms`);
+    process.stderr.write(`# node ${victim}'s instances ran on the others ${tookMs} ms after the kill\n`);
     assert.ok(status.instances.every((i) => i.node !== victim));
     assert.equal(
       NODES.map((n) => vmmsOf(n).length).reduce((a, b) => a + b),

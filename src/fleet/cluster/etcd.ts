@@ -7,7 +7,7 @@ import { ClusterError, ConfigError, VmkitError } from '../../errors.js';
  * - `desired`: the desired-state document (JSON); its revision is the document's;
  * - `slots/<tenant>/<pool>/<kind>-<n>`: the node an instance of the document is placed on;
  * - `booked/<node>`: the memory the slots on a node book, changed in the same transaction as them;
- * - `scheduler`: the election of the one scheduler.
+ * - `scheduler/<lease>`: the candidates for scheduler, each under its lease; the oldest leads.
  */
 export const KEYS = {
   prefix: 'vmkit/',

@@ -40,14 +40,34 @@ export async function joinMembership(options: MembershipOptions): Promise<Member
       if (leaving || next !== lease) return;
       log(`membership: lease lost (${error.message}); registering again`);
       leaseId = undefined;
-      setTimeout(() => {
-        if (!leaving && next === lease) register().catch((e: Error) => log(`membership: ${e.message}`));
-      }, 1000).unref();
+      registerAgain();
     });
     lease = next;
-    leaseId = await next.grant();
-    await next.put(KEYS.node(name)).value(JSON.stringify(options.record()));
+    try {
+      leaseId = await next.grant();
+      await next.put(KEYS.node(name)).value(JSON.stringify(options.record()));
+    } catch (error) {
+      if (lease === next) lease = undefined;
+      leaseId = undefined;
+      next.release();
+      throw error;
+    }
     log(`membership: node ${name} registered under lease ${leaseId} (TTL ${options.ttlSeconds} s)`);
+  };
+
+  /** Registers with a new lease, every 2 s until etcd answers (or the node leaves). */
+  let retrying = false;
+  const registerAgain = () => {
+    if (retrying) return;
+    retrying = true;
+    setTimeout(() => {
+      retrying = false;
+      if (leaving) return;
+      register().catch((error: Error) => {
+        log(`membership: not registered yet: ${error.message.split('\n')[0]}`);
+        registerAgain();
+      });
+    }, 2000).unref();
   };
 
   const report = () => {

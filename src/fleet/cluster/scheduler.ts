@@ -1,6 +1,5 @@
-import type { Campaign } from 'etcd3';
+import { type Candidacy, standForElection } from './election.js';
 import type { ClusterStore } from './etcd.js';
-import { KEYS } from './etcd.js';
 import { applyPlacement, planPlacement } from './placement.js';
 import { readCluster } from './state.js';
 
@@ -32,8 +31,7 @@ export interface Scheduler {
  */
 export function startScheduler(options: SchedulerOptions): Scheduler {
   const { store, log } = options;
-  const election = store.kv.election(KEYS.election, options.ttlSeconds);
-  let campaign: Campaign | undefined;
+  let candidacy: Candidacy | undefined;
   let leading = false;
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -72,23 +70,32 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
 
   const campaignNow = () => {
     if (stopped) return;
-    const current = election.campaign(options.node);
-    campaign = current;
-    current.on('elected', () => {
-      if (stopped || current !== campaign) return;
-      leading = true;
-      log(`scheduler: ${options.node} is the scheduler`);
-      runRound();
-    });
-    current.on('error', (error) => {
-      if (current !== campaign) return;
+    const standAgain = (error: Error) => {
       log(
-        `scheduler: ${leading ? 'no longer the scheduler' : 'campaign failed'} (${error.message}); campaigning again`,
+        `scheduler: ${leading ? 'no longer the scheduler' : 'campaign failed'} (${error.message.split('\n')[0]}); campaigning again`,
       );
       leading = false;
+      candidacy = undefined;
       clearTimeout(timer);
       setTimeout(campaignNow, 1000).unref();
-    });
+    };
+    standForElection(store, options.node, options.ttlSeconds, {
+      elected: () => {
+        if (stopped) return;
+        leading = true;
+        log(`scheduler: ${options.node} is the scheduler`);
+        runRound();
+      },
+      failed: standAgain,
+    }).then(
+      (standing) => {
+        if (stopped) standing.resign();
+        else candidacy = standing;
+      },
+      (error: Error) => {
+        if (!stopped) standAgain(error);
+      },
+    );
   };
   campaignNow();
 
@@ -106,7 +113,7 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
       leading = false;
       clearTimeout(timer);
       await running;
-      await campaign?.resign().catch(() => undefined);
+      await candidacy?.resign();
     },
   };
 }

@@ -1,5 +1,6 @@
 import { checkDocumentQuotas } from '../desired/plan.js';
 import type { DesiredDocument } from '../desired/schema.js';
+import { electedLeader } from './election.js';
 import { type ClusterStore, KEYS } from './etcd.js';
 import { desiredSlots } from './slots.js';
 import { bookedOn, readCluster } from './state.js';
@@ -36,7 +37,7 @@ export interface ClusterStatus {
 /** The cluster as etcd has it: nodes, instances, the scheduler's leader and the document's revision. */
 export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus> {
   const state = await readCluster(store);
-  const leader = await store.kv.election(KEYS.election).leader();
+  const leader = await electedLeader(store);
   const slotsOn = (node: string) => [...state.slots.values()].filter((s) => s.value.node === node).length;
   const names = new Set([...state.nodes.keys(), ...[...state.slots.values()].map((s) => s.value.node)]);
   const nodes = [...names].sort().map((name) => {
