@@ -59,6 +59,19 @@ export {
 } from './fleet/agent/certs.js';
 export { AgentCallError, AgentClient, type ConnectAgentOptions, connectAgent } from './fleet/agent/client.js';
 export { type AgentServer, type AgentServerOptions, startAgent } from './fleet/agent/server.js';
+export { type ClusterAgentOptions, joinAsAgent } from './fleet/cluster/agent-node.js';
+export {
+  type ClusterStore,
+  connectCluster,
+  etcdEndpoints,
+  type NodeRecord as ClusterNodeRecord,
+} from './fleet/cluster/etcd.js';
+export type { ClusterMember } from './fleet/cluster/member.js';
+export {
+  applyDocument as applyClusterDocument,
+  type ClusterStatus,
+  clusterStatus,
+} from './fleet/cluster/status.js';
 export type { Action, Phase } from './fleet/desired/plan.js';
 export {
   type ActionResult,

@@ -29,7 +29,7 @@ const record = (name: string): NodeRecord => ({
   reportedAt: new Date().toISOString(),
 });
 
-const doc = (web: number, jobs: number) =>
+const doc = (web: number, jobs: number, jobsMiB = 128) =>
   parseDesired(
     JSON.stringify({
       version: 1,
@@ -47,7 +47,7 @@ const doc = (web: number, jobs: number) =>
       ],
       pools: [
         { tenant: 'acme', id: 'web', memoryMiB: 128, desired: { running: web } },
-        { tenant: 'globex', id: 'jobs', memoryMiB: 128, desired: { running: jobs } },
+        { tenant: 'globex', id: 'jobs', memoryMiB: jobsMiB, desired: { running: jobs } },
       ],
     }),
   );
@@ -128,6 +128,23 @@ describe('the cluster on a real etcd', { timeout: 180_000 }, () => {
         ['b', 5, 640],
       ],
     );
+  });
+
+  test("a pool's memory changed: its slots are booked again where they are, and the room made is used", async () => {
+    // From the last test: 12 slots of 128 MiB, 10 on a and b (640 MiB each), 2 waiting.
+    await applyDocument(stores[0] as ClusterStore, doc(7, 5, 64));
+    await schedule(stores[2] as ClusterStore);
+    const state = await readCluster(stores[0] as ClusterStore);
+    for (const node of ['a', 'b']) {
+      const here = [...state.slots.values()].filter((s) => s.value.node === node);
+      const sum = here.reduce((total, s) => total + s.value.memoryMiB, 0);
+      assert.equal(state.booked.get(node)?.value.memoryMiB, sum, `node ${node}`);
+      assert.ok(sum <= CAPACITY_MIB, `node ${node} overbooked: ${sum} MiB`);
+    }
+    assert.ok(
+      [...state.slots].filter(([id]) => id.startsWith('globex/')).every(([, s]) => s.value.memoryMiB === 64),
+    );
+    assert.deepEqual((await clusterStatus(stores[0] as ClusterStore)).unplaced, []);
   });
 
   test('a node that loses etcd past its TTL (no majority) is registered again once etcd is back', async () => {

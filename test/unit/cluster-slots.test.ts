@@ -146,6 +146,22 @@ describe('cluster slots and placement', () => {
     );
   });
 
+  test("a slot whose pool's memory changed is booked again on its node, or moves when it no longer fits", () => {
+    // globex/jobs/running-0 was placed at 256 MiB (the helper's value); the document says 128.
+    const rebook = planPlacement(
+      state({ a: 4096 }, { 'globex/jobs/running-0': 'a' }, { a: 256 }),
+      3,
+    ).moves.find((m) => m.kind === 'place' && m.slot.id === 'globex/jobs/running-0');
+    assert.deepEqual(rebook?.kind === 'place' && [rebook.to, rebook.from, rebook.previousMiB], [
+      'a',
+      'a',
+      256,
+    ]);
+    // acme/web/running-0 at 256 on a full node a: the document's 256 is the same, nothing to do.
+    const same = planPlacement(state({ a: 256 }, { 'acme/web/running-0': 'a' }, { a: 256 }), 3);
+    assert.ok(!same.moves.some((m) => m.kind === 'place' && m.slot.id === 'acme/web/running-0'));
+  });
+
   test('nothing is planned before a document is applied', () => {
     const empty = { ...state({ a: 1024 }, { 'acme/web/running-0': 'a' }) };
     delete empty.desired;

@@ -251,8 +251,7 @@ async function clusterOf(options: {
   const { checkNodeName, clusterCall, connectCluster, etcdEndpoints } = await import(
     '../../fleet/cluster/etcd.js'
   );
-  const { readShare } = await import('../../fleet/cluster/member.js');
-  const { joinAsAgent } = await import('../../fleet/cluster/agent-node.js');
+  const { clusterShareSource, joinAsAgent } = await import('../../fleet/cluster/agent-node.js');
   const node = checkNodeName(options.node ?? hostname());
   if (options.leaseTtl !== undefined && (options.leaseTtl < 2 || options.leaseTtl > 3600))
     throw new ConfigError(`--lease-ttl ${options.leaseTtl}: expected 2 to 3600 seconds`);
@@ -260,12 +259,7 @@ async function clusterOf(options: {
     throw new ConfigError(`--memory-mib ${options.memoryMib}: expected at least 64`);
   const store = connectCluster(etcdEndpoints(options.etcd));
   return {
-    share: async () => {
-      const share = await clusterCall(store, `reading the share of node ${node}`, () =>
-        readShare(store, node),
-      );
-      return share && { ...share, prune: true };
-    },
+    share: clusterShareSource(store, node),
     join: async (server: Awaited<ReturnType<typeof startAgent>>, log: (line: string) => void) => {
       const member = await clusterCall(store, `joining node ${node} to the cluster`, () =>
         joinAsAgent(server, {

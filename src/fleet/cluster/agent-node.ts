@@ -1,8 +1,8 @@
 import { cpus, totalmem } from 'node:os';
 import type { AgentServer } from '../agent/server.js';
 import type { Fleet } from '../fleet.js';
-import { type ClusterStore, checkNodeName, type NodeRecord } from './etcd.js';
-import { type ClusterMember, joinCluster } from './member.js';
+import { type ClusterStore, checkNodeName, clusterCall, type NodeRecord } from './etcd.js';
+import { type ClusterMember, joinCluster, readShare } from './member.js';
 
 export interface ClusterAgentOptions {
   store: ClusterStore;
@@ -45,7 +45,19 @@ function nodeRecord(
 }
 
 /**
- * Makes a started agent (whose document is its cluster share, see readShare) a member of the
+ * The `desiredSource` of a cluster node's agent (`startAgent({ desiredSource })`): its share of the
+ * cluster's document, reconciled with prune (the cluster's document is the whole truth for the
+ * node); undefined before any document is applied.
+ */
+export function clusterShareSource(store: ClusterStore, node: string) {
+  return async () => {
+    const share = await clusterCall(store, `reading the share of node ${node}`, () => readShare(store, node));
+    return share && { ...share, prune: true };
+  };
+}
+
+/**
+ * Makes a started agent (whose desiredSource is clusterShareSource) a member of the
  * cluster: it converges to its share, registers, campaigns for the scheduler, and converges on
  * every change of the document or of the slots.
  */

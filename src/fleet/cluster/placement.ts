@@ -1,11 +1,11 @@
 import type { ClusterStore } from './etcd.js';
-import { KEYS, type SlotPlacement } from './etcd.js';
+import { KEYS, type NodeRecord, type SlotPlacement } from './etcd.js';
 import { bestOfK, desiredSlots, type Slot } from './slots.js';
 import { bookedOn, type ClusterState } from './state.js';
 
 /** One change to the slots: a slot placed (from nowhere, or from a node that is gone), or removed. */
 export type Move =
-  | { kind: 'place'; slot: Slot; to: string; from?: string }
+  | { kind: 'place'; slot: Slot; to: string; from?: string; previousMiB?: number }
   | { kind: 'remove'; slot: string; from: string; memoryMiB: number };
 
 export interface PlacementPlan {
@@ -38,7 +38,27 @@ export function planPlacement(
   const unplaced: Slot[] = [];
   for (const slot of wanted) {
     const placed = state.slots.get(slot.id)?.value;
-    if (placed && state.nodes.has(placed.node)) continue;
+    if (placed && state.nodes.has(placed.node)) {
+      // Its pool's memory changed: booked again on its node, where it still fits.
+      if (placed.memoryMiB !== slot.memoryMiB) {
+        const node = state.nodes.get(placed.node)?.value as NodeRecord;
+        const bookedThere = (booked.get(placed.node) ?? 0) - placed.memoryMiB;
+        if (bookedThere + slot.memoryMiB <= node.capacity.memoryMiB) {
+          booked.set(placed.node, bookedThere + slot.memoryMiB);
+          moves.push({
+            kind: 'place',
+            slot,
+            to: placed.node,
+            from: placed.node,
+            previousMiB: placed.memoryMiB,
+          });
+          continue;
+        }
+        booked.set(placed.node, bookedThere); // it moves: placed below like a slot of a lapsed node
+      } else {
+        continue;
+      }
+    }
     const candidates = [...state.nodes].map(([node, record]) => ({
       node,
       freeMiB: record.value.capacity.memoryMiB - (booked.get(node) ?? 0),
@@ -49,7 +69,12 @@ export function planPlacement(
       continue;
     }
     booked.set(choice.node, (booked.get(choice.node) ?? 0) + slot.memoryMiB);
-    moves.push({ kind: 'place', slot, to: choice.node, ...(placed ? { from: placed.node } : {}) });
+    moves.push({
+      kind: 'place',
+      slot,
+      to: choice.node,
+      ...(placed ? { from: placed.node, previousMiB: placed.memoryMiB } : {}),
+    });
   }
   return { moves, unplaced };
 }
@@ -91,8 +116,12 @@ export async function applyPlacement(
     if (move.kind === 'place') {
       const lease = state.nodes.get(move.to)?.lease as string;
       txn = txn.and(KEYS.node(move.to), 'Lease', '==', lease);
-      changes.push([move.to, move.slot.memoryMiB]);
-      if (move.from !== undefined && move.from !== move.to) changes.push([move.from, -move.slot.memoryMiB]);
+      const released = move.previousMiB ?? move.slot.memoryMiB;
+      if (move.from === move.to) changes.push([move.to, move.slot.memoryMiB - released]);
+      else {
+        changes.push([move.to, move.slot.memoryMiB]);
+        if (move.from !== undefined) changes.push([move.from, -released]);
+      }
     } else {
       changes.push([move.from, -move.memoryMiB]);
     }
@@ -122,7 +151,13 @@ export async function applyPlacement(
       });
     if (move.kind === 'place') {
       round.placed += 1;
-      log(`placed ${slotId} on ${move.to}${move.from ? ` (its node ${move.from} is gone)` : ''}`);
+      const why =
+        move.from === move.to
+          ? ` (booked again: ${move.previousMiB} -> ${move.slot.memoryMiB} MiB)`
+          : move.from
+            ? ` (from ${move.from})`
+            : '';
+      log(`placed ${slotId} on ${move.to}${why}`);
     } else {
       round.removed += 1;
       log(`removed ${slotId} from ${move.from}`);
