@@ -6,11 +6,11 @@
 //   node --import tsx bench/cluster.ts [--instances N]
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { applyClusterDocument, clusterStatus, connectCluster, Fleet, initCerts, loadDesired } from 'vmkit';
 import { processesNaming, stopDetached } from '../src/runtime/detached.js';
-import { type EtcdCluster, startEtcdCluster } from '../test/etcd.js';
+import { clusterRunDir, type EtcdCluster, startEtcdCluster } from '../test/etcd.js';
 import { loadAverages, log, parseIntOptions, ratio, round, runBenchmark } from './lib.js';
 
 const USAGE = `usage: node --import tsx bench/cluster.ts [--instances N]
@@ -22,7 +22,7 @@ const cli = new URL('../dist/cli/main.js', import.meta.url).pathname;
 
 const options = parseIntOptions(USAGE, { instances: { default: 6, min: 3 } });
 if (options) {
-  const dir = mkdtempSync('/tmp/vmkit-cb-');
+  const dir = await clusterRunDir('vmkit-cb-');
   const certs = join(dir, 'certs');
   const file = join(dir, 'fleet.json');
   const fleetDir = (node: string) => join(dir, `fleet-${node}`);

@@ -1,11 +1,23 @@
 // A real etcd cluster on loopback ports for the cluster tests: Debian's etcd-server binary (from
 // the PATH, else downloaded once from Debian's archive into vmkit's cache, no root needed).
 import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { extractDeb, fetchDeb, resolvePackages } from '../src/images/debian.js';
+import { processesNaming, stopDetached } from '../src/runtime/detached.js';
 import { cacheDir } from '../src/util/paths.js';
+import { processRunsSync } from '../src/util/scratch.js';
 import { which } from '../src/util/which.js';
 
 /** The etcd server program: on the PATH, else Debian's etcd-server unpacked into the cache. */
@@ -28,6 +40,26 @@ export async function etcdBinary(): Promise<string> {
     if (!existsSync(binary)) throw error; // another run unpacked it first: use that
   }
   return binary;
+}
+
+/**
+ * A folder for one run's cluster, `/tmp/<prefix><pid>-XXXXXX`. The folders of runs whose process is
+ * gone (killed before their `after`) are reaped first: every process naming one (etcd members,
+ * agents, VMMs, switches) is ended and the folder removed.
+ */
+export async function clusterRunDir(
+  prefix: string,
+  cleanUp: (leftover: string) => Promise<void> = async () => {},
+): Promise<string> {
+  for (const name of readdirSync('/tmp')) {
+    const match = new RegExp(`^${prefix}(\\d+)-`).exec(name);
+    if (!match || processRunsSync(Number(match[1]))) continue;
+    const leftover = join('/tmp', name);
+    for (const process of processesNaming(`${leftover}/`)) await stopDetached(process, 0);
+    await cleanUp(leftover).catch(() => {});
+    rmSync(leftover, { recursive: true, force: true });
+  }
+  return mkdtempSync(join('/tmp', `${prefix}${process.pid}-`));
 }
 
 async function freePort(): Promise<number> {

@@ -2,7 +2,7 @@
 // one document never place a slot twice nor book a node past its capacity; a lapsed node's slots
 // wait when no other node has room; and the CLI's errors for bad input and an unreachable etcd.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,10 +13,10 @@ import { applyPlacement, planPlacement } from '../../src/fleet/cluster/placement
 import { readCluster } from '../../src/fleet/cluster/state.js';
 import { applyDocument, clusterStatus } from '../../src/fleet/cluster/status.js';
 import { parseDesired } from '../../src/fleet/desired/schema.js';
-import { type EtcdCluster, startEtcdCluster } from '../etcd.js';
+import { clusterRunDir, type EtcdCluster, startEtcdCluster } from '../etcd.js';
 import { runCli } from '../helpers.js';
 
-const dir = mkdtempSync('/tmp/vmkit-etcd-');
+const dir = await clusterRunDir('vmkit-etcd-');
 const CAPACITY_MIB = 640; // five 128 MiB slots per node
 
 const record = (name: string): NodeRecord => ({

@@ -5,7 +5,7 @@
 // the etcd leader and the scheduler's leader are killed.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { initCerts } from '../../src/fleet/agent/certs.js';
@@ -13,11 +13,19 @@ import { type ClusterStore, connectCluster } from '../../src/fleet/cluster/etcd.
 import { type ClusterStatus, clusterStatus } from '../../src/fleet/cluster/status.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
-import { type EtcdCluster, startEtcdCluster } from '../etcd.js';
+import { clusterRunDir, type EtcdCluster, startEtcdCluster } from '../etcd.js';
 import { cli, lacks, runCli } from '../helpers.js';
 
 // Short: instance sockets live in the fleet folders and unix socket paths stop at 107 bytes.
-const dir = mkdtempSync('/tmp/vmkit-cl-');
+/** Destroys the tenants of every node's fleet in `folder` (the VMMs' files, RAM files included). */
+async function destroyFleets(folder: string): Promise<void> {
+  for (const name of readdirSync(folder).filter((entry) => entry.startsWith('fleet-'))) {
+    const fleet = new Fleet({ dir: join(folder, name) });
+    for (const tenant of fleet.store.listTenants()) await fleet.destroyTenant(tenant.id).catch(() => {});
+    await fleet.close();
+  }
+}
+const dir = await clusterRunDir('vmkit-cl-', destroyFleets);
 const certs = join(dir, 'certs');
 const doc = join(dir, 'fleet.yaml');
 const NODES = ['a', 'b', 'c'] as const;
@@ -134,11 +142,7 @@ describe('a fleet across three hosts on etcd', {
 
   after(async () => {
     for (const node of NODES) await killAgent(node, false);
-    for (const node of NODES) {
-      const fleet = new Fleet({ dir: fleetDir(node) });
-      for (const tenant of fleet.store.listTenants()) await fleet.destroyTenant(tenant.id).catch(() => {});
-      await fleet.close();
-    }
+    await destroyFleets(dir);
     for (const leftover of processesNaming(dir)) await stopDetached(leftover, 0);
     store?.close();
     await etcd?.stop();

@@ -87,6 +87,7 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
       }
       converging = options
         .converge()
+        .then(() => membership.reportNow())
         .catch((error: Error) => log(`cluster: converge failed: ${error.message}`))
         .finally(() => {
           converging = undefined;

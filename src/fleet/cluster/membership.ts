@@ -15,6 +15,8 @@ export interface MembershipOptions {
 export interface Membership {
   /** The lease the node's record is under now (a new one after a lapse). */
   lease(): string | undefined;
+  /** Writes the record now (after a change of its instances), not at the next renewal. */
+  reportNow(): Promise<void>;
   /**
    * Stops renewing the lease: the node is dead to the cluster after its TTL unless it registers
    * again before (a restart keeps its slots). `revoke` ends the lease at once instead.
@@ -70,14 +72,17 @@ export async function joinMembership(options: MembershipOptions): Promise<Member
     }, 2000).unref();
   };
 
+  const write = async () => {
+    try {
+      if (lease && leaseId) await lease.put(KEYS.node(name)).value(JSON.stringify(options.record()));
+    } catch (error) {
+      log(`membership: report not written: ${(error as Error).message.split('\n')[0]}`);
+    }
+  };
   const report = () => {
     timer = setTimeout(async () => {
       if (leaving) return;
-      try {
-        if (lease && leaseId) await lease.put(KEYS.node(name)).value(JSON.stringify(options.record()));
-      } catch (error) {
-        log(`membership: report not written: ${(error as Error).message}`);
-      }
+      await write();
       if (!leaving) report();
     }, options.reportEveryMs);
   };
@@ -86,6 +91,7 @@ export async function joinMembership(options: MembershipOptions): Promise<Member
   report();
   return {
     lease: () => leaseId,
+    reportNow: () => (leaving ? Promise.resolve() : write()),
     async leave({ revoke = false } = {}) {
       leaving = true;
       clearTimeout(timer);
