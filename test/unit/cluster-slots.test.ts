@@ -6,7 +6,9 @@ import type { NodeRecord } from '../../src/fleet/cluster/etcd.js';
 import { planPlacement } from '../../src/fleet/cluster/placement.js';
 import { bestOfK, desiredSlots, parseSlotId, shareOf } from '../../src/fleet/cluster/slots.js';
 import type { ClusterState } from '../../src/fleet/cluster/state.js';
+import { tunnelHubs } from '../../src/fleet/cluster/tunnels.js';
 import { parseDesired } from '../../src/fleet/desired/schema.js';
+import { nextAddress, parseSubnet } from '../../src/fleet/state/subnet.js';
 
 const doc = parseDesired(
   JSON.stringify({
@@ -160,6 +162,33 @@ describe('cluster slots and placement', () => {
     // acme/web/running-0 at 256 on a full node a: the document's 256 is the same, nothing to do.
     const same = planPlacement(state({ a: 256 }, { 'acme/web/running-0': 'a' }, { a: 256 }), 3);
     assert.ok(!same.moves.some((m) => m.kind === 'place' && m.slot.id === 'acme/web/running-0'));
+  });
+
+  test('each node takes addresses from its own slice of a tenant subnet', () => {
+    const subnet = parseSubnet('10.91.0.0/24');
+    assert.equal(nextAddress(subnet, new Set()), '10.91.0.2/24');
+    assert.equal(nextAddress(subnet, new Set(), { index: 0, of: 16 }), '10.91.0.2/24');
+    assert.equal(nextAddress(subnet, new Set(), { index: 1, of: 16 }), '10.91.0.17/24');
+    assert.equal(nextAddress(subnet, new Set(), { index: 15, of: 16 }), '10.91.0.227/24');
+    // A slice of 15 addresses: the 16th instance of a tenant on one node finds none.
+    const used = new Set(Array.from({ length: 15 }, (_, n) => `10.91.0.${17 + n}/24`));
+    assert.equal(nextAddress(subnet, used, { index: 1, of: 16 }), undefined);
+    assert.equal(nextAddress(subnet, used), '10.91.0.2/24');
+  });
+
+  test("a tenant's hub is the first of the alive nodes holding its slots; only the others tunnel to it", () => {
+    const cluster = state(
+      { a: 4096, b: 4096, c: 4096 },
+      {
+        'acme/web/running-0': 'b',
+        'acme/web/running-1': 'c',
+        'acme/web/warm-0': 'gone',
+        'globex/jobs/running-0': 'a',
+      },
+    );
+    assert.deepEqual([...tunnelHubs(cluster, 'c')], [['acme', 'b']]);
+    assert.deepEqual([...tunnelHubs(cluster, 'b')], []); // the hub itself
+    assert.deepEqual([...tunnelHubs(cluster, 'a')], []); // globex is on a alone; a holds no acme slot
   });
 
   test('nothing is planned before a document is applied', () => {

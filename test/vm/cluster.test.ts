@@ -176,6 +176,44 @@ describe('a fleet across three hosts on etcd', {
     assert.match(text.stdout, /a {2}alive {2}\d slot\(s\), \d+\/\d+ MiB booked/);
   });
 
+  it("a tenant's instances on different nodes reach each other through the tunnel; another tenant's do not", async () => {
+    const status = await clusterStatus(store);
+    const where = new Map<string, NodeName>(status.instances.map((i) => [i.path, i.node as NodeName]));
+    const addressOf = new Map<string, string>();
+    for (const node of NODES) {
+      const fleet = new Fleet({ dir: fleetDir(node) });
+      for (const i of fleet.store.listInstances()) addressOf.set(i.path, i.address.split('/')[0] as string);
+      await fleet.close();
+    }
+    // Addresses come from each node's slice of the subnet: none is used twice in the cluster.
+    assert.equal(new Set(addressOf.values()).size, addressOf.size, JSON.stringify([...addressOf]));
+    const acme = running(status).filter((i) => i.path.startsWith('acme/'));
+    const [from, to] = [acme[0], acme.find((i) => i.node !== acme[0]?.node)];
+    assert.ok(from && to, `no two acme instances on different nodes: ${JSON.stringify(acme)}`);
+    const exec = async (path: string, script: string) => {
+      const fleet = new Fleet({ dir: fleetDir(where.get(path) as NodeName) });
+      try {
+        return await fleet.exec(path, ['sh', '-c', script], 60_000);
+      } finally {
+        await fleet.close();
+      }
+    };
+    const target = addressOf.get(to.path) as string;
+    // The tunnel may still be opening right after the converge: a few tries.
+    const until = Date.now() + 20_000;
+    let ping = await exec(from.path, `ping -c 1 -W 2 ${target}`);
+    while (ping.status !== 0 && Date.now() < until) ping = await exec(from.path, `ping -c 1 -W 2 ${target}`);
+    assert.equal(
+      ping.status,
+      0,
+      `${from.path} on ${from.node} -> ${to.path} on ${to.node} (${target}): ${ping.stdout}${ping.stderr}`,
+    );
+    const other = running(status).find((i) => i.path.startsWith('globex/')) as { path: string };
+    const blocked = await exec(other.path, `ping -c 1 -W 2 ${target}`);
+    assert.notEqual(blocked.status, 0, `globex reached acme's ${target}: ${blocked.stdout}`);
+    process.stderr.write(`# ${from.path} (${from.node}) pinged ${to.path} (${to.node}) at ${target}\n`);
+  });
+
   it('SIGTERM to an agent leaves its instances running; a restart within the TTL keeps its slots', async () => {
     const before = await clusterStatus(store);
     const node = NODES.find((n) => n !== before.leader) as NodeName;

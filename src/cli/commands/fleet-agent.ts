@@ -1,7 +1,14 @@
 import { type Command, Option } from 'commander';
 import { ConfigError } from '../../errors.js';
 import { AGENT_OPS, type AgentOp } from '../../fleet/agent/api.js';
-import { certStatus, defaultCertsDir, initCerts, rotateCerts } from '../../fleet/agent/certs.js';
+import {
+  certPath,
+  certStatus,
+  defaultCertsDir,
+  initCerts,
+  keyPath,
+  rotateCerts,
+} from '../../fleet/agent/certs.js';
 import { connectAgent } from '../../fleet/agent/client.js';
 import { startAgent } from '../../fleet/agent/server.js';
 import { defaultFleetDir } from '../../fleet/state/db.js';
@@ -117,13 +124,15 @@ export function registerAgentCommands(fleet: Command): void {
     .addOption(certsOption())
     .action(async (options, command: Command) => {
       const log = (line: string) => process.stderr.write(`vmkit agent: ${line}\n`);
-      const cluster = await clusterOf(options);
+      const fleetDir = command.optsWithGlobals<FleetGlobals>().fleetDir ?? defaultFleetDir();
+      const certsDir = certsDirOf(command);
+      const cluster = await clusterOf(options, fleetDir, certsDir);
       const server = await startAgent({
         fleetDir: command.optsWithGlobals<FleetGlobals>().fleetDir,
         ...builderOf(command),
         certsDir: certsDirOf(command),
         desiredFile: options.desired,
-        ...(cluster ? { desiredSource: cluster.share } : {}),
+        ...(cluster ? { desiredSource: cluster.share, upgrade: cluster.upgrade(log) } : {}),
         reconcileIntervalMs: (options.interval ?? 60) * 1000,
         ...(options.listen ?? {}),
         bodyLimit: options.bodyLimit,
@@ -234,14 +243,18 @@ function callOp(
 }
 
 /** With --etcd (or --node and $VMKIT_ETCD): the cluster this agent joins once it listens. */
-async function clusterOf(options: {
-  etcd?: string;
-  node?: string;
-  desired?: string;
-  advertise?: string;
-  memoryMib?: number;
-  leaseTtl?: number;
-}) {
+async function clusterOf(
+  options: {
+    etcd?: string;
+    node?: string;
+    desired?: string;
+    advertise?: string;
+    memoryMib?: number;
+    leaseTtl?: number;
+  },
+  fleetDir: string,
+  certsDir: string,
+) {
   if (options.etcd === undefined && options.node === undefined) return undefined;
   if (options.desired)
     throw new ConfigError(
@@ -257,8 +270,15 @@ async function clusterOf(options: {
     throw new ConfigError(`--lease-ttl ${options.leaseTtl}: expected 2 to 3600 seconds`);
   if (options.memoryMib !== undefined && options.memoryMib < 64)
     throw new ConfigError(`--memory-mib ${options.memoryMib}: expected at least 64`);
+  const { takeAddressSlice } = await import('../../fleet/cluster/node-index.js');
+  const { tunnelUpgradeHandler } = await import('../../fleet/cluster/tunnel.js');
   const store = connectCluster(etcdEndpoints(options.etcd));
+  // Before the agent's first reconcile: its instances' addresses come from the node's slice.
+  await clusterCall(store, `claiming a node index for ${node}`, () =>
+    takeAddressSlice(store, node, fleetDir),
+  );
   return {
+    upgrade: (log: (line: string) => void) => tunnelUpgradeHandler(fleetDir, log),
     share: clusterShareSource(store, node),
     join: async (server: Awaited<ReturnType<typeof startAgent>>, log: (line: string) => void) => {
       const member = await clusterCall(store, `joining node ${node} to the cluster`, () =>
@@ -268,6 +288,11 @@ async function clusterOf(options: {
           ...(options.advertise ? { advertise: options.advertise } : {}),
           ...(options.memoryMib !== undefined ? { memoryMiB: options.memoryMib } : {}),
           ...(options.leaseTtl !== undefined ? { ttlSeconds: options.leaseTtl } : {}),
+          tunnels: {
+            ca: certPath(certsDir, 'ca'),
+            cert: certPath(certsDir, 'client'),
+            key: keyPath(certsDir, 'client'),
+          },
           log,
         }),
       );

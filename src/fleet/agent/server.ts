@@ -1,6 +1,8 @@
 import { type FSWatcher, readFileSync, watch } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { createSecureContext } from 'node:tls';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
@@ -37,6 +39,8 @@ export interface AgentServerOptions {
   host?: string;
   /** 0 picks a free port. */
   port?: number;
+  /** Answers HTTP upgrades on the agent's port (after the mutual TLS handshake): a cluster's tunnels. */
+  upgrade?: (request: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** Largest request body accepted, in bytes. */
   bodyLimit?: number;
   /** A request must arrive whole within this time (slow clients are cut off). */
@@ -219,6 +223,16 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
     log(`TLS client ${socket.remoteAddress ?? '?'} refused: ${reason}`);
     socket.destroy();
   });
+  // Upgraded connections (tunnels) are no longer requests: the server's close would wait for them.
+  const upgraded = new Set<Duplex>();
+  if (options.upgrade) {
+    const upgrade = options.upgrade;
+    tlsServer.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      upgraded.add(socket);
+      socket.once('close', () => upgraded.delete(socket));
+      upgrade(request, socket, head);
+    });
+  }
   app.addHook('onRequest', async (request, reply) => {
     if (!(request.raw.socket as TLSSocket).authorized)
       return reply.status(403).send({ error: 'client certificate refused', statusCode: 403 });
@@ -284,6 +298,7 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
       clearTimeout(timer);
       clearTimeout(debounce);
       watcher.close();
+      for (const socket of upgraded) socket.destroy();
       await app.close();
       await chain;
       await fleet.close();

@@ -3,6 +3,9 @@ import type { AgentServer } from '../agent/server.js';
 import type { Fleet } from '../fleet.js';
 import { type ClusterStore, checkNodeName, clusterCall, type NodeRecord } from './etcd.js';
 import { type ClusterMember, joinCluster, readShare } from './member.js';
+import { readCluster } from './state.js';
+import type { TunnelTls } from './tunnel.js';
+import { TunnelSet } from './tunnels.js';
 
 export interface ClusterAgentOptions {
   store: ClusterStore;
@@ -13,6 +16,8 @@ export interface ClusterAgentOptions {
   memoryMiB?: number;
   ttlSeconds?: number;
   placementK?: number;
+  /** The agent's CA and client certificate: with them, the node's tenant switches join the other nodes' (tunnel.ts). */
+  tunnels?: TunnelTls;
   log?: (line: string) => void;
 }
 
@@ -66,7 +71,8 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
   const log = options.log ?? (() => {});
   const startedAt = new Date().toISOString();
   const advertise = options.advertise ?? server.url;
-  return joinCluster({
+  const tunnels = options.tunnels && new TunnelSet(options.node, server.fleet.dir, options.tunnels, log);
+  const member = await joinCluster({
     store: options.store,
     node: options.node,
     record: () => nodeRecord(server.fleet, options, advertise, startedAt),
@@ -76,9 +82,17 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
         log(
           `cluster: converged to ${report.document}: ${report.changed} change(s), ${report.failed} failure(s)`,
         );
+      tunnels?.update(await readCluster(options.store));
     },
     ...(options.ttlSeconds ? { ttlSeconds: options.ttlSeconds } : {}),
     ...(options.placementK ? { placementK: options.placementK } : {}),
     log,
   });
+  return {
+    scheduler: member.scheduler,
+    async leave() {
+      tunnels?.closeAll();
+      await member.leave();
+    },
+  };
 }

@@ -7,7 +7,8 @@ import { ClusterError, ConfigError, VmkitError } from '../../errors.js';
  * - `desired`: the desired-state document (JSON); its revision is the document's;
  * - `slots/<tenant>/<pool>/<kind>-<n>`: the node an instance of the document is placed on;
  * - `booked/<node>`: the memory the slots on a node book, changed in the same transaction as them;
- * - `scheduler/<lease>`: the candidates for scheduler, each under its lease; the oldest leads.
+ * - `scheduler/<lease>`: the candidates for scheduler, each under its lease; the oldest leads;
+ * - `index/<n>`: the node that holds slice n of every tenant subnet (kept across restarts).
  */
 export const KEYS = {
   prefix: 'vmkit/',
@@ -18,6 +19,8 @@ export const KEYS = {
   slot: (id: string) => `slots/${id}`,
   booked: (node: string) => `booked/${node}`,
   election: 'scheduler',
+  indexes: 'index/',
+  index: (n: number) => `index/${n}`,
 } as const;
 
 /** What a node says about itself, renewed every few seconds under its lease. */

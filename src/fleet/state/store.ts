@@ -7,6 +7,7 @@ import { parseInput } from '../../util/validate.js';
 import { type BuildRecord, insertBuild, listBuilds, type PoolBuild } from '../images/builds.js';
 import { checkCreate, checkPoolFits, checkQuota, usageOf } from '../policy/quota.js';
 import { allocateTenantUid } from '../vmm/jail.js';
+import { clusterSliceOf } from './cluster-slice.js';
 import { openFleetDatabase } from './db.js';
 import { validateId } from './ids.js';
 import { checkOperation, type InstanceState, type Operation, RefusedError } from './lifecycle.js';
@@ -224,7 +225,8 @@ export class FleetStore {
       if (siblings.some((i) => i.pool === pool && i.id === name)) {
         throw new RefusedError(`instance ${tenant}/${pool}/${name} already exists`);
       }
-      const address = nextAddress(parseSubnet(owner.subnet), new Set(siblings.map((i) => i.address)));
+      const used = new Set(siblings.map((i) => i.address));
+      const address = nextAddress(parseSubnet(owner.subnet), used, clusterSliceOf(this.dir));
       if (!address)
         throw new RefusedError(`${what}: tenant ${tenant}'s subnet ${owner.subnet} has no free address`);
       const at = now();

@@ -56,11 +56,26 @@ export function parseSubnet(text: string): Subnet {
   return { cidr: `${toAddress(network)}/${prefix}`, prefix, gateway: toAddress(network + 1) };
 }
 
-/** The first host address (after the gateway) not in `used`, with its prefix; undefined when full. */
-export function nextAddress(subnet: Subnet, used: Set<string>): string | undefined {
+/**
+ * A cluster node's part of every tenant subnet: the `index`th of `of` equal runs of its host
+ * addresses, so that instances of one tenant on different nodes never get the same address.
+ */
+export interface AddressSlice {
+  index: number;
+  of: number;
+}
+
+/**
+ * The first host address (after the gateway) not in `used`, with its prefix, within `slice` when
+ * given; undefined when full.
+ */
+export function nextAddress(subnet: Subnet, used: Set<string>, slice?: AddressSlice): string | undefined {
   const size = 2 ** (32 - subnet.prefix);
   const network = toNumber(subnet.cidr.split('/')[0] as string);
-  for (let offset = 2; offset < size - 1; offset++) {
+  const hosts = size - 3; // not the network, the gateway nor the broadcast address
+  const per = slice ? Math.floor(hosts / slice.of) : hosts;
+  const first = 2 + (slice ? slice.index * per : 0);
+  for (let offset = first; offset < first + per; offset++) {
     const address = `${toAddress(network + offset)}/${subnet.prefix}`;
     if (!used.has(address)) return address;
   }

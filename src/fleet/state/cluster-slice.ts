@@ -1,0 +1,27 @@
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ensurePrivateDir, PRIVATE_FILE } from '../../util/private.js';
+import type { AddressSlice } from './subnet.js';
+
+/** Where a fleet that is a cluster node keeps its part of the tenant subnets. */
+const sliceFile = (fleetDir: string) => join(fleetDir, 'cluster-node.json');
+
+/** The address slice of a fleet that joined a cluster (see AddressSlice); undefined for a lone fleet. */
+export function clusterSliceOf(fleetDir: string): AddressSlice | undefined {
+  try {
+    const { index, of } = JSON.parse(readFileSync(sliceFile(fleetDir), 'utf8')) as AddressSlice;
+    return Number.isInteger(index) && Number.isInteger(of) && index >= 0 && index < of
+      ? { index, of }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Records the fleet's slice as a cluster node `node` (through a rename: never half written). */
+export function recordClusterSlice(fleetDir: string, node: string, slice: AddressSlice): void {
+  const file = sliceFile(fleetDir);
+  ensurePrivateDir(fleetDir); // a new node: before its fleet's database
+  writeFileSync(`${file}.part`, JSON.stringify({ node, ...slice }), { mode: PRIVATE_FILE });
+  renameSync(`${file}.part`, file);
+}
