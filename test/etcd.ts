@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { extractDeb, fetchDeb, resolvePackages } from '../src/images/debian.js';
 import { processesNaming, stopDetached } from '../src/runtime/detached.js';
 import { cacheDir } from '../src/util/paths.js';
+import { ensurePrivateDir } from '../src/util/private.js';
 import { processRunsSync } from '../src/util/scratch.js';
 import { which } from '../src/util/which.js';
 
@@ -29,6 +30,9 @@ export async function etcdBinary(): Promise<string> {
   const dir = join(cacheDir(), 'tools', `etcd-server-${pkg.version.replace(/[^\w.+-]/g, '_')}`);
   const binary = join(dir, 'usr', 'bin', 'etcd');
   if (existsSync(binary)) return binary;
+  // A fresh cache has neither folder yet.
+  ensurePrivateDir(join(cacheDir(), 'debs'));
+  ensurePrivateDir(join(cacheDir(), 'tools'));
   const deb = await fetchDeb(pkg, join(cacheDir(), 'debs'), () => {});
   const scratch = `${dir}.${process.pid}`;
   rmSync(scratch, { recursive: true, force: true });
