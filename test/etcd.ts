@@ -94,10 +94,17 @@ export interface EtcdCluster {
   stop(): Promise<void>;
 }
 
-const exited = (child: ChildProcess) =>
-  child.exitCode !== null || child.signalCode !== null
-    ? Promise.resolve()
-    : new Promise<void>((resolve) => child.once('exit', () => resolve()));
+/** Resolves when `child` has exited; rejects, naming `what`, when it is still running after `timeoutMs`. */
+export function exited(child: ChildProcess, what: string, timeoutMs = 30_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} still runs after ${timeoutMs} ms`)), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
 
 async function status(clientUrl: string): Promise<{ header: { member_id: string }; leader: string }> {
   const response = await fetch(`${clientUrl}/v3/maintenance/status`, {
@@ -164,7 +171,7 @@ export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000
     async kill(name) {
       const member = members.find((m) => m.name === name);
       member?.process.kill('SIGKILL');
-      if (member) await exited(member.process);
+      if (member) await exited(member.process, `etcd member ${name}`);
     },
     restart(name) {
       const member = members.find((m) => m.name === name);
@@ -172,7 +179,7 @@ export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000
     },
     async stop() {
       for (const member of members) member.process.kill('SIGKILL');
-      await Promise.all(members.map((m) => exited(m.process)));
+      await Promise.all(members.map((m) => exited(m.process, `etcd member ${m.name}`)));
     },
   };
   const until = Date.now() + timeoutMs;

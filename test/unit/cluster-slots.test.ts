@@ -59,7 +59,6 @@ function state(
     booked: new Map(
       Object.entries(booked).map(([on, mib]) => [on, { value: { memoryMiB: mib }, modRevision: '6' }]),
     ),
-    unreadable: [],
   };
 }
 

@@ -13,7 +13,7 @@ import { type ClusterStore, connectCluster } from '../../src/fleet/cluster/etcd.
 import { type ClusterStatus, clusterStatus } from '../../src/fleet/cluster/status.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
-import { clusterRunDir, type EtcdCluster, startEtcdCluster } from '../etcd.js';
+import { clusterRunDir, type EtcdCluster, exited, startEtcdCluster } from '../etcd.js';
 import { cli, lacks, runCli } from '../helpers.js';
 
 // Short: instance sockets live in the fleet folders and unix socket paths stop at 107 bytes.
@@ -94,9 +94,8 @@ describe('a fleet across three hosts on etcd', {
   const killAgent = async (node: NodeName, withVmms: boolean) => {
     const agent = agents.get(node);
     if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
-      const gone = new Promise((resolve) => agent.child.once('exit', resolve));
       agent.child.kill('SIGKILL');
-      await gone;
+      await exited(agent.child, `the agent of node ${node}`);
     }
     if (withVmms) for (const leftover of processesNaming(insideFleet(node))) await stopDetached(leftover, 0);
   };
@@ -220,9 +219,8 @@ describe('a fleet across three hosts on etcd', {
     const slots = slotsOn(before, node);
     const vmms = vmmsOf(node).map((p) => p.pid);
     const agent = agents.get(node)?.child as ChildProcess;
-    const gone = new Promise((resolve) => agent.once('exit', resolve));
     agent.kill('SIGTERM');
-    await gone;
+    await exited(agent, `the agent of node ${node} after SIGTERM`);
     assert.deepEqual(
       vmmsOf(node).map((p) => p.pid),
       vmms,

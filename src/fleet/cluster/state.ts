@@ -16,8 +16,6 @@ export interface ClusterState {
   nodes: Map<string, Versioned<NodeRecord> & { lease: string }>;
   slots: Map<string, Versioned<SlotPlacement>>;
   booked: Map<string, Versioned<{ memoryMiB: number }>>;
-  /** Keys whose value could not be read (not JSON, or a document that no longer parses). */
-  unreadable: string[];
 }
 
 /** Reads every key of the cluster in one request (one revision). */
@@ -28,20 +26,18 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
     nodes: new Map(),
     slots: new Map(),
     booked: new Map(),
-    unreadable: [],
   };
   for (const kv of response.kvs) {
     const key = keyOf(kv);
     const modRevision = kv.mod_revision;
     if (key === KEYS.desired) {
       try {
+        // A document that no longer parses (written by a newer vmkit) counts as none.
         state.desired = {
           doc: parseDesired(kv.value.toString('utf8'), 'the cluster document', 'json'),
           revision: modRevision,
         };
-      } catch {
-        state.unreadable.push(key);
-      }
+      } catch {}
       continue;
     }
     const [kind, ...rest] = key.split('/');
@@ -49,15 +45,12 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
     if (kind === 'nodes') {
       const value = jsonOf<NodeRecord>(kv);
       if (value) state.nodes.set(name, { value, modRevision, lease: kv.lease });
-      else state.unreadable.push(key);
     } else if (kind === 'slots') {
       const value = jsonOf<SlotPlacement>(kv);
       if (value && typeof value.node === 'string') state.slots.set(name, { value, modRevision });
-      else state.unreadable.push(key);
     } else if (kind === 'booked') {
       const value = jsonOf<{ memoryMiB: number }>(kv);
       if (value && Number.isFinite(value.memoryMiB)) state.booked.set(name, { value, modRevision });
-      else state.unreadable.push(key);
     }
   }
   return state;
