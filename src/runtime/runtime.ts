@@ -186,7 +186,8 @@ export class Runtime implements AsyncDisposable {
     return this.close();
   }
 
-  private killProcesses(): void {
+  private killProcesses(): number[] {
+    const killed = [...this.processes.keys()];
     for (const [pid, { exited }] of this.processes) {
       try {
         process.kill(pid, 'SIGKILL');
@@ -196,13 +197,15 @@ export class Runtime implements AsyncDisposable {
       exited.then(gone, gone);
     }
     this.processes.clear();
+    return killed;
   }
 
-  private cleanupSync(): void {
-    this.killProcesses();
+  private cleanupSync(): number[] {
+    const killed = this.killProcesses();
     if (this.dir && !this.keep) rmSync(this.dir, { recursive: true, force: true });
     this.unregister?.();
     this.unregister = undefined;
+    return killed;
   }
 }
 

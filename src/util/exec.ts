@@ -36,8 +36,8 @@ export function runTool(
     // The tool (qemu-img, apt-get, mmdebstrap) ends with vmkit's process: at its exit, or at a
     // signal that ends it. A program that handles the signal itself may still await the tool.
     const unregister = registerExitHooks({
-      killProcesses: () => {},
-      cleanupAtExit: () => child.kill('SIGKILL'),
+      killProcesses: () => [],
+      cleanupAtExit: () => (child.kill('SIGKILL') && child.pid ? [child.pid] : []),
     });
     const stdout: Buffer[] = [];
     const stderr: Buffer[] = [];
