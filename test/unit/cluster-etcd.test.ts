@@ -21,6 +21,7 @@ const CAPACITY_MIB = 640; // five 128 MiB slots per node
 
 const record = (name: string): NodeRecord => ({
   name,
+  agentId: `agent-${name}`,
   advertise: `https://127.0.0.1:7443/${name}`,
   capacity: { memoryMiB: CAPACITY_MIB, vcpus: 2 },
   use: { memoryMiB: 0, running: 0, instances: 0 },

@@ -27,6 +27,7 @@ const doc = parseDesired(
 function node(name: string, memoryMiB: number): NodeRecord {
   return {
     name,
+    agentId: `agent-${name}`,
     advertise: `https://${name}:7443`,
     capacity: { memoryMiB, vcpus: 2 },
     use: { memoryMiB: 0, running: 0, instances: 0 },

@@ -11,6 +11,7 @@ import {
 } from '../../fleet/agent/certs.js';
 import { connectAgent } from '../../fleet/agent/client.js';
 import { startAgent } from '../../fleet/agent/server.js';
+import type { NodeJoin } from '../../fleet/cluster/node-join.js';
 import { defaultFleetDir } from '../../fleet/state/db.js';
 import { parseAddress } from '../../fleet/state/ids.js';
 import { builderOf, type FleetGlobals, output, wholeOption } from './fleet-common.js';
@@ -127,12 +128,19 @@ export function registerAgentCommands(fleet: Command): void {
       const fleetDir = command.optsWithGlobals<FleetGlobals>().fleetDir ?? defaultFleetDir();
       const certsDir = certsDirOf(command);
       const cluster = await clusterOf(options, fleetDir, certsDir);
+      let join: NodeJoin | undefined;
       const server = await startAgent({
         fleetDir: command.optsWithGlobals<FleetGlobals>().fleetDir,
         ...builderOf(command),
         certsDir: certsDirOf(command),
         desiredFile: options.desired,
-        ...(cluster ? { desiredSource: cluster.share, upgrade: cluster.upgrade(log) } : {}),
+        ...(cluster
+          ? {
+              desiredSource: cluster.share,
+              upgrade: cluster.upgrade(log),
+              readOnly: () => (join ? join.readOnlyReason() : 'the node is starting'),
+            }
+          : {}),
         reconcileIntervalMs: (options.interval ?? 60) * 1000,
         ...(options.listen ?? {}),
         bodyLimit: options.bodyLimit,
@@ -141,17 +149,16 @@ export function registerAgentCommands(fleet: Command): void {
         log,
       });
       process.on('SIGHUP', () => server.reloadCertificates());
-      const member = cluster
-        ? await cluster.join(server, log).catch(async (error: Error) => {
-            await server.close();
-            throw error;
-          })
-        : undefined;
+      join = cluster?.join(server, log);
+      let refused: Error | undefined;
       await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          log(`${signal}: finishing requests in flight; instances stay as they are`);
-          const left = member
-            ? member.leave().catch((error: Error) => log(`leaving the cluster: ${error.message}`))
+        let stopping = false;
+        const stop = (why: string) => {
+          if (stopping) return;
+          stopping = true;
+          log(`${why}: finishing requests in flight; instances stay as they are`);
+          const left = join
+            ? join.leave().catch((error: Error) => log(`leaving the cluster: ${error.message}`))
             : Promise.resolve();
           left
             .then(() => server.close())
@@ -162,7 +169,13 @@ export function registerAgentCommands(fleet: Command): void {
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
+        // A refusal that trying again cannot mend (the node's name is another agent's) ends the agent.
+        join?.joined.catch((error: Error) => {
+          refused = error;
+          stop(`not joining the cluster: ${error.message}`);
+        });
       });
+      if (refused) throw refused;
     });
 
   agent
@@ -261,44 +274,37 @@ async function clusterOf(
       "--desired and --etcd: a cluster's agent reconciles the cluster's document, not a file",
     );
   const { hostname } = await import('node:os');
-  const { checkNodeName, clusterCall, connectCluster, etcdEndpoints } = await import(
-    '../../fleet/cluster/etcd.js'
-  );
-  const { clusterShareSource, joinAsAgent } = await import('../../fleet/cluster/agent-node.js');
+  const { checkNodeName, connectCluster, etcdEndpoints } = await import('../../fleet/cluster/etcd.js');
+  const { clusterShareSource } = await import('../../fleet/cluster/agent-node.js');
   const node = checkNodeName(options.node ?? hostname());
   if (options.leaseTtl !== undefined && (options.leaseTtl < 2 || options.leaseTtl > 3600))
     throw new ConfigError(`--lease-ttl ${options.leaseTtl}: expected 2 to 3600 seconds`);
   if (options.memoryMib !== undefined && options.memoryMib < 64)
     throw new ConfigError(`--memory-mib ${options.memoryMib}: expected at least 64`);
-  const { takeAddressSlice } = await import('../../fleet/cluster/node-index.js');
+  const { joinWhenReachable } = await import('../../fleet/cluster/node-join.js');
   const { tunnelUpgradeHandler } = await import('../../fleet/cluster/tunnel.js');
   const store = connectCluster(etcdEndpoints(options.etcd));
-  // Before the agent's first reconcile: its instances' addresses come from the node's slice.
-  await clusterCall(store, `claiming a node index for ${node}`, () =>
-    takeAddressSlice(store, node, fleetDir),
-  );
   return {
     upgrade: (log: (line: string) => void) => tunnelUpgradeHandler(fleetDir, log),
     share: clusterShareSource(store, node),
-    join: async (server: Awaited<ReturnType<typeof startAgent>>, log: (line: string) => void) => {
-      const member = await clusterCall(store, `joining node ${node} to the cluster`, () =>
-        joinAsAgent(server, {
-          store,
-          node,
-          ...(options.advertise ? { advertise: options.advertise } : {}),
-          ...(options.memoryMib !== undefined ? { memoryMiB: options.memoryMib } : {}),
-          ...(options.leaseTtl !== undefined ? { ttlSeconds: options.leaseTtl } : {}),
-          tunnels: {
-            ca: certPath(certsDir, 'ca'),
-            cert: certPath(certsDir, 'client'),
-            key: keyPath(certsDir, 'client'),
-          },
-          log,
-        }),
-      );
+    join: (server: Awaited<ReturnType<typeof startAgent>>, log: (line: string) => void): NodeJoin => {
+      const join = joinWhenReachable(server, {
+        store,
+        node,
+        ...(options.advertise ? { advertise: options.advertise } : {}),
+        ...(options.memoryMib !== undefined ? { memoryMiB: options.memoryMib } : {}),
+        ...(options.leaseTtl !== undefined ? { ttlSeconds: options.leaseTtl } : {}),
+        tunnels: {
+          ca: certPath(certsDir, 'ca'),
+          cert: certPath(certsDir, 'client'),
+          key: keyPath(certsDir, 'client'),
+        },
+        log,
+      });
       return {
+        ...join,
         async leave() {
-          await member.leave();
+          await join.leave();
           store.close();
         },
       };

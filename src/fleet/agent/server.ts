@@ -34,6 +34,11 @@ export interface AgentServerOptions {
    * prune when `prune` says so; undefined while there is none yet (nothing is done).
    */
   desiredSource?: () => Promise<{ doc: DesiredDocument; source: string; prune?: boolean } | undefined>;
+  /**
+   * While this gives a reason, the API is read-only: requests other than GET are refused with 503
+   * and the reason, and no periodic reconcile runs (a cluster node that has not joined yet).
+   */
+  readOnly?: () => string | undefined;
   /** Every this many milliseconds, reconcile from the file (0: only on request). */
   reconcileIntervalMs?: number;
   host?: string;
@@ -236,6 +241,8 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
   app.addHook('onRequest', async (request, reply) => {
     if (!(request.raw.socket as TLSSocket).authorized)
       return reply.status(403).send({ error: 'client certificate refused', statusCode: 403 });
+    const readOnly = request.method === 'GET' || request.method === 'HEAD' ? undefined : options.readOnly?.();
+    if (readOnly) return reply.status(503).send({ error: readOnly, statusCode: 503 });
   });
   tlsServer.on('tlsClientError', (error, socket) =>
     log(
@@ -276,6 +283,10 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
   let timer: NodeJS.Timeout | undefined;
   if ((options.desiredFile || options.desiredSource) && interval > 0) {
     const tick = () => {
+      if (options.readOnly?.()) {
+        timer = setTimeout(tick, interval);
+        return;
+      }
       reconcileNow()
         .then((report) => log(`periodic reconcile: ${report.changed} change(s), ${report.failed} failure(s)`))
         .catch((error: Error) => log(`periodic reconcile failed: ${error.message}`))

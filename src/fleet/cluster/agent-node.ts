@@ -1,8 +1,10 @@
 import { cpus, totalmem } from 'node:os';
 import type { AgentServer } from '../agent/server.js';
 import type { Fleet } from '../fleet.js';
+import { clusterAgentId } from '../state/cluster-slice.js';
 import { type ClusterStore, checkNodeName, clusterCall, type NodeRecord } from './etcd.js';
 import { type ClusterMember, joinCluster, readShare } from './member.js';
+import { refuseIfNameHeld } from './membership.js';
 import { readCluster } from './state.js';
 import type { TunnelTls } from './tunnel.js';
 import { TunnelSet } from './tunnels.js';
@@ -27,12 +29,14 @@ function nodeRecord(
   options: ClusterAgentOptions,
   advertise: string,
   startedAt: string,
+  agentId: string,
 ): NodeRecord {
   const instances = fleet.store.listInstances();
   const holding = instances.filter((i) => i.state === 'Running' || i.state === 'Warm');
   const memoryOf = (tenant: string, pool: string) => fleet.store.findPool(tenant, pool)?.memoryMiB ?? 0;
   return {
     name: options.node,
+    agentId,
     advertise,
     capacity: {
       memoryMiB: options.memoryMiB ?? Math.round(totalmem() / 2 ** 20),
@@ -71,11 +75,14 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
   const log = options.log ?? (() => {});
   const startedAt = new Date().toISOString();
   const advertise = options.advertise ?? server.url;
+  const agentId = clusterAgentId(server.fleet.dir);
+  // Before the first converge: another agent's share must not be started here too.
+  await refuseIfNameHeld(options.store, options.node, agentId);
   const tunnels = options.tunnels && new TunnelSet(options.node, server.fleet.dir, options.tunnels, log);
   const member = await joinCluster({
     store: options.store,
     node: options.node,
-    record: () => nodeRecord(server.fleet, options, advertise, startedAt),
+    record: () => nodeRecord(server.fleet, options, advertise, startedAt, agentId),
     converge: async () => {
       const report = await server.reconcileNow();
       if (report.changed > 0 || report.failed > 0)
@@ -87,9 +94,13 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
     ...(options.ttlSeconds ? { ttlSeconds: options.ttlSeconds } : {}),
     ...(options.placementK ? { placementK: options.placementK } : {}),
     log,
+  }).catch((error) => {
+    tunnels?.closeAll();
+    throw error;
   });
   return {
     scheduler: member.scheduler,
+    registered: member.registered,
     async leave() {
       tunnels?.closeAll();
       await member.leave();

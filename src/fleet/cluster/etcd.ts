@@ -26,6 +26,8 @@ export const KEYS = {
 /** What a node says about itself, renewed every few seconds under its lease. */
 export interface NodeRecord {
   name: string;
+  /** The agent that holds the name (its fleet folder's id): another one is refused the name. */
+  agentId: string;
   /** The URL of its agent's mutual-TLS API. */
   advertise: string;
   capacity: { memoryMiB: number; vcpus: number };

@@ -39,6 +39,8 @@ export interface ClusterMemberOptions {
 
 export interface ClusterMember {
   readonly scheduler: Scheduler;
+  /** Whether the node's record is under a live lease now (false while a lost lease is replaced). */
+  registered(): boolean;
   /**
    * Stops scheduling (another node is elected), watching and renewing the lease: the node is dead
    * to the cluster after its TTL unless it joins again before. Instances stay as they are.
@@ -72,6 +74,10 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
     intervalMs: 2000,
     log,
   });
+  const undo = async () => {
+    await scheduler.stop().catch(() => undefined);
+    await membership.leave({ revoke: true });
+  };
 
   let converging: Promise<void> | undefined;
   let pending = false;
@@ -99,7 +105,14 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
     }, 200);
   };
 
-  const watcher: Watcher = await store.kv.watch().prefix('').create();
+  const watcher: Watcher = await store.kv
+    .watch()
+    .prefix('')
+    .create()
+    .catch(async (error) => {
+      await undo(); // not a member after all: a join tried again starts afresh
+      throw error;
+    });
   watcher.on('put', (kv) => onChange(keyOf(kv), kv.version === '1'));
   watcher.on('delete', (kv) => onChange(keyOf(kv), true));
   watcher.on('error', (error) => log(`cluster: watch: ${error.message}`));
@@ -115,6 +128,7 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
 
   return {
     scheduler,
+    registered: () => membership.lease() !== undefined,
     async leave() {
       leaving = true;
       clearTimeout(debounce);

@@ -1,5 +1,6 @@
 import type { Lease } from 'etcd3';
-import { type ClusterStore, KEYS, type NodeRecord } from './etcd.js';
+import { ConfigError } from '../../errors.js';
+import { type ClusterStore, jsonOf, KEYS, type NodeRecord } from './etcd.js';
 
 export interface MembershipOptions {
   store: ClusterStore;
@@ -47,11 +48,11 @@ export async function joinMembership(options: MembershipOptions): Promise<Member
     lease = next;
     try {
       leaseId = await next.grant();
-      await next.put(KEYS.node(name)).value(JSON.stringify(options.record()));
+      await claimName(store, options.record(), leaseId);
     } catch (error) {
       if (lease === next) lease = undefined;
       leaseId = undefined;
-      next.release();
+      next.revoke().catch(() => undefined); // stops renewing at once; etcd drops it now, or at its TTL
       throw error;
     }
     log(`membership: node ${name} registered under lease ${leaseId} (TTL ${options.ttlSeconds} s)`);
@@ -99,4 +100,40 @@ export async function joinMembership(options: MembershipOptions): Promise<Member
       else lease?.release();
     },
   };
+}
+
+/**
+ * The node's record in etcd if another agent than `agentId` holds the name under a live lease:
+ * refused with a ConfigError that names that agent. Asked before a node converges to its share,
+ * and again (atomically) as it registers.
+ */
+export async function refuseIfNameHeld(store: ClusterStore, name: string, agentId: string) {
+  const held = (await store.kv.get(KEYS.node(name)).exec()).kvs[0];
+  const holder = held && jsonOf<NodeRecord>(held);
+  if (held && holder?.agentId !== agentId)
+    throw new ConfigError(
+      `node name ${name} is held by another agent (${holder?.advertise ?? 'unknown URL'}, up since ${holder?.startedAt ?? '?'}) under a live lease: give this agent another --node, or stop that one (its record lapses one TTL after it stops)`,
+    );
+  return held;
+}
+
+/**
+ * Writes the node's record under `leaseId`, unless another agent holds the name under a live lease
+ * (a restart of the same agent, whose old lease has not lapsed yet, takes its record over). The
+ * write compares the record's revision with the one read: of two agents racing for one name, one
+ * wins and the other is refused.
+ */
+async function claimName(store: ClusterStore, record: NodeRecord, leaseId: string): Promise<void> {
+  const key = KEYS.node(record.name);
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const held = await refuseIfNameHeld(store, record.name, record.agentId);
+    const written = await store.kv
+      .if(key, 'Mod', '==', held ? held.mod_revision : 0)
+      .then(store.kv.put(key).value(JSON.stringify(record)).lease(leaseId))
+      .commit();
+    if (written.succeeded) return;
+  }
+  throw new ConfigError(
+    `node name ${record.name}: its record kept changing while it was claimed (another agent?)`,
+  );
 }

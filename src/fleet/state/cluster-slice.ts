@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensurePrivateDir, PRIVATE_FILE } from '../../util/private.js';
@@ -24,4 +25,24 @@ export function recordClusterSlice(fleetDir: string, node: string, slice: Addres
   ensurePrivateDir(fleetDir); // a new node: before its fleet's database
   writeFileSync(`${file}.part`, JSON.stringify({ node, ...slice }), { mode: PRIVATE_FILE });
   renameSync(`${file}.part`, file);
+}
+
+const agentIdFile = (fleetDir: string) => join(fleetDir, 'cluster-agent-id');
+
+/**
+ * The id of the agent that serves this fleet folder as a cluster node, made once and kept: a
+ * restart of the same agent takes its node's record over, another agent under the same node
+ * name is refused.
+ */
+export function clusterAgentId(fleetDir: string): string {
+  const file = agentIdFile(fleetDir);
+  try {
+    const id = readFileSync(file, 'utf8').trim();
+    if (/^[0-9a-f]{16}$/.test(id)) return id;
+  } catch {}
+  ensurePrivateDir(fleetDir);
+  const id = randomBytes(8).toString('hex');
+  writeFileSync(`${file}.part`, id, { mode: PRIVATE_FILE });
+  renameSync(`${file}.part`, file);
+  return id;
 }

@@ -1,0 +1,166 @@
+// Joining a cluster, with real agents (CLI processes) on a real one-member etcd, no document and so
+// no VMs: an agent whose etcd does not answer serves its host's API read-only and joins once etcd
+// is back; a second agent under a node name another agent holds is refused before it does
+// anything; a restart of the same agent (its fleet folder) takes its name over within the TTL.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { initCerts } from '../../src/fleet/agent/certs.js';
+import { AgentCallError, connectAgent } from '../../src/fleet/agent/client.js';
+import { type ClusterStore, connectCluster } from '../../src/fleet/cluster/etcd.js';
+import { readCluster } from '../../src/fleet/cluster/state.js';
+import { clusterRunDir, type EtcdCluster, exited, startEtcdCluster } from '../etcd.js';
+import { cli } from '../helpers.js';
+
+const dir = await clusterRunDir('vmkit-join-');
+const certs = join(dir, 'certs');
+
+interface AgentProcess {
+  child: ChildProcess;
+  log: () => string;
+}
+
+describe('joining the cluster', { timeout: 180_000 }, () => {
+  let etcd: EtcdCluster;
+  let store: ClusterStore;
+  const agents: AgentProcess[] = [];
+
+  const startAgent = (fleet: string, node: string): AgentProcess => {
+    const child = spawn(
+      process.execPath,
+      [
+        cli,
+        'fleet',
+        '--fleet-dir',
+        join(dir, fleet),
+        'agent',
+        'serve',
+        '--etcd',
+        etcd.endpoints,
+        '--node',
+        node,
+        '--lease-ttl',
+        '4',
+        '--certs',
+        certs,
+        '--listen',
+        '127.0.0.1:0',
+        '--interval',
+        '3600',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr?.on('data', (chunk) => {
+      stderr += chunk;
+    });
+    const agent = { child, log: () => stderr };
+    agents.push(agent);
+    return agent;
+  };
+
+  /** Waits (at most `timeoutMs`) until the agent's log matches `pattern`; fails with the log if not. */
+  const logged = async (agent: AgentProcess, pattern: RegExp, timeoutMs = 30_000) => {
+    const until = Date.now() + timeoutMs;
+    while (!pattern.test(agent.log())) {
+      assert.ok(
+        Date.now() < until,
+        `no ${pattern} in the agent's log within ${timeoutMs} ms:\n${agent.log()}`,
+      );
+      assert.equal(agent.child.exitCode, null, `the agent exited:\n${agent.log()}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return pattern.exec(agent.log()) as RegExpExecArray;
+  };
+
+  const client = async (agent: AgentProcess) => {
+    const [, url] = await logged(agent, /listening on (https:\S+)/);
+    return connectAgent({
+      url: url as string,
+      ca: join(certs, 'ca.pem'),
+      cert: join(certs, 'client.pem'),
+      key: join(certs, 'client.key'),
+    });
+  };
+
+  const registeredAs = async (node: string) => (await readCluster(store)).nodes.get(node);
+
+  before(async () => {
+    etcd = await startEtcdCluster(join(dir, 'etcd'), 1);
+    store = connectCluster(etcd.endpoints.split(','));
+    await initCerts(certs, { ca: true });
+  });
+
+  after(async () => {
+    for (const { child } of agents) {
+      child.kill('SIGKILL');
+      await exited(child, 'an agent');
+    }
+    store?.close();
+    await etcd?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('with etcd away, the agent serves its API read-only, and joins once etcd is back', async () => {
+    const member = etcd.members[0]?.name as string;
+    await etcd.kill(member);
+    const agent = startAgent('one', 'n1');
+    await logged(
+      agent,
+      /node n1 has not joined the cluster \(.*etcd at http:\/\/127\.0\.0\.1:\d+.*\): its API is read-only/,
+    );
+    const api = await client(agent);
+    try {
+      assert.deepEqual(await api.instances(), [], 'a read is served');
+      const refused = await api.reconcile().then(
+        () => assert.fail('a reconcile was accepted while the node had not joined'),
+        (error: unknown) => error,
+      );
+      assert.ok(refused instanceof AgentCallError, String(refused));
+      assert.equal(refused.statusCode, 503);
+      assert.match(refused.message, /node n1 has not joined the cluster .*read-only/);
+
+      etcd.restart(member);
+      await logged(agent, /node n1 joined the cluster after \d+ failed attempt/, 60_000);
+      assert.ok(await registeredAs('n1'));
+      const report = (await api.reconcile()) as { document: string };
+      assert.equal(report.document, 'none yet', 'changes are accepted once the node joined');
+    } finally {
+      api.close();
+    }
+  });
+
+  test('a second agent under a name another agent holds is refused, and changes nothing', async () => {
+    const before = await registeredAs('n1');
+    const second = startAgent('two', 'n1');
+    await exited(second.child, 'the second agent of node n1');
+    assert.equal(second.child.exitCode, 2, second.log());
+    assert.match(
+      second.log(),
+      /node name n1 is held by another agent \(https:\/\/127\.0\.0\.1:\d+, up since .*\) under a live lease/,
+    );
+    assert.doesNotMatch(second.log(), /registered under lease/);
+    // Its own reports go on (reportedAt changes): the lease and the agent are the same.
+    const now = await registeredAs('n1');
+    assert.deepEqual(
+      { lease: now?.lease, agentId: now?.value.agentId, advertise: now?.value.advertise },
+      { lease: before?.lease, agentId: before?.value.agentId, advertise: before?.value.advertise },
+      "the first agent's record is its own still",
+    );
+  });
+
+  test('a restart of the same agent within the TTL takes its name over', async () => {
+    const first = agents[0] as AgentProcess;
+    const before = await registeredAs('n1');
+    first.child.kill('SIGTERM');
+    await exited(first.child, 'the agent of node n1 after SIGTERM');
+    assert.ok(await registeredAs('n1'), 'the record outlives its agent until the TTL');
+    const again = startAgent('one', 'n1');
+    await logged(again, /membership: node n1 registered under lease/);
+    const now = await registeredAs('n1');
+    assert.ok(now && before && now.lease !== before.lease, 'registered again under a new lease');
+    assert.notEqual(now?.value.startedAt, before?.value.startedAt);
+  });
+});
