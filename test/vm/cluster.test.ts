@@ -175,42 +175,55 @@ describe('a fleet across three hosts on etcd', {
     assert.match(text.stdout, /a {2}alive {2}\d slot\(s\), \d+\/\d+ MiB booked/);
   });
 
-  it("a tenant's instances on different nodes reach each other through the tunnel; another tenant's do not", async () => {
-    const status = await clusterStatus(store);
-    const where = new Map<string, NodeName>(status.instances.map((i) => [i.path, i.node as NodeName]));
+  /** Each instance's address, read from every node's fleet. */
+  const addresses = async () => {
     const addressOf = new Map<string, string>();
     for (const node of NODES) {
       const fleet = new Fleet({ dir: fleetDir(node) });
       for (const i of fleet.store.listInstances()) addressOf.set(i.path, i.address.split('/')[0] as string);
       await fleet.close();
     }
-    // Addresses come from each node's slice of the subnet: none is used twice in the cluster.
-    assert.equal(new Set(addressOf.values()).size, addressOf.size, JSON.stringify([...addressOf]));
+    return addressOf;
+  };
+  const execOn = async (node: NodeName, path: string, script: string) => {
+    const fleet = new Fleet({ dir: fleetDir(node) });
+    try {
+      return await fleet.exec(path, ['sh', '-c', script], 60_000);
+    } finally {
+      await fleet.close();
+    }
+  };
+  /**
+   * Pings from an acme instance to one on another node, tried for `withinMs` (a tunnel may still
+   * be opening, or moving, right after a converge); fails with the last answer.
+   */
+  const pingAcrossNodes = async (status: ClusterStatus, withinMs: number) => {
+    const addressOf = await addresses();
     const acme = running(status).filter((i) => i.path.startsWith('acme/'));
     const [from, to] = [acme[0], acme.find((i) => i.node !== acme[0]?.node)];
     assert.ok(from && to, `no two acme instances on different nodes: ${JSON.stringify(acme)}`);
-    const exec = async (path: string, script: string) => {
-      const fleet = new Fleet({ dir: fleetDir(where.get(path) as NodeName) });
-      try {
-        return await fleet.exec(path, ['sh', '-c', script], 60_000);
-      } finally {
-        await fleet.close();
-      }
-    };
     const target = addressOf.get(to.path) as string;
-    // The tunnel may still be opening right after the converge: a few tries.
-    const until = Date.now() + 20_000;
-    let ping = await exec(from.path, `ping -c 1 -W 2 ${target}`);
-    while (ping.status !== 0 && Date.now() < until) ping = await exec(from.path, `ping -c 1 -W 2 ${target}`);
+    const until = Date.now() + withinMs;
+    const ping = () => execOn(from.node as NodeName, from.path, `ping -c 1 -W 2 ${target}`);
+    let answer = await ping();
+    while (answer.status !== 0 && Date.now() < until) answer = await ping();
     assert.equal(
-      ping.status,
+      answer.status,
       0,
-      `${from.path} on ${from.node} -> ${to.path} on ${to.node} (${target}): ${ping.stdout}${ping.stderr}`,
+      `${from.path} on ${from.node} -> ${to.path} on ${to.node} (${target}): ${answer.stdout}${answer.stderr}`,
     );
-    const other = running(status).find((i) => i.path.startsWith('globex/')) as { path: string };
-    const blocked = await exec(other.path, `ping -c 1 -W 2 ${target}`);
-    assert.notEqual(blocked.status, 0, `globex reached acme's ${target}: ${blocked.stdout}`);
     process.stderr.write(`# ${from.path} (${from.node}) pinged ${to.path} (${to.node}) at ${target}\n`);
+    return { addressOf, target };
+  };
+
+  it("a tenant's instances on different nodes reach each other through the tunnel; another tenant's do not", async () => {
+    const status = await clusterStatus(store);
+    const { addressOf, target } = await pingAcrossNodes(status, 20_000);
+    // Addresses come from each node's slice of the subnet: none is used twice in the cluster.
+    assert.equal(new Set(addressOf.values()).size, addressOf.size, JSON.stringify([...addressOf]));
+    const other = running(status).find((i) => i.path.startsWith('globex/')) as { path: string; node: string };
+    const blocked = await execOn(other.node as NodeName, other.path, `ping -c 1 -W 2 ${target}`);
+    assert.notEqual(blocked.status, 0, `globex reached acme's ${target}: ${blocked.stdout}`);
   });
 
   it('SIGTERM to an agent leaves its instances running; a restart within the TTL keeps its slots', async () => {
@@ -262,6 +275,27 @@ describe('a fleet across three hosts on etcd', {
     startAgentProcess(victim);
     await waitForStatus(`node ${victim} back`, (s) => alive(s).includes(victim));
     assert.equal(vmmsOf(victim).length, 0);
+  });
+
+  it("a tenant's hub killed: its instances on the other nodes reach each other again", async () => {
+    const before = await clusterStatus(store);
+    // The hub is the first, by name, of the alive nodes holding the tenant's slots (tunnels.ts).
+    const hub = [
+      ...new Set(
+        running(before)
+          .filter((i) => i.path.startsWith('acme/'))
+          .map((i) => i.node),
+      ),
+    ].sort()[0] as NodeName;
+    await killAgent(hub, true);
+    const status = await waitForStatus(
+      `hub ${hub} dead and 6 instances Running on the others`,
+      (s) => !alive(s).includes(hub) && running(s).length === 6 && slotsOn(s, hub) === 0,
+      45_000,
+    );
+    await pingAcrossNodes(status, 30_000);
+    startAgentProcess(hub);
+    await waitForStatus(`node ${hub} back`, (s) => alive(s).includes(hub));
   });
 
   it('a node that comes back with instances placed elsewhere stops its copies before it registers', async () => {
