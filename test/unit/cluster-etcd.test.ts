@@ -103,7 +103,7 @@ describe('the cluster on a real etcd', { timeout: 180_000 }, () => {
       assert.ok(booked <= CAPACITY_MIB, `node ${node} overbooked: ${booked} MiB`);
     }
     const status = await clusterStatus(stores[0] as ClusterStore);
-    assert.equal(status.unplaced.length, 3);
+    assert.equal(status.pending.length, 3);
     process.stderr.write(`# conflicts met by the two schedulers: ${one} and ${two}\n`);
   });
 
@@ -121,7 +121,12 @@ describe('the cluster on a real etcd', { timeout: 180_000 }, () => {
     await applyDocument(stores[0] as ClusterStore, doc(7, 5));
     await schedule(stores[1] as ClusterStore);
     const status = await clusterStatus(stores[0] as ClusterStore);
-    assert.equal(status.unplaced.length, 2, JSON.stringify(status.unplaced));
+    assert.equal(status.pending.length, 2, JSON.stringify(status.pending));
+    for (const pending of status.pending)
+      assert.match(
+        pending.reason,
+        /^needs 128 MiB: the most free on the 2 alive node\(s\) is 0 MiB, on [ab]$/,
+      );
     assert.deepEqual(
       status.nodes.filter((n) => n.alive).map((n) => [n.name, n.slots, n.bookedMiB]),
       [
@@ -145,7 +150,7 @@ describe('the cluster on a real etcd', { timeout: 180_000 }, () => {
     assert.ok(
       [...state.slots].filter(([id]) => id.startsWith('globex/')).every(([, s]) => s.value.memoryMiB === 64),
     );
-    assert.deepEqual((await clusterStatus(stores[0] as ClusterStore)).unplaced, []);
+    assert.deepEqual((await clusterStatus(stores[0] as ClusterStore)).pending, []);
   });
 
   test('a node that loses etcd past its TTL (no majority) is registered again once etcd is back', async () => {

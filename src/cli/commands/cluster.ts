@@ -45,7 +45,11 @@ function statusText(status: ClusterStatus): string {
     ...(status.instances.length === 0 ? ['  (none)'] : []),
     ...status.instances.map((instance) => `  ${instance.path}  ${instance.state}  on ${instance.node}`),
   ];
-  if (status.unplaced.length) lines.push(`waiting for a node: ${status.unplaced.join(', ')}`);
+  if (status.pending.length)
+    lines.push(
+      'pending (on no alive node):',
+      ...status.pending.map((p) => `  ${p.slot}  ${p.memoryMiB} MiB  ${p.reason}`),
+    );
   return lines.join('\n');
 }
 

@@ -3,7 +3,7 @@ import type { DesiredDocument } from '../desired/schema.js';
 import { electedLeader } from './election.js';
 import { type ClusterStore, KEYS } from './etcd.js';
 import { desiredSlots } from './slots.js';
-import { bookedOn, readCluster } from './state.js';
+import { bookedOn, type ClusterState, readCluster } from './state.js';
 
 /** Stores a checked document as the cluster's desired state; returns the revision it got. */
 export async function applyDocument(store: ClusterStore, doc: DesiredDocument): Promise<string> {
@@ -30,8 +30,28 @@ export interface ClusterStatus {
   }>;
   /** The instances the alive nodes report. */
   instances: Array<{ path: string; node: string; state: string }>;
-  /** Slots the document asks for that are on no alive node. */
-  unplaced: string[];
+  /** Slots the document asks for that are on no alive node, each with why it waits. */
+  pending: PendingSlot[];
+}
+
+export interface PendingSlot {
+  slot: string;
+  /** The memory it needs on a node. */
+  memoryMiB: number;
+  reason: string;
+}
+
+/** Why a slot is on no alive node: no node, no room on any, no scheduler, or a round not yet run. */
+function pendingReason(state: ClusterState, memoryMiB: number, leader: string | undefined): string {
+  const free = [...state.nodes.values()]
+    .map(({ value }) => ({ name: value.name, free: value.capacity.memoryMiB - bookedOn(state, value.name) }))
+    .sort((a, b) => b.free - a.free);
+  const [most] = free;
+  if (!most) return 'no node is alive';
+  if (most.free < memoryMiB)
+    return `needs ${memoryMiB} MiB: the most free on the ${free.length} alive node(s) is ${most.free} MiB, on ${most.name}`;
+  if (!leader) return 'no scheduler is elected yet';
+  return `not placed yet: ${most.name} has room (${most.free} MiB free); the scheduler places it in its next round`;
 }
 
 /** The cluster as etcd has it: nodes, instances, the scheduler's leader and the document's revision. */
@@ -56,8 +76,12 @@ export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus>
   const instances = [...state.nodes.values()].flatMap(({ value }) =>
     value.instances.map((instance) => ({ path: instance.path, node: value.name, state: instance.state })),
   );
-  const unplaced = (state.desired ? desiredSlots(state.desired.doc) : [])
+  const pending = (state.desired ? desiredSlots(state.desired.doc) : [])
     .filter((slot) => !state.nodes.has(state.slots.get(slot.id)?.value.node ?? ''))
-    .map((slot) => slot.id);
-  return { revision: state.desired?.revision ?? null, leader: leader ?? null, nodes, instances, unplaced };
+    .map((slot) => ({
+      slot: slot.id,
+      memoryMiB: slot.memoryMiB,
+      reason: pendingReason(state, slot.memoryMiB, leader),
+    }));
+  return { revision: state.desired?.revision ?? null, leader: leader ?? null, nodes, instances, pending };
 }
