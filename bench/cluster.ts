@@ -1,9 +1,11 @@
 // A fleet across hosts, on this machine: N tiny instances reconciled by one agent from a file,
 // against the same N placed by the cluster over 3 agents (3-member etcd on loopback, agents as CLI
 // processes), side by side in one run; then the failover: a node's agent and VMMs killed, until
-// its instances run on the others, against the node lease's TTL. Prints one JSON object.
+// its instances run on the others, against the node lease's TTL; and the tunnel's TCP throughput
+// between two nodes against two instances on one node (bench/cluster-tunnel.ts). Prints one JSON
+// object.
 //
-//   node --import tsx bench/cluster.ts [--instances N]
+//   node --import tsx bench/cluster.ts [--instances N] [--mib M] [--samples S]
 
 import { type ChildProcess, spawn } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
@@ -11,16 +13,23 @@ import { join } from 'node:path';
 import { applyClusterDocument, clusterStatus, connectCluster, Fleet, initCerts, loadDesired } from 'vmkit';
 import { processesNaming, stopDetached } from '../src/runtime/detached.js';
 import { clusterRunDir, type EtcdCluster, startEtcdCluster } from '../test/etcd.js';
-import { loadAverages, log, parseIntOptions, ratio, round, runBenchmark } from './lib.js';
+import { tunnelThroughput } from './cluster-tunnel.js';
+import { loadAverages, log, median, parseIntOptions, ratio, round, runBenchmark } from './lib.js';
 
-const USAGE = `usage: node --import tsx bench/cluster.ts [--instances N]
-N tiny instances by one agent against the cluster over 3 agents, and a node's failover.
+const USAGE = `usage: node --import tsx bench/cluster.ts [--instances N] [--mib M] [--samples S]
+N tiny instances (default 12) by one agent against the cluster over 3 agents; TCP throughput
+through the tunnel between two nodes against within one node (M MiB per sample, default 8; S
+samples each, alternated, default 3); and a node's failover.
 `;
 const TTL_SECONDS = 10;
 const NODES = ['a', 'b', 'c'];
 const cli = new URL('../dist/cli/main.js', import.meta.url).pathname;
 
-const options = parseIntOptions(USAGE, { instances: { default: 6, min: 3 } });
+const options = parseIntOptions(USAGE, {
+  instances: { default: 12, min: 3 },
+  mib: { default: 8, min: 1 },
+  samples: { default: 3, min: 1 },
+});
 if (options) {
   const dir = await clusterRunDir('vmkit-cb-');
   const certs = join(dir, 'certs');
@@ -84,6 +93,31 @@ if (options) {
       const spread = Object.fromEntries(placed.nodes.map((n) => [n.name, n.slots]));
       log(`cluster: ${options.instances} instances in ${clusterMs} ms, spread ${JSON.stringify(spread)}`);
 
+      const addressOf = new Map<string, string>();
+      for (const node of NODES) {
+        const fleet = new Fleet({ dir: fleetDir(node) });
+        for (const i of fleet.store.listInstances()) addressOf.set(i.path, i.address.split('/')[0] as string);
+        await fleet.close();
+      }
+      const tunnel = await tunnelThroughput(
+        running(placed),
+        (path) => addressOf.get(path) as string,
+        fleetDir,
+        options,
+      );
+      const medianRate = (samples: Array<{ mbitPerSecond: number }>) =>
+        median(samples.map((sample) => sample.mbitPerSecond));
+      const throughput = tunnel && {
+        ...tunnel,
+        acrossNodesMedianMbit: medianRate(tunnel.acrossNodes.samples),
+        oneNodeMedianMbit: medianRate(tunnel.oneNode.samples),
+        acrossOverOneNode: ratio(medianRate(tunnel.acrossNodes.samples), medianRate(tunnel.oneNode.samples)),
+      };
+      if (throughput)
+        log(
+          `throughput: across nodes ${throughput.acrossNodesMedianMbit} Mbit/s, one node ${throughput.oneNodeMedianMbit} Mbit/s`,
+        );
+
       const victim = NODES.find((n) => n !== placed.leader) as string;
       const victimAgent = agents.get(victim) as ChildProcess;
       began = performance.now();
@@ -105,6 +139,7 @@ if (options) {
             clusterApplyToRunningMs: clusterMs,
             clusterOverOneAgent: ratio(clusterMs, oneAgentMs),
             spread,
+            tunnelThroughput: throughput ?? 'no pair of instances across nodes and on one node',
             failover: {
               killedNode: victim,
               instancesMoved: placed.nodes.find((n) => n.name === victim)?.slots ?? 0,

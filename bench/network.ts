@@ -44,6 +44,14 @@ import {
   round,
   runBenchmark,
 } from './lib.js';
+import {
+  listenerScript,
+  parseSender,
+  RECEIVED_FILE,
+  sampleLimitSeconds,
+  senderScript,
+  THROUGHPUT_PORT,
+} from './tcp-throughput.js';
 
 const USAGE = `Usage: npm run --silent bench:network -- [options]   (--silent keeps npm's banner off stdout)
        node --import tsx bench/network.ts [options]            (after npm run build)
@@ -60,7 +68,7 @@ Options:
   -h, --help        print this help
 `;
 
-const PORT = 5001;
+const PORT = THROUGHPUT_PORT;
 const PING_INTERVAL_S = 0.2;
 /** The direct link's NICs: the guest finds its NIC by this MAC prefix. */
 const DIRECT_MAC_PREFIX = '52:54:00:dd:00:0';
@@ -69,10 +77,6 @@ const TARGET_THROUGHPUT_RATIO = 0.9;
 const TARGET = 'the switch costs at most 10% of throughput against the direct link';
 /** Bound of short guest commands (setup, listener start, reading a count). */
 const SHORT_MS = 30_000;
-/** Listener files in the guest. */
-const RX = '/tmp/bench-rx';
-const FIFO = '/tmp/bench-fifo';
-const PIDFILE = '/tmp/bench-nc.pid';
 
 // ---------------------------------------------------------------------------------------------
 // Cleanup of what only this benchmark makes: the scratch folder of the sockets, and the switch
@@ -193,37 +197,26 @@ interface ThroughputSample {
   receivedBytes: number;
 }
 
-/** The guest's uptime in seconds, two decimals (busybox date has no %N). */
-const UPTIME = "cut -d' ' -f1 /proc/uptime";
-
 async function measureThroughput(pair: Pair, bytes: number): Promise<ThroughputSample> {
   const { sender, receiver, target } = pair;
-  // At least 2 Mbit/s, or 60 s: far beyond what TCG needs, but bounded.
-  const limitS = Math.max(60, Math.ceil((bytes * 8) / 2e6));
-  // The listener's stdin is a FIFO opened read-write: it never reaches end of file, so nc does not
-  // half-close the connection early; it exits when the sender closes. Its pid is kept so that a
-  // listener left over from a failed sample can be stopped.
-  await receiver.succeed(
-    `[ -s ${PIDFILE} ] && kill $(cat ${PIDFILE}) 2>/dev/null; rm -f ${RX} ${FIFO} ${PIDFILE}; mkfifo ${FIFO}; ` +
-      `(sh -c 'echo $$ >${PIDFILE}; exec timeout ${limitS + 30} nc -l -p ${PORT} <>${FIFO} 2>/dev/null' | wc -c >${RX}.tmp; mv ${RX}.tmp ${RX}) </dev/null >/dev/null 2>&1 &`,
-  );
+  const limitS = sampleLimitSeconds(bytes);
+  await receiver.succeed(listenerScript(limitS));
   await receiver.waitForOpenPort(PORT, { timeoutMs: SHORT_MS });
 
-  const count = bytes / 65536;
-  const command =
-    `a=$(${UPTIME}); dd if=/dev/zero bs=64k count=${count} 2>/dev/null | timeout ${limitS} nc ${target} ${PORT}; ` +
-    `s=$?; b=$(${UPTIME}); echo "$a $b $s"`;
   const began = performance.now();
-  const result = await sender.execute(command, { timeoutMs: (limitS + 30) * 1000 });
+  const result = await sender.execute(senderScript(target, bytes, limitS), {
+    timeoutMs: (limitS + 30) * 1000,
+  });
   const hostMs = performance.now() - began;
-  const [start, end, status] = result.stdout.trim().split(/\s+/).map(Number);
-  if (result.exitCode !== 0 || status !== 0 || start === undefined || end === undefined) {
+  const sent = parseSender(result.stdout);
+  if (result.exitCode !== 0 || !sent || sent.status !== 0) {
     throw new Error(
-      `${pair.link}: sending to ${target}:${PORT} failed (exit ${result.exitCode}, nc status ${status}): ${result.stdout}${result.stderr}`,
+      `${pair.link}: sending to ${target}:${PORT} failed (exit ${result.exitCode}, nc status ${sent?.status}): ${result.stdout}${result.stderr}`,
     );
   }
-  await receiver.waitForFile(RX, { timeoutMs: SHORT_MS });
-  const receivedBytes = Number((await receiver.succeed(`cat ${RX}`)).trim());
+  const { start, end } = sent;
+  await receiver.waitForFile(RECEIVED_FILE, { timeoutMs: SHORT_MS });
+  const receivedBytes = Number((await receiver.succeed(`cat ${RECEIVED_FILE}`)).trim());
   // Fall back to the host's time only if the guest's clock gave nothing usable.
   const guestSeconds = end > start ? end - start : hostMs / 1000;
   return {
