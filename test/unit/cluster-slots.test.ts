@@ -6,7 +6,7 @@ import type { NodeRecord } from '../../src/fleet/cluster/etcd.js';
 import { planPlacement } from '../../src/fleet/cluster/placement.js';
 import { bestOfK, desiredSlots, parseSlotId, shareOf } from '../../src/fleet/cluster/slots.js';
 import type { ClusterState } from '../../src/fleet/cluster/state.js';
-import { tunnelHubs } from '../../src/fleet/cluster/tunnels.js';
+import { TunnelSet, tunnelHubs } from '../../src/fleet/cluster/tunnels.js';
 import { parseDesired } from '../../src/fleet/desired/schema.js';
 import { nextAddress, parseSubnet } from '../../src/fleet/state/subnet.js';
 
@@ -189,6 +189,22 @@ describe('cluster slots and placement', () => {
     assert.deepEqual([...tunnelHubs(cluster, 'c')], [['acme', 'b']]);
     assert.deepEqual([...tunnelHubs(cluster, 'b')], []); // the hub itself
     assert.deepEqual([...tunnelHubs(cluster, 'a')], []); // globex is on a alone; a holds no acme slot
+  });
+
+  test('a tunnel that keeps failing is tried every second but said once (then once a minute)', async () => {
+    const lines: string[] = [];
+    const cluster = state({ b: 4096, c: 4096 }, { 'acme/web/running-0': 'b', 'acme/web/running-1': 'c' });
+    // The hub's URL (https://b:7443) and the certificate files do not exist: every attempt fails.
+    const missing = '/nonexistent/vmkit-tunnel-test';
+    const tunnels = new TunnelSet('c', missing, { ca: missing, cert: missing, key: missing }, (line) =>
+      lines.push(line),
+    );
+    tunnels.update(cluster);
+    await new Promise((resolve) => setTimeout(resolve, 3500)); // four attempts
+    tunnels.closeAll();
+    const failures = lines.filter((line) => line.startsWith('tunnel: tenant acme: node b:'));
+    assert.equal(failures.length, 1, lines.join('\n'));
+    assert.match(failures[0] as string, /; trying again every second$/);
   });
 
   test('nothing is planned before a document is applied', () => {

@@ -26,6 +26,8 @@ export function tunnelHubs(state: ClusterState, node: string): Map<string, strin
 export class TunnelSet {
   private readonly tunnels = new Map<string, { hub: string; close: () => void }>();
   private wanted = new Map<string, { hub: string; url: string }>();
+  /** Failed attempts in a row per tenant: said at the first, then once a minute (one a second are made). */
+  private readonly failures = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -67,7 +69,11 @@ export class TunnelSet {
       (tunnel) => {
         if (this.closed || this.tunnels.get(tenant) !== entry) return tunnel.close();
         entry.close = () => tunnel.close();
-        this.log(`tunnel: tenant ${tenant}: joined to node ${want.hub}`);
+        const failed = this.failures.get(tenant) ?? 0;
+        this.failures.delete(tenant);
+        this.log(
+          `tunnel: tenant ${tenant}: joined to node ${want.hub}${failed ? ` after ${failed} failed attempt(s)` : ''}`,
+        );
         tunnel.closed.then(() => {
           if (this.tunnels.get(tenant) !== entry) return;
           this.log(`tunnel: tenant ${tenant}: the tunnel to node ${want.hub} closed; opening it again`);
@@ -76,7 +82,12 @@ export class TunnelSet {
       },
       (error: Error) => {
         if (this.tunnels.get(tenant) !== entry) return;
-        this.log(`tunnel: tenant ${tenant}: node ${want.hub}: ${error.message}; trying again`);
+        const failed = (this.failures.get(tenant) ?? 0) + 1;
+        this.failures.set(tenant, failed);
+        if (failed === 1 || failed % 60 === 0)
+          this.log(
+            `tunnel: tenant ${tenant}: node ${want.hub}: ${error.message}; trying again every second${failed > 1 ? ` (${failed} attempts failed so far)` : ''}`,
+          );
         retry();
       },
     );
