@@ -11,11 +11,15 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  writeFileSync,
 } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { extractDeb, fetchDeb, resolvePackages } from '../src/images/debian.js';
 import { processesNaming, stopDetached } from '../src/runtime/detached.js';
+import { runTool } from '../src/util/exec.js';
 import { cacheDir } from '../src/util/paths.js';
 import { ensurePrivateDir } from '../src/util/private.js';
 import { processRunsSync } from '../src/util/scratch.js';
@@ -106,17 +110,112 @@ export function exited(child: ChildProcess, what: string, timeoutMs = 30_000): P
   });
 }
 
-async function status(clientUrl: string): Promise<{ header: { member_id: string }; leader: string }> {
-  const response = await fetch(`${clientUrl}/v3/maintenance/status`, {
-    method: 'POST',
-    body: '{}',
-    signal: AbortSignal.timeout(2000),
+/** TLS for the members' client URLs: etcd's certificate, and the CA its clients' certificates must come from. */
+export interface EtcdServerTls {
+  ca: string;
+  cert: string;
+  key: string;
+  /** The client certificate and key the harness itself uses to ask for the members' status. */
+  client: { cert: string; key: string };
+}
+
+/**
+ * TLS for a test etcd from the agents' CA in `certsDir` (vmkit fleet agent certs init): a
+ * certificate for 127.0.0.1 with both server and client use (etcd's gateway dials etcd itself with
+ * it), and the agents' client certificate for the harness's status calls.
+ */
+export async function etcdServerTls(certsDir: string, outDir: string): Promise<EtcdServerTls> {
+  mkdirSync(outDir, { recursive: true, mode: 0o700 });
+  const cert = join(outDir, 'etcd.pem');
+  const key = join(outDir, 'etcd.key');
+  const csr = join(outDir, 'etcd.csr');
+  const ext = join(outDir, 'etcd.ext');
+  writeFileSync(
+    ext,
+    'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n',
+  );
+  const newKey = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await runTool('openssl', ['req', '-new', ...newKey, '-keyout', key, '-out', csr, '-subj', '/CN=etcd']);
+  await runTool('openssl', [
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    join(certsDir, 'ca.pem'),
+    '-CAkey',
+    join(certsDir, 'ca.key'),
+    '-set_serial',
+    '0x1',
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+    '-out',
+    cert,
+  ]);
+  return {
+    ca: join(certsDir, 'ca.pem'),
+    cert,
+    key,
+    client: { cert: join(certsDir, 'client.pem'), key: join(certsDir, 'client.key') },
+  };
+}
+
+/** A member's status (its id and the leader it knows), over plain HTTP or TLS with a client certificate. */
+function status(
+  clientUrl: string,
+  tls?: EtcdServerTls,
+): Promise<{ header: { member_id: string }; leader: string }> {
+  return new Promise((resolve, reject) => {
+    const url = new URL('/v3/maintenance/status', clientUrl);
+    const options = {
+      method: 'POST',
+      timeout: 2000,
+      ...(tls
+        ? {
+            ca: readFileSync(tls.ca),
+            cert: readFileSync(tls.client.cert),
+            key: readFileSync(tls.client.key),
+          }
+        : {}),
+    };
+    const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, options, (response) => {
+      let body = '';
+      response.on('data', (chunk) => {
+        body += chunk;
+      });
+      response.on('end', () => {
+        try {
+          resolve(JSON.parse(body));
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+    request.on('timeout', () => request.destroy(new Error(`${url}: no answer within 2 s`)));
+    request.on('error', reject);
+    request.end('{}');
   });
-  return (await response.json()) as { header: { member_id: string }; leader: string };
 }
 
 /** Starts `size` etcd members on loopback ports, data in `dir`; resolves once a leader is elected. */
-export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000): Promise<EtcdCluster> {
+export async function startEtcdCluster(
+  dir: string,
+  size = 3,
+  timeoutMs = 60_000,
+  tls?: EtcdServerTls,
+): Promise<EtcdCluster> {
+  const scheme = tls ? 'https' : 'http';
+  // With TLS, clients need a certificate from the CA (etcd's --client-cert-auth).
+  const tlsArgs = tls
+    ? [
+        `--cert-file=${tls.cert}`,
+        `--key-file=${tls.key}`,
+        '--client-cert-auth',
+        `--trusted-ca-file=${tls.ca}`,
+      ]
+    : [];
   const binary = await etcdBinary();
   const ports = [];
   for (let i = 0; i < size; i++) ports.push({ client: await freePort(), peer: await freePort() });
@@ -137,8 +236,9 @@ export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000
     const args = [
       `--name=${name}`,
       `--data-dir=${data}`,
-      `--listen-client-urls=http://127.0.0.1:${p.client}`,
-      `--advertise-client-urls=http://127.0.0.1:${p.client}`,
+      `--listen-client-urls=${scheme}://127.0.0.1:${p.client}`,
+      `--advertise-client-urls=${scheme}://127.0.0.1:${p.client}`,
+      ...tlsArgs,
       `--listen-peer-urls=http://127.0.0.1:${p.peer}`,
       `--initial-advertise-peer-urls=http://127.0.0.1:${p.peer}`,
       `--initial-cluster=${initial}`,
@@ -146,7 +246,7 @@ export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000
       '--initial-cluster-state=new',
     ];
     argsOf.set(name, args);
-    return { name, clientUrl: `http://127.0.0.1:${p.client}`, process: spawnMember(args, log), log };
+    return { name, clientUrl: `${scheme}://127.0.0.1:${p.client}`, process: spawnMember(args, log), log };
   });
   const cluster: EtcdCluster = {
     members,
@@ -155,11 +255,11 @@ export async function startEtcdCluster(dir: string, size = 3, timeoutMs = 60_000
       for (const member of members) {
         if (member.process.exitCode !== null || member.process.signalCode !== null) continue;
         try {
-          const answer = await status(member.clientUrl);
+          const answer = await status(member.clientUrl, tls);
           const ids = await Promise.all(
             members.map(async (m) => [
               m.name,
-              (await status(m.clientUrl).catch(() => undefined))?.header.member_id,
+              (await status(m.clientUrl, tls).catch(() => undefined))?.header.member_id,
             ]),
           );
           const found = ids.find(([, id]) => id === answer.leader);

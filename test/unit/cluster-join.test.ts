@@ -11,8 +11,9 @@ import { initCerts } from '../../src/fleet/agent/certs.js';
 import { AgentCallError, connectAgent } from '../../src/fleet/agent/client.js';
 import { type ClusterStore, connectCluster } from '../../src/fleet/cluster/etcd.js';
 import { readCluster } from '../../src/fleet/cluster/state.js';
-import { clusterRunDir, type EtcdCluster, exited, startEtcdCluster } from '../etcd.js';
-import { cli } from '../helpers.js';
+import type { ClusterStatus } from '../../src/fleet/cluster/status.js';
+import { clusterRunDir, type EtcdCluster, etcdServerTls, exited, startEtcdCluster } from '../etcd.js';
+import { cli, runCli } from '../helpers.js';
 
 const dir = await clusterRunDir('vmkit-join-');
 const certs = join(dir, 'certs');
@@ -27,7 +28,11 @@ describe('joining the cluster', { timeout: 180_000 }, () => {
   let store: ClusterStore;
   const agents: AgentProcess[] = [];
 
-  const startAgent = (fleet: string, node: string): AgentProcess => {
+  const startAgent = (
+    fleet: string,
+    node: string,
+    how: { endpoints?: string; env?: NodeJS.ProcessEnv } = {},
+  ): AgentProcess => {
     const child = spawn(
       process.execPath,
       [
@@ -38,7 +43,7 @@ describe('joining the cluster', { timeout: 180_000 }, () => {
         'agent',
         'serve',
         '--etcd',
-        etcd.endpoints,
+        how.endpoints ?? etcd.endpoints,
         '--node',
         node,
         '--lease-ttl',
@@ -50,7 +55,7 @@ describe('joining the cluster', { timeout: 180_000 }, () => {
         '--interval',
         '3600',
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...how.env } },
     );
     let stderr = '';
     child.stderr?.on('data', (chunk) => {
@@ -162,5 +167,99 @@ describe('joining the cluster', { timeout: 180_000 }, () => {
     const now = await registeredAs('n1');
     assert.ok(now && before && now.lease !== before.lease, 'registered again under a new lease');
     assert.notEqual(now?.value.startedAt, before?.value.startedAt);
+  });
+
+  test('TLS to etcd: with a client certificate the CLI and an agent get in; without one, or over http, a clear error', async () => {
+    // etcd serves its clients over TLS with a certificate from the agents' CA, and asks each
+    // client for one from that CA.
+    const tls = await startEtcdCluster(
+      join(dir, 'etcd-tls'),
+      1,
+      60_000,
+      await etcdServerTls(certs, join(dir, 'etcd-tls-certs')),
+    );
+    const client = {
+      ca: join(certs, 'ca.pem'),
+      cert: join(certs, 'client.pem'),
+      key: join(certs, 'client.key'),
+    };
+    const tlsStore = connectCluster(tls.endpoints.split(','), { tls: client });
+    try {
+      assert.match(tls.endpoints, /^https:\/\/127\.0\.0\.1:\d+$/);
+      const agent = startAgent('tls', 'n-tls', {
+        endpoints: tls.endpoints,
+        env: { VMKIT_ETCD_CA: client.ca, VMKIT_ETCD_CERT: client.cert, VMKIT_ETCD_KEY: client.key },
+      });
+      await logged(agent, /membership: node n-tls registered under lease/);
+      assert.ok((await readCluster(tlsStore)).nodes.has('n-tls'));
+
+      const withCert = ['--etcd-ca', client.ca, '--etcd-cert', client.cert, '--etcd-key', client.key];
+      const status = await runCli(['cluster', '--etcd', tls.endpoints, ...withCert, '--json', 'status']);
+      assert.equal(status.code, 0, status.stderr);
+      assert.deepEqual(
+        (JSON.parse(status.stdout) as ClusterStatus).nodes.map((n) => [n.name, n.alive]),
+        [['n-tls', true]],
+      );
+      const noCert = await runCli(
+        ['cluster', '--etcd', tls.endpoints, '--etcd-ca', client.ca, 'status'],
+        {},
+        60_000,
+      );
+      assert.equal(noCert.code, 1, noCert.stderr);
+      assert.match(
+        noCert.stderr,
+        new RegExp(
+          `reading the cluster: etcd at ${tls.endpoints}: etcd refused this client: it asks for a client certificate`,
+        ),
+      );
+      process.stderr.write(`# without a client certificate: ${noCert.stderr.trim()}\n`);
+      const otherCa = join(dir, 'other-certs');
+      await initCerts(otherCa, { ca: true });
+      const wrongCa = await runCli(
+        [
+          'cluster',
+          '--etcd',
+          tls.endpoints,
+          ...withCert.slice(2),
+          '--etcd-ca',
+          join(otherCa, 'ca.pem'),
+          'status',
+        ],
+        {},
+        60_000,
+      );
+      assert.equal(wrongCa.code, 1, wrongCa.stderr);
+      assert.match(wrongCa.stderr, /etcd's certificate is not signed by the CA given \(--etcd-ca\)/);
+      const overHttp = await runCli(['cluster', '--etcd', etcd.endpoints, ...withCert, 'status']);
+      assert.equal(overHttp.code, 2, overHttp.stderr);
+      assert.match(overHttp.stderr, /TLS to etcd \(--etcd-ca\) needs https:\/\/ endpoints: http:\/\/127/);
+      const halfPair = await runCli([
+        'cluster',
+        '--etcd',
+        tls.endpoints,
+        '--etcd-ca',
+        client.ca,
+        '--etcd-cert',
+        client.cert,
+        'status',
+      ]);
+      assert.equal(halfPair.code, 2, halfPair.stderr);
+      assert.match(halfPair.stderr, /--etcd-cert and --etcd-key go together/);
+      const missing = await runCli([
+        'cluster',
+        '--etcd',
+        tls.endpoints,
+        '--etcd-ca',
+        join(dir, 'nope.pem'),
+        'status',
+      ]);
+      assert.equal(missing.code, 2, missing.stderr);
+      assert.match(missing.stderr, /cannot read --etcd-ca .*nope\.pem: ENOENT/);
+      agent.child.kill('SIGTERM');
+      await exited(agent.child, 'the agent on the TLS etcd');
+    } finally {
+      tlsStore.close();
+      await tls.stop();
+    }
   });
 });

@@ -14,6 +14,7 @@ import { startAgent } from '../../fleet/agent/server.js';
 import type { NodeJoin } from '../../fleet/cluster/node-join.js';
 import { defaultFleetDir } from '../../fleet/state/db.js';
 import { parseAddress } from '../../fleet/state/ids.js';
+import { etcdTlsOptions, quietIpServerNameWarning } from './cluster.js';
 import { builderOf, type FleetGlobals, output, wholeOption } from './fleet-common.js';
 
 const certsDirOf = (command: Command): string =>
@@ -91,6 +92,7 @@ export function registerAgentCommands(fleet: Command): void {
     .addOption(certsOption())
     .action((_options, command: Command) => printStatus(command, certsDirOf(command)));
 
+  const [etcdCa, etcdCert, etcdKey] = etcdTlsOptions() as [Option, Option, Option];
   agent
     .command('serve')
     .description(
@@ -113,6 +115,9 @@ export function registerAgentCommands(fleet: Command): void {
       "the node's lease: dead to the cluster after this without renewal (default 10)",
       wholeOption,
     )
+    .addOption(etcdCa)
+    .addOption(etcdCert)
+    .addOption(etcdKey)
     .option('--listen <host:port>', 'where to listen (default 127.0.0.1:7443)', listen)
     .option('--interval <seconds>', 'reconcile this often (default 60; 0: only on request)', wholeOption)
     .option('--body-limit <bytes>', 'largest request body (default 65536)', wholeOption)
@@ -264,6 +269,9 @@ async function clusterOf(
     advertise?: string;
     memoryMib?: number;
     leaseTtl?: number;
+    etcdCa?: string;
+    etcdCert?: string;
+    etcdKey?: string;
   },
   fleetDir: string,
   certsDir: string,
@@ -274,7 +282,9 @@ async function clusterOf(
       "--desired and --etcd: a cluster's agent reconciles the cluster's document, not a file",
     );
   const { hostname } = await import('node:os');
-  const { checkNodeName, connectCluster, etcdEndpoints } = await import('../../fleet/cluster/etcd.js');
+  const { checkNodeName, connectCluster, etcdEndpoints, etcdTls } = await import(
+    '../../fleet/cluster/etcd.js'
+  );
   const { clusterShareSource } = await import('../../fleet/cluster/agent-node.js');
   const node = checkNodeName(options.node ?? hostname());
   if (options.leaseTtl !== undefined && (options.leaseTtl < 2 || options.leaseTtl > 3600))
@@ -283,7 +293,9 @@ async function clusterOf(
     throw new ConfigError(`--memory-mib ${options.memoryMib}: expected at least 64`);
   const { joinWhenReachable } = await import('../../fleet/cluster/node-join.js');
   const { tunnelUpgradeHandler } = await import('../../fleet/cluster/tunnel.js');
-  const store = connectCluster(etcdEndpoints(options.etcd));
+  const tls = etcdTls(options);
+  if (tls) quietIpServerNameWarning();
+  const store = connectCluster(etcdEndpoints(options.etcd), tls ? { tls } : {});
   return {
     upgrade: (log: (line: string) => void) => tunnelUpgradeHandler(fleetDir, log),
     share: clusterShareSource(store, node),

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { Etcd3, type IKeyValue, type Namespace } from 'etcd3';
 import { ClusterError, ConfigError, VmkitError } from '../../errors.js';
 
@@ -84,9 +85,73 @@ export interface ClusterStore {
   close(): void;
 }
 
+/** TLS to etcd: the CA that signed its certificate and, where etcd asks for one, this client's certificate and key. */
+export interface EtcdTls {
+  ca: string;
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * TLS to etcd from `--etcd-ca`, `--etcd-cert` and `--etcd-key` (else $VMKIT_ETCD_CA, $VMKIT_ETCD_CERT
+ * and $VMKIT_ETCD_KEY); undefined when none is given (plain http:// endpoints).
+ */
+export function etcdTls(options: {
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+}): EtcdTls | undefined {
+  const ca = options.etcdCa ?? (process.env.VMKIT_ETCD_CA || undefined);
+  const cert = options.etcdCert ?? (process.env.VMKIT_ETCD_CERT || undefined);
+  const key = options.etcdKey ?? (process.env.VMKIT_ETCD_KEY || undefined);
+  if (!ca && !cert && !key) return undefined;
+  if (!ca)
+    throw new ConfigError("--etcd-cert and --etcd-key need --etcd-ca: the CA that signed etcd's certificate");
+  if (Boolean(cert) !== Boolean(key))
+    throw new ConfigError('--etcd-cert and --etcd-key go together: the client certificate and its key');
+  return { ca, ...(cert && key ? { cert, key } : {}) };
+}
+
+const readTlsFile = (path: string, what: string) => {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new ConfigError(`cannot read ${what} ${path}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+  }
+};
+
+export interface ConnectOptions {
+  /** The first call fails within this when no member answers (default 5 s). */
+  dialTimeoutMs?: number;
+  /** TLS to etcd (its endpoints must be https://). */
+  tls?: EtcdTls;
+}
+
 /** Connects to etcd (lazily: the first call fails within `dialTimeoutMs` when no member answers). */
-export function connectCluster(endpoints: string[], dialTimeoutMs = 5_000): ClusterStore {
-  const etcd = new Etcd3({ hosts: endpoints, dialTimeout: dialTimeoutMs });
+export function connectCluster(endpoints: string[], options: ConnectOptions = {}): ClusterStore {
+  const { tls } = options;
+  if (tls) {
+    const plain = endpoints.filter((endpoint) => !endpoint.startsWith('https://'));
+    if (plain.length > 0)
+      throw new ConfigError(`TLS to etcd (--etcd-ca) needs https:// endpoints: ${plain.join(', ')}`);
+  }
+  const etcd = new Etcd3({
+    hosts: endpoints,
+    dialTimeout: options.dialTimeoutMs ?? 5_000,
+    ...(tls
+      ? {
+          credentials: {
+            rootCertificate: readTlsFile(tls.ca, '--etcd-ca'),
+            ...(tls.cert && tls.key
+              ? {
+                  certChain: readTlsFile(tls.cert, '--etcd-cert'),
+                  privateKey: readTlsFile(tls.key, '--etcd-key'),
+                }
+              : {}),
+          },
+        }
+      : {}),
+  });
   return { etcd, kv: etcd.namespace(KEYS.prefix), endpoints, close: () => etcd.close() };
 }
 
@@ -112,6 +177,19 @@ export async function clusterCall<T>(store: ClusterStore, what: string, call: ()
   } catch (error) {
     if (error instanceof VmkitError) throw error;
     const message = ((error as Error).message.split('\n')[0] ?? '').replace(/\s*Resolution note:\s*$/, '');
-    throw new ClusterError(`${what}: etcd at ${store.endpoints.join(', ')}: ${message}`);
+    throw new ClusterError(
+      `${what}: etcd at ${store.endpoints.join(', ')}: ${plainTlsFailure(message) ?? message}`,
+    );
   }
+}
+
+/** A TLS failure in gRPC's words (OpenSSL's codes and source paths) said plainly; undefined for others. */
+function plainTlsFailure(message: string): string | undefined {
+  if (/alert bad certificate|alert certificate required/.test(message))
+    return 'etcd refused this client: it asks for a client certificate from its CA (--etcd-cert and --etcd-key)';
+  if (/self[- ]signed|unable to (get local issuer|verify)|certificate verify failed/i.test(message))
+    return "etcd's certificate is not signed by the CA given (--etcd-ca)";
+  if (/wrong version number|packet length too long|http_request/i.test(message))
+    return 'etcd does not speak TLS there (an http:// endpoint?)';
+  return undefined;
 }
