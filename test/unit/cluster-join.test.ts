@@ -9,9 +9,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { initCerts } from '../../src/fleet/agent/certs.js';
 import { AgentCallError, connectAgent } from '../../src/fleet/agent/client.js';
-import { type ClusterStore, connectCluster } from '../../src/fleet/cluster/etcd.js';
+import { type ClusterStore, connectCluster, type NodeRecord } from '../../src/fleet/cluster/etcd.js';
+import { type FailingPool, trackFailures } from '../../src/fleet/cluster/failing.js';
+import { type ClusterMember, joinCluster } from '../../src/fleet/cluster/member.js';
 import { readCluster } from '../../src/fleet/cluster/state.js';
-import type { ClusterStatus } from '../../src/fleet/cluster/status.js';
+import { applyDocument, type ClusterStatus, clusterStatus } from '../../src/fleet/cluster/status.js';
+import { parseDesired } from '../../src/fleet/desired/schema.js';
 import { clusterRunDir, type EtcdCluster, etcdServerTls, exited, startEtcdCluster } from '../etcd.js';
 import { cli, runCli } from '../helpers.js';
 
@@ -260,6 +263,110 @@ describe('joining the cluster', { timeout: 180_000 }, () => {
     } finally {
       tlsStore.close();
       await tls.stop();
+    }
+  });
+});
+
+describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
+  test('its converges are tried again, it reports the pool failing, and the scheduler moves the slot off it', async () => {
+    const etcd = await startEtcdCluster(join(dir, 'etcd-failing'), 1);
+    const store = connectCluster(etcd.endpoints.split(','));
+    const members: ClusterMember[] = [];
+    const lines: string[] = [];
+    try {
+      await applyDocument(
+        store,
+        parseDesired(
+          JSON.stringify({
+            version: 1,
+            tenants: [{ id: 'acme', subnet: '10.91.0.0/24' }],
+            pools: [{ tenant: 'acme', id: 'web', memoryMiB: 128, desired: { running: 1 } }],
+          }),
+        ),
+      );
+      // fa has the most room, so the slot goes there first; its converges fail acme/web.
+      let failing: FailingPool[] = [];
+      let convergesOnFa = 0;
+      const record = (name: string, memoryMiB: number, failingNow: () => FailingPool[]): NodeRecord => ({
+        name,
+        agentId: `agent-${name}`,
+        advertise: `https://127.0.0.1:1/${name}`,
+        capacity: { memoryMiB, vcpus: 2 },
+        use: { memoryMiB: 0, running: 0, instances: 0 },
+        instances: [],
+        failing: failingNow(),
+        startedAt: new Date().toISOString(),
+        reportedAt: new Date().toISOString(),
+      });
+      const slotOf = async () => (await readCluster(store)).slots.get('acme/web/running-0')?.value.node;
+      members.push(
+        await joinCluster({
+          store,
+          node: 'fa',
+          record: () => record('fa', 4096, () => failing),
+          converge: async () => {
+            const mine = (await slotOf()) === 'fa';
+            if (mine) convergesOnFa += 1;
+            const report = {
+              phases: mine
+                ? [
+                    {
+                      phase: 'scale' as const,
+                      actions: [
+                        {
+                          phase: 'scale' as const,
+                          action: 'create',
+                          target: 'acme/web/abc123',
+                          outcome: 'failed' as const,
+                          error: 'no image here',
+                        },
+                      ],
+                    },
+                  ]
+                : [],
+            };
+            failing = trackFailures(failing, report);
+            return failing.length > 0;
+          },
+          ttlSeconds: 5,
+          log: (line) => lines.push(`fa: ${line}`),
+        }),
+      );
+      const until = async (what: string, check: () => Promise<boolean>, timeoutMs: number) => {
+        const deadline = Date.now() + timeoutMs;
+        while (!(await check())) {
+          assert.ok(Date.now() < deadline, `${what}: not within ${timeoutMs} ms\n${lines.join('\n')}`);
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      };
+      await until('the slot on fa', async () => (await slotOf()) === 'fa', 20_000);
+      members.push(
+        await joinCluster({
+          store,
+          node: 'fb',
+          record: () => record('fb', 256, () => []),
+          converge: async () => false,
+          ttlSeconds: 5,
+          log: (line) => lines.push(`fb: ${line}`),
+        }),
+      );
+      // Converges on fa in a row: the first, then tried again 5 s and 10 s later; then the slot moves.
+      await until('the slot moved to fb', async () => (await slotOf()) === 'fb', 60_000);
+      assert.ok(convergesOnFa >= 3, `fa converged ${convergesOnFa} time(s) with the slot`);
+      assert.ok(
+        lines.some((line) =>
+          /placed acme\/web\/running-0 on fb \(from fa: fa keeps failing pool acme\/web\)/.test(line),
+        ),
+        lines.join('\n'),
+      );
+      const status = await clusterStatus(store);
+      const fa = status.nodes.find((n) => n.name === 'fa');
+      assert.equal(fa?.failing[0]?.pool, 'acme/web');
+      assert.match(fa?.failing[0]?.error ?? '', /no image here/);
+    } finally {
+      for (const member of members) await member.leave();
+      store.close();
+      await etcd.stop();
     }
   });
 });

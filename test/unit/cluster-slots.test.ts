@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { NodeRecord } from '../../src/fleet/cluster/etcd.js';
+import { poolsFailingOn, trackFailures } from '../../src/fleet/cluster/failing.js';
 import { planPlacement } from '../../src/fleet/cluster/placement.js';
 import { bestOfK, desiredSlots, parseSlotId, shareOf } from '../../src/fleet/cluster/slots.js';
 import type { ClusterState } from '../../src/fleet/cluster/state.js';
@@ -162,6 +163,78 @@ describe('cluster slots and placement', () => {
     // acme/web/running-0 at 256 on a full node a: the document's 256 is the same, nothing to do.
     const same = planPlacement(state({ a: 256 }, { 'acme/web/running-0': 'a' }, { a: 256 }), 3);
     assert.ok(!same.moves.some((m) => m.kind === 'place' && m.slot.id === 'acme/web/running-0'));
+  });
+
+  test('a node that keeps failing a pool gets none of its slots; the ones it has move where there is room', () => {
+    const failing = (converges: number) => [
+      { pool: 'acme/web', error: 'image build failed', since: '2026-12-07T00:00:00Z', converges },
+    ];
+    const withFailing = (cluster: ClusterState, node: string, converges: number) => {
+      const entry = cluster.nodes.get(node);
+      if (entry) entry.value = { ...entry.value, failing: failing(converges) };
+      return cluster;
+    };
+    const where = (plan: ReturnType<typeof planPlacement>, id: string) => {
+      const move = plan.moves.find((m) => m.kind === 'place' && m.slot.id === id);
+      return move?.kind === 'place'
+        ? `${move.from ?? '-'} -> ${move.to}${move.reason ? ` (${move.reason})` : ''}`
+        : 'stays';
+    };
+    const slots = { 'acme/web/running-0': 'a', 'globex/jobs/running-0': 'a' };
+    // Three converges in a row: acme/web's slot leaves a; globex's stays; new acme/web slots go to b.
+    const three = planPlacement(withFailing(state({ a: 4096, b: 4096 }, slots, { a: 512 }), 'a', 3), 3);
+    assert.equal(where(three, 'acme/web/running-0'), 'a -> b (a keeps failing pool acme/web)');
+    assert.equal(where(three, 'globex/jobs/running-0'), 'a -> a'); // booked again at 128 MiB, on a
+    for (const id of ['acme/web/running-1', 'acme/web/warm-0', 'acme/web/sleeping-0'])
+      assert.equal(where(three, id), '- -> b');
+    // Two in a row is not yet failing: nothing moves off a.
+    const two = planPlacement(withFailing(state({ a: 4096, b: 4096 }, slots, { a: 512 }), 'a', 2), 3);
+    assert.equal(where(two, 'acme/web/running-0'), 'stays');
+    // No other node with room: the slot stays where it is, rather than wait on no node.
+    const alone = planPlacement(withFailing(state({ a: 4096 }, slots, { a: 512 }), 'a', 5), 3);
+    assert.equal(where(alone, 'acme/web/running-0'), 'stays');
+    assert.deepEqual(
+      alone.unplaced.map((s) => s.id),
+      ['acme/web/running-1', 'acme/web/warm-0', 'acme/web/sleeping-0'],
+    );
+  });
+
+  test("a node's failing pools: counted per converge in a row, cleared by one without a failure", () => {
+    const report = (targets: string[]) => ({
+      phases: [
+        {
+          phase: 'scale' as const,
+          actions: targets.map((target) => ({
+            phase: 'scale' as const,
+            action: 'create',
+            target,
+            outcome: 'failed' as const,
+            error: `cannot start ${target}\nconsole tail ...`,
+          })),
+        },
+      ],
+    });
+    const t0 = new Date('2026-12-07T10:00:00Z');
+    const first = trackFailures([], report(['acme/web/a1b2c3']), t0);
+    assert.deepEqual(first, [
+      { pool: 'acme/web', error: 'cannot start acme/web/a1b2c3', since: t0.toISOString(), converges: 1 },
+    ]);
+    const second = trackFailures(first, report(['acme/web/d4e5f6', 'globex/jobs']), new Date());
+    assert.deepEqual(
+      second.map((p) => [p.pool, p.converges, p.since]),
+      [
+        ['acme/web', 2, t0.toISOString()],
+        ['globex/jobs', 1, second[1]?.since],
+      ],
+    );
+    // A tenant-wide failure counts against the tenant's pools that were failing.
+    const tenantWide = trackFailures(second, report(['acme']));
+    assert.deepEqual(
+      tenantWide.map((p) => [p.pool, p.converges]),
+      [['acme/web', 3]],
+    );
+    assert.ok(poolsFailingOn({ failing: tenantWide }).has('acme/web'));
+    assert.deepEqual(trackFailures(tenantWide, { phases: [] }), []);
   });
 
   test('each node takes addresses from its own slice of a tenant subnet', () => {

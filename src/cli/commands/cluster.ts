@@ -42,10 +42,12 @@ function statusText(status: ClusterStatus): string {
     `scheduler: ${status.leader ?? 'none elected'}`,
     'nodes:',
     ...(status.nodes.length === 0 ? ['  (none)'] : []),
-    ...status.nodes.map(
-      (node) =>
-        `  ${node.name}  ${node.alive ? 'alive' : 'DEAD '}  ${node.slots} slot(s), ${node.bookedMiB}/${node.capacity.memoryMiB} MiB booked, ${node.use.running} running  ${node.advertise}`,
-    ),
+    ...status.nodes.flatMap((node) => [
+      `  ${node.name}  ${node.alive ? 'alive' : 'DEAD '}  ${node.slots} slot(s), ${node.bookedMiB}/${node.capacity.memoryMiB} MiB booked, ${node.use.running} running  ${node.advertise}`,
+      ...node.failing.map(
+        (f) => `    failing ${f.pool}: ${f.converges} converge(s) in a row since ${f.since}: ${f.error}`,
+      ),
+    ]),
     'instances:',
     ...(status.instances.length === 0 ? ['  (none)'] : []),
     ...status.instances.map((instance) => `  ${instance.path}  ${instance.state}  on ${instance.node}`),

@@ -3,6 +3,7 @@ import type { AgentServer } from '../agent/server.js';
 import type { Fleet } from '../fleet.js';
 import { clusterAgentId } from '../state/cluster-slice.js';
 import { type ClusterStore, checkNodeName, clusterCall, type NodeRecord } from './etcd.js';
+import { type FailingPool, trackFailures } from './failing.js';
 import { type ClusterMember, joinCluster, readShare } from './member.js';
 import { refuseIfNameHeld } from './membership.js';
 import { readCluster } from './state.js';
@@ -30,6 +31,7 @@ function nodeRecord(
   advertise: string,
   startedAt: string,
   agentId: string,
+  failing: FailingPool[],
 ): NodeRecord {
   const instances = fleet.store.listInstances();
   const holding = instances.filter((i) => i.state === 'Running' || i.state === 'Warm');
@@ -48,6 +50,7 @@ function nodeRecord(
       instances: instances.length,
     },
     instances: instances.map((i) => ({ path: i.path, state: i.state })),
+    ...(failing.length > 0 ? { failing } : {}),
     startedAt,
     reportedAt: new Date().toISOString(),
   };
@@ -78,18 +81,23 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
   const agentId = clusterAgentId(server.fleet.dir);
   // Before the first converge: another agent's share must not be started here too.
   await refuseIfNameHeld(options.store, options.node, agentId);
+  let failing: FailingPool[] = [];
   const tunnels = options.tunnels && new TunnelSet(options.node, server.fleet.dir, options.tunnels, log);
   const member = await joinCluster({
     store: options.store,
     node: options.node,
-    record: () => nodeRecord(server.fleet, options, advertise, startedAt, agentId),
+    record: () => nodeRecord(server.fleet, options, advertise, startedAt, agentId, failing),
     converge: async () => {
       const report = await server.reconcileNow();
       if (report.changed > 0 || report.failed > 0)
         log(
           `cluster: converged to ${report.document}: ${report.changed} change(s), ${report.failed} failure(s)`,
         );
+      failing = trackFailures(failing, report);
+      for (const pool of failing)
+        log(`cluster: pool ${pool.pool} failed ${pool.converges} converge(s) in a row here: ${pool.error}`);
       tunnels?.update(await readCluster(options.store));
+      return report.failed > 0;
     },
     ...(options.ttlSeconds ? { ttlSeconds: options.ttlSeconds } : {}),
     ...(options.placementK ? { placementK: options.placementK } : {}),

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Etcd3, type IKeyValue, type Namespace } from 'etcd3';
 import { ClusterError, ConfigError, VmkitError } from '../../errors.js';
+import type { FailingPool } from './failing.js';
 
 /**
  * The cluster's keys in etcd, all under `vmkit/`:
@@ -34,6 +35,8 @@ export interface NodeRecord {
   capacity: { memoryMiB: number; vcpus: number };
   use: { memoryMiB: number; running: number; instances: number };
   instances: Array<{ path: string; state: string }>;
+  /** Pools its converges keep failing (see failing.ts); absent or empty when none. */
+  failing?: FailingPool[];
   startedAt: string;
   reportedAt: string;
 }

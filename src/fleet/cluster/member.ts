@@ -28,8 +28,11 @@ export interface ClusterMemberOptions {
   node: string;
   /** The node's record as it is now (capacity, use, instances). */
   record: () => NodeRecord;
-  /** Brings this host to its share (the agent's reconcile); called after every change of it. */
-  converge: () => Promise<void>;
+  /**
+   * Brings this host to its share (the agent's reconcile); called after every change of it.
+   * Resolves true when something failed: it is then tried again, 5 s later and then less often.
+   */
+  converge: () => Promise<boolean | undefined>;
   /** Best of how many nodes the scheduler places each slot on (default 3). */
   placementK?: number;
   /** The TTL of the node's lease and of its campaign (default 10 s). */
@@ -82,7 +85,15 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
   let converging: Promise<void> | undefined;
   let pending = false;
   let debounce: NodeJS.Timeout | undefined;
+  let retry: NodeJS.Timeout | undefined;
+  let failedInARow = 0;
   let leaving = false;
+  /** After a converge that failed something: again in 5 s, 10 s, 20 s ... at most a minute apart. */
+  const retryLater = () => {
+    clearTimeout(retry);
+    const delay = Math.min(60_000, 5000 * 2 ** Math.min(failedInARow - 1, 4));
+    retry = setTimeout(() => convergeSoon(), delay);
+  };
   const convergeSoon = () => {
     clearTimeout(debounce);
     debounce = setTimeout(() => {
@@ -93,8 +104,16 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
       }
       converging = options
         .converge()
-        .then(() => membership.reportNow())
-        .catch((error: Error) => log(`cluster: converge failed: ${error.message}`))
+        .then((failed) => {
+          failedInARow = failed ? failedInARow + 1 : 0;
+          if (failed && !leaving) retryLater();
+          return membership.reportNow();
+        })
+        .catch((error: Error) => {
+          log(`cluster: converge failed: ${error.message}`);
+          failedInARow += 1;
+          if (!leaving) retryLater();
+        })
         .finally(() => {
           converging = undefined;
           if (pending && !leaving) {
@@ -132,6 +151,7 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
     async leave() {
       leaving = true;
       clearTimeout(debounce);
+      clearTimeout(retry);
       await watcher.cancel().catch(() => undefined);
       await scheduler.stop();
       await converging;

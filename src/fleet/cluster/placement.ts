@@ -1,11 +1,12 @@
 import type { ClusterStore } from './etcd.js';
 import { KEYS, type NodeRecord, type SlotPlacement } from './etcd.js';
+import { poolsFailingOn } from './failing.js';
 import { bestOfK, desiredSlots, type Slot } from './slots.js';
 import { bookedOn, type ClusterState } from './state.js';
 
 /** One change to the slots: a slot placed (from nowhere, or from a node that is gone), or removed. */
 export type Move =
-  | { kind: 'place'; slot: Slot; to: string; from?: string; previousMiB?: number }
+  | { kind: 'place'; slot: Slot; to: string; from?: string; previousMiB?: number; reason?: string }
   | { kind: 'remove'; slot: string; from: string; memoryMiB: number };
 
 export interface PlacementPlan {
@@ -17,7 +18,8 @@ export interface PlacementPlan {
 /**
  * What the scheduler changes, given the cluster as read: slots the document no longer asks for are
  * removed, then every slot with no node or on a node whose lease lapsed goes to the best of `k`
- * alive nodes by free memory (capacity less what slots book there).
+ * alive nodes by free memory (capacity less what slots book there). A node that keeps failing a
+ * pool (failing.ts) gets none of its slots, and the ones it has move where another node has room.
  */
 export function planPlacement(
   state: ClusterState,
@@ -35,9 +37,35 @@ export function planPlacement(
     const on = booked.get(placed.value.node);
     if (on !== undefined) booked.set(placed.value.node, on - placed.value.memoryMiB);
   }
+  const failing = new Map([...state.nodes].map(([node, record]) => [node, poolsFailingOn(record.value)]));
+  const fails = (node: string, slot: Slot) => failing.get(node)?.has(`${slot.tenant}/${slot.pool}`) ?? false;
+  const candidatesFor = (slot: Slot) =>
+    [...state.nodes]
+      .filter(([node]) => !fails(node, slot))
+      .map(([node, record]) => ({
+        node,
+        freeMiB: record.value.capacity.memoryMiB - (booked.get(node) ?? 0),
+      }));
   const unplaced: Slot[] = [];
   for (const slot of wanted) {
     const placed = state.slots.get(slot.id)?.value;
+    if (placed && state.nodes.has(placed.node) && fails(placed.node, slot)) {
+      // Its node keeps failing the pool: it moves if another node has room, else it stays.
+      const away = bestOfK(candidatesFor(slot), slot.memoryMiB, k, random);
+      if (away) {
+        booked.set(placed.node, (booked.get(placed.node) ?? 0) - placed.memoryMiB);
+        booked.set(away.node, (booked.get(away.node) ?? 0) + slot.memoryMiB);
+        moves.push({
+          kind: 'place',
+          slot,
+          to: away.node,
+          from: placed.node,
+          previousMiB: placed.memoryMiB,
+          reason: `${placed.node} keeps failing pool ${slot.tenant}/${slot.pool}`,
+        });
+      }
+      continue;
+    }
     if (placed && state.nodes.has(placed.node)) {
       // Its pool's memory changed: booked again on its node, where it still fits.
       if (placed.memoryMiB !== slot.memoryMiB) {
@@ -59,11 +87,7 @@ export function planPlacement(
         continue;
       }
     }
-    const candidates = [...state.nodes].map(([node, record]) => ({
-      node,
-      freeMiB: record.value.capacity.memoryMiB - (booked.get(node) ?? 0),
-    }));
-    const choice = bestOfK(candidates, slot.memoryMiB, k, random);
+    const choice = bestOfK(candidatesFor(slot), slot.memoryMiB, k, random);
     if (!choice) {
       unplaced.push(slot);
       continue;
@@ -155,7 +179,7 @@ export async function applyPlacement(
         move.from === move.to
           ? ` (booked again: ${move.previousMiB} -> ${move.slot.memoryMiB} MiB)`
           : move.from
-            ? ` (from ${move.from})`
+            ? ` (from ${move.from}${move.reason ? `: ${move.reason}` : ''})`
             : '';
       log(`placed ${slotId} on ${move.to}${why}`);
     } else {

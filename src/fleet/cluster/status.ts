@@ -2,6 +2,7 @@ import { checkDocumentQuotas } from '../desired/plan.js';
 import type { DesiredDocument } from '../desired/schema.js';
 import { electedLeader } from './election.js';
 import { type ClusterStore, KEYS } from './etcd.js';
+import type { FailingPool } from './failing.js';
 import { desiredSlots } from './slots.js';
 import { bookedOn, type ClusterState, readCluster } from './state.js';
 
@@ -26,6 +27,8 @@ export interface ClusterStatus {
     /** The memory the slots placed on it book. */
     bookedMiB: number;
     slots: number;
+    /** Pools its converges keep failing; at FAILING_AFTER_CONVERGES in a row their slots move. */
+    failing: FailingPool[];
     reportedAt: string;
   }>;
   /** The instances the alive nodes report. */
@@ -70,6 +73,7 @@ export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus>
       use: record?.use ?? { memoryMiB: 0, running: 0, instances: 0 },
       bookedMiB: bookedOn(state, name),
       slots: slotsOn(name),
+      failing: record?.failing ?? [],
       reportedAt: record?.reportedAt ?? '',
     };
   });
