@@ -299,3 +299,46 @@ export async function startEtcdCluster(
     }
   }
 }
+
+/** A cluster agent started as the CLI (`vmkit fleet agent serve --etcd ...`), its stderr kept. */
+export interface AgentProcess {
+  child: ChildProcess;
+  log: () => string;
+}
+
+/**
+ * Starts `vmkit fleet agent serve` for node `node` of the cluster at `endpoints`, on a free port,
+ * reconciling only on changes (`--interval 3600`); `args` are added (`--lease-ttl 4`, say).
+ */
+export function startClusterAgent(
+  cli: string,
+  options: {
+    fleetDir: string;
+    endpoints: string;
+    node: string;
+    certs: string;
+    args?: string[];
+    env?: NodeJS.ProcessEnv;
+  },
+): AgentProcess {
+  const args = ['fleet', '--fleet-dir', options.fleetDir, 'agent', 'serve', '--etcd', options.endpoints];
+  args.push(
+    '--node',
+    options.node,
+    '--certs',
+    options.certs,
+    '--listen',
+    '127.0.0.1:0',
+    '--interval',
+    '3600',
+  );
+  const child = spawn(process.execPath, [cli, ...args, ...(options.args ?? [])], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...options.env },
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  return { child, log: () => stderr };
+}

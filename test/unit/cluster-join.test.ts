@@ -3,7 +3,6 @@
 // is back; a second agent under a node name another agent holds is refused before it does
 // anything; a restart of the same agent (its fleet folder) takes its name over within the TTL.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -15,16 +14,19 @@ import { type ClusterMember, joinCluster } from '../../src/fleet/cluster/member.
 import { readCluster } from '../../src/fleet/cluster/state.js';
 import { applyDocument, type ClusterStatus, clusterStatus } from '../../src/fleet/cluster/status.js';
 import { parseDesired } from '../../src/fleet/desired/schema.js';
-import { clusterRunDir, type EtcdCluster, etcdServerTls, exited, startEtcdCluster } from '../etcd.js';
+import {
+  type AgentProcess,
+  clusterRunDir,
+  type EtcdCluster,
+  etcdServerTls,
+  exited,
+  startClusterAgent,
+  startEtcdCluster,
+} from '../etcd.js';
 import { cli, runCli } from '../helpers.js';
 
 const dir = await clusterRunDir('vmkit-join-');
 const certs = join(dir, 'certs');
-
-interface AgentProcess {
-  child: ChildProcess;
-  log: () => string;
-}
 
 describe('joining the cluster', { timeout: 180_000 }, () => {
   let etcd: EtcdCluster;
@@ -36,35 +38,14 @@ describe('joining the cluster', { timeout: 180_000 }, () => {
     node: string,
     how: { endpoints?: string; env?: NodeJS.ProcessEnv } = {},
   ): AgentProcess => {
-    const child = spawn(
-      process.execPath,
-      [
-        cli,
-        'fleet',
-        '--fleet-dir',
-        join(dir, fleet),
-        'agent',
-        'serve',
-        '--etcd',
-        how.endpoints ?? etcd.endpoints,
-        '--node',
-        node,
-        '--lease-ttl',
-        '4',
-        '--certs',
-        certs,
-        '--listen',
-        '127.0.0.1:0',
-        '--interval',
-        '3600',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...how.env } },
-    );
-    let stderr = '';
-    child.stderr?.on('data', (chunk) => {
-      stderr += chunk;
+    const agent = startClusterAgent(cli, {
+      fleetDir: join(dir, fleet),
+      endpoints: how.endpoints ?? etcd.endpoints,
+      node,
+      certs,
+      args: ['--lease-ttl', '4'],
+      ...(how.env ? { env: how.env } : {}),
     });
-    const agent = { child, log: () => stderr };
     agents.push(agent);
     return agent;
   };

@@ -4,7 +4,7 @@
 // started on the others; a node that comes back stops its copies first; placement goes on after
 // the etcd leader and the scheduler's leader are killed.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,7 +13,7 @@ import { type ClusterStore, connectCluster } from '../../src/fleet/cluster/etcd.
 import { type ClusterStatus, clusterStatus } from '../../src/fleet/cluster/status.js';
 import { Fleet } from '../../src/fleet/fleet.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
-import { clusterRunDir, type EtcdCluster, exited, startEtcdCluster } from '../etcd.js';
+import { clusterRunDir, type EtcdCluster, exited, startClusterAgent, startEtcdCluster } from '../etcd.js';
 import { cli, lacks, runCli } from '../helpers.js';
 
 // Short: instance sockets live in the fleet folders and unix socket paths stop at 107 bytes.
@@ -62,33 +62,10 @@ describe('a fleet across three hosts on etcd', {
   const agents = new Map<NodeName, { child: ChildProcess; log: () => string }>();
 
   const startAgentProcess = (node: NodeName) => {
-    const child = spawn(
-      process.execPath,
-      [
-        cli,
-        'fleet',
-        '--fleet-dir',
-        fleetDir(node),
-        'agent',
-        'serve',
-        '--etcd',
-        etcd.endpoints,
-        '--node',
-        node,
-        '--certs',
-        certs,
-        '--listen',
-        '127.0.0.1:0',
-        '--interval',
-        '3600',
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+    agents.set(
+      node,
+      startClusterAgent(cli, { fleetDir: fleetDir(node), endpoints: etcd.endpoints, node, certs }),
     );
-    let stderr = '';
-    child.stderr?.on('data', (chunk) => {
-      stderr += chunk;
-    });
-    agents.set(node, { child, log: () => stderr });
   };
 
   const killAgent = async (node: NodeName, withVmms: boolean) => {
