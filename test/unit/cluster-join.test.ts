@@ -350,4 +350,86 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
       await etcd.stop();
     }
   });
+
+  test('drain: the slots move off the node and none come until uncordon; an unknown node is refused', async () => {
+    const etcd = await startEtcdCluster(join(dir, 'etcd-drain'), 1);
+    const store = connectCluster(etcd.endpoints.split(','));
+    const members: ClusterMember[] = [];
+    const document = (running: number) =>
+      parseDesired(
+        JSON.stringify({
+          version: 1,
+          tenants: [{ id: 'acme', subnet: '10.91.0.0/24' }],
+          pools: [{ tenant: 'acme', id: 'web', memoryMiB: 128, desired: { running } }],
+        }),
+      );
+    const slotsOn = async (node: string) =>
+      [...(await readCluster(store)).slots.values()].filter((s) => s.value.node === node).length;
+    try {
+      for (const node of ['da', 'db'])
+        members.push(
+          await joinCluster({
+            store,
+            node,
+            record: () => ({
+              name: node,
+              agentId: `agent-${node}`,
+              advertise: `https://127.0.0.1:1/${node}`,
+              capacity: { memoryMiB: 4096, vcpus: 2 },
+              use: { memoryMiB: 0, running: 0, instances: 0 },
+              instances: [],
+              startedAt: new Date().toISOString(),
+              reportedAt: new Date().toISOString(),
+            }),
+            converge: async () => false,
+            ttlSeconds: 5,
+          }),
+        );
+      await applyDocument(store, document(2));
+      const deadline = Date.now() + 20_000;
+      while ((await slotsOn('da')) + (await slotsOn('db')) < 2 || (await slotsOn('db')) === 0) {
+        assert.ok(Date.now() < deadline, 'the two slots were not spread over da and db');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      const drained = await runCli(
+        ['cluster', '--etcd', etcd.endpoints, 'drain', 'db', '--timeout', '30'],
+        {},
+        60_000,
+      );
+      assert.equal(drained.code, 0, drained.stderr);
+      assert.match(drained.stdout, /node db drained \(vmkit cluster uncordon db to use it again\)/);
+      // Progress as it goes (the one slot may have moved before the first read).
+      assert.match(
+        drained.stderr,
+        /node db is drained: no slot goes there[^]*node db: 0 slot\(s\) left, 0 running/,
+      );
+      assert.equal(await slotsOn('da'), 2);
+      const status = await clusterStatus(store);
+      assert.ok(status.nodes.find((n) => n.name === 'db')?.drainedSince);
+      // Nothing new goes to a drained node, however much room it has.
+      await applyDocument(store, document(3));
+      await new Promise((resolve) => setTimeout(resolve, 3000)); // a scheduler round or more
+      assert.equal(await slotsOn('db'), 0);
+      assert.equal(await slotsOn('da'), 3);
+
+      const unknown = await runCli(['cluster', '--etcd', etcd.endpoints, 'drain', 'nosuch']);
+      assert.equal(unknown.code, 2, unknown.stderr);
+      assert.match(unknown.stderr, /no node nosuch in the cluster \(nodes: da, db\)/);
+      const uncordon = await runCli(['cluster', '--etcd', etcd.endpoints, 'uncordon', 'db']);
+      assert.equal(uncordon.code, 0, uncordon.stderr);
+      assert.equal(uncordon.stdout, 'node db takes slots again\n');
+      await applyDocument(store, document(4)); // the new slot goes to the freest node: db
+      const until = Date.now() + 20_000;
+      while ((await slotsOn('db')) === 0) {
+        assert.ok(Date.now() < until, 'no slot on db after uncordon');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      const again = await runCli(['cluster', '--etcd', etcd.endpoints, 'uncordon', 'db']);
+      assert.equal(again.stdout, 'node db was not drained\n');
+    } finally {
+      for (const member of members) await member.leave();
+      store.close();
+      await etcd.stop();
+    }
+  });
 });

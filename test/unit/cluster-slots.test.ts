@@ -199,6 +199,31 @@ describe('cluster slots and placement', () => {
     );
   });
 
+  test('a drained node gets no slot; the ones it holds move where there is room, or stay', () => {
+    const drained = (cluster: ClusterState, node: string) => {
+      cluster.drained = new Map([[node, { since: '2026-12-07T00:00:00Z' }]]);
+      return cluster;
+    };
+    const slots = { 'acme/web/running-0': 'a', 'globex/jobs/running-0': 'a' };
+    const plan = planPlacement(drained(state({ a: 4096, b: 4096 }, slots, { a: 512 }), 'a'), 3);
+    const places = plan.moves.flatMap((m) =>
+      m.kind === 'place' ? [`${m.slot.id} ${m.from ?? '-'} -> ${m.to}`] : [],
+    );
+    assert.deepEqual(places, [
+      'acme/web/running-0 a -> b',
+      'acme/web/running-1 - -> b',
+      'acme/web/warm-0 - -> b',
+      'acme/web/sleeping-0 - -> b',
+      'globex/jobs/running-0 a -> b',
+    ]);
+    const reason = plan.moves.find((m) => m.kind === 'place' && m.from === 'a');
+    assert.equal(reason?.kind === 'place' && reason.reason, 'a is drained');
+    // The only node drained: nothing can move, and nothing new is placed.
+    const alone = planPlacement(drained(state({ a: 4096 }, slots, { a: 512 }), 'a'), 3);
+    assert.deepEqual(alone.moves.filter((m) => m.kind === 'place').length, 0, JSON.stringify(alone.moves));
+    assert.equal(alone.unplaced.length, 3);
+  });
+
   test("a node's failing pools: counted per converge in a row, cleared by one without a failure", () => {
     const report = (targets: string[]) => ({
       phases: [

@@ -1,5 +1,6 @@
 import { type Command, Option } from 'commander';
 import type { ClusterStatus } from '../../fleet/cluster/status.js';
+import { wholeOption } from './fleet-common.js';
 
 interface ClusterGlobals {
   etcd?: string;
@@ -43,7 +44,7 @@ function statusText(status: ClusterStatus): string {
     'nodes:',
     ...(status.nodes.length === 0 ? ['  (none)'] : []),
     ...status.nodes.flatMap((node) => [
-      `  ${node.name}  ${node.alive ? 'alive' : 'DEAD '}  ${node.slots} slot(s), ${node.bookedMiB}/${node.capacity.memoryMiB} MiB booked, ${node.use.running} running  ${node.advertise}`,
+      `  ${node.name}  ${node.alive ? 'alive' : 'DEAD '}  ${node.slots} slot(s), ${node.bookedMiB}/${node.capacity.memoryMiB} MiB booked, ${node.use.running} running  ${node.advertise}${node.drainedSince ? `  DRAINED since ${node.drainedSince}` : ''}`,
       ...node.failing.map(
         (f) => `    failing ${f.pool}: ${f.converges} converge(s) in a row since ${f.since}: ${f.error}`,
       ),
@@ -87,6 +88,61 @@ export function registerClusterCommands(program: Command): void {
       process.stdout.write(
         json ? `${JSON.stringify({ revision, file }, null, 2)}\n` : `applied ${file}: revision ${revision}\n`,
       );
+    });
+  cluster
+    .command('drain')
+    .description(
+      'move every instance off a node and place none there until `uncordon` (they start cold on the others: the files and processes in them are not kept)',
+    )
+    .argument('<node>', 'the node, as `cluster status` names it')
+    .option('--no-wait', 'return once the drain is recorded, not once the node holds no slot')
+    .option('--timeout <seconds>', 'how long to wait for the node to hold no slot (default 300)', wholeOption)
+    .action(async (node: string, options: { wait: boolean; timeout?: number }, command: Command) => {
+      const { checkNodeName } = await import('../../fleet/cluster/etcd.js');
+      const { drainNode, drainProgress } = await import('../../fleet/cluster/drain.js');
+      checkNodeName(node);
+      await withCluster(command, `draining node ${node}`, (store) => drainNode(store, node));
+      const json = Boolean(command.optsWithGlobals<ClusterGlobals>().json);
+      const say = (line: string) => process.stderr.write(`${line}\n`);
+      say(`node ${node} is drained: no slot goes there; the scheduler moves the ones it holds`);
+      if (!options.wait) return;
+      const timeoutS = options.timeout ?? 300;
+      const deadline = Date.now() + timeoutS * 1000;
+      let last = '';
+      for (;;) {
+        const progress = await withCluster(command, 'reading the drain', (store) =>
+          drainProgress(store, node),
+        );
+        const now = `${progress.slots.length} slot(s) left, ${progress.running} running`;
+        if (now !== last) say(`node ${node}: ${now}`);
+        last = now;
+        if (progress.slots.length === 0 && progress.running === 0) {
+          if (json) process.stdout.write(`${JSON.stringify({ node, drained: true }, null, 2)}\n`);
+          else
+            process.stdout.write(`node ${node} drained (vmkit cluster uncordon ${node} to use it again)\n`);
+          return;
+        }
+        if (Date.now() > deadline) {
+          const { ClusterError } = await import('../../errors.js');
+          throw new ClusterError(
+            `node ${node} still holds ${progress.slots.length} slot(s) after ${timeoutS} s (${progress.slots.join(', ') || 'its instances are still stopping'}): a slot moves once another node has room for it; the drain stays recorded`,
+          );
+        }
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    });
+  cluster
+    .command('uncordon')
+    .description('end the drain of a node: it takes slots again (those that moved stay where they are)')
+    .argument('<node>')
+    .action(async (node: string, _options, command: Command) => {
+      const { checkNodeName } = await import('../../fleet/cluster/etcd.js');
+      const { uncordonNode } = await import('../../fleet/cluster/drain.js');
+      checkNodeName(node);
+      const ended = await withCluster(command, `ending the drain of ${node}`, (store) =>
+        uncordonNode(store, node),
+      );
+      process.stdout.write(ended ? `node ${node} takes slots again\n` : `node ${node} was not drained\n`);
     });
   cluster
     .command('status')

@@ -10,7 +10,8 @@ import type { FailingPool } from './failing.js';
  * - `slots/<tenant>/<pool>/<kind>-<n>`: the node an instance of the document is placed on;
  * - `booked/<node>`: the memory the slots on a node book, changed in the same transaction as them;
  * - `scheduler/<lease>`: the candidates for scheduler, each under its lease; the oldest leads;
- * - `index/<n>`: the node that holds slice n of every tenant subnet (kept across restarts).
+ * - `index/<n>`: the node that holds slice n of every tenant subnet (kept across restarts);
+ * - `drain/<node>`: a node the operator drains: no slot goes there, the ones it has move away.
  */
 export const KEYS = {
   prefix: 'vmkit/',
@@ -23,7 +24,14 @@ export const KEYS = {
   election: 'scheduler',
   indexes: 'index/',
   index: (n: number) => `index/${n}`,
+  drains: 'drain/',
+  drain: (node: string) => `drain/${node}`,
 } as const;
+
+/** An operator's drain of a node (`vmkit cluster drain`), until `uncordon`. */
+export interface DrainRecord {
+  since: string;
+}
 
 /** What a node says about itself, renewed every few seconds under its lease. */
 export interface NodeRecord {

@@ -141,6 +141,8 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
       convergeSoon();
     } else if (key.startsWith(KEYS.nodes) && createdOrDeleted) {
       scheduler.poke(); // a node joined or its lease lapsed
+    } else if (key.startsWith(KEYS.drains)) {
+      scheduler.poke(); // a node drained or back in use
     }
   }
   convergeSoon(); // what changed between the first converge and the watch

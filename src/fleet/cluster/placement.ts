@@ -18,8 +18,9 @@ export interface PlacementPlan {
 /**
  * What the scheduler changes, given the cluster as read: slots the document no longer asks for are
  * removed, then every slot with no node or on a node whose lease lapsed goes to the best of `k`
- * alive nodes by free memory (capacity less what slots book there). A node that keeps failing a
- * pool (failing.ts) gets none of its slots, and the ones it has move where another node has room.
+ * alive nodes by free memory (capacity less what slots book there). A drained node gets no slot,
+ * and a node that keeps failing a pool (failing.ts) none of that pool's; the slots they have move
+ * where another node has room.
  */
 export function planPlacement(
   state: ClusterState,
@@ -38,10 +39,15 @@ export function planPlacement(
     if (on !== undefined) booked.set(placed.value.node, on - placed.value.memoryMiB);
   }
   const failing = new Map([...state.nodes].map(([node, record]) => [node, poolsFailingOn(record.value)]));
-  const fails = (node: string, slot: Slot) => failing.get(node)?.has(`${slot.tenant}/${slot.pool}`) ?? false;
+  const avoid = (node: string, slot: Slot) =>
+    (state.drained?.has(node) ?? false) || (failing.get(node)?.has(`${slot.tenant}/${slot.pool}`) ?? false);
+  const why = (node: string, slot: Slot) =>
+    state.drained?.has(node)
+      ? `${node} is drained`
+      : `${node} keeps failing pool ${slot.tenant}/${slot.pool}`;
   const candidatesFor = (slot: Slot) =>
     [...state.nodes]
-      .filter(([node]) => !fails(node, slot))
+      .filter(([node]) => !avoid(node, slot))
       .map(([node, record]) => ({
         node,
         freeMiB: record.value.capacity.memoryMiB - (booked.get(node) ?? 0),
@@ -49,8 +55,8 @@ export function planPlacement(
   const unplaced: Slot[] = [];
   for (const slot of wanted) {
     const placed = state.slots.get(slot.id)?.value;
-    if (placed && state.nodes.has(placed.node) && fails(placed.node, slot)) {
-      // Its node keeps failing the pool: it moves if another node has room, else it stays.
+    if (placed && state.nodes.has(placed.node) && avoid(placed.node, slot)) {
+      // Its node is drained, or keeps failing the pool: it moves if another node has room, else it stays.
       const away = bestOfK(candidatesFor(slot), slot.memoryMiB, k, random);
       if (away) {
         booked.set(placed.node, (booked.get(placed.node) ?? 0) - placed.memoryMiB);
@@ -61,7 +67,7 @@ export function planPlacement(
           to: away.node,
           from: placed.node,
           previousMiB: placed.memoryMiB,
-          reason: `${placed.node} keeps failing pool ${slot.tenant}/${slot.pool}`,
+          reason: why(placed.node, slot),
         });
       }
       continue;

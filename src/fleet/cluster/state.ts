@@ -1,5 +1,13 @@
 import { type DesiredDocument, parseDesired } from '../desired/schema.js';
-import { type ClusterStore, jsonOf, KEYS, keyOf, type NodeRecord, type SlotPlacement } from './etcd.js';
+import {
+  type ClusterStore,
+  type DrainRecord,
+  jsonOf,
+  KEYS,
+  keyOf,
+  type NodeRecord,
+  type SlotPlacement,
+} from './etcd.js';
 
 /** A key's value with what a transaction compares: its revision of last change (and lease). */
 export interface Versioned<T> {
@@ -16,6 +24,8 @@ export interface ClusterState {
   nodes: Map<string, Versioned<NodeRecord> & { lease: string }>;
   slots: Map<string, Versioned<SlotPlacement>>;
   booked: Map<string, Versioned<{ memoryMiB: number }>>;
+  /** Nodes being drained (`vmkit cluster drain`): none of their slots stay, none come. */
+  drained?: Map<string, DrainRecord>;
 }
 
 /** Reads every key of the cluster in one request (one revision). */
@@ -26,6 +36,7 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
     nodes: new Map(),
     slots: new Map(),
     booked: new Map(),
+    drained: new Map(),
   };
   for (const kv of response.kvs) {
     const key = keyOf(kv);
@@ -48,6 +59,8 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
     } else if (kind === 'slots') {
       const value = jsonOf<SlotPlacement>(kv);
       if (value && typeof value.node === 'string') state.slots.set(name, { value, modRevision });
+    } else if (kind === 'drain') {
+      state.drained?.set(name, jsonOf<DrainRecord>(kv) ?? { since: '' });
     } else if (kind === 'booked') {
       const value = jsonOf<{ memoryMiB: number }>(kv);
       if (value && Number.isFinite(value.memoryMiB)) state.booked.set(name, { value, modRevision });

@@ -29,6 +29,8 @@ export interface ClusterStatus {
     slots: number;
     /** Pools its converges keep failing; at FAILING_AFTER_CONVERGES in a row their slots move. */
     failing: FailingPool[];
+    /** Since when it is drained (`vmkit cluster drain`), null when it is not. */
+    drainedSince: string | null;
     reportedAt: string;
   }>;
   /** The instances the alive nodes report. */
@@ -44,13 +46,14 @@ export interface PendingSlot {
   reason: string;
 }
 
-/** Why a slot is on no alive node: no node, no room on any, no scheduler, or a round not yet run. */
+/** Why a slot is on no alive node: no node (or all drained), no room on any, no scheduler, or a round not yet run. */
 function pendingReason(state: ClusterState, memoryMiB: number, leader: string | undefined): string {
-  const free = [...state.nodes.values()]
+  const open = [...state.nodes.values()].filter(({ value }) => !state.drained?.has(value.name));
+  const free = open
     .map(({ value }) => ({ name: value.name, free: value.capacity.memoryMiB - bookedOn(state, value.name) }))
     .sort((a, b) => b.free - a.free);
   const [most] = free;
-  if (!most) return 'no node is alive';
+  if (!most) return state.nodes.size > 0 ? 'every alive node is drained' : 'no node is alive';
   if (most.free < memoryMiB)
     return `needs ${memoryMiB} MiB: the most free on the ${free.length} alive node(s) is ${most.free} MiB, on ${most.name}`;
   if (!leader) return 'no scheduler is elected yet';
@@ -62,7 +65,11 @@ export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus>
   const state = await readCluster(store);
   const leader = await electedLeader(store);
   const slotsOn = (node: string) => [...state.slots.values()].filter((s) => s.value.node === node).length;
-  const names = new Set([...state.nodes.keys(), ...[...state.slots.values()].map((s) => s.value.node)]);
+  const names = new Set([
+    ...state.nodes.keys(),
+    ...[...state.slots.values()].map((s) => s.value.node),
+    ...(state.drained?.keys() ?? []),
+  ]);
   const nodes = [...names].sort().map((name) => {
     const record = state.nodes.get(name)?.value;
     return {
@@ -74,6 +81,7 @@ export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus>
       bookedMiB: bookedOn(state, name),
       slots: slotsOn(name),
       failing: record?.failing ?? [],
+      drainedSince: state.drained?.get(name)?.since ?? null,
       reportedAt: record?.reportedAt ?? '',
     };
   });
