@@ -401,7 +401,7 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
       // Progress as it goes (the one slot may have moved before the first read).
       assert.match(
         drained.stderr,
-        /node db is drained: no slot goes there[^]*node db: 0 slot\(s\) left, 0 running/,
+        /node db is drained: no slot goes there[\s\S]*node db: 0 slot\(s\) left, 0 running/,
       );
       assert.equal(await slotsOn('da'), 2);
       const status = await clusterStatus(store);
