@@ -11,6 +11,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -51,9 +52,10 @@ export async function etcdBinary(): Promise<string> {
 }
 
 /**
- * A folder for one run's cluster, `/tmp/<prefix><pid>-XXXXXX`. The folders of runs whose process is
- * gone (killed before their `after`) are reaped first: every process naming one (etcd members,
- * agents, VMMs, switches) is ended and the folder removed.
+ * A folder for one run's cluster, `/tmp/<prefix><pid>-XXXXXX`. The folders of this user's runs
+ * whose process is gone (killed before their `after`) are reaped first: every process naming one
+ * (etcd members, agents, VMMs, switches) is ended and the folder removed. Another user's are left
+ * alone (their pids mean nothing here, and their folders are not ours to remove).
  */
 export async function clusterRunDir(
   prefix: string,
@@ -63,6 +65,14 @@ export async function clusterRunDir(
     const match = new RegExp(`^${prefix}(\\d+)-`).exec(name);
     if (!match || processRunsSync(Number(match[1]))) continue;
     const leftover = join('/tmp', name);
+    const owner = (() => {
+      try {
+        return statSync(leftover).uid;
+      } catch {
+        return undefined; // gone meanwhile
+      }
+    })();
+    if (owner !== process.getuid?.()) continue;
     for (const process of processesNaming(`${leftover}/`)) await stopDetached(process, 0);
     await cleanUp(leftover).catch(() => {});
     rmSync(leftover, { recursive: true, force: true });

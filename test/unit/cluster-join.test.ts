@@ -27,6 +27,8 @@ import { cli, runCli } from '../helpers.js';
 
 const dir = await clusterRunDir('vmkit-join-');
 const certs = join(dir, 'certs');
+// After every describe of the file: each runs an etcd of its own in it.
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('joining the cluster', { timeout: 180_000 }, () => {
   let etcd: EtcdCluster;
@@ -89,7 +91,6 @@ describe('joining the cluster', { timeout: 180_000 }, () => {
     }
     store?.close();
     await etcd?.stop();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   test('with etcd away, the agent serves its API read-only, and joins once etcd is back', async () => {

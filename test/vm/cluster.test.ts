@@ -302,6 +302,27 @@ describe('a fleet across three hosts on etcd', {
     );
   });
 
+  it("drain: a node's instances run on the others, its VMMs end, and uncordon makes it usable again", async () => {
+    const before = await clusterStatus(store);
+    const node = NODES.find((n) => running(before).some((i) => i.node === n)) as NodeName;
+    const drained = await runCli(
+      ['cluster', '--etcd', etcd.endpoints, 'drain', node, '--timeout', '120'],
+      {},
+      180_000,
+    );
+    assert.equal(drained.code, 0, `${drained.stderr}\n${agents.get(node)?.log().slice(-2000)}`);
+    const after = await waitForStatus(
+      '6 instances Running off the drained node',
+      (s) => running(s).length === 6,
+    );
+    assert.ok(after.instances.every((i) => i.node !== node));
+    assert.equal(vmmsOf(node).length, 0, 'the drained node runs no VMM');
+    assert.ok(after.nodes.find((n) => n.name === node)?.drainedSince);
+    const uncordon = await runCli(['cluster', '--etcd', etcd.endpoints, 'uncordon', node]);
+    assert.equal(uncordon.code, 0, uncordon.stderr);
+    assert.equal((await clusterStatus(store)).nodes.find((n) => n.name === node)?.drainedSince, null);
+  });
+
   it('with the etcd leader and then the scheduler killed, a changed document is still placed', async () => {
     const etcdLeader = await etcd.leader();
     await etcd.kill(etcdLeader);
