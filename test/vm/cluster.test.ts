@@ -290,7 +290,12 @@ describe('a fleet across three hosts on etcd', {
     );
     assert.equal(vmmsOf(victim).length, copies, 'the copies ran on while the agent was away');
     startAgentProcess(victim);
-    await waitForStatus(`node ${victim} back`, (s) => alive(s).includes(victim));
+    // Its log line too: the status can show it registered before its stderr reached this process.
+    await waitForStatus(
+      `node ${victim} back`,
+      (s) =>
+        alive(s).includes(victim) && (agents.get(victim)?.log() ?? '').includes('registered under lease'),
+    );
     const log = agents.get(victim)?.log() ?? '';
     const stopped = log.search(/reconcile: scale: (stop|destroy)/);
     const registered = log.indexOf('registered under lease');
@@ -315,7 +320,13 @@ describe('a fleet across three hosts on etcd', {
       '6 instances Running off the drained node',
       (s) => running(s).length === 6,
     );
-    assert.ok(after.instances.every((i) => i.node !== node));
+    assert.ok(
+      running(after).every((i) => i.node !== node),
+      JSON.stringify(after.instances.filter((i) => i.node === node)),
+    );
+    process.stderr.write(
+      `# drained ${node}: what it still lists: ${JSON.stringify(after.instances.filter((i) => i.node === node))}\n`,
+    );
     assert.equal(vmmsOf(node).length, 0, 'the drained node runs no VMM');
     assert.ok(after.nodes.find((n) => n.name === node)?.drainedSince);
     const uncordon = await runCli(['cluster', '--etcd', etcd.endpoints, 'uncordon', node]);
