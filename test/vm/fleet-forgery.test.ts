@@ -25,6 +25,8 @@ import { alive, lacks, runCli, runProgram } from '../helpers.js';
 
 const asRoot = process.getuid?.() === 0;
 const dir = mkdtempSync('/tmp/vmkit-ff-');
+// At the end of the file, also when the describe is skipped (an ordinary user): its after() is not run then.
+after(() => rmSync(dir, { recursive: true, force: true }));
 const fleetArgs = ['fleet', '--fleet-dir', dir];
 const path = 't/p/i1';
 
