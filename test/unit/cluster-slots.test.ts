@@ -61,6 +61,7 @@ function state(
     booked: new Map(
       Object.entries(booked).map(([on, mib]) => [on, { value: { memoryMiB: mib }, modRevision: '6' }]),
     ),
+    drained: new Map(),
   };
 }
 

@@ -1,19 +1,13 @@
 import { ConfigError } from '../../errors.js';
 import { type ClusterStore, KEYS } from './etcd.js';
-import { readCluster } from './state.js';
-
-/** The nodes the cluster knows now: alive ones, and those still holding slots. */
-async function knownNodes(store: ClusterStore): Promise<string[]> {
-  const state = await readCluster(store);
-  return [...new Set([...state.nodes.keys(), ...[...state.slots.values()].map((s) => s.value.node)])].sort();
-}
+import { knownNodes, readCluster } from './state.js';
 
 /**
  * Drains `node`: the scheduler places no slot there, and moves the ones it has to nodes with room
  * (they start there as a node's lapsed slots do: cold). Refused for a node the cluster does not know.
  */
 export async function drainNode(store: ClusterStore, node: string): Promise<void> {
-  const known = await knownNodes(store);
+  const known = knownNodes(await readCluster(store));
   if (!known.includes(node))
     throw new ConfigError(
       `no node ${node} in the cluster (nodes: ${known.length > 0 ? known.join(', ') : 'none'})`,
@@ -35,5 +29,5 @@ export async function drainProgress(store: ClusterStore, node: string) {
   const state = await readCluster(store);
   const slots = [...state.slots].filter(([, placed]) => placed.value.node === node).map(([id]) => id);
   const running = state.nodes.get(node)?.value.use.running ?? 0;
-  return { slots, running, drained: state.drained?.has(node) ?? false };
+  return { slots, running };
 }

@@ -40,11 +40,9 @@ export function planPlacement(
   }
   const failing = new Map([...state.nodes].map(([node, record]) => [node, poolsFailingOn(record.value)]));
   const avoid = (node: string, slot: Slot) =>
-    (state.drained?.has(node) ?? false) || (failing.get(node)?.has(`${slot.tenant}/${slot.pool}`) ?? false);
+    state.drained.has(node) || (failing.get(node)?.has(`${slot.tenant}/${slot.pool}`) ?? false);
   const why = (node: string, slot: Slot) =>
-    state.drained?.has(node)
-      ? `${node} is drained`
-      : `${node} keeps failing pool ${slot.tenant}/${slot.pool}`;
+    state.drained.has(node) ? `${node} is drained` : `${node} keeps failing pool ${slot.tenant}/${slot.pool}`;
   const candidatesFor = (slot: Slot) =>
     [...state.nodes]
       .filter(([node]) => !avoid(node, slot))

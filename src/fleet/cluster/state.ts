@@ -25,7 +25,7 @@ export interface ClusterState {
   slots: Map<string, Versioned<SlotPlacement>>;
   booked: Map<string, Versioned<{ memoryMiB: number }>>;
   /** Nodes being drained (`vmkit cluster drain`): none of their slots stay, none come. */
-  drained?: Map<string, DrainRecord>;
+  drained: Map<string, DrainRecord>;
 }
 
 /** Reads every key of the cluster in one request (one revision). */
@@ -60,13 +60,19 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
       const value = jsonOf<SlotPlacement>(kv);
       if (value && typeof value.node === 'string') state.slots.set(name, { value, modRevision });
     } else if (kind === 'drain') {
-      state.drained?.set(name, jsonOf<DrainRecord>(kv) ?? { since: '' });
+      state.drained.set(name, jsonOf<DrainRecord>(kv) ?? { since: '' });
     } else if (kind === 'booked') {
       const value = jsonOf<{ memoryMiB: number }>(kv);
       if (value && Number.isFinite(value.memoryMiB)) state.booked.set(name, { value, modRevision });
     }
   }
   return state;
+}
+
+/** The nodes the cluster knows: alive ones, those still holding slots, and drained ones. */
+export function knownNodes(state: ClusterState): string[] {
+  const holding = [...state.slots.values()].map((s) => s.value.node);
+  return [...new Set([...state.nodes.keys(), ...holding, ...state.drained.keys()])].sort();
 }
 
 /** The memory the slots on `node` book, as its counter says (0 without one). */

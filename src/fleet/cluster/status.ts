@@ -4,7 +4,7 @@ import { electedLeader } from './election.js';
 import { type ClusterStore, KEYS } from './etcd.js';
 import type { FailingPool } from './failing.js';
 import { desiredSlots } from './slots.js';
-import { bookedOn, type ClusterState, readCluster } from './state.js';
+import { bookedOn, type ClusterState, knownNodes, readCluster } from './state.js';
 
 /** Stores a checked document as the cluster's desired state; returns the revision it got. */
 export async function applyDocument(store: ClusterStore, doc: DesiredDocument): Promise<string> {
@@ -48,7 +48,7 @@ export interface PendingSlot {
 
 /** Why a slot is on no alive node: no node (or all drained), no room on any, no scheduler, or a round not yet run. */
 function pendingReason(state: ClusterState, memoryMiB: number, leader: string | undefined): string {
-  const open = [...state.nodes.values()].filter(({ value }) => !state.drained?.has(value.name));
+  const open = [...state.nodes.values()].filter(({ value }) => !state.drained.has(value.name));
   const free = open
     .map(({ value }) => ({ name: value.name, free: value.capacity.memoryMiB - bookedOn(state, value.name) }))
     .sort((a, b) => b.free - a.free);
@@ -65,12 +65,8 @@ export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus>
   const state = await readCluster(store);
   const leader = await electedLeader(store);
   const slotsOn = (node: string) => [...state.slots.values()].filter((s) => s.value.node === node).length;
-  const names = new Set([
-    ...state.nodes.keys(),
-    ...[...state.slots.values()].map((s) => s.value.node),
-    ...(state.drained?.keys() ?? []),
-  ]);
-  const nodes = [...names].sort().map((name) => {
+  const names = knownNodes(state);
+  const nodes = names.map((name) => {
     const record = state.nodes.get(name)?.value;
     return {
       name,
@@ -81,7 +77,7 @@ export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus>
       bookedMiB: bookedOn(state, name),
       slots: slotsOn(name),
       failing: record?.failing ?? [],
-      drainedSince: state.drained?.get(name)?.since ?? null,
+      drainedSince: state.drained.get(name)?.since ?? null,
       reportedAt: record?.reportedAt ?? '',
     };
   });

@@ -21,9 +21,13 @@ export function clusterSliceOf(fleetDir: string): AddressSlice | undefined {
 
 /** Records the fleet's slice as a cluster node `node` (through a rename: never half written). */
 export function recordClusterSlice(fleetDir: string, node: string, slice: AddressSlice): void {
-  const file = sliceFile(fleetDir);
   ensurePrivateDir(fleetDir); // a new node: before its fleet's database
-  writeFileSync(`${file}.part`, JSON.stringify({ node, ...slice }), { mode: PRIVATE_FILE });
+  writeWhole(sliceFile(fleetDir), JSON.stringify({ node, ...slice }));
+}
+
+/** Writes a file of the fleet folder through a rename: never half written. */
+function writeWhole(file: string, text: string): void {
+  writeFileSync(`${file}.part`, text, { mode: PRIVATE_FILE });
   renameSync(`${file}.part`, file);
 }
 
@@ -42,7 +46,6 @@ export function clusterAgentId(fleetDir: string): string {
   } catch {}
   ensurePrivateDir(fleetDir);
   const id = randomBytes(8).toString('hex');
-  writeFileSync(`${file}.part`, id, { mode: PRIVATE_FILE });
-  renameSync(`${file}.part`, file);
+  writeWhole(file, id);
   return id;
 }
