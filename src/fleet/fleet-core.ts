@@ -222,7 +222,7 @@ export class FleetCore {
    * One lifecycle operation: checked and recorded as an intent in one transaction, carried out,
    * then finished in another. A refusal and a failure are audited; a failure is repaired at once.
    */
-  private async operate(
+  protected async operate(
     address: string,
     operation: Operation,
     work: (instance: Instance, pool: Pool) => Promise<{ outcome?: Outcome; detail?: string }>,
@@ -265,7 +265,7 @@ export class FleetCore {
     }
   }
 
-  private vm(instance: Instance): { dir: string; ctx: VmContext } {
+  protected vm(instance: Instance): { dir: string; ctx: VmContext } {
     return {
       dir: instanceDir(this.dir, instance.seq),
       ctx: { fleetDir: this.dir, runtime: this.runtime, log: this.log },

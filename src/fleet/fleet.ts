@@ -8,6 +8,7 @@ import { type InstanceMachineOptions, instanceMachine } from './instance-machine
 import { instanceInfo, nodeInfo, nodeStats } from './node.js';
 import { type Decision, type PolicyOptions, runPolicy, type Sample, sampleFleet } from './policy/policy.js';
 import { type ScaleStep, scalePool } from './policy/scale.js';
+import { adoptSleepState, packSleepState, type TravelFile } from './snapshots/move-state.js';
 import type { Instance } from './state/model.js';
 
 export type { FleetOptions } from './fleet-core.js';
@@ -71,5 +72,27 @@ export class Fleet extends FleetCore {
    */
   machine(address: string, options?: InstanceMachineOptions): Promise<Machine> {
     return instanceMachine(this, address, options);
+  }
+
+  /** Packs a Sleeping instance's state into `outDir` for another node (a cluster move, move-state.ts). */
+  packForMove(address: string, outDir: string): Promise<TravelFile[]> {
+    const instance = this.instance(address);
+    const pool = this.store.pool(instance.tenant, instance.pool);
+    return packSleepState(this.vm(instance).ctx, instance, pool, outDir);
+  }
+
+  /**
+   * A new Sleeping instance `<tenant>/<pool>/<id>` made from another node's sleep state in `inDir`
+   * (packForMove's files, checked); it slept as `fromAddress`, and its wake gives it its address here.
+   */
+  async arrive(poolAddress: string, id: string, inDir: string, fromAddress: string): Promise<Instance> {
+    const created = await this.createInstance(poolAddress, id);
+    return this.operate(created.path, 'arrive', async (instance, pool) => {
+      const tenant = this.store.tenant(pool.tenant);
+      const delta = await adoptSleepState(this.vm(instance).ctx, instance, pool, tenant, inDir, fromAddress);
+      return {
+        detail: `sleep state from another node (${fromAddress}), a delta of ${delta.pages} pages here`,
+      };
+    });
   }
 }

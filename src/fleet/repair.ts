@@ -57,8 +57,12 @@ export async function repairInstance(
   };
   const ended = async () => ((await killVm(dir)) > 0 ? '; its VMM was ended' : '');
   switch (operation) {
+    case 'arrive':
     case 'create':
     case 'destroy': {
+      if (operation === 'arrive' && slept)
+        return done('Sleeping', `${cause}; the sleep state it adopts was complete`);
+      // An arrival cut off before its state was whole goes, as a create does.
       const killed = await ended();
       removeVmFiles(dir);
       return done('removed', `${cause}: the instance's files were removed${killed}`);

@@ -1,3 +1,5 @@
+import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { ImageError } from '../errors.js';
 import { runTool } from './exec.js';
 
 /**
@@ -11,4 +13,26 @@ export async function createQcow2(
   const base = options.base ? ['-F', options.baseFormat ?? 'qcow2', '-b', options.base] : [];
   const size = options.sizeMiB !== undefined ? [`${options.sizeMiB}M`] : [];
   await runTool('qemu-img', ['create', '-q', '-f', 'qcow2', ...base, path, ...size]);
+}
+
+/**
+ * Throws unless `path` is a qcow2 image that stands alone: no backing file and no external data
+ * file, so that opening it reads nothing else of the host (a disk that came from elsewhere).
+ */
+export function checkStandaloneQcow2(path: string, what: string): void {
+  const header = Buffer.alloc(80);
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const read = readSync(fd, header, 0, header.length, 0);
+    const refuse = (why: string) => {
+      throw new ImageError(`${what} ${path}: ${why}`);
+    };
+    if (read < 72 || header.readUInt32BE(0) !== 0x514649fb) refuse('not a qcow2 image');
+    if (header.readBigUInt64BE(8) !== 0n) refuse('it names a backing file');
+    const version = header.readUInt32BE(4);
+    // Version 3 headers: incompatible feature bit 2 is an external data file.
+    if (version >= 3 && (header.readBigUInt64BE(72) & 4n) !== 0n) refuse('it names an external data file');
+  } finally {
+    closeSync(fd);
+  }
 }

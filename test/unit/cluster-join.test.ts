@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { initCerts } from '../../src/fleet/agent/certs.js';
 import { AgentCallError, connectAgent } from '../../src/fleet/agent/client.js';
-import { type ClusterStore, connectCluster, type NodeRecord } from '../../src/fleet/cluster/etcd.js';
+import { type ClusterStore, connectCluster, KEYS, type NodeRecord } from '../../src/fleet/cluster/etcd.js';
 import { type FailingPool, trackFailures } from '../../src/fleet/cluster/failing.js';
 import { type ClusterMember, joinCluster } from '../../src/fleet/cluster/member.js';
 import { readCluster } from '../../src/fleet/cluster/state.js';
@@ -393,11 +393,35 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
         assert.ok(Date.now() < deadline, 'the two slots were not spread over da and db');
         await new Promise((resolve) => setTimeout(resolve, 200));
       }
+      // These members run no departures (an agent's, which ships an instance's state): each move
+      // the scheduler asks of db is marked failed, as a node that cannot ship does, so it moves cold.
+      let draining = true;
+      const movesFailed: string[] = [];
+      const failMoves = (async () => {
+        while (draining) {
+          for (const [slot, move] of (await readCluster(store)).moves) {
+            if (move.value.failed) continue;
+            const failed = {
+              ...move.value,
+              failed: 'no departures here',
+              failedAt: new Date().toISOString(),
+            };
+            await store.kv.put(KEYS.move(slot)).value(JSON.stringify(failed)).exec();
+            movesFailed.push(`${slot} ${move.value.from} -> ${move.value.to}`);
+          }
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      })();
       const drained = await runCli(
         ['cluster', '--etcd', etcd.endpoints, 'drain', 'db', '--timeout', '30'],
         {},
         60_000,
-      );
+      ).finally(() => {
+        draining = false;
+      });
+      await failMoves;
+      assert.equal(movesFailed.length, 1, movesFailed.join('\n'));
+      assert.match(movesFailed[0] ?? '', /^acme\/web\/running-\d db -> da$/);
       assert.equal(drained.code, 0, drained.stderr);
       assert.match(drained.stdout, /node db drained \(vmkit cluster uncordon db to use it again\)/);
       // Progress as it goes (the one slot may have moved before the first read).

@@ -62,6 +62,7 @@ function state(
       Object.entries(booked).map(([on, mib]) => [on, { value: { memoryMiB: mib }, modRevision: '6' }]),
     ),
     drained: new Map(),
+    moves: new Map(),
   };
 }
 
@@ -200,7 +201,7 @@ describe('cluster slots and placement', () => {
     );
   });
 
-  test('a drained node gets no slot; the ones it holds move where there is room, or stay', () => {
+  test('a drained node gets no slot; the ones it holds are asked to move with their state where there is room, or stay', () => {
     const drained = (cluster: ClusterState, node: string) => {
       cluster.drained = new Map([[node, { since: '2026-12-07T00:00:00Z' }]]);
       return cluster;
@@ -211,18 +212,53 @@ describe('cluster slots and placement', () => {
       m.kind === 'place' ? [`${m.slot.id} ${m.from ?? '-'} -> ${m.to}`] : [],
     );
     assert.deepEqual(places, [
-      'acme/web/running-0 a -> b',
       'acme/web/running-1 - -> b',
       'acme/web/warm-0 - -> b',
       'acme/web/sleeping-0 - -> b',
-      'globex/jobs/running-0 a -> b',
     ]);
-    const reason = plan.moves.find((m) => m.kind === 'place' && m.from === 'a');
-    assert.equal(reason?.kind === 'place' && reason.reason, 'a is drained');
+    assert.deepEqual(
+      plan.requests.map((r) => `${r.slot.id} ${r.from} -> ${r.to}`),
+      ['acme/web/running-0 a -> b', 'globex/jobs/running-0 a -> b'],
+    );
     // The only node drained: nothing can move, and nothing new is placed.
     const alone = planPlacement(drained(state({ a: 4096 }, slots, { a: 512 }), 'a'), 3);
     assert.deepEqual(alone.moves.filter((m) => m.kind === 'place').length, 0, JSON.stringify(alone.moves));
+    assert.equal(alone.requests.length, 0);
     assert.equal(alone.unplaced.length, 3);
+  });
+
+  test('a move under way is left alone; one that failed moves cold; records done with are stale', () => {
+    const cluster = state(
+      { a: 4096, b: 4096 },
+      { 'acme/web/running-0': 'a', 'globex/jobs/running-0': 'a', 'acme/web/running-1': 'b' },
+      { a: 512, b: 256 },
+    );
+    cluster.drained = new Map([['a', { since: '2026-12-07T00:00:00Z' }]]);
+    const record = (from: string, extra: object = {}) => ({
+      value: { from, to: 'b', by: 'drain' as const, since: '', ...extra },
+      modRevision: '8',
+    });
+    cluster.moves = new Map([
+      ['acme/web/running-0', record('a')],
+      ['globex/jobs/running-0', record('a', { failed: 'no room', failedAt: new Date().toISOString() })],
+      // Its slot is on b, not on the node the record names: done with.
+      ['acme/web/running-1', record('a')],
+      ['acme/web/gone-0', record('a')],
+    ]);
+    const plan = planPlacement(cluster, 3);
+    assert.deepEqual(plan.requests, []);
+    const cold = plan.moves.flatMap((m) =>
+      m.kind === 'place' && m.from === 'a' ? [`${m.slot.id} -> ${m.to}: ${m.reason}`] : [],
+    );
+    assert.deepEqual(cold, ['globex/jobs/running-0 -> b: a is drained']);
+    assert.deepEqual(plan.stale.sort(), ['acme/web/gone-0', 'acme/web/running-1']);
+    // A failed `cluster move` of a node not drained is kept a while to be read, then stale.
+    cluster.drained = new Map();
+    cluster.moves = new Map([
+      ['acme/web/running-0', record('a', { by: 'move', failed: 'x', failedAt: new Date().toISOString() })],
+      ['globex/jobs/running-0', record('a', { by: 'move', failed: 'x', failedAt: '2026-01-01T00:00:00Z' })],
+    ]);
+    assert.deepEqual(planPlacement(cluster, 3).stale, ['globex/jobs/running-0']);
   });
 
   test("a node's failing pools: counted per converge in a row, cleared by one without a failure", () => {
@@ -309,6 +345,6 @@ describe('cluster slots and placement', () => {
   test('nothing is planned before a document is applied', () => {
     const empty = { ...state({ a: 1024 }, { 'acme/web/running-0': 'a' }) };
     delete empty.desired;
-    assert.deepEqual(planPlacement(empty, 3), { moves: [], unplaced: [] });
+    assert.deepEqual(planPlacement(empty, 3), { moves: [], unplaced: [], requests: [], stale: [] });
   });
 });

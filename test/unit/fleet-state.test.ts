@@ -24,6 +24,7 @@ const ALLOWED = new Set([
   'Created>Ready',
   'Created>Destroyed',
   'Ready>Running',
+  'Ready>Sleeping',
   'Ready>Destroyed',
   'Running>Warm',
   'Running>Sleeping',
@@ -60,6 +61,7 @@ describe('the lifecycle transition table', () => {
     resume: ['Warm'],
     sleep: ['Running', 'Warm'],
     wake: ['Sleeping'],
+    arrive: ['Ready'],
     destroy: ['Created', 'Ready', 'Running', 'Warm', 'Sleeping', 'Stopped'],
   };
   for (const operation of Object.keys(OPERATIONS) as Operation[]) {

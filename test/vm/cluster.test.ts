@@ -45,6 +45,7 @@ function writeDoc(web: number, jobs: number): void {
       'pools:',
       `  - { tenant: acme, id: web, memoryMiB: 128, desired: { running: ${web} } }`,
       `  - { tenant: globex, id: jobs, memoryMiB: 128, desired: { running: ${jobs} } }`,
+      '  - { tenant: globex, id: nap, memoryMiB: 128, desired: { sleeping: 1 } }',
     ].join('\n'),
   );
 }
@@ -136,8 +137,13 @@ describe('a fleet across three hosts on etcd', {
     for (const node of status.nodes) {
       assert.ok(node.alive && node.slots >= 1, `${node.name} got no slot: ${JSON.stringify(status.nodes)}`);
       assert.ok(node.capacity.memoryMiB > 0 && node.capacity.vcpus > 0);
-      assert.equal(node.bookedMiB, node.slots * 128);
     }
+    // A Sleeping instance's slot books no memory.
+    assert.equal(
+      status.nodes.reduce((sum, node) => sum + node.bookedMiB, 0),
+      6 * 128,
+    );
+    await waitForStatus('the Sleeping instance', (s) => s.instances.some((i) => i.state === 'Sleeping'));
     process.stderr.write(`# slots per node: ${status.nodes.map((n) => `${n.name} ${n.slots}`).join(', ')}\n`);
     // Every host's VMMs, listed by process: one per instance, none placed twice.
     assert.equal(
@@ -145,7 +151,7 @@ describe('a fleet across three hosts on etcd', {
       6,
     );
     for (const node of NODES)
-      assert.equal(vmmsOf(node).length, status.instances.filter((i) => i.node === node).length, node);
+      assert.equal(vmmsOf(node).length, running(status).filter((i) => i.node === node).length, node);
     const text = await runCli(['cluster', '--etcd', etcd.endpoints, 'status']);
     assert.equal(text.code, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`document: revision ${revision}`));
@@ -307,28 +313,128 @@ describe('a fleet across three hosts on etcd', {
     );
   });
 
-  it("drain: a node's instances run on the others, its VMMs end, and uncordon makes it usable again", async () => {
+  /** What a move must keep: a file in the guest's RAM (/run is tmpfs) and a process, by its pid. */
+  const MARK = '/run/vmkit-moved-mark';
+  const markGuest = async (node: NodeName, path: string) => {
+    const token = `${path}-${Date.now()}`;
+    const made = await execOn(node, path, `echo ${token} > ${MARK}; sleep 100000 >/dev/null 2>&1 & echo $!`);
+    assert.equal(made.status, 0, made.stderr.toString());
+    return { token, pid: made.stdout.toString().trim() };
+  };
+  const checkMark = async (node: NodeName, path: string, mark: { token: string; pid: string }) => {
+    const seen = await execOn(
+      node,
+      path,
+      `cat ${MARK}; kill -0 ${mark.pid} && echo alive; ip -4 -o addr show eth0`,
+    );
+    const out = seen.stdout.toString();
+    assert.equal(seen.status, 0, `${path} on ${node}: ${out}${seen.stderr.toString()}`);
+    const [token, alive] = out.split('\n');
+    assert.equal(token, mark.token, `${path} on ${node}: its file`);
+    assert.equal(alive, 'alive', `${path} on ${node}: process ${mark.pid}`);
+    // Its address is the one its new node gave it (from that node's slice), not the one it left with.
+    const address = (await addresses()).get(path) as string;
+    assert.match(out, new RegExp(`inet ${address.replaceAll('.', '\\.')}/`), out);
+    return address;
+  };
+  const nodeOf = (status: ClusterStatus, path: string) => status.instances.find((i) => i.path === path)?.node;
+
+  it('cluster move: a Running instance moves to another node with its file, its process and a new address', async () => {
     const before = await clusterStatus(store);
-    const node = NODES.find((n) => running(before).some((i) => i.node === n)) as NodeName;
-    const drained = await runCli(
-      ['cluster', '--etcd', etcd.endpoints, 'drain', node, '--timeout', '120'],
+    const sleeper = before.instances.find((i) => i.state === 'Sleeping') as { path: string; node: NodeName };
+    const runner = running(before).find((i) => i.path.startsWith('acme/') && i.node !== sleeper.node) as {
+      path: string;
+      node: NodeName;
+    };
+    assert.ok(sleeper && runner, JSON.stringify(before.instances));
+    const mark = await markGuest(runner.node, runner.path);
+    const leftWith = (await addresses()).get(runner.path);
+    const moved = await runCli(
+      ['cluster', '--etcd', etcd.endpoints, 'move', runner.path, sleeper.node, '--timeout', '120'],
       {},
       180_000,
     );
-    assert.equal(drained.code, 0, `${drained.stderr}\n${agents.get(node)?.log().slice(-2000)}`);
+    assert.equal(
+      moved.code,
+      0,
+      `${moved.stderr}\n${agents.get(runner.node)?.log().slice(-2000)}\n${agents.get(sleeper.node)?.log().slice(-2000)}`,
+    );
+    assert.match(
+      moved.stdout,
+      new RegExp(`${runner.path} moved from ${runner.node} to ${sleeper.node} with its state`),
+    );
+    const after = await waitForStatus(`${runner.path} Running on ${sleeper.node}`, (s) =>
+      running(s).some((i) => i.path === runner.path && i.node === sleeper.node),
+    );
+    assert.equal(running(after).length, 6);
+    const address = await checkMark(sleeper.node, runner.path, mark);
+    process.stderr.write(`# ${runner.path}: ${runner.node} (${leftWith}) -> ${sleeper.node} (${address})\n`);
+    assert.equal(vmmsOf(runner.node).length, running(after).filter((i) => i.node === runner.node).length);
+    // Refused up front: an instance or a node the cluster does not know.
+    const unknown = await runCli(['cluster', '--etcd', etcd.endpoints, 'move', runner.path, 'nosuch']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /no node nosuch in the cluster \(nodes: a, b, c\)/);
+    const here = await runCli(['cluster', '--etcd', etcd.endpoints, 'move', runner.path, sleeper.node]);
+    assert.equal(here.code, 2);
+    assert.match(here.stderr, new RegExp(`is on node ${sleeper.node} already`));
+  });
+
+  it("drain: a node's Running and Sleeping instances move with their state, its VMMs end, and uncordon makes it usable again", async () => {
+    const before = await clusterStatus(store);
+    const sleeper = before.instances.find((i) => i.state === 'Sleeping') as { path: string; node: NodeName };
+    const node = sleeper.node;
+    const runners = running(before).filter((i) => i.node === node);
+    assert.ok(runners.length > 0, JSON.stringify(before.instances));
+    const marks = new Map<string, { token: string; pid: string }>();
+    for (const runner of runners) marks.set(runner.path, await markGuest(node, runner.path));
+    // The Sleeping one is woken here to be marked, then slept again (the agent reconciles only on changes).
+    const local = new Fleet({ dir: fleetDir(node) });
+    try {
+      await local.wake(sleeper.path);
+      marks.set(sleeper.path, await markGuest(node, sleeper.path));
+      await local.sleep(sleeper.path);
+    } finally {
+      await local.close();
+    }
+    const drained = await runCli(
+      ['cluster', '--etcd', etcd.endpoints, 'drain', node, '--timeout', '180'],
+      {},
+      240_000,
+    );
+    assert.equal(drained.code, 0, `${drained.stderr}\n${agents.get(node)?.log().slice(-3000)}`);
     const after = await waitForStatus(
-      '6 instances Running off the drained node',
-      (s) => running(s).length === 6,
+      '6 instances Running and one Sleeping off the drained node',
+      (s) =>
+        running(s).length === 6 &&
+        s.instances.some((i) => i.path === sleeper.path && i.state === 'Sleeping' && i.node !== node),
     );
     assert.ok(
-      running(after).every((i) => i.node !== node),
+      after.instances.every((i) => i.node !== node),
       JSON.stringify(after.instances.filter((i) => i.node === node)),
     );
+    const log = agents.get(node)?.log() ?? '';
+    for (const runner of runners) {
+      const now = nodeOf(after, runner.path) as NodeName;
+      assert.ok(now && now !== node, `${runner.path} is on ${now}`);
+      assert.match(log, new RegExp(`move: ${runner.path} \\(\\S+\\) moved to ${now} with its state`));
+      await checkMark(now, runner.path, marks.get(runner.path) as { token: string; pid: string });
+    }
+    // The Sleeping one arrived Sleeping; woken where it went, it has its file and its process.
+    const napNode = nodeOf(after, sleeper.path) as NodeName;
+    const there = new Fleet({ dir: fleetDir(napNode) });
+    try {
+      await there.wake(sleeper.path);
+      await checkMark(napNode, sleeper.path, marks.get(sleeper.path) as { token: string; pid: string });
+      await there.sleep(sleeper.path);
+    } finally {
+      await there.close();
+    }
     process.stderr.write(
-      `# drained ${node}: what it still lists: ${JSON.stringify(after.instances.filter((i) => i.node === node))}\n`,
+      `# drained ${node}: ${[...marks.keys()].map((p) => `${p} -> ${nodeOf(after, p)}`).join(', ')}\n`,
     );
     assert.equal(vmmsOf(node).length, 0, 'the drained node runs no VMM');
     assert.ok(after.nodes.find((n) => n.name === node)?.drainedSince);
+    assert.deepEqual(after.moves, []);
     const uncordon = await runCli(['cluster', '--etcd', etcd.endpoints, 'uncordon', node]);
     assert.equal(uncordon.code, 0, uncordon.stderr);
     assert.equal((await clusterStatus(store)).nodes.find((n) => n.name === node)?.drainedSince, null);

@@ -53,6 +53,14 @@ function statusText(status: ClusterStatus): string {
     ...(status.instances.length === 0 ? ['  (none)'] : []),
     ...status.instances.map((instance) => `  ${instance.path}  ${instance.state}  on ${instance.node}`),
   ];
+  if (status.moves.length)
+    lines.push(
+      'moves:',
+      ...status.moves.map(
+        (m) =>
+          `  ${m.slot}${m.instance ? ` (${m.instance})` : ''}  ${m.from} -> ${m.to}  ${m.failed ? `FAILED: ${m.failed}` : `under way since ${m.since}`}`,
+      ),
+    );
   if (status.pending.length)
     lines.push(
       'pending (on no alive node):',
@@ -92,7 +100,7 @@ export function registerClusterCommands(program: Command): void {
   cluster
     .command('drain')
     .description(
-      'move every instance off a node and place none there until `uncordon` (they start cold on the others: the files and processes in them are not kept)',
+      "move every instance off a node and place none there until `uncordon`: each is slept, shipped and woken on another node with its files and processes (one that cannot be, such as a disk-image pool's, starts cold there)",
     )
     .argument('<node>', 'the node, as `cluster status` names it')
     .option('--no-wait', 'return once the drain is recorded, not once the node holds no slot')
@@ -131,6 +139,58 @@ export function registerClusterCommands(program: Command): void {
         await new Promise((resolve) => setTimeout(resolve, 1000));
       }
     });
+  cluster
+    .command('move')
+    .description(
+      "move one instance to another node with its state: slept, shipped over the agents' mutual TLS, woken there",
+    )
+    .argument('<instance>', 'the instance, <tenant>/<pool>/<id> as `cluster status` lists it')
+    .argument('<node>', 'the node it goes to')
+    .option('--no-wait', 'return once the move is asked, not once it is done')
+    .option('--timeout <seconds>', 'how long to wait for the move (default 300)', wholeOption)
+    .action(
+      async (
+        instance: string,
+        node: string,
+        options: { wait: boolean; timeout?: number },
+        command: Command,
+      ) => {
+        const { checkNodeName } = await import('../../fleet/cluster/etcd.js');
+        const { forgetMove, moveProgress, requestMove } = await import('../../fleet/cluster/move-request.js');
+        const { ClusterError } = await import('../../errors.js');
+        checkNodeName(node);
+        const { slot, from } = await withCluster(command, `asking the move of ${instance}`, (store) =>
+          requestMove(store, instance, node),
+        );
+        process.stderr.write(`${instance} (slot ${slot}) moves from ${from} to ${node}\n`);
+        if (!options.wait) return;
+        const timeoutS = options.timeout ?? 300;
+        const deadline = Date.now() + timeoutS * 1000;
+        for (;;) {
+          const progress = await withCluster(command, 'reading the move', (store) =>
+            moveProgress(store, slot, node),
+          );
+          if (progress.done) {
+            const json = Boolean(command.optsWithGlobals<ClusterGlobals>().json);
+            process.stdout.write(
+              json
+                ? `${JSON.stringify({ instance, slot, from, to: node, moved: true }, null, 2)}\n`
+                : `${instance} moved from ${from} to ${node} with its state\n`,
+            );
+            return;
+          }
+          if (progress.failed) {
+            await withCluster(command, 'removing the failed move', (store) => forgetMove(store, slot));
+            throw new ClusterError(`${instance} did not move to ${node}: ${progress.failed}`);
+          }
+          if (Date.now() > deadline)
+            throw new ClusterError(
+              `${instance} has not moved to ${node} after ${timeoutS} s: the move stays asked (\`vmkit cluster status\` shows it)`,
+            );
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      },
+    );
   cluster
     .command('uncordon')
     .description('end the drain of a node: it takes slots again (those that moved stay where they are)')

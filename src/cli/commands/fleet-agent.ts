@@ -143,6 +143,7 @@ export function registerAgentCommands(fleet: Command): void {
           ? {
               desiredSource: cluster.share,
               upgrade: cluster.upgrade(log),
+              routes: cluster.routes(log),
               readOnly: () => (join ? join.readOnlyReason() : 'the node is starting'),
             }
           : {}),
@@ -293,11 +294,18 @@ async function clusterOf(
     throw new ConfigError(`--memory-mib ${options.memoryMib}: expected at least 64`);
   const { joinWhenReachable } = await import('../../fleet/cluster/node-join.js');
   const { tunnelUpgradeHandler } = await import('../../fleet/cluster/tunnel.js');
+  const { moveRoutes } = await import('../../fleet/cluster/arrivals.js');
   const tls = etcdTls(options);
   if (tls) quietIpServerNameWarning();
   const store = connectCluster(etcdEndpoints(options.etcd), tls ? { tls } : {});
+  const agentTls = {
+    ca: certPath(certsDir, 'ca'),
+    cert: certPath(certsDir, 'client'),
+    key: keyPath(certsDir, 'client'),
+  };
   return {
     upgrade: (log: (line: string) => void) => tunnelUpgradeHandler(fleetDir, log),
+    routes: (log: (line: string) => void) => moveRoutes({ store, node, fleetDir, tls: agentTls, log }),
     share: clusterShareSource(store, node),
     join: (server: Awaited<ReturnType<typeof startAgent>>, log: (line: string) => void): NodeJoin => {
       const join = joinWhenReachable(server, {
@@ -306,11 +314,7 @@ async function clusterOf(
         ...(options.advertise ? { advertise: options.advertise } : {}),
         ...(options.memoryMib !== undefined ? { memoryMiB: options.memoryMib } : {}),
         ...(options.leaseTtl !== undefined ? { ttlSeconds: options.leaseTtl } : {}),
-        tunnels: {
-          ca: certPath(certsDir, 'ca'),
-          cert: certPath(certsDir, 'client'),
-          key: keyPath(certsDir, 'client'),
-        },
+        tunnels: agentTls,
         log,
       });
       return {

@@ -7,7 +7,7 @@ import type { TLSSocket } from 'node:tls';
 import { createSecureContext } from 'node:tls';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { ConfigError } from '../../errors.js';
+import { ClusterError, ConfigError } from '../../errors.js';
 import { MAX_TIMER_MS } from '../../util/time.js';
 import { parseInput, wholeNumber } from '../../util/validate.js';
 import type { ReconcileReport } from '../desired/reconcile.js';
@@ -44,6 +44,8 @@ export interface AgentServerOptions {
   host?: string;
   /** 0 picks a free port. */
   port?: number;
+  /** More routes (a cluster node's moves), registered with the API's: given the fleet and `exclusive`. */
+  routes?: (app: FastifyInstance, fleet: Fleet, exclusive: Exclusive) => void;
   /** Answers HTTP upgrades on the agent's port (after the mutual TLS handshake): a cluster's tunnels. */
   upgrade?: (request: IncomingMessage, socket: Duplex, head: Buffer) => void;
   /** Largest request body accepted, in bytes. */
@@ -57,6 +59,12 @@ export interface AgentServerOptions {
   log?: (line: string) => void;
 }
 
+/**
+ * Runs `work` alone: after the reconcile or other exclusive work in progress, before the next.
+ * With `waitMs`, refused (ClusterError) if its turn has not come by then.
+ */
+export type Exclusive = <T>(work: () => Promise<T>, waitMs?: number) => Promise<T>;
+
 export interface AgentServer {
   url: string;
   port: number;
@@ -66,6 +74,7 @@ export interface AgentServer {
     prune?: boolean;
     dryRun?: boolean;
   }): Promise<ReconcileReport & { document: string; at: string }>;
+  exclusive: Exclusive;
   /** Reads the certificate files again and serves new connections with them. */
   reloadCertificates(): void;
   /** Stops accepting, finishes requests and a reconcile in flight, leaves instances as they are. */
@@ -106,6 +115,7 @@ function statusOf(error: FastifyError | Error): number {
   if ((error as FastifyError).validation) return 400;
   if (error instanceof RefusedError) return 409;
   if (error instanceof OutputLimitError) return 413;
+  if (error instanceof ClusterError) return 503; // etcd, or another node, or the agent busy: try again
   if (error instanceof ConfigError) return /^no (tenant|pool|instance) /.test(error.message) ? 404 : 400;
   return 500;
 }
@@ -174,6 +184,27 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
   };
   let chain: Promise<unknown> = Promise.resolve();
   let closing = false;
+  const exclusive: Exclusive = <T>(work: () => Promise<T>, waitMs?: number): Promise<T> => {
+    let late = false;
+    let timer: NodeJS.Timeout | undefined;
+    const run = () => {
+      clearTimeout(timer);
+      if (late) return Promise.resolve(undefined as T); // its caller was told already
+      return work();
+    };
+    const next = chain.then(run, run);
+    chain = next.catch(() => undefined);
+    if (waitMs === undefined) return next;
+    return new Promise<T>((resolve, reject) => {
+      timer = setTimeout(() => {
+        late = true;
+        reject(
+          new ClusterError(`the agent was busy (a reconcile or a move) for ${waitMs / 1000} s: try again`),
+        );
+      }, waitMs);
+      next.then(resolve, reject);
+    });
+  };
   const reconcileNow = (request: { prune?: boolean; dryRun?: boolean } = {}) => {
     const run = async () => {
       const desired = await loadDocument();
@@ -191,9 +222,7 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
       });
       return { ...report, document: desired.source, at: new Date().toISOString() };
     };
-    const next = chain.then(run, run);
-    chain = next.catch(() => undefined);
-    return next;
+    return exclusive(run);
   };
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const statusCode = statusOf(error);
@@ -220,6 +249,7 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
     reconcile: reconcileNow,
     maxExecOutputBytes: options.maxExecOutputBytes ?? 8 * 1024 * 1024,
   });
+  options.routes?.(app, fleet, exclusive);
   const tlsServer = app.server as unknown as HttpsServer;
   tlsServer.prependListener('secureConnection', (socket: TLSSocket) => {
     if (socket.authorized) return;
@@ -302,6 +332,7 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
     port,
     fleet,
     reconcileNow,
+    exclusive,
     reloadCertificates,
     async close() {
       if (closing) return;

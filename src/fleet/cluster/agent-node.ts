@@ -2,6 +2,7 @@ import { cpus, totalmem } from 'node:os';
 import type { AgentServer } from '../agent/server.js';
 import type { Fleet } from '../fleet.js';
 import { clusterAgentId } from '../state/cluster-slice.js';
+import { type Departures, startDepartures } from './departures.js';
 import { type ClusterStore, checkNodeName, clusterCall, type NodeRecord } from './etcd.js';
 import { type FailingPool, trackFailures } from './failing.js';
 import { type ClusterMember, joinCluster, readShare } from './member.js';
@@ -83,6 +84,7 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
   await refuseIfNameHeld(options.store, options.node, agentId);
   let failing: FailingPool[] = [];
   const tunnels = options.tunnels && new TunnelSet(options.node, server.fleet.dir, options.tunnels, log);
+  let departures: Departures | undefined;
   const member = await joinCluster({
     store: options.store,
     node: options.node,
@@ -99,6 +101,7 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
       tunnels?.update(await readCluster(options.store));
       return report.failed > 0;
     },
+    onMoves: () => departures?.poke(),
     ...(options.ttlSeconds ? { ttlSeconds: options.ttlSeconds } : {}),
     ...(options.placementK ? { placementK: options.placementK } : {}),
     log,
@@ -106,11 +109,19 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
     tunnels?.closeAll();
     throw error;
   });
+  departures = startDepartures({
+    store: options.store,
+    node: options.node,
+    server,
+    tls: options.tunnels,
+    log,
+  });
   return {
     scheduler: member.scheduler,
     registered: member.registered,
     async leave() {
       tunnels?.closeAll();
+      await departures?.stop();
       await member.leave();
     },
   };

@@ -26,7 +26,25 @@ export const KEYS = {
   index: (n: number) => `index/${n}`,
   drains: 'drain/',
   drain: (node: string) => `drain/${node}`,
+  moves: 'moves/',
+  move: (slot: string) => `moves/${slot}`,
 } as const;
+
+/**
+ * A slot asked to move with its instance's state (a drain, or `vmkit cluster move`): its node
+ * sleeps the instance and ships the state to `to` (departures.ts), whose arrival flips the slot.
+ */
+export interface MoveRecord {
+  from: string;
+  to: string;
+  /** The instance to move (`cluster move`); without it, the source picks one of the slot's pool and kind. */
+  instance?: string;
+  by: 'drain' | 'move';
+  since: string;
+  /** Why it did not move with its state; a drained node's slot then moves cold. */
+  failed?: string;
+  failedAt?: string;
+}
 
 /** An operator's drain of a node (`vmkit cluster drain`), until `uncordon`. */
 export interface DrainRecord {

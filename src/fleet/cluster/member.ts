@@ -33,6 +33,8 @@ export interface ClusterMemberOptions {
    * Resolves true when something failed: it is then tried again, 5 s later and then less often.
    */
   converge: () => Promise<boolean | undefined>;
+  /** Called when the cluster's move records changed (departures.ts looks for its own). */
+  onMoves?: () => void;
   /** Best of how many nodes the scheduler places each slot on (default 3). */
   placementK?: number;
   /** The TTL of the node's lease and of its campaign (default 10 s). */
@@ -143,6 +145,9 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
       scheduler.poke(); // a node joined or its lease lapsed
     } else if (key.startsWith(KEYS.drains)) {
       scheduler.poke(); // a node drained or back in use
+    } else if (key.startsWith(KEYS.moves)) {
+      options.onMoves?.();
+      scheduler.poke(); // a move failed (a drain's slot then moves cold), or was asked
     }
   }
   convergeSoon(); // what changed between the first converge and the watch

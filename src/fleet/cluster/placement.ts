@@ -1,19 +1,44 @@
 import type { ClusterStore } from './etcd.js';
-import { KEYS, type NodeRecord, type SlotPlacement } from './etcd.js';
+import { KEYS, type MoveRecord, type NodeRecord, type SlotPlacement } from './etcd.js';
 import { poolsFailingOn } from './failing.js';
 import { bestOfK, desiredSlots, type Slot } from './slots.js';
 import { bookedOn, type ClusterState } from './state.js';
 
 /** One change to the slots: a slot placed (from nowhere, or from a node that is gone), or removed. */
 export type Move =
-  | { kind: 'place'; slot: Slot; to: string; from?: string; previousMiB?: number; reason?: string }
+  | {
+      kind: 'place';
+      slot: Slot;
+      to: string;
+      from?: string;
+      previousMiB?: number;
+      reason?: string;
+      /** An arrival's flip: the move record it carried out (as read), removed in the same transaction. */
+      moveRevision?: string;
+    }
   | { kind: 'remove'; slot: string; from: string; memoryMiB: number };
+
+/** A drained node's slot to move with its instance's state: asked of its node (departures.ts). */
+export interface MoveRequest {
+  slot: Slot;
+  from: string;
+  to: string;
+}
 
 export interface PlacementPlan {
   moves: Move[];
   /** Slots that no alive node has room for: they wait for capacity. */
   unplaced: Slot[];
+  requests: MoveRequest[];
+  /**
+   * Move records done with: their slot left the node or the document, their node died, or a
+   * failed `cluster move` was there long enough to be read.
+   */
+  stale: string[];
 }
+
+/** How long a failed `cluster move` stays listed (a drain's stays until its slot moved cold). */
+const FAILED_MOVE_KEPT_MS = 300_000;
 
 /**
  * What the scheduler changes, given the cluster as read: slots the document no longer asks for are
@@ -31,7 +56,20 @@ export function planPlacement(
   const wantedIds = new Set(wanted.map((slot) => slot.id));
   const booked = new Map([...state.nodes.keys()].map((node) => [node, bookedOn(state, node)]));
   const moves: Move[] = [];
-  if (!state.desired) return { moves, unplaced: [] }; // nothing applied yet: nothing to judge by
+  const requests: MoveRequest[] = [];
+  // nothing applied yet: nothing to judge by
+  if (!state.desired) return { moves, unplaced: [], requests, stale: [] };
+  const stale = [...state.moves]
+    .filter(
+      ([id, { value }]) =>
+        !wantedIds.has(id) ||
+        state.slots.get(id)?.value.node !== value.from ||
+        !state.nodes.has(value.from) ||
+        (value.failed !== undefined &&
+          value.by === 'move' &&
+          Date.now() - Date.parse(value.failedAt ?? '') > FAILED_MOVE_KEPT_MS),
+    )
+    .map(([id]) => id);
   for (const [id, placed] of state.slots) {
     if (wantedIds.has(id)) continue;
     moves.push({ kind: 'remove', slot: id, from: placed.value.node, memoryMiB: placed.value.memoryMiB });
@@ -54,7 +92,19 @@ export function planPlacement(
   for (const slot of wanted) {
     const placed = state.slots.get(slot.id)?.value;
     if (placed && state.nodes.has(placed.node) && avoid(placed.node, slot)) {
-      // Its node is drained, or keeps failing the pool: it moves if another node has room, else it stays.
+      const asked = state.moves.get(slot.id)?.value;
+      const askedHere = asked?.from === placed.node && !stale.includes(slot.id);
+      if (state.drained.has(placed.node) && !(askedHere && asked?.failed)) {
+        // Drained: it moves with its state, which its node ships (unless that failed: then cold).
+        if (askedHere) continue;
+        const to = bestOfK(candidatesFor(slot), slot.memoryMiB, k, random);
+        if (to) {
+          booked.set(to.node, (booked.get(to.node) ?? 0) + slot.memoryMiB);
+          requests.push({ slot, from: placed.node, to: to.node });
+        }
+        continue;
+      }
+      // It keeps failing the pool, or failed to move with its state: it moves cold if another node has room, else it stays.
       const away = bestOfK(candidatesFor(slot), slot.memoryMiB, k, random);
       if (away) {
         booked.set(placed.node, (booked.get(placed.node) ?? 0) - placed.memoryMiB);
@@ -104,7 +154,7 @@ export function planPlacement(
       ...(placed ? { from: placed.node, previousMiB: placed.memoryMiB } : {}),
     });
   }
-  return { moves, unplaced };
+  return { moves, unplaced, requests, stale };
 }
 
 export interface PlacementRound {
@@ -113,6 +163,8 @@ export interface PlacementRound {
   /** Moves whose transaction found the cluster changed since the read: the next round redoes them. */
   conflicts: number;
   unplaced: number;
+  /** Slots whose node was asked to move them with their state. */
+  requested: number;
 }
 
 /**
@@ -128,7 +180,13 @@ export async function applyPlacement(
   plan: PlacementPlan,
   log: (line: string) => void = () => {},
 ): Promise<PlacementRound> {
-  const round: PlacementRound = { placed: 0, removed: 0, conflicts: 0, unplaced: plan.unplaced.length };
+  const round: PlacementRound = {
+    placed: 0,
+    removed: 0,
+    conflicts: 0,
+    unplaced: plan.unplaced.length,
+    requested: 0,
+  };
   const counters = new Map(
     [...state.booked].map(([node, entry]) => [
       node,
@@ -140,6 +198,8 @@ export async function applyPlacement(
     const slotId = move.kind === 'place' ? move.slot.id : move.slot;
     const slotRevision = state.slots.get(slotId)?.modRevision ?? '0';
     let txn = store.kv.if(KEYS.slot(slotId), 'Mod', '==', slotRevision);
+    if (move.kind === 'place' && move.moveRevision)
+      txn = txn.and(KEYS.move(slotId), 'Mod', '==', move.moveRevision);
     const changes: Array<[string, number]> = [];
     if (move.kind === 'place') {
       const lease = state.nodes.get(move.to)?.lease as string;
@@ -166,6 +226,7 @@ export async function applyPlacement(
             .put(KEYS.booked(node))
             .value(JSON.stringify({ memoryMiB: Math.max(0, counter(node).memoryMiB + delta) })),
         ),
+        ...(move.kind === 'place' && move.moveRevision ? [store.kv.delete().key(KEYS.move(slotId))] : []),
       )
       .commit();
     if (!result.succeeded) {
@@ -191,5 +252,41 @@ export async function applyPlacement(
       log(`removed ${slotId} from ${move.from}`);
     }
   }
+  round.requested = await askMoves(store, state, plan, log);
   return round;
+}
+
+/**
+ * Writes the plan's move requests (each only if the slot's record is as read: no request is made
+ * twice) and removes its stale move records; returns the requests made.
+ */
+async function askMoves(
+  store: ClusterStore,
+  state: ClusterState,
+  plan: PlacementPlan,
+  log: (line: string) => void,
+): Promise<number> {
+  for (const id of plan.stale) {
+    const revision = state.moves.get(id)?.modRevision ?? '0';
+    await store.kv
+      .if(KEYS.move(id), 'Mod', '==', revision)
+      .then(store.kv.delete().key(KEYS.move(id)))
+      .commit();
+  }
+  let requested = 0;
+  for (const { slot, from, to } of plan.requests) {
+    const revision = plan.stale.includes(slot.id)
+      ? undefined
+      : (state.moves.get(slot.id)?.modRevision ?? '0');
+    if (revision === undefined) continue; // removed just now: the next round reads it again
+    const record: MoveRecord = { from, to, by: 'drain', since: new Date().toISOString() };
+    const result = await store.kv
+      .if(KEYS.move(slot.id), 'Mod', '==', revision)
+      .then(store.kv.put(KEYS.move(slot.id)).value(JSON.stringify(record)))
+      .commit();
+    if (!result.succeeded) continue;
+    requested += 1;
+    log(`asked ${from} to move ${slot.id} to ${to} with its state (${from} is drained)`);
+  }
+  return requested;
 }

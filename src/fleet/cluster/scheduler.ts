@@ -41,7 +41,7 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
   const round = async () => {
     const state = await readCluster(store);
     const plan = planPlacement(state, options.k);
-    if (plan.moves.length === 0) return;
+    if (plan.moves.length === 0 && plan.requests.length === 0 && plan.stale.length === 0) return;
     const result = await applyPlacement(store, state, plan, (line) => log(`scheduler: ${line}`));
     if (result.conflicts > 0) {
       log(`scheduler: ${result.conflicts} move(s) met a changed cluster; reading it again`);

@@ -5,6 +5,7 @@ import {
   jsonOf,
   KEYS,
   keyOf,
+  type MoveRecord,
   type NodeRecord,
   type SlotPlacement,
 } from './etcd.js';
@@ -26,6 +27,8 @@ export interface ClusterState {
   booked: Map<string, Versioned<{ memoryMiB: number }>>;
   /** Nodes being drained (`vmkit cluster drain`): none of their slots stay, none come. */
   drained: Map<string, DrainRecord>;
+  /** Slots asked to move with their state, by slot id. */
+  moves: Map<string, Versioned<MoveRecord>>;
 }
 
 /** Reads every key of the cluster in one request (one revision). */
@@ -37,6 +40,7 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
     slots: new Map(),
     booked: new Map(),
     drained: new Map(),
+    moves: new Map(),
   };
   for (const kv of response.kvs) {
     const key = keyOf(kv);
@@ -61,6 +65,10 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
       if (value && typeof value.node === 'string') state.slots.set(name, { value, modRevision });
     } else if (kind === 'drain') {
       state.drained.set(name, jsonOf<DrainRecord>(kv) ?? { since: '' });
+    } else if (kind === 'moves') {
+      const value = jsonOf<MoveRecord>(kv);
+      if (value && typeof value.from === 'string' && typeof value.to === 'string')
+        state.moves.set(name, { value, modRevision });
     } else if (kind === 'booked') {
       const value = jsonOf<{ memoryMiB: number }>(kv);
       if (value && Number.isFinite(value.memoryMiB)) state.booked.set(name, { value, modRevision });

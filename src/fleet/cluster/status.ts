@@ -1,7 +1,7 @@
 import { checkDocumentQuotas } from '../desired/plan.js';
 import type { DesiredDocument } from '../desired/schema.js';
 import { electedLeader } from './election.js';
-import { type ClusterStore, KEYS } from './etcd.js';
+import { type ClusterStore, KEYS, type MoveRecord } from './etcd.js';
 import type { FailingPool } from './failing.js';
 import { desiredSlots } from './slots.js';
 import { bookedOn, type ClusterState, knownNodes, readCluster } from './state.js';
@@ -37,6 +37,8 @@ export interface ClusterStatus {
   instances: Array<{ path: string; node: string; state: string }>;
   /** Slots the document asks for that are on no alive node, each with why it waits. */
   pending: PendingSlot[];
+  /** Moves with state asked (a drain's, `cluster move`'s): under way, or failed with the reason. */
+  moves: Array<{ slot: string } & MoveRecord>;
 }
 
 export interface PendingSlot {
@@ -91,5 +93,13 @@ export async function clusterStatus(store: ClusterStore): Promise<ClusterStatus>
       memoryMiB: slot.memoryMiB,
       reason: pendingReason(state, slot.memoryMiB, leader),
     }));
-  return { revision: state.desired?.revision ?? null, leader: leader ?? null, nodes, instances, pending };
+  const moves = [...state.moves].map(([slot, { value }]) => ({ slot, ...value }));
+  return {
+    revision: state.desired?.revision ?? null,
+    leader: leader ?? null,
+    nodes,
+    instances,
+    pending,
+    moves,
+  };
 }

@@ -73,7 +73,8 @@ import { type DeltaInfo, deltaInfo, reserveRam, writeDelta } from './delta.js';
 export const WOKE_FILE = '/run/vmkit/woke';
 const SAVE_TIMEOUT_MS = 300_000;
 
-const deltaPath = (dir: string) => join(sleepRecordsDir(dir), 'ram.delta');
+/** The RAM pages of a sleep state that differ from its base (delta.ts). */
+export const sleepDeltaPath = (dir: string) => join(sleepRecordsDir(dir), 'ram.delta');
 const sleepBasePath = (dir: string) => join(sleepRecordsDir(dir), 'base.json');
 
 /** Writes the instance's secrets disk afresh (its tenant's secrets now); the names are audited. */
@@ -130,7 +131,7 @@ async function launchOnRam(
 }
 
 /** The instance's base, which it runs on or sleeps as a delta of. */
-function instanceBase(fleetDir: string, instance: Instance, pool: Pool): BaseSnapshot {
+export function instanceBase(fleetDir: string, instance: Instance, pool: Pool): BaseSnapshot {
   const base = findBase(fleetDir, pool, instance.revision);
   if (!base) {
     throw new SnapshotError(
@@ -147,7 +148,7 @@ export function sleepStateInfo(
   if (!hasSleepState(dir)) return undefined;
   const disk = existsSync(dataDiskPath(dir)) ? lstatSync(dataDiskPath(dir)).blocks * 512 : 0;
   return {
-    ...deltaInfo(deltaPath(dir)),
+    ...deltaInfo(sleepDeltaPath(dir)),
     deviceStateBytes: lstatSync(sleepStatePath(dir)).size,
     dataDiskBytes: disk,
   };
@@ -251,29 +252,45 @@ export async function sleepVm(
     });
   });
   timer.step('device state saved');
-  const delta = await writeDelta(liveRamPath(dir), base.ram, deltaPath(dir));
+  const delta = await writeDelta(liveRamPath(dir), base.ram, sleepDeltaPath(dir));
   timer.step(`RAM delta written (${delta.pages} pages)`);
-  writeFileSync(`${sleepBasePath(dir)}.part`, JSON.stringify({ id: base.id, revision: base.revision }), {
-    mode: PRIVATE_FILE,
-  });
-  renameSync(`${sleepBasePath(dir)}.part`, sleepBasePath(dir));
+  writeSleepMarker(dir, { id: base.id, revision: base.revision, address: instance.address });
   timer.step('sleep state complete');
   await stopVm(dir, instance.path, ctx.log);
   timer.step('VMM ended');
   return { delta, steps: timer.summary() };
 }
 
-/** Refreshes a woken guest's clock and entropy and tells it that it woke (WOKE_FILE). */
+/**
+ * vmkit's marker of a whole sleep state (written last, through a rename): the base it is a delta
+ * of, and the address the guest had when it slept (another node's, for an instance that moved).
+ */
+export interface SleepMarker {
+  id: string;
+  revision: string;
+  address?: string;
+}
+
+export function writeSleepMarker(dir: string, marker: SleepMarker): void {
+  writeFileSync(`${sleepBasePath(dir)}.part`, JSON.stringify(marker), { mode: PRIVATE_FILE });
+  renameSync(`${sleepBasePath(dir)}.part`, sleepBasePath(dir));
+}
+
+/**
+ * Refreshes a woken guest's clock and entropy and tells it that it woke (WOKE_FILE); a guest that
+ * slept under another address (it moved from another node) is given the instance's.
+ */
 async function setUpAfterWake(
   vm: AttachedVmm,
   image: BootImage,
   bannerWaitMs = RESTORED_AGENT_BANNER_WAIT_MS,
+  renumber: Array<{ index: number; address: string; mac: string }> = [],
 ): Promise<void> {
   const now = Math.floor(Date.now() / 1000);
   await setUpRestoredGuest(
     await vm.agent(BOOT_TIMEOUT_MS, bannerWaitMs),
     profileNamed(image.profile),
-    { clockSeconds: now, entropyHex: randomBytes(64).toString('hex'), renumber: [], hosts: {} },
+    { clockSeconds: now, entropyHex: randomBytes(64).toString('hex'), renumber, hosts: {} },
     {
       what: 'guest set-up after wake',
       name: vm.name,
@@ -316,7 +333,7 @@ export async function wakeVm(
   adoptOldSleepState(dir);
   if (!hasSleepState(dir)) throw new SnapshotError(`instance ${instance.path} has no sleep state in ${dir}`);
   const base = instanceBase(ctx.fleetDir, instance, pool);
-  const slept = JSON.parse(readFileSync(sleepBasePath(dir), 'utf8')) as { id: string };
+  const slept = JSON.parse(readFileSync(sleepBasePath(dir), 'utf8')) as SleepMarker;
   if (slept.id !== base.id) {
     throw new SnapshotError(
       `instance ${instance.path} slept as a delta of base ${slept.id}, but the pool's base for its revision is ${base.id} now`,
@@ -333,7 +350,7 @@ export async function wakeVm(
     image,
     base,
     timer,
-    deltaPath(dir),
+    sleepDeltaPath(dir),
   );
   try {
     const warnings = await settleVm(ctx, dir, record, pool);
@@ -341,8 +358,14 @@ export async function wakeVm(
     await withVm(dir, instance.path, async (vm) => {
       await vm.readState(state, { ramShared: true, timeoutMs: SAVE_TIMEOUT_MS });
       timer.step('device state loaded');
-      await setUpAfterWake(vm, image);
-      timer.step('guest set up');
+      const moved = slept.address !== undefined && slept.address !== instance.address;
+      await setUpAfterWake(
+        vm,
+        image,
+        undefined,
+        moved ? [{ index: 0, address: instance.address, mac: instance.mac }] : [],
+      );
+      timer.step(moved ? `guest set up, renumbered from ${slept.address}` : 'guest set up');
     });
     // Only now: from the moment the guest ran, the sleep state is stale (the guest may have
     // written its data disk since), and repair finishes a wake whose guest runs instead of

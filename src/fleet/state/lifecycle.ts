@@ -10,7 +10,7 @@ export type InstanceState = (typeof STATES)[number];
  */
 export const TRANSITIONS: Readonly<Record<InstanceState, readonly InstanceState[]>> = {
   Created: ['Ready', 'Destroyed'],
-  Ready: ['Running', 'Destroyed'],
+  Ready: ['Running', 'Sleeping', 'Destroyed'],
   Running: ['Warm', 'Sleeping', 'Stopped', 'Destroyed'],
   Warm: ['Running', 'Sleeping', 'Stopped', 'Destroyed'],
   Sleeping: ['Running', 'Stopped', 'Destroyed'],
@@ -27,6 +27,8 @@ export const OPERATIONS = {
   resume: 'Running',
   sleep: 'Sleeping',
   wake: 'Running',
+  /** A cluster move's arrival: another node's sleep state adopted by a new instance. */
+  arrive: 'Sleeping',
   destroy: 'Destroyed',
 } as const satisfies Record<string, InstanceState>;
 export type Operation = keyof typeof OPERATIONS;
@@ -40,6 +42,7 @@ const SOURCES: Record<Operation, readonly InstanceState[]> = {
   resume: ['Warm'],
   sleep: ['Running', 'Warm'],
   wake: ['Sleeping'],
+  arrive: ['Ready'],
   destroy: ['Created', 'Ready', 'Running', 'Warm', 'Sleeping', 'Stopped'],
 };
 

@@ -1,0 +1,119 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:https';
+import { pipeline } from 'node:stream/promises';
+import { ClusterError } from '../../errors.js';
+import type { TunnelTls } from './tunnel.js';
+
+/**
+ * Calls between the agents of a cluster (a move's departure and arrival), over the same mutual
+ * TLS as the API, with the agent's client certificate. Errors are ClusterErrors that name the
+ * peer, the call and the answer.
+ */
+
+function tlsOf(tls: TunnelTls) {
+  return { ca: readFileSync(tls.ca), cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+}
+
+/** POSTs `body` as JSON to `path` of the agent at `url` and resolves with its JSON answer. */
+export function peerPost<T>(
+  url: string,
+  path: string,
+  body: unknown,
+  tls: TunnelTls,
+  timeoutMs: number,
+): Promise<T> {
+  const target = new URL(path, url);
+  const what = `POST ${target.href}`;
+  return new Promise((resolve, reject) => {
+    const outgoing = request(target, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      ...tlsOf(tls),
+      timeout: timeoutMs,
+    });
+    outgoing.on('timeout', () =>
+      outgoing.destroy(new ClusterError(`${what}: no answer within ${timeoutMs / 1000} s`)),
+    );
+    outgoing.on('error', (error) =>
+      reject(error instanceof ClusterError ? error : new ClusterError(`${what}: ${error.message}`)),
+    );
+    outgoing.on('response', (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('error', (error) => reject(new ClusterError(`${what}: ${error.message}`)));
+      response.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let answer: unknown;
+        try {
+          answer = JSON.parse(text);
+        } catch {
+          answer = undefined;
+        }
+        const status = response.statusCode ?? 0;
+        if (status >= 200 && status < 300) return resolve(answer as T);
+        const said = (answer as { error?: string } | undefined)?.error ?? text.slice(0, 500);
+        reject(new ClusterError(`${what}: ${status}: ${said}`));
+      });
+    });
+    outgoing.end(JSON.stringify(body));
+  });
+}
+
+/**
+ * Downloads `path` of the agent at `url` into the file `to`, and checks that it has `bytes`
+ * bytes with the sha256 `sha256`; a file that does not is removed.
+ */
+export function peerDownload(
+  url: string,
+  path: string,
+  to: string,
+  expect: { bytes: number; sha256: string },
+  tls: TunnelTls,
+  timeoutMs: number,
+): Promise<void> {
+  const target = new URL(path, url);
+  const what = `GET ${target.href}`;
+  return new Promise<void>((resolve, reject) => {
+    const fail = (error: Error) => {
+      rmSync(to, { force: true });
+      reject(error instanceof ClusterError ? error : new ClusterError(`${what}: ${error.message}`));
+    };
+    const outgoing = request(target, { method: 'GET', ...tlsOf(tls), timeout: timeoutMs });
+    outgoing.on('timeout', () =>
+      outgoing.destroy(new ClusterError(`${what}: nothing for ${timeoutMs / 1000} s`)),
+    );
+    outgoing.on('error', fail);
+    outgoing.on('response', (response) => {
+      if (response.statusCode !== 200) {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () =>
+          fail(
+            new ClusterError(
+              `${what}: ${response.statusCode}: ${Buffer.concat(chunks).toString('utf8').slice(0, 500)}`,
+            ),
+          ),
+        );
+        return;
+      }
+      const hash = createHash('sha256');
+      let bytes = 0;
+      response.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        bytes += chunk.length;
+      });
+      pipeline(response, createWriteStream(to, { mode: 0o600 })).then(() => {
+        const sha256 = hash.digest('hex');
+        if (bytes !== expect.bytes || sha256 !== expect.sha256)
+          return fail(
+            new ClusterError(
+              `${what}: ${bytes} bytes with sha256 ${sha256}, expected ${expect.bytes} bytes with ${expect.sha256}`,
+            ),
+          );
+        resolve();
+      }, fail);
+    });
+    outgoing.end();
+  });
+}
