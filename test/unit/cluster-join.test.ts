@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { initCerts } from '../../src/fleet/agent/certs.js';
 import { AgentCallError, connectAgent } from '../../src/fleet/agent/client.js';
+import type { AgentServer } from '../../src/fleet/agent/server.js';
+import { startDepartures } from '../../src/fleet/cluster/departures.js';
 import { type ClusterStore, connectCluster, KEYS, type NodeRecord } from '../../src/fleet/cluster/etcd.js';
 import { type FailingPool, trackFailures } from '../../src/fleet/cluster/failing.js';
 import { type ClusterMember, joinCluster } from '../../src/fleet/cluster/member.js';
@@ -455,6 +457,124 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
       }
       const again = await runCli(['cluster', '--etcd', etcd.endpoints, 'uncordon', 'db']);
       assert.equal(again.stdout, 'node db was not drained\n');
+    } finally {
+      for (const member of members) await member.leave();
+      store.close();
+      await etcd.stop();
+    }
+  });
+
+  test('cluster move: refused with the reason up front; a move its node cannot make fails with the reason', async () => {
+    const etcd = await startEtcdCluster(join(dir, 'etcd-move'), 1);
+    const store = connectCluster(etcd.endpoints.split(','));
+    const members: ClusterMember[] = [];
+    const join_ = async (node: string, memoryMiB: number, instances: NodeRecord['instances'] = []) =>
+      members.push(
+        await joinCluster({
+          store,
+          node,
+          record: () => ({
+            name: node,
+            agentId: `agent-${node}`,
+            advertise: `https://127.0.0.1:1/${node}`,
+            capacity: { memoryMiB, vcpus: 2 },
+            use: { memoryMiB: 0, running: 0, instances: instances.length },
+            instances,
+            startedAt: new Date().toISOString(),
+            reportedAt: new Date().toISOString(),
+          }),
+          converge: async () => false,
+          ttlSeconds: 5,
+        }),
+      );
+    const move = (...args: string[]) =>
+      runCli(['cluster', '--etcd', etcd.endpoints, 'move', ...args], {}, 60_000);
+    const until = async (what: string, check: () => Promise<boolean>, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      while (!(await check())) {
+        assert.ok(Date.now() < deadline, `${what}: not within ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    };
+    try {
+      await join_('ma', 4096, [
+        { path: 'acme/web/i1', state: 'Running' },
+        { path: 'acme/web/i2', state: 'Stopped' },
+      ]);
+      await applyDocument(
+        store,
+        parseDesired(
+          JSON.stringify({
+            version: 1,
+            tenants: [{ id: 'acme', subnet: '10.91.0.0/24' }],
+            pools: [{ tenant: 'acme', id: 'web', memoryMiB: 128, desired: { running: 1 } }],
+          }),
+        ),
+      );
+      await until('the slot on ma', async () => (await readCluster(store)).slots.size === 1, 20_000);
+      await join_('mb', 4096);
+      await join_('mc', 64);
+      await until('three nodes', async () => (await readCluster(store)).nodes.size === 3, 20_000);
+      const refusals: Array<[string[], RegExp]> = [
+        [['acme/web/i1', 'nosuch'], /no node nosuch in the cluster \(nodes: ma, mb, mc\)/],
+        [['acme/web/i1', 'mc'], /node mc has no room for acme\/web\/i1: 0 of 64 MiB booked, it needs 128/],
+        [['acme/web/nope', 'mb'], /no instance acme\/web\/nope on an alive node/],
+        [
+          ['acme/web/i2', 'mb'],
+          /instance acme\/web\/i2 is Stopped: only a Running, Warm or Sleeping instance moves/,
+        ],
+        [['acme/web/i1', 'ma'], /instance acme\/web\/i1 is on node ma already/],
+        [['acme/i1', 'mb'], /address "acme\/i1" must be <tenant>\/<pool>\/<instance>/],
+      ];
+      for (const [args, said] of refusals) {
+        const refused = await move(...args);
+        assert.equal(refused.code, 2, `${args.join(' ')}: ${refused.stderr}`);
+        assert.match(refused.stderr, said);
+      }
+      assert.equal((await runCli(['cluster', '--etcd', etcd.endpoints, 'drain', 'mc', '--no-wait'])).code, 0);
+      const drained = await move('acme/web/i1', 'mc');
+      assert.match(drained.stderr, /node mc is drained: `vmkit cluster uncordon mc` first/);
+
+      // ma's departures find no such instance (these members run none): the move fails, and says why.
+      const departures = startDepartures({
+        store,
+        node: 'ma',
+        server: {
+          exclusive: (work: () => Promise<unknown>) => work(),
+          fleet: { dir: join(dir, 'no-fleet'), store: { listInstances: () => [] } },
+        } as unknown as AgentServer,
+        tls: undefined,
+        log: () => {},
+      });
+      try {
+        const failed = await move('acme/web/i1', 'mb', '--timeout', '30');
+        assert.equal(failed.code, 1, failed.stderr);
+        assert.match(failed.stderr, /acme\/web\/i1 \(slot acme\/web\/running-0\) moves from ma to mb/);
+        assert.match(
+          failed.stderr,
+          /acme\/web\/i1 did not move to mb: instance acme\/web\/i1 is not Running, Warm or Sleeping on node ma/,
+        );
+      } finally {
+        await departures.stop();
+      }
+      // The failed record was read and removed; the slot stayed where it was.
+      const after = await readCluster(store);
+      assert.equal(after.moves.size, 0);
+      assert.equal(after.slots.get('acme/web/running-0')?.value.node, 'ma');
+      // Asked without waiting, the move is listed (under way) until it ends.
+      const asked = await move('acme/web/i1', 'mb', '--no-wait');
+      assert.equal(asked.code, 0, asked.stderr);
+      const listed = await runCli(['cluster', '--etcd', etcd.endpoints, 'status']);
+      assert.match(
+        listed.stdout,
+        /moves:\n {2}acme\/web\/running-0 \(acme\/web\/i1\) {2}ma -> mb {2}under way since /,
+      );
+      const twice = await move('acme/web/i1', 'mb');
+      assert.equal(twice.code, 2);
+      assert.match(
+        twice.stderr,
+        /no running slot of pool acme\/web on node ma is free to move \(a move of it may be under way\)/,
+      );
     } finally {
       for (const member of members) await member.leave();
       store.close();

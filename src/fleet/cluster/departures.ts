@@ -105,9 +105,10 @@ async function depart(
   const [tenant = '', poolId = ''] = pool.split('/');
   const instance = chooseInstance(fleet.store.listInstances({ tenant, pool: poolId }), slot, move.value);
   if (!instance) {
-    const which =
-      move.value.instance ?? `no ${STATE_OF[parseSlotId(slot)?.kind ?? 'running']} instance of ${pool}`;
-    await markFailed(options, slot, move, `${which} is not on node ${node}`);
+    const reason = move.value.instance
+      ? `instance ${move.value.instance} is not Running, Warm or Sleeping on node ${node}`
+      : `node ${node} has no ${STATE_OF[parseSlotId(slot)?.kind ?? 'running']} instance of pool ${pool}`;
+    await markFailed(options, slot, move, reason);
     return;
   }
   const to = state.nodes.get(move.value.to);
@@ -128,6 +129,10 @@ async function depart(
       { slot, departure: id, instance: { path: instance.path, address: instance.address }, files },
       options.tls,
       ARRIVAL_TIMEOUT_MS,
+      async () =>
+        (await store.kv.get(KEYS.node(move.value.to)).exists())
+          ? undefined
+          : `node ${move.value.to} died during the move (its lease lapsed)`,
     );
     await fleet.destroy(instance.path);
     log(

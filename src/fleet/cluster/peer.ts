@@ -15,23 +15,37 @@ function tlsOf(tls: TunnelTls) {
   return { ca: readFileSync(tls.ca), cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
 }
 
-/** POSTs `body` as JSON to `path` of the agent at `url` and resolves with its JSON answer. */
+/**
+ * POSTs `body` as JSON to `path` of the agent at `url` and resolves with its JSON answer; `gone`,
+ * asked every few seconds meanwhile, ends the wait early with the reason it gives (the peer died).
+ */
 export function peerPost<T>(
   url: string,
   path: string,
   body: unknown,
   tls: TunnelTls,
   timeoutMs: number,
+  gone?: () => Promise<string | undefined>,
 ): Promise<T> {
   const target = new URL(path, url);
   const what = `POST ${target.href}`;
-  return new Promise((resolve, reject) => {
+  let watch: NodeJS.Timeout | undefined;
+  return new Promise<T>((resolve, reject) => {
     const outgoing = request(target, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       ...tlsOf(tls),
       timeout: timeoutMs,
     });
+    if (gone)
+      watch = setInterval(() => {
+        gone().then(
+          (reason) => {
+            if (reason) outgoing.destroy(new ClusterError(`${what}: ${reason}`));
+          },
+          () => undefined, // etcd not answering says nothing about the peer
+        );
+      }, 2000);
     outgoing.on('timeout', () =>
       outgoing.destroy(new ClusterError(`${what}: no answer within ${timeoutMs / 1000} s`)),
     );
@@ -57,7 +71,7 @@ export function peerPost<T>(
       });
     });
     outgoing.end(JSON.stringify(body));
-  });
+  }).finally(() => clearInterval(watch));
 }
 
 /**
