@@ -1,7 +1,8 @@
 // A fleet across hosts, on this machine: N tiny instances reconciled by one agent from a file,
 // against the same N placed by the cluster over 3 agents (3-member etcd on loopback, agents as CLI
-// processes), side by side in one run; then the failover: a node's agent and VMMs killed, until
-// its instances run on the others, against the node lease's TTL; and the tunnel's TCP throughput
+// processes), side by side in one run; a drain's time per instance (each moved with its state);
+// then the failover: a node's agent and VMMs killed, until its instances run on the others,
+// against the node lease's TTL; and the tunnel's TCP throughput
 // between two nodes against two instances on one node (bench/cluster-tunnel.ts). Prints one JSON
 // object.
 //
@@ -11,6 +12,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { applyClusterDocument, clusterStatus, connectCluster, Fleet, initCerts, loadDesired } from 'vmkit';
+import { drainNode, uncordonNode } from '../src/fleet/cluster/drain.js';
 import { processesNaming, stopDetached } from '../src/runtime/detached.js';
 import { clusterRunDir, type EtcdCluster, startEtcdCluster } from '../test/etcd.js';
 import { tunnelThroughput } from './cluster-tunnel.js';
@@ -19,7 +21,7 @@ import { loadAverages, log, median, parseIntOptions, ratio, round, runBenchmark 
 const USAGE = `usage: node --import tsx bench/cluster.ts [--instances N] [--mib M] [--samples S]
 N tiny instances (default 12) by one agent against the cluster over 3 agents; TCP throughput
 through the tunnel between two nodes against within one node (M MiB per sample, default 8; S
-samples each, alternated, default 3); and a node's failover.
+samples each, alternated, default 3); a drain's time per instance; and a node's failover.
 `;
 const TTL_SECONDS = 10;
 const NODES = ['a', 'b', 'c'];
@@ -118,7 +120,31 @@ if (options) {
           `throughput: across nodes ${throughput.acrossNodesMedianMbit} Mbit/s, one node ${throughput.oneNodeMedianMbit} Mbit/s`,
         );
 
-      const victim = NODES.find((n) => n !== placed.leader) as string;
+      // A drain: each instance of one node slept, shipped and woken on the others, one after another.
+      const drained = NODES.find(
+        (n) => n !== placed.leader && running(placed).some((i) => i.node === n),
+      ) as string;
+      const leaving = running(placed)
+        .filter((i) => i.node === drained)
+        .map((i) => i.path);
+      began = performance.now();
+      await drainNode(store, drained);
+      const afterDrain = await waitFor(
+        `the instances of ${drained} elsewhere`,
+        (s) =>
+          running(s).length === options.instances &&
+          running(s).every((i) => i.node !== drained) &&
+          s.moves.length === 0,
+      );
+      const drainMs = round(performance.now() - began);
+      // Moved with their state, they keep their paths (an instance started cold gets a new id).
+      const kept = leaving.filter((path) => running(afterDrain).some((i) => i.path === path)).length;
+      log(`drain of node ${drained}: ${leaving.length} instances in ${drainMs} ms, ${kept} with their state`);
+      await uncordonNode(store, drained);
+
+      const victim = NODES.find(
+        (n) => n !== afterDrain.leader && running(afterDrain).some((i) => i.node === n),
+      ) as string;
       const victimAgent = agents.get(victim) as ChildProcess;
       began = performance.now();
       victimAgent.kill('SIGKILL');
@@ -140,9 +166,16 @@ if (options) {
             clusterOverOneAgent: ratio(clusterMs, oneAgentMs),
             spread,
             tunnelThroughput: throughput ?? 'no pair of instances across nodes and on one node',
+            drain: {
+              node: drained,
+              instances: leaving.length,
+              movedWithState: kept,
+              totalMs: drainMs,
+              perInstanceMs: round(drainMs / Math.max(1, leaving.length)),
+            },
             failover: {
               killedNode: victim,
-              instancesMoved: placed.nodes.find((n) => n.name === victim)?.slots ?? 0,
+              instancesMoved: running(afterDrain).filter((i) => i.node === victim).length,
               toRunningElsewhereMs: failoverMs,
               leaseTtlMs: TTL_SECONDS * 1000,
               overLeaseTtl: ratio(failoverMs, TTL_SECONDS * 1000),

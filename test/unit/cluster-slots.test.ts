@@ -63,6 +63,7 @@ function state(
     ),
     drained: new Map(),
     moves: new Map(),
+    standbys: new Map(),
   };
 }
 

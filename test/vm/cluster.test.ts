@@ -440,6 +440,98 @@ describe('a fleet across three hosts on etcd', {
     assert.equal((await clusterStatus(store)).nodes.find((n) => n.name === node)?.drainedSince, null);
   });
 
+  it('a node killed with its VMMs: its Sleeping instance wakes on another node with its state, from the standby copy', async () => {
+    const before = await clusterStatus(store);
+    const sleeper = before.instances.find((i) => i.state === 'Sleeping') as { path: string; node: NodeName };
+    const node = sleeper.node;
+    // Marked (woken, then slept again): the node keeps a copy of the new sleep on another node.
+    const local = new Fleet({ dir: fleetDir(node) });
+    let mark: { token: string; pid: string };
+    try {
+      await local.wake(sleeper.path);
+      mark = await markGuest(node, sleeper.path);
+      await local.sleep(sleeper.path);
+    } finally {
+      await local.close();
+    }
+    const sleptAt = Date.now();
+    const until = Date.now() + 60_000;
+    let copy: { owner: string; holder: string; at: string } | undefined;
+    while (!copy || copy.owner !== node || Date.parse(copy.at) < sleptAt) {
+      assert.ok(
+        Date.now() < until,
+        `no standby copy of ${sleeper.path}'s new sleep: ${JSON.stringify(copy)}`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      const text = await store.kv.get(`standby/${sleeper.path}`).string();
+      copy = text ? JSON.parse(text) : undefined;
+    }
+    process.stderr.write(`# ${sleeper.path} sleeps on ${node}, its copy on ${copy.holder}\n`);
+    await killAgent(node, true);
+    const after = await waitForStatus(
+      `node ${node} dead and ${sleeper.path} Sleeping on another node`,
+      (s) =>
+        !alive(s).includes(node) &&
+        running(s).length === 6 &&
+        s.instances.some((i) => i.path === sleeper.path && i.state === 'Sleeping' && i.node !== node),
+      60_000,
+    );
+    const napNode = nodeOf(after, sleeper.path) as NodeName;
+    assert.match(
+      agents.get(napNode)?.log() ?? '',
+      new RegExp(`standby: ${sleeper.path} of dead node ${node} adopted from ${copy.holder}'s copy`),
+    );
+    const there = new Fleet({ dir: fleetDir(napNode) });
+    try {
+      await there.wake(sleeper.path);
+      await checkMark(napNode, sleeper.path, mark);
+      await there.sleep(sleeper.path);
+    } finally {
+      await there.close();
+    }
+    startAgentProcess(node);
+    await waitForStatus(`node ${node} back`, (s) => alive(s).includes(node));
+    assert.equal(vmmsOf(node).length, 0);
+  });
+
+  it('a move whose target stops answering fails with the reason; the instance runs on where it was', async () => {
+    const before = await clusterStatus(store);
+    const runner = running(before).find((i) => i.path.startsWith('acme/')) as {
+      path: string;
+      node: NodeName;
+    };
+    const target = NODES.find((n) => n !== runner.node && n !== before.leader) as NodeName;
+    const mark = await markGuest(runner.node, runner.path);
+    const stopped = agents.get(target)?.child as ChildProcess;
+    stopped.kill('SIGSTOP'); // its lease lapses: dead to the cluster, as a host that hangs
+    let moved: Awaited<ReturnType<typeof runCli>>;
+    try {
+      moved = await runCli(
+        ['cluster', '--etcd', etcd.endpoints, 'move', runner.path, target, '--timeout', '120'],
+        {},
+        180_000,
+      );
+    } finally {
+      stopped.kill('SIGCONT');
+    }
+    assert.equal(moved.code, 1, moved.stderr);
+    assert.match(
+      moved.stderr,
+      new RegExp(`${runner.path} did not move to ${target}: .*node ${target} died during the move`),
+    );
+    // Slept for the move, woken again where it was: the same guest, its file and process there.
+    await checkMark(runner.node, runner.path, mark);
+    await waitForStatus(
+      `node ${target} back, 6 instances Running`,
+      (s) =>
+        alive(s).includes(target) &&
+        running(s).length === 6 &&
+        s.moves.length === 0 &&
+        NODES.map((n) => vmmsOf(n).length).reduce((a, b) => a + b) === 6,
+      90_000,
+    );
+  });
+
   it('with the etcd leader and then the scheduler killed, a changed document is still placed', async () => {
     const etcdLeader = await etcd.leader();
     await etcd.kill(etcdLeader);

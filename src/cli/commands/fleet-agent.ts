@@ -286,7 +286,7 @@ async function clusterOf(
   const { checkNodeName, connectCluster, etcdEndpoints, etcdTls } = await import(
     '../../fleet/cluster/etcd.js'
   );
-  const { clusterShareSource } = await import('../../fleet/cluster/agent-node.js');
+  const { clusterRoutes, clusterShareSource } = await import('../../fleet/cluster/agent-node.js');
   const node = checkNodeName(options.node ?? hostname());
   if (options.leaseTtl !== undefined && (options.leaseTtl < 2 || options.leaseTtl > 3600))
     throw new ConfigError(`--lease-ttl ${options.leaseTtl}: expected 2 to 3600 seconds`);
@@ -294,7 +294,6 @@ async function clusterOf(
     throw new ConfigError(`--memory-mib ${options.memoryMib}: expected at least 64`);
   const { joinWhenReachable } = await import('../../fleet/cluster/node-join.js');
   const { tunnelUpgradeHandler } = await import('../../fleet/cluster/tunnel.js');
-  const { moveRoutes } = await import('../../fleet/cluster/arrivals.js');
   const tls = etcdTls(options);
   if (tls) quietIpServerNameWarning();
   const store = connectCluster(etcdEndpoints(options.etcd), tls ? { tls } : {});
@@ -305,7 +304,7 @@ async function clusterOf(
   };
   return {
     upgrade: (log: (line: string) => void) => tunnelUpgradeHandler(fleetDir, log),
-    routes: (log: (line: string) => void) => moveRoutes({ store, node, fleetDir, tls: agentTls, log }),
+    routes: (log: (line: string) => void) => clusterRoutes({ store, node, fleetDir, tls: agentTls, log }),
     share: clusterShareSource(store, node),
     join: (server: Awaited<ReturnType<typeof startAgent>>, log: (line: string) => void): NodeJoin => {
       const join = joinWhenReachable(server, {

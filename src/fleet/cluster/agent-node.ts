@@ -1,12 +1,16 @@
 import { cpus, totalmem } from 'node:os';
-import type { AgentServer } from '../agent/server.js';
+import type { FastifyInstance } from 'fastify';
+import type { AgentServer, Exclusive } from '../agent/server.js';
 import type { Fleet } from '../fleet.js';
 import { clusterAgentId } from '../state/cluster-slice.js';
+import { type MoveRoutesOptions, moveRoutes } from './arrivals.js';
 import { type Departures, startDepartures } from './departures.js';
 import { type ClusterStore, checkNodeName, clusterCall, type NodeRecord } from './etcd.js';
 import { type FailingPool, trackFailures } from './failing.js';
 import { type ClusterMember, joinCluster, readShare } from './member.js';
 import { refuseIfNameHeld } from './membership.js';
+import { adoptStandbys } from './standby.js';
+import { standbyRoutes } from './standby-holder.js';
 import { readCluster } from './state.js';
 import type { TunnelTls } from './tunnel.js';
 import { TunnelSet } from './tunnels.js';
@@ -57,6 +61,14 @@ function nodeRecord(
   };
 }
 
+/** The routes of a cluster node's agent (startAgent's `routes`): moves with state and standby copies. */
+export function clusterRoutes(options: MoveRoutesOptions) {
+  return (app: FastifyInstance, fleet: Fleet, exclusive: Exclusive) => {
+    moveRoutes(options)(app, fleet, exclusive);
+    standbyRoutes(options)(app);
+  };
+}
+
 /**
  * The `desiredSource` of a cluster node's agent (`startAgent({ desiredSource })`): its share of the
  * cluster's document, reconciled with prune (the cluster's document is the whole truth for the
@@ -85,11 +97,16 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
   let failing: FailingPool[] = [];
   const tunnels = options.tunnels && new TunnelSet(options.node, server.fleet.dir, options.tunnels, log);
   let departures: Departures | undefined;
+  const moving = { store: options.store, node: options.node, server, tls: options.tunnels, log };
   const member = await joinCluster({
     store: options.store,
     node: options.node,
     record: () => nodeRecord(server.fleet, options, advertise, startedAt, agentId, failing),
     converge: async () => {
+      // Before the reconcile: a dead node's Sleeping instance placed here arrives with its state.
+      await server
+        .exclusive(() => adoptStandbys(moving))
+        .catch((error: Error) => log(`standby: adopting: ${error.message}`));
       const report = await server.reconcileNow();
       if (report.changed > 0 || report.failed > 0)
         log(

@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { ClusterError } from '../../errors.js';
-import type { AgentServer } from '../agent/server.js';
 import type { Instance } from '../state/model.js';
 import { departureDir } from './arrivals.js';
-import { type ClusterStore, clusterCall, KEYS, type MoveRecord } from './etcd.js';
+import { clusterCall, KEYS, type MoveRecord } from './etcd.js';
+import type { MoveContext } from './move-context.js';
 import { peerPost } from './peer.js';
 import { parseSlotId } from './slots.js';
+import { syncStandbys } from './standby.js';
 import { type ClusterState, readCluster, type Versioned } from './state.js';
-import type { TunnelTls } from './tunnel.js';
 
 /** The state an instance of each kind of slot is in. */
 const STATE_OF = { running: 'Running', warm: 'Warm', sleeping: 'Sleeping' } as const;
@@ -22,21 +22,15 @@ export interface Departures {
   stop(): Promise<void>;
 }
 
-export interface DeparturesOptions {
-  store: ClusterStore;
-  node: string;
-  server: AgentServer;
-  /** The agent's client certificate: without it nothing moves with its state (each move fails). */
-  tls: TunnelTls | undefined;
-  log: (line: string) => void;
-}
+export type DeparturesOptions = MoveContext;
 
 /**
  * The departures of a cluster node: the moves with state asked of it (a drain's, or `cluster
  * move`'s), one at a time, each alone on the node (no converge meanwhile): the instance is slept,
  * packed and offered to the node it goes to (arrivals.ts), then destroyed here once it arrived.
  * A move that fails is marked failed in etcd (a drain then moves the slot cold) and the instance
- * goes back to the state it was in.
+ * goes back to the state it was in. Each round then brings the node's standby copies up to date
+ * (standby.ts).
  */
 export function startDepartures(options: DeparturesOptions): Departures {
   const { store, node, log } = options;
@@ -51,6 +45,7 @@ export function startDepartures(options: DeparturesOptions): Departures {
         continue;
       await options.server.exclusive(() => depart(options, state, slot, move));
     }
+    if (!stopped) await syncStandbys(options);
   };
   const poke = () => {
     if (stopped) return;
@@ -108,7 +103,7 @@ async function depart(
     const reason = move.value.instance
       ? `instance ${move.value.instance} is not Running, Warm or Sleeping on node ${node}`
       : `node ${node} has no ${STATE_OF[parseSlotId(slot)?.kind ?? 'running']} instance of pool ${pool}`;
-    await markFailed(options, slot, move, reason);
+    await markFailed(options, slot, move, { failed: reason, settled: true });
     return;
   }
   const to = state.nodes.get(move.value.to);
@@ -140,7 +135,8 @@ async function depart(
     );
   } catch (error) {
     const reason = (error as Error).message.split('\n')[0] ?? 'failed';
-    if (!(await markFailed(options, slot, move, reason))) {
+    const failed = await markFailed(options, slot, move, { failed: reason });
+    if (!failed) {
       // The record is gone or changed: the arrival flipped the slot although its answer was lost.
       const now = await clusterCall(store, `reading slot ${slot}`, () => readCluster(store));
       if (now.slots.get(slot)?.value.node === move.value.to) {
@@ -149,32 +145,46 @@ async function depart(
         return;
       }
     }
-    if (was !== 'Sleeping' && fleet.instance(instance.path).state === 'Sleeping') {
-      await fleet.wake(instance.path);
-      if (was === 'Warm') await fleet.warm(instance.path);
+    try {
+      if (was !== 'Sleeping' && fleet.instance(instance.path).state === 'Sleeping') {
+        await fleet.wake(instance.path);
+        if (was === 'Warm') await fleet.warm(instance.path);
+      }
+    } finally {
+      // The instance is back as it was (or as far as it got): `cluster move` reports the failure now.
+      if (failed)
+        await markFailed(options, slot, failed, { failed: reason, settled: true }).catch(() => undefined);
     }
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
 }
 
-/** Marks the move failed with `reason`, if its record is still as read; false if it was not. */
+/**
+ * Marks the move failed (`failed`, the reason; `settled` once its instance is back as it was), if
+ * its record is still as read; resolves with the record as written, undefined if it was not.
+ */
 async function markFailed(
   options: DeparturesOptions,
   slot: string,
   move: Versioned<MoveRecord>,
-  reason: string,
-): Promise<boolean> {
-  const record: MoveRecord = { ...move.value, failed: reason, failedAt: new Date().toISOString() };
+  outcome: { failed: string; settled?: boolean },
+): Promise<Versioned<MoveRecord> | undefined> {
+  const record: MoveRecord = {
+    ...move.value,
+    ...outcome,
+    failedAt: move.value.failedAt ?? new Date().toISOString(),
+  };
   const result = await clusterCall(options.store, `marking the move of ${slot} failed`, () =>
     options.store.kv
       .if(KEYS.move(slot), 'Mod', '==', move.modRevision)
       .then(options.store.kv.put(KEYS.move(slot)).value(JSON.stringify(record)))
       .commit(),
   );
-  if (result.succeeded)
+  if (!result.succeeded) return undefined;
+  if (!move.value.failed)
     options.log(
-      `move: ${slot} did not move to ${move.value.to} with its state: ${reason}${move.value.by === 'drain' ? '; the drain moves it cold' : ''}`,
+      `move: ${slot} did not move to ${move.value.to} with its state: ${outcome.failed}${move.value.by === 'drain' ? '; the drain moves it cold' : ''}`,
     );
-  return result.succeeded;
+  return { value: record, modRevision: result.header.revision };
 }

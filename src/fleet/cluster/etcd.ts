@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Etcd3, type IKeyValue, type Namespace } from 'etcd3';
 import { ClusterError, ConfigError, VmkitError } from '../../errors.js';
+import type { TravelFile } from '../snapshots/move-state.js';
 import type { FailingPool } from './failing.js';
 
 /**
@@ -28,7 +29,26 @@ export const KEYS = {
   drain: (node: string) => `drain/${node}`,
   moves: 'moves/',
   move: (slot: string) => `moves/${slot}`,
+  standbys: 'standby/',
+  standby: (path: string) => `standby/${path}`,
 } as const;
+
+/**
+ * A copy of a Sleeping instance's state kept on another node (standby.ts), so that the instance
+ * wakes with its state elsewhere if its node dies.
+ */
+export interface StandbyRecord {
+  /** The node the instance sleeps on. */
+  owner: string;
+  /** The node that keeps the copy. */
+  holder: string;
+  /** Which sleep it is a copy of (sleepStateId). */
+  sleepId: string;
+  /** The address the guest slept with. */
+  address: string;
+  files: TravelFile[];
+  at: string;
+}
 
 /**
  * A slot asked to move with its instance's state (a drain, or `vmkit cluster move`): its node
@@ -44,6 +64,8 @@ export interface MoveRecord {
   /** Why it did not move with its state; a drained node's slot then moves cold. */
   failed?: string;
   failedAt?: string;
+  /** After a failure: the instance is back in the state it was in on the node it did not leave. */
+  settled?: boolean;
 }
 
 /** An operator's drain of a node (`vmkit cluster drain`), until `uncordon`. */

@@ -79,7 +79,8 @@ export async function moveProgress(
 ): Promise<{ done: boolean; failed?: string }> {
   const state = await readCluster(store);
   const move = state.moves.get(slot)?.value;
-  if (move?.failed) return { done: false, failed: move.failed };
+  // Reported once the instance is back as it was, so that what the caller sees next holds.
+  if (move?.failed && move.settled) return { done: false, failed: move.failed };
   if (move) return { done: false };
   const on = state.slots.get(slot)?.value.node;
   if (on === to) return { done: true };

@@ -1,6 +1,7 @@
 import { type Candidacy, standForElection } from './election.js';
 import type { ClusterStore } from './etcd.js';
 import { applyPlacement, planPlacement } from './placement.js';
+import { removeOrphanedStandbys } from './standby.js';
 import { readCluster } from './state.js';
 
 export interface SchedulerOptions {
@@ -37,9 +38,11 @@ export function startScheduler(options: SchedulerOptions): Scheduler {
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let again = false;
+  const orphans = new Map<string, number>();
 
   const round = async () => {
     const state = await readCluster(store);
+    await removeOrphanedStandbys(store, state, orphans);
     const plan = planPlacement(state, options.k);
     if (plan.moves.length === 0 && plan.requests.length === 0 && plan.stale.length === 0) return;
     const result = await applyPlacement(store, state, plan, (line) => log(`scheduler: ${line}`));

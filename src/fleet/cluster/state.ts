@@ -8,6 +8,7 @@ import {
   type MoveRecord,
   type NodeRecord,
   type SlotPlacement,
+  type StandbyRecord,
 } from './etcd.js';
 
 /** A key's value with what a transaction compares: its revision of last change (and lease). */
@@ -29,6 +30,8 @@ export interface ClusterState {
   drained: Map<string, DrainRecord>;
   /** Slots asked to move with their state, by slot id. */
   moves: Map<string, Versioned<MoveRecord>>;
+  /** Copies of Sleeping instances' states on other nodes, by instance path. */
+  standbys: Map<string, Versioned<StandbyRecord>>;
 }
 
 /** Reads every key of the cluster in one request (one revision). */
@@ -41,6 +44,7 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
     booked: new Map(),
     drained: new Map(),
     moves: new Map(),
+    standbys: new Map(),
   };
   for (const kv of response.kvs) {
     const key = keyOf(kv);
@@ -69,6 +73,10 @@ export async function readCluster(store: ClusterStore): Promise<ClusterState> {
       const value = jsonOf<MoveRecord>(kv);
       if (value && typeof value.from === 'string' && typeof value.to === 'string')
         state.moves.set(name, { value, modRevision });
+    } else if (kind === 'standby') {
+      const value = jsonOf<StandbyRecord>(kv);
+      if (value && typeof value.owner === 'string' && typeof value.holder === 'string')
+        state.standbys.set(name, { value, modRevision });
     } else if (kind === 'booked') {
       const value = jsonOf<{ memoryMiB: number }>(kv);
       if (value && Number.isFinite(value.memoryMiB)) state.booked.set(name, { value, modRevision });

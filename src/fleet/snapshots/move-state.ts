@@ -24,6 +24,7 @@ import {
   guestImage,
   hasSleepState,
   instanceDir,
+  sleepRecordsDir,
   sleepStatePath,
   type VmContext,
 } from '../vmm/vm.js';
@@ -162,4 +163,15 @@ export async function adoptSleepState(
     rmSync(blank, { force: true });
     rmSync(`${blank}.runs`, { force: true });
   }
+}
+
+/**
+ * Which sleep an instance's sleep state is (its marker's time and size): a copy made of another
+ * sleep is out of date. Undefined without a whole sleep state.
+ */
+export function sleepStateId(fleetDir: string, instance: Instance): string | undefined {
+  const dir = instanceDir(fleetDir, instance.seq);
+  if (!hasSleepState(dir)) return undefined;
+  const marker = statSync(join(sleepRecordsDir(dir), 'base.json'), { throwIfNoEntry: false });
+  return marker && `${Math.round(marker.mtimeMs)}-${marker.size}`;
 }
