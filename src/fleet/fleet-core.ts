@@ -1,4 +1,5 @@
 import { rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { RawResult } from '../agent/backdoor.js';
 import { stopSwitchDaemon } from '../network/switch-daemon.js';
 import { Runtime } from '../runtime/runtime.js';
@@ -68,7 +69,8 @@ export class FleetCore {
   private readonly log: (line: string) => void;
 
   constructor(options: FleetOptions = {}) {
-    this.dir = options.dir ?? defaultFleetDir();
+    // Absolute: the paths written into disks' headers and VMMs' arguments outlive the working folder.
+    this.dir = resolve(options.dir ?? defaultFleetDir());
     this.store = new FleetStore(this.dir);
     this.log = options.log ?? (() => {});
     this.builder = options.builder ?? 'vm';

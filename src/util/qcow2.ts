@@ -36,3 +36,27 @@ export function checkStandaloneQcow2(path: string, what: string): void {
     closeSync(fd);
   }
 }
+
+/** The backing file a qcow2 image names (as written in its header), undefined when it names none. */
+export function qcow2BackingFile(path: string): string | undefined {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const header = Buffer.alloc(20);
+    if (readSync(fd, header, 0, 20, 0) < 20 || header.readUInt32BE(0) !== 0x514649fb)
+      throw new ImageError(`${path}: not a qcow2 image`);
+    const offset = header.readBigUInt64BE(8);
+    const length = header.readUInt32BE(16);
+    if (offset === 0n) return undefined;
+    if (length > 1023) throw new ImageError(`${path}: its backing file name is ${length} bytes long`);
+    const name = Buffer.alloc(length);
+    readSync(fd, name, 0, length, Number(offset));
+    return name.toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes the whole disk that `from` and its backing chain make into `to`, a qcow2 image of its own. */
+export async function flattenQcow2(from: string, to: string): Promise<void> {
+  await runTool('qemu-img', ['convert', '-q', '-f', 'qcow2', '-O', 'qcow2', from, to]);
+}

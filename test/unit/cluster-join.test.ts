@@ -29,6 +29,31 @@ import { cli, runCli } from '../helpers.js';
 
 const dir = await clusterRunDir('vmkit-join-');
 const certs = join(dir, 'certs');
+
+/** A node's record as a member with no agent behind it reports it. */
+function bareRecord(name: string, memoryMiB: number, extra: Partial<NodeRecord> = {}): NodeRecord {
+  return {
+    name,
+    agentId: `agent-${name}`,
+    advertise: `https://127.0.0.1:1/${name}`,
+    capacity: { memoryMiB, vcpus: 2 },
+    use: { memoryMiB: 0, running: 0, instances: extra.instances?.length ?? 0 },
+    instances: [],
+    startedAt: new Date().toISOString(),
+    reportedAt: new Date().toISOString(),
+    ...extra,
+  };
+}
+
+/** A member with no agent behind it: it converges nothing. */
+const bareMember = (store: ClusterStore, node: string, memoryMiB: number, extra: Partial<NodeRecord> = {}) =>
+  joinCluster({
+    store,
+    node,
+    record: () => bareRecord(node, memoryMiB, extra),
+    converge: async () => false,
+    ttlSeconds: 5,
+  });
 // After every describe of the file: each runs an etcd of its own in it.
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -271,17 +296,8 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
       // fa has the most room, so the slot goes there first; its converges fail acme/web.
       let failing: FailingPool[] = [];
       let convergesOnFa = 0;
-      const record = (name: string, memoryMiB: number, failingNow: () => FailingPool[]): NodeRecord => ({
-        name,
-        agentId: `agent-${name}`,
-        advertise: `https://127.0.0.1:1/${name}`,
-        capacity: { memoryMiB, vcpus: 2 },
-        use: { memoryMiB: 0, running: 0, instances: 0 },
-        instances: [],
-        failing: failingNow(),
-        startedAt: new Date().toISOString(),
-        reportedAt: new Date().toISOString(),
-      });
+      const record = (name: string, memoryMiB: number, failingNow: () => FailingPool[]): NodeRecord =>
+        bareRecord(name, memoryMiB, { failing: failingNow() });
       const slotOf = async () => (await readCluster(store)).slots.get('acme/web/running-0')?.value.node;
       members.push(
         await joinCluster({
@@ -370,25 +386,7 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
     const slotsOn = async (node: string) =>
       [...(await readCluster(store)).slots.values()].filter((s) => s.value.node === node).length;
     try {
-      for (const node of ['da', 'db'])
-        members.push(
-          await joinCluster({
-            store,
-            node,
-            record: () => ({
-              name: node,
-              agentId: `agent-${node}`,
-              advertise: `https://127.0.0.1:1/${node}`,
-              capacity: { memoryMiB: 4096, vcpus: 2 },
-              use: { memoryMiB: 0, running: 0, instances: 0 },
-              instances: [],
-              startedAt: new Date().toISOString(),
-              reportedAt: new Date().toISOString(),
-            }),
-            converge: async () => false,
-            ttlSeconds: 5,
-          }),
-        );
+      for (const node of ['da', 'db']) members.push(await bareMember(store, node, 4096));
       await applyDocument(store, document(2));
       const deadline = Date.now() + 20_000;
       while ((await slotsOn('da')) + (await slotsOn('db')) < 2 || (await slotsOn('db')) === 0) {
@@ -469,24 +467,7 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
     const store = connectCluster(etcd.endpoints.split(','));
     const members: ClusterMember[] = [];
     const join_ = async (node: string, memoryMiB: number, instances: NodeRecord['instances'] = []) =>
-      members.push(
-        await joinCluster({
-          store,
-          node,
-          record: () => ({
-            name: node,
-            agentId: `agent-${node}`,
-            advertise: `https://127.0.0.1:1/${node}`,
-            capacity: { memoryMiB, vcpus: 2 },
-            use: { memoryMiB: 0, running: 0, instances: instances.length },
-            instances,
-            startedAt: new Date().toISOString(),
-            reportedAt: new Date().toISOString(),
-          }),
-          converge: async () => false,
-          ttlSeconds: 5,
-        }),
-      );
+      members.push(await bareMember(store, node, memoryMiB, { instances }));
     const move = (...args: string[]) =>
       runCli(['cluster', '--etcd', etcd.endpoints, 'move', ...args], {}, 60_000);
     const until = async (what: string, check: () => Promise<boolean>, timeoutMs: number) => {

@@ -7,11 +7,11 @@ import { ensureDirSync } from '../../util/files.js';
 import { parseInput } from '../../util/validate.js';
 import type { Exclusive } from '../agent/server.js';
 import type { Fleet } from '../fleet.js';
-import { TRAVEL_FILES, type TravelFile } from '../snapshots/move-state.js';
+import { TRAVEL_FILES } from '../snapshots/move-state.js';
 import { parseAddress } from '../state/ids.js';
 import { RefusedError } from '../state/lifecycle.js';
 import { type ClusterStore, clusterCall } from './etcd.js';
-import { peerDownload } from './peer.js';
+import { downloadChecked } from './peer.js';
 import { applyPlacement } from './placement.js';
 import { desiredSlots, type Slot } from './slots.js';
 import { bookedOn, readCluster } from './state.js';
@@ -44,7 +44,14 @@ export const arrivalRequest = z
           })
           .strict(),
       )
-      .length(TRAVEL_FILES.length),
+      .min(TRAVEL_FILES.length - 1)
+      .max(TRAVEL_FILES.length)
+      .refine((files) => TRAVEL_FILES.slice(0, 3).every((name) => files.some((file) => file.name === name)), {
+        error: 'needs the state, the RAM and the data disk',
+      })
+      .refine((files) => new Set(files.map((file) => file.name)).size === files.length, {
+        error: 'names a file twice',
+      }),
   })
   .strict();
 export type ArrivalRequest = z.infer<typeof arrivalRequest>;
@@ -94,15 +101,8 @@ async function arrive(options: MoveRoutesOptions, fleet: Fleet, exclusive: Exclu
   ensureDirSync(inDir, 0o700);
   try {
     const started = Date.now();
-    for (const file of body.files as TravelFile[])
-      await peerDownload(
-        from.value.advertise,
-        `/v1/cluster/departures/${body.departure}/${file.name}`,
-        join(inDir, file.name),
-        file,
-        options.tls,
-        120_000,
-      );
+    const departures = (name: string) => `/v1/cluster/departures/${body.departure}/${name}`;
+    await downloadChecked(from.value.advertise, departures, body.files, inDir, options.tls);
     const bytes = body.files.reduce((sum, file) => sum + file.bytes, 0);
     options.log(
       `move: ${body.instance.path} arrived from ${from.value.name}: ${bytes} bytes in ${Date.now() - started} ms, digests checked`,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createWriteStream, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:https';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ClusterError } from '../../errors.js';
 import type { TunnelTls } from './tunnel.js';
@@ -130,4 +131,19 @@ export function peerDownload(
     });
     outgoing.end();
   });
+}
+
+/**
+ * Downloads each of `files` from the agent at `url` (`pathOf(name)` its path there) into `dir`,
+ * each checked against its size and digest.
+ */
+export async function downloadChecked(
+  url: string,
+  pathOf: (name: string) => string,
+  files: Array<{ name: string; bytes: number; sha256: string }>,
+  dir: string,
+  tls: TunnelTls,
+): Promise<void> {
+  for (const file of files)
+    await peerDownload(url, pathOf(file.name), join(dir, file.name), file, tls, 120_000);
 }

@@ -5,11 +5,11 @@ import { z } from 'zod';
 import { ClusterError } from '../../errors.js';
 import { ensureDirSync } from '../../util/files.js';
 import { parseInput } from '../../util/validate.js';
-import { TRAVEL_FILES, type TravelFile } from '../snapshots/move-state.js';
+import { TRAVEL_FILES } from '../snapshots/move-state.js';
 import { parseAddress } from '../state/ids.js';
 import { arrivalRequest, type MoveRoutesOptions } from './arrivals.js';
 import { clusterCall } from './etcd.js';
-import { peerDownload } from './peer.js';
+import { downloadChecked } from './peer.js';
 import { type ClusterState, readCluster } from './state.js';
 
 /**
@@ -46,15 +46,8 @@ export function standbyRoutes(options: MoveRoutesOptions) {
       rmSync(part, { recursive: true, force: true });
       ensureDirSync(part, 0o700);
       try {
-        for (const file of offer.files as TravelFile[])
-          await peerDownload(
-            owner.value.advertise,
-            `/v1/cluster/departures/${offer.departure}/${file.name}`,
-            join(part, file.name),
-            file,
-            options.tls,
-            120_000,
-          );
+        const departures = (name: string) => `/v1/cluster/departures/${offer.departure}/${name}`;
+        await downloadChecked(owner.value.advertise, departures, offer.files, part, options.tls);
         rmSync(dir, { recursive: true, force: true });
         renameSync(part, dir);
       } finally {

@@ -3,12 +3,12 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ClusterError } from '../../errors.js';
 import { ensureDirSync } from '../../util/files.js';
-import { sleepStateId, type TravelFile } from '../snapshots/move-state.js';
+import { sleepStateId } from '../snapshots/move-state.js';
 import type { Instance } from '../state/model.js';
 import { departureDir } from './arrivals.js';
 import { clusterCall, KEYS, type StandbyRecord } from './etcd.js';
 import type { MoveContext } from './move-context.js';
-import { peerDownload, peerPost } from './peer.js';
+import { downloadChecked, peerPost } from './peer.js';
 import { parseSlotId } from './slots.js';
 import { removeUnclaimedStandbys } from './standby-holder.js';
 import { type ClusterState, readCluster } from './state.js';
@@ -116,7 +116,8 @@ export async function adoptStandbys(options: MoveContext): Promise<void> {
     const [tenant = '', poolId = ''] = pool.split('/');
     if (!fleet.store.findPool(tenant, poolId)) continue; // made by the converge that follows; adopted by the next
     const here = fleet.store.listInstances({ tenant, pool: poolId });
-    let lacking = count - here.length;
+    // A Stopped or Ready one would start cold: the copy, with its state, comes first.
+    let lacking = count - here.filter((i) => ['Running', 'Warm', 'Sleeping'].includes(i.state)).length;
     for (const [path, record] of state.standbys) {
       if (lacking <= 0) break;
       const { owner, holder } = record.value;
@@ -152,15 +153,8 @@ async function adoptOne(
   const inDir = join(fleet.dir, 'moves', 'in', randomBytes(8).toString('hex'));
   ensureDirSync(inDir, 0o700);
   try {
-    for (const file of record.files as TravelFile[])
-      await peerDownload(
-        url,
-        `/v1/cluster/standbys/${path}/${file.name}`,
-        join(inDir, file.name),
-        file,
-        options.tls as NonNullable<MoveContext['tls']>,
-        120_000,
-      );
+    const copies = (name: string) => `/v1/cluster/standbys/${path}/${name}`;
+    await downloadChecked(url, copies, record.files, inDir, options.tls as NonNullable<MoveContext['tls']>);
     const arrived = await fleet.arrive(`${tenant}/${pool}`, id, inDir, record.address);
     if (arrived.state !== 'Sleeping')
       throw new ClusterError(`${path} is ${arrived.state} after its adoption`);

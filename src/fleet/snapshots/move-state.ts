@@ -3,6 +3,7 @@ import {
   closeSync,
   constants,
   createReadStream,
+  existsSync,
   fstatSync,
   openSync,
   readSync,
@@ -16,7 +17,7 @@ import {
 import { join } from 'node:path';
 import { SnapshotError } from '../../errors.js';
 import { ensureDirSync } from '../../util/files.js';
-import { checkStandaloneQcow2 } from '../../util/qcow2.js';
+import { checkStandaloneQcow2, flattenQcow2, qcow2BackingFile } from '../../util/qcow2.js';
 import type { Instance, Pool, Tenant } from '../state/model.js';
 import { ensureRecordsDir } from '../vmm/records.js';
 import {
@@ -24,6 +25,7 @@ import {
   guestImage,
   hasSleepState,
   instanceDir,
+  rootDiskPath,
   sleepRecordsDir,
   sleepStatePath,
   type VmContext,
@@ -36,12 +38,11 @@ import { instanceBase, sleepDeltaPath, writeSleepMarker } from './sleep.js';
  * A sleep state that travels to another node (a cluster move). Each node has bases of its own,
  * so the RAM travels whole: as a delta against zeros (delta.ts: only the pages in use), from which
  * the arriving node writes its own delta against its own base. The device state and the data
- * disk travel as they are. Disk-image pools (whose root disk is an overlay on the node's own
- * base) do not move with their state.
+ * disk travel as they are; a disk image's root disk travels flattened (packRootDisk).
  */
 
-/** The files of a travelling sleep state. */
-export const TRAVEL_FILES = ['state', 'ram', 'data.qcow2'] as const;
+/** The files of a travelling sleep state: the root disk only for a disk image's pool. */
+export const TRAVEL_FILES = ['state', 'ram', 'data.qcow2', 'root.qcow2'] as const;
 export type TravelFileName = (typeof TRAVEL_FILES)[number];
 
 export interface TravelFile {
@@ -101,15 +102,12 @@ export async function packSleepState(
   if (instance.state !== 'Sleeping' || !hasSleepState(dir))
     throw new SnapshotError(`instance ${instance.path} has no whole sleep state to move`);
   const image = await guestImage(ctx, instance.revision, pool, `instance ${instance.path}`);
-  if (image.disk)
-    throw new SnapshotError(
-      `instance ${instance.path}: image ${pool.image} has a root disk, an overlay on this node's base: its instances move cold`,
-    );
   rmSync(outDir, { recursive: true, force: true });
   ensureDirSync(outDir, 0o700);
   copyPlainFile(sleepStatePath(dir), join(outDir, 'state'), 'the device state');
   copyPlainFile(dataDiskPath(dir), join(outDir, 'data.qcow2'), 'the data disk');
   const base = instanceBase(ctx.fleetDir, instance, pool);
+  if (image.disk) await packRootDisk(dir, rootDiskPath(base.dir), outDir);
   const whole = join(outDir, 'ram.whole');
   await buildRam(base.ram, whole, sleepDeltaPath(dir));
   await writeDelta(whole, zeros(join(outDir, 'zeros'), statSync(whole).size), join(outDir, 'ram'));
@@ -118,9 +116,27 @@ export async function packSleepState(
   const files: TravelFile[] = [];
   for (const name of TRAVEL_FILES) {
     const path = join(outDir, name);
+    if (name === 'root.qcow2' && !image.disk) continue;
     files.push({ name, bytes: statSync(path).size, sha256: await sha256Of(path) });
   }
   return files;
+}
+
+/**
+ * A disk image's root disk travels whole: the instance's overlay (on this node's base, on the
+ * image) flattened into one disk that needs neither. The overlay is copied out of the VMM's folder
+ * first and must name this node's base as its backing file: nothing else of the host is read.
+ */
+async function packRootDisk(dir: string, baseDisk: string, outDir: string): Promise<void> {
+  const overlay = join(outDir, 'root.overlay');
+  copyPlainFile(rootDiskPath(dir), overlay, 'the root disk');
+  const backing = qcow2BackingFile(overlay);
+  if (backing !== baseDisk)
+    throw new SnapshotError(
+      `the root disk ${rootDiskPath(dir)} names ${backing ?? 'no'} backing file, not its base's ${baseDisk}`,
+    );
+  await flattenQcow2(overlay, join(outDir, 'root.qcow2'));
+  rmSync(overlay, { force: true });
 }
 
 /**
@@ -138,6 +154,13 @@ export async function adoptSleepState(
 ): Promise<DeltaInfo> {
   const dir = instanceDir(ctx.fleetDir, instance.seq);
   checkStandaloneQcow2(join(inDir, 'data.qcow2'), 'the data disk that arrived');
+  const image = await guestImage(ctx, instance.revision, pool, `instance ${instance.path}`);
+  const root = join(inDir, 'root.qcow2');
+  if (Boolean(image.disk) !== existsSync(root))
+    throw new SnapshotError(
+      `instance ${instance.path}: ${image.disk ? 'no root disk arrived, and its image has one' : 'a root disk arrived, and its image has none'}`,
+    );
+  if (image.disk) checkStandaloneQcow2(root, 'the root disk that arrived');
   const base = await ensureBase(ctx, pool, tenant);
   const ramBytes = statSync(base.ram).size;
   const arrived = deltaInfo(join(inDir, 'ram'));
@@ -156,6 +179,7 @@ export async function adoptSleepState(
     ensureDirSync(join(dir, 'sleep'), 0o700);
     renameSync(join(inDir, 'state'), sleepStatePath(dir));
     renameSync(join(inDir, 'data.qcow2'), dataDiskPath(dir));
+    if (image.disk) renameSync(root, rootDiskPath(dir));
     writeSleepMarker(dir, { id: base.id, revision: base.revision, address: fromAddress });
     return delta;
   } finally {
