@@ -37,6 +37,7 @@ export function startDepartures(options: DeparturesOptions): Departures {
   let running: Promise<void> | undefined;
   let again = false;
   let stopped = false;
+  const standbyFailures = new Map<string, { message: string; at: number }>();
   const round = async () => {
     const state = await clusterCall(store, 'reading the moves', () => readCluster(store));
     for (const [slot, move] of state.moves) {
@@ -45,7 +46,7 @@ export function startDepartures(options: DeparturesOptions): Departures {
         continue;
       await options.server.exclusive(() => depart(options, state, slot, move));
     }
-    if (!stopped) await syncStandbys(options);
+    if (!stopped) await syncStandbys(options, standbyFailures);
   };
   const poke = () => {
     if (stopped) return;

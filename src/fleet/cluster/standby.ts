@@ -31,7 +31,11 @@ function holderFor(state: ClusterState, node: string): string | undefined {
  * again after a new sleep or when its holder died; records of instances no longer asleep here
  * removed; and the copies it holds for others that no record names any more.
  */
-export async function syncStandbys(options: MoveContext): Promise<void> {
+export async function syncStandbys(
+  options: MoveContext,
+  /** The failures said so far, by instance: one that keeps failing is said again once a minute. */
+  failures: Map<string, { message: string; at: number }> = new Map(),
+): Promise<void> {
   const { store, node, server, log } = options;
   const { fleet } = server;
   const state = await clusterCall(store, 'reading the standby copies', () => readCluster(store));
@@ -55,8 +59,18 @@ export async function syncStandbys(options: MoveContext): Promise<void> {
     if (!to) return; // no other node: nowhere to keep a copy
     await server
       .exclusive(() => pushCopy(options, instance, to.value.name, to.value.advertise, sleepId))
-      .catch((error: Error) => log(`standby: no copy of ${instance.path} on ${holder}: ${error.message}`));
+      .then(
+        () => failures.delete(instance.path),
+        (error: Error) => {
+          const message = `standby: no copy of ${instance.path} on ${holder}: ${error.message}`;
+          const said = failures.get(instance.path);
+          if (said?.message === message && Date.now() - said.at < 60_000) return;
+          failures.set(instance.path, { message, at: Date.now() });
+          log(`${message}; trying again every 10 s`);
+        },
+      );
   }
+  for (const path of failures.keys()) if (!sleeping.some((i) => i.path === path)) failures.delete(path);
 }
 
 async function pushCopy(
