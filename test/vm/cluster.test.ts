@@ -12,6 +12,7 @@ import { initCerts } from '../../src/fleet/agent/certs.js';
 import { type ClusterStore, connectCluster } from '../../src/fleet/cluster/etcd.js';
 import { type ClusterStatus, clusterStatus } from '../../src/fleet/cluster/status.js';
 import { Fleet } from '../../src/fleet/fleet.js';
+import { sleepStateId } from '../../src/fleet/snapshots/move-state.js';
 import { processesNaming, stopDetached } from '../../src/runtime/detached.js';
 import { clusterRunDir, type EtcdCluster, exited, startClusterAgent, startEtcdCluster } from '../etcd.js';
 import { cli, lacks, runCli } from '../helpers.js';
@@ -345,7 +346,9 @@ describe('a fleet across three hosts on etcd', {
     assert.equal(token, mark.token, `${path} on ${node}: its file`);
     assert.equal(alive, 'alive', `${path} on ${node}: process ${mark.pid}`);
     // Its address is the one its new node gave it (from that node's slice), not the one it left with.
-    const address = (await addresses()).get(path) as string;
+    const here = new Fleet({ dir: fleetDir(node) });
+    const address = here.instance(path).address.split('/')[0] as string;
+    await here.close();
     assert.match(out, new RegExp(`inet ${address.replaceAll('.', '\\.')}/`), out);
     return address;
   };
@@ -420,9 +423,11 @@ describe('a fleet across three hosts on etcd', {
         running(s).length === 6 &&
         s.instances.some((i) => i.path === sleeper.path && i.state === 'Sleeping' && i.node !== node),
     );
+    // Nothing holds state there any more (copies Stopped by earlier tests keep only their disks).
+    const left = after.instances.filter((i) => i.node === node);
     assert.ok(
-      after.instances.every((i) => i.node !== node),
-      JSON.stringify(after.instances.filter((i) => i.node === node)),
+      left.every((i) => i.state === 'Stopped' && !marks.has(i.path)),
+      JSON.stringify(left),
     );
     const log = agents.get(node)?.log() ?? '';
     for (const runner of runners) {
@@ -459,17 +464,18 @@ describe('a fleet across three hosts on etcd', {
     // Marked (woken, then slept again): the node keeps a copy of the new sleep on another node.
     const local = new Fleet({ dir: fleetDir(node) });
     let mark: { token: string; pid: string };
+    let sleepId: string | undefined;
     try {
       await local.wake(sleeper.path);
       mark = await markGuest(node, sleeper.path);
-      await local.sleep(sleeper.path);
+      sleepId = sleepStateId(fleetDir(node), await local.sleep(sleeper.path));
     } finally {
       await local.close();
     }
-    const sleptAt = Date.now();
+    // A copy of this sleep (one of the sleep before may be recorded just after it).
     const until = Date.now() + 60_000;
-    let copy: { owner: string; holder: string; at: string } | undefined;
-    while (!copy || copy.owner !== node || Date.parse(copy.at) < sleptAt) {
+    let copy: { owner: string; holder: string; sleepId: string } | undefined;
+    while (!copy || copy.owner !== node || copy.sleepId !== sleepId) {
       assert.ok(
         Date.now() < until,
         `no standby copy of ${sleeper.path}'s new sleep: ${JSON.stringify(copy)}`,
@@ -480,29 +486,33 @@ describe('a fleet across three hosts on etcd', {
     }
     process.stderr.write(`# ${sleeper.path} sleeps on ${node}, its copy on ${copy.holder}\n`);
     await killAgent(node, true);
-    const after = await waitForStatus(
-      `node ${node} dead and ${sleeper.path} Sleeping on another node`,
-      (s) =>
-        !alive(s).includes(node) &&
-        running(s).length === 6 &&
-        s.instances.some((i) => i.path === sleeper.path && i.state === 'Sleeping' && i.node !== node),
-      60_000,
-    );
-    const napNode = nodeOf(after, sleeper.path) as NodeName;
-    assert.match(
-      agents.get(napNode)?.log() ?? '',
-      new RegExp(`standby: ${sleeper.path} of dead node ${node} adopted from ${copy.holder}'s copy`),
-    );
-    const there = new Fleet({ dir: fleetDir(napNode) });
     try {
-      await there.wake(sleeper.path);
-      await checkMark(napNode, sleeper.path, mark);
-      await there.sleep(sleeper.path);
+      const after = await waitForStatus(
+        `node ${node} dead and ${sleeper.path} Sleeping on another node`,
+        (s) =>
+          !alive(s).includes(node) &&
+          running(s).length === 6 &&
+          s.instances.some((i) => i.path === sleeper.path && i.state === 'Sleeping' && i.node !== node),
+        60_000,
+      );
+      const napNode = nodeOf(after, sleeper.path) as NodeName;
+      assert.match(
+        agents.get(napNode)?.log() ?? '',
+        new RegExp(`standby: ${sleeper.path} of dead node ${node} adopted from ${copy.holder}'s copy`),
+      );
+      const there = new Fleet({ dir: fleetDir(napNode) });
+      try {
+        await there.wake(sleeper.path);
+        await checkMark(napNode, sleeper.path, mark);
+        await there.sleep(sleeper.path);
+      } finally {
+        await there.close();
+      }
     } finally {
-      await there.close();
+      // Back, also after a failure: the tests after this one need three nodes.
+      startAgentProcess(node);
+      await waitForStatus(`node ${node} back`, (s) => alive(s).includes(node));
     }
-    startAgentProcess(node);
-    await waitForStatus(`node ${node} back`, (s) => alive(s).includes(node));
     assert.equal(vmmsOf(node).length, 0);
   });
 

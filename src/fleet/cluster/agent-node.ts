@@ -4,6 +4,7 @@ import type { AgentServer, Exclusive } from '../agent/server.js';
 import type { Fleet } from '../fleet.js';
 import { clusterAgentId } from '../state/cluster-slice.js';
 import { type MoveRoutesOptions, moveRoutes } from './arrivals.js';
+import { dropCopiesHeldElsewhere } from './copies.js';
 import { type Departures, startDepartures } from './departures.js';
 import { type ClusterStore, checkNodeName, clusterCall, type NodeRecord } from './etcd.js';
 import { type FailingPool, trackFailures } from './failing.js';
@@ -108,6 +109,12 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
         .exclusive(() => adoptStandbys(moving))
         .catch((error: Error) => log(`standby: adopting: ${error.message}`));
       const report = await server.reconcileNow();
+      // After it: the copies it stopped of instances that now live on another node go.
+      await server
+        .exclusive(async () =>
+          dropCopiesHeldElsewhere(server.fleet, await readCluster(options.store), options.node, log),
+        )
+        .catch((error: Error) => log(`cluster: removing copies: ${error.message}`));
       if (report.changed > 0 || report.failed > 0)
         log(
           `cluster: converged to ${report.document}: ${report.changed} change(s), ${report.failed} failure(s)`,

@@ -10,6 +10,7 @@ import type { Fleet } from '../fleet.js';
 import { TRAVEL_FILES } from '../snapshots/move-state.js';
 import { parseAddress } from '../state/ids.js';
 import { RefusedError } from '../state/lifecycle.js';
+import { clearStaleCopy } from './copies.js';
 import { type ClusterStore, clusterCall } from './etcd.js';
 import { downloadChecked } from './peer.js';
 import { applyPlacement } from './placement.js';
@@ -108,6 +109,7 @@ async function arrive(options: MoveRoutesOptions, fleet: Fleet, exclusive: Exclu
       `move: ${body.instance.path} arrived from ${from.value.name}: ${bytes} bytes in ${Date.now() - started} ms, digests checked`,
     );
     return await exclusive(async () => {
+      await clearStaleCopy(fleet, body.instance.path, options.log);
       const arrived = await fleet.arrive(`${tenant}/${pool}`, id, inDir, body.instance.address);
       try {
         let now = arrived;

@@ -1,5 +1,6 @@
 import { ConfigError } from '../../errors.js';
 import { parseAddress } from '../state/ids.js';
+import { holdsState } from './copies.js';
 import { type ClusterStore, KEYS, type MoveRecord } from './etcd.js';
 import { parseSlotId, type SlotKind } from './slots.js';
 import { bookedOn, knownNodes, readCluster } from './state.js';
@@ -27,7 +28,12 @@ export async function requestMove(
   if (!state.nodes.has(to)) throw new ConfigError(`node ${to} is not alive (its lease lapsed)`);
   if (state.drained.has(to))
     throw new ConfigError(`node ${to} is drained: \`vmkit cluster uncordon ${to}\` first`);
-  const holder = [...state.nodes].find(([, node]) => node.value.instances.some((i) => i.path === instance));
+  // Where it holds its state; a copy left Stopped on another node is not the instance.
+  const listing = (held: boolean) =>
+    [...state.nodes].find(([, node]) =>
+      node.value.instances.some((i) => i.path === instance && (!held || holdsState(i.state))),
+    );
+  const holder = listing(true) ?? listing(false);
   if (!holder)
     throw new ConfigError(`no instance ${instance} on an alive node (\`vmkit cluster status\` lists them)`);
   const [from, record] = holder;

@@ -6,6 +6,7 @@ import { ensureDirSync } from '../../util/files.js';
 import { sleepStateId } from '../snapshots/move-state.js';
 import type { Instance } from '../state/model.js';
 import { departureDir } from './arrivals.js';
+import { clearStaleCopy, holdsState } from './copies.js';
 import { clusterCall, KEYS, type StandbyRecord } from './etcd.js';
 import type { MoveContext } from './move-context.js';
 import { downloadChecked, peerPost } from './peer.js';
@@ -81,10 +82,13 @@ async function pushCopy(
   sleepId: string,
 ): Promise<void> {
   const { fleet } = options.server;
-  const current = fleet.store
-    .listInstances({ tenant: instance.tenant, pool: instance.pool })
-    .find((i) => i.id === instance.id);
-  if (current?.state !== 'Sleeping' || sleepStateId(fleet.dir, current) !== sleepId) return; // woke meanwhile
+  const stillThatSleep = () => {
+    const now = fleet.store
+      .listInstances({ tenant: instance.tenant, pool: instance.pool })
+      .find((i) => i.id === instance.id);
+    return now?.state === 'Sleeping' && sleepStateId(fleet.dir, now) === sleepId;
+  };
+  if (!stillThatSleep()) return; // woke meanwhile
   const id = randomBytes(8).toString('hex');
   const out = departureDir(fleet.dir, id);
   try {
@@ -104,6 +108,8 @@ async function pushCopy(
       files,
       at: new Date().toISOString(),
     };
+    // Recorded only if the instance still sleeps that sleep: a copy of an older one is no copy.
+    if (!stillThatSleep()) return;
     await options.store.kv.put(KEYS.standby(instance.path)).value(JSON.stringify(record)).exec();
     options.log(`standby: a copy of ${instance.path}'s sleep state is kept on ${holder}`);
   } finally {
@@ -131,11 +137,15 @@ export async function adoptStandbys(options: MoveContext): Promise<void> {
     if (!fleet.store.findPool(tenant, poolId)) continue; // made by the converge that follows; adopted by the next
     const here = fleet.store.listInstances({ tenant, pool: poolId });
     // A Stopped or Ready one would start cold: the copy, with its state, comes first.
-    let lacking = count - here.filter((i) => ['Running', 'Warm', 'Sleeping'].includes(i.state)).length;
+    let lacking = count - here.filter((i) => holdsState(i.state)).length;
     for (const [path, record] of state.standbys) {
       if (lacking <= 0) break;
       const { owner, holder } = record.value;
-      if (!path.startsWith(`${pool}/`) || state.nodes.has(owner) || here.some((i) => i.path === path))
+      if (
+        !path.startsWith(`${pool}/`) ||
+        state.nodes.has(owner) ||
+        here.some((i) => i.path === path && holdsState(i.state))
+      )
         continue;
       const from = state.nodes.get(holder);
       if (!from) continue;
@@ -169,6 +179,7 @@ async function adoptOne(
   try {
     const copies = (name: string) => `/v1/cluster/standbys/${path}/${name}`;
     await downloadChecked(url, copies, record.files, inDir, options.tls as NonNullable<MoveContext['tls']>);
+    await clearStaleCopy(fleet, path, options.log);
     const arrived = await fleet.arrive(`${tenant}/${pool}`, id, inDir, record.address);
     if (arrived.state !== 'Sleeping')
       throw new ClusterError(`${path} is ${arrived.state} after its adoption`);
