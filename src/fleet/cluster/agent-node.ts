@@ -115,6 +115,7 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
           dropCopiesHeldElsewhere(server.fleet, await readCluster(options.store), options.node, log),
         )
         .catch((error: Error) => log(`cluster: removing copies: ${error.message}`));
+      departures?.poke(); // the instances it put to sleep get their standby copies now, not at the next round
       if (report.changed > 0 || report.failed > 0)
         log(
           `cluster: converged to ${report.document}: ${report.changed} change(s), ${report.failed} failure(s)`,
