@@ -402,7 +402,9 @@ describe('a fleet across three hosts on etcd', {
   });
 
   it("drain: a node's Running and Sleeping instances move with their state, its VMMs end, and uncordon makes it usable again", async () => {
-    const before = await clusterStatus(store);
+    const before = await waitForStatus('a Sleeping instance', (s) =>
+      s.instances.some((i) => i.state === 'Sleeping'),
+    );
     const sleeper = before.instances.find((i) => i.state === 'Sleeping') as { path: string; node: NodeName };
     const node = sleeper.node;
     const runners = running(before).filter((i) => i.node === node);
@@ -465,7 +467,10 @@ describe('a fleet across three hosts on etcd', {
   });
 
   it('a node killed with its VMMs: its Sleeping instance wakes on another node with its state, from the standby copy', async () => {
-    const before = await clusterStatus(store);
+    // The test before slept it again last: its node reports that within a few seconds.
+    const before = await waitForStatus('a Sleeping instance', (s) =>
+      s.instances.some((i) => i.state === 'Sleeping'),
+    );
     const sleeper = before.instances.find((i) => i.state === 'Sleeping') as { path: string; node: NodeName };
     const node = sleeper.node;
     // Marked (woken, then slept again): the node keeps a copy of the new sleep on another node.
