@@ -45,6 +45,16 @@ function bareRecord(name: string, memoryMiB: number, extra: Partial<NodeRecord> 
   };
 }
 
+/** The cluster document of these tests: tenant acme's pool web, `running` instances of 128 MiB. */
+const webDocument = (running: number) =>
+  parseDesired(
+    JSON.stringify({
+      version: 1,
+      tenants: [{ id: 'acme', subnet: '10.91.0.0/24' }],
+      pools: [{ tenant: 'acme', id: 'web', memoryMiB: 128, desired: { running } }],
+    }),
+  );
+
 /** A member with no agent behind it: it converges nothing. */
 const bareMember = (store: ClusterStore, node: string, memoryMiB: number, extra: Partial<NodeRecord> = {}) =>
   joinCluster({
@@ -283,16 +293,7 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
     const members: ClusterMember[] = [];
     const lines: string[] = [];
     try {
-      await applyDocument(
-        store,
-        parseDesired(
-          JSON.stringify({
-            version: 1,
-            tenants: [{ id: 'acme', subnet: '10.91.0.0/24' }],
-            pools: [{ tenant: 'acme', id: 'web', memoryMiB: 128, desired: { running: 1 } }],
-          }),
-        ),
-      );
+      await applyDocument(store, webDocument(1));
       // fa has the most room, so the slot goes there first; its converges fail acme/web.
       let failing: FailingPool[] = [];
       let convergesOnFa = 0;
@@ -375,14 +376,7 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
     const etcd = await startEtcdCluster(join(dir, 'etcd-drain'), 1);
     const store = connectCluster(etcd.endpoints.split(','));
     const members: ClusterMember[] = [];
-    const document = (running: number) =>
-      parseDesired(
-        JSON.stringify({
-          version: 1,
-          tenants: [{ id: 'acme', subnet: '10.91.0.0/24' }],
-          pools: [{ tenant: 'acme', id: 'web', memoryMiB: 128, desired: { running } }],
-        }),
-      );
+    const document = webDocument;
     const slotsOn = async (node: string) =>
       [...(await readCluster(store)).slots.values()].filter((s) => s.value.node === node).length;
     try {
@@ -482,16 +476,7 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
         { path: 'acme/web/i1', state: 'Running' },
         { path: 'acme/web/i2', state: 'Stopped' },
       ]);
-      await applyDocument(
-        store,
-        parseDesired(
-          JSON.stringify({
-            version: 1,
-            tenants: [{ id: 'acme', subnet: '10.91.0.0/24' }],
-            pools: [{ tenant: 'acme', id: 'web', memoryMiB: 128, desired: { running: 1 } }],
-          }),
-        ),
-      );
+      await applyDocument(store, webDocument(1));
       await until('the slot on ma', async () => (await readCluster(store)).slots.size === 1, 20_000);
       await join_('mb', 4096);
       await join_('mc', 64);
