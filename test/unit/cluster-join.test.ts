@@ -456,6 +456,62 @@ describe('a node that keeps failing a pool', { timeout: 120_000 }, () => {
     }
   });
 
+  test('a restart within the TTL keeps its slots: the lease is renewed to the end of a shutdown, and the restart registers before its first converge', async () => {
+    const etcd = await startEtcdCluster(join(dir, 'etcd-resume'), 1);
+    const store = connectCluster(etcd.endpoints.split(','));
+    const members: ClusterMember[] = [];
+    const slotsOn = async (node: string) =>
+      [...(await readCluster(store)).slots.values()].filter((s) => s.value.node === node).length;
+    /** db again, after its previous run let go of its lease; its first converge takes 6 s. */
+    const restartDb = (resumes: boolean) =>
+      joinCluster({
+        store,
+        node: 'db',
+        record: () => bareRecord('db', 4096),
+        converge: async () => {
+          if (!converged) await new Promise((resolve) => setTimeout(resolve, 6000));
+          converged = true;
+          return false;
+        },
+        resumes,
+        ttlSeconds: 3,
+      });
+    let converged = true;
+    try {
+      members.push(await bareMember(store, 'da', 4096));
+      let db = await bareMember(store, 'db', 4096);
+      members.push(db);
+      await applyDocument(store, webDocument(2));
+      const deadline = Date.now() + 20_000;
+      while ((await slotsOn('db')) !== 1 || (await slotsOn('da')) !== 1) {
+        assert.ok(Date.now() < deadline, 'the two slots were not spread over da and db');
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      await db.leave();
+      converged = false;
+      db = await restartDb(true);
+      members.push(db);
+      assert.equal(await slotsOn('db'), 1, 'resumed: its slot stayed');
+      assert.ok((await readCluster(store)).nodes.get('db'), 'resumed: registered');
+      // An agent's shutdown (beforeLapse) longer than the TTL: the lease is renewed until it ends.
+      let registeredAfterShutdown = false;
+      await db.leave(async () => {
+        await new Promise((resolve) => setTimeout(resolve, 5000));
+        registeredAfterShutdown = (await readCluster(store)).nodes.has('db');
+      });
+      assert.ok(registeredAfterShutdown, 'still registered at the end of a 5 s shutdown (TTL 3 s)');
+      // The same restart converging first (as a node coming back after its TTL does) loses it.
+      await db.leave();
+      converged = false;
+      members.push(await restartDb(false));
+      assert.equal(await slotsOn('db'), 0, 'converged first: its slot moved while it converged');
+    } finally {
+      for (const member of members) await member.leave();
+      store.close();
+      await etcd.stop();
+    }
+  });
+
   test('cluster move: refused with the reason up front; a move its node cannot make fails with the reason', async () => {
     const etcd = await startEtcdCluster(join(dir, 'etcd-move'), 1);
     const store = connectCluster(etcd.endpoints.split(','));

@@ -222,12 +222,6 @@ describe('a fleet across three hosts on etcd', {
   });
 
   it('SIGTERM to an agent leaves its instances running; a restart within the TTL keeps its slots', async () => {
-    // After the standby copy of the Sleeping instance is made: a restart while that copy was
-    // being made registered after the TTL in two runs here (cause not found yet).
-    const napPath = (await clusterStatus(store)).instances.find((i) => i.state === 'Sleeping')?.path;
-    const until = Date.now() + 30_000;
-    while (napPath && !(await store.kv.get(`standby/${napPath}`).string()) && Date.now() < until)
-      await new Promise((resolve) => setTimeout(resolve, 500));
     const before = await clusterStatus(store);
     const node = NODES.find((n) => n !== before.leader) as NodeName;
     const slots = slotsOn(before, node);
@@ -236,9 +230,11 @@ describe('a fleet across three hosts on etcd', {
     const stopping = agents.get(node)?.log ?? (() => '');
     const signalled = Date.now();
     agent.kill('SIGTERM');
-    await exited(agent, `the agent of node ${node} after SIGTERM`);
+    await exited(agent, `the agent of node ${node} after SIGTERM`).catch((error: Error) => {
+      throw new Error(`${error.message}; its log:\n${stopping().slice(-3000)}`);
+    });
     process.stderr.write(
-      `# the agent of ${node} exited ${Date.now() - signalled} ms after SIGTERM; its last lines:\n# ${stopping().trim().split('\n').slice(-6).join('\n# ')}\n`,
+      `# the agent of ${node} exited ${Date.now() - signalled} ms after SIGTERM; its last lines:\n# ${stopping().trim().split('\n').slice(-12).join('\n# ')}\n`,
     );
     assert.deepEqual(
       vmmsOf(node).map((p) => p.pid),
@@ -250,6 +246,7 @@ describe('a fleet across three hosts on etcd', {
       `node ${node} registered again`,
       (s) => (agents.get(node)?.log() ?? '').includes('registered under lease') && alive(s).includes(node),
     );
+    process.stderr.write(`# node ${node} registered again ${Date.now() - signalled} ms after SIGTERM\n`);
     assert.equal(slotsOn(after, node), slots, agents.get(node)?.log().slice(-2500));
     assert.deepEqual(
       vmmsOf(node).map((p) => p.pid),
@@ -559,10 +556,13 @@ describe('a fleet across three hosts on etcd', {
     } finally {
       stopped.kill('SIGCONT');
     }
-    assert.equal(moved.code, 1, moved.stderr);
+    const logs = () =>
+      `${moved.stderr}\n--- ${runner.node}:\n${agents.get(runner.node)?.log().slice(-3000)}\n--- ${target}:\n${agents.get(target)?.log().slice(-1500)}`;
+    assert.equal(moved.code, 1, logs());
     assert.match(
       moved.stderr,
       new RegExp(`${runner.path} did not move to ${target}: .*node ${target} died during the move`),
+      logs(),
     );
     // Slept for the move, woken again where it was: the same guest, its file and process there.
     await checkMark(runner.node, runner.path, mark);

@@ -163,15 +163,28 @@ export function registerAgentCommands(fleet: Command): void {
           if (stopping) return;
           stopping = true;
           log(`${why}: finishing requests in flight; instances stay as they are`);
-          const left = join
-            ? join.leave().catch((error: Error) => log(`leaving the cluster: ${error.message}`))
-            : Promise.resolve();
-          left
-            .then(() => server.close())
+          const began = Date.now();
+          const slow = setInterval(
+            () =>
+              log(
+                `shutdown: still finishing after ${Math.round((Date.now() - began) / 1000)} s (${openResources()})`,
+              ),
+            10_000,
+          );
+          slow.unref();
+          // The server's requests are finished while the lease is still renewed: a restart within
+          // the TTL, counted from here, keeps the node's slots.
+          const closeServer = () => server.close(); // a second call does nothing
+          (
+            join?.leave(closeServer).catch((error: Error) => log(`leaving the cluster: ${error.message}`)) ??
+            Promise.resolve()
+          )
+            .then(closeServer)
             .then(resolve, (error: Error) => {
               log(`shutdown: ${error.message}`);
               resolve();
-            });
+            })
+            .finally(() => clearInterval(slow));
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
@@ -181,6 +194,11 @@ export function registerAgentCommands(fleet: Command): void {
           stop(`not joining the cluster: ${error.message}`);
         });
       });
+      // Everything vmkit started has ended: a handle a library left open must not keep the agent.
+      setTimeout(() => {
+        log(`exiting although something was still open (${openResources()})`);
+        process.exit(refused ? 1 : 0);
+      }, 2000).unref();
       if (refused) throw refused;
     });
 
@@ -318,11 +336,21 @@ async function clusterOf(
       });
       return {
         ...join,
-        async leave() {
-          await join.leave();
-          store.close();
+        async leave(beforeLapse) {
+          try {
+            await join.leave(beforeLapse);
+          } finally {
+            store.close();
+          }
         },
       };
     },
   };
+}
+
+/** What keeps the process alive, by kind (timers, sockets, ...), for a shutdown that takes long. */
+function openResources(): string {
+  const kinds = new Map<string, number>();
+  for (const kind of process.getActiveResourcesInfo()) kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
+  return [...kinds].map(([kind, count]) => `${count} ${kind}`).join(', ') || 'nothing';
 }

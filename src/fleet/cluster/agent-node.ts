@@ -8,6 +8,7 @@ import { dropCopiesHeldElsewhere } from './copies.js';
 import { type Departures, startDepartures } from './departures.js';
 import { type ClusterStore, checkNodeName, clusterCall, type NodeRecord } from './etcd.js';
 import { type FailingPool, trackFailures } from './failing.js';
+import { watchEventLoop } from './loop-watch.js';
 import { type ClusterMember, joinCluster, readShare } from './member.js';
 import { refuseIfNameHeld } from './membership.js';
 import { adoptStandbys } from './standby.js';
@@ -94,7 +95,8 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
   const advertise = options.advertise ?? server.url;
   const agentId = clusterAgentId(server.fleet.dir);
   // Before the first converge: another agent's share must not be started here too.
-  await refuseIfNameHeld(options.store, options.node, agentId);
+  const resumes = (await refuseIfNameHeld(options.store, options.node, agentId)) !== undefined;
+  const unwatch = watchEventLoop(log, ((options.ttlSeconds ?? 10) * 1000) / 5);
   let failing: FailingPool[] = [];
   const tunnels = options.tunnels && new TunnelSet(options.node, server.fleet.dir, options.tunnels, log);
   let departures: Departures | undefined;
@@ -103,6 +105,7 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
     store: options.store,
     node: options.node,
     record: () => nodeRecord(server.fleet, options, advertise, startedAt, agentId, failing),
+    resumes,
     converge: async () => {
       // Before the reconcile: a dead node's Sleeping instance placed here arrives with its state.
       await server
@@ -131,6 +134,7 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
     ...(options.placementK ? { placementK: options.placementK } : {}),
     log,
   }).catch((error) => {
+    unwatch();
     tunnels?.closeAll();
     throw error;
   });
@@ -144,10 +148,11 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
   return {
     scheduler: member.scheduler,
     registered: member.registered,
-    async leave() {
+    async leave(beforeLapse) {
       tunnels?.closeAll();
       await departures?.stop();
-      await member.leave();
+      await member.leave(beforeLapse);
+      unwatch();
     },
   };
 }

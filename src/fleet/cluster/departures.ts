@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import { ClusterError } from '../../errors.js';
 import type { Instance } from '../state/model.js';
 import { departureDir } from './arrivals.js';
-import { clusterCall, KEYS, type MoveRecord } from './etcd.js';
+import { clusterCall, KEYS, type MoveRecord, nodeGone } from './etcd.js';
 import type { MoveContext } from './move-context.js';
 import { peerPost } from './peer.js';
 import { parseSlotId } from './slots.js';
@@ -125,10 +125,7 @@ async function depart(
       { slot, departure: id, instance: { path: instance.path, address: instance.address }, files },
       options.tls,
       ARRIVAL_TIMEOUT_MS,
-      async () =>
-        (await store.kv.get(KEYS.node(move.value.to)).exists())
-          ? undefined
-          : `node ${move.value.to} died during the move (its lease lapsed)`,
+      nodeGone(store, move.value.to, 'during the move'),
     );
     await fleet.destroy(instance.path);
     log(

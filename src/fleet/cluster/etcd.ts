@@ -244,3 +244,12 @@ function plainTlsFailure(message: string): string | undefined {
     return 'etcd does not speak TLS there (an http:// endpoint?)';
   return undefined;
 }
+
+/**
+ * Asked while waiting on another node: the reason to stop waiting once its lease lapsed (it died
+ * `during` the wait), else undefined.
+ */
+export const nodeGone = (store: ClusterStore, node: string, during: string) => async () =>
+  (await store.kv.get(KEYS.node(node)).exists())
+    ? undefined
+    : `node ${node} died ${during} (its lease lapsed)`;

@@ -33,6 +33,12 @@ export interface ClusterMemberOptions {
    * Resolves true when something failed: it is then tried again, 5 s later and then less often.
    */
   converge: () => Promise<boolean | undefined>;
+  /**
+   * This node's record is still under the lease of its previous run (a restart within the TTL):
+   * it registers before its first converge, which may take longer than what is left of that TTL.
+   * Its slots never left it, so there is nothing to stop first.
+   */
+  resumes?: boolean;
   /** Called when the cluster's move records changed (departures.ts looks for its own). */
   onMoves?: () => void;
   /** Best of how many nodes the scheduler places each slot on (default 3). */
@@ -49,28 +55,42 @@ export interface ClusterMember {
   /**
    * Stops scheduling (another node is elected), watching and renewing the lease: the node is dead
    * to the cluster after its TTL unless it joins again before. Instances stay as they are.
+   * `beforeLapse` (the agent's own shutdown) runs while the lease is still renewed, so that the
+   * TTL a restart has counts from the process's end. A second call waits for the first.
    */
-  leave(): Promise<void>;
+  leave(beforeLapse?: () => Promise<void>): Promise<void>;
 }
 
 /**
  * Joins this host to the cluster. First it converges to its share as the cluster has it, so that
  * a node coming back stops the instances that were placed elsewhere meanwhile before anything
- * else; then it registers under a lease, campaigns for the scheduler, and converges again each
- * time the document or the slots change.
+ * else (a restart within the TTL, whose slots stayed, registers first); then it registers under a
+ * lease, campaigns for the scheduler, and converges again each time the document or the slots
+ * change.
  */
 export async function joinCluster(options: ClusterMemberOptions): Promise<ClusterMember> {
   const log = options.log ?? (() => {});
   const ttlSeconds = options.ttlSeconds ?? 10;
   const { store } = options;
-  await options.converge();
-  const membership: Membership = await joinMembership({
-    store,
-    record: options.record,
-    ttlSeconds,
-    reportEveryMs: Math.max(1000, Math.floor((ttlSeconds * 1000) / 3)),
-    log,
-  });
+  const register = () =>
+    joinMembership({
+      store,
+      record: options.record,
+      ttlSeconds,
+      reportEveryMs: Math.max(1000, Math.floor((ttlSeconds * 1000) / 3)),
+      log,
+    });
+  let membership: Membership;
+  if (options.resumes) {
+    membership = await register();
+    await options.converge().catch(async (error) => {
+      await membership.leave(); // lapses at its TTL, as the previous run's lease would have
+      throw error;
+    });
+  } else {
+    await options.converge();
+    membership = await register();
+  }
   const scheduler = startScheduler({
     store,
     node: options.node,
@@ -90,6 +110,7 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
   let retry: NodeJS.Timeout | undefined;
   let failedInARow = 0;
   let leaving = false;
+  let left: Promise<void> | undefined; // a second leave() waits for the first
   /** After a converge that failed something: again in 5 s, 10 s, 20 s ... at most a minute apart. */
   const retryLater = () => {
     clearTimeout(retry);
@@ -155,14 +176,21 @@ export async function joinCluster(options: ClusterMemberOptions): Promise<Cluste
   return {
     scheduler,
     registered: () => membership.lease() !== undefined,
-    async leave() {
-      leaving = true;
-      clearTimeout(debounce);
-      clearTimeout(retry);
-      await watcher.cancel().catch(() => undefined);
-      await scheduler.stop();
-      await converging;
-      await membership.leave();
+    leave(beforeLapse) {
+      left ??= (async () => {
+        leaving = true;
+        clearTimeout(debounce);
+        clearTimeout(retry);
+        await watcher.cancel().catch(() => undefined);
+        await scheduler.stop();
+        await converging;
+        try {
+          await beforeLapse?.();
+        } finally {
+          await membership.leave();
+        }
+      })();
+      return left;
     },
   };
 }

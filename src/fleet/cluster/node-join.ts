@@ -16,8 +16,11 @@ export interface NodeJoin {
    * agent holds the node's name, the cluster is full): etcd being unreachable is tried again.
    */
   joined: Promise<void>;
-  /** Stops trying to join, or leaves the cluster; the instances stay as they are. */
-  leave(): Promise<void>;
+  /**
+   * Stops trying to join, or leaves the cluster; the instances stay as they are. `beforeLapse`
+   * runs before the node's lease stops being renewed (see ClusterMember.leave).
+   */
+  leave(beforeLapse?: () => Promise<void>): Promise<void>;
 }
 
 /**
@@ -78,11 +81,12 @@ export function joinWhenReachable(
         : `node ${node} lost its lease in etcd: its API is read-only until it registers again`;
     },
     joined,
-    async leave() {
+    async leave(beforeLapse) {
       stopped = true;
       clearTimeout(timer);
       await attempt;
-      await member?.leave();
+      if (member) await member.leave(beforeLapse);
+      else await beforeLapse?.();
     },
   };
 }

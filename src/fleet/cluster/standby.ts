@@ -7,7 +7,7 @@ import { sleepStateId } from '../snapshots/move-state.js';
 import type { Instance } from '../state/model.js';
 import { departureDir } from './arrivals.js';
 import { clearStaleCopy, holdsState } from './copies.js';
-import { clusterCall, KEYS, type StandbyRecord } from './etcd.js';
+import { clusterCall, KEYS, nodeGone, type StandbyRecord } from './etcd.js';
 import type { MoveContext } from './move-context.js';
 import { downloadChecked, peerPost } from './peer.js';
 import { parseSlotId } from './slots.js';
@@ -99,6 +99,8 @@ async function pushCopy(
       { path: instance.path, departure: id, owner: options.node, files },
       options.tls as NonNullable<MoveContext['tls']>,
       300_000,
+      // A holder that hangs would hold this node's converges and moves up to the timeout.
+      nodeGone(options.store, holder, 'while it took the copy'),
     );
     const record: StandbyRecord = {
       owner: options.node,
