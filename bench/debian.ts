@@ -1,8 +1,9 @@
 // The debian image: build time cold and cached, boot to multi-user.target, and restore of a
-// booted snapshot to its first command, and a start from the boot cache to multi-user.target,
-// side by side in one run. Prints JSON on stdout.
-// Targets: the cached build under 1 s; restore at most 5% of boot.
-// Run: node --import tsx bench/debian.ts [--skip-cold 1]
+// booted snapshot to its first command, and starts from the boot cache to their first command and
+// to multi-user.target, side by side in one run. Prints JSON on stdout.
+// Targets: the cached build under 1 s; restore at most 5% of boot; a start from the boot cache to
+// its first command at most 3% of the boot to multi-user.target (issue #22).
+// Run: node --import tsx bench/debian.ts [--skip-cold 1] [--samples N]
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import {
   environment,
   loadAverages,
   log,
+  median,
   parseIntOptions,
   ratio,
   round,
@@ -32,8 +34,8 @@ let coldCache: string | undefined;
 await runBenchmark(
   async () => {
     const options = parseIntOptions(
-      'usage: node --import tsx bench/debian.ts [--skip-cold 1]  (1: no cold build, which takes a minute or more)',
-      { 'skip-cold': { default: 0, min: 0 } },
+      'usage: node --import tsx bench/debian.ts [--skip-cold 1] [--samples N]  (--skip-cold 1: no cold build, which takes a minute or more; --samples: starts from the boot cache, default 3)',
+      { 'skip-cold': { default: 0, min: 0 }, samples: { default: 3, min: 1 } },
     );
     if (!options) return;
     const env = await environment();
@@ -80,16 +82,25 @@ await runBenchmark(
     );
     await closeMachine(seed);
     log(`boot cache: first start ${seedMs} ms (a boot and its save, unless the cache had it)`);
-    const [cachedToMultiUserMs, cached] = await (async () => {
+    // Each sample: startMachine() from the cache, its first command, then multi-user.target active.
+    const toFirstCommand: number[] = [];
+    const toMultiUser: number[] = [];
+    for (let sample = 0; sample < options.samples; sample++) {
       const began = performance.now();
       const vm = adoptMachine(
-        await startMachine({ name: 'bench-cached', image: 'debian', timeoutMs: BOOT_TIMEOUT_MS }),
+        await startMachine({ name: `bench-cached-${sample}`, image: 'debian', timeoutMs: BOOT_TIMEOUT_MS }),
       );
+      await vm.succeed('true');
+      toFirstCommand.push(round(performance.now() - began));
       await vm.waitForUnit('multi-user.target', { timeoutMs: BOOT_TIMEOUT_MS });
-      return [round(performance.now() - began), vm] as const;
-    })();
-    await closeMachine(cached);
-    log(`boot cache: start to multi-user.target ${cachedToMultiUserMs} ms`);
+      toMultiUser.push(round(performance.now() - began));
+      await closeMachine(vm);
+    }
+    const cachedToFirstCommandMs = median(toFirstCommand);
+    const cachedToMultiUserMs = median(toMultiUser);
+    log(
+      `boot cache: start to first command ${toFirstCommand.join(', ')} ms; to multi-user.target ${toMultiUser.join(', ')} ms`,
+    );
     const report = {
       benchmark: 'debian',
       qemuVersion: env.qemuVersion,
@@ -102,12 +113,17 @@ await runBenchmark(
       snapshotMs,
       restoreToFirstCommandMs,
       restoreOverBoot: ratio(restoreToFirstCommandMs, bootToMultiUserMs),
-      /** startMachine() from the boot cache until multi-user.target is active, against a boot. */
+      cachedSamples: options.samples,
+      /** startMachine() from the boot cache to its first command (median), against a boot. */
+      cachedStartToFirstCommandMs: cachedToFirstCommandMs,
+      cachedOverBoot: ratio(cachedToFirstCommandMs, bootToMultiUserMs),
+      /** ... and until multi-user.target is active (the guest's own wait: a systemctl process). */
       cachedStartToMultiUserMs: cachedToMultiUserMs,
-      cachedOverBoot: ratio(cachedToMultiUserMs, bootToMultiUserMs),
+      cachedToMultiUserOverBoot: ratio(cachedToMultiUserMs, bootToMultiUserMs),
       targets: {
         cachedBuildUnder1s: buildCachedMs < 1000,
         restoreAtMost5PercentOfBoot: restoreToFirstCommandMs <= 0.05 * bootToMultiUserMs,
+        cachedStartAtMost3PercentOfBoot: cachedToFirstCommandMs <= 0.03 * bootToMultiUserMs,
       },
       loadAverages: loadAverages(),
     };
