@@ -14,6 +14,7 @@ import { startAgent } from '../../fleet/agent/server.js';
 import type { NodeJoin } from '../../fleet/cluster/node-join.js';
 import { defaultFleetDir } from '../../fleet/state/db.js';
 import { parseAddress } from '../../fleet/state/ids.js';
+import { openResources, shutDownAgent } from './agent-shutdown.js';
 import { etcdTlsOptions, quietIpServerNameWarning } from './cluster.js';
 import { builderOf, type FleetGlobals, output, wholeOption } from './fleet-common.js';
 
@@ -127,6 +128,11 @@ export function registerAgentCommands(fleet: Command): void {
       "an exec's stdout and stderr together, at most (default 8 MiB); past it the command is killed (413)",
       wholeOption,
     )
+    .option(
+      '--shutdown-timeout <seconds>',
+      'on SIGTERM or SIGINT, end anyway after this long, saying what was still going (default 25)',
+      wholeOption,
+    )
     .addOption(certsOption())
     .action(async (options, command: Command) => {
       const log = (line: string) => process.stderr.write(`vmkit agent: ${line}\n`);
@@ -162,29 +168,13 @@ export function registerAgentCommands(fleet: Command): void {
         const stop = (why: string) => {
           if (stopping) return;
           stopping = true;
-          log(`${why}: finishing requests in flight; instances stay as they are`);
-          const began = Date.now();
-          const slow = setInterval(
-            () =>
-              log(
-                `shutdown: still finishing after ${Math.round((Date.now() - began) / 1000)} s (${openResources()})`,
-              ),
-            10_000,
-          );
-          slow.unref();
-          // The server's requests are finished while the lease is still renewed: a restart within
-          // the TTL, counted from here, keeps the node's slots.
-          const closeServer = () => server.close(); // a second call does nothing
-          (
-            join?.leave(closeServer).catch((error: Error) => log(`leaving the cluster: ${error.message}`)) ??
-            Promise.resolve()
-          )
-            .then(closeServer)
-            .then(resolve, (error: Error) => {
-              log(`shutdown: ${error.message}`);
-              resolve();
-            })
-            .finally(() => clearInterval(slow));
+          shutDownAgent({
+            why,
+            join,
+            closeServer: () => server.close(),
+            log,
+            deadlineMs: (options.shutdownTimeout ?? 25) * 1000,
+          }).then(resolve);
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));
@@ -346,11 +336,4 @@ async function clusterOf(
       };
     },
   };
-}
-
-/** What keeps the process alive, by kind (timers, sockets, ...), for a shutdown that takes long. */
-function openResources(): string {
-  const kinds = new Map<string, number>();
-  for (const kind of process.getActiveResourcesInfo()) kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
-  return [...kinds].map(([kind, count]) => `${count} ${kind}`).join(', ') || 'nothing';
 }
