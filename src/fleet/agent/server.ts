@@ -263,6 +263,9 @@ export async function startAgent(options: AgentServerOptions): Promise<AgentServ
   if (options.upgrade) {
     const upgrade = options.upgrade;
     tlsServer.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      // A tunnel that comes back (its peer reopens it a second after it closed) while the server
+      // closes: refused, else the close would wait for it for ever.
+      if (closing) return socket.destroy();
       upgraded.add(socket);
       socket.once('close', () => upgraded.delete(socket));
       upgrade(request, socket, head);

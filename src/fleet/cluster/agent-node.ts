@@ -112,11 +112,11 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
         .exclusive(() => adoptStandbys(moving))
         .catch((error: Error) => log(`standby: adopting: ${error.message}`));
       const report = await server.reconcileNow();
-      // After it: the copies it stopped of instances that now live on another node go.
+      // After it (one read for the copies and the tunnels): the copies it stopped of instances that
+      // now live on another node go.
+      const after = await readCluster(options.store);
       await server
-        .exclusive(async () =>
-          dropCopiesHeldElsewhere(server.fleet, await readCluster(options.store), options.node, log),
-        )
+        .exclusive(async () => dropCopiesHeldElsewhere(server.fleet, after, options.node, log))
         .catch((error: Error) => log(`cluster: removing copies: ${error.message}`));
       departures?.poke(); // the instances it put to sleep get their standby copies now, not at the next round
       if (report.changed > 0 || report.failed > 0)
@@ -126,7 +126,7 @@ export async function joinAsAgent(server: AgentServer, options: ClusterAgentOpti
       failing = trackFailures(failing, report);
       for (const pool of failing)
         log(`cluster: pool ${pool.pool} failed ${pool.converges} converge(s) in a row here: ${pool.error}`);
-      tunnels?.update(await readCluster(options.store));
+      tunnels?.update(after);
       return report.failed > 0;
     },
     onMoves: () => departures?.poke(),
