@@ -1,5 +1,6 @@
 import type { Fleet } from '../fleet.js';
-import { RefusedError } from '../state/lifecycle.js';
+import { parseAddress } from '../state/ids.js';
+import { holdsState, RefusedError } from '../state/lifecycle.js';
 import type { ClusterState } from './state.js';
 
 /**
@@ -8,15 +9,12 @@ import type { ClusterState } from './state.js';
  * and those hold nothing but their data disk. Such copies make way for the instance.
  */
 
-/** Whether an instance in `state` holds its guest's state (a VMM's RAM, or a sleep state). */
-export const holdsState = (state: string) => state === 'Running' || state === 'Warm' || state === 'Sleeping';
-
 /**
  * Makes room here for `path`, which arrives with its state: a copy left here that holds nothing
  * (Stopped, Ready) is destroyed first; one that holds state is not, and the arrival is refused.
  */
 export async function clearStaleCopy(fleet: Fleet, path: string, log: (line: string) => void): Promise<void> {
-  const [tenant = '', pool = '', id] = path.split('/');
+  const { tenant, pool, instance: id } = parseAddress(path, 3);
   const copy = fleet.store.listInstances({ tenant, pool }).find((i) => i.id === id);
   if (!copy) return;
   if (holdsState(copy.state)) throw new RefusedError(`instance ${path} is here already (${copy.state})`);

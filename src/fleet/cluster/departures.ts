@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { ClusterError } from '../../errors.js';
+import { holdsState } from '../state/lifecycle.js';
 import type { Instance } from '../state/model.js';
 import { departureDir } from './arrivals.js';
 import { clusterCall, KEYS, type MoveRecord, nodeGone } from './etcd.js';
@@ -81,9 +82,7 @@ export function startDepartures(options: DeparturesOptions): Departures {
 /** The instance a move takes: the one it names, else one of its slot's pool in its slot's state. */
 function chooseInstance(instances: Instance[], slot: string, move: MoveRecord): Instance | undefined {
   const kind = parseSlotId(slot)?.kind ?? 'running';
-  const movable = instances.filter(
-    (i) => i.state === 'Running' || i.state === 'Warm' || i.state === 'Sleeping',
-  );
+  const movable = instances.filter((i) => holdsState(i.state));
   if (move.instance) return movable.find((i) => i.path === move.instance);
   // A departure cut off after its sleep left the instance Sleeping: it is taken again.
   return movable.find((i) => i.state === STATE_OF[kind]) ?? movable.find((i) => i.state === 'Sleeping');

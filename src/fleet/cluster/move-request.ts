@@ -1,6 +1,6 @@
 import { ConfigError } from '../../errors.js';
 import { parseAddress } from '../state/ids.js';
-import { holdsState } from './copies.js';
+import { holdsState } from '../state/lifecycle.js';
 import { type ClusterStore, KEYS, type MoveRecord } from './etcd.js';
 import { parseSlotId, type SlotKind } from './slots.js';
 import { bookedOn, knownNodes, readCluster } from './state.js';

@@ -4,6 +4,9 @@ import { VmkitError } from '../../errors.js';
 export const STATES = ['Created', 'Ready', 'Running', 'Warm', 'Sleeping', 'Stopped', 'Destroyed'] as const;
 export type InstanceState = (typeof STATES)[number];
 
+/** Whether an instance in `state` holds its guest's state (a VMM's RAM, or a sleep state). */
+export const holdsState = (state: string) => state === 'Running' || state === 'Warm' || state === 'Sleeping';
+
 /**
  * Every allowed transition; any pair not listed is refused. Warm is paused vCPUs (the VMM still
  * holds RAM); Sleeping is a saved state on disk with no VMM; Stopped has only its data disk.
